@@ -1,0 +1,41 @@
+// swift-tools-version:6.1
+// Kiln: a machine-learning model compiler and runtime.
+// Layering (dependencies point down only): KilnIR ← KilnFrontends / KilnBackend ← Backends ← KilnRuntime ← Kiln ← kiln.
+// No unsafeFlags here: build flags come from scripts/ so that this package can be used as a dependency.
+import PackageDescription
+
+let package = Package(
+    name: "Kiln",
+    products: [
+        .library(name: "Kiln", targets: ["Kiln"]),
+        .executable(name: "kiln", targets: ["kiln"]),
+    ],
+    dependencies: [
+        // traits: [] keeps swift-protobuf on FoundationEssentials (no ICU in the runtime path).
+        .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0", traits: []),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "KilnIR"),
+        .target(
+            name: "KilnFrontends",
+            dependencies: ["KilnIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        .target(name: "KilnBackend", dependencies: ["KilnIR"]),
+        .target(
+            name: "KilnReference",
+            dependencies: ["KilnIR", "KilnBackend"],
+            path: "Sources/Backends/KilnReference"
+        ),
+        .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnBackend", "KilnReference"]),
+        .target(name: "Kiln", dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnRuntime"]),
+        .executableTarget(
+            name: "kiln",
+            dependencies: ["Kiln", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
+        .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
+        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["Kiln"]),
+    ]
+)

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum AttentionOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum CastOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

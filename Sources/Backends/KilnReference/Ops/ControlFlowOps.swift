@@ -1,0 +1,6 @@
+import KilnIR
+
+enum ControlFlowOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum ConvolutionOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum ImageOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum IndexingOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

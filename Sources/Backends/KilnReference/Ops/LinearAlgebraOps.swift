@@ -1,0 +1,6 @@
+import KilnIR
+
+enum LinearAlgebraOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

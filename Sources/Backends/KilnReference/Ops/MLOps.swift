@@ -1,0 +1,6 @@
+import KilnIR
+
+enum MLOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum NormalizationOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum PoolingOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

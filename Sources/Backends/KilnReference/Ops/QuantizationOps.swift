@@ -1,0 +1,6 @@
+import KilnIR
+
+enum QuantizationOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

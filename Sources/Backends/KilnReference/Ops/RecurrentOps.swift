@@ -1,0 +1,6 @@
+import KilnIR
+
+enum RecurrentOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

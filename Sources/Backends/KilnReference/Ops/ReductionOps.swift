@@ -1,0 +1,6 @@
+import KilnIR
+
+enum ReductionOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum SequenceOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum ShapeOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

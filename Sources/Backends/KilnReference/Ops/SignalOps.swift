@@ -1,0 +1,6 @@
+import KilnIR
+
+enum SignalOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum TextOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

@@ -1,0 +1,6 @@
+import KilnIR
+
+enum TrainingOps {
+    static func register(into table: inout KernelTable) {
+    }
+}

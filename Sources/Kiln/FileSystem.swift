@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import KilnIR
+
+/// Small file-system helpers over libc (Foundation stays out of the runtime path).
+public enum FileSystem {
+    /// The whole file at `path`.
+    public static func read(_ path: String) throws -> [UInt8] {
+        guard let f = fopen(path, "rb") else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        defer { fclose(f) }
+        var result: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, f)
+            if n > 0 { result.append(contentsOf: chunk[0..<n]) }
+            if n < chunk.count {
+                if ferror(f) != 0 { throw KilnError(.io, "cannot read '\(path)'") }
+                break
+            }
+        }
+        return result
+    }
+
+    /// Writes `bytes` to `path` atomically: into a temporary file beside it, then renamed over it, so a
+    /// failure never leaves a partial file.
+    public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let temporary = "\(path).tmp-\(getpid())"
+        guard let f = fopen(temporary, "wb") else { throw KilnError(.io, "cannot create '\(temporary)': \(String(cString: strerror(errno)))") }
+        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+        let flushed = fflush(f) == 0
+        fclose(f)
+        guard written == bytes.count, flushed else {
+            unlink(temporary)
+            throw KilnError(.io, "cannot write '\(path)'")
+        }
+        guard rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary)
+            throw KilnError(.io, "cannot move '\(temporary)' to '\(path)': \(reason)")
+        }
+    }
+
+    /// The names in the folder at `path` (not `.` or `..`), sorted.
+    public static func list(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else { throw KilnError(.io, "cannot list '\(path)': \(String(cString: strerror(errno)))") }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    /// Whether something exists at `path`.
+    public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// Whether `path` is a folder.
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Creates the folder at `path` and its parents, if missing.
+    public static func makeDirectories(_ path: String) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for part in path.split(separator: "/") {
+            current += "/\(part)"
+            if !isDirectory(current) && mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw KilnError(.io, "cannot create folder '\(current)': \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
