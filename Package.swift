@@ -36,6 +36,6 @@ let package = Package(
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["Kiln"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
     ]
 )

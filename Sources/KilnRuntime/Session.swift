@@ -81,12 +81,12 @@ public final class Session: @unchecked Sendable {
             }
             guard let dims = expected.shape else { continue }
             guard dims.count == tensor.rank else {
-                throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(tensor.dtype)\(tensor.shape) (rank \(tensor.rank), expected \(dims.count))")
+                throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (rank \(tensor.rank), expected \(dims.count))")
             }
             for (axis, (dim, size)) in zip(dims, tensor.shape).enumerated() {
                 switch dim {
                 case .fixed(let v) where v != size:
-                    throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(tensor.dtype)\(tensor.shape) (dim \(axis) is \(size), expected \(v))")
+                    throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (dim \(axis) is \(size), expected \(v))")
                 case .symbol(let s):
                     if let (bound, by) = symbols[s], bound != size {
                         throw KilnError(.invalidArgument, "input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound)")

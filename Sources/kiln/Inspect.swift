@@ -1,17 +1,135 @@
 import ArgumentParser
 import Kiln
 
+/// `kiln inspect MODEL`: what a model takes and returns, which operators it uses, how big it is,
+/// and whether its IR is well formed.
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Describe a model: inputs, outputs, ops, parameters.")
+    static let configuration = CommandConfiguration(
+        abstract: "Describe a model: inputs, outputs, ops, parameters.",
+        discussion: "Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR. Exits with status 1 when the model cannot be imported or its IR is invalid."
+    )
 
     @Argument(help: "The model file (.onnx).")
     var model: String
 
+    @Flag(help: "Also print the model's IR in textual form.")
+    var ir = false
+
     func run() throws {
         try diagnosing {
             let m = try Kiln.importONNX(path: model)
-            for input in m.graph.inputs { print("input  \(input)") }
-            for output in m.graph.outputs { print("output \(output)") }
+            print(ModelSummary(m).text, terminator: "")
+            if ir {
+                print("")
+                print(m.printed(), terminator: "")
+            }
+            flushOutput()
+            do {
+                try Verifier.verify(m.graph)
+                print("verify: ok")
+            } catch let error as KilnError {
+                print("verify: FAILED")
+                flushOutput()
+                throw KilnError(error.code, "\(model): \(error.message)")
+            }
         }
+    }
+}
+
+/// The facts `kiln inspect` prints about a model.
+struct ModelSummary {
+    let model: Model
+
+    init(_ model: Model) { self.model = model }
+
+    /// Every graph of the model: the main graph and, depth first, the subgraphs.
+    var allGraphs: [Graph] {
+        func collect(_ g: Graph) -> [Graph] { [g] + g.nodes.flatMap { $0.subgraphs.flatMap(collect) } }
+        return collect(model.graph)
+    }
+
+    /// Node counts per operator (including subgraphs), most used first, then by name.
+    var histogram: [(op: String, count: Int)] {
+        var counts: [String: Int] = [:]
+        for node in model.graph.allNodes { counts[node.op.description, default: 0] += 1 }
+        return counts.map { (op: $0.key, count: $0.value) }.sorted { $0.count != $1.count ? $0.count > $1.count : $0.op < $1.op }
+    }
+
+    /// Initializers of every graph: how many, their total element count and byte size.
+    var parameters: (tensors: Int, elements: Int, bytes: Int) {
+        var tensors = 0, elements = 0, bytes = 0
+        for graph in allGraphs {
+            for tensor in graph.initializers.values {
+                tensors += 1
+                elements += tensor.count
+                if let width = tensor.dtype.byteWidth {
+                    bytes += tensor.count * width
+                } else {
+                    bytes += tensor.strings.reduce(0) { $0 + $1.utf8.count }
+                }
+            }
+        }
+        return (tensors, elements, bytes)
+    }
+
+    /// The report, one fact per line.
+    var text: String {
+        var lines: [String] = []
+        let graph = model.graph
+        lines.append("producer: \(model.producer.isEmpty ? "(none)" : model.producer)")
+        lines.append("ir_version: \(model.sourceIRVersion)")
+        let opsets = model.opsets.sorted { $0.key < $1.key }.map { "\($0.key.isEmpty ? "ai.onnx" : $0.key) \($0.value)" }
+        lines.append("opsets: \(opsets.isEmpty ? "(none)" : opsets.joined(separator: ", "))")
+        for (key, value) in model.metadata.sorted(by: { $0.key < $1.key }) {
+            lines.append("metadata: \(key) = \(value)")
+        }
+
+        let required = graph.inputs.filter { graph.initializers[$0.name] == nil }
+        let optional = graph.inputs.filter { graph.initializers[$0.name] != nil }
+        lines.append("inputs (\(required.count)):")
+        for input in required { lines.append("  \(input.name): \(input.type.map { "\($0)" } ?? "?")") }
+        if !optional.isEmpty {
+            lines.append("inputs with defaults (\(optional.count)):")
+            for input in optional { lines.append("  \(input.name): \(input.type.map { "\($0)" } ?? "?")") }
+        }
+        lines.append("outputs (\(graph.outputs.count)):")
+        for output in graph.outputs {
+            lines.append("  \(output.name): \((output.type ?? graph.type(of: output.name)).map { "\($0)" } ?? "?")")
+        }
+
+        let p = parameters
+        lines.append("parameters: \(grouped(p.elements)) in \(p.tensors) initializer\(p.tensors == 1 ? "" : "s"), \(byteText(p.bytes))")
+
+        let histogram = histogram
+        let nodes = histogram.reduce(0) { $0 + $1.count }
+        let subgraphs = allGraphs.count - 1
+        lines.append("ops (\(nodes) node\(nodes == 1 ? "" : "s"), \(histogram.count) kind\(histogram.count == 1 ? "" : "s")\(subgraphs > 0 ? ", including \(subgraphs) subgraph\(subgraphs == 1 ? "" : "s")" : "")):")
+        let width = histogram.first.map { String($0.count).count } ?? 1
+        for (op, count) in histogram {
+            let number = String(count)
+            lines.append("  " + String(repeating: " ", count: width - number.count) + number + "  " + op)
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// `11,689,512`.
+    func grouped(_ n: Int) -> String {
+        let digits = Array(String(n))
+        var out = ""
+        for (i, d) in digits.enumerated() {
+            if i > 0 && (digits.count - i) % 3 == 0 { out += "," }
+            out.append(d)
+        }
+        return out
+    }
+
+    /// `1,024 bytes` or `44.6 MB (46,756,048 bytes)`.
+    func byteText(_ bytes: Int) -> String {
+        let units: [(String, Double)] = [("GB", 1e9), ("MB", 1e6), ("KB", 1e3)]
+        for (unit, size) in units where Double(bytes) >= size {
+            let value = (Double(bytes) / size * 10).rounded() / 10
+            return "\(value) \(unit) (\(grouped(bytes)) bytes)"
+        }
+        return "\(grouped(bytes)) bytes"
     }
 }

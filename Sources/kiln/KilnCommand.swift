@@ -36,6 +36,7 @@ func diagnosing(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as KilnError {
+        flushOutput()
         printError("error: \(error.message)")
         throw ExitCode(1)
     }
