@@ -1,9 +1,10 @@
 /// Conversions between `Float` and the narrow floating-point formats that tensors may hold as
 /// bit patterns: IEEE half, bfloat16, the four OCP/ONNX 8-bit formats, E8M0 and FP4 (E2M1).
 ///
-/// Rounding is to nearest, ties to even, everywhere. Overflow follows ONNX's Cast rules:
-/// with `saturate` a finite value too large becomes the largest finite value; without, it
-/// becomes infinity where the format has one and NaN where it has not.
+/// Rounding is to nearest, ties to even, except for E8M0, which rounds up (ONNX Cast's default
+/// `round_mode`). Overflow follows ONNX's Cast rules: with `saturate` a value too large, infinity
+/// included, becomes the largest finite value; without, it becomes infinity where the format has one
+/// and NaN where it has not. FP4 (E2M1) always saturates and encodes NaN as 0x8, as ONNX does.
 public enum FloatFormats {
     /// IEEE binary16 bits → Float.
     public static func halfToFloat(_ bits: UInt16) -> Float { Float(Float16(bitPattern: bits)) }
@@ -101,7 +102,7 @@ public enum FloatFormats {
             }
             func overflow() -> UInt8 {
                 if kind == .float4e2m1 { return withSign(maxEntry.code) }
-                if saturate && !(isFNUZ && magnitude.isInfinite) { return withSign(maxEntry.code) }
+                if saturate { return withSign(maxEntry.code) }
                 if hasInfinity { return withSign(0x7C) }
                 return nanCode
             }
@@ -114,10 +115,8 @@ public enum FloatFormats {
                 return overflow()
             }
             if kind == .float8e8m0 {
-                // E8M0 holds powers of two only: round to the nearest in the log domain's tie-to-even sense.
-                var best = ladder[0]
-                for entry in ladder where abs(entry.value - magnitude) < abs(best.value - magnitude) { best = entry }
-                return best.code
+                // E8M0 holds powers of two only; ONNX rounds up to the next one by default.
+                return (ladder.first { $0.value >= magnitude } ?? maxEntry).code
             }
             // Binary search for the first ladder entry ≥ magnitude.
             var lo = 0, hi = ladder.count - 1
@@ -139,7 +138,7 @@ public enum FloatFormats {
         static let e5m2 = Format(.float8e5m2, exponentBits: 5, mantissaBits: 2, bias: 15, nanCode: 0x7F)
         static let e5m2fnuz = Format(.float8e5m2fnuz, exponentBits: 5, mantissaBits: 2, bias: 16, nanCode: 0x80)
         static let e8m0 = Format(.float8e8m0, exponentBits: 8, mantissaBits: 0, bias: 127, signed: false, nanCode: 0xFF)
-        static let e2m1 = Format(.float4e2m1, exponentBits: 2, mantissaBits: 1, bias: 1, nanCode: 0x07)
+        static let e2m1 = Format(.float4e2m1, exponentBits: 2, mantissaBits: 1, bias: 1, nanCode: 0x08)
 
         static func of(_ dtype: DType) -> Format {
             switch dtype {

@@ -204,23 +204,23 @@ extension Tensor {
     /// except 64-bit integers beyond 2^53. Not for strings or complex types.
     public func asDoubles() -> [Double] {
         switch dtype {
-        case .float32: return elements(as: Float.self).map(Double.init)
+        case .float32: return elements(as: Float.self).map { Double($0) }
         case .float64: return elements(as: Double.self)
         case .float16: return elements(as: UInt16.self).map { Double(FloatFormats.halfToFloat($0)) }
         case .bfloat16: return elements(as: UInt16.self).map { Double(FloatFormats.bfloat16ToFloat($0)) }
         case .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float8e8m0, .float4e2m1:
             return elements(as: UInt8.self).map { Double(FloatFormats.decode($0, dtype)) }
-        case .int8: return elements(as: Int8.self).map(Double.init)
-        case .int16: return elements(as: Int16.self).map(Double.init)
-        case .int32: return elements(as: Int32.self).map(Double.init)
-        case .int64: return elements(as: Int64.self).map(Double.init)
-        case .uint8: return elements(as: UInt8.self).map(Double.init)
-        case .uint16: return elements(as: UInt16.self).map(Double.init)
-        case .uint32: return elements(as: UInt32.self).map(Double.init)
-        case .uint64: return elements(as: UInt64.self).map(Double.init)
+        case .int8: return elements(as: Int8.self).map { Double($0) }
+        case .int16: return elements(as: Int16.self).map { Double($0) }
+        case .int32: return elements(as: Int32.self).map { Double($0) }
+        case .int64: return elements(as: Int64.self).map { Double($0) }
+        case .uint8: return elements(as: UInt8.self).map { Double($0) }
+        case .uint16: return elements(as: UInt16.self).map { Double($0) }
+        case .uint32: return elements(as: UInt32.self).map { Double($0) }
+        case .uint64: return elements(as: UInt64.self).map { Double($0) }
         case .bool: return elements(as: Bool.self).map { $0 ? 1 : 0 }
-        case .int4, .int2: return elements(as: Int8.self).map(Double.init)
-        case .uint4, .uint2: return elements(as: UInt8.self).map(Double.init)
+        case .int4, .int2: return elements(as: Int8.self).map { Double($0) }
+        case .uint4, .uint2: return elements(as: UInt8.self).map { Double($0) }
         case .string, .complex64, .complex128: preconditionFailure("\(dtype) has no Double value")
         }
     }
@@ -294,7 +294,7 @@ extension Tensor {
         case .uint4, .uint2:
             let mask = (Int64(1) << Int64(dtype.packedBits)) - 1
             self.init(dtype: dtype, shape: shape, bitPatterns: values.map { UInt8(truncatingIfNeeded: $0 & mask) })
-        default: self.init(dtype: dtype, shape: shape, doubles: values.map(Double.init))
+        default: self.init(dtype: dtype, shape: shape, doubles: values.map { Double($0) })
         }
     }
 
