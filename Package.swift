@@ -21,6 +21,12 @@ let package = Package(
             name: "KilnFrontends",
             dependencies: ["KilnIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        .target(name: "KilnPasses", dependencies: ["KilnIR"]),
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(
+            name: "KilnFormat",
+            dependencies: ["KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .target(name: "KilnBackend", dependencies: ["KilnIR"]),
         .target(
             name: "KilnReference",
@@ -37,5 +43,7 @@ let package = Package(
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
         .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
+        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
+        .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
     ]
 )
