@@ -31,11 +31,18 @@ public struct ONNXImporter {
     public func importModel(bytes: UnsafeRawBufferPointer, directory: String?, source: String = "<memory>") throws -> Model {
         let proto: Onnx_ModelProto
         do {
-            proto = try Onnx_ModelProto(serializedBytes: Data(bytes))
+            // Decode straight from the caller's (usually memory-mapped) bytes, without copying the file.
+            let data = bytes.baseAddress.map {
+                Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: $0), count: bytes.count, deallocator: .none)
+            } ?? Data()
+            proto = try Onnx_ModelProto(serializedBytes: data)
         } catch {
             throw KilnError(.invalidModel, "\(source) is not a valid ONNX model (protobuf decoding failed: \(error))")
         }
         guard proto.hasGraph else { throw KilnError(.invalidModel, "\(source) has no graph (is it an ONNX model?)") }
+        guard proto.irVersion < 3 || !proto.opsetImport.isEmpty else {
+            throw KilnError(.invalidModel, "\(source) has no opset_import (ONNX IR version \(proto.irVersion) requires one; is the file truncated?)")
+        }
         var context = ImportContext(directory: directory, source: source, functions: [:])
         var opsets: [String: Int] = [:]
         for o in proto.opsetImport { opsets[o.domain == "ai.onnx" ? "" : o.domain] = Int(o.version) }
@@ -71,6 +78,7 @@ public struct ONNXImporter {
         }
     }
 
+    /// The folder holding `path` (`.` for a bare file name).
     static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         let dir = String(path[..<slash])
@@ -100,12 +108,17 @@ public struct ONNXImporter {
             for n in f.node {
                 names.formUnion(n.input)
                 names.formUnion(n.output)
+                for a in n.attribute {
+                    if a.hasG { walk(a.g) }
+                    a.graphs.forEach(walk)
+                }
             }
         }
         return names
     }
 }
 
+/// Identifies a model-local function by domain and name.
 struct FunctionKey: Hashable {
     var domain: String
     var name: String
@@ -119,7 +132,10 @@ struct ImportContext {
     var names = NameGenerator(used: [])
     var mappedFiles: [String: MappedFile] = [:]
     var inlineDepth = 0
+    /// Value types known in the graph being imported and the graphs enclosing it.
+    var scopeTypes: [String: ValueType] = [:]
 
+    /// A context for one import.
     init(directory: String?, source: String, functions: [FunctionKey: Onnx_FunctionProto]) {
         self.directory = directory
         self.source = source
@@ -128,6 +144,7 @@ struct ImportContext {
 
     // MARK: graphs and nodes
 
+    /// The IR graph for `proto`: initializers, signature, value types and canonical nodes.
     mutating func graph(_ proto: Onnx_GraphProto, opsets: [String: Int], isMain: Bool) throws -> Graph {
         var graph = Graph(name: proto.name.isEmpty ? (isMain ? "main" : "subgraph") : proto.name)
         for t in proto.initializer {
@@ -143,6 +160,12 @@ struct ImportContext {
         for info in proto.valueInfo {
             if let t = try valueType(info.type, where: "value '\(info.name)'") { graph.valueTypes[info.name] = t }
         }
+        // Types the canonicalizer may consult; restored when this (sub)graph is done.
+        let outerTypes = scopeTypes
+        defer { scopeTypes = outerTypes }
+        for (name, t) in graph.initializers { scopeTypes[name] = .tensor(TensorType(t.dtype, fixed: t.shape)) }
+        for v in graph.inputs + graph.outputs { if let t = v.type { scopeTypes[v.name] = t } }
+        for (name, t) in graph.valueTypes { scopeTypes[name] = t }
         for node in proto.node {
             graph.nodes += try nodes(node, opsets: opsets, constants: &graph.initializers)
         }
@@ -153,7 +176,7 @@ struct ImportContext {
     mutating func nodes(_ proto: Onnx_NodeProto, opsets: [String: Int], constants: inout [String: Tensor]) throws -> [Node] {
         let domain = proto.domain == "ai.onnx" ? "" : proto.domain
         if let function = functions[FunctionKey(domain: proto.domain, name: proto.opType)] {
-            return try inline(function, at: proto, constants: &constants)
+            return try inline(function, at: proto, opsets: opsets, constants: &constants)
         }
         var attributes: [String: Attribute] = [:]
         for a in proto.attribute {
@@ -163,12 +186,13 @@ struct ImportContext {
                         attributes: attributes)
         let opset = opsets[domain] ?? (domain.isEmpty ? ONNXImporter.canonicalOpset : 1)
         guard domain.isEmpty else { return [node] }
-        return try Canonicalizer.canonicalize(node, opset: opset, constants: &constants, names: &names)
+        return try Canonicalizer.canonicalize(node, opset: opset, constants: &constants, names: &names, types: scopeTypes)
     }
 
     /// Inlines a model-local function at a call site: formal inputs and outputs take the call's names,
     /// internal values get fresh names, attribute references take the call's attribute values.
-    mutating func inline(_ function: Onnx_FunctionProto, at call: Onnx_NodeProto, constants: inout [String: Tensor]) throws -> [Node] {
+    mutating func inline(_ function: Onnx_FunctionProto, at call: Onnx_NodeProto, opsets outer: [String: Int],
+                         constants: inout [String: Tensor]) throws -> [Node] {
         inlineDepth += 1
         defer { inlineDepth -= 1 }
         guard inlineDepth < 64 else {
@@ -180,7 +204,8 @@ struct ImportContext {
         var callAttributes: [String: Onnx_AttributeProto] = [:]
         for a in function.attributeProto { callAttributes[a.name] = a }
         for a in call.attribute { callAttributes[a.name] = a }
-        var opsets: [String: Int] = [:]
+        // The function's own opset imports, falling back to the caller's for domains it does not list.
+        var opsets = outer
         for o in function.opsetImport { opsets[o.domain == "ai.onnx" ? "" : o.domain] = Int(o.version) }
         var result: [Node] = []
         for var node in function.node {
@@ -192,9 +217,50 @@ struct ImportContext {
                 value.name = a.name
                 return value
             }
+            // Subgraphs (If/Loop bodies) may read the function's values by name, and may refer to
+            // the function's attributes too.
+            for i in node.attribute.indices {
+                if node.attribute[i].hasG {
+                    node.attribute[i].g = Self.substitute(node.attribute[i].g, rename: rename, attributes: callAttributes)
+                }
+                node.attribute[i].graphs = node.attribute[i].graphs.map {
+                    Self.substitute($0, rename: rename, attributes: callAttributes)
+                }
+            }
             result += try nodes(node, opsets: opsets, constants: &constants)
         }
         return result
+    }
+
+    /// `graph` (a subgraph inside an inlined function body) with outer names renamed and attribute
+    /// references resolved against the call's attributes. Names the subgraph defines itself shadow
+    /// the outer ones and are left alone.
+    static func substitute(_ graph: Onnx_GraphProto, rename: [String: String],
+                           attributes: [String: Onnx_AttributeProto]) -> Onnx_GraphProto {
+        var g = graph
+        var local = Set<String>()
+        for v in g.input { local.insert(v.name) }
+        for t in g.initializer { local.insert(t.name) }
+        for n in g.node { local.formUnion(n.output) }
+        var inner = rename
+        for name in local { inner[name] = nil }
+        func map(_ name: String) -> String { inner[name] ?? name }
+        for i in g.node.indices {
+            g.node[i].input = g.node[i].input.map(map)
+            g.node[i].attribute = g.node[i].attribute.compactMap { a -> Onnx_AttributeProto? in
+                var a = a
+                if !a.refAttrName.isEmpty {
+                    guard var value = attributes[a.refAttrName] else { return nil }
+                    value.name = a.name
+                    a = value
+                }
+                if a.hasG { a.g = substitute(a.g, rename: inner, attributes: attributes) }
+                a.graphs = a.graphs.map { substitute($0, rename: inner, attributes: attributes) }
+                return a
+            }
+        }
+        for i in g.output.indices { g.output[i].name = map(g.output[i].name) }
+        return g
     }
 
     private mutating func mapped(_ name: String, _ rename: inout [String: String], prefix: String) -> String {
@@ -204,6 +270,7 @@ struct ImportContext {
         return fresh
     }
 
+    /// The IR attribute for `a` (subgraphs imported recursively).
     mutating func attribute(_ a: Onnx_AttributeProto, node: Onnx_NodeProto, opsets: [String: Int]) throws -> Attribute {
         func text(_ d: Data) -> String { String(decoding: d, as: UTF8.self) }
         var type = a.type
@@ -242,6 +309,7 @@ struct ImportContext {
 
     // MARK: types
 
+    /// The IR type for `proto`; nil when it is left unspecified.
     func valueType(_ proto: Onnx_TypeProto, where context: String) throws -> ValueType? {
         switch proto.value {
         case .tensorType(let t)?:
@@ -267,6 +335,7 @@ struct ImportContext {
         }
     }
 
+    /// The IR tensor type for an element type code and optional shape; nil when the element type is unspecified.
     func tensorType(elemType: Int32, shape: Onnx_TensorShapeProto?, where context: String) throws -> TensorType? {
         if elemType == 0 { return nil }
         guard let dtype = DType(onnxCode: Int(elemType)) else {
@@ -284,6 +353,7 @@ struct ImportContext {
 
     // MARK: tensors
 
+    /// The tensor `proto` holds, from whichever field (or external file) carries its data.
     mutating func tensor(_ proto: Onnx_TensorProto) throws -> Tensor {
         let name = proto.name.isEmpty ? "<unnamed>" : proto.name
         guard let dtype = DType(onnxCode: Int(proto.dataType)) else {
@@ -420,14 +490,28 @@ struct ImportContext {
         let values = try tensor(proto.values)
         let indices = try tensor(proto.indices)
         let shape = proto.dims.map { Int($0) }
-        guard shape.allSatisfy({ $0 >= 0 }), values.rank == 1, values.dtype != .string else {
-            throw KilnError(.invalidModel, "\(source): sparse tensor '\(proto.values.name)' is malformed")
+        let name = proto.values.name
+        guard shape.allSatisfy({ $0 >= 0 }), values.rank == 1, values.dtype != .string, indices.dtype != .string else {
+            throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' is malformed")
         }
-        let total = shape.reduce(1, *)
+        var total = 1
+        for d in shape {
+            let (product, overflow) = total.multipliedReportingOverflow(by: d)
+            guard !overflow, product <= (1 << 32) else {
+                throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has dims \(shape) whose product is too large")
+            }
+            total = product
+        }
         let nnz = values.count
         let idx = indices.asInt64s()
-        var dense = [Double](repeating: 0, count: total)
-        let v = values.asDoubles()
+        guard (indices.rank == 1 && idx.count == nnz) || (indices.rank == 2 && idx.count == nnz * shape.count) else {
+            throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has \(nnz) values but indices of shape \(indices.shape)")
+        }
+        let integral = values.dtype.isInteger || values.dtype == .bool
+        var dense = [Double](repeating: 0, count: integral ? 0 : total)
+        var denseInts = [Int64](repeating: 0, count: integral ? total : 0)
+        let v = integral ? [] : values.asDoubles()
+        let vi = integral ? values.asInt64s() : []
         let dimStrides = { () -> [Int] in
             var s = [Int](repeating: 1, count: shape.count)
             for i in stride(from: shape.count - 2, through: 0, by: -1) { s[i] = s[i + 1] * shape[i + 1] }
@@ -439,18 +523,26 @@ struct ImportContext {
                 flat = Int(idx[k])
             } else {
                 flat = 0
-                for d in 0..<shape.count { flat += Int(idx[k * shape.count + d]) * dimStrides[d] }
+                for d in 0..<shape.count {
+                    let i = Int(idx[k * shape.count + d])
+                    guard i >= 0, i < shape[d] else {
+                        throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has an index out of range")
+                    }
+                    flat += i * dimStrides[d]
+                }
             }
             guard flat >= 0, flat < total else {
-                throw KilnError(.invalidModel, "\(source): sparse tensor '\(proto.values.name)' has an index out of range")
+                throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has an index out of range")
             }
-            dense[flat] = v[k]
+            if integral { denseInts[flat] = vi[k] } else { dense[flat] = v[k] }
         }
+        if integral { return Tensor(dtype: values.dtype, shape: shape, int64s: denseInts) }
         return Tensor(dtype: values.dtype, shape: shape, doubles: dense)
     }
 
     // MARK: test-data values
 
+    /// A sequence value from test data.
     mutating func value(_ proto: Onnx_SequenceProto, elementType: ValueType?) throws -> RuntimeValue {
         let items: [RuntimeValue]
         switch proto.elemType {
@@ -465,6 +557,7 @@ struct ImportContext {
         return .sequence(items, elementType: elementType)
     }
 
+    /// An optional value from test data.
     mutating func value(_ proto: Onnx_OptionalProto, elementType: ValueType?) throws -> RuntimeValue {
         switch proto.elemType {
         case 1 where proto.hasTensorValue: return .optional(.tensor(try tensor(proto.tensorValue)), type: elementType)
@@ -479,6 +572,7 @@ struct ImportContext {
 
 /// Resolution of external-data locations, refusing any that leave the model's folder.
 enum ExternalData {
+    /// The real path of external data at `location`, refused unless it is inside `directory`.
     static func resolve(location: String, in directory: String, tensor: String, source: String) throws -> String {
         guard !location.isEmpty else { throw KilnError(.invalidModel, "\(source): tensor '\(tensor)' has external data with no location") }
         let parts = location.split(separator: "/", omittingEmptySubsequences: false)
@@ -496,6 +590,7 @@ enum ExternalData {
         return realFile
     }
 
+    /// `path` with symbolic links and `.`/`..` resolved; nil if it does not exist.
     static func realPath(_ path: String) -> String? {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
