@@ -1,7 +1,77 @@
 import KilnIR
 
-/// The `.kiln` artifact container (work in progress: see Documentation/ArtifactFormat.md).
+/// The `.kiln` artifact container: constants shared by `ArtifactWriter` and `Artifact`.
+/// The layout is described in Documentation/ArtifactFormat.md.
 public enum ArtifactFormat {
     /// The newest container format version this build writes and reads, as (major, minor).
     public static let version = (major: 1, minor: 0)
+    /// The eight bytes every artifact starts with: `KILN`, NUL, CR, LF, SUB (catches text-mode transfers).
+    public static let magic: [UInt8] = [0x4B, 0x49, 0x4C, 0x4E, 0x00, 0x0D, 0x0A, 0x1A]
+    /// Size of the fixed header in bytes.
+    public static let headerSize = 32
+    /// Size of one section-table entry written by this version (a newer minor may write larger entries).
+    public static let sectionEntrySize = 48
+    /// Alignment of every section in the file, and of every tensor inside a weights section.
+    public static let alignment = 64
+    /// The largest ratio of raw to stored size a zstd frame can reach (one 128 KiB RLE block per 4 bytes);
+    /// a declared raw length above `stored × maxCompressionRatio` is refused before anything is allocated.
+    public static let maxCompressionRatio: UInt64 = 32_768
+    /// The zstd level sections are compressed at.
+    public static let zstdLevel: Int32 = 3
+}
+
+/// What a section holds.
+public enum SectionKind: UInt32, Sendable, CustomStringConvertible {
+    /// The manifest (protobuf `kiln.artifact.Manifest`); always section 0.
+    case manifest = 1
+    /// Constant tensor data referenced by `kiln.ir.DataRef`s.
+    case weights = 2
+    /// A backend's compiled payload, referenced by `Partition.payload_section`.
+    case payload = 3
+
+    /// `manifest`, `weights` or `payload`.
+    public var description: String {
+        switch self {
+        case .manifest: "manifest"
+        case .weights: "weights"
+        case .payload: "payload"
+        }
+    }
+}
+
+/// How a section's bytes are stored.
+public enum SectionCodec: UInt32, Sendable, CustomStringConvertible {
+    /// Stored as is.
+    case none = 0
+    /// One or more zstd frames.
+    case zstd = 1
+
+    /// `none` or `zstd`.
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .zstd: "zstd"
+        }
+    }
+}
+
+/// One entry of an artifact's section table, as read from the file (already bounds-checked).
+public struct SectionEntry: Sendable, Hashable {
+    /// The kind's number (see `SectionKind`); a kind this build does not know is kept and ignored.
+    public var kindCode: UInt32
+    /// The codec's number (see `SectionCodec`).
+    public var codecCode: UInt32
+    /// Byte offset of the stored bytes in the file.
+    public var offset: UInt64
+    /// Number of stored (possibly compressed) bytes.
+    public var storedLength: UInt64
+    /// Number of bytes after decompression.
+    public var rawLength: UInt64
+    /// CRC-32C of the stored bytes.
+    public var checksum: UInt32
+
+    /// The kind, when this build knows it.
+    public var kind: SectionKind? { SectionKind(rawValue: kindCode) }
+    /// The codec, when this build knows it.
+    public var codec: SectionCodec? { SectionCodec(rawValue: codecCode) }
 }

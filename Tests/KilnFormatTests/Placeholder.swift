@@ -1,4 +1,0 @@
-import Testing
-@testable import KilnFormat
-
-@Test func formatVersionIsOne() { #expect(ArtifactFormat.version.major == 1) }

@@ -1,0 +1,25 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func getpidValue() -> Int32 { getpid() }
+func removeFile(_ path: String) { unlink(path) }
+func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+/// Seconds since an arbitrary start (monotonic).
+func now() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+}
+/// The subfolder names of `path`, sorted; nil if it is not a folder.
+func subfolders(_ path: String) -> [String]? {
+    guard let dir = opendir(path) else { return nil }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
+func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
