@@ -33,8 +33,21 @@ let package = Package(
             dependencies: ["KilnIR", "KilnBackend"],
             path: "Sources/Backends/KilnReference"
         ),
-        .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnBackend", "KilnReference"]),
-        .target(name: "Kiln", dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnRuntime"]),
+        .target(name: "CKilnKernels", path: "Sources/CKilnKernels"),
+        .target(
+            name: "KilnCPU",
+            dependencies: ["KilnIR", "KilnBackend", "CKilnKernels"],
+            path: "Sources/Backends/KilnCPU"
+        ),
+        .target(
+            name: "KilnCompiler",
+            dependencies: ["KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnReference"]
+        ),
+        .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnFormat", "KilnBackend", "KilnReference"]),
+        .target(
+            name: "Kiln",
+            dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnCompiler", "KilnRuntime", "KilnReference", "KilnCPU"]
+        ),
         .executableTarget(
             name: "kiln",
             dependencies: ["Kiln", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -43,6 +56,8 @@ let package = Package(
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
         .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
+        .testTarget(name: "KilnCompilerTests", dependencies: ["KilnCompiler", "Kiln", "KilnFormat"]),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
         .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
     ]

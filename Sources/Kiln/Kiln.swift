@@ -14,13 +14,6 @@ public enum Kiln {
         try ONNXImporter().importModel(path: path)
     }
 
-    /// The built-in backends, registered in priority order.
-    public static let backends: BackendRegistry = {
-        let registry = BackendRegistry()
-        registry.register(ReferenceBackend())
-        return registry
-    }()
-
     /// The backend called `name`, or a `.invalidArgument` error listing the known ones.
     public static func backend(named name: String) throws -> any Backend {
         guard let b = backends.backend(named: name) else {

@@ -1,0 +1,4 @@
+import KilnIR
+
+/// The compiler driver: frontend → passes → partition → compile → artifact (work in progress).
+public enum Compiler {}
