@@ -9,6 +9,8 @@ let package = Package(
     products: [
         .library(name: "Kiln", targets: ["Kiln"]),
         .executable(name: "kiln", targets: ["kiln"]),
+        // libKilnC.so: the C ABI of include/kiln/kiln.h; scripts/install installs it as libkiln.so.
+        .library(name: "KilnC", type: .dynamic, targets: ["KilnC"]),
     ],
     dependencies: [
         // traits: [] keeps swift-protobuf on FoundationEssentials (no ICU in the runtime path).
@@ -48,6 +50,8 @@ let package = Package(
             name: "Kiln",
             dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnCompiler", "KilnRuntime", "KilnReference", "KilnCPU"]
         ),
+        .target(name: "CKilnABI", path: "Sources/CKilnABI"),
+        .target(name: "KilnC", dependencies: ["Kiln", "CKilnABI"]),
         .executableTarget(
             name: "kiln",
             dependencies: ["Kiln", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -56,6 +60,7 @@ let package = Package(
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
         .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
+        .testTarget(name: "KilnCTests", dependencies: ["Kiln"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
         .testTarget(name: "KilnCompilerTests", dependencies: ["KilnCompiler", "Kiln", "KilnFormat"]),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
