@@ -546,7 +546,7 @@ struct ImportContext {
     mutating func value(_ proto: Onnx_SequenceProto, elementType: ValueType?) throws -> RuntimeValue {
         let items: [RuntimeValue]
         switch proto.elemType {
-        case 1: items = try proto.tensorValues.map { .tensor(try tensor($0)) }
+        case 1, 0 where !proto.tensorValues.isEmpty: items = try proto.tensorValues.map { .tensor(try tensor($0)) }
         case 3:
             var inner: ValueType? = nil
             if case .sequence(let e)? = elementType { inner = e }
@@ -560,7 +560,7 @@ struct ImportContext {
     /// An optional value from test data.
     mutating func value(_ proto: Onnx_OptionalProto, elementType: ValueType?) throws -> RuntimeValue {
         switch proto.elemType {
-        case 1 where proto.hasTensorValue: return .optional(.tensor(try tensor(proto.tensorValue)), type: elementType)
+        case 0 where proto.hasTensorValue, 1 where proto.hasTensorValue: return .optional(.tensor(try tensor(proto.tensorValue)), type: elementType)
         case 3 where proto.hasSequenceValue:
             var inner: ValueType? = nil
             if case .sequence(let e)? = elementType { inner = e }
