@@ -61,9 +61,16 @@ public enum Verifier {
                     problems.append("\(where_) reads '\(input)', which is not produced anywhere in scope")
                 }
             }
-            // A subgraph sees everything defined so far here, plus the enclosing scope.
-            let visible = outer.union(defined)
-            for (name, attribute) in node.attributes.sorted(by: { $0.key < $1.key }) {
+            // A subgraph sees everything defined so far here, plus the enclosing scope. Built only for nodes
+            // that own subgraphs: building it for every node made verification quadratic in graph size.
+            let ownsSubgraphs = node.attributes.values.contains { attribute in
+                switch attribute {
+                case .graph, .graphs: true
+                default: false
+                }
+            }
+            let visible = ownsSubgraphs ? outer.union(defined) : []
+            for (name, attribute) in node.attributes.sorted(by: { $0.key < $1.key }) where ownsSubgraphs {
                 let subgraphs: [(String, Graph)]
                 switch attribute {
                 case .graph(let g): subgraphs = [(name, g)]
