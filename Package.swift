@@ -43,7 +43,10 @@ let package = Package(
         ),
         .target(
             name: "KilnCompiler",
-            dependencies: ["KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnReference"]
+            dependencies: [
+                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnReference",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnFormat", "KilnBackend", "KilnReference"]),
         .target(
@@ -62,7 +65,13 @@ let package = Package(
         .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
         .testTarget(name: "KilnCTests", dependencies: ["Kiln"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
-        .testTarget(name: "KilnCompilerTests", dependencies: ["KilnCompiler", "Kiln", "KilnFormat"]),
+        .testTarget(
+            name: "KilnCompilerTests",
+            dependencies: [
+                "KilnCompiler", "Kiln", "KilnFormat", "KilnFrontends", "KilnReference",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
         .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
     ]
