@@ -12,9 +12,20 @@ public struct ConformanceCase {
     public init(directory: String) { self.directory = directory }
 
     /// The result of a case: nil on success, else why it failed.
-    public func run(backend: String = "kiln.reference", rtol: Double = 1e-3, atol: Double = 1e-7) -> String? {
+    ///
+    /// With `viaArtifact` (an optimization level), the model is compiled to a `.kiln` artifact in memory at
+    /// that level, loaded back from the bytes and run from there, so the case checks the compiler, the
+    /// container and the runtime's artifact path as well.
+    public func run(backend: String = "kiln.reference", viaArtifact optLevel: Int? = nil, rtol: Double = 1e-3, atol: Double = 1e-7) -> String? {
         do {
-            let session = try Kiln.load(path: "\(directory)/model.onnx", backend: backend)
+            let session: Session
+            if let optLevel {
+                let output = try Kiln.compile(onnxPath: "\(directory)/model.onnx",
+                                              options: Compiler.Options(optLevel: optLevel, backend: backend))
+                session = try Kiln.load(artifactBytes: output.bytes)
+            } else {
+                session = try Kiln.load(path: "\(directory)/model.onnx", backend: backend)
+            }
             let sets = try FileSystem.list(directory).filter { $0.hasPrefix("test_data_set_") }
             guard !sets.isEmpty else { return "no test data sets" }
             let importer = ONNXImporter()

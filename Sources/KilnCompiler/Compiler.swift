@@ -1,4 +1,319 @@
+import KilnBackend
+import KilnFormat
+import KilnFrontends
 import KilnIR
+import KilnPasses
+import KilnReference
+import SwiftProtobuf
 
-/// The compiler driver: frontend → passes → partition → compile → artifact (work in progress).
-public enum Compiler {}
+/// The compiler driver: import → optimize (KilnPasses) → partition → compile (backend payloads) →
+/// write the `.kiln` artifact (KilnFormat).
+///
+/// ```swift
+/// let output = try Compiler(options: .init(optLevel: 2)).compile(onnxPath: "model.onnx")
+/// // output.bytes is the artifact; output.summary says what happened and how long each phase took
+/// ```
+/// Partitioning is, for now, the whole graph on one backend (`Options.backend`); a backend that rejects
+/// nodes makes the compile fail with every unsupported op listed.
+public struct Compiler: Sendable {
+    /// The producer version recorded in every artifact's manifest.
+    public static let version = "0.1.0"
+
+    /// The targets `Options.target` may name.
+    public static let knownTargets = ["host"]
+
+    /// What to compile for and how.
+    public struct Options: Sendable {
+        /// The target (`host`).
+        public var target: String
+        /// Optimization level 0–3 (see `Compiler.pipeline(optLevel:)`).
+        public var optLevel: Int
+        /// The backend that compiles the graph.
+        public var backend: String
+        /// Names of passes after which the IR is printed (through `Compiler.irPrinter`).
+        public var printIRAfter: Set<String>
+        /// Free-form metadata stored in the manifest.
+        public var metadata: [String: String]
+        /// Constant folding leaves outputs larger than this many bytes unfolded.
+        public var maxFoldedBytes: Int
+        /// How the artifact's sections are stored.
+        public var compression: Compression
+
+        /// Options; by default host, level 2, `kiln.reference`, no IR dumps, no metadata.
+        public init(target: String = "host", optLevel: Int = 2, backend: String = "kiln.reference",
+                    printIRAfter: Set<String> = [], metadata: [String: String] = [:], maxFoldedBytes: Int = 1 << 20,
+                    compression: Compression = .auto) {
+            self.target = target
+            self.optLevel = optLevel
+            self.backend = backend
+            self.printIRAfter = printIRAfter
+            self.metadata = metadata
+            self.maxFoldedBytes = maxFoldedBytes
+            self.compression = compression
+        }
+    }
+
+    /// How an artifact's sections are stored.
+    public enum Compression: String, Sendable, CaseIterable {
+        /// zstd when it makes the artifact at least `Compiler.minimumSavings` smaller, else uncompressed:
+        /// float weights shrink only ~7% but take ~3× longer to load compressed than memory-mapped in place.
+        case auto
+        /// zstd for every section zstd makes smaller.
+        case zstd
+        /// Every section stored as is (weights are used in place from the memory-mapped file).
+        case none
+    }
+
+    /// The fraction of the uncompressed size that zstd must save for `Compression.auto` to use it.
+    public static let minimumSavings = 0.10
+
+    /// A phase of compilation.
+    public enum Phase: String, Sendable, CaseIterable, CustomStringConvertible {
+        /// Reading the source model into Kiln IR.
+        case `import`
+        /// Running the pass pipeline.
+        case optimize
+        /// Assigning nodes to backends.
+        case partition
+        /// Compiling each partition into a payload.
+        case compile
+        /// Encoding the artifact.
+        case write
+
+        /// The phase's name.
+        public var description: String { rawValue }
+    }
+
+    /// A progress report: a phase begins, at `elapsed` since the compile started.
+    public struct Progress: Sendable {
+        /// The phase that begins.
+        public var phase: Phase
+        /// Time since the compile started.
+        public var elapsed: Duration
+        /// What the phase works on (`resnet18.onnx`, `5 passes at opt level 2`).
+        public var detail: String
+    }
+
+    /// What a compile did.
+    public struct Summary: Sendable {
+        /// Nodes (main graph and subgraphs) after import.
+        public var nodesBefore = 0
+        /// Nodes (main graph and subgraphs) after optimization.
+        public var nodesAfter = 0
+        /// Size of the source model file in bytes (0 when compiled from memory).
+        public var sourceBytes = 0
+        /// Size of the artifact in bytes.
+        public var artifactBytes = 0
+        /// Wall time of each phase, in order.
+        public var phases: [(phase: Phase, duration: Duration)] = []
+        /// What the pass pipeline did, pass by pass.
+        public var passes = PassReport()
+        /// Each partition: backend, version, compatibility string, node count, payload bytes.
+        public var partitions: [(backend: String, version: String, compat: String, nodes: Int, payloadBytes: Int)] = []
+
+        /// Total wall time.
+        public var total: Duration { phases.reduce(.zero) { $0 + $1.duration } }
+    }
+
+    /// The result of a compile.
+    public struct Output: Sendable {
+        /// The artifact's bytes.
+        public var bytes: [UInt8]
+        /// What the compile did.
+        public var summary: Summary
+    }
+
+    /// How to compile.
+    public var options: Options
+    /// The backends partitions may use.
+    public var backends: BackendRegistry
+    /// Called when each phase begins.
+    public var progress: (@Sendable (Progress) -> Void)?
+    /// Receives `(pass name, IR text)` after each pass named in `Options.printIRAfter`.
+    public var irPrinter: (@Sendable (String, String) -> Void)?
+
+    /// A registry holding the backends the compiler always has (`kiln.reference`).
+    public static func builtInBackends() -> BackendRegistry {
+        let registry = BackendRegistry()
+        registry.register(ReferenceBackend())
+        return registry
+    }
+
+    /// A compiler with `options` over `backends` (by default the built-in ones).
+    public init(options: Options = Options(), backends: BackendRegistry? = nil,
+                progress: (@Sendable (Progress) -> Void)? = nil, irPrinter: (@Sendable (String, String) -> Void)? = nil) {
+        self.options = options
+        self.backends = backends ?? Self.builtInBackends()
+        self.progress = progress
+        self.irPrinter = irPrinter
+    }
+
+    /// Compiles the ONNX model at `path` into artifact bytes.
+    public func compile(onnxPath path: String) throws -> Output {
+        try checkOptions()
+        let clock = ContinuousClock()
+        let start = clock.now
+        progress?(Progress(phase: .import, elapsed: .zero, detail: path))
+        let source = try SourceInfo.file(path, format: "onnx")
+        let model = try ONNXImporter().importModel(path: path)
+        let importTime = clock.now - start
+        var output = try compile(model: model, source: source, startedAt: start, phases: [(.import, importTime)])
+        output.summary.sourceBytes = source.byteCount
+        return output
+    }
+
+    /// Compiles `model` (already in Kiln IR) into artifact bytes; `source` describes where it came from.
+    public func compile(model: Model, source: SourceInfo = SourceInfo(format: "kiln-ir")) throws -> Output {
+        try checkOptions()
+        return try compile(model: model, source: source, startedAt: ContinuousClock().now, phases: [])
+    }
+
+    /// The pass names `Options.printIRAfter` may use at `optLevel`.
+    public static func passNames(optLevel: Int) -> [String] {
+        pipeline(optLevel: optLevel).map(\.name)
+    }
+
+    /// The passes the compiler runs at `optLevel`: level 0 none; from level 1, shape and type inference
+    /// first (so that later passes and the artifact know every value's type), then
+    /// `PassManager.pipeline(level:)`.
+    public static func pipeline(optLevel: Int) -> [any Pass] {
+        let passes = PassManager.pipeline(level: optLevel)
+        guard optLevel >= 1, !passes.contains(where: { $0 is ShapeInference }) else { return passes }
+        return [ShapeInference()] + passes
+    }
+
+    /// Evaluates one node on `kiln.reference` (the constant-folding evaluator).
+    public static let referenceEvaluator: NodeEvaluator = { node, tensors in
+        var graph = Graph(name: "fold")
+        var index = 0
+        for name in node.inputs where !name.isEmpty {
+            guard index < tensors.count else { return nil }
+            graph.initializers[name] = tensors[index]
+            index += 1
+        }
+        graph.nodes = [node]
+        graph.outputs = node.outputs.filter { !$0.isEmpty }.map { Value(name: $0) }
+        let results = try ReferenceBackend().prepare(graph).run([:])
+        let values = results.compactMap(\.tensor)
+        return values.count == results.count ? values : nil
+    }
+
+    private func checkOptions() throws {
+        guard Self.knownTargets.contains(options.target) else {
+            throw KilnError(.invalidArgument, "unknown target '\(options.target)' (known: \(Self.knownTargets.joined(separator: ", ")))")
+        }
+        guard (0...3).contains(options.optLevel) else {
+            throw KilnError(.invalidArgument, "optimization level \(options.optLevel) is not between 0 and 3")
+        }
+        guard backends.backend(named: options.backend) != nil else {
+            throw KilnError(.invalidArgument, "no backend named '\(options.backend)' (known: \(backends.all.map(\.info.name).joined(separator: ", ")))")
+        }
+        let names = Self.passNames(optLevel: options.optLevel)
+        for pass in options.printIRAfter.sorted() where !names.contains(pass) {
+            throw KilnError(.invalidArgument, "--print-ir-after \(pass): no such pass at opt level \(options.optLevel) (passes: \(names.isEmpty ? "none" : names.joined(separator: ", ")))")
+        }
+    }
+
+    private func compile(model imported: Model, source: SourceInfo, startedAt start: ContinuousClock.Instant,
+                         phases: [(phase: Phase, duration: Duration)]) throws -> Output {
+        let clock = ContinuousClock()
+        var summary = Summary()
+        summary.phases = phases
+        var model = imported
+        summary.nodesBefore = model.graph.allNodes.count
+
+        func begin(_ phase: Phase, _ detail: String) -> ContinuousClock.Instant {
+            let now = clock.now
+            progress?(Progress(phase: phase, elapsed: now - start, detail: detail))
+            return now
+        }
+
+        // Optimize.
+        var phaseStart = begin(.optimize, "\(Self.passNames(optLevel: options.optLevel).count) passes at opt level \(options.optLevel)")
+        let passes = PassManager(passes: Self.pipeline(optLevel: options.optLevel), verifyAfterEachPass: Self.verifiesAfterEachPass,
+                                 printIRAfter: options.printIRAfter, printer: irPrinter)
+        let context = PassContext(evaluator: Self.referenceEvaluator, maxFoldedBytes: options.maxFoldedBytes)
+        summary.passes = try passes.run(&model, context: context)
+        summary.nodesAfter = model.graph.allNodes.count
+        summary.phases.append((.optimize, clock.now - phaseStart))
+
+        // Partition: the whole graph on one backend, for now.
+        phaseStart = begin(.partition, options.backend)
+        guard let backend = backends.backend(named: options.backend) else {
+            throw KilnError(.invalidArgument, "no backend named '\(options.backend)'")
+        }
+        let rejections = backend.rejections(in: model.graph)
+        if !rejections.isEmpty { throw Rejection.error(rejections, in: model, backend: backend.info.name) }
+        var report = Kiln_Artifact_PartitionReport()
+        report.entries = model.graph.nodes.indices.map { index in
+            var entry = Kiln_Artifact_PartitionReport.Entry()
+            entry.node = UInt32(index)
+            entry.backend = backend.info.name
+            entry.reason = "claimed (the whole graph runs on \(backend.info.name))"
+            return entry
+        }
+        summary.phases.append((.partition, clock.now - phaseStart))
+
+        // Compile.
+        phaseStart = begin(.compile, "\(backend.info.name) \(backend.info.version)")
+        let payload = try backend.compile(model.graph, options: CompileOptions(target: options.target, optLevel: options.optLevel))
+        summary.phases.append((.compile, clock.now - phaseStart))
+
+        // Write.
+        phaseStart = begin(.write, "manifest, weights, \(payload.bytes.isEmpty ? "no payload" : "payload of \(payload.bytes.count) bytes")")
+        var manifest = Kiln_Artifact_Manifest()
+        manifest.producer.name = "kiln"
+        manifest.producer.version = Self.version
+        manifest.source.format = source.format
+        if !source.sha256.isEmpty, source.sha256.count < 128 {
+            // `bytes` fields are Foundation `Data`; merging the encoded field (number 2, length-delimited)
+            // sets it without bringing Foundation into the compiler.
+            try manifest.source.merge(serializedBytes: [0x12, UInt8(source.sha256.count)] + source.sha256)
+        }
+        manifest.source.fileName = source.fileName
+        var target = Kiln_Artifact_Target()
+        target.name = options.target
+        manifest.targets = [target]
+        let signature = IRProto.message(from: Graph(name: "signature", inputs: model.graph.inputs, outputs: model.graph.outputs))
+        manifest.inputs = signature.inputs
+        manifest.outputs = signature.outputs
+        manifest.partitionReport = report
+        manifest.userMetadata = options.metadata
+        manifest.optLevel = UInt32(options.optLevel)
+        var writer = ArtifactWriter(model: model, manifest: manifest)
+        var partition = Kiln_Artifact_Partition()
+        partition.backend = backend.info.name
+        partition.backendVersion = backend.info.version
+        partition.compat = payload.compat
+        partition.nodes = model.graph.nodes.indices.map { UInt32($0) }
+        partition.inputs = model.graph.inputs.map(\.name)
+        partition.outputs = model.graph.outputs.map(\.name)
+        if !payload.bytes.isEmpty { partition.payloadSection = writer.addPayload(payload.bytes) }
+        writer.manifest.partitions = [partition]
+        let bytes: [UInt8]
+        switch options.compression {
+        case .zstd:
+            bytes = try writer.serialize()
+        case .none:
+            writer.codec = .none
+            bytes = try writer.serialize()
+        case .auto:
+            writer.codec = .none
+            let plain = try writer.serialize()
+            writer.codec = .zstd
+            let packed = try writer.serialize()
+            bytes = Double(packed.count) <= Double(plain.count) * (1 - Self.minimumSavings) ? packed : plain
+        }
+        summary.phases.append((.write, clock.now - phaseStart))
+        summary.artifactBytes = bytes.count
+        summary.partitions = [(backend.info.name, backend.info.version, payload.compat, model.graph.nodes.count, payload.bytes.count)]
+        return Output(bytes: bytes, summary: summary)
+    }
+
+    /// Debug builds verify the IR after every pass; release builds do not.
+    static var verifiesAfterEachPass: Bool {
+        var debug = false
+        assert({ debug = true; return true }())
+        return debug
+    }
+}

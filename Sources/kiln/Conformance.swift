@@ -18,12 +18,18 @@ struct Conformance: ParsableCommand {
     @Option(help: "The backend to run on.")
     var backend = "kiln.reference"
 
+    @Flag(help: "Compile each case to a .kiln artifact in memory, load it back and run that.")
+    var viaArtifact = false
+
+    @Option(help: "The optimization level of --via-artifact.")
+    var optLevel = 2
+
     func run() throws {
         for directory in cases {
             let name = String(directory.split(separator: "/").last ?? "")
             print("START \(name)")
             flushOutput()
-            if let failure = ConformanceCase(directory: directory).run(backend: backend) {
+            if let failure = ConformanceCase(directory: directory).run(backend: backend, viaArtifact: viaArtifact ? optLevel : nil) {
                 let oneLine = failure.split(whereSeparator: \.isNewline).joined(separator: " | ")
                 print("FAIL \(name)\t\(oneLine.prefix(400))")
             } else {

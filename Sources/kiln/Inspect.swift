@@ -5,11 +5,13 @@ import Kiln
 /// and whether its IR is well formed.
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Describe a model: inputs, outputs, ops, parameters.",
-        discussion: "Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR. Exits with status 1 when the model cannot be imported or its IR is invalid."
+        abstract: "Describe a model or an artifact: inputs, outputs, ops, parameters.",
+        discussion: """
+            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report, the signature, and each section's kind, codec, sizes and checksum.             Exits with status 1 when the file cannot be read or its IR is invalid.
+            """
     )
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file (.onnx) or artifact (.kiln).")
     var model: String
 
     @Flag(help: "Also print the model's IR in textual form.")
@@ -17,7 +19,15 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         try diagnosing {
-            let m = try Kiln.importONNX(path: model)
+            let m: Model
+            if try Kiln.isArtifact(path: model) {
+                let artifact = try Artifact(path: model)
+                print(ArtifactSummary(artifact).text, terminator: "")
+                m = try artifact.model()
+                print("model:")
+            } else {
+                m = try Kiln.importONNX(path: model)
+            }
             print(ModelSummary(m).text, terminator: "")
             if ir {
                 print("")

@@ -18,7 +18,7 @@ struct Run: ParsableCommand {
             """
     )
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file (.onnx) or artifact (.kiln, recognized by its contents).")
     var model: String
 
     @Option(name: .customLong("input"), help: ArgumentHelp("An input: the input's name and a .npy file (repeatable).", valueName: "name=file.npy"))
@@ -33,8 +33,8 @@ struct Run: ParsableCommand {
     @Option(help: "The seed of --random.")
     var seed: UInt64 = 0
 
-    @Option(help: "The backend to run on.")
-    var backend = "kiln.reference"
+    @Option(help: "The backend to run on (default kiln.reference; an artifact runs on the backend it was compiled for).")
+    var backend: String?
 
     func run() throws {
         try diagnosing {
@@ -115,13 +115,6 @@ struct Run: ParsableCommand {
             }
         }
         return feeds
-    }
-
-    /// `12.3 ms`.
-    func milliseconds(_ duration: Duration) -> String {
-        let (seconds, attoseconds) = duration.components
-        let ms = Double(seconds) * 1e3 + Double(attoseconds) / 1e15
-        return OutputSummary.number(ms, digits: 4) + " ms"
     }
 }
 

@@ -7,6 +7,10 @@ public struct ReferenceBackend: Backend {
     /// `kiln.reference`.
     public let info = BackendInfo(name: "kiln.reference", vendor: "kiln", version: "0.1.0")
 
+    /// The compatibility string of every payload this backend writes: the interpreter stores nothing
+    /// and runs the artifact's graph, so any version that interprets format-1 graphs can load it.
+    public static let compat = "kiln.reference/1"
+
     /// The reference backend.
     public init() {}
 
@@ -28,6 +32,28 @@ public struct ReferenceBackend: Backend {
     /// Nothing to compile: the interpreter runs the graph as it is.
     public func prepare(_ graph: Graph) throws -> any Executable {
         ReferenceExecutable(graph: graph)
+    }
+
+    /// An empty payload with compatibility `kiln.reference/1`; fails with `.unsupported` when a node has no kernel.
+    public func compile(_ graph: Graph, options: CompileOptions) throws -> Payload {
+        if let first = rejections(in: graph).first {
+            throw KilnError(.unsupported, "kiln.reference cannot compile node #\(first.node) ('\(graph.nodes[first.node].name)'): \(first.reason)")
+        }
+        return Payload(bytes: [], compat: Self.compat)
+    }
+
+    /// nil for `kiln.reference/1`, else why this version cannot load the payload.
+    public func check(compat: String) -> String? {
+        if compat == Self.compat { return nil }
+        return "kiln.reference \(info.version) loads payloads of compatibility '\(Self.compat)', not '\(compat)'"
+    }
+
+    /// Runs `graph`; the payload must be empty (this backend never writes one).
+    public func load(_ payload: [UInt8], graph: Graph) throws -> any Executable {
+        guard payload.isEmpty else {
+            throw KilnError(.invalidArtifact, "kiln.reference payloads are empty, but this one has \(payload.count) bytes")
+        }
+        return ReferenceExecutable(graph: graph)
     }
 }
 

@@ -1,0 +1,64 @@
+import Kiln
+
+/// The facts `kiln inspect` prints about a `.kiln` artifact's container and manifest.
+struct ArtifactSummary {
+    let artifact: Artifact
+
+    init(_ artifact: Artifact) { self.artifact = artifact }
+
+    /// The report, one fact per line.
+    var text: String {
+        let m = artifact.manifest
+        let bytes = ModelSummary(Model(graph: Graph()))
+        var lines: [String] = []
+        lines.append("artifact: format \(artifact.formatVersion.major).\(artifact.formatVersion.minor), flags 0x\(hex(artifact.flags, width: 8))")
+        lines.append("producer: \(m.producer.name.isEmpty ? "(none)" : m.producer.name) \(m.producer.version)")
+        let digest = Array(m.source.sha256)
+        lines.append("source: \(m.source.format.isEmpty ? "(unknown)" : m.source.format) \(m.source.fileName.isEmpty ? "(no file name)" : m.source.fileName), sha256 \(digest.isEmpty ? "(none)" : SHA256.hex(digest))")
+        let targets = m.targets.map { t in t.name + (t.requiredFeatures.isEmpty ? "" : " (requires \(t.requiredFeatures.joined(separator: ", ")))") }
+        lines.append("targets: \(targets.isEmpty ? "(none)" : targets.joined(separator: ", "))")
+        lines.append("opt level: \(m.optLevel)")
+        for (key, value) in m.userMetadata.sorted(by: { $0.key < $1.key }) {
+            lines.append("user metadata: \(key) = \(value)")
+        }
+        lines.append("partitions (\(m.partitions.count)):")
+        for (i, p) in m.partitions.enumerated() {
+            let payload = p.hasPayloadSection ? "payload section \(p.payloadSection)" : "no payload"
+            lines.append("  \(i): \(p.backend) \(p.backendVersion), compat \(p.compat), \(p.nodes.count) node\(p.nodes.count == 1 ? "" : "s"), \(payload)")
+        }
+        let entries = m.partitionReport.entries
+        lines.append("partition report (\(entries.count) node\(entries.count == 1 ? "" : "s")):")
+        // Consecutive nodes with the same backend and reason are one line.
+        var start = 0
+        while start < entries.count {
+            var end = start
+            while end + 1 < entries.count, entries[end + 1].backend == entries[start].backend, entries[end + 1].reason == entries[start].reason { end += 1 }
+            let range = end == start ? "node \(entries[start].node)" : "nodes \(entries[start].node)–\(entries[end].node)"
+            lines.append("  \(range): \(entries[start].backend): \(entries[start].reason)")
+            start = end + 1
+        }
+        lines.append("signature:")
+        for v in m.inputs { lines.append("  input \(v.name): \(typeText(v))") }
+        for v in m.outputs { lines.append("  output \(v.name): \(typeText(v))") }
+        lines.append("sections (\(artifact.sections.count)):")
+        for (i, s) in artifact.sections.enumerated() {
+            let kind = s.kind?.description ?? "kind \(s.kindCode) (unknown)"
+            let codec = s.codec?.description ?? "codec \(s.codecCode)"
+            lines.append("  \(i): \(kind), \(codec), stored \(bytes.byteText(Int(clamping: s.storedLength))), raw \(bytes.byteText(Int(clamping: s.rawLength))), crc32c \(hex(s.checksum, width: 8)), offset \(s.offset)")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The type of a signature value (`f32[1,3,224,224]`), decoded through the IR.
+    private func typeText(_ value: Kiln_Ir_Value) -> String {
+        var graph = Kiln_Ir_Graph()
+        graph.inputs = [value]
+        guard let decoded = try? IRProto.graph(from: graph), let type = decoded.inputs.first?.type else { return "?" }
+        return "\(type)"
+    }
+
+    private func hex(_ v: UInt32, width: Int) -> String {
+        let digits = String(v, radix: 16)
+        return String(repeating: "0", count: max(0, width - digits.count)) + digits
+    }
+}

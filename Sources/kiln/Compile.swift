@@ -1,0 +1,117 @@
+import ArgumentParser
+import Kiln
+
+/// `kiln compile MODEL -o OUT.kiln`: imports, optimizes, partitions and compiles a model into a `.kiln`
+/// artifact, reporting progress on standard error and a summary on standard output.
+struct Compile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compile a model into a .kiln artifact.",
+        discussion: """
+            Progress lines ([elapsed] phase: detail) go to standard error while it works; a summary (nodes \
+            before/after, model vs artifact bytes, time per phase and per pass) goes to standard output. \
+            The artifact is written atomically: to a temporary file beside OUT, then renamed over it, so a \
+            compile that fails leaves an existing OUT untouched and never leaves a partial file.
+            """
+    )
+
+    @Argument(help: "The model file (.onnx).")
+    var model: String
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("The artifact to write.", valueName: "out.kiln"))
+    var output: String
+
+    @Option(help: "The target to compile for (known: host).")
+    var target = "host"
+
+    @Option(help: "Optimization level 0–3: 0 none; 1 simplify and dead-code elimination; 2 and 3 add constant folding, BatchNormalization folding and common-subexpression elimination.")
+    var optLevel = 2
+
+    @Option(help: "The backend that compiles the graph.")
+    var backend = "kiln.reference"
+
+    @Option(help: ArgumentHelp("Print the IR after this pass (repeatable).", valueName: "pass"))
+    var printIRAfter: [String] = []
+
+    @Option(help: ArgumentHelp("Store KEY=VALUE in the artifact's metadata (repeatable).", valueName: "key=value"))
+    var metadata: [String] = []
+
+    @Option(help: ArgumentHelp("Section compression: auto (zstd only when it saves at least 10%), zstd, or none.", valueName: "auto|zstd|none"))
+    var compression = "auto"
+
+    func run() throws {
+        try diagnosing {
+            defer { flushOutput() }
+            var values: [String: String] = [:]
+            for entry in metadata {
+                guard let equals = entry.firstIndex(of: "="), equals != entry.startIndex else {
+                    throw KilnError(.invalidArgument, "--metadata '\(entry)': expected KEY=VALUE")
+                }
+                let key = String(entry[..<equals])
+                guard values[key] == nil else { throw KilnError(.invalidArgument, "--metadata key '\(key)' is given twice") }
+                values[key] = String(entry[entry.index(after: equals)...])
+            }
+            guard let codec = Compiler.Compression(rawValue: compression) else {
+                throw KilnError(.invalidArgument, "--compression \(compression): expected auto, zstd or none")
+            }
+            let options = Compiler.Options(target: target, optLevel: optLevel, backend: backend,
+                                           printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
+            let compiler = Kiln.compiler(
+                options: options,
+                progress: { p in printError("[\(seconds(p.elapsed))] \(p.phase): \(p.detail)") },
+                irPrinter: { pass, text in
+                    print("== IR after \(pass)")
+                    print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+                    flushOutput()
+                })
+            let result = try compiler.compile(onnxPath: model)
+            let clock = ContinuousClock()
+            let writeStart = clock.now
+            try FileSystem.writeAtomically(result.bytes, to: output)
+            let writeTime = clock.now - writeStart
+            printError("[\(seconds(result.summary.total + writeTime))] done: wrote \(output)")
+            print(summaryText(result.summary, fileWrite: writeTime), terminator: "")
+        }
+    }
+
+    /// The summary printed after a successful compile.
+    func summaryText(_ s: Compiler.Summary, fileWrite: Duration) -> String {
+        let format = ModelSummary(Model(graph: Graph()))
+        var lines = ["compiled \(model) -> \(output)"]
+        lines.append("nodes: \(s.nodesBefore) -> \(s.nodesAfter)")
+        let ratio = s.sourceBytes > 0 ? " (\(OutputSummary.number(Double(s.artifactBytes) / Double(s.sourceBytes) * 100, digits: 3))% of the model)" : ""
+        lines.append("bytes: model \(format.byteText(s.sourceBytes)), artifact \(format.byteText(s.artifactBytes))\(ratio)")
+        for p in s.partitions {
+            lines.append("partition: \(p.nodes) nodes on \(p.backend) \(p.version) (compat \(p.compat), payload \(p.payloadBytes) bytes)")
+        }
+        lines.append("time per phase:")
+        for (phase, duration) in s.phases { lines.append("  \(pad(phase.rawValue, 10)) \(milliseconds(duration))") }
+        lines.append("  \(pad("file", 10)) \(milliseconds(fileWrite))")
+        lines.append("  \(pad("total", 10)) \(milliseconds(s.total + fileWrite))")
+        if !s.passes.records.isEmpty {
+            lines.append("time per pass (all rounds):")
+            var order: [String] = []
+            for r in s.passes.records where !order.contains(r.name) { order.append(r.name) }
+            let times = s.passes.timeByPass
+            for name in order {
+                let runs = s.passes.records.filter { $0.name == name }
+                let changed = runs.filter(\.changed).count
+                lines.append("  \(pad(name, 24)) \(milliseconds(times[name] ?? .zero))  (\(runs.count) run\(runs.count == 1 ? "" : "s"), \(changed) changed the graph)")
+            }
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private func pad(_ s: String, _ width: Int) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
+}
+
+/// `1.234 s`.
+func seconds(_ duration: Duration) -> String {
+    let (s, atto) = duration.components
+    return OutputSummary.number(Double(s) + Double(atto) / 1e18, digits: 3) + " s"
+}
+
+/// `12.3 ms`.
+func milliseconds(_ duration: Duration) -> String {
+    let (seconds, attoseconds) = duration.components
+    return OutputSummary.number(Double(seconds) * 1e3 + Double(attoseconds) / 1e15, digits: 4) + " ms"
+}
