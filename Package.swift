@@ -29,7 +29,7 @@ let package = Package(
             name: "KilnFormat",
             dependencies: ["KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .target(name: "KilnBackend", dependencies: ["KilnIR"]),
+        .target(name: "KilnBackend", dependencies: ["KilnIR", "KilnFormat", "CKilnABI"]),
         .target(
             name: "KilnReference",
             dependencies: ["KilnIR", "KilnBackend"],
