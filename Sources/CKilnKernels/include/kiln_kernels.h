@@ -36,6 +36,13 @@ int kiln_kernels_force_generic(int force);
 /** Name of the kernel family in use ("avx512", "avx2", "neon", "generic"). */
 const char *kiln_kernels_isa(void);
 
+/**
+ * Selects the kernel family by name for the whole process: "avx512", "avx2", "neon", "generic", or "host"
+ * (or NULL) for the best this CPU has. Returns 0 on success, -1 (selection unchanged) when this CPU or
+ * build lacks the family. kiln_kernels_force_generic(1) still overrides it while set.
+ */
+int kiln_kernels_select_isa(const char *isa);
+
 /* ---- Fused epilogues ---------------------------------------------------------------------- */
 
 /** Activation applied elementwise after bias and residual. */
@@ -56,7 +63,8 @@ typedef enum kiln_activation {
 /**
  * What happens to each output element y[i][j] after the product: y = act(y + bias + residual[i][j]).
  * bias is per column (length N) when bias_per_row is 0, per row (length M) otherwise; NULL for none.
- * residual is NULL for none, else an M×N matrix with leading dimension ldr.
+ * residual is NULL for none, else an M×N matrix with leading dimension ldr; it must not overlap the
+ * output (to add into the output in place, use kiln_sgemm with beta = 1 instead).
  */
 typedef struct kiln_epilogue {
     const float *bias;
@@ -73,7 +81,9 @@ typedef struct kiln_epilogue {
 /**
  * C[M×N] = alpha · op(A) · op(B) + beta · C, then the epilogue (NULL for none).
  * op(X) is X or its transpose (transA/transB nonzero). A is M×K (or K×M when transposed), B is K×N
- * (or N×K when transposed). beta = 0 means C is not read (it may hold garbage or NaN).
+ * (or N×K when transposed). beta = 0 means C is not read (it may hold garbage or NaN). C must not
+ * overlap A or B. Packs A and B blocks into per-thread scratch (grown on demand, kept for the thread's
+ * life), so concurrent calls from different threads are safe.
  */
 void kiln_sgemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha,
                 const float *A, size_t lda, const float *B, size_t ldb, float beta,
@@ -82,15 +92,190 @@ void kiln_sgemm(int transA, int transB, size_t M, size_t N, size_t K, float alph
 /** Floats needed to hold B (K×N, or N×K when transB) packed for kiln_sgemm_packed. */
 size_t kiln_sgemm_pack_b_size(size_t K, size_t N);
 
-/** Packs B once (constant weights) into `packed` (kiln_sgemm_pack_b_size floats, 64-byte aligned). */
+/** Packs B once (constant weights) into `packed` (kiln_sgemm_pack_b_size floats; any alignment works,
+ * 64-byte alignment is fastest). The layout is described at KILN_SGEMM_NR below. */
 void kiln_sgemm_pack_b(int transB, size_t K, size_t N, const float *B, size_t ldb, float *packed);
 
 /**
  * C[M×N] = A[M×K] · B, with B packed by kiln_sgemm_pack_b, then the epilogue (NULL for none).
- * Columns [n0, n1) only: callers split N (or M, by offsetting A and C) across threads.
+ * Columns [n0, n1) only (n1 is clamped to N); nothing outside them is written: callers split N (or M, by
+ * offsetting A, C and a per-row bias/residual) across threads, which may run concurrently.
  */
 void kiln_sgemm_packed(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed,
                        float *C, size_t ldc, size_t n0, size_t n1, const kiln_epilogue *epilogue);
+
+/*
+ * Packed-B layout (ISA-independent, so a buffer packed under one ISA is valid under every other and
+ * under kiln_kernels_force_generic): B is cut into panels of KILN_SGEMM_NR = 16 columns; panel p holds
+ * columns [16p, 16p + 16) for k = 0..K-1 as K consecutive rows of 16 floats (columns past N are zero).
+ * Panel p starts at packed + p * K * 16. kiln_sgemm_packed is fastest when n0 is a multiple of
+ * KILN_SGEMM_NR (any n0 < n1 <= N is correct).
+ */
+#define KILN_SGEMM_NR 16
+/** Rows per packed-A panel (kiln_conv2d_pack_weight): panel q holds rows [6q, 6q + 6) for each k. */
+#define KILN_SGEMM_MR 6
+
+/* ---- Convolution (NCHW, one image per call) ----------------------------------------------- */
+
+/**
+ * Shape of a 2-D convolution or pooling window over one NCHW image. The caller computes
+ * out_height/out_width from its pads (ONNX formula); pad_bottom/pad_right are implied by them.
+ * Input pixels outside [0, in_height) × [0, in_width) read as 0 (convolution) or are skipped (pooling).
+ */
+typedef struct kiln_conv2d_params {
+    size_t in_channels, in_height, in_width;
+    size_t out_channels, out_height, out_width;
+    size_t kernel_h, kernel_w;
+    size_t stride_h, stride_w;     /* >= 1 */
+    size_t pad_top, pad_left;
+    size_t dilation_h, dilation_w; /* >= 1 */
+    size_t groups;                 /* >= 1; in_channels and out_channels are multiples of it */
+} kiln_conv2d_params;
+/* The kernels trust shapes (callers validate them) but do nothing, rather than divide by zero, when a
+ * stride, dilation or groups is 0; input reads stay inside in_height × in_width whatever out_* are. */
+
+/** Floats needed for the packed weight of kiln_conv2d_nchw (per group, Cout/g rows padded to MR). */
+size_t kiln_conv2d_pack_weight_size(const kiln_conv2d_params *p);
+
+/**
+ * Packs an OIHW weight [out_channels][in_channels/groups][kernel_h][kernel_w] once into `packed`
+ * (kiln_conv2d_pack_weight_size floats; 64-byte alignment is fastest). Layout: for each group, the GEMM matrix
+ * W_g [Cout/g × (Cin/g·KH·KW)] in KILN_SGEMM_MR-row panels (panel q: K groups of 6 floats).
+ */
+void kiln_conv2d_pack_weight(const kiln_conv2d_params *p, const float *weight, float *packed);
+
+/**
+ * Convolution of one image: output[Cout][OH][OW] from input[Cin][H][W] and a weight packed by
+ * kiln_conv2d_pack_weight, as an implicit GEMM (im2col tiles built inside, never the whole matrix;
+ * 1×1 stride-1 unpadded convolutions read the input directly). Only output pixels [p0, p1) of the
+ * flattened OH·OW plane are written (for every output channel): callers split pixels across threads.
+ * Epilogue: bias is per output channel (bias_per_row is ignored); residual[c * ldr + pixel] (ldr is
+ * normally OH·OW). input, output and residual must not overlap. Concurrent calls on disjoint pixel
+ * ranges of the same output are safe.
+ * Uses a per-thread scratch buffer (grown on demand, kept for the thread's life).
+ */
+void kiln_conv2d_nchw(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                      float *output, size_t p0, size_t p1, const kiln_epilogue *epilogue);
+
+/**
+ * Plain im2col of group `group` of one image: col[(Cin/g·KH·KW) × (OH·OW)] row-major, row index
+ * (c·KH + kh)·KW + kw, zero where the window reads padding. For callers that want an explicit matrix.
+ */
+void kiln_im2col_nchw(const kiln_conv2d_params *p, const float *input, size_t group, float *col);
+
+/**
+ * Depthwise convolution of one image (groups == in_channels == out_channels, any kernel size, stride,
+ * pads and dilation; 3×3 stride 1 and 2 have vector fast paths). weight is [C][KH][KW]. Channels
+ * [c0, c1) only. Epilogue: bias per channel (bias_per_row ignored), residual[c * ldr + pixel].
+ * input and output must not overlap.
+ */
+void kiln_depthwise_conv2d_nchw(const kiln_conv2d_params *p, const float *input, const float *weight,
+                                float *output, size_t c0, size_t c1, const kiln_epilogue *epilogue);
+
+/* ---- Pooling (NCHW; channel planes are independent: offset pointers to split channels) ----- */
+
+/**
+ * Max pooling of p->in_channels planes (out_channels is ignored; groups ignored). Padding never wins:
+ * a window entirely in padding yields -inf.
+ */
+void kiln_maxpool2d_nchw(const kiln_conv2d_params *p, const float *input, float *output);
+
+/**
+ * Average pooling. count_include_pad zero divides by the number of real input pixels in the window;
+ * nonzero divides by the number of window positions inside the padded extent
+ * [-pad_top, in_height + pad_bottom) × [-pad_left, in_width + pad_right), where pad_bottom/pad_right are
+ * what the last window needs beyond the input ((out - 1)·stride + (kernel - 1)·dilation + 1 - in - pad,
+ * at least 0). A window with nothing to count yields 0. For explicit end pads (ceil mode), use
+ * kiln_avgpool2d_nchw_padded.
+ */
+void kiln_avgpool2d_nchw(const kiln_conv2d_params *p, int count_include_pad, const float *input, float *output);
+
+/** kiln_avgpool2d_nchw with the bottom/right pads given explicitly (positions beyond them are not counted). */
+void kiln_avgpool2d_nchw_padded(const kiln_conv2d_params *p, int count_include_pad, size_t pad_bottom,
+                                size_t pad_right, const float *input, float *output);
+
+/** out[c] = mean of in[c][0..hw) for c < channels (GlobalAveragePool). */
+void kiln_global_avgpool_nchw(size_t channels, size_t hw, const float *input, float *output);
+
+/* ---- Elementwise -------------------------------------------------------------------------- */
+
+/** Binary operation of kiln_binary. */
+typedef enum kiln_binary_op {
+    KILN_BINARY_ADD = 0,
+    KILN_BINARY_SUB = 1,
+    KILN_BINARY_MUL = 2,
+    KILN_BINARY_DIV = 3,
+    KILN_BINARY_MAX = 4,
+    KILN_BINARY_MIN = 5
+} kiln_binary_op;
+
+/** How b is broadcast against a rows×cols matrix a in kiln_binary. */
+typedef enum kiln_broadcast {
+    KILN_BROADCAST_NONE = 0,   /* b is rows×cols like a */
+    KILN_BROADCAST_SCALAR = 1, /* b[0] for every element */
+    KILN_BROADCAST_ROW = 2,    /* b has cols elements, the same row for every row (per column) */
+    KILN_BROADCAST_COLUMN = 3  /* b[r % b_len] for every element of row r (per row / per channel:
+                                  NCHW with rows = N·C, cols = H·W, b_len = C) */
+} kiln_broadcast;
+
+/**
+ * out[r][c] = a[r][c] op B(r, c), or B(r, c) op a[r][c] when swap is nonzero; all matrices
+ * contiguous rows×cols. b_len is used only by KILN_BROADCAST_COLUMN. out may equal a exactly (in
+ * place), and b too under KILN_BROADCAST_NONE; no other overlap.
+ */
+void kiln_binary(kiln_binary_op op, kiln_broadcast broadcast, size_t rows, size_t cols, const float *a,
+                 const float *b, size_t b_len, int swap, float *out);
+
+/** y[i] = act(x[i]) for i < n (alpha/beta as in kiln_activation). y may equal x (in place). */
+void kiln_activation_apply(kiln_activation activation, float alpha, float beta, size_t n, const float *x,
+                           float *y);
+
+/** Unary operation of kiln_unary. */
+typedef enum kiln_unary_op {
+    KILN_UNARY_EXP = 0,
+    KILN_UNARY_LOG = 1,
+    KILN_UNARY_SQRT = 2,
+    KILN_UNARY_ERF = 3,        /* |error| <= 1e-6 relative to erf in float */
+    KILN_UNARY_ABS = 4,
+    KILN_UNARY_NEG = 5,
+    KILN_UNARY_RECIPROCAL = 6
+} kiln_unary_op;
+
+/** y[i] = op(x[i]) for i < n. y may equal x (in place). */
+void kiln_unary(kiln_unary_op op, size_t n, const float *x, float *y);
+
+/* ---- Row-wise normalizations -------------------------------------------------------------- */
+
+/**
+ * Softmax over each row: y[r][:] = softmax(scale · x[r][:] + add[:]); add (cols elements, the same for
+ * every row, e.g. an attention mask) may be NULL; scale = 1 for plain Softmax. ldx/ldy are row
+ * strides in elements. y may equal x (in place, same ld).
+ */
+void kiln_softmax_rows(size_t rows, size_t cols, const float *x, size_t ldx, float *y, size_t ldy,
+                       float scale, const float *add);
+
+/**
+ * Layer normalization over each row of (x + residual): y = (v - mean) / sqrt(var + epsilon) · gamma + beta
+ * with gamma/beta of cols elements (either may be NULL: 1 / 0). residual (rows×cols, stride ldx) may
+ * be NULL. mean_out/inv_std_out (rows elements) receive the statistics when not NULL. y may equal x or
+ * residual (in place, same ld).
+ */
+void kiln_layer_norm_rows(size_t rows, size_t cols, const float *x, size_t ldx, const float *residual,
+                          float *y, size_t ldy, const float *gamma, const float *beta, float epsilon,
+                          float *mean_out, float *inv_std_out);
+
+/* ---- Data movement ------------------------------------------------------------------------ */
+
+/** dst[c][r] = src[r][c] for a rows×cols block (lds, ldd are row strides). src and dst must not overlap. */
+void kiln_transpose_2d(size_t rows, size_t cols, const float *src, size_t lds, float *dst, size_t ldd);
+
+/**
+ * 4-D permutation of a contiguous tensor: dst has shape shape[perm[0..3]] and
+ * dst[i0][i1][i2][i3] = src[j] where j indexes src at position perm-inverse of (i0, i1, i2, i3), i.e.
+ * output axis d is input axis perm[d] (ONNX Transpose). Lower ranks: pad shape with leading 1s and
+ * perm with leading identity. src and dst must not overlap. Does nothing if perm is not a permutation.
+ */
+void kiln_transpose_4d(const size_t shape[4], const size_t perm[4], const float *src, float *dst);
 
 #ifdef __cplusplus
 }
