@@ -1,0 +1,456 @@
+import CKilnKernels
+import KilnIR
+
+/// Lowers a graph to a `Program`: recognizes fusable patterns — Conv(+BatchNormalization)(+Add)(+activation),
+/// MatMul/Gemm(+scale)(+bias)(+Add)(+activation), GELU written out with Erf, chains of elementwise ops with
+/// scalar constants — and packs constant weights once.
+struct Lowering {
+    let graph: Graph
+    let program = Program()
+    private var producer: [String: Int] = [:]
+    private var consumers: [String: [Int]] = [:]
+    private var graphOutputs: Set<String>
+    private var absorbed = Set<Int>()
+    private var constants: [String: Tensor] = [:]
+    private var gelu: [String: (nodes: [Int], output: String)] = [:]
+    private var placed: [(position: Int, sequence: Int, op: any Operation)] = []
+
+    init(graph: Graph) {
+        self.graph = graph
+        graphOutputs = Set(graph.outputs.map(\.name))
+        let inputNames = Set(graph.inputs.map(\.name))
+        for (name, t) in graph.initializers where !inputNames.contains(name) { constants[name] = t }
+        for (i, node) in graph.nodes.enumerated() {
+            for o in node.outputs where !o.isEmpty { producer[o] = i }
+            for v in node.inputs where !v.isEmpty { consumers[v, default: []].append(i) }
+            if node.op.name == "Constant", let t = Support.constantTensor(node), let o = node.outputs.first {
+                constants[o] = t
+            }
+        }
+    }
+
+    /// The program for the graph.
+    mutating func lower() throws -> Program {
+        for (name, t) in constants { program.constants[program.id(name)] = t }
+        for input in graph.inputs {
+            program.inputs.append((program.id(input.name), input.name, graph.initializers[input.name]))
+        }
+        for (i, node) in graph.nodes.enumerated() where node.op.name == "Erf" { matchGELU(erf: i) }
+        for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
+            try lower(node, at: i)
+        }
+        program.outputs = graph.outputs.map { program.id($0.name) }
+        program.operations = placed.sorted { ($0.position, $0.sequence) < ($1.position, $1.sequence) }.map(\.op)
+        program.finish()
+        return program
+    }
+
+    // MARK: graph queries
+
+    /// The only node that reads `value`, when exactly one node reads it once and it is not a graph output.
+    private func soleConsumer(_ value: String) -> Int? {
+        guard !graphOutputs.contains(value), let c = consumers[value], c.count == 1, !absorbed.contains(c[0]) else { return nil }
+        return c[0]
+    }
+
+    private func scalar(_ name: String) -> Float? {
+        guard let t = constants[name], t.count == 1, t.dtype == .float32 else { return nil }
+        return t.elements(as: Float.self)[0]
+    }
+
+    private func id(_ name: String) -> Int { program.id(name) }
+
+    private mutating func place(_ op: any Operation, nodes: [Int]) {
+        absorbed.formUnion(nodes)
+        placed.append((nodes.max()!, placed.count, op))
+    }
+
+    private func label(_ nodes: [Int]) -> String {
+        nodes.sorted().map { graph.nodes[$0].displayName }.joined(separator: "+")
+    }
+
+    /// The activation node `i` computes on its single variable input, if it is one.
+    private func activation(_ i: Int) -> (Activation, input: String)? {
+        let node = graph.nodes[i]
+        guard node.op.domain.isEmpty else { return nil }
+        switch node.op.name {
+        case "Relu": return (Activation(kind: .relu), node.input(0))
+        case "Sigmoid": return (Activation(kind: .sigmoid), node.input(0))
+        case "Tanh": return (Activation(kind: .tanh), node.input(0))
+        case "HardSwish": return (Activation(kind: .hardSwish), node.input(0))
+        case "HardSigmoid":
+            guard let a = try? node.float("alpha", 0.2), let b = try? node.float("beta", 0.5) else { return nil }
+            return (Activation(kind: .hardSigmoid, alpha: a, beta: b), node.input(0))
+        case "LeakyRelu":
+            guard let a = try? node.float("alpha", 0.01) else { return nil }
+            return (Activation(kind: .leakyRelu, alpha: a), node.input(0))
+        case "Clip":
+            let lo = node.input(1).isEmpty ? -Float.infinity : scalar(node.input(1))
+            let hi = node.input(2).isEmpty ? Float.infinity : scalar(node.input(2))
+            guard let lo, let hi else { return nil }
+            return (Activation(kind: .clip, alpha: lo, beta: hi), node.input(0))
+        default: return nil
+        }
+    }
+
+    /// Records the GELU pattern around Erf node `e`: x·0.5·(1 + erf(x/√2)) in either association.
+    private mutating func matchGELU(erf e: Int) {
+        func near(_ v: Float?, _ target: Float) -> Bool { v.map { abs($0 - target) <= 1e-4 * target } ?? false }
+        /// The variable operand and the scalar constant of a binary node, either order.
+        func split(_ n: Node) -> (String, Float)? {
+            if let c = scalar(n.input(1)), constants[n.input(0)] == nil { return (n.input(0), c) }
+            if n.op.name != "Div", let c = scalar(n.input(0)), constants[n.input(1)] == nil { return (n.input(1), c) }
+            return nil
+        }
+        let erf = graph.nodes[e]
+        guard let d = producer[erf.input(0)], soleConsumer(erf.input(0)) == e else { return }
+        let dn = graph.nodes[d]
+        guard let (h, c) = split(dn),
+              (dn.op.name == "Div" && near(c, 1.4142135)) || (dn.op.name == "Mul" && near(c, 0.70710677)) else { return }
+        guard let a = soleConsumer(erf.outputs[0]), graph.nodes[a].op.name == "Add",
+              let (ain, one) = split(graph.nodes[a]), ain == erf.outputs[0], one == 1 else { return }
+        guard let p = soleConsumer(graph.nodes[a].outputs[0]), graph.nodes[p].op.name == "Mul" else { return }
+        let pn = graph.nodes[p]
+        let other = pn.input(0) == graph.nodes[a].outputs[0] ? pn.input(1) : pn.input(0)
+        let hConsumers = Set(consumers[h] ?? [])
+        if other == h {
+            // (x · (1 + erf)) · 0.5
+            guard let r = soleConsumer(pn.outputs[0]), graph.nodes[r].op.name == "Mul",
+                  let (rin, half) = split(graph.nodes[r]), rin == pn.outputs[0], half == 0.5,
+                  hConsumers == [d, p], consumers[h]!.count == 2 else { return }
+            gelu[h] = ([d, e, a, p, r], graph.nodes[r].outputs[0])
+        } else if let q = producer[other], graph.nodes[q].op.name == "Mul", soleConsumer(other) == p,
+                  let (qin, half) = split(graph.nodes[q]), qin == h, half == 0.5,
+                  hConsumers == [d, q], consumers[h]!.count == 2 {
+            // (x · 0.5) · (1 + erf)
+            gelu[h] = ([d, e, a, q, p], pn.outputs[0])
+        }
+    }
+
+    /// The GELU pattern that reads `value`, when none of its nodes is taken yet.
+    private func geluPattern(_ value: String) -> (nodes: [Int], output: String)? {
+        guard let g = gelu[value], !graphOutputs.contains(value), g.nodes.allSatisfy({ !absorbed.contains($0) }) else { return nil }
+        return g
+    }
+
+    // MARK: lowering
+
+    private mutating func lower(_ node: Node, at i: Int) throws {
+        let name = node.op.name
+        // A node that starts a GELU pattern becomes one activation.
+        if let (h, g) = gelu.first(where: { $0.value.nodes.contains(i) }), geluPattern(h) != nil {
+            try chain(x: h, links: [.activation(Activation(kind: .geluErf))], shapes: [], nodes: g.nodes, output: g.output)
+            return
+        }
+        switch name {
+        case "Constant":
+            absorbed.insert(i)
+        case "Conv":
+            try lowerConv(node, at: i)
+        case "MatMul", "Gemm":
+            try lowerMatMul(node, at: i)
+        case "BatchNormalization":
+            let params = (1...4).map { node.input($0) }
+            let op = try BatchNormOperation(node: node, x: id(node.input(0)), parameters: params.map(id),
+                                            constants: params.map { constants[$0] }, output: id(node.outputs[0]))
+            place(op, nodes: [i])
+        case "LayerNormalization":
+            let op = try LayerNormOperation(node: node, x: id(node.input(0)), gamma: id(node.input(1)), beta: id(node.input(2)),
+                                            outputs: node.outputs.map(id))
+            place(op, nodes: [i])
+        case "Softmax", "LogSoftmax":
+            place(try SoftmaxOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "MaxPool", "AveragePool":
+            place(try PoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "GlobalAveragePool", "GlobalMaxPool":
+            place(GlobalPoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum":
+            if let link = scalarLink(node) {
+                try chain(x: link.x, links: [link.link], shapes: [link.shape], nodes: [i], output: node.outputs[0])
+            } else {
+                let op: kiln_binary_op = switch name {
+                case "Add", "Sum": KILN_BINARY_ADD
+                case "Sub": KILN_BINARY_SUB
+                case "Mul": KILN_BINARY_MUL
+                case "Div": KILN_BINARY_DIV
+                case "Max": KILN_BINARY_MAX
+                default: KILN_BINARY_MIN
+                }
+                let operands = node.inputs.filter { !$0.isEmpty }.map(id)
+                guard !operands.isEmpty else { throw KilnError(.invalidModel, "node '\(node.displayName)' (\(name)) has no inputs") }
+                place(BinaryOperation(node: node, operands: operands, output: id(node.outputs[0]), op: op), nodes: [i])
+            }
+        case "Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Clip":
+            guard let (a, x) = activation(i) else { throw KilnError(.unsupported, "node '\(node.displayName)': Clip bounds must be scalar constants") }
+            try chain(x: x, links: [.activation(a)], shapes: [], nodes: [i], output: node.outputs[0])
+        case "Erf", "Exp", "Log", "Sqrt", "Abs", "Neg", "Reciprocal":
+            try chain(x: node.input(0), links: [unaryLink(name)!], shapes: [], nodes: [i], output: node.outputs[0])
+        case "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity":
+            place(ViewOperation(node: node, x: id(node.input(0)), shapeInput: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
+        case "Shape":
+            place(try ShapeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "Transpose":
+            // A swap of the last two axes that only feeds a matrix product is folded into it there.
+            if swapsLastTwo(node), let j = soleConsumer(node.outputs[0]), ["MatMul", "Gemm"].contains(graph.nodes[j].op.name) {
+                return
+            }
+            place(try TransposeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "Gather":
+            place(try GatherOperation(node: node, data: id(node.input(0)), indices: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
+        case "Concat":
+            place(try ConcatOperation(node: node, operands: node.inputs.filter { !$0.isEmpty }.map(id), output: id(node.outputs[0])), nodes: [i])
+        case "Cast":
+            place(try CastOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        default:
+            throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
+        }
+    }
+
+    private func unaryLink(_ name: String) -> ChainLink? {
+        switch name {
+        case "Erf": .unary(KILN_UNARY_ERF, name: name)
+        case "Exp": .unary(KILN_UNARY_EXP, name: name)
+        case "Log": .unary(KILN_UNARY_LOG, name: name)
+        case "Sqrt": .unary(KILN_UNARY_SQRT, name: name)
+        case "Abs": .unary(KILN_UNARY_ABS, name: name)
+        case "Neg": .unary(KILN_UNARY_NEG, name: name)
+        case "Reciprocal": .unary(KILN_UNARY_RECIPROCAL, name: name)
+        default: nil
+        }
+    }
+
+    /// A binary node with one variable operand and one scalar float constant, as a chain link.
+    private func scalarLink(_ node: Node) -> (x: String, link: ChainLink, shape: [Int])? {
+        guard node.inputs.count == 2, ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"].contains(node.op.name) else { return nil }
+        let op: kiln_binary_op = switch node.op.name {
+        case "Add", "Sum": KILN_BINARY_ADD
+        case "Sub": KILN_BINARY_SUB
+        case "Mul": KILN_BINARY_MUL
+        case "Div": KILN_BINARY_DIV
+        case "Max": KILN_BINARY_MAX
+        default: KILN_BINARY_MIN
+        }
+        if let c = scalar(node.input(1)), constants[node.input(0)] == nil {
+            return (node.input(0), .scalar(op, c, swap: false, name: node.op.name), constants[node.input(1)]!.shape)
+        }
+        if let c = scalar(node.input(0)), constants[node.input(1)] == nil {
+            return (node.input(1), .scalar(op, c, swap: true, name: node.op.name), constants[node.input(0)]!.shape)
+        }
+        return nil
+    }
+
+    /// The chain link node `j` adds after `value`, if it is an elementwise op on `value` alone.
+    private func link(_ j: Int, after value: String) -> (link: ChainLink, shape: [Int])? {
+        let node = graph.nodes[j]
+        if let (a, x) = activation(j), x == value { return (.activation(a), []) }
+        if let l = unaryLink(node.op.name), node.input(0) == value { return (l, []) }
+        if let s = scalarLink(node), s.x == value { return (s.link, s.shape) }
+        return nil
+    }
+
+    /// Places a chain starting with `links` on `x`, extended by the elementwise nodes that follow.
+    private mutating func chain(x: String, links: [ChainLink], shapes: [[Int]], nodes: [Int], output: String) throws {
+        var links = links, shapes = shapes, nodes = nodes, output = output
+        absorbed.formUnion(nodes)
+        while true {
+            if let g = geluPattern(output) {
+                links.append(.activation(Activation(kind: .geluErf)))
+                nodes += g.nodes
+                absorbed.formUnion(g.nodes)
+                output = g.output
+                continue
+            }
+            guard let j = soleConsumer(output), let (l, s) = link(j, after: output) else { break }
+            links.append(l)
+            shapes.append(s)
+            nodes.append(j)
+            absorbed.insert(j)
+            output = graph.nodes[j].outputs[0]
+        }
+        place(ChainOperation(label: label(nodes), x: id(x), output: id(output), links: links, constantShapes: shapes), nodes: nodes)
+    }
+
+    /// The activation (or GELU) that follows `value`, absorbing its nodes.
+    private mutating func fusedActivation(after value: inout String, nodes: inout [Int], kinds: inout [String]) -> Activation {
+        if let g = geluPattern(value) {
+            nodes += g.nodes
+            absorbed.formUnion(g.nodes)
+            value = g.output
+            kinds.append("Gelu")
+            return Activation(kind: .geluErf)
+        }
+        if let j = soleConsumer(value), let (a, x) = activation(j), x == value {
+            nodes.append(j)
+            absorbed.insert(j)
+            value = graph.nodes[j].outputs[0]
+            kinds.append(graph.nodes[j].op.name)
+            return a
+        }
+        return .none
+    }
+
+    private mutating func lowerConv(_ node: Node, at i: Int) throws {
+        var nodes = [i], kinds = ["Conv"]
+        let group = try node.int("group", 1)
+        let weightName = node.input(1)
+        guard group >= 1 else { throw KilnError(.invalidModel, "node '\(node.displayName)' (Conv): group must be ≥ 1") }
+        let constWeight = constants[weightName].flatMap { $0.dtype == .float32 && ($0.rank == 3 || $0.rank == 4) ? $0 : nil }
+        var weightShape: [Int]
+        if let constWeight {
+            weightShape = constWeight.shape
+        } else if let t = graph.type(of: weightName)?.tensorType?.fixedShape, t.count >= 3 {
+            weightShape = t
+        } else {
+            throw KilnError(.unsupported, "node '\(node.displayName)' (Conv): the weight's shape must be known")
+        }
+        let kernel = try node.ints("kernel_shape") ?? Array(weightShape[2...])
+        guard kernel == Array(weightShape[2...]), kernel.count <= 2 else {
+            throw KilnError(.unsupported, "node '\(node.displayName)' (Conv): kernel \(kernel) with weight \(weightShape) (kiln.cpu runs 1-D and 2-D convolutions)")
+        }
+        let window = try Window(node: node, kernel: kernel)
+        let cout = weightShape[0]
+        var weight = constWeight?.elements(as: Float.self)
+        var bias: [Float]? = nil
+        let biasName = node.input(2)
+        if !biasName.isEmpty, let b = constants[biasName], b.dtype == .float32, b.count == cout {
+            bias = b.elements(as: Float.self)
+        }
+        let biasIsConstant = biasName.isEmpty || bias != nil
+        var value = node.outputs[0]
+        // BatchNormalization folds into constant weights.
+        if weight != nil, biasIsConstant, let j = soleConsumer(value), graph.nodes[j].op.name == "BatchNormalization",
+           graph.nodes[j].input(0) == value, graph.nodes[j].outputs.dropFirst().allSatisfy(\.isEmpty),
+           (try? graph.nodes[j].int("training_mode", 0)) == 0 {
+            let bn = graph.nodes[j]
+            let params = (1...4).map { constants[bn.input($0)] }
+            if params.allSatisfy({ $0?.dtype == .float32 && $0?.count == cout }) {
+                let (scale, shift) = try BatchNormOperation.fold(params.map { $0!.elements(as: Float.self) },
+                                                                 epsilon: try bn.float("epsilon", 1e-5), node: bn)
+                let per = weight!.count / cout
+                for c in 0..<cout { for k in 0..<per { weight![c * per + k] *= scale[c] } }
+                bias = (0..<cout).map { c in (bias?[c] ?? 0) * scale[c] + shift[c] }
+                nodes.append(j)
+                absorbed.insert(j)
+                value = bn.outputs[0]
+                kinds.append("BatchNormalization")
+            }
+        }
+        // Add: a per-channel constant joins the bias; anything else is a residual.
+        var residual = ""
+        if let j = soleConsumer(value), graph.nodes[j].op.name == "Add", graph.nodes[j].inputs.count == 2 {
+            let add = graph.nodes[j]
+            let other = add.input(0) == value ? add.input(1) : add.input(0)
+            if other != value {
+                if let c = constants[other], c.dtype == .float32, c.shape == [cout, 1, 1] || c.shape == [1, cout, 1, 1],
+                   kernel.count == 2, biasIsConstant {
+                    let extra = c.elements(as: Float.self)
+                    bias = (0..<cout).map { (bias?[$0] ?? 0) + extra[$0] }
+                } else {
+                    residual = other
+                }
+                nodes.append(j)
+                absorbed.insert(j)
+                value = add.outputs[0]
+                kinds.append("Add")
+            }
+        }
+        let act = fusedActivation(after: &value, nodes: &nodes, kinds: &kinds)
+        let op = ConvOperation(kind: kinds.joined(separator: "+"), label: label(nodes), x: id(node.input(0)),
+                               weightShape: weightShape, weight: weight, weightValue: id(weightName),
+                               bias: bias, biasValue: biasIsConstant ? -1 : id(biasName), residual: id(residual),
+                               output: id(value), window: window, group: group, activation: act)
+        place(op, nodes: nodes)
+    }
+
+    /// `perm` swaps the last two axes and keeps the others.
+    private func swapsLastTwo(_ node: Node) -> Bool {
+        guard node.op.name == "Transpose", let perm = try? node.ints("perm"), perm.count >= 2 else { return false }
+        let r = perm.count
+        return perm == Array(0..<(r - 2)) + [r - 1, r - 2]
+    }
+
+    private mutating func lowerMatMul(_ node: Node, at i: Int) throws {
+        let isGemm = node.op.name == "Gemm"
+        var nodes = [i], kinds = [node.op.name]
+        var a = node.input(0), b = node.input(1)
+        var transA = isGemm ? try node.int("transA", 0) != 0 : false
+        var transB = isGemm ? try node.int("transB", 0) != 0 : false
+        var alpha: Float = isGemm ? try node.float("alpha", 1) : 1
+        let beta: Float = isGemm ? try node.float("beta", 1) : 1
+        // Transposes of the last two axes fold into the product.
+        if let p = producer[a], swapsLastTwo(graph.nodes[p]), soleConsumer(a) == i, !absorbed.contains(p) {
+            nodes.append(p)
+            a = graph.nodes[p].input(0)
+            transA.toggle()
+        }
+        if let p = producer[b], swapsLastTwo(graph.nodes[p]), soleConsumer(b) == i, !absorbed.contains(p) {
+            nodes.append(p)
+            b = graph.nodes[p].input(0)
+            transB.toggle()
+        }
+        let constB = constants[b].flatMap { $0.rank == 2 && $0.dtype == .float32 ? $0 : nil }
+        let n: Int? = constB.map { transB ? $0.shape[0] : $0.shape[1] }
+        var bias: [Float]? = nil
+        var addend = ""
+        /// A constant that broadcasts as one row of N: [N] or [1, …, 1, N].
+        func rowVector(_ t: Tensor) -> [Float]? {
+            guard t.dtype == .float32, let n, t.rank >= 1, t.shape.last == n, t.shape.dropLast().allSatisfy({ $0 == 1 }) else { return nil }
+            return t.elements(as: Float.self)
+        }
+        if isGemm, !node.input(2).isEmpty {
+            let c = node.input(2)
+            if let t = constants[c], let row = rowVector(t), t.rank <= 2 {
+                bias = row.map { $0 * beta }
+            } else if let t = constants[c], t.dtype == .float32 {
+                let scaled = Tensor(shape: t.shape, t.elements(as: Float.self).map { $0 * beta })
+                let cid = program.fresh("\(c)#scaled")
+                program.constants[cid] = scaled
+                addend = program.names[cid]
+                constants[addend] = scaled
+            } else if beta == 1 {
+                addend = c
+            } else {
+                let scaledID = program.fresh("\(c)#scaled")
+                let scaledName = program.names[scaledID]
+                placed.append((i, placed.count, ChainOperation(label: node.displayName, x: id(c), output: id(scaledName),
+                                                               links: [.scalar(KILN_BINARY_MUL, beta, swap: false, name: "Mul")],
+                                                               constantShapes: [])))
+                addend = scaledName
+            }
+        }
+        var value = node.outputs[0]
+        // A scale by a scalar constant becomes alpha (MatMul only; before any bias).
+        if !isGemm, let j = soleConsumer(value), ["Mul", "Div"].contains(graph.nodes[j].op.name),
+           let s = scalarLink(graph.nodes[j]), s.x == value, s.shape.count <= 2,
+           case .scalar(let op, let c, let swap, _) = s.link, !swap || op == KILN_BINARY_MUL {
+            alpha = op == KILN_BINARY_MUL ? alpha * c : alpha / c
+            nodes.append(j)
+            absorbed.insert(j)
+            value = graph.nodes[j].outputs[0]
+            kinds.append(graph.nodes[j].op.name)
+        }
+        // Bias and residual additions.
+        while addend.isEmpty || bias == nil {
+            guard let j = soleConsumer(value), graph.nodes[j].op.name == "Add", graph.nodes[j].inputs.count == 2 else { break }
+            let add = graph.nodes[j]
+            let other = add.input(0) == value ? add.input(1) : add.input(0)
+            guard other != value else { break }
+            if bias == nil, let t = constants[other], let row = rowVector(t) {
+                bias = row
+            } else if addend.isEmpty, scalar(other) == nil {
+                addend = other
+            } else {
+                break
+            }
+            nodes.append(j)
+            absorbed.insert(j)
+            value = add.outputs[0]
+            kinds.append("Add")
+        }
+        let act = fusedActivation(after: &value, nodes: &nodes, kinds: &kinds)
+        let op = MatMulOperation(kind: kinds.joined(separator: "+"), label: label(nodes), a: id(a), b: id(b), constantB: constB,
+                                 output: id(value), transA: transA, transB: transB, alpha: alpha, bias: bias,
+                                 addend: addend.isEmpty ? -1 : id(addend), activation: act, isGemm: isGemm)
+        place(op, nodes: nodes)
+    }
+}

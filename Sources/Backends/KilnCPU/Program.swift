@@ -1,0 +1,301 @@
+import KilnIR
+
+/// An operation of a lowered program: one graph node, or several fused into one.
+protocol Operation: AnyObject {
+    /// What it computes (`Conv+BatchNormalization+Relu`), for profiles.
+    var kind: String { get }
+    /// The name(s) of the graph node(s) it comes from.
+    var label: String { get }
+    /// Value ids it reads (-1 for an omitted optional input).
+    var inputs: [Int] { get }
+    /// Value ids it defines (-1 for an output nobody wants).
+    var outputs: [Int] { get }
+    /// Resolves output shapes for the input shapes in `builder`, defines the outputs and adds steps.
+    func plan(_ builder: PlanBuilder) throws
+}
+
+/// A graph lowered for `kiln.cpu`: values by id, constants, and fused operations in execution order.
+final class Program: @unchecked Sendable {
+    /// Name of each value id.
+    private(set) var names: [String] = []
+    private var ids: [String: Int] = [:]
+    /// Constant values (initializers that are not inputs, Constant nodes, folded weights).
+    var constants: [Int: Tensor] = [:]
+    /// The graph inputs, in graph order, with the initializer a caller may override.
+    var inputs: [(id: Int, name: String, defaultValue: Tensor?)] = []
+    /// The graph outputs.
+    var outputs: [Int] = []
+    /// Operations in an order where each runs after the producers of its inputs.
+    var operations: [any Operation] = []
+    /// For each value id, the index of the last operation that reads it; `Int.max` for graph outputs.
+    private(set) var lastUse: [Int] = []
+
+    /// The id of value `name` (created on first use); -1 for `""` (an omitted optional value).
+    func id(_ name: String) -> Int {
+        if name.isEmpty { return -1 }
+        if let id = ids[name] { return id }
+        names.append(name)
+        ids[name] = names.count - 1
+        return names.count - 1
+    }
+
+    /// A new value with a unique name derived from `base`.
+    func fresh(_ base: String) -> Int {
+        var name = base
+        var n = 1
+        while ids[name] != nil {
+            name = "\(base)#\(n)"
+            n += 1
+        }
+        return id(name)
+    }
+
+    /// Number of value ids.
+    var valueCount: Int { names.count }
+
+    /// Computes `lastUse` once the operations are final.
+    func finish() {
+        lastUse = Array(repeating: -1, count: names.count)
+        for (index, op) in operations.enumerated() {
+            for v in op.inputs where v >= 0 { lastUse[v] = index }
+        }
+        for v in outputs { lastUse[v] = Int.max }
+    }
+}
+
+/// Resolves a program for concrete input shapes: shapes and element types of every value, plan-time
+/// values (shapes, folded constants), storage and lifetimes, and the steps that run.
+final class PlanBuilder {
+    let program: Program
+    let pool: ThreadPool
+    var threads: Int { pool.threadCount }
+
+    private(set) var shapes: [[Int]?]
+    private(set) var dtypes: [DType?]
+    /// Values known while planning (constants, shapes and what folds from them).
+    private(set) var known: [Tensor?]
+
+    enum Storage {
+        case none
+        case buffer(Int)
+        case input(Int)
+        case constant(Tensor)
+    }
+    private(set) var storage: [Storage]
+
+    struct Buffer {
+        var bytes: Int
+        var first: Int
+        var values: [Int]
+        /// The operation whose steps last touch a scratch buffer (nil for value buffers).
+        var scratchOperation: Int?
+    }
+    private var buffers: [Buffer] = []
+    private var scratchBuffers: [Int] = []
+    private(set) var steps: [Step] = []
+    private var operationIndex = 0
+    private var operationEndStep: [Int] = []
+    private var current: (any Operation)?
+
+    init(program: Program, pool: ThreadPool, inputs: [(shape: [Int], dtype: DType)]) {
+        self.program = program
+        self.pool = pool
+        shapes = Array(repeating: nil, count: program.valueCount)
+        dtypes = Array(repeating: nil, count: program.valueCount)
+        known = Array(repeating: nil, count: program.valueCount)
+        storage = Array(repeating: .none, count: program.valueCount)
+        for (id, tensor) in program.constants {
+            shapes[id] = tensor.shape
+            dtypes[id] = tensor.dtype
+            known[id] = tensor
+            storage[id] = .constant(tensor)
+        }
+        for (k, input) in program.inputs.enumerated() {
+            shapes[input.id] = inputs[k].shape
+            dtypes[input.id] = inputs[k].dtype
+            known[input.id] = nil
+            storage[input.id] = .input(k)
+        }
+    }
+
+    // MARK: reading values
+
+    /// The shape of value `id`.
+    func shape(_ id: Int) throws -> [Int] {
+        guard id >= 0, let s = shapes[id] else { throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no shape yet") }
+        return s
+    }
+
+    /// The element type of value `id`.
+    func dtype(_ id: Int) throws -> DType {
+        guard id >= 0, let t = dtypes[id] else { throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no type yet") }
+        return t
+    }
+
+    /// The value of `id` when it is known while planning.
+    func knownValue(_ id: Int) -> Tensor? { id >= 0 ? known[id] : nil }
+
+    /// The name of value `id`.
+    func name(_ id: Int) -> String { id >= 0 && id < program.names.count ? program.names[id] : "(none)" }
+
+    /// An `.unsupported` error about the operation being planned.
+    func unsupported(_ message: String) -> KilnError {
+        KilnError(.unsupported, "kiln.cpu: \(current?.kind ?? "?") '\(current?.label ?? "")': \(message)")
+    }
+
+    /// An `.invalidModel` error about the operation being planned.
+    func invalid(_ message: String) -> KilnError {
+        KilnError(.invalidModel, "kiln.cpu: \(current?.kind ?? "?") '\(current?.label ?? "")': \(message)")
+    }
+
+    /// Requires value `id` to be float32.
+    func requireFloat(_ id: Int) throws {
+        let t = try dtype(id)
+        guard t == .float32 else { throw unsupported("input '\(name(id))' is \(t); kiln.cpu computes in float32 only") }
+    }
+
+    // MARK: defining values
+
+    /// Defines `id` as a new arena buffer.
+    func define(_ id: Int, shape: [Int], dtype: DType = .float32) {
+        guard id >= 0 else { return }
+        shapes[id] = shape
+        dtypes[id] = dtype
+        buffers.append(Buffer(bytes: shape.reduce(1, *) * (dtype.byteWidth ?? 1), first: steps.count, values: [id]))
+        storage[id] = .buffer(buffers.count - 1)
+    }
+
+    /// Defines `id` as the bytes of `source` seen with another shape (no copy).
+    func defineView(_ id: Int, of source: Int, shape: [Int]) throws {
+        guard id >= 0 else { return }
+        shapes[id] = shape
+        dtypes[id] = try dtype(source)
+        if let k = known[source] { known[id] = k.reshaped(shape) }
+        switch storage[source] {
+        case .buffer(let b):
+            buffers[b].values.append(id)
+            storage[id] = .buffer(b)
+        case .constant(let t): storage[id] = .constant(t.reshaped(shape))
+        case .input(let k): storage[id] = .input(k)
+        case .none: throw KilnError(.internal, "kiln.cpu: view of '\(name(source))', which has no storage")
+        }
+    }
+
+    /// Defines `id` as a value known while planning.
+    func defineKnown(_ id: Int, _ tensor: Tensor) {
+        guard id >= 0 else { return }
+        shapes[id] = tensor.shape
+        dtypes[id] = tensor.dtype
+        known[id] = tensor
+        storage[id] = .constant(tensor)
+    }
+
+    /// Whether the current operation may overwrite `source` with its output: `source` is an arena buffer
+    /// whose every view dies at this operation, and none of them is a graph output.
+    func canOverwrite(_ source: Int) -> Bool {
+        guard source >= 0, case .buffer(let b) = storage[source], buffers[b].scratchOperation == nil else { return false }
+        return buffers[b].values.allSatisfy { program.lastUse[$0] <= operationIndex }
+    }
+
+    /// Defines `id` in the buffer of the first of `candidates` that it may overwrite and that has the
+    /// same byte size; otherwise as a new buffer. Returns the candidate reused, if any.
+    @discardableResult
+    func defineInPlace(_ id: Int, shape: [Int], dtype: DType = .float32, reusing candidates: [Int]) -> Int? {
+        guard id >= 0 else { return nil }
+        let bytes = shape.reduce(1, *) * (dtype.byteWidth ?? 1)
+        for c in candidates where canOverwrite(c) {
+            guard case .buffer(let b) = storage[c], buffers[b].bytes == bytes else { continue }
+            shapes[id] = shape
+            dtypes[id] = dtype
+            buffers[b].values.append(id)
+            storage[id] = .buffer(b)
+            return c
+        }
+        define(id, shape: shape, dtype: dtype)
+        return nil
+    }
+
+    /// Scratch bytes for the current operation's steps; the result indexes `Frame.scratch`.
+    func scratch(bytes: Int) -> Int {
+        buffers.append(Buffer(bytes: bytes, first: steps.count, values: [], scratchOperation: operationIndex))
+        scratchBuffers.append(buffers.count - 1)
+        return scratchBuffers.count - 1
+    }
+
+    /// Adds a step of the current operation.
+    func step(_ kind: String? = nil, _ body: @escaping (Frame) throws -> Void) {
+        steps.append(Step(kind: kind ?? current?.kind ?? "?", label: current?.label ?? "", body: body))
+    }
+
+    // MARK: building
+
+    /// Plans every operation and lays out the arena.
+    func build() throws -> Plan {
+        for (index, op) in program.operations.enumerated() {
+            operationIndex = index
+            current = op
+            try op.plan(self)
+            operationEndStep.append(steps.count)
+        }
+        current = nil
+        // Lifetimes in steps: from the step that first writes a buffer to the last step that reads it.
+        var requests: [MemoryPlan.Request] = []
+        for buffer in buffers {
+            var last = buffer.first
+            if let op = buffer.scratchOperation {
+                last = max(last, operationEndStep[op] - 1)
+            } else {
+                for v in buffer.values {
+                    let use = program.lastUse[v]
+                    if use == Int.max { last = steps.count } else if use >= 0 { last = max(last, operationEndStep[use] - 1) }
+                }
+            }
+            requests.append(MemoryPlan.Request(bytes: buffer.bytes, first: buffer.first, last: last))
+        }
+        let memory = MemoryPlan(requests)
+        var retained: [Tensor] = []
+        var locations = [Location](repeating: .none, count: program.valueCount)
+        for id in 0..<program.valueCount {
+            switch storage[id] {
+            case .none: break
+            case .buffer(let b): locations[id] = .arena(memory.offsets[b])
+            case .input(let k): locations[id] = .input(k)
+            case .constant(let t):
+                retained.append(t)
+                locations[id] = .constant(t.rawBytes?.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!)
+            }
+        }
+        var outputs: [(id: Int, shape: [Int], dtype: DType)] = []
+        for id in program.outputs {
+            guard let shape = shapes[id], let dtype = dtypes[id] else {
+                throw KilnError(.internal, "kiln.cpu: graph output '\(name(id))' was never computed")
+            }
+            outputs.append((id, shape, dtype))
+        }
+        return Plan(steps: steps, locations: locations, scratchOffsets: scratchBuffers.map { memory.offsets[$0] },
+                    arenaBytes: memory.arenaBytes, unsharedBytes: memory.unsharedBytes, outputs: outputs,
+                    retained: retained, pool: pool)
+    }
+}
+
+/// Floats in 64-byte-aligned memory that this object owns (packed weights, folded biases).
+final class FloatBuffer: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+
+    /// `count` zeroed floats.
+    init(count: Int) {
+        self.count = count
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 16) * 4, alignment: 64)
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 16) * 4)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
+    }
+
+    /// A copy of `values`.
+    convenience init(_ values: [Float]) {
+        self.init(count: values.count)
+        values.withUnsafeBufferPointer { if let b = $0.baseAddress { pointer.update(from: b, count: values.count) } }
+    }
+
+    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Kiln
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `kiln bench MODEL --backend kiln.cpu --threads N --runs 30 --warmup 5`: times repeated runs of a model
+/// on the same inputs and prints the median and 90th-percentile latency; `--profile` adds a per-step table
+/// (kiln.cpu) and `--trace FILE` writes it as Chrome-trace JSON.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time repeated runs of a model.",
+        discussion: """
+            Inputs come from --input NAME=FILE.npy; any other required input is random (--seed). After \
+            --warmup untimed runs, --runs runs are timed one by one. The last lines are machine-readable: \
+            'runs_ms: …' (every timed run) and 'median_ms: … p90_ms: …'.
+            """
+    )
+
+    @Argument(help: "The model file (.onnx).")
+    var model: String
+
+    @Option(name: .customLong("input"), help: ArgumentHelp("An input: the input's name and a .npy file (repeatable).", valueName: "name=file.npy"))
+    var inputs: [String] = []
+
+    @Option(help: "The backend to run on.")
+    var backend = "kiln.cpu"
+
+    @Option(help: "Threads (kiln.cpu only; default: physical cores).")
+    var threads: Int?
+
+    @Option(help: "Timed runs.")
+    var runs = 30
+
+    @Option(help: "Untimed runs first.")
+    var warmup = 5
+
+    @Option(help: "The seed of random inputs.")
+    var seed: UInt64 = 0
+
+    @Flag(help: "Print per-step times (kiln.cpu).")
+    var profile = false
+
+    @Option(help: ArgumentHelp("Write the profile as Chrome-trace JSON to FILE (kiln.cpu; implies --profile).", valueName: "file"))
+    var trace: String?
+
+    func validate() throws {
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
+        guard warmup >= 0 else { throw ValidationError("--warmup must not be negative") }
+    }
+
+    func run() throws {
+        try diagnosing {
+            defer { flushOutput() }
+            let clock = ContinuousClock()
+            let loadStart = clock.now
+            let recorder = profile || trace != nil ? CPUProfile() : nil
+            let session = try Session(model: Kiln.importONNX(path: model),
+                                      backend: Kiln.backend(named: backend, threads: threads, profile: recorder))
+            let loadTime = clock.now - loadStart
+            var feeds: [String: RuntimeValue] = [:]
+            for argument in inputs {
+                guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+                    throw KilnError(.invalidArgument, "--input '\(argument)': expected NAME=FILE.npy")
+                }
+                feeds[String(argument[..<equals])] = .tensor(try NPY.read(path: String(argument[argument.index(after: equals)...])))
+            }
+            var generator = SplitMix64(seed: seed)
+            for input in session.requiredInputs where feeds[input.name] == nil {
+                feeds[input.name] = .tensor(try RandomInput.make(for: input, using: &generator))
+            }
+            let firstStart = clock.now
+            _ = try session.runOrdered(feeds)
+            let firstRun = clock.now - firstStart
+            for _ in 0..<max(0, warmup - 1) { _ = try session.runOrdered(feeds) }
+            recorder?.reset()
+            var times: [Double] = []
+            for _ in 0..<runs {
+                let start = clock.now
+                _ = try session.runOrdered(feeds)
+                times.append(Self.ms(clock.now - start))
+            }
+            let sorted = times.sorted()
+            let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+            let p90 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.9).rounded(.up)) - 1)]
+            print("model: \(model)")
+            print("backend: \(session.backend.info.name)\(threads.map { ", \($0) threads" } ?? "")")
+            print("load: \(Self.text(Self.ms(loadTime))) ms, first run: \(Self.text(Self.ms(firstRun))) ms")
+            if let recorder {
+                let total = recorder.steps.reduce(UInt64(0)) { $0 + $1.nanoseconds }
+                let perRun = Double(total) / Double(max(recorder.runCount, 1)) / 1e6
+                print("profile (\(recorder.runCount) runs, \(Self.text(perRun)) ms per run in steps; arena \(recorder.arena.bytes / 1024) KiB, \(recorder.arena.unshared / 1024) KiB without reuse):")
+                print("  by operation kind:")
+                for k in recorder.byKind {
+                    let ms = Double(k.nanoseconds) / Double(max(recorder.runCount, 1)) / 1e6
+                    print("    \(Self.pad(Self.text(ms), 9)) ms  \(Self.pad(Self.text(100 * Double(k.nanoseconds) / Double(max(total, 1))), 6))%  \(k.calls / max(recorder.runCount, 1))×  \(k.kind)")
+                }
+                print("  by step:")
+                for s in recorder.steps {
+                    let ms = Double(s.nanoseconds) / Double(max(s.calls, 1)) / 1e6
+                    print("    \(Self.pad(Self.text(ms), 9)) ms  \(s.kind)  [\(s.label.count > 60 ? String(s.label.prefix(57)) + "…" : s.label)]")
+                }
+                if let trace {
+                    try FileSystem.writeAtomically(Array(recorder.chromeTrace().utf8), to: trace)
+                    print("trace written to \(trace)")
+                }
+            }
+            print("runs_ms: " + times.map { Self.text($0) }.joined(separator: " "))
+            print("median_ms: \(Self.text(median)) p90_ms: \(Self.text(p90))")
+        }
+    }
+
+    static func ms(_ d: Duration) -> Double {
+        let (s, atto) = d.components
+        return Double(s) * 1e3 + Double(atto) / 1e15
+    }
+
+    /// A number with 4 significant digits.
+    static func text(_ v: Double) -> String { OutputSummary.number(v, digits: 4) }
+
+    static func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+}
