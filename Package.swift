@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
         .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnCTests", dependencies: ["Kiln"]),
+        .testTarget(name: "KilnCTests", dependencies: ["Kiln", "KilnFrontends"], exclude: ["abi-layout.txt"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
         .testTarget(
             name: "KilnCompilerTests",

@@ -1,0 +1,96 @@
+/*
+ * abi_layout — prints the size, alignment and field offsets of every struct kiln.h ships, and the value of
+ * every ABI constant. Tests/KilnCTests compares the output with Tests/KilnCTests/abi-layout.txt: a change
+ * to a shipped layout fails that test (fields may only be appended, with a new ABI minor version).
+ */
+#include <kiln/kiln.h>
+
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define STRUCT(T) printf("%s size %zu align %zu\n", #T, sizeof(T), alignof(T))
+#define FIELD(T, f) printf("%s.%s offset %zu size %zu\n", #T, #f, offsetof(T, f), sizeof(((T *)0)->f))
+#define CONSTANT(c) printf("%s = %d\n", #c, (int)(c))
+
+int main(void) {
+    STRUCT(kiln_dtype);
+    FIELD(kiln_dtype, code);
+    FIELD(kiln_dtype, bits);
+    FIELD(kiln_dtype, lanes);
+
+    STRUCT(kiln_device);
+    FIELD(kiln_device, device_type);
+    FIELD(kiln_device, device_id);
+
+    STRUCT(kiln_tensor);
+    FIELD(kiln_tensor, data);
+    FIELD(kiln_tensor, device);
+    FIELD(kiln_tensor, ndim);
+    FIELD(kiln_tensor, dtype);
+    FIELD(kiln_tensor, shape);
+    FIELD(kiln_tensor, strides);
+    FIELD(kiln_tensor, byte_offset);
+
+    STRUCT(kiln_context_options);
+    FIELD(kiln_context_options, struct_size);
+    FIELD(kiln_context_options, default_backend);
+
+    STRUCT(kiln_load_options);
+    FIELD(kiln_load_options, struct_size);
+    FIELD(kiln_load_options, backend);
+    FIELD(kiln_load_options, num_threads);
+    FIELD(kiln_load_options, reserved);
+
+    STRUCT(kiln_value_info);
+    FIELD(kiln_value_info, struct_size);
+    FIELD(kiln_value_info, name);
+    FIELD(kiln_value_info, dtype);
+    FIELD(kiln_value_info, elem_type);
+    FIELD(kiln_value_info, rank);
+    FIELD(kiln_value_info, dims);
+    FIELD(kiln_value_info, dim_names);
+
+    STRUCT(kiln_partition_entry);
+    FIELD(kiln_partition_entry, struct_size);
+    FIELD(kiln_partition_entry, node);
+    FIELD(kiln_partition_entry, op);
+    FIELD(kiln_partition_entry, backend);
+    FIELD(kiln_partition_entry, reason);
+
+    STRUCT(kiln_run_options);
+    FIELD(kiln_run_options, struct_size);
+    FIELD(kiln_run_options, flags);
+
+    STRUCT(kiln_compile_options);
+    FIELD(kiln_compile_options, struct_size);
+    FIELD(kiln_compile_options, target);
+    FIELD(kiln_compile_options, option_keys);
+    FIELD(kiln_compile_options, option_values);
+    FIELD(kiln_compile_options, option_count);
+
+    CONSTANT(KILN_OK);
+    CONSTANT(KILN_ERROR_IO);
+    CONSTANT(KILN_ERROR_INVALID_MODEL);
+    CONSTANT(KILN_ERROR_UNSUPPORTED);
+    CONSTANT(KILN_ERROR_INVALID_ARGUMENT);
+    CONSTANT(KILN_ERROR_RUNTIME);
+    CONSTANT(KILN_ERROR_INVALID_ARTIFACT);
+    CONSTANT(KILN_ERROR_VERSION_MISMATCH);
+    CONSTANT(KILN_ERROR_INTERNAL);
+    CONSTANT(KILN_DTYPE_INT);
+    CONSTANT(KILN_DTYPE_UINT);
+    CONSTANT(KILN_DTYPE_FLOAT);
+    CONSTANT(KILN_DTYPE_OPAQUE);
+    CONSTANT(KILN_DTYPE_BFLOAT);
+    CONSTANT(KILN_DTYPE_COMPLEX);
+    CONSTANT(KILN_DTYPE_BOOL);
+    CONSTANT(KILN_DTYPE_FLOAT8_E4M3FN);
+    CONSTANT(KILN_DTYPE_FLOAT8_E4M3FNUZ);
+    CONSTANT(KILN_DTYPE_FLOAT8_E5M2);
+    CONSTANT(KILN_DTYPE_FLOAT8_E5M2FNUZ);
+    CONSTANT(KILN_DTYPE_FLOAT8_E8M0FNU);
+    CONSTANT(KILN_DTYPE_FLOAT4_E2M1FN);
+    CONSTANT(KILN_DEVICE_CPU);
+    return 0;
+}

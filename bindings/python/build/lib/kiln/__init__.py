@@ -1,0 +1,455 @@
+"""Python bindings for Kiln's C API (libkiln).
+
+    model = kiln.load("model.onnx")          # ONNX or .kiln, a path or bytes
+    model.inputs, model.outputs              # [ValueInfo(name, dtype, shape)]
+    model.run({"x": array})                  # {name: numpy.ndarray}
+    kiln.compile("model.onnx", "model.kiln", target="host", opt_level=2)
+
+Errors from the library raise KilnError(code, message). See Documentation/CABI.md.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+__all__ = ["KilnError", "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path"]
+
+ABI_MAJOR = 1
+ABI_MINOR = 0
+
+# Error codes (KILN_ERROR_* in kiln.h).
+IO, INVALID_MODEL, UNSUPPORTED, INVALID_ARGUMENT, RUNTIME, INVALID_ARTIFACT, VERSION_MISMATCH, INTERNAL = range(1, 9)
+
+
+class KilnError(Exception):
+    """An error reported by libkiln: `code` is a KILN_ERROR_* number, `message` says what is wrong."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"KilnError(code={self.code}, message={self.message!r})"
+
+
+# --- The C structs (kiln.h); their layouts are checked by Tests/KilnCTests/abi-layout.txt. -------------
+
+class _DType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _Device(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _Tensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", _Device),
+        ("ndim", ctypes.c_int32),
+        ("dtype", _DType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class _ContextOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("default_backend", ctypes.c_char_p)]
+
+
+class _LoadOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p), ("num_threads", ctypes.c_int32),
+                ("reserved", ctypes.c_uint32)]
+
+
+class _ValueInfo(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("name", ctypes.c_char_p),
+        ("dtype", _DType),
+        ("elem_type", ctypes.c_int32),
+        ("rank", ctypes.c_int32),
+        ("dims", ctypes.POINTER(ctypes.c_int64)),
+        ("dim_names", ctypes.POINTER(ctypes.c_char_p)),
+    ]
+
+
+class _PartitionEntry(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("node", ctypes.c_char_p),
+        ("op", ctypes.c_char_p),
+        ("backend", ctypes.c_char_p),
+        ("reason", ctypes.c_char_p),
+    ]
+
+
+class _RunOptions(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("flags", ctypes.c_uint64)]
+
+
+class _CompileOptions(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("target", ctypes.c_char_p),
+        ("option_keys", ctypes.POINTER(ctypes.c_char_p)),
+        ("option_values", ctypes.POINTER(ctypes.c_char_p)),
+        ("option_count", ctypes.c_size_t),
+    ]
+
+
+def _sized(struct_type, **fields):
+    value = struct_type(**fields)
+    value.struct_size = ctypes.sizeof(struct_type)
+    return value
+
+
+# --- Finding and binding the library ---------------------------------------------------------------------
+
+_lib = None
+_lib_path = None
+
+
+def _candidates() -> List[str]:
+    if os.environ.get("KILN_LIBRARY"):
+        return [os.environ["KILN_LIBRARY"]]
+    if os.environ.get("KILN_PREFIX"):
+        return [os.path.join(os.environ["KILN_PREFIX"], "lib", "libkiln.so")]
+    return ["libkiln.so.0", "libkiln.so"]
+
+
+def _bind(lib) -> None:
+    P = ctypes.POINTER
+    vp, sz, err = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
+    signatures = {
+        "kiln_version": ([], ctypes.c_char_p),
+        "kiln_abi_version": ([], ctypes.c_uint32),
+        "kiln_error_code": ([err], ctypes.c_int32),
+        "kiln_error_message": ([err], ctypes.c_char_p),
+        "kiln_error_free": ([err], None),
+        "kiln_context_create": ([P(_ContextOptions), P(vp)], err),
+        "kiln_context_free": ([vp], None),
+        "kiln_context_backend_count": ([vp, P(sz)], err),
+        "kiln_context_backend_name": ([vp, sz, P(ctypes.c_char_p)], err),
+        "kiln_model_load_file": ([vp, ctypes.c_char_p, P(_LoadOptions), P(vp)], err),
+        "kiln_model_load_memory": ([vp, ctypes.c_void_p, sz, P(_LoadOptions), P(vp)], err),
+        "kiln_model_free": ([vp], None),
+        "kiln_model_input_count": ([vp, P(sz)], err),
+        "kiln_model_output_count": ([vp, P(sz)], err),
+        "kiln_model_input": ([vp, sz, P(_ValueInfo)], err),
+        "kiln_model_output": ([vp, sz, P(_ValueInfo)], err),
+        "kiln_model_partition_count": ([vp, P(sz)], err),
+        "kiln_model_partition_entry": ([vp, sz, P(_PartitionEntry)], err),
+        "kiln_run": ([vp, P(_Tensor), sz, P(_Tensor), sz, P(_RunOptions)], err),
+        "kiln_run_alloc": ([vp, P(_Tensor), sz, P(_RunOptions), P(vp)], err),
+        "kiln_outputs_count": ([vp, P(sz)], err),
+        "kiln_outputs_name": ([vp, sz, P(ctypes.c_char_p)], err),
+        "kiln_outputs_get": ([vp, sz, P(_Tensor)], err),
+        "kiln_outputs_free": ([vp], None),
+        "kiln_compile_file": ([vp, ctypes.c_char_p, ctypes.c_char_p, P(_CompileOptions)], err),
+        "kiln_compile_memory": ([vp, ctypes.c_void_p, sz, P(_CompileOptions), P(vp)], err),
+        "kiln_blob_data": ([vp], ctypes.c_void_p),
+        "kiln_blob_size": ([vp], sz),
+        "kiln_blob_free": ([vp], None),
+    }
+    for name, (argtypes, restype) in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes = argtypes
+        function.restype = restype
+
+
+def _library():
+    """The loaded libkiln, bound and version-checked (once)."""
+    global _lib, _lib_path
+    if _lib is not None:
+        return _lib
+    failures = []
+    for candidate in _candidates():
+        try:
+            lib = ctypes.CDLL(candidate)
+        except OSError as e:
+            failures.append(f"{candidate}: {e}")
+            continue
+        _bind(lib)
+        abi = lib.kiln_abi_version()
+        if abi >> 16 != ABI_MAJOR or (abi & 0xFFFF) < ABI_MINOR:
+            raise KilnError(VERSION_MISMATCH, f"{candidate} implements Kiln C ABI {abi >> 16}.{abi & 0xFFFF}; "
+                            f"this package needs {ABI_MAJOR}.x with x >= {ABI_MINOR}")
+        _lib, _lib_path = lib, candidate
+        return lib
+    raise KilnError(IO, "cannot load libkiln (set KILN_LIBRARY to the path of libkiln.so, or KILN_PREFIX to its "
+                    "install prefix): " + "; ".join(failures))
+
+
+def library_path() -> str:
+    """The path libkiln was loaded from."""
+    _library()
+    return _lib_path
+
+
+def _check(error) -> None:
+    """Raises KilnError for a non-NULL kiln_error*, after freeing it."""
+    if not error:
+        return
+    lib = _library()
+    code = lib.kiln_error_code(error)
+    message = lib.kiln_error_message(error).decode("utf-8", "replace")
+    lib.kiln_error_free(error)
+    raise KilnError(code, message)
+
+
+def version() -> str:
+    """Kiln's release version."""
+    return _library().kiln_version().decode()
+
+
+def abi_version() -> Tuple[int, int]:
+    """The loaded library's C ABI version (major, minor)."""
+    abi = _library().kiln_abi_version()
+    return abi >> 16, abi & 0xFFFF
+
+
+# --- Element types ---------------------------------------------------------------------------------------
+
+_INT, _UINT, _FLOAT, _OPAQUE, _BFLOAT, _COMPLEX, _BOOL = 0, 1, 2, 3, 4, 5, 6
+
+_TO_NUMPY = {
+    (_FLOAT, 16): np.float16, (_FLOAT, 32): np.float32, (_FLOAT, 64): np.float64,
+    (_INT, 8): np.int8, (_INT, 16): np.int16, (_INT, 32): np.int32, (_INT, 64): np.int64,
+    (_UINT, 8): np.uint8, (_UINT, 16): np.uint16, (_UINT, 32): np.uint32, (_UINT, 64): np.uint64,
+    (_BOOL, 8): np.bool_, (_COMPLEX, 64): np.complex64, (_COMPLEX, 128): np.complex128,
+}
+_FROM_NUMPY = {np.dtype(v): k for k, v in _TO_NUMPY.items()}
+
+
+def _numpy_dtype(t: _DType) -> Optional[np.dtype]:
+    """The NumPy dtype of a kiln_dtype; None for types NumPy lacks (bfloat16, float8, sub-byte, strings)."""
+    if t.lanes != 1:
+        return None
+    found = _TO_NUMPY.get((t.code, t.bits))
+    return np.dtype(found) if found is not None else None
+
+
+# --- The public API --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ValueInfo:
+    """A model input or output: `dtype` is a NumPy dtype (None when NumPy has none, e.g. bfloat16 or a
+    non-tensor), `shape` a tuple whose entries are ints, symbol names (str) or None (unknown), or None
+    when even the rank is unknown."""
+    name: str
+    dtype: Optional[np.dtype]
+    shape: Optional[Tuple[Union[int, str, None], ...]]
+    elem_type: int
+
+
+@dataclass(frozen=True)
+class PartitionEntry:
+    """One partition-report line: which backend runs `node` (an `op`) and why."""
+    node: str
+    op: str
+    backend: str
+    reason: str
+
+
+class _Handle:
+    """An owned C handle, freed exactly once."""
+
+    def __init__(self, pointer: int, free_name: str):
+        self._lib = _library()
+        self.pointer = ctypes.c_void_p(pointer)
+        self._free = getattr(self._lib, free_name)
+
+    def __del__(self):
+        if getattr(self, "pointer", None) and self.pointer.value:
+            self._free(self.pointer)
+            self.pointer = ctypes.c_void_p()
+
+
+class _Context(_Handle):
+    def __init__(self, default_backend: Optional[str] = None):
+        lib = _library()
+        options = _sized(_ContextOptions, default_backend=default_backend.encode() if default_backend else None)
+        out = ctypes.c_void_p()
+        _check(lib.kiln_context_create(ctypes.byref(options), ctypes.byref(out)))
+        super().__init__(out.value, "kiln_context_free")
+
+    def backends(self) -> List[str]:
+        lib, count = self._lib, ctypes.c_size_t()
+        _check(lib.kiln_context_backend_count(self.pointer, ctypes.byref(count)))
+        names = []
+        for i in range(count.value):
+            name = ctypes.c_char_p()
+            _check(lib.kiln_context_backend_name(self.pointer, i, ctypes.byref(name)))
+            names.append(name.value.decode())
+        return names
+
+
+_default_context: Optional[_Context] = None
+
+
+def _context() -> _Context:
+    global _default_context
+    if _default_context is None:
+        _default_context = _Context()
+    return _default_context
+
+
+def backends() -> List[str]:
+    """The names of the backends models can be loaded onto."""
+    return _context().backends()
+
+
+def _as_array(value: Any, expected: Optional[np.dtype]) -> np.ndarray:
+    """`value` as a NumPy array: DLPack producers and arrays are viewed without a copy (their dtype is kept,
+    so a mismatch is reported by Kiln); other values (lists, scalars) are converted to the expected dtype."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        return np.from_dlpack(value)
+    return np.asarray(value, dtype=expected)
+
+
+def _tensor(array: np.ndarray, keep: list) -> _Tensor:
+    """A kiln_tensor viewing `array` (no copy). Buffers it points to are appended to `keep`."""
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    key = _FROM_NUMPY.get(array.dtype)
+    if key is None:
+        raise KilnError(INVALID_ARGUMENT, f"arrays of dtype {array.dtype} cannot cross the Kiln C ABI")
+    itemsize = array.dtype.itemsize
+    if any(s % itemsize for s in array.strides):
+        array = np.ascontiguousarray(array)
+    shape = (ctypes.c_int64 * max(array.ndim, 1))(*array.shape)
+    strides = (ctypes.c_int64 * max(array.ndim, 1))(*[s // itemsize for s in array.strides])
+    keep.extend([array, shape, strides])
+    t = _Tensor()
+    t.data = array.ctypes.data if array.size else None
+    t.device = _Device(1, 0)
+    t.ndim = array.ndim
+    t.dtype = _DType(key[0], key[1], 1)
+    t.shape = shape
+    t.strides = strides
+    t.byte_offset = 0
+    return t
+
+
+class Model:
+    """A loaded model: `inputs`, `outputs`, `partition`, and `run`."""
+
+    def __init__(self, handle: _Handle, context: _Context):
+        self._handle = handle
+        self._context = context  # kept alive for as long as the model (not required by libkiln, but cheap)
+        lib = handle._lib
+        self.inputs: List[ValueInfo] = self._describe(lib.kiln_model_input_count, lib.kiln_model_input)
+        self.outputs: List[ValueInfo] = self._describe(lib.kiln_model_output_count, lib.kiln_model_output)
+
+    def _describe(self, count_function, info_function) -> List[ValueInfo]:
+        count = ctypes.c_size_t()
+        _check(count_function(self._handle.pointer, ctypes.byref(count)))
+        values = []
+        for i in range(count.value):
+            info = _sized(_ValueInfo)
+            _check(info_function(self._handle.pointer, i, ctypes.byref(info)))
+            if info.rank < 0:
+                shape = None
+            else:
+                shape = tuple(
+                    info.dim_names[d].decode() if info.dim_names[d] else (None if info.dims[d] < 0 else int(info.dims[d]))
+                    for d in range(info.rank))
+            dtype = _numpy_dtype(info.dtype) if info.elem_type else None
+            values.append(ValueInfo(info.name.decode(), dtype, shape, info.elem_type))
+        return values
+
+    @property
+    def partition(self) -> List[PartitionEntry]:
+        """The partition report: which backend runs each node, and why."""
+        lib, count = self._handle._lib, ctypes.c_size_t()
+        _check(lib.kiln_model_partition_count(self._handle.pointer, ctypes.byref(count)))
+        entries = []
+        for i in range(count.value):
+            e = _sized(_PartitionEntry)
+            _check(lib.kiln_model_partition_entry(self._handle.pointer, i, ctypes.byref(e)))
+            entries.append(PartitionEntry(e.node.decode(), e.op.decode(), e.backend.decode(), e.reason.decode()))
+        return entries
+
+    def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+        """Runs the model. `feeds` maps every input name to an array (or a DLPack producer, or a list);
+        the result maps every output name to a new NumPy array."""
+        unknown = sorted(set(feeds) - {i.name for i in self.inputs})
+        if unknown:
+            raise KilnError(INVALID_ARGUMENT, f"the model has no input named {unknown[0]!r} "
+                            f"(inputs: {', '.join(i.name for i in self.inputs)})")
+        keep: list = []
+        tensors = (_Tensor * max(len(self.inputs), 1))()
+        for k, info in enumerate(self.inputs):
+            if info.name not in feeds:
+                raise KilnError(INVALID_ARGUMENT, f"input {info.name!r} is missing (dtype {info.dtype}, shape {info.shape})")
+            tensors[k] = _tensor(_as_array(feeds[info.name], info.dtype), keep)
+        lib = self._handle._lib
+        outputs = ctypes.c_void_p()
+        _check(lib.kiln_run_alloc(self._handle.pointer, tensors, len(self.inputs), None, ctypes.byref(outputs)))
+        try:
+            result = {}
+            for k, info in enumerate(self.outputs):
+                t = _Tensor()
+                _check(lib.kiln_outputs_get(outputs, k, ctypes.byref(t)))
+                dtype = _numpy_dtype(t.dtype)
+                if dtype is None:
+                    raise KilnError(UNSUPPORTED, f"output {info.name!r} has an element type NumPy cannot hold "
+                                    f"(code {t.dtype.code}, {t.dtype.bits} bits)")
+                shape = tuple(t.shape[d] for d in range(t.ndim))
+                count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                if count == 0:
+                    result[info.name] = np.empty(shape, dtype)
+                else:
+                    buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(t.data)
+                    result[info.name] = np.frombuffer(buffer, dtype).reshape(shape).copy()
+            return result
+        finally:
+            lib.kiln_outputs_free(outputs)
+
+    def __repr__(self) -> str:
+        def sig(values):
+            return ", ".join(f"{v.name}: {v.dtype}{list(v.shape) if v.shape is not None else '[?]'}" for v in values)
+        return f"<kiln.Model ({sig(self.inputs)}) -> ({sig(self.outputs)})>"
+
+
+def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], threads: Optional[int] = None,
+         backend: Optional[str] = None) -> Model:
+    """Loads an ONNX model or a .kiln artifact from a path or from bytes (which are copied).
+    `threads` is a hint for the backend (None: its default); `backend` None means Kiln's default."""
+    context = _context()
+    lib = context._lib
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise KilnError(INVALID_ARGUMENT, f"threads must be a positive int or None, not {threads!r}")
+    options = _sized(_LoadOptions, backend=backend.encode() if backend else None, num_threads=threads or 0)
+    out = ctypes.c_void_p()
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+        _check(lib.kiln_model_load_memory(context.pointer, data, len(data), ctypes.byref(options), ctypes.byref(out)))
+    else:
+        path = os.fsencode(path_or_bytes)
+        _check(lib.kiln_model_load_file(context.pointer, path, ctypes.byref(options), ctypes.byref(out)))
+    return Model(_Handle(out.value, "kiln_model_free"), context)
+
+
+def compile(model_path: Union[str, os.PathLike], output_path: Union[str, os.PathLike], target: str = "host",
+            **options: Any) -> None:
+    """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`. `options` become the
+    C API's key/value pairs (values converted with str(); True/False become "true"/"false")."""
+    context = _context()
+    lib = context._lib
+    def text(v):
+        return ("true" if v else "false") if isinstance(v, bool) else str(v)
+    keys = (ctypes.c_char_p * max(len(options), 1))(*[k.encode() for k in options])
+    values = (ctypes.c_char_p * max(len(options), 1))(*[text(v).encode() for v in options.values()])
+    c_options = _sized(_CompileOptions, target=target.encode() if target else None, option_keys=keys,
+                       option_values=values, option_count=len(options))
+    _check(lib.kiln_compile_file(context.pointer, os.fsencode(model_path), os.fsencode(output_path), ctypes.byref(c_options)))

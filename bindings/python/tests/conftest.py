@@ -1,0 +1,45 @@
+"""Fixtures for the kiln Python tests: the same small model the C and C++ tests use, built with onnx."""
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+WEIGHTS = ((np.arange(12, dtype=np.float32) - 5) / 10).reshape(4, 3)
+BIAS = np.array([0.1, -0.2, 0.3], dtype=np.float32)
+
+
+def expected(x: np.ndarray) -> dict:
+    """What the model computes, in NumPy (float32 throughout)."""
+    return {
+        "y": np.maximum(x.astype(np.float32) @ WEIGHTS + BIAS, 0).astype(np.float32),
+        "s": np.array(x.shape, dtype=np.int64),
+        "xi": x,
+    }
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> str:
+    """x: f32[batch, 4] → y = Relu(x · W + b): f32[batch, 3], s = Shape(x): i64[2], xi = Identity(x)."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="matmul"),
+            helper.make_node("Add", ["h", "b"], ["hb"], name="add"),
+            helper.make_node("Relu", ["hb"], ["y"], name="relu"),
+            helper.make_node("Shape", ["x"], ["s"], name="shape"),
+            helper.make_node("Identity", ["x"], ["xi"], name="identity"),
+        ],
+        "kiln-python-test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("s", TensorProto.INT64, [2]),
+            helper.make_tensor_value_info("xi", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [numpy_helper.from_array(WEIGHTS, "W"), numpy_helper.from_array(BIAS, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("models") / "tiny.onnx"
+    onnx.save(model, str(path))
+    return str(path)

@@ -1,0 +1,163 @@
+"""Tests of the kiln Python package over libkiln (set KILN_LIBRARY to the .so under test)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kiln
+from conftest import expected
+
+X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+
+
+def test_version_and_library():
+    assert kiln.version()
+    assert kiln.abi_version()[0] == kiln.ABI_MAJOR
+    assert "kiln.reference" in kiln.backends()
+    if os.environ.get("KILN_LIBRARY"):
+        assert kiln.library_path() == os.environ["KILN_LIBRARY"]
+
+
+def test_introspection(model_path):
+    model = kiln.load(model_path)
+    assert [(i.name, i.dtype, i.shape) for i in model.inputs] == [("x", np.dtype(np.float32), ("batch", 4))]
+    assert [(o.name, o.dtype, o.shape) for o in model.outputs] == [
+        ("y", np.dtype(np.float32), ("batch", 3)),
+        ("s", np.dtype(np.int64), (2,)),
+        ("xi", np.dtype(np.float32), ("batch", 4)),
+    ]
+    assert model.inputs[0].elem_type == 1
+    report = model.partition
+    assert [(e.node, e.op, e.backend) for e in report][:3] == [
+        ("matmul", "MatMul", "kiln.reference"), ("add", "Add", "kiln.reference"), ("relu", "Relu", "kiln.reference")]
+    assert all(e.reason for e in report)
+
+
+def test_run_matches_numpy(model_path):
+    out = kiln.load(model_path).run({"x": X})
+    want = expected(X)
+    assert set(out) == {"y", "s", "xi"}
+    np.testing.assert_allclose(out["y"], want["y"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out["s"], want["s"])
+    np.testing.assert_array_equal(out["xi"], X)
+    assert out["y"].dtype == np.float32 and out["s"].dtype == np.int64
+
+
+def test_symbolic_batch_and_non_contiguous_inputs(model_path):
+    model = kiln.load(model_path)
+    big = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.run({"x": big})["y"], expected(big)["y"], rtol=1e-5, atol=1e-6)
+    # A transposed view (column-major strides) and a reversed view (negative strides) are read as they are.
+    column_major = np.asfortranarray(big)
+    assert not column_major.flags.c_contiguous
+    np.testing.assert_allclose(model.run({"x": column_major})["y"], expected(big)["y"], rtol=1e-5, atol=1e-6)
+    reversed_rows = big[::-1]
+    np.testing.assert_allclose(model.run({"x": reversed_rows})["y"], expected(big[::-1].copy())["y"], rtol=1e-5, atol=1e-6)
+    # A list is converted to the input's dtype.
+    np.testing.assert_allclose(model.run({"x": X.tolist()})["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_outputs_are_independent_copies(model_path):
+    model = kiln.load(model_path)
+    x = X.copy()
+    out = model.run({"x": x})
+    x[:] = 42
+    np.testing.assert_array_equal(out["xi"], X)  # the Identity output does not alias the input
+    out["y"][:] = -1  # writable, and writing does not disturb the model
+    np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_dlpack_inputs(model_path):
+    class Producer:
+        """A minimal DLPack producer wrapping an array (stands in for a PyTorch or JAX CPU tensor)."""
+
+        def __init__(self, array):
+            self.array = array
+
+        def __dlpack__(self, **kwargs):
+            return self.array.__dlpack__(**kwargs)
+
+        def __dlpack_device__(self):
+            return self.array.__dlpack_device__()
+
+    out = kiln.load(model_path).run({"x": Producer(X)})
+    np.testing.assert_allclose(out["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+    # Outputs are NumPy arrays, themselves DLPack producers.
+    assert np.from_dlpack(out["y"]).shape == (2, 3)
+
+
+def test_load_from_bytes_and_threads(model_path):
+    with open(model_path, "rb") as f:
+        data = f.read()
+    model = kiln.load(data, threads=2)
+    np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.load(model_path, threads=0)
+    assert e.value.code == kiln.INVALID_ARGUMENT
+
+
+def test_cpu_backend_with_threads(model_path, tmp_path):
+    model = kiln.load(model_path, backend="kiln.cpu", threads=2)
+    assert {e.backend for e in model.partition} == {"kiln.cpu"}
+    np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
+    artifact = tmp_path / "cpu.kiln"
+    kiln.compile(model_path, artifact, backend="kiln.cpu")
+    compiled = kiln.load(str(artifact), threads=3)
+    assert {e.backend for e in compiled.partition} == {"kiln.cpu"}
+    np.testing.assert_allclose(compiled.run({"x": X})["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.load(str(artifact), backend="kiln.reference")
+    assert "kiln.cpu" in e.value.message
+
+
+def test_errors_carry_code_and_message(model_path, tmp_path):
+    model = kiln.load(model_path)
+    with pytest.raises(kiln.KilnError) as e:
+        model.run({"x": np.zeros((2, 5), np.float32)})
+    assert e.value.code == kiln.INVALID_ARGUMENT
+    assert "input 'x'" in e.value.message and "[2,5]" in e.value.message.replace(" ", "")
+    with pytest.raises(kiln.KilnError) as e:
+        model.run({"x": X.astype(np.float64)})
+    assert e.value.code == kiln.INVALID_ARGUMENT and "f64" in e.value.message and "f32" in e.value.message
+    with pytest.raises(kiln.KilnError) as e:
+        model.run({})
+    assert "'x' is missing" in e.value.message
+    with pytest.raises(kiln.KilnError) as e:
+        model.run({"x": X, "z": X})
+    assert "'z'" in e.value.message
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.load(str(tmp_path / "missing.onnx"))
+    assert e.value.code == kiln.IO and "missing.onnx" in e.value.message
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.load(b"definitely not a model")
+    assert e.value.code == kiln.INVALID_MODEL
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.load(model_path, backend="acme.npu")
+    assert "acme.npu" in e.value.message
+
+
+def test_compile_then_load_the_artifact(model_path, tmp_path):
+    artifact = tmp_path / "tiny.kiln"
+    kiln.compile(model_path, artifact, target="host", opt_level=1, **{"metadata.author": "tests"})
+    data = artifact.read_bytes()
+    assert data[:4] == b"KILN"
+    for source in (str(artifact), data):
+        model = kiln.load(source)
+        assert [i.name for i in model.inputs] == ["x"]
+        np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.compile(model_path, tmp_path / "bad.kiln", no_such_option=1)
+    assert e.value.code == kiln.INVALID_ARGUMENT and "no_such_option" in e.value.message
+    assert not (tmp_path / "bad.kiln").exists()
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.compile(model_path, tmp_path / "bad.kiln", target="riscv-vector-9000")
+    assert "riscv-vector-9000" in e.value.message
+
+
+def test_missing_library_is_a_clear_error(tmp_path):
+    env = dict(os.environ, KILN_LIBRARY=str(tmp_path / "nowhere" / "libkiln.so"))
+    code = "import kiln\ntry:\n    kiln.version()\nexcept kiln.KilnError as e:\n    print(e.code, e.message)\n"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert result.stdout.startswith(f"{kiln.IO} cannot load libkiln") and "KILN_LIBRARY" in result.stdout
