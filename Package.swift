@@ -29,7 +29,10 @@ let package = Package(
             name: "KilnFormat",
             dependencies: ["KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
-        .target(name: "KilnBackend", dependencies: ["KilnIR", "KilnFormat", "CKilnABI"]),
+        .target(
+            name: "KilnBackend",
+            dependencies: ["KilnIR", "KilnFormat", "CKilnABI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         .target(
             name: "KilnReference",
             dependencies: ["KilnIR", "KilnBackend"],

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KilnIR
 
 /// Who a backend is: its unique name, vendor and version.
@@ -105,9 +110,45 @@ public protocol Backend: Sendable {
     func check(compat: String) -> String?
     /// Loads a payload this backend compiled for `graph` (the graph the artifact stores beside it).
     func load(_ payload: [UInt8], graph: Graph) throws -> any Executable
+    /// What this backend can run on here (may be empty: compiling ahead of time needs no device).
+    /// By default, the host CPU.
+    func devices() -> [Device]
+}
+
+/// A device a backend runs on.
+public struct Device: Sendable, Hashable, CustomStringConvertible {
+    /// What it is: `cpu`, `gpu`, `npu`, `dsp`, `fpga`.
+    public var kind: String
+    /// Which one, for people (`x86_64, 2 logical cores`).
+    public var name: String
+
+    /// A device of `kind` called `name`.
+    public init(kind: String, name: String) {
+        self.kind = kind
+        self.name = name
+    }
+
+    /// `cpu: x86_64, 2 logical cores`.
+    public var description: String { "\(kind): \(name)" }
+
+    /// This machine's CPU: its architecture and the number of logical cores online.
+    public static var hostCPU: Device {
+        #if arch(x86_64)
+        let arch = "x86_64"
+        #elseif arch(arm64)
+        let arch = "aarch64"
+        #else
+        let arch = "unknown architecture"
+        #endif
+        let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
+        return Device(kind: "cpu", name: cores > 0 ? "\(arch), \(cores) logical core\(cores == 1 ? "" : "s")" : arch)
+    }
 }
 
 extension Backend {
+    /// By default a backend runs on the host CPU.
+    public func devices() -> [Device] { [Device.hostCPU] }
+
     /// The compatibility string of a backend that compiles nothing and runs the stored graph: `name/1`
     /// (payload format 1: empty). It changes only if what such a backend needs from an artifact changes.
     public var graphOnlyCompat: String { "\(info.name)/1" }

@@ -13,8 +13,10 @@ import SwiftProtobuf
 /// let output = try Compiler(options: .init(optLevel: 2)).compile(onnxPath: "model.onnx")
 /// // output.bytes is the artifact; output.summary says what happened and how long each phase took
 /// ```
-/// Partitioning is, for now, the whole graph on one backend (`Options.backend`); a backend that rejects
-/// nodes makes the compile fail with every unsupported op listed.
+/// Partitioning is the host's (`Partitioner`): the selected backends (`Options.backends`, in priority
+/// order) claim nodes, the rest falls back to `kiln.cpu` or `kiln.reference` under `Options.fallback`, and
+/// each partition's subgraph is compiled by its backend. The manifest records every partition and the
+/// partition report (node → backend, reason).
 public struct Compiler: Sendable {
     /// The producer version recorded in every artifact's manifest.
     public static let version = "0.1.0"
@@ -28,8 +30,16 @@ public struct Compiler: Sendable {
         public var target: String
         /// Optimization level 0–3 (see `Compiler.pipeline(optLevel:)`).
         public var optLevel: Int
-        /// The backend that compiles the graph.
+        /// The backend that compiles the graph when `backends` is empty.
         public var backend: String
+        /// The backends that may claim nodes, highest priority first; empty means `[backend]`.
+        public var backends: [String]
+        /// What happens to nodes no selected backend takes.
+        public var fallback: FallbackPolicy
+        /// Groups of a selected backend with fewer nodes than this run on the fallback instead.
+        public var minGroupSize: Int
+        /// Ops never given to the selected backends (`Softmax`, `com.microsoft.Gelu`).
+        public var deny: [String]
         /// Names of passes after which the IR is printed (through `Compiler.irPrinter`).
         public var printIRAfter: Set<String>
         /// Free-form metadata stored in the manifest.
@@ -39,13 +49,26 @@ public struct Compiler: Sendable {
         /// How the artifact's sections are stored.
         public var compression: Compression
 
-        /// Options; by default host, level 2, `kiln.reference`, no IR dumps, no metadata.
+        /// The backends that claim nodes, highest priority first: `backends`, or `[backend]` when it is empty.
+        public var selectedBackends: [String] { backends.isEmpty ? [backend] : backends }
+
+        /// How the partitioner applies these options.
+        public var partitionOptions: PartitionOptions {
+            PartitionOptions(minGroupSize: minGroupSize, deny: deny, fallback: fallback)
+        }
+
+        /// Options; by default host, level 2, `kiln.reference`, fallback policy warn, no IR dumps, no metadata.
         public init(target: String = "host", optLevel: Int = 2, backend: String = "kiln.reference",
                     printIRAfter: Set<String> = [], metadata: [String: String] = [:], maxFoldedBytes: Int = 1 << 20,
-                    compression: Compression = .auto) {
+                    compression: Compression = .auto, backends: [String] = [], fallback: FallbackPolicy = .warn,
+                    minGroupSize: Int = 1, deny: [String] = []) {
             self.target = target
             self.optLevel = optLevel
             self.backend = backend
+            self.backends = backends
+            self.fallback = fallback
+            self.minGroupSize = minGroupSize
+            self.deny = deny
             self.printIRAfter = printIRAfter
             self.metadata = metadata
             self.maxFoldedBytes = maxFoldedBytes
@@ -110,6 +133,10 @@ public struct Compiler: Sendable {
         public var passes = PassReport()
         /// Each partition: backend, version, compatibility string, node count, payload bytes.
         public var partitions: [(backend: String, version: String, compat: String, nodes: Int, payloadBytes: Int)] = []
+        /// Where every node went and why, with the partitioner's warnings.
+        public var report = PartitionReport()
+        /// Warnings raised while compiling (fallbacks under `FallbackPolicy.warn`).
+        public var warnings: [String] { report.warnings }
 
         /// Total wall time.
         public var total: Duration { phases.reduce(.zero) { $0 + $1.duration } }
@@ -205,9 +232,7 @@ public struct Compiler: Sendable {
         guard (0...3).contains(options.optLevel) else {
             throw KilnError(.invalidArgument, "optimization level \(options.optLevel) is not between 0 and 3")
         }
-        guard backends.backend(named: options.backend) != nil else {
-            throw KilnError(.invalidArgument, "no backend named '\(options.backend)' (known: \(backends.all.map(\.info.name).joined(separator: ", ")))")
-        }
+        _ = try Partitioner(selecting: options.selectedBackends, registry: backends, options: options.partitionOptions)
         let names = Self.passNames(optLevel: options.optLevel)
         for pass in options.printIRAfter.sorted() where !names.contains(pass) {
             throw KilnError(.invalidArgument, "--print-ir-after \(pass): no such pass at opt level \(options.optLevel) (passes: \(names.isEmpty ? "none" : names.joined(separator: ", ")))")
@@ -237,30 +262,37 @@ public struct Compiler: Sendable {
         summary.nodesAfter = model.graph.allNodes.count
         summary.phases.append((.optimize, clock.now - phaseStart))
 
-        // Partition: the whole graph on one backend, for now.
-        phaseStart = begin(.partition, options.backend)
-        guard let backend = backends.backend(named: options.backend) else {
-            throw KilnError(.invalidArgument, "no backend named '\(options.backend)'")
-        }
-        let rejections = backend.rejections(in: model.graph)
-        if !rejections.isEmpty { throw Rejection.error(rejections, in: model, backend: backend.info.name) }
+        // Partition.
+        phaseStart = begin(.partition, options.selectedBackends.joined(separator: ", "))
+        let partitioner = try Partitioner(selecting: options.selectedBackends, registry: backends, options: options.partitionOptions)
+        let plan = try partitioner.partition(model)
         var report = Kiln_Artifact_PartitionReport()
-        report.entries = model.graph.nodes.indices.map { index in
+        report.entries = plan.report.entries.map { e in
             var entry = Kiln_Artifact_PartitionReport.Entry()
-            entry.node = UInt32(index)
-            entry.backend = backend.info.name
-            entry.reason = "claimed (the whole graph runs on \(backend.info.name))"
+            entry.node = UInt32(e.node)
+            entry.backend = e.backend
+            entry.reason = e.reason
             return entry
         }
+        summary.report = plan.report
         summary.phases.append((.partition, clock.now - phaseStart))
 
         // Compile.
-        phaseStart = begin(.compile, "\(backend.info.name) \(backend.info.version)")
-        let payload = try backend.compile(model.graph, options: CompileOptions(target: options.target, optLevel: options.optLevel))
+        let compileOptions = CompileOptions(target: options.target, optLevel: options.optLevel)
+        phaseStart = begin(.compile, plan.partitions.map { "\($0.backend.info.name) \($0.backend.info.version)" }.joined(separator: ", "))
+        var payloads: [Payload] = []
+        for (i, partition) in plan.partitions.enumerated() {
+            do {
+                payloads.append(try partition.backend.compile(partition.subgraph(of: model.graph), options: compileOptions))
+            } catch let error as KilnError where plan.partitions.count > 1 {
+                throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name), \(partition.nodes.count) nodes): \(error.message)")
+            }
+        }
         summary.phases.append((.compile, clock.now - phaseStart))
 
         // Write.
-        phaseStart = begin(.write, "manifest, weights, \(payload.bytes.isEmpty ? "no payload" : "payload of \(payload.bytes.count) bytes")")
+        let payloadBytes = payloads.reduce(0) { $0 + $1.bytes.count }
+        phaseStart = begin(.write, "manifest, weights, \(payloadBytes == 0 ? "no payload" : "\(payloads.count(where: { !$0.bytes.isEmpty })) payload(s) of \(payloadBytes) bytes")")
         var manifest = Kiln_Artifact_Manifest()
         manifest.producer.name = "kiln"
         manifest.producer.version = Self.version
@@ -281,15 +313,17 @@ public struct Compiler: Sendable {
         manifest.userMetadata = options.metadata
         manifest.optLevel = UInt32(options.optLevel)
         var writer = ArtifactWriter(model: model, manifest: manifest)
-        var partition = Kiln_Artifact_Partition()
-        partition.backend = backend.info.name
-        partition.backendVersion = backend.info.version
-        partition.compat = payload.compat
-        partition.nodes = model.graph.nodes.indices.map { UInt32($0) }
-        partition.inputs = model.graph.inputs.map(\.name)
-        partition.outputs = model.graph.outputs.map(\.name)
-        if !payload.bytes.isEmpty { partition.payloadSection = writer.addPayload(payload.bytes) }
-        writer.manifest.partitions = [partition]
+        writer.manifest.partitions = zip(plan.partitions, payloads).map { planned, payload in
+            var partition = Kiln_Artifact_Partition()
+            partition.backend = planned.backend.info.name
+            partition.backendVersion = planned.backend.info.version
+            partition.compat = payload.compat
+            partition.nodes = planned.nodes.map { UInt32($0) }
+            partition.inputs = planned.inputs
+            partition.outputs = planned.outputs
+            if !payload.bytes.isEmpty { partition.payloadSection = writer.addPayload(payload.bytes) }
+            return partition
+        }
         let bytes: [UInt8]
         switch options.compression {
         case .zstd:
@@ -306,7 +340,9 @@ public struct Compiler: Sendable {
         }
         summary.phases.append((.write, clock.now - phaseStart))
         summary.artifactBytes = bytes.count
-        summary.partitions = [(backend.info.name, backend.info.version, payload.compat, model.graph.nodes.count, payload.bytes.count)]
+        summary.partitions = zip(plan.partitions, payloads).map { planned, payload in
+            (planned.backend.info.name, planned.backend.info.version, payload.compat, planned.nodes.count, payload.bytes.count)
+        }
         return Output(bytes: bytes, summary: summary)
     }
 

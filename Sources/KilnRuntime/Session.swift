@@ -2,25 +2,41 @@ import KilnBackend
 import KilnFormat
 import KilnIR
 
-/// A model ready to run on one backend: inputs are checked against the graph's signature before
-/// every run, so a wrong name, dtype or shape is a clear error rather than a wrong answer.
+/// A model ready to run on one or more backends: inputs are checked against the graph's signature
+/// before every run, so a wrong name, dtype or shape is a clear error rather than a wrong answer.
 ///
-/// A session comes either from a model (`init(model:backend:)`: the backend prepares the graph) or from
-/// a `.kiln` artifact (`init(artifact:backends:)`: each partition's payload is loaded by its backend).
+/// A session comes from a model (`init(model:backend:)`: one backend prepares the whole graph;
+/// `init(model:partitioner:)`: the graph is split among several backends), or from a `.kiln` artifact
+/// (`init(artifact:backends:)`: each partition's payload is loaded by its backend). Partitions run in
+/// order, passing values by name.
 public final class Session: @unchecked Sendable {
     /// The model this session runs.
     public let model: Model
-    /// The backend that runs it.
+    /// The backend that runs the most nodes (the first partition's on a tie); see `partitions` for all.
     public let backend: any Backend
     /// The artifact the session was loaded from, or nil when it was prepared from a model.
     public let artifact: Artifact?
+    /// The partitions, in execution order (one covering every node when a single backend runs the model).
+    public let partitions: [Partition]
+    /// Where every node runs and why.
+    public let partitionReport: PartitionReport
     private let executable: any Executable
 
-    private init(model: Model, backend: any Backend, executable: any Executable, artifact: Artifact?) {
+    private init(model: Model, partitions: [Partition], report: PartitionReport, executable: any Executable, artifact: Artifact?) {
         self.model = model
-        self.backend = backend
+        self.partitions = partitions
+        self.partitionReport = report
+        var best = partitions[0]
+        for p in partitions.dropFirst() where p.nodes.count > best.nodes.count { best = p }
+        self.backend = best.backend
         self.executable = executable
         self.artifact = artifact
+    }
+
+    /// The distinct backends of the partitions, in order of first use.
+    public var backends: [any Backend] {
+        var seen = Set<String>()
+        return partitions.map(\.backend).filter { seen.insert($0.info.name).inserted }
     }
 
     /// Prepares `model` on `backend`. Fails with `.unsupported`, listing every node the backend cannot run
@@ -30,7 +46,45 @@ public final class Session: @unchecked Sendable {
         if !rejections.isEmpty {
             throw Rejection.error(rejections, in: model, backend: backend.info.name)
         }
-        self.init(model: model, backend: backend, executable: try backend.prepare(model.graph), artifact: nil)
+        let whole = Partition(backend: backend, nodes: Array(model.graph.nodes.indices), inputs: model.graph.inputs.map(\.name),
+                              outputs: model.graph.outputs.map(\.name))
+        self.init(model: model, partitions: [whole],
+                  report: PartitionReport(graph: model.graph, backend: backend.info.name, reason: "claimed by \(backend.info.name)"),
+                  executable: try backend.prepare(model.graph), artifact: nil)
+    }
+
+    /// Splits `model` with `partitioner` and prepares each partition on its backend: the in-memory
+    /// counterpart of compiling with several backends and loading the artifact.
+    public convenience init(model: Model, partitioner: Partitioner) throws {
+        try self.init(model: model, plan: partitioner.partition(model))
+    }
+
+    /// Prepares each partition of `plan` (a plan of `model`'s main graph) on its backend.
+    public convenience init(model: Model, plan: PartitionPlan) throws {
+        let graph = model.graph
+        let problems = PartitionPlan.problems(in: graph, partitions: plan.partitions.map { ($0.backend.info.name, $0.nodes, $0.inputs, $0.outputs) })
+        guard !plan.partitions.isEmpty, problems.isEmpty || Self.coversWholeGraph(plan.partitions, graph) else {
+            throw KilnError(.invalidArgument, "the partition plan does not fit the model: \(problems.first ?? "it has no partitions")")
+        }
+        var stages: [PartitionedExecutable.Stage] = []
+        for (i, partition) in plan.partitions.enumerated() {
+            do {
+                stages.append(.init(partition: partition, executable: try partition.backend.prepare(partition.subgraph(of: graph))))
+            } catch let error as KilnError where plan.partitions.count > 1 {
+                throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name)): \(error.message)")
+            }
+        }
+        self.init(model: model, partitions: plan.partitions, report: plan.report,
+                  executable: Self.executable(stages, graph: graph), artifact: nil)
+    }
+
+    private static func coversWholeGraph(_ partitions: [Partition], _ graph: Graph) -> Bool {
+        partitions.count == 1 && partitions[0].nodes.elementsEqual(graph.nodes.indices)
+    }
+
+    private static func executable(_ stages: [PartitionedExecutable.Stage], graph: Graph) -> any Executable {
+        if stages.count == 1, stages[0].partition.nodes.elementsEqual(graph.nodes.indices) { return stages[0].executable }
+        return PartitionedExecutable(stages: stages, graph: graph)
     }
 
     /// Loads a `.kiln` artifact: decodes and verifies its graph, finds each partition's backend in
@@ -54,33 +108,59 @@ public final class Session: @unchecked Sendable {
             }
         }
         let available = backends.all.map { "\($0.info.name) \($0.info.version)" }.joined(separator: ", ")
-        guard manifest.partitions.count == 1, let partition = manifest.partitions.first else {
-            throw KilnError(.unsupported, "\(origin): the artifact has \(manifest.partitions.count) partitions; this runtime runs artifacts with exactly one")
+        guard !manifest.partitions.isEmpty else {
+            throw KilnError(.unsupported, "\(origin): the artifact has 0 partitions; there is nothing to run")
         }
-        let nodeCount = model.graph.nodes.count
-        guard partition.nodes.count == nodeCount, partition.nodes.enumerated().allSatisfy({ Int($0.element) == $0.offset }) else {
-            throw KilnError(.invalidArtifact, "\(origin): partition 0 (\(partition.backend)) does not list the graph's \(nodeCount) nodes in order")
+        let graph = model.graph
+        let nodeCount = graph.nodes.count
+        let listed = manifest.partitions.map { ($0.backend, $0.nodes.map { Int($0) }, $0.inputs, $0.outputs) }
+        let whole = listed.count == 1 && listed[0].1.elementsEqual(graph.nodes.indices)
+        if !whole {
+            let problems = PartitionPlan.problems(in: graph, partitions: listed)
+            if !problems.isEmpty {
+                let shown = problems.prefix(10).map { "  " + $0 }.joined(separator: "\n")
+                throw KilnError(.invalidArtifact, "\(origin): the artifact's \(listed.count) partition(s) do not fit its graph of \(nodeCount) nodes:\n\(shown)")
+            }
         }
-        let what = "\(origin): partition 0 was compiled by backend '\(partition.backend)' \(partition.backendVersion) (payload compatibility '\(partition.compat)')"
-        guard let backend = backends.backend(named: partition.backend) else {
-            throw KilnError(.unsupported, "\(what), which this runtime does not have (available: \(available.isEmpty ? "none" : available))")
+
+        // Every backend first, so that all missing ones are named at once.
+        var resolved: [any Backend] = []
+        var missing: [String] = []
+        for (i, p) in manifest.partitions.enumerated() {
+            if let backend = backends.backend(named: p.backend) {
+                resolved.append(backend)
+            } else {
+                missing.append("partition \(i) was compiled by backend '\(p.backend)' \(p.backendVersion) (payload compatibility '\(p.compat)')")
+            }
         }
-        if let problem = backend.check(compat: partition.compat) {
-            throw KilnError(.versionMismatch, "\(what); this runtime has \(backend.info.name) \(backend.info.version), which cannot load it: \(problem)")
+        if !missing.isEmpty {
+            throw KilnError(.unsupported, "\(origin): \(missing.joined(separator: "; ")), which this runtime does not have (available: \(available.isEmpty ? "none" : available))")
         }
-        let payload: [UInt8]
-        if partition.hasPayloadSection {
-            payload = [UInt8](try artifact.section(Int(partition.payloadSection)).bytes)
-        } else {
-            payload = []
+        var partitions: [Partition] = []
+        var stages: [PartitionedExecutable.Stage] = []
+        for (i, (p, backend)) in zip(manifest.partitions, resolved).enumerated() {
+            let what = "\(origin): partition \(i) was compiled by backend '\(p.backend)' \(p.backendVersion) (payload compatibility '\(p.compat)')"
+            if let problem = backend.check(compat: p.compat) {
+                throw KilnError(.versionMismatch, "\(what); this runtime has \(backend.info.name) \(backend.info.version), which cannot load it: \(problem)")
+            }
+            let payload: [UInt8] = p.hasPayloadSection ? [UInt8](try artifact.section(Int(p.payloadSection)).bytes) : []
+            let partition = whole
+                ? Partition(backend: backend, nodes: Array(graph.nodes.indices), inputs: graph.inputs.map(\.name), outputs: graph.outputs.map(\.name))
+                : Partition(backend: backend, nodes: p.nodes.map { Int($0) }, inputs: p.inputs, outputs: p.outputs)
+            do {
+                stages.append(.init(partition: partition, executable: try backend.load(payload, graph: partition.subgraph(of: graph))))
+            } catch let error as KilnError {
+                throw KilnError(error.code, "\(origin): partition \(i) (\(backend.info.name)): \(error.message)")
+            }
+            partitions.append(partition)
         }
-        let executable: any Executable
-        do {
-            executable = try backend.load(payload, graph: model.graph)
-        } catch let error as KilnError {
-            throw KilnError(error.code, "\(origin): partition 0 (\(backend.info.name)): \(error.message)")
+        var report = PartitionReport()
+        report.entries = manifest.partitionReport.entries.map { e in
+            let node = Int(e.node) < nodeCount ? graph.nodes[Int(e.node)] : nil
+            return PartitionReport.Entry(node: Int(e.node), name: node?.name ?? "", op: node?.op.description ?? "",
+                                         backend: e.backend, reason: e.reason)
         }
-        self.init(model: model, backend: backend, executable: executable, artifact: artifact)
+        self.init(model: model, partitions: partitions, report: report, executable: Self.executable(stages, graph: graph), artifact: artifact)
     }
 
     /// Loads the `.kiln` artifact at `path` (memory-mapped) through `backends`; see `init(artifact:backends:)`.
@@ -155,6 +235,44 @@ public final class Session: @unchecked Sendable {
                 default: break
                 }
             }
+        }
+    }
+}
+
+/// Partitions run one after another: each receives its inputs by name from the caller's inputs, the
+/// graph's initializers or earlier partitions' outputs, and adds its outputs to the values passed on.
+struct PartitionedExecutable: Executable {
+    /// One partition ready to run.
+    struct Stage {
+        let partition: Partition
+        let executable: any Executable
+    }
+
+    let stages: [Stage]
+    let graph: Graph
+
+    func run(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue] {
+        var values = inputs
+        for (i, stage) in stages.enumerated() {
+            var feed: [String: RuntimeValue] = [:]
+            for name in stage.partition.inputs {
+                if let value = values[name] {
+                    feed[name] = value
+                } else if graph.initializers[name] == nil {
+                    throw KilnError(.runtime, "partition \(i) (\(stage.partition.backend.info.name)) needs '\(name)', which no input or earlier partition provided")
+                }
+                // An input with a default initializer that the caller left out: the subgraph keeps the default.
+            }
+            let results = try stage.executable.run(feed)
+            guard results.count == stage.partition.outputs.count else {
+                throw KilnError(.runtime, "partition \(i) (\(stage.partition.backend.info.name)) returned \(results.count) values for its \(stage.partition.outputs.count) outputs")
+            }
+            for (name, value) in zip(stage.partition.outputs, results) { values[name] = value }
+        }
+        return try graph.outputs.map { output in
+            if let value = values[output.name] { return value }
+            if let constant = graph.initializers[output.name] { return .tensor(constant) }
+            throw KilnError(.runtime, "graph output '\(output.name)' was produced by no partition")
         }
     }
 }

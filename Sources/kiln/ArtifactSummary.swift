@@ -3,8 +3,28 @@ import Kiln
 /// The facts `kiln inspect` prints about a `.kiln` artifact's container and manifest.
 struct ArtifactSummary {
     let artifact: Artifact
+    /// Whether the partition report lists every node (`kiln inspect --partitions`) or only a summary.
+    let fullReport: Bool
 
-    init(_ artifact: Artifact) { self.artifact = artifact }
+    init(_ artifact: Artifact, fullReport: Bool = false) {
+        self.artifact = artifact
+        self.fullReport = fullReport
+    }
+
+    /// The manifest's partition report, with node names and ops from the graph when it decodes.
+    var report: PartitionReport {
+        let graph = (try? artifact.model())?.graph
+        let entries = artifact.manifest.partitionReport.entries.map { e in
+            let node = graph.flatMap { Int(e.node) < $0.nodes.count ? $0.nodes[Int(e.node)] : nil }
+            return PartitionReport.Entry(node: Int(e.node), name: node?.name ?? "", op: node?.op.description ?? "",
+                                         backend: e.backend, reason: e.reason)
+        }
+        return PartitionReport(entries: entries)
+    }
+
+    private func names(_ values: [String]) -> String {
+        values.isEmpty ? "(none)" : values.prefix(8).joined(separator: ", ") + (values.count > 8 ? ", … (\(values.count))" : "")
+    }
 
     /// The report, one fact per line.
     var text: String {
@@ -25,18 +45,11 @@ struct ArtifactSummary {
         for (i, p) in m.partitions.enumerated() {
             let payload = p.hasPayloadSection ? "payload section \(p.payloadSection)" : "no payload"
             lines.append("  \(i): \(p.backend) \(p.backendVersion), compat \(p.compat), \(p.nodes.count) node\(p.nodes.count == 1 ? "" : "s"), \(payload)")
+            if m.partitions.count > 1 {
+                lines.append("     in: \(names(p.inputs)); out: \(names(p.outputs))")
+            }
         }
-        let entries = m.partitionReport.entries
-        lines.append("partition report (\(entries.count) node\(entries.count == 1 ? "" : "s")):")
-        // Consecutive nodes with the same backend and reason are one line.
-        var start = 0
-        while start < entries.count {
-            var end = start
-            while end + 1 < entries.count, entries[end + 1].backend == entries[start].backend, entries[end + 1].reason == entries[start].reason { end += 1 }
-            let range = end == start ? "node \(entries[start].node)" : "nodes \(entries[start].node)–\(entries[end].node)"
-            lines.append("  \(range): \(entries[start].backend): \(entries[start].reason)")
-            start = end + 1
-        }
+        lines += PartitionReportText.lines(report, full: fullReport)
         lines.append("signature:")
         for v in m.inputs { lines.append("  input \(v.name): \(typeText(v))") }
         for v in m.outputs { lines.append("  output \(v.name): \(typeText(v))") }

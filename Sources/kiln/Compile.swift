@@ -8,7 +8,10 @@ struct Compile: ParsableCommand {
         abstract: "Compile a model into a .kiln artifact.",
         discussion: """
             Progress lines ([elapsed] phase: detail) go to standard error while it works; a summary (nodes \
-            before/after, model vs artifact bytes, time per phase and per pass) goes to standard output. \
+            before/after, model vs artifact bytes, partitions, time per phase and per pass) goes to standard output. \
+            With --backends, the selected backends claim nodes in priority order and the rest falls back to \
+            kiln.cpu (or kiln.reference); the partition report says where each node went and why, and \
+            `kiln inspect --partitions` shows it again from the artifact. \
             The artifact is written atomically: to a temporary file beside OUT, then renamed over it, so a \
             compile that fails leaves an existing OUT untouched and never leaves a partial file.
             """
@@ -26,8 +29,14 @@ struct Compile: ParsableCommand {
     @Option(help: "Optimization level 0–3: 0 none; 1 simplify and dead-code elimination; 2 and 3 add constant folding, BatchNormalization folding and common-subexpression elimination.")
     var optLevel = 2
 
-    @Option(help: "The backend that compiles the graph.")
+    @Option(help: "The backend that compiles the whole graph when --backends is not given.")
     var backend = "kiln.reference"
+
+    @OptionGroup(title: "Partitioning")
+    var partitioning: PartitionFlags
+
+    @OptionGroup(title: "Plugins")
+    var plugins: PluginOption
 
     @Option(help: ArgumentHelp("Print the IR after this pass (repeatable).", valueName: "pass"))
     var printIRAfter: [String] = []
@@ -40,6 +49,7 @@ struct Compile: ParsableCommand {
 
     func run() throws {
         try diagnosing {
+            try plugins.register()
             defer { flushOutput() }
             var values: [String: String] = [:]
             for entry in metadata {
@@ -54,7 +64,9 @@ struct Compile: ParsableCommand {
                 throw KilnError(.invalidArgument, "--compression \(compression): expected auto, zstd or none")
             }
             let options = Compiler.Options(target: target, optLevel: optLevel, backend: backend,
-                                           printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
+                                           printIRAfter: Set(printIRAfter), metadata: values, compression: codec,
+                                           backends: try partitioning.selectedBackends() ?? [], fallback: try partitioning.policy(),
+                                           minGroupSize: try partitioning.options().minGroupSize, deny: partitioning.deniedOps)
             let compiler = Kiln.compiler(
                 options: options,
                 progress: { p in printError("[\(seconds(p.elapsed))] \(p.phase): \(p.detail)") },
@@ -64,6 +76,7 @@ struct Compile: ParsableCommand {
                     flushOutput()
                 })
             let result = try compiler.compile(onnxPath: model)
+            for warning in result.summary.warnings { printError("warning: \(warning)") }
             let clock = ContinuousClock()
             let writeStart = clock.now
             try FileSystem.writeAtomically(result.bytes, to: output)
@@ -82,6 +95,9 @@ struct Compile: ParsableCommand {
         lines.append("bytes: model \(format.byteText(s.sourceBytes)), artifact \(format.byteText(s.artifactBytes))\(ratio)")
         for p in s.partitions {
             lines.append("partition: \(p.nodes) nodes on \(p.backend) \(p.version) (compat \(p.compat), payload \(p.payloadBytes) bytes)")
+        }
+        if s.partitions.count > 1 || s.report.entries.contains(where: { $0.reason.contains("fallback ") }) {
+            lines += PartitionReportText.lines(s.report, full: false)
         }
         lines.append("time per phase:")
         for (phase, duration) in s.phases { lines.append("  \(pad(phase.rawValue, 10)) \(milliseconds(duration))") }

@@ -7,7 +7,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a model or an artifact: inputs, outputs, ops, parameters.",
         discussion: """
-            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report, the signature, and each section's kind, codec, sizes and checksum.             Exits with status 1 when the file cannot be read or its IR is invalid.
+            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report (nodes per backend and the nodes not plainly claimed; every node with --partitions), the signature, and each section's kind, codec, sizes and checksum.             Exits with status 1 when the file cannot be read or its IR is invalid.
             """
     )
 
@@ -17,12 +17,19 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Also print the model's IR in textual form.")
     var ir = false
 
+    @Flag(help: "For an artifact, list every node of the partition report (node → backend: reason), not only the summary per backend.")
+    var partitions = false
+
+    @OptionGroup(title: "Plugins")
+    var plugins: PluginOption
+
     func run() throws {
         try diagnosing {
+            try plugins.register()
             let m: Model
             if try Kiln.isArtifact(path: model) {
                 let artifact = try Artifact(path: model)
-                print(ArtifactSummary(artifact).text, terminator: "")
+                print(ArtifactSummary(artifact, fullReport: partitions).text, terminator: "")
                 m = try artifact.model()
                 print("model:")
             } else {

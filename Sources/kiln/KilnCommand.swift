@@ -11,7 +11,7 @@ struct KilnCommand: ParsableCommand {
         commandName: "kiln",
         abstract: "Compile and run machine-learning models.",
         version: Kiln.version,
-        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self]
+        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self, Backends.self, PluginCheck.self]
     )
 }
 

@@ -36,13 +36,20 @@ struct Run: ParsableCommand {
     @Option(help: "The backend to run on (default kiln.reference; an artifact runs on the backend it was compiled for).")
     var backend: String?
 
+    @OptionGroup(title: "Partitioning (a model split among backends, as kiln compile does)")
+    var partitioning: PartitionFlags
+
+    @OptionGroup(title: "Plugins")
+    var plugins: PluginOption
+
     func run() throws {
         try diagnosing {
+            try plugins.register()
             // Whatever was printed appears before an error message (which goes unbuffered to standard error).
             defer { flushOutput() }
             let clock = ContinuousClock()
             let loadStart = clock.now
-            let session = try Kiln.load(path: model, backend: backend)
+            let session = try loadSession()
             let loadTime = clock.now - loadStart
             var feeds = try readInputs(session)
             if random {
@@ -83,6 +90,24 @@ struct Run: ParsableCommand {
             }
             print("time: load \(milliseconds(loadTime)), first run \(milliseconds(runTime))")
         }
+    }
+
+    /// The model or artifact, prepared on `--backend`, or split among `--backends` like `kiln compile` does.
+    func loadSession() throws -> Session {
+        guard partitioning.requested else { return try Kiln.load(path: model, backend: backend) }
+        if backend != nil { throw KilnError(.invalidArgument, "--backend and --backends cannot be combined (give the one backend as --backends NAME)") }
+        if try Kiln.isArtifact(path: model) {
+            throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the partitioning options apply to models)")
+        }
+        let partitioner = try Partitioner(selecting: partitioning.selectedBackends() ?? ["kiln.reference"], registry: Kiln.backends,
+                                          options: partitioning.options())
+        let session = try Session(model: Kiln.importONNX(path: model), partitioner: partitioner)
+        for warning in session.partitionReport.warnings { printError("warning: \(warning)") }
+        if session.partitions.count > 1 {
+            let stages = session.partitions.map { "\($0.backend.info.name) (\($0.nodes.count) node\($0.nodes.count == 1 ? "" : "s"))" }
+            print("partitions: " + stages.joined(separator: " → "))
+        }
+        return session
     }
 
     /// The tensors named by `--input`, checked against the model's inputs by the session when it runs.

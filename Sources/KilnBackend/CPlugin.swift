@@ -1,0 +1,189 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CKilnABI
+import KilnIR
+
+/// A vendor plugin loaded from a shared library (`include/kiln/kiln_plugin.h`): the library handle, the
+/// header the plugin returned and the host services it was given. Its backends (`CPluginBackend`) and
+/// their executables keep it alive; when the last of them goes, the plugin's `shutdown` runs and the
+/// library is closed.
+public final class CPlugin: @unchecked Sendable {
+    /// The file the plugin was loaded from.
+    public let path: String
+    /// The plugin's name (`kiln-sample-plugin`).
+    public let name: String
+    /// Who makes it.
+    public let vendor: String
+    /// The plugin's version.
+    public let version: String
+    /// The ABI version the plugin speaks, as (major, minor).
+    public let abiVersion: (major: UInt32, minor: UInt32)
+    /// The size of the plugin's header struct (it tells which fields the plugin knows).
+    public let headerSize: Int
+
+    private let handle: UnsafeMutableRawPointer
+    private let services: CPluginHostServices
+    private let shutdown: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
+    private let context: UnsafeMutableRawPointer?
+    /// The backends' tables, copied (zero beyond each one's struct_size).
+    let tables: [kiln_plugin_backend]
+    /// Each table's struct_size as the plugin set it.
+    let tableSizes: [Int]
+
+    /// Loads the plugin at `path`: dlopen (RTLD_NOW | RTLD_LOCAL), the newest entry symbol this host
+    /// speaks, version negotiation, and validation of the header and every backend table.
+    ///
+    /// Errors: `.io` when the library cannot be opened; `.versionMismatch` for a plugin of an ABI this
+    /// host does not speak (the message names both versions and the path); `.invalidArgument` for a
+    /// library that is not a Kiln plugin or whose header or tables are malformed.
+    public init(path: String, hostVersion: String = "0.1.0") throws {
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            let why = dlerror().map { String(cString: $0) } ?? "unknown error"
+            throw KilnError(.io, "cannot load plugin '\(path)': \(why)")
+        }
+        var ok = false
+        defer { if !ok { dlclose(handle) } }
+
+        var entry: UnsafeMutableRawPointer?
+        for major in PluginABI.majors {
+            entry = dlsym(handle, PluginABI.entrySymbol(major: major))
+            if entry != nil { break }
+        }
+        guard let entry else {
+            let others = (0...16).map(UInt32.init).filter { !PluginABI.majors.contains($0) }
+                .filter { dlsym(handle, PluginABI.entrySymbol(major: $0)) != nil }
+            if let major = others.last {
+                throw KilnError(.versionMismatch, "plugin '\(path)' is built for plugin ABI \(major) (it exports \(PluginABI.entrySymbol(major: major))); this Kiln \(hostVersion) supports plugin ABI \(PluginABI.rangeDescription)")
+            }
+            throw KilnError(.invalidArgument, "'\(path)' is not a Kiln plugin: it exports no \(PluginABI.entrySymbol(major: PluginABI.majors[0])) symbol")
+        }
+        typealias Query = @convention(c) (UnsafePointer<kiln_plugin_host>?, UnsafeMutablePointer<UnsafePointer<kiln_plugin_header>?>?) -> OpaquePointer?
+        let query = unsafeBitCast(entry, to: Query.self)
+        let services = CPluginHostServices(path: path, hostVersion: hostVersion)
+        var headerPointer: UnsafePointer<kiln_plugin_header>?
+        if let error = query(services.table, &headerPointer) {
+            throw CPlugin.kilnError(error, origin: "plugin '\(path)'", callback: PluginABI.entrySymbol(major: 1))
+        }
+        guard let headerPointer else {
+            throw KilnError(.invalidArgument, "plugin '\(path)': \(PluginABI.entrySymbol(major: 1)) returned no header and no error")
+        }
+        // The frozen prefix: struct_size, abi_major, abi_minor.
+        let frozenSize = MemoryLayout<Int>.size + 8
+        let headerSize = UnsafeRawPointer(headerPointer).load(as: Int.self)
+        guard headerSize >= frozenSize else {
+            throw KilnError(.invalidArgument, "plugin '\(path)': its header's struct_size \(headerSize) is smaller than the frozen prefix (\(frozenSize) bytes)")
+        }
+        let major = UnsafeRawPointer(headerPointer).load(fromByteOffset: MemoryLayout<Int>.size, as: UInt32.self)
+        let minor = UnsafeRawPointer(headerPointer).load(fromByteOffset: MemoryLayout<Int>.size + 4, as: UInt32.self)
+        let tooOld = major < PluginABI.oldest.major || (major == PluginABI.oldest.major && minor < PluginABI.oldest.minor)
+        guard !tooOld, major <= PluginABI.newest.major else {
+            throw KilnError(.versionMismatch, "plugin '\(path)' speaks plugin ABI \(major).\(minor); this Kiln \(hostVersion) supports plugin ABI \(PluginABI.rangeDescription)")
+        }
+        let header: kiln_plugin_header = CPlugin.copy(headerPointer, size: headerSize)
+        let required = MemoryLayout<kiln_plugin_header>.offset(of: \kiln_plugin_header.backends)! + MemoryLayout<UnsafeRawPointer>.size
+        guard headerSize >= required else {
+            throw KilnError(.invalidArgument, "plugin '\(path)': its header's struct_size \(headerSize) is too small for ABI \(major).\(minor) (at least \(required))")
+        }
+        guard let pluginName = CPlugin.string(header.name), !pluginName.isEmpty else {
+            throw KilnError(.invalidArgument, "plugin '\(path)': the header has no name")
+        }
+        let origin = "plugin '\(pluginName)' (\(path))"
+        guard header.backend_count >= 1, header.backend_count <= 1024, let list = header.backends else {
+            throw KilnError(.invalidArgument, "\(origin): the header lists \(header.backend_count) backends\(header.backends == nil ? " with a NULL array" : "") (expected 1 to 1024)")
+        }
+        var tables: [kiln_plugin_backend] = []
+        var sizes: [Int] = []
+        var names: Set<String> = []
+        let tableRequired = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.release)! + MemoryLayout<UnsafeRawPointer>.size
+        for index in 0..<header.backend_count {
+            guard let tablePointer = list[index] else {
+                throw KilnError(.invalidArgument, "\(origin): backend \(index) is NULL")
+            }
+            let size = UnsafeRawPointer(tablePointer).load(as: Int.self)
+            guard size >= tableRequired else {
+                throw KilnError(.invalidArgument, "\(origin): backend \(index)'s struct_size \(size) is too small for ABI \(major).\(minor) (at least \(tableRequired))")
+            }
+            let table: kiln_plugin_backend = CPlugin.copy(tablePointer, size: size)
+            guard let backendName = CPlugin.string(table.name), !backendName.isEmpty else {
+                throw KilnError(.invalidArgument, "\(origin): backend \(index) has no name")
+            }
+            guard names.insert(backendName).inserted else {
+                throw KilnError(.invalidArgument, "\(origin): two backends are called '\(backendName)'")
+            }
+            var missing: [String] = []
+            if table.claim == nil { missing.append("claim") }
+            if table.compile == nil { missing.append("compile") }
+            if table.check == nil { missing.append("check") }
+            if table.load == nil { missing.append("load") }
+            if table.execute == nil { missing.append("execute") }
+            if table.unload == nil { missing.append("unload") }
+            if table.release == nil { missing.append("release") }
+            guard missing.isEmpty else {
+                throw KilnError(.invalidArgument, "\(origin): backend '\(backendName)' has NULL callbacks: \(missing.joined(separator: ", "))")
+            }
+            tables.append(table)
+            sizes.append(size)
+        }
+        self.path = path
+        self.name = pluginName
+        self.vendor = CPlugin.string(header.vendor) ?? ""
+        self.version = CPlugin.string(header.version) ?? ""
+        self.abiVersion = (major, minor)
+        self.headerSize = headerSize
+        self.handle = handle
+        self.services = services
+        let hasShutdown = headerSize >= MemoryLayout<kiln_plugin_header>.offset(of: \kiln_plugin_header.shutdown)! + MemoryLayout<UnsafeRawPointer>.size
+        self.shutdown = hasShutdown ? header.shutdown : nil
+        self.context = header.context
+        self.tables = tables
+        self.tableSizes = sizes
+        ok = true
+    }
+
+    deinit {
+        shutdown?(context)
+        dlclose(handle)
+    }
+
+    /// The plugin's backends, as `Backend`s.
+    public var backends: [CPluginBackend] {
+        tables.indices.map { CPluginBackend(plugin: self, index: $0) }
+    }
+
+    /// Whether the library exports `symbol` (used by `kiln plugin-check` to verify that a plugin exports
+    /// only its entry symbol).
+    public func exports(_ symbol: String) -> Bool {
+        dlsym(handle, symbol) != nil
+    }
+
+    /// The host services this plugin was given.
+    var hostServices: CPluginHostServices { services }
+
+    /// Reads a `T` whose first field is its struct_size: `size` bytes of it (at most `MemoryLayout<T>.size`),
+    /// the rest zero — never past what the plugin declared.
+    static func copy<T>(_ pointer: UnsafePointer<T>, size: Int) -> T {
+        let local = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+        defer { local.deallocate() }
+        local.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<T>.size)
+        local.copyMemory(from: pointer, byteCount: min(size, MemoryLayout<T>.size))
+        return local.load(as: T.self)
+    }
+
+    /// A C string as a Swift string (nil for NULL).
+    static func string(_ pointer: UnsafePointer<CChar>?) -> String? {
+        pointer.map { String(cString: $0) }
+    }
+
+    /// The `KilnError` for an error pointer a plugin returned from `callback`: the plugin's code and
+    /// message, prefixed with where it came from; a pointer the host did not make is reported as such.
+    static func kilnError(_ pointer: OpaquePointer, origin: String, callback: String) -> KilnError {
+        guard let record = CPluginErrorRegistry.shared.take(pointer) else {
+            return KilnError(.internal, "\(origin): \(callback) returned an error pointer that host->error_create did not make")
+        }
+        let code = KilnError.Code(rawValue: Int(record.code)) ?? .internal
+        return KilnError(code, "\(origin): \(callback): \(record.message)")
+    }
+}

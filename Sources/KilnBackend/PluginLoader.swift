@@ -1,0 +1,105 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import KilnIR
+
+/// Loads vendor plugins (`include/kiln/kiln_plugin.h`) by path, or finds them through `KILN_PLUGIN_PATH`.
+///
+/// ```swift
+/// for backend in try PluginLoader.load(path: "/opt/acme/libacme_kiln.so") { registry.register(backend) }
+/// ```
+/// Loading one library twice (by the same path or another path to the same file) returns the plugin
+/// already loaded: the library's entry point runs once per process.
+public enum PluginLoader {
+    /// The environment variable listing plugin files or folders, separated by `:`.
+    public static let environmentVariable = "KILN_PLUGIN_PATH"
+
+    private final class Table: @unchecked Sendable {
+        var plugins: [String: CPlugin] = [:]
+        let lock = Lock()
+    }
+
+    private static let loaded = Table()
+
+    /// Loads the plugin at `path` (or returns the one loaded from the same file before).
+    public static func plugin(path: String) throws -> CPlugin {
+        let key = canonicalPath(path)
+        return try loaded.lock.withLock {
+            if let plugin = loaded.plugins[key] { return plugin }
+            let plugin = try CPlugin(path: path)
+            loaded.plugins[key] = plugin
+            return plugin
+        }
+    }
+
+    /// The backends of the plugin at `path`.
+    public static func load(path: String) throws -> [any Backend] {
+        try plugin(path: path).backends
+    }
+
+    /// Loads the plugin at `path` and registers its backends in `registry`; returns their names.
+    @discardableResult
+    public static func register(path: String, in registry: BackendRegistry) throws -> [String] {
+        let backends = try load(path: path)
+        for backend in backends {
+            if let existing = registry.backend(named: backend.info.name), !(existing is CPluginBackend) {
+                throw KilnError(.invalidArgument, "plugin '\(path)' provides backend '\(backend.info.name)', which is already a built-in backend")
+            }
+            registry.register(backend)
+        }
+        return backends.map(\.info.name)
+    }
+
+    /// The plugin files `KILN_PLUGIN_PATH` names: each entry is a `.so` file, or a folder whose `*.so`
+    /// files are taken in name order. Missing entries are skipped.
+    public static func discoveredPaths(environment value: String? = nil) -> [String] {
+        let list = value ?? getenv(environmentVariable).map { String(cString: $0) } ?? ""
+        var paths: [String] = []
+        for entry in list.split(separator: ":").map(String.init) where !entry.isEmpty {
+            var info = stat()
+            guard stat(entry, &info) == 0 else { continue }
+            if (info.st_mode & S_IFMT) == S_IFDIR {
+                guard let dir = opendir(entry) else { continue }
+                var names: [String] = []
+                while let item = readdir(dir) {
+                    let name = withUnsafePointer(to: item.pointee.d_name) {
+                        $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+                    }
+                    if name.hasSuffix(".so") || name.contains(".so.") || name.hasSuffix(".dylib") { names.append(name) }
+                }
+                closedir(dir)
+                paths += names.sorted().map { entry.hasSuffix("/") ? entry + $0 : entry + "/" + $0 }
+            } else {
+                paths.append(entry)
+            }
+        }
+        return paths
+    }
+
+    /// Loads every plugin `KILN_PLUGIN_PATH` names (or `environment`, a value of that form) into
+    /// `registry`. Returns the backends registered and, per plugin that failed, its error: one broken
+    /// plugin does not keep the others from loading.
+    public static func discover(into registry: BackendRegistry, environment: String? = nil) -> (backends: [String], failures: [KilnError]) {
+        var names: [String] = []
+        var failures: [KilnError] = []
+        for path in discoveredPaths(environment: environment) {
+            do {
+                names += try register(path: path, in: registry)
+            } catch let error as KilnError {
+                failures.append(error)
+            } catch {
+                failures.append(KilnError(.internal, "plugin '\(path)': \(error)"))
+            }
+        }
+        return (names, failures)
+    }
+
+    /// `path` resolved (symbolic links, `..`), or as given when it does not exist.
+    static func canonicalPath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+}

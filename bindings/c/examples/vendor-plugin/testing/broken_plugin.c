@@ -1,0 +1,147 @@
+/*
+ * A deliberately broken Kiln plugin, for Kiln's tests and for trying `kiln plugin-check`: it claims every
+ * node, "compiles" to an empty payload and runs graphs whose outputs are copies of the first input — and
+ * breaks one rule of kiln_plugin.h, chosen at compile time with -DBROKEN_MODE=N:
+ *   0  nothing (a correct plugin: identity-ish behaviour)
+ *   1  claim returns success with a NULL supported array
+ *   2  compile returns an error
+ *   3  compile returns success with a NULL payload of 16 bytes
+ *   4  load returns success without an executable
+ *   5  execute returns an error
+ *   6  execute returns success but leaves output data NULL
+ *   7  the entry returns neither a header nor an error
+ *   8  the header's struct_size is too small
+ *   9  execute returns an error pointer the host never made
+ *  10  execute hands back output memory from malloc instead of host->alloc
+ *  11  a backend callback (execute) is NULL
+ *  12  claim rejects a node without a reason
+ */
+#include <kiln/kiln_plugin.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef BROKEN_MODE
+#define BROKEN_MODE 0
+#endif
+
+static const kiln_plugin_host *host;
+
+static kiln_plugin_error *fail(int32_t code, const char *message) { return host->error_create(host->host_context, code, message); }
+
+/* Counts the nodes of a kiln.ir.Graph without a protobuf library: field 5 (nodes), length-delimited. */
+static int count_nodes(const kiln_plugin_bytes *graph, size_t *count) {
+    const uint8_t *p = graph->data, *end = p + graph->size;
+    *count = 0;
+    while (p < end) {
+        uint64_t key = 0, length = 0;
+        int shift = 0;
+        do { if (p >= end || shift > 63) return 0; key |= (uint64_t)(*p & 0x7f) << shift; shift += 7; } while (*p++ & 0x80);
+        if ((key & 7) != 2) return 0; /* every field of Graph is length-delimited */
+        shift = 0;
+        do { if (p >= end || shift > 63) return 0; length |= (uint64_t)(*p & 0x7f) << shift; shift += 7; } while (*p++ & 0x80);
+        if (length > (uint64_t)(end - p)) return 0;
+        if ((key >> 3) == 5) (*count)++;
+        p += length;
+    }
+    return 1;
+}
+
+static uint8_t all_ones[4096];
+
+static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
+    (void)context;
+    size_t n;
+    if (!count_nodes(graph, &n) || n > sizeof all_ones) return fail(KILN_ERROR_INVALID_MODEL, "claim: cannot read the graph");
+    memset(all_ones, 1, sizeof all_ones);
+    out->node_count = n;
+    out->supported = BROKEN_MODE == 1 ? NULL : all_ones;
+#if BROKEN_MODE == 12
+    static uint8_t none[4096];
+    out->supported = none;
+    out->reasons = NULL;
+#endif
+    return NULL;
+}
+
+static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options,
+                                  kiln_plugin_payload *out) {
+    (void)context; (void)graph; (void)options;
+    if (BROKEN_MODE == 2) return fail(KILN_ERROR_RUNTIME, "the compiler exploded");
+    out->data = NULL;
+    out->size = BROKEN_MODE == 3 ? 16 : 0;
+    out->compat = "broken/1";
+    return NULL;
+}
+
+static kiln_plugin_error *check(void *context, const char *compat) {
+    (void)context;
+    return strcmp(compat, "broken/1") == 0 ? NULL : fail(KILN_ERROR_VERSION_MISMATCH, "only broken/1");
+}
+
+static int executable_token;
+
+static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph, void **out) {
+    (void)context; (void)graph;
+    if (payload->size != 0) return fail(KILN_ERROR_INVALID_ARTIFACT, "load: expected an empty payload");
+    *out = BROKEN_MODE == 4 ? NULL : &executable_token;
+    return NULL;
+}
+
+static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count,
+                                  kiln_tensor *outputs, size_t output_count) {
+    (void)context; (void)executable;
+    if (BROKEN_MODE == 5) return fail(KILN_ERROR_RUNTIME, "the device caught fire");
+    if (BROKEN_MODE == 9) return (kiln_plugin_error *)(uintptr_t)0x1234;
+    if (input_count == 0) return fail(KILN_ERROR_INVALID_ARGUMENT, "no inputs");
+    const kiln_tensor *x = &inputs[0];
+    size_t bytes = (size_t)(x->dtype.bits + 7) / 8;
+    for (int32_t d = 0; d < x->ndim; d++) bytes *= (size_t)x->shape[d];
+    for (size_t i = 0; i < output_count; i++) {
+        outputs[i].dtype = x->dtype;
+        outputs[i].ndim = x->ndim;
+        for (int32_t d = 0; d < x->ndim; d++) outputs[i].shape[d] = x->shape[d];
+        if (BROKEN_MODE == 6) continue;
+        void *data = BROKEN_MODE == 10 ? malloc(bytes + 1) : host->alloc(host->host_context, bytes, 64);
+        if (bytes) memcpy(data, x->data, bytes);
+        outputs[i].data = data;
+    }
+    return NULL;
+}
+
+static void unload(void *context, void *executable) { (void)context; (void)executable; }
+static void release(void *context, void *owner) { (void)context; (void)owner; }
+
+static const kiln_plugin_backend backend = {
+    .struct_size = sizeof(kiln_plugin_backend),
+    .name = "broken.backend",
+    .vendor = "Kiln tests",
+    .version = "0.0.1",
+    .claim = claim,
+    .compile = compile,
+    .check = check,
+    .load = load,
+    .execute = BROKEN_MODE == 11 ? NULL : execute,
+    .unload = unload,
+    .release = release,
+};
+
+static const kiln_plugin_backend *const backends[] = {&backend};
+
+static const kiln_plugin_header header = {
+    .struct_size = BROKEN_MODE == 8 ? 12 : sizeof(kiln_plugin_header),
+    .abi_major = 1,
+    .abi_minor = 0,
+    .name = "broken-plugin",
+    .vendor = "Kiln tests",
+    .version = "0.0.1",
+    .backend_count = 1,
+    .backends = backends,
+};
+
+KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *services, const kiln_plugin_header **out) {
+    host = services;
+    if (BROKEN_MODE == 7) return NULL;
+    *out = &header;
+    return NULL;
+}
