@@ -1,9 +1,10 @@
 /*
  * abi_layout — prints the size, alignment and field offsets of every struct kiln.h ships, and the value of
- * every ABI constant. Tests/KilnCTests compares the output with Tests/KilnCTests/abi-layout.txt: a change
+ * every ABI constant, for kiln.h and kiln_plugin.h. Tests/KilnCTests compares the output with Tests/KilnCTests/abi-layout.txt: a change
  * to a shipped layout fails that test (fields may only be appended, with a new ABI minor version).
  */
 #include <kiln/kiln.h>
+#include <kiln/kiln_plugin.h>
 
 #include <stdalign.h>
 #include <stddef.h>
@@ -92,5 +93,79 @@ int main(void) {
     CONSTANT(KILN_DTYPE_FLOAT8_E8M0FNU);
     CONSTANT(KILN_DTYPE_FLOAT4_E2M1FN);
     CONSTANT(KILN_DEVICE_CPU);
+    /* kiln_plugin.h: the vendor backend ABI. */
+    STRUCT(kiln_plugin_host);
+    FIELD(kiln_plugin_host, struct_size);
+    FIELD(kiln_plugin_host, abi_min_major);
+    FIELD(kiln_plugin_host, abi_min_minor);
+    FIELD(kiln_plugin_host, abi_max_major);
+    FIELD(kiln_plugin_host, abi_max_minor);
+    FIELD(kiln_plugin_host, host_version);
+    FIELD(kiln_plugin_host, host_context);
+    FIELD(kiln_plugin_host, error_create);
+    FIELD(kiln_plugin_host, log);
+    FIELD(kiln_plugin_host, alloc);
+    FIELD(kiln_plugin_host, free);
+
+    STRUCT(kiln_plugin_bytes);
+    FIELD(kiln_plugin_bytes, struct_size);
+    FIELD(kiln_plugin_bytes, data);
+    FIELD(kiln_plugin_bytes, size);
+    FIELD(kiln_plugin_bytes, format);
+    FIELD(kiln_plugin_bytes, reserved);
+
+    STRUCT(kiln_plugin_claim);
+    FIELD(kiln_plugin_claim, struct_size);
+    FIELD(kiln_plugin_claim, node_count);
+    FIELD(kiln_plugin_claim, supported);
+    FIELD(kiln_plugin_claim, reasons);
+    FIELD(kiln_plugin_claim, owner);
+
+    STRUCT(kiln_plugin_compile_options);
+    FIELD(kiln_plugin_compile_options, struct_size);
+    FIELD(kiln_plugin_compile_options, target);
+    FIELD(kiln_plugin_compile_options, opt_level);
+    FIELD(kiln_plugin_compile_options, reserved);
+    FIELD(kiln_plugin_compile_options, option_count);
+    FIELD(kiln_plugin_compile_options, option_keys);
+    FIELD(kiln_plugin_compile_options, option_values);
+
+    STRUCT(kiln_plugin_payload);
+    FIELD(kiln_plugin_payload, struct_size);
+    FIELD(kiln_plugin_payload, data);
+    FIELD(kiln_plugin_payload, size);
+    FIELD(kiln_plugin_payload, compat);
+    FIELD(kiln_plugin_payload, owner);
+
+    STRUCT(kiln_plugin_backend);
+    FIELD(kiln_plugin_backend, struct_size);
+    FIELD(kiln_plugin_backend, name);
+    FIELD(kiln_plugin_backend, vendor);
+    FIELD(kiln_plugin_backend, version);
+    FIELD(kiln_plugin_backend, flags);
+    FIELD(kiln_plugin_backend, context);
+    FIELD(kiln_plugin_backend, claim);
+    FIELD(kiln_plugin_backend, compile);
+    FIELD(kiln_plugin_backend, check);
+    FIELD(kiln_plugin_backend, load);
+    FIELD(kiln_plugin_backend, execute);
+    FIELD(kiln_plugin_backend, unload);
+    FIELD(kiln_plugin_backend, release);
+
+    STRUCT(kiln_plugin_header);
+    FIELD(kiln_plugin_header, struct_size);
+    FIELD(kiln_plugin_header, abi_major);
+    FIELD(kiln_plugin_header, abi_minor);
+    FIELD(kiln_plugin_header, name);
+    FIELD(kiln_plugin_header, vendor);
+    FIELD(kiln_plugin_header, version);
+    FIELD(kiln_plugin_header, backend_count);
+    FIELD(kiln_plugin_header, backends);
+    FIELD(kiln_plugin_header, context);
+    FIELD(kiln_plugin_header, shutdown);
+
+    CONSTANT(KILN_PLUGIN_ABI_MAJOR);
+    CONSTANT(KILN_PLUGIN_ABI_MINOR);
+    CONSTANT(KILN_PLUGIN_MAX_RANK);
     return 0;
 }
