@@ -36,7 +36,8 @@ let package = Package(
         .target(
             name: "KilnReference",
             dependencies: ["KilnIR", "KilnBackend"],
-            path: "Sources/Backends/KilnReference"
+            path: "Sources/Backends/KilnReference",
+            exclude: ["README.md"]
         ),
         .target(name: "CKilnKernels", path: "Sources/CKilnKernels"),
         .target(
