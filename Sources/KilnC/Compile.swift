@@ -15,7 +15,7 @@ final class BlobHandle {
 /// Turning `kiln_compile_options` into `Compiler.Options`.
 enum CompileRequest {
     /// The option keys `kiln_compile_options` accepts, with what each sets.
-    static let knownKeys = ["opt_level", "backend", "max_folded_bytes", "metadata.<key>"]
+    static let knownKeys = ["opt_level", "backend", "backends", "fallback", "min_group_size", "deny", "max_folded_bytes", "metadata.<key>"]
 
     /// The compiler options the caller's struct asks for (defaults for NULL), over `context`'s backends.
     static func compiler(_ options: UnsafePointer<kiln_compile_options>?, context: ContextHandle) throws -> Compiler {
@@ -38,6 +38,13 @@ enum CompileRequest {
         return Compiler(options: result, backends: context.registry)
     }
 
+    /// `a, b,c` → `[a, b, c]` (spaces around items and empty items dropped).
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { item in
+            String(item.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
+        }.filter { !$0.isEmpty }
+    }
+
     /// Sets option `key` to `value` in `options`.
     static func apply(_ key: String, _ value: String, to options: inout Compiler.Options) throws {
         func integer() throws -> Int {
@@ -47,6 +54,20 @@ enum CompileRequest {
         switch key {
         case "opt_level": options.optLevel = try integer()
         case "backend": options.backend = value
+        case "backends":
+            let names = list(value)
+            guard !names.isEmpty else { throw KilnError(.invalidArgument, "compile option backends='\(value)': expected NAME[,NAME…]") }
+            options.backends = names
+        case "fallback":
+            guard let policy = FallbackPolicy(rawValue: value) else {
+                throw KilnError(.invalidArgument, "compile option fallback='\(value)': expected allow, warn or deny")
+            }
+            options.fallback = policy
+        case "min_group_size":
+            let v = try integer()
+            guard v >= 1 else { throw KilnError(.invalidArgument, "compile option min_group_size='\(value)': expected at least 1") }
+            options.minGroupSize = v
+        case "deny": options.deny = list(value)
         case "max_folded_bytes":
             let v = try integer()
             guard v >= 0 else { throw KilnError(.invalidArgument, "compile option max_folded_bytes='\(value)': expected 0 or more") }

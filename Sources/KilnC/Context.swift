@@ -7,8 +7,10 @@ final class ContextHandle {
     let registry: BackendRegistry
     /// The backend for models whose load options name none.
     let defaultBackend: String
-    /// Backend names as C strings, in registration order.
-    private(set) var backendNames: [UnsafePointer<CChar>] = []
+    /// Backend names as C strings, in registration order (built-in first, then plugins as registered).
+    var backendNames: [UnsafePointer<CChar>] { namesLock.withLock { names } }
+    private var names: [UnsafePointer<CChar>] = []
+    private let namesLock = Lock()
     private let strings = CStringPool()
 
     init(defaultBackend: String?) throws {
@@ -19,7 +21,18 @@ final class ContextHandle {
             throw KilnError(.invalidArgument, "kiln_context_create: no backend named '\(name)' (known: \(registry.all.map(\.info.name).joined(separator: ", ")))")
         }
         self.defaultBackend = name
-        backendNames = registry.all.map { strings.add($0.info.name) }
+        names = registry.all.map { strings.add($0.info.name) }
+    }
+
+    /// Appends the C names of backends registered since the list was last built (plugins); the strings
+    /// already handed out stay valid.
+    func refreshBackendNames() {
+        namesLock.withLock {
+            let known = Set(names.map { String(cString: $0) })
+            for backend in registry.all where !known.contains(backend.info.name) {
+                names.append(strings.add(backend.info.name))
+            }
+        }
     }
 
     /// The context's backends, with those that run worker threads configured for `threads` (> 0).

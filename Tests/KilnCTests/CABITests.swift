@@ -91,13 +91,30 @@ struct CABITests {
         #expect(bad.status == 1 && bad.stderr.contains("corrupt.kiln"), "\(bad.stderr)")
     }
 
+    /// The sample vendor plugin (bindings/c/examples/vendor-plugin, backend "sample.bytecode"), built with
+    /// cc once per test run as a vendor would: hidden visibility, its own protobuf-c copy of the IR schema.
+    static func samplePlugin() throws -> String {
+        let output = try fixtures().folder + "/libkiln_sample_plugin.so"
+        if FileManager.default.fileExists(atPath: output) { return output }
+        let folder = Toolchain.root + "/bindings/c/examples/vendor-plugin"
+        let arguments = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-missing-braces", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
+                         "-I", Toolchain.root + "/include", "-I", Toolchain.root + "/bindings/c/proto", "-o", output,
+                         folder + "/sample_plugin.c", folder + "/bytecode.c", Toolchain.root + "/bindings/c/proto/kiln/ir.pb-c.c", "-lprotobuf-c"]
+        let result = try Toolchain.run(Toolchain.cCompiler, arguments)
+        guard result.status == 0 else { throw KilnError(.internal, "building the sample plugin failed:\n\(result.stderr)") }
+        return output
+    }
+
     @Test
     func cProgramExercisesTheWholeAPI() throws {
         let program = try Self.program("c_api_test", ["bindings/c/tests/c_api_test.c"])
-        let result = try Toolchain.run(program, [try Self.fixtures().model, try Self.fixtures().artifact])
+        let result = try Toolchain.run(program, [try Self.fixtures().model, try Self.fixtures().artifact, try Self.samplePlugin()])
         let failures = result.stdout.split(separator: "\n").filter { $0.hasPrefix("FAIL") }
         #expect(result.status == 0 && failures.isEmpty, "\(failures) \(result.stderr)")
-        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count >= 44)
+        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count >= 60)
+        for check in ["register_plugin", "plugin_is_per_context", "plugin_results", "plugin_artifact_needs_plugin", "discover_reports_failures", "compile_unknown_key"] {
+            #expect(result.stdout.contains("ok \(check)\n"), "check \(check) did not pass")
+        }
         try Self.expectReferenceValues(result.stdout)
     }
 

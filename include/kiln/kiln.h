@@ -1,5 +1,5 @@
 /*
- * kiln.h — Kiln's embedding C API (ABI 1.0).
+ * kiln.h — Kiln's embedding C API (ABI 1.1).
  *
  * Load a model (ONNX or a compiled .kiln artifact), inspect its inputs and outputs, run it, read its
  * partition report, and compile models to artifacts — from C, C++, or anything with a C FFI.
@@ -44,7 +44,7 @@ extern "C" {
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
  * ABI major is M and whose minor is at least the minor it was built with (check kiln_abi_version()). */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 0
+#define KILN_ABI_VERSION_MINOR 1
 
 /* Kiln's release version, e.g. "0.1.0". Static storage: never freed, valid forever. */
 KILN_API const char *kiln_version(void);
@@ -297,6 +297,17 @@ KILN_API void kiln_outputs_free(kiln_outputs *outputs);
 /* Bytes produced by the library (e.g. an artifact). Owned by the caller; free with kiln_blob_free. */
 typedef struct kiln_blob kiln_blob;
 
+/* Option keys (option_keys[i] = option_values[i]):
+ *   opt_level         0–3 (default 2)
+ *   backend           the backend that compiles the whole graph when "backends" is not given
+ *   backends          ABI 1.1: backends that may claim nodes, highest priority first, comma-separated
+ *                     ("sample.bytecode,kiln.cpu"); the rest falls back to kiln.cpu or kiln.reference
+ *   fallback          ABI 1.1: allow | warn | deny — what happens to nodes no selected backend takes
+ *   min_group_size    ABI 1.1: groups of a selected backend with fewer nodes run on the fallback (>= 1)
+ *   deny              ABI 1.1: ops never given to the selected backends, comma-separated ("Softmax,Gelu")
+ *   max_folded_bytes  the largest constant that constant folding may create
+ *   metadata.KEY      stores KEY = value in the artifact's metadata
+ * Backends are looked up in the context's registry, so a plugin registered there can be selected. */
 typedef struct kiln_compile_options {
     size_t struct_size;                /* sizeof(kiln_compile_options) */
     const char *target;                /* NULL or "host": compile for this machine. Borrowed (during the call). */
@@ -324,6 +335,28 @@ KILN_API size_t kiln_blob_size(const kiln_blob *blob);
 
 /* Frees a blob. NULL is allowed. */
 KILN_API void kiln_blob_free(kiln_blob *blob);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Vendor plugins (ABI 1.1)                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Loads the vendor backend plugin (include/kiln/kiln_plugin.h) at `path` and registers its backends in
+ * `context` only: other contexts do not see them. The new backends are appended to the context's backend
+ * list (kiln_context_backend_count / kiln_context_backend_name), can be selected by compile options
+ * ("backend", "backends") and load options, and run the partitions of artifacts that name them.
+ * `path` is borrowed during the call. A library is loaded once per process: registering the same file
+ * again (in this or another context) reuses it. `out_added` may be NULL; on success it receives the
+ * number of backends newly added to the context (0 when they were already registered). The error for a
+ * missing or broken plugin names `path`; a plugin backend may not take a built-in backend's name. */
+KILN_API kiln_error *kiln_context_register_plugin(kiln_context *context, const char *path, size_t *out_added);
+
+/* Registers in `context` every plugin named by the environment variable KILN_PLUGIN_PATH: a ':'-separated
+ * list of plugin files and folders (a folder's *.so files are taken in name order; entries that do not
+ * exist are skipped). Unset or empty registers nothing. Each plugin is loaded as by
+ * kiln_context_register_plugin. When some plugins fail, the others stay registered and the returned
+ * error (KILN_ERROR_INVALID_ARGUMENT) lists every plugin that failed with its reason. `out_added` may be
+ * NULL; on success it receives the number of backends added. */
+KILN_API kiln_error *kiln_context_discover_plugins(kiln_context *context, size_t *out_added);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -3,13 +3,17 @@
  *     inputs  x: f32[batch, 4]
  *     outputs y: f32[batch, 3] = Relu(x · W + b), s: i64[2] = Shape(x), xi: f32[batch, 4] = Identity(x)
  *
- *   c_api_test MODEL [ARTIFACT]
+ *   c_api_test MODEL [ARTIFACT [PLUGIN]]
+ *
+ * PLUGIN is the sample vendor plugin (bindings/c/examples/vendor-plugin, backend "sample.bytecode"): when
+ * given, it is registered in one context, the model is compiled for it and run, and the results compared.
  *
  * Prints every output of a run on x = [[0.0, 0.1, …, 0.3], [0.4, …, 0.7]] as
  *     value NAME DIMS: v0 v1 …
  * for the Swift test to compare with kiln.reference, then "ok NAME" or "FAIL NAME: why" per check.
  * Exits 1 when a check fails.
  */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include <kiln/kiln.h>
 
 #include <inttypes.h>
@@ -117,7 +121,7 @@ static void *run_repeatedly(void *argument) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: c_api_test MODEL [ARTIFACT]\n");
+        fprintf(stderr, "usage: c_api_test MODEL [ARTIFACT [PLUGIN]]\n");
         return 2;
     }
     /* Versions. */
@@ -394,6 +398,151 @@ int main(int argc, char **argv) {
         kiln_outputs_free(o);
         kiln_model_free(artifact);
         kiln_context_free(c2);
+    }
+
+    /* Compile options: unknown keys and bad values are errors naming them. */
+    {
+        kiln_context *c3 = NULL;
+        must(kiln_context_create(NULL, &c3), "kiln_context_create");
+        kiln_blob *blob = NULL;
+        const char *keys[] = {"no_such_option"}, *values[] = {"1"};
+        kiln_compile_options o = {.struct_size = sizeof o, .option_keys = keys, .option_values = values, .option_count = 1};
+        const char *parts[] = {"no_such_option", "backends", NULL};
+        expect_error(kiln_compile_file(c3, argv[1], "/tmp/never-written.kiln", &o), KILN_ERROR_INVALID_ARGUMENT, "compile_unknown_key", parts);
+        keys[0] = "fallback";
+        values[0] = "sometimes";
+        const char *parts2[] = {"fallback", "sometimes", NULL};
+        FILE *f = fopen(argv[1], "rb");
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        unsigned char *bytes = malloc((size_t)size);
+        size_t got = fread(bytes, 1, (size_t)size, f);
+        fclose(f);
+        expect_error(kiln_compile_memory(c3, bytes, got, &o, &blob), KILN_ERROR_INVALID_ARGUMENT, "compile_bad_fallback", parts2);
+        keys[0] = "min_group_size";
+        values[0] = "0";
+        const char *parts3[] = {"min_group_size", NULL};
+        expect_error(kiln_compile_memory(c3, bytes, got, &o, &blob), KILN_ERROR_INVALID_ARGUMENT, "compile_bad_min_group_size", parts3);
+        keys[0] = "backends";
+        values[0] = "sample.bytecode";
+        kiln_error *e = kiln_compile_memory(c3, bytes, got, &o, &blob);
+        expect(e != NULL && strstr(kiln_error_message(e), "sample.bytecode") != NULL, "compile_unregistered_backend",
+               e ? kiln_error_message(e) : "succeeded without the plugin");
+        if (e) kiln_error_free(e); else kiln_blob_free(blob);
+        /* Built-in backends selected through the partition keys. */
+        const char *k2[] = {"backends", "fallback", "min_group_size", "deny"};
+        const char *v2[] = {" kiln.reference ", "allow", "1", "Relu,Shape"};
+        kiln_compile_options o2 = {.struct_size = sizeof o2, .option_keys = k2, .option_values = v2, .option_count = 4};
+        e = kiln_compile_memory(c3, bytes, got, &o2, &blob);
+        expect(e == NULL, "compile_partition_options", e ? kiln_error_message(e) : "");
+        if (e) kiln_error_free(e);
+        else {
+            kiln_model *m = NULL;
+            must(kiln_model_load_memory(c3, kiln_blob_data(blob), kiln_blob_size(blob), NULL, &m), "load partitioned artifact");
+            size_t n = 0;
+            must(kiln_model_partition_count(m, &n), "partition_count");
+            int relu_denied = 0;
+            for (size_t i = 0; i < n; i++) {
+                kiln_partition_entry entry = {.struct_size = sizeof entry};
+                must(kiln_model_partition_entry(m, i, &entry), "partition_entry");
+                if (strcmp(entry.op, "Relu") == 0) relu_denied = strcmp(entry.backend, "kiln.reference") != 0 && strstr(entry.reason, "den") != NULL;
+            }
+            expect(relu_denied, "compile_deny_option", "Relu ran on kiln.reference or its reason does not say it was denied");
+            kiln_model_free(m);
+            kiln_blob_free(blob);
+        }
+        free(bytes);
+        kiln_context_free(c3);
+    }
+
+    /* Vendor plugins: registered per context, selectable by compile options, running artifact partitions. */
+    {
+        kiln_context *with = NULL, *without = NULL;
+        must(kiln_context_create(NULL, &with), "kiln_context_create");
+        must(kiln_context_create(NULL, &without), "kiln_context_create");
+        kiln_error *e = kiln_context_register_plugin(with, "/no/such/plugin.so", NULL);
+        expect(e != NULL && strstr(kiln_error_message(e), "/no/such/plugin.so") != NULL, "register_missing_plugin",
+               e ? kiln_error_message(e) : "succeeded");
+        if (e) kiln_error_free(e);
+        const char *parts2[] = {"path", "NULL", NULL};
+        expect_error(kiln_context_register_plugin(with, NULL, NULL), KILN_ERROR_INVALID_ARGUMENT, "register_null_path", parts2);
+        const char *parts3[] = {"context", NULL};
+        expect_error(kiln_context_register_plugin(NULL, "x.so", NULL), KILN_ERROR_INVALID_ARGUMENT, "register_null_context", parts3);
+        if (argc > 3) {
+            size_t before = 0, after = 0, added = 99, other = 0;
+            must(kiln_context_backend_count(with, &before), "backend_count");
+            must(kiln_context_register_plugin(with, argv[3], &added), "kiln_context_register_plugin");
+            must(kiln_context_backend_count(with, &after), "backend_count");
+            must(kiln_context_backend_count(without, &other), "backend_count");
+            const char *last = NULL;
+            must(kiln_context_backend_name(with, after - 1, &last), "backend_name");
+            expect(added == 1 && after == before + 1 && strcmp(last, "sample.bytecode") == 0, "register_plugin", "sample.bytecode not appended");
+            expect(other == before, "plugin_is_per_context", "the other context sees the plugin's backend");
+            size_t again = 99;
+            must(kiln_context_register_plugin(with, argv[3], &again), "register again");
+            expect(again == 0, "register_plugin_twice", "registering again added backends");
+
+            const char *keys[] = {"backends", "fallback"}, *values[] = {"sample.bytecode", "allow"};
+            kiln_compile_options o = {.struct_size = sizeof o, .option_keys = keys, .option_values = values, .option_count = 2};
+            char artifact_path[4096];
+            snprintf(artifact_path, sizeof artifact_path, "%s.sample.kiln", argv[1]);
+            must(kiln_compile_file(with, argv[1], artifact_path, &o), "compile for the plugin");
+            kiln_model *m = NULL;
+            must(kiln_model_load_file(with, artifact_path, NULL, &m), "load the plugin artifact");
+            size_t n = 0;
+            int matmul_on_plugin = 0;
+            must(kiln_model_partition_count(m, &n), "partition_count");
+            for (size_t i = 0; i < n; i++) {
+                kiln_partition_entry entry = {.struct_size = sizeof entry};
+                must(kiln_model_partition_entry(m, i, &entry), "partition_entry");
+                printf("plugin-partition %s %s %s\n", entry.node, entry.op, entry.backend);
+                if (strcmp(entry.op, "MatMul") == 0) matmul_on_plugin = strcmp(entry.backend, "sample.bytecode") == 0;
+            }
+            expect(matmul_on_plugin, "plugin_partition", "MatMul is not on sample.bytecode");
+            kiln_outputs *out = NULL;
+            must(kiln_run_alloc(m, &x, 1, NULL, &out), "run the plugin artifact");
+            kiln_tensor t;
+            must(kiln_outputs_get(out, 0, &t), "outputs_get");
+            int close = t.ndim == 2 && t.shape[0] == 2 && t.shape[1] == 3;
+            for (int i = 0; close && i < 6; i++) {
+                float d = ((const float *)t.data)[i] - y_first[i];
+                close &= d < 1e-5f && d > -1e-5f;
+            }
+            expect(close, "plugin_results", "differ from kiln.reference's");
+            kiln_outputs_free(out);
+            kiln_model_free(m);
+            m = NULL;
+            e = kiln_model_load_file(without, artifact_path, NULL, &m);
+            expect(e != NULL && strstr(kiln_error_message(e), "sample.bytecode") != NULL, "plugin_artifact_needs_plugin",
+                   e ? kiln_error_message(e) : "loaded without the plugin");
+            if (e) kiln_error_free(e); else kiln_model_free(m);
+            remove(artifact_path);
+
+            /* Discovery through KILN_PLUGIN_PATH: the plugin loads, a non-plugin file is reported by path. */
+            kiln_context *found = NULL;
+            must(kiln_context_create(NULL, &found), "kiln_context_create");
+            setenv("KILN_PLUGIN_PATH", argv[3], 1);
+            size_t discovered = 0;
+            must(kiln_context_discover_plugins(found, &discovered), "kiln_context_discover_plugins");
+            expect(discovered == 1, "discover_plugins", "expected one backend");
+            kiln_context *broken = NULL;
+            must(kiln_context_create(NULL, &broken), "kiln_context_create");
+            char list[8192];
+            snprintf(list, sizeof list, "%s:%s", argv[1], argv[3]);
+            setenv("KILN_PLUGIN_PATH", list, 1);
+            e = kiln_context_discover_plugins(broken, NULL);
+            size_t count = 0;
+            must(kiln_context_backend_count(broken, &count), "backend_count");
+            expect(e != NULL && strstr(kiln_error_message(e), argv[1]) != NULL && count == before + 1, "discover_reports_failures",
+                   e ? kiln_error_message(e) : "succeeded with a non-plugin file listed");
+            if (e) kiln_error_free(e);
+            unsetenv("KILN_PLUGIN_PATH");
+            kiln_context_free(found);
+            kiln_context_free(broken);
+        }
+        kiln_context_free(with);
+        kiln_context_free(without);
     }
 
     printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);

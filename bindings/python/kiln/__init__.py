@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-__all__ = ["KilnError", "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path"]
+__all__ = ["KilnError", "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path",
+           "backends", "register_plugin", "discover_plugins"]
 
 ABI_MAJOR = 1
 ABI_MINOR = 0
@@ -158,6 +159,12 @@ def _bind(lib) -> None:
         "kiln_blob_size": ([vp], sz),
         "kiln_blob_free": ([vp], None),
     }
+    # ABI 1.1: present only in a libkiln of that version or newer (register_plugin checks).
+    newer = {
+        "kiln_context_register_plugin": ([vp, ctypes.c_char_p, P(sz)], err),
+        "kiln_context_discover_plugins": ([vp, P(sz)], err),
+    }
+    signatures.update({name: sig for name, sig in newer.items() if hasattr(lib, name)})
     for name, (argtypes, restype) in signatures.items():
         function = getattr(lib, name)
         function.argtypes = argtypes
@@ -306,6 +313,35 @@ def backends() -> List[str]:
     return _context().backends()
 
 
+def _require(lib, name: str) -> None:
+    if not hasattr(lib, name):
+        raise KilnError(VERSION_MISMATCH, f"{name} needs libkiln ABI 1.1 or newer; this library is {abi_version()}")
+
+
+def register_plugin(path: Union[str, os.PathLike]) -> List[str]:
+    """Loads the vendor backend plugin at `path` into the context that `load` and `compile` use, and returns
+    the names of the backends it added (empty when they were registered already). Those backends can then be
+    named by `compile(..., backends="name")` and run artifacts whose partitions use them."""
+    context = _context()
+    lib = context._lib
+    _require(lib, "kiln_context_register_plugin")
+    before = context.backends()
+    _check(lib.kiln_context_register_plugin(context.pointer, os.fsencode(path), None))
+    return [name for name in context.backends() if name not in before]
+
+
+def discover_plugins() -> List[str]:
+    """Registers every plugin the KILN_PLUGIN_PATH environment variable names (':'-separated files and
+    folders) in the context that `load` and `compile` use; returns the names of the backends added. Raises
+    KilnError listing the plugins that failed (the others stay registered)."""
+    context = _context()
+    lib = context._lib
+    _require(lib, "kiln_context_discover_plugins")
+    before = context.backends()
+    _check(lib.kiln_context_discover_plugins(context.pointer, None))
+    return [name for name in context.backends() if name not in before]
+
+
 def _as_array(value: Any, expected: Optional[np.dtype]) -> np.ndarray:
     """`value` as a NumPy array: DLPack producers and arrays are viewed without a copy (their dtype is kept,
     so a mismatch is reported by Kiln); other values (lists, scalars) are converted to the expected dtype."""
@@ -443,10 +479,13 @@ def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], t
 def compile(model_path: Union[str, os.PathLike], output_path: Union[str, os.PathLike], target: str = "host",
             **options: Any) -> None:
     """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`. `options` become the
-    C API's key/value pairs (values converted with str(); True/False become "true"/"false")."""
+    C API's key/value pairs (values converted with str(); True/False become "true"/"false"; a list or tuple,
+    e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value)."""
     context = _context()
     lib = context._lib
     def text(v):
+        if isinstance(v, (list, tuple)):
+            return ",".join(str(item) for item in v)
         return ("true" if v else "false") if isinstance(v, bool) else str(v)
     keys = (ctypes.c_char_p * max(len(options), 1))(*[k.encode() for k in options])
     values = (ctypes.c_char_p * max(len(options), 1))(*[text(v).encode() for v in options.values()])

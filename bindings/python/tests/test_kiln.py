@@ -161,3 +161,50 @@ def test_missing_library_is_a_clear_error(tmp_path):
     code = "import kiln\ntry:\n    kiln.version()\nexcept kiln.KilnError as e:\n    print(e.code, e.message)\n"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert result.stdout.startswith(f"{kiln.IO} cannot load libkiln") and "KILN_LIBRARY" in result.stdout
+
+
+@pytest.fixture(scope="session")
+def sample_plugin(tmp_path_factory) -> str:
+    """The sample vendor plugin (backend "sample.bytecode"): $KILN_SAMPLE_PLUGIN, else built from the source tree
+    with cc; the tests that need it are skipped when neither works."""
+    given = os.environ.get("KILN_SAMPLE_PLUGIN")
+    if given:
+        return given
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+    folder = os.path.join(root, "bindings", "c", "examples", "vendor-plugin")
+    if not os.path.exists(os.path.join(folder, "sample_plugin.c")):
+        pytest.skip("the sample plugin's sources are not here and KILN_SAMPLE_PLUGIN is not set")
+    output = str(tmp_path_factory.mktemp("plugin") / "libkiln_sample_plugin.so")
+    command = [os.environ.get("CC", "cc"), "-std=c11", "-O1", "-shared", "-fPIC", "-fvisibility=hidden",
+               "-I", os.path.join(root, "include"), "-I", os.path.join(root, "bindings", "c", "proto"), "-o", output,
+               os.path.join(folder, "sample_plugin.c"), os.path.join(folder, "bytecode.c"),
+               os.path.join(root, "bindings", "c", "proto", "kiln", "ir.pb-c.c"), "-lprotobuf-c"]
+    try:
+        built = subprocess.run(command, capture_output=True, text=True)
+    except OSError as error:
+        pytest.skip(f"no C compiler to build the sample plugin: {error}")
+    if built.returncode != 0:
+        pytest.skip(f"building the sample plugin failed (needs cc and libprotobuf-c-dev): {built.stderr[:300]}")
+    return output
+
+
+def test_register_plugin_compile_and_run_on_it(model_path, sample_plugin, tmp_path):
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.register_plugin(tmp_path / "no-such-plugin.so")
+    assert "no-such-plugin.so" in e.value.message
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.compile(model_path, tmp_path / "early.kiln", backends="sample.bytecode")
+    assert "sample.bytecode" in e.value.message
+    added = kiln.register_plugin(sample_plugin)
+    assert added == ["sample.bytecode"]
+    assert "sample.bytecode" in kiln.backends()
+    assert kiln.register_plugin(sample_plugin) == []
+    artifact = tmp_path / "sample.kiln"
+    kiln.compile(model_path, artifact, backends=["sample.bytecode"], fallback="allow", min_group_size=1)
+    model = kiln.load(str(artifact))
+    on_plugin = {entry.op for entry in model.partition if entry.backend == "sample.bytecode"}
+    assert "MatMul" in on_plugin
+    np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(kiln.KilnError) as e:
+        kiln.compile(model_path, tmp_path / "bad.kiln", backends="sample.bytecode", fallback="sometimes")
+    assert e.value.code == kiln.INVALID_ARGUMENT and "sometimes" in e.value.message
