@@ -58,7 +58,76 @@ enum Broadcast {
     }
 }
 
+/// The most elements a tensor that a kernel creates may have (2^31). Larger outputs — usually the sign of a
+/// malformed model asking for an absurd shape — are refused before anything is allocated.
+let maxTensorElements = 1 << 31
+
+/// The largest magnitude a window attribute (kernel size, stride, dilation, pad, output padding) may have:
+/// 2^30, so that sums and products of two of them cannot overflow `Int`.
+let windowLimit = 1 << 30
+
 extension KernelContext {
+    /// The element count of a tensor of shape `shape` that the kernel is about to create; an error naming
+    /// `what` when a dim is negative or the count exceeds `maxTensorElements` (overflow included).
+    @discardableResult
+    func checkedCount(_ shape: [Int], _ what: String = "the output") throws -> Int {
+        for d in shape where d < 0 { throw fail("\(what) would have a negative dim (shape \(shape))") }
+        // The dims other than zeros must multiply without overflow too: `Tensor.count` multiplies them in order,
+        // and a kernel may loop over any one dim.
+        var n = 1
+        for d in shape where d != 0 {
+            let (p, overflow) = n.multipliedReportingOverflow(by: d)
+            guard !overflow, p <= maxTensorElements else {
+                throw fail("\(what) would have shape \(shape), more than \(maxTensorElements) elements")
+            }
+            n = p
+        }
+        return shape.contains(0) ? 0 : n
+    }
+
+    /// `Broadcast.sourceIndices(from: source, to: out)` after checking that a tensor of shape `source` broadcasts
+    /// onto `out` one way (as a LayerNormalization scale or a Gemm bias must); an error naming `what` otherwise.
+    func sourceIndices(from source: [Int], to out: [Int], _ what: String) throws -> [Int] {
+        guard Self.broadcasts(source, onto: out) else {
+            throw fail("\(what) of shape \(source) does not broadcast to shape \(out)")
+        }
+        return Broadcast.sourceIndices(from: source, to: out)
+    }
+
+    /// Whether `source` broadcasts onto `out` one way: no more dims, each 1 or equal to its counterpart.
+    static func broadcasts(_ source: [Int], onto out: [Int]) -> Bool {
+        guard source.count <= out.count else { return false }
+        let offset = out.count - source.count
+        return source.indices.allSatisfy { source[$0] == 1 || source[$0] == out[$0 + offset] }
+    }
+
+    /// Checks that every value of `values` (an attribute such as strides or pads) lies in `range`; an error naming
+    /// `what` otherwise. Window geometry bounded by `windowLimit` cannot overflow in the arithmetic that follows.
+    func checkRange(_ values: [Int], _ what: String, _ range: ClosedRange<Int>) throws {
+        for v in values where !range.contains(v) {
+            throw fail("\(what) \(values) must lie in \(range.lowerBound)...\(range.upperBound)")
+        }
+    }
+
+    /// `shape` itself, after `checkedCount` has accepted it.
+    func checkedShape(_ shape: [Int], _ what: String = "the output") throws -> [Int] {
+        try checkedCount(shape, what)
+        return shape
+    }
+
+    /// The elements of `t` as `Double`; an error naming `what` when `t` holds strings or complex numbers.
+    func numbers(_ t: Tensor, _ what: String) throws -> [Double] {
+        guard t.dtype.hasRealValue else { throw unsupported("\(what) of element type \(t.dtype)") }
+        return t.asDoubles()
+    }
+
+    /// The elements of `t` as `Int` (floats truncated, see `Tensor.asInt64s`); an error naming `what` when
+    /// `t` holds strings or complex numbers.
+    func integers(_ t: Tensor, _ what: String) throws -> [Int] {
+        guard t.dtype.hasRealValue else { throw fail("\(what) must hold integers, not \(t.dtype)") }
+        return t.asInts()
+    }
+
     /// `axis` made non-negative for a tensor of rank `rank`; an error when out of range.
     func axis(_ axis: Int, rank: Int) throws -> Int {
         let a = axis < 0 ? axis + rank : axis
@@ -71,7 +140,7 @@ extension KernelContext {
         guard let s = Broadcast.shape(tensors.map(\.shape)) else {
             throw fail("shapes \(tensors.map(\.shape).map { "\($0)" }.joined(separator: ", ")) do not broadcast")
         }
-        return s
+        return try checkedShape(s, "the broadcast result")
     }
 }
 
@@ -113,4 +182,41 @@ enum Real {
     static func unary(_ a: Tensor, resultType: DType? = nil, _ op: (Double) -> Double) -> Tensor {
         Tensor(dtype: resultType ?? a.dtype, shape: a.shape, doubles: a.asDoubles().map(op))
     }
+}
+
+extension DType {
+    /// Whether elements of this type have one real value each (not strings, not complex numbers), so that
+    /// `Tensor.asDoubles` and `Tensor.asInt64s` can read them.
+    var hasRealValue: Bool { self != .string && self != .complex64 && self != .complex128 }
+}
+
+/// `v` rounded toward zero as an `Int`, saturating at `Int`'s bounds; NaN gives 0. For turning model-supplied
+/// floating-point values (seeds, sizes, scales) into integers without trapping.
+func saturatingInt(_ v: Double) -> Int {
+    guard !v.isNaN else { return 0 }
+    if v >= 0x1p63 { return .max }
+    if v <= -0x1p63 { return .min }
+    return Int(v.rounded(.towardZero))
+}
+
+/// The product of `dims`, or nil when it overflows `Int` (for shapes computed from a model's data).
+func checkedProduct(_ dims: [Int]) -> Int? {
+    var n = 1
+    for d in dims {
+        let (p, overflow) = n.multipliedReportingOverflow(by: d)
+        if overflow { return nil }
+        n = p
+    }
+    return n
+}
+
+/// `a[i] * b[i]` for each `i` (arrays of one length), or nil when a product overflows.
+func checkedProducts(_ a: [Int], _ b: [Int]) -> [Int]? {
+    var out: [Int] = []
+    for (x, y) in zip(a, b) {
+        let (p, overflow) = x.multipliedReportingOverflow(by: y)
+        if overflow { return nil }
+        out.append(p)
+    }
+    return out
 }

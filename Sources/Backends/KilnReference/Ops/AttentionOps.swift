@@ -242,7 +242,9 @@ enum AttentionOps {
             (bStride, hStride, sStride) = (heads * seq * headSize, seq * headSize, headSize)
         } else if input.rank == 3 {
             let numHeads = try ctx.int("num_heads", 0)
-            guard numHeads > 0, input.shape[2] % numHeads == 0 else { throw ctx.fail("3-D input needs num_heads dividing the hidden size") }
+            guard numHeads > 0, numHeads <= max(input.shape[2], 1), input.shape[2] % numHeads == 0 else {
+                throw ctx.fail("3-D input needs num_heads dividing the hidden size")
+            }
             (batch, seq, heads, headSize) = (input.shape[0], input.shape[1], numHeads, input.shape[2] / numHeads)
             (bStride, sStride, hStride) = (seq * heads * headSize, heads * headSize, headSize)
         } else {
@@ -263,7 +265,7 @@ enum AttentionOps {
                 let cacheRow: Int
                 if let positions {
                     cacheRow = positions[b * seq + s]
-                    guard cacheRow >= 0, (cacheRow + 1) * half <= cosV.count else { throw ctx.fail("position id \(cacheRow) is out of range") }
+                    guard cacheRow >= 0, half == 0 || cacheRow < cosV.count / half else { throw ctx.fail("position id \(cacheRow) is out of range") }
                 } else if cosT.rank == 3 {
                     cacheRow = b * seq + s
                 } else {
@@ -395,6 +397,7 @@ enum AttentionOps {
             throw ctx.fail("input \(input.shape) and weight \(weight.shape) must be (batch, channels, length) and (channels, 1, k)")
         }
         let (batch, channels, length, kernel) = (input.shape[0], input.shape[1], input.shape[2], weight.shape[2])
+        guard kernel >= 1 else { throw ctx.fail("weight \(weight.shape) needs a kernel of at least 1") }
         let context = kernel - 1
         let x = input.asDoubles(), w = weight.asDoubles()
         let bias = biasT?.asDoubles() ?? [Double](repeating: 0, count: channels)

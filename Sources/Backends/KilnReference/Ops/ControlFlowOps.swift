@@ -16,6 +16,9 @@ enum ControlFlowOps {
 
     // MARK: Loop
 
+    /// The most iterations a Loop's scan outputs may stack (2^24).
+    static let maxScanSlices = 1 << 24
+
     /// Loop: runs the body while the iteration count is below `M` (if given) and `cond` holds (if given);
     /// carries values from one iteration to the next and stacks scan outputs along a new axis 0.
     static func loop(_ ctx: KernelContext) throws -> [RuntimeValue?] {
@@ -43,11 +46,18 @@ enum ControlFlowOps {
             let args: [RuntimeValue] = [.tensor(Tensor(scalar: iteration)), .tensor(Tensor(scalar: cond))] + carried
             let results = try ctx.runSubgraph(body, args)
             guard let c = results[0].tensor, c.count == 1 else { throw ctx.fail("body's cond output must be a one-element tensor") }
-            cond = c.asDoubles()[0] != 0
+            cond = try ctx.numbers(c, "the body's cond output")[0] != 0
             carried = Array(results[1..<(1 + carriedCount)])
             for k in 0..<scanCount {
                 guard let t = results[1 + carriedCount + k].tensor else { throw ctx.fail("scan outputs must be tensors") }
                 scans[k].append(t)
+                // Stacked, the scan output holds every iteration's slice: stop once it outgrows the element cap,
+                // or keeps more slices than `maxScanSlices` (each costs bookkeeping, however small).
+                // A large M alone is no error: loops exported from while-loops end on `cond` long before it.
+                try ctx.checkedCount([scans[k].count] + t.shape, "scan output \(k)")
+                guard scans[k].count <= maxScanSlices else {
+                    throw ctx.fail("scan output \(k) would stack more than \(maxScanSlices) iterations")
+                }
             }
             iteration += 1
         }
@@ -76,8 +86,8 @@ enum ControlFlowOps {
         let body = try ctx.graph("body")
         if ctx.inputCount == body.inputs.count + 1 { return try scanOpset8(ctx, body: body) }
         let m = try ctx.int("num_scan_inputs") ?? 0
+        guard m > 0, m <= ctx.inputCount else { throw ctx.fail("num_scan_inputs must be in 1...\(ctx.inputCount)") }
         let n = ctx.inputCount - m
-        guard m > 0, n >= 0 else { throw ctx.fail("num_scan_inputs must be in 1...\(ctx.inputCount)") }
         let states = try (0..<n).map { try ctx.value($0) }
         let scanInputs = try (n..<ctx.inputCount).map { try ctx.tensor($0) }
         let k = body.outputs.count - n
@@ -89,6 +99,7 @@ enum ControlFlowOps {
         guard inputAxes.count == m, inputDirections.count == m, outputAxes.count == k, outputDirections.count == k else {
             throw ctx.fail("scan axis/direction attributes do not match the number of scan inputs/outputs")
         }
+        for t in scanInputs where t.rank == 0 { throw ctx.fail("scan inputs must have rank >= 1") }
         let axes = try zip(scanInputs, inputAxes).map { try ctx.axis($1, rank: $0.rank) }
         let results = try runScan(ctx, body: body, states: states, scanInputs: scanInputs, axes: axes,
                                   reversed: inputDirections.map { $0 != 0 }, length: nil)
@@ -115,7 +126,7 @@ enum ControlFlowOps {
         guard let full = lengths.first, lengths.allSatisfy({ $0 == full }) else {
             throw ctx.fail("scan inputs have different sequence lengths \(lengths)")
         }
-        let steps = min(length ?? full, full)
+        let steps = max(0, min(length ?? full, full))
         let slices = zip(scanInputs, axes).map { SequenceOps.unstack($0, axis: $1) }
         var states = initial
         var scans = [[Tensor]](repeating: [], count: body.outputs.count - n)
@@ -137,13 +148,17 @@ enum ControlFlowOps {
     /// axis (scan inputs scan along axis 1); `directions` reverses scan inputs.
     static func scanOpset8(_ ctx: KernelContext, body: Graph) throws -> [RuntimeValue?] {
         let m = try ctx.int("num_scan_inputs") ?? 0
+        guard m > 0, m <= ctx.inputCount - 1 else { throw ctx.fail("num_scan_inputs must be in 1...\(ctx.inputCount - 1)") }
         let n = ctx.inputCount - 1 - m
-        guard m > 0, n >= 0 else { throw ctx.fail("num_scan_inputs must be in 1...\(ctx.inputCount - 1)") }
         let states = try (1..<(1 + n)).map { try ctx.tensor($0) }
         let scanInputs = try ((1 + n)..<ctx.inputCount).map { try ctx.tensor($0) }
         let directions = try ctx.ints("directions") ?? Array(repeating: 0, count: m)
+        guard directions.count == m else { throw ctx.fail("directions has \(directions.count) entries for \(m) scan inputs") }
         guard let batch = (states + scanInputs).first?.shape.first else { throw ctx.fail("inputs need a batch axis") }
-        let lens = try ctx.optionalTensor(0)?.asInts()
+        for t in states + scanInputs where t.shape.first != batch { throw ctx.fail("inputs must share the batch dim \(batch)") }
+        for t in scanInputs where t.rank < 2 { throw ctx.fail("scan inputs need batch and sequence axes") }
+        let lens = try ctx.optionalTensor(0).map { try ctx.integers($0, "sequence_lens") }
+        guard lens == nil || lens?.count == batch else { throw ctx.fail("sequence_lens must have one entry per batch entry") }
         let statesByBatch = states.map { SequenceOps.unstack($0, axis: 0) }
         let scansByBatch = scanInputs.map { SequenceOps.unstack($0, axis: 0) }
         var finalStates = [[Tensor]](repeating: [], count: n)

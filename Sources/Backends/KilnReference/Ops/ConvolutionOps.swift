@@ -73,6 +73,10 @@ enum ConvolutionOps {
         guard strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }) else {
             throw ctx.fail("strides and dilations must be positive")
         }
+        try ctx.checkRange(strides, "strides", 1...windowLimit)
+        try ctx.checkRange(dilations, "dilations", 1...windowLimit)
+        try ctx.checkRange(kernel, "the kernel shape", 0...windowLimit)
+        try ctx.checkRange(input, "the input's spatial dims", 0...windowLimit)
         let autoPad = try ctx.string("auto_pad", "NOTSET")
         var begin = [Int](repeating: 0, count: r), end = [Int](repeating: 0, count: r)
         var output = [Int](repeating: 0, count: r)
@@ -89,6 +93,7 @@ enum ConvolutionOps {
             case "NOTSET", "":
                 if let pads = try ctx.ints("pads") {
                     guard pads.count == 2 * r else { throw ctx.fail("pads must have \(2 * r) entries") }
+                    try ctx.checkRange(pads, "pads", -windowLimit...windowLimit)
                     begin[j] = pads[j]
                     end[j] = pads[j + r]
                 }
@@ -98,6 +103,7 @@ enum ConvolutionOps {
                 throw ctx.fail("unknown auto_pad '\(autoPad)'")
             }
         }
+        try ctx.checkedCount(kernel + output, "the convolution window (kernel taps × output positions)")
         return Window(input: input, kernel: kernel, strides: strides, dilations: dilations,
                       padsBegin: begin, padsEnd: end, output: output)
     }
@@ -286,7 +292,7 @@ enum ConvolutionOps {
         guard x.count >= 3, w.count == x.count else {
             throw ctx.fail("X \(x) and W \(w) must have the same rank, at least 3")
         }
-        guard group > 0, x[1] % group == 0, w[0] % group == 0, w[1] * group == x[1] else {
+        guard group > 0, group <= max(x[1], 1), x[1] % group == 0, w[0] % group == 0, w[1] * group == x[1] else {
             throw ctx.fail("channels of X \(x) and W \(w) do not match group \(group)")
         }
         let kernel = Array(w[2...])
@@ -303,6 +309,7 @@ enum ConvolutionOps {
         guard x.dtype.isFloatingPoint else { throw ctx.unsupported("element type \(x.dtype)") }
         let group = try ctx.int("group", 1)
         let window = try convSetup(ctx, x: x.shape, w: w.shape, group: group)
+        try ctx.checkedCount([x.shape[0], w.shape[0]] + window.output)
         let bias = try ctx.optionalTensor(2)
         if let bias, bias.count != w.shape[0] { throw ctx.fail("B must have \(w.shape[0]) elements") }
         let out = convolve(x: x.asDoubles(), n: x.shape[0], channels: x.shape[1], w: w.asDoubles(), filters: w.shape[0],
@@ -377,7 +384,7 @@ enum ConvolutionOps {
         guard x.dtype.isFloatingPoint else { throw ctx.unsupported("element type \(x.dtype)") }
         let group = try ctx.int("group", 1)
         guard x.rank >= 3, w.rank == x.rank else { throw ctx.fail("X \(x.shape) and W \(w.shape) must have the same rank, at least 3") }
-        guard group > 0, x.shape[1] == w.shape[0], x.shape[1] % group == 0 else {
+        guard group > 0, group <= max(x.shape[1], 1), x.shape[1] == w.shape[0], x.shape[1] % group == 0 else {
             throw ctx.fail("channels of X \(x.shape) and W \(w.shape) do not match group \(group)")
         }
         let r = x.rank - 2
@@ -390,6 +397,10 @@ enum ConvolutionOps {
         guard strides.count == r, dilations.count == r, outputPadding.count == r else {
             throw ctx.fail("strides, dilations and output_padding must have \(r) entries")
         }
+        try ctx.checkRange(strides, "strides", 1...windowLimit)
+        try ctx.checkRange(dilations, "dilations", 1...windowLimit)
+        try ctx.checkRange(outputPadding, "output_padding", 0...windowLimit)
+        try ctx.checkRange(kernel + inSpatial, "the kernel and input dims", 0...windowLimit)
         let autoPad = try ctx.string("auto_pad", "NOTSET")
         var outputShape = try ctx.ints("output_shape")
         if let os = outputShape, os.count == r + 2 { outputShape = Array(os[2...]) }
@@ -398,6 +409,7 @@ enum ConvolutionOps {
         var outSpatial = [Int](repeating: 0, count: r)
         let explicitPads = try ctx.ints("pads")
         if let p = explicitPads, p.count != 2 * r { throw ctx.fail("pads must have \(2 * r) entries") }
+        try ctx.checkRange((explicitPads ?? []) + (outputShape ?? []), "pads and output_shape", -windowLimit...windowLimit)
         for j in 0..<r {
             let full = strides[j] * (inSpatial[j] - 1) + outputPadding[j] + (kernel[j] - 1) * dilations[j] + 1
             let same = autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER"
@@ -422,6 +434,8 @@ enum ConvolutionOps {
             }
         }
         let n = x.shape[0], c = x.shape[1], cg = c / group, mg = w.shape[1], m = mg * group
+        try ctx.checkedCount([n, m] + outSpatial)
+        try ctx.checkedCount([mg] + kernel + inSpatial, "the column matrix")
         let window = Window(input: outSpatial, kernel: kernel, strides: strides, dilations: dilations,
                             padsBegin: begin, padsEnd: end, output: inSpatial)
         let K = window.kernelCount, I = window.outputCount, O = window.inputCount
@@ -460,7 +474,7 @@ enum ConvolutionOps {
 
     static func col2imOp(_ ctx: KernelContext) throws -> Tensor {
         let input = try ctx.tensor(0)
-        let image = try ctx.tensor(1).asInts(), block = try ctx.tensor(2).asInts()
+        let image = try ctx.integers(try ctx.tensor(1), "image_shape"), block = try ctx.integers(try ctx.tensor(2), "block_shape")
         let r = image.count
         guard block.count == r, r > 0 else { throw ctx.fail("image_shape and block_shape must have the same length") }
         guard input.rank == 3 else { throw ctx.fail("input must have rank 3 (N, C·∏block, L)") }
@@ -470,10 +484,17 @@ enum ConvolutionOps {
         guard strides.count == r, dilations.count == r, pads.count == 2 * r else {
             throw ctx.fail("strides, dilations and pads do not match image_shape")
         }
+        try ctx.checkRange(image, "image_shape", 0...windowLimit)
+        try ctx.checkRange(block, "block_shape", 1...windowLimit)
+        try ctx.checkRange(strides, "strides", 1...windowLimit)
+        try ctx.checkRange(dilations, "dilations", 1...windowLimit)
+        try ctx.checkRange(pads, "pads", 0...windowLimit)
         var blocks = [Int](repeating: 0, count: r)
         for j in 0..<r {
-            blocks[j] = (image[j] + pads[j] + pads[j + r] - (block[j] - 1) * dilations[j] - 1) / strides[j] + 1
+            let padded = image[j] + pads[j] + pads[j + r] - (block[j] - 1) * dilations[j] - 1
+            blocks[j] = padded < 0 ? 0 : padded / strides[j] + 1
         }
+        try ctx.checkedCount(block + blocks, "the blocks")
         let window = Window(input: image, kernel: block, strides: strides, dilations: dilations,
                             padsBegin: Array(pads[..<r]), padsEnd: Array(pads[r...]), output: blocks)
         let K = window.kernelCount, L = window.outputCount, O = window.inputCount
@@ -481,6 +502,7 @@ enum ConvolutionOps {
             throw ctx.fail("input \(input.shape) does not match block_shape \(block) and \(L) blocks")
         }
         let n = input.shape[0], c = input.shape[1] / K
+        try ctx.checkedCount([n, c] + image)
         let values = input.asDoubles()
         var out = [Double](repeating: 0, count: n * c * O)
         values.withUnsafeBufferPointer { src in
@@ -506,7 +528,8 @@ enum ConvolutionOps {
         let m = w.shape[0], cg = c / group, mg = m / group
         let kh = window.kernel[0], kw = window.kernel[1], K = kh * kw
         let oh = window.output[0], ow = window.output[1], O = oh * ow
-        guard offsetGroup > 0, c % offsetGroup == 0 else { throw ctx.fail("C must be divisible by offset_group") }
+        guard offsetGroup > 0, offsetGroup <= max(c, 1), c % offsetGroup == 0 else { throw ctx.fail("C must be divisible by offset_group") }
+        try ctx.checkedCount([n, m, oh, ow])
         guard offset.shape == [n, offsetGroup * 2 * K, oh, ow] else {
             throw ctx.fail("offset shape \(offset.shape) must be \([n, offsetGroup * 2 * K, oh, ow])")
         }

@@ -137,6 +137,8 @@ enum ImageOps {
                 throw KilnError(.invalidArgument, "Resize: unknown coordinate_transformation_mode '\(s.transform)'")
             }
             if !x.isFinite { x = 0 }
+            // Far outside the axis every tap clamps to an edge; bounding x keeps the index arithmetic in range.
+            x = min(max(x, -0x1p40), 0x1p40)
             let x0 = x.rounded(.down)
             let frac = x - x0
             let c = try coefficients(frac == 0 ? 1 : frac, scale: scale, s)
@@ -178,6 +180,7 @@ enum ImageOps {
         var outShape = x.shape
         if let sizes = try present(ctx, 3)?.asInts() {
             guard sizes.count == axes.count else { throw ctx.fail("sizes must have \(axes.count) entries") }
+            try ctx.checkRange(sizes, "sizes", 0...maxTensorElements)
             for (i, a) in axes.enumerated() {
                 scales[a] = Double(sizes[i]) / Double(x.shape[a])
                 outShape[a] = sizes[i]
@@ -189,18 +192,25 @@ enum ImageOps {
                 }
                 for a in axes {
                     scales[a] = s
-                    outShape[a] = Int(s * Double(x.shape[a]) + 0.5)
+                    outShape[a] = saturatingInt(s * Double(x.shape[a]) + 0.5)
                 }
             }
         } else if let given = try present(ctx, 2)?.asDoubles() {
             guard given.count == axes.count else { throw ctx.fail("scales must have \(axes.count) entries") }
             for (i, a) in axes.enumerated() {
-                guard given[i] > 0 else { throw ctx.fail("scales must be positive") }
+                guard given[i] > 0, given[i].isFinite else { throw ctx.fail("scales must be positive and finite") }
                 scales[a] = given[i]
-                outShape[a] = Int((given[i] * Double(x.shape[a])).rounded(.down))
+                outShape[a] = saturatingInt((given[i] * Double(x.shape[a])).rounded(.down))
             }
         } else {
             throw ctx.fail("one of scales and sizes is required")
+        }
+        try ctx.checkedCount(outShape)
+        for a in axes where x.shape[a] == 0 && outShape[a] > 0 {
+            throw ctx.fail("cannot resize axis \(a) of size 0 to \(outShape[a])")
+        }
+        for a in axes where !(scales[a] > 0 && scales[a].isFinite) && outShape[a] > 0 {
+            throw ctx.fail("the scale of axis \(a) must be positive and finite")
         }
         var roi = [(Double, Double)](repeating: (0, 1), count: r)
         if let roiValues = try present(ctx, 1)?.asDoubles(), settings.transform == "tf_crop_and_resize" {
@@ -212,6 +222,9 @@ enum ImageOps {
         for a in axes {
             let unchanged = abs(scales[a] - 1) < 1e-9 && outShape[a] == shape[a] && roi[a] == (0, 1)
             if unchanged { continue }
+            var next = shape
+            next[a] = outShape[a]
+            try ctx.checkedCount(next, "an intermediate result")
             let taps = try resizeTaps(input: shape[a], output: outShape[a], scale: scales[a], roi: roi[a], settings)
             values = applyAlongAxis(values, shape: shape, axis: a, taps: taps, extrapolation: extrapolation)
             shape[a] = outShape[a]
@@ -255,13 +268,13 @@ enum ImageOps {
             let d = lo - x
             let k = (d / range).rounded(.towardZero)
             let rest = d - k * range
-            return Int(k) % 2 == 0 ? lo + rest : hi - rest
+            return k.truncatingRemainder(dividingBy: 2) == 0 ? lo + rest : hi - rest
         }
         if x > hi {
             let d = x - hi
             let k = (d / range).rounded(.towardZero)
             let rest = d - k * range
-            return Int(k) % 2 == 0 ? hi - rest : lo + rest
+            return k.truncatingRemainder(dividingBy: 2) == 0 ? hi - rest : lo + rest
         }
         return x
     }
@@ -293,6 +306,7 @@ enum ImageOps {
         let outSpatial = Array(grid.shape[1..<(grid.rank - 1)])
         let points = outSpatial.reduce(1, *)
         let planeSize = dims.reduce(1, *)
+        guard planeSize > 0 || n * c * points == 0 else { throw ctx.fail("cannot sample X \(x.shape), which has an empty spatial dim") }
         let dimStrides = strides(of: dims)
         let xv = x.asDoubles()
         let gv = grid.asDoubles()
@@ -378,13 +392,14 @@ enum ImageOps {
     // MARK: AffineGrid
 
     static func affineGrid(_ ctx: KernelContext) throws -> Tensor {
-        let theta = try ctx.tensor(0), size = try ctx.tensor(1).asInts()
+        let theta = try ctx.tensor(0), size = try ctx.integers(try ctx.tensor(1), "size")
         let alignCorners = try ctx.int("align_corners", 0) != 0
         guard size.count == 4 || size.count == 5 else { throw ctx.fail("size must have 4 or 5 entries") }
         let r = size.count - 2
         let n = size[0]
         guard theta.shape == [n, r, r + 1] else { throw ctx.fail("theta \(theta.shape) must be \([n, r, r + 1])") }
         let spatial = Array(size[2...])
+        try ctx.checkedCount([n] + spatial + [r])
         /// Normalized coordinate of index `i` along a dim of `s` elements.
         func base(_ i: Int, _ s: Int) -> Double {
             if alignCorners { return s == 1 ? -1 : -1 + 2 * Double(i) / Double(s - 1) }
@@ -427,7 +442,13 @@ enum ImageOps {
         let oh = try ctx.int("output_height", 1), ow = try ctx.int("output_width", 1)
         let samplingRatio = try ctx.int("sampling_ratio", 0)
         let scale = Double(try ctx.float("spatial_scale", 1))
+        guard oh >= 0, ow >= 0, samplingRatio >= 0 else {
+            throw ctx.fail("output_height, output_width and sampling_ratio must be non-negative")
+        }
         let c = x.shape[1], h = x.shape[2], w = x.shape[3]
+        guard try ctx.checkedCount([batch.count, c, oh, ow]) == 0 || (h > 0 && w > 0) else {
+            throw ctx.fail("cannot pool regions of X \(x.shape), which has an empty spatial dim")
+        }
         let xv = x.asDoubles(), rv = rois.asDoubles()
         let count = batch.count
         var out = [Double](repeating: 0, count: count * c * oh * ow)
@@ -443,8 +464,9 @@ enum ImageOps {
                 rh = max(rh, 1)
             }
             let binH = rh / Double(oh), binW = rw / Double(ow)
-            let gridH = samplingRatio > 0 ? samplingRatio : Int((rh / Double(oh)).rounded(.up))
-            let gridW = samplingRatio > 0 ? samplingRatio : Int((rw / Double(ow)).rounded(.up))
+            let gridH = samplingRatio > 0 ? samplingRatio : max(0, saturatingInt((rh / Double(oh)).rounded(.up)))
+            let gridW = samplingRatio > 0 ? samplingRatio : max(0, saturatingInt((rw / Double(ow)).rounded(.up)))
+            try ctx.checkedCount([oh, ow, gridH, gridW, 4], "the sampling grid")
             let samples = max(gridH * gridW, 1)
             // Bilinear taps of every sample point of every bin: 4 (offset, weight) pairs each.
             var taps = [(Int, Double)]()
@@ -455,7 +477,7 @@ enum ImageOps {
                         let yy = y1 + Double(ph) * binH + (Double(iy) + 0.5) * binH / Double(gridH)
                         for ix in 0..<gridW {
                             let xx = x1 + Double(pw) * binW + (Double(ix) + 0.5) * binW / Double(gridW)
-                            if yy < -1 || yy > Double(h) || xx < -1 || xx > Double(w) {
+                            if !(yy >= -1 && yy <= Double(h) && xx >= -1 && xx <= Double(w)) {  // NaN included
                                 taps += [(0, 0), (0, 0), (0, 0), (0, 0)]
                                 continue
                             }

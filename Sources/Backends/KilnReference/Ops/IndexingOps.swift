@@ -273,8 +273,12 @@ enum IndexingOps {
         for o in 0..<outer {
             let b = perBatch == 0 ? 0 : o / perBatch
             for s in 0..<length {
-                var p = writeIndices[b] + s
-                if mode == "circular" { p = ((p % maxLength) + maxLength) % maxLength }
+                let w = writeIndices[b]
+                guard w >= -maxLength, w <= maxLength || mode == "circular" else {
+                    throw ctx.fail("write index \(w) is out of range for a cache of length \(maxLength)")
+                }
+                var p = mode == "circular" && maxLength > 0 ? ((w % maxLength) + maxLength) % maxLength + s : w + s
+                if mode == "circular" && maxLength > 0 { p %= maxLength }
                 guard p >= 0, p < maxLength else {
                     throw ctx.fail("write index \(writeIndices[b]) + \(s) is out of range for a cache of length \(maxLength)")
                 }

@@ -39,6 +39,7 @@ enum LinearAlgebraOps {
         var outShape = batch
         if a.count > 1 { outShape.append(m) }
         if b.count > 1 { outShape.append(n) }
+        try ctx.checkedCount(batch + [m, n], "the product")
         return Geometry(m: m, k: k, n: n, aOffsets: aOffsets, bOffsets: bOffsets, outShape: outShape)
     }
 
@@ -180,6 +181,7 @@ enum LinearAlgebraOps {
         let m = transA ? a.shape[1] : a.shape[0], k = transA ? a.shape[0] : a.shape[1]
         let kb = transB ? b.shape[1] : b.shape[0], n = transB ? b.shape[0] : b.shape[1]
         guard k == kb else { throw ctx.fail("cannot multiply \(a.shape) and \(b.shape) (transA=\(transA), transB=\(transB))") }
+        try ctx.checkedCount([m, n], "the product")
         var cIndex: [Int]? = nil
         if let c {
             guard Broadcast.shape([c.shape, [m, n]]) == [m, n] else {

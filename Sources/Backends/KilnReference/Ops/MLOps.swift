@@ -66,6 +66,7 @@ enum MLOps {
         } else if let k = try ctx.floats("keys_floats") {
             keyList = k.map { Key.of(Double($0)) }
         } else if let k = try ctx.tensorAttribute("keys_tensor") {
+            guard k.dtype.hasRealValue || k.dtype == .string else { throw ctx.unsupported("keys_tensor of element type \(k.dtype)") }
             keyList = keys(of: k)
         } else {
             throw ctx.fail("no keys attribute")
@@ -82,6 +83,7 @@ enum MLOps {
             values = Tensor(shape: [v.count], v)
             fallback = Tensor(shape: [1], [try ctx.float("default_float", -0.0)])
         } else if let v = try ctx.tensorAttribute("values_tensor") {
+            guard v.dtype.hasRealValue || v.dtype == .string else { throw ctx.unsupported("values_tensor of element type \(v.dtype)") }
             values = v.reshaped([v.count])
             if let d = try ctx.tensorAttribute("default_tensor") {
                 guard d.dtype == v.dtype, d.count >= 1 else { throw ctx.fail("default_tensor must match values_tensor") }
@@ -217,6 +219,8 @@ enum MLOps {
                          aggregate: Aggregate) throws -> (rows: Int, scores: [Double]) {
         let features = x.rank == 0 ? 1 : x.shape.last!
         let rows = x.rank <= 1 ? 1 : x.count / max(features, 1)
+        guard targets >= 0 else { throw ctx.fail("the number of targets must be non-negative, is \(targets)") }
+        try ctx.checkedCount([rows, targets], "the scores")
         for f in forest.feature where f < 0 || f >= features {
             throw ctx.fail("feature index \(f) is out of range for \(features) features")
         }
@@ -300,14 +304,14 @@ enum MLOps {
 
     /// A float-list attribute given either as `name` (floats) or `name_as_tensor` (a tensor), as doubles.
     static func doubles(_ ctx: KernelContext, _ name: String) throws -> [Double]? {
-        if let t = try ctx.tensorAttribute(name + "_as_tensor") { return t.asDoubles() }
+        if let t = try ctx.tensorAttribute(name + "_as_tensor") { return try ctx.numbers(t, "attribute '\(name)_as_tensor'") }
         if let f = try ctx.floats(name) { return f.map(Double.init) }
         return nil
     }
 
     /// A required tensor attribute's values as doubles (or a float list under the same name).
     static func requiredDoubles(_ ctx: KernelContext, _ name: String) throws -> [Double] {
-        if let t = try ctx.tensorAttribute(name) { return t.asDoubles() }
+        if let t = try ctx.tensorAttribute(name) { return try ctx.numbers(t, "attribute '\(name)'") }
         if let f = try ctx.floats(name) { return f.map(Double.init) }
         throw ctx.fail("attribute '\(name)' is required")
     }
@@ -325,7 +329,7 @@ enum MLOps {
         let splits = try requiredDoubles(ctx, "nodes_splits")
         let modesTensor = try ctx.tensorAttribute("nodes_modes")
         let modeCodes: [Int]
-        if let modesTensor { modeCodes = modesTensor.asInts() } else { modeCodes = try requiredInts(ctx, "nodes_modes") }
+        if let modesTensor { modeCodes = try ctx.integers(modesTensor, "attribute 'nodes_modes'") } else { modeCodes = try requiredInts(ctx, "nodes_modes") }
         let featureIDs = try requiredInts(ctx, "nodes_featureids")
         let trueIDs = try requiredInts(ctx, "nodes_truenodeids"), falseIDs = try requiredInts(ctx, "nodes_falsenodeids")
         let trueLeafs = try requiredInts(ctx, "nodes_trueleafs"), falseLeafs = try requiredInts(ctx, "nodes_falseleafs")
@@ -350,7 +354,7 @@ enum MLOps {
         forest.missingTracksTrue = missing.isEmpty ? Array(repeating: false, count: n) : missing.map { $0 != 0 }
         forest.leaves = zip(leafTargets, leafWeights).map { [(target: $0, weight: $1)] }
         // Set-membership nodes take their members, in node order, from NaN-delimited runs of membership_values.
-        let memberValues = try ctx.tensorAttribute("membership_values")?.asDoubles() ?? []
+        let memberValues = try ctx.tensorAttribute("membership_values").map { try ctx.numbers($0, "attribute 'membership_values'") } ?? []
         var cursor = 0
         for code in modeCodes {
             guard let mode = Mode(rawValue: code), mode != .leaf else { throw ctx.fail("unknown node mode \(code)") }
@@ -482,6 +486,7 @@ enum MLOps {
         let classCount = max(intLabels?.count ?? 0, stringLabels?.count ?? 0)
         guard classCount > 0 else { throw ctx.fail("classlabels_int64s or classlabels_strings is required") }
         let classIDs = try requiredInts(ctx, "class_ids")
+        guard classIDs.allSatisfy({ $0 >= 0 && $0 < maxTensorElements }) else { throw ctx.fail("class_ids must be non-negative class numbers") }
         var (rows, scores) = try evaluate(ctx, forest, x, targets: max(classCount, (classIDs.max() ?? 0) + 1),
                                           aggregate: .sum)
         var columns = max(classCount, (classIDs.max() ?? 0) + 1)
@@ -533,6 +538,9 @@ enum MLOps {
         let (_, features, data) = try matrix(ctx, x)
         let offset = (try ctx.floats("offset") ?? [0]).map(Double.init)
         let scale = (try ctx.floats("scale") ?? [1]).map(Double.init)
+        for (name, values) in [("offset", offset), ("scale", scale)] where values.count != 1 && values.count != features {
+            throw ctx.fail("'\(name)' has \(values.count) values; expected 1 or one per feature (\(features))")
+        }
         let out = data.indices.map { i -> Double in
             let f = i % max(features, 1)
             return (data[i] - offset[offset.count == 1 ? 0 : f]) * scale[scale.count == 1 ? 0 : f]
@@ -567,7 +575,9 @@ enum MLOps {
         let isFloat = x.dtype.isFloatingPoint
         let imputed: [Double] = isFloat ? (try ctx.floats("imputed_value_floats") ?? []).map(Double.init)
                                         : (try ctx.ints("imputed_value_int64s") ?? []).map(Double.init)
-        guard !imputed.isEmpty else { throw ctx.fail("no imputed values") }
+        guard imputed.count == 1 || (imputed.count == features && features > 0) else {
+            throw ctx.fail("\(imputed.count) imputed values; expected 1 or one per feature (\(features))")
+        }
         let replaced: Double = isFloat ? Double(try ctx.float("replaced_value_float", .nan))
                                        : Double(try ctx.int("replaced_value_int64", 0))
         let out = data.indices.map { i -> Double in
@@ -583,10 +593,17 @@ enum MLOps {
         let x = try ctx.tensor(0)
         let (rows, features, data) = try matrix(ctx, x)
         let coefficients = (try ctx.floats("coefficients") ?? []).map(Double.init)
+        guard targets > 0, targets <= coefficients.count || features == 0 else {
+            throw ctx.fail("targets must be positive and at most the number of coefficients, got \(targets)")
+        }
+        try ctx.checkedCount([rows, targets], "the scores")
         guard coefficients.count == targets * features else {
             throw ctx.fail("\(coefficients.count) coefficients for \(targets) targets × \(features) features")
         }
         let intercepts = (try ctx.floats("intercepts") ?? []).map(Double.init)
+        guard intercepts.count <= 1 || intercepts.count == targets else {
+            throw ctx.fail("\(intercepts.count) intercepts for \(targets) targets")
+        }
         var scores = [Double](repeating: 0, count: rows * targets)
         for r in 0..<rows {
             for t in 0..<targets {

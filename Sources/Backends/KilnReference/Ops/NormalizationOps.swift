@@ -133,9 +133,9 @@ enum NormalizationOps {
         let stash = try stashType(ctx)
         let rows = x.shape[..<axis].reduce(1, *), cols = x.shape[axis...].reduce(1, *)
         let v = x.asDoubles()
-        let s = scale.asDoubles(), sIndex = Broadcast.sourceIndices(from: scale.shape, to: x.shape)
+        let s = scale.asDoubles(), sIndex = try ctx.sourceIndices(from: scale.shape, to: x.shape, "scale")
         let bValues = bias?.asDoubles()
-        let bIndex = bias.map { Broadcast.sourceIndices(from: $0.shape, to: x.shape) }
+        let bIndex = try bias.map { try ctx.sourceIndices(from: $0.shape, to: x.shape, "bias") }
         var y = [Double](repeating: 0, count: v.count)
         var means = [Double](repeating: 0, count: rows), invStd = [Double](repeating: 0, count: rows)
         for r in 0..<rows {
@@ -172,7 +172,7 @@ enum NormalizationOps {
         let epsilon = Double(try ctx.float("epsilon", 1e-5))
         let rows = x.shape[..<axis].reduce(1, *), cols = x.shape[axis...].reduce(1, *)
         let v = x.asDoubles()
-        let s = scale.asDoubles(), sIndex = Broadcast.sourceIndices(from: scale.shape, to: x.shape)
+        let s = scale.asDoubles(), sIndex = try ctx.sourceIndices(from: scale.shape, to: x.shape, "scale")
         var y = [Double](repeating: 0, count: v.count)
         for r in 0..<rows {
             let base = r * cols
@@ -315,6 +315,7 @@ enum NormalizationOps {
         guard shape.count >= 2 else { throw ctx.fail("input must have rank ≥ 2, got \(shape)") }
         let n = shape[0], c = shape[1], inner = shape[2...].reduce(1, *)
         guard target.shape == [n] + Array(shape[2...]) else { throw ctx.fail("target shape \(target.shape) does not fit input \(shape)") }
+        if let weight, weight.count != c { throw ctx.fail("weight has \(weight.count) values for \(c) classes") }
         let t = target.asInt64s()
         var loss = [Double](repeating: 0, count: t.count)
         var weights = [Double](repeating: 0, count: t.count)

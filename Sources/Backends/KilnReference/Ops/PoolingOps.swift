@@ -48,6 +48,10 @@ enum PoolingOps {
         guard strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }), kernel.allSatisfy({ $0 > 0 }) else {
             throw ctx.fail("kernel_shape, strides and dilations must be positive")
         }
+        try ctx.checkRange(kernel, "kernel_shape", 1...windowLimit)
+        try ctx.checkRange(strides, "strides", 1...windowLimit)
+        try ctx.checkRange(dilations, "dilations", 1...windowLimit)
+        try ctx.checkRange(input, "the input's spatial dims", 0...windowLimit)
         let ceilMode = try ctx.int("ceil_mode", 0) != 0
         let autoPad = try ctx.string("auto_pad", "NOTSET")
         var begin = [Int](repeating: 0, count: r), end = [Int](repeating: 0, count: r)
@@ -63,6 +67,7 @@ enum PoolingOps {
             case "VALID", "NOTSET", "":
                 if autoPad != "VALID", let pads = try ctx.ints("pads") {
                     guard pads.count == 2 * r else { throw ctx.fail("pads must have \(2 * r) entries") }
+                    try ctx.checkRange(pads, "pads", 0...windowLimit)
                     begin[j] = pads[j]
                     end[j] = pads[j + r]
                 }
@@ -80,6 +85,7 @@ enum PoolingOps {
                 throw ctx.fail("unknown auto_pad '\(autoPad)'")
             }
         }
+        try ctx.checkedCount(kernel, "the pooling window")
         return ConvolutionOps.Window(input: input, kernel: kernel, strides: strides, dilations: dilations,
                                      padsBegin: begin, padsEnd: end, output: output)
     }
@@ -93,6 +99,7 @@ enum PoolingOps {
         let storageOrder = try ctx.int("storage_order", 0)
         let r = window.rank
         let planes = x.shape[0] * x.shape[1]
+        try ctx.checkedCount([planes] + window.output)
         let I = window.inputCount, O = window.outputCount, K = window.kernelCount
         let values = x.asDoubles()
         var out = [Double](repeating: 0, count: planes * O)
@@ -205,16 +212,21 @@ enum PoolingOps {
         let step = try ctx.ints("strides") ?? Array(repeating: 1, count: r)
         let pads = try ctx.ints("pads") ?? Array(repeating: 0, count: 2 * r)
         guard step.count == r, pads.count == 2 * r else { throw ctx.fail("strides and pads do not match the input rank") }
+        try ctx.checkRange(kernel, "kernel_shape", 1...windowLimit)
+        try ctx.checkRange(step, "strides", 1...windowLimit)
+        try ctx.checkRange(pads, "pads", 0...windowLimit)
+        try ctx.checkRange(Array(x.shape[2...]), "X's spatial dims", 0...windowLimit)
         // Indices address the inferred unpooled shape; an explicit output_shape holds that block at its origin.
         var inferred = Array(x.shape[..<2])
         for j in 0..<r { inferred.append((x.shape[j + 2] - 1) * step[j] + kernel[j] - pads[j] - pads[j + r]) }
         var shape = inferred
+        try ctx.checkedCount(inferred, "the unpooled shape")
         if let requested = try ctx.optionalTensor(2)?.asInts() {
             guard requested.count == x.rank else { throw ctx.fail("output_shape must have \(x.rank) entries") }
             guard zip(requested, inferred).allSatisfy({ $0 >= $1 }) else {
                 throw ctx.fail("output_shape \(requested) is smaller than the unpooled shape \(inferred)")
             }
-            shape = requested
+            shape = try ctx.checkedShape(requested)
         }
         let inferredTotal = inferred.reduce(1, *)
         let inferredStrides = strides(of: inferred), outStrides = strides(of: shape)

@@ -56,7 +56,7 @@ enum QuantizationOps {
             throw ctx.fail("blocked parameter of shape \(param.shape) must have the rank of \(shape)")
         }
         for d in 0..<shape.count {
-            let expected = d == axis ? (shape[d] + blockSize - 1) / blockSize : shape[d]
+            let expected = d == axis ? (shape[d] == 0 ? 0 : (shape[d] - 1) / blockSize + 1) : shape[d]
             guard param.shape[d] == expected else {
                 throw ctx.fail("blocked parameter of shape \(param.shape) does not fit \(shape) with block_size \(blockSize)")
             }
@@ -105,7 +105,7 @@ enum QuantizationOps {
             for i in 0..<xs.count {
                 let q = quotient[i]
                 let r = q.isNaN ? 0 : q.rounded(.toNearestOrEven) + zero(i)
-                out[i] = r <= Double(lo) ? lo : (r >= Double(hi) ? hi : Int64(r))
+                out[i] = r.isNaN ? min(max(0, lo), hi) : (r <= Double(lo) ? lo : (r >= Double(hi) ? hi : Int64(r)))
             }
             return Tensor(dtype: outType, shape: x.shape, int64s: out)
         }
@@ -182,6 +182,7 @@ enum QuantizationOps {
         let scaleType = aScale.dtype
         let sa = aScale.asDoubles(), sb = bScale.asDoubles(), sy = yScale.asDoubles()
         guard sa.count == 1, sy.count == 1 else { throw ctx.unsupported("per-axis a_scale or y_scale") }
+        guard !sb.isEmpty else { throw ctx.fail("b_scale is empty") }
         let zy = yZero?.asDoubles().first ?? 0
         // Per-column b scales (shape [N] or [..., 1, N]) are allowed; the others are scalars.
         let n = g.n
@@ -190,7 +191,7 @@ enum QuantizationOps {
         for i in 0..<product.count {
             let m = multipliers.count == 1 ? multipliers[0] : multipliers[(i % n) % multipliers.count]
             let r = (Double(product[i]) * m + zy).rounded(.toNearestOrEven)
-            out[i] = r <= Double(lo) ? lo : (r >= Double(hi) ? hi : Int64(r))
+            out[i] = r.isNaN ? min(max(0, lo), hi) : (r <= Double(lo) ? lo : (r >= Double(hi) ? hi : Int64(r)))
         }
         return Tensor(dtype: outType, shape: g.outShape, int64s: out)
     }

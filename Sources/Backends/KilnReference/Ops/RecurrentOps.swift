@@ -95,12 +95,15 @@ enum RecurrentOps {
         guard ["forward", "reverse", "bidirectional"].contains(direction) else { throw ctx.fail("unknown direction '\(direction)'") }
         let gates = kind.gates
         let hidden = try ctx.int("hidden_size") ?? wT.shape[1] / gates
+        guard hidden >= 0, hidden <= wT.shape[1] else { throw ctx.fail("hidden_size \(hidden) does not match W \(wT.shape)") }
+        guard layout == 0 || layout == 1 else { throw ctx.fail("layout must be 0 or 1, is \(layout)") }
         let seq = layout == 0 ? xT.shape[0] : xT.shape[1]
         let batch = layout == 0 ? xT.shape[1] : xT.shape[0]
         let inputSize = xT.shape[2]
         guard wT.shape == [numDirections, gates * hidden, inputSize], rT.shape == [numDirections, gates * hidden, hidden] else {
             throw ctx.fail("W \(wT.shape) or R \(rT.shape) do not match X \(xT.shape), hidden_size \(hidden) and \(numDirections) direction(s)")
         }
+        try ctx.checkedCount([seq, numDirections, batch, hidden], "Y")
         let x = xT.asDoubles(), w = wT.asDoubles(), r = rT.asDoubles()
         let bias = try ctx.optionalTensor(3)?.asDoubles() ?? [Double](repeating: 0, count: numDirections * 2 * gates * hidden)
         guard bias.count == numDirections * 2 * gates * hidden else { throw ctx.fail("B has the wrong size") }

@@ -97,7 +97,7 @@ enum SequenceOps {
             if length % chunk != 0 { sizes.append(length % chunk) }
         } else {
             sizes = splitInput.asInts()
-            guard sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == length else {
+            guard sizes.allSatisfy({ $0 >= 0 && $0 <= length }), sizes.reduce(0, +) == length else {
                 throw ctx.fail("split sizes \(sizes) do not add up to \(length)")
             }
         }
@@ -234,6 +234,7 @@ enum SequenceOps {
         }
         var shape = first.shape
         shape[axis] = tensors.reduce(0) { $0 + $1.shape[axis] }
+        try ctx.checkedCount(shape)
         let outer = shape[..<axis].reduce(1, *), inner = shape[(axis + 1)...].reduce(1, *)
         if first.dtype == .string {
             var out: [String] = []

@@ -205,13 +205,13 @@ enum ShapeOps {
             }
         }
         if let i = inferred {
-            let known = dims.reduce(1, *)
-            guard known > 0, x.count % known == 0 else {
+            guard let known = checkedProduct(dims), known > 0, x.count % known == 0 else {
                 throw ctx.fail("cannot reshape \(x.shape) to \(requested)")
             }
             dims[i] = x.count / known
         }
-        guard dims.reduce(1, *) == x.count else { throw ctx.fail("cannot reshape \(x.shape) to \(requested)") }
+        guard checkedProduct(dims) == x.count else { throw ctx.fail("cannot reshape \(x.shape) to \(requested)") }
+        try ctx.checkedCount(dims)
         return x.reshaped(dims)
     }
 
@@ -259,7 +259,7 @@ enum ShapeOps {
         guard dims.allSatisfy({ $0 >= 0 }) else { throw ctx.fail("shape \(dims) has a negative dim") }
         let value = try ctx.tensorAttribute("value") ?? Tensor(scalar: Float(0))
         guard value.count == 1 else { throw ctx.fail("value must have one element") }
-        return take(value, [Int](repeating: 0, count: dims.reduce(1, *)), shape: dims)
+        return take(value, [Int](repeating: 0, count: try ctx.checkedCount(dims)), shape: dims)
     }
 
     /// Constant: the tensor held in whichever `value*` attribute the node has.
@@ -315,7 +315,8 @@ enum ShapeOps {
             guard let d = DType(onnxCode: code) else { throw ctx.fail("unknown dtype \(code)") }
             dtype = d
         }
-        let k = try ctx.int("k", 0)
+        // Diagonals beyond the matrix are all zeros; clamping keeps `i + k` in range.
+        let k = min(max(try ctx.int("k", 0), -x.shape[0] - 1), x.shape[1] + 1)
         let rows = x.shape[0], cols = x.shape[1]
         var values = [Double](repeating: 0, count: rows * cols)
         for i in 0..<rows {
@@ -394,7 +395,7 @@ enum ShapeOps {
         var sizes: [Int]
         if let s = try ctx.optionalTensor(1) {
             sizes = try intList(ctx, s, "split")
-            guard sizes.count == outputs, sizes.allSatisfy({ $0 >= 0 }), sizes.reduce(0, +) == dim else {
+            guard sizes.count == outputs, sizes.allSatisfy({ $0 >= 0 && $0 <= dim }), sizes.reduce(0, +) == dim else {
                 throw ctx.fail("split \(sizes) does not divide dim \(dim) into \(outputs) outputs")
             }
         } else {
@@ -433,6 +434,9 @@ enum ShapeOps {
         let starts = try intList(ctx, try ctx.tensor(1), "starts")
         let ends = try intList(ctx, try ctx.tensor(2), "ends")
         guard starts.count == ends.count else { throw ctx.fail("starts and ends differ in length") }
+        guard try ctx.optionalTensor(3) != nil || starts.count <= x.rank else {
+            throw ctx.fail("\(starts.count) starts for an input of rank \(x.rank)")
+        }
         let axes = try ctx.optionalTensor(3).map { try normalizedAxes(ctx, try intList(ctx, $0, "axes"), rank: x.rank) }
             ?? Array(0..<starts.count)
         let steps = try ctx.optionalTensor(4).map { try intList(ctx, $0, "steps") } ?? [Int](repeating: 1, count: starts.count)
@@ -471,6 +475,7 @@ enum ShapeOps {
         guard target.allSatisfy({ $0 >= 0 }), let shape = Broadcast.shape([x.shape, target]) else {
             throw ctx.fail("shape \(x.shape) cannot expand to \(target)")
         }
+        try ctx.checkedCount(shape)
         return take(x, Broadcast.sourceIndices(from: x.shape, to: shape), shape: shape)
     }
 
@@ -481,6 +486,8 @@ enum ShapeOps {
         guard repeats.count == x.rank, repeats.allSatisfy({ $0 >= 0 }) else {
             throw ctx.fail("repeats \(repeats) do not fit rank \(x.rank)")
         }
+        guard let outShape = checkedProducts(x.shape, repeats) else { throw ctx.fail("repeats \(repeats) are too large") }
+        if try ctx.checkedCount(outShape) == 0 { return Tensor(zeros: x.dtype, shape: outShape) }
         let st = strides(of: x.shape)
         let tables = x.shape.enumerated().map { a, d in (0..<(d * repeats[a])).map { ($0 % d) * st[a] } }
         return take(x, tableIndices(tables), shape: tables.map(\.count))
@@ -505,11 +512,20 @@ enum ShapeOps {
             before[a] = pads[i]
             after[a] = pads[axes.count + i]
         }
+        var outShape = x.shape
+        for a in 0..<x.rank {
+            let (grown, o1) = x.shape[a].addingReportingOverflow(before[a])
+            let (padded, o2) = grown.addingReportingOverflow(after[a])
+            guard !o1, !o2 else { throw ctx.fail("pads \(pads) are too large") }
+            outShape[a] = padded
+        }
+        for a in 0..<x.rank where outShape[a] < 0 { throw ctx.fail("pads \(pads) remove more than axis \(a) holds") }
+        if try ctx.checkedCount(outShape) == 0 { return Tensor(zeros: x.dtype, shape: outShape) }
         let st = strides(of: x.shape)
         var tables = [[Int]]()
         for a in 0..<x.rank {
             let dim = x.shape[a]
-            let outDim = dim + before[a] + after[a]
+            let outDim = outShape[a]
             guard outDim >= 0 else { throw ctx.fail("pads \(pads) remove more than axis \(a) holds") }
             var table = [Int]()
             table.reserveCapacity(outDim)
@@ -561,7 +577,7 @@ enum ShapeOps {
     static func depthToSpace(_ ctx: KernelContext) throws -> Tensor {
         let x = try ctx.tensor(0)
         let b = try ctx.int("blocksize") ?? 0
-        guard x.rank == 4, b > 0, x.shape[1] % (b * b) == 0 else {
+        guard x.rank == 4, b > 0, b <= x.shape[1], x.shape[1] % (b * b) == 0 else {
             throw ctx.fail("cannot rearrange \(x.shape) with blocksize \(b)")
         }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -579,7 +595,7 @@ enum ShapeOps {
     static func spaceToDepth(_ ctx: KernelContext) throws -> Tensor {
         let x = try ctx.tensor(0)
         let b = try ctx.int("blocksize") ?? 0
-        guard x.rank == 4, b > 0, x.shape[2] % b == 0, x.shape[3] % b == 0 else {
+        guard x.rank == 4, b > 0, b <= max(x.shape[2], x.shape[3]), x.shape[2] % b == 0, x.shape[3] % b == 0 else {
             throw ctx.fail("cannot rearrange \(x.shape) with blocksize \(b)")
         }
         let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -593,6 +609,9 @@ enum ShapeOps {
         let target = try intList(ctx, try ctx.tensor(1), "shape")
         let axes = try ctx.ints("axes").map { try normalizedAxes(ctx, $0, rank: x.rank) } ?? Array(0..<x.rank)
         guard target.count == axes.count else { throw ctx.fail("shape has \(target.count) dims for \(axes.count) axes") }
+        var outShape = x.shape
+        for (i, a) in axes.enumerated() { outShape[a] = target[i] }
+        if try ctx.checkedCount(outShape) == 0 { return Tensor(zeros: x.dtype, shape: outShape) }
         let st = strides(of: x.shape)
         var tables = x.shape.enumerated().map { a, d in (0..<d).map { $0 * st[a] } }
         for (i, a) in axes.enumerated() {

@@ -55,7 +55,7 @@ enum SignalOps {
     static func scalarInt(_ ctx: KernelContext, _ index: Int) throws -> Int? {
         guard let t = try ctx.optionalTensor(index) else { return nil }
         guard t.count == 1 else { throw ctx.fail("input \(index) must be a scalar") }
-        return t.dtype.isFloatingPoint ? Int(t.asDoubles()[0]) : t.asInts()[0]
+        return t.dtype.isFloatingPoint ? saturatingInt(t.asDoubles()[0]) : t.asInts()[0]
     }
 
     /// One-dimensional DFTs of `x` (shape `[..., n, ..., c]` with `c` 1 for real or 2 for complex input) along
@@ -141,6 +141,10 @@ enum SignalOps {
         let n = x.shape[axis]
         let length = try scalarInt(ctx, 1) ?? (inverse && onesided ? 2 * (n - 1) : n)
         guard length > 0 else { throw ctx.fail("dft_length must be positive, got \(length)") }
+        var fullShape = x.shape
+        fullShape[axis] = length
+        fullShape[rank - 1] = 2
+        try ctx.checkedCount(fullShape, "the spectrum")
         let data = x.asDoubles()
         if inverse && onesided {
             // Rebuild the full Hermitian spectrum, then keep the real part of the inverse transform.
@@ -340,6 +344,7 @@ enum SignalOps {
         }
         let onesided = try ctx.int("onesided", 1) != 0
         let frames = 1 + (signalLength - frameLength) / step
+        try ctx.checkedCount([batch, frames, frameLength, channels], "the frames")
         let data = x.asDoubles()
         // Gather the windowed frames as [batch, frames, frameLength, channels].
         var framed = [Double](repeating: 0, count: batch * frames * frameLength * channels)
@@ -375,6 +380,7 @@ enum SignalOps {
     static func window(_ ctx: KernelContext, _ value: (Double, Double) -> Double) throws -> Tensor {
         guard let size = try scalarInt(ctx, 0), size >= 0 else { throw ctx.fail("size must be a non-negative scalar") }
         let periodic = try ctx.int("periodic", 1) != 0
+        try ctx.checkedCount([size])
         let denominator = Double(periodic ? size : size - 1)
         let values = (0..<size).map { value(Double($0), denominator) }
         return Tensor(dtype: try outputType(ctx), shape: [size], doubles: values)
@@ -396,12 +402,14 @@ enum SignalOps {
         }
         let lower = try scalarDouble(ctx, 3), upper = try scalarDouble(ctx, 4)
         let spectrogramBins = dftLength / 2 + 1
+        try ctx.checkedCount([spectrogramBins, melBins + 2])
         func toMel(_ hz: Double) -> Double { 2595 * log10(1 + hz / 700) }
         let lowMel = toMel(lower), highMel = toMel(upper)
         let step = (highMel - lowMel) / Double(melBins + 2)
         let edges: [Int] = (0..<(melBins + 2)).map { i in
             let hz = 700 * (pow(10, (Double(i) * step + lowMel) / 2595) - 1)
-            return Int((Double(dftLength + 1) * hz / Double(sampleRate)).rounded(.down))
+            // Edges outside the spectrogram fail in `set` below; clamping keeps their arithmetic in range.
+            return min(max(saturatingInt((Double(dftLength + 1) * hz / Double(sampleRate)).rounded(.down)), -1), spectrogramBins + 1)
         }
         var out = [Double](repeating: 0, count: spectrogramBins * melBins)
         func set(_ row: Int, _ column: Int, _ v: Double) throws {
@@ -444,7 +452,7 @@ enum SignalOps {
     /// A generator seeded from the `seed` attribute, or from the system's entropy when there is none.
     static func generator(_ ctx: KernelContext) throws -> SplitMix64 {
         if let seed = try ctx.float("seed"), !seed.isNaN {
-            return SplitMix64(state: UInt64(truncatingIfNeeded: Int64(Double(seed).rounded(.towardZero))) ^ 0x5EED)
+            return SplitMix64(state: UInt64(truncatingIfNeeded: saturatingInt(Double(seed))) ^ 0x5EED)
         }
         var system = SystemRandomNumberGenerator()
         return SplitMix64(state: system.next())
@@ -476,7 +484,7 @@ enum SignalOps {
         let dtype = try randomType(ctx, like: like)
         let low = Double(try ctx.float("low", 0)), high = Double(try ctx.float("high", 1))
         var rng = try generator(ctx)
-        let count = shape.reduce(1, *)
+        let count = try ctx.checkedCount(shape)
         let values = (0..<count).map { _ in low + (high - low) * rng.unit() }
         return Tensor(dtype: dtype, shape: shape, doubles: values)
     }
@@ -486,7 +494,7 @@ enum SignalOps {
         let dtype = try randomType(ctx, like: like)
         let mean = Double(try ctx.float("mean", 0)), scale = Double(try ctx.float("scale", 1))
         var rng = try generator(ctx)
-        let count = shape.reduce(1, *)
+        let count = try ctx.checkedCount(shape)
         var values = [Double](repeating: 0, count: count)
         var i = 0
         while i < count {
@@ -527,6 +535,7 @@ enum SignalOps {
             throw ctx.fail("dtype must be int32 or int64")
         }
         let batch = x.shape[0], classes = x.shape[1]
+        try ctx.checkedCount([batch, samples])
         let logits = x.asDoubles()
         var rng = try generator(ctx)
         var out = [Int64](repeating: 0, count: batch * samples)

@@ -163,7 +163,12 @@ enum TextOps {
             throw ctx.fail("pool_int64s or pool_strings is required")
         }
         let weights = (try ctx.floats("weights") ?? []).map(Double.init)
+        guard indexes.allSatisfy({ $0 >= 0 && $0 < maxTensorElements }) else {
+            throw ctx.fail("ngram_indexes must be non-negative output columns")
+        }
         let outputSize = (indexes.max() ?? -1) + 1
+        // No n-gram is longer than the pool has levels, and no gap wider than a row.
+        let longest = min(maxGram, counts.count)
 
         // Each n-gram of the pool, in order, gets the next id; its output column is ngram_indexes[id].
         var gramColumn: [[Token]: Int] = [:]
@@ -194,14 +199,16 @@ enum TextOps {
         guard x.rank <= 2 else { throw ctx.fail("input must have shape [C] or [B, C], got \(x.shape)") }
         let rows = x.rank == 2 ? x.shape[0] : 1
         let columns = x.rank == 0 ? 1 : x.shape.last!
+        try ctx.checkedCount([rows, outputSize])
+        let skip = min(maxSkip, columns)
         var frequency = [Double](repeating: 0, count: rows * outputSize)
-        if !gramColumn.isEmpty && columns > 0 {
+        if !gramColumn.isEmpty && columns > 0 && minGram <= longest {
             for r in 0..<rows {
                 let row = tokens[(r * columns)..<((r + 1) * columns)]
                 let base = row.startIndex
-                for size in minGram...maxGram {
+                for size in minGram...longest {
                     // Unigrams have no gaps to skip.
-                    let distances = size == 1 ? 1...1 : 1...(maxSkip + 1)
+                    let distances = size == 1 ? 1...1 : 1...(skip + 1)
                     for d in distances {
                         var start = 0
                         while start + (size - 1) * d < columns {
