@@ -268,7 +268,9 @@ extension Tensor {
                 return UInt64(exactly: v.rounded(.towardZero)) ?? .max
             })
         case .bool: self.init(shape: shape, values.map { $0 != 0 })
-        default: self.init(dtype: dtype, shape: shape, int64s: values.map(int64))
+        default:
+            precondition(dtype.isInteger, "a \(dtype) tensor cannot be made from numbers")
+            self.init(dtype: dtype, shape: shape, int64s: values.map(int64))
         }
     }
 
@@ -294,7 +296,11 @@ extension Tensor {
         case .uint4, .uint2:
             let mask = (Int64(1) << Int64(dtype.packedBits)) - 1
             self.init(dtype: dtype, shape: shape, bitPatterns: values.map { UInt8(truncatingIfNeeded: $0 & mask) })
-        default: self.init(dtype: dtype, shape: shape, doubles: values.map { Double($0) })
+        default:
+            // The floating-point formats; string and complex tensors have no integer values (and the doubles
+            // initializer would hand them back here).
+            precondition(dtype.isFloatingPoint, "a \(dtype) tensor cannot be made from integers")
+            self.init(dtype: dtype, shape: shape, doubles: values.map { Double($0) })
         }
     }
 
