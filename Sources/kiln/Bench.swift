@@ -87,37 +87,18 @@ struct Bench: ParsableCommand {
             print("model: \(model)")
             print("backend: \(session.backend.info.name)\(threads.map { ", \($0) threads" } ?? "")")
             print("load: \(Self.text(Self.ms(loadTime))) ms, first run: \(Self.text(Self.ms(firstRun))) ms")
-            if let recorder {
-                let total = recorder.steps.reduce(UInt64(0)) { $0 + $1.nanoseconds }
-                let perRun = Double(total) / Double(max(recorder.runCount, 1)) / 1e6
-                print("profile (\(recorder.runCount) runs, \(Self.text(perRun)) ms per run in steps; arena \(recorder.arena.bytes / 1024) KiB, \(recorder.arena.unshared / 1024) KiB without reuse):")
-                print("  by operation kind:")
-                for k in recorder.byKind {
-                    let ms = Double(k.nanoseconds) / Double(max(recorder.runCount, 1)) / 1e6
-                    print("    \(Self.pad(Self.text(ms), 9)) ms  \(Self.pad(Self.text(100 * Double(k.nanoseconds) / Double(max(total, 1))), 6))%  \(k.calls / max(recorder.runCount, 1))×  \(k.kind)")
-                }
-                print("  by step:")
-                for s in recorder.steps {
-                    let ms = Double(s.nanoseconds) / Double(max(s.calls, 1)) / 1e6
-                    print("    \(Self.pad(Self.text(ms), 9)) ms  \(s.kind)  [\(s.label.count > 60 ? String(s.label.prefix(57)) + "…" : s.label)]")
-                }
-                if let trace {
-                    try FileSystem.writeAtomically(Array(recorder.chromeTrace().utf8), to: trace)
-                    print("trace written to \(trace)")
-                }
-            }
+            if let recorder { try ProfileReport.report(recorder, trace: trace) }
             print("runs_ms: " + times.map { Self.text($0) }.joined(separator: " "))
             print("median_ms: \(Self.text(median)) p90_ms: \(Self.text(p90))")
         }
     }
 
+    /// `d` in milliseconds.
     static func ms(_ d: Duration) -> Double {
         let (s, atto) = d.components
         return Double(s) * 1e3 + Double(atto) / 1e15
     }
 
     /// A number with 4 significant digits.
-    static func text(_ v: Double) -> String { OutputSummary.number(v, digits: 4) }
-
-    static func pad(_ s: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - s.count)) + s }
+    static func text(_ v: Double) -> String { ProfileReport.text(v) }
 }

@@ -6,7 +6,8 @@ import Glibc
 #endif
 
 /// `kiln run MODEL --input NAME=FILE.npy …`: runs a model once on NumPy inputs, prints a summary of
-/// each output and optionally writes the outputs as `.npy` files.
+/// each output and optionally writes the outputs as `.npy` files; `--profile` adds kiln.cpu's per-step
+/// times of the run and `--trace FILE` writes them as Chrome-trace JSON.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a model on .npy inputs.",
@@ -15,6 +16,12 @@ struct Run: ParsableCommand {
             --output-dir, each tensor output is written to DIR/NAME.npy, where NAME is the output's name \
             with every character other than A-Z a-z 0-9 . _ - replaced by '_'. Exits with status 1 when \
             the model or an input is wrong.
+
+            With --profile, the time of each operation kind and of each step (a fused operation, with the \
+            nodes it comes from) of the run follows the outputs; --trace FILE also writes every step as \
+            Chrome-trace JSON (chrome://tracing, Perfetto). Profiles come from kiln.cpu: --backend kiln.cpu, \
+            an artifact compiled for it, or kiln.cpu among --backends (other partitions are not timed); on \
+            any other backend --profile is an error.
             """
     )
 
@@ -36,6 +43,12 @@ struct Run: ParsableCommand {
     @Option(help: "The backend to run on (default kiln.reference; an artifact runs on the backend it was compiled for).")
     var backend: String?
 
+    @Flag(help: "Print the time of each operation kind and step of the run (kiln.cpu only).")
+    var profile = false
+
+    @Option(help: ArgumentHelp("Write the run's steps as Chrome-trace JSON to FILE (kiln.cpu only; implies --profile).", valueName: "file"))
+    var trace: String?
+
     @OptionGroup(title: "Partitioning (a model split among backends, as kiln compile does)")
     var partitioning: PartitionFlags
 
@@ -49,7 +62,9 @@ struct Run: ParsableCommand {
             defer { flushOutput() }
             let clock = ContinuousClock()
             let loadStart = clock.now
-            let session = try loadSession()
+            let recorder = profile || trace != nil ? CPUProfile() : nil
+            let session = try loadSession(profile: recorder)
+            let untimed = try recorder.map { try untimedPartitions(of: session, profile: $0) } ?? []
             let loadTime = clock.now - loadStart
             var feeds = try readInputs(session)
             if random {
@@ -89,17 +104,38 @@ struct Run: ParsableCommand {
                 print("  written to \(path)\(note.map { " (\($0))" } ?? "")")
             }
             print("time: load \(milliseconds(loadTime)), first run \(milliseconds(runTime))")
+            if let recorder {
+                try ProfileReport.report(recorder, trace: trace)
+                if !untimed.isEmpty { print("  (not timed: \(untimed.joined(separator: ", ")))") }
+            }
         }
     }
 
     /// The model or artifact, prepared on `--backend`, or split among `--backends` like `kiln compile` does.
-    func loadSession() throws -> Session {
-        guard partitioning.requested else { return try Kiln.load(path: model, backend: backend) }
+    /// With `recorder`, kiln.cpu records the time of every step into it; a model prepared on one other
+    /// backend is refused before it is imported.
+    func loadSession(profile recorder: CPUProfile?) throws -> Session {
+        let registry = try recorder.map(Self.registry(profiling:)) ?? Kiln.backends
+        guard partitioning.requested else {
+            guard recorder != nil else { return try Kiln.load(path: model, backend: backend) }
+            if try Kiln.isArtifact(path: model) {
+                let session = try Session(artifactPath: model, backends: registry)
+                if let backend, backend != session.backend.info.name {
+                    throw KilnError(.invalidArgument, "\(model) was compiled for backend \(session.backend.info.name); to run it on \(backend), compile the model again with --backend \(backend)")
+                }
+                return session
+            }
+            let name = backend ?? "kiln.reference"
+            guard name == "kiln.cpu" else {
+                throw KilnError(.invalidArgument, "--profile times the steps of backend kiln.cpu, but this run uses backend \(name)\(backend == nil ? " (the default)" : ""): run with --backend kiln.cpu to profile")
+            }
+            return try Session(model: Kiln.importONNX(path: model), backend: Kiln.backend(named: name, threads: nil, profile: recorder))
+        }
         if backend != nil { throw KilnError(.invalidArgument, "--backend and --backends cannot be combined (give the one backend as --backends NAME)") }
         if try Kiln.isArtifact(path: model) {
             throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the partitioning options apply to models)")
         }
-        let partitioner = try Partitioner(selecting: partitioning.selectedBackends() ?? ["kiln.reference"], registry: Kiln.backends,
+        let partitioner = try Partitioner(selecting: partitioning.selectedBackends() ?? ["kiln.reference"], registry: registry,
                                           options: partitioning.options())
         let session = try Session(model: Kiln.importONNX(path: model), partitioner: partitioner)
         for warning in session.partitionReport.warnings { printError("warning: \(warning)") }
@@ -108,6 +144,34 @@ struct Run: ParsableCommand {
             print("partitions: " + stages.joined(separator: " → "))
         }
         return session
+    }
+
+    /// `Kiln.backends` with kiln.cpu replaced by a kiln.cpu (same threads and target) that records into `recorder`.
+    static func registry(profiling recorder: CPUProfile) throws -> BackendRegistry {
+        let registry = BackendRegistry()
+        for backend in Kiln.backends.all {
+            if let cpu = backend as? CPUBackend {
+                registry.register(try CPUBackend(threads: cpu.threads, target: cpu.target.rawValue, profile: recorder))
+            } else {
+                registry.register(backend)
+            }
+        }
+        return registry
+    }
+
+    /// The partitions of `session` whose steps `recorder` does not time (`backend (N nodes)`): those not on
+    /// kiln.cpu. When no partition is timed, `--profile` is refused with an error naming the backends.
+    func untimedPartitions(of session: Session, profile recorder: CPUProfile) throws -> [String] {
+        let timed = { (p: Partition) in (p.backend as? CPUBackend)?.profile === recorder }
+        guard session.partitions.contains(where: timed) else {
+            let names = session.backends.map(\.info.name).joined(separator: ", ")
+            let hint = session.artifact != nil ? "compile the model with --backend kiln.cpu to profile it"
+                : "add kiln.cpu to --backends to profile it"
+            throw KilnError(.invalidArgument, "--profile times the steps of backend kiln.cpu, but \(model) runs on backend \(names): \(hint)")
+        }
+        return session.partitions.filter { !timed($0) }.map {
+            "\($0.backend.info.name) (\($0.nodes.count) node\($0.nodes.count == 1 ? "" : "s"))"
+        }
     }
 
     /// The tensors named by `--input`, checked against the model's inputs by the session when it runs.
