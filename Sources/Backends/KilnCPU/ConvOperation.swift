@@ -89,8 +89,22 @@ struct Window {
 }
 
 /// Conv, with BatchNormalization folded into its weights, and bias, residual Add and activation fused
-/// into the kernel's epilogue. Depthwise convolutions (groups = in = out channels) use the depthwise kernel.
-final class ConvOperation: Operation {
+/// into the kernel's epilogue. Dense and depthwise convolutions run in the blocked layout (NCHW16c):
+/// their outputs stay blocked for the convolutions and pools that follow, and the plan builder reorders
+/// to NCHW only where another operation reads them. Other grouped convolutions run in NCHW as implicit
+/// GEMMs.
+final class ConvOperation: LayoutAware {
+    /// How a convolution runs.
+    enum Method: Equatable {
+        /// Direct convolution into the blocked layout (groups = 1); `blockedInput` when it reads the
+        /// input blocked (16 or more input channels) rather than NCHW (e.g. a 3-channel image).
+        case blocked(blockedInput: Bool)
+        /// Depthwise convolution, blocked in and out.
+        case depthwise
+        /// Implicit GEMM over NCHW (other grouped convolutions).
+        case nchw
+    }
+
     let kind: String
     let label: String
     let x: Int
@@ -104,14 +118,15 @@ final class ConvOperation: Operation {
     let group: Int
     let outChannels: Int
     let inChannelsPerGroup: Int
-    let depthwise: Bool
-    /// The weight packed by kiln_conv2d_pack_weight (or [C][KH][KW] for depthwise), when constant.
+    let method: Method
+    /// The weight packed for `method`, when constant.
     let packedWeight: FloatBuffer?
     let bias: FloatBuffer?
     let activation: Activation
 
     var inputs: [Int] { [x, weightValue, biasValue, residual] }
     var outputs: [Int] { [output] }
+    var imageValues: [Int] { method == .nchw ? [] : [x, residual, output] }
 
     init(kind: String, label: String, x: Int, weightShape: [Int], weight: [Float]?, weightValue: Int, bias: [Float]?,
          biasValue: Int, residual: Int, output: Int, window: Window, group: Int, activation: Activation) {
@@ -127,21 +142,45 @@ final class ConvOperation: Operation {
         self.activation = activation
         outChannels = weightShape[0]
         inChannelsPerGroup = weightShape[1]
-        depthwise = group > 1 && inChannelsPerGroup == 1 && outChannels == group
-        self.bias = bias.map(FloatBuffer.init)
-        if let weight {
-            if depthwise {
-                packedWeight = FloatBuffer(weight)
-            } else {
-                var (p, _) = window.params(channels: inChannelsPerGroup * group, outChannels: outChannels,
-                                           input: window.kernel.map { _ in 1 }, groups: group)
-                let buffer = FloatBuffer(count: kiln_conv2d_pack_weight_size(&p))
-                weight.withUnsafeBufferPointer { kiln_conv2d_pack_weight(&p, $0.baseAddress!, buffer.pointer) }
-                packedWeight = buffer
-            }
+        let method: Method
+        if group == 1 {
+            method = .blocked(blockedInput: weightShape[1] >= Int(KILN_BLOCK))
+        } else if weightShape[1] == 1 && weightShape[0] == group {
+            method = .depthwise
         } else {
-            packedWeight = nil
+            method = .nchw
         }
+        self.method = method
+        self.bias = bias.map(FloatBuffer.init)
+        packedWeight = weight.map { weight in
+            var (p, _) = window.params(channels: weightShape[1] * group, outChannels: weightShape[0],
+                                       input: window.kernel.map { _ in 1 }, groups: group)
+            return Self.pack(weight, params: &p, method: method)
+        }
+    }
+
+    /// `weight` (OIHW) packed for `method`.
+    private static func pack(_ weight: UnsafePointer<Float>, params p: inout kiln_conv2d_params, method: Method, into buffer: UnsafeMutablePointer<Float>) {
+        switch method {
+        case .blocked(let blockedInput): kiln_conv2d_blocked_pack_weight(&p, blockedInput ? 1 : 0, weight, buffer)
+        case .depthwise: kiln_depthwise_blocked_pack_weight(&p, weight, buffer)
+        case .nchw: kiln_conv2d_pack_weight(&p, weight, buffer)
+        }
+    }
+
+    /// Floats of `method`'s packed weight.
+    private static func packedSize(_ p: inout kiln_conv2d_params, method: Method) -> Int {
+        switch method {
+        case .blocked(let blockedInput): kiln_conv2d_blocked_pack_weight_size(&p, blockedInput ? 1 : 0)
+        case .depthwise: kiln_depthwise_blocked_pack_weight_size(&p)
+        case .nchw: kiln_conv2d_pack_weight_size(&p)
+        }
+    }
+
+    private static func pack(_ weight: [Float], params p: inout kiln_conv2d_params, method: Method) -> FloatBuffer {
+        let buffer = FloatBuffer(count: packedSize(&p, method: method))
+        weight.withUnsafeBufferPointer { pack($0.baseAddress!, params: &p, method: method, into: buffer.pointer) }
+        return buffer
     }
 
     func plan(_ b: PlanBuilder) throws {
@@ -157,18 +196,13 @@ final class ConvOperation: Operation {
         }
         var (p, outSpatial) = window.params(channels: channels, outChannels: outChannels, input: Array(xs[2...]), groups: group)
         let outShape = [batch, outChannels] + outSpatial
-        let inImage = channels * p.in_height * p.in_width
-        let pixels = p.out_height * p.out_width
-        let outImage = outChannels * pixels
 
         var residualFused = -1
         if residual >= 0 {
             try b.requireFloat(residual)
             if try b.shape(residual) == outShape { residualFused = residual }
         }
-        // The output never shares the residual's buffer: measured, the kernels' tiled accumulation
-        // overwrites residual values before the epilogue reads them.
-        b.define(output, shape: outShape)
+        if method == .nchw { b.define(output, shape: outShape) } else { try b.defineBlocked(output, shape: outShape) }
         if outShape.reduce(1, *) == 0 { return }
 
         // Weights that are not constant are packed on every run.
@@ -180,74 +214,146 @@ final class ConvOperation: Operation {
                   Array(ws[2...]) == window.kernel else {
                 throw b.invalid("weight shape \(ws) changed from the one the graph declares")
             }
-            if !depthwise {
-                let size = kiln_conv2d_pack_weight_size(&p)
-                weightScratch = b.scratch(bytes: size * 4)
-                let w = weightValue, scratch = weightScratch
-                let params = p
-                b.step("\(kind)/pack") { frame in
-                    var q = params
-                    kiln_conv2d_pack_weight(&q, frame.f(w), frame.scratch(scratch).assumingMemoryBound(to: Float.self))
-                }
+            weightScratch = b.scratch(bytes: Self.packedSize(&p, method: method) * 4)
+            let (w, scratch, params, method) = (weightValue, weightScratch, p, self.method)
+            b.step("\(kind)/pack") { frame in
+                var q = params
+                Self.pack(frame.f(w), params: &q, method: method, into: frame.scratch(scratch).assumingMemoryBound(to: Float.self))
             }
         }
         if biasValue >= 0 {
             try b.requireFloat(biasValue)
             guard try b.shape(biasValue).reduce(1, *) == outChannels else { throw b.invalid("bias must have \(outChannels) elements") }
         }
-
-        let (x, output, residual, weightValue, biasValue) = (self.x, self.output, residualFused, self.weightValue, self.biasValue)
-        let packed = packedWeight, bias = self.bias, activation = self.activation, params = p
-        let threads = b.threads
-        // Work units: (image, range of pixels or channels).
-        var units: [(image: Int, range: Range<Int>, byChannel: Bool)] = []
-        if depthwise {
-            let parts = threads == 1 ? 1 : threads * 2
-            for n in 0..<batch { for r in splitRange(outChannels, parts: parts) { units.append((n, r, true)) } }
-        } else if threads > 1 && group == 1 && pixels < 64 * threads && outChannels >= 12 * threads {
-            for n in 0..<batch {
-                for r in splitRange(outChannels, parts: threads * 2, granule: Int(KILN_SGEMM_MR)) { units.append((n, r, true)) }
-            }
-        } else {
-            let parts = threads == 1 ? 1 : (batch >= threads ? 1 : threads * 2)
-            for n in 0..<batch { for r in splitRange(pixels, parts: parts, granule: 16) { units.append((n, r, false)) } }
-        }
-        let kSize = inChannelsPerGroup * params.kernel_h * params.kernel_w
-        let isDepthwise = depthwise
-        let postActivation = residual < 0 && self.residual >= 0
-        b.step { frame in
-            let xp = frame.f(x), yp = frame.f(output)
-            let wp: UnsafePointer<Float> = packed.map { UnsafePointer($0.pointer) }
-                ?? (weightScratch >= 0 ? UnsafePointer(frame.scratch(weightScratch).assumingMemoryBound(to: Float.self)) : UnsafePointer(frame.f(weightValue)))
-            let bp: UnsafePointer<Float>? = bias.map { UnsafePointer($0.pointer) } ?? (biasValue >= 0 ? UnsafePointer(frame.f(biasValue)) : nil)
-            let rp: UnsafePointer<Float>? = residual >= 0 ? UnsafePointer(frame.f(residual)) : nil
-            let act = postActivation ? Activation.none : activation
-            frame.pool.parallelFor(units.count) { u in
-                let unit = units[u]
-                var q = params
-                let input = xp + unit.image * inImage
-                let out = yp + unit.image * outImage
-                let res = rp.map { $0 + unit.image * outImage }
-                if isDepthwise {
-                    var e = makeEpilogue(bias: bp, residual: res, ldr: pixels, activation: act)
-                    kiln_depthwise_conv2d_nchw(&q, input, wp, out, unit.range.lowerBound, unit.range.upperBound, &e)
-                } else if unit.byChannel {
-                    let c0 = unit.range.lowerBound
-                    q.out_channels = unit.range.count
-                    var e = makeEpilogue(bias: bp.map { $0 + c0 }, residual: res.map { $0 + c0 * pixels }, ldr: pixels, activation: act)
-                    kiln_conv2d_nchw(&q, input, wp + c0 * kSize, out + c0 * pixels, 0, pixels, &e)
-                } else {
-                    var e = makeEpilogue(bias: bp, residual: res, ldr: pixels, activation: act)
-                    kiln_conv2d_nchw(&q, input, wp, out, unit.range.lowerBound, unit.range.upperBound, &e)
-                }
-            }
+        let weights = WeightSource(packed: packedWeight, scratch: weightScratch, bias: bias, biasValue: biasValue)
+        let postActivation = residualFused < 0 && residual >= 0
+        let act = postActivation ? Activation.none : activation
+        switch method {
+        case .blocked(let blockedInput):
+            try planBlocked(b, p: p, batch: batch, blockedInput: blockedInput, residual: residualFused, weights: weights, activation: act)
+        case .depthwise:
+            try planDepthwise(b, p: p, batch: batch, residual: residualFused, weights: weights, activation: act)
+        case .nchw:
+            try planNCHW(b, p: p, batch: batch, residual: residualFused, weights: weights, activation: act)
         }
         // A residual that does not match the output's shape is added with broadcasting afterwards.
         if postActivation {
+            try b.requirePlain(output)
+            try b.requirePlain(residual)
             try Broadcasting.planBinary(b, op: KILN_BINARY_ADD, a: output, b: self.residual, output: output, kind: "\(kind)/add")
             if activation.kind != .none {
-                let count = outShape.reduce(1, *)
+                let count = outShape.reduce(1, *), output = self.output, activation = self.activation
                 b.step("\(kind)/activation") { frame in activation.apply(frame.f(output), frame.f(output), count: count) }
+            }
+        }
+    }
+
+    /// Where a step finds the packed weight and the bias.
+    private struct WeightSource {
+        let packed: FloatBuffer?
+        let scratch: Int
+        let bias: FloatBuffer?
+        let biasValue: Int
+
+        func weight(_ frame: Frame) -> UnsafePointer<Float> {
+            if let packed { return UnsafePointer(packed.pointer) }
+            return UnsafePointer(frame.scratch(scratch).assumingMemoryBound(to: Float.self))
+        }
+
+        func biasPointer(_ frame: Frame) -> UnsafePointer<Float>? {
+            bias.map { UnsafePointer($0.pointer) } ?? (biasValue >= 0 ? UnsafePointer(frame.f(biasValue)) : nil)
+        }
+    }
+
+    /// Floats of one image of `shape` ([N, C, spatial…]) in the blocked layout.
+    private static func blockedImage(_ channels: Int, _ pixels: Int) -> Int {
+        Int(kiln_blocked_channels(channels)) * pixels
+    }
+
+    private func planBlocked(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, blockedInput: Bool, residual: Int,
+                             weights: WeightSource, activation: Activation) throws {
+        var p = p
+        let ib: Int32 = blockedInput ? 1 : 0
+        let source: Int
+        if blockedInput { source = try b.requireBlocked(x) } else { try b.requirePlain(x); source = x }
+        let residualTwin = residual >= 0 ? try b.requireBlocked(residual) : -1
+        let outTwin = b.blockedForm(output)!
+        let pixels = p.out_height * p.out_width, inPixels = p.in_height * p.in_width
+        let inImage = blockedInput ? Self.blockedImage(p.in_channels, inPixels) : p.in_channels * inPixels
+        let outImage = Self.blockedImage(p.out_channels, pixels)
+        let direct = kiln_conv2d_blocked_reads_input_directly(&p) != 0
+        let padScratch = direct ? -1 : b.scratch(bytes: kiln_conv2d_blocked_padded_size(&p, ib) * 4)
+        let threads = b.threads
+        let padParts = splitRange(kiln_conv2d_blocked_pad_units(&p, ib), parts: threads == 1 ? 1 : threads * 2)
+        let workParts = splitRange(kiln_conv2d_blocked_work(&p), parts: threads == 1 ? 1 : threads * 4)
+        let params = p
+        b.step { frame in
+            let xp = frame.f(source), yp = frame.f(outTwin), w = weights.weight(frame), bias = weights.biasPointer(frame)
+            let rp: UnsafePointer<Float>? = residualTwin >= 0 ? UnsafePointer(frame.f(residualTwin)) : nil
+            let padded = padScratch >= 0 ? frame.scratch(padScratch).assumingMemoryBound(to: Float.self) : nil
+            for n in 0..<batch {
+                let input = UnsafePointer(xp + n * inImage)
+                var src = input
+                if let padded {
+                    frame.pool.parallelFor(padParts.count) { i in
+                        var q = params
+                        kiln_conv2d_blocked_pad_input(&q, ib, input, padded, padParts[i].lowerBound, padParts[i].upperBound)
+                    }
+                    src = UnsafePointer(padded)
+                }
+                let out = yp + n * outImage
+                let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
+                frame.pool.parallelFor(workParts.count) { i in
+                    var q = params, ep = e
+                    kiln_conv2d_blocked(&q, ib, src, w, out, workParts[i].lowerBound, workParts[i].upperBound, &ep)
+                }
+            }
+        }
+    }
+
+    private func planDepthwise(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, residual: Int,
+                               weights: WeightSource, activation: Activation) throws {
+        let source = try b.requireBlocked(x)
+        let residualTwin = residual >= 0 ? try b.requireBlocked(residual) : -1
+        let outTwin = b.blockedForm(output)!
+        let pixels = p.out_height * p.out_width, inPixels = p.in_height * p.in_width
+        let inImage = Self.blockedImage(p.in_channels, inPixels), outImage = Self.blockedImage(p.out_channels, pixels)
+        let blocks = Int(kiln_blocked_channels(p.in_channels)) / Int(KILN_BLOCK)
+        let parts = splitRange(blocks, parts: b.threads == 1 ? 1 : b.threads * 4)
+        let params = p
+        b.step { frame in
+            let xp = frame.f(source), yp = frame.f(outTwin), w = weights.weight(frame), bias = weights.biasPointer(frame)
+            let rp: UnsafePointer<Float>? = residualTwin >= 0 ? UnsafePointer(frame.f(residualTwin)) : nil
+            for n in 0..<batch {
+                let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
+                frame.pool.parallelFor(parts.count) { i in
+                    var q = params, ep = e
+                    kiln_depthwise_conv2d_blocked(&q, xp + n * inImage, w, yp + n * outImage, parts[i].lowerBound, parts[i].upperBound, &ep)
+                }
+            }
+        }
+    }
+
+    private func planNCHW(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, residual: Int, weights: WeightSource,
+                          activation: Activation) throws {
+        try b.requirePlain(x)
+        try b.requirePlain(residual)
+        let pixels = p.out_height * p.out_width
+        let inImage = p.in_channels * p.in_height * p.in_width, outImage = outChannels * pixels
+        let threads = b.threads
+        // Work units: (image, range of pixels).
+        var units: [(image: Int, range: Range<Int>)] = []
+        let parts = threads == 1 ? 1 : (batch >= threads ? 1 : threads * 2)
+        for n in 0..<batch { for r in splitRange(pixels, parts: parts, granule: 16) { units.append((n, r)) } }
+        let (x, output, params) = (self.x, self.output, p)
+        b.step { frame in
+            let xp = frame.f(x), yp = frame.f(output), w = weights.weight(frame), bias = weights.biasPointer(frame)
+            let rp: UnsafePointer<Float>? = residual >= 0 ? UnsafePointer(frame.f(residual)) : nil
+            frame.pool.parallelFor(units.count) { u in
+                let unit = units[u]
+                var q = params
+                var e = makeEpilogue(bias: bias, residual: rp.map { $0 + unit.image * outImage }, ldr: pixels, activation: activation)
+                kiln_conv2d_nchw(&q, xp + unit.image * inImage, w, yp + unit.image * outImage, unit.range.lowerBound, unit.range.upperBound, &e)
             }
         }
     }

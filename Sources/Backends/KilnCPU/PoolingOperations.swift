@@ -1,8 +1,9 @@
 import CKilnKernels
 import KilnIR
 
-/// MaxPool and AveragePool over 1-D or 2-D windows (NCHW).
-final class PoolOperation: Operation {
+/// MaxPool and AveragePool over 1-D or 2-D windows: in the blocked layout (NCHW16c) when the input has
+/// it (the output of a convolution), else in NCHW.
+final class PoolOperation: LayoutAware {
     let kind: String
     let label: String
     let x: Int
@@ -13,6 +14,7 @@ final class PoolOperation: Operation {
 
     var inputs: [Int] { [x] }
     var outputs: [Int] { [output] }
+    var imageValues: [Int] { [x, output] }
 
     init(node: Node, x: Int, output: Int) throws {
         kind = node.op.name
@@ -34,13 +36,37 @@ final class PoolOperation: Operation {
         guard xs.count == 2 + r, r <= 2 else { throw b.unsupported("input \(xs) with a \(r)-D window (kiln.cpu pools 1-D and 2-D)") }
         let (p, outSpatial) = window.params(channels: xs[1], outChannels: xs[1], input: Array(xs[2...]), groups: 1)
         let outShape = [xs[0], xs[1]] + outSpatial
-        b.define(output, shape: outShape)
-        let planes = xs[0] * xs[1]
-        if outShape.reduce(1, *) == 0 { return }
         let inPlane = p.in_height * p.in_width, outPlane = p.out_height * p.out_width
         // Average pooling divides by the taps inside the declared padding (not the ceil-mode overhang).
         let ends = window.resolve(Array(xs[2...])).end
         let padBottom = r == 1 ? 0 : ends[0], padRight = r == 1 ? ends[0] : ends[1]
+        if let source = b.blockedForm(x) {
+            let target = try b.defineBlocked(output, shape: outShape)
+            if outShape.reduce(1, *) == 0 { return }
+            let blocks = Int(kiln_blocked_channels(xs[1])) / Int(KILN_BLOCK)
+            let inImage = blocks * Int(KILN_BLOCK) * inPlane, outImage = blocks * Int(KILN_BLOCK) * outPlane
+            let parts = splitRange(blocks, parts: b.threads == 1 ? 1 : b.threads * 4)
+            let (batch, isMax, includePad) = (xs[0], self.isMax, self.countIncludePad)
+            b.step { frame in
+                let xp = frame.f(source), yp = frame.f(target)
+                for n in 0..<batch {
+                    frame.pool.parallelFor(parts.count) { i in
+                        var q = p
+                        let (src, dst) = (xp + n * inImage, yp + n * outImage)
+                        let (c0, c1) = (parts[i].lowerBound, parts[i].upperBound)
+                        if isMax {
+                            kiln_maxpool2d_blocked(&q, src, dst, c0, c1)
+                        } else {
+                            kiln_avgpool2d_blocked(&q, includePad ? 1 : 0, padBottom, padRight, src, dst, c0, c1)
+                        }
+                    }
+                }
+            }
+            return
+        }
+        b.define(output, shape: outShape)
+        let planes = xs[0] * xs[1]
+        if outShape.reduce(1, *) == 0 { return }
         let parts = splitRange(planes, parts: b.threads == 1 ? 1 : b.threads * 2)
         let (x, output, isMax, includePad) = (self.x, self.output, self.isMax, self.countIncludePad)
         b.step { frame in
@@ -60,8 +86,9 @@ final class PoolOperation: Operation {
     }
 }
 
-/// GlobalAveragePool and GlobalMaxPool: one value per channel plane.
-final class GlobalPoolOperation: Operation {
+/// GlobalAveragePool and GlobalMaxPool: one value per channel plane, read from the blocked layout when
+/// the input has it; the output is NCHW.
+final class GlobalPoolOperation: LayoutAware {
     let kind: String
     let label: String
     let x: Int
@@ -79,6 +106,8 @@ final class GlobalPoolOperation: Operation {
         isMax = node.op.name == "GlobalMaxPool"
     }
 
+    var imageValues: [Int] { [x] }
+
     func plan(_ b: PlanBuilder) throws {
         try b.requireFloat(x)
         let xs = try b.shape(x)
@@ -88,6 +117,15 @@ final class GlobalPoolOperation: Operation {
         let planes = xs[0] * xs[1], plane = xs[2...].reduce(1, *)
         if planes == 0 { return }
         if plane == 0 { throw b.invalid("pooling over an empty plane") }
+        if let source = b.blockedForm(x) {
+            let (batch, channels, output, isMax) = (xs[0], xs[1], self.output, self.isMax)
+            let inImage = Int(kiln_blocked_channels(channels)) * plane
+            b.step { frame in
+                let xp = frame.f(source), yp = frame.f(output)
+                for n in 0..<batch { kiln_global_pool_blocked(channels, plane, isMax ? 1 : 0, xp + n * inImage, yp + n * channels) }
+            }
+            return
+        }
         let parts = splitRange(planes, parts: b.threads == 1 || planes * plane < 65_536 ? 1 : b.threads)
         let (x, output, isMax) = (self.x, self.output, self.isMax)
         b.step { frame in

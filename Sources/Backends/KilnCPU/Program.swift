@@ -1,3 +1,4 @@
+import CKilnKernels
 import KilnIR
 
 /// An operation of a lowered program: one graph node, or several fused into one.
@@ -12,6 +13,15 @@ protocol Operation: AnyObject {
     var outputs: [Int] { get }
     /// Resolves output shapes for the input shapes in `builder`, defines the outputs and adds steps.
     func plan(_ builder: PlanBuilder) throws
+}
+
+/// An operation that reads and writes image values (rank ≥ 3, NCHW…) in either the plain or the blocked
+/// (NCHW16c) layout. The plan builder gives every other operation the plain form of its inputs; a
+/// layout-aware one chooses with `PlanBuilder.blockedForm`, `requireBlocked`, `requirePlain` and
+/// `defineBlocked`.
+protocol LayoutAware: Operation {
+    /// The image values (inputs and outputs) that may have a blocked form.
+    var imageValues: [Int] { get }
 }
 
 /// A graph lowered for `kiln.cpu`: values by id, constants, and fused operations in execution order.
@@ -29,6 +39,10 @@ final class Program: @unchecked Sendable {
     var operations: [any Operation] = []
     /// For each value id, the index of the last operation that reads it; `Int.max` for graph outputs.
     private(set) var lastUse: [Int] = []
+    /// The blocked-layout (NCHW16c) twin of each image value a `LayoutAware` operation reads or writes:
+    /// the id under which the value is stored blocked, while the original id names its plain NCHW form.
+    /// A plan defines either form or both (see `PlanBuilder.defineBlocked`).
+    private(set) var blockedTwin: [Int: Int] = [:]
 
     /// The id of value `name` (created on first use); -1 for `""` (an omitted optional value).
     func id(_ name: String) -> Int {
@@ -53,13 +67,18 @@ final class Program: @unchecked Sendable {
     /// Number of value ids.
     var valueCount: Int { names.count }
 
-    /// Computes `lastUse` once the operations are final.
+    /// Creates the blocked twins and computes `lastUse` once the operations are final. A twin lives as
+    /// long as its value.
     func finish() {
+        for case let op as any LayoutAware in operations {
+            for v in op.imageValues where v >= 0 && blockedTwin[v] == nil { blockedTwin[v] = fresh("\(names[v])#nchw16c") }
+        }
         lastUse = Array(repeating: -1, count: names.count)
         for (index, op) in operations.enumerated() {
             for v in op.inputs where v >= 0 { lastUse[v] = index }
         }
         for v in outputs { lastUse[v] = Int.max }
+        for (v, twin) in blockedTwin { lastUse[twin] = lastUse[v] }
     }
 }
 
@@ -227,6 +246,69 @@ final class PlanBuilder {
         steps.append(Step(kind: kind ?? current?.kind ?? "?", label: current?.label ?? "", body: body))
     }
 
+    // MARK: the blocked layout
+
+    /// Whether value `id` is stored in its plain form (its own id has storage).
+    func hasPlain(_ id: Int) -> Bool {
+        guard id >= 0 else { return false }
+        if case .none = storage[id] { return false }
+        return true
+    }
+
+    /// The blocked twin of `id` when the plan has defined it.
+    func blockedForm(_ id: Int) -> Int? {
+        guard id >= 0, let twin = program.blockedTwin[id] else { return nil }
+        if case .none = storage[twin] { return nil }
+        return twin
+    }
+
+    /// Defines value `id` (logical shape `shape`, float32) in the blocked layout only: its twin gets an
+    /// arena buffer of shape [N, ceil(C/16), spatial…, 16]; the plain form is made on demand.
+    /// Returns the twin's id.
+    @discardableResult
+    func defineBlocked(_ id: Int, shape: [Int]) throws -> Int {
+        guard let twin = program.blockedTwin[id], shape.count >= 3 else {
+            throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no blocked form")
+        }
+        shapes[id] = shape
+        dtypes[id] = .float32
+        let blocked = [shape[0], (shape[1] + Int(KILN_BLOCK) - 1) / Int(KILN_BLOCK)] + Array(shape[2...]) + [Int(KILN_BLOCK)]
+        define(twin, shape: blocked)
+        return twin
+    }
+
+    /// The blocked twin of `id`, adding a reorder step from the plain form when the plan has only that.
+    func requireBlocked(_ id: Int) throws -> Int {
+        if let twin = blockedForm(id) { return twin }
+        let shape = try shape(id)
+        guard let twin = program.blockedTwin[id], shape.count >= 3 else {
+            throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no blocked form")
+        }
+        try requireFloat(id)
+        let blocked = [shape[0], (shape[1] + Int(KILN_BLOCK) - 1) / Int(KILN_BLOCK)] + Array(shape[2...]) + [Int(KILN_BLOCK)]
+        define(twin, shape: blocked)
+        let (n, c, hw) = (shape[0], shape[1], shape[2...].reduce(1, *))
+        let image = c * hw, blockedImage = blocked[1...].reduce(1, *)
+        step("Reorder") { frame in
+            let src = frame.f(id), dst = frame.f(twin)
+            for i in 0..<n { kiln_reorder_to_blocked(c, hw, src + i * image, dst + i * blockedImage) }
+        }
+        return twin
+    }
+
+    /// Makes the plain form of `id` exist, adding a reorder step from its blocked twin when needed.
+    func requirePlain(_ id: Int) throws {
+        guard id >= 0, !hasPlain(id), let twin = blockedForm(id), let shape = shapes[id] else { return }
+        let blocked = try self.shape(twin)
+        define(id, shape: shape)
+        let (n, c, hw) = (shape[0], shape[1], shape[2...].reduce(1, *))
+        let image = c * hw, blockedImage = blocked[1...].reduce(1, *)
+        step("Reorder") { frame in
+            let src = frame.f(twin), dst = frame.f(id)
+            for i in 0..<n { kiln_reorder_from_blocked(c, hw, src + i * blockedImage, dst + i * image) }
+        }
+    }
+
     // MARK: building
 
     /// Plans every operation and lays out the arena.
@@ -234,9 +316,13 @@ final class PlanBuilder {
         for (index, op) in program.operations.enumerated() {
             operationIndex = index
             current = op
+            // Operations that read only plain NCHW get it from the blocked form first.
+            if !(op is any LayoutAware) { for v in op.inputs { try requirePlain(v) } }
             try op.plan(self)
             operationEndStep.append(steps.count)
         }
+        operationIndex = program.operations.count
+        for v in program.outputs { try requirePlain(v) }
         current = nil
         // Lifetimes in steps: from the step that first writes a buffer to the last step that reads it.
         var requests: [MemoryPlan.Request] = []

@@ -172,6 +172,104 @@ void kiln_im2col_nchw(const kiln_conv2d_params *p, const float *input, size_t gr
 void kiln_depthwise_conv2d_nchw(const kiln_conv2d_params *p, const float *input, const float *weight,
                                 float *output, size_t c0, size_t c1, const kiln_epilogue *epilogue);
 
+/* ---- Blocked layout (NCHW16c) ------------------------------------------------------------ */
+
+/*
+ * The blocked layout of one image of C channels and H×W pixels: [ceil(C/16)][H][W][16], i.e. channel c
+ * of pixel (h, w) at ((c / 16) * H * W + h * W + w) * 16 + c % 16. The 16 channels of a pixel are one
+ * vector, so convolutions, depthwise convolutions and pooling vectorize across channels without
+ * packing or transposes. Lanes past C in the last block are padding: their contents are finite and
+ * otherwise unspecified, and no kernel lets them reach a real channel (packed weights are zero there).
+ * A batch of N images is N such images back to back.
+ */
+#define KILN_BLOCK 16
+
+/** Channels rounded up to a whole number of blocks (ceil(c / 16) * 16). */
+size_t kiln_blocked_channels(size_t channels);
+
+/** NCHW → blocked for one image (hw = H·W pixels); padding lanes are written as zero. No overlap. */
+void kiln_reorder_to_blocked(size_t channels, size_t hw, const float *src, float *dst);
+
+/** Blocked → NCHW for one image (padding lanes are not read). No overlap. */
+void kiln_reorder_from_blocked(size_t channels, size_t hw, const float *src, float *dst);
+
+/*
+ * Dense convolution (groups == 1) producing a blocked output, as a direct convolution: each output tile
+ * of up to 6 pixels × 64 output channels accumulates, per block of 16 input channels, broadcast input
+ * values times weight vectors, with the weights of one input block (≤ 36 KB for 3×3) kept in L1 across a
+ * run of pixels. The input is either blocked (blocked_input != 0) or NCHW (e.g. a 3-channel image).
+ * Steps per image: kiln_conv2d_blocked_pad_input copies the input into a zero-bordered scratch image
+ * (so no tap needs a bounds check; for unpadded 1×1 convolutions it is skipped and the input is used
+ * as it is), then kiln_conv2d_blocked computes work items [w0, w1) of kiln_conv2d_blocked_work(p);
+ * disjoint item ranges may run concurrently on the same output.
+ * Epilogue: bias per output channel (length out_channels; bias_per_row is ignored), residual in the
+ * blocked layout of the output (ldr is ignored), then the activation. The residual may not overlap
+ * the output.
+ */
+
+/** Floats of the packed weight for kiln_conv2d_blocked. */
+size_t kiln_conv2d_blocked_pack_weight_size(const kiln_conv2d_params *p, int blocked_input);
+
+/** Packs an OIHW weight once (zero for padding channels) for kiln_conv2d_blocked. */
+void kiln_conv2d_blocked_pack_weight(const kiln_conv2d_params *p, int blocked_input, const float *weight,
+                                     float *packed);
+
+/** Whether kiln_conv2d_blocked reads the input directly (1) or needs kiln_conv2d_blocked_pad_input (0). */
+int kiln_conv2d_blocked_reads_input_directly(const kiln_conv2d_params *p);
+
+/** Floats of the zero-bordered input copy (one image). */
+size_t kiln_conv2d_blocked_padded_size(const kiln_conv2d_params *p, int blocked_input);
+
+/**
+ * Writes channel blocks [b0, b1) of the zero-bordered copy of one image (for an NCHW input a "block" is
+ * one channel). Ranges may run concurrently. Count: kiln_conv2d_blocked_pad_units(p, blocked_input).
+ */
+void kiln_conv2d_blocked_pad_input(const kiln_conv2d_params *p, int blocked_input, const float *input,
+                                   float *padded, size_t b0, size_t b1);
+
+/** Units kiln_conv2d_blocked_pad_input splits into (input channel blocks, or channels for NCHW). */
+size_t kiln_conv2d_blocked_pad_units(const kiln_conv2d_params *p, int blocked_input);
+
+/** Work items of kiln_conv2d_blocked for one image. */
+size_t kiln_conv2d_blocked_work(const kiln_conv2d_params *p);
+
+/**
+ * Computes work items [w0, w1) of one image: output (blocked) from `source` (the padded copy, or the
+ * input itself when kiln_conv2d_blocked_reads_input_directly) and the packed weight.
+ */
+void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const float *source,
+                         const float *packed_weight, float *output, size_t w0, size_t w1,
+                         const kiln_epilogue *epilogue);
+
+/** Floats of a depthwise weight packed for kiln_depthwise_conv2d_blocked ([ceil(C/16)][KH][KW][16]). */
+size_t kiln_depthwise_blocked_pack_weight_size(const kiln_conv2d_params *p);
+
+/** Packs a depthwise weight [C][1][KH][KW] (zero for padding channels). */
+void kiln_depthwise_blocked_pack_weight(const kiln_conv2d_params *p, const float *weight, float *packed);
+
+/**
+ * Depthwise convolution (groups == in_channels == out_channels) of one blocked image into a blocked
+ * output, any kernel size, stride, pads and dilation; channel blocks [cb0, cb1) only (ranges may run
+ * concurrently). Epilogue as for kiln_conv2d_blocked (bias per channel, residual blocked).
+ * input and output must not overlap.
+ */
+void kiln_depthwise_conv2d_blocked(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                                   float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue);
+
+/** Max pooling of a blocked image (p->in_channels channels) into a blocked output; channel blocks
+ * [cb0, cb1). Same window semantics as kiln_maxpool2d_nchw (padding never wins). */
+void kiln_maxpool2d_blocked(const kiln_conv2d_params *p, const float *input, float *output, size_t cb0,
+                            size_t cb1);
+
+/** Average pooling of a blocked image into a blocked output; channel blocks [cb0, cb1). Same semantics
+ * as kiln_avgpool2d_nchw_padded. */
+void kiln_avgpool2d_blocked(const kiln_conv2d_params *p, int count_include_pad, size_t pad_bottom,
+                            size_t pad_right, const float *input, float *output, size_t cb0, size_t cb1);
+
+/** Global average (is_max == 0) or max pooling of a blocked image of `channels` × hw pixels into NCHW
+ * output[c] for c < channels. */
+void kiln_global_pool_blocked(size_t channels, size_t hw, int is_max, const float *input, float *output);
+
 /* ---- Pooling (NCHW; channel planes are independent: offset pointers to split channels) ----- */
 
 /**
