@@ -406,3 +406,260 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
         }
     }
 }
+
+/* ---- Winograd F(4×4, 3×3) ----
+ *
+ * A 3×3, stride-1 convolution computed per 4×4 output tile from a 6×6 input patch d: Y = Aᵀ[(G g Gᵀ) ⊙
+ * (Bᵀ d B)]A, summed over input channels. For every one of the 36 positions ξ of the transformed tile
+ * the sum over input channels is a matrix product M_ξ[tile][co] = Σ_ci V_ξ[tile][ci] · U_ξ[ci][co] — 4
+ * multiplications per output where the direct convolution needs 9. A work item is a group of up to
+ * KILN_WINO_TILES output tiles over all channels: transform their input patches (vectors of 16
+ * channels), run the 36 products with the direct convolution's tiles (1×1 "taps", the transformed tiles
+ * as pixels), and transform back with the epilogue fused.
+ *
+ * Packed weight: for each ξ, U_ξ laid out as the blocked convolution's weights of a 1×1 convolution.
+ * Per-thread scratch: V [36][input blocks][tiles][16] then M [36][output blocks][tiles][16].
+ */
+
+enum { KILN_WINO_TILES = 12 };
+
+int kiln_conv2d_winograd_supported(const kiln_conv2d_params *p) {
+    return p->groups == 1 && p->kernel_h == 3 && p->kernel_w == 3 && p->stride_h == 1 && p->stride_w == 1 &&
+           p->dilation_h == 1 && p->dilation_w == 1 && p->in_channels > 0 && p->out_channels > 0;
+}
+
+static size_t wino_tile_count(const kiln_conv2d_params *p) {
+    return div_up(p->out_height, 4) * div_up(p->out_width, 4);
+}
+
+size_t kiln_conv2d_winograd_pack_weight_size(const kiln_conv2d_params *p) {
+    if (!kiln_conv2d_winograd_supported(p)) return 0;
+    return 36 * kiln_blocked_channels(p->in_channels) * kiln_blocked_channels(p->out_channels);
+}
+
+void kiln_conv2d_winograd_pack_weight(const kiln_conv2d_params *p, const float *blocked_weight, float *packed) {
+    if (!kiln_conv2d_winograd_supported(p)) return;
+    static const double G[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6}, {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    const size_t cin = p->in_channels, cout = p->out_channels;
+    const size_t cb = div_up(cin, KILN_BLOCK), cob = div_up(cout, KILN_BLOCK);
+    const size_t per_xi = cob * KILN_BLOCK * cb * KILN_BLOCK;
+    memset(packed, 0, 36 * per_xi * sizeof(float));
+    for (size_t co = 0; co < cout; co++) {
+        size_t block = co / KILN_BLOCK, b0 = block / KILN_CB_GROUP * KILN_CB_GROUP, b = block - b0;
+        size_t nb = cob - b0 < KILN_CB_GROUP ? cob - b0 : KILN_CB_GROUP;
+        /* The group's start in both layouts, and (channel ci, block b, lane) inside it; the blocked layout
+         * has 9 taps per input block where U_ξ has one. */
+        const float *src = blocked_weight + b0 * KILN_BLOCK * cb * KILN_BLOCK * 9;
+        float *dst = packed + b0 * KILN_BLOCK * cb * KILN_BLOCK;
+        for (size_t ci = 0; ci < cin; ci++) {
+            size_t c_blk = ci / KILN_BLOCK, c_in = ci % KILN_BLOCK, lane = b * KILN_BLOCK + co % KILN_BLOCK;
+            double g[3][3], gt[6][3];
+            for (size_t tap = 0; tap < 9; tap++)
+                g[tap / 3][tap % 3] = src[((c_blk * 9 + tap) * KILN_BLOCK + c_in) * nb * KILN_BLOCK + lane];
+            for (int r = 0; r < 6; r++) /* G g */
+                for (int c = 0; c < 3; c++) gt[r][c] = G[r][0] * g[0][c] + G[r][1] * g[1][c] + G[r][2] * g[2][c];
+            size_t offset = (c_blk * KILN_BLOCK + c_in) * nb * KILN_BLOCK + lane;
+            for (int r = 0; r < 6; r++) /* (G g) Gᵀ */
+                for (int c = 0; c < 6; c++)
+                    dst[(size_t)(r * 6 + c) * per_xi + offset] =
+                        (float)(gt[r][0] * G[c][0] + gt[r][1] * G[c][1] + gt[r][2] * G[c][2]);
+        }
+    }
+}
+
+size_t kiln_conv2d_winograd_work(const kiln_conv2d_params *p) {
+    return kiln_conv2d_winograd_supported(p) ? div_up(wino_tile_count(p), KILN_WINO_TILES) : 0;
+}
+
+/* Bᵀ x for one column of 6 (in place over x[0..5], stride s between elements). */
+#define KILN_WINO_BT(x0, x1, x2, x3, x4, x5, y0, y1, y2, y3, y4, y5)                                             \
+    do {                                                                                                        \
+        y0 = (x0) * 4.0f - (x2) * 5.0f + (x4);                                                                  \
+        y1 = ((x3) + (x4)) - ((x1) + (x2)) * 4.0f;                                                              \
+        y2 = ((x4) - (x3)) + ((x1) - (x2)) * 4.0f;                                                              \
+        y3 = ((x4) - (x2)) + ((x3) - (x1)) * 2.0f;                                                              \
+        y4 = ((x4) - (x2)) - ((x3) - (x1)) * 2.0f;                                                              \
+        y5 = (x1) * 4.0f - (x3) * 5.0f + (x5);                                                                  \
+    } while (0)
+
+/* Aᵀ x for one column of 6 into 4. */
+#define KILN_WINO_AT(x0, x1, x2, x3, x4, x5, y0, y1, y2, y3)                                                     \
+    do {                                                                                                        \
+        kiln_cv16 s12 = (x1) + (x2), d12 = (x1) - (x2), s34 = (x3) + (x4), d34 = (x3) - (x4);                  \
+        y0 = (x0) + s12 + s34;                                                                                  \
+        y1 = d12 + d34 * 2.0f;                                                                                  \
+        y2 = s12 + s34 * 4.0f;                                                                                  \
+        y3 = d12 + d34 * 8.0f + (x5);                                                                           \
+    } while (0)
+
+/* Input transform of one 6×6 patch of one input block whose top-left input pixel is (y0, x0) (may lie
+ * outside: those pixels read as zero): v[ξ · vstride] for ξ = 0..35. */
+#define KILN_WINO_INPUT_BODY                                                                                    \
+    do {                                                                                                        \
+        kiln_cv16 d[6][6], t[6][6];                                                                             \
+        int inside = y0 >= 0 && x0 >= 0 && y0 + 6 <= (ptrdiff_t)h && x0 + 6 <= (ptrdiff_t)w;                    \
+        KILN_UNROLL for (int r = 0; r < 6; r++) KILN_UNROLL for (int c = 0; c < 6; c++) {                       \
+            ptrdiff_t y = y0 + r, x = x0 + c;                                                                   \
+            d[r][c] = inside || (y >= 0 && y < (ptrdiff_t)h && x >= 0 && x < (ptrdiff_t)w)                      \
+                          ? KILN_CV_LOAD(in + ((size_t)y * w + (size_t)x) * KILN_BLOCK)                         \
+                          : (kiln_cv16){0};                                                                     \
+        }                                                                                                       \
+        KILN_UNROLL for (int c = 0; c < 6; c++)                                                                 \
+            KILN_WINO_BT(d[0][c], d[1][c], d[2][c], d[3][c], d[4][c], d[5][c], t[0][c], t[1][c], t[2][c],       \
+                         t[3][c], t[4][c], t[5][c]);                                                            \
+        KILN_UNROLL for (int r = 0; r < 6; r++) {                                                               \
+            kiln_cv16 o0, o1, o2, o3, o4, o5;                                                                   \
+            KILN_WINO_BT(t[r][0], t[r][1], t[r][2], t[r][3], t[r][4], t[r][5], o0, o1, o2, o3, o4, o5);         \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 0) * vstride, o0);                                               \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 1) * vstride, o1);                                               \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 2) * vstride, o2);                                               \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 3) * vstride, o3);                                               \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 4) * vstride, o4);                                               \
+            KILN_CV_STORE(v + (size_t)(r * 6 + 5) * vstride, o5);                                               \
+        }                                                                                                       \
+    } while (0)
+
+/* Output transform of one tile of one output block: m[ξ · mstride] → the 4×4 outputs at (oy, ox), those
+ * inside oh × ow only, with bias (vector), residual (blocked, same place as out) and relu/clip fused. */
+#define KILN_WINO_OUTPUT_BODY                                                                                   \
+    do {                                                                                                        \
+        kiln_cv16 s[4][6];                                                                                      \
+        KILN_UNROLL for (int c = 0; c < 6; c++) {                                                               \
+            kiln_cv16 m0 = KILN_CV_LOAD(m + (size_t)(0 * 6 + c) * mstride);                                     \
+            kiln_cv16 m1 = KILN_CV_LOAD(m + (size_t)(1 * 6 + c) * mstride);                                     \
+            kiln_cv16 m2 = KILN_CV_LOAD(m + (size_t)(2 * 6 + c) * mstride);                                     \
+            kiln_cv16 m3 = KILN_CV_LOAD(m + (size_t)(3 * 6 + c) * mstride);                                     \
+            kiln_cv16 m4 = KILN_CV_LOAD(m + (size_t)(4 * 6 + c) * mstride);                                     \
+            kiln_cv16 m5 = KILN_CV_LOAD(m + (size_t)(5 * 6 + c) * mstride);                                     \
+            KILN_WINO_AT(m0, m1, m2, m3, m4, m5, s[0][c], s[1][c], s[2][c], s[3][c]);                           \
+        }                                                                                                       \
+        kiln_cv16 b = KILN_CV_LOAD(bias);                                                                       \
+        KILN_UNROLL for (int r = 0; r < 4; r++) {                                                               \
+            kiln_cv16 y[4];                                                                                     \
+            KILN_WINO_AT(s[r][0], s[r][1], s[r][2], s[r][3], s[r][4], s[r][5], y[0], y[1], y[2], y[3]);         \
+            if (oy + (size_t)r >= oh) break;                                                                    \
+            KILN_UNROLL for (int c = 0; c < 4; c++) {                                                           \
+                if (ox + (size_t)c >= ow) break;                                                                \
+                size_t at = ((oy + (size_t)r) * ow + ox + (size_t)c) * KILN_BLOCK;                              \
+                kiln_cv16 v = y[c] + b;                                                                         \
+                if (residual) v += KILN_CV_LOAD(residual + at);                                                 \
+                if (clamp) {                                                                                    \
+                    v = __builtin_elementwise_max(v, KILN_CV_SPLAT(lo));                                        \
+                    v = __builtin_elementwise_min(v, KILN_CV_SPLAT(hi));                                        \
+                }                                                                                               \
+                KILN_CV_STORE(out + at, v);                                                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+    } while (0)
+
+typedef void (*wino_input_fn)(const float *in, size_t h, size_t w, ptrdiff_t y0, ptrdiff_t x0, float *v,
+                              size_t vstride);
+typedef void (*wino_output_fn)(const float *m, size_t mstride, const float *bias, const float *residual, int clamp,
+                               float lo, float hi, float *out, size_t oh, size_t ow, size_t oy, size_t ox);
+
+#define KILN_WINO_FNS(PREFIX, ATTR)                                                                             \
+    ATTR static void PREFIX##_wino_input(const float *in, size_t h, size_t w, ptrdiff_t y0, ptrdiff_t x0,      \
+                                         float *v, size_t vstride) {                                            \
+        KILN_WINO_INPUT_BODY;                                                                                   \
+    }                                                                                                           \
+    ATTR static void PREFIX##_wino_output(const float *m, size_t mstride, const float *bias,                    \
+                                          const float *residual, int clamp, float lo, float hi, float *out,     \
+                                          size_t oh, size_t ow, size_t oy, size_t ox) {                         \
+        KILN_WINO_OUTPUT_BODY;                                                                                  \
+    }
+
+KILN_WINO_FNS(generic, )
+#if defined(__x86_64__)
+KILN_WINO_FNS(avx2, KILN_ATTR_AVX2)
+KILN_WINO_FNS(avx512, KILN_ATTR_AVX512)
+#endif
+
+void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                          float *output, size_t w0, size_t w1, const kiln_epilogue *epilogue) {
+    if (!kiln_conv2d_winograd_supported(p)) return;
+    const size_t T = KILN_WINO_TILES, ntiles = wino_tile_count(p), items = div_up(ntiles, T);
+    if (w1 > items) w1 = items;
+    if (w0 >= w1) return;
+    const kiln_kernel_table *kt = kiln_kernels_current();
+    const int family = current_family();
+    wino_input_fn transform_in = generic_wino_input;
+    wino_output_fn transform_out = generic_wino_output;
+#if defined(__x86_64__)
+    if (family == 2) {
+        transform_in = avx512_wino_input;
+        transform_out = avx512_wino_output;
+    } else if (family == 1) {
+        transform_in = avx2_wino_input;
+        transform_out = avx2_wino_output;
+    }
+#endif
+    const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width;
+    const size_t cb = div_up(p->in_channels, KILN_BLOCK), cob = div_up(p->out_channels, KILN_BLOCK);
+    const size_t groups = div_up(cob, KILN_CB_GROUP), per_xi = cob * KILN_BLOCK * cb * KILN_BLOCK;
+    const size_t tiles_x = div_up(OW, 4), P = OH * OW;
+    float *V = kiln_scratch(1, 36 * T * (cb + cob) * KILN_BLOCK);
+    if (!V) return;
+    float *M = V + 36 * T * cb * KILN_BLOCK;
+    static const size_t one_tap[1] = {0};
+    const int act = epilogue ? (int)epilogue->activation : KILN_ACT_NONE;
+    const int inline_act = act == KILN_ACT_NONE || act == KILN_ACT_RELU || act == KILN_ACT_CLIP;
+    const int clamp = epilogue && (act == KILN_ACT_RELU || act == KILN_ACT_CLIP);
+    const float lo = act == KILN_ACT_CLIP ? epilogue->alpha : 0.0f;
+    const float hi = act == KILN_ACT_CLIP ? epilogue->beta : __builtin_inff();
+
+    for (size_t item = w0; item < w1; item++) {
+        size_t t0 = item * T, tn = ntiles - t0 < T ? ntiles - t0 : T;
+        /* Input patches → V. */
+        for (size_t c = 0; c < cb; c++)
+            for (size_t t = 0; t < tn; t++) {
+                size_t ty = (t0 + t) / tiles_x, tx = (t0 + t) % tiles_x;
+                transform_in(input + c * H * W * KILN_BLOCK, H, W, (ptrdiff_t)(ty * 4) - (ptrdiff_t)p->pad_top,
+                             (ptrdiff_t)(tx * 4) - (ptrdiff_t)p->pad_left, V + (c * T + t) * KILN_BLOCK,
+                             cb * T * KILN_BLOCK);
+            }
+        /* The 36 products, M_ξ = V_ξ · U_ξ, as 1×1 blocked convolutions over the transformed tiles. */
+        blocked_tile bt;
+        memset(&bt, 0, sizeof bt);
+        bt.taps = one_tap;
+        bt.ntaps = 1;
+        bt.cbs = cb;
+        bt.cb_stride = T * KILN_BLOCK;
+        bt.out_block = T * KILN_BLOCK;
+        for (size_t xi = 0; xi < 36; xi++)
+            for (size_t grp = 0; grp < groups; grp++) {
+                size_t b0 = grp * KILN_CB_GROUP;
+                bt.nb = cob - b0 < KILN_CB_GROUP ? cob - b0 : KILN_CB_GROUP;
+                bt.w = packed_weight + xi * per_xi + b0 * KILN_BLOCK * cb * KILN_BLOCK;
+                bt.w_ci = bt.nb * KILN_BLOCK;
+                for (size_t j0 = 0; j0 < tn; j0 += KILN_CB_PIXELS) {
+                    bt.n = tn - j0 < KILN_CB_PIXELS ? tn - j0 : KILN_CB_PIXELS;
+                    for (size_t j = 0; j < bt.n; j++) bt.src[j] = V + (xi * cb * T + j0 + j) * KILN_BLOCK;
+                    bt.out = M + ((xi * cob + b0) * T + j0) * KILN_BLOCK;
+                    run_tile(family, &bt, 1);
+                }
+            }
+        /* M → outputs, with the epilogue. */
+        for (size_t c = 0; c < cob; c++) {
+            float bias[KILN_BLOCK];
+            for (size_t l = 0; l < KILN_BLOCK; l++) {
+                size_t co = c * KILN_BLOCK + l;
+                bias[l] = epilogue && epilogue->bias && co < p->out_channels ? epilogue->bias[co] : 0.0f;
+            }
+            float *out = output + c * P * KILN_BLOCK;
+            const float *res = epilogue && epilogue->residual ? epilogue->residual + c * P * KILN_BLOCK : NULL;
+            for (size_t t = 0; t < tn; t++) {
+                size_t oy = (t0 + t) / tiles_x * 4, ox = (t0 + t) % tiles_x * 4;
+                transform_out(M + (c * T + t) * KILN_BLOCK, cob * T * KILN_BLOCK, bias, res, clamp, lo, hi, out, OH,
+                              OW, oy, ox);
+                if (epilogue && !inline_act)
+                    for (size_t r = oy; r < oy + 4 && r < OH; r++) {
+                        size_t n = OW - ox < 4 ? OW - ox : 4;
+                        float *row = out + (r * OW + ox) * KILN_BLOCK;
+                        kt->activation(epilogue->activation, epilogue->alpha, epilogue->beta, n * KILN_BLOCK, row, row);
+                    }
+            }
+        }
+    }
+}

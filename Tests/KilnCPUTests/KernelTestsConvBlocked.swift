@@ -109,4 +109,63 @@ extension KernelTests {
         #expect(kiln_conv2d_blocked_work(&p) == 0)
         #expect(kiln_conv2d_blocked_pack_weight_size(&p, 1) == 0)
     }
+
+    @Test func winogradConvolutionMatchesDirectLoops() {
+        var rng = KernelRandom(seed: 22)
+        let cases: [ConvCase] = [
+            ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1),
+            ConvCase(cin: 33, cout: 70, h: 13, w: 11, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), // partial tiles and blocks
+            ConvCase(cin: 20, cout: 9, h: 9, w: 14, kh: 3, kw: 3), // no padding
+            ConvCase(cin: 48, cout: 24, h: 10, w: 7, kh: 3, kw: 3, pt: 2, pl: 0, pb: 0, pr: 2), // asymmetric pads
+            ConvCase(cin: 24, cout: 40, h: 26, w: 25, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), // many work items
+        ]
+        forEachKernelFamily { isa in
+            for c in cases {
+                var p = c.params
+                #expect(kiln_conv2d_winograd_supported(&p) == 1)
+                let pixels = c.oh * c.ow
+                let input = rng.floats(c.cin * c.h * c.w), weight = rng.floats(c.cout * c.cin * 9)
+                let bias = rng.floats(c.cout), residual = rng.floats(c.cout * pixels)
+                var blockedWeight = [Float](repeating: 0, count: kiln_conv2d_blocked_pack_weight_size(&p, 1))
+                kiln_conv2d_blocked_pack_weight(&p, 1, weight, &blockedWeight)
+                var packed = [Float](repeating: .nan, count: kiln_conv2d_winograd_pack_weight_size(&p))
+                kiln_conv2d_winograd_pack_weight(&p, blockedWeight, &packed)
+                let source = blockedCopy(input, channels: c.cin, pixels: c.h * c.w)
+                let residualBlocked = blockedCopy(residual, channels: c.cout, pixels: pixels)
+                let work = kiln_conv2d_winograd_work(&p)
+                for (act, withResidual) in [(KILN_ACT_NONE, false), (KILN_ACT_RELU, true), (KILN_ACT_SIGMOID, true)] {
+                    let expected = c.reference(input: input, weight: weight, bias: bias,
+                                               residual: withResidual ? residual : nil, activation: act)
+                    var out = [Float](repeating: .nan, count: (c.cout + 15) / 16 * 16 * pixels)
+                    bias.withUnsafeBufferPointer { bp in
+                        residualBlocked.withUnsafeBufferPointer { rp in
+                            var ep = kiln_epilogue(bias: bp.baseAddress, bias_per_row: 0,
+                                                   residual: withResidual ? rp.baseAddress : nil, ldr: 0,
+                                                   activation: act, alpha: 0, beta: 0)
+                            kiln_conv2d_winograd(&p, source, packed, &out, work / 2, work, &ep)
+                            kiln_conv2d_winograd(&p, source, packed, &out, 0, work / 2, &ep)
+                        }
+                    }
+                    let got = plainCopy(out, channels: c.cout, pixels: pixels)
+                    let scale = max(1, expected.map(abs).max() ?? 1)
+                    let err = maxAbsDifference(got, expected)
+                    // Winograd rounds differently from the direct sum: allow a few ulps of the scale per term.
+                    let close = err <= 2e-6 * scale * Float(c.cin * 9).squareRoot()
+                    #expect(close, "\(isa) \(c) act=\(act.rawValue): error \(err)")
+                }
+            }
+        }
+    }
+
+    @Test func winogradRefusesOtherShapes() {
+        for c in [ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 3, kw: 3, sh: 2, sw: 2),
+                  ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 5, kw: 5),
+                  ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 3, kw: 3, dh: 2, dw: 2),
+                  ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 3, kw: 3, groups: 2)] {
+            var p = c.params
+            #expect(kiln_conv2d_winograd_supported(&p) == 0, "\(c)")
+            #expect(kiln_conv2d_winograd_work(&p) == 0)
+            #expect(kiln_conv2d_winograd_pack_weight_size(&p) == 0)
+        }
+    }
 }

@@ -123,6 +123,9 @@ final class ConvOperation: LayoutAware {
     let packedWeight: FloatBuffer?
     let bias: FloatBuffer?
     let activation: Activation
+    /// The Winograd form of the constant weight, made when a plan first uses it (plans are built one
+    /// at a time, under the executable's lock).
+    private var winogradWeight: FloatBuffer?
 
     var inputs: [Int] { [x, weightValue, biasValue, residual] }
     var outputs: [Int] { [output] }
@@ -270,9 +273,50 @@ final class ConvOperation: LayoutAware {
         Int(kiln_blocked_channels(channels)) * pixels
     }
 
+    /// Whether a convolution of `p` runs as Winograd F(4×4, 3×3): 3×3, stride 1, blocked input, constant
+    /// weights, and at least 36 output tiles (measured: 2–2.8× faster than the direct convolution from
+    /// 28×28 planes up, 1.3× at 14×14 but with 4× the weight bytes to stream, slower at 7×7).
+    private func usesWinograd(_ p: inout kiln_conv2d_params, blockedInput: Bool) -> Bool {
+        blockedInput && packedWeight != nil && kiln_conv2d_winograd_supported(&p) != 0
+            && ((p.out_height + 3) / 4) * ((p.out_width + 3) / 4) >= 36
+    }
+
+    private func planWinograd(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, residual: Int, weights: WeightSource,
+                              activation: Activation) throws {
+        var p = p
+        if winogradWeight == nil, let packedWeight {
+            let buffer = FloatBuffer(count: kiln_conv2d_winograd_pack_weight_size(&p))
+            kiln_conv2d_winograd_pack_weight(&p, packedWeight.pointer, buffer.pointer)
+            winogradWeight = buffer
+        }
+        let w = winogradWeight!
+        let source = try b.requireBlocked(x)
+        let residualTwin = residual >= 0 ? try b.requireBlocked(residual) : -1
+        let outTwin = b.blockedForm(output)!
+        let inImage = Self.blockedImage(p.in_channels, p.in_height * p.in_width)
+        let outImage = Self.blockedImage(p.out_channels, p.out_height * p.out_width)
+        let parts = splitRange(kiln_conv2d_winograd_work(&p), parts: b.threads == 1 ? 1 : b.threads * 4)
+        let params = p
+        b.step { frame in
+            let xp = frame.f(source), yp = frame.f(outTwin), bias = weights.biasPointer(frame)
+            let rp: UnsafePointer<Float>? = residualTwin >= 0 ? UnsafePointer(frame.f(residualTwin)) : nil
+            for n in 0..<batch {
+                let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
+                frame.pool.parallelFor(parts.count) { i in
+                    var q = params, ep = e
+                    kiln_conv2d_winograd(&q, xp + n * inImage, w.pointer, yp + n * outImage, parts[i].lowerBound, parts[i].upperBound, &ep)
+                }
+            }
+        }
+    }
+
     private func planBlocked(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, blockedInput: Bool, residual: Int,
                              weights: WeightSource, activation: Activation) throws {
         var p = p
+        if usesWinograd(&p, blockedInput: blockedInput) {
+            try planWinograd(b, p: p, batch: batch, residual: residual, weights: weights, activation: activation)
+            return
+        }
         let ib: Int32 = blockedInput ? 1 : 0
         let source: Int
         if blockedInput { source = try b.requireBlocked(x) } else { try b.requirePlain(x); source = x }

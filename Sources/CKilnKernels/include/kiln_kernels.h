@@ -241,6 +241,33 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
                          const float *packed_weight, float *output, size_t w0, size_t w1,
                          const kiln_epilogue *epilogue);
 
+/*
+ * Winograd F(4×4, 3×3) convolution of a blocked input into a blocked output: 3×3 kernels, stride 1,
+ * dilation 1, groups 1, any pads. It multiplies 4 times per output where the direct convolution
+ * multiplies 9 times, at the price of input/output transforms and a weight 4× the size, so it pays on
+ * large planes (tens of 4×4 tiles or more). Results differ from the direct convolution by rounding
+ * (relative error of order 1e-6). Work items [w0, w1) of kiln_conv2d_winograd_work(p) cover groups of
+ * output tiles; disjoint ranges may run concurrently. Uses a per-thread scratch buffer (grown on demand,
+ * kept for the thread's life). Epilogue as for kiln_conv2d_blocked.
+ */
+
+/** Whether kiln_conv2d_winograd computes convolutions of this shape. */
+int kiln_conv2d_winograd_supported(const kiln_conv2d_params *p);
+
+/** Floats of the transformed weight (36 × blocked Cin × blocked Cout). */
+size_t kiln_conv2d_winograd_pack_weight_size(const kiln_conv2d_params *p);
+
+/** Transforms a 3×3 weight packed by kiln_conv2d_blocked_pack_weight (blocked input) into the Winograd
+ * weight (zero for padding channels). */
+void kiln_conv2d_winograd_pack_weight(const kiln_conv2d_params *p, const float *blocked_weight, float *packed);
+
+/** Work items of kiln_conv2d_winograd for one image. */
+size_t kiln_conv2d_winograd_work(const kiln_conv2d_params *p);
+
+/** Computes work items [w0, w1) of one image (input and output blocked, input unpadded). */
+void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                          float *output, size_t w0, size_t w1, const kiln_epilogue *epilogue);
+
 /** Floats of a depthwise weight packed for kiln_depthwise_conv2d_blocked ([ceil(C/16)][KH][KW][16]). */
 size_t kiln_depthwise_blocked_pack_weight_size(const kiln_conv2d_params *p);
 
