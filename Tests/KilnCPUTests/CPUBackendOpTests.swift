@@ -104,6 +104,17 @@ struct CPUBackendOpTests {
             try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 3, 6, 6]), "e": r.tensor([1, 4, 1, 6])], "conv broadcast residual")
         }
         do {
+            // The same, read afterwards by operations that take the blocked layout (a pool, a convolution).
+            var g = TestGraph()
+            let x = g.input("x", [1, 16, 6, 6]), extra = g.input("e", [1, 1, 6, 6])
+            let y = g.node("Conv", [x, g.constant(r.tensor([20, 16, 3, 3], -0.2, 0.2))], ["pads": .ints([1, 1, 1, 1])])
+            let sum = g.node("Relu", [g.node("Add", [y, extra])])
+            let pooled = g.node("MaxPool", [sum], ["kernel_shape": .ints([2, 2])])
+            g.output(g.node("Conv", [pooled, g.constant(r.tensor([8, 20, 1, 1]))]), sum)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, 16, 6, 6]), "e": r.tensor([1, 1, 6, 6])],
+                                       "conv broadcast residual, then blocked readers")
+        }
+        do {
             // Large enough to split over channels (few pixels, many channels) and over pixels.
             for (hw, c) in [(3, 64), (20, 24)] {
                 var g = TestGraph()

@@ -248,6 +248,8 @@ final class ConvOperation: LayoutAware {
                 let count = outShape.reduce(1, *), output = self.output, activation = self.activation
                 b.step("\(kind)/activation") { frame in activation.apply(frame.f(output), frame.f(output), count: count) }
             }
+            // The blocked form holds the convolution alone: bring the sum into it for blocked readers.
+            if method != .nchw { try b.addReorder(output, toBlocked: true) }
         }
     }
 

@@ -281,31 +281,38 @@ final class PlanBuilder {
     func requireBlocked(_ id: Int) throws -> Int {
         if let twin = blockedForm(id) { return twin }
         let shape = try shape(id)
-        guard let twin = program.blockedTwin[id], shape.count >= 3 else {
+        guard program.blockedTwin[id] != nil, shape.count >= 3 else {
             throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no blocked form")
         }
         try requireFloat(id)
-        let blocked = [shape[0], (shape[1] + Int(KILN_BLOCK) - 1) / Int(KILN_BLOCK)] + Array(shape[2...]) + [Int(KILN_BLOCK)]
-        define(twin, shape: blocked)
-        let (n, c, hw) = (shape[0], shape[1], shape[2...].reduce(1, *))
-        let image = c * hw, blockedImage = blocked[1...].reduce(1, *)
-        step("Reorder") { frame in
-            let src = frame.f(id), dst = frame.f(twin)
-            for i in 0..<n { kiln_reorder_to_blocked(c, hw, src + i * image, dst + i * blockedImage) }
-        }
+        let twin = try defineBlocked(id, shape: shape)
+        try addReorder(id, toBlocked: true)
         return twin
     }
 
     /// Makes the plain form of `id` exist, adding a reorder step from its blocked twin when needed.
     func requirePlain(_ id: Int) throws {
-        guard id >= 0, !hasPlain(id), let twin = blockedForm(id), let shape = shapes[id] else { return }
-        let blocked = try self.shape(twin)
+        guard id >= 0, !hasPlain(id), blockedForm(id) != nil, let shape = shapes[id] else { return }
         define(id, shape: shape)
+        try addReorder(id, toBlocked: false)
+    }
+
+    /// Adds a step that copies value `id` between its plain form and its blocked twin (both defined),
+    /// in the direction given.
+    func addReorder(_ id: Int, toBlocked: Bool) throws {
+        guard let twin = program.blockedTwin[id] else { throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no blocked form") }
+        let shape = try self.shape(id), blocked = try self.shape(twin)
         let (n, c, hw) = (shape[0], shape[1], shape[2...].reduce(1, *))
         let image = c * hw, blockedImage = blocked[1...].reduce(1, *)
         step("Reorder") { frame in
-            let src = frame.f(twin), dst = frame.f(id)
-            for i in 0..<n { kiln_reorder_from_blocked(c, hw, src + i * blockedImage, dst + i * image) }
+            let plain = frame.f(id), blocked = frame.f(twin)
+            for i in 0..<n {
+                if toBlocked {
+                    kiln_reorder_to_blocked(c, hw, plain + i * image, blocked + i * blockedImage)
+                } else {
+                    kiln_reorder_from_blocked(c, hw, blocked + i * blockedImage, plain + i * image)
+                }
+            }
         }
     }
 
