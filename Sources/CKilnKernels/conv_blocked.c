@@ -161,7 +161,21 @@ typedef float kiln_cv16 __attribute__((vector_size(64), aligned(4)));
 #define KILN_CV_LOAD(p) (*(const kiln_cv16 *)(const void *)(p))
 #define KILN_CV_STORE(p, v) (*(kiln_cv16 *)(void *)(p) = (v))
 #define KILN_CV_SPLAT(x) ({ float s_ = (x); (kiln_cv16){s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_, s_}; })
+typedef int kiln_cv16i __attribute__((vector_size(64), aligned(4)));
+/* min(max(v, lo), hi) lane by lane; a NaN lane stays NaN (its comparisons are false). */
+#define KILN_CV_CLAMP(v, lo, hi)                                                                                \
+    ({                                                                                                          \
+        kiln_cv16 v_ = (v), l_ = KILN_CV_SPLAT(lo), h_ = KILN_CV_SPLAT(hi);                                     \
+        kiln_cv16i below_ = v_ < l_;                                                                            \
+        v_ = (kiln_cv16)((below_ & (kiln_cv16i)l_) | (~below_ & (kiln_cv16i)v_));                               \
+        kiln_cv16i above_ = v_ > h_;                                                                            \
+        (kiln_cv16)((above_ & (kiln_cv16i)h_) | (~above_ & (kiln_cv16i)v_));                                    \
+    })
+#if defined(__clang__)
 #define KILN_UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define KILN_UNROLL _Pragma("GCC unroll 16")
+#endif
 
 #define KILN_TILE_BODY(N, NB, IB)                                                                               \
     do {                                                                                                        \
@@ -199,8 +213,7 @@ typedef float kiln_cv16 __attribute__((vector_size(64), aligned(4)));
                     acc[j][b] += bias;                                                                          \
                     if (t->residual) acc[j][b] += KILN_CV_LOAD(t->residual + b * t->out_block + j * 16); \
                     if (t->clamp) {                                                                             \
-                        acc[j][b] = __builtin_elementwise_max(acc[j][b], KILN_CV_SPLAT(t->lo));                \
-                        acc[j][b] = __builtin_elementwise_min(acc[j][b], KILN_CV_SPLAT(t->hi));                \
+                        acc[j][b] = KILN_CV_CLAMP(acc[j][b], t->lo, t->hi);                                     \
                     }                                                                                           \
                 }                                                                                               \
             }                                                                                                   \
@@ -258,6 +271,7 @@ static const blocked_tile_fn avx512_tiles[2][KILN_CB_GROUP][KILN_CB_PIXELS] = {
  * at a time elsewhere. */
 static void run_tile(int family, blocked_tile *t, int ib16) {
     size_t n = t->n;
+    (void)family;
 #if defined(__x86_64__)
     if (family == 2) {
         avx512_tiles[ib16][t->nb - 1][n - 1](t);
@@ -545,10 +559,7 @@ size_t kiln_conv2d_winograd_work(const kiln_conv2d_params *p) {
                 size_t at = ((oy + (size_t)r) * ow + ox + (size_t)c) * KILN_BLOCK;                              \
                 kiln_cv16 v = y[c] + b;                                                                         \
                 if (residual) v += KILN_CV_LOAD(residual + at);                                                 \
-                if (clamp) {                                                                                    \
-                    v = __builtin_elementwise_max(v, KILN_CV_SPLAT(lo));                                        \
-                    v = __builtin_elementwise_min(v, KILN_CV_SPLAT(hi));                                        \
-                }                                                                                               \
+                if (clamp) v = KILN_CV_CLAMP(v, lo, hi);                                                        \
                 KILN_CV_STORE(out + at, v);                                                                     \
             }                                                                                                   \
         }                                                                                                       \
