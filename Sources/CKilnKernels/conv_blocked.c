@@ -17,7 +17,8 @@
 #include <string.h>
 
 enum {
-    KILN_CB_PIXELS = 6,   /* pixels per tile */
+    KILN_CB_PIXELS = 6,   /* pixels per tile (12 on AVX-512 when a group has at most 2 output blocks) */
+    KILN_CB_PIXELS_MAX = 12,
     KILN_CB_GROUP = 4,    /* output blocks per work item (and per tile on AVX-512) */
     KILN_CB_CHUNK = 48,   /* target output pixels per work item */
     KILN_CB_L1 = 32768,   /* bytes of weights one pass keeps in L1 */
@@ -138,7 +139,7 @@ size_t kiln_conv2d_blocked_work(const kiln_conv2d_params *p) {
 
 /* One tile's job: n pixels × nb output blocks over input blocks [cb, cb + cbs). */
 typedef struct blocked_tile {
-    const float *src[KILN_CB_PIXELS]; /* each pixel's tap (0, 0), channel 0 of the first input block */
+    const float *src[KILN_CB_PIXELS_MAX]; /* each pixel's tap (0, 0), channel 0 of the first input block */
     size_t n, nb;
     size_t cbs, cb_stride;            /* input blocks this pass; floats between input blocks in src */
     const size_t *taps;               /* tap offsets (floats) from a pixel's src */
@@ -231,6 +232,11 @@ typedef int kiln_cv16i __attribute__((vector_size(64), aligned(4)));
     KILN_TILE_FN(PREFIX, ATTR, 3, NB, IB) KILN_TILE_FN(PREFIX, ATTR, 4, NB, IB)                                 \
     KILN_TILE_FN(PREFIX, ATTR, 5, NB, IB) KILN_TILE_FN(PREFIX, ATTR, 6, NB, IB)
 
+#define KILN_TILE_SET12_NB(PREFIX, ATTR, NB, IB)                                                                \
+    KILN_TILE_FN(PREFIX, ATTR, 7, NB, IB) KILN_TILE_FN(PREFIX, ATTR, 8, NB, IB)                                 \
+    KILN_TILE_FN(PREFIX, ATTR, 9, NB, IB) KILN_TILE_FN(PREFIX, ATTR, 10, NB, IB)                                \
+    KILN_TILE_FN(PREFIX, ATTR, 11, NB, IB) KILN_TILE_FN(PREFIX, ATTR, 12, NB, IB)
+
 typedef void (*blocked_tile_fn)(const blocked_tile *t);
 
 #define KILN_TILE_ROW(PREFIX, NB, IB)                                                                           \
@@ -259,6 +265,19 @@ KILN_TILE_SET_NB(avx512, KILN_ATTR_AVX512, 1, 1)
 KILN_TILE_SET_NB(avx512, KILN_ATTR_AVX512, 2, 1)
 KILN_TILE_SET_NB(avx512, KILN_ATTR_AVX512, 3, 1)
 KILN_TILE_SET_NB(avx512, KILN_ATTR_AVX512, 4, 1)
+/* With 1 or 2 output blocks, 12 pixels keep 12–24 accumulators busy (6 would leave the FMA latency
+ * exposed with a single block). */
+KILN_TILE_SET12_NB(avx512, KILN_ATTR_AVX512, 1, 16)
+KILN_TILE_SET12_NB(avx512, KILN_ATTR_AVX512, 2, 16)
+KILN_TILE_SET12_NB(avx512, KILN_ATTR_AVX512, 1, 1)
+KILN_TILE_SET12_NB(avx512, KILN_ATTR_AVX512, 2, 1)
+#define KILN_TILE_ROW_7_12(PREFIX, NB, IB)                                                                      \
+    {PREFIX##_tile_7_##NB##_##IB, PREFIX##_tile_8_##NB##_##IB, PREFIX##_tile_9_##NB##_##IB,                     \
+     PREFIX##_tile_10_##NB##_##IB, PREFIX##_tile_11_##NB##_##IB, PREFIX##_tile_12_##NB##_##IB}
+static const blocked_tile_fn avx512_wide_tiles[2][2][6] = {
+    {KILN_TILE_ROW_7_12(avx512, 1, 1), KILN_TILE_ROW_7_12(avx512, 2, 1)},
+    {KILN_TILE_ROW_7_12(avx512, 1, 16), KILN_TILE_ROW_7_12(avx512, 2, 16)},
+};
 static const blocked_tile_fn avx512_tiles[2][KILN_CB_GROUP][KILN_CB_PIXELS] = {
     {KILN_TILE_ROW(avx512, 1, 1), KILN_TILE_ROW(avx512, 2, 1), KILN_TILE_ROW(avx512, 3, 1),
      KILN_TILE_ROW(avx512, 4, 1)},
@@ -267,14 +286,15 @@ static const blocked_tile_fn avx512_tiles[2][KILN_CB_GROUP][KILN_CB_PIXELS] = {
 };
 #endif
 
-/* Runs tile t (any nb ≤ 4) with the kernels of the current ISA: all blocks at once on AVX-512, one block
- * at a time elsewhere. */
+/* Runs tile t (any nb ≤ 4; more than 6 pixels only on AVX-512 with nb ≤ 2) with the kernels of the current
+ * ISA: all blocks at once on AVX-512, one block at a time elsewhere. */
 static void run_tile(int family, blocked_tile *t, int ib16) {
     size_t n = t->n;
     (void)family;
 #if defined(__x86_64__)
     if (family == 2) {
-        avx512_tiles[ib16][t->nb - 1][n - 1](t);
+        if (n > KILN_CB_PIXELS) avx512_wide_tiles[ib16][t->nb - 1][n - 1 - KILN_CB_PIXELS](t);
+        else avx512_tiles[ib16][t->nb - 1][n - 1](t);
         return;
     }
 #endif
@@ -374,7 +394,8 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
         /* The chunk's pixels: each one's window origin in the source, and tiles of near-equal size
          * (never a lone pixel when the chunk has more than 6), worked out once for all passes. */
         size_t origin[KILN_CB_CHUNK], sizes[KILN_CB_CHUNK];
-        size_t count = q1 - q0, tiles = div_up(count, KILN_CB_PIXELS);
+        size_t tile_pixels = family == 2 && nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
+        size_t count = q1 - q0, tiles = div_up(count, tile_pixels);
         for (size_t q = q0, oh = q0 / OW, ow = q0 % OW; q < q1; q++) {
             origin[q - q0] = (oh * p->stride_h * g.wp + ow * p->stride_w) * ps;
             if (++ow == OW) {
@@ -644,8 +665,9 @@ void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const
                 bt.nb = cob - b0 < KILN_CB_GROUP ? cob - b0 : KILN_CB_GROUP;
                 bt.w = packed_weight + xi * per_xi + b0 * KILN_BLOCK * cb * KILN_BLOCK;
                 bt.w_ci = bt.nb * KILN_BLOCK;
-                for (size_t j0 = 0; j0 < tn; j0 += KILN_CB_PIXELS) {
-                    bt.n = tn - j0 < KILN_CB_PIXELS ? tn - j0 : KILN_CB_PIXELS;
+                size_t step = family == 2 && bt.nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
+                for (size_t j0 = 0; j0 < tn; j0 += step) {
+                    bt.n = tn - j0 < step ? tn - j0 : step;
                     for (size_t j = 0; j < bt.n; j++) bt.src[j] = V + (xi * cb * T + j0 + j) * KILN_BLOCK;
                     bt.out = M + ((xi * cob + b0) * T + j0) * KILN_BLOCK;
                     run_tile(family, &bt, 1);
