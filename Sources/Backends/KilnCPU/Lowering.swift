@@ -201,6 +201,9 @@ struct Lowering {
             place(try ConcatOperation(node: node, operands: node.inputs.filter { !$0.isEmpty }.map(id), output: id(node.outputs[0])), nodes: [i])
         case "Cast":
             place(try CastOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+        case "LSTM", "GRU", "RNN":
+            place(try RecurrentOperation(node: node, inputs: node.inputs.map(id), outputs: node.outputs.map(id),
+                                         constants: node.inputs.map { constants[$0] }), nodes: [i])
         default:
             throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
         }

@@ -10,13 +10,15 @@ enum Support {
         "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Gemm", "MatMul", "LayerNormalization", "Softmax", "LogSoftmax",
         "Erf", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Exp", "Log", "Sqrt", "Abs", "Neg", "Reciprocal",
     ]
+    /// Recurrent ops: float32, except sequence_lens (input 4, int32 or int64).
+    static let recurrentOps: Set<String> = ["LSTM", "GRU", "RNN"]
     /// Ops that move or index data of any supported element type.
     static let dataOps: Set<String> = ["Gather", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Concat", "Shape", "Cast", "Constant"]
     /// Element types values may have (float32 for arithmetic; the others only in data ops).
     static let elementTypes: Set<DType> = [.float32, .int64, .int32, .bool]
 
     /// Every op `kiln.cpu` has a kernel for.
-    static var ops: Set<String> { floatOps.union(dataOps) }
+    static var ops: Set<String> { floatOps.union(dataOps).union(recurrentOps) }
 
     /// The element type of every value whose type can be inferred.
     static func elementTypes(of graph: Graph) -> [String: DType] {
@@ -107,6 +109,13 @@ enum Support {
             }
         }
         switch name {
+        case "LSTM", "GRU", "RNN":
+            for (i, value) in node.inputs.enumerated() where !value.isEmpty {
+                if let t = types[value], i == 4 ? t != .int32 && t != .int64 : t != .float32 {
+                    return "\(name) input '\(value)' is \(t) (float32, and int32 or int64 sequence_lens, expected)"
+                }
+            }
+            return RecurrentOperation.rejection(node)
         case "Reshape", "Unsqueeze":
             if !known.contains(node.input(1)) { return "\(name)'s shape/axes input '\(node.input(1))' must be a constant or computed from shapes" }
         case "Squeeze":

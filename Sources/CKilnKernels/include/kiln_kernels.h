@@ -402,6 +402,72 @@ void kiln_transpose_2d(size_t rows, size_t cols, const float *src, size_t lds, f
  */
 void kiln_transpose_4d(const size_t shape[4], const size_t perm[4], const float *src, float *dst);
 
+/* ---- Recurrent cells (ONNX LSTM, GRU, RNN) ------------------------------------------------- */
+
+/*
+ * One direction of a recurrent layer runs as: the input projection X·Wᵀ (+ biases) for every time step at once
+ * (kiln_sgemm_packed with W packed by kiln_sgemm_pack_b), then per time step the recurrent product H·Rᵀ
+ * (kiln_rnn_matmul, R packed the same way) and one kiln_rnn_cell call that applies the gate activations and
+ * updates the state. Gates are laid out as ONNX orders them, each `hidden` floats wide: LSTM i, o, f, c;
+ * GRU z, r, h; RNN one gate. A GRU with linear_before_reset = 0 needs (r ⊙ h)·Rhᵀ, so its step is
+ * kiln_gru_reset_gate, then the product of that into the h-gate columns, then kiln_rnn_cell.
+ */
+
+/** Which cell kiln_rnn_cell computes. */
+typedef enum kiln_cell_kind {
+    KILN_CELL_RNN = 0,
+    KILN_CELL_GRU = 1,
+    KILN_CELL_LSTM = 2
+} kiln_cell_kind;
+
+/**
+ * A recurrent cell: its kind, width and activations (ONNX's f, g, h with their alpha/beta; any
+ * kiln_activation works, the ONNX defaults are Sigmoid, Tanh, Tanh). RNN uses f only, GRU f and g.
+ * clip > 0 clamps every gate pre-activation to [-clip, clip] before its activation (0: no clipping).
+ */
+typedef struct kiln_cell_params {
+    kiln_cell_kind kind;
+    size_t hidden;
+    kiln_activation f, g, h;
+    float f_alpha, f_beta, g_alpha, g_beta, h_alpha, h_beta;
+    float clip;
+    int input_forget;        /* LSTM: the forget gate is 1 - i (coupled input and forget gates) */
+    int linear_before_reset; /* GRU: h-gate = x·Whᵀ + r ⊙ (h·Rhᵀ + Rbh) */
+} kiln_cell_params;
+
+/**
+ * C[M×N] = A[M×K] · B with B packed by kiln_sgemm_pack_b, columns [n0, n1) only (n1 clamped to N), like
+ * kiln_sgemm_packed without an epilogue, but fast for the few rows (batch entries) of a recurrent step:
+ * M <= 4 streams each packed panel once for all rows; larger M calls kiln_sgemm_packed. A must not
+ * overlap C. Concurrent calls on disjoint column ranges are safe.
+ */
+void kiln_rnn_matmul(size_t M, size_t N, size_t K, const float *A, size_t lda, const float *packed, float *C,
+                     size_t ldc, size_t n0, size_t n1);
+
+/**
+ * One time step of `rows` batch entries, hidden units [j0, j1) (j1 <= p->hidden): reads each entry's gate
+ * pre-activations — gx (input projection with every bias already added, except Rbh of a GRU with
+ * linear_before_reset) and gh (recurrent product) — applies clip and the activations, and updates the
+ * state in place: h (rows × hidden, row stride ldh) and, for LSTM, c (row stride ldc). y, when not NULL,
+ * receives the new h too (row stride ldy). Gate g of entry r starts at gx + r·ldgx + g·hidden (gh likewise).
+ * LSTM: peephole is P (3·hidden: i, o, f) or NULL; f = 1 - i under input_forget.
+ * GRU: rbh is Rbh (hidden floats) when linear_before_reset, else unused; without linear_before_reset the
+ * h-gate columns of gh hold (r ⊙ h)·Rhᵀ (see kiln_gru_reset_gate).
+ * h and c may not overlap gx, gh or y. Disjoint [j0, j1) ranges may run concurrently.
+ */
+void kiln_rnn_cell(const kiln_cell_params *p, size_t rows, size_t j0, size_t j1, const float *gx, size_t ldgx,
+                   const float *gh, size_t ldgh, const float *peephole, const float *rbh, float *h, size_t ldh,
+                   float *c, size_t ldc, float *y, size_t ldy);
+
+/**
+ * First half of a GRU step without linear_before_reset: r = f(clip(gx_r + gh_r)) and rh = r ⊙ h for `rows`
+ * entries and hidden units [j0, j1) (rh row stride ldrh; rh may not overlap the others). Only the z and r
+ * columns of gh are read.
+ */
+void kiln_gru_reset_gate(const kiln_cell_params *p, size_t rows, size_t j0, size_t j1, const float *gx,
+                         size_t ldgx, const float *gh, size_t ldgh, const float *h, size_t ldh, float *rh,
+                         size_t ldrh);
+
 #ifdef __cplusplus
 }
 #endif
