@@ -128,7 +128,7 @@ private final class PoolCore: @unchecked Sendable {
             var current = state.load(ordering: .acquiring) >> 32
             while current == seenEpoch && !stopping.load(ordering: .relaxed) {
                 spins += 1
-                if spins < 20_000 {
+                if spins < 200_000 {
                     current = state.load(ordering: .acquiring) >> 32
                     continue
                 }
