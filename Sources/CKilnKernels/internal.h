@@ -11,6 +11,9 @@ struct kiln_kernel_table;
 
 #define KILN_MR KILN_SGEMM_MR
 #define KILN_NR KILN_SGEMM_NR
+/* Products with at most this many rows against a packed B go through kiln_rnn_matmul's few-row kernel
+ * (kiln_sgemm_packed sends them there; kiln_rnn_matmul sends more rows back). */
+#define KILN_SMALL_M 4
 
 /* 6×16 tile: c[6×16] (row stride ldc) = (accumulate ? c : 0) + a·b over kc steps.
  * a: packed MR panel (kc groups of 6 floats), b: packed NR panel (kc rows of 16 floats). */

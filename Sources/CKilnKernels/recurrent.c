@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-enum { CELL_CHUNK = 64, RNN_MAX_ROWS = 4, RNN_MAX_PANELS = 8 };
+enum { CELL_CHUNK = 64, RNN_MAX_ROWS = KILN_SMALL_M, RNN_MAX_PANELS = 8 };
 
 /* ---- The fused cell update ---------------------------------------------------------------- */
 

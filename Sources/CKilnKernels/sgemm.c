@@ -154,6 +154,13 @@ void kiln_sgemm_packed(size_t M, size_t N, size_t K, const float *A, size_t lda,
         kiln_apply_epilogue(kt, epilogue, C + n0, ldc, M, n1 - n0, 0, n0);
         return;
     }
+    if (M <= KILN_SMALL_M) {
+        /* A few rows (a batch-1 classifier): the 6-row tiles would waste most of their work, and the
+         * product is bound by streaming B, which the few-row kernel reads once. */
+        kiln_rnn_matmul(M, N, K, A, lda, packed, C, ldc, n0, n1);
+        kiln_apply_epilogue(kt, epilogue, C + n0, ldc, M, n1 - n0, 0, n0);
+        return;
+    }
     size_t mb_max = M < KILN_MB ? (M + KILN_MR - 1) / KILN_MR * KILN_MR : KILN_MB;
     size_t kc_max = K < KILN_KC ? K : KILN_KC;
     float *abuf = kiln_scratch(0, mb_max * kc_max);

@@ -201,7 +201,7 @@ func referenceGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Fl
 
     @Test func packedSgemmComputesOnlyItsColumnRange() {
         var rng = KernelRandom(seed: 3)
-        let shapes = [(1, 1000, 512), (9, 70, 300), (64, 100, 27), (7, 33, 1)]
+        let shapes = [(1, 1000, 512), (3, 45, 20), (4, 130, 7), (9, 70, 300), (64, 100, 27), (7, 33, 1)]
         forEachKernelFamily { isa in
             for (m, n, k) in shapes {
                 for transB in [false, true] {
