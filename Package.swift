@@ -43,7 +43,8 @@ let package = Package(
         .target(
             name: "KilnCPU",
             dependencies: ["KilnIR", "KilnBackend", "CKilnKernels"],
-            path: "Sources/Backends/KilnCPU"
+            path: "Sources/Backends/KilnCPU",
+            exclude: ["README.md"]
         ),
         .target(
             name: "KilnCompiler",
