@@ -13,44 +13,12 @@ import Darwin
 /// more than one thread, the directions run concurrently; one large direction splits every step's hidden
 /// units across the threads.
 final class RecurrentOperation: Operation {
-    /// The three recurrent cells.
-    enum Cell {
-        case rnn, gru, lstm
-
-        /// Gate blocks in W and R.
-        var gates: Int {
-            switch self {
-            case .rnn: 1
-            case .gru: 3
-            case .lstm: 4
-            }
-        }
-
-        /// ONNX's default activations of one direction.
-        var defaultActivations: [String] {
-            switch self {
-            case .rnn: ["Tanh"]
-            case .gru: ["Sigmoid", "Tanh"]
-            case .lstm: ["Sigmoid", "Tanh", "Tanh"]
-            }
-        }
-
-        /// The C kernels' name for the cell.
-        var code: kiln_cell_kind {
-            switch self {
-            case .rnn: KILN_CELL_RNN
-            case .gru: KILN_CELL_GRU
-            case .lstm: KILN_CELL_LSTM
-            }
-        }
-    }
-
     /// `LSTM`, `GRU` or `RNN`.
     let kind: String
     /// The node's name.
     let label: String
     /// Which cell the node computes.
-    let cell: Cell
+    let cell: RecurrentCell
     /// X, W, R, B, sequence_lens, initial_h, initial_c, P (-1 when omitted).
     let inputs: [Int]
     /// Y, Y_h, Y_c (-1 when not wanted).
@@ -76,7 +44,7 @@ final class RecurrentOperation: Operation {
     /// The kernel activations (code, alpha, beta) of `node`'s `activations` attribute, every direction's in
     /// order; alpha/beta are consumed in order by the functions that take them, as ONNX Runtime does.
     /// An activation kiln.cpu has no kernel for is an `.unsupported` error naming the node and the activation.
-    static func activations(of node: Node, cell: Cell, directions: Int) throws -> [(kiln_activation, Float, Float)] {
+    static func activations(of node: Node, cell: RecurrentCell, directions: Int) throws -> [(kiln_activation, Float, Float)] {
         let perDirection = cell.defaultActivations.count
         var names = (0..<directions).flatMap { _ in cell.defaultActivations }
         if case .strings(let given)? = node.attributes["activations"] { names = given }
@@ -104,7 +72,7 @@ final class RecurrentOperation: Operation {
 
     /// Why kiln.cpu cannot run recurrent node `node`, or nil (checked before lowering).
     static func rejection(_ node: Node) -> String? {
-        let cell: Cell = node.op.name == "LSTM" ? .lstm : node.op.name == "GRU" ? .gru : .rnn
+        guard let cell = RecurrentCell(opName: node.op.name) else { return "\(node.op.name) is not a recurrent cell" }
         let direction = (try? node.string("direction", "forward")) ?? "forward"
         do {
             _ = try activations(of: node, cell: cell, directions: direction == "bidirectional" ? 2 : 1)
@@ -120,7 +88,10 @@ final class RecurrentOperation: Operation {
     init(node: Node, inputs: [Int], outputs: [Int], constants: [Tensor?]) throws {
         kind = node.op.name
         label = node.displayName
-        cell = node.op.name == "LSTM" ? .lstm : node.op.name == "GRU" ? .gru : .rnn
+        guard let cell = RecurrentCell(opName: node.op.name) else {
+            throw KilnError(.internal, "kiln.cpu: node '\(node.displayName)' (\(node.op.name)) is not a recurrent cell")
+        }
+        self.cell = cell
         self.inputs = (0..<8).map { $0 < inputs.count ? inputs[$0] : -1 }
         self.outputs = (0..<3).map { $0 < outputs.count ? outputs[$0] : -1 }
         let direction = try node.string("direction", "forward")
@@ -454,5 +425,16 @@ private struct RecurrentGeometry {
             }
         }
         if current != home { home.update(from: current, count: batch * hidden) }
+    }
+}
+
+extension RecurrentCell {
+    /// The C kernels' name for the cell.
+    var code: kiln_cell_kind {
+        switch self {
+        case .rnn: KILN_CELL_RNN
+        case .gru: KILN_CELL_GRU
+        case .lstm: KILN_CELL_LSTM
+        }
     }
 }

@@ -12,28 +12,6 @@ enum RecurrentOps {
         table.add("LSTM") { ctx in try run(ctx, kind: .lstm) }
     }
 
-    /// Which recurrent cell a node computes.
-    enum Kind {
-        case rnn, gru, lstm
-
-        /// Number of gate blocks in W and R.
-        var gates: Int {
-            switch self {
-            case .rnn: 1
-            case .gru: 3
-            case .lstm: 4
-            }
-        }
-        /// Number of activation functions per direction, and their defaults.
-        var defaultActivations: [String] {
-            switch self {
-            case .rnn: ["Tanh"]
-            case .gru: ["Sigmoid", "Tanh"]
-            case .lstm: ["Sigmoid", "Tanh", "Tanh"]
-            }
-        }
-    }
-
     /// A scalar activation function of the recurrent ops (`activations` attribute).
     struct Activation {
         let apply: (Double) -> Double
@@ -86,7 +64,7 @@ enum RecurrentOps {
     }
 
     /// Runs an RNN, GRU or LSTM node.
-    static func run(_ ctx: KernelContext, kind: Kind) throws -> [RuntimeValue?] {
+    static func run(_ ctx: KernelContext, kind: RecurrentCell) throws -> [RuntimeValue?] {
         let xT = try ctx.tensor(0), wT = try ctx.tensor(1), rT = try ctx.tensor(2)
         guard xT.rank == 3, wT.rank == 3, rT.rank == 3 else { throw ctx.fail("X, W and R must have rank 3") }
         let layout = try ctx.int("layout", 0)
