@@ -183,6 +183,16 @@ struct CPUBackendModelTests {
         let z = h.input("z", [2, 3])
         h.output(h.node("Reshape", [z, h.input("shape", [.fixed(1)], .int64)]))
         #expect(try CPUBackend().rejections(in: h.graph).first?.reason.contains("constant") == true)
+        // Negative pads crop (kiln.reference runs them); kiln.cpu refuses them by name instead of failing.
+        for op in ["Conv", "MaxPool", "AveragePool"] {
+            var k = TestGraph()
+            let input = k.input("x", [1, 16, 8, 8])
+            let inputs = op == "Conv" ? [input, k.constant(Tensor(shape: [16, 16, 3, 3], [Float](repeating: 0.1, count: 2304)))] : [input]
+            k.output(k.node(op, inputs, ["kernel_shape": .ints([3, 3]), "pads": .ints([-1, 0, -1, 0])]))
+            let reason = try CPUBackend().rejections(in: k.graph).first?.reason ?? ""
+            #expect(reason.contains("negative pads"), "\(op): \(reason)")
+            #expect(throws: KilnError.self) { try Session(model: k.model, backend: CPUBackend()) }
+        }
     }
 
     @Test("Targets: names, compatibility strings, payload round trip, refusal of a bad target")

@@ -25,6 +25,9 @@ struct Window {
         guard kernel.allSatisfy({ $0 > 0 }), strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }) else {
             throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op)): kernel, strides and dilations must be positive")
         }
+        if let pads, pads.contains(where: { $0 < 0 }) {
+            throw KilnError(.unsupported, "node '\(node.displayName)' (\(node.op)): negative pads \(pads) (cropping) are not supported by kiln.cpu")
+        }
         guard ["NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else {
             throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op)): unknown auto_pad '\(autoPad)'")
         }
