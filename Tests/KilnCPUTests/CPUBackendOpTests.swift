@@ -104,6 +104,15 @@ struct CPUBackendOpTests {
             try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 3, 6, 6]), "e": r.tensor([1, 4, 1, 6])], "conv broadcast residual")
         }
         do {
+            // VALID with a kernel taller than the input: no output rows (both backends; found by a fuzz run,
+            // where kiln.reference rounded -1/3 up to 0 and made one row).
+            var g = TestGraph()
+            let x = g.input("x", [1, 4, 2, 8])
+            g.output(g.node("Conv", [x, g.constant(r.tensor([3, 4, 3, 5]))], ["auto_pad": .string("VALID"), "strides": .ints([3, 1])]))
+            let got = try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, 4, 2, 8])], "conv VALID, kernel taller than the input")
+            #expect(got.first?.shape == [1, 3, 0, 4])
+        }
+        do {
             // The same, read afterwards by operations that take the blocked layout (a pool, a convolution).
             var g = TestGraph()
             let x = g.input("x", [1, 16, 6, 6]), extra = g.input("e", [1, 1, 6, 6])

@@ -89,7 +89,8 @@ enum ConvolutionOps {
                 begin[j] = autoPad == "SAME_UPPER" ? total / 2 : total - total / 2
                 end[j] = total - begin[j]
             case "VALID":
-                output[j] = max(0, (input[j] - span) / strides[j] + 1)
+                // A kernel wider than the input fits nowhere (integer division would round -1/3 up to 0).
+                output[j] = input[j] < span ? 0 : (input[j] - span) / strides[j] + 1
             case "NOTSET", "":
                 if let pads = try ctx.ints("pads") {
                     guard pads.count == 2 * r else { throw ctx.fail("pads must have \(2 * r) entries") }
