@@ -424,8 +424,11 @@ KILN_BLOCKED_INSTANCE(blocked_avx512, __attribute__((target("avx512f"))), 8)
 /* The instantiation matching the kernel table in use. */
 static const blocked_impl *blocked_current(const kiln_kernel_table *kt) {
 #if defined(__x86_64__)
-    if (kt == &kiln_avx512_table) return &blocked_avx512_impl;
-    if (kt == &kiln_avx2_table) return &blocked_avx2_impl;
+    switch (kiln_family_of(kt)) {
+    case KILN_FAMILY_AVX512: return &blocked_avx512_impl;
+    case KILN_FAMILY_AVX2: return &blocked_avx2_impl;
+    case KILN_FAMILY_PORTABLE: break;
+    }
 #endif
     (void)kt;
     return &blocked_generic_impl;

@@ -288,11 +288,11 @@ static const blocked_tile_fn avx512_tiles[2][KILN_CB_GROUP][KILN_CB_PIXELS] = {
 
 /* Runs tile t (any nb ≤ 4; more than 6 pixels only on AVX-512 with nb ≤ 2) with the kernels of the current
  * ISA: all blocks at once on AVX-512, one block at a time elsewhere. */
-static void run_tile(int family, blocked_tile *t, int ib16) {
+static void run_tile(kiln_family family, blocked_tile *t, int ib16) {
     size_t n = t->n;
     (void)family;
 #if defined(__x86_64__)
-    if (family == 2) {
+    if (family == KILN_FAMILY_AVX512) {
         if (n > KILN_CB_PIXELS) avx512_wide_tiles[ib16][t->nb - 1][n - 1 - KILN_CB_PIXELS](t);
         else avx512_tiles[ib16][t->nb - 1][n - 1](t);
         return;
@@ -306,7 +306,7 @@ static void run_tile(int family, blocked_tile *t, int ib16) {
         one.bias = t->bias ? t->bias + b * 16 : NULL;
         one.residual = t->residual ? t->residual + b * t->out_block : NULL;
 #if defined(__x86_64__)
-        if (family == 1) {
+        if (family == KILN_FAMILY_AVX2) {
             avx2_tiles[ib16][n - 1](&one);
             continue;
         }
@@ -315,12 +315,6 @@ static void run_tile(int family, blocked_tile *t, int ib16) {
     }
 }
 
-static int current_family(void) {
-    const char *isa = kiln_kernels_current()->isa;
-    if (strcmp(isa, "avx512") == 0) return 2;
-    if (strcmp(isa, "avx2") == 0) return 1;
-    return 0;
-}
 
 void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const float *source,
                          const float *packed_weight, float *output, size_t w0, size_t w1,
@@ -331,7 +325,7 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
     if (w1 > items) w1 = items;
     if (w0 >= w1) return;
     const kiln_kernel_table *kt = kiln_kernels_current();
-    const int family = current_family();
+    const kiln_family family = kiln_family_of(kiln_kernels_current());
     const int ib16 = blocked_input ? 1 : 0;
     const size_t P = g.pixels, OW = p->out_width, ps = g.ps;
     const size_t src_block = g.hp * g.wp * ps;
@@ -394,7 +388,7 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
         /* The chunk's pixels: each one's window origin in the source, and tiles of near-equal size
          * (never a lone pixel when the chunk has more than 6), worked out once for all passes. */
         size_t origin[KILN_CB_CHUNK], sizes[KILN_CB_CHUNK];
-        size_t tile_pixels = family == 2 && nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
+        size_t tile_pixels = family == KILN_FAMILY_AVX512 && nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
         size_t count = q1 - q0, tiles = div_up(count, tile_pixels);
         for (size_t q = q0, oh = q0 / OW, ow = q0 % OW; q < q1; q++) {
             origin[q - q0] = (oh * p->stride_h * g.wp + ow * p->stride_w) * ps;
@@ -615,14 +609,14 @@ void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const
     if (w1 > items) w1 = items;
     if (w0 >= w1) return;
     const kiln_kernel_table *kt = kiln_kernels_current();
-    const int family = current_family();
+    const kiln_family family = kiln_family_of(kiln_kernels_current());
     wino_input_fn transform_in = generic_wino_input;
     wino_output_fn transform_out = generic_wino_output;
 #if defined(__x86_64__)
-    if (family == 2) {
+    if (family == KILN_FAMILY_AVX512) {
         transform_in = avx512_wino_input;
         transform_out = avx512_wino_output;
-    } else if (family == 1) {
+    } else if (family == KILN_FAMILY_AVX2) {
         transform_in = avx2_wino_input;
         transform_out = avx2_wino_output;
     }
@@ -665,7 +659,7 @@ void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const
                 bt.nb = cob - b0 < KILN_CB_GROUP ? cob - b0 : KILN_CB_GROUP;
                 bt.w = packed_weight + xi * per_xi + b0 * KILN_BLOCK * cb * KILN_BLOCK;
                 bt.w_ci = bt.nb * KILN_BLOCK;
-                size_t step = family == 2 && bt.nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
+                size_t step = family == KILN_FAMILY_AVX512 && bt.nb <= 2 ? KILN_CB_PIXELS_MAX : KILN_CB_PIXELS;
                 for (size_t j0 = 0; j0 < tn; j0 += step) {
                     bt.n = tn - j0 < step ? tn - j0 : step;
                     for (size_t j = 0; j < bt.n; j++) bt.src[j] = V + (xi * cb * T + j0 + j) * KILN_BLOCK;

@@ -57,6 +57,15 @@ int kiln_kernels_force_generic(int force) {
     return atomic_exchange(&force_generic, force ? 1 : 0);
 }
 
+kiln_family kiln_family_of(const kiln_kernel_table *kt) {
+#if defined(__x86_64__)
+    if (kt == &kiln_avx512_table) return KILN_FAMILY_AVX512;
+    if (kt == &kiln_avx2_table) return KILN_FAMILY_AVX2;
+#endif
+    (void)kt;
+    return KILN_FAMILY_PORTABLE;
+}
+
 const char *kiln_kernels_isa(void) {
     return kiln_kernels_current()->isa;
 }

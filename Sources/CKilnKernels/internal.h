@@ -61,6 +61,11 @@ typedef struct kiln_kernel_table {
 /* The table in use (generic when forced or when the CPU lacks AVX2+FMA). */
 const kiln_kernel_table *kiln_kernels_current(void);
 
+/* Which instantiation of the vector-extension kernels (blocked.c, conv_blocked.c, recurrent.c: one body
+ * compiled per target attribute) goes with a table; NEON uses the portable one. */
+typedef enum kiln_family { KILN_FAMILY_PORTABLE, KILN_FAMILY_AVX2, KILN_FAMILY_AVX512 } kiln_family;
+kiln_family kiln_family_of(const kiln_kernel_table *kt);
+
 extern const kiln_kernel_table kiln_generic_table;
 #if defined(__aarch64__)
 extern const kiln_kernel_table kiln_neon_table;

@@ -256,12 +256,12 @@ void kiln_rnn_matmul(size_t M, size_t N, size_t K, const float *A, size_t lda, c
         return;
     }
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    const kiln_kernel_table *kt = kiln_kernels_current();
-    if (kt == &kiln_avx512_table) {
+    const kiln_family family = kiln_family_of(kiln_kernels_current());
+    if (family == KILN_FAMILY_AVX512) {
         rnn_small_avx512(M, N, K, A, lda, packed, C, ldc, n0, n1);
         return;
     }
-    if (kt == &kiln_avx2_table) {
+    if (family == KILN_FAMILY_AVX2) {
         rnn_small_avx2(M, N, K, A, lda, packed, C, ldc, n0, n1);
         return;
     }
