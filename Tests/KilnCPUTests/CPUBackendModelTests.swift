@@ -193,6 +193,27 @@ struct CPUBackendModelTests {
             #expect(reason.contains("negative pads"), "\(op): \(reason)")
             #expect(throws: KilnError.self) { try Session(model: k.model, backend: CPUBackend()) }
         }
+        // Geometry large enough to overflow size arithmetic is refused by name too.
+        var big = TestGraph()
+        let bx = big.input("x", [1, 16, 4, 4])
+        big.output(big.node("MaxPool", [bx], ["kernel_shape": .ints([3, 3]), "pads": .ints([1 << 40, 0, 0, 0])]))
+        #expect(try CPUBackend().rejections(in: big.graph).first?.reason.contains("above") == true)
+    }
+
+    @Test("A model whose values would not fit in memory gets a typed error, not a failed allocation")
+    func oversizedValuesAreRefused() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1, 16, 4, 4])
+        let w = g.constant(Tensor(shape: [16, 16, 3, 3], [Float](repeating: 0.1, count: 2304)))
+        // 16 × 200002² floats: 2.5 TB.
+        g.output(g.node("Conv", [x, w], ["pads": .ints([100_000, 100_000, 100_000, 100_000])]))
+        let session = try Session(model: g.model, backend: CPUBackend())
+        let input = RuntimeValue.tensor(Tensor(shape: [1, 16, 4, 4], [Float](repeating: 1, count: 256)))
+        #expect {
+            try session.runOrdered(["x": input])
+        } throws: { error in
+            (error as? KilnError).map { $0.code == .unsupported && $0.message.contains("GiB") } ?? false
+        }
     }
 
     @Test("Targets: names, compatibility strings, payload round trip, refusal of a bad target")

@@ -25,12 +25,31 @@ struct Window {
         guard kernel.allSatisfy({ $0 > 0 }), strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }) else {
             throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op)): kernel, strides and dilations must be positive")
         }
-        if let pads, pads.contains(where: { $0 < 0 }) {
-            throw KilnError(.unsupported, "node '\(node.displayName)' (\(node.op)): negative pads \(pads) (cropping) are not supported by kiln.cpu")
+        if let reason = Self.rejection(kernel: kernel, strides: strides, dilations: dilations, pads: pads) {
+            throw KilnError(.unsupported, "node '\(node.displayName)' (\(node.op)): \(reason)")
         }
         guard ["NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"].contains(autoPad) else {
             throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op)): unknown auto_pad '\(autoPad)'")
         }
+    }
+
+    /// Geometry kiln.cpu refuses (ONNX allows it or kiln.reference runs it): negative pads, which crop, and
+    /// kernel, strides, dilations or pads above 2^20 — bounding them keeps the kernels' size arithmetic far
+    /// from overflow, and the plan builder then refuses outputs too large to hold. Nil when supported.
+    static func rejection(kernel: [Int], strides: [Int], dilations: [Int], pads: [Int]?) -> String? {
+        let limit = 1 << 20
+        if let pads, pads.contains(where: { $0 < 0 }) { return "negative pads \(pads) (cropping) are not supported" }
+        guard (kernel + strides + dilations + (pads ?? [])).allSatisfy({ $0 <= limit }) else {
+            return "kernel, strides, dilations and pads above \(limit) are not supported"
+        }
+        return nil
+    }
+
+    /// The same for `node`'s attributes (checked before lowering, so the partitioner can fall back).
+    static func rejection(of node: Node) -> String? {
+        func ints(_ name: String) -> [Int]? { (try? node.ints(name)) ?? nil }
+        return rejection(kernel: ints("kernel_shape") ?? [], strides: ints("strides") ?? [],
+                         dilations: ints("dilations") ?? [], pads: ints("pads"))
     }
 
     /// Output sizes, leading pads and trailing pads for spatial input sizes `input` (ONNX's formulas).
@@ -208,7 +227,7 @@ final class ConvOperation: LayoutAware {
             try b.requireFloat(residual)
             if try b.shape(residual) == outShape { residualFused = residual }
         }
-        if method == .nchw { b.define(output, shape: outShape) } else { try b.defineBlocked(output, shape: outShape) }
+        if method == .nchw { try b.define(output, shape: outShape) } else { try b.defineBlocked(output, shape: outShape) }
         if outShape.reduce(1, *) == 0 { return }
 
         // Weights that are not constant are packed on every run.
@@ -220,7 +239,7 @@ final class ConvOperation: LayoutAware {
                   Array(ws[2...]) == window.kernel else {
                 throw b.invalid("weight shape \(ws) changed from the one the graph declares")
             }
-            weightScratch = b.scratch(bytes: Self.packedSize(&p, method: method) * 4)
+            weightScratch = try b.scratch(bytes: Self.packedSize(&p, method: method) * 4)
             let (w, scratch, params, method) = (weightValue, weightScratch, p, self.method)
             b.step("\(kind)/pack") { frame in
                 var q = params
@@ -331,7 +350,7 @@ final class ConvOperation: LayoutAware {
         let inImage = blockedInput ? Self.blockedImage(p.in_channels, inPixels) : p.in_channels * inPixels
         let outImage = Self.blockedImage(p.out_channels, pixels)
         let direct = kiln_conv2d_blocked_reads_input_directly(&p) != 0
-        let padScratch = direct ? -1 : b.scratch(bytes: kiln_conv2d_blocked_padded_size(&p, ib) * 4)
+        let padScratch = direct ? -1 : try b.scratch(bytes: kiln_conv2d_blocked_padded_size(&p, ib) * 4)
         let threads = b.threads
         let padParts = splitRange(kiln_conv2d_blocked_pad_units(&p, ib), parts: threads == 1 ? 1 : threads * 2)
         let workParts = splitRange(kiln_conv2d_blocked_work(&p), parts: threads == 1 ? 1 : threads * 4)

@@ -149,7 +149,7 @@ final class TransposeOperation: Operation {
             try b.defineView(output, of: x, shape: outShape)
             return
         }
-        b.define(output, shape: outShape, dtype: dtype)
+        try b.define(output, shape: outShape, dtype: dtype)
         let (x, output) = (self.x, self.output)
         if width == 4 && mergedShape.count <= 4 {
             let pad = 4 - mergedShape.count
@@ -241,7 +241,7 @@ final class GatherOperation: Operation {
             b.defineKnown(output, Tensor(dtype: dtype, shape: outShape, storage: storage))
             return
         }
-        b.define(output, shape: outShape, dtype: dtype)
+        try b.define(output, shape: outShape, dtype: dtype)
         if outShape.reduce(1, *) == 0 { return }
         let (data, indices, output) = (self.data, self.indices, self.output)
         b.step { frame in try gather(frame.raw(data), frame.raw(indices), frame.raw(output)) }
@@ -301,7 +301,7 @@ final class ConcatOperation: Operation {
             b.defineKnown(output, Tensor(dtype: dtype, shape: outShape, storage: storage))
             return
         }
-        b.define(output, shape: outShape, dtype: dtype)
+        try b.define(output, shape: outShape, dtype: dtype)
         if outShape.reduce(1, *) == 0 { return }
         let (operands, output) = (self.operands, self.output)
         b.step { frame in concat(operands.map { UnsafeRawPointer(frame.raw($0)) }, frame.raw(output)) }
@@ -344,7 +344,7 @@ final class CastOperation: Operation {
                                                  : Tensor(dtype: to, shape: xs, int64s: k.asInt64s()))
             return
         }
-        b.define(output, shape: xs, dtype: to)
+        try b.define(output, shape: xs, dtype: to)
         let count = xs.reduce(1, *)
         let (x, output, to) = (self.x, self.output, self.to)
         b.step { frame in

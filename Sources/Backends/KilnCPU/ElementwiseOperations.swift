@@ -49,7 +49,7 @@ final class ChainOperation: Operation {
             guard let joint = Broadcasting.shape(shape, s) else { throw b.invalid("shapes \(shape) and \(s) do not broadcast") }
             shape = joint
         }
-        b.defineInPlace(output, shape: shape, reusing: [x])
+        try b.defineInPlace(output, shape: shape, reusing: [x])
         let count = shape.reduce(1, *)
         if count == 0 { return }
         let block = 8192
@@ -112,7 +112,7 @@ final class BinaryOperation: Operation {
             return
         }
         let reusable = try operands.prefix(2).filter { try b.shape($0) == shape }
-        b.defineInPlace(output, shape: shape, reusing: reusable)
+        try b.defineInPlace(output, shape: shape, reusing: reusable)
         try Broadcasting.planBinary(b, op: op, a: operands[0], b: operands[1], output: output)
         for v in operands.dropFirst(2) {
             try Broadcasting.planBinary(b, op: op, a: output, b: v, output: output)

@@ -81,7 +81,7 @@ final class MatMulOperation: Operation {
         let fullOut = outShape
         if aVector { outShape.remove(at: outShape.count - 2) }
         if bVector { outShape.removeLast() }
-        builder.define(output, shape: outShape)
+        try builder.define(output, shape: outShape)
         if fullOut.reduce(1, *) == 0 { return }
         if k == 0 { throw builder.unsupported("empty inner dimension") }
         if let bias, bias.count != n { throw builder.invalid("bias has \(bias.count) elements for \(n) columns") }

@@ -54,7 +54,7 @@ final class BatchNormOperation: Operation {
         let xs = try b.shape(x)
         guard xs.count >= 2 else { throw b.invalid("input must have rank ≥ 2, got \(xs)") }
         let channels = xs[1]
-        b.defineInPlace(output, shape: xs, reusing: [x])
+        try b.defineInPlace(output, shape: xs, reusing: [x])
         let count = xs.reduce(1, *)
         if count == 0 { return }
         var scaleScratch = -1
@@ -63,7 +63,7 @@ final class BatchNormOperation: Operation {
                 try b.requireFloat(p)
                 guard try b.shape(p).reduce(1, *) == channels else { throw b.invalid("parameter '\(b.name(p))' must have \(channels) elements") }
             }
-            scaleScratch = b.scratch(bytes: channels * 8)
+            scaleScratch = try b.scratch(bytes: channels * 8)
         } else if folded!.scale.count != channels {
             throw b.invalid("parameters have \(folded!.scale.count) elements for \(channels) channels")
         }
@@ -138,10 +138,10 @@ final class LayerNormOperation: Operation {
             let count = try b.shape(p).reduce(1, *)
             guard count == cols else { throw b.unsupported("'\(b.name(p))' has \(count) elements; kiln.cpu needs one per normalized element (\(cols))") }
         }
-        b.defineInPlace(outputs[0], shape: xs, reusing: [x])
+        try b.defineInPlace(outputs[0], shape: xs, reusing: [x])
         let statShape = Array(xs[..<a]) + Array(repeating: 1, count: xs.count - a)
-        if outputs.count > 1 { b.define(outputs[1], shape: statShape) }
-        if outputs.count > 2 { b.define(outputs[2], shape: statShape) }
+        if outputs.count > 1 { try b.define(outputs[1], shape: statShape) }
+        if outputs.count > 2 { try b.define(outputs[2], shape: statShape) }
         if rows * cols == 0 { return }
         let (x, gamma, beta, epsilon, outs) = (self.x, self.gamma, self.beta, self.epsilon, self.outputs)
         let parts = splitRange(rows, parts: b.threads > 1 && rows * cols >= 16_384 ? b.threads : 1)
@@ -185,7 +185,7 @@ final class SoftmaxOperation: Operation {
         let xs = try b.shape(x)
         let a = axis < 0 ? axis + xs.count : axis
         guard a >= 0, a < max(xs.count, 1) else { throw b.invalid("axis \(axis) is out of range for \(xs)") }
-        b.defineInPlace(output, shape: xs, reusing: [x])
+        try b.defineInPlace(output, shape: xs, reusing: [x])
         let count = xs.reduce(1, *)
         if count == 0 { return }
         let outer = xs.isEmpty ? 1 : xs[..<a].reduce(1, *)

@@ -64,7 +64,7 @@ final class PoolOperation: LayoutAware {
             }
             return
         }
-        b.define(output, shape: outShape)
+        try b.define(output, shape: outShape)
         let planes = xs[0] * xs[1]
         if outShape.reduce(1, *) == 0 { return }
         let parts = splitRange(planes, parts: b.threads == 1 ? 1 : b.threads * 2)
@@ -113,7 +113,7 @@ final class GlobalPoolOperation: LayoutAware {
         let xs = try b.shape(x)
         guard xs.count >= 3 else { throw b.invalid("input must have rank ≥ 3, got \(xs)") }
         let outShape = [xs[0], xs[1]] + Array(repeating: 1, count: xs.count - 2)
-        b.define(output, shape: outShape)
+        try b.define(output, shape: outShape)
         let planes = xs[0] * xs[1], plane = xs[2...].reduce(1, *)
         if planes == 0 { return }
         if plane == 0 { throw b.invalid("pooling over an empty plane") }

@@ -175,12 +175,31 @@ final class PlanBuilder {
 
     // MARK: defining values
 
+    /// The most bytes one value or scratch buffer may take: 2^31 floats, as kiln.reference allows.
+    static let maxBufferBytes = 1 << 33
+
+    /// Bytes of a buffer of `shape` × `width`, or an `.unsupported` error naming `name` when a dimension is
+    /// negative, the product overflows or it exceeds `maxBufferBytes` (a model asking for terabytes gets an
+    /// error, not a failed allocation).
+    func checkedBytes(_ shape: [Int], width: Int, name: String) throws -> Int {
+        var bytes = width
+        for d in shape {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
+            guard d >= 0, !overflow, product <= Self.maxBufferBytes else {
+                throw unsupported("'\(name)' of shape \(shape) would need more than \(Self.maxBufferBytes >> 30) GiB (kiln.cpu's limit for one value)")
+            }
+            bytes = product
+        }
+        return bytes
+    }
+
     /// Defines `id` as a new arena buffer.
-    func define(_ id: Int, shape: [Int], dtype: DType = .float32) {
+    func define(_ id: Int, shape: [Int], dtype: DType = .float32) throws {
         guard id >= 0 else { return }
+        let bytes = try checkedBytes(shape, width: dtype.byteWidth ?? 1, name: name(id))
         shapes[id] = shape
         dtypes[id] = dtype
-        buffers.append(Buffer(bytes: shape.reduce(1, *) * (dtype.byteWidth ?? 1), first: steps.count, values: [id]))
+        buffers.append(Buffer(bytes: bytes, first: steps.count, values: [id]))
         storage[id] = .buffer(buffers.count - 1)
     }
 
@@ -219,9 +238,9 @@ final class PlanBuilder {
     /// Defines `id` in the buffer of the first of `candidates` that it may overwrite and that has the
     /// same byte size; otherwise as a new buffer. Returns the candidate reused, if any.
     @discardableResult
-    func defineInPlace(_ id: Int, shape: [Int], dtype: DType = .float32, reusing candidates: [Int]) -> Int? {
+    func defineInPlace(_ id: Int, shape: [Int], dtype: DType = .float32, reusing candidates: [Int]) throws -> Int? {
         guard id >= 0 else { return nil }
-        let bytes = shape.reduce(1, *) * (dtype.byteWidth ?? 1)
+        let bytes = try checkedBytes(shape, width: dtype.byteWidth ?? 1, name: name(id))
         for c in candidates where canOverwrite(c) {
             guard case .buffer(let b) = storage[c], buffers[b].bytes == bytes else { continue }
             shapes[id] = shape
@@ -230,12 +249,15 @@ final class PlanBuilder {
             storage[id] = .buffer(b)
             return c
         }
-        define(id, shape: shape, dtype: dtype)
+        try define(id, shape: shape, dtype: dtype)
         return nil
     }
 
     /// Scratch bytes for the current operation's steps; the result indexes `Frame.scratch`.
-    func scratch(bytes: Int) -> Int {
+    func scratch(bytes: Int) throws -> Int {
+        guard bytes >= 0, bytes <= Self.maxBufferBytes else {
+            throw unsupported("scratch of \(bytes) bytes is more than kiln.cpu's limit of \(Self.maxBufferBytes >> 30) GiB")
+        }
         buffers.append(Buffer(bytes: bytes, first: steps.count, values: [], scratchOperation: operationIndex))
         scratchBuffers.append(buffers.count - 1)
         return scratchBuffers.count - 1
@@ -270,10 +292,11 @@ final class PlanBuilder {
         guard let twin = program.blockedTwin[id], shape.count >= 3 else {
             throw KilnError(.internal, "kiln.cpu: value '\(name(id))' has no blocked form")
         }
+        let blocked = [shape[0], (shape[1] + Int(KILN_BLOCK) - 1) / Int(KILN_BLOCK)] + Array(shape[2...]) + [Int(KILN_BLOCK)]
+        _ = try checkedBytes(blocked, width: 4, name: name(id))
         shapes[id] = shape
         dtypes[id] = .float32
-        let blocked = [shape[0], (shape[1] + Int(KILN_BLOCK) - 1) / Int(KILN_BLOCK)] + Array(shape[2...]) + [Int(KILN_BLOCK)]
-        define(twin, shape: blocked)
+        try define(twin, shape: blocked)
         return twin
     }
 
@@ -293,7 +316,7 @@ final class PlanBuilder {
     /// Makes the plain form of `id` exist, adding a reorder step from its blocked twin when needed.
     func requirePlain(_ id: Int) throws {
         guard id >= 0, !hasPlain(id), blockedForm(id) != nil, let shape = shapes[id] else { return }
-        define(id, shape: shape)
+        try define(id, shape: shape)
         try addReorder(id, toBlocked: false)
     }
 

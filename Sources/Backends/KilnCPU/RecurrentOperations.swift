@@ -168,21 +168,21 @@ final class RecurrentOperation: Operation {
             guard try b.shape(lensID).reduce(1, *) == batch else { throw b.invalid("sequence_lens must have \(batch) elements") }
         }
         let (yID, yhID, ycID) = (outputs[0], outputs[1], cell == .lstm ? outputs[2] : -1)
-        b.define(yID, shape: layout == 0 ? [seq, dirs, batch, hidden] : [batch, seq, dirs, hidden])
-        b.define(yhID, shape: stateShape)
-        b.define(ycID, shape: stateShape)
+        try b.define(yID, shape: layout == 0 ? [seq, dirs, batch, hidden] : [batch, seq, dirs, hidden])
+        try b.define(yhID, shape: stateShape)
+        try b.define(ycID, shape: stateShape)
         if batch == 0 || hidden == 0 { return }
 
         let n = dirs * gh
-        let gxScratch = b.scratch(bytes: max(seq * batch * n, 1) * 4)
+        let gxScratch = try b.scratch(bytes: max(seq * batch * n, 1) * 4)
         // h, c (LSTM), and a second h for steps split across threads.
-        let stateScratch = b.scratch(bytes: dirs * batch * hidden * 4 * (cell == .lstm ? 3 : 2))
-        let ghScratch = b.scratch(bytes: dirs * batch * gh * 4)
-        let rhScratch = cell == .gru ? b.scratch(bytes: dirs * batch * hidden * 4) : -1
-        let biasScratch = b.scratch(bytes: (n + dirs * hidden) * 4)
+        let stateScratch = try b.scratch(bytes: dirs * batch * hidden * 4 * (cell == .lstm ? 3 : 2))
+        let ghScratch = try b.scratch(bytes: dirs * batch * gh * 4)
+        let rhScratch = cell == .gru ? try b.scratch(bytes: dirs * batch * hidden * 4) : -1
+        let biasScratch = try b.scratch(bytes: (n + dirs * hidden) * 4)
         let packRSize = kiln_sgemm_pack_b_size(hidden, gh)
-        let wScratch = packedW == nil ? b.scratch(bytes: kiln_sgemm_pack_b_size(inputSize, n) * 4) : -1
-        let rScratch = packedR == nil ? b.scratch(bytes: packRSize * dirs * 4) : -1
+        let wScratch = packedW == nil ? try b.scratch(bytes: kiln_sgemm_pack_b_size(inputSize, n) * 4) : -1
+        let rScratch = packedR == nil ? try b.scratch(bytes: packRSize * dirs * 4) : -1
 
         // Units of the input projection (seq·batch rows × n columns).
         let threads = b.threads

@@ -145,9 +145,7 @@ enum Support {
             if let t = types[node.input(1)], t != .int64, t != .int32 { return "Gather indices of type \(t) not supported" }
         default: break
         }
-        if ["Conv", "MaxPool", "AveragePool"].contains(name), let pads = try? node.ints("pads"), pads.contains(where: { $0 < 0 }) {
-            return "negative pads \(pads) (cropping) are not supported"
-        }
+        if ["Conv", "MaxPool", "AveragePool"].contains(name), let reason = Window.rejection(of: node) { return reason }
         return nil
     }
 }
