@@ -115,36 +115,6 @@ public protocol Backend: Sendable {
     func devices() -> [Device]
 }
 
-/// A device a backend runs on.
-public struct Device: Sendable, Hashable, CustomStringConvertible {
-    /// What it is: `cpu`, `gpu`, `npu`, `dsp`, `fpga`.
-    public var kind: String
-    /// Which one, for people (`x86_64, 2 logical cores`).
-    public var name: String
-
-    /// A device of `kind` called `name`.
-    public init(kind: String, name: String) {
-        self.kind = kind
-        self.name = name
-    }
-
-    /// `cpu: x86_64, 2 logical cores`.
-    public var description: String { "\(kind): \(name)" }
-
-    /// This machine's CPU: its architecture and the number of logical cores online.
-    public static var hostCPU: Device {
-        #if arch(x86_64)
-        let arch = "x86_64"
-        #elseif arch(arm64)
-        let arch = "aarch64"
-        #else
-        let arch = "unknown architecture"
-        #endif
-        let cores = sysconf(Int32(_SC_NPROCESSORS_ONLN))
-        return Device(kind: "cpu", name: cores > 0 ? "\(arch), \(cores) logical core\(cores == 1 ? "" : "s")" : arch)
-    }
-}
-
 extension Backend {
     /// By default a backend runs on the host CPU.
     public func devices() -> [Device] { [Device.hostCPU] }
