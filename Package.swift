@@ -8,7 +8,7 @@ let package = Package(
     name: "Kiln",
     products: [
         .library(name: "Kiln", targets: ["Kiln"]),
-        .executable(name: "kiln", targets: ["kiln"]),
+        .executable(name: "kiln", targets: ["KilnCLI"]),
         // libKilnC.so: the C ABI of include/kiln/kiln.h; scripts/install installs it as libkiln.so.
         .library(name: "KilnC", type: .dynamic, targets: ["KilnC"]),
     ],
@@ -49,35 +49,41 @@ let package = Package(
         .target(
             name: "KilnCompiler",
             dependencies: [
-                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnReference",
+                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnFormat", "KilnBackend", "KilnReference"]),
+        .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnFormat", "KilnBackend"]),
         .target(
             name: "Kiln",
-            dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnCompiler", "KilnRuntime", "KilnReference", "KilnCPU"]
+            dependencies: [
+                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnCompiler", "KilnRuntime",
+                "KilnReference", "KilnCPU",
+            ]
         ),
+        // Tools for the CLI and the tests (NumPy files, the conformance runner, file helpers): not part of the SDK.
+        .target(name: "KilnTooling", dependencies: ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends"]),
         .target(name: "CKilnABI", path: "Sources/CKilnABI"),
-        .target(name: "KilnC", dependencies: ["Kiln", "CKilnABI"]),
+        .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnCompiler", "KilnFormat", "KilnFrontends", "CKilnABI"]),
+        // The `kiln` command-line tool (product `kiln`; the target's name differs from `Kiln` in more than case).
         .executableTarget(
-            name: "kiln",
-            dependencies: ["Kiln", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            name: "KilnCLI",
+            dependencies: ["Kiln", "KilnTooling", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
-        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnCTests", dependencies: ["Kiln", "KilnFrontends"], exclude: ["abi-layout.txt"]),
-        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
+        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnTooling", "KilnReference", "Kiln"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends"]),
+        .testTarget(name: "KilnCTests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends"], exclude: ["abi-layout.txt"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnTooling", "KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
         .testTarget(
             name: "KilnCompilerTests",
             dependencies: [
-                "KilnCompiler", "Kiln", "KilnFormat", "KilnFrontends", "KilnReference",
+                "KilnCompiler", "Kiln", "KilnTooling", "KilnFormat", "KilnFrontends", "KilnReference",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
+        .testTarget(name: "KilnPassesTests", dependencies: ["KilnTooling", "KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
     ]
 )

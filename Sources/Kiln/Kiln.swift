@@ -9,7 +9,6 @@ import Darwin
 @_exported import KilnIR
 @_exported import KilnRuntime
 import KilnFrontends
-import KilnReference
 
 /// The Kiln SDK's entry points: import or compile a model, load a model or an artifact, run it.
 public enum Kiln {
@@ -21,33 +20,82 @@ public enum Kiln {
         try ONNXImporter().importModel(path: path)
     }
 
-    /// The backend called `name`, or a `.invalidArgument` error listing the known ones.
+    /// The backend called `name` in `Kiln.backends`, or an `.invalidArgument` error listing the known ones.
     public static func backend(named name: String) throws -> any Backend {
-        guard let b = backends.backend(named: name) else {
-            throw KilnError(.invalidArgument, "no backend named '\(name)' (known: \(backends.all.map(\.info.name).joined(separator: ", ")))")
+        try backends.require(name)
+    }
+
+    /// How a model is loaded: on which backends, and with which backend options.
+    public struct LoadOptions: Sendable {
+        /// The target whose backends run a model (`host`: this machine's best backends, with the reference
+        /// backend only for what they cannot run). Ignored for artifacts, whose backends were chosen at compile time.
+        public var target: String
+        /// Run the whole model on this one backend, with no fallback (`kiln.reference` as the oracle). For an
+        /// artifact, the backend it must have been compiled for.
+        public var backend: String?
+        /// The backends that claim a model's nodes, highest priority first (empty: the target's); the rest
+        /// falls back to the host's backends as `partition` says.
+        public var backends: [String]
+        /// Minimum group size, deny list and fallback policy when a model is split among backends.
+        public var partition: PartitionOptions
+        /// Backend options (`threads`) and a profiler, given to the backends that take them.
+        public var configuration: BackendConfiguration
+
+        /// Options; by default the host target's backends with their default options.
+        public init(target: String = BackendRegistry.hostTarget, backend: String? = nil, backends: [String] = [],
+                    partition: PartitionOptions = PartitionOptions(), configuration: BackendConfiguration = BackendConfiguration()) {
+            self.target = target
+            self.backend = backend
+            self.backends = backends
+            self.partition = partition
+            self.configuration = configuration
         }
-        return b
     }
 
     /// Loads the model at `path` and prepares it to run.
     ///
     /// A `.kiln` artifact (recognized by its magic bytes, whatever the file is called) is loaded
-    /// memory-mapped, its partitions on the backends they were compiled for; `backend`, when given, must
-    /// be that backend. Anything else is imported as ONNX and prepared on `backend` (default `kiln.reference`).
-    public static func load(path: String, backend: String? = nil) throws -> Session {
+    /// memory-mapped, its partitions on the backends they were compiled for. Anything else is imported as
+    /// ONNX and split among the target's backends (`host` by default: `kiln.cpu`, with `kiln.reference` for
+    /// what it cannot run), or prepared whole on `options.backend`.
+    public static func load(path: String, options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
         if try isArtifact(path: path) {
-            let session = try Session(artifactPath: path, backends: backends)
-            try check(session, runsOn: backend, origin: path)
+            let session = try Session(artifactPath: path, backends: registry.configured(options.configuration))
+            try check(session, runsOn: options.backend, origin: path)
             return session
         }
-        return try Session(model: importONNX(path: path), backend: Self.backend(named: backend ?? "kiln.reference"))
+        return try prepare(importONNX(path: path), options: options, registry: registry)
     }
 
-    /// Loads a `.kiln` artifact held in memory (see `load(path:backend:)`).
-    public static func load(artifactBytes bytes: [UInt8], backend: String? = nil) throws -> Session {
-        let session = try Session(artifactBytes: bytes, backends: backends)
-        try check(session, runsOn: backend, origin: "<memory>")
+    /// Prepares `model` as `options` say, over `registry`'s backends: split among the target's backends (or
+    /// `options.backends`), or whole on `options.backend`.
+    public static func prepare(_ model: Model, options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
+        let registry = try registry.configured(options.configuration)
+        if let name = options.backend {
+            guard options.backends.isEmpty else {
+                throw KilnError(.invalidArgument, "a backend for the whole model and backends to partition it among cannot both be given")
+            }
+            return try Session(model: model, backend: registry.require(name))
+        }
+        return try Session(model: model, partitioner: Partitioner(target: options.target, backends: options.backends,
+                                                                  registry: registry, options: options.partition))
+    }
+
+    /// Loads the model at `path` on `backend` alone (nil: the host target's backends); see `load(path:options:)`.
+    public static func load(path: String, backend: String?) throws -> Session {
+        try load(path: path, options: LoadOptions(backend: backend))
+    }
+
+    /// Loads a `.kiln` artifact held in memory (see `load(path:options:registry:)`).
+    public static func load(artifactBytes bytes: [UInt8], options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
+        let session = try Session(artifactBytes: bytes, backends: registry.configured(options.configuration))
+        try check(session, runsOn: options.backend, origin: "<memory>")
         return session
+    }
+
+    /// Loads a `.kiln` artifact held in memory, refusing it unless it was compiled for `backend` (when given).
+    public static func load(artifactBytes bytes: [UInt8], backend: String?) throws -> Session {
+        try load(artifactBytes: bytes, options: LoadOptions(backend: backend))
     }
 
     /// Whether the file at `path` starts with the `.kiln` magic bytes.
@@ -66,11 +114,12 @@ public enum Kiln {
         return done == head.count && head == ArtifactFormat.magic
     }
 
-    /// A compiler over the built-in backends (`Kiln.backends`).
-    public static func compiler(options: Compiler.Options = Compiler.Options(),
+    /// A compiler over `registry` (by default `Kiln.backends`: the built-in backends and registered plugins),
+    /// folding constants with the reference interpreter.
+    public static func compiler(options: Compiler.Options = Compiler.Options(), registry: BackendRegistry = backends,
                                 progress: (@Sendable (Compiler.Progress) -> Void)? = nil,
                                 irPrinter: (@Sendable (String, String) -> Void)? = nil) -> Compiler {
-        Compiler(options: options, backends: backends, progress: progress, irPrinter: irPrinter)
+        Compiler(options: options, backends: registry, evaluator: constantEvaluator, progress: progress, irPrinter: irPrinter)
     }
 
     /// Compiles the ONNX model at `path` into `.kiln` artifact bytes.
@@ -79,8 +128,8 @@ public enum Kiln {
     }
 
     /// Refuses a backend request an artifact cannot honour: its partitions chose their backends at compile time.
-    private static func check(_ session: Session, runsOn backend: String?, origin: String) throws {
+    static func check(_ session: Session, runsOn backend: String?, origin: String) throws {
         guard let backend, backend != session.backend.info.name else { return }
-        throw KilnError(.invalidArgument, "\(origin) was compiled for backend \(session.backend.info.name); to run it on \(backend), compile the model again with --backend \(backend)")
+        throw KilnError(.invalidArgument, "\(origin) was compiled for backend \(session.backend.info.name); to run it on \(backend), compile the model again with --backends \(backend)")
     }
 }

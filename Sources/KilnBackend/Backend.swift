@@ -141,31 +141,3 @@ extension Backend {
         return try prepare(graph)
     }
 }
-
-/// The backends known to this process, by name.
-public final class BackendRegistry: @unchecked Sendable {
-    private var backends: [String: any Backend] = [:]
-    private var order: [String] = []
-    private let lock = Lock()
-
-    /// An empty registry.
-    public init() {}
-
-    /// Adds `backend`; a backend with the same name is replaced.
-    public func register(_ backend: any Backend) {
-        lock.withLock {
-            if backends[backend.info.name] == nil { order.append(backend.info.name) }
-            backends[backend.info.name] = backend
-        }
-    }
-
-    /// The backend called `name`, or nil.
-    public func backend(named name: String) -> (any Backend)? {
-        lock.withLock { backends[name] }
-    }
-
-    /// All registered backends, in registration order.
-    public var all: [any Backend] {
-        lock.withLock { order.compactMap { backends[$0] } }
-    }
-}

@@ -24,6 +24,16 @@ public struct PartitionReport: Sendable, Hashable {
             self.backend = backend
             self.reason = reason
         }
+
+        /// Whether the node runs on a fallback backend (no selected backend took it, its op was denied, or its
+        /// group was too small): the partitioner's reasons for those end in `fallback NAME`.
+        public var isFallback: Bool { reason.contains("fallback ") }
+
+        /// Why the node fell back, without the `; fallback NAME` the reason ends with.
+        var fallbackCause: String {
+            guard let range = reason.ranges(of: "; fallback ").last else { return reason }
+            return String(reason[..<range.lowerBound])
+        }
     }
 
     /// One entry per node, in node order.
@@ -54,5 +64,31 @@ public struct PartitionReport: Sendable, Hashable {
             counts[entry.backend, default: 0] += 1
         }
         return order.map { ($0, counts[$0]!) }
+    }
+
+    /// One line saying how many nodes went to a fallback backend, and why:
+    /// `fallback: none (all 53 nodes on kiln.cpu)` or
+    /// `fallback: 2 of 53 nodes on kiln.reference: Resize ×2 (rejected by kiln.cpu: no kernel for Resize)`.
+    public var fallbackSummary: String {
+        let fallen = entries.filter(\.isFallback)
+        guard !fallen.isEmpty else {
+            let backends = nodesPerBackend.map { "\($0.nodes) on \($0.backend)" }
+            let all = backends.count == 1 ? "all \(entries.count) node\(entries.count == 1 ? "" : "s") on \(nodesPerBackend[0].backend)" : backends.joined(separator: ", ")
+            return "fallback: none (\(entries.isEmpty ? "no nodes" : all))"
+        }
+        var order: [String] = []
+        var groups: [String: (op: String, count: Int, cause: String)] = [:]
+        for entry in fallen {
+            let key = "\(entry.op) \(entry.backend)"
+            if groups[key] == nil { order.append(key); groups[key] = (entry.op, 0, entry.fallbackCause) }
+            groups[key]!.count += 1
+        }
+        let targets = Set(fallen.map(\.backend)).sorted().joined(separator: ", ")
+        let causes = order.prefix(8).map { key in
+            let g = groups[key]!
+            return "\(g.op)\(g.count > 1 ? " ×\(g.count)" : "") (\(g.cause))"
+        }
+        return "fallback: \(fallen.count) of \(entries.count) nodes on \(targets): " + causes.joined(separator: "; ")
+            + (order.count > 8 ? "; … \(order.count - 8) more op kinds" : "")
     }
 }

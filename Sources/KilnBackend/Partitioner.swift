@@ -42,7 +42,8 @@ public struct PartitionOptions: Sendable, Hashable {
 /// the partitioner decides.
 ///
 /// 1. Each node goes to the first selected backend (user priority) that does not reject it, unless its
-///    op is denied; otherwise to the first fallback backend that runs it (`kiln.cpu`, then `kiln.reference`).
+///    op is denied; otherwise to the first fallback backend that runs it (the host's backends, then the reference
+///    backend: `BackendRegistry.selection(target:backends:)`).
 ///    A node that no backend runs is an `.unsupported` error listing every such node at once.
 /// 2. The fallback policy is applied to nodes no selected backend took (`deny` makes them an error).
 /// 3. Nodes are grouped, in topological order, into groups of one backend whose quotient graph stays
@@ -60,9 +61,6 @@ public struct Partitioner: Sendable {
     /// Minimum group size, deny list, fallback policy.
     public var options: PartitionOptions
 
-    /// The names of the fallback backends, in order of preference.
-    public static let fallbackNames = ["kiln.cpu", "kiln.reference"]
-
     /// A partitioner over `selected` (priority order) falling back to `fallbacks`.
     public init(selected: [any Backend], fallbacks: [any Backend], options: PartitionOptions = PartitionOptions()) {
         self.selected = selected
@@ -70,26 +68,20 @@ public struct Partitioner: Sendable {
         self.options = options
     }
 
-    /// A partitioner over the backends named `names` (priority order) in `registry`, falling back to those of
-    /// `fallbackNames` that `registry` has. An unknown name, a name given twice or a bad option is `.invalidArgument`.
-    public init(selecting names: [String], registry: BackendRegistry, options: PartitionOptions = PartitionOptions()) throws {
-        var chosen: [any Backend] = []
-        for name in names {
-            guard let backend = registry.backend(named: name) else {
-                throw KilnError(.invalidArgument, "no backend named '\(name)' (known: \(registry.all.map(\.info.name).joined(separator: ", ")))")
-            }
-            guard !chosen.contains(where: { $0.info.name == name }) else {
-                throw KilnError(.invalidArgument, "backend '\(name)' is selected twice")
-            }
-            chosen.append(backend)
-        }
+    /// A partitioner over the backends `registry` selects for `target` (or over `backends`, highest
+    /// priority first, when given), falling back to the host's backends and then the reference backend
+    /// (`BackendRegistry.selection(target:backends:)`). An unknown target or backend, a backend named
+    /// twice, or a bad option is `.invalidArgument`.
+    public init(target: String = BackendRegistry.hostTarget, backends: [String] = [], registry: BackendRegistry,
+                options: PartitionOptions = PartitionOptions()) throws {
         guard options.minGroupSize >= 1 else {
             throw KilnError(.invalidArgument, "minimum group size \(options.minGroupSize) is not at least 1")
         }
         if let empty = options.deny.first(where: { $0.isEmpty || $0.contains(",") }) {
             throw KilnError(.invalidArgument, "deny list entry '\(empty)' is not an op name")
         }
-        self.init(selected: chosen, fallbacks: Self.fallbackNames.compactMap(registry.backend(named:)), options: options)
+        let selection = try registry.selection(target: target, backends: backends)
+        self.init(selected: selection.selected, fallbacks: selection.fallbacks, options: options)
     }
 
     /// Splits `model`'s main graph; errors name ops as `(domain, op, opset)` with the model's opsets.

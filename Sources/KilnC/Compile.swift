@@ -19,9 +19,10 @@ enum CompileRequest {
 
     /// The compiler options the caller's struct asks for (defaults for NULL), over `context`'s backends.
     static func compiler(_ options: UnsafePointer<kiln_compile_options>?, context: ContextHandle) throws -> Compiler {
-        var result = Compiler.Options(backend: context.defaultBackend)
+        var result = Compiler.Options()
+        if let name = context.defaultBackend { try apply("backend", name, to: &result) }
         guard let c = try VersionedStruct.read(options, "kiln_compile_options") else {
-            return Compiler(options: result, backends: context.registry)
+            return Kiln.compiler(options: result, registry: context.registry)
         }
         if let target = c.target { result.target = String(cString: target) }
         if c.option_count > 0 {
@@ -35,7 +36,7 @@ enum CompileRequest {
                 try apply(String(cString: keyPointer), String(cString: valuePointer), to: &result)
             }
         }
-        return Compiler(options: result, backends: context.registry)
+        return Kiln.compiler(options: result, registry: context.registry)
     }
 
     /// `a, b,c` → `[a, b, c]` (spaces around items and empty items dropped).
@@ -53,7 +54,10 @@ enum CompileRequest {
         }
         switch key {
         case "opt_level": options.optLevel = try integer()
-        case "backend": options.backend = value
+        case "backend":
+            // The whole graph for this one backend, as before ABI 1.1's partitioning options.
+            options.backends = [value]
+            options.fallback = .deny
         case "backends":
             let names = list(value)
             guard !names.isEmpty else { throw KilnError(.invalidArgument, "compile option backends='\(value)': expected NAME[,NAME…]") }
@@ -91,7 +95,7 @@ public func kiln_compile_file(_ context: OpaquePointer?, _ modelPath: UnsafePoin
         guard let artifactPath else { throw nullArgument("artifact_path", of: function) }
         let compiler = try CompileRequest.compiler(options, context: context)
         let output = try compiler.compile(onnxPath: String(cString: modelPath))
-        try FileSystem.writeAtomically(output.bytes, to: String(cString: artifactPath))
+        try AtomicFile.write(output.bytes, to: String(cString: artifactPath))
     }
 }
 

@@ -3,10 +3,10 @@ import Kiln
 
 /// What a `kiln_context *` points to: the backends models loaded through it may use, and their default.
 final class ContextHandle {
-    /// The backends, by name (today the built-in ones; vendor plugins register here later).
+    /// The backends, by name: the built-in ones, then the plugins registered in this context.
     let registry: BackendRegistry
-    /// The backend for models whose load options name none.
-    let defaultBackend: String
+    /// The backend that runs whole models whose load options name none; nil: the host target's backends.
+    let defaultBackend: String?
     /// Backend names as C strings, in registration order (built-in first, then plugins as registered).
     var backendNames: [UnsafePointer<CChar>] { namesLock.withLock { names } }
     private var names: [UnsafePointer<CChar>] = []
@@ -14,14 +14,10 @@ final class ContextHandle {
     private let strings = CStringPool()
 
     init(defaultBackend: String?) throws {
-        registry = BackendRegistry()
-        for backend in Kiln.backends.all { registry.register(backend) }
-        let name = defaultBackend ?? "kiln.reference"
-        guard registry.backend(named: name) != nil else {
-            throw KilnError(.invalidArgument, "kiln_context_create: no backend named '\(name)' (known: \(registry.all.map(\.info.name).joined(separator: ", ")))")
-        }
-        self.defaultBackend = name
-        names = registry.all.map { strings.add($0.info.name) }
+        registry = Kiln.makeRegistry()
+        if let defaultBackend { _ = try registry.require(defaultBackend) }
+        self.defaultBackend = defaultBackend
+        names = registry.names.map { strings.add($0) }
     }
 
     /// Appends the C names of backends registered since the list was last built (plugins); the strings
@@ -29,31 +25,20 @@ final class ContextHandle {
     func refreshBackendNames() {
         namesLock.withLock {
             let known = Set(names.map { String(cString: $0) })
-            for backend in registry.all where !known.contains(backend.info.name) {
-                names.append(strings.add(backend.info.name))
+            for name in registry.names where !known.contains(name) {
+                names.append(strings.add(name))
             }
         }
     }
 
-    /// The context's backends, with those that run worker threads configured for `threads` (> 0).
-    func registry(threads: Int) throws -> BackendRegistry {
-        guard threads > 0, registry.backend(named: "kiln.cpu") != nil else { return registry }
-        let configured = BackendRegistry()
-        for backend in registry.all {
-            configured.register(backend.info.name == "kiln.cpu" ? try Kiln.backend(named: "kiln.cpu", threads: threads) : backend)
-        }
-        return configured
-    }
-
-    /// The backend called `name` (the default for nil), or an error listing the known ones. `threads` (> 0)
-    /// configures backends that run worker threads (`kiln.cpu`); others run on the caller's thread and ignore it.
-    func backend(named name: String?, threads: Int = 0) throws -> any Backend {
-        let name = name ?? defaultBackend
-        guard let backend = registry.backend(named: name) else {
-            throw KilnError(.invalidArgument, "no backend named '\(name)' (known: \(registry.all.map(\.info.name).joined(separator: ", ")))")
-        }
-        if threads > 0 && name == "kiln.cpu" { return try Kiln.backend(named: name, threads: threads) }
-        return backend
+    /// How models load with `options`: on the backend they name (or, for a model, the context's default),
+    /// else on the host target's backends (an artifact: on those it was compiled for); `num_threads` (> 0)
+    /// configures the backends that take a thread count.
+    func loadOptions(_ options: kiln_load_options?, artifact: Bool) -> Kiln.LoadOptions {
+        let threads = Int(options?.num_threads ?? 0)
+        let named = options?.backend.map { String(cString: $0) }
+        return Kiln.LoadOptions(backend: artifact ? named : named ?? defaultBackend,
+                                configuration: BackendConfiguration(threads: threads > 0 ? threads : nil))
     }
 }
 

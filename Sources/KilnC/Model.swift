@@ -74,13 +74,7 @@ final class ModelHandle {
             entry.reason = strings.add(reason)
             return entry
         }
-        if let report = session.artifact?.manifest.partitionReport.entries, !report.isEmpty {
-            // An artifact carries the report its compiler wrote.
-            partition = report.map { entry(Int($0.node), backend: $0.backend, reason: $0.reason) }
-        } else {
-            let name = session.backend.info.name
-            partition = nodes.indices.map { entry($0, backend: name, reason: "the model was prepared on \(name), which runs every node") }
-        }
+        partition = session.partitionReport.entries.map { entry($0.node, backend: $0.backend, reason: $0.reason) }
         self.arrays = arrays
     }
 }
@@ -95,27 +89,17 @@ enum ModelLoader {
     /// A session for the model or artifact in the file at `path`.
     static func session(path: String, context: ContextHandle, options: kiln_load_options?) throws -> Session {
         try checkThreads(options)
-        if try Kiln.isArtifact(path: path) {
-            return try checked(Session(artifactPath: path, backends: context.registry(threads: Int(options?.num_threads ?? 0))), options: options, origin: path)
-        }
-        let model = try ONNXImporter().importModel(path: path)
-        return try Session(model: model, backend: context.backend(named: requestedBackend(options), threads: Int(options?.num_threads ?? 0)))
+        return try Kiln.load(path: path, options: context.loadOptions(options, artifact: Kiln.isArtifact(path: path)), registry: context.registry)
     }
 
     /// A session for the model or artifact in `bytes` (copied or decoded during the call: nothing refers
     /// to `bytes` afterwards).
     static func session(bytes: UnsafeRawBufferPointer, context: ContextHandle, options: kiln_load_options?) throws -> Session {
         try checkThreads(options)
-        if isArtifact(bytes) {
-            return try checked(Session(artifactBytes: [UInt8](bytes), backends: context.registry(threads: Int(options?.num_threads ?? 0))), options: options, origin: "<memory>")
-        }
-        let model = try ONNXImporter().importModel(bytes: bytes, directory: nil)
-        return try Session(model: model, backend: context.backend(named: requestedBackend(options), threads: Int(options?.num_threads ?? 0)))
-    }
-
-    /// The backend the load options name, or nil for the context's default.
-    private static func requestedBackend(_ options: kiln_load_options?) -> String? {
-        options?.backend.map { String(cString: $0) }
+        let artifact = isArtifact(bytes)
+        let load = context.loadOptions(options, artifact: artifact)
+        if artifact { return try Kiln.load(artifactBytes: [UInt8](bytes), options: load, registry: context.registry) }
+        return try Kiln.prepare(ONNXImporter().importModel(bytes: bytes, directory: nil), options: load, registry: context.registry)
     }
 
     /// Refuses a negative thread count and a set reserved field.
@@ -126,15 +110,6 @@ enum ModelLoader {
         if let reserved = options?.reserved, reserved != 0 {
             throw KilnError(.invalidArgument, "kiln_load_options.reserved is \(reserved); it must be 0")
         }
-    }
-
-    /// An artifact's session, unless the options ask for another backend than the one it was compiled for.
-    private static func checked(_ session: Session, options: kiln_load_options?, origin: String) throws -> Session {
-        if let backend = requestedBackend(options), backend != session.backend.info.name {
-            throw KilnError(.invalidArgument, "\(origin) was compiled for backend \(session.backend.info.name); "
-                + "to run it on \(backend), compile the model again with that backend")
-        }
-        return session
     }
 }
 

@@ -3,7 +3,6 @@ import KilnFormat
 import KilnFrontends
 import KilnIR
 import KilnPasses
-import KilnReference
 import SwiftProtobuf
 
 /// The compiler driver: import → optimize (KilnPasses) → partition → compile (backend payloads) →
@@ -13,26 +12,22 @@ import SwiftProtobuf
 /// let output = try Compiler(options: .init(optLevel: 2)).compile(onnxPath: "model.onnx")
 /// // output.bytes is the artifact; output.summary says what happened and how long each phase took
 /// ```
-/// Partitioning is the host's (`Partitioner`): the selected backends (`Options.backends`, in priority
-/// order) claim nodes, the rest falls back to `kiln.cpu` or `kiln.reference` under `Options.fallback`, and
-/// each partition's subgraph is compiled by its backend. The manifest records every partition and the
+/// Partitioning is the host's (`Partitioner`): the backends the registry selects for `Options.target`
+/// (`host`, this machine, by default) — or those named in `Options.backends`, in priority order — claim
+/// nodes, the rest falls back to the host's backends and then the reference backend under
+/// `Options.fallback`, and each partition's subgraph is compiled by its backend. The manifest records every partition and the
 /// partition report (node → backend, reason).
 public struct Compiler: Sendable {
     /// The producer version recorded in every artifact's manifest.
     public static let version = "0.1.0"
 
-    /// The targets `Options.target` may name.
-    public static let knownTargets = ["host"]
-
     /// What to compile for and how.
     public struct Options: Sendable {
-        /// The target (`host`).
+        /// The target (`host`: this machine; `kiln targets` lists the others).
         public var target: String
         /// Optimization level 0–3 (see `Compiler.pipeline(optLevel:)`).
         public var optLevel: Int
-        /// The backend that compiles the graph when `backends` is empty.
-        public var backend: String
-        /// The backends that may claim nodes, highest priority first; empty means `[backend]`.
+        /// The backends that may claim nodes, highest priority first; empty means the target's backends.
         public var backends: [String]
         /// What happens to nodes no selected backend takes.
         public var fallback: FallbackPolicy
@@ -49,22 +44,18 @@ public struct Compiler: Sendable {
         /// How the artifact's sections are stored.
         public var compression: Compression
 
-        /// The backends that claim nodes, highest priority first: `backends`, or `[backend]` when it is empty.
-        public var selectedBackends: [String] { backends.isEmpty ? [backend] : backends }
-
         /// How the partitioner applies these options.
         public var partitionOptions: PartitionOptions {
             PartitionOptions(minGroupSize: minGroupSize, deny: deny, fallback: fallback)
         }
 
-        /// Options; by default host, level 2, `kiln.reference`, fallback policy warn, no IR dumps, no metadata.
-        public init(target: String = "host", optLevel: Int = 2, backend: String = "kiln.reference",
+        /// Options; by default the host target's backends, level 2, fallback policy warn, no IR dumps, no metadata.
+        public init(target: String = BackendRegistry.hostTarget, optLevel: Int = 2,
                     printIRAfter: Set<String> = [], metadata: [String: String] = [:], maxFoldedBytes: Int = 1 << 20,
                     compression: Compression = .auto, backends: [String] = [], fallback: FallbackPolicy = .warn,
                     minGroupSize: Int = 1, deny: [String] = []) {
             self.target = target
             self.optLevel = optLevel
-            self.backend = backend
             self.backends = backends
             self.fallback = fallback
             self.minGroupSize = minGroupSize
@@ -159,18 +150,16 @@ public struct Compiler: Sendable {
     /// Receives `(pass name, IR text)` after each pass named in `Options.printIRAfter`.
     public var irPrinter: (@Sendable (String, String) -> Void)?
 
-    /// A registry holding the backends the compiler always has (`kiln.reference`).
-    public static func builtInBackends() -> BackendRegistry {
-        let registry = BackendRegistry()
-        registry.register(ReferenceBackend())
-        return registry
-    }
+    /// Evaluates one node on constant inputs, for constant folding (nil: only folds that need no kernel).
+    public var evaluator: NodeEvaluator?
 
-    /// A compiler with `options` over `backends` (by default the built-in ones).
-    public init(options: Options = Options(), backends: BackendRegistry? = nil,
+    /// A compiler with `options` over `backends`, folding constants with `evaluator` (the Kiln facade passes
+    /// the reference interpreter: the compiler itself depends on no backend).
+    public init(options: Options = Options(), backends: BackendRegistry, evaluator: NodeEvaluator? = nil,
                 progress: (@Sendable (Progress) -> Void)? = nil, irPrinter: (@Sendable (String, String) -> Void)? = nil) {
         self.options = options
-        self.backends = backends ?? Self.builtInBackends()
+        self.backends = backends
+        self.evaluator = evaluator
         self.progress = progress
         self.irPrinter = irPrinter
     }
@@ -209,30 +198,11 @@ public struct Compiler: Sendable {
         return [ShapeInference()] + passes
     }
 
-    /// Evaluates one node on `kiln.reference` (the constant-folding evaluator).
-    public static let referenceEvaluator: NodeEvaluator = { node, tensors in
-        var graph = Graph(name: "fold")
-        var index = 0
-        for name in node.inputs where !name.isEmpty {
-            guard index < tensors.count else { return nil }
-            graph.initializers[name] = tensors[index]
-            index += 1
-        }
-        graph.nodes = [node]
-        graph.outputs = node.outputs.filter { !$0.isEmpty }.map { Value(name: $0) }
-        let results = try ReferenceBackend().prepare(graph).run([:])
-        let values = results.compactMap(\.tensor)
-        return values.count == results.count ? values : nil
-    }
-
     private func checkOptions() throws {
-        guard Self.knownTargets.contains(options.target) else {
-            throw KilnError(.invalidArgument, "unknown target '\(options.target)' (known: \(Self.knownTargets.joined(separator: ", ")))")
-        }
         guard (0...3).contains(options.optLevel) else {
             throw KilnError(.invalidArgument, "optimization level \(options.optLevel) is not between 0 and 3")
         }
-        _ = try Partitioner(selecting: options.selectedBackends, registry: backends, options: options.partitionOptions)
+        _ = try partitioner()
         let names = Self.passNames(optLevel: options.optLevel)
         for pass in options.printIRAfter.sorted() where !names.contains(pass) {
             throw KilnError(.invalidArgument, "--print-ir-after \(pass): no such pass at opt level \(options.optLevel) (passes: \(names.isEmpty ? "none" : names.joined(separator: ", ")))")
@@ -257,14 +227,14 @@ public struct Compiler: Sendable {
         var phaseStart = begin(.optimize, "\(Self.passNames(optLevel: options.optLevel).count) passes at opt level \(options.optLevel)")
         let passes = PassManager(passes: Self.pipeline(optLevel: options.optLevel), verifyAfterEachPass: Self.verifiesAfterEachPass,
                                  printIRAfter: options.printIRAfter, printer: irPrinter)
-        let context = PassContext(evaluator: Self.referenceEvaluator, maxFoldedBytes: options.maxFoldedBytes)
+        let context = PassContext(evaluator: evaluator, maxFoldedBytes: options.maxFoldedBytes)
         summary.passes = try passes.run(&model, context: context)
         summary.nodesAfter = model.graph.allNodes.count
         summary.phases.append((.optimize, clock.now - phaseStart))
 
         // Partition.
-        phaseStart = begin(.partition, options.selectedBackends.joined(separator: ", "))
-        let partitioner = try Partitioner(selecting: options.selectedBackends, registry: backends, options: options.partitionOptions)
+        let partitioner = try partitioner()
+        phaseStart = begin(.partition, "target \(options.target): " + partitioner.selected.map(\.info.name).joined(separator: ", "))
         let plan = try partitioner.partition(model)
         var report = Kiln_Artifact_PartitionReport()
         report.entries = plan.report.entries.map { e in
@@ -278,12 +248,13 @@ public struct Compiler: Sendable {
         summary.phases.append((.partition, clock.now - phaseStart))
 
         // Compile.
-        let compileOptions = CompileOptions(target: options.target, optLevel: options.optLevel)
         phaseStart = begin(.compile, plan.partitions.map { "\($0.backend.info.name) \($0.backend.info.version)" }.joined(separator: ", "))
         var payloads: [Payload] = []
         for (i, partition) in plan.partitions.enumerated() {
             do {
-                payloads.append(try partition.backend.compile(partition.subgraph(of: model.graph), options: compileOptions))
+                let target = backends.compileTarget(for: partition.backend.info.name, in: options.target)
+                payloads.append(try partition.backend.compile(partition.subgraph(of: model.graph),
+                                                              options: CompileOptions(target: target, optLevel: options.optLevel)))
             } catch let error as KilnError where plan.partitions.count > 1 {
                 throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name), \(partition.nodes.count) nodes): \(error.message)")
             }
@@ -344,6 +315,11 @@ public struct Compiler: Sendable {
             (planned.backend.info.name, planned.backend.info.version, payload.compat, planned.nodes.count, payload.bytes.count)
         }
         return Output(bytes: bytes, summary: summary)
+    }
+
+    /// The partitioner for `options`: the target's backends (or `options.backends`) over `backends`.
+    private func partitioner() throws -> Partitioner {
+        try Partitioner(target: options.target, backends: options.backends, registry: backends, options: options.partitionOptions)
     }
 
     /// Debug builds verify the IR after every pass; release builds do not.

@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 
 /// `kiln run` and `kiln inspect`, run as a subprocess on small models built by the tests.

@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 
 /// Reading and writing NumPy `.npy` files.

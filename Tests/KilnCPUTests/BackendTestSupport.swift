@@ -2,6 +2,7 @@
 // comparison of kiln.cpu against kiln.reference through Session.
 import Foundation
 import Kiln
+import KilnTooling
 import KilnCPU
 import KilnReference
 import Testing

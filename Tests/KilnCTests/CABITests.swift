@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 
 /// The C ABI (include/kiln/kiln.h, libKilnC.so) tested from C and C++ programs built and run by these tests.

@@ -37,7 +37,9 @@ struct CompilerTests {
         #expect(summary.phases.map(\.phase) == [.optimize, .partition, .compile, .write])
         #expect(Set(summary.passes.records.map(\.name)) == Set(Compiler.passNames(optLevel: 2)))
         #expect(summary.artifactBytes > 0)
-        #expect(summary.partitions.count == 1 && summary.partitions[0].backend == "kiln.reference")
+        // With no backend named, the host target's optimized backend takes the whole graph.
+        #expect(summary.partitions.count == 1 && summary.partitions[0].backend == CPUBackend.descriptor.info.name)
+        #expect(summary.report.fallbackSummary == "fallback: none (all \(summary.report.entries.count) nodes on kiln.cpu)")
 
         let unoptimized = try Kiln.compiler(options: .init(optLevel: 0)).compile(model: model).summary
         #expect(unoptimized.nodesAfter == 6 && unoptimized.passes.records.isEmpty)
@@ -67,10 +69,10 @@ struct CompilerTests {
         #expect(m.userMetadata == ["owner": "tests", "purpose": "manifest"])
         #expect(m.inputs.map(\.name) == ["x", "y"] && m.outputs.map(\.name) == ["sum", "relu"])
         #expect(m.partitions.count == 1)
-        #expect(m.partitions[0].backend == "kiln.reference" && m.partitions[0].compat == "kiln.reference/1")
-        #expect(m.partitions[0].nodes == [0, 1] && !m.partitions[0].hasPayloadSection)
+        #expect(m.partitions[0].backend == "kiln.cpu" && m.partitions[0].compat == CPUBackend.compat(for: .host))
+        #expect(m.partitions[0].nodes == [0, 1] && m.partitions[0].hasPayloadSection)
         #expect(m.partitionReport.entries.map(\.node) == [0, 1])
-        #expect(m.partitionReport.entries.allSatisfy { $0.backend == "kiln.reference" })
+        #expect(m.partitionReport.entries.allSatisfy { $0.backend == "kiln.cpu" && $0.reason == "claimed by kiln.cpu" })
     }
 
     @Test func compileIsDeterministic() throws {
@@ -94,7 +96,7 @@ struct CompilerTests {
         let cases: [(Compiler.Options, String)] = [
             (.init(optLevel: 4), "optimization level 4"),
             (.init(target: "mars"), "unknown target 'mars'"),
-            (.init(backend: "acme.npu"), "no backend named 'acme.npu'"),
+            (.init(backends: ["acme.npu"]), "no backend named 'acme.npu'"),
             (.init(printIRAfter: ["nonsense"]), "no such pass"),
             (.init(optLevel: 0, printIRAfter: ["dce"]), "no such pass at opt level 0"),
         ]
@@ -174,13 +176,13 @@ struct LoadTests {
         let (model, _) = TestModels.addRelu()
         let registry = BackendRegistry()
         registry.register(RenamedBackend(name: "acme.npu", version: "2.1.0", compat: "acme.npu/isa-7"))
-        let bytes = try Compiler(options: .init(backend: "acme.npu"), backends: registry).compile(model: model).bytes
+        let bytes = try Compiler(options: .init(backends: ["acme.npu"]), backends: registry).compile(model: model).bytes
         let artifact = try Artifact(bytes: bytes)
         #expect(artifact.manifest.partitions[0].hasPayloadSection)
 
         let error = #expect(throws: KilnError.self) { try Kiln.load(artifactBytes: bytes) }
         #expect(error?.code == .unsupported)
-        for part in ["'acme.npu'", "2.1.0", "acme.npu/isa-7", "available: kiln.reference 0.1.0"] {
+        for part in ["'acme.npu'", "2.1.0", "acme.npu/isa-7", "available: kiln.cpu 0.1.0, kiln.reference 0.1.0"] {
             #expect(error?.message.contains(part) == true, "\(part) not in: \(error?.message ?? "")")
         }
         // With the backend present it loads and runs, from its payload.
@@ -192,7 +194,7 @@ struct LoadTests {
         let (model, _) = TestModels.addRelu()
         let old = BackendRegistry()
         old.register(RenamedBackend(name: "acme.npu", version: "1.0.0", compat: "acme.npu/isa-5"))
-        let bytes = try Compiler(options: .init(backend: "acme.npu"), backends: old).compile(model: model).bytes
+        let bytes = try Compiler(options: .init(backends: ["acme.npu"]), backends: old).compile(model: model).bytes
         let newer = BackendRegistry()
         newer.register(RenamedBackend(name: "acme.npu", version: "3.0.0", compat: "acme.npu/isa-7"))
         let error = #expect(throws: KilnError.self) { try Session(artifactBytes: bytes, backends: newer) }
@@ -212,9 +214,9 @@ struct LoadTests {
     @Test func askingForAnotherBackendThanTheArtifactsIsAnError() throws {
         let (model, _) = TestModels.addRelu()
         let bytes = try Kiln.compiler().compile(model: model).bytes
-        let error = #expect(throws: KilnError.self) { try Kiln.load(artifactBytes: bytes, backend: "kiln.cpu") }
-        #expect(error?.code == .invalidArgument && error?.message.contains("compiled for backend kiln.reference") == true)
-        #expect(try Kiln.load(artifactBytes: bytes, backend: "kiln.reference").backend.info.name == "kiln.reference")
+        let error = #expect(throws: KilnError.self) { try Kiln.load(artifactBytes: bytes, backend: "kiln.reference") }
+        #expect(error?.code == .invalidArgument && error?.message.contains("compiled for backend kiln.cpu") == true)
+        #expect(try Kiln.load(artifactBytes: bytes, backend: "kiln.cpu").backend.info.name == "kiln.cpu")
     }
 
     @Test func aGraphThatDoesNotVerifyIsRefused() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 
 /// Artifacts of format 1.0 committed under Tests/Fixtures/artifacts/format-1, with their inputs and

@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 
 /// `kiln compile --backends …`, `kiln inspect --partitions`, `kiln run --backends …` and `kiln backends`.
@@ -49,7 +50,7 @@ import Testing
     @Test func badPartitionFlagsAreClearErrorsAndSmallGroupsFallBack() throws {
         let out = folder + "/w.kiln"
         let unknown = try KilnProcess.run(["compile", model, "-o", out, "--backends", "acme.npu"])
-        #expect(unknown.status == 1 && unknown.stderr.contains("no backend named 'acme.npu' (known: kiln.reference, kiln.cpu)"), "\(unknown.stderr)")
+        #expect(unknown.status == 1 && unknown.stderr.contains("no backend named 'acme.npu' (known: kiln.cpu, kiln.reference)"), "\(unknown.stderr)")
         let policy = try KilnProcess.run(["compile", model, "-o", out, "--fallback", "sometimes"])
         #expect(policy.status == 1 && policy.stderr.contains("--fallback sometimes: expected allow, warn or deny"), "\(policy.stderr)")
         let size = try KilnProcess.run(["compile", model, "-o", out, "--backends", "kiln.cpu", "--min-group-size", "0"])
@@ -60,11 +61,39 @@ import Testing
         #expect(artifactRun.status == 1 && artifactRun.stderr.contains("is an artifact"), "\(artifactRun.stderr)")
     }
 
-    @Test func backendsListsNamesVersionsVendorsAndDevices() throws {
+    @Test func backendsListsNamesKindsTargetsOptionsAndDevices() throws {
         let listed = try KilnProcess.run(["backends"])
         #expect(listed.status == 0, "\(listed.stderr)")
-        for line in ["backends (", "kiln.reference  0.1.0  vendor kiln", "kiln.cpu ", " 0.1.0  vendor kiln\n    device cpu: "] {
+        for line in ["backends (2):", "kiln.cpu        optimized  0.1.0  vendor kiln", "kiln.reference  reference  0.1.0  vendor kiln",
+                     "    targets: host (priority 100), ", "    option threads (integer ≥ 1, default: the physical cores)",
+                     "    targets: every target, as the last fallback", "    device cpu: "] {
             #expect(listed.stdout.contains(line), "no '\(line)' in:\n\(listed.stdout)")
         }
+    }
+
+    @Test func targetsListTheirBackendsInOrderWithDevices() throws {
+        let listed = try KilnProcess.run(["targets"])
+        #expect(listed.status == 0, "\(listed.stderr)")
+        for line in ["  host (the default: this machine)\n    backends: kiln.cpu\n    fallback: kiln.reference\n    device of kiln.cpu: cpu: ",
+                     "  x86_64-avx2\n    backends: kiln.cpu\n    fallback: kiln.reference", "  generic\n"] {
+            #expect(listed.stdout.contains(line), "no '\(line)' in:\n\(listed.stdout)")
+        }
+        let unknown = try KilnProcess.run(["compile", model, "-o", folder + "/t.kiln", "--target", "mars"])
+        #expect(unknown.status == 1 && unknown.stderr.contains("unknown target 'mars' (known: host, aarch64-neon, generic, x86_64-avx2, x86_64-avx512"), "\(unknown.stderr)")
+    }
+
+    @Test func aCompileWithNoFlagsIsForKilnCPUAndSaysNothingFellBack() throws {
+        let out = folder + "/default.kiln"
+        let compiled = try KilnProcess.run(["compile", model, "-o", out])
+        #expect(compiled.status == 0, "\(compiled.stderr)")
+        #expect(compiled.stdout.contains("partition: 2 nodes on kiln.cpu"), "\(compiled.stdout)")
+        #expect(compiled.stderr.contains("fallback: none (all 2 nodes on kiln.cpu)"), "\(compiled.stderr)")
+        // A denied op falls back, and the one line says how many nodes and why.
+        let denied = try KilnProcess.run(["compile", model, "-o", out, "--deny", "Relu"])
+        #expect(denied.status == 0, "\(denied.stderr)")
+        #expect(denied.stderr.contains("fallback: 1 of 2 nodes on kiln.reference: Relu (denied by --deny Relu)"), "\(denied.stderr)")
+        // Running the ONNX model with no flags runs it on kiln.cpu too.
+        let ran = try KilnProcess.run(["run", model, "--profile"] + inputs)
+        #expect(ran.status == 0 && ran.stdout.contains("relu: f32[2,3]  min=0 max=5.5"), "\(ran.stdout)\(ran.stderr)")
     }
 }

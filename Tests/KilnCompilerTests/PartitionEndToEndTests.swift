@@ -45,7 +45,7 @@ struct PartitionEndToEndTests {
         expectClose(try run(session, inputs), expected, "artifact of 3 partitions at opt level \(optLevel)")
 
         // The in-memory path gives the same partitions and answers.
-        let inMemory = try Session(model: model, partitioner: Partitioner(selecting: ["acme.npu"], registry: backends))
+        let inMemory = try Session(model: model, partitioner: Partitioner(backends: ["acme.npu"], registry: backends))
         #expect(inMemory.partitions.map(\.nodes) == [[0, 1], [2], [3, 4]])
         expectClose(try run(inMemory, inputs), expected, "in-memory session of 3 partitions")
     }
@@ -123,7 +123,7 @@ struct PartitionEndToEndTests {
         let artifact = try Artifact(bytes: output.bytes)
         #expect(artifact.manifest.partitions.count == 1)
         #expect(artifact.manifest.partitions[0].inputs == model.graph.inputs.map(\.name))
-        #expect(artifact.manifest.partitionReport.entries.allSatisfy { $0.reason == "claimed by kiln.reference" })
+        #expect(artifact.manifest.partitionReport.entries.allSatisfy { $0.reason == "claimed by kiln.cpu" })
         let session = try Kiln.load(artifactBytes: output.bytes)
         expectClose(try run(session, inputs), try run(Session(model: model, backend: ReferenceBackend()), inputs), "one partition")
     }

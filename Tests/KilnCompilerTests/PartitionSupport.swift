@@ -45,10 +45,11 @@ struct ClaimingBackend: Backend {
     }
 }
 
-/// A registry of kiln.reference and `extra`.
-func registry(_ extra: any Backend...) -> BackendRegistry {
+/// A registry of kiln.reference (and kiln.cpu with `cpu`, before it, as the host's backend) and `extra`.
+func registry(_ extra: any Backend..., cpu: Bool = false) -> BackendRegistry {
     let registry = BackendRegistry()
-    registry.register(ReferenceBackend())
+    if cpu { try! registry.register(CPUBackend.descriptor) }
+    try! registry.register(ReferenceBackend.descriptor)
     for backend in extra { registry.register(backend) }
     return registry
 }

@@ -176,13 +176,13 @@ struct PartitionerTests {
     }
 
     @Test func fallbackPrefersKilnCPUWhenItRunsTheNode() throws {
-        let backends = registry(CPUBackend(), ClaimingBackend("acme.npu", claims: ["Add"]))
+        let backends = registry(ClaimingBackend("acme.npu", claims: ["Add"]), cpu: true)
         // kiln.cpu runs Relu (float32); no backend but kiln.reference runs a string op.
         let graph = Graph(name: "mixed", inputs: [f32("x", [4]), Value(name: "s", type: .tensor(TensorType(.string, fixed: [2])))],
                           outputs: [f32("y", [4]), Value(name: "u", type: .tensor(TensorType(.string, fixed: [2])))],
                           nodes: [node("Relu", ["x"], ["r"], name: "relu"), node("Add", ["r", "x"], ["y"], name: "add"),
                                   node("StringNormalizer", ["s"], ["u"], ["case_change_action": .string("UPPER")], name: "strings")])
-        let plan = try Partitioner(selecting: ["acme.npu"], registry: backends, options: PartitionOptions(fallback: .allow)).partition(graph)
+        let plan = try Partitioner(backends: ["acme.npu"], registry: backends, options: PartitionOptions(fallback: .allow)).partition(graph)
         #expect(plan.report.entries.map(\.backend) == ["kiln.cpu", "acme.npu", "kiln.reference"])
         #expect(plan.report.entries[0].reason == "rejected by acme.npu: Relu is not supported; fallback kiln.cpu")
         expectSound(plan, graph)
@@ -213,7 +213,7 @@ struct PartitionerTests {
             (["acme.npu"], PartitionOptions(deny: [""]), "deny list entry ''"),
         ]
         for (names, options, message) in cases {
-            let error = #expect(throws: KilnError.self) { try Partitioner(selecting: names, registry: backends, options: options) }
+            let error = #expect(throws: KilnError.self) { try Partitioner(backends: names, registry: backends, options: options) }
             #expect(error?.code == .invalidArgument && error?.message.contains(message) == true, "\(error?.message ?? "")")
         }
     }

@@ -27,7 +27,7 @@ import Testing
     }
 
     static func registry(with paths: [String]) throws -> BackendRegistry {
-        let registry = Compiler.builtInBackends()
+        let registry = Kiln.makeRegistry()
         for path in paths { try PluginLoader.register(path: path, in: registry) }
         return registry
     }
@@ -60,7 +60,7 @@ import Testing
     @Test func aModelOfClaimedOpsCompilesRunsAndMatchesTheReference() throws {
         let (model, inputs) = Self.convolutionModel()
         let registry = try Self.registry(with: [PluginBuild.sample()])
-        let compiler = Compiler(options: Compiler.Options(backend: "sample.bytecode"), backends: registry)
+        let compiler = Compiler(options: Compiler.Options(backends: ["sample.bytecode"]), backends: registry)
         let output = try compiler.compile(model: model)
         #expect(output.summary.partitions.map(\.backend) == ["sample.bytecode"])
         #expect(output.summary.partitions[0].payloadBytes > 4 * (72 + 4 + 30 + 40 + 5))
@@ -210,7 +210,7 @@ import Testing
         #expect(b.check(compat: payloads[0].compat) != nil)
         // And artifacts compiled for each run side by side through one registry.
         for name in ["sample.one", "sample.two"] {
-            let output = try Compiler(options: Compiler.Options(backend: name), backends: registry).compile(model: model)
+            let output = try Compiler(options: Compiler.Options(backends: [name]), backends: registry).compile(model: model)
             let got = try Session(artifactBytes: output.bytes, backends: registry).run(inputs.mapValues { .tensor($0) })
             Self.expectClose(got["out"]?.tensor, want["out"]?.tensor)
         }

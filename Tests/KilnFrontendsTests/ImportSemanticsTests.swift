@@ -22,7 +22,15 @@ import Testing
         let imported = try Kiln.importONNX(path: path)
         #expect(imported.graph.nodes.map(\.op.name) == ["Relu", "NoSuchOp", "Frobnicate", "NoSuchOp"])
 
-        let error = ONNXBuilder.kilnError { try Kiln.load(path: path) }
+        // With no backend named, the host target's backends (and the fallback) are all asked.
+        let byDefault = ONNXBuilder.kilnError { try Kiln.load(path: path) }
+        #expect(byDefault?.code == .unsupported)
+        let all = byDefault?.message ?? ""
+        #expect(all.contains("no backend (kiln.cpu, kiln.reference) can run 3 node(s)"), "\(all)")
+        #expect(all.contains("(ai.onnx, NoSuchOp, 17) at nodes: mystery_1, mystery_2"), "\(all)")
+        #expect(all.contains("(com.example, Frobnicate, 3) at nodes: vendor_1"), "\(all)")
+
+        let error = ONNXBuilder.kilnError { try Kiln.load(path: path, backend: "kiln.reference") }
         #expect(error?.code == .unsupported)
         let said = error?.message ?? ""
         #expect(said.contains("cannot run 3 node(s)"), "\(said)")

@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import KilnFrontends
 import KilnReference
 import Testing

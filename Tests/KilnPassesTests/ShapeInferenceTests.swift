@@ -1,4 +1,5 @@
 import Kiln
+import KilnTooling
 import KilnReference
 import Testing
 @testable import KilnPasses

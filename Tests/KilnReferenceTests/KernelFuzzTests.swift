@@ -1,5 +1,6 @@
 import Foundation
 import Kiln
+import KilnTooling
 import Testing
 @testable import KilnReference
 #if canImport(Glibc)

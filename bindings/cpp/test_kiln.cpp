@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
         expect(!kiln::version().empty(), "version");
         kiln::Context context;
         auto backends = context.backends();
-        expect(!backends.empty() && backends[0] == "kiln.reference", "backends");
+        expect(!backends.empty() && backends[0] == "kiln.cpu", "backends");
 
         kiln::Model loaded = context.load(argv[1]);
         kiln::Model model = std::move(loaded); // ownership moves; `loaded` is empty
@@ -65,7 +65,7 @@ int main(int argc, char **argv) {
                "input_info");
         expect(model.output(1).name == "s" && kiln::same_dtype(model.output(1).dtype, kiln::dtype_of<int64_t>()), "output_info");
         auto partition = model.partition();
-        expect(partition.size() == 5 && partition[0].node == "matmul" && partition[0].backend == "kiln.reference", "partition");
+        expect(partition.size() == 5 && partition[0].node == "matmul" && partition[0].backend == "kiln.cpu", "partition");
 
         std::vector<float> x{0.0f, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f};
         std::vector<int64_t> x_shape{2, 4};

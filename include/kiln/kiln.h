@@ -151,8 +151,10 @@ typedef struct kiln_context kiln_context;
 
 typedef struct kiln_context_options {
     size_t struct_size;                /* sizeof(kiln_context_options) */
-    const char *default_backend;       /* backend for models that name none; NULL = "kiln.reference".
-                                          Borrowed: read during kiln_context_create only. */
+    const char *default_backend;       /* backend that runs whole ONNX models (and compiles them) when the
+                                          load or compile options name none; NULL = the host target's
+                                          backends (kiln.cpu, with kiln.reference only for the nodes it
+                                          cannot run). Borrowed: read during kiln_context_create only. */
 } kiln_context_options;
 
 /* Creates a context. `options` may be NULL (defaults). On success *out_context is a new context owned
@@ -165,7 +167,7 @@ KILN_API void kiln_context_free(kiln_context *context);
 /* The number of backends registered in the context. */
 KILN_API kiln_error *kiln_context_backend_count(const kiln_context *context, size_t *out_count);
 
-/* The name of backend `index` (0 ≤ index < count), e.g. "kiln.reference". *out_name is owned by the
+/* The name of backend `index` (0 ≤ index < count), e.g. "kiln.cpu". *out_name is owned by the
  * context: valid until kiln_context_free(context). */
 KILN_API kiln_error *kiln_context_backend_name(const kiln_context *context, size_t index, const char **out_name);
 
@@ -173,13 +175,17 @@ KILN_API kiln_error *kiln_context_backend_name(const kiln_context *context, size
 /* Models                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* A model prepared to run: imported from ONNX or read from a .kiln artifact, and prepared on one
- * backend. Owned by the caller; free with kiln_model_free. */
+/* A model prepared to run: imported from ONNX and split among the host target's backends (or prepared
+ * whole on the backend the options name), or read from a .kiln artifact and prepared on the backends it
+ * was compiled for. Owned by the caller; free with kiln_model_free. */
 typedef struct kiln_model kiln_model;
 
 typedef struct kiln_load_options {
     size_t struct_size;                /* sizeof(kiln_load_options) */
-    const char *backend;               /* NULL = the context's default backend. Borrowed (during the call). */
+    const char *backend;               /* the one backend that runs a whole ONNX model, with no fallback
+                                          (an artifact: the backend it must have been compiled for);
+                                          NULL = the context's default (by default the host target's
+                                          backends). Borrowed (during the call). */
     int32_t num_threads;               /* worker threads for backends that use them (kiln.cpu); 0 = the
                                           backend's default (kiln.cpu: the physical cores). kiln.reference
                                           runs on the calling thread whatever its value. Must be >= 0. */
@@ -299,9 +305,10 @@ typedef struct kiln_blob kiln_blob;
 
 /* Option keys (option_keys[i] = option_values[i]):
  *   opt_level         0–3 (default 2)
- *   backend           the backend that compiles the whole graph when "backends" is not given
+ *   backend           the one backend that compiles the whole graph, with no fallback
  *   backends          ABI 1.1: backends that may claim nodes, highest priority first, comma-separated
- *                     ("sample.bytecode,kiln.cpu"); the rest falls back to kiln.cpu or kiln.reference
+ *                     ("sample.bytecode,kiln.cpu"), instead of the target's; the rest falls back to the
+ *                     host's backends (kiln.cpu, then kiln.reference)
  *   fallback          ABI 1.1: allow | warn | deny — what happens to nodes no selected backend takes
  *   min_group_size    ABI 1.1: groups of a selected backend with fewer nodes run on the fallback (>= 1)
  *   deny              ABI 1.1: ops never given to the selected backends, comma-separated ("Softmax,Gelu")
@@ -310,7 +317,9 @@ typedef struct kiln_blob kiln_blob;
  * Backends are looked up in the context's registry, so a plugin registered there can be selected. */
 typedef struct kiln_compile_options {
     size_t struct_size;                /* sizeof(kiln_compile_options) */
-    const char *target;                /* NULL or "host": compile for this machine. Borrowed (during the call). */
+    const char *target;                /* NULL or "host": this machine's best backends (kiln.cpu; kiln.reference
+                                          only for what it cannot run); another registered target
+                                          ("x86_64-avx2", a plugin's) selects its backends. Borrowed. */
     const char *const *option_keys;    /* option_count keys, e.g. "opt_level"; borrowed (during the call) */
     const char *const *option_values;  /* option_count values, e.g. "2"; borrowed (during the call) */
     size_t option_count;               /* 0 = no options (the two arrays may then be NULL) */

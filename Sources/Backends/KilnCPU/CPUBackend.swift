@@ -8,7 +8,7 @@ import KilnIR
 /// operations across a thread pool. Kernels come from `CKilnKernels`, chosen at run time by CPU features.
 public struct CPUBackend: Backend {
     /// `kiln.cpu`.
-    public let info = BackendInfo(name: "kiln.cpu", vendor: "kiln", version: "0.1.0")
+    public var info: BackendInfo { Self.descriptor.info }
     /// Threads each prepared graph uses (the caller's thread included).
     public let threads: Int
     /// The target payloads are compiled for (`host` resolves to this machine's best).

@@ -5,7 +5,7 @@ import KilnIR
 /// clear rather than fast — and is always present.
 public struct ReferenceBackend: Backend {
     /// `kiln.reference`.
-    public let info = BackendInfo(name: "kiln.reference", vendor: "kiln", version: "0.1.0")
+    public var info: BackendInfo { Self.descriptor.info }
 
     /// The compatibility string of every payload this backend writes: the interpreter stores nothing
     /// and runs the artifact's graph, so any version that interprets format-1 graphs can load it.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 /// `kiln compile MODEL -o OUT.kiln`: imports, optimizes, partitions and compiles a model into a `.kiln`
 /// artifact, reporting progress on standard error and a summary on standard output.
@@ -9,8 +10,11 @@ struct Compile: ParsableCommand {
         discussion: """
             Progress lines ([elapsed] phase: detail) go to standard error while it works; a summary (nodes \
             before/after, model vs artifact bytes, partitions, time per phase and per pass) goes to standard output. \
-            With --backends, the selected backends claim nodes in priority order and the rest falls back to \
-            kiln.cpu (or kiln.reference); the partition report says where each node went and why, and \
+            By default the artifact is for this machine (--target host): its best backends (kiln.cpu) claim \
+            the nodes, and kiln.reference runs only what they cannot; one line says how many nodes fell back \
+            and why. --target names another target (`kiln targets`), --backends chooses the backends that \
+            claim nodes in priority order, and --backend compiles the whole model for one backend with no \
+            fallback. The partition report says where each node went and why, and \
             `kiln inspect --partitions` shows it again from the artifact. \
             The artifact is written atomically: to a temporary file beside OUT, then renamed over it, so a \
             compile that fails leaves an existing OUT untouched and never leaves a partial file.
@@ -23,17 +27,11 @@ struct Compile: ParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("The artifact to write.", valueName: "out.kiln"))
     var output: String
 
-    @Option(help: "The target to compile for (known: host).")
-    var target = "host"
-
     @Option(help: "Optimization level 0–3: 0 none; 1 simplify and dead-code elimination; 2 and 3 add constant folding, BatchNormalization folding and common-subexpression elimination.")
     var optLevel = 2
 
-    @Option(help: "The backend that compiles the whole graph when --backends is not given.")
-    var backend = "kiln.reference"
-
-    @OptionGroup(title: "Partitioning")
-    var partitioning: PartitionFlags
+    @OptionGroup(title: "Backends")
+    var selection: BackendFlags
 
     @OptionGroup(title: "Plugins")
     var plugins: PluginOption
@@ -63,12 +61,10 @@ struct Compile: ParsableCommand {
             guard let codec = Compiler.Compression(rawValue: compression) else {
                 throw KilnError(.invalidArgument, "--compression \(compression): expected auto, zstd or none")
             }
-            let options = Compiler.Options(target: target, optLevel: optLevel, backend: backend,
-                                           printIRAfter: Set(printIRAfter), metadata: values, compression: codec,
-                                           backends: try partitioning.selectedBackends() ?? [], fallback: try partitioning.policy(),
-                                           minGroupSize: try partitioning.options().minGroupSize, deny: partitioning.deniedOps)
+            var options = Compiler.Options(optLevel: optLevel, printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
+            try selection.apply(to: &options)
             let compiler = Kiln.compiler(
-                options: options,
+                options: options, registry: try Kiln.backends.configured(selection.configuration()),
                 progress: { p in printError("[\(seconds(p.elapsed))] \(p.phase): \(p.detail)") },
                 irPrinter: { pass, text in
                     print("== IR after \(pass)")
@@ -77,6 +73,7 @@ struct Compile: ParsableCommand {
                 })
             let result = try compiler.compile(onnxPath: model)
             for warning in result.summary.warnings { printError("warning: \(warning)") }
+            printError(result.summary.report.fallbackSummary)
             let clock = ContinuousClock()
             let writeStart = clock.now
             try FileSystem.writeAtomically(result.bytes, to: output)
@@ -96,7 +93,7 @@ struct Compile: ParsableCommand {
         for p in s.partitions {
             lines.append("partition: \(p.nodes) nodes on \(p.backend) \(p.version) (compat \(p.compat), payload \(p.payloadBytes) bytes)")
         }
-        if s.partitions.count > 1 || s.report.entries.contains(where: { $0.reason.contains("fallback ") }) {
+        if s.partitions.count > 1 || s.report.entries.contains(where: \.isFallback) {
             lines += PartitionReportText.lines(s.report, full: false)
         }
         lines.append("time per phase:")

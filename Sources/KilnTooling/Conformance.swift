@@ -1,6 +1,6 @@
+import Kiln
 import KilnFrontends
 import KilnIR
-import KilnRuntime
 
 /// One ONNX backend test case (a folder with `model.onnx` and `test_data_set_*/{input,output}_N.pb`),
 /// run through Kiln and compared with the expected outputs.
@@ -11,17 +11,18 @@ public struct ConformanceCase {
     /// The case in `directory`.
     public init(directory: String) { self.directory = directory }
 
-    /// The result of a case: nil on success, else why it failed.
+    /// The result of a case on `backend` alone (no fallback: a node it cannot run fails the case, naming
+    /// the node): nil on success, else why it failed.
     ///
     /// With `viaArtifact` (an optimization level), the model is compiled to a `.kiln` artifact in memory at
     /// that level, loaded back from the bytes and run from there, so the case checks the compiler, the
     /// container and the runtime's artifact path as well.
-    public func run(backend: String = "kiln.reference", viaArtifact optLevel: Int? = nil, rtol: Double = 1e-3, atol: Double = 1e-7) -> String? {
+    public func run(backend: String, viaArtifact optLevel: Int? = nil, rtol: Double = 1e-3, atol: Double = 1e-7) -> String? {
         do {
             let session: Session
             if let optLevel {
                 let output = try Kiln.compile(onnxPath: "\(directory)/model.onnx",
-                                              options: Compiler.Options(optLevel: optLevel, backend: backend))
+                                              options: Compiler.Options(optLevel: optLevel, backends: [backend], fallback: .deny))
                 session = try Kiln.load(artifactBytes: output.bytes)
             } else {
                 session = try Kiln.load(path: "\(directory)/model.onnx", backend: backend)

@@ -1,34 +1,34 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `kiln bench MODEL --backend kiln.cpu --threads N --runs 30 --warmup 5`: times repeated runs of a model
+/// `kiln bench MODEL --threads N --runs 30 --warmup 5`: times repeated runs of a model or artifact
 /// on the same inputs and prints the median and 90th-percentile latency; `--profile` adds a per-step table
 /// (kiln.cpu) and `--trace FILE` writes it as Chrome-trace JSON.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time repeated runs of a model.",
         discussion: """
+            The model (.onnx) runs as `kiln run` would run it: by default on the host target's backends. An \
+            artifact (.kiln) runs on the backends it was compiled for. \
             Inputs come from --input NAME=FILE.npy; any other required input is random (--seed). After \
             --warmup untimed runs, --runs runs are timed one by one. The last lines are machine-readable: \
             'runs_ms: …' (every timed run) and 'median_ms: … p90_ms: …'.
             """
     )
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file (.onnx) or artifact (.kiln).")
     var model: String
 
     @Option(name: .customLong("input"), help: ArgumentHelp("An input: the input's name and a .npy file (repeatable).", valueName: "name=file.npy"))
     var inputs: [String] = []
 
-    @Option(help: "The backend to run on.")
-    var backend = "kiln.cpu"
-
-    @Option(help: "Threads (kiln.cpu only; default: physical cores).")
-    var threads: Int?
+    @OptionGroup(title: "Backends (for a model; an artifact's were chosen when it was compiled)")
+    var selection: BackendFlags
 
     @Option(help: "Timed runs.")
     var runs = 30
@@ -56,8 +56,10 @@ struct Bench: ParsableCommand {
             let clock = ContinuousClock()
             let loadStart = clock.now
             let recorder = profile || trace != nil ? CPUProfile() : nil
-            let session = try Session(model: Kiln.importONNX(path: model),
-                                      backend: Kiln.backend(named: backend, threads: threads, profile: recorder))
+            if selection.partitioningRequested, try Kiln.isArtifact(path: model) {
+                throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the target and partitioning options apply to models)")
+            }
+            let session = try Kiln.load(path: model, options: selection.loadOptions(profiler: recorder))
             let loadTime = clock.now - loadStart
             var feeds: [String: RuntimeValue] = [:]
             for argument in inputs {
@@ -85,7 +87,9 @@ struct Bench: ParsableCommand {
             let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
             let p90 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.9).rounded(.up)) - 1)]
             print("model: \(model)")
-            print("backend: \(session.backend.info.name)\(threads.map { ", \($0) threads" } ?? "")")
+            let backends = session.partitions.count == 1 ? session.backend.info.name
+                : session.partitions.map { "\($0.backend.info.name) (\($0.nodes.count) nodes)" }.joined(separator: " → ")
+            print("backend: \(backends)\(selection.threads.map { ", \($0) threads" } ?? "")")
             print("load: \(Self.text(Self.ms(loadTime))) ms, first run: \(Self.text(Self.ms(firstRun))) ms")
             if let recorder { try ProfileReport.report(recorder, trace: trace) }
             print("runs_ms: " + times.map { Self.text($0) }.joined(separator: " "))

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 /// `kiln inspect MODEL`: what a model takes and returns, which operators it uses, how big it is,
 /// and whether its IR is well formed.

@@ -1,4 +1,5 @@
 import Kiln
+import KilnTooling
 
 /// The per-step profile that `kiln run --profile` and `kiln bench --profile` print, and the Chrome-trace
 /// JSON that their `--trace FILE` writes.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 #if canImport(Glibc)
 import Glibc
@@ -19,9 +20,12 @@ struct Run: ParsableCommand {
 
             With --profile, the time of each operation kind and of each step (a fused operation, with the \
             nodes it comes from) of the run follows the outputs; --trace FILE also writes every step as \
-            Chrome-trace JSON (chrome://tracing, Perfetto). Profiles come from kiln.cpu: --backend kiln.cpu, \
-            an artifact compiled for it, or kiln.cpu among --backends (other partitions are not timed); on \
-            any other backend --profile is an error.
+            Chrome-trace JSON (chrome://tracing, Perfetto). Profiles come from kiln.cpu, which runs models \
+            by default (partitions on other backends are not timed); when no partition runs on kiln.cpu, \
+            --profile is an error.
+
+            A model (.onnx) runs on the target's backends (default host: kiln.cpu, with kiln.reference only \
+            for what it cannot run), or whole on --backend; an artifact runs on the backends it was compiled for.
             """
     )
 
@@ -40,17 +44,14 @@ struct Run: ParsableCommand {
     @Option(help: "The seed of --random.")
     var seed: UInt64 = 0
 
-    @Option(help: "The backend to run on (default kiln.reference; an artifact runs on the backend it was compiled for).")
-    var backend: String?
-
     @Flag(help: "Print the time of each operation kind and step of the run (kiln.cpu only).")
     var profile = false
 
     @Option(help: ArgumentHelp("Write the run's steps as Chrome-trace JSON to FILE (kiln.cpu only; implies --profile).", valueName: "file"))
     var trace: String?
 
-    @OptionGroup(title: "Partitioning (a model split among backends, as kiln compile does)")
-    var partitioning: PartitionFlags
+    @OptionGroup(title: "Backends (for a model; an artifact's were chosen when it was compiled)")
+    var selection: BackendFlags
 
     @OptionGroup(title: "Plugins")
     var plugins: PluginOption
@@ -111,52 +112,22 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// The model or artifact, prepared on `--backend`, or split among `--backends` like `kiln compile` does.
-    /// With `recorder`, kiln.cpu records the time of every step into it; a model prepared on one other
-    /// backend is refused before it is imported.
+    /// The model or artifact, loaded as the backend flags say (`Kiln.load`). With `recorder`, kiln.cpu
+    /// records the time of every step into it.
     func loadSession(profile recorder: CPUProfile?) throws -> Session {
-        let registry = try recorder.map(Self.registry(profiling:)) ?? Kiln.backends
-        guard partitioning.requested else {
-            guard recorder != nil else { return try Kiln.load(path: model, backend: backend) }
-            if try Kiln.isArtifact(path: model) {
-                let session = try Session(artifactPath: model, backends: registry)
-                if let backend, backend != session.backend.info.name {
-                    throw KilnError(.invalidArgument, "\(model) was compiled for backend \(session.backend.info.name); to run it on \(backend), compile the model again with --backend \(backend)")
-                }
-                return session
-            }
-            let name = backend ?? "kiln.reference"
-            guard name == "kiln.cpu" else {
-                throw KilnError(.invalidArgument, "--profile times the steps of backend kiln.cpu, but this run uses backend \(name)\(backend == nil ? " (the default)" : ""): run with --backend kiln.cpu to profile")
-            }
-            return try Session(model: Kiln.importONNX(path: model), backend: Kiln.backend(named: name, threads: nil, profile: recorder))
+        if selection.partitioningRequested, try Kiln.isArtifact(path: model) {
+            throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the target and partitioning options apply to models)")
         }
-        if backend != nil { throw KilnError(.invalidArgument, "--backend and --backends cannot be combined (give the one backend as --backends NAME)") }
-        if try Kiln.isArtifact(path: model) {
-            throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the partitioning options apply to models)")
+        let session = try Kiln.load(path: model, options: selection.loadOptions(profiler: recorder))
+        if session.artifact == nil {
+            for warning in session.partitionReport.warnings { printError("warning: \(warning)") }
+            if session.partitionReport.entries.contains(where: \.isFallback) { printError(session.partitionReport.fallbackSummary) }
         }
-        let partitioner = try Partitioner(selecting: partitioning.selectedBackends() ?? ["kiln.reference"], registry: registry,
-                                          options: partitioning.options())
-        let session = try Session(model: Kiln.importONNX(path: model), partitioner: partitioner)
-        for warning in session.partitionReport.warnings { printError("warning: \(warning)") }
         if session.partitions.count > 1 {
             let stages = session.partitions.map { "\($0.backend.info.name) (\($0.nodes.count) node\($0.nodes.count == 1 ? "" : "s"))" }
             print("partitions: " + stages.joined(separator: " → "))
         }
         return session
-    }
-
-    /// `Kiln.backends` with kiln.cpu replaced by a kiln.cpu (same threads and target) that records into `recorder`.
-    static func registry(profiling recorder: CPUProfile) throws -> BackendRegistry {
-        let registry = BackendRegistry()
-        for backend in Kiln.backends.all {
-            if let cpu = backend as? CPUBackend {
-                registry.register(try CPUBackend(threads: cpu.threads, target: cpu.target.rawValue, profile: recorder))
-            } else {
-                registry.register(backend)
-            }
-        }
-        return registry
     }
 
     /// The partitions of `session` whose steps `recorder` does not time (`backend (N nodes)`): those not on
@@ -165,8 +136,8 @@ struct Run: ParsableCommand {
         let timed = { (p: Partition) in (p.backend as? CPUBackend)?.profile === recorder }
         guard session.partitions.contains(where: timed) else {
             let names = session.backends.map(\.info.name).joined(separator: ", ")
-            let hint = session.artifact != nil ? "compile the model with --backend kiln.cpu to profile it"
-                : "add kiln.cpu to --backends to profile it"
+            let hint = session.artifact != nil ? "compile the model for the host target to profile it"
+                : "run it on the host target's backends to profile it"
             throw KilnError(.invalidArgument, "--profile times the steps of backend kiln.cpu, but \(model) runs on backend \(names): \(hint)")
         }
         return session.partitions.filter { !timed($0) }.map {

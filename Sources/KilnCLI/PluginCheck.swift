@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 /// `kiln plugin-check PATH.so`: the conformance kit a vendor runs before shipping a plugin. It loads the
 /// plugin and exercises every callback of every backend with ordinary and edge-case inputs, compares

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,7 @@ struct KilnCommand: ParsableCommand {
         commandName: "kiln",
         abstract: "Compile and run machine-learning models.",
         version: Kiln.version,
-        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self, Backends.self, PluginCheck.self]
+        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self, Backends.self, Targets.self, PluginCheck.self]
     )
 }
 

@@ -1,4 +1,5 @@
 import Kiln
+import KilnTooling
 
 /// The facts `kiln inspect` prints about a `.kiln` artifact's container and manifest.
 struct ArtifactSummary {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 #if canImport(Glibc)
 import Glibc
@@ -15,8 +16,8 @@ struct Conformance: ParsableCommand {
     @Argument(help: "Case folders.")
     var cases: [String]
 
-    @Option(help: "The backend to run on.")
-    var backend = "kiln.reference"
+    @Option(help: "The backend to run every case on, alone (kiln.reference for the oracle's own conformance).")
+    var backend: String
 
     @Flag(help: "Compile each case to a .kiln artifact in memory, load it back and run that.")
     var viaArtifact = false

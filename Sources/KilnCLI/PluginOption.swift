@@ -1,5 +1,6 @@
 import ArgumentParser
 import Kiln
+import KilnTooling
 
 /// `--plugin PATH` (repeatable): vendor plugins whose backends a command may use. Include it in a command
 /// with `@OptionGroup var plugins: PluginOption` and call `try plugins.register()` before compiling or

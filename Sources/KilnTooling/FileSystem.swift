@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KilnFormat
 import KilnIR
 
 /// Small file-system helpers over libc (Foundation stays out of the runtime path).
@@ -24,23 +25,9 @@ public enum FileSystem {
         return result
     }
 
-    /// Writes `bytes` to `path` atomically: into a temporary file beside it, then renamed over it, so a
-    /// failure never leaves a partial file.
+    /// Writes `bytes` to `path` atomically (`AtomicFile.write`): a failure never leaves a partial file.
     public static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let temporary = "\(path).tmp-\(getpid())"
-        guard let f = fopen(temporary, "wb") else { throw KilnError(.io, "cannot create '\(temporary)': \(String(cString: strerror(errno)))") }
-        let written = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-        let flushed = fflush(f) == 0
-        fclose(f)
-        guard written == bytes.count, flushed else {
-            unlink(temporary)
-            throw KilnError(.io, "cannot write '\(path)'")
-        }
-        guard rename(temporary, path) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporary)
-            throw KilnError(.io, "cannot move '\(temporary)' to '\(path)': \(reason)")
-        }
+        try AtomicFile.write(bytes, to: path)
     }
 
     /// The names in the folder at `path` (not `.` or `..`), sorted.
