@@ -1,5 +1,6 @@
-"""Whole-model differential tests of kiln.cpu: the scripts/make-models models through
-`kiln run --backend kiln.cpu` (release build) against ONNX Runtime on the same seeded inputs, within
+"""Whole-model differential tests of kiln.cpu on the path a user gets with no flags: the
+scripts/make-models models through `kiln compile MODEL -o M.kiln` then `kiln run M.kiln` (release build),
+which must put every node on kiln.cpu, against ONNX Runtime on the same seeded inputs, within
 max |kiln - ort| <= 1e-4 * max |ort| (the tolerance of test_models.py).
 """
 import os
@@ -33,7 +34,11 @@ def inputs_for(name, batch=1):
 
 
 def run_kiln(model, inputs, tmp_path):
-    args = [KILN, "run", model, "--backend", "kiln.cpu", "--output-dir", str(tmp_path / "out")]
+    artifact = str(tmp_path / "model.kiln")
+    compiled = subprocess.run([KILN, "compile", model, "-o", artifact], capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    assert "fallback: none (all " in compiled.stderr and " nodes on kiln.cpu)" in compiled.stderr, compiled.stderr
+    args = [KILN, "run", artifact, "--output-dir", str(tmp_path / "out")]
     for name, value in inputs.items():
         path = tmp_path / f"{name}.npy"
         np.save(path, value)
@@ -71,3 +76,7 @@ def test_cpu_backend_rejects_what_it_cannot_run(tmp_path):
     done = subprocess.run([KILN, "run", str(path), "--backend", "kiln.cpu", "--random"], capture_output=True, text=True)
     assert done.returncode == 1
     assert "Einsum" in done.stderr and "kiln.cpu" in done.stderr
+    # With no flags, the node kiln.cpu cannot run falls back to kiln.reference, and one line says so.
+    fallback = subprocess.run([KILN, "run", str(path), "--random"], capture_output=True, text=True)
+    assert fallback.returncode == 0, fallback.stderr
+    assert "fallback: 1 of 1 nodes on kiln.reference: Einsum (rejected by kiln.cpu:" in fallback.stderr, fallback.stderr
