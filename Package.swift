@@ -71,6 +71,8 @@ let package = Package(
             dependencies: ["Kiln", "KilnTooling", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
+        // Reads Sources/ and Package.swift as text: no dependencies, so it runs even when a layer is broken.
+        .testTarget(name: "KilnArchitectureTests"),
         .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
         .testTarget(name: "KilnReferenceTests", dependencies: ["KilnTooling", "KilnReference", "Kiln"]),
         .testTarget(name: "KilnCLITests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends"]),
