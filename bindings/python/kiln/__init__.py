@@ -460,7 +460,10 @@ class Model:
 def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], threads: Optional[int] = None,
          backend: Optional[str] = None) -> Model:
     """Loads an ONNX model or a .kiln artifact from a path or from bytes (which are copied).
-    `threads` is a hint for the backend (None: its default); `backend` None means Kiln's default."""
+    `threads` configures the backends that take a thread count (None: their default). With `backend` None, an
+    ONNX model is split among the host target's backends (kiln.cpu, with kiln.reference only for the nodes it
+    cannot run) and an artifact runs on the backends it was compiled for; a `backend` runs a whole ONNX model
+    on that one backend (kiln.reference: the oracle)."""
     context = _context()
     lib = context._lib
     if threads is not None and (not isinstance(threads, int) or threads < 1):
@@ -478,7 +481,8 @@ def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], t
 
 def compile(model_path: Union[str, os.PathLike], output_path: Union[str, os.PathLike], target: str = "host",
             **options: Any) -> None:
-    """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`. `options` become the
+    """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`, by default for this
+    machine (`target="host"`: kiln.cpu, with kiln.reference only for what it cannot run). `options` become the
     C API's key/value pairs (values converted with str(); True/False become "true"/"false"; a list or tuple,
     e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value)."""
     context = _context()

@@ -30,9 +30,21 @@ def test_introspection(model_path):
     ]
     assert model.inputs[0].elem_type == 1
     report = model.partition
+    # With no backend named, the host target's kiln.cpu claims what it runs.
     assert [(e.node, e.op, e.backend) for e in report][:3] == [
-        ("matmul", "MatMul", "kiln.reference"), ("add", "Add", "kiln.reference"), ("relu", "Relu", "kiln.reference")]
+        ("matmul", "MatMul", "kiln.cpu"), ("add", "Add", "kiln.cpu"), ("relu", "Relu", "kiln.cpu")]
     assert all(e.reason for e in report)
+
+
+def test_compile_with_no_options_is_for_the_host_target(model_path, tmp_path):
+    artifact = tmp_path / "default.kiln"
+    kiln.compile(model_path, artifact)
+    compiled = kiln.load(str(artifact))
+    assert compiled.partition[0].backend == "kiln.cpu"
+    assert {e.backend for e in compiled.partition} <= {"kiln.cpu", "kiln.reference"}
+    # Whatever did not go to kiln.cpu says why it fell back.
+    assert all("claimed by kiln.cpu" == e.reason or "fallback kiln.reference" in e.reason for e in compiled.partition)
+    np.testing.assert_allclose(compiled.run({"x": X})["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
 
 
 def test_run_matches_numpy(model_path):
