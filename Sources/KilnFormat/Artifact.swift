@@ -21,8 +21,9 @@ public final class Artifact: Sendable {
     public let flags: UInt32
     /// The section table.
     public let sections: [SectionEntry]
-    /// The decoded manifest. Its `model` still holds DataRefs: use `model()` for the IR.
-    public let manifest: Kiln_Artifact_Manifest
+    /// The decoded manifest. Its `model` still holds DataRefs: use `model()` for the IR, and `summary()`
+    /// for the rest as plain Swift values.
+    package let manifest: Kiln_Artifact_Manifest
     /// Where the artifact came from, for messages (`<memory>` for bytes).
     public let origin: String
 

@@ -15,7 +15,7 @@ import SwiftProtobuf
 /// let bytes = try writer.serialize()             // or try writer.write(to: path)
 /// ```
 /// The output is deterministic: equal inputs give equal bytes.
-public struct ArtifactWriter: Sendable {
+package struct ArtifactWriter: Sendable {
     /// The model the artifact carries; written into `manifest.model` by `serialize()`.
     public var model: Model
     /// Everything else the manifest says (producer, source, targets, partitions, metadata).

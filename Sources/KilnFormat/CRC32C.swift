@@ -1,6 +1,6 @@
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of the artifact header and sections.
 /// Slicing-by-8 table implementation; `CRC32C.checksum("123456789")` is 0xE3069283.
-public enum CRC32C {
+package enum CRC32C {
     /// Eight 256-entry tables; table k maps a byte to its CRC contribution k bytes further on.
     static let tables: [UInt32] = {
         var t = [UInt32](repeating: 0, count: 8 * 256)

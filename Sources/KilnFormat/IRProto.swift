@@ -10,7 +10,7 @@ import KilnIR
 /// Encoding is deterministic: attributes, initializers and value types are sorted by name. Decoding
 /// validates everything (element types, shapes, data sizes, references) and throws
 /// `KilnError(.invalidArtifact)` naming the graph, node, attribute or tensor concerned.
-public enum IRProto {
+package enum IRProto {
     /// `model` as a protobuf message with every tensor's data inline (the form that crosses the plugin ABI).
     public static func message(from model: Model) -> Kiln_Ir_Model {
         var encoder = Encoder(inlineLimit: nil, weightsSection: 0)

@@ -34,211 +34,211 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// The tool that wrote the artifact.
-public nonisolated struct Kiln_Artifact_Producer: Sendable {
+package nonisolated struct Kiln_Artifact_Producer: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// "kiln".
-  public var name: String = String()
+  package var name: String = String()
 
   /// The producer's semantic version ("0.1.0").
-  public var version: String = String()
+  package var version: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A target the artifact was compiled for.
-public nonisolated struct Kiln_Artifact_Target: Sendable {
+package nonisolated struct Kiln_Artifact_Target: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The target name given to the compiler ("host", "x86_64-avx2", "generic", …).
-  public var name: String = String()
+  package var name: String = String()
 
   /// CPU features the compiled code requires ("avx2", "fma", …); the runtime refuses to run
   /// the artifact on a machine that lacks one.
-  public var requiredFeatures: [String] = []
+  package var requiredFeatures: [String] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// The model that was compiled.
-public nonisolated struct Kiln_Artifact_Source: Sendable {
+package nonisolated struct Kiln_Artifact_Source: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// "onnx", "xgboost", "lightgbm".
-  public var format: String = String()
+  package var format: String = String()
 
   /// SHA-256 of the source model file.
-  public var sha256: Data = Data()
+  package var sha256: Data = Data()
 
   /// The source file's name (no folders), for display.
-  public var fileName: String = String()
+  package var fileName: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// One node group compiled by one backend.
-public nonisolated struct Kiln_Artifact_Partition: Sendable {
+package nonisolated struct Kiln_Artifact_Partition: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The backend that runs it ("kiln.reference", "acme.npu").
-  public var backend: String = String()
+  package var backend: String = String()
 
   /// The backend's semantic version at compile time.
-  public var backendVersion: String = String()
+  package var backendVersion: String = String()
 
   /// The backend's compatibility string for the payload; the backend checks it before loading.
-  public var compat: String = String()
+  package var compat: String = String()
 
   /// Indices of the graph's top-level nodes in this partition, ascending.
-  public var nodes: [UInt32] = []
+  package var nodes: [UInt32] = []
 
   /// Index of the payload section in the section table; absent when the backend needs no payload.
-  public var payloadSection: UInt32 {
+  package var payloadSection: UInt32 {
     get {_payloadSection ?? 0}
     set {_payloadSection = newValue}
   }
   /// Returns true if `payloadSection` has been explicitly set.
-  public var hasPayloadSection: Bool {self._payloadSection != nil}
+  package var hasPayloadSection: Bool {self._payloadSection != nil}
   /// Clears the value of `payloadSection`. Subsequent reads from it will return its default value.
-  public mutating func clearPayloadSection() {self._payloadSection = nil}
+  package mutating func clearPayloadSection() {self._payloadSection = nil}
 
   /// Values that flow into and out of the partition, in order.
-  public var inputs: [String] = []
+  package var inputs: [String] = []
 
-  public var outputs: [String] = []
+  package var outputs: [String] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _payloadSection: UInt32? = nil
 }
 
 /// Where each node went and why; kept so that `kiln inspect` can always show it.
-public nonisolated struct Kiln_Artifact_PartitionReport: Sendable {
+package nonisolated struct Kiln_Artifact_PartitionReport: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var entries: [Kiln_Artifact_PartitionReport.Entry] = []
+  package var entries: [Kiln_Artifact_PartitionReport.Entry] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated struct Entry: Sendable {
+  package nonisolated struct Entry: Sendable {
     // SwiftProtobuf.Message conformance is added in an extension below. See the
     // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
     // methods supported on all messages.
 
     /// Index of the node in the graph.
-    public var node: UInt32 = 0
+    package var node: UInt32 = 0
 
     /// The backend that runs it.
-    public var backend: String = String()
+    package var backend: String = String()
 
     /// Why: "claimed", or the reasons other backends gave for rejecting it.
-    public var reason: String = String()
+    package var reason: String = String()
 
-    public var unknownFields = SwiftProtobuf.UnknownStorage()
+    package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-    public init() {}
+    package init() {}
   }
 
-  public init() {}
+  package init() {}
 }
 
 /// The manifest.
-public nonisolated struct Kiln_Artifact_Manifest: @unchecked Sendable {
+package nonisolated struct Kiln_Artifact_Manifest: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var producer: Kiln_Artifact_Producer {
+  package var producer: Kiln_Artifact_Producer {
     get {_storage._producer ?? Kiln_Artifact_Producer()}
     set {_uniqueStorage()._producer = newValue}
   }
   /// Returns true if `producer` has been explicitly set.
-  public var hasProducer: Bool {_storage._producer != nil}
+  package var hasProducer: Bool {_storage._producer != nil}
   /// Clears the value of `producer`. Subsequent reads from it will return its default value.
-  public mutating func clearProducer() {_uniqueStorage()._producer = nil}
+  package mutating func clearProducer() {_uniqueStorage()._producer = nil}
 
-  public var source: Kiln_Artifact_Source {
+  package var source: Kiln_Artifact_Source {
     get {_storage._source ?? Kiln_Artifact_Source()}
     set {_uniqueStorage()._source = newValue}
   }
   /// Returns true if `source` has been explicitly set.
-  public var hasSource: Bool {_storage._source != nil}
+  package var hasSource: Bool {_storage._source != nil}
   /// Clears the value of `source`. Subsequent reads from it will return its default value.
-  public mutating func clearSource() {_uniqueStorage()._source = nil}
+  package mutating func clearSource() {_uniqueStorage()._source = nil}
 
-  public var targets: [Kiln_Artifact_Target] {
+  package var targets: [Kiln_Artifact_Target] {
     get {_storage._targets}
     set {_uniqueStorage()._targets = newValue}
   }
 
   /// The optimized graph. Large initializers are DataRefs into the weights section.
-  public var model: Kiln_Ir_Model {
+  package var model: Kiln_Ir_Model {
     get {_storage._model ?? Kiln_Ir_Model()}
     set {_uniqueStorage()._model = newValue}
   }
   /// Returns true if `model` has been explicitly set.
-  public var hasModel: Bool {_storage._model != nil}
+  package var hasModel: Bool {_storage._model != nil}
   /// Clears the value of `model`. Subsequent reads from it will return its default value.
-  public mutating func clearModel() {_uniqueStorage()._model = nil}
+  package mutating func clearModel() {_uniqueStorage()._model = nil}
 
   /// The inputs a caller supplies and the outputs the artifact returns.
-  public var inputs: [Kiln_Ir_Value] {
+  package var inputs: [Kiln_Ir_Value] {
     get {_storage._inputs}
     set {_uniqueStorage()._inputs = newValue}
   }
 
-  public var outputs: [Kiln_Ir_Value] {
+  package var outputs: [Kiln_Ir_Value] {
     get {_storage._outputs}
     set {_uniqueStorage()._outputs = newValue}
   }
 
-  public var partitions: [Kiln_Artifact_Partition] {
+  package var partitions: [Kiln_Artifact_Partition] {
     get {_storage._partitions}
     set {_uniqueStorage()._partitions = newValue}
   }
 
-  public var partitionReport: Kiln_Artifact_PartitionReport {
+  package var partitionReport: Kiln_Artifact_PartitionReport {
     get {_storage._partitionReport ?? Kiln_Artifact_PartitionReport()}
     set {_uniqueStorage()._partitionReport = newValue}
   }
   /// Returns true if `partitionReport` has been explicitly set.
-  public var hasPartitionReport: Bool {_storage._partitionReport != nil}
+  package var hasPartitionReport: Bool {_storage._partitionReport != nil}
   /// Clears the value of `partitionReport`. Subsequent reads from it will return its default value.
-  public mutating func clearPartitionReport() {_uniqueStorage()._partitionReport = nil}
+  package mutating func clearPartitionReport() {_uniqueStorage()._partitionReport = nil}
 
   /// Free-form metadata the user attached at compile time.
-  public var userMetadata: Dictionary<String,String> {
+  package var userMetadata: Dictionary<String,String> {
     get {_storage._userMetadata}
     set {_uniqueStorage()._userMetadata = newValue}
   }
 
   /// The optimization level the graph was compiled at (0–3).
-  public var optLevel: UInt32 {
+  package var optLevel: UInt32 {
     get {_storage._optLevel}
     set {_uniqueStorage()._optLevel = newValue}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
@@ -248,10 +248,10 @@ public nonisolated struct Kiln_Artifact_Manifest: @unchecked Sendable {
 fileprivate nonisolated let _protobuf_package = "kiln.artifact"
 
 nonisolated extension Kiln_Artifact_Producer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Producer"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
+  package static let protoMessageName: String = _protobuf_package + ".Producer"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -264,7 +264,7 @@ nonisolated extension Kiln_Artifact_Producer: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -274,7 +274,7 @@ nonisolated extension Kiln_Artifact_Producer: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_Producer, rhs: Kiln_Artifact_Producer) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_Producer, rhs: Kiln_Artifact_Producer) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.version != rhs.version {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -283,10 +283,10 @@ nonisolated extension Kiln_Artifact_Producer: SwiftProtobuf.Message, SwiftProtob
 }
 
 nonisolated extension Kiln_Artifact_Target: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Target"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}required_features\0")
+  package static let protoMessageName: String = _protobuf_package + ".Target"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}required_features\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -299,7 +299,7 @@ nonisolated extension Kiln_Artifact_Target: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -309,7 +309,7 @@ nonisolated extension Kiln_Artifact_Target: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_Target, rhs: Kiln_Artifact_Target) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_Target, rhs: Kiln_Artifact_Target) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.requiredFeatures != rhs.requiredFeatures {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -318,10 +318,10 @@ nonisolated extension Kiln_Artifact_Target: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Kiln_Artifact_Source: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Source"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}format\0\u{1}sha256\0\u{3}file_name\0")
+  package static let protoMessageName: String = _protobuf_package + ".Source"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}format\0\u{1}sha256\0\u{3}file_name\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -335,7 +335,7 @@ nonisolated extension Kiln_Artifact_Source: SwiftProtobuf.Message, SwiftProtobuf
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.format.isEmpty {
       try visitor.visitSingularStringField(value: self.format, fieldNumber: 1)
     }
@@ -348,7 +348,7 @@ nonisolated extension Kiln_Artifact_Source: SwiftProtobuf.Message, SwiftProtobuf
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_Source, rhs: Kiln_Artifact_Source) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_Source, rhs: Kiln_Artifact_Source) -> Bool {
     if lhs.format != rhs.format {return false}
     if lhs.sha256 != rhs.sha256 {return false}
     if lhs.fileName != rhs.fileName {return false}
@@ -358,10 +358,10 @@ nonisolated extension Kiln_Artifact_Source: SwiftProtobuf.Message, SwiftProtobuf
 }
 
 nonisolated extension Kiln_Artifact_Partition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Partition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}backend\0\u{3}backend_version\0\u{1}compat\0\u{1}nodes\0\u{3}payload_section\0\u{1}inputs\0\u{1}outputs\0")
+  package static let protoMessageName: String = _protobuf_package + ".Partition"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}backend\0\u{3}backend_version\0\u{1}compat\0\u{1}nodes\0\u{3}payload_section\0\u{1}inputs\0\u{1}outputs\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -379,7 +379,7 @@ nonisolated extension Kiln_Artifact_Partition: SwiftProtobuf.Message, SwiftProto
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -408,7 +408,7 @@ nonisolated extension Kiln_Artifact_Partition: SwiftProtobuf.Message, SwiftProto
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_Partition, rhs: Kiln_Artifact_Partition) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_Partition, rhs: Kiln_Artifact_Partition) -> Bool {
     if lhs.backend != rhs.backend {return false}
     if lhs.backendVersion != rhs.backendVersion {return false}
     if lhs.compat != rhs.compat {return false}
@@ -422,10 +422,10 @@ nonisolated extension Kiln_Artifact_Partition: SwiftProtobuf.Message, SwiftProto
 }
 
 nonisolated extension Kiln_Artifact_PartitionReport: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PartitionReport"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
+  package static let protoMessageName: String = _protobuf_package + ".PartitionReport"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -437,14 +437,14 @@ nonisolated extension Kiln_Artifact_PartitionReport: SwiftProtobuf.Message, Swif
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.entries.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_PartitionReport, rhs: Kiln_Artifact_PartitionReport) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_PartitionReport, rhs: Kiln_Artifact_PartitionReport) -> Bool {
     if lhs.entries != rhs.entries {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -452,10 +452,10 @@ nonisolated extension Kiln_Artifact_PartitionReport: SwiftProtobuf.Message, Swif
 }
 
 nonisolated extension Kiln_Artifact_PartitionReport.Entry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = Kiln_Artifact_PartitionReport.protoMessageName + ".Entry"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}backend\0\u{1}reason\0")
+  package static let protoMessageName: String = Kiln_Artifact_PartitionReport.protoMessageName + ".Entry"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}backend\0\u{1}reason\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -469,7 +469,7 @@ nonisolated extension Kiln_Artifact_PartitionReport.Entry: SwiftProtobuf.Message
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.node != 0 {
       try visitor.visitSingularUInt32Field(value: self.node, fieldNumber: 1)
     }
@@ -482,7 +482,7 @@ nonisolated extension Kiln_Artifact_PartitionReport.Entry: SwiftProtobuf.Message
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_PartitionReport.Entry, rhs: Kiln_Artifact_PartitionReport.Entry) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_PartitionReport.Entry, rhs: Kiln_Artifact_PartitionReport.Entry) -> Bool {
     if lhs.node != rhs.node {return false}
     if lhs.backend != rhs.backend {return false}
     if lhs.reason != rhs.reason {return false}
@@ -492,8 +492,8 @@ nonisolated extension Kiln_Artifact_PartitionReport.Entry: SwiftProtobuf.Message
 }
 
 nonisolated extension Kiln_Artifact_Manifest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Manifest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}producer\0\u{1}source\0\u{1}targets\0\u{1}model\0\u{1}inputs\0\u{1}outputs\0\u{1}partitions\0\u{3}partition_report\0\u{3}user_metadata\0\u{3}opt_level\0")
+  package static let protoMessageName: String = _protobuf_package + ".Manifest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}producer\0\u{1}source\0\u{1}targets\0\u{1}model\0\u{1}inputs\0\u{1}outputs\0\u{1}partitions\0\u{3}partition_report\0\u{3}user_metadata\0\u{3}opt_level\0")
 
   fileprivate class _StorageClass {
     var _producer: Kiln_Artifact_Producer? = nil
@@ -536,7 +536,7 @@ nonisolated extension Kiln_Artifact_Manifest: SwiftProtobuf.Message, SwiftProtob
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -560,7 +560,7 @@ nonisolated extension Kiln_Artifact_Manifest: SwiftProtobuf.Message, SwiftProtob
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -600,7 +600,7 @@ nonisolated extension Kiln_Artifact_Manifest: SwiftProtobuf.Message, SwiftProtob
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Artifact_Manifest, rhs: Kiln_Artifact_Manifest) -> Bool {
+  package static func ==(lhs: Kiln_Artifact_Manifest, rhs: Kiln_Artifact_Manifest) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0

@@ -33,8 +33,8 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 }
 
 /// Element type of a tensor. The numbers are ONNX's TensorProto.DataType numbers.
-public nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+package nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
   case unspecified // = 0
   case float32 // = 1
   case uint8 // = 2
@@ -64,11 +64,11 @@ public nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable
   case int2 // = 26
   case UNRECOGNIZED(Int)
 
-  public init() {
+  package init() {
     self = .unspecified
   }
 
-  public init?(rawValue: Int) {
+  package init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .unspecified
     case 1: self = .float32
@@ -101,7 +101,7 @@ public nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable
     }
   }
 
-  public var rawValue: Int {
+  package var rawValue: Int {
     switch self {
     case .unspecified: return 0
     case .float32: return 1
@@ -135,7 +135,7 @@ public nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Kiln_Ir_DataType] = [
+  package static let allCases: [Kiln_Ir_DataType] = [
     .unspecified,
     .float32,
     .uint8,
@@ -168,15 +168,15 @@ public nonisolated enum Kiln_Ir_DataType: SwiftProtobuf.Enum, Swift.CaseIterable
 }
 
 /// One dimension: a known size, a named symbol bound at run time, or (neither set) unknown.
-public nonisolated struct Kiln_Ir_Dim: Sendable {
+package nonisolated struct Kiln_Ir_Dim: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var value: Kiln_Ir_Dim.OneOf_Value? = nil
+  package var value: Kiln_Ir_Dim.OneOf_Value? = nil
 
   /// A size known at compile time.
-  public var fixed: Int64 {
+  package var fixed: Int64 {
     get {
       if case .fixed(let v)? = value {return v}
       return 0
@@ -185,7 +185,7 @@ public nonisolated struct Kiln_Ir_Dim: Sendable {
   }
 
   /// A named size shared by every dim with the same name (e.g. "batch").
-  public var symbol: String {
+  package var symbol: String {
     get {
       if case .symbol(let v)? = value {return v}
       return String()
@@ -193,9 +193,9 @@ public nonisolated struct Kiln_Ir_Dim: Sendable {
     set {value = .symbol(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Value: Equatable, Sendable {
+  package nonisolated enum OneOf_Value: Equatable, Sendable {
     /// A size known at compile time.
     case fixed(Int64)
     /// A named size shared by every dim with the same name (e.g. "batch").
@@ -203,39 +203,39 @@ public nonisolated struct Kiln_Ir_Dim: Sendable {
 
   }
 
-  public init() {}
+  package init() {}
 }
 
 /// Element type and shape of a tensor value.
-public nonisolated struct Kiln_Ir_TensorType: Sendable {
+package nonisolated struct Kiln_Ir_TensorType: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var dtype: Kiln_Ir_DataType = .unspecified
+  package var dtype: Kiln_Ir_DataType = .unspecified
 
   /// False when even the rank is unknown (then `dims` is empty).
-  public var hasShape_p: Bool = false
+  package var hasShape_p: Bool = false
 
-  public var dims: [Kiln_Ir_Dim] = []
+  package var dims: [Kiln_Ir_Dim] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// The type of any value: a tensor, a sparse tensor, a sequence, a map or an optional.
-public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
+package nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var value: OneOf_Value? {
+  package var value: OneOf_Value? {
     get {return _storage._value}
     set {_uniqueStorage()._value = newValue}
   }
 
-  public var tensor: Kiln_Ir_TensorType {
+  package var tensor: Kiln_Ir_TensorType {
     get {
       if case .tensor(let v)? = _storage._value {return v}
       return Kiln_Ir_TensorType()
@@ -243,7 +243,7 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
     set {_uniqueStorage()._value = .tensor(newValue)}
   }
 
-  public var sparseTensor: Kiln_Ir_TensorType {
+  package var sparseTensor: Kiln_Ir_TensorType {
     get {
       if case .sparseTensor(let v)? = _storage._value {return v}
       return Kiln_Ir_TensorType()
@@ -252,7 +252,7 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
   }
 
   /// A sequence of values of `sequence`'s type.
-  public var sequence: Kiln_Ir_Type {
+  package var sequence: Kiln_Ir_Type {
     get {
       if case .sequence(let v)? = _storage._value {return v}
       return Kiln_Ir_Type()
@@ -260,7 +260,7 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
     set {_uniqueStorage()._value = .sequence(newValue)}
   }
 
-  public var map: Kiln_Ir_MapType {
+  package var map: Kiln_Ir_MapType {
     get {
       if case .map(let v)? = _storage._value {return v}
       return Kiln_Ir_MapType()
@@ -269,7 +269,7 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
   }
 
   /// A value of `optional`'s type that may be absent.
-  public var optional: Kiln_Ir_Type {
+  package var optional: Kiln_Ir_Type {
     get {
       if case .optional(let v)? = _storage._value {return v}
       return Kiln_Ir_Type()
@@ -277,9 +277,9 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
     set {_uniqueStorage()._value = .optional(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Value: Equatable, Sendable {
+  package nonisolated enum OneOf_Value: Equatable, Sendable {
     case tensor(Kiln_Ir_TensorType)
     case sparseTensor(Kiln_Ir_TensorType)
     /// A sequence of values of `sequence`'s type.
@@ -290,100 +290,100 @@ public nonisolated struct Kiln_Ir_Type: @unchecked Sendable {
 
   }
 
-  public init() {}
+  package init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A map from scalar keys to values of one type.
-public nonisolated struct Kiln_Ir_MapType: @unchecked Sendable {
+package nonisolated struct Kiln_Ir_MapType: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var key: Kiln_Ir_DataType {
+  package var key: Kiln_Ir_DataType {
     get {_storage._key}
     set {_uniqueStorage()._key = newValue}
   }
 
-  public var value: Kiln_Ir_Type {
+  package var value: Kiln_Ir_Type {
     get {_storage._value ?? Kiln_Ir_Type()}
     set {_uniqueStorage()._value = newValue}
   }
   /// Returns true if `value` has been explicitly set.
-  public var hasValue: Bool {_storage._value != nil}
+  package var hasValue: Bool {_storage._value != nil}
   /// Clears the value of `value`. Subsequent reads from it will return its default value.
-  public mutating func clearValue() {_uniqueStorage()._value = nil}
+  package mutating func clearValue() {_uniqueStorage()._value = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A named value and its type (when known).
-public nonisolated struct Kiln_Ir_Value: Sendable {
+package nonisolated struct Kiln_Ir_Value: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  package var name: String = String()
 
   /// Absent when the type is unknown.
-  public var type: Kiln_Ir_Type {
+  package var type: Kiln_Ir_Type {
     get {_type ?? Kiln_Ir_Type()}
     set {_type = newValue}
   }
   /// Returns true if `type` has been explicitly set.
-  public var hasType: Bool {self._type != nil}
+  package var hasType: Bool {self._type != nil}
   /// Clears the value of `type`. Subsequent reads from it will return its default value.
-  public mutating func clearType() {self._type = nil}
+  package mutating func clearType() {self._type = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _type: Kiln_Ir_Type? = nil
 }
 
 /// Where a tensor's bytes live when they are not inline: a range of a section of the artifact.
-public nonisolated struct Kiln_Ir_DataRef: Sendable {
+package nonisolated struct Kiln_Ir_DataRef: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// Index of the section in the artifact's section table.
-  public var section: UInt32 = 0
+  package var section: UInt32 = 0
 
   /// Byte offset inside the (decompressed) section.
-  public var offset: UInt64 = 0
+  package var offset: UInt64 = 0
 
   /// Number of bytes.
-  public var length: UInt64 = 0
+  package var length: UInt64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A constant tensor. Numeric data is little-endian, row-major; sub-byte types (int4, uint4, float4e2m1,
 /// int2, uint2) hold one element per byte (unpacked); float8 and bfloat16/float16 hold bit patterns.
-public nonisolated struct Kiln_Ir_Tensor: Sendable {
+package nonisolated struct Kiln_Ir_Tensor: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  package var name: String = String()
 
-  public var dtype: Kiln_Ir_DataType = .unspecified
+  package var dtype: Kiln_Ir_DataType = .unspecified
 
-  public var shape: [Int64] = []
+  package var shape: [Int64] = []
 
-  public var data: Kiln_Ir_Tensor.OneOf_Data? = nil
+  package var data: Kiln_Ir_Tensor.OneOf_Data? = nil
 
   /// The bytes, inline.
-  public var raw: Data {
+  package var raw: Data {
     get {
       if case .raw(let v)? = data {return v}
       return Data()
@@ -392,7 +392,7 @@ public nonisolated struct Kiln_Ir_Tensor: Sendable {
   }
 
   /// The bytes, in a weights section.
-  public var ref: Kiln_Ir_DataRef {
+  package var ref: Kiln_Ir_DataRef {
     get {
       if case .ref(let v)? = data {return v}
       return Kiln_Ir_DataRef()
@@ -401,7 +401,7 @@ public nonisolated struct Kiln_Ir_Tensor: Sendable {
   }
 
   /// The elements of a string tensor.
-  public var strings: Kiln_Ir_Strings {
+  package var strings: Kiln_Ir_Strings {
     get {
       if case .strings(let v)? = data {return v}
       return Kiln_Ir_Strings()
@@ -409,9 +409,9 @@ public nonisolated struct Kiln_Ir_Tensor: Sendable {
     set {data = .strings(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Data: Equatable, Sendable {
+  package nonisolated enum OneOf_Data: Equatable, Sendable {
     /// The bytes, inline.
     case raw(Data)
     /// The bytes, in a weights section.
@@ -421,92 +421,92 @@ public nonisolated struct Kiln_Ir_Tensor: Sendable {
 
   }
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Floats: Sendable {
+package nonisolated struct Kiln_Ir_Floats: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Float] = []
+  package var values: [Float] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Ints: Sendable {
+package nonisolated struct Kiln_Ir_Ints: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Int64] = []
+  package var values: [Int64] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Strings: Sendable {
+package nonisolated struct Kiln_Ir_Strings: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [String] = []
+  package var values: [String] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Tensors: Sendable {
+package nonisolated struct Kiln_Ir_Tensors: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Kiln_Ir_Tensor] = []
+  package var values: [Kiln_Ir_Tensor] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Graphs: Sendable {
+package nonisolated struct Kiln_Ir_Graphs: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Kiln_Ir_Graph] = []
+  package var values: [Kiln_Ir_Graph] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Kiln_Ir_Types: Sendable {
+package nonisolated struct Kiln_Ir_Types: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var values: [Kiln_Ir_Type] = []
+  package var values: [Kiln_Ir_Type] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A node attribute: exactly one value is set.
-public nonisolated struct Kiln_Ir_Attribute: Sendable {
+package nonisolated struct Kiln_Ir_Attribute: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  package var name: String = String()
 
-  public var value: Kiln_Ir_Attribute.OneOf_Value? = nil
+  package var value: Kiln_Ir_Attribute.OneOf_Value? = nil
 
-  public var f: Float {
+  package var f: Float {
     get {
       if case .f(let v)? = value {return v}
       return 0
@@ -514,7 +514,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .f(newValue)}
   }
 
-  public var i: Int64 {
+  package var i: Int64 {
     get {
       if case .i(let v)? = value {return v}
       return 0
@@ -522,7 +522,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .i(newValue)}
   }
 
-  public var s: String {
+  package var s: String {
     get {
       if case .s(let v)? = value {return v}
       return String()
@@ -530,7 +530,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .s(newValue)}
   }
 
-  public var t: Kiln_Ir_Tensor {
+  package var t: Kiln_Ir_Tensor {
     get {
       if case .t(let v)? = value {return v}
       return Kiln_Ir_Tensor()
@@ -538,7 +538,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .t(newValue)}
   }
 
-  public var g: Kiln_Ir_Graph {
+  package var g: Kiln_Ir_Graph {
     get {
       if case .g(let v)? = value {return v}
       return Kiln_Ir_Graph()
@@ -546,7 +546,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .g(newValue)}
   }
 
-  public var type: Kiln_Ir_Type {
+  package var type: Kiln_Ir_Type {
     get {
       if case .type(let v)? = value {return v}
       return Kiln_Ir_Type()
@@ -554,7 +554,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .type(newValue)}
   }
 
-  public var floats: Kiln_Ir_Floats {
+  package var floats: Kiln_Ir_Floats {
     get {
       if case .floats(let v)? = value {return v}
       return Kiln_Ir_Floats()
@@ -562,7 +562,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .floats(newValue)}
   }
 
-  public var ints: Kiln_Ir_Ints {
+  package var ints: Kiln_Ir_Ints {
     get {
       if case .ints(let v)? = value {return v}
       return Kiln_Ir_Ints()
@@ -570,7 +570,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .ints(newValue)}
   }
 
-  public var strings: Kiln_Ir_Strings {
+  package var strings: Kiln_Ir_Strings {
     get {
       if case .strings(let v)? = value {return v}
       return Kiln_Ir_Strings()
@@ -578,7 +578,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .strings(newValue)}
   }
 
-  public var tensors: Kiln_Ir_Tensors {
+  package var tensors: Kiln_Ir_Tensors {
     get {
       if case .tensors(let v)? = value {return v}
       return Kiln_Ir_Tensors()
@@ -586,7 +586,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .tensors(newValue)}
   }
 
-  public var graphs: Kiln_Ir_Graphs {
+  package var graphs: Kiln_Ir_Graphs {
     get {
       if case .graphs(let v)? = value {return v}
       return Kiln_Ir_Graphs()
@@ -594,7 +594,7 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .graphs(newValue)}
   }
 
-  public var types: Kiln_Ir_Types {
+  package var types: Kiln_Ir_Types {
     get {
       if case .types(let v)? = value {return v}
       return Kiln_Ir_Types()
@@ -602,9 +602,9 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
     set {value = .types(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Value: Equatable, Sendable {
+  package nonisolated enum OneOf_Value: Equatable, Sendable {
     case f(Float)
     case i(Int64)
     case s(String)
@@ -620,91 +620,91 @@ public nonisolated struct Kiln_Ir_Attribute: Sendable {
 
   }
 
-  public init() {}
+  package init() {}
 }
 
 /// One operator application.
-public nonisolated struct Kiln_Ir_Node: Sendable {
+package nonisolated struct Kiln_Ir_Node: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  package var name: String = String()
 
   /// "" is ONNX's default domain; "ai.onnx.ml", "kiln", or a vendor's domain otherwise.
-  public var domain: String = String()
+  package var domain: String = String()
 
-  public var op: String = String()
+  package var op: String = String()
 
   /// Value names; "" marks an omitted optional input or an unwanted output.
-  public var inputs: [String] = []
+  package var inputs: [String] = []
 
-  public var outputs: [String] = []
+  package var outputs: [String] = []
 
   /// Sorted by name, so that equal graphs encode to equal bytes.
-  public var attributes: [Kiln_Ir_Attribute] = []
+  package var attributes: [Kiln_Ir_Attribute] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A dataflow graph; nodes are in topological order. Subgraphs (If/Loop/Scan bodies) are Graph
 /// attributes of their node and may read values of enclosing graphs by name.
-public nonisolated struct Kiln_Ir_Graph: Sendable {
+package nonisolated struct Kiln_Ir_Graph: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var name: String = String()
+  package var name: String = String()
 
-  public var inputs: [Kiln_Ir_Value] = []
+  package var inputs: [Kiln_Ir_Value] = []
 
-  public var outputs: [Kiln_Ir_Value] = []
+  package var outputs: [Kiln_Ir_Value] = []
 
   /// Sorted by name.
-  public var initializers: [Kiln_Ir_Tensor] = []
+  package var initializers: [Kiln_Ir_Tensor] = []
 
-  public var nodes: [Kiln_Ir_Node] = []
+  package var nodes: [Kiln_Ir_Node] = []
 
   /// Known types of intermediate values, sorted by name.
-  public var valueTypes: [Kiln_Ir_Value] = []
+  package var valueTypes: [Kiln_Ir_Value] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A whole model: the main graph and the metadata that came with it.
-public nonisolated struct Kiln_Ir_Model: Sendable {
+package nonisolated struct Kiln_Ir_Model: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var graph: Kiln_Ir_Graph {
+  package var graph: Kiln_Ir_Graph {
     get {_graph ?? Kiln_Ir_Graph()}
     set {_graph = newValue}
   }
   /// Returns true if `graph` has been explicitly set.
-  public var hasGraph: Bool {self._graph != nil}
+  package var hasGraph: Bool {self._graph != nil}
   /// Clears the value of `graph`. Subsequent reads from it will return its default value.
-  public mutating func clearGraph() {self._graph = nil}
+  package mutating func clearGraph() {self._graph = nil}
 
   /// Operator-set version per domain of the source model ("" is ONNX's default domain).
-  public var opsets: Dictionary<String,Int64> = [:]
+  package var opsets: Dictionary<String,Int64> = [:]
 
   /// The tool that produced the source model.
-  public var producer: String = String()
+  package var producer: String = String()
 
   /// The source format's IR version (ONNX ir_version), 0 if none.
-  public var sourceIrVersion: Int64 = 0
+  package var sourceIrVersion: Int64 = 0
 
   /// Free-form metadata from the source model.
-  public var metadata: Dictionary<String,String> = [:]
+  package var metadata: Dictionary<String,String> = [:]
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _graph: Kiln_Ir_Graph? = nil
 }
@@ -714,14 +714,14 @@ public nonisolated struct Kiln_Ir_Model: Sendable {
 fileprivate nonisolated let _protobuf_package = "kiln.ir"
 
 nonisolated extension Kiln_Ir_DataType: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}FLOAT32\0\u{1}UINT8\0\u{1}INT8\0\u{1}UINT16\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}STRING\0\u{1}BOOL\0\u{1}FLOAT16\0\u{1}FLOAT64\0\u{1}UINT32\0\u{1}UINT64\0\u{1}COMPLEX64\0\u{1}COMPLEX128\0\u{1}BFLOAT16\0\u{1}FLOAT8E4M3FN\0\u{1}FLOAT8E4M3FNUZ\0\u{1}FLOAT8E5M2\0\u{1}FLOAT8E5M2FNUZ\0\u{1}UINT4\0\u{1}INT4\0\u{1}FLOAT4E2M1\0\u{1}FLOAT8E8M0\0\u{1}UINT2\0\u{1}INT2\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DATA_TYPE_UNSPECIFIED\0\u{1}FLOAT32\0\u{1}UINT8\0\u{1}INT8\0\u{1}UINT16\0\u{1}INT16\0\u{1}INT32\0\u{1}INT64\0\u{1}STRING\0\u{1}BOOL\0\u{1}FLOAT16\0\u{1}FLOAT64\0\u{1}UINT32\0\u{1}UINT64\0\u{1}COMPLEX64\0\u{1}COMPLEX128\0\u{1}BFLOAT16\0\u{1}FLOAT8E4M3FN\0\u{1}FLOAT8E4M3FNUZ\0\u{1}FLOAT8E5M2\0\u{1}FLOAT8E5M2FNUZ\0\u{1}UINT4\0\u{1}INT4\0\u{1}FLOAT4E2M1\0\u{1}FLOAT8E8M0\0\u{1}UINT2\0\u{1}INT2\0")
 }
 
 nonisolated extension Kiln_Ir_Dim: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Dim"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fixed\0\u{1}symbol\0")
+  package static let protoMessageName: String = _protobuf_package + ".Dim"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}fixed\0\u{1}symbol\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -748,7 +748,7 @@ nonisolated extension Kiln_Ir_Dim: SwiftProtobuf.Message, SwiftProtobuf._Message
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -767,7 +767,7 @@ nonisolated extension Kiln_Ir_Dim: SwiftProtobuf.Message, SwiftProtobuf._Message
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Dim, rhs: Kiln_Ir_Dim) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Dim, rhs: Kiln_Ir_Dim) -> Bool {
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -775,10 +775,10 @@ nonisolated extension Kiln_Ir_Dim: SwiftProtobuf.Message, SwiftProtobuf._Message
 }
 
 nonisolated extension Kiln_Ir_TensorType: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".TensorType"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{3}has_shape\0\u{1}dims\0")
+  package static let protoMessageName: String = _protobuf_package + ".TensorType"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}dtype\0\u{3}has_shape\0\u{1}dims\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -792,7 +792,7 @@ nonisolated extension Kiln_Ir_TensorType: SwiftProtobuf.Message, SwiftProtobuf._
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.dtype != .unspecified {
       try visitor.visitSingularEnumField(value: self.dtype, fieldNumber: 1)
     }
@@ -805,7 +805,7 @@ nonisolated extension Kiln_Ir_TensorType: SwiftProtobuf.Message, SwiftProtobuf._
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_TensorType, rhs: Kiln_Ir_TensorType) -> Bool {
+  package static func ==(lhs: Kiln_Ir_TensorType, rhs: Kiln_Ir_TensorType) -> Bool {
     if lhs.dtype != rhs.dtype {return false}
     if lhs.hasShape_p != rhs.hasShape_p {return false}
     if lhs.dims != rhs.dims {return false}
@@ -815,8 +815,8 @@ nonisolated extension Kiln_Ir_TensorType: SwiftProtobuf.Message, SwiftProtobuf._
 }
 
 nonisolated extension Kiln_Ir_Type: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Type"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tensor\0\u{3}sparse_tensor\0\u{1}sequence\0\u{1}map\0\u{1}optional\0")
+  package static let protoMessageName: String = _protobuf_package + ".Type"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}tensor\0\u{3}sparse_tensor\0\u{1}sequence\0\u{1}map\0\u{1}optional\0")
 
   fileprivate class _StorageClass {
     var _value: Kiln_Ir_Type.OneOf_Value?
@@ -841,7 +841,7 @@ nonisolated extension Kiln_Ir_Type: SwiftProtobuf.Message, SwiftProtobuf._Messag
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -920,7 +920,7 @@ nonisolated extension Kiln_Ir_Type: SwiftProtobuf.Message, SwiftProtobuf._Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -953,7 +953,7 @@ nonisolated extension Kiln_Ir_Type: SwiftProtobuf.Message, SwiftProtobuf._Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Type, rhs: Kiln_Ir_Type) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Type, rhs: Kiln_Ir_Type) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -969,8 +969,8 @@ nonisolated extension Kiln_Ir_Type: SwiftProtobuf.Message, SwiftProtobuf._Messag
 }
 
 nonisolated extension Kiln_Ir_MapType: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".MapType"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
+  package static let protoMessageName: String = _protobuf_package + ".MapType"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}key\0\u{1}value\0")
 
   fileprivate class _StorageClass {
     var _key: Kiln_Ir_DataType = .unspecified
@@ -997,7 +997,7 @@ nonisolated extension Kiln_Ir_MapType: SwiftProtobuf.Message, SwiftProtobuf._Mes
     return _storage
   }
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     _ = _uniqueStorage()
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1013,7 +1013,7 @@ nonisolated extension Kiln_Ir_MapType: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every if/case branch local when no optimizations
@@ -1029,7 +1029,7 @@ nonisolated extension Kiln_Ir_MapType: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_MapType, rhs: Kiln_Ir_MapType) -> Bool {
+  package static func ==(lhs: Kiln_Ir_MapType, rhs: Kiln_Ir_MapType) -> Bool {
     if lhs._storage !== rhs._storage {
       let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
         let _storage = _args.0
@@ -1046,10 +1046,10 @@ nonisolated extension Kiln_Ir_MapType: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Kiln_Ir_Value: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Value"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0")
+  package static let protoMessageName: String = _protobuf_package + ".Value"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}type\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1062,7 +1062,7 @@ nonisolated extension Kiln_Ir_Value: SwiftProtobuf.Message, SwiftProtobuf._Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1076,7 +1076,7 @@ nonisolated extension Kiln_Ir_Value: SwiftProtobuf.Message, SwiftProtobuf._Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Value, rhs: Kiln_Ir_Value) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Value, rhs: Kiln_Ir_Value) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs._type != rhs._type {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1085,10 +1085,10 @@ nonisolated extension Kiln_Ir_Value: SwiftProtobuf.Message, SwiftProtobuf._Messa
 }
 
 nonisolated extension Kiln_Ir_DataRef: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".DataRef"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}section\0\u{1}offset\0\u{1}length\0")
+  package static let protoMessageName: String = _protobuf_package + ".DataRef"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}section\0\u{1}offset\0\u{1}length\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1102,7 +1102,7 @@ nonisolated extension Kiln_Ir_DataRef: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.section != 0 {
       try visitor.visitSingularUInt32Field(value: self.section, fieldNumber: 1)
     }
@@ -1115,7 +1115,7 @@ nonisolated extension Kiln_Ir_DataRef: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_DataRef, rhs: Kiln_Ir_DataRef) -> Bool {
+  package static func ==(lhs: Kiln_Ir_DataRef, rhs: Kiln_Ir_DataRef) -> Bool {
     if lhs.section != rhs.section {return false}
     if lhs.offset != rhs.offset {return false}
     if lhs.length != rhs.length {return false}
@@ -1125,10 +1125,10 @@ nonisolated extension Kiln_Ir_DataRef: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Kiln_Ir_Tensor: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Tensor"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}dtype\0\u{1}shape\0\u{1}raw\0\u{1}ref\0\u{1}strings\0")
+  package static let protoMessageName: String = _protobuf_package + ".Tensor"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}dtype\0\u{1}shape\0\u{1}raw\0\u{1}ref\0\u{1}strings\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1176,7 +1176,7 @@ nonisolated extension Kiln_Ir_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1208,7 +1208,7 @@ nonisolated extension Kiln_Ir_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Tensor, rhs: Kiln_Ir_Tensor) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Tensor, rhs: Kiln_Ir_Tensor) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.dtype != rhs.dtype {return false}
     if lhs.shape != rhs.shape {return false}
@@ -1219,10 +1219,10 @@ nonisolated extension Kiln_Ir_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
 }
 
 nonisolated extension Kiln_Ir_Floats: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Floats"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Floats"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1234,14 +1234,14 @@ nonisolated extension Kiln_Ir_Floats: SwiftProtobuf.Message, SwiftProtobuf._Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitPackedFloatField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Floats, rhs: Kiln_Ir_Floats) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Floats, rhs: Kiln_Ir_Floats) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1249,10 +1249,10 @@ nonisolated extension Kiln_Ir_Floats: SwiftProtobuf.Message, SwiftProtobuf._Mess
 }
 
 nonisolated extension Kiln_Ir_Ints: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Ints"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Ints"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1264,14 +1264,14 @@ nonisolated extension Kiln_Ir_Ints: SwiftProtobuf.Message, SwiftProtobuf._Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitPackedInt64Field(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Ints, rhs: Kiln_Ir_Ints) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Ints, rhs: Kiln_Ir_Ints) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1279,10 +1279,10 @@ nonisolated extension Kiln_Ir_Ints: SwiftProtobuf.Message, SwiftProtobuf._Messag
 }
 
 nonisolated extension Kiln_Ir_Strings: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Strings"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Strings"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1294,14 +1294,14 @@ nonisolated extension Kiln_Ir_Strings: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedStringField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Strings, rhs: Kiln_Ir_Strings) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Strings, rhs: Kiln_Ir_Strings) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1309,10 +1309,10 @@ nonisolated extension Kiln_Ir_Strings: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Kiln_Ir_Tensors: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Tensors"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Tensors"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1324,14 +1324,14 @@ nonisolated extension Kiln_Ir_Tensors: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Tensors, rhs: Kiln_Ir_Tensors) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Tensors, rhs: Kiln_Ir_Tensors) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1339,10 +1339,10 @@ nonisolated extension Kiln_Ir_Tensors: SwiftProtobuf.Message, SwiftProtobuf._Mes
 }
 
 nonisolated extension Kiln_Ir_Graphs: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Graphs"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Graphs"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1354,14 +1354,14 @@ nonisolated extension Kiln_Ir_Graphs: SwiftProtobuf.Message, SwiftProtobuf._Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Graphs, rhs: Kiln_Ir_Graphs) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Graphs, rhs: Kiln_Ir_Graphs) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1369,10 +1369,10 @@ nonisolated extension Kiln_Ir_Graphs: SwiftProtobuf.Message, SwiftProtobuf._Mess
 }
 
 nonisolated extension Kiln_Ir_Types: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Types"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
+  package static let protoMessageName: String = _protobuf_package + ".Types"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}values\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1384,14 +1384,14 @@ nonisolated extension Kiln_Ir_Types: SwiftProtobuf.Message, SwiftProtobuf._Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.values.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.values, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Types, rhs: Kiln_Ir_Types) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Types, rhs: Kiln_Ir_Types) -> Bool {
     if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -1399,10 +1399,10 @@ nonisolated extension Kiln_Ir_Types: SwiftProtobuf.Message, SwiftProtobuf._Messa
 }
 
 nonisolated extension Kiln_Ir_Attribute: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Attribute"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}f\0\u{1}i\0\u{1}s\0\u{1}t\0\u{1}g\0\u{1}type\0\u{1}floats\0\u{1}ints\0\u{1}strings\0\u{1}tensors\0\u{1}graphs\0\u{1}types\0")
+  package static let protoMessageName: String = _protobuf_package + ".Attribute"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}f\0\u{1}i\0\u{1}s\0\u{1}t\0\u{1}g\0\u{1}type\0\u{1}floats\0\u{1}ints\0\u{1}strings\0\u{1}tensors\0\u{1}graphs\0\u{1}types\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1555,7 +1555,7 @@ nonisolated extension Kiln_Ir_Attribute: SwiftProtobuf.Message, SwiftProtobuf._M
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1617,7 +1617,7 @@ nonisolated extension Kiln_Ir_Attribute: SwiftProtobuf.Message, SwiftProtobuf._M
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Attribute, rhs: Kiln_Ir_Attribute) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Attribute, rhs: Kiln_Ir_Attribute) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.value != rhs.value {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1626,10 +1626,10 @@ nonisolated extension Kiln_Ir_Attribute: SwiftProtobuf.Message, SwiftProtobuf._M
 }
 
 nonisolated extension Kiln_Ir_Node: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Node"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}domain\0\u{1}op\0\u{1}inputs\0\u{1}outputs\0\u{1}attributes\0")
+  package static let protoMessageName: String = _protobuf_package + ".Node"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}domain\0\u{1}op\0\u{1}inputs\0\u{1}outputs\0\u{1}attributes\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1646,7 +1646,7 @@ nonisolated extension Kiln_Ir_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1668,7 +1668,7 @@ nonisolated extension Kiln_Ir_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Node, rhs: Kiln_Ir_Node) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Node, rhs: Kiln_Ir_Node) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.domain != rhs.domain {return false}
     if lhs.op != rhs.op {return false}
@@ -1681,10 +1681,10 @@ nonisolated extension Kiln_Ir_Node: SwiftProtobuf.Message, SwiftProtobuf._Messag
 }
 
 nonisolated extension Kiln_Ir_Graph: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Graph"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}inputs\0\u{1}outputs\0\u{1}initializers\0\u{1}nodes\0\u{3}value_types\0")
+  package static let protoMessageName: String = _protobuf_package + ".Graph"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}inputs\0\u{1}outputs\0\u{1}initializers\0\u{1}nodes\0\u{3}value_types\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1701,7 +1701,7 @@ nonisolated extension Kiln_Ir_Graph: SwiftProtobuf.Message, SwiftProtobuf._Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -1723,7 +1723,7 @@ nonisolated extension Kiln_Ir_Graph: SwiftProtobuf.Message, SwiftProtobuf._Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Graph, rhs: Kiln_Ir_Graph) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Graph, rhs: Kiln_Ir_Graph) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.inputs != rhs.inputs {return false}
     if lhs.outputs != rhs.outputs {return false}
@@ -1736,10 +1736,10 @@ nonisolated extension Kiln_Ir_Graph: SwiftProtobuf.Message, SwiftProtobuf._Messa
 }
 
 nonisolated extension Kiln_Ir_Model: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Model"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}graph\0\u{1}opsets\0\u{1}producer\0\u{3}source_ir_version\0\u{1}metadata\0")
+  package static let protoMessageName: String = _protobuf_package + ".Model"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}graph\0\u{1}opsets\0\u{1}producer\0\u{3}source_ir_version\0\u{1}metadata\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1755,7 +1755,7 @@ nonisolated extension Kiln_Ir_Model: SwiftProtobuf.Message, SwiftProtobuf._Messa
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1778,7 +1778,7 @@ nonisolated extension Kiln_Ir_Model: SwiftProtobuf.Message, SwiftProtobuf._Messa
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Kiln_Ir_Model, rhs: Kiln_Ir_Model) -> Bool {
+  package static func ==(lhs: Kiln_Ir_Model, rhs: Kiln_Ir_Model) -> Bool {
     if lhs._graph != rhs._graph {return false}
     if lhs.opsets != rhs.opsets {return false}
     if lhs.producer != rhs.producer {return false}
