@@ -31,7 +31,13 @@ let package = Package(
         ),
         .target(
             name: "KilnBackend",
-            dependencies: ["KilnIR", "KilnFormat", "CKilnABI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["KilnIR"]
+        ),
+        // The C plugin host (include/kiln/kiln_plugin.h): kept out of KilnBackend so that a Swift backend
+        // does not inherit SwiftProtobuf or the C headers.
+        .target(
+            name: "KilnPluginHost",
+            dependencies: ["KilnIR", "KilnBackend", "KilnFormat", "CKilnABI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .target(
             name: "KilnReference",
@@ -56,7 +62,7 @@ let package = Package(
         .target(name: "KilnRuntime", dependencies: ["KilnIR", "KilnFormat", "KilnBackend", "KilnReference"]),
         .target(
             name: "Kiln",
-            dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnCompiler", "KilnRuntime", "KilnReference", "KilnCPU"]
+            dependencies: ["KilnIR", "KilnFrontends", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnRuntime", "KilnReference", "KilnCPU"]
         ),
         .target(name: "CKilnABI", path: "Sources/CKilnABI"),
         .target(name: "KilnC", dependencies: ["Kiln", "CKilnABI"]),

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CKilnABI
+import KilnBackend
 import KilnIR
 
 /// The plugin ABI versions this host speaks (`kiln_plugin.h`): a range, so that a later host can keep

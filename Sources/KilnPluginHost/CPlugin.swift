@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CKilnABI
+import KilnBackend
 import KilnIR
 
 /// A vendor plugin loaded from a shared library (`include/kiln/kiln_plugin.h`): the library handle, the

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CKilnABI
+import KilnBackend
 import KilnFormat
 import KilnIR
 import SwiftProtobuf
