@@ -141,7 +141,7 @@ import Testing
         let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: headerV2) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains(headerV2) == true)
-        #expect(error2?.message.contains("2.0") == true)
+        #expect(error2?.message.contains("plugin ABI 2.") == true)
         #expect(error2?.message.contains("1.0 to 1.2") == true)
     }
 
