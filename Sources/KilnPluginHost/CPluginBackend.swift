@@ -332,6 +332,30 @@ public final class CPluginDeviceBuffer: DeviceBuffer, @unchecked Sendable {
     /// Device `device` of the backend.
     public var placement: DevicePlacement { backend.placement(device: device) }
 
+    /// `byteCount` bytes of the buffer from `byteOffset`, through the plugin's buffer_read (device → host).
+    /// A range outside the buffer must be refused by the plugin (an error, not a crash).
+    public func read(byteOffset: Int, byteCount: Int) throws -> [UInt8] {
+        let table = backend.table
+        guard let read = table.buffer_read else { throw KilnError(.unsupported, "\(backend.origin): the backend has no buffer_read") }
+        guard byteOffset >= 0, byteCount >= 0, byteCount <= 1 << 32 else {
+            throw KilnError(.invalidArgument, "\(backend.origin): cannot read \(byteCount) bytes at \(byteOffset)")
+        }
+        var bytes = [UInt8](repeating: 0, count: byteCount)
+        let result = bytes.withUnsafeMutableBytes { read(table.context, handle, byteOffset, $0.baseAddress, byteCount) }
+        try backend.check(result, "buffer_read")
+        return bytes
+    }
+
+    /// Copies `bytes` into the buffer at `byteOffset`, through the plugin's buffer_write (host → device).
+    /// A range outside the buffer must be refused by the plugin (an error, not a crash).
+    public func write(_ bytes: [UInt8], byteOffset: Int) throws {
+        let table = backend.table
+        guard let write = table.buffer_write else { throw KilnError(.unsupported, "\(backend.origin): the backend has no buffer_write") }
+        guard byteOffset >= 0 else { throw KilnError(.invalidArgument, "\(backend.origin): cannot write at \(byteOffset)") }
+        let result = bytes.withUnsafeBytes { write(table.context, handle, byteOffset, $0.baseAddress, bytes.count) }
+        try backend.check(result, "buffer_write")
+    }
+
     /// The tensor copied into host memory through the plugin's buffer_read (device → host).
     public func copyToHost() throws -> Tensor {
         let table = backend.table

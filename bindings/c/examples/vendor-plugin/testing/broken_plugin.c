@@ -20,13 +20,16 @@
  *  15  (ABI 1.2) devices reports a device of an unknown kind
  *  16  (ABI 1.2) the backend sets KILN_PLUGIN_BACKEND_DEVICE_BUFFERS without the buffer callbacks
  *  17  (ABI 1.2) devices returns an error
+ *  18  claim hangs (sleeps forever) on any graph with nodes
  * Modes 15 to 17 answer ABI 1.2; the others answer 1.0 with the 1.0 struct sizes.
  */
+#define _POSIX_C_SOURCE 200809L /* sleep */
 #include <kiln/kiln_plugin.h>
 
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef BROKEN_MODE
 #define BROKEN_MODE 0
@@ -61,6 +64,7 @@ static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, k
     size_t n;
     if (!count_nodes(graph, &n) || n > sizeof all_ones) return fail(KILN_ERROR_INVALID_MODEL, "claim: cannot read the graph");
     if (BROKEN_MODE == 14 && n > 0) abort();
+    while (BROKEN_MODE == 18 && n > 0) sleep(60);
     memset(all_ones, 1, sizeof all_ones);
     out->node_count = n;
     out->supported = BROKEN_MODE == 1 ? NULL : all_ones;
