@@ -32,8 +32,8 @@
  *    tensor's data inline (Tensor.raw). Kiln ships C code generated from that schema by protoc-c in
  *    bindings/c/proto/kiln/ir.pb-c.{h,c}; link it with libprotobuf-c. Build the plugin with
  *    -fvisibility=hidden so that its copy of protobuf-c (and everything else) stays private.
- *  - Threads: claim, compile, check and load may be called from any thread, concurrently (each call with
- *    its own arguments). execute is called concurrently on one executable only when the backend sets
+ *  - Threads: claim, compile, check and load (and in 1.2 devices, load_with_options and the buffer
+ *    callbacks) may be called from any thread, concurrently (each call with its own arguments). execute is called concurrently on one executable only when the backend sets
  *    KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE; otherwise the host serializes execute per executable.
  *    unload is never concurrent with execute of the same executable.
  */
