@@ -31,7 +31,13 @@ let package = Package(
         ),
         .target(
             name: "KilnBackend",
-            dependencies: ["KilnIR", "KilnFormat", "CKilnABI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["KilnIR"]
+        ),
+        // The C plugin host (include/kiln/kiln_plugin.h): kept out of KilnBackend so that a Swift backend
+        // does not inherit SwiftProtobuf or the C headers.
+        .target(
+            name: "KilnPluginHost",
+            dependencies: ["KilnIR", "KilnBackend", "KilnFormat", "CKilnABI", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
         .target(
             name: "KilnReference",
@@ -57,14 +63,14 @@ let package = Package(
         .target(
             name: "Kiln",
             dependencies: [
-                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnCompiler", "KilnRuntime",
-                "KilnReference", "KilnCPU",
+                "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnPluginHost", "KilnCompiler",
+                "KilnRuntime", "KilnReference", "KilnCPU",
             ]
         ),
         // Tools for the CLI and the tests (NumPy files, the conformance runner, file helpers): not part of the SDK.
         .target(name: "KilnTooling", dependencies: ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends"]),
         .target(name: "CKilnABI", path: "Sources/CKilnABI"),
-        .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnCompiler", "KilnFormat", "KilnFrontends", "CKilnABI"]),
+        .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnFormat", "KilnFrontends", "CKilnABI"]),
         // The `kiln` command-line tool (product `kiln`; the target's name differs from `Kiln` in more than case).
         .executableTarget(
             name: "KilnCLI",

@@ -6,6 +6,7 @@ import Darwin
 @_exported import KilnBackend
 @_exported import KilnCompiler
 @_exported import KilnFormat
+@_exported import KilnPluginHost
 @_exported import KilnIR
 @_exported import KilnRuntime
 import KilnFrontends

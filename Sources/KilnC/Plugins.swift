@@ -1,6 +1,7 @@
 import CKilnABI
 import Kiln
 import KilnBackend
+import KilnPluginHost
 
 /// Registering vendor plugins (`include/kiln/kiln_plugin.h`) in one context's backend registry.
 enum PluginRegistration {

@@ -15,7 +15,11 @@ struct PluginCheck: ParsableCommand {
             string tensor, and on bytes that are not a graph; for every probe op it claims: compile, check of \
             its own and of a foreign compatibility string, load, execute compared with kiln.reference, \
             zero-size tensors, 100 load/unload cycles, a wrong input count, a wrong dtype, and garbage and \
-            truncated payloads. Exit status 1 when any check fails.
+            truncated payloads; then (plugin ABI 1.2) the device list, loading and running on every device, \
+            an out-of-range device index, and for a backend with device buffers: upload and download on every \
+            device, execute on buffers with outputs left on the device, and out-of-range buffer reads. \
+            By default the checks run in a child process: a plugin that crashes (SIGSEGV, abort) or hangs fails \
+            the check it was in, and the remaining checks run in a fresh child. Exit status 1 when any check fails.
             """
     )
 
@@ -24,6 +28,21 @@ struct PluginCheck: ParsableCommand {
 
     @Option(help: "Relative tolerance when comparing results with kiln.reference.")
     var tolerance = 1e-4
+
+    @Flag(inversion: .prefixedNo,
+          help: "Run the checks in a child process, so that a crash or hang in the plugin fails one check instead of stopping plugin-check.")
+    var isolated = true
+
+    @Option(help: "In isolated mode, the seconds a single check may run before it is failed as hung.")
+    var timeout = 120
+
+    /// Child mode (internal): the file descriptor to report each check on, instead of printing a table.
+    @Option(name: .customLong("child-report-fd"), help: .hidden)
+    var childReportFD: Int32?
+
+    /// Child mode (internal): checks not to run again (they crashed or hung in an earlier child).
+    @Option(name: .customLong("skip-check"), help: .hidden)
+    var skippedChecks: [String] = []
 
     /// One row of the table.
     struct Row {
@@ -34,19 +53,54 @@ struct PluginCheck: ParsableCommand {
     }
 
     func run() throws {
-        var rows: [Row] = []
-        func record(_ check: String, _ body: () throws -> String) {
-            do {
-                rows.append(Row(check: check, result: .pass, detail: try body()))
-            } catch let skip as Skip {
-                rows.append(Row(check: check, result: .skip, detail: skip.reason))
-            } catch let error as KilnError {
-                rows.append(Row(check: check, result: .fail, detail: error.message))
-            } catch {
-                rows.append(Row(check: check, result: .fail, detail: "\(error)"))
+        if let fd = childReportFD {
+            let report = ChildReport(fd: fd)
+            let skipped = Set(skippedChecks)
+            runChecks { check, body in
+                guard !skipped.contains(check) else { return }
+                report.begin(check)
+                report.end(Self.evaluate(body))
             }
+            report.done()
+            return
         }
-        print("plugin-check \(path)")
+        print("plugin-check \(path)\(isolated ? "" : " (in process)")")
+        let rows: [Row]
+        if isolated {
+            rows = try IsolatedRun(arguments: childArguments, timeout: timeout).rows()
+        } else {
+            var collected: [Row] = []
+            runChecks { check, body in
+                let (result, detail) = Self.evaluate(body)
+                collected.append(Row(check: check, result: result, detail: detail))
+            }
+            rows = collected
+        }
+        printTable(rows)
+        flushOutput()
+        if rows.contains(where: { $0.result == .fail }) { throw ExitCode(1) }
+    }
+
+    /// The arguments of a child that runs the checks (`--child-report-fd` and `--skip-check` are added).
+    var childArguments: [String] {
+        ["plugin-check", path, "--tolerance", "\(tolerance)"]
+    }
+
+    /// Runs `body`: pass with its detail, skip when it throws `Skip`, else fail with the error.
+    static func evaluate(_ body: () throws -> String) -> (Row.Result, String) {
+        do {
+            return (.pass, try body())
+        } catch let skip as Skip {
+            return (.skip, skip.reason)
+        } catch let error as KilnError {
+            return (.fail, error.message)
+        } catch {
+            return (.fail, "\(error)")
+        }
+    }
+
+    /// Runs every check in order, each through `record(name, body)`.
+    func runChecks(_ record: (String, () throws -> String) -> Void) {
         var loaded: CPlugin?
         record("load: entry symbol, ABI version, header, tables") {
             let plugin = try CPlugin(path: path, hostVersion: Kiln.version)
@@ -60,11 +114,11 @@ struct PluginCheck: ParsableCommand {
                 }
                 return "no kiln__ir__* symbols exported"
             }
-            for backend in plugin.backends { checkBackend(backend, record: record) }
+            for backend in plugin.backends {
+                checkBackend(backend, record: record)
+                checkDevices(backend, record: record)
+            }
         }
-        printTable(rows)
-        flushOutput()
-        if rows.contains(where: { $0.result == .fail }) { throw ExitCode(1) }
     }
 
     /// A check that does not apply (e.g. the backend claims none of the probe ops).
@@ -122,8 +176,7 @@ struct PluginCheck: ParsableCommand {
             record("\(name): compile, load, execute") { throw Skip(reason: "the backend claims no probe op") }
             return
         }
-        let reference: any Backend
-        do { reference = try Kiln.backend(named: "kiln.reference") } catch { return }
+        let reference = Kiln.reference
         for probe in claimed {
             var payload: Payload?
             record("\(name): \(probe.name): compile") {

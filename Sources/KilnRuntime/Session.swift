@@ -241,6 +241,11 @@ public final class Session: @unchecked Sendable {
 
 /// Partitions run one after another: each receives its inputs by name from the caller's inputs, the
 /// graph's initializers or earlier partitions' outputs, and adds its outputs to the values passed on.
+///
+/// A value produced by a partition whose executable keeps tensors on a device (`DeviceExecutable` with a
+/// placement) stays there, as a `DeviceBuffer`, when every later partition that reads it runs on that same
+/// device and it is not a graph output: it passes from one partition to the next without a copy through
+/// host memory. Every other value is in host memory.
 struct PartitionedExecutable: Executable {
     /// One partition ready to run.
     struct Stage {
@@ -250,11 +255,35 @@ struct PartitionedExecutable: Executable {
 
     let stages: [Stage]
     let graph: Graph
+    /// For each stage, the indices of its outputs that stay on its device.
+    let outputsOnDevice: [Set<Int>]
+
+    init(stages: [Stage], graph: Graph) {
+        self.stages = stages
+        self.graph = graph
+        outputsOnDevice = Self.deviceResidentOutputs(stages, graph: graph)
+    }
+
+    /// Which outputs of each stage stay on its device: those read by at least one later stage, only by
+    /// stages on the same device placement, and not returned by the graph.
+    static func deviceResidentOutputs(_ stages: [Stage], graph: Graph) -> [Set<Int>] {
+        let placements = stages.map { ($0.executable as? any DeviceExecutable)?.placement }
+        let graphOutputs = Set(graph.outputs.map(\.name))
+        return stages.indices.map { i in
+            guard let placement = placements[i] else { return [] }
+            var kept: Set<Int> = []
+            for (index, name) in stages[i].partition.outputs.enumerated() where !graphOutputs.contains(name) {
+                let readers = stages.indices.dropFirst(i + 1).filter { stages[$0].partition.inputs.contains(name) }
+                if !readers.isEmpty, readers.allSatisfy({ placements[$0] == placement }) { kept.insert(index) }
+            }
+            return kept
+        }
+    }
 
     func run(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue] {
-        var values = inputs
+        var values: [String: PlacedValue] = inputs.mapValues { .host($0) }
         for (i, stage) in stages.enumerated() {
-            var feed: [String: RuntimeValue] = [:]
+            var feed: [String: PlacedValue] = [:]
             for name in stage.partition.inputs {
                 if let value = values[name] {
                     feed[name] = value
@@ -263,14 +292,19 @@ struct PartitionedExecutable: Executable {
                 }
                 // An input with a default initializer that the caller left out: the subgraph keeps the default.
             }
-            let results = try stage.executable.run(feed)
+            let results: [PlacedValue]
+            if let device = stage.executable as? any DeviceExecutable, device.placement != nil {
+                results = try device.run(placed: feed, outputsOnDevice: outputsOnDevice[i])
+            } else {
+                results = try stage.executable.run(feed.mapValues { try $0.onHost() }).map { .host($0) }
+            }
             guard results.count == stage.partition.outputs.count else {
                 throw KilnError(.runtime, "partition \(i) (\(stage.partition.backend.info.name)) returned \(results.count) values for its \(stage.partition.outputs.count) outputs")
             }
             for (name, value) in zip(stage.partition.outputs, results) { values[name] = value }
         }
         return try graph.outputs.map { output in
-            if let value = values[output.name] { return value }
+            if let value = values[output.name] { return try value.onHost() }
             if let constant = graph.initializers[output.name] { return .tensor(constant) }
             throw KilnError(.runtime, "graph output '\(output.name)' was produced by no partition")
         }

@@ -135,14 +135,14 @@ import Testing
         #expect(error?.code == .versionMismatch)
         #expect(error?.message.contains(entryV2) == true)
         #expect(error?.message.contains("plugin ABI 2") == true)
-        #expect(error?.message.contains("1.0 to 1.0") == true)
+        #expect(error?.message.contains("1.0 to 1.2") == true)
 
         let headerV2 = try PluginBuild.sample("libsample_header2", defines: ["SAMPLE_HEADER_ABI_MAJOR=2"])
         let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: headerV2) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains(headerV2) == true)
-        #expect(error2?.message.contains("2.0") == true)
-        #expect(error2?.message.contains("1.0 to 1.0") == true)
+        #expect(error2?.message.contains("plugin ABI 2.") == true)
+        #expect(error2?.message.contains("1.0 to 1.2") == true)
     }
 
     @Test func aLibraryThatIsNotAPluginIsRefused() throws {
@@ -257,10 +257,60 @@ import Testing
         #expect(good.stdout.contains("0 failed"))
         #expect(good.stdout.contains("Conv: load and execute vs kiln.reference"))
         #expect(!good.stdout.contains("FAIL"))
+        // The plugin ABI 1.2 checks: devices, selection, buffers.
+        for row in ["sample.bytecode: devices ", "2 device(s): #0 simulator: sample device 0", "sample.bytecode: targets ", "sample-ksb1",
+                    "load and execute on each device", "a device index out of range is refused",
+                    "device buffers: upload and download on each device", "execute on buffers, outputs left on the device",
+                    "device buffers: reads and writes out of range are refused"] {
+            #expect(good.stdout.contains(row), "missing: \(row)")
+        }
         for mode in [6, 12, 8] {
             let bad = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: mode)])
             #expect(bad.status == 1, "mode \(mode): \(bad.stdout)\(bad.stderr)")
             #expect(bad.stdout.contains("FAIL"))
         }
+    }
+
+    /// The rows of a plugin-check table whose result is `result`, as check names.
+    static func rows(_ stdout: String, _ result: String) -> [String] {
+        stdout.split(separator: "\n").compactMap { line -> String? in
+            guard let range = line.range(of: "  \(result)  ") else { return nil }
+            return line[..<range.lowerBound].trimmingCharacters(in: .whitespaces)
+        }
+    }
+
+    @Test func pluginCheckReportsACrashingPluginAsFailedChecksAndCarriesOn() throws {
+        // execute dereferences NULL: each check that executes fails with SIGSEGV; the others still run.
+        let segfault = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: 13)])
+        #expect(segfault.status == 1, "\(segfault.stdout)\(segfault.stderr)")
+        #expect(Self.rows(segfault.stdout, "FAIL").contains("broken.backend: Relu: load and execute vs kiln.reference"), "\(segfault.stdout)")
+        #expect(segfault.stdout.contains("the plugin crashed with signal 11 (SIGSEGV"))
+        // Checks after the crashes ran: the last probe's and the device checks.
+        #expect(Self.rows(segfault.stdout, "PASS").contains("broken.backend: Softmax: check own and foreign compat"))
+        #expect(Self.rows(segfault.stdout, "PASS").contains("broken.backend: devices"))
+        #expect(segfault.stdout.contains("checks:"))
+        // Checks that never execute pass as they would in process.
+        #expect(Self.rows(segfault.stdout, "PASS").contains("broken.backend: Relu: compile"))
+
+        // claim aborts: the claim checks fail with SIGABRT, and nothing depends on a claim that crashed.
+        let abort = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: 14)])
+        #expect(abort.status == 1)
+        #expect(Self.rows(abort.stdout, "FAIL") == ["broken.backend: claim rejects an unknown op and a string tensor", "broken.backend: claim on probe graphs",
+                                                    "broken.backend: devices: a probe op to run on them"], "\(abort.stdout)")
+        #expect(abort.stdout.contains("SIGABRT"))
+        #expect(!abort.stdout.contains("child process"))
+
+        // In process, the same plugin takes the checker down: that is what the child process is for.
+        let inProcess = try KilnProcess.run(["plugin-check", "--no-isolated", PluginBuild.broken(mode: 14)])
+        #expect(inProcess.status != 0 && inProcess.status != 1, "status \(inProcess.status)")
+        #expect(!inProcess.stdout.contains("checks:"))
+    }
+
+    @Test func pluginCheckFailsAHangingCheckAfterTheTimeout() throws {
+        let hang = try KilnProcess.run(["plugin-check", "--timeout", "1", PluginBuild.broken(mode: 18)])
+        #expect(hang.status == 1)
+        #expect(Self.rows(hang.stdout, "FAIL").count == 3, "\(hang.stdout)")
+        #expect(hang.stdout.contains("the plugin hung: no answer within 1 s"))
+        #expect(Self.rows(hang.stdout, "PASS").contains("broken.backend: devices"))
     }
 }

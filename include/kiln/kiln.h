@@ -1,5 +1,5 @@
 /*
- * kiln.h — Kiln's embedding C API (ABI 1.1).
+ * kiln.h — Kiln's embedding C API (ABI 1.2).
  *
  * Load a model (ONNX or a compiled .kiln artifact), inspect its inputs and outputs, run it, read its
  * partition report, and compile models to artifacts — from C, C++, or anything with a C FFI.
@@ -42,9 +42,12 @@ extern "C" {
 /* ---------------------------------------------------------------------------------------------- */
 
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
- * ABI major is M and whose minor is at least the minor it was built with (check kiln_abi_version()). */
+ * ABI major is M and whose minor is at least the minor it was built with: call KILN_ABI_CHECK() first. */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 1
+#define KILN_ABI_VERSION_MINOR 2
+
+/* This header's ABI version as (major << 16) | minor, the form kiln_abi_version() and kiln_abi_check() use. */
+#define KILN_ABI_VERSION (((uint32_t)KILN_ABI_VERSION_MAJOR << 16) | (uint32_t)KILN_ABI_VERSION_MINOR)
 
 /* Kiln's release version, e.g. "0.1.0". Static storage: never freed, valid forever. */
 KILN_API const char *kiln_version(void);
@@ -52,13 +55,27 @@ KILN_API const char *kiln_version(void);
 /* The ABI version of the loaded library, as (major << 16) | minor. */
 KILN_API uint32_t kiln_abi_version(void);
 
+/* Forward declaration; see Errors below. */
+typedef struct kiln_error kiln_error;
+
+/* ABI 1.2. Checks that this library can serve a program built against kiln.h version `header_version`
+ * ((major << 16) | minor): NULL when the library's major equals the header's and its minor is at least
+ * the header's; otherwise a KILN_ERROR_VERSION_MISMATCH error (owned by the caller) whose message names
+ * both versions — "this program was built against kiln.h ABI 1.3, but the loaded libkiln implements ABI
+ * 1.2: use libkiln 1.3 or newer". Call it through KILN_ABI_CHECK() before anything else. A library older
+ * than 1.2 lacks this symbol, so a 1.2 program fails to start against it (the dynamic loader names the
+ * missing kiln_abi_check): the check holds in that direction too. */
+KILN_API kiln_error *kiln_abi_check(uint32_t header_version);
+
+/* kiln_abi_check for the header this program was compiled with. */
+#define KILN_ABI_CHECK() kiln_abi_check(KILN_ABI_VERSION)
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Errors                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
 /* An error: a code and a message. Created by the library, owned by the caller, freed with
- * kiln_error_free. */
-typedef struct kiln_error kiln_error;
+ * kiln_error_free. (Declared above, with kiln_abi_check.) */
 
 /* Error codes (the numbers of Swift's KilnError.Code; stable forever, new codes may be added). */
 enum {

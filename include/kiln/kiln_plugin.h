@@ -1,5 +1,5 @@
 /*
- * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.0).
+ * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.2).
  *
  * A plugin is a shared library that adds one or more backends to Kiln. It exports exactly ONE symbol,
  * kiln_plugin_query_v1, whose name carries the ABI major. Kiln dlopens the library (RTLD_NOW |
@@ -15,10 +15,15 @@
  *  - The first three fields of kiln_plugin_header (struct_size, abi_major, abi_minor) are frozen forever:
  *    every future ABI major keeps them, so a host can always tell which ABI a plugin speaks.
  *  - Versions are negotiated as a range. The host says which ABI versions it speaks (abi_min..abi_max);
- *    the plugin answers with the one version it uses, which must lie in that range. Minors are backward
- *    compatible in both directions (struct_size tells each side which fields the other knows); a major
- *    change is a new entry symbol (kiln_plugin_query_v2), so a plugin may export several entries to
- *    serve hosts of several majors, and the host picks the newest it speaks.
+ *    the plugin answers with the one version it uses, which must lie in that range: a plugin built
+ *    against a newer minor than the host's abi_max answers the host's abi_max when it can work without
+ *    the newer fields (struct_size tells each side which fields the other knows), and otherwise refuses.
+ *    A host refuses a header whose version lies outside its range, naming both versions. A major change
+ *    is a new entry symbol (kiln_plugin_query_v2), so a plugin may export several entries to serve hosts
+ *    of several majors, and the host picks the newest it speaks.
+ *  - What each minor added is marked "(1.2)" below and listed in the changelog in
+ *    Documentation/WritingABackend.md. 1.1 changed no plugin struct (the minor follows kiln.h's); a
+ *    plugin that reports 1.0 or 1.1 has the 1.0 struct sizes.
  *  - Fallible callbacks return `kiln_plugin_error *`: NULL is success; otherwise an error the plugin made
  *    with host->error_create. The host owns every error the plugin returns; the plugin never frees one.
  *  - Nothing unwinds across this boundary (no C++ exceptions, no longjmp out of a callback).
@@ -27,8 +32,8 @@
  *    tensor's data inline (Tensor.raw). Kiln ships C code generated from that schema by protoc-c in
  *    bindings/c/proto/kiln/ir.pb-c.{h,c}; link it with libprotobuf-c. Build the plugin with
  *    -fvisibility=hidden so that its copy of protobuf-c (and everything else) stays private.
- *  - Threads: claim, compile, check and load may be called from any thread, concurrently (each call with
- *    its own arguments). execute is called concurrently on one executable only when the backend sets
+ *  - Threads: claim, compile, check and load (and in 1.2 devices, load_with_options and the buffer
+ *    callbacks) may be called from any thread, concurrently (each call with its own arguments). execute is called concurrently on one executable only when the backend sets
  *    KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE; otherwise the host serializes execute per executable.
  *    unload is never concurrent with execute of the same executable.
  */
@@ -46,7 +51,7 @@ extern "C" {
 
 /* The plugin ABI this header describes. */
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 0
+#define KILN_PLUGIN_ABI_MINOR 2
 
 /* The entry symbol of ABI major 1, as a string for dlsym. */
 #define KILN_PLUGIN_QUERY_SYMBOL_V1 "kiln_plugin_query_v1"
@@ -183,12 +188,67 @@ typedef struct kiln_plugin_payload {
 /* Backend flags. */
 enum {
     /* execute may be called on one executable from several threads at once. */
-    KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE = 1u << 0
+    KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE = 1u << 0,
+    /* (1.2) The backend keeps tensors in device buffers: buffer_alloc, buffer_free, buffer_write and
+     * buffer_read are set, and execute accepts and produces device-buffer tensors (see execute). */
+    KILN_PLUGIN_BACKEND_DEVICE_BUFFERS = 1u << 1
 };
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Devices (1.2)                                                                                  */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* What kind of processor a device is (kiln_plugin_device.kind). The names are those of Swift's
+ * DeviceKind and of `kiln backends`. A plugin reports only kinds of the minor it negotiated. */
+enum {
+    KILN_PLUGIN_DEVICE_CPU = 0,
+    KILN_PLUGIN_DEVICE_GPU = 1,
+    KILN_PLUGIN_DEVICE_NPU = 2,
+    KILN_PLUGIN_DEVICE_FPGA = 3,
+    KILN_PLUGIN_DEVICE_DSP = 4,
+    KILN_PLUGIN_DEVICE_SIMULATOR = 5   /* a model of hardware that runs on the host */
+};
+
+/* kiln_device.device_type of a tensor whose elements live in a backend's device buffer (DLPack's
+ * kDLExtDev number): `data` is then the buffer handle (not an address the host may read), `device_id`
+ * the index of the device in the backend's device list, byte_offset 0, strides NULL, and the buffer holds
+ * the elements compact row-major from its start. */
+#define KILN_PLUGIN_DEVICE_BUFFER 12
+
+/* One device a backend runs on. Plugin-owned (see kiln_plugin_device_list.owner). */
+typedef struct kiln_plugin_device {
+    size_t struct_size;                /* sizeof(kiln_plugin_device) as the plugin compiled it */
+    const char *name;                  /* for people, non-empty: "Acme NC2 #0", "PoCL cpu-haswell" */
+    uint32_t kind;                     /* KILN_PLUGIN_DEVICE_CPU ... KILN_PLUGIN_DEVICE_SIMULATOR */
+    uint32_t reserved;                 /* 0 */
+    uint64_t memory_bytes;             /* memory the device owns; 0 = shares the host's or does not say */
+    size_t property_count;             /* further facts as key/value strings ("cores" = "8"); 0 = none */
+    const char *const *property_keys;  /* property_count non-empty, distinct keys */
+    const char *const *property_values;/* property_count values (may be "") */
+} kiln_plugin_device;
+
+/* What devices answers. The host sets struct_size and zeroes the rest; the plugin fills the rest. */
+typedef struct kiln_plugin_device_list {
+    size_t struct_size;                /* set by the host */
+    size_t device_count;               /* 0 is allowed: the backend compiles ahead of time only, here */
+    const kiln_plugin_device *const *devices; /* device_count pointers (the struct grows across minors).
+                                          Plugin-owned (see owner). May be NULL only when device_count is 0. */
+    void *owner;                       /* released with backend->release(context, owner), exactly once, after
+                                          the host copied the list. NULL = static storage. */
+} kiln_plugin_device_list;
+
+/* How the host asks for a load (load_with_options). Host-owned, borrowed during the call. */
+typedef struct kiln_plugin_load_options {
+    size_t struct_size;                /* sizeof(kiln_plugin_load_options) */
+    uint32_t device;                   /* index into the backend's device list: the device to load onto */
+    uint32_t reserved;                 /* 0 */
+} kiln_plugin_load_options;
+
 /* One backend: its identity and its callbacks. Plugin-owned; valid until header->shutdown returns.
- * Every callback receives `context` (the plugin's, from this struct) first. Every callback is required
- * (non-NULL) in ABI 1.0. */
+ * Every callback receives `context` (the plugin's, from this struct) first. The callbacks of ABI 1.0
+ * (claim ... release) are required (non-NULL); the fields 1.2 appended are optional: the host reads each
+ * one only when struct_size covers it (KILN_PLUGIN_HAS_FIELD), and a missing or NULL/0 field means the
+ * default written next to it. */
 typedef struct kiln_plugin_backend {
     size_t struct_size;                /* sizeof(kiln_plugin_backend) as the plugin compiled it */
     const char *name;                  /* unique "vendor.target" name, e.g. "acme.npu". Plugin-owned. */
@@ -223,22 +283,66 @@ typedef struct kiln_plugin_backend {
      *           the initializer unless the caller overrides it). Compact row-major (strides NULL),
      *           byte_offset 0, on the CPU. Tensors, shapes and data are host-owned, borrowed during the
      *           call, read-only. A zero-size tensor (a dim of 0) may have a NULL or dangling data pointer.
+     *           (1.2) When the backend sets KILN_PLUGIN_BACKEND_DEVICE_BUFFERS, an input may instead be a
+     *           device-buffer tensor (device {KILN_PLUGIN_DEVICE_BUFFER, d}, d the device the executable
+     *           was loaded onto; data a buffer of this backend on d from buffer_alloc or from an earlier
+     *           execute's output): borrowed, read-only, still owned by the host.
      *  outputs: output_count tensors, one per graph output in graph order, prepared by the host: data NULL,
      *           ndim 0, strides NULL, byte_offset 0, device CPU, and `shape` pointing to a host-owned array
      *           of KILN_PLUGIN_MAX_RANK int64s. The plugin sets dtype and ndim (<= KILN_PLUGIN_MAX_RANK),
      *           writes the dims into shape[0..ndim), and sets data to memory from host->alloc holding the
      *           elements compact row-major. The plugin must not change shape, strides or byte_offset. Every
      *           data pointer placed in outputs belongs to the host from that moment, whether execute then
-     *           succeeds or fails (the host frees it with host->free): the plugin never frees it. */
+     *           succeeds or fails (the host frees it with host->free): the plugin never frees it.
+     *           (1.2) With KILN_PLUGIN_BACKEND_DEVICE_BUFFERS, the host may prepare an output with device
+     *           {KILN_PLUGIN_DEVICE_BUFFER, d} instead: the plugin then sets data to a new buffer on device
+     *           d holding the elements (as if from buffer_alloc; at least their size) and leaves the device
+     *           as it is. The host owns that buffer from that moment, like host memory above, and releases
+     *           it with buffer_free. This is how a value passes from one partition to the next on one
+     *           device without a copy through host memory. */
     kiln_plugin_error *(*execute)(void *context, void *executable, const kiln_tensor *inputs, size_t input_count,
                                   kiln_tensor *outputs, size_t output_count);
 
     /* Releases an executable from load. Called exactly once per executable, after its last execute. */
     void (*unload)(void *context, void *executable);
 
-    /* Releases the `owner` token of a kiln_plugin_claim or kiln_plugin_payload the plugin filled in.
-     * Called exactly once per non-NULL owner. */
+    /* Releases the `owner` token of a kiln_plugin_claim, kiln_plugin_payload or (1.2)
+     * kiln_plugin_device_list the plugin filled in. Called exactly once per non-NULL owner. */
     void (*release)(void *context, void *owner);
+
+    /* ---- appended in 1.2 ---- */
+
+    /* The devices this backend can run on here: fills *out. The list's order is fixed while the plugin
+     * is loaded (an index names the same device every time); the facts may change between calls (free
+     * memory, counters). NULL = one device, the host CPU (what a 1.0 host assumes). */
+    kiln_plugin_error *(*devices)(void *context, kiln_plugin_device_list *out);
+
+    /* Like load, onto the device options->device (an index into the device list; the host checks it is
+     * in range). NULL = the backend loads onto device 0 only, through load. When set, the host calls it
+     * for every load, and load is used only by 1.0 hosts. */
+    kiln_plugin_error *(*load_with_options)(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
+                                            const kiln_plugin_load_options *options, void **out_executable);
+
+    /* The target names this backend compiles for besides "host" ("npu-nc2", "npu-nc3"): a compile
+     * option's target may be any of them. target_count 0 (or targets NULL) = none. Plugin-owned, static
+     * until shutdown. */
+    size_t target_count;
+    const char *const *targets;
+
+    /* Device buffers: required when flags has KILN_PLUGIN_BACKEND_DEVICE_BUFFERS, ignored otherwise. A
+     * buffer is a plugin handle (not a host address) for `size` bytes of device `device`'s memory.
+     * buffer_alloc: a new buffer of `size` bytes (0 allowed) on device `device`; on success
+     *   *out_buffer is non-NULL and owned by the host, which releases it with buffer_free.
+     * buffer_free: releases a buffer from buffer_alloc or from execute's outputs. Called exactly once per
+     *   buffer, never while an execute that reads it runs. NULL does nothing.
+     * buffer_write: copies `size` bytes from host memory `source` (borrowed) into the buffer at byte
+     *   `offset` (host → device). An out-of-range offset/size is an error, never a crash.
+     * buffer_read: copies `size` bytes of the buffer from byte `offset` into host memory `destination`
+     *   (host-owned; device → host). Out of range is an error. */
+    kiln_plugin_error *(*buffer_alloc)(void *context, uint32_t device, size_t size, void **out_buffer);
+    void (*buffer_free)(void *context, void *buffer);
+    kiln_plugin_error *(*buffer_write)(void *context, void *buffer, size_t offset, const void *source, size_t size);
+    kiln_plugin_error *(*buffer_read)(void *context, const void *buffer, size_t offset, void *destination, size_t size);
 } kiln_plugin_backend;
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -40,9 +40,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: run_model MODEL.onnx|ARTIFACT.kiln\n");
         return 1;
     }
-    if ((kiln_abi_version() >> 16) != KILN_ABI_VERSION_MAJOR) {
-        fprintf(stderr, "run_model: libkiln ABI %u.%u, built for %d.%d\n", kiln_abi_version() >> 16, kiln_abi_version() & 0xffff,
-                KILN_ABI_VERSION_MAJOR, KILN_ABI_VERSION_MINOR);
+    /* Refuses a libkiln older than the kiln.h this program was built with (or of another major). */
+    kiln_error *version = KILN_ABI_CHECK();
+    if (version) {
+        fprintf(stderr, "run_model: %s\n", kiln_error_message(version));
+        kiln_error_free(version);
         return 1;
     }
 

@@ -151,6 +151,15 @@ int main(void) {
     FIELD(kiln_plugin_backend, execute);
     FIELD(kiln_plugin_backend, unload);
     FIELD(kiln_plugin_backend, release);
+    /* appended in plugin ABI 1.2 */
+    FIELD(kiln_plugin_backend, devices);
+    FIELD(kiln_plugin_backend, load_with_options);
+    FIELD(kiln_plugin_backend, target_count);
+    FIELD(kiln_plugin_backend, targets);
+    FIELD(kiln_plugin_backend, buffer_alloc);
+    FIELD(kiln_plugin_backend, buffer_free);
+    FIELD(kiln_plugin_backend, buffer_write);
+    FIELD(kiln_plugin_backend, buffer_read);
 
     STRUCT(kiln_plugin_header);
     FIELD(kiln_plugin_header, struct_size);
@@ -167,5 +176,41 @@ int main(void) {
     CONSTANT(KILN_PLUGIN_ABI_MAJOR);
     CONSTANT(KILN_PLUGIN_ABI_MINOR);
     CONSTANT(KILN_PLUGIN_MAX_RANK);
+
+    /* plugin ABI 1.2: devices, load options, device buffers */
+    STRUCT(kiln_plugin_device);
+    FIELD(kiln_plugin_device, struct_size);
+    FIELD(kiln_plugin_device, name);
+    FIELD(kiln_plugin_device, kind);
+    FIELD(kiln_plugin_device, reserved);
+    FIELD(kiln_plugin_device, memory_bytes);
+    FIELD(kiln_plugin_device, property_count);
+    FIELD(kiln_plugin_device, property_keys);
+    FIELD(kiln_plugin_device, property_values);
+
+    STRUCT(kiln_plugin_device_list);
+    FIELD(kiln_plugin_device_list, struct_size);
+    FIELD(kiln_plugin_device_list, device_count);
+    FIELD(kiln_plugin_device_list, devices);
+    FIELD(kiln_plugin_device_list, owner);
+
+    STRUCT(kiln_plugin_load_options);
+    FIELD(kiln_plugin_load_options, struct_size);
+    FIELD(kiln_plugin_load_options, device);
+    FIELD(kiln_plugin_load_options, reserved);
+
+    CONSTANT(KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE);
+    CONSTANT(KILN_PLUGIN_BACKEND_DEVICE_BUFFERS);
+    CONSTANT(KILN_PLUGIN_DEVICE_CPU);
+    CONSTANT(KILN_PLUGIN_DEVICE_GPU);
+    CONSTANT(KILN_PLUGIN_DEVICE_NPU);
+    CONSTANT(KILN_PLUGIN_DEVICE_FPGA);
+    CONSTANT(KILN_PLUGIN_DEVICE_DSP);
+    CONSTANT(KILN_PLUGIN_DEVICE_SIMULATOR);
+    CONSTANT(KILN_PLUGIN_DEVICE_BUFFER);
+
+    /* kiln.h ABI version (1.2 added KILN_ABI_VERSION and kiln_abi_check) */
+    CONSTANT(KILN_ABI_VERSION_MAJOR);
+    CONSTANT(KILN_ABI_VERSION_MINOR);
     return 0;
 }

@@ -127,6 +127,22 @@ int main(int argc, char **argv) {
     /* Versions. */
     expect(kiln_abi_version() == ((uint32_t)KILN_ABI_VERSION_MAJOR << 16 | KILN_ABI_VERSION_MINOR), "abi_version", "differs from the header");
     expect(kiln_version() != NULL && strlen(kiln_version()) > 0, "version", "empty");
+    /* ABI 1.2: the library refuses a program built against a newer kiln.h, naming both versions. */
+    expect(KILN_ABI_CHECK() == NULL, "abi_check", "refuses the header it was built with");
+    expect(kiln_abi_check((uint32_t)KILN_ABI_VERSION_MAJOR << 16) == NULL, "abi_check_older_minor", "refuses minor 0");
+    {
+        kiln_error *newer = kiln_abi_check(KILN_ABI_VERSION + 1);
+        char wanted_header[32], wanted_library[64];
+        snprintf(wanted_header, sizeof wanted_header, "kiln.h ABI %d.%d", KILN_ABI_VERSION_MAJOR, KILN_ABI_VERSION_MINOR + 1);
+        snprintf(wanted_library, sizeof wanted_library, "implements ABI %d.%d", KILN_ABI_VERSION_MAJOR, KILN_ABI_VERSION_MINOR);
+        expect(newer != NULL && kiln_error_code(newer) == KILN_ERROR_VERSION_MISMATCH, "abi_check_newer_minor", "not a version mismatch");
+        expect(strstr(kiln_error_message(newer), wanted_header) && strstr(kiln_error_message(newer), wanted_library), "abi_check_message",
+               kiln_error_message(newer));
+        kiln_error_free(newer);
+        kiln_error *other_major = kiln_abi_check((uint32_t)(KILN_ABI_VERSION_MAJOR + 1) << 16);
+        expect(other_major != NULL && kiln_error_code(other_major) == KILN_ERROR_VERSION_MISMATCH, "abi_check_other_major", "accepted");
+        kiln_error_free(other_major);
+    }
 
     /* Errors on NULL. */
     expect(kiln_error_code(NULL) == KILN_OK && strcmp(kiln_error_message(NULL), "") == 0, "error_of_null", "not OK/\"\"");

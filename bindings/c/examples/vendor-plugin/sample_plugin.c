@@ -1,7 +1,14 @@
 /*
- * A sample Kiln vendor plugin (plugin ABI 1): one backend, "sample.bytecode", that claims float32 Conv
+ * A sample Kiln vendor plugin (plugin ABI 1.2): one backend, "sample.bytecode", that claims float32 Conv
  * (2-D), Relu, Add, MatMul and Gemm, compiles a graph of them into its own bytecode (bytecode.h; that is
  * the payload Kiln stores in artifacts) and runs the bytecode with a plain C interpreter.
+ *
+ * Devices (ABI 1.2): the backend reports two simulated devices. Each is host memory behind an allocator
+ * of its own (a capacity, a count of live buffers and bytes) that counts every transfer between host and
+ * device memory: a host input that execute must place on the device, a host output it must bring back,
+ * and every buffer_write and buffer_read. The counts are device properties ("transfers.to_device",
+ * "transfers.to_host"), so Kiln's tests can see that a value handed from one partition to the next as a
+ * device buffer never went through host memory.
  *
  * Build (see Makefile):
  *   cc -std=c11 -O2 -shared -fPIC -fvisibility=hidden -I../../../../include -I../../proto \
@@ -12,12 +19,19 @@
  *   SAMPLE_PLUGIN_NAME   the plugin's name              (default "kiln-sample-plugin")
  *   SAMPLE_ABI_MAJOR     the ABI major of the entry symbol and the header (default KILN_PLUGIN_ABI_MAJOR)
  *   SAMPLE_HEADER_ABI_MAJOR  the major the header claims (default SAMPLE_ABI_MAJOR)
+ *   SAMPLE_ABI_MINOR     the minor the plugin is built for (default KILN_PLUGIN_ABI_MINOR). Below 2 the
+ *                        plugin is what a 1.0/1.1 build was: the 1.0 struct sizes, no devices, no device
+ *                        buffers, no targets — and the fields 1.2 appended hold poison that a host reading
+ *                        past struct_size would trip over.
+ *   SAMPLE_MIN_HOST_MINOR  the oldest host minor the plugin works with (default 0): an older host is refused
+ *   SAMPLE_HEADER_ABI_MINOR  a minor the header claims whatever the host speaks (default: negotiated)
  */
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
 #include "bytecode.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,7 +48,13 @@
 #ifndef SAMPLE_HEADER_ABI_MAJOR
 #define SAMPLE_HEADER_ABI_MAJOR SAMPLE_ABI_MAJOR
 #endif
-#define SAMPLE_VERSION "1.0.0"
+#ifndef SAMPLE_ABI_MINOR
+#define SAMPLE_ABI_MINOR KILN_PLUGIN_ABI_MINOR
+#endif
+#ifndef SAMPLE_MIN_HOST_MINOR
+#define SAMPLE_MIN_HOST_MINOR 0
+#endif
+#define SAMPLE_VERSION "1.2.0"
 /* The compatibility string: the backend's name and the bytecode format version ("KSB1"). */
 #define SAMPLE_COMPAT SAMPLE_BACKEND_NAME "/ksb1"
 
@@ -240,7 +260,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
 
 /* ---- blobs handed to the host (released through release) --------------------------------------- */
 
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2 };
+enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
 
 typedef struct owner {
     int kind;
@@ -248,6 +268,7 @@ typedef struct owner {
     uint8_t *supported;
     char **reasons;
     bc_buffer payload;
+    void *devices;          /* OWNER_DEVICES: a device_answer */
 } owner;
 
 static void release(void *context, void *token) {
@@ -260,8 +281,151 @@ static void release(void *context, void *token) {
         free(o->supported);
     } else if (o->kind == OWNER_PAYLOAD) {
         free(o->payload.data);
+    } else if (o->kind == OWNER_DEVICES) {
+        free(o->devices);
     }
     free(o);
+}
+
+/* ---- devices and their memory (ABI 1.2) ----------------------------------------------------------- */
+
+#define SAMPLE_DEVICE_COUNT 2
+#define SAMPLE_DEVICE_MEMORY ((uint64_t)256 << 20)
+#define SAMPLE_BUFFER_MAGIC 0x4b534246u /* "KSBF" */
+
+/* Per device: what its allocator holds and how many transfers crossed between host and device. */
+static _Atomic uint64_t transfers_to_device[SAMPLE_DEVICE_COUNT], transfers_to_host[SAMPLE_DEVICE_COUNT];
+static _Atomic int64_t live_buffers[SAMPLE_DEVICE_COUNT], live_bytes[SAMPLE_DEVICE_COUNT];
+
+/* A buffer of a device's memory: the handle Kiln holds. */
+typedef struct sample_buffer {
+    uint32_t magic;
+    uint32_t device;
+    size_t size;
+    float *data;
+} sample_buffer;
+
+/* A new buffer on `device` adopting `data` (malloc'ed, at least `size` bytes; NULL = allocate it). */
+static sample_buffer *device_allocate(uint32_t device, size_t size, float *data) {
+    if (device >= SAMPLE_DEVICE_COUNT) return NULL;
+    if ((uint64_t)atomic_fetch_add(&live_bytes[device], (int64_t)size) + size > SAMPLE_DEVICE_MEMORY) {
+        atomic_fetch_sub(&live_bytes[device], (int64_t)size);
+        return NULL;
+    }
+    sample_buffer *b = malloc(sizeof *b);
+    if (b && !data) data = malloc(size ? size : 4);
+    if (!b || !data) {
+        free(b);
+        atomic_fetch_sub(&live_bytes[device], (int64_t)size);
+        return NULL;
+    }
+    b->magic = SAMPLE_BUFFER_MAGIC;
+    b->device = device;
+    b->size = size;
+    b->data = data;
+    atomic_fetch_add(&live_buffers[device], 1);
+    return b;
+}
+
+static void device_release(sample_buffer *b) {
+    if (!b) return;
+    atomic_fetch_sub(&live_buffers[b->device], 1);
+    atomic_fetch_sub(&live_bytes[b->device], (int64_t)b->size);
+    b->magic = 0;
+    free(b->data);
+    free(b);
+}
+
+/* `handle` as a buffer of `device`, or NULL when it is not one. */
+static sample_buffer *as_buffer(const void *handle, uint32_t device) {
+    sample_buffer *b = (sample_buffer *)handle;
+    return b && b->magic == SAMPLE_BUFFER_MAGIC && b->device == device ? b : NULL;
+}
+
+/* The answer of devices: everything in one block, released as a whole. */
+enum { DEVICE_PROPERTY_COUNT = 5 };
+typedef struct device_answer {
+    kiln_plugin_device devices[SAMPLE_DEVICE_COUNT];
+    const kiln_plugin_device *pointers[SAMPLE_DEVICE_COUNT];
+    const char *keys[DEVICE_PROPERTY_COUNT];
+    const char *values[SAMPLE_DEVICE_COUNT][DEVICE_PROPERTY_COUNT];
+    char text[SAMPLE_DEVICE_COUNT][DEVICE_PROPERTY_COUNT - 1][24];
+    char names[SAMPLE_DEVICE_COUNT][48];
+} device_answer;
+
+static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
+    (void)context;
+    if (!out || out->struct_size < sizeof(kiln_plugin_device_list))
+        return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
+    owner *o = calloc(1, sizeof *o);
+    device_answer *a = calloc(1, sizeof *a);
+    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
+    o->kind = OWNER_DEVICES;
+    o->devices = a;
+    static const char *const keys[DEVICE_PROPERTY_COUNT] = {"allocator", "transfers.to_device", "transfers.to_host", "buffers.live", "bytes.live"};
+    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
+    for (uint32_t d = 0; d < SAMPLE_DEVICE_COUNT; d++) {
+        snprintf(a->names[d], sizeof a->names[d], "sample device %u (host memory)", d);
+        snprintf(a->text[d][0], sizeof a->text[d][0], "%llu", (unsigned long long)atomic_load(&transfers_to_device[d]));
+        snprintf(a->text[d][1], sizeof a->text[d][1], "%llu", (unsigned long long)atomic_load(&transfers_to_host[d]));
+        snprintf(a->text[d][2], sizeof a->text[d][2], "%lld", (long long)atomic_load(&live_buffers[d]));
+        snprintf(a->text[d][3], sizeof a->text[d][3], "%lld", (long long)atomic_load(&live_bytes[d]));
+        a->values[d][0] = "sample-arena";
+        for (int k = 1; k < DEVICE_PROPERTY_COUNT; k++) a->values[d][k] = a->text[d][k - 1];
+        kiln_plugin_device *device = &a->devices[d];
+        device->struct_size = sizeof *device;
+        device->name = a->names[d];
+        device->kind = KILN_PLUGIN_DEVICE_SIMULATOR;
+        device->memory_bytes = SAMPLE_DEVICE_MEMORY;
+        device->property_count = DEVICE_PROPERTY_COUNT;
+        device->property_keys = a->keys;
+        device->property_values = a->values[d];
+        a->pointers[d] = device;
+    }
+    out->device_count = SAMPLE_DEVICE_COUNT;
+    out->devices = a->pointers;
+    out->owner = o;
+    return NULL;
+}
+
+static kiln_plugin_error *buffer_alloc(void *context, uint32_t device, size_t size, void **out_buffer) {
+    (void)context;
+    if (!out_buffer) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_alloc: out_buffer is NULL");
+    if (device >= SAMPLE_DEVICE_COUNT) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_alloc: no device %u (there are %d)", device, SAMPLE_DEVICE_COUNT);
+    sample_buffer *b = device_allocate(device, size, NULL);
+    if (!b) return error(KILN_ERROR_RUNTIME, "buffer_alloc: device %u cannot hold %zu more bytes", device, size);
+    *out_buffer = b;
+    return NULL;
+}
+
+static void buffer_free(void *context, void *buffer) {
+    (void)context;
+    sample_buffer *b = buffer;
+    if (b && b->magic == SAMPLE_BUFFER_MAGIC) device_release(b);
+}
+
+static kiln_plugin_error *buffer_write(void *context, void *buffer, size_t offset, const void *source, size_t size) {
+    (void)context;
+    sample_buffer *b = buffer;
+    if (!b || b->magic != SAMPLE_BUFFER_MAGIC) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_write: not a buffer of this backend");
+    if (offset > b->size || size > b->size - offset)
+        return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_write: bytes %zu..%zu are outside the %zu-byte buffer", offset, offset + size, b->size);
+    if (size && !source) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_write: source is NULL");
+    if (size) memcpy((char *)b->data + offset, source, size);
+    atomic_fetch_add(&transfers_to_device[b->device], 1);
+    return NULL;
+}
+
+static kiln_plugin_error *buffer_read(void *context, const void *buffer, size_t offset, void *destination, size_t size) {
+    (void)context;
+    const sample_buffer *b = buffer;
+    if (!b || b->magic != SAMPLE_BUFFER_MAGIC) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_read: not a buffer of this backend");
+    if (offset > b->size || size > b->size - offset)
+        return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_read: bytes %zu..%zu are outside the %zu-byte buffer", offset, offset + size, b->size);
+    if (size && !destination) return error(KILN_ERROR_INVALID_ARGUMENT, "buffer_read: destination is NULL");
+    if (size) memcpy(destination, (const char *)b->data + offset, size);
+    atomic_fetch_add(&transfers_to_host[b->device], 1);
+    return NULL;
 }
 
 /* ---- callbacks --------------------------------------------------------------------------------- */
@@ -405,7 +569,9 @@ done:
 static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options,
                                   kiln_plugin_payload *out) {
     (void)context;
-    (void)options;
+    if (options && options->struct_size >= offsetof(kiln_plugin_compile_options, target) + sizeof(options->target) &&
+        options->target && strcmp(options->target, "host") != 0 && strcmp(options->target, "sample-ksb1") != 0)
+        return error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, sample-ksb1)", options->target);
     if (!out || out->struct_size < sizeof(kiln_plugin_payload))
         return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
     Kiln__Ir__Graph *g;
@@ -446,15 +612,27 @@ static kiln_plugin_error *check(void *context, const char *compat) {
     return NULL;
 }
 
-static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph, void **out_executable) {
+/* A loaded payload: the program and the device it runs on. */
+typedef struct sample_executable {
+    bc_program program;     /* first: unload frees through it */
+    uint32_t device;
+} sample_executable;
+
+static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
+                                            const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
+    uint32_t device = 0;
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
+    if (device >= SAMPLE_DEVICE_COUNT) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there are %d)", device, SAMPLE_DEVICE_COUNT);
     if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
     if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
-    bc_program *program = calloc(1, sizeof *program);
-    if (!program) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    sample_executable *executable = calloc(1, sizeof *executable);
+    if (!executable) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    executable->device = device;
+    bc_program *program = &executable->program;
     char why[256];
     if (bc_decode(payload->data, payload->size, program, why, sizeof why)) {
-        free(program);
+        free(executable);
         return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
     if (graph) { /* the payload must be for a graph with as many inputs and outputs */
@@ -464,25 +642,32 @@ static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, 
             e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u inputs and %u outputs, the graph %zu and %zu",
                       program->input_count, program->output_count, g->n_inputs, g->n_outputs);
         if (g) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { bc_free(program); free(program); return e; }
+        if (e) { bc_free(program); free(executable); return e; }
     }
-    *out_executable = program;
+    *out_executable = executable;
     return NULL;
+}
+
+static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph, void **out_executable) {
+    return load_with_options(context, payload, graph, NULL, out_executable);
 }
 
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count,
                                   kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    const bc_program *p = executable;
-    if (!p) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
+    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
+    const sample_executable *x = executable;
+    const bc_program *p = &x->program;
+    const uint32_t device = x->device;
     if (input_count != p->input_count || output_count != p->output_count)
         return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u",
                      input_count, output_count, p->input_count, p->output_count);
     if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
     bc_tensor *in = calloc(input_count + 1, sizeof(bc_tensor));
     bc_tensor *results = calloc(output_count + 1, sizeof(bc_tensor));
+    sample_buffer **staged = calloc(input_count + 1, sizeof(sample_buffer *)); /* host inputs placed on the device */
     kiln_plugin_error *e = NULL;
-    if (!in || !results) e = error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    if (!in || !results || !staged) e = error(KILN_ERROR_INTERNAL, "execute: out of memory");
     for (size_t i = 0; !e && i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
         if (t->dtype.code != KILN_DTYPE_FLOAT || t->dtype.bits != 32 || t->dtype.lanes != 1)
@@ -495,19 +680,51 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         in[i].shape.rank = t->ndim;
         for (int32_t d = 0; d < t->ndim; d++) in[i].shape.dims[d] = t->shape[d];
         int64_t n = bc_element_count(&in[i].shape);
-        if (n < 0) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has an invalid shape", i);
-        else if (n > 0 && !t->data) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i);
-        in[i].data = t->data;
+        if (n < 0) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has an invalid shape", i); break; }
+        if (t->device.device_type == KILN_PLUGIN_DEVICE_BUFFER) {
+            /* Already in this device's memory: used where it is. */
+            sample_buffer *b = as_buffer(t->data, device);
+            if (!b || t->device.device_id != (int32_t)device)
+                e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a buffer of device %u", i, device);
+            else if (b->size < (size_t)n * 4)
+                e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu's buffer holds %zu bytes, its shape needs %lld", i, b->size, (long long)n * 4);
+            else in[i].data = b->data;
+        } else if (t->device.device_type == KILN_DEVICE_CPU) {
+            /* In host memory: placed on the device first (one host-to-device transfer). */
+            if (n > 0 && !t->data) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i); break; }
+            staged[i] = device_allocate(device, (size_t)n * 4, NULL);
+            if (!staged[i]) { e = error(KILN_ERROR_RUNTIME, "execute: device %u is out of memory", device); break; }
+            if (n) memcpy(staged[i]->data, t->data, (size_t)n * 4);
+            atomic_fetch_add(&transfers_to_device[device], 1);
+            in[i].data = staged[i]->data;
+        } else {
+            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is on device type %d", i, t->device.device_type);
+        }
     }
     char why[256];
     if (!e && bc_run(p, in, results, why, sizeof why)) e = error(KILN_ERROR_RUNTIME, "execute: %s", why);
     for (size_t i = 0; !e && i < output_count; i++) {
         int64_t n = bc_element_count(&results[i].shape);
         if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
-        void *data = host->alloc(host->host_context, (size_t)n * 4, 64);
-        if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
-        if (n) memcpy(data, results[i].data, (size_t)n * 4);
-        outputs[i].data = data; /* the host owns it from here */
+        if (outputs[i].device.device_type == KILN_PLUGIN_DEVICE_BUFFER) {
+            /* Wanted on the device: the result already is in device memory; the buffer adopts it. */
+            if (outputs[i].device.device_id != (int32_t)device) {
+                e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu is wanted on device %d, the executable runs on %u", i, outputs[i].device.device_id, device);
+                break;
+            }
+            sample_buffer *b = device_allocate(device, (size_t)n * 4, results[i].data);
+            if (!b) { e = error(KILN_ERROR_RUNTIME, "execute: device %u is out of memory", device); break; }
+            results[i].owned = 0;
+            results[i].data = NULL;
+            outputs[i].data = b; /* the host owns the buffer from here */
+        } else {
+            /* Wanted in host memory: one device-to-host transfer. */
+            void *data = host->alloc(host->host_context, (size_t)n * 4, 64);
+            if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+            if (n) memcpy(data, results[i].data, (size_t)n * 4);
+            atomic_fetch_add(&transfers_to_host[device], 1);
+            outputs[i].data = data; /* the host owns it from here */
+        }
         outputs[i].dtype.code = KILN_DTYPE_FLOAT;
         outputs[i].dtype.bits = 32;
         outputs[i].dtype.lanes = 1;
@@ -515,6 +732,8 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         for (int32_t d = 0; d < results[i].shape.rank; d++) outputs[i].shape[d] = results[i].shape.dims[d];
     }
     for (size_t i = 0; results && i < output_count; i++) bc_tensor_release(&results[i]);
+    for (size_t i = 0; staged && i < input_count; i++) device_release(staged[i]);
+    free(staged);
     free(results);
     free(in);
     return e;
@@ -529,12 +748,16 @@ static void unload(void *context, void *executable) {
 
 /* ---- the plugin -------------------------------------------------------------------------------- */
 
+static const char *const targets[] = {"sample-ksb1"};
+
+#if SAMPLE_ABI_MINOR >= 2
 static const kiln_plugin_backend backend = {
     .struct_size = sizeof(kiln_plugin_backend),
     .name = SAMPLE_BACKEND_NAME,
     .vendor = "Kiln sample vendor",
     .version = SAMPLE_VERSION,
-    .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute keeps no state in the program */
+    /* execute keeps no state in the program; values may stay in device buffers between partitions */
+    .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE | KILN_PLUGIN_BACKEND_DEVICE_BUFFERS,
     .context = NULL,
     .claim = claim,
     .compile = compile,
@@ -543,7 +766,43 @@ static const kiln_plugin_backend backend = {
     .execute = execute,
     .unload = unload,
     .release = release,
+    .devices = devices,
+    .load_with_options = load_with_options,
+    .target_count = 1,
+    .targets = targets,
+    .buffer_alloc = buffer_alloc,
+    .buffer_free = buffer_free,
+    .buffer_write = buffer_write,
+    .buffer_read = buffer_read,
 };
+#else
+/* What a plugin built against kiln_plugin.h 1.0 or 1.1 declared: the struct ended at release. The fields
+ * after it are poison, never to be read: a host that reads past struct_size calls address 1. */
+#define POISON(type) ((type)(uintptr_t)1)
+static const kiln_plugin_backend backend = {
+    .struct_size = offsetof(kiln_plugin_backend, release) + sizeof(void (*)(void *, void *)),
+    .name = SAMPLE_BACKEND_NAME,
+    .vendor = "Kiln sample vendor",
+    .version = SAMPLE_VERSION,
+    .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE,
+    .context = NULL,
+    .claim = claim,
+    .compile = compile,
+    .check = check,
+    .load = load,
+    .execute = execute,
+    .unload = unload,
+    .release = release,
+    .devices = POISON(kiln_plugin_error *(*)(void *, kiln_plugin_device_list *)),
+    .load_with_options = POISON(kiln_plugin_error *(*)(void *, const kiln_plugin_bytes *, const kiln_plugin_bytes *,
+                                                       const kiln_plugin_load_options *, void **)),
+    .target_count = 1000000,
+    .targets = POISON(const char *const *),
+};
+/* Used only by 1.2 builds. */
+__attribute__((used)) static void *const unused_in_old_builds[] = {(void *)devices, (void *)buffer_alloc, (void *)buffer_free, (void *)buffer_write,
+                                             (void *)buffer_read, (void *)load_with_options, (void *)targets};
+#endif
 
 static const kiln_plugin_backend *const backends[] = {&backend};
 
@@ -552,10 +811,11 @@ static void plugin_shutdown(void *context) {
     host = NULL;
 }
 
-static const kiln_plugin_header header = {
+/* The header as built; the entry answers a copy whose abi_minor is the negotiated one. */
+static const kiln_plugin_header built_header = {
     .struct_size = sizeof(kiln_plugin_header),
     .abi_major = SAMPLE_HEADER_ABI_MAJOR,
-    .abi_minor = KILN_PLUGIN_ABI_MINOR,
+    .abi_minor = SAMPLE_ABI_MINOR,
     .name = SAMPLE_PLUGIN_NAME,
     .vendor = "Kiln sample vendor",
     .version = SAMPLE_VERSION,
@@ -571,12 +831,24 @@ KILN_PLUGIN_EXPORT kiln_plugin_error *KILN_PLUGIN_QUERY_NAME(SAMPLE_ABI_MAJOR)(c
         !services->free)
         return NULL; /* without error_create there is no way to report; the host sees no header */
     host = services;
-    /* This plugin speaks ABI 1.0 (and any later 1.x host understands it). */
-    if (services->abi_min_major > SAMPLE_ABI_MAJOR || services->abi_max_major < SAMPLE_ABI_MAJOR)
-        return error(KILN_ERROR_VERSION_MISMATCH, SAMPLE_PLUGIN_NAME " speaks plugin ABI %d.%d; the host speaks %u.%u to %u.%u",
-                     SAMPLE_ABI_MAJOR, KILN_PLUGIN_ABI_MINOR, services->abi_min_major, services->abi_min_minor,
-                     services->abi_max_major, services->abi_max_minor);
+    /* Negotiation: this plugin speaks SAMPLE_ABI_MAJOR.SAMPLE_MIN_HOST_MINOR up to .SAMPLE_ABI_MINOR and
+     * answers the newest version both sides speak. Against an older host it answers that host's minor:
+     * the host then reads only the fields it knows and never calls the newer callbacks. */
+    uint32_t minor = SAMPLE_ABI_MINOR;
+    const uint32_t min_host_minor = SAMPLE_MIN_HOST_MINOR;
+    if (services->abi_max_major == SAMPLE_ABI_MAJOR && services->abi_max_minor < minor) minor = services->abi_max_minor;
+    int speaks_major = services->abi_min_major <= SAMPLE_ABI_MAJOR && services->abi_max_major >= SAMPLE_ABI_MAJOR;
+    if (!speaks_major || (services->abi_max_major == SAMPLE_ABI_MAJOR && minor < min_host_minor))
+        return error(KILN_ERROR_VERSION_MISMATCH, SAMPLE_PLUGIN_NAME " speaks plugin ABI %d.%d to %d.%d; the host speaks %u.%u to %u.%u",
+                     SAMPLE_ABI_MAJOR, SAMPLE_MIN_HOST_MINOR, SAMPLE_ABI_MAJOR, SAMPLE_ABI_MINOR, services->abi_min_major,
+                     services->abi_min_minor, services->abi_max_major, services->abi_max_minor);
+#ifdef SAMPLE_HEADER_ABI_MINOR
+    minor = SAMPLE_HEADER_ABI_MINOR;
+#endif
     if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, "out_header is NULL");
+    static kiln_plugin_header header;
+    header = built_header;
+    header.abi_minor = minor;
     *out_header = &header;
     return NULL;
 }

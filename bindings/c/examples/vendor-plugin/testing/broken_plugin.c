@@ -15,11 +15,21 @@
  *  10  execute hands back output memory from malloc instead of host->alloc
  *  11  a backend callback (execute) is NULL
  *  12  claim rejects a node without a reason
+ *  13  execute crashes (a NULL pointer write: SIGSEGV)
+ *  14  claim aborts (SIGABRT) on any graph with nodes
+ *  15  (ABI 1.2) devices reports a device of an unknown kind
+ *  16  (ABI 1.2) the backend sets KILN_PLUGIN_BACKEND_DEVICE_BUFFERS without the buffer callbacks
+ *  17  (ABI 1.2) devices returns an error
+ *  18  claim hangs (sleeps forever) on any graph with nodes
+ * Modes 15 to 17 answer ABI 1.2; the others answer 1.0 with the 1.0 struct sizes.
  */
+#define _POSIX_C_SOURCE 200809L /* sleep */
 #include <kiln/kiln_plugin.h>
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifndef BROKEN_MODE
 #define BROKEN_MODE 0
@@ -53,6 +63,8 @@ static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, k
     (void)context;
     size_t n;
     if (!count_nodes(graph, &n) || n > sizeof all_ones) return fail(KILN_ERROR_INVALID_MODEL, "claim: cannot read the graph");
+    if (BROKEN_MODE == 14 && n > 0) abort();
+    while (BROKEN_MODE == 18 && n > 0) sleep(60);
     memset(all_ones, 1, sizeof all_ones);
     out->node_count = n;
     out->supported = BROKEN_MODE == 1 ? NULL : all_ones;
@@ -93,6 +105,11 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     (void)context; (void)executable;
     if (BROKEN_MODE == 5) return fail(KILN_ERROR_RUNTIME, "the device caught fire");
     if (BROKEN_MODE == 9) return (kiln_plugin_error *)(uintptr_t)0x1234;
+    if (BROKEN_MODE == 13) {
+        volatile int *nowhere = NULL;
+        *nowhere = 1;
+        raise(SIGSEGV); /* in case the write above was not fatal */
+    }
     if (input_count == 0) return fail(KILN_ERROR_INVALID_ARGUMENT, "no inputs");
     const kiln_tensor *x = &inputs[0];
     size_t bytes = (size_t)(x->dtype.bits + 7) / 8;
@@ -112,8 +129,23 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
 static void unload(void *context, void *executable) { (void)context; (void)executable; }
 static void release(void *context, void *owner) { (void)context; (void)owner; }
 
+#define ABI_12 (BROKEN_MODE >= 15 && BROKEN_MODE <= 17)
+
+static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
+    (void)context;
+    if (BROKEN_MODE == 17) return fail(KILN_ERROR_RUNTIME, "the device is unplugged");
+    static const kiln_plugin_device device = {
+        .struct_size = sizeof(kiln_plugin_device), .name = "mystery device", .kind = 42, .memory_bytes = 1024};
+    static const kiln_plugin_device *const list[] = {&device};
+    out->device_count = 1;
+    out->devices = list;
+    return NULL;
+}
+
 static const kiln_plugin_backend backend = {
-    .struct_size = sizeof(kiln_plugin_backend),
+    .struct_size = ABI_12 ? sizeof(kiln_plugin_backend) : offsetof(kiln_plugin_backend, release) + sizeof(void *),
+    .flags = BROKEN_MODE == 16 ? KILN_PLUGIN_BACKEND_DEVICE_BUFFERS : 0,
+    .devices = ABI_12 ? devices : NULL,
     .name = "broken.backend",
     .vendor = "Kiln tests",
     .version = "0.0.1",
@@ -131,7 +163,7 @@ static const kiln_plugin_backend *const backends[] = {&backend};
 static const kiln_plugin_header header = {
     .struct_size = BROKEN_MODE == 8 ? 12 : sizeof(kiln_plugin_header),
     .abi_major = 1,
-    .abi_minor = 0,
+    .abi_minor = ABI_12 ? 2 : 0,
     .name = "broken-plugin",
     .vendor = "Kiln tests",
     .version = "0.0.1",

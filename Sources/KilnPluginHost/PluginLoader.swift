@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import KilnBackend
 import KilnIR
 
 /// Loads vendor plugins (`include/kiln/kiln_plugin.h`) by path, or finds them through `KILN_PLUGIN_PATH`.

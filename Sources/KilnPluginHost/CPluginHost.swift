@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CKilnABI
+import KilnBackend
 import KilnIR
 
 /// The plugin ABI versions this host speaks (`kiln_plugin.h`): a range, so that a later host can keep
@@ -17,8 +18,18 @@ public enum PluginABI {
     public static let majors: [UInt32] = [1]
     /// The entry symbol of ABI major `major` (`kiln_plugin_query_v1`).
     public static func entrySymbol(major: UInt32) -> String { "kiln_plugin_query_v\(major)" }
-    /// `1.0 to 1.0`: the supported range, for messages.
+    /// `1.0 to 1.2`: the supported range, for messages.
     public static var rangeDescription: String { "\(oldest.major).\(oldest.minor) to \(newest.major).\(newest.minor)" }
+
+    /// Whether this host speaks ABI `major.minor` (it lies in `oldest...newest`).
+    public static func contains(major: UInt32, minor: UInt32) -> Bool {
+        let tooOld = major < oldest.major || (major == oldest.major && minor < oldest.minor)
+        let tooNew = major > newest.major || (major == newest.major && minor > newest.minor)
+        return !tooOld && !tooNew
+    }
+
+    /// `sizeof(kiln_plugin_backend)` in ABI 1.0 and 1.1: up to and including `release`.
+    static let backendSize10 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.release)! + MemoryLayout<UnsafeRawPointer>.size
 }
 
 /// An error a plugin made through `host->error_create`: the host owns it until it is turned into a
@@ -161,11 +172,14 @@ final class CPluginHostServices: @unchecked Sendable {
 final class CPluginHostMemory: @unchecked Sendable {
     let pointer: UnsafeMutableRawPointer
     let size: Int
-    init(_ pointer: UnsafeMutableRawPointer, size: Int) {
+    /// Whether the memory came from Swift's allocate (else from posix_memalign, through host->alloc).
+    private let deallocate: Bool
+    init(_ pointer: UnsafeMutableRawPointer, size: Int, deallocate: Bool = false) {
         self.pointer = pointer
         self.size = size
+        self.deallocate = deallocate
     }
-    deinit { free(pointer) }
+    deinit { if deallocate { pointer.deallocate() } else { free(pointer) } }
 }
 
 /// Element types as they cross the plugin ABI: `kiln_dtype` (DLPack's DLDataType).

@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CKilnABI
+import KilnBackend
 import KilnIR
 
 /// A vendor plugin loaded from a shared library (`include/kiln/kiln_plugin.h`): the library handle, the
@@ -78,9 +79,10 @@ public final class CPlugin: @unchecked Sendable {
         }
         let major = UnsafeRawPointer(headerPointer).load(fromByteOffset: MemoryLayout<Int>.size, as: UInt32.self)
         let minor = UnsafeRawPointer(headerPointer).load(fromByteOffset: MemoryLayout<Int>.size + 4, as: UInt32.self)
-        let tooOld = major < PluginABI.oldest.major || (major == PluginABI.oldest.major && minor < PluginABI.oldest.minor)
-        guard !tooOld, major <= PluginABI.newest.major else {
-            throw KilnError(.versionMismatch, "plugin '\(path)' speaks plugin ABI \(major).\(minor); this Kiln \(hostVersion) supports plugin ABI \(PluginABI.rangeDescription)")
+        guard PluginABI.contains(major: major, minor: minor) else {
+            let tooNew = major > PluginABI.newest.major || (major == PluginABI.newest.major && minor > PluginABI.newest.minor)
+            let needs = tooNew ? "needs a host of plugin ABI \(major).\(minor) or newer" : "speaks plugin ABI \(major).\(minor)"
+            throw KilnError(.versionMismatch, "plugin '\(path)' \(needs); this Kiln \(hostVersion) supports plugin ABI \(PluginABI.rangeDescription)")
         }
         let header: kiln_plugin_header = CPlugin.copy(headerPointer, size: headerSize)
         let required = MemoryLayout<kiln_plugin_header>.offset(of: \kiln_plugin_header.backends)! + MemoryLayout<UnsafeRawPointer>.size
@@ -102,10 +104,12 @@ public final class CPlugin: @unchecked Sendable {
             guard let tablePointer = list[index] else {
                 throw KilnError(.invalidArgument, "\(origin): backend \(index) is NULL")
             }
-            let size = UnsafeRawPointer(tablePointer).load(as: Int.self)
-            guard size >= tableRequired else {
-                throw KilnError(.invalidArgument, "\(origin): backend \(index)'s struct_size \(size) is too small for ABI \(major).\(minor) (at least \(tableRequired))")
+            let declared = UnsafeRawPointer(tablePointer).load(as: Int.self)
+            guard declared >= tableRequired else {
+                throw KilnError(.invalidArgument, "\(origin): backend \(index)'s struct_size \(declared) is too small for ABI \(major).\(minor) (at least \(tableRequired))")
             }
+            // A plugin that negotiated a version before 1.2 is read as 1.2 never was: its 1.0 fields only.
+            let size = minor >= 2 ? declared : min(declared, PluginABI.backendSize10)
             let table: kiln_plugin_backend = CPlugin.copy(tablePointer, size: size)
             guard let backendName = CPlugin.string(table.name), !backendName.isEmpty else {
                 throw KilnError(.invalidArgument, "\(origin): backend \(index) has no name")
@@ -121,8 +125,18 @@ public final class CPlugin: @unchecked Sendable {
             if table.execute == nil { missing.append("execute") }
             if table.unload == nil { missing.append("unload") }
             if table.release == nil { missing.append("release") }
+            if table.flags & UInt64(KILN_PLUGIN_BACKEND_DEVICE_BUFFERS) != 0 {
+                if table.buffer_alloc == nil { missing.append("buffer_alloc") }
+                if table.buffer_free == nil { missing.append("buffer_free") }
+                if table.buffer_write == nil { missing.append("buffer_write") }
+                if table.buffer_read == nil { missing.append("buffer_read") }
+            }
             guard missing.isEmpty else {
-                throw KilnError(.invalidArgument, "\(origin): backend '\(backendName)' has NULL callbacks: \(missing.joined(separator: ", "))")
+                let why = missing.contains(where: { $0.hasPrefix("buffer_") }) ? " (required by KILN_PLUGIN_BACKEND_DEVICE_BUFFERS" + (size < MemoryLayout<kiln_plugin_backend>.size ? " and beyond its struct_size \(size))" : ")") : ""
+                throw KilnError(.invalidArgument, "\(origin): backend '\(backendName)' has NULL callbacks: \(missing.joined(separator: ", "))\(why)")
+            }
+            guard table.target_count <= 1024, table.target_count == 0 || table.targets != nil else {
+                throw KilnError(.invalidArgument, "\(origin): backend '\(backendName)' lists \(table.target_count) targets\(table.targets == nil ? " with a NULL array" : "") (at most 1024)")
             }
             tables.append(table)
             sizes.append(size)
