@@ -40,15 +40,23 @@ public enum PluginLoader {
         try plugin(path: path).backends
     }
 
-    /// Loads the plugin at `path` and registers its backends in `registry`; returns their names.
+    /// The priority a plugin backend has for each target it declares: above the built-in backends (100), so
+    /// that `--target NAME` picks the vendor's backend for its own target.
+    public static let targetPriority = 200
+
+    /// Loads the plugin at `path` and registers its backends in `registry`, each for the targets it declares
+    /// (kind `simulator` when every device it reports is simulated, else `accelerator`); returns their names.
     @discardableResult
     public static func register(path: String, in registry: BackendRegistry) throws -> [String] {
-        let backends = try load(path: path)
+        let backends = try plugin(path: path).backends
         for backend in backends {
             if let existing = registry.backend(named: backend.info.name), !(existing is CPluginBackend) {
                 throw KilnError(.invalidArgument, "plugin '\(path)' provides backend '\(backend.info.name)', which is already a built-in backend")
             }
-            registry.register(backend)
+            let devices = backend.devices()
+            let kind: BackendKind = !devices.isEmpty && devices.allSatisfy({ $0.kind == .simulator }) ? .simulator : .accelerator
+            registry.register(backend, kind: kind, summary: "plugin \(backend.plugin.name) (\(path))",
+                              targets: Dictionary(backend.targets.map { ($0, targetPriority) }, uniquingKeysWith: max))
         }
         return backends.map(\.info.name)
     }
