@@ -65,19 +65,28 @@ let package = Package(
             dependencies: ["Kiln", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
-        .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
-        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnCTests", dependencies: ["Kiln", "KilnFrontends"], exclude: ["abi-layout.txt"]),
-        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
+        .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln", "KilnTestSupport"]),
+        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnReference", "Kiln", "KilnTestSupport"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["Kiln", "KilnFrontends", "KilnTestSupport"]),
+        .testTarget(name: "KilnCTests", dependencies: ["Kiln", "KilnFrontends", "KilnTestSupport"], exclude: ["abi-layout.txt"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnCPU", "CKilnKernels", "Kiln", "KilnReference", "KilnTestSupport"]),
         .testTarget(
             name: "KilnCompilerTests",
             dependencies: [
-                "KilnCompiler", "Kiln", "KilnFormat", "KilnFrontends", "KilnReference",
+                "KilnCompiler", "Kiln", "KilnFormat", "KilnFrontends", "KilnReference", "KilnTestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
+        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends", "KilnTestSupport"]),
+        .testTarget(name: "KilnPassesTests", dependencies: ["KilnPasses", "Kiln", "KilnFrontends", "KilnReference", "KilnTestSupport"]),
+        // Shared by the test targets: ONNX model builders, seeded random data, a process runner, the paths of
+        // the package and of the built products, temporary folders. A plain target, not a product.
+        .target(
+            name: "KilnTestSupport",
+            dependencies: ["Kiln", "KilnFrontends", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Tests/KilnTestSupport"
+        ),
+        // Writes the golden artifact fixtures; run through scripts/make-fixtures, never by the tests.
+        .executableTarget(name: "MakeFixtures", dependencies: ["Kiln", "KilnTestSupport"], path: "Tests/MakeFixtures"),
     ]
 )
