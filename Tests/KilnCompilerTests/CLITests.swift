@@ -16,11 +16,7 @@ import Testing
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
 
-    func writeInputs() throws -> [String] {
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 1, -2, 3, -4, 5, -6)), to: folder + "/x.npy")
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)), to: folder + "/y.npy")
-        return ["--input", "x=\(folder)/x.npy", "--input", "y=\(folder)/y.npy"]
-    }
+    func writeInputs() throws -> [String] { try TestModels.writeAddReluInputs(in: folder) }
 
     @Test func compileReportsProgressAndASummary() throws {
         let result = try KilnCLI.run(["compile", model, "-o", folder + "/m.kiln", "--metadata", "owner=tests"])

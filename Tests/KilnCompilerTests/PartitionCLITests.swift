@@ -7,18 +7,16 @@ import Testing
 @Suite final class PartitionCLITests {
     let folder: String
     let model: String
+    let inputs: [String]
 
     init() throws {
         folder = try temporaryDirectory()
         model = folder + "/add_relu.onnx"
         try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: model)
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 1, -2, 3, -4, 5, -6)), to: folder + "/x.npy")
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)), to: folder + "/y.npy")
+        inputs = try TestModels.writeAddReluInputs(in: folder)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
-
-    var inputs: [String] { ["--input", "x=\(folder)/x.npy", "--input", "y=\(folder)/y.npy"] }
 
     @Test func compileSplitsInspectReportsAndRunMatches() throws {
         let out = folder + "/split.kiln"

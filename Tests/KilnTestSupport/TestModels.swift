@@ -1,4 +1,4 @@
-import KilnIR
+import Kiln
 
 /// Small models built in Swift, each with inputs to run it on. The golden artifact fixtures under
 /// Tests/Fixtures/artifacts were compiled from these (scripts/make-fixtures): changing a model or its
@@ -11,6 +11,18 @@ public enum TestModels {
                           nodes: [node("Add", ["x", "y"], ["sum"], name: "add"), node("Relu", ["sum"], ["relu"], name: "relu")])
         return (Model(graph: graph), ["x": Tensor(shape: [2, 3], [Float](arrayLiteral: 1, -2, 3, -4, 5, -6)),
                                       "y": Tensor(shape: [2, 3], [Float](arrayLiteral: 0.5, 0.5, 0.5, 0.5, 0.5, 0.5))])
+    }
+
+    /// Writes the inputs of `addRelu` (which `ONNXBuilder.addRelu` also takes) as `folder`/x.npy and
+    /// `folder`/y.npy, and returns their `kiln run` arguments (`--input x=… --input y=…`).
+    public static func writeAddReluInputs(in folder: String) throws -> [String] {
+        let inputs = addRelu().1
+        var arguments: [String] = []
+        for name in ["x", "y"] {
+            try NPY.write(inputs[name]!, to: "\(folder)/\(name).npy")
+            arguments += ["--input", "\(name)=\(folder)/\(name).npy"]
+        }
+        return arguments
     }
 
     /// `y = If(c) then Relu(x) * 2 else Neg(x)`, with x f32[4] read by both branches from the enclosing graph.
