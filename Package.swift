@@ -79,19 +79,28 @@ let package = Package(
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
         // Reads Sources/ and Package.swift as text: no dependencies, so it runs even when a layer is broken.
         .testTarget(name: "KilnArchitectureTests"),
-        .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln"]),
-        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnTooling", "KilnReference", "Kiln"]),
-        .testTarget(name: "KilnCLITests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnCTests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends"], exclude: ["abi-layout.txt"]),
-        .testTarget(name: "KilnCPUTests", dependencies: ["KilnTooling", "KilnCPU", "CKilnKernels", "Kiln", "KilnReference"]),
+        .testTarget(name: "KilnFrontendsTests", dependencies: ["KilnFrontends", "Kiln", "KilnTestSupport"]),
+        .testTarget(name: "KilnReferenceTests", dependencies: ["KilnTooling", "KilnReference", "Kiln", "KilnTestSupport"]),
+        .testTarget(name: "KilnCLITests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends", "KilnTestSupport"]),
+        .testTarget(name: "KilnCTests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends", "KilnTestSupport"], exclude: ["abi-layout.txt"]),
+        .testTarget(name: "KilnCPUTests", dependencies: ["KilnTooling", "KilnCPU", "CKilnKernels", "Kiln", "KilnReference", "KilnTestSupport"]),
         .testTarget(
             name: "KilnCompilerTests",
             dependencies: [
-                "KilnCompiler", "Kiln", "KilnTooling", "KilnFormat", "KilnFrontends", "KilnReference",
+                "KilnCompiler", "Kiln", "KilnTooling", "KilnFormat", "KilnFrontends", "KilnReference", "KilnTestSupport",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends"]),
-        .testTarget(name: "KilnPassesTests", dependencies: ["KilnTooling", "KilnPasses", "Kiln", "KilnFrontends", "KilnReference"]),
+        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends", "KilnTestSupport"]),
+        .testTarget(name: "KilnPassesTests", dependencies: ["KilnTooling", "KilnPasses", "Kiln", "KilnFrontends", "KilnReference", "KilnTestSupport"]),
+        // Shared by the test targets: ONNX model builders, seeded random data, a process runner, the paths of
+        // the package and of the built products, temporary folders. A plain target, not a product.
+        .target(
+            name: "KilnTestSupport",
+            dependencies: ["Kiln", "KilnTooling", "KilnFrontends", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Tests/KilnTestSupport"
+        ),
+        // Writes the golden artifact fixtures; run through scripts/make-fixtures, never by the tests.
+        .executableTarget(name: "MakeFixtures", dependencies: ["Kiln", "KilnTooling", "KilnTestSupport"], path: "Tests/MakeFixtures"),
     ]
 )

@@ -5,11 +5,10 @@ same tolerance as the direct run (max |kiln - ort| <= 1e-4 * max |ort|).
 import os
 import subprocess
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 
-from test_models import KILN, MODELS, inputs_for, models, run_kiln  # noqa: F401 (models: the session fixture)
+from differential import KILN, MODELS, expect_matches, onnxruntime_outputs, run_kiln
+from test_models import inputs_for
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet18", "mobilenetv2", "bert"])
@@ -20,12 +19,6 @@ def test_artifact_matches_onnxruntime(name, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "nodes:" in done.stdout and artifact.exists()
     inputs = inputs_for(name)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+    expected = onnxruntime_outputs(model, inputs)
     run_kiln(str(artifact), inputs, tmp_path)
-    for out_name, want in expected.items():
-        got = np.load(tmp_path / "out" / f"{out_name}.npy")
-        assert got.shape == want.shape and got.dtype == want.dtype
-        err = float(np.abs(got.astype(np.float64) - want).max())
-        bound = 1e-4 * float(np.abs(want).max())
-        assert err <= bound, f"{name}.kiln/{out_name}: max abs error {err:.3g} > {bound:.3g}"
+    expect_matches(f"{name}.kiln", tmp_path / "out", expected)

@@ -5,20 +5,11 @@ max |kiln - ort| <= 1e-4 * max |ort| (the tolerance of test_models.py).
 """
 import os
 import subprocess
-import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KILN = os.environ.get("KILN", os.path.join(ROOT, ".build", "release", "kiln"))
-MODELS = os.path.join(ROOT, "out", "models")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def models():
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make-models"), MODELS], check=True, stdout=subprocess.DEVNULL)
+from differential import KILN, MODELS, compile_with_no_flags, expect_matches, onnxruntime_outputs, run_kiln
 
 
 def inputs_for(name, batch=1):
@@ -33,34 +24,15 @@ def inputs_for(name, batch=1):
     return {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
 
 
-def run_kiln(model, inputs, tmp_path):
-    artifact = str(tmp_path / "model.kiln")
-    compiled = subprocess.run([KILN, "compile", model, "-o", artifact], capture_output=True, text=True)
-    assert compiled.returncode == 0, compiled.stderr
-    assert "fallback: none (all " in compiled.stderr and " nodes on kiln.cpu)" in compiled.stderr, compiled.stderr
-    args = [KILN, "run", artifact, "--output-dir", str(tmp_path / "out")]
-    for name, value in inputs.items():
-        path = tmp_path / f"{name}.npy"
-        np.save(path, value)
-        args += ["--input", f"{name}={path}"]
-    done = subprocess.run(args, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 @pytest.mark.parametrize("name,batch", [("mlp", 1), ("resnet18", 1), ("mobilenetv2", 1), ("bert", 1), ("bert", 2)])
 def test_cpu_backend_matches_onnxruntime(name, batch, tmp_path):
     model = os.path.join(MODELS, f"{name}.onnx")
     inputs = inputs_for(name, batch)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
-    run_kiln(model, inputs, tmp_path)
-    for out_name, want in expected.items():
-        got = np.load(tmp_path / "out" / f"{out_name}.npy")
-        assert got.shape == want.shape and got.dtype == want.dtype
-        err = float(np.abs(got.astype(np.float64) - want).max())
-        bound = 1e-4 * float(np.abs(want).max())
-        assert err <= bound, f"{name}/{out_name}: max abs error {err:.3g} > {bound:.3g}"
+    expected = onnxruntime_outputs(model, inputs)
+    artifact, fallback = compile_with_no_flags(model, tmp_path)
+    assert fallback.startswith("fallback: none (all ") and fallback.endswith(" nodes on kiln.cpu)"), fallback
+    run_kiln(artifact, inputs, tmp_path)
+    expect_matches(name, tmp_path / "out", expected)
 
 
 def test_cpu_backend_rejects_what_it_cannot_run(tmp_path):

@@ -5,20 +5,11 @@ the outputs must agree to max |kiln - ort| <= 1e-4 * max |ort|.
 """
 import os
 import subprocess
-import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-KILN = os.environ.get("KILN", os.path.join(ROOT, ".build", "release", "kiln"))
-MODELS = os.path.join(ROOT, "out", "models")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def models():
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make-models"), MODELS], check=True, stdout=subprocess.DEVNULL)
+from differential import KILN, MODELS, expect_matches, onnxruntime_outputs, run_kiln
 
 
 def inputs_for(name):
@@ -33,30 +24,13 @@ def inputs_for(name):
     return {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
 
 
-def run_kiln(model, inputs, tmp_path, *extra):
-    args = [KILN, "run", model, "--output-dir", str(tmp_path / "out"), *extra]
-    for name, value in inputs.items():
-        path = tmp_path / f"{name}.npy"
-        np.save(path, value)
-        args += ["--input", f"{name}={path}"]
-    done = subprocess.run(args, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done
-
-
 @pytest.mark.parametrize("name", ["mlp", "resnet18", "mobilenetv2", "bert"])
 def test_matches_onnxruntime(name, tmp_path):
     model = os.path.join(MODELS, f"{name}.onnx")
     inputs = inputs_for(name)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, inputs)))
+    expected = onnxruntime_outputs(model, inputs)
     run_kiln(model, inputs, tmp_path)
-    for out_name, want in expected.items():
-        got = np.load(tmp_path / "out" / f"{out_name}.npy")
-        assert got.shape == want.shape and got.dtype == want.dtype
-        err = float(np.abs(got.astype(np.float64) - want).max())
-        bound = 1e-4 * float(np.abs(want).max())
-        assert err <= bound, f"{name}/{out_name}: max abs error {err:.3g} > {bound:.3g}"
+    expect_matches(name, tmp_path / "out", expected)
 
 
 def test_wrong_input_shape_is_a_clear_error(tmp_path):

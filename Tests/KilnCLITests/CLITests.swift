@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+@testable import KilnTestSupport
 
 /// `kiln run` and `kiln inspect`, run as a subprocess on small models built by the tests.
 /// Each test gets its own instance, hence its own temporary folder, removed when the test ends.
@@ -10,22 +11,18 @@ import Testing
     let model: String
 
     init() throws {
-        folder = try CLI.temporaryDirectory()
+        folder = try temporaryDirectory("kiln-cli-tests")
         model = folder + "/add_relu.onnx"
-        try ONNXModel.writeAddRelu(to: model)
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: model)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
 
     /// Writes the standard x and y inputs and returns their `--input` arguments.
-    func writeInputs() throws -> [String] {
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 1, -2, 3, -4, 5, -6)), to: folder + "/x.npy")
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)), to: folder + "/y.npy")
-        return ["--input", "x=\(folder)/x.npy", "--input", "y=\(folder)/y.npy"]
-    }
+    func writeInputs() throws -> [String] { try TestModels.writeAddReluInputs(in: folder) }
 
     @Test func runWritesOutputsWithSanitizedNames() throws {
-        let result = try CLI.run(["run", model] + writeInputs() + ["--output-dir", folder + "/out"])
+        let result = try KilnTool.run(["run", model] + writeInputs() + ["--output-dir", folder + "/out"])
         #expect(result.status == 0, "\(result.stderr)")
         let sum = try NPY.read(path: folder + "/out/out_sum_0.npy")
         #expect(sum.dtype == .float32 && sum.shape == [2, 3])
@@ -38,7 +35,7 @@ import Testing
     }
 
     @Test func runWithoutOutputDirWritesNothing() throws {
-        let result = try CLI.run(["run", model] + writeInputs())
+        let result = try KilnTool.run(["run", model] + writeInputs())
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("relu: f32[2,3]"))
         #expect(!result.stdout.contains("written"))
@@ -46,18 +43,18 @@ import Testing
 
     @Test func outputsWhoseNamesSanitizeAlikeGetDistinctFiles() throws {
         let path = folder + "/two.onnx"
-        try ONNXModel.write(to: path, inputs: [ONNXModel.value("x", .float32, [2])],
-                            outputs: [ONNXModel.value("a/b", .float32, [2]), ONNXModel.value("a:b", .float32, [2])],
-                            nodes: [ONNXModel.node("Relu", ["x"], ["a/b"]), ONNXModel.node("Add", ["x", "x"], ["a:b"])])
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [2])],
+                            outputs: [ONNXBuilder.value("a/b", .float32, [2]), ONNXBuilder.value("a:b", .float32, [2])],
+                            nodes: [ONNXBuilder.node("Relu", ["x"], ["a/b"]), ONNXBuilder.node("Add", ["x", "x"], ["a:b"])])
         try NPY.write(Tensor(shape: [2], [Float](arrayLiteral: -1, 2)), to: folder + "/x2.npy")
-        let result = try CLI.run(["run", path, "--input", "x=\(folder)/x2.npy", "--output-dir", folder + "/two"])
+        let result = try KilnTool.run(["run", path, "--input", "x=\(folder)/x2.npy", "--output-dir", folder + "/two"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(try NPY.read(path: folder + "/two/a_b.npy").elements(as: Float.self) == [0, 2])
         #expect(try NPY.read(path: folder + "/two/a_b_1.npy").elements(as: Float.self) == [-2, 4])
     }
 
     @Test func nonexistentModel() throws {
-        let result = try CLI.run(["run", folder + "/missing.onnx", "--random"])
+        let result = try KilnTool.run(["run", folder + "/missing.onnx", "--random"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("missing.onnx"))
     }
@@ -65,7 +62,7 @@ import Testing
     @Test func nonProtobufModel() throws {
         let path = folder + "/garbage.onnx"
         try Data("this is not a model\n".utf8).write(to: URL(fileURLWithPath: path))
-        let result = try CLI.run(["run", path, "--random"])
+        let result = try KilnTool.run(["run", path, "--random"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("garbage.onnx"))
         #expect(result.stderr.hasPrefix("error:"))
@@ -73,7 +70,7 @@ import Testing
 
     @Test func missingInput() throws {
         let arguments = try writeInputs()
-        let result = try CLI.run(["run", model] + arguments.prefix(2))
+        let result = try KilnTool.run(["run", model] + arguments.prefix(2))
         #expect(result.status == 1)
         #expect(result.stderr.contains("input 'y' is missing"), "\(result.stderr)")
         #expect(result.stderr.contains("f32[2,3]"))
@@ -81,7 +78,7 @@ import Testing
 
     @Test func unknownInputName() throws {
         let arguments = try writeInputs()
-        let result = try CLI.run(["run", model] + arguments + ["--input", "z=\(folder)/x.npy"])
+        let result = try KilnTool.run(["run", model] + arguments + ["--input", "z=\(folder)/x.npy"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("no input named 'z'"), "\(result.stderr)")
     }
@@ -89,7 +86,7 @@ import Testing
     @Test func wrongDType() throws {
         _ = try writeInputs()
         try NPY.write(Tensor(shape: [2, 3], [Double](repeating: 1, count: 6)), to: folder + "/x64.npy")
-        let result = try CLI.run(["run", model, "--input", "x=\(folder)/x64.npy", "--input", "y=\(folder)/y.npy"])
+        let result = try KilnTool.run(["run", model, "--input", "x=\(folder)/x64.npy", "--input", "y=\(folder)/y.npy"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("input 'x'"), "\(result.stderr)")
         #expect(result.stderr.contains("f32") && result.stderr.contains("f64"))
@@ -98,7 +95,7 @@ import Testing
     @Test func wrongShape() throws {
         _ = try writeInputs()
         try NPY.write(Tensor(shape: [3, 2], [Float](repeating: 1, count: 6)), to: folder + "/x32.npy")
-        let result = try CLI.run(["run", model, "--input", "x=\(folder)/x32.npy", "--input", "y=\(folder)/y.npy"])
+        let result = try KilnTool.run(["run", model, "--input", "x=\(folder)/x32.npy", "--input", "y=\(folder)/y.npy"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("input 'x'"), "\(result.stderr)")
         #expect(result.stderr.contains("expected shape f32[2,3]") && result.stderr.contains("given f32[3,2]"), "\(result.stderr)")
@@ -109,25 +106,25 @@ import Testing
         var bytes = try NPY.encode(Tensor(shape: [2, 3], [Float](repeating: 1, count: 6)))
         bytes.removeLast(5)
         try Data(bytes).write(to: URL(fileURLWithPath: folder + "/short.npy"))
-        let result = try CLI.run(["run", model, "--input", "x=\(folder)/short.npy", "--input", "y=\(folder)/y.npy"])
+        let result = try KilnTool.run(["run", model, "--input", "x=\(folder)/short.npy", "--input", "y=\(folder)/y.npy"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("input 'x'") && result.stderr.contains("short.npy") && result.stderr.contains("truncated"),
                 "\(result.stderr)")
     }
 
     @Test func badInputArgument() throws {
-        let result = try CLI.run(["run", model, "--input", "x"])
+        let result = try KilnTool.run(["run", model, "--input", "x"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("NAME=FILE.npy"))
     }
 
     @Test func randomInputsAreSeededAndSymbolicDimsAreOne() throws {
         let path = folder + "/sym.onnx"
-        try ONNXModel.write(to: path, inputs: [ONNXModel.value("x", .float32, ["batch", 3])],
-                            outputs: [ONNXModel.value("y", .float32, ["batch", 3])],
-                            nodes: [ONNXModel.node("Relu", ["x"], ["y"])])
-        let first = try CLI.run(["run", path, "--random", "--seed", "7", "--output-dir", folder + "/r1"])
-        let second = try CLI.run(["run", path, "--random", "--seed", "7", "--output-dir", folder + "/r2"])
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, ["batch", 3])],
+                            outputs: [ONNXBuilder.value("y", .float32, ["batch", 3])],
+                            nodes: [ONNXBuilder.node("Relu", ["x"], ["y"])])
+        let first = try KilnTool.run(["run", path, "--random", "--seed", "7", "--output-dir", folder + "/r1"])
+        let second = try KilnTool.run(["run", path, "--random", "--seed", "7", "--output-dir", folder + "/r2"])
         #expect(first.status == 0, "\(first.stderr)")
         #expect(second.status == 0, "\(second.stderr)")
         let a = try NPY.read(path: folder + "/r1/y.npy"), b = try NPY.read(path: folder + "/r2/y.npy")
@@ -139,15 +136,15 @@ import Testing
 
     @Test func inspectShowsHistogramAndParameters() throws {
         let path = folder + "/hist.onnx"
-        try ONNXModel.write(
+        try ONNXBuilder.write(
             to: path,
-            inputs: [ONNXModel.value("x", .float32, [2, 3])],
-            outputs: [ONNXModel.value("d", .float32, [2, 3])],
-            nodes: [ONNXModel.node("Relu", ["x"], ["a"]), ONNXModel.node("Add", ["a", "w"], ["b"]),
-                    ONNXModel.node("Relu", ["b"], ["c"]), ONNXModel.node("Relu", ["c"], ["d"], name: "last")],
-            initializers: [ONNXModel.initializer("w", shape: [2, 3], [1, 2, 3, 4, 5, 6])]
+            inputs: [ONNXBuilder.value("x", .float32, [2, 3])],
+            outputs: [ONNXBuilder.value("d", .float32, [2, 3])],
+            nodes: [ONNXBuilder.node("Relu", ["x"], ["a"]), ONNXBuilder.node("Add", ["a", "w"], ["b"]),
+                    ONNXBuilder.node("Relu", ["b"], ["c"]), ONNXBuilder.node("Relu", ["c"], ["d"], name: "last")],
+            initializers: [ONNXBuilder.floatTensor("w", [2, 3], [1, 2, 3, 4, 5, 6])]
         )
-        let result = try CLI.run(["inspect", path])
+        let result = try KilnTool.run(["inspect", path])
         #expect(result.status == 0, "\(result.stderr)")
         let lines = result.stdout.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         let relu = try #require(lines.firstIndex(of: "3  Relu"))
@@ -158,7 +155,7 @@ import Testing
         #expect(result.stdout.contains("producer: kiln-tests"))
         #expect(result.stdout.contains("verify: ok"))
 
-        let ir = try CLI.run(["inspect", "--ir", path])
+        let ir = try KilnTool.run(["inspect", "--ir", path])
         #expect(ir.status == 0)
         #expect(ir.stdout.contains("%d = Relu(%c)  # last"))
         #expect(ir.stdout.contains("init %w: f32[2,3]"))
@@ -166,10 +163,10 @@ import Testing
 
     @Test func sequenceOutputsArePrintedButNotWritten() throws {
         let path = folder + "/seq.onnx"
-        try ONNXModel.write(to: path, inputs: [ONNXModel.value("x", .float32, [2])],
-                            outputs: [ONNXModel.sequence("s", .float32), ONNXModel.value("r", .float32, [2])],
-                            nodes: [ONNXModel.node("SequenceConstruct", ["x", "x"], ["s"]), ONNXModel.node("Relu", ["x"], ["r"])])
-        let result = try CLI.run(["run", path, "--random", "--output-dir", folder + "/seq"])
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [2])],
+                            outputs: [ONNXBuilder.sequence("s", .float32), ONNXBuilder.value("r", .float32, [2])],
+                            nodes: [ONNXBuilder.node("SequenceConstruct", ["x", "x"], ["s"]), ONNXBuilder.node("Relu", ["x"], ["r"])])
+        let result = try KilnTool.run(["run", path, "--random", "--output-dir", folder + "/seq"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("s: sequence of 2"), "\(result.stdout)")
         #expect(result.stdout.contains("not written"))
@@ -179,10 +176,10 @@ import Testing
 
     @Test func inspectReportsInvalidIR() throws {
         let path = folder + "/order.onnx"
-        try ONNXModel.write(to: path, inputs: [ONNXModel.value("x", .float32, [2])],
-                            outputs: [ONNXModel.value("z", .float32, [2])],
-                            nodes: [ONNXModel.node("Relu", ["y"], ["z"]), ONNXModel.node("Relu", ["x"], ["y"])])
-        let result = try CLI.run(["inspect", path])
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [2])],
+                            outputs: [ONNXBuilder.value("z", .float32, [2])],
+                            nodes: [ONNXBuilder.node("Relu", ["y"], ["z"]), ONNXBuilder.node("Relu", ["x"], ["y"])])
+        let result = try KilnTool.run(["inspect", path])
         #expect(result.status == 1)
         #expect(result.stdout.contains("2  Relu"))
         #expect(result.stdout.contains("verify: FAILED"))
@@ -190,7 +187,7 @@ import Testing
     }
 
     @Test func inspectNonexistentModel() throws {
-        let result = try CLI.run(["inspect", folder + "/nothing.onnx"])
+        let result = try KilnTool.run(["inspect", folder + "/nothing.onnx"])
         #expect(result.status == 1)
         #expect(result.stderr.contains("nothing.onnx"))
     }

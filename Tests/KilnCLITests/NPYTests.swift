@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+import KilnTestSupport
 
 /// Reading and writing NumPy `.npy` files.
 @Suite struct NPYTests {
@@ -56,11 +57,12 @@ import Testing
     }
 
     @Test func roundTripThroughFiles() throws {
-        let path = "/tmp/kiln-npy-test-\(UInt64.random(in: 0...UInt64.max)).npy"
-        let tensor = Tensor(shape: [2, 2], [Double](arrayLiteral: 1, 2, 3, 4))
-        try NPY.write(tensor, to: path)
-        #expect(try NPY.read(path: path).elements(as: Double.self) == [1, 2, 3, 4])
-        try? FileManager.default.removeItem(atPath: path)
+        try withTemporaryDirectory("kiln-npy-tests") { folder in
+            let path = folder + "/tensor.npy"
+            let tensor = Tensor(shape: [2, 2], [Double](arrayLiteral: 1, 2, 3, 4))
+            try NPY.write(tensor, to: path)
+            #expect(try NPY.read(path: path).elements(as: Double.self) == [1, 2, 3, 4])
+        }
     }
 
     @Test func readsFilesNumPyWrote() throws {

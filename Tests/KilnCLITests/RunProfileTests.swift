@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+@testable import KilnTestSupport
 
 /// `kiln run --profile` and `kiln run --trace FILE`, run as a subprocess on a Conv → Relu model that
 /// kiln.cpu fuses into one `Conv+Relu` step (it may add steps of its own, such as layout reorders).
@@ -13,19 +14,19 @@ import Testing
     let bias: [Float] = [0.25, -0.5, 0]
 
     init() throws {
-        folder = try CLI.temporaryDirectory()
+        folder = try temporaryDirectory("kiln-cli-tests")
         model = folder + "/conv_relu.onnx"
         // W: f32[3,2,3,3], x: f32[1,2,5,5]; values chosen so that some outputs are negative before Relu.
         weights = (0..<54).map { Float(($0 * 7) % 11) / 10 - 0.5 }
         input = Tensor(shape: [1, 2, 5, 5], (0..<50).map { Float(($0 * 5) % 13) / 6 - 1 })
-        try ONNXModel.write(
+        try ONNXBuilder.write(
             to: model,
-            inputs: [ONNXModel.value("x", .float32, [1, 2, 5, 5])],
-            outputs: [ONNXModel.value("y", .float32, [1, 3, 3, 3])],
-            nodes: [ONNXModel.node("Conv", ["x", "w", "b"], ["c"], name: "conv"),
-                    ONNXModel.node("Relu", ["c"], ["y"], name: "relu")],
-            initializers: [ONNXModel.initializer("w", shape: [3, 2, 3, 3], weights),
-                           ONNXModel.initializer("b", shape: [3], bias)]
+            inputs: [ONNXBuilder.value("x", .float32, [1, 2, 5, 5])],
+            outputs: [ONNXBuilder.value("y", .float32, [1, 3, 3, 3])],
+            nodes: [ONNXBuilder.node("Conv", ["x", "w", "b"], ["c"], name: "conv"),
+                    ONNXBuilder.node("Relu", ["c"], ["y"], name: "relu")],
+            initializers: [ONNXBuilder.floatTensor("w", [3, 2, 3, 3], weights),
+                           ONNXBuilder.floatTensor("b", [3], bias)]
         )
         try NPY.write(input, to: folder + "/x.npy")
     }
@@ -64,7 +65,7 @@ import Testing
     }
 
     @Test func profilePrintsTheFusedStepAfterTheOutputs() throws {
-        let result = try CLI.run(["run", model, "--backend", "kiln.cpu", "--profile", "--output-dir", folder + "/out"] + inputArguments)
+        let result = try KilnTool.run(["run", model, "--backend", "kiln.cpu", "--profile", "--output-dir", folder + "/out"] + inputArguments)
         #expect(result.status == 0, "\(result.stderr)")
         let y = try NPY.read(path: folder + "/out/y.npy")
         #expect(y.shape == [1, 3, 3, 3])
@@ -91,7 +92,7 @@ import Testing
 
     @Test func traceWritesOneChromeTraceEventPerStep() throws {
         let trace = folder + "/out.json"
-        let result = try CLI.run(["run", model, "--backend", "kiln.cpu", "--trace", trace] + inputArguments)
+        let result = try KilnTool.run(["run", model, "--backend", "kiln.cpu", "--trace", trace] + inputArguments)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("trace written to \(trace)"), "\(result.stdout)")
         let steps = stepLines(result.stdout)
@@ -122,41 +123,41 @@ import Testing
 
     @Test func profileOnAnotherBackendIsAnError() throws {
         let trace = folder + "/default.json"
-        let reference = try CLI.run(["run", model, "--profile", "--trace", trace, "--backend", "kiln.reference"] + inputArguments)
+        let reference = try KilnTool.run(["run", model, "--profile", "--trace", trace, "--backend", "kiln.reference"] + inputArguments)
         #expect(reference.status == 1)
         #expect(reference.stderr.contains("--profile") && reference.stderr.contains("kiln.reference"), "\(reference.stderr)")
         #expect(!reference.stdout.contains("y: f32"), "nothing runs:\n\(reference.stdout)")
 
         #expect(!FileManager.default.fileExists(atPath: trace))
         // With no backend flag the model runs on kiln.cpu, so the trace is written.
-        let byDefault = try CLI.run(["run", model, "--trace", trace] + inputArguments)
+        let byDefault = try KilnTool.run(["run", model, "--trace", trace] + inputArguments)
         #expect(byDefault.status == 0, "\(byDefault.stderr)")
         #expect(FileManager.default.fileExists(atPath: trace))
 
-        let partitioned = try CLI.run(["run", model, "--backends", "kiln.reference", "--profile"] + inputArguments)
+        let partitioned = try KilnTool.run(["run", model, "--backends", "kiln.reference", "--profile"] + inputArguments)
         #expect(partitioned.status == 1)
         #expect(partitioned.stderr.contains("runs on backend kiln.reference"), "\(partitioned.stderr)")
     }
 
     @Test func profileOfAnArtifactCompiledForKilnCPU() throws {
         let artifact = folder + "/m.kiln"
-        let compiled = try CLI.run(["compile", model, "-o", artifact, "--backend", "kiln.cpu"])
+        let compiled = try KilnTool.run(["compile", model, "-o", artifact, "--backend", "kiln.cpu"])
         #expect(compiled.status == 0, "\(compiled.stderr)")
-        let result = try CLI.run(["run", artifact, "--profile"] + inputArguments)
+        let result = try KilnTool.run(["run", artifact, "--profile"] + inputArguments)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(stepLines(result.stdout).contains { $0.hasSuffix("Conv+Relu  [conv+relu]") }, "\(result.stdout)")
-        let mismatch = try CLI.run(["run", artifact, "--profile", "--backend", "kiln.reference"] + inputArguments)
+        let mismatch = try KilnTool.run(["run", artifact, "--profile", "--backend", "kiln.reference"] + inputArguments)
         #expect(mismatch.status == 1 && mismatch.stderr.contains("was compiled for backend kiln.cpu"), "\(mismatch.stderr)")
 
         let onReference = folder + "/ref.kiln"
-        #expect(try CLI.run(["compile", model, "-o", onReference, "--backend", "kiln.reference"]).status == 0)
-        let refused = try CLI.run(["run", onReference, "--profile"] + inputArguments)
+        #expect(try KilnTool.run(["compile", model, "-o", onReference, "--backend", "kiln.reference"]).status == 0)
+        let refused = try KilnTool.run(["run", onReference, "--profile"] + inputArguments)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("runs on backend kiln.reference") && refused.stderr.contains("compile the model for the host target"), "\(refused.stderr)")
     }
 
     @Test func profileOfAPartitionedRunTimesTheKilnCPUPartition() throws {
-        let result = try CLI.run(["run", model, "--backends", "kiln.cpu", "--deny", "Relu", "--profile", "--output-dir", folder + "/out"] + inputArguments)
+        let result = try KilnTool.run(["run", model, "--backends", "kiln.cpu", "--deny", "Relu", "--profile", "--output-dir", folder + "/out"] + inputArguments)
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("partitions: kiln.cpu (1 node) → kiln.reference (1 node)"), "\(result.stdout)")
         let steps = stepLines(result.stdout)

@@ -1,33 +1,11 @@
-// Shared helpers of the kiln.cpu backend tests: a small graph builder, seeded random data, and a
-// comparison of kiln.cpu against kiln.reference through Session.
+// Shared helpers of the kiln.cpu backend tests: a small graph builder and a comparison of kiln.cpu against
+// kiln.reference through Session (seeded random data: SplitMix64 of KilnTestSupport).
 import Foundation
 import Kiln
 import KilnTooling
 import KilnCPU
 import KilnReference
 import Testing
-
-/// Seeded SplitMix64 for reproducible shapes and data in the backend tests.
-struct SeededRandom {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func uniform(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
-    mutating func bool() -> Bool { next() & 1 == 1 }
-    mutating func pick<T>(_ items: [T]) -> T { items[int(0...(items.count - 1))] }
-    mutating func tensor(_ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -> Tensor {
-        Tensor(shape: shape, (0..<shape.reduce(1, *)).map { _ in uniform(lo, hi) })
-    }
-}
 
 /// Builds test graphs node by node.
 struct TestGraph {

@@ -5,17 +5,18 @@ import Kiln
 @testable import KilnCPU
 import KilnReference
 import Testing
+import KilnTestSupport
 
 enum SmallModels {
     /// A ResNet/MobileNet-like CNN: conv+BN+ReLU stem, max pool, a residual block, a depthwise block with
     /// ReLU6 and an inverted-residual Add, global average pool, flatten and a Gemm classifier.
-    static func cnn(_ r: inout SeededRandom) -> TestGraph {
+    static func cnn(_ r: inout SplitMix64) -> TestGraph {
         var g = TestGraph()
-        func bn(_ g: inout TestGraph, _ x: String, _ c: Int, _ r: inout SeededRandom) -> String {
+        func bn(_ g: inout TestGraph, _ x: String, _ c: Int, _ r: inout SplitMix64) -> String {
             let p = [r.tensor([c], 0.5, 1.5), r.tensor([c], -0.1, 0.1), r.tensor([c], -0.1, 0.1), r.tensor([c], 0.5, 1.5)]
             return g.node("BatchNormalization", [x] + p.map { g.constant($0) }, ["epsilon": .float(1e-5)])
         }
-        func conv(_ g: inout TestGraph, _ x: String, _ cin: Int, _ cout: Int, _ k: Int, _ s: Int, _ groups: Int, _ r: inout SeededRandom) -> String {
+        func conv(_ g: inout TestGraph, _ x: String, _ cin: Int, _ cout: Int, _ k: Int, _ s: Int, _ groups: Int, _ r: inout SplitMix64) -> String {
             let scale = (2 / Float(cin / groups * k * k)).squareRoot()
             return g.node("Conv", [x, g.constant(r.tensor([cout, cin / groups, k, k], -scale, scale))],
                           ["kernel_shape": .ints([k, k]), "strides": .ints([s, s]), "pads": .ints(Array(repeating: k / 2, count: 4)), "group": .int(groups)])
@@ -39,16 +40,16 @@ enum SmallModels {
     /// A BERT-like encoder layer: embedding Gather + position Add, LayerNorm, Q/K/V projections with
     /// Reshape/Transpose into heads, scaled scores with an additive mask from an int64 attention mask,
     /// Softmax, context, output projection with residual and LayerNorm, GELU (written with Erf) FFN.
-    static func transformer(_ r: inout SeededRandom, hidden: Int = 32, heads: Int = 4, seq: Int = 12, ffn: Int = 64) -> TestGraph {
+    static func transformer(_ r: inout SplitMix64, hidden: Int = 32, heads: Int = 4, seq: Int = 12, ffn: Int = 64) -> TestGraph {
         var g = TestGraph()
         let d = hidden / heads
         let ids = g.input("input_ids", [.symbol("batch"), .fixed(seq)], .int64)
         let mask = g.input("attention_mask", [.symbol("batch"), .fixed(seq)], .int64)
-        func dense(_ g: inout TestGraph, _ x: String, _ i: Int, _ o: Int, _ r: inout SeededRandom) -> String {
+        func dense(_ g: inout TestGraph, _ x: String, _ i: Int, _ o: Int, _ r: inout SplitMix64) -> String {
             let s = (1 / Float(i)).squareRoot()
             return g.node("Add", [g.node("MatMul", [x, g.constant(r.tensor([i, o], -s, s))]), g.constant(r.tensor([o], -0.05, 0.05))])
         }
-        func layerNorm(_ g: inout TestGraph, _ x: String, _ r: inout SeededRandom) -> String {
+        func layerNorm(_ g: inout TestGraph, _ x: String, _ r: inout SplitMix64) -> String {
             g.node("LayerNormalization", [x, g.constant(r.tensor([hidden], 0.8, 1.2)), g.constant(r.tensor([hidden], -0.05, 0.05))],
                    ["axis": .int(-1), "epsilon": .float(1e-12)])
         }
@@ -79,7 +80,7 @@ enum SmallModels {
         return g
     }
 
-    static func transformerInputs(batch: Int, seq: Int = 12, _ r: inout SeededRandom) -> [String: Tensor] {
+    static func transformerInputs(batch: Int, seq: Int = 12, _ r: inout SplitMix64) -> [String: Tensor] {
         let ids = (0..<(batch * seq)).map { _ in Int64(r.int(0...49)) }
         let mask = (0..<(batch * seq)).map { i in Int64(i % seq < seq - 3 ? 1 : 0) }
         return ["input_ids": Tensor(shape: [batch, seq], ids), "attention_mask": Tensor(shape: [batch, seq], mask)]
@@ -90,7 +91,7 @@ enum SmallModels {
 struct CPUBackendModelTests {
     @Test("Small CNN matches kiln.reference at 1 and 2 threads and batch 1 and 3")
     func smallCNN() throws {
-        var r = SeededRandom(101)
+        var r = SplitMix64(seed: 101)
         let g = SmallModels.cnn(&r)
         for threads in [1, 2] {
             for batch in [1, 3] {
@@ -102,7 +103,7 @@ struct CPUBackendModelTests {
 
     @Test("Small transformer block matches kiln.reference; one plan per batch size, reused")
     func smallTransformer() throws {
-        var r = SeededRandom(102)
+        var r = SplitMix64(seed: 102)
         let g = SmallModels.transformer(&r)
         for threads in [1, 2] {
             for batch in [1, 2] {
@@ -119,7 +120,7 @@ struct CPUBackendModelTests {
 
     @Test("Fusion: Conv+BN+Add+Relu, Conv+BN+Clip, MatMul+Add+Add, GELU as an epilogue, transposes and scales folded")
     func fusion() throws {
-        var r = SeededRandom(103)
+        var r = SplitMix64(seed: 103)
         var cnn = Lowering(graph: SmallModels.cnn(&r).graph)
         let cnnKinds = try cnn.lower().operations.map(\.kind)
         #expect(cnnKinds.contains("Conv+BatchNormalization+Relu"))
@@ -146,7 +147,7 @@ struct CPUBackendModelTests {
         #expect(plan.offsets[0] == plan.offsets[1], "disjoint lifetimes share bytes")
         #expect(plan.offsets[2] >= 128 || plan.offsets[2] + 64 <= plan.offsets[0], "overlapping lifetimes do not")
         #expect(plan.arenaBytes == 192)
-        var r = SeededRandom(104)
+        var r = SplitMix64(seed: 104)
         let profile = CPUProfile()
         let session = try Session(model: SmallModels.cnn(&r).model, backend: CPUBackend(threads: 1, profile: profile))
         _ = try session.run(["input": .tensor(r.tensor([1, 3, 32, 32]))])
@@ -155,7 +156,7 @@ struct CPUBackendModelTests {
 
     @Test("Profile: per-step totals and a Chrome trace")
     func profile() throws {
-        var r = SeededRandom(105)
+        var r = SplitMix64(seed: 105)
         let profile = CPUProfile()
         let session = try Session(model: SmallModels.transformer(&r).model, backend: CPUBackend(threads: 2, profile: profile))
         for _ in 0..<3 { _ = try session.run(SmallModels.transformerInputs(batch: 1, &r).mapValues { .tensor($0) }) }
@@ -228,7 +229,7 @@ struct CPUBackendModelTests {
         let host = CPUTarget.host
         #expect(backend.check(compat: CPUBackend.compat(for: host)) == nil)
         if host != .aarch64_neon { #expect(backend.check(compat: "kiln.cpu/1/aarch64-neon")?.contains("NEON") == true) }
-        var r = SeededRandom(106)
+        var r = SplitMix64(seed: 106)
         let g = SmallModels.cnn(&r)
         let payload = try backend.compile(g.graph, options: CompileOptions(target: "generic"))
         #expect(payload.compat == "kiln.cpu/1/generic")
@@ -256,7 +257,7 @@ struct CPUBackendModelTests {
     @Test("The scripts/make-models models, when built into out/models, match kiln.reference")
     func generatedModels() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        var r = SeededRandom(107)
+        var r = SplitMix64(seed: 107)
         for name in ["mlp", "bert", "mobilenetv2", "resnet18"] {
             let path = root.appendingPathComponent("out/models/\(name).onnx").path
             guard FileManager.default.fileExists(atPath: path) else { continue }

@@ -2,6 +2,7 @@
 import Kiln
 import KilnCPU
 import Testing
+import KilnTestSupport
 
 @Suite("kiln.cpu operations against kiln.reference")
 struct CPUBackendOpTests {
@@ -21,7 +22,7 @@ struct CPUBackendOpTests {
 
     @Test("Conv: random shapes, strides, pads, dilations, groups, BN folding, residual, activations")
     func convolutions() throws {
-        var r = SeededRandom(11)
+        var r = SplitMix64(seed: 11)
         for caseIndex in 0..<36 {
             var g = TestGraph()
             let depthwise = caseIndex % 4 == 1
@@ -69,7 +70,7 @@ struct CPUBackendOpTests {
 
     @Test("Conv: 1-D, runtime weight and bias, unfolded BatchNormalization, per-channel constant Add")
     func convolutionVariants() throws {
-        var r = SeededRandom(12)
+        var r = SplitMix64(seed: 12)
         do {
             var g = TestGraph()
             let x = g.input("x", [2, 3, 17])
@@ -138,7 +139,7 @@ struct CPUBackendOpTests {
 
     @Test("MatMul and Gemm: packed and batched, transposes, scale, bias, residual, activations, GELU")
     func matrixProducts() throws {
-        var r = SeededRandom(21)
+        var r = SplitMix64(seed: 21)
         for caseIndex in 0..<30 {
             var g = TestGraph()
             let m = r.int(1...40), k = r.int(1...50), n = r.int(1...70)
@@ -203,7 +204,7 @@ struct CPUBackendOpTests {
 
     @Test("Gemm: transA, transB, alpha, beta, C as vector, matrix and runtime value; 1-D MatMul operands")
     func gemmVariants() throws {
-        var r = SeededRandom(22)
+        var r = SplitMix64(seed: 22)
         for caseIndex in 0..<12 {
             var g = TestGraph()
             let m = r.int(1...20), k = r.int(1...30), n = r.int(1...40)
@@ -235,7 +236,7 @@ struct CPUBackendOpTests {
 
     @Test("Pooling: MaxPool, AveragePool (pads, strides, ceil mode, count_include_pad, dilations), global pools")
     func pooling() throws {
-        var r = SeededRandom(31)
+        var r = SplitMix64(seed: 31)
         for caseIndex in 0..<24 {
             var g = TestGraph()
             let n = r.int(1...2), c = r.int(1...5), h = r.int(4...12), w = r.int(4...12)
@@ -261,7 +262,7 @@ struct CPUBackendOpTests {
 
     @Test("Elementwise: broadcasting binaries, variadic Sum/Max/Min, unary chains with scalar constants")
     func elementwise() throws {
-        var r = SeededRandom(41)
+        var r = SplitMix64(seed: 41)
         let shapes: [([Int], [Int])] = [
             ([2, 3, 4], [2, 3, 4]), ([2, 3, 4], [4]), ([2, 3, 4], [3, 1]), ([3, 1], [1, 4]), ([1, 5, 6, 6], [5, 1, 1]),
             ([4], [2, 3, 4]), ([2, 1, 4], [2, 3, 1]), ([], [3, 2]), ([7, 300], [7, 1]), ([1, 1], [1]), ([64, 1000], [1000]),
@@ -304,7 +305,7 @@ struct CPUBackendOpTests {
 
     @Test("Normalizations: BatchNormalization, LayerNormalization (axes, statistics outputs), Softmax, LogSoftmax")
     func normalizations() throws {
-        var r = SeededRandom(51)
+        var r = SplitMix64(seed: 51)
         do {
             var g = TestGraph()
             let x = g.input("x", [2, 6, 5, 7])
@@ -336,7 +337,7 @@ struct CPUBackendOpTests {
 
     @Test("Data movement: Gather, Transpose, Reshape/Flatten/Squeeze/Unsqueeze, Concat, Cast, Shape, Constant")
     func dataMovement() throws {
-        var r = SeededRandom(61)
+        var r = SplitMix64(seed: 61)
         do {
             var g = TestGraph()
             let table = g.constant(r.tensor([10, 6]))

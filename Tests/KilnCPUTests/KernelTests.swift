@@ -4,29 +4,7 @@
 import CKilnKernels
 import Foundation
 import Testing
-
-/// Deterministic SplitMix64 generator for reproducible random shapes and data.
-struct KernelRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
-        lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
-    }
-    mutating func floats(_ n: Int, _ lo: Float = -1, _ hi: Float = 1) -> [Float] {
-        (0..<n).map { _ in float(lo, hi) }
-    }
-    mutating func int(_ range: ClosedRange<Int>) -> Int {
-        range.lowerBound + Int(next() % UInt64(range.count))
-    }
-}
+import KilnTestSupport
 
 /// Runs `body` once per kernel family available here, restoring the host choice afterwards.
 func forEachKernelFamily(_ body: (String) throws -> Void) rethrows {
@@ -139,7 +117,7 @@ func referenceGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Fl
         // and the N block (512).
         let shapes = [(1, 1, 1), (1, 17, 3), (7, 13, 5), (6, 16, 256), (6, 32, 8), (13, 47, 257), (37, 53, 300),
                       (145, 33, 17), (5, 523, 9), (29, 64, 1), (2, 3, 0)]
-        var rng = KernelRandom(seed: 1)
+        var rng = SplitMix64(seed: 1)
         forEachKernelFamily { isa in
             for (m, n, k) in shapes {
                 for transA in [false, true] {
@@ -169,7 +147,7 @@ func referenceGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Fl
     }
 
     @Test func sgemmEpiloguesMatchTheReference() {
-        var rng = KernelRandom(seed: 2)
+        var rng = SplitMix64(seed: 2)
         let (m, n, k) = (11, 37, 70)
         let a = rng.floats(m * k), b = rng.floats(k * n)
         let biasCol = rng.floats(n), biasRow = rng.floats(m), residual = rng.floats(m * (n + 1))
@@ -200,7 +178,7 @@ func referenceGemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Fl
     }
 
     @Test func packedSgemmComputesOnlyItsColumnRange() {
-        var rng = KernelRandom(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let shapes = [(1, 1000, 512), (3, 45, 20), (4, 130, 7), (9, 70, 300), (64, 100, 27), (7, 33, 1)]
         forEachKernelFamily { isa in
             for (m, n, k) in shapes {

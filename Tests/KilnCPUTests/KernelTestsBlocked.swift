@@ -3,6 +3,7 @@
 import CKilnKernels
 import Foundation
 import Testing
+import KilnTestSupport
 
 /// Channels per block of the blocked layout.
 private let block = 16
@@ -36,7 +37,7 @@ private func paddingLanes(_ x: [Float], channels: Int, hw: Int) -> [Float] {
 }
 
 /// A random window shape (depthwise convolution or pooling) with out_height, out_width >= 1.
-private func randomWindowCase(_ rng: inout KernelRandom, channels: Int) -> ConvCase {
+private func randomWindowCase(_ rng: inout SplitMix64, channels: Int) -> ConvCase {
     while true {
         var c = ConvCase(cin: channels, cout: channels, h: rng.int(1...13), w: rng.int(1...13), kh: rng.int(1...5),
                          kw: rng.int(1...5), groups: channels)
@@ -68,7 +69,7 @@ private let fixedWindowCases: [ConvCase] = [
 
 extension KernelTests {
     @Test func blockedReordersRoundTripAndZeroPaddingLanes() {
-        var rng = KernelRandom(seed: 30)
+        var rng = SplitMix64(seed: 30)
         for (channels, hw) in [(1, 1), (3, 5), (16, 7), (17, 64), (24, 65), (40, 3), (5, 130), (32, 1)] {
             let x = rng.floats(channels * hw)
             let padded = (channels + block - 1) / block * block
@@ -88,7 +89,7 @@ extension KernelTests {
     }
 
     @Test func blockedDepthwiseMatchesDirectLoopsWithEpilogues() {
-        var rng = KernelRandom(seed: 31)
+        var rng = SplitMix64(seed: 31)
         var cases = fixedWindowCases
         for _ in 0..<40 { cases.append(randomWindowCase(&rng, channels: [1, 3, 9, 16, 17, 24, 31, 40][rng.int(0...7)])) }
         // Epilogue variants: none, bias only, and bias + residual with an inline or a row activation.
@@ -156,7 +157,7 @@ extension KernelTests {
 
     @Test func blockedPackedDepthwiseWeightsAreZeroInPaddingChannels() {
         let c = ConvCase(cin: 19, cout: 19, h: 4, w: 4, kh: 3, kw: 2, groups: 19)
-        var rng = KernelRandom(seed: 32)
+        var rng = SplitMix64(seed: 32)
         let weight = rng.floats(19 * 6)
         var packed = [Float](repeating: .nan, count: 2 * 6 * block)
         withUnsafePointer(to: c.params) { kiln_depthwise_blocked_pack_weight($0, weight, &packed) }
@@ -186,7 +187,7 @@ extension KernelTests {
     }
 
     @Test func blockedPoolingMatchesDirectLoops() {
-        var rng = KernelRandom(seed: 33)
+        var rng = SplitMix64(seed: 33)
         var cases = fixedWindowCases
         for _ in 0..<40 { cases.append(randomWindowCase(&rng, channels: [1, 3, 16, 17, 24, 35][rng.int(0...5)])) }
         forEachKernelFamily { isa in
@@ -238,7 +239,7 @@ extension KernelTests {
     }
 
     @Test func blockedMaxPoolPropagatesNaN() {
-        var rng = KernelRandom(seed: 34)
+        var rng = SplitMix64(seed: 34)
         let cases = [
             ConvCase(cin: 20, cout: 20, h: 9, w: 21, kh: 3, kw: 3, sh: 2, sw: 2, pt: 1, pl: 1, pb: 1, pr: 1),
             ConvCase(cin: 3, cout: 3, h: 6, w: 7, kh: 2, kw: 3, sh: 1, sw: 1, pt: 0, pl: 1, pb: 1, pr: 1),
@@ -269,7 +270,7 @@ extension KernelTests {
     }
 
     @Test func blockedGlobalPoolingWritesOnlyRealChannels() {
-        var rng = KernelRandom(seed: 35)
+        var rng = SplitMix64(seed: 35)
         forEachKernelFamily { isa in
             for (channels, hw) in [(3, 49), (17, 1), (16, 13), (24, 3136), (40, 7), (1, 0)] {
                 let input = rng.floats(channels * hw, -3, 3)

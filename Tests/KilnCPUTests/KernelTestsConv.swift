@@ -2,6 +2,7 @@
 import CKilnKernels
 import Foundation
 import Testing
+import KilnTestSupport
 
 /// A convolution case: channels, spatial size, kernel, stride, pads (top, left, bottom, right), dilation, groups.
 struct ConvCase: CustomStringConvertible {
@@ -66,7 +67,7 @@ extension KernelTests {
     ]
 
     @Test func convolutionMatchesDirectLoopsWithEpilogues() {
-        var rng = KernelRandom(seed: 10)
+        var rng = SplitMix64(seed: 10)
         forEachKernelFamily { isa in
             for c in Self.convCases {
                 let p = c.params
@@ -104,7 +105,7 @@ extension KernelTests {
     }
 
     @Test func im2colLaysOutWindowsRowByTap() {
-        var rng = KernelRandom(seed: 11)
+        var rng = SplitMix64(seed: 11)
         for c in Self.convCases {
             let p = c.params
             let input = rng.floats(c.cin * c.h * c.w)
@@ -135,7 +136,7 @@ extension KernelTests {
             ConvCase(cin: 2, cout: 2, h: 12, w: 14, kh: 3, kw: 3, pt: 2, pl: 2, pb: 2, pr: 2, dh: 2, dw: 2, groups: 2),
             ConvCase(cin: 2, cout: 2, h: 10, w: 26, kh: 3, kw: 3, sh: 3, sw: 3, pt: 1, pl: 1, pb: 1, pr: 1, groups: 2),
         ]
-        var rng = KernelRandom(seed: 12)
+        var rng = SplitMix64(seed: 12)
         forEachKernelFamily { isa in
             for c in cases {
                 let p = c.params
@@ -166,7 +167,7 @@ extension KernelTests {
             ConvCase(cin: 2, cout: 2, h: 8, w: 8, kh: 3, kw: 3, sh: 1, sw: 1, pt: 2, pl: 2, pb: 2, pr: 2, dh: 2, dw: 2),
             ConvCase(cin: 1, cout: 1, h: 5, w: 5, kh: 5, kw: 5),
         ]
-        var rng = KernelRandom(seed: 13)
+        var rng = SplitMix64(seed: 13)
         forEachKernelFamily { isa in
             for c in cases {
                 let p = c.params

@@ -1,6 +1,7 @@
 // Tests of the dense blocked-layout (NCHW16c) convolution, kiln_conv2d_blocked, against direct Swift loops.
 import CKilnKernels
 import Testing
+import KilnTestSupport
 
 /// NCHW → blocked by plain loops (independent of the kernels' reorder).
 private func blockedCopy(_ x: [Float], channels: Int, pixels: Int) -> [Float] {
@@ -32,7 +33,7 @@ extension KernelTests {
     ]
 
     @Test func blockedConvolutionMatchesDirectLoops() {
-        var rng = KernelRandom(seed: 21)
+        var rng = SplitMix64(seed: 21)
         let epilogues: [(name: String, act: kiln_activation, alpha: Float, beta: Float, bias: Bool, residual: Bool)] = [
             ("none", KILN_ACT_NONE, 0, 0, false, false),
             ("bias+residual+relu", KILN_ACT_RELU, 0, 0, true, true),
@@ -111,7 +112,7 @@ extension KernelTests {
     }
 
     @Test func winogradConvolutionMatchesDirectLoops() {
-        var rng = KernelRandom(seed: 22)
+        var rng = SplitMix64(seed: 22)
         let cases: [ConvCase] = [
             ConvCase(cin: 16, cout: 16, h: 8, w: 8, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1),
             ConvCase(cin: 33, cout: 70, h: 13, w: 11, kh: 3, kw: 3, pt: 1, pl: 1, pb: 1, pr: 1), // partial tiles and blocks

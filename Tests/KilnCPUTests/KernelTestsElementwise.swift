@@ -2,6 +2,7 @@
 import CKilnKernels
 import Foundation
 import Testing
+import KilnTestSupport
 
 extension KernelTests {
     @Test func binaryOperationsBroadcastAndSwap() {
@@ -9,7 +10,7 @@ extension KernelTests {
             (KILN_BINARY_ADD, { $0 + $1 }), (KILN_BINARY_SUB, { $0 - $1 }), (KILN_BINARY_MUL, { $0 * $1 }),
             (KILN_BINARY_DIV, { $0 / $1 }), (KILN_BINARY_MAX, { max($0, $1) }), (KILN_BINARY_MIN, { min($0, $1) }),
         ]
-        var rng = KernelRandom(seed: 20)
+        var rng = SplitMix64(seed: 20)
         forEachKernelFamily { isa in
             for (rows, cols) in [(1, 1), (3, 7), (4, 8), (5, 19), (2, 64)] {
                 let a = rng.floats(rows * cols, 0.5, 2)
@@ -47,7 +48,7 @@ extension KernelTests {
     }
 
     @Test func activationsMatchTheirDefinitions() {
-        var rng = KernelRandom(seed: 21)
+        var rng = SplitMix64(seed: 21)
         // Wide and narrow ranges, plus exact edges; 203 elements exercise the vector tail.
         var x = rng.floats(150, -12, 12) + rng.floats(40, -1e-3, 1e-3)
         x += [0, -0, 1, -1, 3, -3, 6, -6, 0.625, -0.625, 20, -20, 88]
@@ -89,7 +90,7 @@ extension KernelTests {
     }
 
     @Test func unaryOperationsMatchFoundation() {
-        var rng = KernelRandom(seed: 22)
+        var rng = SplitMix64(seed: 22)
         let x = rng.floats(77, 0.01, 9) + rng.floats(20, -80, 80)
         let ops: [(kiln_unary_op, (Double) -> Double, Bool)] = [
             (KILN_UNARY_EXP, { exp($0) }, true), (KILN_UNARY_LOG, { log($0) }, false),
@@ -112,7 +113,7 @@ extension KernelTests {
     }
 
     @Test func softmaxRowsWithScaleAndAdditiveMask() {
-        var rng = KernelRandom(seed: 23)
+        var rng = SplitMix64(seed: 23)
         forEachKernelFamily { isa in
             for cols in [1, 7, 8, 33, 128] {
                 let rows = 3, ld = cols + 2
@@ -147,7 +148,7 @@ extension KernelTests {
     }
 
     @Test func layerNormalizationRowsWithResidualAndStatistics() {
-        var rng = KernelRandom(seed: 24)
+        var rng = SplitMix64(seed: 24)
         forEachKernelFamily { isa in
             for cols in [1, 5, 16, 256, 259] {
                 let rows = 4, ld = cols + 1
@@ -187,7 +188,7 @@ extension KernelTests {
     }
 
     @Test func transposesMoveEveryElementOnce() {
-        var rng = KernelRandom(seed: 25)
+        var rng = SplitMix64(seed: 25)
         for (rows, cols) in [(1, 1), (3, 70), (33, 65)] {
             let lds = cols + 3, ldd = rows + 1
             let src = rng.floats(rows * lds)

@@ -4,6 +4,7 @@ import CKilnKernels
 import Dispatch
 import Foundation
 import Testing
+import KilnTestSupport
 
 /// A raw output pointer shared by threads that write disjoint parts of it.
 struct SharedOutput: @unchecked Sendable {
@@ -12,7 +13,7 @@ struct SharedOutput: @unchecked Sendable {
 
 extension KernelTests {
     @Test func packedSgemmAndConvolutionSplitAcrossThreads() {
-        var rng = KernelRandom(seed: 30)
+        var rng = SplitMix64(seed: 30)
         let (m, n, k) = (50, 301, 290)
         let a = rng.floats(m * k), b = rng.floats(k * n), bias = rng.floats(n)
         var packedB = [Float](repeating: 0, count: kiln_sgemm_pack_b_size(k, n))

@@ -6,6 +6,7 @@ import Kiln
 import KilnCPU
 import KilnReference
 import Testing
+import KilnTestSupport
 
 /// One step of a cell in Double, written from the ONNX operator definitions: gate pre-activations `gx`
 /// (input part with biases) and `gh` (recurrent part) per batch row; updates h and c.
@@ -54,7 +55,7 @@ private func referenceCell(_ p: kiln_cell_params, rows: Int, gx: [Float], gh: [F
     @Test("kiln_rnn_matmul: few-row products on packed B, column ranges, every kernel family")
     func rnnMatmul() {
         forEachKernelFamily { isa in
-            var r = KernelRandom(seed: 501)
+            var r = SplitMix64(seed: 501)
             for _ in 0..<40 {
                 let m = r.int(1...7), n = r.int(1...90), k = r.int(1...70)
                 let lda = k + r.int(0...3), ldc = n + r.int(0...5)
@@ -84,7 +85,7 @@ private func referenceCell(_ p: kiln_cell_params, rows: Int, gx: [Float], gh: [F
             (KILN_ACT_LEAKY_RELU, 0.05, 0),
         ]
         forEachKernelFamily { isa in
-            var r = KernelRandom(seed: 502)
+            var r = SplitMix64(seed: 502)
             for caseIndex in 0..<60 {
                 let kind = [KILN_CELL_LSTM, KILN_CELL_GRU, KILN_CELL_RNN][caseIndex % 3]
                 let gates = kind == KILN_CELL_LSTM ? 4 : kind == KILN_CELL_GRU ? 3 : 1
@@ -176,7 +177,7 @@ struct RecurrentTests {
     }
 
     /// Builds the one-node model of `c` and its random inputs, runs it on both backends and compares.
-    static func check(_ c: Case, _ r: inout SeededRandom, tolerance: Double = 1e-5) throws {
+    static func check(_ c: Case, _ r: inout SplitMix64, tolerance: Double = 1e-5) throws {
         var g = TestGraph()
         var feeds: [String: Tensor] = [:]
         let d = c.directions, gh = c.gates * c.hidden
@@ -242,7 +243,7 @@ struct RecurrentTests {
 
     @Test("Random LSTM, GRU and RNN nodes: directions, layouts, lengths, states, peepholes, clip, activations")
     func randomCases() throws {
-        var r = SeededRandom(601)
+        var r = SplitMix64(seed: 601)
         let activationChoices = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu"]
         for caseIndex in 0..<72 {
             var c = Case()
@@ -260,14 +261,14 @@ struct RecurrentTests {
             c.peephole = r.bool()
             c.linearBeforeReset = r.int(0...1)
             c.inputForget = r.int(0...4) == 0 ? 1 : 0
-            c.clip = r.int(0...3) == 0 ? r.uniform(0.3, 2) : nil
+            c.clip = r.int(0...3) == 0 ? r.float(0.3, 2) : nil
             c.constantWeights = r.int(0...3) != 0
             c.threads = r.pick([1, 2])
             if caseIndex % 4 == 3 {
                 let per = c.op == "LSTM" ? 3 : c.op == "GRU" ? 2 : 1
                 c.activations = (0..<(per * c.directions)).map { _ in r.pick(activationChoices) }
-                c.alphas = (0..<3).map { _ in r.uniform(0.05, 0.4) }
-                c.betas = (0..<3).map { _ in r.uniform(0.3, 0.6) }
+                c.alphas = (0..<3).map { _ in r.float(0.05, 0.4) }
+                c.betas = (0..<3).map { _ in r.float(0.3, 0.6) }
             }
             let outputs = c.op == "LSTM" ? 3 : 2
             repeat {
@@ -279,7 +280,7 @@ struct RecurrentTests {
 
     @Test("Larger cells: hidden sizes across chunk and panel boundaries, batch 4 and 6, long sequences")
     func largerCases() throws {
-        var r = SeededRandom(602)
+        var r = SplitMix64(seed: 602)
         for (i, op) in ["LSTM", "GRU", "RNN", "LSTM", "GRU"].enumerated() {
             var c = Case()
             c.op = op
@@ -301,7 +302,7 @@ struct RecurrentTests {
 
     @Test("Steps split across two threads by hidden units (one direction, large cells)")
     func splitSteps() throws {
-        var r = SeededRandom(606)
+        var r = SplitMix64(seed: 606)
         let cases: [(op: String, direction: String, hidden: Int, batch: Int, lens: Bool, lbr: Int)] = [
             ("LSTM", "forward", 129, 2, false, 0), ("GRU", "reverse", 150, 3, true, 0), ("GRU", "forward", 150, 2, false, 1),
             ("RNN", "reverse", 260, 2, true, 0), ("LSTM", "reverse", 130, 3, true, 0),
@@ -327,7 +328,7 @@ struct RecurrentTests {
 
     @Test("Every sequence empty, and a batch of zero-length and full-length entries")
     func sequenceLengthEdges() throws {
-        var r = SeededRandom(603)
+        var r = SplitMix64(seed: 603)
         for op in ["LSTM", "GRU", "RNN"] {
             for direction in ["forward", "reverse", "bidirectional"] {
                 var c = Case()
@@ -350,7 +351,7 @@ struct RecurrentTests {
     func unsupportedActivation() throws {
         var g = TestGraph()
         let x = g.input("x", [3, 1, 4])
-        var r = SeededRandom(604)
+        var r = SplitMix64(seed: 604)
         let w = g.constant(r.tensor([1, 8, 4]), "W"), rr = g.constant(r.tensor([1, 8, 8]), "R")
         g.graph.nodes.append(Node(name: "softsign_rnn", op: OpID("", "RNN"), inputs: [x, w, rr], outputs: ["y"],
                                   attributes: ["hidden_size": .int(8), "activations": .strings(["Softsign"])]))
@@ -374,7 +375,7 @@ struct RecurrentTests {
 
     @Test("The supported non-default activations with explicit alpha/beta lists")
     func explicitActivations() throws {
-        var r = SeededRandom(605)
+        var r = SplitMix64(seed: 605)
         var c = Case()
         c.op = "LSTM"
         c.direction = "bidirectional"

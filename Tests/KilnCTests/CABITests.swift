@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+import KilnTestSupport
 
 /// The C ABI (include/kiln/kiln.h, libKilnC.so) tested from C and C++ programs built and run by these tests.
 @Suite(.serialized)
@@ -9,7 +10,7 @@ struct CABITests {
     /// A folder with the test model (model.onnx) and its compiled artifact (model.kiln), made once.
     static func fixtures() throws -> (folder: String, model: String, artifact: String) {
         if let made = madeFixtures { return made }
-        let folder = try Toolchain.temporaryDirectory()
+        let folder = try temporaryDirectory("kiln-c-tests")
         let model = folder + "/model.onnx", artifact = folder + "/model.kiln"
         try TestModel.write(to: model)
         try FileSystem.writeAtomically(Kiln.compile(onnxPath: model).bytes, to: artifact)
@@ -42,7 +43,7 @@ struct CABITests {
 
     @Test
     func libraryExportsEveryFunctionTheHeaderDeclares() throws {
-        let header = try String(contentsOfFile: Toolchain.root + "/include/kiln/kiln.h", encoding: .utf8)
+        let header = try String(contentsOfFile: TestPaths.packageRoot + "/include/kiln/kiln.h", encoding: .utf8)
         let pattern = try NSRegularExpression(pattern: #"KILN_API[^;(]*?\b(kiln_[a-z0-9_]+)\s*\("#)
         let names = pattern.matches(in: header, range: NSRange(header.startIndex..., in: header)).map {
             String(header[Range($0.range(at: 1), in: header)!])
@@ -51,7 +52,7 @@ struct CABITests {
         // Read the dynamic symbol table with nm: loading the library into this process would register its
         // copy of Kiln's Swift types beside the test bundle's own.
         let directory = try #require(Toolchain.libraryDirectory, "\(Toolchain.missingLibrary ?? "")")
-        let nm = try Toolchain.run("/usr/bin/env", ["nm", "-D", "--defined-only", directory + "/libKilnC.so"])
+        let nm = try ProcessRunner.run("nm", ["-D", "--defined-only", directory + "/libKilnC.so"])
         #expect(nm.status == 0, "\(nm.stderr)")
         let exported = Set(nm.stdout.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
@@ -64,9 +65,9 @@ struct CABITests {
     @Test
     func shippedStructLayoutsMatchTheCommittedExpectation() throws {
         let program = try Self.program("abi_layout", ["bindings/c/tests/abi_layout.c"])
-        let result = try Toolchain.run(program, [])
+        let result = try ProcessRunner.run(program, [])
         #expect(result.status == 0)
-        let expected = try String(contentsOfFile: Toolchain.root + "/Tests/KilnCTests/abi-layout.txt", encoding: .utf8)
+        let expected = try String(contentsOfFile: TestPaths.packageRoot + "/Tests/KilnCTests/abi-layout.txt", encoding: .utf8)
         let expectedLines = expected.split(separator: "\n"), actualLines = result.stdout.split(separator: "\n")
         let changed = zip(expectedLines, actualLines).filter { $0 != $1 }.map { "expected '\($0)', got '\($1)'" }
         #expect(changed.isEmpty && expectedLines.count == actualLines.count,
@@ -77,39 +78,25 @@ struct CABITests {
     func runModelExampleRunsTheModelAndTheArtifact() throws {
         let program = try Self.program("run_model", ["bindings/c/examples/run_model.c"])
         for path in [try Self.fixtures().model, try Self.fixtures().artifact] {
-            let result = try Toolchain.run(program, [path])
+            let result = try ProcessRunner.run(program, [path])
             #expect(result.status == 0, "\(path): \(result.stderr)")
             #expect(result.stdout == "y: f32[1,3]\ns: i64[2]\nxi: f32[1,4]\n", "\(path)")
         }
-        let missing = try Toolchain.run(program, [try Self.fixtures().folder + "/missing.kiln"])
+        let missing = try ProcessRunner.run(program, [try Self.fixtures().folder + "/missing.kiln"])
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("missing.kiln") && missing.stderr.contains("code 1"), "\(missing.stderr)")
         let corrupt = try Self.fixtures().folder + "/corrupt.kiln"
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: try Self.fixtures().artifact)))
         bytes[bytes.count / 2] ^= 0xFF
         try Data(bytes.prefix(bytes.count - 7)).write(to: URL(fileURLWithPath: corrupt))
-        let bad = try Toolchain.run(program, [corrupt])
+        let bad = try ProcessRunner.run(program, [corrupt])
         #expect(bad.status == 1 && bad.stderr.contains("corrupt.kiln"), "\(bad.stderr)")
-    }
-
-    /// The sample vendor plugin (bindings/c/examples/vendor-plugin, backend "sample.bytecode"), built with
-    /// cc once per test run as a vendor would: hidden visibility, its own protobuf-c copy of the IR schema.
-    static func samplePlugin() throws -> String {
-        let output = try fixtures().folder + "/libkiln_sample_plugin.so"
-        if FileManager.default.fileExists(atPath: output) { return output }
-        let folder = Toolchain.root + "/bindings/c/examples/vendor-plugin"
-        let arguments = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-missing-braces", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
-                         "-I", Toolchain.root + "/include", "-I", Toolchain.root + "/bindings/c/proto", "-o", output,
-                         folder + "/sample_plugin.c", folder + "/bytecode.c", Toolchain.root + "/bindings/c/proto/kiln/ir.pb-c.c", "-lprotobuf-c"]
-        let result = try Toolchain.run(Toolchain.cCompiler, arguments)
-        guard result.status == 0 else { throw KilnError(.internal, "building the sample plugin failed:\n\(result.stderr)") }
-        return output
     }
 
     @Test
     func cProgramExercisesTheWholeAPI() throws {
         let program = try Self.program("c_api_test", ["bindings/c/tests/c_api_test.c"])
-        let result = try Toolchain.run(program, [try Self.fixtures().model, try Self.fixtures().artifact, try Self.samplePlugin()])
+        let result = try ProcessRunner.run(program, [try Self.fixtures().model, try Self.fixtures().artifact, try PluginBuild.sample()])
         let failures = result.stdout.split(separator: "\n").filter { $0.hasPrefix("FAIL") }
         #expect(result.status == 0 && failures.isEmpty, "\(failures) \(result.stderr)")
         #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count >= 60)
@@ -123,7 +110,7 @@ struct CABITests {
     @Test
     func cppWrapperTestPasses() throws {
         let program = try Self.program("test_kiln", ["bindings/cpp/test_kiln.cpp"], cxx: true)
-        let result = try Toolchain.run(program, [try Self.fixtures().model])
+        let result = try ProcessRunner.run(program, [try Self.fixtures().model])
         let failures = result.stdout.split(separator: "\n").filter { $0.hasPrefix("FAIL") }
         #expect(result.status == 0 && failures.isEmpty, "\(failures) \(result.stderr)")
         #expect(result.stdout.contains("ok compiled_artifact"))
@@ -135,8 +122,8 @@ struct CABITests {
         let folder = try Self.fixtures().folder
         let source = folder + "/include_only.c"
         try "#include <kiln/kiln.h>\nint main(void) { return kiln_error_code(0); }\n".write(toFile: source, atomically: true, encoding: .utf8)
-        for (compiler, flags) in [(Toolchain.cCompiler, ["-std=c99", "-pedantic-errors"]), (Toolchain.cxxCompiler, ["-x", "c++", "-std=c++11", "-pedantic-errors"])] {
-            let result = try Toolchain.run(compiler, flags + ["-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Toolchain.root + "/include", source])
+        for (compiler, flags) in [(CToolchain.cCompiler, ["-std=c99", "-pedantic-errors"]), (CToolchain.cxxCompiler, ["-x", "c++", "-std=c++11", "-pedantic-errors"])] {
+            let result = try ProcessRunner.run(compiler, flags + ["-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", TestPaths.packageRoot + "/include", source])
             #expect(result.status == 0, "\(compiler) \(flags): \(result.stderr)")
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Kiln
 import KilnTooling
+@testable import KilnTestSupport
 import Testing
 
 /// The complete example of Documentation/API.md, run as written on a small ONNX model.
@@ -9,7 +10,7 @@ import Testing
         let folder = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let modelPath = folder + "/add_relu.onnx"
-        try ONNXFile.writeAddRelu(to: modelPath)
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: modelPath)
 
         let output = try Kiln.compile(onnxPath: modelPath)
         #expect(output.summary.report.fallbackSummary == "fallback: none (all 2 nodes on kiln.cpu)")

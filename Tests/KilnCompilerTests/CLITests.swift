@@ -2,8 +2,9 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+@testable import KilnTestSupport
 
-/// `kiln compile`, and `kiln inspect`/`kiln run` on artifacts, run as a subprocess (`.build/debug/kiln`).
+/// `kiln compile`, and `kiln inspect`/`kiln run` on artifacts, run as a subprocess (the `kiln` built with the tests).
 @Suite final class CompileCLITests {
     let folder: String
     let model: String
@@ -11,19 +12,15 @@ import Testing
     init() throws {
         folder = try temporaryDirectory()
         model = folder + "/add_relu.onnx"
-        try ONNXFile.writeAddRelu(to: model)
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: model)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
 
-    func writeInputs() throws -> [String] {
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 1, -2, 3, -4, 5, -6)), to: folder + "/x.npy")
-        try NPY.write(Tensor(shape: [2, 3], [Float](arrayLiteral: 0.5, 0.5, 0.5, 0.5, 0.5, 0.5)), to: folder + "/y.npy")
-        return ["--input", "x=\(folder)/x.npy", "--input", "y=\(folder)/y.npy"]
-    }
+    func writeInputs() throws -> [String] { try TestModels.writeAddReluInputs(in: folder) }
 
     @Test func compileReportsProgressAndASummary() throws {
-        let result = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--metadata", "owner=tests"])
+        let result = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--metadata", "owner=tests"])
         #expect(result.status == 0, "\(result.stderr)")
         for phase in ["import", "optimize", "partition", "compile", "write", "done: wrote"] {
             #expect(result.stderr.contains("] \(phase)"), "no progress line for \(phase): \(result.stderr)")
@@ -36,11 +33,11 @@ import Testing
     }
 
     @Test func runOnTheArtifactWritesTheSameFilesAsOnTheModel() throws {
-        let compiled = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln"])
+        let compiled = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln"])
         #expect(compiled.status == 0, "\(compiled.stderr)")
         let inputs = try writeInputs()
-        let direct = try KilnProcess.run(["run", model] + inputs + ["--output-dir", folder + "/direct"])
-        let viaArtifact = try KilnProcess.run(["run", folder + "/m.kiln"] + inputs + ["--output-dir", folder + "/artifact"])
+        let direct = try KilnTool.run(["run", model] + inputs + ["--output-dir", folder + "/direct"])
+        let viaArtifact = try KilnTool.run(["run", folder + "/m.kiln"] + inputs + ["--output-dir", folder + "/artifact"])
         #expect(direct.status == 0 && viaArtifact.status == 0, "\(direct.stderr)\(viaArtifact.stderr)")
         let files = try FileManager.default.contentsOfDirectory(atPath: folder + "/direct").sorted()
         #expect(files == ["out_sum_0.npy", "relu.npy"])
@@ -53,13 +50,13 @@ import Testing
         #expect(outputs(direct.stdout) == outputs(viaArtifact.stdout))
         // Same input checking.
         try NPY.write(Tensor(shape: [3, 2], [Float](repeating: 0, count: 6)), to: folder + "/bad.npy")
-        let bad = try KilnProcess.run(["run", folder + "/m.kiln", "--input", "x=\(folder)/bad.npy", "--input", "y=\(folder)/y.npy"])
+        let bad = try KilnTool.run(["run", folder + "/m.kiln", "--input", "x=\(folder)/bad.npy", "--input", "y=\(folder)/y.npy"])
         #expect(bad.status == 1 && bad.stderr.contains("input 'x'"), "\(bad.stderr)")
     }
 
     @Test func inspectShowsTheContainer() throws {
-        #expect(try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--opt-level", "1", "--backend", "kiln.reference"]).status == 0)
-        let result = try KilnProcess.run(["inspect", folder + "/m.kiln"])
+        #expect(try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--opt-level", "1", "--backend", "kiln.reference"]).status == 0)
+        let result = try KilnTool.run(["inspect", folder + "/m.kiln"])
         #expect(result.status == 0, "\(result.stderr)")
         let digest = SHA256.hex(SHA256.hash([UInt8](try Data(contentsOf: URL(fileURLWithPath: model)))))
         for line in ["artifact: format 1.0, flags 0x00000000", "producer: kiln \(Kiln.version)",
@@ -74,77 +71,34 @@ import Testing
 
     @Test func aFailedCompileLeavesTheExistingArtifactUntouched() throws {
         let out = folder + "/out.kiln"
-        #expect(try KilnProcess.run(["compile", model, "-o", out]).status == 0)
+        #expect(try KilnTool.run(["compile", model, "-o", out]).status == 0)
         let before = try Data(contentsOf: URL(fileURLWithPath: out))
         let unsupported = folder + "/unsupported.onnx"
-        try ONNXFile.writeUnsupported(to: unsupported)
-        let failed = try KilnProcess.run(["compile", unsupported, "-o", out])
+        try ONNXBuilder.write(ONNXBuilder.unsupported(), toFile: unsupported)
+        let failed = try KilnTool.run(["compile", unsupported, "-o", out])
         #expect(failed.status == 1)
         #expect(failed.stderr.contains("(acme, Frobnicate, 1) at nodes: frob"), "\(failed.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: out)) == before, "the old artifact changed")
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.contains(".tmp") }.isEmpty)
         // And a failed compile to a new path creates nothing.
-        #expect(try KilnProcess.run(["compile", unsupported, "-o", folder + "/new.kiln"]).status == 1)
+        #expect(try KilnTool.run(["compile", unsupported, "-o", folder + "/new.kiln"]).status == 1)
         #expect(!FileManager.default.fileExists(atPath: folder + "/new.kiln"))
     }
 
     @Test func badArgumentsAreClearErrors() throws {
-        let level = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--opt-level", "7"])
+        let level = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--opt-level", "7"])
         #expect(level.status == 1 && level.stderr.contains("optimization level 7"))
-        let pass = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--print-ir-after", "nope"])
+        let pass = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--print-ir-after", "nope"])
         #expect(pass.status == 1 && pass.stderr.contains("passes: shape-inference, simplify"), "\(pass.stderr)")
-        let metadata = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--metadata", "novalue"])
+        let metadata = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--metadata", "novalue"])
         #expect(metadata.status == 1 && metadata.stderr.contains("KEY=VALUE"))
         #expect(!FileManager.default.fileExists(atPath: folder + "/m.kiln"))
     }
 
     @Test func printIRAfterDumpsTheGraph() throws {
-        let result = try KilnProcess.run(["compile", model, "-o", folder + "/m.kiln", "--print-ir-after", "dce"])
+        let result = try KilnTool.run(["compile", model, "-o", folder + "/m.kiln", "--print-ir-after", "dce"])
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("== IR after dce"))
         #expect(result.stdout.contains("Relu"))
-    }
-}
-
-/// The result of running the `kiln` executable.
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs the `kiln` executable built beside the tests.
-enum KilnProcess {
-    static let executable: String = {
-        let candidates = [
-            URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-                .deletingLastPathComponent().appendingPathComponent("kiln").path,
-            URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("kiln").path,
-            URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-                .appendingPathComponent(".build/debug/kiln").path,
-        ]
-        return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
-    }()
-
-    static func run(_ arguments: [String]) throws -> ProcessResult {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let folder = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let outPath = folder + "/stdout", errPath = folder + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        process.waitUntilExit()
-        try out.close()
-        try err.close()
-        return ProcessResult(status: process.terminationStatus,
-                             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
-                             stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
     }
 }

@@ -4,6 +4,7 @@ import KilnReference
 import KilnFormat
 import Synchronization
 import Testing
+@testable import KilnTestSupport
 
 /// Compile → artifact → load → run against running the model directly, and the compiler's contract.
 struct CompilerTests {
@@ -130,7 +131,7 @@ struct CompilerTests {
         let folder = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: folder) }
         let path = folder + "/add_relu.onnx"
-        try ONNXFile.writeAddRelu(to: path)
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: path)
         let output = try Kiln.compile(onnxPath: path)
         let fileBytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
         #expect(output.summary.sourceBytes == fileBytes.count)
@@ -155,7 +156,7 @@ struct LoadTests {
             #expect(session.artifact?.origin == "\(folder)/\(name)")
             #expect(try run(session, inputs)["relu"]?.elements(as: Float.self) == [1.5, 0, 3.5, 0, 5.5, 0])
         }
-        try ONNXFile.writeAddRelu(to: folder + "/really.kiln")
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: folder + "/really.kiln")
         #expect(try !Kiln.isArtifact(path: folder + "/really.kiln"))
         #expect(try Kiln.load(path: folder + "/really.kiln").artifact == nil)
     }

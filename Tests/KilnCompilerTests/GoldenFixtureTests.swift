@@ -2,13 +2,14 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+import KilnTestSupport
 
 /// Artifacts of format 1.0 committed under Tests/Fixtures/artifacts/format-1, with their inputs and
 /// expected outputs. The runtime reads every older format version, so these must load and run forever:
-/// never regenerate them to make this test pass (see Tests/Fixtures/README.md).
+/// never regenerate them to make this test pass (see Tests/Fixtures/README.md). scripts/make-fixtures writes
+/// them; this test only reads them.
 struct GoldenFixtureTests {
-    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/artifacts/format-1").path
+    static let folder = TestPaths.inPackage("Tests/Fixtures/artifacts/format-1")
 
     /// The fixtures: the Swift-built models of `TestModels` (a plain graph, a subgraph, a large weight,
     /// a graph optimization rewrote), compiled at opt level 2.
@@ -49,25 +50,5 @@ struct GoldenFixtureTests {
         let model = try Artifact(path: "\(Self.folder)/if_subgraph.kiln").model()
         #expect(model.graph.nodes.map(\.op.name) == ["If"])
         #expect(model.graph.nodes[0].subgraphs.count == 2)
-    }
-
-    /// Writes the fixtures. Runs only with KILN_WRITE_FIXTURES=1 — once, when a new format version is
-    /// released (into a new format-N folder); format-1 files are never rewritten.
-    @Test(.enabled(if: ProcessInfo.processInfo.environment["KILN_WRITE_FIXTURES"] == "1"))
-    func writeFixtures() throws {
-        try FileManager.default.createDirectory(atPath: Self.folder, withIntermediateDirectories: true)
-        for (name, make) in TestModels.all {
-            // Existing fixtures are history: never overwrite them.
-            guard !FileManager.default.fileExists(atPath: "\(Self.folder)/\(name).kiln") else { continue }
-            let (model, inputs) = make()
-            let output = try Kiln.compiler(options: .init(metadata: ["fixture": name]))
-                .compile(model: model, source: SourceInfo(format: "kiln-ir", fileName: "\(name) (Tests/KilnCompilerTests/Support.swift)"))
-            try Data(output.bytes).write(to: URL(fileURLWithPath: "\(Self.folder)/\(name).kiln"))
-            let data = "\(Self.folder)/\(name)"
-            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-            for (input, tensor) in inputs { try NPY.write(tensor, to: "\(data)/input.\(input).npy") }
-            let outputs = try run(Session(model: model, backend: Kiln.backend(named: "kiln.reference")), inputs)
-            for (out, tensor) in outputs { try NPY.write(tensor, to: "\(data)/output.\(out).npy") }
-        }
     }
 }

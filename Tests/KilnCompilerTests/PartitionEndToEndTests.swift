@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnReference
 import Testing
+import KilnTestSupport
 
 /// Compiling with several backends, storing every partition in the artifact, and running it.
 struct PartitionEndToEndTests {

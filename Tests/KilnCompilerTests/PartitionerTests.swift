@@ -1,6 +1,7 @@
 import Kiln
 import KilnReference
 import Testing
+import KilnTestSupport
 
 /// The host-side partitioner on hand-built graphs with fake backends.
 struct PartitionerTests {

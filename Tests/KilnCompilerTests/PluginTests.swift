@@ -252,7 +252,7 @@ import Testing
     }
 
     @Test func pluginCheckPassesOnTheSampleAndFailsOnABrokenPlugin() throws {
-        let good = try KilnProcess.run(["plugin-check", PluginBuild.sample()])
+        let good = try KilnTool.run(["plugin-check", PluginBuild.sample()])
         #expect(good.status == 0, "\(good.stdout)\(good.stderr)")
         #expect(good.stdout.contains("0 failed"))
         #expect(good.stdout.contains("Conv: load and execute vs kiln.reference"))
@@ -265,7 +265,7 @@ import Testing
             #expect(good.stdout.contains(row), "missing: \(row)")
         }
         for mode in [6, 12, 8] {
-            let bad = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: mode)])
+            let bad = try KilnTool.run(["plugin-check", PluginBuild.broken(mode: mode)])
             #expect(bad.status == 1, "mode \(mode): \(bad.stdout)\(bad.stderr)")
             #expect(bad.stdout.contains("FAIL"))
         }
@@ -281,7 +281,7 @@ import Testing
 
     @Test func pluginCheckReportsACrashingPluginAsFailedChecksAndCarriesOn() throws {
         // execute dereferences NULL: each check that executes fails with SIGSEGV; the others still run.
-        let segfault = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: 13)])
+        let segfault = try KilnTool.run(["plugin-check", PluginBuild.broken(mode: 13)])
         #expect(segfault.status == 1, "\(segfault.stdout)\(segfault.stderr)")
         #expect(Self.rows(segfault.stdout, "FAIL").contains("broken.backend: Relu: load and execute vs kiln.reference"), "\(segfault.stdout)")
         #expect(segfault.stdout.contains("the plugin crashed with signal 11 (SIGSEGV"))
@@ -293,7 +293,7 @@ import Testing
         #expect(Self.rows(segfault.stdout, "PASS").contains("broken.backend: Relu: compile"))
 
         // claim aborts: the claim checks fail with SIGABRT, and nothing depends on a claim that crashed.
-        let abort = try KilnProcess.run(["plugin-check", PluginBuild.broken(mode: 14)])
+        let abort = try KilnTool.run(["plugin-check", PluginBuild.broken(mode: 14)])
         #expect(abort.status == 1)
         #expect(Self.rows(abort.stdout, "FAIL") == ["broken.backend: claim rejects an unknown op and a string tensor", "broken.backend: claim on probe graphs",
                                                     "broken.backend: devices: a probe op to run on them"], "\(abort.stdout)")
@@ -301,13 +301,13 @@ import Testing
         #expect(!abort.stdout.contains("child process"))
 
         // In process, the same plugin takes the checker down: that is what the child process is for.
-        let inProcess = try KilnProcess.run(["plugin-check", "--no-isolated", PluginBuild.broken(mode: 14)])
+        let inProcess = try KilnTool.run(["plugin-check", "--no-isolated", PluginBuild.broken(mode: 14)])
         #expect(inProcess.status != 0 && inProcess.status != 1, "status \(inProcess.status)")
         #expect(!inProcess.stdout.contains("checks:"))
     }
 
     @Test func pluginCheckFailsAHangingCheckAfterTheTimeout() throws {
-        let hang = try KilnProcess.run(["plugin-check", "--timeout", "1", PluginBuild.broken(mode: 18)])
+        let hang = try KilnTool.run(["plugin-check", "--timeout", "1", PluginBuild.broken(mode: 18)])
         #expect(hang.status == 1)
         #expect(Self.rows(hang.stdout, "FAIL").count == 3, "\(hang.stdout)")
         #expect(hang.stdout.contains("the plugin hung: no answer within 1 s"))

@@ -1,22 +1,10 @@
 import KilnIR
+import KilnTestSupport
 import Testing
 @testable import KilnFormat
 
 /// Corrupted artifacts must end in a `KilnError`, or in a read that is still consistent; never a crash or a hang.
 @Suite struct MutationTests {
-    /// A small deterministic generator (SplitMix64).
-    struct Random {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    }
-
     /// Small valid artifacts: zstd and uncompressed, with a payload and an unknown section.
     static func bases() throws -> [[UInt8]] {
         let small = Model(graph: Graph(
@@ -71,7 +59,7 @@ import Testing
 
     @Test func tenThousandMutationsNeverCrash() throws {
         let start = now()
-        var random = Random(state: 42)
+        var random = SplitMix64(seed: 42)
         var mutations = 0, survived = 0
         for base in try Self.bases() {
             #expect(Self.readFully(base))

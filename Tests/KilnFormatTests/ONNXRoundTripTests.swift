@@ -1,19 +1,17 @@
 import Kiln
 import KilnIR
+import KilnTestSupport
 import Testing
 @testable import KilnFormat
 
 /// Every ONNX backend test model: import → artifact bytes → IR, compared printed and bit for bit.
 @Suite struct ONNXRoundTripTests {
-    static let root = "/work/main/.venv/lib/python3.11/site-packages/onnx/backend/test/data"
     static let folders = ["node", "pytorch-converted", "pytorch-operator", "simple"]
 
-    @Test func everyBackendTestModelRoundTrips() throws {
-        let base = environment("KILN_ONNX_TEST_DATA") ?? Self.root
-        guard fileExists(base) else {
-            print("KilnFormatTests: ONNX backend test data not found at \(base); 0 models checked (skipped)")
-            return
-        }
+    @Test(.enabled(if: TestData.onnxBackendTests != nil, TestData.onnxBackendTestsMissing))
+    func everyBackendTestModelRoundTrips() throws {
+        let base = try #require(TestData.onnxBackendTests)
+        try #require(fileExists(base), "no ONNX backend test data at \(base)")
         var checked = 0, notImported = 0
         let start = now()
         for folder in Self.folders {

@@ -2,9 +2,6 @@
 import Glibc
 #endif
 
-func getpidValue() -> Int32 { getpid() }
-func removeFile(_ path: String) { unlink(path) }
-func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 /// Seconds since an arbitrary start (monotonic).
 func now() -> Double {
     var t = timespec()

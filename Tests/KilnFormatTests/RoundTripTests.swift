@@ -1,4 +1,5 @@
 import KilnIR
+import KilnTestSupport
 import Testing
 @testable import KilnFormat
 
@@ -53,8 +54,9 @@ import Testing
 
     @Test func fileRoundTripMapsTheArtifact() throws {
         let model = showcaseModel()
-        let path = "/tmp/kiln-format-test-\(getpidValue()).kiln"
-        defer { removeFile(path) }
+        let folder = try temporaryDirectory("kiln-format-tests")
+        defer { removeTemporaryDirectory(folder) }
+        let path = folder + "/showcase.kiln"
         for codec in [SectionCodec.none, .zstd] {
             var writer = ArtifactWriter(model: model)
             writer.codec = codec

@@ -1,6 +1,7 @@
 import Foundation
 import Kiln
 @testable import KilnFrontends
+@testable import KilnTestSupport
 import Testing
 
 /// Tensors whose bytes live in files beside the model.
@@ -45,24 +46,24 @@ import Testing
     }
 
     @Test func parentDirectoryEscapeIsRefused() throws {
-        try expectRefused(location: "../../etc/passwd", in: try ONNXBuilder.temporaryFolder())
-        try expectRefused(location: "data/../../secret.bin", in: try ONNXBuilder.temporaryFolder())
+        try expectRefused(location: "../../etc/passwd", in: try temporaryDirectory("kiln-frontends"))
+        try expectRefused(location: "data/../../secret.bin", in: try temporaryDirectory("kiln-frontends"))
     }
 
     @Test func absoluteLocationIsRefused() throws {
-        try expectRefused(location: "/etc/passwd", in: try ONNXBuilder.temporaryFolder())
+        try expectRefused(location: "/etc/passwd", in: try temporaryDirectory("kiln-frontends"))
     }
 
     @Test func symlinkLeadingOutsideIsRefused() throws {
-        let outside = try ONNXBuilder.temporaryFolder()
+        let outside = try temporaryDirectory("kiln-frontends")
         let secret = try ONNXBuilder.write([UInt8](repeating: 7, count: 24), to: outside, name: "secret.bin")
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         try FileManager.default.createSymbolicLink(atPath: "\(folder)/weights.bin", withDestinationPath: secret)
         try expectRefused(location: "weights.bin", in: folder)
     }
 
     @Test func symlinkInsideTheFolderIsAllowed() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let values: [Float] = [1, 2, 3, 4, 5, 6]
         let data = values.withUnsafeBytes { Array($0) }
         try FileManager.default.createDirectory(atPath: "\(folder)/data", withIntermediateDirectories: true)
@@ -74,7 +75,7 @@ import Testing
     }
 
     @Test func missingExternalFileIsAnIOError() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write(Self.model(weights: Self.externalTensor("w", dims: [2, 3], location: "absent.bin")), to: folder)
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
         #expect(error?.code == .io)
@@ -82,7 +83,7 @@ import Testing
     }
 
     @Test func externalDataOutOfBoundsIsRejected() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         try ONNXBuilder.write([UInt8](repeating: 0, count: 30), to: folder, name: "weights.bin")
         let tensor = Self.externalTensor("w", dims: [2, 3], location: "weights.bin", offset: 16, length: 24)
         let path = try ONNXBuilder.write(Self.model(weights: tensor), to: folder)
@@ -93,7 +94,7 @@ import Testing
     }
 
     @Test func externalDataOfTheWrongSizeIsRejected() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         try ONNXBuilder.write([UInt8](repeating: 0, count: 64), to: folder, name: "weights.bin")
         let tensor = Self.externalTensor("w", dims: [2, 3], location: "weights.bin", offset: 0, length: 20)
         let path = try ONNXBuilder.write(Self.model(weights: tensor), to: folder)
@@ -123,7 +124,7 @@ import Testing
     }
 
     @Test func externalDataLoadsZeroCopyWithTheRightValues() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         // 4100 bytes of padding, then the weights: an offset no allocator would produce by copying.
         let values: [Float] = [0.5, -1, 2.25, 8, -16.5, 1e-3]
         let offset = 4100

@@ -1,6 +1,7 @@
 import Foundation
 import Kiln
 @testable import KilnFrontends
+@testable import KilnTestSupport
 import Testing
 
 /// What the importer makes of valid models: unsupported ops, functions, older opsets.
@@ -16,7 +17,7 @@ import Testing
             inputs: [ONNXBuilder.value("x", .float32, [2])],
             outputs: [ONNXBuilder.value("y")],
             opset: 17, otherOpsets: [("com.example", 3)])
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write(model, to: folder)
         // Importing works: unknown ops are the backend's business.
         let imported = try Kiln.importONNX(path: path)
@@ -67,7 +68,7 @@ import Testing
             inputs: [ONNXBuilder.value("x", .float32, [3]), ONNXBuilder.value("z", .float32, [3])],
             outputs: [ONNXBuilder.value("y", .float32, [3])],
             opset: 17, otherOpsets: [("local", 1)], functions: [function])
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write(model, to: folder)
         let imported = try Kiln.importONNX(path: path)
         #expect(imported.graph.nodes.map(\.op.name) == ["Add", "Mul", "LeakyRelu", "Add", "Mul", "LeakyRelu"])

@@ -1,6 +1,7 @@
 import Foundation
 import Kiln
 @testable import KilnFrontends
+@testable import KilnTestSupport
 import Testing
 
 /// Malformed and hostile model files: each is a typed `KilnError` naming the problem, never a crash.
@@ -23,16 +24,17 @@ import Testing
     }
 
     @Test func aFolderIsNotAModel() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: folder) }
         #expect(error?.code == .io)
         #expect(error?.message.contains("is not a regular file") == true)
     }
 
     @Test func randomBytesAreNotAModel() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         for seed in UInt64(1)...8 {
-            let path = try ONNXBuilder.write(ONNXBuilder.pseudoRandomBytes(count: 4096, seed: seed), to: folder, name: "random\(seed).onnx")
+            var random = TestRandom(state: seed)
+            let path = try ONNXBuilder.write(random.bytes(count: 4096), to: folder, name: "random\(seed).onnx")
             let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
             #expect(error?.code == .invalidModel, "seed \(seed)")
             #expect(error?.message.hasPrefix(path) == true, "seed \(seed): \(String(describing: error))")
@@ -43,7 +45,7 @@ import Testing
     }
 
     @Test func aTextFileIsNotAModel() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let text = "This is a README, not an ONNX model.\nIt has two lines.\n"
         let path = try ONNXBuilder.write(Array(text.utf8), to: folder, name: "README.onnx")
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
@@ -53,7 +55,7 @@ import Testing
     }
 
     @Test func anEmptyFileHasNoGraph() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write([], to: folder)
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
         #expect(error?.code == .invalidModel)
@@ -61,7 +63,7 @@ import Testing
     }
 
     @Test func truncatedModelsAreRejected() throws {
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let full = try ONNXBuilder.bytes(Self.addModel())
         // The complete model loads.
         _ = try ONNXImporter().importModel(path: try ONNXBuilder.write(full, to: folder, name: "full.onnx"))
@@ -80,7 +82,7 @@ import Testing
     @Test func aModelWithoutOpsetImportIsRejected() throws {
         var model = Self.addModel()
         model.opsetImport = []
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write(model, to: folder)
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
         #expect(error?.code == .invalidModel)
@@ -115,7 +117,7 @@ import Testing
             inputs: [ONNXBuilder.value("x", .float32, [1])],
             outputs: [ONNXBuilder.value("y")],
             initializers: [huge])
-        let folder = try ONNXBuilder.temporaryFolder()
+        let folder = try temporaryDirectory("kiln-frontends")
         let path = try ONNXBuilder.write(model, to: folder)
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }
         #expect(error?.code == .invalidModel)

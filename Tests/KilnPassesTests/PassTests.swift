@@ -1,6 +1,7 @@
 import Kiln
 import KilnReference
 import Testing
+import KilnTestSupport
 @testable import KilnPasses
 
 @Suite struct DeadCodeEliminationTests {

@@ -6,6 +6,7 @@ import Synchronization
 import Glibc
 #endif
 import Testing
+import KilnTestSupport
 @testable import KilnPasses
 
 /// Collects printed IR from the pass manager's callback.
@@ -122,11 +123,10 @@ func residualNetwork(seed: UInt64) -> Graph {
         try expectSameOutputs(original, model.graph, seed: 11)
     }
 
-    /// The models of `scripts/make-models`, when they have been built (CI cannot run Python).
-    @Test(arguments: ["mlp", "resnet18", "mobilenetv2", "bert"])
+    /// The models of `scripts/make-models`, when they have been built (it needs Python with onnx).
+    @Test(.enabled(if: TestData.models != nil, TestData.modelsMissing), arguments: ["mlp", "resnet18", "mobilenetv2", "bert"])
     func generatedModels(name: String) throws {
-        let path = "/work/main/out/models/\(name).onnx"
-        guard let model = try? Kiln.importONNX(path: path) else { return }
+        let model = try Kiln.importONNX(path: TestData.model(name))
         var optimized = model
         if name == "resnet18" || name == "mobilenetv2" { #expect(count("BatchNormalization", in: model.graph) > 0) }
         let report = try PassManager(level: 2, verifyAfterEachPass: true).run(&optimized, context: referenceContext)

@@ -4,6 +4,7 @@ import KilnTooling
 import KilnFrontends
 import KilnReference
 import Testing
+import KilnTestSupport
 @testable import KilnPasses
 
 /// Shape inference checked against what kiln.reference actually computes on every ONNX backend node
@@ -11,8 +12,6 @@ import Testing
 /// value of the main graph (outputs and intermediates) is compared with the tensor the reference
 /// backend produces on the case's first data set.
 @Suite struct ShapeInferenceConformanceTests {
-    static let root = "\(ShapeInferenceTests.repositoryRoot)/.venv/lib/python3.11/site-packages/onnx/backend/test/data"
-
     /// What one comparison run found.
     struct Tally {
         var cases = 0, notImported = 0, notRun = 0
@@ -111,12 +110,10 @@ import Testing
         }
     }
 
-    @Test func inferredTypesMatchTheReferenceOnONNXBackendTests() throws {
-        let base = ProcessInfo.processInfo.environment["KILN_ONNX_TEST_DATA"] ?? Self.root
-        guard FileSystem.isDirectory("\(base)/node") else {
-            print("ShapeInferenceConformanceTests: ONNX backend test data not found at \(base)/node; 0 cases checked (skipped)")
-            return
-        }
+    @Test(.enabled(if: TestData.onnxBackendTests != nil, TestData.onnxBackendTestsMissing))
+    func inferredTypesMatchTheReferenceOnONNXBackendTests() throws {
+        let base = try #require(TestData.onnxBackendTests)
+        try #require(FileSystem.isDirectory("\(base)/node"), "no ONNX backend node tests at \(base)/node")
         var tally = Tally()
         let clock = ContinuousClock()
         let start = clock.now
@@ -147,12 +144,10 @@ import Testing
 
     /// Every node-test model with its int attributes, then its small int64 constants, then its input
     /// dims replaced by extreme values: inference either succeeds or throws a `KilnError`, and never traps.
-    @Test func mutatedModelsNeverCrashInference() throws {
-        let base = ProcessInfo.processInfo.environment["KILN_ONNX_TEST_DATA"] ?? Self.root
-        guard FileSystem.isDirectory("\(base)/node") else {
-            print("ShapeInferenceConformanceTests: ONNX backend test data not found; mutation test skipped")
-            return
-        }
+    @Test(.enabled(if: TestData.onnxBackendTests != nil, TestData.onnxBackendTestsMissing))
+    func mutatedModelsNeverCrashInference() throws {
+        let base = try #require(TestData.onnxBackendTests)
+        try #require(FileSystem.isDirectory("\(base)/node"), "no ONNX backend node tests at \(base)/node")
         let extremes = [Int.max, Int.min, -1, 0, 1 << 40, -(1 << 40), 3]
         var runs = 0, rejected = 0
         for name in try FileSystem.list("\(base)/node").sorted() {

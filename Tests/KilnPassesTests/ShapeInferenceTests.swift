@@ -2,6 +2,7 @@ import Kiln
 import KilnTooling
 import KilnReference
 import Testing
+import KilnTestSupport
 @testable import KilnPasses
 
 @Suite struct ShapeInferenceTests {
@@ -349,22 +350,11 @@ import Testing
         #expect(g.outputs.map { $0.type.map { "\($0)" } ?? "-" } == c.expected)
     }
 
-    /// The repository's root, from this file's path.
-    static let repositoryRoot: String = {
-        var parts = "\(#filePath)".split(separator: "/", omittingEmptySubsequences: false)
-        parts.removeLast(3)  // Tests/KilnPassesTests/<file>
-        return parts.joined(separator: "/")
-    }()
-
     /// The whole-model test models (from scripts/make-models): every value gets a type whose dims are
     /// fixed or `batch`, and the inferred outputs equal the declared ones.
-    @Test(arguments: ["resnet18", "mobilenetv2", "bert", "mlp"])
+    @Test(.enabled(if: TestData.models != nil, TestData.modelsMissing), arguments: ["resnet18", "mobilenetv2", "bert", "mlp"])
     func testModelsInferCompletely(_ name: String) throws {
-        let path = "\(Self.repositoryRoot)/out/models/\(name).onnx"
-        guard FileSystem.exists(path) else {
-            print("ShapeInferenceTests: \(path) not found (run scripts/make-models); skipped")
-            return
-        }
+        let path = try TestData.model(name)
         let model = try Kiln.importONNX(path: path)
         var graph = model.graph
         graph.valueTypes = [:]

@@ -1,22 +1,8 @@
 import Kiln
 import KilnReference
 import Testing
+import KilnTestSupport
 @testable import KilnPasses
-
-/// A small deterministic generator of floats in [-1, 1).
-struct TestRandom {
-    var state: UInt64
-
-    mutating func next() -> Float {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Float(state >> 40) / Float(1 << 24) * 2 - 1
-    }
-
-    mutating func tensor(_ shape: [Int], positive: Bool = false) -> Tensor {
-        let n = shape.reduce(1, *)
-        return Tensor(shape: shape, (0..<n).map { _ in positive ? abs(next()) + 0.5 : next() })
-    }
-}
 
 /// Evaluates one node on kiln.reference, for constant folding.
 let referenceEvaluator: NodeEvaluator = { node, tensors in
@@ -35,14 +21,6 @@ let referenceEvaluator: NodeEvaluator = { node, tensors in
 
 /// A context with the reference evaluator.
 let referenceContext = PassContext(evaluator: referenceEvaluator)
-
-/// A float32 input or output of a fixed shape.
-func f32(_ name: String, _ shape: [Int]) -> Value { Value(name: name, type: .tensor(TensorType(.float32, fixed: shape))) }
-
-/// A default-domain node.
-func node(_ op: String, _ inputs: [String], _ outputs: [String], _ attributes: [String: Attribute] = [:], name: String = "") -> Node {
-    Node(name: name, op: OpID("", op), inputs: inputs, outputs: outputs, attributes: attributes)
-}
 
 /// How many nodes of `op` the graph (with subgraphs) has.
 func count(_ op: String, in graph: Graph) -> Int { graph.allNodes.filter { $0.op.name == op }.count }

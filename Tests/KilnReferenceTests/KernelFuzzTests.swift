@@ -2,6 +2,7 @@ import Foundation
 import Kiln
 import KilnTooling
 import Testing
+import KilnTestSupport
 @testable import KilnReference
 #if canImport(Glibc)
 import Glibc
@@ -124,18 +125,9 @@ import Glibc
 
     // MARK: - Mutated ONNX node tests
 
-    /// The ONNX backend node tests (shipped in the `onnx` wheel): `KILN_ONNX_NODE_TESTS`, or the repository's `.venv`.
-    static let nodeTestDirectory: String? = {
-        if let dir = environment["KILN_ONNX_NODE_TESTS"] { return dir }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let lib = root.appendingPathComponent(".venv/lib")
-        guard let pythons = try? FileManager.default.contentsOfDirectory(atPath: lib.path) else { return nil }
-        for python in pythons.sorted() {
-            let dir = lib.appendingPathComponent(python).appendingPathComponent("site-packages/onnx/backend/test/data/node").path
-            if FileManager.default.fileExists(atPath: dir) { return dir }
-        }
-        return nil
-    }()
+    /// The ONNX backend node tests (shipped in the `onnx` wheel): `KILN_ONNX_NODE_TESTS`, or the `node` folder of
+    /// `TestData.onnxBackendTests`.
+    static let nodeTestDirectory: String? = environment["KILN_ONNX_NODE_TESTS"] ?? TestData.onnxBackendTests.map { $0 + "/node" }
 
     static var mutationsPerCase: Int { environment["KILN_FUZZ_MUTATIONS"].flatMap { Int($0) } ?? 12 }
 
@@ -143,7 +135,7 @@ import Glibc
     /// broken at a time: an attribute made hostile or of the wrong kind or removed, an input replaced by a
     /// hostile tensor, reshaped, filled with extreme values or omitted. These start from valid nodes, so
     /// they reach deep into the kernels (convolutions, recurrences, resizing) where random nodes rarely get.
-    @Test(.enabled(if: nodeTestDirectory != nil, "needs the ONNX node tests (a .venv with onnx, or KILN_ONNX_NODE_TESTS)"))
+    @Test(.enabled(if: nodeTestDirectory != nil, "needs the ONNX node tests: a .venv with onnx (scripts/setup), KILN_ONNX_TEST_DATA or KILN_ONNX_NODE_TESTS"))
     func mutatedNodeTestsEndInAResultOrAKilnError() throws {
         let root = try #require(Self.nodeTestDirectory)
         var names = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
@@ -269,18 +261,6 @@ import Glibc
 
 // MARK: - Case generation
 
-/// A deterministic 64-bit generator (SplitMix64), so that a case number always means the same case.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// One generated graph and the values bound to its inputs.
 struct FuzzCase {
     let graph: Graph
@@ -313,13 +293,14 @@ struct FuzzSchema {
 struct CaseGenerator {
     let op: OpID
     let schema: FuzzSchema
+    /// SplitMix64 (KilnTestSupport), so that a case number always means the same case.
     var rng: SplitMix64
     var serial = 0
 
     init(op: OpID, salt: String = "") {
         self.op = op
         schema = FuzzSchema.table[op] ?? FuzzSchema(minInputs: 1, maxInputs: 3, minOutputs: 1, maxOutputs: 1, attributes: [])
-        rng = SplitMix64(state: Self.seed(op.description + salt))
+        rng = SplitMix64(seed: Self.seed(op.description + salt))
     }
 
     /// FNV-1a of `text`: a seed that does not change between runs (unlike `hashValue`).

@@ -1,36 +1,57 @@
+// The ONNX builders use KilnFrontends' generated protobuf types, which are internal: only a module built
+// for testing shows them. SwiftPM builds for testing in debug builds (where the tests run), so the builders
+// exist there; a plain `swift build -c release` still builds this target, without them.
+#if DEBUG
 import Foundation
 import Kiln
 @testable import KilnFrontends
 import SwiftProtobuf
 
-/// Builds small ONNX models from the generated protobuf types and writes them to temporary folders.
-enum ONNXBuilder {
-    /// A fresh, empty temporary folder.
-    static func temporaryFolder() throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("kiln-frontends-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        return path
-    }
+/// One dimension of an ONNX value: a size or a symbol. Written as a literal: `[2, 3]`, `["batch", 4]`.
+public enum ONNXDim: ExpressibleByIntegerLiteral, ExpressibleByStringLiteral, Sendable {
+    case fixed(Int)
+    case symbol(String)
 
-    /// A tensor value-info: `name` of `dtype` and `dims` (nil dims: no shape).
-    static func value(_ name: String, _ dtype: DType = .float32, _ dims: [Int]? = nil) -> Onnx_ValueInfoProto {
-        var v = Onnx_ValueInfoProto()
-        v.name = name
-        var tt = Onnx_TypeProto.Tensor()
-        tt.elemType = Int32(dtype.onnxCode)
+    public init(integerLiteral value: Int) { self = .fixed(value) }
+    public init(stringLiteral value: String) { self = .symbol(value) }
+}
+
+/// Builds small ONNX models from the importer's own protobuf types, and writes, imports and runs them.
+enum ONNXBuilder {
+    /// A tensor value info: `name` of `dtype` and `dims` (nil: no shape at all).
+    static func value(_ name: String, _ dtype: DType = .float32, _ dims: [ONNXDim]? = nil) -> Onnx_ValueInfoProto {
+        var tensor = Onnx_TypeProto.Tensor()
+        tensor.elemType = Int32(dtype.onnxCode)
         if let dims {
             var shape = Onnx_TensorShapeProto()
             shape.dim = dims.map { d in
                 var dim = Onnx_TensorShapeProto.Dimension()
-                dim.dimValue = Int64(d)
+                switch d {
+                case .fixed(let v): dim.dimValue = Int64(v)
+                case .symbol(let s): dim.dimParam = s
+                }
                 return dim
             }
-            tt.shape = shape
+            tensor.shape = shape
         }
-        var type = Onnx_TypeProto()
-        type.tensorType = tt
-        v.type = type
-        return v
+        var info = Onnx_ValueInfoProto()
+        info.name = name
+        info.type.tensorType = tensor
+        return info
+    }
+
+    /// A value info `name: seq<dtype[*]>`.
+    static func sequence(_ name: String, _ dtype: DType) -> Onnx_ValueInfoProto {
+        var tensor = Onnx_TypeProto.Tensor()
+        tensor.elemType = Int32(dtype.onnxCode)
+        var element = Onnx_TypeProto()
+        element.tensorType = tensor
+        var sequence = Onnx_TypeProto.Sequence()
+        sequence.elemType = element
+        var info = Onnx_ValueInfoProto()
+        info.name = name
+        info.type.sequenceType = sequence
+        return info
     }
 
     /// A float32 tensor stored in `float_data`.
@@ -53,7 +74,7 @@ enum ONNXBuilder {
         return t
     }
 
-    /// An attribute of the given kind.
+    /// An int attribute.
     static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto {
         var a = Onnx_AttributeProto()
         a.name = name
@@ -107,7 +128,7 @@ enum ONNXBuilder {
         return a
     }
 
-    /// A node.
+    /// A node of `domain` (default: ONNX).
     static func node(_ op: String, _ inputs: [String], _ outputs: [String], name: String = "", domain: String = "",
                      attributes: [Onnx_AttributeProto] = []) -> Onnx_NodeProto {
         var n = Onnx_NodeProto()
@@ -128,19 +149,21 @@ enum ONNXBuilder {
         return o
     }
 
-    /// A model around one graph.
+    /// A model (IR version 8, producer `producer`) around one graph, importing the default opset `opset`
+    /// and `otherOpsets`.
     static func model(nodes: [Onnx_NodeProto], inputs: [Onnx_ValueInfoProto], outputs: [Onnx_ValueInfoProto],
                       initializers: [Onnx_TensorProto] = [], opset: Int = 17, otherOpsets: [(String, Int)] = [],
-                      functions: [Onnx_FunctionProto] = []) -> Onnx_ModelProto {
+                      functions: [Onnx_FunctionProto] = [], graphName: String = "test",
+                      producer: String = "kiln-tests") -> Onnx_ModelProto {
         var g = Onnx_GraphProto()
-        g.name = "test"
+        g.name = graphName
         g.node = nodes
         g.input = inputs
         g.output = outputs
         g.initializer = initializers
         var m = Onnx_ModelProto()
         m.irVersion = 8
-        m.producerName = "kiln-tests"
+        m.producerName = producer
         m.graph = g
         m.opsetImport = [Self.opset("", opset)] + otherOpsets.map { Self.opset($0.0, $0.1) }
         m.functions = functions
@@ -174,6 +197,17 @@ enum ONNXBuilder {
         try write(bytes(model), to: folder, name: name)
     }
 
+    /// Writes `model` to the file `path`.
+    static func write(_ model: Onnx_ModelProto, toFile path: String) throws {
+        try Data(bytes(model)).write(to: URL(fileURLWithPath: path))
+    }
+
+    /// Writes a model of these graph parts (IR version 8, opset 17 and `otherOpsets`) to the file `path`.
+    static func write(to path: String, inputs: [Onnx_ValueInfoProto], outputs: [Onnx_ValueInfoProto], nodes: [Onnx_NodeProto],
+                      initializers: [Onnx_TensorProto] = [], otherOpsets: [(String, Int)] = []) throws {
+        try write(model(nodes: nodes, inputs: inputs, outputs: outputs, initializers: initializers, otherOpsets: otherOpsets), toFile: path)
+    }
+
     /// Runs the error-producing `body` and returns the KilnError it threw (nil if it threw none or another error).
     static func kilnError<T>(_ body: () throws -> T) -> KilnError? {
         do {
@@ -186,21 +220,28 @@ enum ONNXBuilder {
         }
     }
 
-    /// Runs `model` (written to a temporary folder) on the reference backend with float inputs.
+    /// Runs `model` (written to a temporary folder) on the default backend with `inputs`.
     static func run(_ model: Onnx_ModelProto, _ inputs: [String: Tensor]) throws -> [String: Tensor] {
-        let folder = try temporaryFolder()
-        let path = try write(model, to: folder)
-        let session = try Kiln.load(path: path)
-        let outputs = try session.run(inputs.mapValues { RuntimeValue.tensor($0) })
-        return outputs.compactMapValues(\.tensor)
-    }
-
-    /// A deterministic pseudo-random byte sequence (a 64-bit LCG), for corrupt-file tests.
-    static func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
-        var state = seed
-        return (0..<count).map { _ in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return UInt8(truncatingIfNeeded: state >> 33)
+        try withTemporaryDirectory("kiln-onnx-run") { folder in
+            let session = try Kiln.load(path: write(model, to: folder))
+            return try session.run(inputs.mapValues { RuntimeValue.tensor($0) }).compactMapValues(\.tensor)
         }
     }
+
+    // MARK: - Models several test targets use
+
+    /// `out/sum:0 = x + y` and `relu = Relu(out/sum:0)`, with x and y f32[2,3].
+    static func addRelu() -> Onnx_ModelProto {
+        model(nodes: [node("Add", ["x", "y"], ["out/sum:0"], name: "add"), node("Relu", ["out/sum:0"], ["relu"], name: "relu")],
+              inputs: [value("x", .float32, [2, 3]), value("y", .float32, [2, 3])],
+              outputs: [value("out/sum:0", .float32, [2, 3]), value("relu", .float32, [2, 3])])
+    }
+
+    /// `z = Frobnicate(x + y)`: an op no backend has (`acme.Frobnicate`, opset acme 1).
+    static func unsupported() -> Onnx_ModelProto {
+        model(nodes: [node("Add", ["x", "y"], ["s"], name: "add"), node("Frobnicate", ["s"], ["z"], name: "frob", domain: "acme")],
+              inputs: [value("x", .float32, [2, 3]), value("y", .float32, [2, 3])],
+              outputs: [value("z", .float32, [2, 3])], otherOpsets: [("acme", 1)])
+    }
 }
+#endif

@@ -1,11 +1,11 @@
 import Foundation
 import Kiln
-import Testing
 
-/// Builds the C plugins under bindings/c/examples/vendor-plugin with `cc`, once per set of flags.
-enum PluginBuild {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let pluginFolder = root + "/bindings/c/examples/vendor-plugin"
+/// Builds the C plugins under bindings/c/examples/vendor-plugin with the C compiler, as a vendor would (hidden
+/// visibility, its own protobuf-c copy of the IR schema), once per set of flags and test run.
+public enum PluginBuild {
+    public static let root = TestPaths.packageRoot
+    public static let pluginFolder = root + "/bindings/c/examples/vendor-plugin"
 
     private final class Cache: @unchecked Sendable {
         var built: [String: String] = [:]
@@ -20,13 +20,13 @@ enum PluginBuild {
     private static let cache = Cache()
 
     /// The sample plugin built with `defines` (e.g. `["SAMPLE_BACKEND_NAME=\"sample.two\""]`) as `name`.so.
-    static func sample(_ name: String = "libkiln_sample_plugin", defines: [String] = []) throws -> String {
+    public static func sample(_ name: String = "libkiln_sample_plugin", defines: [String] = []) throws -> String {
         try build(name, sources: ["\(pluginFolder)/sample_plugin.c", "\(pluginFolder)/bytecode.c", "\(root)/bindings/c/proto/kiln/ir.pb-c.c"],
                   defines: defines, libraries: ["-lprotobuf-c"])
     }
 
     /// The deliberately broken plugin in `mode` (see testing/broken_plugin.c).
-    static func broken(mode: Int) throws -> String {
+    public static func broken(mode: Int) throws -> String {
         try build("libbroken_\(mode)", sources: ["\(pluginFolder)/testing/broken_plugin.c"], defines: ["BROKEN_MODE=\(mode)"], libraries: [])
     }
 
@@ -38,16 +38,9 @@ enum PluginBuild {
         let output = "\(cache.folder)/\(name).so"
         let arguments = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-missing-braces", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
                          "-I\(root)/include", "-I\(root)/bindings/c/proto"] + defines.map { "-D\($0)" } + ["-o", output] + sources + libraries
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/cc")
-        process.arguments = arguments
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw KilnError(.internal, "cc \(arguments.joined(separator: " ")) failed:\n\(message)")
+        let result = try ProcessRunner.run(CToolchain.cCompiler, arguments)
+        guard result.status == 0 else {
+            throw KilnError(.internal, "\(CToolchain.cCompiler) \(arguments.joined(separator: " ")) failed:\n\(result.stderr)\(result.stdout)")
         }
         cache.built[key] = output
         return output
