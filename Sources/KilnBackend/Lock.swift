@@ -5,7 +5,7 @@ import Darwin
 #endif
 
 /// A mutual-exclusion lock over pthreads (Foundation's NSLock is kept out of the runtime path).
-public final class Lock: @unchecked Sendable {
+package final class Lock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     /// A new, unlocked lock.

@@ -194,7 +194,7 @@ struct PluginCheck: ParsableCommand {
                 }
                 return "own accepted, foreign refused"
             }
-            record("\(name): \(probe.name): load and execute vs kiln.reference") {
+            record("\(name): \(probe.name): load and execute vs \(Kiln.reference.info.name)") {
                 let got = try backend.load(payload.bytes, graph: probe.graph).run(probe.inputs)
                 let want = try reference.prepare(probe.graph).run(probe.inputs)
                 return try compare(got, want)
@@ -263,7 +263,7 @@ struct PluginCheck: ParsableCommand {
             for (x, y) in zip(a.asDoubles(), b.asDoubles()) {
                 let difference = abs(x - y) / max(1, abs(y))
                 if !(difference <= tolerance) {
-                    throw KilnError(.invalidArgument, "output \(index) differs from kiln.reference: \(x) vs \(y)")
+                    throw KilnError(.invalidArgument, "output \(index) differs from \(Kiln.reference.info.name): \(x) vs \(y)")
                 }
                 worst = max(worst, difference)
             }

@@ -37,7 +37,7 @@ extension PluginCheck {
                     throw KilnError(error.code, "device \(index): \(error.message)")
                 }
             }
-            return "matches kiln.reference on \(devices.count) device(s)"
+            return "matches \(reference.info.name) on \(devices.count) device(s)"
         }
         record("\(name): \(probe.name): a device index out of range is refused") {
             do {
@@ -83,7 +83,7 @@ extension PluginCheck {
                     throw KilnError(error.code, "device \(index): \(error.message)")
                 }
             }
-            return "matches kiln.reference on \(devices.count) device(s)"
+            return "matches \(reference.info.name) on \(devices.count) device(s)"
         }
         record("\(name): device buffers: reads and writes out of range are refused") {
             guard let (_, tensor) = inputs.first, let width = tensor.dtype.byteWidth else { throw Skip(reason: "the probe has no input") }

@@ -138,7 +138,7 @@ struct Run: ParsableCommand {
             let names = session.backends.map(\.info.name).joined(separator: ", ")
             let hint = session.artifact != nil ? "compile the model for the host target to profile it"
                 : "run it on the host target's backends to profile it"
-            throw KilnError(.invalidArgument, "--profile times the steps of backend kiln.cpu, but \(model) runs on backend \(names): \(hint)")
+            throw KilnError(.invalidArgument, "--profile times the steps of backend \(CPUBackend.descriptor.info.name), but \(model) runs on backend \(names): \(hint)")
         }
         return session.partitions.filter { !timed($0) }.map {
             "\($0.backend.info.name) (\($0.nodes.count) node\($0.nodes.count == 1 ? "" : "s"))"

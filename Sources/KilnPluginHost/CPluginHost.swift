@@ -9,7 +9,7 @@ import KilnIR
 
 /// The plugin ABI versions this host speaks (`kiln_plugin.h`): a range, so that a later host can keep
 /// loading plugins built for an earlier minor, and a plugin built against a later minor still loads here.
-public enum PluginABI {
+package enum PluginABI {
     /// The oldest ABI version this host loads, as (major, minor).
     public static let oldest = (major: UInt32(1), minor: UInt32(0))
     /// The newest ABI version this host speaks.
@@ -68,7 +68,7 @@ final class CPluginErrorRegistry: @unchecked Sendable {
 }
 
 /// Where plugins' log lines go.
-public enum PluginLog {
+package enum PluginLog {
     /// One log line from a plugin.
     public struct Entry: Sendable {
         /// `KILN_PLUGIN_LOG_*` (0 debug … 3 error).
