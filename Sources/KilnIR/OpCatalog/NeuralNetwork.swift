@@ -15,13 +15,17 @@ extension OpCatalog {
             inference.set(2, inference.dtype(4), inference.shape(4))
         }
         catalog.define(["LayerNormalization"]) { try $0.layerNormalization() }
-        catalog.define(["MatMul", "MatMulInteger", "QLinearMatMul"]) { try $0.matMul() }
+        catalog.define(["MatMul"]) { try $0.matMul(dtype: $0.dtype(0)) }
+        catalog.define(["MatMulInteger"]) { try $0.matMul(dtype: .int32) }
+        catalog.define(["QLinearMatMul"]) { try $0.matMul(b: 3, dtype: $0.dtype(7)) }
         catalog.define(["Gemm"]) { try $0.gemm() }
         catalog.define(["Einsum"]) { $0.einsum() }
         catalog.define(["Det"]) { inference in
             inference.set(0, inference.dtype(0), inference.shape(0).flatMap { $0.count >= 2 ? Array($0.dropLast(2)) : nil })
         }
-        catalog.define(["Conv", "ConvInteger", "QLinearConv", "DeformConv"]) { try $0.conv() }
+        catalog.define(["Conv", "DeformConv"]) { try $0.conv(dtype: $0.dtype(0)) }
+        catalog.define(["ConvInteger"]) { try $0.conv(dtype: .int32) }
+        catalog.define(["QLinearConv"]) { try $0.conv(weight: 3, dtype: $0.dtype(7)) }
         catalog.define(["ConvTranspose"]) { try $0.convTranspose() }
         catalog.define(["MaxPool", "AveragePool", "LpPool"]) { try $0.pool() }
         catalog.define(["GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"]) { inference in
@@ -69,15 +73,10 @@ extension OpCatalog {
 }
 
 extension NodeInference {
-    /// MatMul (numpy semantics, batched), MatMulInteger (int32) and QLinearMatMul.
-    mutating func matMul() throws {
-        let quantized = node.op.name == "QLinearMatMul"
-        let (ai, bi) = quantized ? (0, 3) : (0, 1)
-        let dtype: DType? = switch node.op.name {
-        case "MatMulInteger": .int32
-        case "QLinearMatMul": self.dtype(7)
-        default: self.dtype(0)
-        }
+    /// MatMul (numpy semantics, batched) of inputs 0 and `bi`, producing `dtype` (MatMulInteger: int32;
+    /// QLinearMatMul: B is input 3, the result has the type of its zero point, input 7).
+    mutating func matMul(b bi: Int = 1, dtype: DType?) throws {
+        let ai = 0
         guard var a = shape(ai), var b = shape(bi), !a.isEmpty, !b.isEmpty else { return set(0, dtype, nil) }
         let (aVector, bVector) = (a.count == 1, b.count == 1)
         if aVector { a.insert(.fixed(1), at: 0) }
@@ -141,14 +140,10 @@ extension NodeInference {
         return (strides, dilations, Array(pads[..<spatial]), Array(pads[spatial...]), string("auto_pad", "NOTSET"))
     }
 
-    /// Conv, ConvInteger, QLinearConv and DeformConv.
-    mutating func conv() throws {
-        let (xi, wi) = node.op.name == "QLinearConv" ? (0, 3) : (0, 1)
-        let dtype: DType? = switch node.op.name {
-        case "ConvInteger": .int32
-        case "QLinearConv": self.dtype(7)
-        default: self.dtype(0)
-        }
+    /// Conv, ConvInteger, QLinearConv and DeformConv: a convolution of input 0 by input `wi` producing `dtype`
+    /// (ConvInteger: int32; QLinearConv: W is input 3, the result has the type of its zero point, input 7).
+    mutating func conv(weight wi: Int = 1, dtype: DType?) throws {
+        let xi = 0
         var x = shape(xi), w = shape(wi)
         guard let rank = x?.count ?? w?.count, rank >= 3 else { return set(0, dtype, nil) }
         if x?.count != rank { x = nil }
