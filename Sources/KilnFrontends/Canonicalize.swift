@@ -36,17 +36,6 @@ enum Canonicalizer {
         "BFLOAT16": 16,
     ]
 
-    /// Ops whose axes became an input in opset 18 (ReduceSum already in opset 13).
-    static let reduceOps: Set<String> = [
-        "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean", "ReduceMin",
-        "ReduceProd", "ReduceSumSquare",
-    ]
-
-    /// Binary ops that had the `broadcast`/`axis` attributes (legacy broadcasting) before opset 7.
-    static let legacyBroadcastOps: Set<String> = [
-        "Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Greater", "Less",
-    ]
-
     /// The rewriting of one node: accumulates the nodes and constants that replace it.
     struct Rewriter {
         /// The node being rewritten (its attributes are edited in place as rewrites apply).
@@ -79,10 +68,13 @@ enum Canonicalizer {
         /// rewrite replaced it entirely).
         mutating func run() throws {
             let op = node.op.name
+            let canonical = OpCatalog.standard[node.op]?.canonical ?? CanonicalForm()
             if opset < 7 { node.attributes["consumed_inputs"] = nil }
-            if opset < 7, Canonicalizer.legacyBroadcastOps.contains(op) {
+            if opset < 7, canonical.legacyBroadcasting {
                 try legacyBinary()
             }
+            try attributesToInputs(canonical.attributeInputs)
+            if let replacement = canonical.replacement { node.op = replacement }
             switch op {
             case "Gemm" where opset < 7:
                 node.attributes["broadcast"] = nil
@@ -94,20 +86,10 @@ enum Canonicalizer {
                 if opset < 13 { try coerceTo2D(); return }
             case "Split":
                 splitToInput()
-            case "Squeeze", "Unsqueeze":
-                if opset < 13 { try axesToInput(position: 1) }
-            case "ReduceSum":
-                if opset < 13 { try axesToInput(position: 1) }
-            case _ where Canonicalizer.reduceOps.contains(op):
-                if opset < 18 { try axesToInput(position: 1) }
             case "Clip" where opset < 11:
                 try clipToInputs()
             case "Pad" where opset < 11:
                 try padToInputs()
-            case "Slice" where opset < 10:
-                try sliceToInputs()
-            case "TopK" where opset < 10:
-                try topKToInput()
             case "Upsample":
                 try upsample()
             case "Resize":
@@ -118,13 +100,9 @@ enum Canonicalizer {
                 dropout()
             case "Cast" where opset < 6:
                 try castNames()
-            case "Scatter":
-                node.op = OpID("", "ScatterElements")
             case "ConstantFill":
                 try constantFill()
                 return
-            case "Reshape" where opset < 5:
-                try reshapeToInput()
             case "Tile" where opset < 6:
                 try tileToRepeats()
                 return
@@ -386,11 +364,18 @@ enum Canonicalizer {
             }
         }
 
-        /// `axes` attribute → input at `position` (Squeeze, Unsqueeze, Reduce*).
-        mutating func axesToInput(position: Int) throws {
-            guard let axes = try intsAttribute("axes") else { return }
-            node.attributes["axes"] = nil
-            setInput(position, int64s(axes, "\(base).axes"))
+        /// Integer (list) attributes of older opsets that the canonical form takes as 1-D int64 inputs (Squeeze's
+        /// and the reductions' `axes`, Reshape's `shape`, Slice's `starts`/`ends`/`axes`, TopK's `k`), as the op
+        /// catalog lists them.
+        mutating func attributesToInputs(_ moved: [AttributeInput]) throws {
+            for a in moved where opset < a.since {
+                guard let values = try intsAttribute(a.attribute) else {
+                    if a.required { throw malformed("\(node.op.name) needs a '\(a.attribute)' attribute") }
+                    continue
+                }
+                node.attributes[a.attribute] = nil
+                setInput(a.input, int64s(values, "\(base).\(a.attribute)"))
+            }
         }
 
         /// Clip before opset 11: `min`/`max` attributes → inputs of the input's type.
@@ -416,34 +401,6 @@ enum Canonicalizer {
             if let value, value != 0 {
                 setInput(2, constant([Double(value)], shape: [], like: input(0), "\(base).value"))
             }
-        }
-
-        /// Slice before opset 10: `starts`/`ends`/`axes` attributes → inputs.
-        mutating func sliceToInputs() throws {
-            guard let starts = try intsAttribute("starts"), let ends = try intsAttribute("ends") else {
-                throw malformed("Slice needs 'starts' and 'ends' attributes")
-            }
-            let axes = try intsAttribute("axes")
-            node.attributes["starts"] = nil
-            node.attributes["ends"] = nil
-            node.attributes["axes"] = nil
-            setInput(1, int64s(starts, "\(base).starts"))
-            setInput(2, int64s(ends, "\(base).ends"))
-            if let axes { setInput(3, int64s(axes, "\(base).axes")) }
-        }
-
-        /// TopK before opset 10: `k` attribute → a 1-element input.
-        mutating func topKToInput() throws {
-            guard let k = try intAttribute("k") else { throw malformed("TopK needs a 'k' attribute") }
-            node.attributes["k"] = nil
-            setInput(1, int64s([k], "\(base).k"))
-        }
-
-        /// Reshape before opset 5: `shape` attribute → input.
-        mutating func reshapeToInput() throws {
-            guard let shape = try intsAttribute("shape") else { return }
-            node.attributes["shape"] = nil
-            setInput(1, int64s(shape, "\(base).shape"))
         }
 
         /// DFT before opset 20: the `axis` attribute (default 1) → a scalar input.

@@ -15,7 +15,7 @@ import SwiftProtobuf
 /// field concerned; a malformed file never crashes the importer.
 public struct ONNXImporter {
     /// The newest ONNX default-domain opset whose ops the importer knows; nodes are canonicalized to it.
-    public static let canonicalOpset = 23
+    public static let canonicalOpset = OpCatalog.canonicalOpset
 
     /// An importer.
     public init() {}

@@ -72,25 +72,9 @@ struct Lowering {
     /// The activation node `i` computes on its single variable input, if it is one.
     private func activation(_ i: Int) -> (Activation, input: String)? {
         let node = graph.nodes[i]
-        guard node.op.domain.isEmpty else { return nil }
-        switch node.op.name {
-        case "Relu": return (Activation(kind: .relu), node.input(0))
-        case "Sigmoid": return (Activation(kind: .sigmoid), node.input(0))
-        case "Tanh": return (Activation(kind: .tanh), node.input(0))
-        case "HardSwish": return (Activation(kind: .hardSwish), node.input(0))
-        case "HardSigmoid":
-            guard let a = try? node.float("alpha", 0.2), let b = try? node.float("beta", 0.5) else { return nil }
-            return (Activation(kind: .hardSigmoid, alpha: a, beta: b), node.input(0))
-        case "LeakyRelu":
-            guard let a = try? node.float("alpha", 0.01) else { return nil }
-            return (Activation(kind: .leakyRelu, alpha: a), node.input(0))
-        case "Clip":
-            let lo = node.input(1).isEmpty ? -Float.infinity : scalar(node.input(1))
-            let hi = node.input(2).isEmpty ? Float.infinity : scalar(node.input(2))
-            guard let lo, let hi else { return nil }
-            return (Activation(kind: .clip, alpha: lo, beta: hi), node.input(0))
-        default: return nil
-        }
+        guard case .activation(let make)? = CPUKernelTable[node.op]?.lowering,
+              let activation = make(node, { scalar($0) }) else { return nil }
+        return (activation, node.input(0))
     }
 
     /// Records the GELU pattern around Erf node `e`: x·0.5·(1 + erf(x/√2)) in either association.
@@ -142,97 +126,99 @@ struct Lowering {
             try chain(x: h, links: [.activation(Activation(kind: .geluErf))], shapes: [], nodes: g.nodes, output: g.output)
             return
         }
-        switch name {
-        case "Constant":
+        guard let kernel = CPUKernelTable[node.op] else {
+            throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
+        }
+        switch kernel.lowering {
+        case .constant:
             absorbed.insert(i)
-        case "Conv":
-            try lowerConv(node, at: i)
-        case "MatMul", "Gemm":
-            try lowerMatMul(node, at: i)
-        case "BatchNormalization":
-            let params = (1...4).map { node.input($0) }
-            let op = try BatchNormOperation(node: node, x: id(node.input(0)), parameters: params.map(id),
-                                            constants: params.map { constants[$0] }, output: id(node.outputs[0]))
-            place(op, nodes: [i])
-        case "LayerNormalization":
-            let op = try LayerNormOperation(node: node, x: id(node.input(0)), gamma: id(node.input(1)), beta: id(node.input(2)),
-                                            outputs: node.outputs.map(id))
-            place(op, nodes: [i])
-        case "Softmax", "LogSoftmax":
-            place(try SoftmaxOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "MaxPool", "AveragePool":
-            place(try PoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "GlobalAveragePool", "GlobalMaxPool":
-            place(GlobalPoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum":
+        case .activation:
+            guard let (a, x) = activation(i) else { throw KilnError(.unsupported, "node '\(node.displayName)': Clip bounds must be scalar constants") }
+            try chain(x: x, links: [.activation(a)], shapes: [], nodes: [i], output: node.outputs[0])
+        case .unary(let op):
+            try chain(x: node.input(0), links: [.unary(op, name: name)], shapes: [], nodes: [i], output: node.outputs[0])
+        case .binary(let op):
             if let link = scalarLink(node) {
                 try chain(x: link.x, links: [link.link], shapes: [link.shape], nodes: [i], output: node.outputs[0])
             } else {
-                let op: kiln_binary_op = switch name {
-                case "Add", "Sum": KILN_BINARY_ADD
-                case "Sub": KILN_BINARY_SUB
-                case "Mul": KILN_BINARY_MUL
-                case "Div": KILN_BINARY_DIV
-                case "Max": KILN_BINARY_MAX
-                default: KILN_BINARY_MIN
-                }
                 let operands = node.inputs.filter { !$0.isEmpty }.map(id)
                 guard !operands.isEmpty else { throw KilnError(.invalidModel, "node '\(node.displayName)' (\(name)) has no inputs") }
                 place(BinaryOperation(node: node, operands: operands, output: id(node.outputs[0]), op: op), nodes: [i])
             }
-        case "Relu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Clip":
-            guard let (a, x) = activation(i) else { throw KilnError(.unsupported, "node '\(node.displayName)': Clip bounds must be scalar constants") }
-            try chain(x: x, links: [.activation(a)], shapes: [], nodes: [i], output: node.outputs[0])
-        case "Erf", "Exp", "Log", "Sqrt", "Abs", "Neg", "Reciprocal":
-            try chain(x: node.input(0), links: [unaryLink(name)!], shapes: [], nodes: [i], output: node.outputs[0])
-        case "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity":
-            place(ViewOperation(node: node, x: id(node.input(0)), shapeInput: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
-        case "Shape":
-            place(try ShapeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "Transpose":
-            // A swap of the last two axes that only feeds a matrix product is folded into it there.
-            if swapsLastTwo(node), let j = soleConsumer(node.outputs[0]), ["MatMul", "Gemm"].contains(graph.nodes[j].op.name) {
-                return
-            }
-            place(try TransposeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "Gather":
-            place(try GatherOperation(node: node, data: id(node.input(0)), indices: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
-        case "Concat":
-            place(try ConcatOperation(node: node, operands: node.inputs.filter { !$0.isEmpty }.map(id), output: id(node.outputs[0])), nodes: [i])
-        case "Cast":
-            place(try CastOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
-        case "LSTM", "GRU", "RNN":
-            place(try RecurrentOperation(node: node, inputs: node.inputs.map(id), outputs: node.outputs.map(id),
-                                         constants: node.inputs.map { constants[$0] }), nodes: [i])
-        default:
-            throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
+        case .custom(let lower):
+            try lower(&self, node, i)
         }
     }
 
-    private func unaryLink(_ name: String) -> ChainLink? {
-        switch name {
-        case "Erf": .unary(KILN_UNARY_ERF, name: name)
-        case "Exp": .unary(KILN_UNARY_EXP, name: name)
-        case "Log": .unary(KILN_UNARY_LOG, name: name)
-        case "Sqrt": .unary(KILN_UNARY_SQRT, name: name)
-        case "Abs": .unary(KILN_UNARY_ABS, name: name)
-        case "Neg": .unary(KILN_UNARY_NEG, name: name)
-        case "Reciprocal": .unary(KILN_UNARY_RECIPROCAL, name: name)
-        default: nil
+    // MARK: lowerings of single ops (see `CPUKernelTable`)
+
+    mutating func lowerBatchNormalization(_ node: Node, at i: Int) throws {
+        let params = (1...4).map { node.input($0) }
+        let op = try BatchNormOperation(node: node, x: id(node.input(0)), parameters: params.map(id),
+                                        constants: params.map { constants[$0] }, output: id(node.outputs[0]))
+        place(op, nodes: [i])
+    }
+
+    mutating func lowerLayerNormalization(_ node: Node, at i: Int) throws {
+        let op = try LayerNormOperation(node: node, x: id(node.input(0)), gamma: id(node.input(1)), beta: id(node.input(2)),
+                                        outputs: node.outputs.map(id))
+        place(op, nodes: [i])
+    }
+
+    mutating func lowerSoftmax(_ node: Node, at i: Int) throws {
+        place(try SoftmaxOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerPool(_ node: Node, at i: Int) throws {
+        place(try PoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerGlobalPool(_ node: Node, at i: Int) {
+        place(GlobalPoolOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    /// Reshape, Unsqueeze, Squeeze, Flatten and Identity: views of their input.
+    mutating func lowerView(_ node: Node, at i: Int) {
+        place(ViewOperation(node: node, x: id(node.input(0)), shapeInput: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerShape(_ node: Node, at i: Int) throws {
+        place(try ShapeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerTranspose(_ node: Node, at i: Int) throws {
+        // A swap of the last two axes that only feeds a matrix product is folded into it there.
+        if swapsLastTwo(node), let j = soleConsumer(node.outputs[0]), ["MatMul", "Gemm"].contains(graph.nodes[j].op.name) {
+            return
         }
+        place(try TransposeOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerGather(_ node: Node, at i: Int) throws {
+        place(try GatherOperation(node: node, data: id(node.input(0)), indices: id(node.input(1)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerConcat(_ node: Node, at i: Int) throws {
+        place(try ConcatOperation(node: node, operands: node.inputs.filter { !$0.isEmpty }.map(id), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerCast(_ node: Node, at i: Int) throws {
+        place(try CastOperation(node: node, x: id(node.input(0)), output: id(node.outputs[0])), nodes: [i])
+    }
+
+    mutating func lowerRecurrent(_ node: Node, at i: Int) throws {
+        place(try RecurrentOperation(node: node, inputs: node.inputs.map(id), outputs: node.outputs.map(id),
+                                     constants: node.inputs.map { constants[$0] }), nodes: [i])
+    }
+
+    private func unaryLink(_ node: Node) -> ChainLink? {
+        guard case .unary(let op)? = CPUKernelTable[node.op]?.lowering else { return nil }
+        return .unary(op, name: node.op.name)
     }
 
     /// A binary node with one variable operand and one scalar float constant, as a chain link.
     private func scalarLink(_ node: Node) -> (x: String, link: ChainLink, shape: [Int])? {
-        guard node.inputs.count == 2, ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"].contains(node.op.name) else { return nil }
-        let op: kiln_binary_op = switch node.op.name {
-        case "Add", "Sum": KILN_BINARY_ADD
-        case "Sub": KILN_BINARY_SUB
-        case "Mul": KILN_BINARY_MUL
-        case "Div": KILN_BINARY_DIV
-        case "Max": KILN_BINARY_MAX
-        default: KILN_BINARY_MIN
-        }
+        guard node.inputs.count == 2, case .binary(let op)? = CPUKernelTable[node.op]?.lowering else { return nil }
         if let c = scalar(node.input(1)), constants[node.input(0)] == nil {
             return (node.input(0), .scalar(op, c, swap: false, name: node.op.name), constants[node.input(1)]!.shape)
         }
@@ -246,7 +232,7 @@ struct Lowering {
     private func link(_ j: Int, after value: String) -> (link: ChainLink, shape: [Int])? {
         let node = graph.nodes[j]
         if let (a, x) = activation(j), x == value { return (.activation(a), []) }
-        if let l = unaryLink(node.op.name), node.input(0) == value { return (l, []) }
+        if let l = unaryLink(node), node.input(0) == value { return (l, []) }
         if let s = scalarLink(node), s.x == value { return (s.link, s.shape) }
         return nil
     }
@@ -292,7 +278,7 @@ struct Lowering {
         return .none
     }
 
-    private mutating func lowerConv(_ node: Node, at i: Int) throws {
+    mutating func lowerConv(_ node: Node, at i: Int) throws {
         var nodes = [i], kinds = ["Conv"]
         let group = try node.int("group", 1)
         let weightName = node.input(1)
@@ -372,7 +358,7 @@ struct Lowering {
         return perm == Array(0..<(r - 2)) + [r - 1, r - 2]
     }
 
-    private mutating func lowerMatMul(_ node: Node, at i: Int) throws {
+    mutating func lowerMatMul(_ node: Node, at i: Int) throws {
         let isGemm = node.op.name == "Gemm"
         var nodes = [i], kinds = [node.op.name]
         var a = node.input(0), b = node.input(1)

@@ -1,24 +1,11 @@
 import KilnBackend
 import KilnIR
 
-/// Which graphs `kiln.cpu` runs: the ops it has kernels for, in float32 (with int64/int32/bool only
-/// where data is moved or indexed), and shape inputs known before running.
+/// Which graphs `kiln.cpu` runs: the ops it has kernels for (`CPUKernelTable`), in float32 (with
+/// int64/int32/bool only where data is moved or indexed), and shape inputs known before running.
 enum Support {
-    /// Ops computed in float32.
-    static let floatOps: Set<String> = [
-        "Conv", "BatchNormalization", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
-        "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Gemm", "MatMul", "LayerNormalization", "Softmax", "LogSoftmax",
-        "Erf", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "Exp", "Log", "Sqrt", "Abs", "Neg", "Reciprocal",
-    ]
-    /// Recurrent ops: float32, except sequence_lens (input 4, int32 or int64).
-    static let recurrentOps: Set<String> = ["LSTM", "GRU", "RNN"]
-    /// Ops that move or index data of any supported element type.
-    static let dataOps: Set<String> = ["Gather", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Concat", "Shape", "Cast", "Constant"]
     /// Element types values may have (float32 for arithmetic; the others only in data ops).
     static let elementTypes: Set<DType> = [.float32, .int64, .int32, .bool]
-
-    /// Every op `kiln.cpu` has a kernel for.
-    static var ops: Set<String> { floatOps.union(dataOps).union(recurrentOps) }
 
     /// The element type of every value whose type can be inferred.
     static func elementTypes(of graph: Graph) -> [String: DType] {
@@ -28,16 +15,16 @@ enum Support {
         for (name, t) in graph.valueTypes { if let tt = t.tensorType { types[name] = tt.dtype } }
         for node in graph.nodes {
             guard let out = node.outputs.first, !out.isEmpty else { continue }
-            switch node.op.name {
-            case "Cast": if let code = try? node.int("to", 1), let t = DType(onnxCode: code) { types[out] = t }
-            case "Shape": types[out] = .int64
-            case "Constant": if let t = constantTensor(node) { types[out] = t.dtype }
-            case "Gather", "Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Concat":
+            let resultType = CPUKernelTable[node.op]?.resultType ?? .inferred
+            switch resultType {
+            case .computed(let type):
+                if let t = type(node) { types[out] = t }
+            case .firstInput:
                 if let t = types[node.input(0)] { types[out] = t }
-            default:
+            case .inferred, .float32Statistics:
                 if types[out] == nil, let t = types[node.input(0)] { types[out] = t }
             }
-            if node.op.name == "LayerNormalization" || node.op.name == "BatchNormalization" {
+            if case .float32Statistics = resultType {
                 for o in node.outputs where !o.isEmpty { types[o] = types[o] ?? .float32 }
             }
         }
@@ -50,14 +37,19 @@ enum Support {
         var known = Set(graph.initializers.keys.filter { !inputNames.contains($0) })
         for node in graph.nodes {
             let ins = node.inputs.filter { !$0.isEmpty }
-            switch node.op.name {
-            case "Constant", "Shape": known.formUnion(node.outputs)
-            case "Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Concat", "Gather":
-                if ins.allSatisfy(known.contains) { known.formUnion(node.outputs) }
-            default: break
+            switch CPUKernelTable[node.op]?.knownBeforeRunning ?? .never {
+            case .always: known.formUnion(node.outputs)
+            case .whenInputsAre: if ins.allSatisfy(known.contains) { known.formUnion(node.outputs) }
+            case .never: break
             }
         }
         return known
+    }
+
+    /// The element type a Cast node converts to, when its `to` attribute names one.
+    @Sendable static func castType(_ node: Node) -> DType? {
+        guard let code = try? node.int("to", 1) else { return nil }
+        return DType(onnxCode: code)
     }
 
     /// The tensor of a Constant node, or nil when it holds something else (a sparse tensor, strings).
@@ -95,57 +87,18 @@ enum Support {
     }
 
     private static func reason(_ node: Node, types: [String: DType], known: Set<String>) -> String? {
-        let name = node.op.name
-        guard node.op.domain.isEmpty, ops.contains(name) else { return "no kiln.cpu kernel for \(node.op)" }
+        guard node.op.domain.isEmpty, let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
         let ins = node.inputs.filter { !$0.isEmpty }
         for value in ins + node.outputs.filter({ !$0.isEmpty }) {
             if let t = types[value], !elementTypes.contains(t) {
                 return "\(t) not supported (kiln.cpu computes in float32; value '\(value)')"
             }
         }
-        if floatOps.contains(name) {
+        if case .float = kernel.family {
             for value in ins {
-                if let t = types[value], t != .float32 { return "\(name) on \(t) not supported (float32 only; input '\(value)')" }
+                if let t = types[value], t != .float32 { return "\(node.op.name) on \(t) not supported (float32 only; input '\(value)')" }
             }
         }
-        switch name {
-        case "LSTM", "GRU", "RNN":
-            for (i, value) in node.inputs.enumerated() where !value.isEmpty {
-                if let t = types[value], i == 4 ? t != .int32 && t != .int64 : t != .float32 {
-                    return "\(name) input '\(value)' is \(t) (float32, and int32 or int64 sequence_lens, expected)"
-                }
-            }
-            return RecurrentOperation.rejection(node)
-        case "Reshape", "Unsqueeze":
-            if !known.contains(node.input(1)) { return "\(name)'s shape/axes input '\(node.input(1))' must be a constant or computed from shapes" }
-        case "Squeeze":
-            if !node.input(1).isEmpty, !known.contains(node.input(1)) { return "Squeeze's axes input must be a constant" }
-        case "Clip":
-            for i in 1..<min(3, node.inputs.count) where !node.inputs[i].isEmpty && !known.contains(node.inputs[i]) {
-                return "Clip's min/max inputs must be constants"
-            }
-        case "MaxPool":
-            if node.outputs.count > 1, !node.outputs[1].isEmpty { return "MaxPool's Indices output is not supported" }
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
-        case "AveragePool":
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
-        case "Conv":
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D convolution is not supported" }
-        case "BatchNormalization":
-            if (try? node.int("training_mode", 0)) ?? 0 != 0 || node.outputs.dropFirst().contains(where: { !$0.isEmpty }) {
-                return "BatchNormalization in training mode is not supported"
-            }
-        case "Constant":
-            if constantTensor(node) == nil { return "Constant of this kind (sparse or strings) is not supported" }
-        case "Cast":
-            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !elementTypes.contains(t) {
-                return "Cast to \(t) not supported"
-            }
-        case "Gather":
-            if let t = types[node.input(1)], t != .int64, t != .int32 { return "Gather indices of type \(t) not supported" }
-        default: break
-        }
-        if ["Conv", "MaxPool", "AveragePool"].contains(name), let reason = Window.rejection(of: node) { return reason }
-        return nil
+        return kernel.rejection?(node, SupportFacts(types: types, known: known))
     }
 }

@@ -85,7 +85,7 @@ struct Interpreter {
     /// Checks `inputs` against what ONNX allows for `node`'s op: value kinds, element types, and inputs that
     /// must share one element type. Ops without an ONNX signature are left to their kernels.
     private func checkInputs(of node: Node, _ inputs: [RuntimeValue?]) throws {
-        guard let signature = OpSignature.onnx[node.op] else { return }
+        guard let signature = OpCatalog.standard[node.op]?.signature else { return }
         func fail(_ index: Int, _ message: String) -> KilnError {
             KilnError(.invalidArgument, "\(node.op) node '\(node.name)': input \(index) ('\(node.inputs[index])') \(message)")
         }

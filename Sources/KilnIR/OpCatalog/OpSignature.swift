@@ -1,37 +1,35 @@
-import KilnIR
-
 /// What ONNX allows at each input of an op: the kinds of value (tensor, sequence, optional, map) and the
 /// element types, merged over every version of the op, and which inputs must share one element type.
 ///
-/// The interpreter checks a node's inputs against this before its kernel runs, so that a malformed model
-/// gets an error naming the input and the types it may have, instead of a kernel reading, say, a string
-/// tensor as numbers.
-struct OpSignature: Sendable {
+/// It is the signature part of an op's `OpSchema`. kiln.reference checks a node's inputs against it before
+/// its kernel runs, so that a malformed model gets an error naming the input and the types it may have,
+/// instead of a kernel reading, say, a string tensor as numbers.
+package struct OpSignature: Sendable {
     /// What one input position accepts.
-    struct Input: Sendable {
+    package struct Input: Sendable {
         /// Bit `c` set: a tensor of ONNX element type code `c` is accepted.
-        let tensorTypes: UInt32
+        package let tensorTypes: UInt32
         /// Bit `c` set: a sequence of tensors of element type code `c` is accepted.
-        let sequenceTypes: UInt32
+        package let sequenceTypes: UInt32
         /// Whether an optional value is accepted.
-        let acceptsOptional: Bool
+        package let acceptsOptional: Bool
         /// Whether a map is accepted.
-        let acceptsMap: Bool
+        package let acceptsMap: Bool
         /// Whether a sequence of maps is accepted.
-        let acceptsSequenceOfMaps: Bool
+        package let acceptsSequenceOfMaps: Bool
         /// The earlier input position whose element type this input must have, if any.
-        let sameTypeAs: Int?
+        package let sameTypeAs: Int?
     }
 
     /// The input positions, in order.
-    let inputs: [Input]
+    package let inputs: [Input]
     /// Whether the last input is variadic (positions past `inputs` follow its rule).
-    let variadic: Bool
+    package let variadic: Bool
     /// Whether every input of the variadic tail must have the same element type.
-    let homogeneousTail: Bool
+    package let homogeneousTail: Bool
 
     /// The rule for input `position`, or nil when ONNX defines none (the kernel checks the count).
-    func input(_ position: Int) -> Input? {
+    package func input(_ position: Int) -> Input? {
         if position < inputs.count { return inputs[position] }
         guard variadic, let last = inputs.last else { return nil }
         return Input(tensorTypes: last.tensorTypes, sequenceTypes: last.sequenceTypes, acceptsOptional: last.acceptsOptional,
@@ -39,7 +37,8 @@ struct OpSignature: Sendable {
                      sameTypeAs: homogeneousTail ? inputs.count - 1 : nil)
     }
 
-    /// The signatures of every ONNX op (default, ai.onnx.ml and preview domains), by op.
+    /// The signatures of every ONNX op (default, ai.onnx.ml and preview domains), by op: the catalog's
+    /// starting point (read them through `OpCatalog`).
     static let onnx: [OpID: OpSignature] = {
         var table: [OpID: OpSignature] = [:]
         for line in table_.split(separator: "\n") {
@@ -60,7 +59,7 @@ struct OpSignature: Sendable {
     }()
 
     /// The names of the element types in `mask`, for messages.
-    static func typeNames(_ mask: UInt32) -> String {
+    package static func typeNames(_ mask: UInt32) -> String {
         DType.allCases.filter { mask & (1 << UInt32($0.onnxCode)) != 0 }.map(\.description).joined(separator: ", ")
     }
 }

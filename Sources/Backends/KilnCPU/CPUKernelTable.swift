@@ -1,0 +1,192 @@
+import CKilnKernels
+import KilnIR
+
+/// What `kiln.cpu` does with one op: the element types it computes in, what else it needs of a node to
+/// run it, and how a node is lowered. `Support` and `Lowering` read these entries; an op without one is
+/// rejected with "no kiln.cpu kernel".
+struct CPUKernel: Sendable {
+    /// The element types the op's values may have.
+    enum Family: Sendable {
+        /// Arithmetic in float32: every input must be float32.
+        case float
+        /// Moves or indexes data of any element type `Support.elementTypes` lists.
+        case data
+        /// RNN, GRU and LSTM: float32, except sequence_lens (input 4, int32 or int64); checked by the rejection.
+        case recurrent
+    }
+
+    /// The element type of output 0, where the graph does not say.
+    enum ResultType: Sendable {
+        /// Input 0's, unless the output's type is known.
+        case inferred
+        /// Input 0's, always (data movement keeps the type).
+        case firstInput
+        /// Computed from the node (Cast's `to`, Shape's int64, a Constant's tensor), when it can be.
+        case computed(@Sendable (Node) -> DType?)
+        /// Input 0's for output 0, and float32 for every other output (the statistics of normalizations).
+        case float32Statistics
+    }
+
+    /// Whether output 0 is known before running (so it can serve as a shape or axes input).
+    enum KnownBeforeRunning: Sendable {
+        case never
+        /// Always (Constant, Shape).
+        case always
+        /// When every input is.
+        case whenInputsAre
+    }
+
+    /// How a node is lowered to an `Operation`.
+    enum LoweringRule: Sendable {
+        /// Nothing to run: the value is a program constant.
+        case constant
+        /// An activation, fused into the chain or epilogue before it. It builds the `Activation` from the node,
+        /// reading scalar constants through its second argument; nil when the node's constants do not allow it.
+        case activation(@Sendable (Node, (String) -> Float?) -> Activation?)
+        /// A unary elementwise op of the C kernels, chained with its neighbours.
+        case unary(kiln_unary_op)
+        /// A broadcasting binary (or variadic) op of the C kernels; with a scalar constant operand it is chained.
+        case binary(kiln_binary_op)
+        /// Its own lowering.
+        case custom(@Sendable (inout Lowering, Node, Int) throws -> Void)
+    }
+
+    /// The element types of the op's values.
+    let family: Family
+    /// The element type of the op's output.
+    var resultType: ResultType = .inferred
+    /// Whether the op's output is known before running.
+    var knownBeforeRunning: KnownBeforeRunning = .never
+    /// Why a node of this op cannot run here (beyond its element types), or nil.
+    var rejection: (@Sendable (Node, SupportFacts) -> String?)? = nil
+    /// How a node is lowered.
+    let lowering: LoweringRule
+}
+
+/// What `Support` knows about a graph's values when it judges a node.
+struct SupportFacts {
+    /// Element types by value name.
+    let types: [String: DType]
+    /// Values known before running.
+    let known: Set<String>
+}
+
+/// The ops `kiln.cpu` runs, by op: the one list of them.
+enum CPUKernelTable {
+    /// The entry of `op`, or nil when `kiln.cpu` has no kernel for it.
+    static subscript(op: OpID) -> CPUKernel? { kernels[op] }
+
+    static let kernels: [OpID: CPUKernel] = {
+        var table: [OpID: CPUKernel] = [:]
+        func add(_ names: [String], _ kernel: CPUKernel) {
+            for name in names {
+                precondition(table[OpID("", name)] == nil, "two kiln.cpu kernels for \(name)")
+                table[OpID("", name)] = kernel
+            }
+        }
+        func custom(_ lower: @escaping @Sendable (inout Lowering, Node, Int) throws -> Void) -> CPUKernel.LoweringRule { .custom(lower) }
+
+        // Arithmetic in float32.
+        add(["Conv"], CPUKernel(family: .float, rejection: { node, _ in
+            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D convolution is not supported" }
+            return Window.rejection(of: node)
+        }, lowering: custom { try $0.lowerConv($1, at: $2) }))
+        add(["MatMul", "Gemm"], CPUKernel(family: .float, lowering: custom { try $0.lowerMatMul($1, at: $2) }))
+        add(["BatchNormalization"], CPUKernel(family: .float, resultType: .float32Statistics, rejection: { node, _ in
+            if (try? node.int("training_mode", 0)) ?? 0 != 0 || node.outputs.dropFirst().contains(where: { !$0.isEmpty }) {
+                return "BatchNormalization in training mode is not supported"
+            }
+            return nil
+        }, lowering: custom { try $0.lowerBatchNormalization($1, at: $2) }))
+        add(["LayerNormalization"], CPUKernel(family: .float, resultType: .float32Statistics,
+                                              lowering: custom { try $0.lowerLayerNormalization($1, at: $2) }))
+        add(["Softmax", "LogSoftmax"], CPUKernel(family: .float, lowering: custom { try $0.lowerSoftmax($1, at: $2) }))
+        add(["MaxPool"], CPUKernel(family: .float, rejection: { node, _ in
+            if node.outputs.count > 1, !node.outputs[1].isEmpty { return "MaxPool's Indices output is not supported" }
+            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
+            return Window.rejection(of: node)
+        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+        add(["AveragePool"], CPUKernel(family: .float, rejection: { node, _ in
+            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
+            return Window.rejection(of: node)
+        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+        add(["GlobalAveragePool", "GlobalMaxPool"], CPUKernel(family: .float, lowering: custom { $0.lowerGlobalPool($1, at: $2) }))
+        let binary: [(String, kiln_binary_op)] = [
+            ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
+            ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
+        ]
+        for (name, op) in binary { add([name], CPUKernel(family: .float, lowering: .binary(op))) }
+        let unary: [(String, kiln_unary_op)] = [
+            ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
+            ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
+        ]
+        for (name, op) in unary { add([name], CPUKernel(family: .float, lowering: .unary(op))) }
+        let activations: [(String, @Sendable (Node, (String) -> Float?) -> Activation?)] = [
+            ("Relu", { _, _ in Activation(kind: .relu) }),
+            ("Sigmoid", { _, _ in Activation(kind: .sigmoid) }),
+            ("Tanh", { _, _ in Activation(kind: .tanh) }),
+            ("HardSwish", { _, _ in Activation(kind: .hardSwish) }),
+            ("HardSigmoid", { node, _ in
+                guard let a = try? node.float("alpha", 0.2), let b = try? node.float("beta", 0.5) else { return nil }
+                return Activation(kind: .hardSigmoid, alpha: a, beta: b)
+            }),
+            ("LeakyRelu", { node, _ in
+                guard let a = try? node.float("alpha", 0.01) else { return nil }
+                return Activation(kind: .leakyRelu, alpha: a)
+            }),
+        ]
+        for (name, make) in activations { add([name], CPUKernel(family: .float, lowering: .activation(make))) }
+        add(["Clip"], CPUKernel(family: .float, rejection: { node, facts in
+            for i in 1..<min(3, node.inputs.count) where !node.inputs[i].isEmpty && !facts.known.contains(node.inputs[i]) {
+                return "Clip's min/max inputs must be constants"
+            }
+            return nil
+        }, lowering: .activation({ node, scalar in
+            let lo = node.input(1).isEmpty ? -Float.infinity : scalar(node.input(1))
+            let hi = node.input(2).isEmpty ? Float.infinity : scalar(node.input(2))
+            guard let lo, let hi else { return nil }
+            return Activation(kind: .clip, alpha: lo, beta: hi)
+        })))
+
+        // Recurrent layers.
+        add(["LSTM", "GRU", "RNN"], CPUKernel(family: .recurrent, rejection: { node, facts in
+            for (i, value) in node.inputs.enumerated() where !value.isEmpty {
+                if let t = facts.types[value], i == 4 ? t != .int32 && t != .int64 : t != .float32 {
+                    return "\(node.op.name) input '\(value)' is \(t) (float32, and int32 or int64 sequence_lens, expected)"
+                }
+            }
+            return RecurrentOperation.rejection(node)
+        }, lowering: custom { try $0.lowerRecurrent($1, at: $2) }))
+
+        // Data movement and indexing, in any supported element type.
+        add(["Reshape", "Unsqueeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
+            facts.known.contains(node.input(1)) ? nil
+                : "\(node.op.name)'s shape/axes input '\(node.input(1))' must be a constant or computed from shapes"
+        }, lowering: custom { $0.lowerView($1, at: $2) }))
+        add(["Squeeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
+            !node.input(1).isEmpty && !facts.known.contains(node.input(1)) ? "Squeeze's axes input must be a constant" : nil
+        }, lowering: custom { $0.lowerView($1, at: $2) }))
+        add(["Flatten", "Identity"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                               lowering: custom { $0.lowerView($1, at: $2) }))
+        add(["Transpose"], CPUKernel(family: .data, resultType: .firstInput, lowering: custom { try $0.lowerTranspose($1, at: $2) }))
+        add(["Gather"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
+            if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "Gather indices of type \(t) not supported" }
+            return nil
+        }, lowering: custom { try $0.lowerGather($1, at: $2) }))
+        add(["Concat"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                  lowering: custom { try $0.lowerConcat($1, at: $2) }))
+        add(["Shape"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
+                                 lowering: custom { try $0.lowerShape($1, at: $2) }))
+        add(["Cast"], CPUKernel(family: .data, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
+            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.elementTypes.contains(t) {
+                return "Cast to \(t) not supported"
+            }
+            return nil
+        }, lowering: custom { try $0.lowerCast($1, at: $2) }))
+        add(["Constant"], CPUKernel(family: .data, resultType: .computed { Support.constantTensor($0)?.dtype }, knownBeforeRunning: .always,
+                                    rejection: { node, _ in
+            Support.constantTensor(node) == nil ? "Constant of this kind (sparse or strings) is not supported" : nil
+        }, lowering: .constant))
+        return table
+    }()
+}
