@@ -187,7 +187,8 @@ int main(int argc, char **argv) {
         expect_error(kiln_model_load_file(context, argv[1], &bad_size, &m), KILN_ERROR_INVALID_ARGUMENT, "load_zero_struct_size", parts6);
     }
 
-    kiln_load_options load_options = {.struct_size = sizeof load_options, .num_threads = 2};
+    /* ABI 1.3: a memory budget for backends that plan memory; this small model fits in 64 MiB. */
+    kiln_load_options load_options = {.struct_size = sizeof load_options, .num_threads = 2, .memory_budget_mb = 64};
     kiln_model *model = NULL;
     must(kiln_model_load_file(context, argv[1], &load_options, &model), "kiln_model_load_file");
 
