@@ -101,8 +101,7 @@ public enum Kiln {
 
     /// Whether the file at `path` starts with the `.kiln` magic bytes.
     public static func isArtifact(path: String) throws -> Bool {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        let (fd, _) = try RegularFile.open(path)
         defer { close(fd) }
         var head = [UInt8](repeating: 0, count: ArtifactFormat.magic.count)
         var done = 0

@@ -37,8 +37,9 @@ final class ContextHandle {
     func loadOptions(_ options: kiln_load_options?, artifact: Bool) -> Kiln.LoadOptions {
         let threads = Int(options?.num_threads ?? 0)
         let named = options?.backend.map { String(cString: $0) }
-        return Kiln.LoadOptions(backend: artifact ? named : named ?? defaultBackend,
-                                configuration: BackendConfiguration(threads: threads > 0 ? threads : nil))
+        var configuration = BackendConfiguration(threads: threads > 0 ? threads : nil)
+        if let budget = options?.memory_budget_mb, budget > 0 { configuration.options["memory_budget_mb"] = String(budget) }
+        return Kiln.LoadOptions(backend: artifact ? named : named ?? defaultBackend, configuration: configuration)
     }
 }
 

@@ -107,6 +107,9 @@ enum ModelLoader {
         if let threads = options?.num_threads, threads < 0 {
             throw KilnError(.invalidArgument, "kiln_load_options.num_threads is \(threads); expected 0 (default) or more")
         }
+        if let budget = options?.memory_budget_mb, budget > UInt64(Int.max >> 20) {
+            throw KilnError(.invalidArgument, "kiln_load_options.memory_budget_mb is \(budget); too large")
+        }
         if let reserved = options?.reserved, reserved != 0 {
             throw KilnError(.invalidArgument, "kiln_load_options.reserved is \(reserved); it must be 0")
         }

@@ -24,16 +24,24 @@ final class BorrowedInputs {}
 
 /// Running a model on the caller's `kiln_tensor`s.
 enum ModelRun {
-    /// Checks the run options (`flags` is reserved and must be 0).
-    static func checkOptions(_ options: UnsafePointer<kiln_run_options>?) throws {
-        if let options = try VersionedStruct.read(options, "kiln_run_options"), options.flags != 0 {
+    /// Checks the run options (`flags` is reserved and must be 0) and returns them as `RunOptions`
+    /// (`timeout_ms` > 0: a run deadline).
+    static func checkOptions(_ options: UnsafePointer<kiln_run_options>?) throws -> RunOptions {
+        guard let options = try VersionedStruct.read(options, "kiln_run_options") else { return RunOptions() }
+        if options.flags != 0 {
             throw KilnError(.invalidArgument, "kiln_run_options.flags is \(options.flags); no flags are defined in ABI 1.0 (it must be 0)")
         }
+        guard options.timeout_ms > 0 else { return RunOptions() }
+        guard options.timeout_ms <= UInt64(Int64.max / 1_000_000) else {
+            throw KilnError(.invalidArgument, "kiln_run_options.timeout_ms is \(options.timeout_ms); too large")
+        }
+        return RunOptions(timeout: .milliseconds(Int64(options.timeout_ms)))
     }
 
     /// Runs `model` on `count` input tensors at `inputs` and returns the results in model-output order.
     /// No result refers to the caller's memory when this returns.
-    static func run(_ model: ModelHandle, _ inputs: UnsafePointer<kiln_tensor>?, _ count: Int, _ function: String) throws -> [Tensor] {
+    static func run(_ model: ModelHandle, _ inputs: UnsafePointer<kiln_tensor>?, _ count: Int, _ function: String,
+                    options: RunOptions = RunOptions()) throws -> [Tensor] {
         let expected = model.inputs
         guard count == expected.count else {
             throw KilnError(.invalidArgument, "\(function): input_count is \(count), but the model takes \(expected.count) input(s)"
@@ -48,7 +56,7 @@ enum ModelRun {
             if let (storage, _) = tensor.storage { borrowed.append(storage) }
             values[input.name] = .tensor(tensor)
         }
-        let results = try model.session.runOrdered(values)
+        let results = try model.session.runOrdered(values, options: options)
         return try zip(model.outputs, results).map { output, value in
             guard let tensor = value.tensor else {
                 throw KilnError(.unsupported, "output '\(output.name)' is \(value.summary), not a tensor; the C ABI 1.0 returns tensors only")
@@ -72,13 +80,13 @@ public func kiln_run(_ model: OpaquePointer?, _ inputs: UnsafePointer<kiln_tenso
     guarded {
         let function = "kiln_run"
         let model = try Handle.resolve(model, "model", of: function, as: ModelHandle.self)
-        try ModelRun.checkOptions(options)
+        let runOptions = try ModelRun.checkOptions(options)
         guard outputCount == model.outputs.count else {
             throw KilnError(.invalidArgument, "\(function): output_count is \(outputCount), but the model has \(model.outputs.count) output(s) "
                 + "(\(model.outputs.map(\.name).joined(separator: ", ")))")
         }
         if outputCount > 0 && outputs == nil { throw nullArgument("outputs", of: function) }
-        let results = try ModelRun.run(model, inputs, inputCount, function)
+        let results = try ModelRun.run(model, inputs, inputCount, function, options: runOptions)
         for (i, result) in results.enumerated() {
             let given = outputs![i]
             let what = "output '\(model.outputs[i].name)' (outputs[\(i)])"
@@ -103,8 +111,8 @@ public func kiln_run_alloc(_ model: OpaquePointer?, _ inputs: UnsafePointer<kiln
         let function = "kiln_run_alloc"
         let model = try Handle.resolve(model, "model", of: function, as: ModelHandle.self)
         let out = try Handle.require(outOutputs, "out_outputs", of: function)
-        try ModelRun.checkOptions(options)
-        let results = try ModelRun.run(model, inputs, inputCount, function)
+        let runOptions = try ModelRun.checkOptions(options)
+        let results = try ModelRun.run(model, inputs, inputCount, function, options: runOptions)
         out.pointee = Handle.retain(OutputsHandle(tensors: results, names: model.outputs.map(\.name)))
     }
 }

@@ -51,12 +51,7 @@ enum TensorBridge {
         if let bad = dims.firstIndex(where: { $0 < 0 }) {
             throw KilnError(.invalidArgument, "\(what): shape[\(bad)] is \(dims[bad]); dims must be >= 0")
         }
-        var count = 1
-        for d in dims {
-            let (product, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow, product <= Int.max / 16 else { throw KilnError(.invalidArgument, "\(what): shape \(dims) has too many elements") }
-            count = product
-        }
+        _ = try ElementCount.of(dims, what: what, code: .invalidArgument)
         return dims
     }
 

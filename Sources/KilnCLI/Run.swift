@@ -47,6 +47,9 @@ struct Run: ParsableCommand {
     @Flag(help: "Print the time of each operation kind and step of the run (kiln.cpu only).")
     var profile = false
 
+    @Option(help: ArgumentHelp("Stop the run with an error once it has taken SECONDS (checked between steps).", valueName: "seconds"))
+    var timeout: Double?
+
     @Option(help: ArgumentHelp("Write the run's steps as Chrome-trace JSON to FILE (kiln.cpu only; implies --profile).", valueName: "file"))
     var trace: String?
 
@@ -80,10 +83,21 @@ struct Run: ParsableCommand {
                 throw KilnError(.invalidArgument, "input '\(input.name)' is missing; expected \(input.type.map { "\($0)" } ?? "a value") (give it with --input \(input.name)=FILE.npy, or use --random)")
             }
             let runStart = clock.now
-            let results = try session.runOrdered(feeds)
+            var runOptions = RunOptions()
+            if let timeout {
+                guard timeout.isFinite, timeout > 0, timeout <= 1e9 else {
+                    throw KilnError(.invalidArgument, "--timeout \(timeout): expected a positive number of seconds")
+                }
+                runOptions.timeout = .nanoseconds(Int64(timeout * 1e9))
+            }
+            let results = try session.runOrdered(feeds, options: runOptions)
             let runTime = clock.now - runStart
 
-            if let outputDir { try FileSystem.makeDirectories(outputDir) }
+            if let outputDir {
+                // An empty folder would make every output '/NAME.npy', at the root of the file system.
+                guard !outputDir.isEmpty else { throw KilnError(.invalidArgument, "--output-dir is empty: give a folder") }
+                try FileSystem.makeDirectories(outputDir)
+            }
             var usedFileNames = Set<String>()
             for (output, value) in zip(session.outputs, results) {
                 print(OutputSummary.describe(name: output.name, value))
@@ -194,7 +208,7 @@ enum RandomInput {
             throw KilnError(.invalidArgument, "--random cannot make input '\(input.name)': its rank is unknown (\(type)); give it with --input")
         }
         let shape = dims.map { $0.value ?? 1 }
-        let count = shape.reduce(1, *)
+        let count = try ElementCount.of(shape, dtype: type.dtype, what: "--random input '\(input.name)'")
         let dtype = type.dtype
         if dtype == .string {
             let words = ["a", "b", "c", "d"]

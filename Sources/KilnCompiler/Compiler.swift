@@ -216,6 +216,9 @@ public struct Compiler: Sendable {
         summary.phases = phases
         var model = imported
         summary.nodesBefore = model.graph.allNodes.count
+        // Always verified, in release builds too: passes assume a valid graph (a cycle, a dangling input,
+        // two producers of one value or an undefined output would otherwise reach the artifact).
+        try Verifier.verify(model.graph)
 
         func begin(_ phase: Phase, _ detail: String) -> ContinuousClock.Instant {
             let now = clock.now
@@ -283,6 +286,8 @@ public struct Compiler: Sendable {
         manifest.partitionReport = report
         manifest.userMetadata = options.metadata
         manifest.optLevel = UInt32(options.optLevel)
+        // Verified again just before writing: no artifact is ever written from an invalid graph.
+        try Verifier.verify(model.graph)
         var writer = ArtifactWriter(model: model, manifest: manifest)
         writer.manifest.partitions = zip(plan.partitions, payloads).map { planned, payload in
             var partition = Kiln_Artifact_Partition()

@@ -26,13 +26,9 @@ public struct SourceInfo: Sendable, Hashable {
 
     /// Hashes the file at `path` (memory-mapped, so a large model is not copied) and describes it as `format`.
     public static func file(_ path: String, format: String) throws -> SourceInfo {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        let (fd, fileSize) = try RegularFile.open(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw KilnError(.io, "cannot stat '\(path)': \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw KilnError(.io, "'\(path)' is not a regular file") }
-        let size = Int(info.st_size)
+        let size = fileSize
         let name = String(path.split(separator: "/").last ?? Substring(path))
         guard size > 0 else { return SourceInfo(format: format, sha256: SHA256.hash([]), fileName: name, byteCount: 0) }
         guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {

@@ -95,9 +95,8 @@ public final class Artifact: Sendable {
                     throw fail("\(what) raw length \(entry.rawLength) differs from its stored length \(entry.storedLength) without compression")
                 }
             case .zstd?:
-                let (limit, overflow) = entry.storedLength.multipliedReportingOverflow(by: ArtifactFormat.maxCompressionRatio)
-                guard !overflow, entry.rawLength <= limit, entry.rawLength <= UInt64(Int.max / 2) else {
-                    throw fail("\(what) raw length \(entry.rawLength) is impossible for \(entry.storedLength) zstd bytes")
+                guard ArtifactFormat.allowsExpansion(stored: entry.storedLength, raw: entry.rawLength) else {
+                    throw fail("\(what) raw length \(entry.rawLength) is refused for \(entry.storedLength) zstd bytes (at most \(ArtifactFormat.maxSectionRawBytes >> 30) GiB per section, and beyond \(ArtifactFormat.sectionExpansionFloor >> 20) MiB at most \(ArtifactFormat.maxLargeSectionRatio)× the stored size)")
                 }
             case nil:
                 // A section kind this version does not know may use a codec it does not know: it is never read.
@@ -176,9 +175,12 @@ public final class Artifact: Sendable {
             }
             return TensorStorage(borrowing: stored.baseAddress ?? file.base, byteCount: stored.count, owner: file)
         case .zstd:
+            guard ArtifactFormat.allowsExpansion(stored: entry.storedLength, raw: entry.rawLength) else {
+                throw KilnError(.invalidArtifact, "\(what) raw length \(entry.rawLength) is refused for \(entry.storedLength) zstd bytes")
+            }
             try Zstd.checkFrame(stored, rawLength: entry.rawLength, what: what)
             // Not zero-filled first: a frame that fails early leaves the untouched pages unused.
-            let buffer = SectionBuffer(byteCount: Int(entry.rawLength))
+            let buffer = try SectionBuffer(byteCount: Int(entry.rawLength), what: what)
             try Zstd.decompress(stored, into: UnsafeMutableRawBufferPointer(start: buffer.base, count: buffer.byteCount), what: what)
             return TensorStorage(borrowing: buffer.base, byteCount: buffer.byteCount, owner: buffer)
         }
@@ -190,12 +192,17 @@ final class SectionBuffer: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let byteCount: Int
 
-    init(byteCount: Int) {
+    /// `byteCount` bytes, or an `.invalidArtifact` error when the memory cannot be had (never an abort).
+    init(byteCount: Int, what: String) throws {
         self.byteCount = byteCount
-        base = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: ArtifactFormat.alignment)
+        var p: UnsafeMutableRawPointer?
+        guard posix_memalign(&p, ArtifactFormat.alignment, max(byteCount, 1)) == 0, let p else {
+            throw KilnError(.invalidArtifact, "\(what): cannot allocate \(byteCount) bytes to decompress it")
+        }
+        base = p
     }
 
-    deinit { base.deallocate() }
+    deinit { free(base) }
 }
 
 /// A read-only memory mapping of a whole file; unmapped when the last tensor borrowing from it is gone.
@@ -205,13 +212,9 @@ final class FileMapping: @unchecked Sendable {
     private let mapped: Bool
 
     init(path: String) throws {
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        let (fd, fileSize) = try RegularFile.open(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw KilnError(.io, "cannot stat '\(path)': \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw KilnError(.io, "'\(path)' is not a regular file") }
-        size = Int(info.st_size)
+        size = fileSize
         if size == 0 {
             base = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: 1, alignment: 64))
             mapped = false

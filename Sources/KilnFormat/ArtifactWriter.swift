@@ -74,7 +74,7 @@ package struct ArtifactWriter: Sendable {
         for (kind, raw) in raws {
             if codec == .zstd, !raw.isEmpty {
                 let packed = try raw.withUnsafeBytes { try Zstd.compress($0) }
-                if packed.count < raw.count {
+                if packed.count < raw.count, ArtifactFormat.allowsExpansion(stored: UInt64(packed.count), raw: UInt64(raw.count)) {
                     stored.append((kind, .zstd, packed, raw.count))
                     continue
                 }
@@ -113,32 +113,10 @@ package struct ArtifactWriter: Sendable {
         return out
     }
 
-    /// Writes the artifact to `path` atomically (a temporary file in the same folder, then rename).
+    /// Writes the artifact to `path` atomically, by `AtomicFile.write` (its rules on links, devices and
+    /// temporary files apply).
     public func write(to path: String) throws {
-        let bytes = try serialize()
-        let temporary = "\(path).tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw KilnError(.io, "cannot create '\(temporary)': \(String(cString: strerror(errno)))") }
-        var failure: String?
-        bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = String(cString: strerror(errno))
-                    return
-                }
-                done += n
-            }
-        }
-        if failure == nil, fsync(fd) != 0 { failure = String(cString: strerror(errno)) }
-        close(fd)
-        if failure == nil, rename(temporary, path) != 0 { failure = String(cString: strerror(errno)) }
-        if let failure {
-            unlink(temporary)
-            throw KilnError(.io, "cannot write '\(path)': \(failure)")
-        }
+        try AtomicFile.write(try serialize(), to: path)
     }
 
     private func align(_ n: Int) -> Int {

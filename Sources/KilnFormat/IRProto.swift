@@ -241,8 +241,10 @@ struct Decoder {
             guard t.dims.isEmpty else { throw fail("\(what): type of unknown rank lists \(t.dims.count) dims") }
             return TensorType(element, nil)
         }
-        return TensorType(element, t.dims.map { d in
+        return TensorType(element, try t.dims.map { d -> Dim in
             switch d.value {
+            case .fixed(let v) where v < 0 || v > Int64(ElementCount.maxBytes):
+                throw fail("\(what): dim \(v) is negative or too large")
             case .fixed(let v): .fixed(Int(v))
             case .symbol(let s): .symbol(s)
             case nil: .unknown

@@ -16,6 +16,22 @@ public enum ArtifactFormat {
     /// The largest ratio of raw to stored size a zstd frame can reach (one 128 KiB RLE block per 4 bytes);
     /// a declared raw length above `stored × maxCompressionRatio` is refused before anything is allocated.
     public static let maxCompressionRatio: UInt64 = 32_768
+    /// The largest raw size any section may declare: 16 GiB. Refused before anything is allocated.
+    public static let maxSectionRawBytes: UInt64 = 16 << 30
+    /// A zstd section may declare up to this many raw bytes at any ratio (up to `maxCompressionRatio`)…
+    public static let sectionExpansionFloor: UInt64 = 256 << 20
+    /// …and beyond it at most this ratio of raw to stored bytes, so a small file cannot make the reader
+    /// allocate gigabytes (a decompression bomb). The writer stores a section uncompressed when its ratio
+    /// exceeds this, so every artifact Kiln writes loads.
+    public static let maxLargeSectionRatio: UInt64 = 1024
+
+    /// Whether a zstd section of `stored` bytes may declare `raw` bytes (the bomb rule above).
+    public static func allowsExpansion(stored: UInt64, raw: UInt64) -> Bool {
+        guard raw <= maxSectionRawBytes else { return false }
+        let (limit, overflow) = stored.multipliedReportingOverflow(by: maxCompressionRatio)
+        guard !overflow, raw <= limit else { return false }
+        return raw <= sectionExpansionFloor || raw / maxLargeSectionRatio <= stored
+    }
     /// The zstd level sections are compressed at.
     public static let zstdLevel: Int32 = 3
 }

@@ -113,7 +113,7 @@ enum Canonicalizer {
             case "Scan" where opset < 9:
                 if try scanWithBatch() { return }
             case "LpPool", "GlobalLpPool":
-                if case .float(let p)? = node.attributes["p"] { node.attributes["p"] = .int(Int(p)) }
+                if case .float? = node.attributes["p"], let p = try intAttribute("p") { node.attributes["p"] = .int(p) }
             case "ImageScaler":
                 try imageScaler()
                 return
@@ -130,7 +130,7 @@ enum Canonicalizer {
             switch node.attributes[name] {
             case nil: return nil
             case .int(let v)?: return v
-            case .float(let f)? where f == f.rounded(): return Int(f)
+            case .float(let f)? where ElementCount.exactInt(f) != nil: return ElementCount.exactInt(f)
             default: throw malformed("attribute '\(name)' must be an int")
             }
         }

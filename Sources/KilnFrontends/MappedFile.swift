@@ -15,13 +15,9 @@ final class MappedFile: @unchecked Sendable {
     /// Maps `path`; a typed error if it cannot be opened or mapped.
     init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        let (fd, fileSize) = try RegularFile.open(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw KilnError(.io, "cannot stat '\(path)': \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw KilnError(.io, "'\(path)' is not a regular file") }
-        size = Int(info.st_size)
+        size = fileSize
         if size == 0 {
             base = nil
             return

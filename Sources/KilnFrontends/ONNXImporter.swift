@@ -17,6 +17,9 @@ public struct ONNXImporter {
     /// The newest ONNX default-domain opset whose ops the importer knows; nodes are canonicalized to it.
     public static let canonicalOpset = OpCatalog.canonicalOpset
 
+    /// The most nodes inlining model-local functions may produce in one import (a typed error beyond it).
+    public var maxInlinedNodes = ImportLimits.maxInlinedNodes
+
     /// An importer.
     public init() {}
 
@@ -44,6 +47,7 @@ public struct ONNXImporter {
             throw KilnError(.invalidModel, "\(source) has no opset_import (ONNX IR version \(proto.irVersion) requires one; is the file truncated?)")
         }
         var context = ImportContext(directory: directory, source: source, functions: [:])
+        context.maxInlinedNodes = maxInlinedNodes
         var opsets: [String: Int] = [:]
         for o in proto.opsetImport { opsets[o.domain == "ai.onnx" ? "" : o.domain] = Int(o.version) }
         if opsets[""] == nil && proto.irVersion < 3 { opsets[""] = 1 }
@@ -124,6 +128,14 @@ struct FunctionKey: Hashable {
     var name: String
 }
 
+/// Caps the importer applies to what a small model file may make it build.
+public enum ImportLimits {
+    /// The most nodes inlining model-local functions may produce in one import.
+    public static let maxInlinedNodes = 1_000_000
+    /// The largest dense form of a sparse tensor, in bytes of its 8-byte working copy: 1 GiB.
+    public static let maxDenseSparseBytes = 1 << 30
+}
+
 /// State of one import: where external data lives, the model's functions, name generation.
 struct ImportContext {
     let directory: String?
@@ -132,6 +144,9 @@ struct ImportContext {
     var names = NameGenerator(used: [])
     var mappedFiles: [String: MappedFile] = [:]
     var inlineDepth = 0
+    /// Nodes produced by inlining functions so far (bounded by `ImportLimits.maxInlinedNodes`).
+    var inlinedNodes = 0
+    var maxInlinedNodes = ImportLimits.maxInlinedNodes
     /// Value types known in the graph being imported and the graphs enclosing it.
     var scopeTypes: [String: ValueType] = [:]
 
@@ -184,6 +199,12 @@ struct ImportContext {
         }
         let node = Node(name: proto.name, op: OpID(domain, proto.opType), inputs: proto.input, outputs: proto.output,
                         attributes: attributes)
+        if inlineDepth > 0 {
+            inlinedNodes += 1
+            guard inlinedNodes <= maxInlinedNodes else {
+                throw KilnError(.invalidModel, "\(source): inlining model-local functions produces more than \(maxInlinedNodes) nodes (the importer's inlining node budget); function calls nest too deeply or too often")
+            }
+        }
         let opset = opsets[domain] ?? (domain.isEmpty ? ONNXImporter.canonicalOpset : 1)
         guard domain.isEmpty else { return [node] }
         return try Canonicalizer.canonicalize(node, opset: opset, constants: &constants, names: &names, types: scopeTypes)
@@ -342,8 +363,10 @@ struct ImportContext {
             throw KilnError(.invalidModel, "\(source): \(context) has element type \(elemType), which ONNX does not define")
         }
         guard let shape else { return TensorType(dtype, nil) }
-        return TensorType(dtype, shape.dim.map { d -> Dim in
+        return TensorType(dtype, try shape.dim.map { d -> Dim in
             switch d.value {
+            case .dimValue(let v)? where v > Int64(ElementCount.maxBytes):
+                throw KilnError(.invalidModel, "\(source): \(context) has dim \(v), more than any tensor can hold")
             case .dimValue(let v)?: v >= 0 ? .fixed(Int(v)) : .unknown
             case .dimParam(let p)?: p.isEmpty ? .unknown : .symbol(p)
             case nil: .unknown
@@ -359,17 +382,8 @@ struct ImportContext {
         guard let dtype = DType(onnxCode: Int(proto.dataType)) else {
             throw KilnError(.invalidModel, "\(source): tensor '\(name)' has element type \(proto.dataType), which ONNX does not define")
         }
-        var shape: [Int] = []
-        var count = 1
-        for d in proto.dims {
-            guard d >= 0, d <= Int64(Int.max) else { throw KilnError(.invalidModel, "\(source): tensor '\(name)' has a negative dim \(d)") }
-            let (product, overflow) = count.multipliedReportingOverflow(by: Int(d))
-            guard !overflow, product <= (1 << 40) else {
-                throw KilnError(.invalidModel, "\(source): tensor '\(name)' has dims \(proto.dims) whose product is too large")
-            }
-            count = product
-            shape.append(Int(d))
-        }
+        let shape = proto.dims.map { Int($0) }
+        let count = try ElementCount.of(shape, dtype: dtype, what: "\(source): tensor '\(name)'")
         let source = self.source
         let mismatch = { (have: Int, field: String) in
             KilnError(.invalidModel, "\(source): tensor '\(name)' of shape \(shape) needs \(count) elements but its \(field) holds \(have)")
@@ -471,11 +485,12 @@ struct ImportContext {
         guard dtype != .string else { throw KilnError(.invalidModel, "\(source): string tensor '\(name)' cannot be stored externally") }
         let needed = dtype.packedBits < 8 ? (count * dtype.packedBits + 7) / 8 : count * dtype.byteWidth!
         let size = length ?? (file.size - min(offset, file.size))
+        let end = try ElementCount.sum(offset, size, what: "\(source): tensor '\(name)' external data (offset + length)")
         guard size == needed else {
             throw KilnError(.invalidModel, "\(source): tensor '\(name)' of shape \(shape) needs \(needed) bytes, but its external data has \(size)")
         }
         guard offset <= file.size, size <= file.size - offset else {
-            throw KilnError(.invalidModel, "\(source): tensor '\(name)' reads bytes \(offset)..<\(offset + size) of '\(location)', which has only \(file.size)")
+            throw KilnError(.invalidModel, "\(source): tensor '\(name)' reads bytes \(offset)..<\(end) of '\(location)', which has only \(file.size)")
         }
         let raw = UnsafeRawBufferPointer(rebasing: file.bytes[offset..<(offset + size)])
         if dtype.packedBits < 8 || dtype == .bool {
@@ -494,13 +509,11 @@ struct ImportContext {
         guard shape.allSatisfy({ $0 >= 0 }), values.rank == 1, values.dtype != .string, indices.dtype != .string else {
             throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' is malformed")
         }
-        var total = 1
-        for d in shape {
-            let (product, overflow) = total.multipliedReportingOverflow(by: d)
-            guard !overflow, product <= (1 << 32) else {
-                throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has dims \(shape) whose product is too large")
-            }
-            total = product
+        // Expansion keeps an 8-byte working copy per element: refuse it beyond ImportLimits.maxDenseSparseBytes,
+        // so a tiny sparse tensor cannot ask for gigabytes.
+        let total = try ElementCount.of(shape, what: "\(source): sparse tensor '\(name)'")
+        guard total <= ImportLimits.maxDenseSparseBytes / 8 else {
+            throw KilnError(.invalidModel, "\(source): sparse tensor '\(name)' has dims \(shape): its dense form (\(total) elements) exceeds the \(ImportLimits.maxDenseSparseBytes >> 20) MiB cap on sparse expansion")
         }
         let nnz = values.count
         let idx = indices.asInt64s()

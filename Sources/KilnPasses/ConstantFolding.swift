@@ -61,7 +61,9 @@ public struct ConstantFolding: Pass {
         var known = 0
         for name in outputs {
             if let t = graph.valueTypes[name]?.tensorType, let shape = t.fixedShape, let width = t.dtype.byteWidth {
-                known += shape.reduce(1, *) * width
+                // Checked: inferred shapes may hold dims whose product overflows.
+                guard let count = try? ElementCount.of(shape, what: name) else { return nil }
+                known = (try? ElementCount.sum(known, count * width, what: name)) ?? Int.max
             }
         }
         guard known <= maxBytes else { return nil }

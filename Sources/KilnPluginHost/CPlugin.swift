@@ -41,6 +41,8 @@ public final class CPlugin: @unchecked Sendable {
     /// host does not speak (the message names both versions and the path); `.invalidArgument` for a
     /// library that is not a Kiln plugin or whose header or tables are malformed.
     public init(path: String, hostVersion: String = "0.1.0") throws {
+        // A FIFO or device at a plugin path would block dlopen forever: only a regular file is opened.
+        if path.contains("/") { try RegularFile.check(path, limit: Int.max) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
             let why = dlerror().map { String(cString: $0) } ?? "unknown error"
             throw KilnError(.io, "cannot load plugin '\(path)': \(why)")

@@ -185,18 +185,25 @@ public final class Session: @unchecked Sendable {
     public var outputs: [Value] { model.graph.outputs }
 
     /// Runs the model. `inputs` is keyed by input name; the result is keyed by output name.
-    public func run(_ inputs: [String: RuntimeValue]) throws -> [String: RuntimeValue] {
-        try validate(inputs)
-        let values = try executable.run(inputs)
+    public func run(_ inputs: [String: RuntimeValue], options: RunOptions = RunOptions()) throws -> [String: RuntimeValue] {
+        let values = try runOrdered(inputs, options: options)
         var result: [String: RuntimeValue] = [:]
         for (output, value) in zip(model.graph.outputs, values) { result[output.name] = value }
         return result
     }
 
-    /// Runs the model and returns the outputs in graph order.
-    public func runOrdered(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue] {
+    /// Runs the model and returns the outputs in graph order. With `options.timeout`, a run that takes
+    /// longer is stopped between steps with a `.runtime` error ("run exceeded its deadline of N s").
+    public func runOrdered(_ inputs: [String: RuntimeValue], options: RunOptions = RunOptions()) throws -> [RuntimeValue] {
         try validate(inputs)
-        return try executable.run(inputs)
+        guard let timeout = options.timeout else { return try executable.run(inputs) }
+        guard timeout > .zero else { throw KilnError(.invalidArgument, "run timeout must be positive, got \(timeout)") }
+        let deadline = RunDeadline(timeout: timeout)
+        return try RunDeadline.$current.withValue(deadline) {
+            let results = try executable.run(inputs)
+            try deadline.check()
+            return results
+        }
     }
 
     /// Checks names, element types and shapes of `inputs` against the graph's inputs; symbolic dims must
@@ -219,6 +226,8 @@ public final class Session: @unchecked Sendable {
             guard tensor.dtype == expected.dtype else {
                 throw KilnError(.invalidArgument, "input '\(input.name)': expected element type \(expected.dtype), given \(tensor.dtype)")
             }
+            // The one checked size computation: a bound input's shape product never overflows later arithmetic.
+            _ = try ElementCount.of(tensor.shape, dtype: tensor.dtype, what: "input '\(input.name)'", code: .invalidArgument)
             guard let dims = expected.shape else { continue }
             guard dims.count == tensor.rank else {
                 throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (rank \(tensor.rank), expected \(dims.count))")
@@ -236,6 +245,18 @@ public final class Session: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// How one run goes.
+public struct RunOptions: Sendable {
+    /// The longest the run may take; nil = no limit. The built-in backends check it between steps
+    /// (see `RunDeadline`).
+    public var timeout: Duration?
+
+    /// Options for one run.
+    public init(timeout: Duration? = nil) {
+        self.timeout = timeout
     }
 }
 
@@ -283,6 +304,7 @@ struct PartitionedExecutable: Executable {
     func run(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue] {
         var values: [String: PlacedValue] = inputs.mapValues { .host($0) }
         for (i, stage) in stages.enumerated() {
+            try RunDeadline.check()
             var feed: [String: PlacedValue] = [:]
             for name in stage.partition.inputs {
                 if let value = values[name] {

@@ -8,21 +8,10 @@ import KilnIR
 
 /// Small file-system helpers over libc (Foundation stays out of the runtime path).
 public enum FileSystem {
-    /// The whole file at `path`.
+    /// The whole regular file at `path` (`RegularFile.read`).
     public static func read(_ path: String) throws -> [UInt8] {
-        guard let f = fopen(path, "rb") else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
-        defer { fclose(f) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = fread(&chunk, 1, chunk.count, f)
-            if n > 0 { result.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count {
-                if ferror(f) != 0 { throw KilnError(.io, "cannot read '\(path)'") }
-                break
-            }
-        }
-        return result
+        // A regular file only, at most RegularFile.maxBytes: a FIFO or /dev/zero would block or never end.
+        try RegularFile.read(path)
     }
 
     /// Writes `bytes` to `path` atomically (`AtomicFile.write`): a failure never leaves a partial file.

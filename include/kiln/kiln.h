@@ -44,7 +44,7 @@ extern "C" {
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
  * ABI major is M and whose minor is at least the minor it was built with: call KILN_ABI_CHECK() first. */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 2
+#define KILN_ABI_VERSION_MINOR 3
 
 /* This header's ABI version as (major << 16) | minor, the form kiln_abi_version() and kiln_abi_check() use. */
 #define KILN_ABI_VERSION (((uint32_t)KILN_ABI_VERSION_MAJOR << 16) | (uint32_t)KILN_ABI_VERSION_MINOR)
@@ -207,6 +207,10 @@ typedef struct kiln_load_options {
                                           backend's default (kiln.cpu: the physical cores). kiln.reference
                                           runs on the calling thread whatever its value. Must be >= 0. */
     uint32_t reserved;                 /* must be 0 (keeps the struct free of padding) */
+    uint64_t memory_budget_mb;         /* (ABI 1.3) the most MiB one prepared graph's memory plan may take on
+                                          backends that plan memory (kiln.cpu's option memory_budget_mb); a
+                                          larger plan is a KILN_ERROR_UNSUPPORTED error at load naming the
+                                          largest values. 0 = no budget. */
 } kiln_load_options;
 
 /* Loads the model at `path`: a .kiln artifact (recognised by its magic bytes) or an ONNX model
@@ -274,6 +278,9 @@ KILN_API kiln_error *kiln_model_partition_entry(const kiln_model *model, size_t 
 typedef struct kiln_run_options {
     size_t struct_size;                /* sizeof(kiln_run_options) */
     uint64_t flags;                    /* reserved: must be 0 */
+    uint64_t timeout_ms;               /* (ABI 1.3) the longest the run may take, in milliseconds; 0 = no
+                                          limit. The built-in backends check it between steps; a run past it
+                                          fails with KILN_ERROR_RUNTIME "run exceeded its deadline of N s". */
 } kiln_run_options;
 
 /* Outputs allocated by the runtime (kiln_run_alloc). Owned by the caller; free with kiln_outputs_free.

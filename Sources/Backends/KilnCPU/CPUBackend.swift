@@ -15,6 +15,8 @@ public struct CPUBackend: Backend {
     public let target: CPUTarget
     /// Receives per-step timings of every run, when set.
     public let profile: CPUProfile?
+    /// The most bytes one prepared graph's memory plan may take (option `memory_budget_mb`); nil for none.
+    public var memoryBudget: Int?
 
     /// `kiln.cpu` with `threads` threads (default: the number of physical cores) for `target`
     /// (`host`, `x86_64-avx2`, `x86_64-avx512`, `aarch64-neon`, `generic`). An unknown target name
@@ -49,9 +51,13 @@ public struct CPUBackend: Backend {
         if let missing = target.missing(on: CPUFeatures.host) {
             throw KilnError(.unsupported, "kiln.cpu target \(target.rawValue) needs \(missing), which this CPU lacks (it has: \(CPUFeatures.host))")
         }
+        // A graph output with an empty name has no value id: refuse it instead of indexing with -1.
+        if let bad = graph.outputs.firstIndex(where: { $0.name.isEmpty }) {
+            throw KilnError(.invalidModel, "kiln.cpu: graph output #\(bad) has an empty name")
+        }
         var lowering = Lowering(graph: graph)
         let program = try lowering.lower()
-        let executable = CPUExecutable(program: program, threads: threads, profile: profile)
+        let executable = CPUExecutable(program: program, threads: threads, profile: profile, memoryBudget: memoryBudget)
         try executable.planStaticShapes(graph)
         return executable
     }

@@ -11,8 +11,13 @@ final class CPUExecutable: Executable, @unchecked Sendable {
     /// Plans kept at most (one per distinct input shape); older ones are dropped beyond it.
     static let planLimit = 16
 
-    init(program: Program, threads: Int, profile: CPUProfile?) {
+    /// The most bytes one plan's arena may take (nil: no budget); a plan above it is an error naming its
+    /// largest values.
+    let memoryBudget: Int?
+
+    init(program: Program, threads: Int, profile: CPUProfile?, memoryBudget: Int? = nil) {
         self.program = program
+        self.memoryBudget = memoryBudget
         pool = ThreadPool(threadCount: threads)
         self.profile = profile
     }
@@ -29,7 +34,13 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                   let shape = t.fixedShape else { return }
             signature.append((shape, t.dtype))
         }
-        lock.withLock { _ = try? plan(for: signature) }
+        // Other planning failures surface at the first run (as before); a plan over the memory budget is
+        // refused now, at load.
+        try lock.withLock {
+            do { _ = try plan(for: signature) } catch let error as KilnError where memoryBudget != nil && error.message.contains("memory_budget_mb") {
+                throw error
+            } catch {}
+        }
     }
 
     private func key(_ signature: [(shape: [Int], dtype: DType)]) -> [Int] {
@@ -40,7 +51,7 @@ final class CPUExecutable: Executable, @unchecked Sendable {
     private func plan(for signature: [(shape: [Int], dtype: DType)]) throws -> Plan {
         let k = key(signature)
         if let p = plans[k] { return p }
-        let plan = try PlanBuilder(program: program, pool: pool, inputs: signature).build()
+        let plan = try PlanBuilder(program: program, pool: pool, inputs: signature, memoryBudget: memoryBudget).build()
         if plans.count >= Self.planLimit { plans.removeAll() }
         plans[k] = plan
         return plan

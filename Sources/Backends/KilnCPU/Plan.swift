@@ -95,7 +95,15 @@ final class Plan: @unchecked Sendable {
     func run(inputs: [UnsafeRawPointer], profile: ((Int, UInt64, UInt64) -> Void)? = nil) throws -> [Tensor] {
         frame.inputs = inputs
         defer { frame.inputs = [] }
-        if let profile {
+        if let deadline = RunDeadline.current {
+            // A deadline is checked between steps (one clock read each).
+            for (i, step) in steps.enumerated() {
+                try deadline.check()
+                let start = profile != nil ? monotonicNanoseconds() : 0
+                try step.body(frame)
+                profile?(i, start, monotonicNanoseconds() - start)
+            }
+        } else if let profile {
             for (i, step) in steps.enumerated() {
                 let start = monotonicNanoseconds()
                 try step.body(frame)

@@ -116,7 +116,17 @@ final class PlanBuilder {
     private var operationEndStep: [Int] = []
     private var current: (any Operation)?
 
-    init(program: Program, pool: ThreadPool, inputs: [(shape: [Int], dtype: DType)]) {
+    /// The most bytes the arena may take (kiln.cpu's `memory_budget_mb` option); nil for no budget.
+    var memoryBudget: Int?
+
+    /// `bytes` as MiB with two decimals, for messages.
+    static func megabytes(_ bytes: Int) -> String {
+        let hundredths = (bytes * 100 + (1 << 19)) >> 20
+        return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100) MiB"
+    }
+
+    init(program: Program, pool: ThreadPool, inputs: [(shape: [Int], dtype: DType)], memoryBudget: Int? = nil) {
+        self.memoryBudget = memoryBudget
         self.program = program
         self.pool = pool
         shapes = Array(repeating: nil, count: program.valueCount)
@@ -369,6 +379,15 @@ final class PlanBuilder {
             requests.append(MemoryPlan.Request(bytes: buffer.bytes, first: buffer.first, last: last))
         }
         let memory = MemoryPlan(requests)
+        if let memoryBudget, memory.arenaBytes > memoryBudget {
+            // Name the largest buffers so the caller sees what to shrink (a batch dim, a sequence length).
+            let largest = buffers.indices.sorted { buffers[$0].bytes > buffers[$1].bytes }.prefix(3).map { b in
+                let what = buffers[b].values.isEmpty ? "scratch of operation #\(buffers[b].scratchOperation ?? 0)"
+                    : buffers[b].values.map { "'\(name($0))'" }.joined(separator: "/")
+                return "\(what) \(Self.megabytes(buffers[b].bytes))"
+            }
+            throw KilnError(.unsupported, "kiln.cpu: the memory plan needs \(Self.megabytes(memory.arenaBytes)), more than the memory budget of \(Self.megabytes(memoryBudget)) (option memory_budget_mb); largest values: \(largest.joined(separator: ", "))")
+        }
         var retained: [Tensor] = []
         var locations = [Location](repeating: .none, count: program.valueCount)
         for id in 0..<program.valueCount {

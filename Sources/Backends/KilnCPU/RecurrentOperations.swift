@@ -151,7 +151,7 @@ final class RecurrentOperation: Operation {
         guard xs.count == 3, ws.count == 3, rs.count == 3 else { throw b.invalid("X, W and R must have rank 3, got \(xs), \(ws), \(rs)") }
         let seq = layout == 0 ? xs[0] : xs[1], batch = layout == 0 ? xs[1] : xs[0], inputSize = xs[2]
         let hidden = hiddenSize ?? rs[2]
-        let dirs = directions, gh = cell.gates * hidden
+        let dirs = directions, gh = try ElementCount.product(cell.gates, hidden, what: "\(cell) gates × hidden_size", code: .invalidModel)
         guard ws == [dirs, gh, inputSize], rs == [dirs, gh, hidden] else {
             throw b.invalid("W \(ws) or R \(rs) do not match X \(xs), hidden_size \(hidden) and \(dirs) direction(s)")
         }

@@ -31,7 +31,9 @@ struct Interpreter {
         for input in graph.inputs where scope[input.name] == nil {
             throw KilnError(.invalidArgument, "graph '\(graph.name)': input '\(input.name)' was not given")
         }
+        let deadline = RunDeadline.current
         for node in graph.nodes {
+            try deadline?.check()
             try execute(node, in: scope)
         }
         return try graph.outputs.map { output in

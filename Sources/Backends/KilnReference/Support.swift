@@ -58,9 +58,18 @@ enum Broadcast {
     }
 }
 
-/// The most elements a tensor that a kernel creates may have (2^31). Larger outputs — usually the sign of a
-/// malformed model asking for an absurd shape — are refused before anything is allocated.
-let maxTensorElements = 1 << 31
+/// The most bytes one tensor that a kernel creates may take, counted with the kernels' working copies
+/// (`[Double]` values, `[Int]` indices): 4 GiB. Larger outputs — usually the sign of a malformed model asking
+/// for an absurd shape — are refused before anything is allocated.
+let maxTensorBytes = 1 << 32
+
+/// What one element costs a kernel at most: an 8-byte `Double` (or `Int` index) working copy plus an
+/// 8-byte result element.
+let workingBytesPerElement = 16
+
+/// The most elements a tensor that a kernel creates may have: `maxTensorBytes / workingBytesPerElement`
+/// (2^28), so the cap counts bytes, working copies included.
+let maxTensorElements = maxTensorBytes / workingBytesPerElement
 
 /// The largest magnitude a window attribute (kernel size, stride, dilation, pad, output padding) may have:
 /// 2^30, so that sums and products of two of them cannot overflow `Int`.
@@ -78,7 +87,7 @@ extension KernelContext {
         for d in shape where d != 0 {
             let (p, overflow) = n.multipliedReportingOverflow(by: d)
             guard !overflow, p <= maxTensorElements else {
-                throw fail("\(what) would have shape \(shape), more than \(maxTensorElements) elements")
+                throw fail("\(what) would have shape \(shape): more than kiln.reference's cap of \(maxTensorBytes >> 30) GiB per tensor, working copies included (\(maxTensorElements) elements)")
             }
             n = p
         }

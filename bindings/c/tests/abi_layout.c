@@ -42,6 +42,7 @@ int main(void) {
     FIELD(kiln_load_options, backend);
     FIELD(kiln_load_options, num_threads);
     FIELD(kiln_load_options, reserved);
+    FIELD(kiln_load_options, memory_budget_mb);  /* appended in ABI 1.3 */
 
     STRUCT(kiln_value_info);
     FIELD(kiln_value_info, struct_size);
@@ -62,6 +63,7 @@ int main(void) {
     STRUCT(kiln_run_options);
     FIELD(kiln_run_options, struct_size);
     FIELD(kiln_run_options, flags);
+    FIELD(kiln_run_options, timeout_ms);  /* appended in ABI 1.3 */
 
     STRUCT(kiln_compile_options);
     FIELD(kiln_compile_options, struct_size);

@@ -187,7 +187,8 @@ int main(int argc, char **argv) {
         expect_error(kiln_model_load_file(context, argv[1], &bad_size, &m), KILN_ERROR_INVALID_ARGUMENT, "load_zero_struct_size", parts6);
     }
 
-    kiln_load_options load_options = {.struct_size = sizeof load_options, .num_threads = 2};
+    /* ABI 1.3: a memory budget for backends that plan memory; this small model fits in 64 MiB. */
+    kiln_load_options load_options = {.struct_size = sizeof load_options, .num_threads = 2, .memory_budget_mb = 64};
     kiln_model *model = NULL;
     must(kiln_model_load_file(context, argv[1], &load_options, &model), "kiln_model_load_file");
 
@@ -311,9 +312,18 @@ int main(int argc, char **argv) {
         expect_error(kiln_run_alloc(model, NULL, 0, NULL, &o), KILN_ERROR_INVALID_ARGUMENT, "input_missing", parts8);
         const char *parts9[] = {"model", NULL};
         expect_error(kiln_run_alloc(NULL, &x, 1, NULL, &o), KILN_ERROR_INVALID_ARGUMENT, "run_null_model", parts9);
-        kiln_run_options flags = {sizeof flags, 1};
+        kiln_run_options flags = {.struct_size = sizeof flags, .flags = 1};
         const char *parts10[] = {"flags", NULL};
         expect_error(kiln_run_alloc(model, &x, 1, &flags, &o), KILN_ERROR_INVALID_ARGUMENT, "run_reserved_flags", parts10);
+        /* ABI 1.3: a run deadline; a generous one lets the run finish. An ABI 1.0-sized struct still works. */
+        kiln_run_options generous = {.struct_size = sizeof generous, .timeout_ms = 60000};
+        kiln_error *timed = kiln_run_alloc(model, &x, 1, &generous, &o);
+        expect(timed == NULL, "run_timeout_generous", timed ? kiln_error_message(timed) : "");
+        if (timed) kiln_error_free(timed); else kiln_outputs_free(o);
+        kiln_run_options old = {.struct_size = 16};
+        kiln_error *old_run = kiln_run_alloc(model, &x, 1, &old, &o);
+        expect(old_run == NULL, "run_options_1_0_size", old_run ? kiln_error_message(old_run) : "");
+        if (old_run) kiln_error_free(old_run); else kiln_outputs_free(o);
     }
 
     /* A strided input (a transposed view of x stored column-major) gives the same results. */

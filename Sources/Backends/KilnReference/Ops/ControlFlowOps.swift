@@ -42,7 +42,9 @@ enum ControlFlowOps {
         guard scanCount >= 0 else { throw ctx.fail("body has too few outputs") }
         var scans = [[Tensor]](repeating: [], count: scanCount)
         var iteration: Int64 = 0
+        let deadline = RunDeadline.current
         while cond, maxTrips.map({ iteration < $0 }) ?? true {
+            try deadline?.check()
             let args: [RuntimeValue] = [.tensor(Tensor(scalar: iteration)), .tensor(Tensor(scalar: cond))] + carried
             let results = try ctx.runSubgraph(body, args)
             guard let c = results[0].tensor, c.count == 1 else { throw ctx.fail("body's cond output must be a one-element tensor") }
@@ -130,7 +132,9 @@ enum ControlFlowOps {
         let slices = zip(scanInputs, axes).map { SequenceOps.unstack($0, axis: $1) }
         var states = initial
         var scans = [[Tensor]](repeating: [], count: body.outputs.count - n)
+        let deadline = RunDeadline.current
         for step in 0..<steps {
+            try deadline?.check()
             let args = states + slices.indices.map { i -> RuntimeValue in
                 .tensor(slices[i][reversed[i] ? steps - 1 - step : step])
             }

@@ -1,0 +1,106 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The one checked size computation: element and byte counts of shapes taken from untrusted places (model
+/// files, artifacts, bound inputs, command lines), multiplied with overflow detection and a cap.
+public enum ElementCount {
+    /// The largest tensor, in bytes, any shape may describe: 2^40 (1 TiB), far above any real model and far
+    /// below where `Int` arithmetic on byte offsets could overflow.
+    public static let maxBytes = 1 << 40
+
+    /// The number of elements of `shape` — a typed `.invalidModel` error (naming `what`) when a dim is
+    /// negative, the product overflows, or the tensor would exceed `maxBytes` (with `dtype`'s width, 1 byte
+    /// per element when it has none, e.g. strings).
+    public static func of(_ shape: [Int], dtype: DType? = nil, what: String, code: KilnError.Code = .invalidModel) throws -> Int {
+        var count = 1
+        for d in shape {
+            guard d >= 0 else { throw KilnError(code, "\(what) has a negative dim \(d) (shape \(shape))") }
+            let (p, overflow) = count.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw KilnError(code, "\(what) has dims \(shape) whose product is too large (it overflows)") }
+            count = p
+        }
+        let width = dtype?.byteWidth ?? 1
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: max(width, 1))
+        guard !overflow, bytes <= maxBytes else {
+            throw KilnError(code, "\(what) has dims \(shape) whose product is too large (more than the \(maxBytes >> 30) GiB cap for one tensor)")
+        }
+        return count
+    }
+
+    /// `a * b`, or a typed error naming `what` when it overflows or is negative.
+    public static func product(_ a: Int, _ b: Int, what: String, code: KilnError.Code = .invalidModel) throws -> Int {
+        let (p, overflow) = a.multipliedReportingOverflow(by: b)
+        guard !overflow, a >= 0, b >= 0 else { throw KilnError(code, "\(what): \(a) × \(b) is out of range") }
+        return p
+    }
+
+    /// `a + b`, or a typed error naming `what` when it overflows or is negative.
+    public static func sum(_ a: Int, _ b: Int, what: String, code: KilnError.Code = .invalidModel) throws -> Int {
+        let (s, overflow) = a.addingReportingOverflow(b)
+        guard !overflow, a >= 0, b >= 0 else { throw KilnError(code, "\(what): \(a) + \(b) is out of range") }
+        return s
+    }
+
+    /// `f` as an `Int` when it is integral and representable; nil for NaN, infinities, fractions and
+    /// magnitudes of 2^63 or more (where `Int(f)` would trap).
+    public static func exactInt<F: BinaryFloatingPoint>(_ f: F) -> Int? { Int(exactly: f) }
+}
+
+/// Opening files Kiln reads (models, external data, `.npy` inputs, artifacts, plugins) so that a FIFO, a
+/// device or an endless file can neither block nor exhaust memory: opened with `O_NONBLOCK` (a FIFO does not
+/// block the open), checked with `fstat` to be a regular file, and refused above a size cap.
+public enum RegularFile {
+    /// The cap on a model, artifact or `.npy` file: 4 GiB (external data files have the same cap each).
+    public static let maxBytes = 4 << 30
+
+    /// An open, read-only descriptor of the regular file at `path` and its size; the caller closes it.
+    public static func open(_ path: String, limit: Int = maxBytes) throws -> (fd: Int32, size: Int) {
+        guard !path.isEmpty else { throw KilnError(.io, "cannot open a file with an empty path") }
+        let fd = Glibc.open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw KilnError(.io, "cannot stat '\(path)': \(reason)")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw KilnError(.io, "'\(path)' is not a regular file (a folder, device, FIFO or socket cannot be read)")
+        }
+        let size = Int(info.st_size)
+        guard size <= limit else {
+            close(fd)
+            throw KilnError(.io, "'\(path)' is \(size) bytes, more than the \(limit) byte cap")
+        }
+        // Reads block normally again (a regular file never blocks anyway).
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        return (fd, size)
+    }
+
+    /// Throws unless `path` is a regular file (for paths handed to something else to open, like `dlopen`).
+    public static func check(_ path: String, limit: Int = maxBytes) throws {
+        let (fd, _) = try open(path, limit: limit)
+        close(fd)
+    }
+
+    /// The whole regular file at `path` (at most `limit` bytes and its size when opened).
+    public static func read(_ path: String, limit: Int = maxBytes) throws -> [UInt8] {
+        let (fd, size) = try open(path, limit: limit)
+        defer { close(fd) }
+        var result = [UInt8](repeating: 0, count: size)
+        var done = 0
+        while done < size {
+            let n = result.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + done, size - done) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw KilnError(.io, "cannot read '\(path)': \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            done += n
+        }
+        if done < size { result.removeLast(size - done) }
+        return result
+    }
+}

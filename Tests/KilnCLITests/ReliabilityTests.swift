@@ -1,0 +1,84 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Kiln
+import KilnTooling
+import Testing
+@testable import KilnTestSupport
+
+/// Issue 16 through the command line: where files are written, what is read, size and time limits.
+@Suite final class CLIReliabilityTests {
+    let folder: String
+    let model: String
+
+    init() throws {
+        folder = try temporaryDirectory("kiln-cli-reliability")
+        model = folder + "/add_relu.onnx"
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: model)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: folder) }
+
+    @Test func anEmptyOutputDirIsRefused() throws {
+        let result = try KilnTool.run(["run", model, "--random", "--output-dir", ""])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("--output-dir is empty"), "\(result.stderr)")
+        #expect(!FileSystem.exists("/relu.npy"))
+    }
+
+    @Test func compileRefusesAFIFOOrALinkAsItsOutput() throws {
+        let fifo = folder + "/null.kiln"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let toFIFO = try KilnTool.run(["compile", model, "-o", fifo], timeout: 120)
+        #expect(toFIFO.status == 1)
+        #expect(toFIFO.stderr.contains("not a regular file"), "\(toFIFO.stderr)")
+        let victim = folder + "/victim.txt"
+        try FileSystem.writeAtomically(Array("keep".utf8), to: victim)
+        #expect(symlink(victim, folder + "/link.kiln") == 0)
+        let toLink = try KilnTool.run(["compile", model, "-o", folder + "/link.kiln"], timeout: 120)
+        #expect(toLink.status == 1)
+        #expect(toLink.stderr.contains("symbolic link"), "\(toLink.stderr)")
+        #expect(try FileSystem.read(victim) == Array("keep".utf8))
+    }
+
+    /// A FIFO as the model and /dev/zero as an input: errors at once, never a hang or an endless read.
+    @Test func fifosAndDevicesAreNotRead() throws {
+        let fifo = folder + "/fifo.onnx"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let asModel = try KilnTool.run(["run", fifo, "--random"], timeout: 60)
+        #expect(asModel.status == 1)
+        #expect(asModel.stderr.contains("not a regular file"), "\(asModel.stderr)")
+        let asInput = try KilnTool.run(["run", model, "--random", "--input", "x=/dev/zero"], timeout: 60)
+        #expect(asInput.status == 1)
+        #expect(asInput.stderr.contains("not a regular file"), "\(asInput.stderr)")
+    }
+
+    /// Dims whose product overflows Int used to overflow `--random`'s buffer size.
+    @Test func randomInputsWithOverflowingShapesAreRefused() throws {
+        let path = folder + "/huge.onnx"
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [.fixed(1 << 31), .fixed(1 << 31), .fixed(1 << 31)])],
+                              outputs: [ONNXBuilder.value("y")], nodes: [ONNXBuilder.node("Relu", ["x"], ["y"])])
+        let result = try KilnTool.run(["run", path, "--random", "--backend", "kiln.reference"], timeout: 120)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("--random input 'x'"), "\(result.stderr)")
+    }
+
+    @Test func runTimeoutStopsTheRun() throws {
+        let result = try KilnTool.run(["run", model, "--random", "--timeout", "0.000000001"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("run exceeded its deadline"), "\(result.stderr)")
+        let bad = try KilnTool.run(["run", model, "--random", "--timeout", "0"])
+        #expect(bad.status == 1)
+    }
+
+    @Test func theMemoryBudgetOptionReachesKilnCPU() throws {
+        let path = folder + "/big.onnx"
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [1024, 1024])],
+                              outputs: [ONNXBuilder.value("z")],
+                              nodes: [ONNXBuilder.node("Exp", ["x"], ["y"]), ONNXBuilder.node("Transpose", ["y"], ["z"])])
+        let result = try KilnTool.run(["run", path, "--random", "--backend", "kiln.cpu", "--backend-option", "memory_budget_mb=1"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("memory budget of 1.00 MiB"), "\(result.stderr)")
+    }
+}

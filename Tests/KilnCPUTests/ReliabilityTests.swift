@@ -1,0 +1,70 @@
+import Kiln
+import KilnCPU
+import Testing
+
+/// Issue 16 on kiln.cpu: unchecked arithmetic, a memory budget, run deadlines.
+@Suite struct CPUReliabilityTests {
+    static func tensor(_ shape: [Int]) -> Tensor {
+        Tensor(shape: shape, [Float](repeating: 0.5, count: shape.reduce(1, *)))
+    }
+
+    static func error(_ body: () throws -> Void) -> KilnError? {
+        do { try body(); return nil } catch let e as KilnError { return e } catch { return nil }
+    }
+
+    /// A graph output named "" used to index `lastUse[-1]` and trap.
+    @Test func aGraphOutputWithAnEmptyNameIsATypedError() throws {
+        var g = TestGraph()
+        let x = g.input("x", [2])
+        g.graph.nodes.append(Node(name: "r", op: OpID("", "Relu"), inputs: [x], outputs: [""]))
+        g.graph.outputs = [Value(name: "")]
+        let error = Self.error { _ = try CPUBackend().prepare(g.graph) }
+        #expect(error?.code == .invalidModel, "\(String(describing: error))")
+    }
+
+    /// hidden_size near Int.max made `gates * hidden` overflow and trap.
+    @Test func aHugeRecurrentHiddenSizeIsATypedError() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1, 1, 2])
+        let w = g.constant(Self.tensor([1, 4, 2]), "w")
+        let r = g.constant(Self.tensor([1, 4, 1]), "r")
+        let y = g.node("LSTM", [x, w, r], ["hidden_size": .int(Int.max / 3)])
+        g.output(y)
+        let executable = try CPUBackend().prepare(g.graph)
+        let error = Self.error { _ = try executable.run(["x": .tensor(Self.tensor([1, 1, 2]))]) }
+        #expect(error != nil, "\(String(describing: error))")
+    }
+
+    /// A plan above `memory_budget_mb` is an error at load that names the three largest values.
+    @Test func aPlanOverTheMemoryBudgetIsRefusedAtLoadNamingTheLargestValues() throws {
+        var g = TestGraph()
+        var v = g.input("x", [512, 1024])
+        for _ in 0..<3 { v = g.node("Transpose", [g.node("Exp", [v])]) }
+        g.output(v)
+        let budgeted = try CPUBackend.descriptor.make(BackendConfiguration(options: ["memory_budget_mb": "1"]))
+        let error = Self.error { _ = try budgeted.prepare(g.graph) }
+        #expect(error?.code == .unsupported, "\(String(describing: error))")
+        #expect(error?.message.contains("memory budget of 1.00 MiB") == true, "\(String(describing: error))")
+        let largest = error?.message.components(separatedBy: "largest values: ").last ?? ""
+        #expect(largest.components(separatedBy: "2.00 MiB").count == 4, "\(String(describing: error))")
+        // Within the budget it loads and runs.
+        let roomy = try CPUBackend.descriptor.make(BackendConfiguration(options: ["memory_budget_mb": "64"]))
+        _ = try roomy.prepare(g.graph).run(["x": .tensor(Self.tensor([512, 1024]))])
+    }
+
+    /// kiln.cpu checks the run's deadline between steps.
+    @Test func theStepLoopStopsAtTheDeadline() throws {
+        var g = TestGraph()
+        var v = g.input("x", [64, 64])
+        for _ in 0..<20 { v = g.node("Exp", [v]) }
+        g.output(v)
+        let executable = try CPUBackend().prepare(g.graph)
+        let error = Self.error {
+            _ = try RunDeadline.$current.withValue(RunDeadline(timeout: .nanoseconds(1))) {
+                try executable.run(["x": .tensor(Self.tensor([64, 64]))])
+            }
+        }
+        #expect(error?.code == .runtime && error?.message.contains("run exceeded its deadline of") == true, "\(String(describing: error))")
+        _ = try executable.run(["x": .tensor(Self.tensor([64, 64]))])
+    }
+}
