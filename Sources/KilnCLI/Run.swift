@@ -82,6 +82,7 @@ struct Run: ParsableCommand {
             let runStart = clock.now
             let results = try session.runOrdered(feeds)
             let runTime = clock.now - runStart
+            for warning in session.warnings { printError("warning: \(warning)") }
 
             if let outputDir { try FileSystem.makeDirectories(outputDir) }
             var usedFileNames = Set<String>()

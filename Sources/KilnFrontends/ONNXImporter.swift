@@ -345,7 +345,7 @@ struct ImportContext {
         return TensorType(dtype, shape.dim.map { d -> Dim in
             switch d.value {
             case .dimValue(let v)?: v >= 0 ? .fixed(Int(v)) : .unknown
-            case .dimParam(let p)?: p.isEmpty ? .unknown : .symbol(p)
+            case .dimParam(let p)?: p.isEmpty || p == "?" ? .unknown : .symbol(p)  // `?` and "" are anonymous, as in ONNX Runtime
             case nil: .unknown
             }
         })

@@ -227,8 +227,19 @@ public final class Session: @unchecked Sendable {
         return try executable.run(inputs)
     }
 
-    /// Checks names, element types and shapes of `inputs` against the graph's inputs; symbolic dims must
-    /// agree across inputs.
+    /// Warnings raised while running, each once, in the order first raised (a named dim bound to different
+    /// sizes by different inputs).
+    public var warnings: [String] { warningLock.withLock { warningList } }
+    private let warningLock = Lock()
+    private var warningList: [String] = []
+
+    private func warn(_ message: String) {
+        warningLock.withLock { if !warningList.contains(message), warningList.count < 100 { warningList.append(message) } }
+    }
+
+    /// Checks names, element types and shapes of `inputs` against the graph's inputs. Fixed dims must match.
+    /// A named dim bound to different sizes by different inputs runs, as ONNX Runtime runs it, with a warning
+    /// (`warnings`); `?` and unnamed dims are anonymous.
     public func validate(_ inputs: [String: RuntimeValue]) throws {
         let known = Set(model.graph.inputs.map(\.name))
         for name in inputs.keys.sorted() where !known.contains(name) {
@@ -255,11 +266,14 @@ public final class Session: @unchecked Sendable {
                 switch dim {
                 case .fixed(let v) where v != size:
                     throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (dim \(axis) is \(size), expected \(v))")
-                case .symbol(let s):
-                    if let (bound, by) = symbols[s], bound != size {
-                        throw KilnError(.invalidArgument, "input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound)")
+                case .symbol(let s) where !s.isEmpty && s != "?":  // `?` (artifacts from before import made it anonymous)
+                    if let (bound, by) = symbols[s] {
+                        if bound != size {
+                            warn("input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound); running anyway, as ONNX Runtime does")
+                        }
+                    } else {
+                        symbols[s] = (size, input.name)
                     }
-                    symbols[s] = (size, input.name)
                 default: break
                 }
             }
