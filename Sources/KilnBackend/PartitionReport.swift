@@ -40,11 +40,25 @@ public struct PartitionReport: Sendable, Hashable {
     public var entries: [Entry]
     /// Warnings the partitioner raised (fallbacks under `FallbackPolicy.warn`).
     public var warnings: [String]
+    /// The backend of each partition, in execution order (empty when unknown).
+    public var partitions: [String]
 
-    /// A report of `entries` with `warnings`.
-    public init(entries: [Entry] = [], warnings: [String] = []) {
+    /// A report of `entries` with `warnings`, for partitions on `partitions` (backend names in execution order).
+    public init(entries: [Entry] = [], warnings: [String] = [], partitions: [String] = []) {
         self.entries = entries
         self.warnings = warnings
+        self.partitions = partitions
+    }
+
+    /// How many times the backend changes from one partition to the next, in execution order: each is a
+    /// hand-over of values between backends.
+    public var transitions: Int {
+        zip(partitions, partitions.dropFirst()).count(where: { $0.0 != $0.1 })
+    }
+
+    /// `partitions: 3 (2 backend transitions)`.
+    public var partitionSummary: String {
+        "partitions: \(partitions.count) (\(transitions) backend transition\(transitions == 1 ? "" : "s"))"
     }
 
     /// A report that puts every node of `graph` on `backend` for `reason`.
@@ -53,6 +67,7 @@ public struct PartitionReport: Sendable, Hashable {
             Entry(node: index, name: node.name, op: node.op.description, backend: backend, reason: reason)
         }
         warnings = []
+        partitions = [backend]
     }
 
     /// How many nodes each backend runs, in order of each backend's first node.

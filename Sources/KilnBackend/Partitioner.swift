@@ -22,12 +22,18 @@ public struct PartitionOptions: Sendable, Hashable {
     public var deny: [String]
     /// What to do with nodes that no selected backend takes.
     public var fallback: FallbackPolicy
+    /// Nodes a backend claimed and then refused when compiling or preparing them (backend name → node index →
+    /// why): the partitioner treats them as that backend's rejections, and the report says the backend's
+    /// compile refused them. `Partitioner.plan(_:building:)` fills it in.
+    public var extraRejections: [String: [Int: String]]
 
     /// Options; by default every group is kept, nothing is denied and fallbacks are warned about.
-    public init(minGroupSize: Int = 1, deny: [String] = [], fallback: FallbackPolicy = .warn) {
+    public init(minGroupSize: Int = 1, deny: [String] = [], fallback: FallbackPolicy = .warn,
+                extraRejections: [String: [Int: String]] = [:]) {
         self.minGroupSize = minGroupSize
         self.deny = deny
         self.fallback = fallback
+        self.extraRejections = extraRejections
     }
 
     /// Whether `op` is on the deny list.
@@ -98,15 +104,24 @@ public struct Partitioner: Sendable {
                 throw KilnError(.invalidArgument, "no backend to partition the graph for")
             }
             let whole = Partition(backend: backend, nodes: [], inputs: graph.inputs.map(\.name), outputs: graph.outputs.map(\.name))
-            return PartitionPlan(partitions: [whole], report: PartitionReport())
+            return PartitionPlan(partitions: [whole], report: PartitionReport(partitions: [backend.info.name]))
         }
 
         // 1. Claims. Each backend is asked once, about the whole graph (it may need the context).
-        let selectedRejections = selected.map { Self.rejections(of: $0, in: graph) }
+        // Nodes a backend's compile refused after it claimed them count as its rejections.
+        let refused = options.extraRejections
+        func rejections(of backend: any Backend) -> [Int: String] {
+            var result = Self.rejections(of: backend, in: graph)
+            for (node, why) in refused[backend.info.name] ?? [:] where node >= 0 && node < count && result[node] == nil {
+                result[node] = Self.refusalPrefix + why
+            }
+            return result
+        }
+        let selectedRejections = selected.map { rejections(of: $0) }
         var fallbackRejections: [[Int: String]?] = Array(repeating: nil, count: fallbacks.count)
         func fallback(for index: Int, excluding excluded: Set<String> = []) -> Int? {
             for f in fallbacks.indices where !excluded.contains(fallbacks[f].info.name) {
-                if fallbackRejections[f] == nil { fallbackRejections[f] = Self.rejections(of: fallbacks[f], in: graph) }
+                if fallbackRejections[f] == nil { fallbackRejections[f] = rejections(of: fallbacks[f]) }
                 if fallbackRejections[f]![index] == nil { return f }
             }
             return nil
@@ -134,7 +149,7 @@ public struct Partitioner: Sendable {
             var alsoClaimed: [String] = []
             for (s, rejected) in selectedRejections.enumerated() {
                 if let why = rejected[index] {
-                    if taker == nil { refusals.append("rejected by \(selectedNames[s]): \(why)") }
+                    if taker == nil { refusals.append(Self.rejectionText(selectedNames[s], why)) }
                 } else if taker == nil {
                     taker = s
                 } else {
@@ -214,7 +229,8 @@ public struct Partitioner: Sendable {
         let entries = graph.nodes.enumerated().map { index, node in
             PartitionReport.Entry(node: index, name: node.name, op: node.op.description, backend: assigned[index].info.name, reason: reasons[index])
         }
-        return PartitionPlan(partitions: partitions, report: PartitionReport(entries: entries, warnings: warnings))
+        let names = partitions.map(\.backend.info.name)
+        return PartitionPlan(partitions: partitions, report: PartitionReport(entries: entries, warnings: warnings, partitions: names))
     }
 
     /// `backend`'s rejections of `graph`'s nodes by index (indices outside the graph are ignored).
@@ -227,7 +243,16 @@ public struct Partitioner: Sendable {
     }
 
     private func fallbackReasons(_ index: Int, _ rejections: [[Int: String]?]) -> [String] {
-        fallbacks.indices.compactMap { f in rejections[f].flatMap { $0[index] }.map { "rejected by \(fallbacks[f].info.name): \($0)" } }
+        fallbacks.indices.compactMap { f in rejections[f].flatMap { $0[index] }.map { Self.rejectionText(fallbacks[f].info.name, $0) } }
+    }
+
+    /// Marks a rejection that comes from `PartitionOptions.extraRejections` (a refusal at compile time).
+    private static let refusalPrefix = "\u{1}refused: "
+
+    /// `rejected by NAME: why`, or `claimed by NAME, but its compile refused it: why` for a refusal.
+    private static func rejectionText(_ backend: String, _ why: String) -> String {
+        if why.hasPrefix(refusalPrefix) { return "claimed by \(backend), but its compile refused it: \(why.dropFirst(refusalPrefix.count))" }
+        return "rejected by \(backend): \(why)"
     }
 
     /// One line per node: `  node 3 'softmax' (ai.onnx, Softmax, 13): rejected by acme.npu: …` (the first 50).

@@ -20,7 +20,7 @@ struct ArtifactSummary {
             return PartitionReport.Entry(node: Int(e.node), name: node?.name ?? "", op: node?.op.description ?? "",
                                          backend: e.backend, reason: e.reason)
         }
-        return PartitionReport(entries: entries)
+        return PartitionReport(entries: entries, partitions: artifact.manifest.partitions.map(\.backend))
     }
 
     private func names(_ values: [String]) -> String {

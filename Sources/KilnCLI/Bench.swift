@@ -75,6 +75,7 @@ struct Bench: ParsableCommand {
             let firstStart = clock.now
             _ = try session.runOrdered(feeds)
             let firstRun = clock.now - firstStart
+            for warning in session.warnings { printError("warning: \(warning)") }
             for _ in 0..<max(0, warmup - 1) { _ = try session.runOrdered(feeds) }
             recorder?.reset()
             var times: [Double] = []

@@ -74,6 +74,7 @@ struct Compile: ParsableCommand {
             let result = try compiler.compile(onnxPath: model)
             for warning in result.summary.warnings { printError("warning: \(warning)") }
             printError(result.summary.report.fallbackSummary)
+            printError(result.summary.report.partitionSummary)
             let clock = ContinuousClock()
             let writeStart = clock.now
             try FileSystem.writeAtomically(result.bytes, to: output)

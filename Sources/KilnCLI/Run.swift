@@ -92,6 +92,7 @@ struct Run: ParsableCommand {
             }
             let results = try session.runOrdered(feeds, options: runOptions)
             let runTime = clock.now - runStart
+            for warning in session.warnings { printError("warning: \(warning)") }
 
             if let outputDir {
                 // An empty folder would make every output '/NAME.npy', at the root of the file system.

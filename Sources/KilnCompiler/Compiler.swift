@@ -238,7 +238,19 @@ public struct Compiler: Sendable {
         // Partition.
         let partitioner = try partitioner()
         phaseStart = begin(.partition, "target \(options.target): " + partitioner.selected.map(\.info.name).joined(separator: ", "))
-        let plan = try partitioner.partition(model)
+        // Each partition is compiled as soon as the plan is made: a backend that refuses nodes it claimed
+        // (`CompileRefusal`) has them rejected and the graph is partitioned again (`Partitioner.plan`).
+        var compileTime = Duration.zero
+        let (plan, payloads) = try partitioner.plan(model) { i, partition, subgraph -> Payload in
+            let compileStart = clock.now
+            defer { compileTime += clock.now - compileStart }
+            let target = backends.compileTarget(for: partition.backend.info.name, in: options.target)
+            do {
+                return try partition.backend.compile(subgraph, options: CompileOptions(target: target, optLevel: options.optLevel))
+            } catch let error as KilnError where error.code != .unsupported && partition.nodes.count != model.graph.nodes.count {
+                throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name), \(partition.nodes.count) nodes): \(error.message)")
+            }
+        }
         var report = Kiln_Artifact_PartitionReport()
         report.entries = plan.report.entries.map { e in
             var entry = Kiln_Artifact_PartitionReport.Entry()
@@ -248,21 +260,11 @@ public struct Compiler: Sendable {
             return entry
         }
         summary.report = plan.report
-        summary.phases.append((.partition, clock.now - phaseStart))
+        summary.phases.append((.partition, clock.now - phaseStart - compileTime))
 
-        // Compile.
-        phaseStart = begin(.compile, plan.partitions.map { "\($0.backend.info.name) \($0.backend.info.version)" }.joined(separator: ", "))
-        var payloads: [Payload] = []
-        for (i, partition) in plan.partitions.enumerated() {
-            do {
-                let target = backends.compileTarget(for: partition.backend.info.name, in: options.target)
-                payloads.append(try partition.backend.compile(partition.subgraph(of: model.graph),
-                                                              options: CompileOptions(target: target, optLevel: options.optLevel)))
-            } catch let error as KilnError where plan.partitions.count > 1 {
-                throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name), \(partition.nodes.count) nodes): \(error.message)")
-            }
-        }
-        summary.phases.append((.compile, clock.now - phaseStart))
+        // Compile (done above, with the partitioning; reported as its own phase).
+        _ = begin(.compile, plan.partitions.map { "\($0.backend.info.name) \($0.backend.info.version)" }.joined(separator: ", "))
+        summary.phases.append((.compile, compileTime))
 
         // Write.
         let payloadBytes = payloads.reduce(0) { $0 + $1.bytes.count }

@@ -368,7 +368,7 @@ struct ImportContext {
             case .dimValue(let v)? where v > Int64(ElementCount.maxBytes):
                 throw KilnError(.invalidModel, "\(source): \(context) has dim \(v), more than any tensor can hold")
             case .dimValue(let v)?: v >= 0 ? .fixed(Int(v)) : .unknown
-            case .dimParam(let p)?: p.isEmpty ? .unknown : .symbol(p)
+            case .dimParam(let p)?: p.isEmpty || p == "?" ? .unknown : .symbol(p)  // `?` and "" are anonymous, as in ONNX Runtime
             case nil: .unknown
             }
         })

@@ -48,15 +48,33 @@ public final class Session: @unchecked Sendable {
         }
         let whole = Partition(backend: backend, nodes: Array(model.graph.nodes.indices), inputs: model.graph.inputs.map(\.name),
                               outputs: model.graph.outputs.map(\.name))
+        let executable: any Executable
+        do {
+            executable = try backend.prepare(model.graph)
+        } catch let refusal as CompileRefusal {
+            throw refusal.error  // one backend, no fallback: the refusal is the error
+        }
         self.init(model: model, partitions: [whole],
                   report: PartitionReport(graph: model.graph, backend: backend.info.name, reason: "claimed by \(backend.info.name)"),
-                  executable: try backend.prepare(model.graph), artifact: nil)
+                  executable: executable, artifact: nil)
     }
 
     /// Splits `model` with `partitioner` and prepares each partition on its backend: the in-memory
-    /// counterpart of compiling with several backends and loading the artifact.
+    /// counterpart of compiling with several backends and loading the artifact. A backend that refuses nodes
+    /// it claimed while preparing them has them rejected and the graph is partitioned again, as the compiler
+    /// does (`Partitioner.plan(_:building:)`); the report says so.
     public convenience init(model: Model, partitioner: Partitioner) throws {
-        try self.init(model: model, plan: partitioner.partition(model))
+        let graph = model.graph
+        let (plan, executables) = try partitioner.plan(model) { i, partition, subgraph -> any Executable in
+            do {
+                return try partition.backend.prepare(subgraph)
+            } catch let error as KilnError where error.code != .unsupported && partition.nodes.count != graph.nodes.count {
+                throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name)): \(error.message)")
+            }
+        }
+        let stages = zip(plan.partitions, executables).map { PartitionedExecutable.Stage(partition: $0, executable: $1) }
+        self.init(model: model, partitions: plan.partitions, report: plan.report,
+                  executable: Self.executable(stages, graph: graph), artifact: nil)
     }
 
     /// Prepares each partition of `plan` (a plan of `model`'s main graph) on its backend.
@@ -69,13 +87,18 @@ public final class Session: @unchecked Sendable {
         var stages: [PartitionedExecutable.Stage] = []
         for (i, partition) in plan.partitions.enumerated() {
             do {
-                stages.append(.init(partition: partition, executable: try partition.backend.prepare(partition.subgraph(of: graph))))
+                stages.append(.init(partition: partition, executable: try Self.prepare(partition.backend, partition.subgraph(of: graph))))
             } catch let error as KilnError where plan.partitions.count > 1 {
                 throw KilnError(error.code, "partition \(i) (\(partition.backend.info.name)): \(error.message)")
             }
         }
         self.init(model: model, partitions: plan.partitions, report: plan.report,
                   executable: Self.executable(stages, graph: graph), artifact: nil)
+    }
+
+    /// `backend.prepare(graph)`, with a refusal as its `KilnError` (a given plan cannot be repartitioned).
+    private static func prepare(_ backend: any Backend, _ graph: Graph) throws -> any Executable {
+        do { return try backend.prepare(graph) } catch let refusal as CompileRefusal { throw refusal.error }
     }
 
     private static func coversWholeGraph(_ partitions: [Partition], _ graph: Graph) -> Bool {
@@ -148,13 +171,18 @@ public final class Session: @unchecked Sendable {
                 ? Partition(backend: backend, nodes: Array(graph.nodes.indices), inputs: graph.inputs.map(\.name), outputs: graph.outputs.map(\.name))
                 : Partition(backend: backend, nodes: p.nodes.map { Int($0) }, inputs: p.inputs, outputs: p.outputs)
             do {
-                stages.append(.init(partition: partition, executable: try backend.load(payload, graph: partition.subgraph(of: graph))))
+                let subgraph = partition.subgraph(of: graph)
+                do {
+                    stages.append(.init(partition: partition, executable: try backend.load(payload, graph: subgraph)))
+                } catch let refusal as CompileRefusal {
+                    throw refusal.error  // an artifact's partitions are fixed: a refusal at load is an error
+                }
             } catch let error as KilnError {
                 throw KilnError(error.code, "\(origin): partition \(i) (\(backend.info.name)): \(error.message)")
             }
             partitions.append(partition)
         }
-        var report = PartitionReport()
+        var report = PartitionReport(partitions: manifest.partitions.map(\.backend))
         report.entries = manifest.partitionReport.entries.map { e in
             let node = Int(e.node) < nodeCount ? graph.nodes[Int(e.node)] : nil
             return PartitionReport.Entry(node: Int(e.node), name: node?.name ?? "", op: node?.op.description ?? "",
@@ -206,8 +234,19 @@ public final class Session: @unchecked Sendable {
         }
     }
 
-    /// Checks names, element types and shapes of `inputs` against the graph's inputs; symbolic dims must
-    /// agree across inputs.
+    /// Warnings raised while running, each once, in the order first raised (a named dim bound to different
+    /// sizes by different inputs).
+    public var warnings: [String] { warningLock.withLock { warningList } }
+    private let warningLock = Lock()
+    private var warningList: [String] = []
+
+    private func warn(_ message: String) {
+        warningLock.withLock { if !warningList.contains(message), warningList.count < 100 { warningList.append(message) } }
+    }
+
+    /// Checks names, element types and shapes of `inputs` against the graph's inputs. Fixed dims must match.
+    /// A named dim bound to different sizes by different inputs runs, as ONNX Runtime runs it, with a warning
+    /// (`warnings`); `?` and unnamed dims are anonymous.
     public func validate(_ inputs: [String: RuntimeValue]) throws {
         let known = Set(model.graph.inputs.map(\.name))
         for name in inputs.keys.sorted() where !known.contains(name) {
@@ -236,11 +275,14 @@ public final class Session: @unchecked Sendable {
                 switch dim {
                 case .fixed(let v) where v != size:
                     throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (dim \(axis) is \(size), expected \(v))")
-                case .symbol(let s):
-                    if let (bound, by) = symbols[s], bound != size {
-                        throw KilnError(.invalidArgument, "input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound)")
+                case .symbol(let s) where !s.isEmpty && s != "?":  // `?` (artifacts from before import made it anonymous)
+                    if let (bound, by) = symbols[s] {
+                        if bound != size {
+                            warn("input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound); running anyway, as ONNX Runtime does")
+                        }
+                    } else {
+                        symbols[s] = (size, input.name)
                     }
-                    symbols[s] = (size, input.name)
                 default: break
                 }
             }

@@ -263,7 +263,10 @@ typedef struct kiln_plugin_backend {
     kiln_plugin_error *(*claim)(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out);
 
     /* Compiles `graph` (KILN_PLUGIN_FORMAT_IR_GRAPH, borrowed; every node claimed) into a payload:
-     * fills *out. `options` is borrowed. */
+     * fills *out. `options` is borrowed. A claim binds: a compile that cannot take the graph after all
+     * returns KILN_ERROR_UNSUPPORTED, which refuses every node of `graph`; the host then partitions again
+     * with those nodes rejected (when fallback is allowed) and the partition report says the compile
+     * refused them. Any other error fails the compile. */
     kiln_plugin_error *(*compile)(void *context, const kiln_plugin_bytes *graph,
                                   const kiln_plugin_compile_options *options, kiln_plugin_payload *out);
 

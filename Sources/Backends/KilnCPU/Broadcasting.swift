@@ -160,6 +160,17 @@ enum Broadcasting {
         if count == 0 { return }
         let chunk = builder.threads > 1 && count >= 32_768 ? (count + builder.threads * 2 - 1) / (builder.threads * 2) : Int.max
         let calls = Self.calls(a: aShape, b: bShape, out: outShape, chunk: max(chunk, 4096))
+        if calls.count == 1 {
+            // One call (small tensors): no closure per run, whose context Swift would allocate every time —
+            // that allocation was most of the time of a step on [1, 64] tensors.
+            let call = calls[0]
+            builder.step(kind) { frame in
+                let ap = frame.f(a), bp = frame.f(b)
+                kiln_binary(op, call.broadcast, call.rows, call.cols, call.swap ? bp + call.b : ap + call.a,
+                            call.swap ? ap + call.a : bp + call.b, call.bLength, call.swap ? 1 : 0, frame.f(output) + call.out)
+            }
+            return
+        }
         builder.step(kind) { frame in
             let ap = frame.f(a), bp = frame.f(b), op0 = frame.f(output)
             let run = { (call: Call) in

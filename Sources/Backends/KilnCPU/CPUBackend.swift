@@ -40,14 +40,11 @@ public struct CPUBackend: Backend {
         Support.rejections(in: graph)
     }
 
-    /// Lowers, fuses and packs `graph`; plans memory now when every input shape is static.
+    /// Lowers, fuses and packs `graph`; plans memory now when every input shape is static. Nodes of `graph`
+    /// that kiln.cpu rejects or cannot lower are a `CompileRefusal` naming them.
     public func prepare(_ graph: Graph) throws -> any Executable {
         let rejected = rejections(in: graph)
-        if let first = rejected.first {
-            let node = graph.nodes[first.node]
-            throw KilnError(.unsupported, "kiln.cpu cannot run node '\(node.displayName)' (\(node.op)): \(first.reason)"
-                + (rejected.count > 1 ? " (and \(rejected.count - 1) more)" : ""))
-        }
+        if !rejected.isEmpty { throw CompileRefusal(backend: info.name, rejections: rejected, in: graph) }
         if let missing = target.missing(on: CPUFeatures.host) {
             throw KilnError(.unsupported, "kiln.cpu target \(target.rawValue) needs \(missing), which this CPU lacks (it has: \(CPUFeatures.host))")
         }
@@ -70,10 +67,10 @@ public struct CPUBackend: Backend {
     public func compile(_ graph: Graph, options: CompileOptions) throws -> Payload {
         let target = try CPUTarget.named(options.target)
         let rejected = rejections(in: graph)
-        if let first = rejected.first {
-            let node = graph.nodes[first.node]
-            throw KilnError(.unsupported, "kiln.cpu cannot compile node '\(node.displayName)' (\(node.op)): \(first.reason)")
-        }
+        if !rejected.isEmpty { throw CompileRefusal(backend: info.name, rejections: rejected, in: graph) }
+        // Lowering now finds what load would refuse (it needs no particular CPU).
+        var lowering = Lowering(graph: graph)
+        _ = try lowering.lower()
         return Payload(bytes: Array("target=\(target.rawValue)\n".utf8), compat: Self.compat(for: target))
     }
 

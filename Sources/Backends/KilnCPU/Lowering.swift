@@ -1,4 +1,5 @@
 import CKilnKernels
+import KilnBackend
 import KilnIR
 
 /// Lowers a graph to a `Program`: recognizes fusable patterns — Conv(+BatchNormalization)(+Add)(+activation),
@@ -37,7 +38,11 @@ struct Lowering {
         }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "Erf" { matchGELU(erf: i) }
         for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
-            try lower(node, at: i)
+            do {
+                try lower(node, at: i)
+            } catch let error as KilnError where error.code == .unsupported {
+                throw CompileRefusal(backend: CPUBackend.descriptor.info.name, rejections: [Rejection(node: i, reason: error.message)], in: graph)
+            }
         }
         program.outputs = graph.outputs.map { program.id($0.name) }
         program.operations = placed.sorted { ($0.position, $0.sequence) < ($1.position, $1.sequence) }.map(\.op)

@@ -31,11 +31,12 @@ enum Support {
         return types
     }
 
-    /// Values known before running: constants, shapes, and data ops over them.
-    static func knownBeforeRunning(_ graph: Graph) -> Set<String> {
+    /// Values known before running: constants, shapes, and data ops over them — computed by nodes other
+    /// than `excluded` (nodes kiln.cpu rejects run elsewhere, so it cannot know their outputs in advance).
+    static func knownBeforeRunning(_ graph: Graph, excluding excluded: Set<Int> = []) -> Set<String> {
         let inputNames = Set(graph.inputs.map(\.name))
         var known = Set(graph.initializers.keys.filter { !inputNames.contains($0) })
-        for node in graph.nodes {
+        for (index, node) in graph.nodes.enumerated() where !excluded.contains(index) {
             let ins = node.inputs.filter { !$0.isEmpty }
             switch CPUKernelTable[node.op]?.knownBeforeRunning ?? .never {
             case .always: known.formUnion(node.outputs)
@@ -67,8 +68,20 @@ enum Support {
 
     /// The nodes of `graph` that `kiln.cpu` cannot run, with reasons.
     static func rejections(in graph: Graph) -> [Rejection] {
+        // A shape computed by a node kiln.cpu rejects is not known to kiln.cpu: reject again until that settles
+        // (each round only adds rejections), so that the claim agrees with what lowering will accept.
+        var result = rejections(in: graph, excluding: [])
+        for _ in 0..<8 {
+            let again = rejections(in: graph, excluding: Set(result.map(\.node)))
+            if again.count == result.count { break }
+            result = again
+        }
+        return result
+    }
+
+    private static func rejections(in graph: Graph, excluding excluded: Set<Int>) -> [Rejection] {
         let types = elementTypes(of: graph)
-        let known = knownBeforeRunning(graph)
+        let known = knownBeforeRunning(graph, excluding: excluded)
         // Values that are sequences, maps or optionals: kiln.cpu runs dense tensors only.
         var nonTensors = Set<String>()
         for v in graph.inputs + graph.outputs {

@@ -21,6 +21,8 @@
  *  16  (ABI 1.2) the backend sets KILN_PLUGIN_BACKEND_DEVICE_BUFFERS without the buffer callbacks
  *  17  (ABI 1.2) devices returns an error
  *  18  claim hangs (sleeps forever) on any graph with nodes
+ *  19  claims every node but refuses (KILN_ERROR_UNSUPPORTED) to compile any graph with a Relu node: a claim
+ *      broken at compile time, which the host answers by repartitioning without those nodes
  * Modes 15 to 17 answer ABI 1.2; the others answer 1.0 with the 1.0 struct sizes.
  */
 #define _POSIX_C_SOURCE 200809L /* sleep */
@@ -80,6 +82,12 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
                                   kiln_plugin_payload *out) {
     (void)context; (void)graph; (void)options;
     if (BROKEN_MODE == 2) return fail(KILN_ERROR_RUNTIME, "the compiler exploded");
+    if (BROKEN_MODE == 19) {
+        static const char relu[] = "Relu"; /* an op name in the graph's bytes: crude, enough for a test */
+        for (size_t i = 0; i + 4 <= graph->size; i++) {
+            if (memcmp((const uint8_t *)graph->data + i, relu, 4) == 0) return fail(KILN_ERROR_UNSUPPORTED, "Relu is not supported after all");
+        }
+    }
     out->data = NULL;
     out->size = BROKEN_MODE == 3 ? 16 : 0;
     out->compat = "broken/1";
