@@ -44,7 +44,7 @@ extern "C" {
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
  * ABI major is M and whose minor is at least the minor it was built with: call KILN_ABI_CHECK() first. */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 2
+#define KILN_ABI_VERSION_MINOR 3
 
 /* This header's ABI version as (major << 16) | minor, the form kiln_abi_version() and kiln_abi_check() use. */
 #define KILN_ABI_VERSION (((uint32_t)KILN_ABI_VERSION_MAJOR << 16) | (uint32_t)KILN_ABI_VERSION_MINOR)
@@ -207,6 +207,14 @@ typedef struct kiln_load_options {
                                           backend's default (kiln.cpu: the physical cores). kiln.reference
                                           runs on the calling thread whatever its value. Must be >= 0. */
     uint32_t reserved;                 /* must be 0 (keeps the struct free of padding) */
+    /* ABI 1.3: signed artifacts. With trusted_key_count > 0, only a .kiln artifact carrying a valid
+     * Ed25519 signature by one of these keys loads (checked before any of it is decoded or reaches a
+     * backend); anything else fails with KILN_ERROR_INVALID_ARTIFACT whose message says whether the
+     * signature is missing, does not match, or is by an untrusted key id. An ONNX model is refused. */
+    const uint8_t *trusted_keys;       /* trusted_key_count raw 32-byte Ed25519 public keys, back to back
+                                          (the hex line of a `kiln keygen` KEY.pub); NULL when the count is
+                                          0. Borrowed (during the call). */
+    size_t trusted_key_count;          /* 0 = no signature required (the default) */
 } kiln_load_options;
 
 /* Loads the model at `path`: a .kiln artifact (recognised by its magic bytes) or an ONNX model

@@ -42,6 +42,9 @@ int main(void) {
     FIELD(kiln_load_options, backend);
     FIELD(kiln_load_options, num_threads);
     FIELD(kiln_load_options, reserved);
+    /* appended in ABI 1.3: signed artifacts */
+    FIELD(kiln_load_options, trusted_keys);
+    FIELD(kiln_load_options, trusted_key_count);
 
     STRUCT(kiln_value_info);
     FIELD(kiln_value_info, struct_size);
