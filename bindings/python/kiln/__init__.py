@@ -464,8 +464,8 @@ _PUBLIC_KEY_HEADER = "kiln-ed25519-public-key-v1"
 
 def read_public_key(path: Union[str, os.PathLike]) -> bytes:
     """The 32 raw bytes of the Ed25519 public key in a `kiln keygen` KEY.pub file."""
-    with open(path, "r", encoding="utf-8") as f:
-        lines = [line.strip() for line in f.read().splitlines()]
+    with open(path, "rb") as f:
+        lines = [line.strip() for line in f.read(65536).decode("utf-8", errors="replace").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines or lines[0] != _PUBLIC_KEY_HEADER:
         raise KilnError(INVALID_ARGUMENT, f"'{os.fsdecode(path)}' is not a Kiln public key file (its first line is not '{_PUBLIC_KEY_HEADER}')")
