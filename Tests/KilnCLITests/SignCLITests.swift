@@ -49,6 +49,10 @@ import Testing
         #expect(verify.status == 0, "\(verify.stderr)")
         #expect(verify.stdout.contains("signature by key \(id): valid, trusted"))
 
+        let inspect = try KilnTool.run(["inspect", signed])
+        #expect(inspect.stdout.contains("signed: by key \(id), valid"), "\(inspect.stdout)")
+        #expect(try KilnTool.run(["inspect", artifact]).stdout.contains("signed: no"))
+
         let inputs = try TestModels.writeAddReluInputs(in: folder)
         let run = try KilnTool.run(["run", signed, "--trusted-key", key + ".pub"] + inputs)
         #expect(run.status == 0, "\(run.stderr)")
