@@ -16,6 +16,9 @@ let package = Package(
         // traits: [] keeps swift-protobuf on FoundationEssentials (no ICU in the runtime path).
         .package(url: "https://github.com/apple/swift-protobuf.git", exact: "1.39.0", traits: []),
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        // Ed25519 and SHA-512 for signed artifacts (BoringSSL on Linux). 4.x imports only FoundationEssentials;
+        // 3.x imports full Foundation (and so ICU) into the runtime path.
+        .package(url: "https://github.com/apple/swift-crypto.git", exact: "4.5.2"),
     ],
     targets: [
         .target(name: "KilnIR"),
@@ -27,7 +30,10 @@ let package = Package(
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(
             name: "KilnFormat",
-            dependencies: ["KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: [
+                "KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
         ),
         .target(
             name: "KilnBackend",

@@ -41,15 +41,21 @@ public enum Kiln {
         public var partition: PartitionOptions
         /// Backend options (`threads`) and a profiler, given to the backends that take them.
         public var configuration: BackendConfiguration
+        /// The keys an artifact must be signed by (none by default: nothing is required). With trusted keys,
+        /// only a `.kiln` artifact with a valid signature by one of them loads, checked before any of its
+        /// payloads reaches a backend; an ONNX model, which cannot be signed, is refused.
+        public var trust: ArtifactTrust
 
         /// Options; by default the host target's backends with their default options.
         public init(target: String = BackendRegistry.hostTarget, backend: String? = nil, backends: [String] = [],
-                    partition: PartitionOptions = PartitionOptions(), configuration: BackendConfiguration = BackendConfiguration()) {
+                    partition: PartitionOptions = PartitionOptions(), configuration: BackendConfiguration = BackendConfiguration(),
+                    trust: ArtifactTrust = ArtifactTrust()) {
             self.target = target
             self.backend = backend
             self.backends = backends
             self.partition = partition
             self.configuration = configuration
+            self.trust = trust
         }
     }
 
@@ -61,10 +67,11 @@ public enum Kiln {
     /// what it cannot run), or prepared whole on `options.backend`.
     public static func load(path: String, options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
         if try isArtifact(path: path) {
-            let session = try Session(artifactPath: path, backends: registry.configured(options.configuration))
+            let session = try Session(artifactPath: path, backends: registry.configured(options.configuration), trust: options.trust)
             try check(session, runsOn: options.backend, origin: path)
             return session
         }
+        try refuseUnsigned(options, origin: path)
         return try prepare(importONNX(path: path), options: options, registry: registry)
     }
 
@@ -89,7 +96,7 @@ public enum Kiln {
 
     /// Loads a `.kiln` artifact held in memory (see `load(path:options:registry:)`).
     public static func load(artifactBytes bytes: [UInt8], options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
-        let session = try Session(artifactBytes: bytes, backends: registry.configured(options.configuration))
+        let session = try Session(artifactBytes: bytes, backends: registry.configured(options.configuration), trust: options.trust)
         try check(session, runsOn: options.backend, origin: "<memory>")
         return session
     }
@@ -125,6 +132,13 @@ public enum Kiln {
     /// Compiles the ONNX model at `path` into `.kiln` artifact bytes.
     public static func compile(onnxPath path: String, options: Compiler.Options = Compiler.Options()) throws -> Compiler.Output {
         try compiler(options: options).compile(onnxPath: path)
+    }
+
+    /// Refuses to load a model (not an artifact) when `options` require a signature: a model cannot carry one.
+    package static func refuseUnsigned(_ options: LoadOptions, origin: String) throws {
+        guard options.trust.requiresSignature else { return }
+        let keys = options.trust.trustedKeys.map(\.keyIDText).joined(separator: ", ")
+        throw KilnError(.invalidArtifact, "\(origin) is not a .kiln artifact, so it cannot be signed, and a signature by a trusted key (\(keys)) is required")
     }
 
     /// Refuses a backend request an artifact cannot honour: its partitions chose their backends at compile time.

@@ -33,13 +33,32 @@ final class ContextHandle {
 
     /// How models load with `options`: on the backend they name (or, for a model, the context's default),
     /// else on the host target's backends (an artifact: on those it was compiled for); `num_threads` (> 0)
-    /// configures the backends that take a thread count.
-    func loadOptions(_ options: kiln_load_options?, artifact: Bool) -> Kiln.LoadOptions {
+    /// configures the backends that take a thread count; `trusted_keys` (ABI 1.3) are the keys an artifact
+    /// must be signed by.
+    func loadOptions(_ options: kiln_load_options?, artifact: Bool) throws -> Kiln.LoadOptions {
         let threads = Int(options?.num_threads ?? 0)
         let named = options?.backend.map { String(cString: $0) }
         var configuration = BackendConfiguration(threads: threads > 0 ? threads : nil)
         if let budget = options?.memory_budget_mb, budget > 0 { configuration.options["memory_budget_mb"] = String(budget) }
-        return Kiln.LoadOptions(backend: artifact ? named : named ?? defaultBackend, configuration: configuration)
+        return Kiln.LoadOptions(backend: artifact ? named : named ?? defaultBackend, configuration: configuration,
+                                trust: try Self.trust(options))
+    }
+
+    /// The trusted keys of `options` (ABI 1.3; a struct from an older header reads as none).
+    static func trust(_ options: kiln_load_options?) throws -> ArtifactTrust {
+        guard let options, options.trusted_key_count > 0 else { return ArtifactTrust() }
+        let count = options.trusted_key_count
+        guard count <= 4096 else { throw KilnError(.invalidArgument, "kiln_load_options.trusted_key_count is \(count); expected at most 4096") }
+        guard let keys = options.trusted_keys else {
+            throw KilnError(.invalidArgument, "kiln_load_options.trusted_keys is NULL but trusted_key_count is \(count)")
+        }
+        return ArtifactTrust(trustedKeys: try (0..<count).map { i in
+            do {
+                return try ArtifactPublicKey(rawRepresentation: Array(UnsafeBufferPointer(start: keys + 32 * i, count: 32)))
+            } catch {
+                throw KilnError(.invalidArgument, "kiln_load_options.trusted_keys: key \(i) is not a valid Ed25519 public key")
+            }
+        })
     }
 }
 

@@ -97,8 +97,9 @@ enum ModelLoader {
     static func session(bytes: UnsafeRawBufferPointer, context: ContextHandle, options: kiln_load_options?) throws -> Session {
         try checkThreads(options)
         let artifact = isArtifact(bytes)
-        let load = context.loadOptions(options, artifact: artifact)
+        let load = try context.loadOptions(options, artifact: artifact)
         if artifact { return try Kiln.load(artifactBytes: [UInt8](bytes), options: load, registry: context.registry) }
+        try Kiln.refuseUnsigned(load, origin: "the model in memory")
         return try Kiln.prepare(ONNXImporter().importModel(bytes: bytes, directory: nil), options: load, registry: context.registry)
     }
 

@@ -60,6 +60,15 @@ struct ArtifactSummary {
             let codec = s.codec?.description ?? "codec \(s.codecCode)"
             lines.append("  \(i): \(kind), \(codec), stored \(bytes.byteText(Int(clamping: s.storedLength))), raw \(bytes.byteText(Int(clamping: s.rawLength))), crc32c \(hex(s.checksum, width: 8)), offset \(s.offset)")
         }
+        // Ed25519 signatures (format 1.1): who signed and whether it matches; trust is `kiln verify`'s question.
+        switch Result(catching: { try artifact.signatures() }) {
+        case .success(let signatures) where signatures.isEmpty:
+            lines.append("signed: no")
+        case .success(let signatures):
+            for s in signatures { lines.append("signed: by key \(s.publicKey.keyIDText), \(s.isValid ? "valid" : "INVALID (does not match the contents)")") }
+        case .failure(let error):
+            lines.append("signed: unreadable signature section (\((error as? KilnError)?.message ?? "\(error)"))")
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

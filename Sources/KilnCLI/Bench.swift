@@ -30,6 +30,9 @@ struct Bench: ParsableCommand {
     @OptionGroup(title: "Backends (for a model; an artifact's were chosen when it was compiled)")
     var selection: BackendFlags
 
+    @OptionGroup(title: "Trust")
+    var trust: TrustOption
+
     @Option(help: "Timed runs.")
     var runs = 30
 
@@ -59,7 +62,9 @@ struct Bench: ParsableCommand {
             if selection.partitioningRequested, try Kiln.isArtifact(path: model) {
                 throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the target and partitioning options apply to models)")
             }
-            let session = try Kiln.load(path: model, options: selection.loadOptions(profiler: recorder))
+            var options = try selection.loadOptions(profiler: recorder)
+            options.trust = try trust.trust()
+            let session = try Kiln.load(path: model, options: options)
             let loadTime = clock.now - loadStart
             var feeds: [String: RuntimeValue] = [:]
             for argument in inputs {

@@ -8,7 +8,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a model or an artifact: inputs, outputs, ops, parameters.",
         discussion: """
-            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report (nodes per backend and the nodes not plainly claimed; every node with --partitions), the signature, and each section's kind, codec, sizes and checksum.             Exits with status 1 when the file cannot be read or its IR is invalid.
+            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report (nodes per backend and the nodes not plainly claimed; every node with --partitions), the signature, and each section's kind, codec, sizes and checksum, and who signed it (each Ed25519 signature's key id and whether it matches; kiln verify checks trust).             Exits with status 1 when the file cannot be read or its IR is invalid.
             """
     )
 

@@ -12,7 +12,8 @@ struct KilnCommand: ParsableCommand {
         commandName: "kiln",
         abstract: "Compile and run machine-learning models.",
         version: Kiln.version,
-        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self, Backends.self, Targets.self, PluginCheck.self]
+        subcommands: [Compile.self, Inspect.self, Run.self, Conformance.self, Bench.self, Backends.self, Targets.self, PluginCheck.self,
+                      Keygen.self, Sign.self, Verify.self]
     )
 }
 

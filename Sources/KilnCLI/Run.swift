@@ -59,6 +59,9 @@ struct Run: ParsableCommand {
     @OptionGroup(title: "Plugins")
     var plugins: PluginOption
 
+    @OptionGroup(title: "Trust")
+    var trust: TrustOption
+
     func run() throws {
         try diagnosing {
             try plugins.register()
@@ -133,7 +136,9 @@ struct Run: ParsableCommand {
         if selection.partitioningRequested, try Kiln.isArtifact(path: model) {
             throw KilnError(.invalidArgument, "\(model) is an artifact: its partitions were chosen when it was compiled (the target and partitioning options apply to models)")
         }
-        let session = try Kiln.load(path: model, options: selection.loadOptions(profiler: recorder))
+        var options = try selection.loadOptions(profiler: recorder)
+        options.trust = try trust.trust()
+        let session = try Kiln.load(path: model, options: options)
         if session.artifact == nil {
             for warning in session.partitionReport.warnings { printError("warning: \(warning)") }
             if session.partitionReport.entries.contains(where: \.isFallback) { printError(session.partitionReport.fallbackSummary) }

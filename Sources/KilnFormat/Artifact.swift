@@ -30,18 +30,24 @@ public final class Artifact: Sendable {
     private let file: TensorStorage
     private let cache = Mutex<[Int: TensorStorage]>([:])
 
-    /// Reads an artifact held in memory (the bytes are copied once).
-    public convenience init(bytes: [UInt8]) throws {
-        try self.init(storage: bytes.withUnsafeBytes { TensorStorage(copying: $0) }, origin: "<memory>")
+    /// The valid signatures by trusted keys that opening checked (empty when `trust` required none).
+    public let trustedSignatures: [ArtifactSignature]
+
+    /// Reads an artifact held in memory (the bytes are copied once). With trusted keys in `trust`, an
+    /// artifact without a valid signature by one of them is refused before anything else is read.
+    public convenience init(bytes: [UInt8], origin: String = "<memory>", trust: ArtifactTrust = ArtifactTrust()) throws {
+        try self.init(storage: bytes.withUnsafeBytes { TensorStorage(copying: $0) }, origin: origin, trust: trust)
     }
 
-    /// Reads the artifact at `path`, memory-mapping it (uncompressed sections are used in place).
-    public convenience init(path: String) throws {
+    /// Reads the artifact at `path`, memory-mapping it (uncompressed sections are used in place). With
+    /// trusted keys in `trust`, an artifact without a valid signature by one of them is refused before its
+    /// manifest is decoded or any section is decompressed.
+    public convenience init(path: String, trust: ArtifactTrust = ArtifactTrust()) throws {
         let mapping = try FileMapping(path: path)
-        try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path)
+        try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path, trust: trust)
     }
 
-    private init(storage: TensorStorage, origin: String) throws {
+    private init(storage: TensorStorage, origin: String, trust: ArtifactTrust) throws {
         self.file = storage
         self.origin = origin
         let bytes = storage.bytes
@@ -107,6 +113,9 @@ public final class Artifact: Sendable {
         self.sections = sections
         guard sections[0].kind == .manifest else { throw fail("section 0 is not the manifest") }
         guard sections.dropFirst().allSatisfy({ $0.kind != .manifest }) else { throw fail("section table lists more than one manifest") }
+        // Signatures are checked on the stored bytes, before any section is interpreted or decompressed.
+        trustedSignatures = trust.requiresSignature
+            ? try ArtifactSigning.verify(bytes, sections: sections, entrySize: Int(entrySize), trust: trust, origin: origin) : []
 
         let manifestStorage = try Self.load(section: 0, sections[0], file: storage, origin: origin)
         var options = BinaryDecodingOptions()
@@ -139,6 +148,21 @@ public final class Artifact: Sendable {
             return loaded
         }
     }
+
+    /// Every signature in the signature section, each with whether it matches the artifact's contents
+    /// (empty when the artifact is not signed). Whether a signer is trusted is the caller's question:
+    /// `verify(trust:)` answers it.
+    public func signatures() throws -> [ArtifactSignature] {
+        try ArtifactSigning.signatures(file.bytes, sections: sections, entrySize: entrySize, origin: origin) ?? []
+    }
+
+    /// The valid signatures by keys `trust` holds; refuses (`.invalidArtifact`) an artifact that is not
+    /// signed, whose signature by a trusted key does not match its contents, or that only untrusted keys signed.
+    public func verify(trust: ArtifactTrust) throws -> [ArtifactSignature] {
+        try ArtifactSigning.verify(file.bytes, sections: sections, entrySize: entrySize, trust: trust, origin: origin)
+    }
+
+    private var entrySize: Int { Int(file.bytes.loadLE(ArtifactLayout.entrySizeOffset, as: UInt32.self)) }
 
     /// The model, with tensors that live in weights sections borrowed from them (no copy).
     public func model() throws -> Model {

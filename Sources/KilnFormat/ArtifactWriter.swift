@@ -25,8 +25,9 @@ package struct ArtifactWriter: Sendable {
     public var codec: SectionCodec = .zstd
     /// Tensors with more data bytes than this go to the weights section; smaller ones stay inline.
     public var inlineLimit = 1024
-    /// The format version written into the header (tests write newer versions with it).
-    var formatVersion = ArtifactFormat.version
+    /// The format version written into the header (tests write newer versions with it). An unsigned
+    /// artifact uses only 1.0 features, so it is written as 1.0; `ArtifactSigner` marks signed ones 1.1.
+    var formatVersion = (major: 1, minor: 0)
     /// Extra sections appended after the payloads, unknown to this version (tests of forward compatibility).
     var extraSections: [(kind: UInt32, bytes: [UInt8])] = []
     /// Bytes appended to every section-table entry (a newer minor's larger entries).

@@ -3,8 +3,9 @@ import KilnIR
 /// The `.kiln` artifact container: constants shared by `ArtifactWriter` and `Artifact`.
 /// The layout is described in Documentation/ArtifactFormat.md.
 public enum ArtifactFormat {
-    /// The newest container format version this build writes and reads, as (major, minor).
-    public static let version = (major: 1, minor: 0)
+    /// The newest container format version this build writes and reads, as (major, minor). 1.1 added the
+    /// signature section; an artifact without one is written as 1.0, which every 1.x reader loads.
+    public static let version = (major: 1, minor: 1)
     /// The eight bytes every artifact starts with: `KILN`, NUL, CR, LF, SUB (catches text-mode transfers).
     public static let magic: [UInt8] = [0x4B, 0x49, 0x4C, 0x4E, 0x00, 0x0D, 0x0A, 0x1A]
     /// Size of the fixed header in bytes.
@@ -44,13 +45,16 @@ public enum SectionKind: UInt32, Sendable, CustomStringConvertible {
     case weights = 2
     /// A backend's compiled payload, referenced by `Partition.payload_section`.
     case payload = 3
+    /// Ed25519 signatures over the header and every other section (format 1.1; `ArtifactSigner`).
+    case signature = 4
 
-    /// `manifest`, `weights` or `payload`.
+    /// `manifest`, `weights`, `payload` or `signature`.
     public var description: String {
         switch self {
         case .manifest: "manifest"
         case .weights: "weights"
         case .payload: "payload"
+        case .signature: "signature"
         }
     }
 }

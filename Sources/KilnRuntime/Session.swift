@@ -192,13 +192,15 @@ public final class Session: @unchecked Sendable {
     }
 
     /// Loads the `.kiln` artifact at `path` (memory-mapped) through `backends`; see `init(artifact:backends:)`.
-    public convenience init(artifactPath path: String, backends: BackendRegistry) throws {
-        try self.init(artifact: Artifact(path: path), backends: backends)
+    /// With trusted keys in `trust`, the artifact must carry a valid signature by one of them (checked before
+    /// anything else of it is read).
+    public convenience init(artifactPath path: String, backends: BackendRegistry, trust: ArtifactTrust = ArtifactTrust()) throws {
+        try self.init(artifact: Artifact(path: path, trust: trust), backends: backends)
     }
 
     /// Loads a `.kiln` artifact held in memory through `backends`; see `init(artifact:backends:)`.
-    public convenience init(artifactBytes bytes: [UInt8], backends: BackendRegistry) throws {
-        try self.init(artifact: Artifact(bytes: bytes), backends: backends)
+    public convenience init(artifactBytes bytes: [UInt8], backends: BackendRegistry, trust: ArtifactTrust = ArtifactTrust()) throws {
+        try self.init(artifact: Artifact(bytes: bytes, trust: trust), backends: backends)
     }
 
     /// The inputs a caller must supply (graph inputs without a default initializer).

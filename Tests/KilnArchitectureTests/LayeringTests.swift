@@ -11,7 +11,7 @@ import Testing
         "KilnIR": [],
         "KilnFrontends": ["KilnIR"],
         "KilnPasses": ["KilnIR"],
-        "KilnFormat": ["KilnIR", "CZstd"],
+        "KilnFormat": ["KilnIR", "CZstd", "Crypto"],
         "KilnBackend": ["KilnIR", "KilnFormat", "CKilnABI"],
         "KilnPluginHost": ["KilnIR", "KilnFormat", "KilnBackend", "CKilnABI"],
         "KilnReference": ["KilnIR", "KilnBackend"],

@@ -211,6 +211,14 @@ typedef struct kiln_load_options {
                                           backends that plan memory (kiln.cpu's option memory_budget_mb); a
                                           larger plan is a KILN_ERROR_UNSUPPORTED error at load naming the
                                           largest values. 0 = no budget. */
+    /* ABI 1.3: signed artifacts. With trusted_key_count > 0, only a .kiln artifact carrying a valid
+     * Ed25519 signature by one of these keys loads (checked before any of it is decoded or reaches a
+     * backend); anything else fails with KILN_ERROR_INVALID_ARTIFACT whose message says whether the
+     * signature is missing, does not match, or is by an untrusted key id. An ONNX model is refused. */
+    const uint8_t *trusted_keys;       /* trusted_key_count raw 32-byte Ed25519 public keys, back to back
+                                          (the hex line of a `kiln keygen` KEY.pub); NULL when the count is
+                                          0. Borrowed (during the call). */
+    size_t trusted_key_count;          /* 0 = no signature required (the default) */
 } kiln_load_options;
 
 /* Loads the model at `path`: a .kiln artifact (recognised by its magic bytes) or an ONNX model

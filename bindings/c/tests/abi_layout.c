@@ -43,6 +43,9 @@ int main(void) {
     FIELD(kiln_load_options, num_threads);
     FIELD(kiln_load_options, reserved);
     FIELD(kiln_load_options, memory_budget_mb);  /* appended in ABI 1.3 */
+    /* appended in ABI 1.3: signed artifacts */
+    FIELD(kiln_load_options, trusted_keys);
+    FIELD(kiln_load_options, trusted_key_count);
 
     STRUCT(kiln_value_info);
     FIELD(kiln_value_info, struct_size);

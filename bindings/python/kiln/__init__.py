@@ -12,12 +12,12 @@ from __future__ import annotations
 import ctypes
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 __all__ = ["KilnError", "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path",
-           "backends", "register_plugin", "discover_plugins"]
+           "backends", "register_plugin", "discover_plugins", "read_public_key"]
 
 ABI_MAJOR = 1
 ABI_MINOR = 0
@@ -66,7 +66,10 @@ class _ContextOptions(ctypes.Structure):
 
 class _LoadOptions(ctypes.Structure):
     _fields_ = [("struct_size", ctypes.c_size_t), ("backend", ctypes.c_char_p), ("num_threads", ctypes.c_int32),
-                ("reserved", ctypes.c_uint32)]
+                ("reserved", ctypes.c_uint32),
+                # ABI 1.3: kiln.cpu's memory budget, then signed artifacts
+                ("memory_budget_mb", ctypes.c_uint64),
+                ("trusted_keys", ctypes.POINTER(ctypes.c_uint8)), ("trusted_key_count", ctypes.c_size_t)]
 
 
 class _ValueInfo(ctypes.Structure):
@@ -457,18 +460,61 @@ class Model:
         return f"<kiln.Model ({sig(self.inputs)}) -> ({sig(self.outputs)})>"
 
 
+_PUBLIC_KEY_HEADER = "kiln-ed25519-public-key-v1"
+
+
+def read_public_key(path: Union[str, os.PathLike]) -> bytes:
+    """The 32 raw bytes of the Ed25519 public key in a `kiln keygen` KEY.pub file."""
+    with open(path, "rb") as f:
+        lines = [line.strip() for line in f.read(65536).decode("utf-8", errors="replace").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines or lines[0] != _PUBLIC_KEY_HEADER:
+        raise KilnError(INVALID_ARGUMENT, f"'{os.fsdecode(path)}' is not a Kiln public key file (its first line is not '{_PUBLIC_KEY_HEADER}')")
+    try:
+        key = bytes.fromhex(lines[1]) if len(lines) == 2 else b""
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise KilnError(INVALID_ARGUMENT, f"'{os.fsdecode(path)}': expected one line of 64 hex digits after '{_PUBLIC_KEY_HEADER}'")
+    return key
+
+
+def _trusted_key_bytes(trusted_keys) -> bytes:
+    """trusted_keys (paths of KEY.pub files or raw 32-byte keys) as the C ABI's back-to-back key bytes."""
+    if isinstance(trusted_keys, (str, bytes, bytearray, os.PathLike)):
+        raise KilnError(INVALID_ARGUMENT, "trusted_keys must be a list of public key files or 32-byte keys, not a single value")
+    out = b""
+    for key in trusted_keys:
+        raw = bytes(key) if isinstance(key, (bytes, bytearray, memoryview)) else read_public_key(key)
+        if len(raw) != 32:
+            raise KilnError(INVALID_ARGUMENT, f"a trusted key is 32 bytes (an Ed25519 public key), not {len(raw)}")
+        out += raw
+    return out
+
+
 def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], threads: Optional[int] = None,
-         backend: Optional[str] = None) -> Model:
+         backend: Optional[str] = None, trusted_keys: Optional[Sequence[Union[str, os.PathLike, bytes]]] = None) -> Model:
     """Loads an ONNX model or a .kiln artifact from a path or from bytes (which are copied).
     `threads` configures the backends that take a thread count (None: their default). With `backend` None, an
     ONNX model is split among the host target's backends (kiln.cpu, with kiln.reference only for the nodes it
     cannot run) and an artifact runs on the backends it was compiled for; a `backend` runs a whole ONNX model
-    on that one backend (kiln.reference: the oracle)."""
+    on that one backend (kiln.reference: the oracle).
+    With `trusted_keys` (paths of `kiln keygen` KEY.pub files, or raw 32-byte keys), only a .kiln artifact with a
+    valid signature by one of them loads: a missing, bad or untrusted signature (or an ONNX model) raises
+    KilnError(INVALID_ARTIFACT) before anything reaches a backend (libkiln ABI 1.3 or newer)."""
     context = _context()
     lib = context._lib
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise KilnError(INVALID_ARGUMENT, f"threads must be a positive int or None, not {threads!r}")
-    options = _sized(_LoadOptions, backend=backend.encode() if backend else None, num_threads=threads or 0)
+    keys = _trusted_key_bytes(trusted_keys) if trusted_keys is not None else b""
+    if trusted_keys is not None and not keys:
+        raise KilnError(INVALID_ARGUMENT, "trusted_keys is empty: give at least one key, or None to require no signature")
+    if keys and abi_version() < (1, 3):
+        raise KilnError(VERSION_MISMATCH, f"trusted_keys needs libkiln ABI 1.3 or newer; this library is {abi_version()}")
+    key_buffer = (ctypes.c_uint8 * max(len(keys), 1)).from_buffer_copy(keys or b"\0")
+    options = _sized(_LoadOptions, backend=backend.encode() if backend else None, num_threads=threads or 0,
+                     trusted_keys=ctypes.cast(key_buffer, ctypes.POINTER(ctypes.c_uint8)) if keys else None,
+                     trusted_key_count=len(keys) // 32)
     out = ctypes.c_void_p()
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
