@@ -13,6 +13,8 @@ struct CPUKernel: Sendable {
         case data
         /// RNN, GRU and LSTM: float32, except sequence_lens (input 4, int32 or int64); checked by the rejection.
         case recurrent
+        /// Every input is one of these types (float32 goes to the C kernels where the op has one).
+        case anyOf(Set<DType>)
     }
 
     /// The element type of output 0, where the graph does not say.
@@ -25,6 +27,8 @@ struct CPUKernel: Sendable {
         case computed(@Sendable (Node) -> DType?)
         /// Input 0's for output 0, and float32 for every other output (the statistics of normalizations).
         case float32Statistics
+        /// Input k's (Where's x).
+        case ofInput(Int)
     }
 
     /// Whether output 0 is known before running (so it can serve as a shape or axes input).
@@ -84,6 +88,7 @@ enum CPUKernelTable {
                 table[OpID("", name)] = kernel
             }
         }
+        let numeric: Set<DType> = [.float32, .int32, .int64]
         func custom(_ lower: @escaping @Sendable (inout Lowering, Node, Int) throws -> Void) -> CPUKernel.LoweringRule { .custom(lower) }
 
         // Arithmetic in float32.
@@ -115,12 +120,42 @@ enum CPUKernelTable {
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
-        for (name, op) in binary { add([name], CPUKernel(family: .float, lowering: .binary(op))) }
+        for (name, op) in binary {
+            add([name], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+        }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
             ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
         ]
-        for (name, op) in unary { add([name], CPUKernel(family: .float, lowering: .unary(op))) }
+        for (name, op) in unary {
+            let types: Set<DType> = name == "Abs" || name == "Neg" ? numeric : [.float32]
+            add([name], CPUKernel(family: .anyOf(types), knownBeforeRunning: .whenInputsAre, lowering: .unary(op)))
+        }
+        // Elementwise ops in plain Swift (`MapOperation`), any broadcast, computed while planning when
+        // their inputs are known (shape arithmetic).
+        let map = custom { try $0.lowerMap($1, at: $2) }
+        add(["Mean", "PRelu", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
+             "Asinh", "Acosh", "Atanh", "Softsign", "Softplus", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Gelu"],
+            CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Sign"], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Mod"], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            let fmod: Int = (try? node.int("fmod", 0)) ?? 0
+            if facts.types[node.input(0)] == .float32 && fmod == 0 { return "Mod of floats needs fmod=1" }
+            return nil
+        }, lowering: map))
+        add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"],
+            CPUKernel(family: .anyOf([.int32, .int64]), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"],
+            CPUKernel(family: .anyOf([.float32, .int32, .int64, .bool]), resultType: .computed { _ in .bool },
+                      knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["And", "Or", "Xor", "Not"], CPUKernel(family: .anyOf([.bool]), resultType: .computed { _ in .bool },
+                                                   knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Where"], CPUKernel(family: .data, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .bool { return "Where's condition is \(t) (bool expected)" }
+            return nil
+        }, lowering: map))
         let activations: [(String, @Sendable (Node, (String) -> Float?) -> Activation?)] = [
             ("Relu", { _, _ in Activation(kind: .relu) }),
             ("Sigmoid", { _, _ in Activation(kind: .sigmoid) }),

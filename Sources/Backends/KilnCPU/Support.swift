@@ -21,6 +21,8 @@ enum Support {
                 if let t = type(node) { types[out] = t }
             case .firstInput:
                 if let t = types[node.input(0)] { types[out] = t }
+            case .ofInput(let k):
+                if let t = types[node.input(k)] { types[out] = t }
             case .inferred, .float32Statistics:
                 if types[out] == nil, let t = types[node.input(0)] { types[out] = t }
             }
@@ -97,6 +99,13 @@ enum Support {
         if case .float = kernel.family {
             for value in ins {
                 if let t = types[value], t != .float32 { return "\(node.op.name) on \(t) not supported (float32 only; input '\(value)')" }
+            }
+        }
+        if case .anyOf(let allowed) = kernel.family {
+            for value in ins {
+                if let t = types[value], !allowed.contains(t) {
+                    return "\(node.op.name) on \(t) not supported (\(allowed.map { "\($0)" }.sorted().joined(separator: ", ")) only; input '\(value)')"
+                }
             }
         }
         return kernel.rejection?(node, SupportFacts(types: types, known: known))
