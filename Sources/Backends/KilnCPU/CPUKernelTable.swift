@@ -194,13 +194,31 @@ enum CPUKernelTable {
         }, lowering: custom { try $0.lowerRecurrent($1, at: $2) }))
 
         // Data movement and indexing, in any supported element type.
-        add(["Reshape", "Unsqueeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
-            facts.known.contains(node.input(1)) ? nil
-                : "\(node.op.name)'s shape/axes input '\(node.input(1))' must be a constant or computed from shapes"
-        }, lowering: custom { $0.lowerView($1, at: $2) }))
-        add(["Squeeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
-            !node.input(1).isEmpty && !facts.known.contains(node.input(1)) ? "Squeeze's axes input must be a constant" : nil
-        }, lowering: custom { $0.lowerView($1, at: $2) }))
+        // Shape, axes and index inputs computed at run time are fine: the executable plans what follows
+        // them once they are known (`CPUExecutable.Stage`).
+        add(["Reshape", "Unsqueeze", "Squeeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                                          lowering: custom { $0.lowerView($1, at: $2) }))
+        func planned(_ planner: @escaping NodePlanner) -> CPUKernel.LoweringRule {
+            .custom { (lowering: inout Lowering, node: Node, i: Int) in lowering.lowerPlanned(node, at: i, planner) }
+        }
+        add(["Slice"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.slice)))
+        add(["Split"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.split)))
+        add(["Pad"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
+            let mode: String = (try? node.string("mode", "constant")) ?? "?"
+            return ["constant", "edge", "wrap", "reflect"].contains(mode) ? nil : "Pad mode '\(mode)' is not supported"
+        }, lowering: planned(SwiftOps.pad)))
+        add(["Expand"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.expand)))
+        add(["Tile"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.tile)))
+        add(["ConstantOfShape"], CPUKernel(family: .data, resultType: .computed { (node: Node) -> DType? in
+            if case .tensor(let t)? = node.attributes["value"] { return t.dtype }
+            return .float32
+        }, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.constantOfShape)))
+        add(["Range"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                 lowering: planned(SwiftOps.range)))
+        add(["Size"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
+                                lowering: planned(SwiftOps.size)))
+        add(["NonZero"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .whenInputsAre,
+                                   lowering: planned(SwiftOps.nonZero)))
         add(["Flatten", "Identity"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
                                                lowering: custom { $0.lowerView($1, at: $2) }))
         add(["Transpose"], CPUKernel(family: .data, resultType: .firstInput, lowering: custom { try $0.lowerTranspose($1, at: $2) }))

@@ -27,10 +27,7 @@ final class ViewOperation: Operation {
         let xs = try b.shape(x)
         var spec: [Int]?
         if shapeInput >= 0 {
-            guard let known = b.knownValue(shapeInput) else {
-                throw b.unsupported("input '\(b.name(shapeInput))' must be known before running (a constant or computed from shapes)")
-            }
-            spec = known.asInts()
+            spec = try b.requireKnownInts(shapeInput)
         }
         let shape: [Int]
         switch node.op.name {

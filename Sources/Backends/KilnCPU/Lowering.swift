@@ -164,6 +164,11 @@ struct Lowering {
 
     // MARK: lowerings of single ops (see `CPUKernelTable`)
 
+    /// An op planned by a `NodePlanner` (`SwiftOps`): one operation over the node's inputs and outputs.
+    mutating func lowerPlanned(_ node: Node, at i: Int, _ planner: @escaping NodePlanner) {
+        place(NodeOperation(node: node, inputs: node.inputs.map(id), outputs: node.outputs.map(id), planner: planner), nodes: [i])
+    }
+
     /// Elementwise ops in plain Swift, for any element type (`MapOperation`).
     mutating func lowerMap(_ node: Node, at i: Int) throws {
         let operands = node.inputs.filter { !$0.isEmpty }
