@@ -240,6 +240,15 @@ enum CPUKernelTable {
                                     rejection: { node, _ in
             Support.constantTensor(node) == nil ? "Constant of this kind (sparse or strings) is not supported" : nil
         }, lowering: .constant))
+        add(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+             "ReduceLogSumExp", "ReduceSumSquare"],
+            CPUKernel(family: .anyOf([.float32, .int64]), rejection: { node, facts -> String? in
+                if let t = facts.types[node.input(0)], t != .float32 { return "\(node.op.name) over \(t) is not supported (float32 only)" }
+                return nil
+            }, lowering: planned(SwiftOps.reduce)))
+        add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
+        add(["CumSum"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
+        add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
         return table
     }()
 }
