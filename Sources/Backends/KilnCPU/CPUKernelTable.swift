@@ -249,6 +249,25 @@ enum CPUKernelTable {
         add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
         add(["CumSum"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
         add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
+        let indexRejection: @Sendable (Node, SupportFacts) -> String? = { node, facts in
+            if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "\(node.op.name) indices of type \(t) not supported" }
+            return nil
+        }
+        add(["GatherElements", "GatherND"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                                      rejection: indexRejection, lowering: .custom { (l: inout Lowering, n: Node, i: Int) in
+            l.lowerPlanned(n, at: i, n.op.name == "GatherND" ? SwiftOps.gatherND : SwiftOps.gatherElements)
+        }))
+        add(["ScatterElements", "ScatterND"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            let r: String = (try? node.string("reduction", "none")) ?? "?"
+            guard ["none", "add", "mul", "max", "min"].contains(r) else { return "reduction '\(r)' is not supported" }
+            if r != "none", let t = facts.types[node.input(0)], t == .bool { return "reduction over bool is not supported" }
+            return indexRejection(node, facts)
+        }, lowering: .custom { (l: inout Lowering, n: Node, i: Int) in
+            l.lowerPlanned(n, at: i, n.op.name == "ScatterND" ? SwiftOps.scatterND : SwiftOps.scatterElements)
+        }))
+        add(["Trilu"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.trilu)))
+        add(["DepthToSpace", "SpaceToDepth"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.depthSpace)))
+        add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
         return table
     }()
 }
