@@ -268,6 +268,8 @@ enum CPUKernelTable {
         add(["Trilu"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.trilu)))
         add(["DepthToSpace", "SpaceToDepth"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.depthSpace)))
         add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
+        add(["Resize"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.resizeRejection, lowering: planned(SwiftOps.resize)))
+        add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         return table
     }()
 }
