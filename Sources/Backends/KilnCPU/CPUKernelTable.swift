@@ -270,6 +270,14 @@ enum CPUKernelTable {
         add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
         add(["Resize"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.resizeRejection, lowering: planned(SwiftOps.resize)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
+        add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
+            node.input(2).isEmpty ? nil : "Dropout with a training_mode input is not supported (inference only)"
+        }, lowering: planned(SwiftOps.dropout)))
+        add(["Einsum"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+            let equation: String = (try? node.string("equation", "")) ?? ""
+            return SwiftOps.einsumTerms(equation, operands: node.inputs.filter { !$0.isEmpty }.count) == nil
+                ? "Einsum equation '\(equation)' is not supported (no ellipses)" : nil
+        }, lowering: planned(SwiftOps.einsum)))
         return table
     }()
 }

@@ -215,3 +215,96 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// Dropout at inference: the input itself, and a mask of ones when asked for.
+    static func dropout(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let xs = try b.shape(ins[0])
+        try b.defineView(outs[0], of: ins[0], shape: xs)
+        if outs.count > 1, outs[1] >= 0 {
+            try b.compute([(outs[1], xs, .bool)], from: []) { _, o in
+                o[0].initializeMemory(as: UInt8.self, repeating: 1, count: xs.reduce(1, *))
+            }
+        }
+    }
+
+    /// The operand subscripts and output subscript of an Einsum equation without ellipses, or nil.
+    static func einsumTerms(_ equation: String, operands: Int) -> (inputs: [[Character]], output: [Character])? {
+        let text = equation.filter { $0 != " " }
+        if text.contains(".") { return nil }
+        var sides = [text]
+        if let arrow = text.firstRange(of: "->") { sides = [String(text[..<arrow.lowerBound]), String(text[arrow.upperBound...])] }
+        guard !sides.last!.contains("-"), !sides.last!.contains(">") else { return nil }
+        let inputs = sides[0].split(separator: ",", omittingEmptySubsequences: false).map { Array($0) }
+        guard inputs.count == operands, inputs.allSatisfy({ $0.allSatisfy(\.isLetter) }) else { return nil }
+        if sides.count == 2 {
+            let out = Array(sides[1])
+            guard out.allSatisfy(\.isLetter), Set(out).count == out.count else { return nil }
+            return (inputs, out)
+        }
+        var counts: [Character: Int] = [:]
+        for c in inputs.joined() { counts[c, default: 0] += 1 }
+        return (inputs, counts.filter { $0.value == 1 }.keys.sorted())
+    }
+
+    /// Einsum over float32 without ellipses: a sum over every combination of the letters (clear, not fast).
+    static func einsum(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        for v in ins { try b.requireFloat(v) }
+        let shapes = try ins.map { try b.shape($0) }
+        guard let (terms, output) = einsumTerms(try node.string("equation", ""), operands: ins.count) else {
+            throw b.unsupported("Einsum equation '\((try? node.string("equation", "")) ?? "")' (ellipses are not supported)")
+        }
+        var size: [Character: Int] = [:]
+        for (t, s) in zip(terms, shapes) {
+            guard t.count == s.count else { throw b.invalid("subscripts \(String(t)) do not fit \(s)") }
+            for (c, d) in zip(t, s) {
+                if let e = size[c], e != d { throw b.invalid("letter \(c) is \(e) and \(d)") }
+                size[c] = d
+            }
+        }
+        guard output.allSatisfy({ size[$0] != nil }) else { throw b.invalid("output letters not in the inputs") }
+        let summed = size.keys.filter { !output.contains($0) }.sorted()
+        let letters = output + summed
+        let dims = letters.map { size[$0]! }
+        let outShape = output.map { size[$0]! }
+        let outCount = outShape.reduce(1, *), sumCount = summed.map { size[$0]! }.reduce(1, *)
+        // Each operand's stride per letter.
+        let strides: [[Int]] = zip(terms, shapes).map { t, s in
+            let st = contiguousStrides(s)
+            return letters.map { c in t.indices.filter { t[$0] == c }.reduce(0) { $0 + st[$1] } }
+        }
+        let m = ins.count
+        try b.compute([(outs[0], outShape, .float32)], from: ins) { p, o in
+            let y = o[0].assumingMemoryBound(to: Float.self)
+            let xs = p.map { $0.assumingMemoryBound(to: Float.self) }
+            var index = [Int](repeating: 0, count: letters.count)
+            for out in 0..<outCount {
+                var acc = 0.0
+                for _ in 0..<sumCount {
+                    var prod = 1.0
+                    for k in 0..<m {
+                        var off = 0
+                        for (l, i) in index.enumerated() { off += i * strides[k][l] }
+                        prod *= Double(xs[k][off])
+                    }
+                    acc += prod
+                    var l = letters.count - 1
+                    while l >= output.count {
+                        index[l] += 1
+                        if index[l] < dims[l] { break }
+                        index[l] = 0
+                        l -= 1
+                    }
+                }
+                y[out] = Float(acc)
+                var l = output.count - 1
+                while l >= 0 {
+                    index[l] += 1
+                    if index[l] < dims[l] { break }
+                    index[l] = 0
+                    l -= 1
+                }
+            }
+        }
+    }
+}
