@@ -159,6 +159,27 @@ struct SwiftOpsTests {
         try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 8, 3, 3])], "Dropout, Trilu, DepthToSpace")
     }
 
+    @Test("RMSNormalization, Hardmax, Clip with run-time and integer bounds, CastLike, CumProd")
+    func normalizationsAndClip() throws {
+        var r = SplitMix64(seed: 107)
+        for caseIndex in 0..<8 {
+            let shape = Self.randomShape(&r, rank: r.int(2...4))
+            let axis = r.int(-shape.count...(shape.count - 1))
+            let a = axis < 0 ? axis + shape.count : axis
+            var g = TestGraph()
+            let x = g.input("x", shape), lo = g.input("lo", [Int]()), k = g.input("k", [.fixed(shape[0])], .int64)
+            let rms = g.node("RMSNormalization", [x, g.constant(r.tensor(Array(shape[a...])))], ["axis": .int(axis)])
+            let hm = g.node("Hardmax", [x], ["axis": .int(axis)])
+            let clipped = g.node("Clip", [x, lo, ""])
+            let ki = g.node("Clip", [k, g.constant(Tensor(scalar: Int64(-2))), g.constant(Tensor(scalar: Int64(3)))])
+            let cl = g.node("CastLike", [ki, x])
+            let cp = g.node("CumProd", [x, g.constant(Tensor(scalar: Int64(a)))], ["exclusive": .int(r.int(0...1)), "reverse": .int(r.int(0...1))])
+            g.output(rms, hm, clipped, cl, cp)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape), "lo": Tensor(scalar: r.float()),
+                                                         "k": Self.ints(&r, [shape[0]], -5...5)], "case \(caseIndex) \(shape) axis \(axis)")
+        }
+    }
+
     @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
     func dataDependentShapes() throws {
         var r = SplitMix64(seed: 105)

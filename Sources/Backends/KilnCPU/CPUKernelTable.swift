@@ -171,12 +171,9 @@ enum CPUKernelTable {
             }),
         ]
         for (name, make) in activations { add([name], CPUKernel(family: .float, lowering: .activation(make))) }
-        add(["Clip"], CPUKernel(family: .float, rejection: { node, facts in
-            for i in 1..<min(3, node.inputs.count) where !node.inputs[i].isEmpty && !facts.known.contains(node.inputs[i]) {
-                return "Clip's min/max inputs must be constants"
-            }
-            return nil
-        }, lowering: .activation({ node, scalar in
+        // Clip with constant scalar float bounds is an activation; other bounds and integer types take
+        // `SwiftOps.clip` (see `Lowering.lower`).
+        add(["Clip"], CPUKernel(family: .anyOf(numeric), lowering: .activation({ node, scalar in
             let lo = node.input(1).isEmpty ? -Float.infinity : scalar(node.input(1))
             let hi = node.input(2).isEmpty ? Float.infinity : scalar(node.input(2))
             guard let lo, let hi else { return nil }
@@ -247,7 +244,7 @@ enum CPUKernelTable {
                 return nil
             }, lowering: planned(SwiftOps.reduce)))
         add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
-        add(["CumSum"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
+        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
         add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
         let indexRejection: @Sendable (Node, SupportFacts) -> String? = { node, facts in
             if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "\(node.op.name) indices of type \(t) not supported" }
@@ -278,6 +275,10 @@ enum CPUKernelTable {
             return SwiftOps.einsumTerms(equation, operands: node.inputs.filter { !$0.isEmpty }.count) == nil
                 ? "Einsum equation '\(equation)' is not supported (no ellipses)" : nil
         }, lowering: planned(SwiftOps.einsum)))
+        add(["RMSNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.rmsNormalization)))
+        add(["Hardmax"], CPUKernel(family: .float, lowering: planned(SwiftOps.hardmax)))
+        add(["CastLike"], CPUKernel(family: .data, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
+                                    lowering: planned(SwiftOps.castLike)))
         return table
     }()
 }

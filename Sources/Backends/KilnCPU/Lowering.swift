@@ -132,6 +132,11 @@ struct Lowering {
         guard let kernel = CPUKernelTable[node.op] else {
             throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
         }
+        // Clip with bounds that are not constant scalars, or over integers.
+        if name == "Clip", activation(i) == nil || node.inputs.contains(where: { !$0.isEmpty && types[$0] != nil && types[$0] != .float32 }) {
+            lowerPlanned(node, at: i, SwiftOps.clip)
+            return
+        }
         // The C kernels compute in float32: other element types take the Swift elementwise path.
         switch kernel.lowering {
         case .unary, .binary, .activation:

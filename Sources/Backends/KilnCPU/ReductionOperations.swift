@@ -136,8 +136,9 @@ extension SwiftOps {
         }
     }
 
-    /// CumSum over float32, int32 or int64, with `exclusive` and `reverse`.
+    /// CumSum (and CumProd) over float32, int32 or int64, with `exclusive` and `reverse`.
     static func cumSum(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let product = node.op.name == "CumProd"
         let x = ins[0], xs = try b.shape(x), dtype = try b.dtype(x)
         let axisValue = try b.requireKnownInts(ins[1])
         guard axisValue.count == 1, let a = normalizedAxis(axisValue[0], rank: xs.count), !xs.isEmpty else { throw b.invalid("axis out of range") }
@@ -146,17 +147,21 @@ extension SwiftOps {
         try b.compute([(outs[0], xs, dtype)], from: [x]) { ins, o in
             for p in 0..<outer {
                 for q in 0..<inner {
-                    var fsum: Double = 0
-                    var isum: Int64 = 0
+                    var fsum: Double = product ? 1 : 0
+                    var isum: Int64 = product ? 1 : 0
                     for step in 0..<d {
                         let k = reverse ? d - 1 - step : step
                         let i = (p * d + k) * inner + q
                         if dtype == .float32 {
                             let v = Element.double(ins[0], dtype, i)
-                            if exclusive { Element.store(float: Float(fsum), o[0], dtype, i); fsum += v } else { fsum += v; Element.store(float: Float(fsum), o[0], dtype, i) }
+                            if exclusive { Element.store(float: Float(fsum), o[0], dtype, i) }
+                            fsum = product ? fsum * v : fsum + v
+                            if !exclusive { Element.store(float: Float(fsum), o[0], dtype, i) }
                         } else {
                             let v = Element.int(ins[0], dtype, i)
-                            if exclusive { Element.store(int: isum, o[0], dtype, i); isum &+= v } else { isum &+= v; Element.store(int: isum, o[0], dtype, i) }
+                            if exclusive { Element.store(int: isum, o[0], dtype, i) }
+                            isum = product ? isum &* v : isum &+ v
+                            if !exclusive { Element.store(int: isum, o[0], dtype, i) }
                         }
                     }
                 }
