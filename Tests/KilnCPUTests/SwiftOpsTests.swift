@@ -180,6 +180,36 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Attention: 3-D and 4-D, grouped heads, masks, causal, soft cap, KV cache, qk outputs")
+    func attention() throws {
+        var r = SplitMix64(seed: 108)
+        for caseIndex in 0..<12 {
+            let batch = r.int(1...2), kvHeads = r.int(1...2), qHeads = kvHeads * r.int(1...2), qLen = r.int(1...4), kvLen = r.int(1...5)
+            let head = r.int(1...4), vHead = r.int(1...4), past = r.bool() ? r.int(1...3) : 0
+            let is3D = caseIndex % 3 == 0
+            var g = TestGraph()
+            var feeds: [String: Tensor] = [:]
+            func add(_ name: String, _ shape: [Int]) -> String {
+                feeds[name] = r.tensor(shape)
+                return g.input(name, shape)
+            }
+            let q = is3D ? add("q", [batch, qLen, qHeads * head]) : add("q", [batch, qHeads, qLen, head])
+            let k = is3D ? add("k", [batch, kvLen, kvHeads * head]) : add("k", [batch, kvHeads, kvLen, head])
+            let v = is3D ? add("v", [batch, kvLen, kvHeads * vHead]) : add("v", [batch, kvHeads, kvLen, vHead])
+            var ins = [q, k, v]
+            ins.append(r.bool() ? add("mask", [qLen, past + kvLen]) : "")
+            if past > 0 { ins += [add("pk", [batch, kvHeads, past, head]), add("pv", [batch, kvHeads, past, vHead])] }
+            var attrs: [String: Attribute] = ["is_causal": .int(r.int(0...1)), "qk_matmul_output_mode": .int(r.int(0...3))]
+            if is3D { attrs["q_num_heads"] = .int(qHeads); attrs["kv_num_heads"] = .int(kvHeads) }
+            if r.bool() { attrs["softcap"] = .float(2) }
+            if r.bool() { attrs["scale"] = .float(0.3) }
+            let y = g.node("Attention", ins, attrs, outputs: 4)
+            let base = String(y.dropLast())
+            g.output(y, base + "1", base + "2", base + "3")
+            try expectMatchesReference(g.model, inputs: feeds, "case \(caseIndex): \(attrs) past \(past) 3D \(is3D)")
+        }
+    }
+
     @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
     func dataDependentShapes() throws {
         var r = SplitMix64(seed: 105)

@@ -279,6 +279,8 @@ enum CPUKernelTable {
         add(["Hardmax"], CPUKernel(family: .float, lowering: planned(SwiftOps.hardmax)))
         add(["CastLike"], CPUKernel(family: .data, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
                                     lowering: planned(SwiftOps.castLike)))
+        add(["Attention"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.attentionRejection,
+                                     lowering: planned(SwiftOps.attention)))
         return table
     }()
 }
