@@ -210,6 +210,25 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: weights, ignore_index, reductions")
+    func losses() throws {
+        var r = SplitMix64(seed: 109)
+        for caseIndex in 0..<12 {
+            let n = r.int(1...3), c = r.int(2...5), extra = r.bool() ? [r.int(1...3)] : []
+            var g = TestGraph()
+            let x = g.input("x", [n, c] + extra), t = g.input("t", [.fixed(n)] + extra.map { .fixed($0) }, .int64)
+            var ins = [x, t]
+            if r.bool() { ins.append(g.constant(r.tensor([c], 0.2, 2))) }
+            var attrs: [String: Attribute] = ["reduction": .string(r.pick(["none", "sum", "mean"]))]
+            if r.bool() { attrs["ignore_index"] = .int(r.int(0...(c - 1))) }
+            let op = r.pick(["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"])
+            let y = g.node(op, ins, attrs, outputs: op == "SoftmaxCrossEntropyLoss" ? 2 : 1)
+            if op == "SoftmaxCrossEntropyLoss" { g.output(y, String(y.dropLast()) + "1") } else { g.output(y) }
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([n, c] + extra), "t": Self.ints(&r, [n] + extra, 0...(c - 1))],
+                                       "case \(caseIndex): \(op) \(attrs)")
+        }
+    }
+
     @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
     func dataDependentShapes() throws {
         var r = SplitMix64(seed: 105)

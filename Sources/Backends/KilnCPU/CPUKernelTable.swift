@@ -281,6 +281,13 @@ enum CPUKernelTable {
                                     lowering: planned(SwiftOps.castLike)))
         add(["Attention"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.attentionRejection,
                                      lowering: planned(SwiftOps.attention)))
+        add(["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"], CPUKernel(family: .data, resultType: .firstInput, rejection: { node, facts -> String? in
+            for (i, v) in node.inputs.enumerated() where !v.isEmpty {
+                guard let t = facts.types[v] else { continue }
+                if i == 1 ? t != .int64 && t != .int32 : t != .float32 { return "\(node.op.name) input '\(v)' is \(t)" }
+            }
+            return nil
+        }, lowering: planned(SwiftOps.loss)))
         return table
     }()
 }

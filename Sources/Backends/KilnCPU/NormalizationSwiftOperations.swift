@@ -1,4 +1,9 @@
 import KilnIR
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// RMSNormalization, Hardmax, Clip with run-time or integer bounds, CastLike and CumProd, as `NodePlanner`s.
 extension SwiftOps {
@@ -89,6 +94,67 @@ extension SwiftOps {
                     Element.store(int: Element.int(p[0], from, i), o[0], to, i)
                 }
             }
+        }
+    }
+}
+
+extension SwiftOps {
+    /// NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss (log-softmax over axis 1 first, its result the
+    /// optional second output) over float32, with int32/int64 targets, class weights, ignore_index and the
+    /// none/sum/mean reductions.
+    static func loss(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let softmax = node.op.name == "SoftmaxCrossEntropyLoss"
+        try b.requireFloat(ins[0])
+        if ins.count > 2, ins[2] >= 0 { try b.requireFloat(ins[2]) }
+        let xs = try b.shape(ins[0]), ts = try b.shape(ins[1]), ttype = try b.dtype(ins[1])
+        guard xs.count >= 2, ts == [xs[0]] + Array(xs[2...]) else { throw b.invalid("target \(ts) does not fit input \(xs)") }
+        guard ttype == .int64 || ttype == .int32 else { throw b.unsupported("targets of type \(ttype)") }
+        let hasWeight = ins.count > 2 && ins[2] >= 0
+        if hasWeight, try b.shape(ins[2]).reduce(1, *) != xs[1] { throw b.invalid("weight must have \(xs[1]) values") }
+        let ignore = try node.ints("ignore_index")?.first
+        let reduction = try node.string("reduction", "mean")
+        guard ["none", "sum", "mean"].contains(reduction) else { throw b.unsupported("reduction '\(reduction)'") }
+        let n = xs[0], c = xs[1], inner = xs[2...].reduce(1, *)
+        let outShape = reduction == "none" ? ts : []
+        let logOut = softmax && outs.count > 1 ? outs[1] : -1
+        let name = node.displayName
+        try b.compute([(outs[0], outShape, .float32), (logOut, softmax ? xs : [0], .float32)], from: Array(ins.prefix(3))) { p, o in
+            let x = p[0].assumingMemoryBound(to: Float.self)
+            var logProb = x
+            if softmax {
+                let lp = o[1].assumingMemoryBound(to: Float.self)
+                for bi in 0..<n {
+                    for i in 0..<inner {
+                        let base = bi * c * inner + i
+                        var peak = -Double.infinity
+                        for k in 0..<c { peak = max(peak, Double(x[base + k * inner])) }
+                        var total = 0.0
+                        for k in 0..<c { total += exp(Double(x[base + k * inner]) - peak) }
+                        let shift = peak + log(total)
+                        for k in 0..<c { lp[base + k * inner] = Float(Double(x[base + k * inner]) - shift) }
+                    }
+                }
+                logProb = UnsafePointer(lp)
+            }
+            let weight = hasWeight ? p[2].assumingMemoryBound(to: Float.self) : nil
+            let y = o[0].assumingMemoryBound(to: Float.self)
+            var sum = 0.0, weights = 0.0
+            for bi in 0..<n {
+                for d in 0..<inner {
+                    let k = bi * inner + d
+                    let cls = Int(Element.int(p[1], ttype, k))
+                    var loss = 0.0
+                    if ignore == nil || cls != ignore! {
+                        guard cls >= 0, cls < c else { throw KilnError(.runtime, "\(name): target \(cls) is out of range for \(c) classes") }
+                        let w = weight.map { Double($0[cls]) } ?? 1
+                        weights += w
+                        loss = -Double(logProb[(bi * c + cls) * inner + d]) * w
+                    }
+                    sum += loss
+                    if reduction == "none" { y[k] = Float(loss) }
+                }
+            }
+            if reduction == "sum" { y[0] = Float(sum) } else if reduction == "mean" { y[0] = Float(sum / weights) }
         }
     }
 }
