@@ -229,6 +229,22 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Cast and CastLike between float64/float16/bfloat16/8- and 16-bit integers and kiln.cpu's own types")
+    func conversions() throws {
+        var r = SplitMix64(seed: 110)
+        let types: [DType] = [.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64, .int32, .int64, .bool, .float32]
+        for from in types {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(3), .fixed(5)], from)
+            var outs: [String] = []
+            for to in types { outs.append(g.node("Cast", [x], ["to": .int(to.onnxCode)])) }
+            outs.append(g.node("CastLike", [x, g.constant(Tensor(zeros: .float16, shape: [1]))]))
+            g.graph.outputs = outs.map { Value(name: $0) }
+            let values = (0..<15).map { _ in Double(r.int(-300...300)) + (from.isInteger ? 0 : Double(r.float())) }
+            try expectMatchesReference(g.model, inputs: ["x": Tensor(dtype: from, shape: [3, 5], doubles: values)], "Cast from \(from)")
+        }
+    }
+
     @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
     func dataDependentShapes() throws {
         var r = SplitMix64(seed: 105)

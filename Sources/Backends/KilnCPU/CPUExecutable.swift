@@ -142,7 +142,7 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                 throw KilnError(.invalidArgument, "input '\(input.name)' is missing")
             }
             guard var t = value.tensor else { throw KilnError(.invalidArgument, "input '\(input.name)': kiln.cpu takes tensors, given \(value.summary)") }
-            guard Support.elementTypes.contains(t.dtype) else {
+            guard Support.castTypes.contains(t.dtype) else {
                 throw KilnError(.unsupported, "input '\(input.name)': element type \(t.dtype) not supported by kiln.cpu")
             }
             // Kernels read whole elements: copy an input that is not aligned to its element width.

@@ -15,6 +15,8 @@ struct CPUKernel: Sendable {
         case recurrent
         /// Every input is one of these types (float32 goes to the C kernels where the op has one).
         case anyOf(Set<DType>)
+        /// Cast and CastLike: inputs and outputs of any of `Support.castTypes`.
+        case conversion
     }
 
     /// The element type of output 0, where the graph does not say.
@@ -227,8 +229,8 @@ enum CPUKernelTable {
                                   lowering: custom { try $0.lowerConcat($1, at: $2) }))
         add(["Shape"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
                                  lowering: custom { try $0.lowerShape($1, at: $2) }))
-        add(["Cast"], CPUKernel(family: .data, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
-            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.elementTypes.contains(t) {
+        add(["Cast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
+            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.castTypes.contains(t) {
                 return "Cast to \(t) not supported"
             }
             return nil
@@ -277,7 +279,7 @@ enum CPUKernelTable {
         }, lowering: planned(SwiftOps.einsum)))
         add(["RMSNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.rmsNormalization)))
         add(["Hardmax"], CPUKernel(family: .float, lowering: planned(SwiftOps.hardmax)))
-        add(["CastLike"], CPUKernel(family: .data, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
+        add(["CastLike"], CPUKernel(family: .conversion, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
                                     lowering: planned(SwiftOps.castLike)))
         add(["Attention"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.attentionRejection,
                                      lowering: planned(SwiftOps.attention)))

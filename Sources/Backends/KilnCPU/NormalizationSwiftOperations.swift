@@ -77,9 +77,12 @@ extension SwiftOps {
     /// CastLike: Cast to the element type of input 1.
     static func castLike(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
         let xs = try b.shape(ins[0]), from = try b.dtype(ins[0]), to = try b.dtype(ins[1])
-        guard CastOperation.types.contains(from), CastOperation.types.contains(to) else { throw b.unsupported("CastLike from \(from) to \(to)") }
         if from == to {
             try b.defineView(outs[0], of: ins[0], shape: xs)
+            return
+        }
+        guard CastOperation.types.contains(from), CastOperation.types.contains(to) else {
+            try CastOperation.planConversion(b, x: ins[0], output: outs[0], to: to)
             return
         }
         let count = xs.reduce(1, *)
