@@ -40,12 +40,28 @@ struct SwiftOpsTests {
         }
         // Integer arithmetic of every kind.
         for op in ["Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "BitwiseAnd", "Equal", "Greater"] {
-            for dtype in [DType.int64, .int32] {
+            for dtype in [DType.int64, .int32, .int16, .int8] {
                 var g = TestGraph()
                 let x = g.input("x", [.fixed(3), .fixed(4)], dtype), y = g.input("y", [.fixed(4)], dtype)
                 g.output(g.node(op, [x, y]), g.node("Neg", [x]), g.node("Abs", [y]))
                 try expectMatchesReference(g.model, inputs: ["x": Self.ints(&r, [3, 4], -20...20, dtype),
                                                              "y": Self.ints(&r, [4], 1...7, dtype)], "\(op) \(dtype)")
+            }
+        }
+    }
+
+    @Test("Unsigned arithmetic, comparisons and BitShift")
+    func unsigned() throws {
+        var r = SplitMix64(seed: 111)
+        for dtype in [DType.uint8, .uint16, .uint32] {
+            for op in ["Add", "Sub", "Mul", "Div", "Mod", "Max", "BitwiseXor", "Less", "Equal"] {
+                var g = TestGraph()
+                let x = g.input("x", [.fixed(2), .fixed(5)], dtype), y = g.input("y", [.fixed(5)], dtype)
+                let shift = g.node("BitShift", [x, g.constant(Tensor(dtype: dtype, shape: [1], int64s: [Int64(r.int(0...3))]))],
+                                   ["direction": .string(r.pick(["LEFT", "RIGHT"]))])
+                g.output(g.node(op, [x, y]), shift)
+                try expectMatchesReference(g.model, inputs: ["x": Self.ints(&r, [2, 5], 0...250, dtype), "y": Self.ints(&r, [5], 1...9, dtype)],
+                                           "\(op) \(dtype)")
             }
         }
     }

@@ -91,6 +91,9 @@ enum CPUKernelTable {
             }
         }
         let numeric: Set<DType> = [.float32, .int32, .int64]
+        /// Integer types of elementwise arithmetic and comparisons (uint64 is left out: its values exceed Int64).
+        let integers: Set<DType> = [.int8, .int16, .int32, .int64, .uint8, .uint16, .uint32]
+        let arithmetic = integers.union([.float32])
         func custom(_ lower: @escaping @Sendable (inout Lowering, Node, Int) throws -> Void) -> CPUKernel.LoweringRule { .custom(lower) }
 
         // Arithmetic in float32.
@@ -123,14 +126,14 @@ enum CPUKernelTable {
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
         for (name, op) in binary {
-            add([name], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+            add([name], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
         }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
             ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
         ]
         for (name, op) in unary {
-            let types: Set<DType> = name == "Abs" || name == "Neg" ? numeric : [.float32]
+            let types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
             add([name], CPUKernel(family: .anyOf(types), knownBeforeRunning: .whenInputsAre, lowering: .unary(op)))
         }
         // Elementwise ops in plain Swift (`MapOperation`), any broadcast, computed while planning when
@@ -140,17 +143,18 @@ enum CPUKernelTable {
              "Asinh", "Acosh", "Atanh", "Softsign", "Softplus", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Gelu"],
             CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["Sign"], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["Mod"], CPUKernel(family: .anyOf(numeric), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+        add(["Sign"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Mod"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
             let fmod: Int = (try? node.int("fmod", 0)) ?? 0
             if facts.types[node.input(0)] == .float32 && fmod == 0 { return "Mod of floats needs fmod=1" }
             return nil
         }, lowering: map))
         add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"],
-            CPUKernel(family: .anyOf([.int32, .int64]), knownBeforeRunning: .whenInputsAre, lowering: map))
+            CPUKernel(family: .anyOf(integers), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32]), knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"],
-            CPUKernel(family: .anyOf([.float32, .int32, .int64, .bool]), resultType: .computed { _ in .bool },
+            CPUKernel(family: .anyOf(arithmetic.union([.bool])), resultType: .computed { _ in .bool },
                       knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["And", "Or", "Xor", "Not"], CPUKernel(family: .anyOf([.bool]), resultType: .computed { _ in .bool },
                                                    knownBeforeRunning: .whenInputsAre, lowering: map))

@@ -82,7 +82,34 @@ enum Element {
         case .float32: p.load(fromByteOffset: i &* 4, as: Float.self)
         case .int64: Float(p.load(fromByteOffset: i &* 8, as: Int64.self))
         case .int32: Float(p.load(fromByteOffset: i &* 4, as: Int32.self))
-        default: p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0
+        case .bool: p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0
+        default: Float(narrow(p, t, i))
+        }
+    }
+
+    /// Element `i` of the narrow integer types (int8, int16, uint8, uint16, uint32).
+    @inline(__always)
+    static func narrow(_ p: UnsafeRawPointer, _ t: DType, _ i: Int) -> Int64 {
+        switch t {
+        case .int8: Int64(p.load(fromByteOffset: i, as: Int8.self))
+        case .uint8: Int64(p.load(fromByteOffset: i, as: UInt8.self))
+        case .int16: Int64(p.loadUnaligned(fromByteOffset: i &* 2, as: Int16.self))
+        case .uint16: Int64(p.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self))
+        case .uint32: Int64(p.loadUnaligned(fromByteOffset: i &* 4, as: UInt32.self))
+        default: preconditionFailure("kiln.cpu: element type \(t) read as an integer")
+        }
+    }
+
+    /// Stores `v` wrapped to a narrow integer type (int8, int16, uint8, uint16, uint32).
+    @inline(__always)
+    static func storeNarrow(_ v: Int64, _ p: UnsafeMutableRawPointer, _ t: DType, _ i: Int) {
+        switch t {
+        case .int8: p.storeBytes(of: Int8(truncatingIfNeeded: v), toByteOffset: i, as: Int8.self)
+        case .uint8: p.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: i, as: UInt8.self)
+        case .int16: p.storeBytes(of: Int16(truncatingIfNeeded: v), toByteOffset: i &* 2, as: Int16.self)
+        case .uint16: p.storeBytes(of: UInt16(truncatingIfNeeded: v), toByteOffset: i &* 2, as: UInt16.self)
+        case .uint32: p.storeBytes(of: UInt32(truncatingIfNeeded: v), toByteOffset: i &* 4, as: UInt32.self)
+        default: preconditionFailure("kiln.cpu: element type \(t) written as an integer")
         }
     }
 
@@ -92,7 +119,8 @@ enum Element {
         case .float32: Double(p.load(fromByteOffset: i &* 4, as: Float.self))
         case .int64: Double(p.load(fromByteOffset: i &* 8, as: Int64.self))
         case .int32: Double(p.load(fromByteOffset: i &* 4, as: Int32.self))
-        default: p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0
+        case .bool: p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0
+        default: Double(narrow(p, t, i))
         }
     }
 
@@ -102,7 +130,8 @@ enum Element {
         case .int64: p.load(fromByteOffset: i &* 8, as: Int64.self)
         case .int32: Int64(p.load(fromByteOffset: i &* 4, as: Int32.self))
         case .float32: floatToInt(p.load(fromByteOffset: i &* 4, as: Float.self))
-        default: Int64(p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0)
+        case .bool: Int64(p.load(fromByteOffset: i, as: UInt8.self) != 0 ? 1 : 0)
+        default: narrow(p, t, i)
         }
     }
 
@@ -119,7 +148,8 @@ enum Element {
                                   toByteOffset: i &* 8, as: Int64.self)
         case .int32: p.storeBytes(of: v.isFinite ? Int32(truncatingIfNeeded: Int64(exactly: v.rounded(.towardZero)) ?? 0) : 0,
                                   toByteOffset: i &* 4, as: Int32.self)
-        default: p.storeBytes(of: UInt8(v != 0 ? 1 : 0), toByteOffset: i, as: UInt8.self)
+        case .bool: p.storeBytes(of: UInt8(v != 0 ? 1 : 0), toByteOffset: i, as: UInt8.self)
+        default: storeNarrow(floatToInt(v), p, t, i)
         }
     }
 
@@ -129,7 +159,8 @@ enum Element {
         case .int64: p.storeBytes(of: v, toByteOffset: i &* 8, as: Int64.self)
         case .int32: p.storeBytes(of: Int32(truncatingIfNeeded: v), toByteOffset: i &* 4, as: Int32.self)
         case .float32: p.storeBytes(of: Float(v), toByteOffset: i &* 4, as: Float.self)
-        default: p.storeBytes(of: UInt8(v != 0 ? 1 : 0), toByteOffset: i, as: UInt8.self)
+        case .bool: p.storeBytes(of: UInt8(v != 0 ? 1 : 0), toByteOffset: i, as: UInt8.self)
+        default: storeNarrow(v, p, t, i)
         }
     }
 }

@@ -96,6 +96,7 @@ enum Support {
         let ins = node.inputs.filter { !$0.isEmpty }
         var allowed = elementTypes
         if case .conversion = kernel.family { allowed = castTypes }
+        if case .anyOf(let types) = kernel.family { allowed.formUnion(types) }
         for value in ins + node.outputs.filter({ !$0.isEmpty }) {
             if let t = types[value], !allowed.contains(t) {
                 return "\(t) not supported (kiln.cpu computes in float32; value '\(value)')"

@@ -168,6 +168,9 @@ final class MapOperation: Operation {
         case "BitwiseOr": return .intFold(|)
         case "BitwiseXor": return .intFold(^)
         case "BitwiseNot": return .intUnary(~)
+        case "BitShift":
+            let left = try node.string("direction", "") == "LEFT"
+            return .intFold { a, c in c < 0 || c >= 64 ? 0 : (left ? a << c : a >> c) }
         case "Equal": return .compare(float: ==, int: ==)
         case "Less": return .compare(float: <, int: <)
         case "LessOrEqual": return .compare(float: <=, int: <=)
