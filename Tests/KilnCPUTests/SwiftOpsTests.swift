@@ -261,6 +261,25 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("LpNormalization, OneHot, EyeLike, Compress")
+    func smallOps() throws {
+        var r = SplitMix64(seed: 112)
+        for caseIndex in 0..<6 {
+            let shape = Self.randomShape(&r, rank: r.int(2...3))
+            var g = TestGraph()
+            let x = g.input("x", shape), c = g.input("c", [.fixed(shape[0])], .bool)
+            let idx = g.input("i", [.fixed(shape[0])], .int64)
+            g.output(g.node("LpNormalization", [x], ["axis": .int(r.int(0...(shape.count - 1))), "p": .int(r.int(1...2))]),
+                     g.node("OneHot", [idx, g.constant(Tensor(scalar: Float(5))), g.constant(Tensor(shape: [2], [Float(-1), 3]))],
+                            ["axis": .int(r.int(-2...1))]),
+                     g.node("EyeLike", [g.node("Shape", [x]).isEmpty ? x : g.constant(Tensor(zeros: .int32, shape: [3, 4]))], ["k": .int(r.int(-2...2))]),
+                     g.node("Compress", [x, c], ["axis": .int(0)]), g.node("Compress", [x, c]))
+            let cond = Tensor(dtype: .bool, shape: [shape[0]], int64s: (0..<shape[0]).map { _ in Int64(r.int(0...1)) })
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape), "c": cond, "i": Self.ints(&r, [shape[0]], -5...6)],
+                                       "case \(caseIndex) \(shape)")
+        }
+    }
+
     @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
     func dataDependentShapes() throws {
         var r = SplitMix64(seed: 105)

@@ -294,6 +294,20 @@ enum CPUKernelTable {
             }
             return nil
         }, lowering: planned(SwiftOps.loss)))
+        add(["LpNormalization"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+            let p: Int = (try? node.int("p", 2)) ?? 0
+            return p == 1 || p == 2 ? nil : "LpNormalization with p = \(p) is not supported (1 and 2 are)"
+        }, lowering: planned(SwiftOps.lpNormalization)))
+        add(["OneHot"], CPUKernel(family: .data, resultType: .ofInput(2), knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.oneHot)))
+        add(["EyeLike"], CPUKernel(family: .data, resultType: .computed { (node: Node) -> DType? in
+            (try? node.ints("dtype"))??.first.flatMap { DType(onnxCode: $0) }
+        }, knownBeforeRunning: .always, rejection: { node, facts -> String? in
+            if let code = (try? node.ints("dtype"))??.first, let t = DType(onnxCode: code), !Support.elementTypes.contains(t) {
+                return "EyeLike to \(t) is not supported"
+            }
+            return nil
+        }, lowering: planned(SwiftOps.eyeLike)))
+        add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
         return table
     }()
 }

@@ -308,3 +308,95 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// LpNormalization (p = 1 or 2) along an axis, float32.
+    static func lpNormalization(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        try b.requireFloat(ins[0])
+        let xs = try b.shape(ins[0])
+        guard let a = normalizedAxis(try node.int("axis", -1), rank: xs.count), !xs.isEmpty else { throw b.invalid("axis out of range") }
+        let p = try node.int("p", 2)
+        guard p == 1 || p == 2 else { throw b.unsupported("p = \(p) (1 and 2 are supported)") }
+        let outer = xs[..<a].reduce(1, *), d = xs[a], inner = xs[(a + 1)...].reduce(1, *)
+        try b.compute([(outs[0], xs, .float32)], from: [ins[0]]) { ptr, o in
+            let x = ptr[0].assumingMemoryBound(to: Float.self), y = o[0].assumingMemoryBound(to: Float.self)
+            for q in 0..<outer {
+                for i in 0..<inner {
+                    var norm = 0.0
+                    for k in 0..<d {
+                        let v = Double(x[(q * d + k) * inner + i])
+                        norm += p == 1 ? abs(v) : v * v
+                    }
+                    if p == 2 { norm = norm.squareRoot() }
+                    // An all-zero slice stays zero (as the ONNX reference does), rather than 0/0.
+                    for k in 0..<d { y[(q * d + k) * inner + i] = norm == 0 ? 0 : Float(Double(x[(q * d + k) * inner + i]) / norm) }
+                }
+            }
+        }
+    }
+
+    /// OneHot: `values[1]` where an index (made non-negative against depth) matches, `values[0]` elsewhere.
+    static func oneHot(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let ishape = try b.shape(ins[0]), itype = try b.dtype(ins[0])
+        let depthTensor = try b.requireKnown(ins[1])
+        guard depthTensor.count == 1 else { throw b.invalid("depth must hold one value") }
+        let depth = Int(depthTensor.asDoubles()[0].rounded(.towardZero))
+        let vshape = try b.shape(ins[2]), vtype = try b.dtype(ins[2]), w = try width(b, vtype)
+        guard vshape.reduce(1, *) == 2, depth >= 0 else { throw b.invalid("values must hold two elements and depth be non-negative") }
+        let rank = ishape.count + 1
+        guard let a = normalizedAxis(try node.int("axis", -1), rank: rank) else { throw b.invalid("axis out of range") }
+        var outShape = ishape
+        outShape.insert(depth, at: a)
+        let outer = ishape[..<a].reduce(1, *), inner = ishape[a...].reduce(1, *)
+        try b.compute([(outs[0], outShape, vtype)], from: [ins[0], ins[2]]) { p, o in
+            for q in 0..<outer {
+                for i in 0..<inner {
+                    var idx = Int(Element.int(p[0], itype, q * inner + i))
+                    if idx < 0 { idx += depth }
+                    for k in 0..<depth {
+                        let at = (q * depth + k) * inner + i
+                        (o[0] + at * w).copyMemory(from: p[1] + (k == idx ? w : 0), byteCount: w)
+                    }
+                }
+            }
+        }
+    }
+
+    /// EyeLike: ones on the diagonal shifted by `k`, of the input's 2-D shape, in `dtype` (or the input's type).
+    static func eyeLike(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let xs = try b.shape(ins[0])
+        var dtype = try b.dtype(ins[0])
+        if let code = try node.ints("dtype")?.first {
+            guard let t = DType(onnxCode: code) else { throw b.invalid("unknown dtype \(code)") }
+            dtype = t
+        }
+        guard xs.count == 2, Support.elementTypes.contains(dtype) else { throw b.unsupported("EyeLike of \(xs) in \(dtype)") }
+        let k = try node.int("k", 0)
+        try b.compute([(outs[0], xs, dtype)], from: []) { _, o in
+            for i in 0..<xs[0] { for j in 0..<xs[1] { Element.store(int: j - i == k ? 1 : 0, o[0], dtype, i * xs[1] + j) } }
+        }
+    }
+
+    /// Compress: the slices along `axis` (of the flattened input without one) where the condition holds.
+    static func compress(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        var xs = try b.shape(ins[0])
+        let condition = try b.requireKnown(ins[1]).asInt64s()
+        var axis = 0
+        if let given = try node.ints("axis")?.first {
+            guard let a = normalizedAxis(given, rank: xs.count), !xs.isEmpty else { throw b.invalid("axis out of range") }
+            axis = a
+        } else {
+            xs = [xs.reduce(1, *)]
+        }
+        guard condition.count <= xs[axis] else { throw b.invalid("condition is longer than the axis") }
+        let picked = condition.indices.filter { condition[$0] != 0 }
+        var outShape = xs
+        outShape[axis] = picked.count
+        var maps = xs.map { Array(0..<$0) }
+        maps[axis] = picked
+        let dtype = try b.dtype(ins[0]), w = try width(b, dtype)
+        try b.compute([(outs[0], outShape, dtype)], from: [ins[0]]) { p, o in
+            remap(p[0], o[0], inShape: xs, outShape: outShape, maps: maps, width: w, fill: [])
+        }
+    }
+}
