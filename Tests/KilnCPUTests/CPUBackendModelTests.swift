@@ -174,7 +174,7 @@ struct CPUBackendModelTests {
         var g = TestGraph()
         let x = g.input("x", [.fixed(2), .fixed(3)], .float64)
         let y = g.input("y", [2, 3])
-        g.output(g.node("Relu", [x]), g.node("Einsum", [y, y], ["equation": .string("ij,ij->ij")]))
+        g.output(g.node("Relu", [x]), g.node("Einsum", [y, y], ["equation": .string("...j,...j->...j")]))
         let rejections = try CPUBackend().rejections(in: g.graph)
         #expect(rejections.count == 2)
         #expect(rejections[0].reason.contains("f64"))
@@ -183,7 +183,8 @@ struct CPUBackendModelTests {
         var h = TestGraph()
         let z = h.input("z", [2, 3])
         h.output(h.node("Reshape", [z, h.input("shape", [.fixed(1)], .int64)]))
-        #expect(try CPUBackend().rejections(in: h.graph).first?.reason.contains("constant") == true)
+        // A shape that is a graph input is planned once its value is at hand (CPUExecutable.Stage).
+        #expect(try CPUBackend().rejections(in: h.graph).isEmpty)
         // Negative pads crop (kiln.reference runs them); kiln.cpu refuses them by name instead of failing.
         for op in ["Conv", "MaxPool", "AveragePool"] {
             var k = TestGraph()

@@ -25,9 +25,9 @@ import Testing
                 Node(op: OpID("", "Relu"), inputs: ["s"], outputs: ["c"]),
             ])
         let reasons = Support.rejections(in: graph).map(\.reason)
+        // A shape computed at run time is fine: the executable plans what follows once it is known.
         #expect(reasons == [
             "no kiln.cpu kernel for Erfc",
-            "Reshape's shape/axes input 's' must be a constant or computed from shapes",
             "Relu on i64 not supported (float32 only; input 's')",
         ])
     }

@@ -6,10 +6,27 @@ final class CPUExecutable: Executable, @unchecked Sendable {
     let program: Program
     let pool: ThreadPool
     let profile: CPUProfile?
-    private var plans: [[Int]: Plan] = [:]
+    private var stages: [[Int]: Stage] = [:]
     private let lock = Lock()
-    /// Plans kept at most (one per distinct input shape); older ones are dropped beyond it.
+    /// Stages kept at most (one per distinct input signature and known value); all are dropped beyond it.
     static let planLimit = 16
+    /// Largest value (bytes) whose contents may key a cached stage; plans that depend on a larger one are
+    /// built for each run.
+    static let cachedValueBytes = 4096
+
+    /// How a run proceeds from one point of the program: usually one plan for the whole program. When an
+    /// operation's output shape depends on a value computed at run time (NonZero, a Reshape whose shape is
+    /// computed from data), the plan stops before it (`prefix`): the run executes it, carries what later
+    /// operations read as extra inputs, and plans the rest with the needed value known.
+    enum Stage {
+        /// Runs to the end.
+        case final(Plan)
+        /// Runs operations up to `end` and carries its outputs; `known` of them were known while planning;
+        /// the rest is planned with `needs` known.
+        case prefix(Plan, end: Int, known: Set<Int>, needs: Int)
+        /// Value `needs` is already at hand (a graph input or carried value): plan again with it known.
+        case needsKnown(Int)
+    }
 
     /// The most bytes one plan's arena may take (nil: no budget); a plan above it is an error naming its
     /// largest values.
@@ -22,7 +39,7 @@ final class CPUExecutable: Executable, @unchecked Sendable {
         self.profile = profile
     }
 
-    /// Builds the plan now when every graph input has a static shape and a supported type.
+    /// Builds the first plan now when every graph input has a static shape and a supported type.
     func planStaticShapes(_ graph: Graph) throws {
         var signature: [(shape: [Int], dtype: DType)] = []
         for input in program.inputs {
@@ -37,7 +54,7 @@ final class CPUExecutable: Executable, @unchecked Sendable {
         // Other planning failures surface at the first run (as before); a plan over the memory budget is
         // refused now, at load.
         try lock.withLock {
-            do { _ = try plan(for: signature) } catch let error as KilnError where memoryBudget != nil && error.message.contains("memory_budget_mb") {
+            do { _ = try stage(key(signature), signature: signature, carried: [], start: 0) } catch let error as KilnError where memoryBudget != nil && error.message.contains("memory_budget_mb") {
                 throw error
             } catch {}
         }
@@ -47,14 +64,86 @@ final class CPUExecutable: Executable, @unchecked Sendable {
         signature.flatMap { [$0.dtype.onnxCode, $0.shape.count] + $0.shape }
     }
 
-    /// The plan for `signature`, built on first use. Call with the lock held.
-    private func plan(for signature: [(shape: [Int], dtype: DType)]) throws -> Plan {
-        let k = key(signature)
-        if let p = plans[k] { return p }
-        let plan = try PlanBuilder(program: program, pool: pool, inputs: signature, memoryBudget: memoryBudget).build()
-        if plans.count >= Self.planLimit { plans.removeAll() }
-        plans[k] = plan
-        return plan
+    /// The stage for `key`, built on first use (cached when `cache`). Call with the lock held.
+    private func stage(_ key: [Int], signature: [(shape: [Int], dtype: DType)], carried: [(id: Int, tensor: Tensor, known: Bool)],
+                       start: Int, cache: Bool = true) throws -> Stage {
+        if let s = stages[key] { return s }
+        let stage: Stage
+        do {
+            stage = .final(try PlanBuilder(program: program, pool: pool, inputs: signature, carried: carried, start: start, memoryBudget: memoryBudget).build())
+        } catch let need as PlanNeedsValue {
+            if carried.contains(where: { $0.id == need.value }) || program.inputs.contains(where: { $0.id == need.value }) {
+                guard !carried.contains(where: { $0.id == need.value && $0.known }) else { throw need }
+                stage = .needsKnown(need.value)
+            } else {
+                guard need.operation > start else {
+                    throw KilnError(.unsupported, "kiln.cpu: value '\(program.names[need.value])' is needed before it can be computed")
+                }
+                let (plan, known) = try PlanBuilder(program: program, pool: pool, inputs: signature, carried: carried, start: start, memoryBudget: memoryBudget)
+                    .build(until: need.operation)
+                stage = .prefix(plan, end: need.operation, known: known, needs: need.value)
+            }
+        }
+        if cache {
+            if stages.count >= Self.planLimit { stages.removeAll() }
+            stages[key] = stage
+        }
+        return stage
+    }
+
+    /// Runs the program on `tensors` (graph inputs in program order), stage by stage. Call with the lock held.
+    private func runStages(_ tensors: [Tensor]) throws -> [Tensor] {
+        let signature = tensors.map { ($0.shape, $0.dtype) }
+        var key = self.key(signature)
+        var carried: [(id: Int, tensor: Tensor, known: Bool)] = []
+        var start = 0
+        var cache = true
+        while true {
+            let stage = try self.stage(key, signature: signature, carried: carried, start: start, cache: cache)
+            let all = tensors + carried.map(\.tensor)
+            switch stage {
+            case .final(let plan):
+                return try run(plan, all)
+            case .prefix(let plan, let end, let known, let needs):
+                let outputs = try run(plan, all)
+                carried = zip(plan.outputs, outputs).map { ($0.id, $1, known.contains($0.id) || $0.id == needs) }
+                start = end
+                key += [-1, end]
+                if let t = carried.first(where: { $0.id == needs })?.tensor { cache = cache && extend(&key, with: t) }
+            case .needsKnown(let value):
+                if let k = carried.firstIndex(where: { $0.id == value }) {
+                    carried[k].known = true
+                    cache = cache && extend(&key, with: carried[k].tensor)
+                } else if let k = program.inputs.firstIndex(where: { $0.id == value }) {
+                    carried.append((value, tensors[k], true))
+                    cache = cache && extend(&key, with: tensors[k])
+                }
+                key += [-2, value]
+            }
+        }
+    }
+
+    /// Appends the contents of `t` to a stage key; false when `t` is too large to key a cache.
+    private func extend(_ key: inout [Int], with t: Tensor) -> Bool {
+        guard let bytes = t.rawBytes else { return false }
+        key += [t.dtype.onnxCode, t.shape.count] + t.shape + [bytes.count]
+        key += bytes.map { Int($0) }
+        return bytes.count <= Self.cachedValueBytes
+    }
+
+    private func run(_ plan: Plan, _ tensors: [Tensor]) throws -> [Tensor] {
+        let pointers = tensors.map { $0.rawBytes?.baseAddress ?? UnsafeRawPointer(plan.frame.arena) }
+        let outputs: [Tensor]
+        if let profile {
+            let start = monotonicNanoseconds()
+            outputs = try plan.run(inputs: pointers) { i, s, d in profile.record(plan.steps[i], start: s, duration: d) }
+            profile.recordRun(start: start, duration: monotonicNanoseconds() - start, arenaBytes: plan.arenaBytes,
+                              unsharedBytes: plan.unsharedBytes)
+        } else {
+            outputs = try plan.run(inputs: pointers)
+        }
+        withExtendedLifetime(tensors) {}
+        return outputs
     }
 
     func run(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue] {
@@ -64,7 +153,7 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                 throw KilnError(.invalidArgument, "input '\(input.name)' is missing")
             }
             guard var t = value.tensor else { throw KilnError(.invalidArgument, "input '\(input.name)': kiln.cpu takes tensors, given \(value.summary)") }
-            guard Support.elementTypes.contains(t.dtype) else {
+            guard Support.castTypes.contains(t.dtype) else {
                 throw KilnError(.unsupported, "input '\(input.name)': element type \(t.dtype) not supported by kiln.cpu")
             }
             // Kernels read whole elements: copy an input that is not aligned to its element width.
@@ -73,20 +162,6 @@ final class CPUExecutable: Executable, @unchecked Sendable {
             }
             tensors.append(t)
         }
-        return try lock.withLock {
-            let plan = try self.plan(for: tensors.map { ($0.shape, $0.dtype) })
-            let pointers = tensors.map { $0.rawBytes?.baseAddress ?? UnsafeRawPointer(plan.frame.arena) }
-            let outputs: [Tensor]
-            if let profile {
-                let start = monotonicNanoseconds()
-                outputs = try plan.run(inputs: pointers) { i, s, d in profile.record(plan.steps[i], start: s, duration: d) }
-                profile.recordRun(start: start, duration: monotonicNanoseconds() - start, arenaBytes: plan.arenaBytes,
-                                  unsharedBytes: plan.unsharedBytes)
-            } else {
-                outputs = try plan.run(inputs: pointers)
-            }
-            withExtendedLifetime(tensors) {}
-            return outputs.map { RuntimeValue.tensor($0) }
-        }
+        return try lock.withLock { try runStages(tensors).map { RuntimeValue.tensor($0) } }
     }
 }

@@ -13,6 +13,10 @@ struct CPUKernel: Sendable {
         case data
         /// RNN, GRU and LSTM: float32, except sequence_lens (input 4, int32 or int64); checked by the rejection.
         case recurrent
+        /// Every input is one of these types (float32 goes to the C kernels where the op has one).
+        case anyOf(Set<DType>)
+        /// Cast and CastLike: inputs and outputs of any of `Support.castTypes`.
+        case conversion
     }
 
     /// The element type of output 0, where the graph does not say.
@@ -25,6 +29,8 @@ struct CPUKernel: Sendable {
         case computed(@Sendable (Node) -> DType?)
         /// Input 0's for output 0, and float32 for every other output (the statistics of normalizations).
         case float32Statistics
+        /// Input k's (Where's x).
+        case ofInput(Int)
     }
 
     /// Whether output 0 is known before running (so it can serve as a shape or axes input).
@@ -84,6 +90,10 @@ enum CPUKernelTable {
                 table[OpID("", name)] = kernel
             }
         }
+        let numeric: Set<DType> = [.float32, .int32, .int64]
+        /// Integer types of elementwise arithmetic and comparisons (uint64 is left out: its values exceed Int64).
+        let integers: Set<DType> = [.int8, .int16, .int32, .int64, .uint8, .uint16, .uint32]
+        let arithmetic = integers.union([.float32])
         func custom(_ lower: @escaping @Sendable (inout Lowering, Node, Int) throws -> Void) -> CPUKernel.LoweringRule { .custom(lower) }
 
         // Arithmetic in float32.
@@ -115,12 +125,43 @@ enum CPUKernelTable {
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
-        for (name, op) in binary { add([name], CPUKernel(family: .float, lowering: .binary(op))) }
+        for (name, op) in binary {
+            add([name], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+        }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
             ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
         ]
-        for (name, op) in unary { add([name], CPUKernel(family: .float, lowering: .unary(op))) }
+        for (name, op) in unary {
+            let types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
+            add([name], CPUKernel(family: .anyOf(types), knownBeforeRunning: .whenInputsAre, lowering: .unary(op)))
+        }
+        // Elementwise ops in plain Swift (`MapOperation`), any broadcast, computed while planning when
+        // their inputs are known (shape arithmetic).
+        let map = custom { try $0.lowerMap($1, at: $2) }
+        add(["Mean", "PRelu", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh",
+             "Asinh", "Acosh", "Atanh", "Softsign", "Softplus", "Mish", "Elu", "Selu", "Celu", "ThresholdedRelu", "Shrink", "Gelu"],
+            CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Sign"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Mod"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            let fmod: Int = (try? node.int("fmod", 0)) ?? 0
+            if facts.types[node.input(0)] == .float32 && fmod == 0 { return "Mod of floats needs fmod=1" }
+            return nil
+        }, lowering: map))
+        add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"],
+            CPUKernel(family: .anyOf(integers), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32]), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"],
+            CPUKernel(family: .anyOf(arithmetic.union([.bool])), resultType: .computed { _ in .bool },
+                      knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["And", "Or", "Xor", "Not"], CPUKernel(family: .anyOf([.bool]), resultType: .computed { _ in .bool },
+                                                   knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["Where"], CPUKernel(family: .data, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .bool { return "Where's condition is \(t) (bool expected)" }
+            return nil
+        }, lowering: map))
         let activations: [(String, @Sendable (Node, (String) -> Float?) -> Activation?)] = [
             ("Relu", { _, _ in Activation(kind: .relu) }),
             ("Sigmoid", { _, _ in Activation(kind: .sigmoid) }),
@@ -136,12 +177,9 @@ enum CPUKernelTable {
             }),
         ]
         for (name, make) in activations { add([name], CPUKernel(family: .float, lowering: .activation(make))) }
-        add(["Clip"], CPUKernel(family: .float, rejection: { node, facts in
-            for i in 1..<min(3, node.inputs.count) where !node.inputs[i].isEmpty && !facts.known.contains(node.inputs[i]) {
-                return "Clip's min/max inputs must be constants"
-            }
-            return nil
-        }, lowering: .activation({ node, scalar in
+        // Clip with constant scalar float bounds is an activation; other bounds and integer types take
+        // `SwiftOps.clip` (see `Lowering.lower`).
+        add(["Clip"], CPUKernel(family: .anyOf(numeric), lowering: .activation({ node, scalar in
             let lo = node.input(1).isEmpty ? -Float.infinity : scalar(node.input(1))
             let hi = node.input(2).isEmpty ? Float.infinity : scalar(node.input(2))
             guard let lo, let hi else { return nil }
@@ -159,13 +197,31 @@ enum CPUKernelTable {
         }, lowering: custom { try $0.lowerRecurrent($1, at: $2) }))
 
         // Data movement and indexing, in any supported element type.
-        add(["Reshape", "Unsqueeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
-            facts.known.contains(node.input(1)) ? nil
-                : "\(node.op.name)'s shape/axes input '\(node.input(1))' must be a constant or computed from shapes"
-        }, lowering: custom { $0.lowerView($1, at: $2) }))
-        add(["Squeeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
-            !node.input(1).isEmpty && !facts.known.contains(node.input(1)) ? "Squeeze's axes input must be a constant" : nil
-        }, lowering: custom { $0.lowerView($1, at: $2) }))
+        // Shape, axes and index inputs computed at run time are fine: the executable plans what follows
+        // them once they are known (`CPUExecutable.Stage`).
+        add(["Reshape", "Unsqueeze", "Squeeze"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                                          lowering: custom { $0.lowerView($1, at: $2) }))
+        func planned(_ planner: @escaping NodePlanner) -> CPUKernel.LoweringRule {
+            .custom { (lowering: inout Lowering, node: Node, i: Int) in lowering.lowerPlanned(node, at: i, planner) }
+        }
+        add(["Slice"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.slice)))
+        add(["Split"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.split)))
+        add(["Pad"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
+            let mode: String = (try? node.string("mode", "constant")) ?? "?"
+            return ["constant", "edge", "wrap", "reflect"].contains(mode) ? nil : "Pad mode '\(mode)' is not supported"
+        }, lowering: planned(SwiftOps.pad)))
+        add(["Expand"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.expand)))
+        add(["Tile"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.tile)))
+        add(["ConstantOfShape"], CPUKernel(family: .data, resultType: .computed { (node: Node) -> DType? in
+            if case .tensor(let t)? = node.attributes["value"] { return t.dtype }
+            return .float32
+        }, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.constantOfShape)))
+        add(["Range"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                 lowering: planned(SwiftOps.range)))
+        add(["Size"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
+                                lowering: planned(SwiftOps.size)))
+        add(["NonZero"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .whenInputsAre,
+                                   lowering: planned(SwiftOps.nonZero)))
         add(["Flatten", "Identity"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
                                                lowering: custom { $0.lowerView($1, at: $2) }))
         add(["Transpose"], CPUKernel(family: .data, resultType: .firstInput, lowering: custom { try $0.lowerTranspose($1, at: $2) }))
@@ -177,8 +233,8 @@ enum CPUKernelTable {
                                   lowering: custom { try $0.lowerConcat($1, at: $2) }))
         add(["Shape"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
                                  lowering: custom { try $0.lowerShape($1, at: $2) }))
-        add(["Cast"], CPUKernel(family: .data, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
-            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.elementTypes.contains(t) {
+        add(["Cast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
+            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.castTypes.contains(t) {
                 return "Cast to \(t) not supported"
             }
             return nil
@@ -187,6 +243,71 @@ enum CPUKernelTable {
                                     rejection: { node, _ in
             Support.constantTensor(node) == nil ? "Constant of this kind (sparse or strings) is not supported" : nil
         }, lowering: .constant))
+        add(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+             "ReduceLogSumExp", "ReduceSumSquare"],
+            CPUKernel(family: .anyOf([.float32, .int64]), rejection: { node, facts -> String? in
+                if let t = facts.types[node.input(0)], t != .float32 { return "\(node.op.name) over \(t) is not supported (float32 only)" }
+                return nil
+            }, lowering: planned(SwiftOps.reduce)))
+        add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
+        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
+        add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
+        let indexRejection: @Sendable (Node, SupportFacts) -> String? = { node, facts in
+            if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "\(node.op.name) indices of type \(t) not supported" }
+            return nil
+        }
+        add(["GatherElements", "GatherND"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                                      rejection: indexRejection, lowering: .custom { (l: inout Lowering, n: Node, i: Int) in
+            l.lowerPlanned(n, at: i, n.op.name == "GatherND" ? SwiftOps.gatherND : SwiftOps.gatherElements)
+        }))
+        add(["ScatterElements", "ScatterND"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            let r: String = (try? node.string("reduction", "none")) ?? "?"
+            guard ["none", "add", "mul", "max", "min"].contains(r) else { return "reduction '\(r)' is not supported" }
+            if r != "none", let t = facts.types[node.input(0)], t == .bool { return "reduction over bool is not supported" }
+            return indexRejection(node, facts)
+        }, lowering: .custom { (l: inout Lowering, n: Node, i: Int) in
+            l.lowerPlanned(n, at: i, n.op.name == "ScatterND" ? SwiftOps.scatterND : SwiftOps.scatterElements)
+        }))
+        add(["Trilu"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.trilu)))
+        add(["DepthToSpace", "SpaceToDepth"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.depthSpace)))
+        add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
+        add(["Resize"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.resizeRejection, lowering: planned(SwiftOps.resize)))
+        add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
+        add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
+            node.input(2).isEmpty ? nil : "Dropout with a training_mode input is not supported (inference only)"
+        }, lowering: planned(SwiftOps.dropout)))
+        add(["Einsum"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+            let equation: String = (try? node.string("equation", "")) ?? ""
+            return SwiftOps.einsumTerms(equation, operands: node.inputs.filter { !$0.isEmpty }.count) == nil
+                ? "Einsum equation '\(equation)' is not supported (no ellipses)" : nil
+        }, lowering: planned(SwiftOps.einsum)))
+        add(["RMSNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.rmsNormalization)))
+        add(["Hardmax"], CPUKernel(family: .float, lowering: planned(SwiftOps.hardmax)))
+        add(["CastLike"], CPUKernel(family: .conversion, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
+                                    lowering: planned(SwiftOps.castLike)))
+        add(["Attention"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.attentionRejection,
+                                     lowering: planned(SwiftOps.attention)))
+        add(["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"], CPUKernel(family: .data, resultType: .firstInput, rejection: { node, facts -> String? in
+            for (i, v) in node.inputs.enumerated() where !v.isEmpty {
+                guard let t = facts.types[v] else { continue }
+                if i == 1 ? t != .int64 && t != .int32 : t != .float32 { return "\(node.op.name) input '\(v)' is \(t)" }
+            }
+            return nil
+        }, lowering: planned(SwiftOps.loss)))
+        add(["LpNormalization"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+            let p: Int = (try? node.int("p", 2)) ?? 0
+            return p == 1 || p == 2 ? nil : "LpNormalization with p = \(p) is not supported (1 and 2 are)"
+        }, lowering: planned(SwiftOps.lpNormalization)))
+        add(["OneHot"], CPUKernel(family: .data, resultType: .ofInput(2), knownBeforeRunning: .whenInputsAre, lowering: planned(SwiftOps.oneHot)))
+        add(["EyeLike"], CPUKernel(family: .data, resultType: .computed { (node: Node) -> DType? in
+            (try? node.ints("dtype"))??.first.flatMap { DType(onnxCode: $0) }
+        }, knownBeforeRunning: .always, rejection: { node, facts -> String? in
+            if let code = (try? node.ints("dtype"))??.first, let t = DType(onnxCode: code), !Support.elementTypes.contains(t) {
+                return "EyeLike to \(t) is not supported"
+            }
+            return nil
+        }, lowering: planned(SwiftOps.eyeLike)))
+        add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
         return table
     }()
 }

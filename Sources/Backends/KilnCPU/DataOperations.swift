@@ -27,10 +27,7 @@ final class ViewOperation: Operation {
         let xs = try b.shape(x)
         var spec: [Int]?
         if shapeInput >= 0 {
-            guard let known = b.knownValue(shapeInput) else {
-                throw b.unsupported("input '\(b.name(shapeInput))' must be known before running (a constant or computed from shapes)")
-            }
-            spec = known.asInts()
+            spec = try b.requireKnownInts(shapeInput)
         }
         let shape: [Int]
         switch node.op.name {
@@ -334,9 +331,12 @@ final class CastOperation: Operation {
 
     func plan(_ b: PlanBuilder) throws {
         let xs = try b.shape(x), from = try b.dtype(x)
-        guard Self.types.contains(from), Self.types.contains(to) else { throw b.unsupported("Cast from \(from) to \(to)") }
         if from == to {
             try b.defineView(output, of: x, shape: xs)
+            return
+        }
+        guard Self.types.contains(from), Self.types.contains(to) else {
+            try Self.planConversion(b, x: x, output: output, to: to)
             return
         }
         if let k = b.knownValue(x), k.count <= 1 << 16 {
@@ -368,6 +368,41 @@ final class CastOperation: Operation {
                 default: dst.storeBytes(of: v != 0 ? UInt8(1) : 0, toByteOffset: i, as: UInt8.self)
                 }
             }
+        }
+    }
+}
+
+extension CastOperation {
+    /// `x` converted to `to`, for the types of `Support.castTypes`: integers wrap to the target's width,
+    /// floats truncate toward zero into integers, 64-bit integers round once into float32, and every
+    /// floating-point target rounds from the value in Double (float16 directly, bfloat16 through float32).
+    static func convert(_ x: Tensor, to: DType) -> Tensor {
+        let from = x.dtype
+        if from == to { return x }
+        if to.isInteger || to == .bool {
+            if from.isInteger || from == .bool { return Tensor(dtype: to, shape: x.shape, int64s: x.asInt64s()) }
+            return Tensor(dtype: to, shape: x.shape, doubles: x.asDoubles())
+        }
+        if to == .float32 && from == .int64 { return Tensor(shape: x.shape, x.elements(as: Int64.self).map { Float($0) }) }
+        if to == .float32 && from == .uint64 { return Tensor(shape: x.shape, x.elements(as: UInt64.self).map { Float($0) }) }
+        let values: [Double] = from == .uint64 ? x.elements(as: UInt64.self).map { Double($0) } : x.asDoubles()
+        if to == .float16 { return Tensor(dtype: .float16, shape: x.shape, bitPatterns: values.map { Float16($0).bitPattern }) }
+        return Tensor(dtype: to, shape: x.shape, doubles: values)
+    }
+
+    /// Defines `output` as `x` converted to `to` by `convert` (while planning when `x` is known and small).
+    static func planConversion(_ b: PlanBuilder, x: Int, output: Int, to: DType) throws {
+        let xs = try b.shape(x), from = try b.dtype(x)
+        guard Support.castTypes.contains(from), Support.castTypes.contains(to), let inWidth = from.byteWidth else {
+            throw b.unsupported("Cast from \(from) to \(to)")
+        }
+        let count = xs.reduce(1, *)
+        try b.compute([(output, xs, to)], from: [x]) { p, o in
+            let storage = TensorStorage(byteCount: count * inWidth) { dst in
+                if count > 0 { dst.baseAddress!.copyMemory(from: p[0], byteCount: count * inWidth) }
+            }
+            let converted = convert(Tensor(dtype: from, shape: xs, storage: storage), to: to)
+            if let bytes = converted.rawBytes, bytes.count > 0 { o[0].copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         }
     }
 }

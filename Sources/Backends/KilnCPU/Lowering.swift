@@ -15,10 +15,13 @@ struct Lowering {
     private var constants: [String: Tensor] = [:]
     private var gelu: [String: (nodes: [Int], output: String)] = [:]
     private var placed: [(position: Int, sequence: Int, op: any Operation)] = []
+    /// Element types of the graph's values, where known.
+    let types: [String: DType]
 
     init(graph: Graph) {
         self.graph = graph
         graphOutputs = Set(graph.outputs.map(\.name))
+        types = Support.elementTypes(of: graph)
         let inputNames = Set(graph.inputs.map(\.name))
         for (name, t) in graph.initializers where !inputNames.contains(name) { constants[name] = t }
         for (i, node) in graph.nodes.enumerated() {
@@ -134,6 +137,20 @@ struct Lowering {
         guard let kernel = CPUKernelTable[node.op] else {
             throw KilnError(.unsupported, "kiln.cpu has no kernel for \(node.op) (node '\(node.displayName)')")
         }
+        // Clip with bounds that are not constant scalars, or over integers.
+        if name == "Clip", activation(i) == nil || node.inputs.contains(where: { !$0.isEmpty && types[$0] != nil && types[$0] != .float32 }) {
+            lowerPlanned(node, at: i, SwiftOps.clip)
+            return
+        }
+        // The C kernels compute in float32: other element types take the Swift elementwise path.
+        switch kernel.lowering {
+        case .unary, .binary, .activation:
+            if node.inputs.contains(where: { !$0.isEmpty && types[$0] != nil && types[$0] != .float32 }) {
+                try lowerMap(node, at: i)
+                return
+            }
+        default: break
+        }
         switch kernel.lowering {
         case .constant:
             absorbed.insert(i)
@@ -156,6 +173,22 @@ struct Lowering {
     }
 
     // MARK: lowerings of single ops (see `CPUKernelTable`)
+
+    /// An op planned by a `NodePlanner` (`SwiftOps`): one operation over the node's inputs and outputs.
+    mutating func lowerPlanned(_ node: Node, at i: Int, _ planner: @escaping NodePlanner) {
+        place(NodeOperation(node: node, inputs: node.inputs.map(id), outputs: node.outputs.map(id), planner: planner), nodes: [i])
+    }
+
+    /// Elementwise ops in plain Swift, for any element type (`MapOperation`).
+    mutating func lowerMap(_ node: Node, at i: Int) throws {
+        let operands = node.inputs.filter { !$0.isEmpty }
+        guard !operands.isEmpty else { throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op.name)) has no inputs") }
+        let operandTypes = operands.map { types[$0] ?? .float32 }
+        guard let function = try MapOperation.function(node, types: operandTypes) else {
+            throw KilnError(.unsupported, "kiln.cpu: \(node.op.name) on \(operandTypes) is not supported (node '\(node.displayName)')")
+        }
+        place(MapOperation(node: node, operands: operands.map(id), output: id(node.outputs[0]), function: function), nodes: [i])
+    }
 
     mutating func lowerBatchNormalization(_ node: Node, at i: Int) throws {
         let params = (1...4).map { node.input($0) }

@@ -113,11 +113,13 @@ final class PlanBuilder {
     private var scratchBuffers: [Int] = []
     private(set) var steps: [Step] = []
     private var operationIndex = 0
-    private var operationEndStep: [Int] = []
+    private var operationEndStep: [Int: Int] = [:]
     private var current: (any Operation)?
 
     /// The most bytes the arena may take (kiln.cpu's `memory_budget_mb` option); nil for no budget.
     var memoryBudget: Int?
+    /// The first operation this builder plans (later stages of a staged run start past 0).
+    let start: Int
 
     /// `bytes` as MiB with two decimals, for messages.
     static func megabytes(_ bytes: Int) -> String {
@@ -125,7 +127,13 @@ final class PlanBuilder {
         return "\(hundredths / 100).\(hundredths % 100 < 10 ? "0" : "")\(hundredths % 100) MiB"
     }
 
-    init(program: Program, pool: ThreadPool, inputs: [(shape: [Int], dtype: DType)], memoryBudget: Int? = nil) {
+    /// A builder for `inputs` (the graph inputs' shapes and types). `carried` are values an earlier stage
+    /// computed (see `CPUExecutable`): they are read as extra inputs, numbered after the graph's, and are
+    /// known while planning when `known` says so; planning starts at operation `start`. `memoryBudget` caps
+    /// the arena (nil: no budget).
+    init(program: Program, pool: ThreadPool, inputs: [(shape: [Int], dtype: DType)],
+         carried: [(id: Int, tensor: Tensor, known: Bool)] = [], start: Int = 0, memoryBudget: Int? = nil) {
+        self.start = start
         self.memoryBudget = memoryBudget
         self.program = program
         self.pool = pool
@@ -144,6 +152,12 @@ final class PlanBuilder {
             dtypes[input.id] = inputs[k].dtype
             known[input.id] = nil
             storage[input.id] = .input(k)
+        }
+        for (j, c) in carried.enumerated() {
+            shapes[c.id] = c.tensor.shape
+            dtypes[c.id] = c.tensor.dtype
+            known[c.id] = c.known ? c.tensor : nil
+            storage[c.id] = .input(program.inputs.count + j)
         }
     }
 
@@ -351,29 +365,52 @@ final class PlanBuilder {
 
     // MARK: building
 
-    /// Plans every operation and lays out the arena.
+    /// Plans every operation from `start` on and lays out the arena. Throws `PlanNeedsValue` (with the
+    /// operation's index) when an operation needs the value of something not known while planning.
     func build() throws -> Plan {
-        for (index, op) in program.operations.enumerated() {
+        try build(until: program.operations.count).plan
+    }
+
+    /// Plans operations `start..<end` and lays out the arena. When `end` stops short of the program, the
+    /// plan's outputs are every value that later operations (or the graph's outputs) read, and `known`
+    /// says which of them were known while planning.
+    func build(until end: Int) throws -> (plan: Plan, known: Set<Int>) {
+        for index in start..<end {
+            let op = program.operations[index]
             operationIndex = index
             current = op
-            // Operations that read only plain NCHW get it from the blocked form first.
-            if !(op is any LayoutAware) { for v in op.inputs { try requirePlain(v) } }
-            try op.plan(self)
-            operationEndStep.append(steps.count)
+            do {
+                // Operations that read only plain NCHW get it from the blocked form first.
+                if !(op is any LayoutAware) { for v in op.inputs { try requirePlain(v) } }
+                try op.plan(self)
+            } catch var need as PlanNeedsValue {
+                need.operation = index
+                throw need
+            }
+            operationEndStep[index] = steps.count
         }
-        operationIndex = program.operations.count
-        for v in program.outputs { try requirePlain(v) }
+        operationIndex = end
+        let complete = end == program.operations.count
+        var kept: [Int] = program.outputs
+        if !complete {
+            let twins = Set(program.blockedTwin.values), graphInputs = Set(program.inputs.map(\.id))
+            kept = (0..<program.valueCount).filter { v in
+                program.lastUse[v] >= end && (hasPlain(v) || blockedForm(v) != nil) && !twins.contains(v)
+                    && !graphInputs.contains(v) && program.constants[v] == nil
+            }
+        }
+        for v in kept { try requirePlain(v) }
         current = nil
         // Lifetimes in steps: from the step that first writes a buffer to the last step that reads it.
         var requests: [MemoryPlan.Request] = []
         for buffer in buffers {
             var last = buffer.first
             if let op = buffer.scratchOperation {
-                last = max(last, operationEndStep[op] - 1)
+                last = max(last, (operationEndStep[op] ?? steps.count) - 1)
             } else {
                 for v in buffer.values {
                     let use = program.lastUse[v]
-                    if use == Int.max { last = steps.count } else if use >= 0 { last = max(last, operationEndStep[use] - 1) }
+                    if use == Int.max || use >= end { last = steps.count } else if use >= 0, let e = operationEndStep[use] { last = max(last, e - 1) }
                 }
             }
             requests.append(MemoryPlan.Request(bytes: buffer.bytes, first: buffer.first, last: last))
@@ -401,15 +438,18 @@ final class PlanBuilder {
             }
         }
         var outputs: [(id: Int, shape: [Int], dtype: DType)] = []
-        for id in program.outputs {
+        var knownOutputs = Set<Int>()
+        for id in kept {
             guard let shape = shapes[id], let dtype = dtypes[id] else {
                 throw KilnError(.internal, "kiln.cpu: graph output '\(name(id))' was never computed")
             }
             outputs.append((id, shape, dtype))
+            if known[id] != nil { knownOutputs.insert(id) }
         }
-        return Plan(steps: steps, locations: locations, scratchOffsets: scratchBuffers.map { memory.offsets[$0] },
-                    arenaBytes: memory.arenaBytes, unsharedBytes: memory.unsharedBytes, outputs: outputs,
-                    retained: retained, pool: pool)
+        let plan = Plan(steps: steps, locations: locations, scratchOffsets: scratchBuffers.map { memory.offsets[$0] },
+                        arenaBytes: memory.arenaBytes, unsharedBytes: memory.unsharedBytes, outputs: outputs,
+                        retained: retained, pool: pool)
+        return (plan, knownOutputs)
     }
 }
 

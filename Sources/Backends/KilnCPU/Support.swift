@@ -6,6 +6,9 @@ import KilnIR
 enum Support {
     /// Element types values may have (float32 for arithmetic; the others only in data ops).
     static let elementTypes: Set<DType> = [.float32, .int64, .int32, .bool]
+    /// Element types Cast and CastLike convert between (byte-wide and wider; no float8, sub-byte or strings):
+    /// values of these types may exist only as their inputs and outputs.
+    static let castTypes: Set<DType> = elementTypes.union([.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64])
 
     /// The element type of every value whose type can be inferred.
     static func elementTypes(of graph: Graph) -> [String: DType] {
@@ -21,6 +24,8 @@ enum Support {
                 if let t = type(node) { types[out] = t }
             case .firstInput:
                 if let t = types[node.input(0)] { types[out] = t }
+            case .ofInput(let k):
+                if let t = types[node.input(k)] { types[out] = t }
             case .inferred, .float32Statistics:
                 if types[out] == nil, let t = types[node.input(0)] { types[out] = t }
             }
@@ -102,14 +107,24 @@ enum Support {
     private static func reason(_ node: Node, types: [String: DType], known: Set<String>) -> String? {
         guard node.op.domain.isEmpty, let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
         let ins = node.inputs.filter { !$0.isEmpty }
+        var allowed = elementTypes
+        if case .conversion = kernel.family { allowed = castTypes }
+        if case .anyOf(let types) = kernel.family { allowed.formUnion(types) }
         for value in ins + node.outputs.filter({ !$0.isEmpty }) {
-            if let t = types[value], !elementTypes.contains(t) {
+            if let t = types[value], !allowed.contains(t) {
                 return "\(t) not supported (kiln.cpu computes in float32; value '\(value)')"
             }
         }
         if case .float = kernel.family {
             for value in ins {
                 if let t = types[value], t != .float32 { return "\(node.op.name) on \(t) not supported (float32 only; input '\(value)')" }
+            }
+        }
+        if case .anyOf(let allowed) = kernel.family {
+            for value in ins {
+                if let t = types[value], !allowed.contains(t) {
+                    return "\(node.op.name) on \(t) not supported (\(allowed.map { "\($0)" }.sorted().joined(separator: ", ")) only; input '\(value)')"
+                }
             }
         }
         return kernel.rejection?(node, SupportFacts(types: types, known: known))

@@ -1,0 +1,230 @@
+import KilnIR
+
+/// Resize (nearest and linear, without antialiasing) and ConvTranspose, as `NodePlanner`s.
+extension SwiftOps {
+    static let resizeTransforms: Set<String> = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
+                                                 "tf_half_pixel_for_nn", "half_pixel_symmetric"]
+
+    /// Why kiln.cpu does not run a Resize node, or nil.
+    @Sendable static func resizeRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        let mode = (try? node.string("mode", "nearest")) ?? "?"
+        guard mode == "nearest" || mode == "linear" else { return "Resize mode '\(mode)' is not supported (nearest and linear are)" }
+        let transform = (try? node.string("coordinate_transformation_mode", "half_pixel")) ?? "?"
+        guard resizeTransforms.contains(transform) else { return "Resize coordinate_transformation_mode '\(transform)' is not supported" }
+        if (try? node.int("antialias", 0)) ?? 1 != 0 { return "Resize with antialias is not supported" }
+        let nearest = (try? node.string("nearest_mode", "round_prefer_floor")) ?? "?"
+        guard ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(nearest) else { return "nearest_mode '\(nearest)' is not supported" }
+        if mode == "linear", let t = facts.types[node.input(0)], t != .float32 { return "linear Resize of \(t) is not supported" }
+        return nil
+    }
+
+    /// The source coordinate of output index `y` along an axis of `input` elements resized to `output`.
+    static func sourceCoordinate(_ y: Int, input: Int, output: Int, scale: Double, transform: String) -> Double {
+        let yd = Double(y), inW = Double(input), outF = scale * inW
+        var x: Double
+        switch transform {
+        case "pytorch_half_pixel": x = outF == 1 ? -0.5 : (yd + 0.5) / scale - 0.5
+        case "align_corners": x = outF == 1 ? 0 : yd * (inW - 1) / (outF - 1)
+        case "asymmetric": x = yd / scale
+        case "tf_half_pixel_for_nn": x = (yd + 0.5) / scale
+        case "half_pixel_symmetric":
+            let adjustment = Double(output) / outF
+            x = inW / 2 * (1 - adjustment) + (yd + 0.5) / scale - 0.5
+        default: x = (yd + 0.5) / scale - 0.5
+        }
+        if !x.isFinite { x = 0 }
+        return min(max(x, -0x1p40), 0x1p40)
+    }
+
+    static func resize(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        let x = ins[0], xs = try b.shape(x), dtype = try b.dtype(x), r = xs.count
+        let mode = try node.string("mode", "nearest"), transform = try node.string("coordinate_transformation_mode", "half_pixel")
+        let nearestMode = try node.string("nearest_mode", "round_prefer_floor")
+        let policy = try node.string("keep_aspect_ratio_policy", "stretch")
+        let axes = try (node.ints("axes") ?? Array(0..<r)).map { a -> Int in
+            guard let n = normalizedAxis(a, rank: r) else { throw b.invalid("axis \(a) out of range") }
+            return n
+        }
+        var scales = [Double](repeating: 1, count: r), outShape = xs
+        let sizes = ins.count > 3 && ins[3] >= 0 ? try b.requireKnownInts(ins[3]) : []
+        let given = ins.count > 2 && ins[2] >= 0 ? try b.requireKnown(ins[2]).asDoubles() : []
+        if !sizes.isEmpty {
+            guard sizes.count == axes.count, sizes.allSatisfy({ $0 >= 0 }) else { throw b.invalid("sizes \(sizes) do not fit axes \(axes)") }
+            for (i, a) in axes.enumerated() {
+                scales[a] = Double(sizes[i]) / Double(xs[a])
+                outShape[a] = sizes[i]
+            }
+            if policy != "stretch" {
+                let chosen = axes.map { scales[$0] }
+                guard let s = policy == "not_larger" ? chosen.min() : policy == "not_smaller" ? chosen.max() : nil else {
+                    throw b.unsupported("keep_aspect_ratio_policy '\(policy)'")
+                }
+                for a in axes {
+                    scales[a] = s
+                    outShape[a] = Int(s * Double(xs[a]) + 0.5)
+                }
+            }
+        } else if !given.isEmpty {
+            guard given.count == axes.count else { throw b.invalid("scales \(given) do not fit axes \(axes)") }
+            for (i, a) in axes.enumerated() {
+                guard given[i] > 0, given[i].isFinite else { throw b.invalid("scales must be positive and finite") }
+                scales[a] = given[i]
+                outShape[a] = Int((given[i] * Double(xs[a])).rounded(.down))
+            }
+        } else {
+            throw b.invalid("one of scales and sizes is required")
+        }
+        for a in 0..<r where xs[a] == 0 && outShape[a] > 0 { throw b.invalid("cannot resize an empty axis") }
+        let changed = (0..<r).filter { !(abs(scales[$0] - 1) < 1e-9 && outShape[$0] == xs[$0]) }
+        if mode == "nearest" {
+            var maps = xs.map { Array(0..<$0) }
+            for a in changed {
+                maps[a] = (0..<outShape[a]).map { y in
+                    let c = sourceCoordinate(y, input: xs[a], output: outShape[a], scale: scales[a], transform: transform)
+                    let x0 = c.rounded(.down), frac = c - x0
+                    var up = false
+                    if frac > 0 {
+                        switch nearestMode {
+                        case "round_prefer_ceil": up = frac >= 0.5
+                        case "floor": up = false
+                        case "ceil": up = true
+                        default: up = frac > 0.5
+                        }
+                    }
+                    return min(max(Int(x0) + (up ? 1 : 0), 0), xs[a] - 1)
+                }
+            }
+            try planRemap(b, x: x, output: outs[0], outShape: outShape, maps: maps)
+            return
+        }
+        guard mode == "linear", dtype == .float32 else { throw b.unsupported("Resize mode '\(mode)' of \(dtype)") }
+        // Linear interpolation is separable: one pass per changed axis, each reading two neighbours.
+        var passes: [(outer: Int, input: Int, output: Int, inner: Int, i0: [Int], i1: [Int], w1: [Float])] = []
+        var shape = xs
+        for a in changed {
+            var i0: [Int] = [], i1: [Int] = [], w1: [Float] = []
+            for y in 0..<outShape[a] {
+                let c = sourceCoordinate(y, input: xs[a], output: outShape[a], scale: scales[a], transform: transform)
+                let x0 = c.rounded(.down), frac = c - x0
+                i0.append(min(max(Int(x0), 0), xs[a] - 1))
+                i1.append(min(max(Int(x0) + 1, 0), xs[a] - 1))
+                w1.append(Float(frac))
+            }
+            passes.append((shape[..<a].reduce(1, *), shape[a], outShape[a], shape[(a + 1)...].reduce(1, *), i0, i1, w1))
+            shape[a] = outShape[a]
+        }
+        if passes.isEmpty {
+            try b.defineView(outs[0], of: x, shape: xs)
+            return
+        }
+        let count = xs.reduce(1, *)
+        try b.compute([(outs[0], outShape, .float32)], from: [x]) { p, o in
+            var current = Array(UnsafeBufferPointer(start: p[0].assumingMemoryBound(to: Float.self), count: count))
+            for pass in passes {
+                var next = [Float](repeating: 0, count: pass.outer * pass.output * pass.inner)
+                current.withUnsafeBufferPointer { src in
+                    next.withUnsafeMutableBufferPointer { dst in
+                        for q in 0..<pass.outer {
+                            for y in 0..<pass.output {
+                                let a0 = (q * pass.input + pass.i0[y]) * pass.inner, a1 = (q * pass.input + pass.i1[y]) * pass.inner
+                                let t = pass.w1[y], s = 1 - t
+                                let d = (q * pass.output + y) * pass.inner
+                                for i in 0..<pass.inner { dst[d + i] = s * src[a0 + i] + t * src[a1 + i] }
+                            }
+                        }
+                    }
+                }
+                current = next
+            }
+            current.withUnsafeBytes { o[0].copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        }
+    }
+
+    /// ConvTranspose over float32 of any spatial rank: each input pixel scatters its kernel window.
+    static func convTranspose(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        for v in ins where v >= 0 { try b.requireFloat(v) }
+        let xs = try b.shape(ins[0]), ws = try b.shape(ins[1])
+        let group = try node.int("group", 1)
+        guard xs.count >= 3, ws.count == xs.count, group > 0, xs[1] == ws[0], xs[1] % group == 0 else {
+            throw b.invalid("X \(xs) and W \(ws) do not fit group \(group)")
+        }
+        let r = xs.count - 2
+        let inSpatial = Array(xs[2...]), kernel = Array(ws[2...])
+        let strides = try node.ints("strides") ?? Array(repeating: 1, count: r)
+        let dilations = try node.ints("dilations") ?? Array(repeating: 1, count: r)
+        let outputPadding = try node.ints("output_padding") ?? Array(repeating: 0, count: r)
+        guard strides.count == r, dilations.count == r, outputPadding.count == r,
+              strides.allSatisfy({ $0 > 0 }), dilations.allSatisfy({ $0 > 0 }) else { throw b.invalid("bad strides, dilations or output_padding") }
+        let autoPad = try node.string("auto_pad", "NOTSET")
+        var outputShape = try node.ints("output_shape")
+        if let os = outputShape, os.count == r + 2 { outputShape = Array(os[2...]) }
+        if let os = outputShape, os.count != r { throw b.invalid("output_shape must have \(r) entries") }
+        let explicitPads = try node.ints("pads")
+        if let p = explicitPads, p.count != 2 * r { throw b.invalid("pads must have \(2 * r) entries") }
+        var begin = [Int](repeating: 0, count: r), outSpatial = [Int](repeating: 0, count: r)
+        for j in 0..<r {
+            let full = strides[j] * (inSpatial[j] - 1) + outputPadding[j] + (kernel[j] - 1) * dilations[j] + 1
+            if explicitPads == nil && (autoPad == "SAME_UPPER" || autoPad == "SAME_LOWER" || outputShape != nil) {
+                let target = outputShape?[j] ?? inSpatial[j] * strides[j]
+                let total = full - target
+                let half = Int((Double(total) / 2).rounded(.down))
+                begin[j] = autoPad == "SAME_UPPER" ? half : total - half
+                outSpatial[j] = target
+            } else {
+                var end = 0
+                if let p = explicitPads { begin[j] = p[j]; end = p[j + r] }
+                outSpatial[j] = outputShape?[j] ?? (full - begin[j] - end)
+            }
+        }
+        guard outSpatial.allSatisfy({ $0 >= 0 }) else { throw b.invalid("output shape \(outSpatial) is negative") }
+        let n = xs[0], c = xs[1], cg = c / group, mg = ws[1], m = mg * group
+        if ins.count > 2, ins[2] >= 0, try b.shape(ins[2]).reduce(1, *) != m { throw b.invalid("B must have \(m) elements") }
+        let outShape = [n, m] + outSpatial
+        let I = inSpatial.reduce(1, *), K = kernel.reduce(1, *), O = outSpatial.reduce(1, *)
+        let inStrides = contiguousStrides(inSpatial), kStrides = contiguousStrides(kernel), oStrides = contiguousStrides(outSpatial)
+        // For each (input pixel, kernel tap): the output pixel, or -1 when it falls in the padding.
+        var target = [Int](repeating: -1, count: I * K)
+        for p in 0..<I {
+            for k in 0..<K {
+                var o = 0
+                var inside = true
+                for j in 0..<r {
+                    let pj = (p / inStrides[j]) % inSpatial[j], kj = (k / kStrides[j]) % kernel[j]
+                    let oj = pj * strides[j] - begin[j] + kj * dilations[j]
+                    if oj < 0 || oj >= outSpatial[j] { inside = false; break }
+                    o += oj * oStrides[j]
+                }
+                if inside { target[p * K + k] = o }
+            }
+        }
+        let hasBias = ins.count > 2 && ins[2] >= 0
+        try b.compute([(outs[0], outShape, .float32)], from: ins) { p, o in
+            let xp = p[0].assumingMemoryBound(to: Float.self), wp = p[1].assumingMemoryBound(to: Float.self)
+            let y = o[0].assumingMemoryBound(to: Float.self)
+            y.initialize(repeating: 0, count: n * m * O)
+            for bi in 0..<n {
+                for g in 0..<group {
+                    for ic in 0..<cg {
+                        let cin = g * cg + ic
+                        let xin = xp + (bi * c + cin) * I
+                        for oc in 0..<mg {
+                            let w = wp + (cin * mg + oc) * K
+                            let out = y + (bi * m + g * mg + oc) * O
+                            for pix in 0..<I {
+                                let v = xin[pix]
+                                for k in 0..<K {
+                                    let t = target[pix * K + k]
+                                    if t >= 0 { out[t] += v * w[k] }
+                                }
+                            }
+                        }
+                    }
+                }
+                if hasBias {
+                    let bias = p[2].assumingMemoryBound(to: Float.self)
+                    for ch in 0..<m { for i in 0..<O { y[(bi * m + ch) * O + i] += bias[ch] } }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+// kiln.cpu's Swift-only ops (elementwise of any type, indexing, reductions, Resize, ConvTranspose) and the
+// staged plans of values computed at run time, on randomized shapes and attributes against kiln.reference.
+import Kiln
+import KilnCPU
+import Testing
+import KilnTestSupport
+
+@Suite("kiln.cpu Swift ops against kiln.reference")
+struct SwiftOpsTests {
+    static func randomShape(_ r: inout SplitMix64, rank: Int, _ range: ClosedRange<Int> = 1...5) -> [Int] {
+        (0..<rank).map { _ in r.int(range) }
+    }
+
+    static func ints(_ r: inout SplitMix64, _ shape: [Int], _ range: ClosedRange<Int>, _ dtype: DType = .int64) -> Tensor {
+        Tensor(dtype: dtype, shape: shape, int64s: (0..<shape.reduce(1, *)).map { _ in Int64(r.int(range)) })
+    }
+
+    @Test("Elementwise: comparisons, logic, Where, Pow, integer arithmetic and activations, with broadcasting")
+    func elementwise() throws {
+        var r = SplitMix64(seed: 101)
+        for caseIndex in 0..<24 {
+            let rank = r.int(1...4)
+            let a = Self.randomShape(&r, rank: rank)
+            var bShape = a.map { r.int(0...2) == 0 ? 1 : $0 }
+            if r.bool() { bShape = Array(bShape.dropFirst(r.int(0...(rank - 1)))) }
+            var g = TestGraph()
+            let x = g.input("x", a), y = g.input("y", bShape)
+            let cmp = g.node(r.pick(["Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"]), [x, y])
+            let other = g.node(r.pick(["Less", "Greater"]), [x, g.constant(Tensor(scalar: Float(0)))])
+            let logic = g.node(r.pick(["And", "Or", "Xor"]), [cmp, other])
+            let w = g.node("Where", [g.node("Not", [logic]), x, y])
+            let p = g.node("Pow", [g.node("Abs", [w]), g.constant(Tensor(scalar: Float(r.pick([0.5, 2, 3]))))])
+            let act = r.pick(["Softplus", "Softsign", "Elu", "Selu", "Celu", "Mish", "Gelu", "Floor", "Ceil", "Round", "Sin",
+                              "Cos", "Atan", "Sign", "ThresholdedRelu", "Shrink"])
+            let z = g.node(act, [g.node("Mul", [p, g.constant(Tensor(scalar: Float(3)))])])
+            let m = g.node(r.pick(["Mean", "PRelu"]), [z, y])
+            g.output(m, cmp)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(a, -2, 2), "y": r.tensor(bShape, -2, 2)],
+                                       "case \(caseIndex): \(a) vs \(bShape) \(act)")
+        }
+        // Integer arithmetic of every kind.
+        for op in ["Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "BitwiseAnd", "Equal", "Greater"] {
+            for dtype in [DType.int64, .int32, .int16, .int8] {
+                var g = TestGraph()
+                let x = g.input("x", [.fixed(3), .fixed(4)], dtype), y = g.input("y", [.fixed(4)], dtype)
+                g.output(g.node(op, [x, y]), g.node("Neg", [x]), g.node("Abs", [y]))
+                try expectMatchesReference(g.model, inputs: ["x": Self.ints(&r, [3, 4], -20...20, dtype),
+                                                             "y": Self.ints(&r, [4], 1...7, dtype)], "\(op) \(dtype)")
+            }
+        }
+    }
+
+    @Test("Unsigned arithmetic, comparisons and BitShift")
+    func unsigned() throws {
+        var r = SplitMix64(seed: 111)
+        for dtype in [DType.uint8, .uint16, .uint32] {
+            for op in ["Add", "Sub", "Mul", "Div", "Mod", "Max", "BitwiseXor", "Less", "Equal"] {
+                var g = TestGraph()
+                let x = g.input("x", [.fixed(2), .fixed(5)], dtype), y = g.input("y", [.fixed(5)], dtype)
+                let shift = g.node("BitShift", [x, g.constant(Tensor(dtype: dtype, shape: [1], int64s: [Int64(r.int(0...3))]))],
+                                   ["direction": .string(r.pick(["LEFT", "RIGHT"]))])
+                g.output(g.node(op, [x, y]), shift)
+                try expectMatchesReference(g.model, inputs: ["x": Self.ints(&r, [2, 5], 0...250, dtype), "y": Self.ints(&r, [5], 1...9, dtype)],
+                                           "\(op) \(dtype)")
+            }
+        }
+    }
+
+    @Test("Slice, Split, Pad (every mode), Expand, Tile, Concat and Transpose of random shapes")
+    func dataMovement() throws {
+        var r = SplitMix64(seed: 102)
+        for caseIndex in 0..<30 {
+            let rank = r.int(1...4)
+            let shape = Self.randomShape(&r, rank: rank, 1...6)
+            var g = TestGraph()
+            let x = g.input("x", shape)
+            // Slice with random starts/ends/steps (negative too) on a random subset of axes.
+            let axes = (0..<rank).filter { _ in r.bool() }
+            let starts = axes.map { _ in Int64(r.int(-7...7)) }, ends = axes.map { _ in Int64(r.pick([-100, -2, 0, 2, 5, 100])) }
+            let steps = axes.map { _ in Int64(r.pick([1, 1, 2, -1, -2])) }
+            let s = g.node("Slice", [x, g.constant(Tensor(shape: [axes.count], starts)), g.constant(Tensor(shape: [axes.count], ends)),
+                                     g.constant(Tensor(shape: [axes.count], axes.map { Int64($0) })), g.constant(Tensor(shape: [axes.count], steps))])
+            let mode = r.pick(["constant", "edge", "reflect", "wrap"])
+            let pads = (0..<(2 * rank)).map { k in Int64(r.int(0...(mode == "reflect" ? shape[k % rank] - 1 : 3))) }
+            let padded = g.node("Pad", [x, g.constant(Tensor(shape: [2 * rank], pads)), g.constant(Tensor(scalar: Float(1.5)))], ["mode": .string(mode)])
+            let tile = g.node("Tile", [x, g.constant(Tensor(shape: [rank], (0..<rank).map { _ in Int64(r.int(1...3)) }))])
+            let target = [Int64(r.int(1...3))] + shape.map { d in Int64(d == 1 ? r.int(1...3) : (r.bool() ? d : 1)) }
+            let expanded = g.node("Expand", [x, g.constant(Tensor(shape: [target.count], target))])
+            let axis = r.int(0...(rank - 1))
+            let parts = g.node("Split", [x], ["axis": .int(axis), "num_outputs": .int(min(2, shape[axis]))], outputs: min(2, shape[axis]))
+            g.output(s, padded, tile, expanded, parts)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape)], "case \(caseIndex): \(shape) axes \(axes) \(mode)")
+        }
+    }
+
+    @Test("Every Reduce*, ArgMax/ArgMin, CumSum and TopK over random axes")
+    func reductions() throws {
+        var r = SplitMix64(seed: 103)
+        let reductions = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]
+        for (caseIndex, op) in (reductions + reductions).enumerated() {
+            let rank = r.int(1...4)
+            let shape = Self.randomShape(&r, rank: rank)
+            var g = TestGraph()
+            let x = g.input("x", shape)
+            let axes = (0..<rank).filter { _ in r.bool() }.map { Int64(r.bool() ? $0 : $0 - rank) }
+            let keep = r.int(0...1)
+            var ins = [x]
+            if !axes.isEmpty { ins.append(g.constant(Tensor(shape: [axes.count], axes))) }
+            let y = g.node(op, ins, ["keepdims": .int(keep)])
+            let axis = r.int(0...(rank - 1))
+            let am = g.node(r.pick(["ArgMax", "ArgMin"]), [x], ["axis": .int(axis), "keepdims": .int(r.int(0...1))])
+            let cs = g.node("CumSum", [x, g.constant(Tensor(scalar: Int64(axis)))], ["exclusive": .int(r.int(0...1)), "reverse": .int(r.int(0...1))])
+            let top = g.node("TopK", [x, g.constant(Tensor(shape: [1], [Int64(r.int(0...shape[axis]))]))],
+                             ["axis": .int(axis), "largest": .int(r.int(0...1))], outputs: 2)
+            g.output(y, am, cs, top, String(top.dropLast()) + "1")
+            let input = op == "ReduceLogSum" || op == "ReduceProd" ? r.tensor(shape, 0.5, 1.5) : r.tensor(shape)
+            try expectMatchesReference(g.model, inputs: ["x": input], "case \(caseIndex): \(op) \(shape) axes \(axes) keep \(keep)")
+        }
+    }
+
+    @Test("Resize nearest and linear with each coordinate transform; ConvTranspose; gathers and scatters")
+    func imagesAndIndexing() throws {
+        var r = SplitMix64(seed: 104)
+        for caseIndex in 0..<20 {
+            let shape = [1, r.int(1...3), r.int(1...6), r.int(1...6)]
+            var g = TestGraph()
+            let x = g.input("x", shape)
+            let mode = r.pick(["nearest", "linear"])
+            var attrs: [String: Attribute] = ["mode": .string(mode),
+                "coordinate_transformation_mode": .string(r.pick(["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric"]))]
+            if mode == "nearest" { attrs["nearest_mode"] = .string(r.pick(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])) }
+            let y: String
+            if r.bool() {
+                let scales: [Float] = [1, 1, r.pick([0.5, 1.5, 2, 3]), r.pick([0.6, 1, 2, 2.5])]
+                y = g.node("Resize", [x, "", g.constant(Tensor(shape: [4], scales))], attrs)
+            } else {
+                let sizes: [Int64] = [1, Int64(shape[1]), Int64(r.int(1...9)), Int64(r.int(1...9))]
+                y = g.node("Resize", [x, "", "", g.constant(Tensor(shape: [4], sizes))], attrs)
+            }
+            let cout = r.int(1...3), k = r.int(1...3), stride = r.int(1...2)
+            let ct = g.node("ConvTranspose", [x, g.constant(r.tensor([shape[1], cout, k, k])), g.constant(r.tensor([cout]))],
+                            ["strides": .ints([stride, stride]), "pads": .ints([0, r.int(0...1), 0, 0]),
+                             "output_padding": .ints([stride - 1, 0])])
+            let idx = Self.ints(&r, [1, shape[1], 2, shape[3]], -shape[2]...(shape[2] - 1))
+            let ge = g.node("GatherElements", [x, g.constant(idx)], ["axis": .int(2)])
+            let nd = g.node("ScatterND", [x, g.constant(Tensor(shape: [1, 2], [Int64(0), Int64(r.int(0...(shape[1] - 1)))])),
+                                          g.constant(r.tensor([1, shape[2], shape[3]]))], ["reduction": .string(r.pick(["none", "add", "mul"]))])
+            let inorm = g.node("InstanceNormalization", [x, g.constant(r.tensor([shape[1]])), g.constant(r.tensor([shape[1]]))])
+            g.output(y, ct, ge, nd, inorm)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape)], "case \(caseIndex): \(shape) \(attrs)")
+        }
+    }
+
+    @Test("Einsum (matrix products, transposes, traces, batch contractions), Dropout at inference, Trilu, DepthToSpace")
+    func einsumAndMore() throws {
+        var r = SplitMix64(seed: 106)
+        let equations: [(String, [[Int]])] = [("ij,jk->ik", [[3, 4], [4, 5]]), ("bij,bjk->bik", [[2, 3, 4], [2, 4, 2]]),
+                                              ("ij->ji", [[3, 5]]), ("ii", [[4, 4]]), ("i,i", [[6], [6]]), ("ij,kj", [[2, 3], [4, 3]]),
+                                              ("bhqd,bhkd->bhqk", [[1, 2, 3, 4], [1, 2, 5, 4]])]
+        for (equation, shapes) in equations {
+            var g = TestGraph()
+            let ins = shapes.enumerated().map { g.input("x\($0.offset)", $0.element) }
+            g.output(g.node("Einsum", ins, ["equation": .string(equation)]))
+            var feeds: [String: Tensor] = [:]
+            for (k, s) in shapes.enumerated() { feeds["x\(k)"] = r.tensor(s) }
+            try expectMatchesReference(g.model, inputs: feeds, "Einsum \(equation)")
+        }
+        var g = TestGraph()
+        let x = g.input("x", [2, 8, 3, 3])
+        let d = g.node("Dropout", [x], outputs: 2)
+        g.output(d, String(d.dropLast()) + "1", g.node("Trilu", [x, g.constant(Tensor(scalar: Int64(1)))], ["upper": .int(0)]),
+                 g.node("DepthToSpace", [x], ["blocksize": .int(2), "mode": .string("CRD")]),
+                 g.node("SpaceToDepth", [g.node("DepthToSpace", [x], ["blocksize": .int(2)])], ["blocksize": .int(2)]))
+        try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 8, 3, 3])], "Dropout, Trilu, DepthToSpace")
+    }
+
+    @Test("RMSNormalization, Hardmax, Clip with run-time and integer bounds, CastLike, CumProd")
+    func normalizationsAndClip() throws {
+        var r = SplitMix64(seed: 107)
+        for caseIndex in 0..<8 {
+            let shape = Self.randomShape(&r, rank: r.int(2...4))
+            let axis = r.int(-shape.count...(shape.count - 1))
+            let a = axis < 0 ? axis + shape.count : axis
+            var g = TestGraph()
+            let x = g.input("x", shape), lo = g.input("lo", [Int]()), k = g.input("k", [.fixed(shape[0])], .int64)
+            let rms = g.node("RMSNormalization", [x, g.constant(r.tensor(Array(shape[a...])))], ["axis": .int(axis)])
+            let hm = g.node("Hardmax", [x], ["axis": .int(axis)])
+            let clipped = g.node("Clip", [x, lo, ""])
+            let ki = g.node("Clip", [k, g.constant(Tensor(scalar: Int64(-2))), g.constant(Tensor(scalar: Int64(3)))])
+            let cl = g.node("CastLike", [ki, x])
+            let cp = g.node("CumProd", [x, g.constant(Tensor(scalar: Int64(a)))], ["exclusive": .int(r.int(0...1)), "reverse": .int(r.int(0...1))])
+            g.output(rms, hm, clipped, cl, cp)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape), "lo": Tensor(scalar: r.float()),
+                                                         "k": Self.ints(&r, [shape[0]], -5...5)], "case \(caseIndex) \(shape) axis \(axis)")
+        }
+    }
+
+    @Test("Attention: 3-D and 4-D, grouped heads, masks, causal, soft cap, KV cache, qk outputs")
+    func attention() throws {
+        var r = SplitMix64(seed: 108)
+        for caseIndex in 0..<12 {
+            let batch = r.int(1...2), kvHeads = r.int(1...2), qHeads = kvHeads * r.int(1...2), qLen = r.int(1...4), kvLen = r.int(1...5)
+            let head = r.int(1...4), vHead = r.int(1...4), past = r.bool() ? r.int(1...3) : 0
+            let is3D = caseIndex % 3 == 0
+            var g = TestGraph()
+            var feeds: [String: Tensor] = [:]
+            func add(_ name: String, _ shape: [Int]) -> String {
+                feeds[name] = r.tensor(shape)
+                return g.input(name, shape)
+            }
+            let q = is3D ? add("q", [batch, qLen, qHeads * head]) : add("q", [batch, qHeads, qLen, head])
+            let k = is3D ? add("k", [batch, kvLen, kvHeads * head]) : add("k", [batch, kvHeads, kvLen, head])
+            let v = is3D ? add("v", [batch, kvLen, kvHeads * vHead]) : add("v", [batch, kvHeads, kvLen, vHead])
+            var ins = [q, k, v]
+            ins.append(r.bool() ? add("mask", [qLen, past + kvLen]) : "")
+            if past > 0 { ins += [add("pk", [batch, kvHeads, past, head]), add("pv", [batch, kvHeads, past, vHead])] }
+            var attrs: [String: Attribute] = ["is_causal": .int(r.int(0...1)), "qk_matmul_output_mode": .int(r.int(0...3))]
+            if is3D { attrs["q_num_heads"] = .int(qHeads); attrs["kv_num_heads"] = .int(kvHeads) }
+            if r.bool() { attrs["softcap"] = .float(2) }
+            if r.bool() { attrs["scale"] = .float(0.3) }
+            let y = g.node("Attention", ins, attrs, outputs: 4)
+            let base = String(y.dropLast())
+            g.output(y, base + "1", base + "2", base + "3")
+            try expectMatchesReference(g.model, inputs: feeds, "case \(caseIndex): \(attrs) past \(past) 3D \(is3D)")
+        }
+    }
+
+    @Test("NegativeLogLikelihoodLoss and SoftmaxCrossEntropyLoss: weights, ignore_index, reductions")
+    func losses() throws {
+        var r = SplitMix64(seed: 109)
+        for caseIndex in 0..<12 {
+            let n = r.int(1...3), c = r.int(2...5), extra = r.bool() ? [r.int(1...3)] : []
+            var g = TestGraph()
+            let x = g.input("x", [n, c] + extra), t = g.input("t", [.fixed(n)] + extra.map { .fixed($0) }, .int64)
+            var ins = [x, t]
+            if r.bool() { ins.append(g.constant(r.tensor([c], 0.2, 2))) }
+            var attrs: [String: Attribute] = ["reduction": .string(r.pick(["none", "sum", "mean"]))]
+            if r.bool() { attrs["ignore_index"] = .int(r.int(0...(c - 1))) }
+            let op = r.pick(["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"])
+            let y = g.node(op, ins, attrs, outputs: op == "SoftmaxCrossEntropyLoss" ? 2 : 1)
+            if op == "SoftmaxCrossEntropyLoss" { g.output(y, String(y.dropLast()) + "1") } else { g.output(y) }
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([n, c] + extra), "t": Self.ints(&r, [n] + extra, 0...(c - 1))],
+                                       "case \(caseIndex): \(op) \(attrs)")
+        }
+    }
+
+    @Test("Cast and CastLike between float64/float16/bfloat16/8- and 16-bit integers and kiln.cpu's own types")
+    func conversions() throws {
+        var r = SplitMix64(seed: 110)
+        let types: [DType] = [.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64, .int32, .int64, .bool, .float32]
+        for from in types {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(3), .fixed(5)], from)
+            var outs: [String] = []
+            for to in types { outs.append(g.node("Cast", [x], ["to": .int(to.onnxCode)])) }
+            outs.append(g.node("CastLike", [x, g.constant(Tensor(zeros: .float16, shape: [1]))]))
+            g.graph.outputs = outs.map { Value(name: $0) }
+            let values = (0..<15).map { _ in Double(r.int(-300...300)) + (from.isInteger ? 0 : Double(r.float())) }
+            try expectMatchesReference(g.model, inputs: ["x": Tensor(dtype: from, shape: [3, 5], doubles: values)], "Cast from \(from)")
+        }
+    }
+
+    @Test("LpNormalization, OneHot, EyeLike, Compress")
+    func smallOps() throws {
+        var r = SplitMix64(seed: 112)
+        for caseIndex in 0..<6 {
+            let shape = Self.randomShape(&r, rank: r.int(2...3))
+            var g = TestGraph()
+            let x = g.input("x", shape), c = g.input("c", [.fixed(shape[0])], .bool)
+            let idx = g.input("i", [.fixed(shape[0])], .int64)
+            g.output(g.node("LpNormalization", [x], ["axis": .int(r.int(0...(shape.count - 1))), "p": .int(r.int(1...2))]),
+                     g.node("OneHot", [idx, g.constant(Tensor(scalar: Float(5))), g.constant(Tensor(shape: [2], [Float(-1), 3]))],
+                            ["axis": .int(r.int(-2...1))]),
+                     g.node("EyeLike", [g.node("Shape", [x]).isEmpty ? x : g.constant(Tensor(zeros: .int32, shape: [3, 4]))], ["k": .int(r.int(-2...2))]),
+                     g.node("Compress", [x, c], ["axis": .int(0)]), g.node("Compress", [x, c]))
+            let cond = Tensor(dtype: .bool, shape: [shape[0]], int64s: (0..<shape[0]).map { _ in Int64(r.int(0...1)) })
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape), "c": cond, "i": Self.ints(&r, [shape[0]], -5...6)],
+                                       "case \(caseIndex) \(shape)")
+        }
+    }
+
+    @Test("Data-dependent shapes: Reshape from Shape→Gather→Concat, from runtime data, NonZero; plans per shape")
+    func dataDependentShapes() throws {
+        var r = SplitMix64(seed: 105)
+        // What exporters write: the batch dim read from the input's shape, joined with constants.
+        do {
+            var g = TestGraph()
+            let x = g.input("x", [.symbol("n"), .fixed(6), .fixed(4)])
+            let n = g.node("Gather", [g.node("Shape", [x]), g.constant(Tensor(scalar: Int64(0)))], ["axis": .int(0)])
+            let n1 = g.node("Unsqueeze", [n, g.constant(Tensor(int64s: [0]))])
+            let dims = g.node("Mul", [g.constant(Tensor(int64s: [3])), g.constant(Tensor(int64s: [8]))])
+            let shape = g.node("Concat", [n1, dims], ["axis": .int(0)])
+            g.output(g.node("Relu", [g.node("Reshape", [g.node("Tanh", [x]), shape])]))
+            for batch in [1, 3, 2, 3] {
+                try expectMatchesReference(g.model, inputs: ["x": r.tensor([batch, 6, 4])], "exporter reshape, batch \(batch)")
+            }
+        }
+        // A shape computed from data at run time (an int input through arithmetic).
+        do {
+            var g = TestGraph()
+            let x = g.input("x", [4, 6]), s = g.input("s", [.fixed(2)], .int64)
+            let shape = g.node("Mul", [s, g.constant(Tensor(int64s: [1, 2]))])
+            g.output(g.node("Reshape", [g.node("Exp", [x]), shape]))
+            for spec in [[12, 1], [2, 6], [12, 1], [-1, 4]] {
+                try expectMatchesReference(g.model, inputs: ["x": r.tensor([4, 6]), "s": Tensor(int64s: spec)], "runtime reshape \(spec)")
+            }
+        }
+        // NonZero, then a Gather of its indices and more work after.
+        do {
+            var g = TestGraph()
+            let x = g.input("x", [5, 7])
+            let mask = g.node("Greater", [g.node("Sigmoid", [x]), g.constant(Tensor(scalar: Float(0.6)))])
+            let nz = g.node("NonZero", [mask])
+            let cols = g.node("Gather", [nz, g.constant(Tensor(scalar: Int64(1)))], ["axis": .int(0)])
+            let picked = g.node("Gather", [g.node("Relu", [x]), cols], ["axis": .int(1)])
+            g.output(nz, g.node("ReduceSum", [picked], ["keepdims": .int(0)]), g.node("Neg", [x]))
+            for _ in 0..<4 { try expectMatchesReference(g.model, inputs: ["x": r.tensor([5, 7], -2, 2)], "NonZero") }
+        }
+        // ConstantOfShape and Range from a shape, and Expand to it.
+        do {
+            var g = TestGraph()
+            let x = g.input("x", [.symbol("a"), .fixed(3)])
+            let shape = g.node("Shape", [x])
+            let ones = g.node("ConstantOfShape", [shape], ["value": .tensor(Tensor(shape: [1], [Float(2)]))])
+            let n = g.node("Cast", [g.node("Gather", [shape, g.constant(Tensor(scalar: Int64(0)))])], ["to": .int(1)])
+            let range = g.node("Range", [g.constant(Tensor(scalar: Float(0))), n, g.constant(Tensor(scalar: Float(1)))])
+            let col = g.node("Unsqueeze", [range, g.constant(Tensor(int64s: [1]))])
+            g.output(g.node("Add", [g.node("Mul", [x, ones]), g.node("Expand", [col, shape])]))
+            for a in [2, 5] { try expectMatchesReference(g.model, inputs: ["x": r.tensor([a, 3])], "ConstantOfShape/Range a=\(a)") }
+        }
+    }
+}
