@@ -35,10 +35,28 @@ public final class Artifact: Sendable {
         try self.init(storage: bytes.withUnsafeBytes { TensorStorage(copying: $0) }, origin: "<memory>")
     }
 
-    /// Reads the artifact at `path`, memory-mapping it (uncompressed sections are used in place).
-    public convenience init(path: String) throws {
-        let mapping = try FileMapping(path: path)
-        try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path)
+    /// How `init(path:access:)` gets at the file's bytes.
+    public enum FileAccess: Sendable {
+        /// Read the whole file into memory at load (the default). The artifact never depends on the file
+        /// again: truncating, rewriting or deleting it after the load cannot affect a run.
+        case read
+        /// Memory-map the file; uncompressed sections are then used in place, without a copy. Only for
+        /// trusted files that nobody changes while the artifact is in use: a file truncated under the
+        /// mapping makes the next access to the lost pages raise SIGBUS, which kills the process.
+        case map
+    }
+
+    /// Reads the artifact at `path`: into memory by default, memory-mapped with `access: .map`.
+    public convenience init(path: String, access: FileAccess = .read) throws {
+        switch access {
+        case .read:
+            let contents = try FileContents(path: path)
+            try self.init(storage: TensorStorage(borrowing: contents.buffer.base, byteCount: contents.size, owner: contents.buffer),
+                          origin: path)
+        case .map:
+            let mapping = try FileMapping(path: path)
+            try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path)
+        }
     }
 
     private init(storage: TensorStorage, origin: String) throws {
@@ -196,6 +214,36 @@ final class SectionBuffer: @unchecked Sendable {
     }
 
     deinit { base.deallocate() }
+}
+
+/// A whole file read into memory (64-byte aligned) with pread: a file that shrinks while it is read is
+/// an `.io` error, never a signal.
+struct FileContents {
+    let buffer: SectionBuffer
+    let size: Int
+
+    init(path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw KilnError(.io, "cannot open '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw KilnError(.io, "cannot stat '\(path)': \(String(cString: strerror(errno)))") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw KilnError(.io, "'\(path)' is not a regular file") }
+        size = Int(info.st_size)
+        buffer = SectionBuffer(byteCount: size)
+        var done = 0
+        while done < size {
+            let n = pread(fd, buffer.base + done, min(size - done, 1 << 30), off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw KilnError(.io, "cannot read '\(path)': \(String(cString: strerror(errno)))")
+            }
+            guard n > 0 else {
+                throw KilnError(.io, "'\(path)' shrank while it was read (\(done) of \(size) bytes were there)")
+            }
+            done += n
+        }
+    }
 }
 
 /// A read-only memory mapping of a whole file; unmapped when the last tensor borrowing from it is gone.
