@@ -82,6 +82,14 @@ let package = Package(
             name: "KilnCLI",
             dependencies: ["Kiln", "KilnTooling", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // The libFuzzer harnesses (Fuzz/README.md): one executable, the target picked by KILN_FUZZ_TARGET.
+        // scripts/fuzz builds it with -sanitize=fuzzer,address -D FUZZING in .build-fuzz; in a normal build
+        // it is a small program that replays inputs, so it always compiles and costs one link.
+        .executableTarget(
+            name: "KilnFuzz",
+            dependencies: ["Kiln", "KilnC", "CKilnABI", "KilnFrontends", "KilnPasses", "KilnTooling"],
+            path: "Fuzz/KilnFuzz"
+        ),
         .testTarget(name: "KilnIRTests", dependencies: ["KilnIR"]),
         // Reads Sources/ and Package.swift as text: no dependencies, so it runs even when a layer is broken.
         .testTarget(name: "KilnArchitectureTests"),

@@ -61,8 +61,9 @@ public enum Kiln {
 
     /// Loads the model at `path` and prepares it to run.
     ///
-    /// A `.kiln` artifact (recognized by its magic bytes, whatever the file is called) is loaded
-    /// memory-mapped, its partitions on the backends they were compiled for. Anything else is imported as
+    /// A `.kiln` artifact (recognized by its magic bytes, whatever the file is called) is read into memory
+    /// (later changes to the file cannot affect the session), its partitions loaded on the backends they
+    /// were compiled for. Anything else is imported as
     /// ONNX and split among the target's backends (`host` by default: `kiln.cpu`, with `kiln.reference` for
     /// what it cannot run), or prepared whole on `options.backend`.
     public static func load(path: String, options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {

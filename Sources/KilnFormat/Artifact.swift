@@ -39,12 +39,30 @@ public final class Artifact: Sendable {
         try self.init(storage: bytes.withUnsafeBytes { TensorStorage(copying: $0) }, origin: origin, trust: trust)
     }
 
-    /// Reads the artifact at `path`, memory-mapping it (uncompressed sections are used in place). With
-    /// trusted keys in `trust`, an artifact without a valid signature by one of them is refused before its
-    /// manifest is decoded or any section is decompressed.
-    public convenience init(path: String, trust: ArtifactTrust = ArtifactTrust()) throws {
-        let mapping = try FileMapping(path: path)
-        try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path, trust: trust)
+    /// How `init(path:access:trust:)` gets at the file's bytes.
+    public enum FileAccess: Sendable {
+        /// Read the whole file into memory at load (the default). The artifact never depends on the file
+        /// again: truncating, rewriting or deleting it after the load cannot affect a run.
+        case read
+        /// Memory-map the file; uncompressed sections are then used in place, without a copy. Only for
+        /// trusted files that nobody changes while the artifact is in use: a file truncated under the
+        /// mapping makes the next access to the lost pages raise SIGBUS, which kills the process.
+        case map
+    }
+
+    /// Reads the artifact at `path`: into memory by default, memory-mapped with `access: .map`. With trusted
+    /// keys in `trust`, an artifact without a valid signature by one of them is refused before its manifest is
+    /// decoded or any section is decompressed.
+    public convenience init(path: String, access: FileAccess = .read, trust: ArtifactTrust = ArtifactTrust()) throws {
+        switch access {
+        case .read:
+            let contents = try FileContents(path: path)
+            try self.init(storage: TensorStorage(borrowing: contents.buffer.base, byteCount: contents.size, owner: contents.buffer),
+                          origin: path, trust: trust)
+        case .map:
+            let mapping = try FileMapping(path: path)
+            try self.init(storage: TensorStorage(borrowing: mapping.base, byteCount: mapping.size, owner: mapping), origin: path, trust: trust)
+        }
     }
 
     private init(storage: TensorStorage, origin: String, trust: ArtifactTrust) throws {
@@ -227,6 +245,33 @@ final class SectionBuffer: @unchecked Sendable {
     }
 
     deinit { free(base) }
+}
+
+/// A whole file read into memory (64-byte aligned) with pread: a file that shrinks while it is read is
+/// an `.io` error, never a signal.
+struct FileContents {
+    let buffer: SectionBuffer
+    let size: Int
+
+    init(path: String) throws {
+        // Regular files only, opened without blocking and within the size cap (a FIFO or a device is refused).
+        let (fd, fileSize) = try RegularFile.open(path)
+        defer { close(fd) }
+        size = fileSize
+        buffer = try SectionBuffer(byteCount: size, what: "'\(path)'")
+        var done = 0
+        while done < size {
+            let n = pread(fd, buffer.base + done, min(size - done, 1 << 30), off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw KilnError(.io, "cannot read '\(path)': \(String(cString: strerror(errno)))")
+            }
+            guard n > 0 else {
+                throw KilnError(.io, "'\(path)' shrank while it was read (\(done) of \(size) bytes were there)")
+            }
+            done += n
+        }
+    }
 }
 
 /// A read-only memory mapping of a whole file; unmapped when the last tensor borrowing from it is gone.

@@ -477,7 +477,8 @@ enum Canonicalizer {
                 node.attributes = resizeLegacyAttributes(mode: mode)
                 return
             }
-            for i in 1..<min(node.inputs.count, 4) {
+            // A Resize without inputs is the verifier's to refuse; 1..<0 would trap (found by fuzzing).
+            for i in 1..<max(1, min(node.inputs.count, 4)) {
                 if let c = constantValue(node.inputs[i]), c.count == 0 { node.inputs[i] = "" }
             }
             // roi only matters for tf_crop_and_resize.

@@ -73,9 +73,9 @@ public enum PluginLoader {
                 guard let dir = opendir(entry) else { continue }
                 var names: [String] = []
                 while let item = readdir(dir) {
-                    let name = withUnsafePointer(to: item.pointee.d_name) {
-                        $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-                    }
+                    // Read the name in place: copying `d_name` reads all 256 bytes, past a short record (ASan).
+                    let name = String(cString: UnsafeRawPointer(item).advanced(by: MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                        .assumingMemoryBound(to: CChar.self))
                     if name.hasSuffix(".so") || name.contains(".so.") || name.hasSuffix(".dylib") { names.append(name) }
                 }
                 closedir(dir)

@@ -107,6 +107,36 @@ struct CABITests {
         try Self.expectReferenceValues(result.stdout)
     }
 
+    /// The concurrency contract (Documentation/CABI.md, "Threads"): 8 threads × 500 runs on one kiln_model
+    /// give the single-threaded outputs, for the ONNX model and its artifact. `scripts/test --sanitize
+    /// thread` runs this under ThreadSanitizer.
+    @Test
+    func oneModelRunsFromEightThreadsAtOnce() throws {
+        let program = try Self.program("threads_test", ["bindings/c/tests/threads_test.c"])
+        for path in [try Self.fixtures().model, try Self.fixtures().artifact] {
+            let result = try ProcessRunner.run(program, [path, "8", "500"], timeout: 600)
+            #expect(result.status == 0, "\(path): \(result.stdout) \(result.stderr)")
+            #expect(result.stdout.contains("ok threads 8 x 500"), "\(path): \(result.stdout)")
+        }
+    }
+
+    /// An artifact file truncated between load and run: a typed error or a correct result, never a signal
+    /// (the program is a child process, so a SIGBUS fails this test instead of killing the runner).
+    @Test
+    func truncatingTheArtifactAfterLoadIsNotASignal() throws {
+        let folder = try Self.fixtures().folder
+        // x: f32[batch, 4] · W: f32[4, 16384] (256 KB, so it goes to a weights section, stored uncompressed:
+        // the case a memory-mapped artifact used in place, and where truncation raised SIGBUS; kiln.reference
+        // reads the weights where they are, kiln.cpu would have packed them into its own memory at load).
+        let onnx = folder + "/large_weight.onnx", artifact = folder + "/large_weight.kiln"
+        try TestModel.writeLargeWeight(to: onnx)
+        try FileSystem.writeAtomically(Kiln.compile(onnxPath: onnx, options: Compiler.Options(compression: .none, backends: ["kiln.reference"])).bytes, to: artifact)
+        let program = try Self.program("truncate_test", ["bindings/c/tests/truncate_test.c"])
+        let result = try ProcessRunner.run(program, [artifact, folder + "/truncated.kiln"])
+        #expect(result.status == 0, "status \(result.status): \(result.stdout) \(result.stderr)")
+        #expect(result.stdout.split(separator: "\n").filter { $0.hasPrefix("ok ") }.count == 2, "\(result.stdout)")
+    }
+
     @Test
     func cppWrapperTestPasses() throws {
         let program = try Self.program("test_kiln", ["bindings/cpp/test_kiln.cpp"], cxx: true)

@@ -22,6 +22,7 @@ enum Toolchain {
         let standard = cxx ? ["-std=c++17"] : ["-std=c11"]
         let arguments = standard + ["-Wall", "-Wextra", "-Werror", "-I", root + "/include", "-I", root + "/bindings/cpp"]
             + sources.map { root + "/" + $0 } + ["-o", output, "-L", lib, "-lKilnC", "-Wl,-rpath," + lib, "-lpthread"] + extraFlags
+            + CToolchain.extraFlags
         let result = try ProcessRunner.run(cxx ? CToolchain.cxxCompiler : CToolchain.cCompiler, arguments)
         guard result.status == 0 else {
             throw KilnError(.internal, "compiling \(sources.joined(separator: " ")) failed:\n\(result.stderr)\(result.stdout)")
@@ -54,6 +55,19 @@ enum TestModel {
             outputs: [B.value("y", .float32, ["batch", 3]), B.value("s", .int64, [2]), B.value("xi", .float32, ["batch", 4])],
             initializers: [B.floatTensor("W", [4, 3], weights), B.floatTensor("b", [3], bias)],
             graphName: "kiln-c-test", producer: "kiln-c-tests")
+        try B.write(model, toFile: path)
+    }
+
+    /// Writes x: f32[batch, 4] → y = x · W, W: f32[4, 16384] (256 KB: a weights section, not inline).
+    static func writeLargeWeight(to path: String) throws {
+        typealias B = ONNXBuilder
+        let columns = 16384
+        let values: [Float] = (0..<(4 * columns)).map { Float($0 % 7) }
+        let y: [ONNXDim] = ["batch", .fixed(columns)]
+        let model = B.model(nodes: [B.node("MatMul", ["x", "W"], ["y"], name: "matmul")],
+                            inputs: [B.value("x", .float32, ["batch", 4])], outputs: [B.value("y", .float32, y)],
+                            initializers: [B.floatTensor("W", [4, columns], values)],
+                            graphName: "large-weight", producer: "kiln-c-tests")
         try B.write(model, toFile: path)
     }
 

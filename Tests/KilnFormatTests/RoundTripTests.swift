@@ -67,8 +67,12 @@ import Testing
             writer.manifest.partitions = [p]
             writer.manifest.producer = .with { $0.name = "kiln"; $0.version = "0.1.0" }
             try writer.write(to: path)
+            for access in [Artifact.FileAccess.read, .map] {
+                let artifact = try Artifact(path: path, access: access)
+                expectSame(model, try artifact.model(), "file/\(codec)/\(access)")
+                #expect(Array(try artifact.section(Int(payload)).bytes) == Array(repeating: 7, count: 5000))
+            }
             let artifact = try Artifact(path: path)
-            expectSame(model, try artifact.model(), "file/\(codec)")
             #expect(payload == 2)
             #expect(Array(try artifact.section(Int(payload)).bytes) == Array(repeating: 7, count: 5000))
             #expect(artifact.manifest.producer.version == "0.1.0")

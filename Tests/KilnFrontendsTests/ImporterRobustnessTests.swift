@@ -15,6 +15,20 @@ import Testing
             initializers: [ONNXBuilder.floatTensor("w", [2, 3], [1, 2, 3, 4, 5, 6])])
     }
 
+    /// Found by fuzzing (Fuzz/regressions/onnx/resize-without-inputs.onnx): a Resize (opset ≥ 11) with no
+    /// inputs trapped in the canonicalizer (`1..<0`); it must be an error, not a crash.
+    @Test func resizeWithoutInputsIsAnErrorNotATrap() {
+        typealias B = ONNXBuilder
+        let model = B.model(nodes: [B.node("Resize", [], ["y"], name: "resize")], inputs: [B.value("x", .float32, [1, 1, 2, 2])],
+                            outputs: [B.value("y", .float32, [1, 1, 4, 4])], opset: 13)
+        let bytes = try! model.serializedBytes() as [UInt8]
+        do {
+            _ = try bytes.withUnsafeBytes { try ONNXImporter().importModel(bytes: $0, directory: nil) }
+        } catch {
+            #expect(error is KilnError)
+        }
+    }
+
     @Test func nonexistentPathIsAnIOError() {
         let path = "/nonexistent-kiln-folder/missing.onnx"
         let error = ONNXBuilder.kilnError { try ONNXImporter().importModel(path: path) }

@@ -38,6 +38,7 @@ public enum PluginBuild {
         let output = "\(cache.folder)/\(name).so"
         let arguments = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Wno-missing-braces", "-Werror", "-shared", "-fPIC", "-fvisibility=hidden",
                          "-I\(root)/include", "-I\(root)/bindings/c/proto"] + defines.map { "-D\($0)" } + ["-o", output] + sources + libraries
+            + CToolchain.extraFlags
         let result = try ProcessRunner.run(CToolchain.cCompiler, arguments)
         guard result.status == 0 else {
             throw KilnError(.internal, "\(CToolchain.cCompiler) \(arguments.joined(separator: " ")) failed:\n\(result.stderr)\(result.stdout)")

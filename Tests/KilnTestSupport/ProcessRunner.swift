@@ -93,6 +93,11 @@ public enum CToolchain {
     public static let cCompiler = ProcessInfo.processInfo.environment["CC"] ?? firstOnPath(["cc", "clang", "gcc"])
     /// `$CXX`, else the first of c++, clang++, g++ on `$PATH`.
     public static let cxxCompiler = ProcessInfo.processInfo.environment["CXX"] ?? firstOnPath(["c++", "clang++", "g++"])
+    /// `$KILN_TEST_CFLAGS`, split on spaces: extra flags for every C and C++ program and plugin the tests
+    /// build. `scripts/test --sanitize MODE` sets `-fsanitize=MODE` here (with `CC`/`CXX` the toolchain's
+    /// clang), so that the programs carry the sanitizer runtime the instrumented libKilnC.so needs.
+    public static let extraFlags: [String] = (ProcessInfo.processInfo.environment["KILN_TEST_CFLAGS"] ?? "")
+        .split(separator: " ").map(String.init)
 
     private static func firstOnPath(_ names: [String]) -> String {
         names.lazy.compactMap(ProcessRunner.which).first ?? names[0]

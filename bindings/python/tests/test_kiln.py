@@ -220,3 +220,33 @@ def test_register_plugin_compile_and_run_on_it(model_path, sample_plugin, tmp_pa
     with pytest.raises(kiln.KilnError) as e:
         kiln.compile(model_path, tmp_path / "bad.kiln", backends="sample.bytecode", fallback="sometimes")
     assert e.value.code == kiln.INVALID_ARGUMENT and "sometimes" in e.value.message
+
+
+def test_one_model_runs_from_eight_threads_at_once(model_path, tmp_path):
+    """The concurrency contract (Documentation/CABI.md, "Threads"): 8 threads x 500 runs on one model give
+    the single-threaded outputs, for the ONNX model and its artifact."""
+    import threading
+
+    artifact = tmp_path / "threads.kiln"
+    kiln.compile(model_path, artifact)
+    for source in (model_path, str(artifact)):
+        model = kiln.load(source)
+        single = model.run({"x": X})
+        failures = []
+
+        def work(index):
+            x = X.copy()
+            for r in range(500):
+                out = model.run({"x": x})
+                if set(out) != set(single) or any(
+                    out[k].dtype != single[k].dtype or out[k].shape != single[k].shape
+                    or out[k].tobytes() != single[k].tobytes() for k in single):
+                    failures.append((index, r))
+                    return
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == [], f"{source}: runs whose outputs differ (thread, run): {failures[:5]}"

@@ -206,7 +206,7 @@ int bc_decode(const void *data, size_t size, bc_program *p, char *why, size_t wh
         for (int k = 0; k < BC_PARAM_COUNT; k++) NEED(get_i64(&r, &in->params[k]), "payload: truncated instruction %u", i);
         for (int k = 0; k < BC_FPARAM_COUNT; k++) NEED(get_f32(&r, &in->fparams[k]), "payload: truncated instruction %u", i);
         if (in->opcode == BC_CONV) {
-            NEED(in->params[0] >= 1, "payload: instruction %u: group %lld", i, (long long)in->params[0]);
+            NEED(in->params[0] >= 1 && in->params[0] < (1 << 20), "payload: instruction %u: group %lld", i, (long long)in->params[0]);
             for (int k = 1; k < BC_PARAM_COUNT; k++)
                 NEED(in->params[k] >= (k >= 3 && k <= 6 ? 0 : 1) && in->params[k] < (1 << 20),
                      "payload: instruction %u: bad convolution parameter %d", i, k);
@@ -381,6 +381,11 @@ static int run_conv(const bc_instruction *in, const bc_tensor *x, const bc_tenso
     int64_t dh = in->params[7], dw = in->params[8];
     int64_t batch = x->shape.dims[0], c_in = x->shape.dims[1], h = x->shape.dims[2], wd = x->shape.dims[3];
     int64_t c_out = w->shape.dims[0], cg = w->shape.dims[1], kh = w->shape.dims[2], kw = w->shape.dims[3];
+    /* A constant's dims are only bounded by its element count, which a zero dim makes 0: bound each dim so
+     * that cg * group and the output-size arithmetic below cannot overflow int64 (found by fuzzing). */
+    for (int k = 0; k < 4; k++)
+        if (x->shape.dims[k] > INT32_MAX || w->shape.dims[k] > INT32_MAX)
+            return fail(why, why_size, "Conv: a dim of X or W exceeds %d", INT32_MAX);
     if (c_in != cg * group || c_out % group != 0)
         return fail(why, why_size, "Conv: X has %lld channels, W expects %lld x group %lld", (long long)c_in, (long long)cg, (long long)group);
     if (bias && (bias->shape.rank != 1 || bias->shape.dims[0] != c_out))

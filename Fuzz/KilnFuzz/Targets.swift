@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CKilnABI
+import Kiln
+import KilnC
+import KilnFrontends
+import KilnPasses
+import KilnTooling
+
+/// The fuzz targets: each takes one input and must return (with a result or a thrown `KilnError`) for
+/// every input; a crash, a trap or a sanitizer report is a bug. `scripts/fuzz NAME` picks one through
+/// `KILN_FUZZ_TARGET`.
+enum FuzzTarget: String, CaseIterable {
+    /// ONNX bytes → `ONNXImporter.importModel(bytes:directory:)` (which canonicalizes older opsets) →
+    /// shape inference → the optimization pipeline of level 2.
+    case onnx
+    /// `.kiln` bytes → `Artifact(bytes:)` → `model()` → `Session(artifactBytes:backends:)`.
+    case artifact
+    /// `.npy` bytes → `NPY.decode`.
+    case npy
+    /// Bytes → `kiln_model_load_memory` through the C ABI (ONNX or `.kiln`, as the bytes say).
+    case cabi
+
+    /// The target `KILN_FUZZ_TARGET` names (one of the cases), read once.
+    static let selected: FuzzTarget? = {
+        guard let name = getenv("KILN_FUZZ_TARGET").map({ String(cString: $0) }) else { return nil }
+        return FuzzTarget(rawValue: name)
+    }()
+
+    /// Runs the target on one input. Errors are the expected outcome for bad input and are dropped.
+    func run(_ bytes: UnsafeRawBufferPointer) {
+        switch self {
+        case .onnx:
+            do {
+                var model = try ONNXImporter().importModel(bytes: bytes, directory: nil)
+                _ = try ShapeInference().run(&model.graph, context: PassContext())
+                _ = try PassManager(level: 2).run(&model)
+            } catch {}
+        case .artifact:
+            do {
+                let array = [UInt8](bytes)
+                let artifact = try Artifact(bytes: array)
+                _ = try artifact.model()
+                _ = try Session(artifactBytes: array, backends: Kiln.backends)
+            } catch {}
+        case .npy:
+            _ = try? NPY.decode([UInt8](bytes))
+        case .cabi:
+            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+            var model: OpaquePointer?
+            if let error = kiln_model_load_memory(Self.context, base, bytes.count, nil, &model) {
+                kiln_error_free(error)
+            }
+            kiln_model_free(model)
+        }
+    }
+
+    /// One C ABI context for every input (creating it registers the backends).
+    nonisolated(unsafe) static let context: OpaquePointer? = {
+        var context: OpaquePointer?
+        if let error = kiln_context_create(nil, &context) {
+            kiln_error_free(error)
+            fatalError("kiln_context_create failed")
+        }
+        return context
+    }()
+}
