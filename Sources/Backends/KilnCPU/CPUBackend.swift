@@ -43,14 +43,14 @@ public struct CPUBackend: Backend {
     /// Lowers, fuses and packs `graph`; plans memory now when every input shape is static. Nodes of `graph`
     /// that kiln.cpu rejects or cannot lower are a `CompileRefusal` naming them.
     public func prepare(_ graph: Graph) throws -> any Executable {
+        // A graph output with an empty name has no value id: the graph is malformed, whatever its nodes.
+        if let bad = graph.outputs.firstIndex(where: { $0.name.isEmpty }) {
+            throw KilnError(.invalidModel, "kiln.cpu: graph output #\(bad) has an empty name")
+        }
         let rejected = rejections(in: graph)
         if !rejected.isEmpty { throw CompileRefusal(backend: info.name, rejections: rejected, in: graph) }
         if let missing = target.missing(on: CPUFeatures.host) {
             throw KilnError(.unsupported, "kiln.cpu target \(target.rawValue) needs \(missing), which this CPU lacks (it has: \(CPUFeatures.host))")
-        }
-        // A graph output with an empty name has no value id: refuse it instead of indexing with -1.
-        if let bad = graph.outputs.firstIndex(where: { $0.name.isEmpty }) {
-            throw KilnError(.invalidModel, "kiln.cpu: graph output #\(bad) has an empty name")
         }
         var lowering = Lowering(graph: graph)
         let program = try lowering.lower()
