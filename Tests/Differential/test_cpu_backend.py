@@ -40,7 +40,7 @@ def test_cpu_backend_rejects_what_it_cannot_run(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    # LRN: an op kiln.cpu leaves to kiln.reference (its README lists them).
+    # LRN: an op kiln.cpu has no kernel for yet, so it is refused by name or falls back.
     node = helper.make_node("LRN", ["a"], ["y"], size=3)
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 3, 2, 2])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])])
