@@ -118,6 +118,7 @@ enum SwiftOps {
     // MARK: Slice, Split, Pad, Expand, Tile
 
     static func slice(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 3 else { throw b.invalid("Slice needs data, starts and ends inputs, got \(ins.count)") }
         let xs = try b.shape(ins[0])
         let starts = try b.requireKnownInts(ins[1]), ends = try b.requireKnownInts(ins[2])
         let axes = ins.count > 3 && ins[3] >= 0 ? try b.requireKnownInts(ins[3]) : Array(0..<starts.count)
