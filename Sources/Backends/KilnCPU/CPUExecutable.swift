@@ -77,7 +77,9 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                 stage = .needsKnown(need.value)
             } else {
                 guard need.operation > start else {
-                    throw KilnError(.unsupported, "kiln.cpu: value '\(program.names[need.value])' is needed before it can be computed")
+                    // A missing (absent optional) input has no id: name it by number rather than index with it.
+                    let name = program.names.indices.contains(need.value) ? "'\(program.names[need.value])'" : "#\(need.value)"
+                    throw KilnError(.unsupported, "kiln.cpu: value \(name) is needed before it can be computed")
                 }
                 let (plan, known) = try PlanBuilder(program: program, pool: pool, inputs: signature, carried: carried, start: start, memoryBudget: memoryBudget)
                     .build(until: need.operation)
