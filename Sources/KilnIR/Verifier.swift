@@ -6,6 +6,9 @@
 ///   initializer, or (in a subgraph) by the enclosing graphs before the node that owns the subgraph;
 /// - nodes are in topological order, hence the graph has no cycles;
 /// - every graph output is produced;
+/// - a node of a known ONNX op has as many inputs and outputs as some version of the op allows, and
+///   its required inputs and outputs are present (so a backend may read a required position
+///   without checking the count; it checks only the optional ones);
 /// - subgraphs satisfy all of this too, with the values of the enclosing graphs in scope.
 ///
 /// Every problem is collected; the error lists them (the first 20).
@@ -52,6 +55,7 @@ public enum Verifier {
         for (index, node) in graph.nodes.enumerated() {
             let where_ = "\(path): node #\(index)\(node.name.isEmpty ? "" : " '\(node.name)'") (\(node.op))"
             if node.op.name.isEmpty { problems.append("\(where_) has no operator name") }
+            checkArity(node, where_, &problems)
             for input in node.inputs where !input.isEmpty {
                 if defined.contains(input) || outer.contains(input) { continue }
                 if let later = producer[input], later >= index {
@@ -95,6 +99,24 @@ public enum Verifier {
                 problems.append("\(path): output '\(output.name)' is not produced")
             }
         }
+    }
+
+    /// Adds a problem when `node` has fewer or more inputs or outputs than its op's schema allows, or
+    /// leaves a required one absent (an empty name). Ops the catalog has no signature for (Kiln's own
+    /// ops, custom domains) are not checked here; their backends check them.
+    static func checkArity(_ node: Node, _ where_: String, _ problems: inout [String]) {
+        guard let signature = OpCatalog.standard[node.op]?.signature else { return }
+        func check(_ names: [String], _ what: String, _ count: (lowerBound: Int, upperBound: Int?)) {
+            if let upper = count.upperBound, names.count > upper {
+                problems.append("\(where_) has \(names.count) \(what)s; \(node.op) takes at most \(upper)")
+            } else if names.count < count.lowerBound {
+                problems.append("\(where_) has \(names.count) \(what)\(names.count == 1 ? "" : "s"); \(node.op) needs at least \(count.lowerBound)")
+            } else if let absent = names.prefix(count.lowerBound).firstIndex(where: \.isEmpty) {
+                problems.append("\(where_) leaves its required \(what) #\(absent) absent")
+            }
+        }
+        check(node.inputs, "input", signature.inputCount)
+        check(node.outputs, "output", signature.outputCount)
     }
 
     /// A cycle among the nodes of `graph` (node indices, the first repeated at the end), or nil when

@@ -39,9 +39,11 @@ public final class Session: @unchecked Sendable {
         return partitions.map(\.backend).filter { seen.insert($0.info.name).inserted }
     }
 
-    /// Prepares `model` on `backend`. Fails with `.unsupported`, listing every node the backend cannot run
+    /// Prepares `model` on `backend`. Fails with `.invalidModel` when the graph breaks the IR's invariants
+    /// (`Verifier`), and with `.unsupported`, listing every node the backend cannot run
     /// as `(domain, op, opset)` with node names, when there are any.
     public convenience init(model: Model, backend: any Backend) throws {
+        try Verifier.verify(model.graph)  // backends rely on the IR's invariants (arity included)
         let rejections = backend.rejections(in: model.graph)
         if !rejections.isEmpty {
             throw Rejection.error(rejections, in: model, backend: backend.info.name)
@@ -64,6 +66,7 @@ public final class Session: @unchecked Sendable {
     /// it claimed while preparing them has them rejected and the graph is partitioned again, as the compiler
     /// does (`Partitioner.plan(_:building:)`); the report says so.
     public convenience init(model: Model, partitioner: Partitioner) throws {
+        try Verifier.verify(model.graph)  // backends rely on the IR's invariants (arity included)
         let graph = model.graph
         let (plan, executables) = try partitioner.plan(model) { i, partition, subgraph -> any Executable in
             do {

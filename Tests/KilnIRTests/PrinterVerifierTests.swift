@@ -3,7 +3,8 @@ import Testing
 
 /// The textual IR printer.
 @Suite struct PrinterTests {
-    /// A graph with attributes, an omitted input, an initializer and an If with two branches.
+    /// A graph with attributes, an omitted input and output, an op of a custom domain, an initializer and an If
+    /// with two branches.
     static func sample() -> Graph {
         let thenBranch = Graph(name: "then_body", outputs: [Value(name: "t", type: .tensor(TensorType(.float32, fixed: [2])))],
                                nodes: [Node(op: OpID("", "Identity"), inputs: ["y"], outputs: ["t"])])
@@ -19,7 +20,7 @@ import Testing
                 Node(name: "conv 1", op: OpID("", "Conv"), inputs: ["x", "w", ""], outputs: ["y"],
                      attributes: ["strides": .ints([1, 1]), "pads": .ints([0, 0, 1, 1]), "auto_pad": .string("NOTSET"),
                                   "alpha": .float(0.5)]),
-                Node(op: OpID("ai.onnx.ml", "LabelEncoder"), inputs: ["y"], outputs: ["", "weird name"]),
+                Node(op: OpID("com.example", "Encode"), inputs: ["y"], outputs: ["", "weird name"]),
                 Node(name: "if", op: OpID("", "If"), inputs: ["c"], outputs: ["out"],
                      attributes: ["then_branch": .graph(thenBranch), "else_branch": .graph(elseBranch)]),
             ]
@@ -33,7 +34,7 @@ import Testing
               input %c: bool[]
               init %w: f32[3]
               %y = Conv(%x, %w, _) {alpha=0.5, auto_pad="NOTSET", pads=[0, 0, 1, 1], strides=[1, 1]}  # conv 1
-              _, %"weird name" = ai.onnx.ml.LabelEncoder(%y)
+              _, %"weird name" = com.example.Encode(%y)
               %out = If(%c) {}  # if
                 else_branch: graph else_body {
                   %e = Neg(%y)
@@ -133,6 +134,23 @@ import Testing
         let g = Graph(outputs: [Value(name: "w")], initializers: ["w": Tensor(int64s: [1])],
                       nodes: [Node(op: OpID("", "Constant"), inputs: [], outputs: ["w"])])
         #expect(try #require(problems(g)).contains("redefines 'w'"))
+    }
+
+    @Test func rejectsNodesWithTheWrongNumberOfInputsOrOutputs() throws {
+        let x = Value(name: "x", type: f32), y = Value(name: "y", type: f32)
+        func graph(_ node: Node) -> Graph { Graph(name: "g", inputs: [x], outputs: [x], nodes: [node]) }
+        #expect(problems(graph(Node(op: OpID("", "MatMul"), inputs: ["x"], outputs: ["y"])))?
+            .contains("has 1 input; MatMul needs at least 2") == true)
+        #expect(problems(graph(Node(op: OpID("", "Relu"), inputs: ["x", "x"], outputs: ["y"])))?
+            .contains("has 2 inputs; Relu takes at most 1") == true)
+        #expect(problems(graph(Node(op: OpID("", "Shape"), inputs: ["x"], outputs: [])))?
+            .contains("has 0 outputs; Shape needs at least 1") == true)
+        #expect(problems(graph(Node(op: OpID("", "Gemm"), inputs: ["x", ""], outputs: ["y"])))?
+            .contains("leaves its required input #1 absent") == true)
+        // Optional inputs may be absent or left off; variadic ops take any number; unknown ops are not checked.
+        #expect(problems(Graph(name: "g", inputs: [x], outputs: [y], nodes: [Node(op: OpID("", "Clip"), inputs: ["x", "", ""], outputs: ["y"])])) == nil)
+        #expect(problems(Graph(name: "g", inputs: [x], outputs: [y], nodes: [Node(op: OpID("", "Sum"), inputs: ["x", "x", "x", "x"], outputs: ["y"])])) == nil)
+        #expect(problems(graph(Node(op: OpID("com.example", "Anything"), inputs: [], outputs: [])))  == nil)
     }
 
     @Test func rejectsUnproducedOutputs() throws {
