@@ -35,15 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     free(encoded.data);
 
-    /* Run it on small inputs, as the plugin's execute does; errors are fine, crashes are not. A Conv whose
-     * strides, pads or dilations exceed 64 is not run: the decoder allows up to 2^20, and the interpreter's
-     * work grows with them without a cap (a known finding, Documentation/Reliability.md), which would make
-     * every such input a timeout and stall the fuzzer. */
-    int heavy = 0;
-    for (uint32_t i = 0; i < program.instruction_count; i++)
-        if (program.instructions[i].opcode == BC_CONV)
-            for (int k = 1; k < BC_PARAM_COUNT; k++) heavy |= program.instructions[i].params[k] > 64;
-    if (!heavy && program.input_count <= 8 && program.output_count <= 8) {
+    /* Run it on small inputs, as the plugin's execute does; errors are fine, crashes are not. scripts/fuzz
+     * builds this with a lower BC_MAX_WORK, so the interpreter's work cap (not a skip here) keeps every
+     * input fast. */
+    if (program.input_count <= 8 && program.output_count <= 8) {
         bc_tensor inputs[8], outputs[8];
         memset(outputs, 0, sizeof outputs);
         float values[64];

@@ -232,6 +232,16 @@ void bc_tensor_release(bc_tensor *t) {
     t->owned = 0;
 }
 
+/* Whether the product of `factors` (an instruction's loop trip counts) exceeds BC_MAX_WORK; 0 when one is 0. */
+static int work_exceeds_cap(const int64_t *factors, int count) {
+    for (int i = 0; i < count; i++)
+        if (factors[i] <= 0) return 0;
+    uint64_t total = 1;
+    for (int i = 0; i < count; i++)
+        if (__builtin_mul_overflow(total, (uint64_t)factors[i], &total) || total > (uint64_t)BC_MAX_WORK) return 1;
+    return 0;
+}
+
 static int make_output(bc_tensor *out, const bc_shape *shape, char *why, size_t why_size) {
     int64_t n = bc_element_count(shape);
     if (n < 0 || (uint64_t)n > SIZE_MAX / 4) return fail(why, why_size, "result of %lld elements is too large", (long long)n);
@@ -392,6 +402,12 @@ static int run_conv(const bc_instruction *in, const bc_tensor *x, const bc_tenso
         return fail(why, why_size, "Conv: B must have shape [%lld]", (long long)c_out);
     int64_t oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1, ow = (wd + pl + pr - dw * (kw - 1) - 1) / sw + 1;
     if (oh < 0 || ow < 0) return fail(why, why_size, "Conv: the kernel is larger than the padded input");
+    /* Pads and strides make the output large without large inputs: cap the loop below (found by fuzzing). */
+    const int64_t work[] = {batch, c_out, oh, ow, cg, kh, kw};
+    if (work_exceeds_cap(work, 7))
+        return fail(why, why_size, "Conv: %lld x %lld x %lld x %lld outputs of %lld x %lld x %lld terms exceed the interpreter's cap of %lld multiply-adds",
+                    (long long)batch, (long long)c_out, (long long)oh, (long long)ow, (long long)cg, (long long)kh, (long long)kw,
+                    (long long)BC_MAX_WORK);
     bc_shape shape = {4, {batch, c_out, oh, ow}};
     if (make_output(out, &shape, why, why_size)) return 1;
     int64_t out_per_group = c_out / group;

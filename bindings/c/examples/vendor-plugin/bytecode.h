@@ -20,6 +20,11 @@
 
 #define BC_MAX_RANK 16
 #define BC_NO_REGISTER 0xFFFFFFFFu
+/* The most multiply-adds one instruction may do: the interpreter has no deadline of its own, so a small
+ * program must not keep it busy for minutes (about a second at this cap). The fuzz harness lowers it. */
+#ifndef BC_MAX_WORK
+#define BC_MAX_WORK ((int64_t)1 << 30)
+#endif
 
 enum bc_opcode { BC_RELU = 1, BC_ADD = 2, BC_MATMUL = 3, BC_GEMM = 4, BC_CONV = 5 };
 
