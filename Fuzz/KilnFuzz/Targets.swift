@@ -44,19 +44,35 @@ enum FuzzTarget: String, CaseIterable {
                 let array = [UInt8](bytes)
                 let artifact = try Artifact(bytes: array)
                 _ = try artifact.model()
-                _ = try Session(artifactBytes: array, backends: Kiln.backends)
+                _ = try Session(artifactBytes: array, backends: Self.budgeted)
             } catch {}
         case .npy:
             _ = try? NPY.decode([UInt8](bytes))
         case .cabi:
             guard let base = bytes.baseAddress, bytes.count > 0 else { return }
             var model: OpaquePointer?
-            if let error = kiln_model_load_memory(Self.context, base, bytes.count, nil, &model) {
+            var options = kiln_load_options()
+            options.struct_size = MemoryLayout<kiln_load_options>.size
+            options.memory_budget_mb = UInt64(Self.memoryBudgetMB)
+            if let error = kiln_model_load_memory(Self.context, base, bytes.count, &options, &model) {
                 kiln_error_free(error)
             }
             kiln_model_free(model)
         }
     }
+
+    /// The memory budget the targets that prepare graphs give kiln.cpu: half the fuzzer's 4 GB limit, as
+    /// an application in a process of that size would, so a model whose plan needs more is refused by the
+    /// budget (a typed error) rather than allocated.
+    static let memoryBudgetMB = 2048
+
+    /// The built-in backends with kiln.cpu's memory budget set.
+    static let budgeted: BackendRegistry = {
+        guard let registry = try? Kiln.backends.configured(BackendConfiguration(options: ["memory_budget_mb": "\(memoryBudgetMB)"])) else {
+            fatalError("cannot configure the built-in backends")
+        }
+        return registry
+    }()
 
     /// One C ABI context for every input (creating it registers the backends).
     nonisolated(unsafe) static let context: OpaquePointer? = {

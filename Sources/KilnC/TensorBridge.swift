@@ -119,7 +119,7 @@ enum TensorBridge {
             let storage = TensorStorage(borrowing: base, byteCount: count * width, owner: owner)
             return Tensor(dtype: dtype, shape: shape, storage: storage)
         }
-        let storage = TensorStorage(byteCount: count * width) { destination in
+        let storage = try TensorStorage(byteCount: count * width, what: "a copy of \(what)") { destination in
             forEachElement(shape: shape, strides: t.strides!, width: width) { i, offset in
                 (destination.baseAddress! + i * width).copyMemory(from: base + offset, byteCount: width)
             }

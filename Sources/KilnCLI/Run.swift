@@ -200,6 +200,10 @@ struct Run: ParsableCommand {
 
 /// Random inputs for `kiln run --random`.
 enum RandomInput {
+    /// The most elements `--random` makes for one input (2^28: a second or so of generating, 2 GiB of
+    /// doubles on the way); a model that wants more is given real data.
+    static let maxElements = 1 << 28
+
     /// A random tensor of `input`'s type: symbolic and unknown dims are 1; floating-point elements
     /// are uniform in [-1, 1), integers in [0, 10), bools either.
     static func make(for input: Value, using generator: inout SplitMix64) throws -> Tensor {
@@ -215,6 +219,9 @@ enum RandomInput {
         }
         let shape = dims.map { $0.value ?? 1 }
         let count = try ElementCount.of(shape, dtype: type.dtype, what: "--random input '\(input.name)'")
+        guard count <= maxElements else {
+            throw KilnError(.invalidArgument, "--random input '\(input.name)' would have \(count) elements (shape \(shape)); --random makes at most \(maxElements): give it with --input")
+        }
         let dtype = type.dtype
         if dtype == .string {
             let words = ["a", "b", "c", "d"]

@@ -237,14 +237,11 @@ final class SectionBuffer: @unchecked Sendable {
     /// `byteCount` bytes, or an `.invalidArtifact` error when the memory cannot be had (never an abort).
     init(byteCount: Int, what: String) throws {
         self.byteCount = byteCount
-        var p: UnsafeMutableRawPointer?
-        guard posix_memalign(&p, ArtifactFormat.alignment, max(byteCount, 1)) == 0, let p else {
-            throw KilnError(.invalidArtifact, "\(what): cannot allocate \(byteCount) bytes to decompress it")
-        }
-        base = p
+        base = try AlignedMemory.allocate(byteCount: byteCount, alignment: ArtifactFormat.alignment,
+                                          what: "decompressing \(what)", code: .invalidArtifact)
     }
 
-    deinit { free(base) }
+    deinit { AlignedMemory.free(base) }
 }
 
 /// A whole file read into memory (64-byte aligned) with pread: a file that shrinks while it is read is

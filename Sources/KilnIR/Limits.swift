@@ -104,3 +104,29 @@ public enum RegularFile {
         return result
     }
 }
+
+/// Memory for large buffers whose size comes from a model (an executable's arena, a decompressed section):
+/// allocation failure is a typed error here, where Swift's `UnsafeMutableRawPointer.allocate` would end the
+/// process. Free it with `AlignedMemory.free`.
+public enum AlignedMemory {
+    /// `byteCount` bytes (at least `alignment`) aligned to `alignment`, uninitialized; a `code` error naming
+    /// `what` and the size when the system cannot provide them (an address-space limit, overcommit refused).
+    public static func allocate(byteCount: Int, alignment: Int = 64, what: @autoclosure () -> String,
+                                code: KilnError.Code = .runtime) throws -> UnsafeMutableRawPointer {
+        var memory: UnsafeMutableRawPointer?
+        guard byteCount >= 0, posix_memalign(&memory, alignment, max(byteCount, alignment)) == 0, let memory else {
+            let mib = (Double(byteCount) / 1_048_576 * 10).rounded() / 10
+            throw KilnError(code, "cannot allocate \(byteCount) bytes (\(mib) MiB) for \(what())")
+        }
+        return memory
+    }
+
+    /// Releases memory from `allocate`.
+    public static func free(_ memory: UnsafeMutableRawPointer) {
+        #if canImport(Glibc)
+        Glibc.free(memory)
+        #else
+        Darwin.free(memory)
+        #endif
+    }
+}

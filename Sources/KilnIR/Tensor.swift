@@ -20,14 +20,32 @@ public final class TensorStorage: @unchecked Sendable {
         self.init(byteCount: byteCount) { _ in }
     }
 
-    /// Allocates `byteCount` bytes (zeroed) and lets `initialize` fill them.
-    public init(byteCount: Int, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
-        let memory = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+    /// Allocates `byteCount` bytes (zeroed) and lets `initialize` fill them. The process ends if the system
+    /// cannot provide them: where the size comes from outside (a bound input, a model's shapes), use
+    /// `init(byteCount:what:initialize:)`, which throws instead.
+    public convenience init(byteCount: Int, initialize: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
+        guard let memory = try? AlignedMemory.allocate(byteCount: max(byteCount, 1), what: "a tensor") else {
+            fatalError("cannot allocate \(byteCount) bytes for a tensor")
+        }
+        try self.init(adopting: memory, byteCount: byteCount, initialize: initialize)
+    }
+
+    /// Allocates `byteCount` bytes (zeroed) and lets `initialize` fill them; a `.runtime` error naming `what`
+    /// when the system cannot provide them (an address-space limit, refused overcommit).
+    public convenience init(byteCount: Int, what: @autoclosure () -> String,
+                initialize: (UnsafeMutableRawBufferPointer) throws -> Void = { _ in }) throws {
+        let memory = try AlignedMemory.allocate(byteCount: max(byteCount, 1), what: what())
+        try self.init(adopting: memory, byteCount: byteCount, initialize: initialize)
+    }
+
+    /// Zeroes `memory` (from `AlignedMemory.allocate`, at least one byte), lets `initialize` fill it and owns it.
+    private init(adopting memory: UnsafeMutableRawPointer, byteCount: Int,
+                 initialize: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
         do {
             try initialize(UnsafeMutableRawBufferPointer(start: memory, count: byteCount))
         } catch {
-            memory.deallocate()
+            AlignedMemory.free(memory)
             throw error
         }
         self.base = UnsafeRawPointer(memory)
@@ -55,7 +73,7 @@ public final class TensorStorage: @unchecked Sendable {
     public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: byteCount) }
 
     deinit {
-        if ownsMemory { UnsafeMutableRawPointer(mutating: base).deallocate() }
+        if ownsMemory { AlignedMemory.free(UnsafeMutableRawPointer(mutating: base)) }
     }
 }
 

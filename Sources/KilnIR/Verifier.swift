@@ -105,18 +105,24 @@ public enum Verifier {
     /// leaves a required one absent (an empty name). Ops the catalog has no signature for (Kiln's own
     /// ops, custom domains) are not checked here; their backends check them.
     static func checkArity(_ node: Node, _ where_: String, _ problems: inout [String]) {
-        guard let signature = OpCatalog.standard[node.op]?.signature else { return }
-        func check(_ names: [String], _ what: String, _ count: (lowerBound: Int, upperBound: Int?)) {
+        guard let signature = OpCatalog.standard[node.op]?.signature,
+              let problem = arityProblem(node, signature) else { return }
+        problems.append("\(where_) \(problem)")
+    }
+
+    /// What is wrong with `node`'s input and output counts under `signature`, or nil when nothing is.
+    static func arityProblem(_ node: Node, _ signature: OpSignature) -> String? {
+        func check(_ names: [String], _ what: String, _ count: (lowerBound: Int, upperBound: Int?)) -> String? {
             if let upper = count.upperBound, names.count > upper {
-                problems.append("\(where_) has \(names.count) \(what)s; \(node.op) takes at most \(upper)")
+                return "has \(names.count) \(what)s; \(node.op) takes at most \(upper)"
             } else if names.count < count.lowerBound {
-                problems.append("\(where_) has \(names.count) \(what)\(names.count == 1 ? "" : "s"); \(node.op) needs at least \(count.lowerBound)")
+                return "has \(names.count) \(what)\(names.count == 1 ? "" : "s"); \(node.op) needs at least \(count.lowerBound)"
             } else if let absent = names.prefix(count.lowerBound).firstIndex(where: \.isEmpty) {
-                problems.append("\(where_) leaves its required \(what) #\(absent) absent")
+                return "leaves its required \(what) #\(absent) absent"
             }
+            return nil
         }
-        check(node.inputs, "input", signature.inputCount)
-        check(node.outputs, "output", signature.outputCount)
+        return check(node.inputs, "input", signature.inputCount) ?? check(node.outputs, "output", signature.outputCount)
     }
 
     /// A cycle among the nodes of `graph` (node indices, the first repeated at the end), or nil when

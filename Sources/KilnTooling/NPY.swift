@@ -119,7 +119,7 @@ public enum NPY {
         guard available == byteCount else {
             throw fail("\(available - byteCount) unexpected bytes after the data of shape \(header.shape) of '\(header.descr)'")
         }
-        let storage = TensorStorage(byteCount: byteCount) { destination in
+        let storage = try TensorStorage(byteCount: byteCount, what: "the data of \(source)") { destination in
             guard byteCount > 0 else { return }
             bytes.withUnsafeBytes { source in
                 destination.baseAddress!.copyMemory(from: source.baseAddress! + dataStart, byteCount: byteCount)

@@ -64,6 +64,29 @@ import Testing
         #expect(result.stderr.contains("--random input 'x'"), "\(result.stderr)")
     }
 
+    @Test func randomInputsOverTheCapAreRefused() throws {
+        let path = folder + "/large.onnx"
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [1, .fixed(1 << 31), 5, 4])],
+                              outputs: [ONNXBuilder.value("y")], nodes: [ONNXBuilder.node("Relu", ["x"], ["y"])])
+        let result = try KilnTool.run(["run", path, "--random", "--backend", "kiln.reference"], timeout: 120)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("--random makes at most 268435456"), "\(result.stderr)")
+    }
+
+    /// kiln.cpu's arena for a model whose values need 8 GiB (a ConstantOfShape of 2^31 floats, then an Add),
+    /// in a process limited to 4 GB of address space (as the fuzzers run): a typed error naming the arena,
+    /// not a trap in Swift's allocator (a fuzz finding, through the C ABI's model loading).
+    @Test func anArenaTheSystemCannotProvideIsATypedError() throws {
+        let path = folder + "/arena.onnx"
+        try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [1])], outputs: [ONNXBuilder.value("y")],
+                              nodes: [ONNXBuilder.node("ConstantOfShape", ["s"], ["c"]), ONNXBuilder.node("Add", ["c", "x"], ["y"])],
+                              initializers: [ONNXBuilder.int64Tensor("s", [1], [1 << 31])])
+        let result = try ProcessRunner.run("/bin/bash", ["-c", "ulimit -v 4194304; exec \"$0\" run \"$1\" --random", try TestPaths.kiln(), path],
+                                           timeout: 120)
+        #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
+        #expect(result.stderr.contains("cannot allocate ") && result.stderr.contains("kiln.cpu's value arena"), "\(result.stderr)")
+    }
+
     @Test func runTimeoutStopsTheRun() throws {
         let result = try KilnTool.run(["run", model, "--random", "--timeout", "0.000000001"])
         #expect(result.status == 1)

@@ -2,6 +2,20 @@ import Testing
 @testable import KilnIR
 
 @Suite struct TensorTests {
+    /// Memory the system cannot provide is a typed error naming what it was for, where Swift's allocator
+    /// would end the process (found by fuzzing under a 4 GB address-space limit: kiln.cpu's arena).
+    @Test func allocationsTheSystemRefusesAreTypedErrors() throws {
+        let error = #expect(throws: KilnError.self) { try AlignedMemory.allocate(byteCount: 1 << 62, what: "the test's arena") }
+        #expect(error?.code == .runtime)
+        #expect(error?.message.contains("cannot allocate 4611686018427387904 bytes") == true && error?.message.contains("the test's arena") == true,
+                "\(error?.message ?? "")")
+        let storage = #expect(throws: KilnError.self) { try TensorStorage(byteCount: 1 << 62, what: "an input") }
+        #expect(storage?.message.contains("an input") == true)
+        // What the system can provide comes back zeroed and filled.
+        let small = try TensorStorage(byteCount: 16, what: "a small tensor") { $0[3] = 7 }
+        #expect(Array(small.bytes) == [0, 0, 0, 7] + [UInt8](repeating: 0, count: 12))
+    }
+
     @Test func elementsRoundTripAndShareStorageOnReshape() {
         let t = Tensor(shape: [2, 3], [Float](arrayLiteral: 1, 2, 3, 4, 5, 6))
         #expect(t.count == 6 && t.rank == 2 && t.dtype == .float32)

@@ -78,17 +78,18 @@ final class Plan: @unchecked Sendable {
     private let arenaMemory: UnsafeMutableRawPointer
 
     init(steps: [Step], locations: [Location], scratchOffsets: [Int], arenaBytes: Int, unsharedBytes: Int,
-         outputs: [(id: Int, shape: [Int], dtype: DType)], retained: [Tensor], pool: ThreadPool) {
+         outputs: [(id: Int, shape: [Int], dtype: DType)], retained: [Tensor], pool: ThreadPool) throws {
         self.steps = steps
         self.arenaBytes = arenaBytes
         self.unsharedBytes = unsharedBytes
         self.outputs = outputs
         self.retained = retained
-        arenaMemory = UnsafeMutableRawPointer.allocate(byteCount: max(arenaBytes, 64), alignment: 64)
+        // The arena's size follows from the model's shapes: a failed allocation is an error, not a trap.
+        arenaMemory = try AlignedMemory.allocate(byteCount: arenaBytes, what: "kiln.cpu's value arena")
         frame = Frame(arena: arenaMemory, locations: locations, scratchOffsets: scratchOffsets, pool: pool)
     }
 
-    deinit { arenaMemory.deallocate() }
+    deinit { AlignedMemory.free(arenaMemory) }
 
     /// Runs every step on `inputs` (pointers to the caller's tensors, in program input order) and copies
     /// the outputs out. `profile`, when given, receives each step's start and duration in nanoseconds.
@@ -112,10 +113,10 @@ final class Plan: @unchecked Sendable {
         } else {
             for step in steps { try step.body(frame) }
         }
-        return outputs.map { output in
+        return try outputs.map { output in
             let bytes = output.shape.reduce(1, *) * output.dtype.byteWidth!
             let source = frame.raw(output.id)
-            let storage = TensorStorage(byteCount: bytes) { dst in
+            let storage = try TensorStorage(byteCount: bytes, what: "a kiln.cpu output") { dst in
                 if bytes > 0 { dst.baseAddress!.copyMemory(from: source, byteCount: bytes) }
             }
             return Tensor(dtype: output.dtype, shape: output.shape, storage: storage)

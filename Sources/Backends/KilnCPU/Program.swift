@@ -446,7 +446,7 @@ final class PlanBuilder {
             outputs.append((id, shape, dtype))
             if known[id] != nil { knownOutputs.insert(id) }
         }
-        let plan = Plan(steps: steps, locations: locations, scratchOffsets: scratchBuffers.map { memory.offsets[$0] },
+        let plan = try Plan(steps: steps, locations: locations, scratchOffsets: scratchBuffers.map { memory.offsets[$0] },
                         arenaBytes: memory.arenaBytes, unsharedBytes: memory.unsharedBytes, outputs: outputs,
                         retained: retained, pool: pool)
         return (plan, knownOutputs)

@@ -135,9 +135,13 @@ struct NodeInference {
         return .fixed(Int(value.rounded(.down)))
     }
 
-    /// Runs the catalog's rule for the node's op, if it has one.
+    /// Runs the catalog's rule for the node's op, if it has one. Rules read the inputs and write the
+    /// outputs the op's schema requires without counting them, so a node outside its schema's counts (which
+    /// the verifier refuses; inference may run before it) is left with unknown outputs instead.
     mutating func infer() throws {
-        try OpCatalog.standard[node.op]?.shapeRule?(&self)
+        guard let schema = OpCatalog.standard[node.op], let rule = schema.shapeRule else { return }
+        if let signature = schema.signature, Verifier.arityProblem(node, signature) != nil { return }
+        try rule(&self)
     }
 
     /// The rule of ops whose one output has the element type and shape of input 0.
