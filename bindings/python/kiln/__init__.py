@@ -8,7 +8,7 @@
     with kiln.load("model.kiln", memory_budget_mb=64) as model:   # close() frees it deterministically
         model.run({"x": array}, timeout_ms=50)
 
-Errors from the library raise KilnError(code, message), or rather one of its subclasses (IOError_, InvalidModelError,
+Errors from the library raise KilnError(code, message), or rather one of its subclasses (KilnIOError, InvalidModelError,
 UnsupportedError, InvalidArgumentError, KilnRuntimeError, InvalidArtifactError, VersionMismatchError, InternalError;
 RunTimeoutError and MemoryBudgetError for the run deadline and kiln.cpu's memory budget). A wheel built by
 scripts/build-wheel carries libkiln and the plugins inside the package; see Documentation/Python.md.
@@ -26,7 +26,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequ
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KilnError", "IOError_", "InvalidModelError", "UnsupportedError", "InvalidArgumentError", "KilnRuntimeError",
+__all__ = ["KilnError", "KilnIOError", "InvalidModelError", "UnsupportedError", "InvalidArgumentError", "KilnRuntimeError",
            "InvalidArtifactError", "VersionMismatchError", "InternalError", "RunTimeoutError", "MemoryBudgetError",
            "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path",
            "backends", "register_plugin", "discover_plugins", "bundled_plugins", "read_public_key"]
@@ -79,7 +79,7 @@ class _CodedError(KilnError):
         super().__init__(self._CODE if code is None else code, message)
 
 
-class IOError_(_CodedError, OSError):
+class KilnIOError(_CodedError, OSError):
     """KILN_ERROR_IO: a file could not be read or written, or libkiln could not be loaded."""
     _CODE = IO
 
@@ -129,7 +129,7 @@ class InternalError(_CodedError):
 
 
 _ERROR_CLASSES: Dict[int, Type[_CodedError]] = {
-    IO: IOError_, INVALID_MODEL: InvalidModelError, UNSUPPORTED: UnsupportedError, INVALID_ARGUMENT: InvalidArgumentError,
+    IO: KilnIOError, INVALID_MODEL: InvalidModelError, UNSUPPORTED: UnsupportedError, INVALID_ARGUMENT: InvalidArgumentError,
     RUNTIME: KilnRuntimeError, INVALID_ARTIFACT: InvalidArtifactError, VERSION_MISMATCH: VersionMismatchError,
     INTERNAL: InternalError,
 }
@@ -311,7 +311,7 @@ def _load_library() -> ctypes.CDLL:
                             f"this package needs {ABI_MAJOR}.x with x >= {ABI_MINOR}")
         _lib, _lib_path = lib, candidate
         return lib
-    raise IOError_("cannot load libkiln (set KILN_LIBRARY to the path of libkiln.so, or KILN_PREFIX to its "
+    raise KilnIOError("cannot load libkiln (set KILN_LIBRARY to the path of libkiln.so, or KILN_PREFIX to its "
                     "install prefix): " + "; ".join(failures))
 
 

@@ -23,7 +23,7 @@ def test_errors_are_typed_subclasses_that_keep_code_and_message(model_path):
         model.run({"x": np.zeros((2, 5), np.float32)})
     assert isinstance(e.value, kiln.KilnError) and isinstance(e.value, ValueError)
     assert e.value.code == kiln.INVALID_ARGUMENT and "input 'x'" in e.value.message
-    with pytest.raises(kiln.IOError_) as e:
+    with pytest.raises(kiln.KilnIOError) as e:
         kiln.load("/nonexistent/model.onnx")
     assert e.value.code == kiln.IO and isinstance(e.value, OSError)
     with pytest.raises(kiln.InvalidModelError):

@@ -53,6 +53,8 @@ def test_fresh_venv_installs_the_wheel_and_runs_a_model_without_environment(whee
 import numpy as np, kiln, os
 assert kiln.library_path().endswith(os.path.join("site-packages", "kiln", "lib", "libkiln.so.0")), kiln.library_path()
 assert "sample.bytecode" in kiln.backends(), kiln.backends()
+bundled = kiln.bundled_plugins()
+assert [(os.path.basename(p), b) for p, b in bundled.items()] == [("libkiln_sample_plugin.so", ["sample.bytecode"])], bundled
 x = np.load({str(tmp_path / "x.npy")!r})
 with kiln.load({model_path!r}) as model:
     y = model.run({{"x": x}})["y"]
