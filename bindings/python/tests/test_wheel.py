@@ -5,6 +5,7 @@ The wheel is $KILN_WHEEL when set (scripts/test builds it once); otherwise this 
 which reuses the release build in .build-install when it is up to date."""
 import glob
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -72,3 +73,16 @@ print(DLRModel({str(tmp_path / "plugin.kiln")!r}).get_output_names())
     assert result.stdout.strip() == "['y', 's', 'xi']"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected(x)["y"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(np.load(tmp_path / "y_plugin.npy"), expected(x)["y"], rtol=1e-5, atol=1e-6)
+
+    # KILN_LIBRARY still overrides the bundled library: a copy elsewhere (with the libraries it needs) is used.
+    bundled = subprocess.run([python, "-c", "import kiln, os; print(os.path.dirname(kiln._BUNDLED_LIBRARY))"], env=env,
+                             cwd=str(tmp_path), capture_output=True, text=True, check=True).stdout.strip()
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in os.listdir(bundled):
+        shutil.copy(os.path.join(bundled, name), other / name)
+    override = str(other / "libkiln.so.0")
+    result = subprocess.run([python, "-c", "import kiln; print(kiln.library_path()); print(kiln.version())"],
+                            env=dict(env, KILN_LIBRARY=override), cwd=str(tmp_path), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == override
