@@ -2,13 +2,19 @@ import ArgumentParser
 import Kiln
 import KilnTooling
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `kiln compile MODEL -o OUT.kiln`: imports, optimizes, partitions and compiles a model into a `.kiln`
 /// artifact, reporting progress on standard error and a summary on standard output.
 struct Compile: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Compile a model into a .kiln artifact.",
         discussion: """
-            Progress lines ([elapsed] phase: detail) go to standard error while it works; a summary (nodes \
+            Progress goes to standard error while it works: on a terminal, one progress bar redrawn in place \
+            (phase n of 6: import, optimize with its pass count, partition, compile, write, file); otherwise, \
+            one plain line per phase ([elapsed] phase: detail). A summary (nodes \
             before/after, model vs artifact bytes, partitions, time per phase and per pass) goes to standard output. \
             By default the artifact is for this machine (--target host): its best backends (kiln.cpu) claim \
             the nodes, and kiln.reference runs only what they cannot; one line says how many nodes fell back \
@@ -63,15 +69,19 @@ struct Compile: ParsableCommand {
             }
             var options = Compiler.Options(optLevel: optLevel, printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
             try selection.apply(to: &options)
+            let reporter = CompileProgress(bar: CompileProgress.standardErrorIsTerminal)
+            defer { reporter.clear() }
             let compiler = Kiln.compiler(
                 options: options, registry: try Kiln.backends.configured(selection.configuration()),
-                progress: { p in printError("[\(seconds(p.elapsed))] \(p.phase): \(p.detail)") },
+                progress: { p in reporter.begin(p.phase.description, detail: p.detail, elapsed: p.elapsed) },
                 irPrinter: { pass, text in
                     print("== IR after \(pass)")
                     print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
                     flushOutput()
                 })
             let result = try compiler.compile(onnxPath: model)
+            reporter.begin("file", detail: output, elapsed: result.summary.total)
+            reporter.clear()
             for warning in result.summary.warnings { printError("warning: \(warning)") }
             printError(result.summary.report.fallbackSummary)
             printError(result.summary.report.partitionSummary)
@@ -116,6 +126,53 @@ struct Compile: ParsableCommand {
     }
 
     private func pad(_ s: String, _ width: Int) -> String { s + String(repeating: " ", count: max(0, width - s.count)) }
+}
+
+/// How `kiln compile` reports its phases on standard error: a progress bar redrawn in place on a terminal,
+/// one plain line per phase (`[0.012 s] optimize: 5 passes at opt level 2`) otherwise.
+final class CompileProgress: @unchecked Sendable {
+    /// The phases in order: the compiler's, then writing the file.
+    static let phases = Compiler.Phase.allCases.map(\.description) + ["file"]
+    /// Characters of the bar.
+    static let width = 24
+    /// Whether to draw a bar (standard error is a terminal) rather than lines.
+    let bar: Bool
+    private var drawn = false
+
+    /// A reporter drawing a bar when `bar`, else printing lines.
+    init(bar: Bool) { self.bar = bar }
+
+    /// Whether standard error is a terminal that can redraw a line (not TERM=dumb).
+    static var standardErrorIsTerminal: Bool {
+        guard isatty(2) == 1 else { return false }
+        if let term = getenv("TERM"), String(cString: term) == "dumb" { return false }
+        return true
+    }
+
+    /// Phase `phase` begins, `elapsed` after the compile started.
+    func begin(_ phase: String, detail: String, elapsed: Duration) {
+        guard bar else {
+            printError("[\(seconds(elapsed))] \(phase): \(detail)")
+            return
+        }
+        let total = Self.phases.count
+        let index = (Self.phases.firstIndex(of: phase) ?? 0) + 1
+        let filled = Self.width * (index - 1) / total
+        let shown = detail.count > 48 ? String(detail.prefix(47)) + "…" : detail
+        let line = "\r\u{1B}[2K[" + String(repeating: "#", count: filled) + String(repeating: "-", count: Self.width - filled)
+            + "] \(index)/\(total) \(phase): \(shown)  \(seconds(elapsed))"
+        var standardError = StandardError()
+        standardError.write(line)
+        drawn = true
+    }
+
+    /// Erases the bar (when one is drawn), so that what follows starts on a clean line.
+    func clear() {
+        guard bar, drawn else { return }
+        var standardError = StandardError()
+        standardError.write("\r\u{1B}[2K")
+        drawn = false
+    }
 }
 
 /// `1.234 s`.

@@ -8,7 +8,7 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a model or an artifact: inputs, outputs, ops, parameters.",
         discussion: """
-            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report (nodes per backend and the nodes not plainly claimed; every node with --partitions), the signature, and each section's kind, codec, sizes and checksum, and who signed it (each Ed25519 signature's key id and whether it matches; kiln verify checks trust).             Exits with status 1 when the file cannot be read or its IR is invalid.
+            Imports the model, prints its signature, operator histogram and parameter count, and verifies its IR.             For a .kiln artifact (recognized by its contents) it first prints the container: header (format             version, flags), producer, source, targets, opt level, partitions with their backends, versions and             compatibility, the partition report (nodes per backend and the nodes not plainly claimed; every node with --partitions), the signature, and each section's kind, codec, sizes and checksum, and who signed it (each Ed25519 signature's key id and whether it matches; kiln verify checks trust).             With --dot FILE (or --svg FILE) it also draws the graph as kiln run would run it: nodes coloured by backend, partitions and fused steps as clusters, types on the edges.             Exits with status 1 when the file cannot be read or its IR is invalid.
             """
     )
 
@@ -21,12 +21,27 @@ struct Inspect: ParsableCommand {
     @Flag(help: "For an artifact, list every node of the partition report (node → backend: reason), not only the summary per backend.")
     var partitions = false
 
+    @Option(help: ArgumentHelp("Write the graph as Graphviz DOT to FILE ('-': standard output, instead of the summary): nodes coloured by the backend of their partition, partitions and kiln.cpu's fused steps as clusters, value types on the edges.", valueName: "file"))
+    var dot: String?
+
+    @Option(help: ArgumentHelp("Draw the graph of --dot as SVG into FILE with Graphviz's 'dot' program (which must be on PATH).", valueName: "file"))
+    var svg: String?
+
+    @Flag(inversion: .prefixedNo, help: "For --dot/--svg, find kiln.cpu's fused steps by running the model once on seeded random inputs (symbolic dims 1).")
+    var fusion = true
+
     @OptionGroup(title: "Plugins")
     var plugins: PluginOption
 
     func run() throws {
         try diagnosing {
             try plugins.register()
+            if dot == "-" {
+                let text = try picture().dot
+                print(text, terminator: "")
+                if let svg { try GraphPicture.renderSVG(text, to: svg) }
+                return
+            }
             let m: Model
             if try Kiln.isArtifact(path: model) {
                 let artifact = try Artifact(path: model)
@@ -50,7 +65,52 @@ struct Inspect: ParsableCommand {
                 flushOutput()
                 throw KilnError(error.code, "\(model): \(error.message)")
             }
+            if dot != nil || svg != nil {
+                let text = try picture().dot
+                if let dot {
+                    try FileSystem.writeAtomically(Array(text.utf8), to: dot)
+                    print("graph written to \(dot) (Graphviz DOT)")
+                }
+                if let svg {
+                    try GraphPicture.renderSVG(text, to: svg)
+                    print("graph drawn to \(svg)")
+                }
+            }
         }
+    }
+
+    /// The picture of `--dot`/`--svg`: the model prepared as `kiln run` prepares it (an artifact on its
+    /// partitions' backends), and, with `fusion`, the steps of one profiled run of kiln.cpu on random inputs.
+    func picture() throws -> GraphPicture {
+        let recorder = CPUProfile()
+        let options = Kiln.LoadOptions(configuration: BackendConfiguration(threads: nil, profiler: recorder))
+        let session = try Kiln.load(path: model, options: options)
+        var fused: [(kind: String, nodes: [Int])] = []
+        if fusion && session.partitions.contains(where: { ($0.backend as? CPUBackend)?.profile === recorder }) {
+            do {
+                var generator = SplitMix64(seed: 0)
+                var feeds: [String: RuntimeValue] = [:]
+                for input in session.requiredInputs {
+                    feeds[input.name] = .tensor(try RandomInput.make(for: input, using: &generator))
+                }
+                _ = try session.run(feeds)
+                fused = GraphPicture.fusedGroups(from: recorder, graph: session.model.graph)
+            } catch let error as KilnError {
+                printError("note: fused steps are not drawn: a run on random inputs failed: \(error.message) (--no-fusion skips the run)")
+            }
+        }
+        // The edge labels need every value's type: run the compiler's first pass (shape and type inference) on a
+        // copy; it annotates values and leaves the nodes, which the partitions number, as they are.
+        var graph = session.model.graph
+        if let inference = Compiler.pipeline(optLevel: 1).first {
+            var typed = graph
+            if (try? inference.run(&typed, context: .init())) != nil, typed.nodes.count == graph.nodes.count {
+                graph = typed
+            }
+        }
+        let title = model.split(separator: "/").last.map(String.init) ?? model
+        return GraphPicture(graph: graph, partitions: session.partitions.map { (backend: $0.backend.info.name, nodes: $0.nodes) },
+                            fused: fused, title: title)
     }
 }
 

@@ -22,7 +22,8 @@ struct Run: ParsableCommand {
             nodes it comes from) of the run follows the outputs; --trace FILE also writes every step as \
             Chrome-trace JSON (chrome://tracing, Perfetto). Profiles come from kiln.cpu, which runs models \
             by default (partitions on other backends are not timed); when no partition runs on kiln.cpu, \
-            --profile is an error.
+            --profile is an error. --html FILE writes the profile as one self-contained HTML page (a timeline \
+            of the steps and a bar chart of the operation kinds, drawn by an inline script; no network).
 
             A model (.onnx) runs on the target's backends (default host: kiln.cpu, with kiln.reference only \
             for what it cannot run), or whole on --backend; an artifact runs on the backends it was compiled for.
@@ -53,6 +54,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Write the run's steps as Chrome-trace JSON to FILE (kiln.cpu only; implies --profile).", valueName: "file"))
     var trace: String?
 
+    @Option(help: ArgumentHelp("Write the profile as a self-contained HTML page to FILE: a timeline of the steps and a bar per operation kind (kiln.cpu only; implies --profile).", valueName: "file"))
+    var html: String?
+
     @OptionGroup(title: "Backends (for a model; an artifact's were chosen when it was compiled)")
     var selection: BackendFlags
 
@@ -69,7 +73,7 @@ struct Run: ParsableCommand {
             defer { flushOutput() }
             let clock = ContinuousClock()
             let loadStart = clock.now
-            let recorder = profile || trace != nil ? CPUProfile() : nil
+            let recorder = profile || trace != nil || html != nil ? CPUProfile() : nil
             let session = try loadSession(profile: recorder)
             let untimed = try recorder.map { try untimedPartitions(of: session, profile: $0) } ?? []
             let loadTime = clock.now - loadStart
@@ -125,6 +129,11 @@ struct Run: ParsableCommand {
             print("time: load \(milliseconds(loadTime)), first run \(milliseconds(runTime))")
             if let recorder {
                 try ProfileReport.report(recorder, trace: trace)
+                if let html {
+                    let name = model.split(separator: "/").last.map(String.init) ?? model
+                    try FileSystem.writeAtomically(Array(ProfileHTML.page(recorder, model: name).utf8), to: html)
+                    print("profile page written to \(html)")
+                }
                 if !untimed.isEmpty { print("  (not timed: \(untimed.joined(separator: ", ")))") }
             }
         }

@@ -5,19 +5,31 @@
     model.run({"x": array})                  # {name: numpy.ndarray}
     kiln.compile("model.onnx", "model.kiln", target="host", opt_level=2)
 
-Errors from the library raise KilnError(code, message). See Documentation/CABI.md.
+    with kiln.load("model.kiln", memory_budget_mb=64) as model:   # close() frees it deterministically
+        model.run({"x": array}, timeout_ms=50)
+
+Errors from the library raise KilnError(code, message), or rather one of its subclasses (KilnIOError, InvalidModelError,
+UnsupportedError, InvalidArgumentError, KilnRuntimeError, InvalidArtifactError, VersionMismatchError, InternalError;
+RunTimeoutError and MemoryBudgetError for the run deadline and kiln.cpu's memory budget). A wheel built by
+scripts/build-wheel carries libkiln and the plugins inside the package; see Documentation/Python.md.
 """
 from __future__ import annotations
 
 import ctypes
+import glob
 import os
+import threading
+import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union)
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["KilnError", "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path",
-           "backends", "register_plugin", "discover_plugins", "read_public_key"]
+__all__ = ["KilnError", "KilnIOError", "InvalidModelError", "UnsupportedError", "InvalidArgumentError", "KilnRuntimeError",
+           "InvalidArtifactError", "VersionMismatchError", "InternalError", "RunTimeoutError", "MemoryBudgetError",
+           "ValueInfo", "PartitionEntry", "Model", "load", "compile", "version", "abi_version", "library_path",
+           "backends", "register_plugin", "discover_plugins", "bundled_plugins", "read_public_key"]
 
 ABI_MAJOR = 1
 ABI_MINOR = 0
@@ -25,9 +37,20 @@ ABI_MINOR = 0
 # Error codes (KILN_ERROR_* in kiln.h).
 IO, INVALID_MODEL, UNSUPPORTED, INVALID_ARGUMENT, RUNTIME, INVALID_ARTIFACT, VERSION_MISMATCH, INTERNAL = range(1, 9)
 
+#: What `Model.run` accepts for one input: a NumPy array, any object with ``__dlpack__`` (a CPU tensor of
+#: PyTorch, JAX, CuPy-on-host...), or nested lists / scalars (converted to the input's dtype).
+ArrayLike = Any
+PathLike = Union[str, "os.PathLike[str]"]
+
 
 class KilnError(Exception):
-    """An error reported by libkiln: `code` is a KILN_ERROR_* number, `message` says what is wrong."""
+    """An error reported by libkiln (or by this package before calling it): `code` is a KILN_ERROR_* number
+    (`kiln.IO` ... `kiln.INTERNAL`), `message` says what is wrong. Each code has a subclass, so callers can
+    catch `kiln.InvalidArgumentError` rather than compare codes; `KilnError(code, message)` itself still works
+    and `KilnError.of(code, message)` builds the matching subclass."""
+
+    code: int
+    message: str
 
     def __init__(self, code: int, message: str):
         super().__init__(message)
@@ -35,7 +58,81 @@ class KilnError(Exception):
         self.message = message
 
     def __repr__(self) -> str:
-        return f"KilnError(code={self.code}, message={self.message!r})"
+        return f"{type(self).__name__}(code={self.code}, message={self.message!r})"
+
+    @staticmethod
+    def of(code: int, message: str) -> "KilnError":
+        """The most specific KilnError subclass for `code` (and, for a run deadline or a memory budget, for the
+        library's documented message), holding `message`."""
+        if code == RUNTIME and "exceeded its deadline" in message:
+            return RunTimeoutError(message)
+        if code == UNSUPPORTED and "memory budget" in message:
+            return MemoryBudgetError(message)
+        cls = _ERROR_CLASSES.get(code)
+        return cls(message) if cls is not None else KilnError(code, message)
+
+
+class _CodedError(KilnError):
+    _CODE = INTERNAL
+
+    def __init__(self, message: str, code: Optional[int] = None):
+        super().__init__(self._CODE if code is None else code, message)
+
+
+class KilnIOError(_CodedError, OSError):
+    """KILN_ERROR_IO: a file could not be read or written, or libkiln could not be loaded."""
+    _CODE = IO
+
+
+class InvalidModelError(_CodedError, ValueError):
+    """KILN_ERROR_INVALID_MODEL: the ONNX model is malformed."""
+    _CODE = INVALID_MODEL
+
+
+class UnsupportedError(_CodedError):
+    """KILN_ERROR_UNSUPPORTED: something no backend (or this package) supports."""
+    _CODE = UNSUPPORTED
+
+
+class MemoryBudgetError(UnsupportedError, MemoryError):
+    """kiln.cpu's memory plan needs more than `memory_budget_mb` (KILN_ERROR_UNSUPPORTED; the message names the
+    largest values)."""
+
+
+class InvalidArgumentError(_CodedError, ValueError):
+    """KILN_ERROR_INVALID_ARGUMENT: a wrong input name, dtype or shape, option, or argument."""
+    _CODE = INVALID_ARGUMENT
+
+
+class KilnRuntimeError(_CodedError, RuntimeError):
+    """KILN_ERROR_RUNTIME: a run failed."""
+    _CODE = RUNTIME
+
+
+class RunTimeoutError(KilnRuntimeError, TimeoutError):
+    """A run took longer than its `timeout_ms` (KILN_ERROR_RUNTIME, "run exceeded its deadline of N s")."""
+
+
+class InvalidArtifactError(_CodedError, ValueError):
+    """KILN_ERROR_INVALID_ARTIFACT: a corrupt or untrusted .kiln artifact (or a missing/bad signature)."""
+    _CODE = INVALID_ARTIFACT
+
+
+class VersionMismatchError(_CodedError):
+    """KILN_ERROR_VERSION_MISMATCH: the library, artifact or plugin is of an incompatible version."""
+    _CODE = VERSION_MISMATCH
+
+
+class InternalError(_CodedError):
+    """KILN_ERROR_INTERNAL: a bug in Kiln."""
+    _CODE = INTERNAL
+
+
+_ERROR_CLASSES: Dict[int, Type[_CodedError]] = {
+    IO: KilnIOError, INVALID_MODEL: InvalidModelError, UNSUPPORTED: UnsupportedError, INVALID_ARGUMENT: InvalidArgumentError,
+    RUNTIME: KilnRuntimeError, INVALID_ARTIFACT: InvalidArtifactError, VERSION_MISMATCH: VersionMismatchError,
+    INTERNAL: InternalError,
+}
 
 
 # --- The C structs (kiln.h); their layouts are checked by Tests/KilnCTests/abi-layout.txt. -------------
@@ -95,7 +192,8 @@ class _PartitionEntry(ctypes.Structure):
 
 
 class _RunOptions(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("flags", ctypes.c_uint64)]
+    _fields_ = [("struct_size", ctypes.c_size_t), ("flags", ctypes.c_uint64),
+                ("timeout_ms", ctypes.c_uint64)]  # ABI 1.3
 
 
 class _CompileOptions(ctypes.Structure):
@@ -108,7 +206,10 @@ class _CompileOptions(ctypes.Structure):
     ]
 
 
-def _sized(struct_type, **fields):
+_S = TypeVar("_S", bound=ctypes.Structure)
+
+
+def _sized(struct_type: Type[_S], **fields: Any) -> _S:
     value = struct_type(**fields)
     value.struct_size = ctypes.sizeof(struct_type)
     return value
@@ -116,19 +217,28 @@ def _sized(struct_type, **fields):
 
 # --- Finding and binding the library ---------------------------------------------------------------------
 
-_lib = None
-_lib_path = None
+_lib: Optional[ctypes.CDLL] = None
+_lib_path: Optional[str] = None
+_lib_lock = threading.Lock()
+
+#: Where a wheel built by scripts/build-wheel puts libkiln (and the shared libraries it needs) and the plugins.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_BUNDLED_LIBRARY = os.path.join(_PACKAGE_DIR, "lib", "libkiln.so.0")
+_BUNDLED_PLUGINS = os.path.join(_PACKAGE_DIR, "plugins")
 
 
 def _candidates() -> List[str]:
+    """Where to look for libkiln, in order: KILN_LIBRARY (the only candidate when set), $KILN_PREFIX/lib, the
+    copy inside this package (a wheel), then the system loader."""
     if os.environ.get("KILN_LIBRARY"):
         return [os.environ["KILN_LIBRARY"]]
     if os.environ.get("KILN_PREFIX"):
         return [os.path.join(os.environ["KILN_PREFIX"], "lib", "libkiln.so")]
-    return ["libkiln.so.0", "libkiln.so"]
+    bundled = [_BUNDLED_LIBRARY] if os.path.exists(_BUNDLED_LIBRARY) else []
+    return bundled + ["libkiln.so.0", "libkiln.so"]
 
 
-def _bind(lib) -> None:
+def _bind(lib: ctypes.CDLL) -> None:
     P = ctypes.POINTER
     vp, sz, err = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
     signatures = {
@@ -174,11 +284,19 @@ def _bind(lib) -> None:
         function.restype = restype
 
 
-def _library():
+def _library() -> ctypes.CDLL:
     """The loaded libkiln, bound and version-checked (once)."""
     global _lib, _lib_path
     if _lib is not None:
         return _lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        return _load_library()
+
+
+def _load_library() -> ctypes.CDLL:
+    global _lib, _lib_path
     failures = []
     for candidate in _candidates():
         try:
@@ -189,21 +307,23 @@ def _library():
         _bind(lib)
         abi = lib.kiln_abi_version()
         if abi >> 16 != ABI_MAJOR or (abi & 0xFFFF) < ABI_MINOR:
-            raise KilnError(VERSION_MISMATCH, f"{candidate} implements Kiln C ABI {abi >> 16}.{abi & 0xFFFF}; "
+            raise VersionMismatchError(f"{candidate} implements Kiln C ABI {abi >> 16}.{abi & 0xFFFF}; "
                             f"this package needs {ABI_MAJOR}.x with x >= {ABI_MINOR}")
         _lib, _lib_path = lib, candidate
         return lib
-    raise KilnError(IO, "cannot load libkiln (set KILN_LIBRARY to the path of libkiln.so, or KILN_PREFIX to its "
+    raise KilnIOError("cannot load libkiln (set KILN_LIBRARY to the path of libkiln.so, or KILN_PREFIX to its "
                     "install prefix): " + "; ".join(failures))
 
 
 def library_path() -> str:
-    """The path libkiln was loaded from."""
+    """The path (or loader name, e.g. "libkiln.so.0") libkiln was loaded from: `KILN_LIBRARY` when set, the
+    copy inside this package when installed from a wheel."""
     _library()
+    assert _lib_path is not None
     return _lib_path
 
 
-def _check(error) -> None:
+def _check(error: Optional[int]) -> None:
     """Raises KilnError for a non-NULL kiln_error*, after freeing it."""
     if not error:
         return
@@ -211,12 +331,12 @@ def _check(error) -> None:
     code = lib.kiln_error_code(error)
     message = lib.kiln_error_message(error).decode("utf-8", "replace")
     lib.kiln_error_free(error)
-    raise KilnError(code, message)
+    raise KilnError.of(code, message)
 
 
 def version() -> str:
     """Kiln's release version."""
-    return _library().kiln_version().decode()
+    return str(_library().kiln_version().decode())
 
 
 def abi_version() -> Tuple[int, int]:
@@ -269,17 +389,21 @@ class PartitionEntry:
 
 
 class _Handle:
-    """An owned C handle, freed exactly once."""
+    """An owned C handle, freed exactly once (by `free()`, or when garbage-collected)."""
 
-    def __init__(self, pointer: int, free_name: str):
+    def __init__(self, pointer: Optional[int], free_name: str):
         self._lib = _library()
         self.pointer = ctypes.c_void_p(pointer)
-        self._free = getattr(self._lib, free_name)
+        self._free: Callable[[ctypes.c_void_p], None] = getattr(self._lib, free_name)
 
-    def __del__(self):
-        if getattr(self, "pointer", None) and self.pointer.value:
-            self._free(self.pointer)
-            self.pointer = ctypes.c_void_p()
+    def free(self) -> None:
+        """Frees the handle now; later calls do nothing."""
+        if getattr(self, "pointer", None) is not None and self.pointer.value:
+            pointer, self.pointer = self.pointer, ctypes.c_void_p()
+            self._free(pointer)
+
+    def __del__(self) -> None:
+        self.free()
 
 
 class _Context(_Handle):
@@ -297,31 +421,63 @@ class _Context(_Handle):
         for i in range(count.value):
             name = ctypes.c_char_p()
             _check(lib.kiln_context_backend_name(self.pointer, i, ctypes.byref(name)))
-            names.append(name.value.decode())
+            names.append((name.value or b"").decode())
         return names
 
 
 _default_context: Optional[_Context] = None
+_context_lock = threading.Lock()
+_bundled_plugin_backends: Dict[str, List[str]] = {}
 
 
 def _context() -> _Context:
+    """The context `load` and `compile` use, created on first use; the plugins inside the package (a wheel's
+    `kiln/plugins/*.so`) are registered in it then."""
     global _default_context
-    if _default_context is None:
-        _default_context = _Context()
+    if _default_context is not None:
+        return _default_context
+    with _context_lock:
+        if _default_context is None:
+            context = _Context()
+            _register_bundled_plugins(context)
+            _default_context = context
     return _default_context
 
 
+def _register_bundled_plugins(context: _Context) -> None:
+    """Registers every `*.so` in the package's plugins folder, in name order. A plugin that fails is reported
+    as a warning (naming it and why) rather than making the whole package unusable."""
+    lib = context._lib
+    if not hasattr(lib, "kiln_context_register_plugin"):
+        return
+    for path in sorted(glob.glob(os.path.join(_BUNDLED_PLUGINS, "*.so"))):
+        before = context.backends()
+        try:
+            _check(lib.kiln_context_register_plugin(context.pointer, os.fsencode(path), None))
+        except KilnError as error:
+            warnings.warn(f"kiln: the bundled plugin {path} did not load: {error.message}", RuntimeWarning, stacklevel=3)
+            continue
+        _bundled_plugin_backends[path] = [name for name in context.backends() if name not in before]
+
+
+def bundled_plugins() -> Dict[str, List[str]]:
+    """The plugins shipped inside this package (a wheel's `kiln/plugins/`) that were registered, each with
+    the backends it added: {path: [backend names]}. Empty for a package installed without plugins."""
+    _context()
+    return {path: list(names) for path, names in _bundled_plugin_backends.items()}
+
+
 def backends() -> List[str]:
-    """The names of the backends models can be loaded onto."""
+    """The names of the backends models can be loaded onto (built-in ones, then plugins')."""
     return _context().backends()
 
 
-def _require(lib, name: str) -> None:
+def _require(lib: ctypes.CDLL, name: str) -> None:
     if not hasattr(lib, name):
-        raise KilnError(VERSION_MISMATCH, f"{name} needs libkiln ABI 1.1 or newer; this library is {abi_version()}")
+        raise VersionMismatchError(f"{name} needs libkiln ABI 1.1 or newer; this library is {abi_version()}")
 
 
-def register_plugin(path: Union[str, os.PathLike]) -> List[str]:
+def register_plugin(path: PathLike) -> List[str]:
     """Loads the vendor backend plugin at `path` into the context that `load` and `compile` use, and returns
     the names of the backends it added (empty when they were registered already). Those backends can then be
     named by `compile(..., backends="name")` and run artifacts whose partitions use them."""
@@ -345,23 +501,29 @@ def discover_plugins() -> List[str]:
     return [name for name in context.backends() if name not in before]
 
 
-def _as_array(value: Any, expected: Optional[np.dtype]) -> np.ndarray:
+def _as_array(value: ArrayLike, expected: Optional[np.dtype[Any]]) -> npt.NDArray[Any]:
     """`value` as a NumPy array: DLPack producers and arrays are viewed without a copy (their dtype is kept,
     so a mismatch is reported by Kiln); other values (lists, scalars) are converted to the expected dtype."""
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "__dlpack__"):
-        return np.from_dlpack(value)
-    return np.asarray(value, dtype=expected)
+        try:
+            return np.from_dlpack(value)
+        except (TypeError, BufferError, RuntimeError) as error:
+            raise InvalidArgumentError(f"cannot read a DLPack tensor ({type(value).__name__}) on the CPU: {error}") from None
+    try:
+        return np.asarray(value, dtype=expected)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgumentError(f"cannot convert a {type(value).__name__} to an array of {expected}: {error}") from None
 
 
-def _tensor(array: np.ndarray, keep: list) -> _Tensor:
+def _tensor(array: npt.NDArray[Any], keep: List[Any]) -> _Tensor:
     """A kiln_tensor viewing `array` (no copy). Buffers it points to are appended to `keep`."""
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     key = _FROM_NUMPY.get(array.dtype)
     if key is None:
-        raise KilnError(INVALID_ARGUMENT, f"arrays of dtype {array.dtype} cannot cross the Kiln C ABI")
+        raise InvalidArgumentError(f"arrays of dtype {array.dtype} cannot cross the Kiln C ABI")
     itemsize = array.dtype.itemsize
     if any(s % itemsize for s in array.strides):
         array = np.ascontiguousarray(array)
@@ -379,23 +541,45 @@ def _tensor(array: np.ndarray, keep: list) -> _Tensor:
     return t
 
 
+def _milliseconds(name: str, value: Optional[float]) -> int:
+    """A non-negative whole number of milliseconds (0 = none) from an int or float option, else InvalidArgumentError."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < 0:
+        raise InvalidArgumentError(f"{name} must be a non-negative number of milliseconds or None, not {value!r}")
+    if value == 0:
+        return 0
+    return max(1, int(round(value)))
+
+
 class Model:
-    """A loaded model: `inputs`, `outputs`, `partition`, and `run`."""
+    """A loaded model: `inputs`, `outputs`, `partition`, and `run`.
+
+    A model owns native memory; `close()` (or leaving a ``with`` block) frees it at once, otherwise it is freed
+    when garbage-collected. `run` may be called from many threads at once (the GIL is released while libkiln
+    runs); `close()` waits for runs in progress to finish, and a run after `close()` raises InvalidArgumentError."""
+
+    inputs: List["ValueInfo"]
+    outputs: List["ValueInfo"]
 
     def __init__(self, handle: _Handle, context: _Context):
         self._handle = handle
         self._context = context  # kept alive for as long as the model (not required by libkiln, but cheap)
+        self._active = 0
+        self._closed = False
+        self._state = threading.Condition()
         lib = handle._lib
-        self.inputs: List[ValueInfo] = self._describe(lib.kiln_model_input_count, lib.kiln_model_input)
-        self.outputs: List[ValueInfo] = self._describe(lib.kiln_model_output_count, lib.kiln_model_output)
+        self.inputs = self._describe(lib.kiln_model_input_count, lib.kiln_model_input)
+        self.outputs = self._describe(lib.kiln_model_output_count, lib.kiln_model_output)
 
-    def _describe(self, count_function, info_function) -> List[ValueInfo]:
+    def _describe(self, count_function: Any, info_function: Any) -> List["ValueInfo"]:
         count = ctypes.c_size_t()
         _check(count_function(self._handle.pointer, ctypes.byref(count)))
         values = []
         for i in range(count.value):
             info = _sized(_ValueInfo)
             _check(info_function(self._handle.pointer, i, ctypes.byref(info)))
+            shape: Optional[Tuple[Union[int, str, None], ...]]
             if info.rank < 0:
                 shape = None
             else:
@@ -406,94 +590,156 @@ class Model:
             values.append(ValueInfo(info.name.decode(), dtype, shape, info.elem_type))
         return values
 
-    @property
-    def partition(self) -> List[PartitionEntry]:
-        """The partition report: which backend runs each node, and why."""
-        lib, count = self._handle._lib, ctypes.c_size_t()
-        _check(lib.kiln_model_partition_count(self._handle.pointer, ctypes.byref(count)))
-        entries = []
-        for i in range(count.value):
-            e = _sized(_PartitionEntry)
-            _check(lib.kiln_model_partition_entry(self._handle.pointer, i, ctypes.byref(e)))
-            entries.append(PartitionEntry(e.node.decode(), e.op.decode(), e.backend.decode(), e.reason.decode()))
-        return entries
+    # --- lifetime -----------------------------------------------------------------------------------------
 
-    def run(self, feeds: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Frees the model's native memory now (after runs in progress on other threads finish). Idempotent."""
+        with self._state:
+            self._closed = True
+            while self._active:
+                self._state.wait()
+            self._handle.free()
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _enter_call(self) -> None:
+        with self._state:
+            if self._closed:
+                raise InvalidArgumentError("the model is closed")
+            self._active += 1
+
+    def _leave_call(self) -> None:
+        with self._state:
+            self._active -= 1
+            if not self._active:
+                self._state.notify_all()
+
+    # --- queries and runs ---------------------------------------------------------------------------------
+
+    @property
+    def partition(self) -> List["PartitionEntry"]:
+        """The partition report: which backend runs each node, and why."""
+        self._enter_call()
+        try:
+            lib, count = self._handle._lib, ctypes.c_size_t()
+            _check(lib.kiln_model_partition_count(self._handle.pointer, ctypes.byref(count)))
+            entries = []
+            for i in range(count.value):
+                e = _sized(_PartitionEntry)
+                _check(lib.kiln_model_partition_entry(self._handle.pointer, i, ctypes.byref(e)))
+                entries.append(PartitionEntry(e.node.decode(), e.op.decode(), e.backend.decode(), e.reason.decode()))
+            return entries
+        finally:
+            self._leave_call()
+
+    def run(self, feeds: Mapping[str, ArrayLike], *, timeout_ms: Optional[float] = None) -> Dict[str, npt.NDArray[Any]]:
         """Runs the model. `feeds` maps every input name to an array (or a DLPack producer, or a list);
-        the result maps every output name to a new NumPy array."""
+        the result maps every output name, in output order, to a new NumPy array (a DLPack producer itself:
+        `torch.from_dlpack(out["y"])` views it without a copy).
+
+        `timeout_ms` (libkiln ABI 1.3) is the longest the run may take; the built-in backends check it between
+        steps and a run past it raises RunTimeoutError. None or 0: no limit.
+        The GIL is released while libkiln runs, so other Python threads (including other runs) proceed."""
+        if not isinstance(feeds, Mapping):
+            raise InvalidArgumentError(f"feeds must be a mapping of input name to array, not {type(feeds).__name__}")
+        deadline = _milliseconds("timeout_ms", timeout_ms)
         unknown = sorted(set(feeds) - {i.name for i in self.inputs})
         if unknown:
-            raise KilnError(INVALID_ARGUMENT, f"the model has no input named {unknown[0]!r} "
-                            f"(inputs: {', '.join(i.name for i in self.inputs)})")
-        keep: list = []
+            raise InvalidArgumentError(f"the model has no input named {unknown[0]!r} "
+                                       f"(inputs: {', '.join(i.name for i in self.inputs)})")
+        keep: List[Any] = []
         tensors = (_Tensor * max(len(self.inputs), 1))()
         for k, info in enumerate(self.inputs):
             if info.name not in feeds:
-                raise KilnError(INVALID_ARGUMENT, f"input {info.name!r} is missing (dtype {info.dtype}, shape {info.shape})")
+                raise InvalidArgumentError(f"input {info.name!r} is missing (dtype {info.dtype}, shape {info.shape})")
             tensors[k] = _tensor(_as_array(feeds[info.name], info.dtype), keep)
+        options = None
+        if deadline:
+            if abi_version() < (1, 3):
+                raise VersionMismatchError(f"timeout_ms needs libkiln ABI 1.3 or newer; this library is {abi_version()}")
+            options = ctypes.byref(_sized(_RunOptions, timeout_ms=deadline))
+        self._enter_call()
+        try:
+            return self._run(tensors, options)
+        finally:
+            self._leave_call()
+
+    def _run(self, tensors: Any, options: Any) -> Dict[str, npt.NDArray[Any]]:
         lib = self._handle._lib
         outputs = ctypes.c_void_p()
-        _check(lib.kiln_run_alloc(self._handle.pointer, tensors, len(self.inputs), None, ctypes.byref(outputs)))
+        # A plain ctypes.CDLL call: the GIL is released for its duration.
+        _check(lib.kiln_run_alloc(self._handle.pointer, tensors, len(self.inputs), options, ctypes.byref(outputs)))
         try:
-            result = {}
+            result: Dict[str, npt.NDArray[Any]] = {}
             for k, info in enumerate(self.outputs):
                 t = _Tensor()
                 _check(lib.kiln_outputs_get(outputs, k, ctypes.byref(t)))
                 dtype = _numpy_dtype(t.dtype)
                 if dtype is None:
-                    raise KilnError(UNSUPPORTED, f"output {info.name!r} has an element type NumPy cannot hold "
-                                    f"(code {t.dtype.code}, {t.dtype.bits} bits)")
+                    raise UnsupportedError(f"output {info.name!r} has an element type NumPy cannot hold "
+                                           f"(code {t.dtype.code}, {t.dtype.bits} bits)")
                 shape = tuple(t.shape[d] for d in range(t.ndim))
                 count = int(np.prod(shape, dtype=np.int64)) if shape else 1
                 if count == 0:
                     result[info.name] = np.empty(shape, dtype)
                 else:
                     buffer = (ctypes.c_char * (count * dtype.itemsize)).from_address(t.data)
-                    result[info.name] = np.frombuffer(buffer, dtype).reshape(shape).copy()
+                    result[info.name] = np.frombuffer(memoryview(buffer), dtype).reshape(shape).copy()
             return result
         finally:
             lib.kiln_outputs_free(outputs)
 
     def __repr__(self) -> str:
-        def sig(values):
+        def sig(values: Sequence[ValueInfo]) -> str:
             return ", ".join(f"{v.name}: {v.dtype}{list(v.shape) if v.shape is not None else '[?]'}" for v in values)
-        return f"<kiln.Model ({sig(self.inputs)}) -> ({sig(self.outputs)})>"
+        state = " closed" if self._closed else ""
+        return f"<kiln.Model{state} ({sig(self.inputs)}) -> ({sig(self.outputs)})>"
 
 
 _PUBLIC_KEY_HEADER = "kiln-ed25519-public-key-v1"
 
 
-def read_public_key(path: Union[str, os.PathLike]) -> bytes:
+def read_public_key(path: PathLike) -> bytes:
     """The 32 raw bytes of the Ed25519 public key in a `kiln keygen` KEY.pub file."""
     with open(path, "rb") as f:
         lines = [line.strip() for line in f.read(65536).decode("utf-8", errors="replace").splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines or lines[0] != _PUBLIC_KEY_HEADER:
-        raise KilnError(INVALID_ARGUMENT, f"'{os.fsdecode(path)}' is not a Kiln public key file (its first line is not '{_PUBLIC_KEY_HEADER}')")
+        raise InvalidArgumentError(f"'{os.fsdecode(path)}' is not a Kiln public key file (its first line is not '{_PUBLIC_KEY_HEADER}')")
     try:
         key = bytes.fromhex(lines[1]) if len(lines) == 2 else b""
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise KilnError(INVALID_ARGUMENT, f"'{os.fsdecode(path)}': expected one line of 64 hex digits after '{_PUBLIC_KEY_HEADER}'")
+        raise InvalidArgumentError(f"'{os.fsdecode(path)}': expected one line of 64 hex digits after '{_PUBLIC_KEY_HEADER}'")
     return key
 
 
-def _trusted_key_bytes(trusted_keys) -> bytes:
+def _trusted_key_bytes(trusted_keys: Iterable[Union[PathLike, bytes]]) -> bytes:
     """trusted_keys (paths of KEY.pub files or raw 32-byte keys) as the C ABI's back-to-back key bytes."""
     if isinstance(trusted_keys, (str, bytes, bytearray, os.PathLike)):
-        raise KilnError(INVALID_ARGUMENT, "trusted_keys must be a list of public key files or 32-byte keys, not a single value")
+        raise InvalidArgumentError("trusted_keys must be a list of public key files or 32-byte keys, not a single value")
     out = b""
     for key in trusted_keys:
         raw = bytes(key) if isinstance(key, (bytes, bytearray, memoryview)) else read_public_key(key)
         if len(raw) != 32:
-            raise KilnError(INVALID_ARGUMENT, f"a trusted key is 32 bytes (an Ed25519 public key), not {len(raw)}")
+            raise InvalidArgumentError(f"a trusted key is 32 bytes (an Ed25519 public key), not {len(raw)}")
         out += raw
     return out
 
 
-def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], threads: Optional[int] = None,
-         backend: Optional[str] = None, trusted_keys: Optional[Sequence[Union[str, os.PathLike, bytes]]] = None) -> Model:
+def load(path_or_bytes: Union[PathLike, bytes, bytearray, memoryview], threads: Optional[int] = None,
+         backend: Optional[str] = None, trusted_keys: Optional[Sequence[Union[PathLike, bytes]]] = None, *,
+         memory_budget_mb: Optional[int] = None) -> Model:
     """Loads an ONNX model or a .kiln artifact from a path or from bytes (which are copied).
     `threads` configures the backends that take a thread count (None: their default). With `backend` None, an
     ONNX model is split among the host target's backends (kiln.cpu, with kiln.reference only for the nodes it
@@ -501,39 +747,49 @@ def load(path_or_bytes: Union[str, os.PathLike, bytes, bytearray, memoryview], t
     on that one backend (kiln.reference: the oracle).
     With `trusted_keys` (paths of `kiln keygen` KEY.pub files, or raw 32-byte keys), only a .kiln artifact with a
     valid signature by one of them loads: a missing, bad or untrusted signature (or an ONNX model) raises
-    KilnError(INVALID_ARTIFACT) before anything reaches a backend (libkiln ABI 1.3 or newer)."""
+    InvalidArtifactError before anything reaches a backend (libkiln ABI 1.3 or newer).
+    `memory_budget_mb` (ABI 1.3) caps kiln.cpu's memory plan: a model whose plan needs more raises
+    MemoryBudgetError naming its largest values. None or 0: no budget.
+    The model is a context manager: ``with kiln.load(path) as model: ...`` frees it on exit."""
     context = _context()
     lib = context._lib
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise KilnError(INVALID_ARGUMENT, f"threads must be a positive int or None, not {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidArgumentError(f"threads must be a positive int or None, not {threads!r}")
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, int)
+                                         or memory_budget_mb < 0):
+        raise InvalidArgumentError(f"memory_budget_mb must be a non-negative int (megabytes) or None, not {memory_budget_mb!r}")
     keys = _trusted_key_bytes(trusted_keys) if trusted_keys is not None else b""
     if trusted_keys is not None and not keys:
-        raise KilnError(INVALID_ARGUMENT, "trusted_keys is empty: give at least one key, or None to require no signature")
-    if keys and abi_version() < (1, 3):
-        raise KilnError(VERSION_MISMATCH, f"trusted_keys needs libkiln ABI 1.3 or newer; this library is {abi_version()}")
+        raise InvalidArgumentError("trusted_keys is empty: give at least one key, or None to require no signature")
+    if (keys or memory_budget_mb) and abi_version() < (1, 3):
+        what = "trusted_keys" if keys else "memory_budget_mb"
+        raise VersionMismatchError(f"{what} needs libkiln ABI 1.3 or newer; this library is {abi_version()}")
     key_buffer = (ctypes.c_uint8 * max(len(keys), 1)).from_buffer_copy(keys or b"\0")
     options = _sized(_LoadOptions, backend=backend.encode() if backend else None, num_threads=threads or 0,
+                     memory_budget_mb=memory_budget_mb or 0,
                      trusted_keys=ctypes.cast(key_buffer, ctypes.POINTER(ctypes.c_uint8)) if keys else None,
                      trusted_key_count=len(keys) // 32)
     out = ctypes.c_void_p()
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
         _check(lib.kiln_model_load_memory(context.pointer, data, len(data), ctypes.byref(options), ctypes.byref(out)))
-    else:
+    elif isinstance(path_or_bytes, (str, os.PathLike)):
         path = os.fsencode(path_or_bytes)
         _check(lib.kiln_model_load_file(context.pointer, path, ctypes.byref(options), ctypes.byref(out)))
+    else:
+        raise InvalidArgumentError(f"load takes a path or bytes, not {type(path_or_bytes).__name__}")
     return Model(_Handle(out.value, "kiln_model_free"), context)
 
 
-def compile(model_path: Union[str, os.PathLike], output_path: Union[str, os.PathLike], target: str = "host",
-            **options: Any) -> None:
+def compile(model_path: PathLike, output_path: PathLike, target: str = "host", **options: Any) -> None:
     """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`, by default for this
     machine (`target="host"`: kiln.cpu, with kiln.reference only for what it cannot run). `options` become the
     C API's key/value pairs (values converted with str(); True/False become "true"/"false"; a list or tuple,
     e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value)."""
     context = _context()
     lib = context._lib
-    def text(v):
+
+    def text(v: Any) -> str:
         if isinstance(v, (list, tuple)):
             return ",".join(str(item) for item in v)
         return ("true" if v else "false") if isinstance(v, bool) else str(v)

@@ -43,3 +43,45 @@ def model_path(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("models") / "tiny.onnx"
     onnx.save(model, str(path))
     return str(path)
+
+
+CHAIN_SIZE = 256
+CHAIN_LENGTH = 24
+
+
+def chain_weights() -> list:
+    """The weights of the MatMul chain: small enough that values stay finite after CHAIN_LENGTH products."""
+    rng = np.random.default_rng(7)
+    return [(rng.standard_normal((CHAIN_SIZE, CHAIN_SIZE)) / np.sqrt(CHAIN_SIZE)).astype(np.float32)
+            for _ in range(CHAIN_LENGTH)]
+
+
+@pytest.fixture(scope="session")
+def chain_model_path(tmp_path_factory) -> str:
+    """x: f32[256, 256] → CHAIN_LENGTH MatMuls by 256×256 weights with a Tanh after each (~0.8 GFLOP a run): a
+    model whose run takes long enough to time (deadlines, the GIL) and whose memory plan needs megabytes."""
+    weights = chain_weights()
+    nodes, previous = [], "x"
+    for k in range(CHAIN_LENGTH):
+        nodes.append(helper.make_node("MatMul", [previous, f"W{k}"], [f"m{k}"], name=f"matmul{k}"))
+        out = "y" if k == CHAIN_LENGTH - 1 else f"t{k}"
+        nodes.append(helper.make_node("Tanh", [f"m{k}"], [out], name=f"tanh{k}"))
+        previous = out
+    graph = helper.make_graph(
+        nodes, "kiln-python-chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [CHAIN_SIZE, CHAIN_SIZE])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [CHAIN_SIZE, CHAIN_SIZE])],
+        [numpy_helper.from_array(w, f"W{k}") for k, w in enumerate(weights)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path_factory.mktemp("models") / "chain.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def chain_expected(x: np.ndarray) -> np.ndarray:
+    """What the chain computes, in NumPy."""
+    for w in chain_weights():
+        x = np.tanh(x @ w)
+    return x

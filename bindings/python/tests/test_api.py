@@ -1,0 +1,155 @@
+"""The typed Python API: typed errors, context managers and close(), timeout_ms, memory_budget_mb, the GIL."""
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import kiln
+from conftest import CHAIN_SIZE, chain_expected, expected
+
+X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
+
+
+def test_package_is_typed():
+    assert os.path.exists(os.path.join(os.path.dirname(kiln.__file__), "py.typed"))
+
+
+def test_errors_are_typed_subclasses_that_keep_code_and_message(model_path):
+    model = kiln.load(model_path)
+    with pytest.raises(kiln.InvalidArgumentError) as e:
+        model.run({"x": np.zeros((2, 5), np.float32)})
+    assert isinstance(e.value, kiln.KilnError) and isinstance(e.value, ValueError)
+    assert e.value.code == kiln.INVALID_ARGUMENT and "input 'x'" in e.value.message
+    with pytest.raises(kiln.KilnIOError) as e:
+        kiln.load("/nonexistent/model.onnx")
+    assert e.value.code == kiln.IO and isinstance(e.value, OSError)
+    with pytest.raises(kiln.InvalidModelError):
+        kiln.load(b"not a model at all")
+    with pytest.raises(kiln.InvalidArgumentError, match="feeds must be a mapping"):
+        model.run([X])  # type: ignore[arg-type]
+    with pytest.raises(kiln.InvalidArgumentError, match="load takes a path or bytes"):
+        kiln.load(42)  # type: ignore[arg-type]
+    assert type(kiln.KilnError.of(kiln.RUNTIME, "run exceeded its deadline of 0.001 s")) is kiln.RunTimeoutError
+    assert type(kiln.KilnError.of(kiln.INTERNAL, "bug")) is kiln.InternalError
+
+
+def test_model_is_a_context_manager_and_close_is_deterministic(model_path):
+    with kiln.load(model_path) as model:
+        assert not model.closed
+        np.testing.assert_allclose(model.run({"x": X})["y"], expected(X)["y"], rtol=1e-6, atol=1e-6)
+    assert model.closed
+    assert model._handle.pointer.value is None  # the native model was freed on exit, not at garbage collection
+    with pytest.raises(kiln.InvalidArgumentError, match="closed"):
+        model.run({"x": X})
+    with pytest.raises(kiln.InvalidArgumentError, match="closed"):
+        model.partition
+    model.close()  # idempotent
+    assert "closed" in repr(model)
+
+
+def test_close_waits_for_a_run_in_progress(chain_model_path):
+    model = kiln.load(chain_model_path, threads=1)
+    x = np.ones((CHAIN_SIZE, CHAIN_SIZE), np.float32) / CHAIN_SIZE
+    result = {}
+
+    def work():
+        result["y"] = model.run({"x": x})["y"]
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(0.005)
+    model.close()  # must not free the model under the running thread
+    worker.join()
+    np.testing.assert_allclose(result["y"], chain_expected(x), rtol=1e-3, atol=1e-4)
+    assert model.closed
+
+
+def test_timeout_ms_stops_a_long_run_with_a_typed_error(chain_model_path):
+    model = kiln.load(chain_model_path, threads=1)
+    x = np.ones((CHAIN_SIZE, CHAIN_SIZE), np.float32)
+    start = time.perf_counter()
+    model.run({"x": x})
+    full = time.perf_counter() - start
+    assert full > 0.01, f"the chain model ran in {full * 1e3:.2f} ms: too fast to test a deadline"
+    with pytest.raises(kiln.RunTimeoutError) as e:
+        model.run({"x": x}, timeout_ms=1)
+    assert e.value.code == kiln.RUNTIME and "deadline" in e.value.message
+    assert isinstance(e.value, TimeoutError) and isinstance(e.value, kiln.KilnRuntimeError)
+    # A generous deadline does not interfere, and the model still runs after a timed-out run.
+    np.testing.assert_allclose(model.run({"x": x}, timeout_ms=600_000)["y"], chain_expected(x), rtol=1e-3, atol=1e-4)
+    for bad in (-1, "10", True, float("nan")):
+        with pytest.raises(kiln.InvalidArgumentError, match="timeout_ms"):
+            model.run({"x": x}, timeout_ms=bad)
+
+
+def test_memory_budget_mb_refuses_a_plan_over_budget(tmp_path):
+    # x: f32[1024, 1024] -> Relu -> Tanh: the value between them is 4 MiB of kiln.cpu's memory plan.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Tanh", ["r"], ["y"], name="tanh")],
+        "budget", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1024, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1024, 1024])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = str(tmp_path / "budget.onnx")
+    onnx.save(model, path)
+    with pytest.raises(kiln.MemoryBudgetError) as e:
+        kiln.load(path, backend="kiln.cpu", memory_budget_mb=1)
+    assert e.value.code == kiln.UNSUPPORTED and "memory_budget_mb" in e.value.message
+    assert isinstance(e.value, MemoryError) and isinstance(e.value, kiln.UnsupportedError)
+    for bad in (-5, 1.5, True):
+        with pytest.raises(kiln.InvalidArgumentError, match="memory_budget_mb"):
+            kiln.load(path, memory_budget_mb=bad)
+    # A budget that holds the plan loads and runs.
+    with kiln.load(path, backend="kiln.cpu", memory_budget_mb=64) as fits:
+        x = np.linspace(-1, 1, 1024 * 1024, dtype=np.float32).reshape(1024, 1024)
+        np.testing.assert_allclose(fits.run({"x": x})["y"], np.tanh(np.maximum(x, 0)), rtol=1e-5, atol=1e-6)
+
+
+def test_run_releases_the_gil(chain_model_path):
+    """While one thread is inside libkiln, a pure-Python thread keeps running. The spinner notes each
+    millisecond in which it ran. The switch interval is raised to 1 s, so a thread holding the GIL is never
+    forced to give it up: had kiln_run_alloc kept the GIL, the spinner would run in none of the runner's
+    milliseconds (it yields the GIL itself with sleep(0), so the runner gets it back at once)."""
+    model = kiln.load(chain_model_path, threads=1)
+    x = np.ones((CHAIN_SIZE, CHAIN_SIZE), np.float32)
+    model.run({"x": x})
+    done = threading.Event()
+    running = threading.Event()
+    buckets = set()
+
+    def spin():
+        clock = time.perf_counter
+        running.set()
+        while not done.is_set():
+            buckets.add(int(clock() * 1000))
+            time.sleep(0)
+
+    def runs():
+        deadline = time.perf_counter() + 0.2
+        while time.perf_counter() < deadline:
+            model.run({"x": x})
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        spinner = threading.Thread(target=spin)
+        spinner.start()
+        running.wait()
+        runner = threading.Thread(target=runs)
+        start = time.perf_counter()
+        runner.start()
+        runner.join()
+        end = time.perf_counter()
+        done.set()
+        spinner.join()
+    finally:
+        sys.setswitchinterval(interval)
+    window = range(int(start * 1000) + 1, int(end * 1000))
+    progressed = sum(1 for ms in window if ms in buckets)
+    assert len(window) >= 150
+    assert progressed >= 0.1 * len(window), f"the Python thread ran in {progressed} of {len(window)} ms of kiln runs"
