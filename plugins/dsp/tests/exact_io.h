@@ -40,6 +40,26 @@ __attribute__((used)) void *memmove(void *d, const void *s, size_t n) {
     if (a < b) while (n--) *a++ = *b++; else { a += n; b += n; while (n--) *--a = *--b; }
     return d;
 }
+/* Integer division helpers the compiler calls on Hexagon (no compiler-rt here); only the scalar reference
+ * code of the harness divides. Shift-subtract, standard calling convention. */
+static uint64_t exact_udivmod64(uint64_t n, uint64_t d, uint64_t *rem) {
+    uint64_t q = 0, r = 0;
+    for (int bit = 63; bit >= 0; bit--) {
+        r = (r << 1) | ((n >> bit) & 1);
+        if (d && r >= d) { r -= d; q |= (uint64_t)1 << bit; }
+    }
+    if (rem) *rem = r;
+    return q;
+}
+__attribute__((used)) uint32_t __hexagon_udivsi3(uint32_t n, uint32_t d) { return (uint32_t)exact_udivmod64(n, d, 0); }
+__attribute__((used)) uint32_t __hexagon_umodsi3(uint32_t n, uint32_t d) { uint64_t r; exact_udivmod64(n, d, &r); return (uint32_t)r; }
+__attribute__((used)) int32_t __hexagon_divsi3(int32_t n, int32_t d) {
+    uint64_t q = exact_udivmod64(n < 0 ? (uint64_t)-(int64_t)n : (uint64_t)n, d < 0 ? (uint64_t)-(int64_t)d : (uint64_t)d, 0);
+    return (n < 0) != (d < 0) ? -(int32_t)q : (int32_t)q;
+}
+__attribute__((used)) int32_t __hexagon_modsi3(int32_t n, int32_t d) { return n - __hexagon_divsi3(n, d) * d; }
+__attribute__((used)) uint64_t __hexagon_udivdi3(uint64_t n, uint64_t d) { return exact_udivmod64(n, d, 0); }
+__attribute__((used)) uint64_t __hexagon_umoddi3(uint64_t n, uint64_t d) { uint64_t r; exact_udivmod64(n, d, &r); return r; }
 #else
 #include <stdlib.h>
 #include <unistd.h>
