@@ -5,7 +5,8 @@
  *
  * Backend "sampledsp.hvx" (a vendor.target name: the kiln. prefix is reserved for built-in backends),
  * target "dsp-hvx". It claims QuantizeLinear, DequantizeLinear, QLinearMatMul and
- * QLinearConv (per-tensor scales and zero points that are initializers, int8/uint8) and float32 Relu,
+ * QLinearConv (per-tensor scales and zero points that are initializers, int8/uint8), MaxPool on
+ * uint8/int8 and float32 Relu,
  * compiles a graph of them into its own payload (program.h, compat "sampledsp.hvx/kdsp1"), and executes it with the
  * kernels of kernels.c running on the C functional model of HVX (hvx.h) — the same kernel source that
  * tests/run-hvx-exact proves bit-exact on the real instruction set under qemu-hexagon.
@@ -134,6 +135,11 @@ static int scalar_initializer(const Kiln__Ir__Graph *g, const char *name, int dt
 static int output_dtype(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node) {
     const char *op = node->op;
     if (strcmp(op, "DequantizeLinear") == 0 || strcmp(op, "Relu") == 0) return DSP_F32;
+    if (strcmp(op, "MaxPool") == 0) {
+        int d = 0, r;
+        if (node->n_inputs > 0) value_type(g, node->inputs[0], &d, &r);
+        return d ? d : DSP_U8;
+    }
     size_t zp = strcmp(op, "QuantizeLinear") == 0 ? 2 : 7;
     if (node->n_inputs > zp && node->inputs[zp][0]) { int d, r; value_type(g, node->inputs[zp], &d, &r); return d; }
     return DSP_U8;
@@ -148,9 +154,10 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
     int quantize = strcmp(op, "QuantizeLinear") == 0, dequantize = strcmp(op, "DequantizeLinear") == 0;
     int matmul = strcmp(op, "QLinearMatMul") == 0, conv = strcmp(op, "QLinearConv") == 0, relu = strcmp(op, "Relu") == 0;
-    if (!quantize && !dequantize && !matmul && !conv && !relu)
-        REJECT("op %s is not supported (supported: QuantizeLinear, DequantizeLinear, QLinearMatMul, QLinearConv, Relu)", op);
-    size_t min_in = relu ? 1 : quantize || dequantize ? 2 : 8, max_in = relu ? 1 : quantize || dequantize ? 3 : conv ? 9 : 8;
+    int maxpool = strcmp(op, "MaxPool") == 0;
+    if (!quantize && !dequantize && !matmul && !conv && !relu && !maxpool)
+        REJECT("op %s is not supported (supported: QuantizeLinear, DequantizeLinear, QLinearMatMul, QLinearConv, MaxPool on uint8/int8, Relu)", op);
+    size_t min_in = relu || maxpool ? 1 : quantize || dequantize ? 2 : 8, max_in = relu || maxpool ? 1 : quantize || dequantize ? 3 : conv ? 9 : 8;
     if (node->n_inputs < min_in || node->n_inputs > max_in) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     int dtypes[9], ranks[9];
@@ -167,6 +174,35 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     }
     if (relu) {
         if (dtypes[0] != DSP_F32) REJECT("Relu: input has element type %d; only float32 is supported", dtypes[0]);
+        return 0;
+    }
+    if (maxpool) {
+        if (dtypes[0] != DSP_U8 && dtypes[0] != DSP_I8) REJECT("MaxPool: only uint8 and int8 inputs are supported (type %d)", dtypes[0]);
+        if (ranks[0] != 4) REJECT("MaxPool: only 2-D pooling of a rank-4 input of known rank is supported");
+        const Kiln__Ir__Attribute *a = attribute(node, "kernel_shape");
+        if (!a || a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != 2) REJECT("MaxPool: kernel_shape must list 2 integers");
+        int64_t k[2] = {a->ints->values[0], a->ints->values[1]};
+        if (k[0] < 1 || k[1] < 1 || k[0] > 256 || k[1] > 256) REJECT("MaxPool: kernel_shape out of range");
+        const char *lists[3] = {"strides", "pads", "dilations"};
+        size_t lengths[3] = {2, 4, 2};
+        for (int j = 0; j < 3; j++) {
+            a = attribute(node, lists[j]);
+            if (!a) continue;
+            if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != lengths[j]) REJECT("MaxPool: attribute %s must list %zu integers", lists[j], lengths[j]);
+            for (size_t i = 0; i < a->ints->n_values; i++) {
+                int64_t v = a->ints->values[i];
+                if (j == 0 && (v < 1 || v > 4096)) REJECT("MaxPool: strides out of range");
+                if (j == 1 && (v < 0 || v >= k[i & 1])) REJECT("MaxPool: pads must be smaller than the kernel");
+                if (j == 2 && v != 1) REJECT("MaxPool: dilations are not supported");
+            }
+        }
+        a = attribute(node, "ceil_mode");
+        if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("MaxPool: ceil_mode is not supported");
+        a = attribute(node, "storage_order");
+        if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("MaxPool: storage_order 1 is not supported");
+        a = attribute(node, "auto_pad");
+        if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0 && strcmp(a->s, "VALID") != 0)
+            REJECT("MaxPool: auto_pad %s is not supported", a->s);
         return 0;
     }
     for (size_t i = 0; i < node->n_attributes; i++) {
@@ -394,7 +430,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
         dsp_op *op = &p->ops[p->op_count++];
         const char *name = node->op;
         op->opcode = strcmp(name, "QuantizeLinear") == 0 ? DSP_OP_QUANTIZE : strcmp(name, "DequantizeLinear") == 0 ? DSP_OP_DEQUANTIZE
-                   : strcmp(name, "QLinearMatMul") == 0 ? DSP_OP_QMATMUL : strcmp(name, "QLinearConv") == 0 ? DSP_OP_QCONV : DSP_OP_RELU;
+                   : strcmp(name, "QLinearMatMul") == 0 ? DSP_OP_QMATMUL : strcmp(name, "QLinearConv") == 0 ? DSP_OP_QCONV
+                   : strcmp(name, "MaxPool") == 0 ? DSP_OP_MAXPOOL : DSP_OP_RELU;
         op->input_count = (uint32_t)node->n_inputs;
         for (size_t k = 0; k < node->n_inputs; k++) {
             if (!node->inputs[k][0]) { op->inputs[k] = DSP_NO_VALUE; continue; }
@@ -413,6 +450,18 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) op->params[3] = op->params[4] = op->params[5] = op->params[6] = 0;
             a = attribute(node, "dilations");
             if (a) { op->params[7] = a->ints->values[0]; op->params[8] = a->ints->values[1]; }
+        }
+        if (op->opcode == DSP_OP_MAXPOOL) {
+            const Kiln__Ir__Attribute *a = attribute(node, "kernel_shape");
+            op->params[0] = a->ints->values[0];
+            op->params[1] = a->ints->values[1];
+            op->params[2] = op->params[3] = 1;
+            a = attribute(node, "strides");
+            if (a) { op->params[2] = a->ints->values[0]; op->params[3] = a->ints->values[1]; }
+            a = attribute(node, "pads"); /* ONNX: begin_h, begin_w, end_h, end_w */
+            if (a) for (int k = 0; k < 4; k++) op->params[4 + k] = a->ints->values[k];
+            a = attribute(node, "auto_pad");
+            if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) op->params[4] = op->params[5] = op->params[6] = op->params[7] = 0;
         }
         if (find_name(&n, node->outputs[0]) >= 0) { e = error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", node->outputs[0]); goto done; }
         op->output = n.count;
@@ -574,7 +623,7 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         if (!in[k]->set) return error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
-    size_t need = op->opcode == DSP_OP_RELU ? 1 : op->opcode <= DSP_OP_DEQUANTIZE ? 2 : 8;
+    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE ? 2 : 8;
     if (op->input_count < need) return error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
         if (!in[k]) return error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
@@ -586,6 +635,30 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         float *y = out->owned;
         for (int64_t i = 0; i < out->count; i++) y[i] = x[i] > 0 ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
         cost_add(cost, (uint64_t)out->count * 4, (uint64_t)out->count * 4, ((uint64_t)out->count + 31) / 32);
+        return NULL;
+    }
+    case DSP_OP_MAXPOOL: {
+        const run_value *x = in[0];
+        if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || x->rank != 4) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool takes a rank-4 uint8/int8 tensor");
+        int64_t kh = op->params[0], kw = op->params[1], sh = op->params[2], sw = op->params[3];
+        int64_t pt = op->params[4], pl = op->params[5], pb = op->params[6], pr = op->params[7];
+        if (kh < 1 || kw < 1 || kh > 256 || kw > 256 || sh < 1 || sw < 1 || sh > 4096 || sw > 4096 ||
+            pt < 0 || pl < 0 || pb < 0 || pr < 0 || pt >= kh || pb >= kh || pl >= kw || pr >= kw)
+            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: MaxPool: attributes out of range in the payload");
+        int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+        if (H + pt + pb < kh || W + pl + pr < kw) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool: the window is larger than the padded input");
+        int64_t OH = (H + pt + pb - kh) / sh + 1, OW = (W + pl + pr - kw) / sw + 1;
+        if ((uint64_t)B * (uint64_t)C * (uint64_t)OH * (uint64_t)OW * (uint64_t)(kh * kw) > DSP_MAX_OP_WORK)
+            return error(KILN_ERROR_UNSUPPORTED, "execute: MaxPool is beyond this backend's work limit");
+        int64_t dims[4] = {B, C, OH, OW};
+        if (make_result(out, x->dtype, 4, dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        dsp_pool pool = {
+            .C = (size_t)(B * C), .H = (size_t)H, .W = (size_t)W, .KH = (size_t)kh, .KW = (size_t)kw, .stride_h = (size_t)sh,
+            .stride_w = (size_t)sw, .pad_top = (size_t)pt, .pad_left = (size_t)pl, .OH = (size_t)OH, .OW = (size_t)OW,
+            .is_unsigned = x->dtype == DSP_U8, .count_include_pad = 0, .X = x->data, .Y = out->owned,
+        };
+        if (out->count) dsp_maxpool(&pool);
+        cost_add(cost, (uint64_t)x->count, (uint64_t)out->count, (uint64_t)(B * C * OH) * (((uint64_t)OW + 127) / 128) * (uint64_t)(kh * kw) * 2);
         return NULL;
     }
     case DSP_OP_QUANTIZE: case DSP_OP_DEQUANTIZE: {
