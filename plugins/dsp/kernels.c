@@ -93,10 +93,11 @@ static inline HVX_Vector vrmpy_step(HVX_Vector acc, HVX_Vector a_splat, HVX_Vect
 
 void dsp_qgemm(const dsp_gemm *g) {
     size_t K4 = ceil_shift(g->K, 2);
-    HVX_Vector mult = hvx_vsplatw(g->requant.multiplier), zp = hvx_vsplatw(g->requant.zero_point);
-    HVX_Vector round = hvx_vsplatw(g->requant.shift > 0 ? (int32_t)(1u << (g->requant.shift - 1)) : 0);
     uint32_t kzz = (uint32_t)g->K * (uint32_t)g->za * (uint32_t)g->zb;
     for (size_t m = 0; m < g->M; m++) {
+        const dsp_requant *rq = g->row_requant ? &g->row_requant[m] : &g->requant;
+        HVX_Vector mult = hvx_vsplatw(rq->multiplier), zp = hvx_vsplatw(rq->zero_point);
+        HVX_Vector round = hvx_vsplatw(rq->shift > 0 ? (int32_t)(1u << (rq->shift - 1)) : 0);
         const uint8_t *a = g->A + m * g->lda;
         uint32_t rowsum = 0;
         for (size_t k = 0; k < g->K; k++) rowsum += (uint32_t)byte_value(a[k], g->a_unsigned);
@@ -127,7 +128,7 @@ void dsp_qgemm(const dsp_gemm *g) {
                 }
             }
             HVX_Vector r[4];
-            for (int j = 0; j < 4; j++) r[j] = requant_vector(acc[j], mult, g->requant.shift, round, zp);
+            for (int j = 0; j < 4; j++) r[j] = requant_vector(acc[j], mult, rq->shift, round, zp);
             store_head(g->C + m * g->ldc + n0, narrow4(r[0], r[1], r[2], r[3], g->out_unsigned), count);
         }
     }
@@ -177,6 +178,7 @@ void dsp_qconv(const dsp_conv *c) {
             .B_packed = c->scratch, .colsum = c->scratch_colsum, .b_unsigned = c->x_unsigned, .zb = c->zx,
             .bias_row = c->bias ? c->bias + gi * og : NULL, .bias_col = NULL,
             .requant = c->requant, .out_unsigned = c->out_unsigned,
+            .row_requant = c->channel_requant ? c->channel_requant + gi * og : NULL,
             .C = c->Y + gi * og * N, .ldc = N,
         };
         dsp_qgemm(&g);

@@ -61,6 +61,7 @@ typedef struct dsp_gemm {
     const int32_t *bias_row;      /* M values added to row m, or NULL */
     const int32_t *bias_col;      /* N values added to column n, or NULL */
     dsp_requant requant; int out_unsigned;
+    const dsp_requant *row_requant; /* M entries (row m uses row_requant[m]: per-channel scales), or NULL */
     uint8_t *C; size_t ldc;       /* M×N, row stride ldc */
 } dsp_gemm;
 
@@ -74,6 +75,7 @@ typedef struct dsp_conv {
     const uint8_t *Wt; int w_unsigned; int32_t zw;         /* O × (C/group) × KH × KW */
     const int32_t *bias;                                   /* O values or NULL */
     dsp_requant requant; int out_unsigned;
+    const dsp_requant *channel_requant;                    /* O entries (per-channel weight scales), or NULL */
     uint8_t *Y;                                            /* O×OH×OW */
     uint8_t *scratch; int32_t *scratch_colsum;             /* dsp_conv_scratch_bytes / OH·OW int32 */
 } dsp_conv;

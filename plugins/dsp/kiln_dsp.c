@@ -45,6 +45,9 @@
  * than left running for hours. */
 #define DSP_MAX_OP_WORK ((uint64_t)1 << 36)
 
+/* Output channels of one QLinearConv (bounds the per-channel requantization table). */
+#define DSP_MAX_CHANNELS 4096
+
 static const kiln_plugin_host *host;
 
 /* A new error through the host, with a printf-style message. */
@@ -129,6 +132,20 @@ static int scalar_initializer(const Kiln__Ir__Graph *g, const char *name, int dt
     case DSP_I8: *out = (int8_t)p[0]; return 1;
     default: return 0;
     }
+}
+
+/* The float32 values of an initializer of rank 0 or 1 with 1 or `count` elements (per-tensor or per-channel),
+ * all positive and finite: how many (1 or count), or 0 when it is not one. */
+static size_t scale_initializer(const Kiln__Ir__Graph *g, const char *name, size_t count, float *values) {
+    const Kiln__Ir__Tensor *t = initializer(g, name);
+    if (!t || (int)t->dtype != DSP_F32 || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->n_shape > 1) return 0;
+    size_t n = t->raw.len / 4;
+    if (t->raw.len % 4 || (n != 1 && n != count) || (t->n_shape == 1 && (int64_t)n != t->shape[0])) return 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(&values[i], t->raw.data + 4 * i, 4);
+        if (!(values[i] > 0) || !isfinite(values[i])) return 0;
+    }
+    return n;
 }
 
 /* The output type of claimed node `node` (for the types of later nodes). */
@@ -231,12 +248,26 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         return 0;
     }
     /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp; QLinearConv: x, x_scale, x_zp, w,
-     * w_scale, w_zp, y_scale, y_zp[, B] */
+     * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel. */
+    const Kiln__Ir__Tensor *w = conv ? initializer(g, node->inputs[3]) : NULL;
+    if (conv && (!w || w->n_shape != 4 || w->shape[0] < 1)) REJECT("QLinearConv: w must be a rank-4 initializer");
+    if (conv && w->shape[0] > DSP_MAX_CHANNELS) REJECT("QLinearConv: more than %d output channels are not supported", DSP_MAX_CHANNELS);
+    size_t channels = conv ? (size_t)w->shape[0] : 1;
+    float wscales[DSP_MAX_CHANNELS];
     double scale[3] = {0, 0, 0};
-    size_t scale_at[3] = {1, 4, 6}, data_at[3] = {0, 3, 7};
+    size_t scale_at[3] = {1, 4, 6}, data_at[3] = {0, 3, 7}, wscale_count = 1;
     for (int k = 0; k < 3; k++) {
-        if (!node->inputs[scale_at[k]][0] || !scalar_initializer(g, node->inputs[scale_at[k]], DSP_F32, &scale[k]) || !(scale[k] > 0) || !isfinite(scale[k]))
-            REJECT("%s: scale input %zu must be a positive float32 initializer with one element (per-channel scales are not supported)", op, scale_at[k]);
+        float one;
+        if (k == 1 && conv) {
+            wscale_count = node->inputs[4][0] ? scale_initializer(g, node->inputs[4], channels, wscales) : 0;
+            if (!wscale_count) REJECT("QLinearConv: w_scale must be a positive float32 initializer with 1 or %zu (per output channel) elements", channels);
+            scale[1] = wscales[0];
+            continue;
+        }
+        if (!node->inputs[scale_at[k]][0] || scale_initializer(g, node->inputs[scale_at[k]], 1, &one) != 1)
+            REJECT("%s: scale input %zu must be a positive float32 initializer with one element%s", op, scale_at[k],
+                   matmul ? " (per-column scales are not supported)" : "");
+        scale[k] = one;
     }
     for (int k = 0; k < 3; k++) {
         size_t zi = data_at[k] == 7 ? 7 : data_at[k] + 2, di = data_at[k];
@@ -246,19 +277,27 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         if (!node->inputs[zi][0]) REJECT("%s: zero point input %zu must be given", op, zi);
         if (dtypes[zi] != DSP_U8 && dtypes[zi] != DSP_I8) REJECT("%s: zero point input %zu must be uint8 or int8", op, zi);
         if (k < 2 && dtypes[zi] != t) REJECT("%s: input %zu and its zero point differ in type", op, di);
+        if (k == 1 && conv) { /* one value, or one per channel that are all equal */
+            const Kiln__Ir__Tensor *zt = initializer(g, node->inputs[zi]);
+            if (!zt || zt->data_case != KILN__IR__TENSOR__DATA_RAW || zt->n_shape > 1 || (zt->raw.len != 1 && zt->raw.len != channels))
+                REJECT("QLinearConv: w_zero_point must be an initializer with 1 or %zu elements", channels);
+            for (size_t i = 1; i < zt->raw.len; i++)
+                if (zt->raw.data[i] != zt->raw.data[0]) REJECT("QLinearConv: per-channel w_zero_point values must all be equal");
+            continue;
+        }
         if (!scalar_initializer(g, node->inputs[zi], dtypes[zi], &z)) REJECT("%s: zero point input %zu must be an initializer with one element", op, zi);
     }
-    double ratio = scale[0] * scale[1] / scale[2];
-    if (!(ratio < 0.999999)) REJECT("%s: the requantization scale %g is not below 1 (not supported by the Q31 requantization)", op, ratio);
-    if (ratio < 1e-18) REJECT("%s: the requantization scale %g is too small", op, ratio);
+    for (size_t c = 0; c < wscale_count; c++) {
+        double ratio = (double)(float)((float)scale[0] * (conv ? wscales[c] : (float)scale[1])) / scale[2];
+        if (!(ratio < 0.999999)) REJECT("%s: the requantization scale %g is not below 1 (not supported by the Q31 requantization)", op, ratio);
+        if (ratio < 1e-18) REJECT("%s: the requantization scale %g is too small", op, ratio);
+    }
     if (matmul) {
         if (ranks[0] >= 0 && ranks[0] < 2) REJECT("QLinearMatMul: a must have rank 2 or more");
         if (ranks[3] != 2) REJECT("QLinearMatMul: b must be a matrix of known rank 2 (batched b is not supported)");
         return 0;
     }
     if (ranks[0] >= 0 && ranks[0] != 4) REJECT("QLinearConv: only 2-D convolution (rank-4 x) is supported");
-    const Kiln__Ir__Tensor *w = initializer(g, node->inputs[3]);
-    if (!w || w->n_shape != 4) REJECT("QLinearConv: w must be a rank-4 initializer");
     if (node->n_inputs > 8 && node->inputs[8][0] && dtypes[8] != DSP_I32) REJECT("QLinearConv: the bias must be int32");
     const Kiln__Ir__Attribute *a = attribute(node, "auto_pad");
     if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0 && strcmp(a->s, "VALID") != 0)
@@ -702,9 +741,21 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     int32_t z[3];
     uint32_t zt[3];
     size_t si[3] = {1, 4, 6}, zi[3] = {2, 5, 7};
-    for (int k = 0; k < 3; k++)
-        if (scalar_f32(in[si[k]], &s[k]) || scalar_zp(in[zi[k]], &z[k], &zt[k]) || zt[k] == DSP_I32)
+    int per_channel = op->opcode == DSP_OP_QCONV && in[4]->count > 1;
+    for (int k = 0; k < 3; k++) {
+        run_value one = *in[si[k]], onez = *in[zi[k]];
+        if (k == 1 && op->opcode == DSP_OP_QCONV) {  /* per-channel: checked against w below; read the first here */
+            one.count = one.count >= 1 && one.dtype == DSP_F32 ? 1 : one.count;
+            if (onez.count >= 1 && (onez.dtype == DSP_U8 || onez.dtype == DSP_I8)) {
+                for (int64_t i = 1; i < onez.count; i++)
+                    if (((const uint8_t *)onez.data)[i] != ((const uint8_t *)onez.data)[0])
+                        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: per-channel w zero points must be equal", index);
+                onez.count = 1;
+            }
+        }
+        if (scalar_f32(&one, &s[k]) || scalar_zp(&onez, &z[k], &zt[k]) || zt[k] == DSP_I32)
             return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: scales must be one float32 and zero points one uint8/int8", index);
+    }
     const run_value *x = in[0], *w = in[3];
     if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || (w->dtype != DSP_U8 && w->dtype != DSP_I8) || x->dtype != zt[0] || w->dtype != zt[1])
         return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: operands must be uint8/int8 matching their zero points", index);
@@ -757,6 +808,18 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     int64_t OH = (H + pt + pb - eh) / sh + 1, OW = (W + pl + pr - ew) / sw + 1;
     uint64_t work = (uint64_t)B * (uint64_t)O * (uint64_t)OH * (uint64_t)OW * (uint64_t)(C / group) * (uint64_t)KH * (uint64_t)KW;
     if (work > DSP_MAX_OP_WORK || (uint64_t)OH * (uint64_t)OW > ((uint64_t)1 << 31)) return error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv is beyond this backend's work limit");
+    if (per_channel && (in[4]->count != O || (in[5]->count > 1 && in[5]->count != O)))
+        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: %lld w scales / %lld w zero points for %lld output channels",
+                     (long long)in[4]->count, (long long)in[5]->count, (long long)O);
+    if (O > DSP_MAX_CHANNELS) return error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv: more than %d output channels", DSP_MAX_CHANNELS);
+    dsp_requant channel_rq[DSP_MAX_CHANNELS];
+    for (int64_t o = 0; per_channel && o < O; o++) {
+        float ws;
+        memcpy(&ws, (const uint8_t *)in[4]->data + 4 * o, 4);
+        double r = (double)(float)(s[0] * ws) / s[2];
+        if (make_requant(r, z[2], &channel_rq[o]))
+            return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: channel %lld's requantization scale %g is not in (0, 1)", index, (long long)o, r);
+    }
     int64_t dims[4] = {B, O, OH, OW};
     if (make_result(out, zt[2], 4, dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
     size_t scratch_bytes = dsp_conv_scratch_bytes((size_t)C, (size_t)group, (size_t)KH, (size_t)KW, (size_t)OH, (size_t)OW);
@@ -770,7 +833,8 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
             .OH = (size_t)OH, .OW = (size_t)OW,
             .X = (const uint8_t *)x->data + (size_t)(b * C * H * W), .x_unsigned = xu, .zx = z[0],
             .Wt = w->data, .w_unsigned = wu, .zw = z[1], .bias = bias ? bias->data : NULL,
-            .requant = rq, .out_unsigned = yu, .Y = (uint8_t *)out->owned + (size_t)(b * O * OH * OW),
+            .requant = rq, .out_unsigned = yu, .channel_requant = per_channel ? channel_rq : NULL,
+            .Y = (uint8_t *)out->owned + (size_t)(b * O * OH * OW),
             .scratch = scratch, .scratch_colsum = colsum,
         };
         if (O && OH && OW) dsp_qconv(&c);

@@ -134,6 +134,7 @@ int main(void) { return exact_main(); }
 
 static uint8_t buf_a[65536], buf_b[65536], buf_c[65536], buf_d[65536], packed[262144];
 static int32_t buf_i32[16384], colsum[16384], bias_r[1024], bias_c[1024];
+static dsp_requant row_q[1024];
 
 /* Random bytes, a quarter of them the extremes 0x80, 0x7f, 0x00, 0xff. */
 static void random_bytes(uint8_t *p, size_t n) {
@@ -197,9 +198,13 @@ void exact_kernels(int *failures) {
             .bias_row = (i & 4) ? bias_r : NULL, .bias_col = (i & 8) ? bias_c : NULL,
             .requant = random_requant(4, 16, ou), .out_unsigned = ou, .C = buf_c, .ldc = N,
         };
+        if (i % 3 == 0) { /* per-row (per-channel) requantization */
+            for (size_t k = 0; k < M; k++) row_q[k] = random_requant(4, 16, ou);
+            g.row_requant = row_q;
+        }
         dsp_qgemm(&g);
         ref_gemm(&g, buf_b, N, buf_d);
-        report("qgemm", i, buf_c, buf_d, M * N, failures);
+        report(g.row_requant ? "qgemm.per_row" : "qgemm", i, buf_c, buf_d, M * N, failures);
     }
     /* convolutions: plain, grouped, depthwise; strides, pads, dilations */
     for (int i = 0; i < 40; i++) {
@@ -223,9 +228,14 @@ void exact_kernels(int *failures) {
             .bias = (i & 2) ? bias_r : NULL, .requant = random_requant(3, 12, ou), .out_unsigned = ou,
             .Y = buf_c, .scratch = packed, .scratch_colsum = colsum,
         };
+        if (i % 3 == 0) { /* per-output-channel requantization */
+            for (size_t k = 0; k < O; k++) row_q[k] = random_requant(3, 12, ou);
+            c.channel_requant = row_q;
+        }
         dsp_qconv(&c);
         ref_conv(&c, buf_d);
-        report(group == 1 ? "qconv" : group == C ? "qconv.depthwise" : "qconv.grouped", i, buf_c, buf_d, O * OH * OW, failures);
+        report(group == 1 ? (c.channel_requant ? "qconv.per_channel" : "qconv") : group == C ? "qconv.depthwise" : "qconv.grouped",
+               i, buf_c, buf_d, O * OH * OW, failures);
     }
     /* quantized add with realistic scale ratios */
     for (int i = 0; i < 30; i++) {

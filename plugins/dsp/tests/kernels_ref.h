@@ -33,7 +33,8 @@ static inline void ref_gemm(const dsp_gemm *g, const uint8_t *B, size_t ldb, uin
             for (size_t k = 0; k < g->K; k++)
                 acc += (uint32_t)((ref_byte(g->A[m * g->lda + k], g->a_unsigned) - g->za) *
                                   (ref_byte(B[k * ldb + n], g->b_unsigned) - g->zb));
-            C[m * g->ldc + n] = ref_clamp8(ref_requant_wide((int32_t)acc, &g->requant), g->out_unsigned);
+            const dsp_requant *q = g->row_requant ? &g->row_requant[m] : &g->requant;
+            C[m * g->ldc + n] = ref_clamp8(ref_requant_wide((int32_t)acc, q), g->out_unsigned);
         }
 }
 
@@ -56,7 +57,8 @@ static inline void ref_conv(const dsp_conv *c, uint8_t *Y) {
                             int32_t w = ref_byte(c->Wt[((o * cg + ch) * c->KH + ky) * c->KW + kx], c->w_unsigned);
                             acc += (uint32_t)((x - c->zx) * (w - c->zw));
                         }
-                Y[(o * c->OH + oy) * c->OW + ox] = ref_clamp8(ref_requant_wide((int32_t)acc, &c->requant), c->out_unsigned);
+                const dsp_requant *q = c->channel_requant ? &c->channel_requant[o] : &c->requant;
+                Y[(o * c->OH + oy) * c->OW + ox] = ref_clamp8(ref_requant_wide((int32_t)acc, q), c->out_unsigned);
             }
     }
 }

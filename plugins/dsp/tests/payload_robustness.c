@@ -209,6 +209,24 @@ int main(void) {
         free(b.data);
         ops[1].input_count = saved;
     }
+    {   /* per-channel w scales: 4 (one per output channel) run, 3 are refused */
+        static float scales[4] = {0.02f, 0.03f, 0.01f, 0.05f};
+        static int64_t four[1] = {4}, three[1] = {3};
+        dsp_constant saved = cs[3];
+        cs[3] = constant(V_WS, DSP_F32, 1, four, scales, 16);
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "per-channel w scales did not run: %s", why);
+        free(b.data);
+        cs[3] = constant(V_WS, DSP_F32, 1, three, scales, 12);
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "3 w scales for 4 channels ran");
+        printf("3 w scales for 4 channels: %s\n", why);
+        free(b.data);
+        cs[3] = saved;
+    }
     free(good.data);
     printf(failures ? "payload_robustness: FAIL (%d)\n" : "payload_robustness: PASS\n", failures);
     return failures ? 1 : 0;
