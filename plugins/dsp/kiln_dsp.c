@@ -228,7 +228,6 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
             REJECT("%s: attribute %s is not supported", op, a);
     }
     if (quantize || dequantize) {
-        int q = quantize ? 2 : 0; /* the quantized side: input 0 of Dequantize, the zero point of Quantize */
         double s;
         if (quantize && dtypes[0] != DSP_F32) REJECT("QuantizeLinear: x must be float32 (it is type %d)", dtypes[0]);
         if (dequantize && dtypes[0] != DSP_U8 && dtypes[0] != DSP_I8 && dtypes[0] != DSP_I32)
@@ -238,12 +237,16 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         if (node->n_inputs > 2 && node->inputs[2][0]) {
             double z;
             int zt = dtypes[2];
-            if (zt != DSP_U8 && zt != DSP_I8 && !(dequantize && zt == DSP_I32 && initializer(g, node->inputs[2])))
+            if (zt == DSP_I32) { /* int32 (bias) dequantization: one element */
+                const Kiln__Ir__Tensor *t = initializer(g, node->inputs[2]);
+                if (!dequantize || !t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->raw.len != 4 || t->n_shape > 1)
+                    REJECT("%s: an int32 zero point must be an initializer with one element", op);
+            } else if (zt != DSP_U8 && zt != DSP_I8) {
                 REJECT("%s: the zero point must be uint8 or int8 (it is type %d)", op, zt);
-            if (zt != DSP_I32 && !scalar_initializer(g, node->inputs[2], zt, &z)) REJECT("%s: the zero point must be an initializer with one element", op);
+            } else if (!scalar_initializer(g, node->inputs[2], zt, &z)) {
+                REJECT("%s: the zero point must be an initializer with one element", op);
+            }
             if (dequantize && zt != dtypes[0]) REJECT("DequantizeLinear: x and the zero point differ in type");
-        } else if (q == 0 && dequantize && dtypes[0] == DSP_I32) {
-            /* int32 without a zero point: fine */
         }
         return 0;
     }
