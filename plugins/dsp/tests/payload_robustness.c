@@ -7,7 +7,8 @@
  * 4000 random corruptions (each one that still loads is executed) and hand-made payloads that are well
  * formed but ask for the impossible (zero strides, huge pads, mismatched shapes, undefined values, shape
  * products that overflow). Each must end in an error or a clean run; the sanitizers turn any out-of-bounds
- * access or undefined behaviour into a failure. Exits 1 on any failed expectation.
+ * access or undefined behaviour into a failure. It also checks that the valid run's cost estimate is reported
+ * through the device properties and follows the documented model. Exits 1 on any failed expectation.
  */
 #include <kiln/kiln_plugin.h>
 #include "../program.h"
@@ -122,6 +123,28 @@ int main(void) {
     char why[600];
     int r = load_and_run(good.data, good.size, why, sizeof why);
     EXPECT(r == 0, "the valid payload does not run: %s", why);
+
+    {   /* the valid run was costed: the device reports the estimate, consistent with the documented model */
+        kiln_plugin_device_list list;
+        memset(&list, 0, sizeof list);
+        list.struct_size = sizeof list;
+        kiln_plugin_error *de = backend->devices(backend->context, &list);
+        EXPECT(!de && list.device_count == 1, "devices failed");
+        unsigned long long ops = 0, dma = 0, cycles = 0, runs = 0;
+        for (size_t k = 0; !de && k < list.devices[0]->property_count; k++) {
+            const char *key = list.devices[0]->property_keys[k], *value = list.devices[0]->property_values[k];
+            if (strcmp(key, "estimate.last_run.hvx_ops") == 0) ops = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.last_run.dma_bytes") == 0) dma = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.last_run.cycles") == 0) cycles = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.runs") == 0) runs = strtoull(value, NULL, 10);
+        }
+        unsigned long long compute = (ops + 3) / 4, transfer = dma / 10; /* 4 contexts; 10 bytes per cycle at 1 GHz */
+        EXPECT(runs == 1 && ops > 0 && dma > 0 && cycles == (compute > transfer ? compute : transfer),
+               "estimate: runs %llu, %llu HVX ops, %llu DMA bytes, %llu cycles", runs, ops, dma, cycles);
+        printf("estimate of the valid run: %llu HVX ops, %llu DMA bytes, %llu cycles\n", ops, dma, cycles);
+        if (!de) backend->release(backend->context, list.owner);
+        free(de);
+    }
 
     int refused = 0;
     for (size_t cut = 0; cut < good.size; cut++) {
