@@ -112,6 +112,7 @@ static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char 
     return NULL;
 }
 
+/* The attribute `name` of `node`, or NULL. */
 static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
     for (size_t i = 0; i < node->n_attributes; i++)
         if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
@@ -348,6 +349,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
     return 1;
 }
 
+/* Unpacks graph bytes (KILN_PLUGIN_FORMAT_IR_GRAPH) into *out, or returns an error. */
 static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
     if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
     if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
@@ -370,6 +372,7 @@ typedef struct owner {
     void *devices;
 } owner;
 
+/* Callback: frees what a claim, payload or device-list answer handed to the host. */
 static void release(void *context, void *token) {
     (void)context;
     owner *o = token;
@@ -386,6 +389,7 @@ static void release(void *context, void *token) {
     free(o);
 }
 
+/* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
 static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
     (void)context;
     if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
@@ -417,11 +421,13 @@ static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, k
 /* Value ids by name during lowering (a linear list: graphs handed to a backend are small). */
 typedef struct names { const char **name; uint32_t count, capacity; } names;
 
+/* The id of value `name` so far, or -1. */
 static int64_t find_name(const names *n, const char *name) {
     for (uint32_t i = 0; i < n->count; i++) if (strcmp(n->name[i], name) == 0) return i;
     return -1;
 }
 
+/* Builds the program of `g` (every node claimed): inputs, constants copied from initializers, ops. */
 static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     memset(p, 0, sizeof *p);
     names n = {0};
@@ -518,6 +524,7 @@ done:
     return e;
 }
 
+/* Callback: compiles a graph of claimed nodes into a KDSP payload for host or dsp-hvx. */
 static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options, kiln_plugin_payload *out) {
     (void)context;
     if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, target, options->struct_size) && options->target &&
@@ -556,6 +563,7 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     return NULL;
 }
 
+/* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
     if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
@@ -564,6 +572,7 @@ static kiln_plugin_error *check(void *context, const char *compat) {
     return NULL;
 }
 
+/* Callback: decodes and validates a payload into an executable (a dsp_program) on device 0. */
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
@@ -592,6 +601,7 @@ static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_byt
     return NULL;
 }
 
+/* Callback (ABI 1.0): load_with_options on device 0. */
 static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph, void **out_executable) {
     return load_with_options(context, payload, graph, NULL, out_executable);
 }
@@ -850,6 +860,7 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     return NULL;
 }
 
+/* Callback: runs a program on host tensors and records its cost estimate. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
     if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
@@ -928,6 +939,7 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     return e;
 }
 
+/* Callback: frees an executable. */
 static void unload(void *context, void *executable) {
     (void)context;
     if (!executable) return;
@@ -946,6 +958,7 @@ typedef struct device_answer {
     char text[5][24];
 } device_answer;
 
+/* Callback: the one simulated device, with the model parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
     if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");

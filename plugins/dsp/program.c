@@ -23,6 +23,7 @@ int64_t dsp_element_count(uint32_t rank, const int64_t *dims) {
     return n;
 }
 
+/* Appends bytes, growing the buffer (sets failed when out of memory). */
 static void put(dsp_buffer *b, const void *data, size_t size) {
     if (b->failed) return;
     if (b->size + size > b->capacity) {
@@ -36,7 +37,9 @@ static void put(dsp_buffer *b, const void *data, size_t size) {
     if (size) memcpy(b->data + b->size, data, size);
     b->size += size;
 }
+/* Appends a little-endian u32. */
 static void put_u32(dsp_buffer *b, uint32_t v) { uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)}; put(b, x, 4); }
+/* Appends a little-endian u64. */
 static void put_u64(dsp_buffer *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
 
 void dsp_encode(const dsp_program *p, dsp_buffer *out) {
@@ -65,12 +68,14 @@ void dsp_encode(const dsp_program *p, dsp_buffer *out) {
 
 /* A bounds-checked reader. */
 typedef struct reader { const uint8_t *data; size_t size, at; int bad; } reader;
+/* Reads a little-endian u32, or marks the reader bad at the end of the data. */
 static uint32_t get_u32(reader *r) {
     if (r->bad || r->size - r->at < 4) { r->bad = 1; return 0; }
     const uint8_t *x = r->data + r->at;
     r->at += 4;
     return (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24;
 }
+/* Reads a little-endian u64. */
 static uint64_t get_u64(reader *r) { uint64_t lo = get_u32(r); return lo | (uint64_t)get_u32(r) << 32; }
 
 #define FAIL(...) do { snprintf(why, why_size, __VA_ARGS__); dsp_program_free(p); return -1; } while (0)

@@ -107,6 +107,7 @@ static void test_instructions(void) {
     }
 }
 
+/* The kernel cases (below). */
 void exact_kernels(int *failures);
 
 /* Runs everything; returns the process status (1 when a kernel disagreed with its scalar reference). */
@@ -166,6 +167,7 @@ static void report(const char *name, int index, const uint8_t *got, const uint8_
     if (!same) (*failures)++;
 }
 
+/* Runs every kernel on random cases and compares each with its scalar reference. */
 void exact_kernels(int *failures) {
     /* requantization of raw int32 accumulators, extremes included */
     for (int i = 0; i < 40; i++) {

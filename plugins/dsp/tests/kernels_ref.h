@@ -9,7 +9,9 @@
 
 /* floor(x / 2^s) for any sign. */
 static inline int64_t ref_floor_shift(int64_t x, unsigned s) { return x >= 0 ? x >> s : -((-(x + 1)) >> s) - 1; }
+/* x saturated to int32. */
 static inline int64_t ref_sat32(int64_t x) { return x > INT32_MAX ? INT32_MAX : x < INT32_MIN ? INT32_MIN : x; }
+/* A byte as a signed or unsigned value. */
 static inline int32_t ref_byte(uint8_t b, int is_unsigned) { return is_unsigned ? b : (int8_t)b; }
 
 /* The requantization up to the zero point, before the final clamp (sat32 at each step, as documented). */

@@ -21,6 +21,7 @@ kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln
 
 /* ---- a minimal host ---- */
 struct kiln_plugin_error { int32_t code; char message[512]; };
+/* Host service: a new error (freed by the test). */
 static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
     (void)context;
     kiln_plugin_error *e = calloc(1, sizeof *e);
@@ -28,8 +29,11 @@ static kiln_plugin_error *host_error(void *context, int32_t code, const char *me
     snprintf(e->message, sizeof e->message, "%s", message ? message : "");
     return e;
 }
+/* Host service: ignores log lines. */
 static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
+/* Host service: malloc. */
 static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
+/* Host service: free. */
 static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
 
 static const kiln_plugin_backend *backend;
@@ -67,6 +71,7 @@ static int8_t w_data[4 * 2 * 3 * 3];
 static int32_t b_data[4] = {100, -200, 300, -400};
 static int8_t m_data[4 * 6 * 6 * 5];
 
+/* A constant of the valid program. */
 static dsp_constant constant(uint32_t value, uint32_t dtype, uint32_t rank, const int64_t *dims, void *data, uint64_t bytes) {
     dsp_constant c;
     memset(&c, 0, sizeof c);
