@@ -75,6 +75,13 @@ let package = Package(
         ),
         // Tools for the CLI and the tests (NumPy files, the conformance runner, file helpers): not part of the SDK.
         .target(name: "KilnTooling", dependencies: ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends"]),
+        // kiln.dsp's kernels, HVX functional model and payload codec (plugins/dsp): a plain C target so that
+        // the Swift build compiles them too. Nothing links it: the plugin itself (libkiln_dsp.so, with
+        // kiln_dsp.c and protobuf-c) is built by plugins/dsp/Makefile, outside libkiln.
+        .target(
+            name: "KilnDSP", path: "plugins/dsp", exclude: ["tests", "Makefile", "kiln_dsp.c", ".gitignore"],
+            sources: ["kernels.c", "program.c"], publicHeadersPath: "."
+        ),
         .target(name: "CKilnABI", path: "Sources/CKilnABI"),
         .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnFormat", "KilnFrontends", "CKilnABI"]),
         // The `kiln` command-line tool (product `kiln`; the target's name differs from `Kiln` in more than case).

@@ -24,6 +24,7 @@ import Testing
         "KilnC": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnRuntime", "CKilnABI"],
         "KilnCLI": ["Kiln", "KilnTooling", "ArgumentParser"],
         "CKilnKernels": [], "CKilnABI": [], "CZstd": [],
+        "KilnDSP": [],  // plugins/dsp: C kernels of the DSP sample plugin; nothing in the SDK imports it
     ]
 
     /// Modules of the toolchain or of dependencies that any target may import.

@@ -1,0 +1,82 @@
+/*
+ * program.h — kiln.dsp's payload: the compiled program Kiln stores in artifacts (compat "sampledsp.hvx/kdsp1").
+ *
+ * Layout (little-endian):
+ *   "KDSP" u32 version(1)
+ *   u32 value_count, input_count, output_count, constant_count, op_count
+ *   inputs:    input_count × (u32 value, u32 dtype)        dtype: the IR DataType number the input must have
+ *   outputs:   output_count × u32 value
+ *   constants: constant_count × (u32 value, u32 dtype, u32 rank, rank × i64 dim, u64 byte count, bytes)
+ *   ops:       op_count × (u32 opcode, u32 input count (<= DSP_MAX_OP_INPUTS), that many u32 values
+ *              (DSP_NO_VALUE = an omitted optional input), u32 output value, DSP_OP_PARAMS × i64 params)
+ * dsp_decode validates every count, index, rank, size and opcode with checked arithmetic: a payload it
+ * did not write is an error, never a crash.
+ */
+#ifndef KILN_DSP_PROGRAM_H
+#define KILN_DSP_PROGRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DSP_MAX_RANK 8
+#define DSP_MAX_OP_INPUTS 9
+#define DSP_OP_PARAMS 12
+#define DSP_NO_VALUE 0xffffffffu
+
+/* IR element types the backend handles (kiln.ir DataType numbers). */
+enum { DSP_F32 = 1, DSP_U8 = 2, DSP_I8 = 3, DSP_I32 = 6 };
+
+/* Opcodes. QLinearConv params: group, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
+ * dil_h, dil_w. MaxPool params: kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+ * pad_right. Other ops have none. */
+enum { DSP_OP_QUANTIZE = 1, DSP_OP_DEQUANTIZE = 2, DSP_OP_QMATMUL = 3, DSP_OP_QCONV = 4, DSP_OP_RELU = 5, DSP_OP_MAXPOOL = 6,
+       DSP_OP_LAST = 6 };
+
+/* A constant tensor (an initializer the compile copied). */
+typedef struct dsp_constant {
+    uint32_t value, dtype, rank;
+    int64_t dims[DSP_MAX_RANK];
+    uint8_t *data;
+    uint64_t bytes;
+} dsp_constant;
+
+/* One operation. */
+typedef struct dsp_op {
+    uint32_t opcode, input_count;
+    uint32_t inputs[DSP_MAX_OP_INPUTS];
+    uint32_t output;
+    int64_t params[DSP_OP_PARAMS];
+} dsp_op;
+
+/* A whole program. */
+typedef struct dsp_program {
+    uint32_t value_count, input_count, output_count, constant_count, op_count;
+    uint32_t *inputs, *input_dtypes, *outputs;
+    dsp_constant *constants;
+    dsp_op *ops;
+} dsp_program;
+
+/* A growable byte buffer (failed is set when an allocation failed). */
+typedef struct dsp_buffer {
+    uint8_t *data;
+    size_t size, capacity;
+    int failed;
+} dsp_buffer;
+
+/* Serializes `p` into `out` (out->failed on allocation failure). */
+void dsp_encode(const dsp_program *p, dsp_buffer *out);
+
+/* Parses and validates a payload into `p` (allocated; release with dsp_program_free). Returns 0, or -1
+ * with a reason in `why`. */
+int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t why_size);
+
+/* Frees what a program owns. */
+void dsp_program_free(dsp_program *p);
+
+/* The size in bytes of one element of `dtype`, 0 for an unknown type. */
+size_t dsp_dtype_size(uint32_t dtype);
+
+/* The element count of a shape, or -1 when a dim is negative or the product overflows 2^62. */
+int64_t dsp_element_count(uint32_t rank, const int64_t *dims);
+
+#endif

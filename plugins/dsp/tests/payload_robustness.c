@@ -1,0 +1,261 @@
+/*
+ * payload_robustness.c — a malformed kiln.dsp payload is an error, never a crash.
+ *
+ * Links the plugin's sources directly (built with -fsanitize=address,undefined by run-tests) behind a
+ * minimal host, builds one valid payload (QuantizeLinear -> QLinearConv -> QLinearMatMul ->
+ * DequantizeLinear, with constants), checks that it loads and runs, and then feeds load every truncation,
+ * 4000 random corruptions (each one that still loads is executed) and hand-made payloads that are well
+ * formed but ask for the impossible (zero strides, huge pads, mismatched shapes, undefined values, shape
+ * products that overflow). Each must end in an error or a clean run; the sanitizers turn any out-of-bounds
+ * access or undefined behaviour into a failure. It also checks that the valid run's cost estimate is reported
+ * through the device properties and follows the documented model. Exits 1 on any failed expectation.
+ */
+#include <kiln/kiln_plugin.h>
+#include "../program.h"
+
+kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln_plugin_header **out_header);
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- a minimal host ---- */
+struct kiln_plugin_error { int32_t code; char message[512]; };
+/* Host service: a new error (freed by the test). */
+static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
+    (void)context;
+    kiln_plugin_error *e = calloc(1, sizeof *e);
+    e->code = code;
+    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
+    return e;
+}
+/* Host service: ignores log lines. */
+static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
+/* Host service: malloc. */
+static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
+/* Host service: free. */
+static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
+
+static const kiln_plugin_backend *backend;
+static int failures;
+
+#define EXPECT(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
+
+/* Loads `bytes` and, when that works, executes it on x (float32 [1,2,6,6]). Returns 0 when both worked,
+ * 1 when load refused, 2 when execute refused. */
+static int load_and_run(const void *bytes, size_t size, char *why, size_t why_size) {
+    kiln_plugin_bytes payload = {sizeof payload, bytes, size, KILN_PLUGIN_FORMAT_OPAQUE, 0};
+    void *executable = NULL;
+    kiln_plugin_error *e = backend->load(backend->context, &payload, NULL, &executable);
+    if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 1; }
+    float xf[72];
+    for (int i = 0; i < 72; i++) xf[i] = (float)(i % 13) - 6.0f;
+    int64_t shape[4] = {1, 2, 6, 6};
+    kiln_tensor in = {xf, {KILN_DEVICE_CPU, 0}, 4, {KILN_DTYPE_FLOAT, 32, 1}, shape, NULL, 0};
+    int64_t out_shape[KILN_PLUGIN_MAX_RANK];
+    kiln_tensor out = {NULL, {KILN_DEVICE_CPU, 0}, 0, {0, 0, 0}, out_shape, NULL, 0};
+    e = backend->execute(backend->context, executable, &in, 1, &out, 1);
+    free(out.data);
+    backend->unload(backend->context, executable);
+    if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 2; }
+    return 0;
+}
+
+/* Value ids of the valid program (V_P: the product). */
+enum { V_X, V_XS, V_XZ, V_Q, V_W, V_WS, V_WZ, V_YS, V_YZ, V_B, V_C, V_M, V_MS, V_MZ, V_MM, V_DS, V_P, V_Y, V_COUNT };
+
+static float f_xs = 0.05f, f_ws = 0.02f, f_ys = 0.1f, f_ms = 0.01f, f_mys = 0.2f, f_ds = 0.2f;
+static uint8_t u_xz = 128, u_yz = 10;
+static int8_t i_wz = 0, i_mwz = 0;
+static int8_t w_data[4 * 2 * 3 * 3];
+static int32_t b_data[4] = {100, -200, 300, -400};
+static int8_t m_data[4 * 6 * 6 * 5];
+
+/* A constant of the valid program. */
+static dsp_constant constant(uint32_t value, uint32_t dtype, uint32_t rank, const int64_t *dims, void *data, uint64_t bytes) {
+    dsp_constant c;
+    memset(&c, 0, sizeof c);
+    c.value = value; c.dtype = dtype; c.rank = rank;
+    for (uint32_t d = 0; d < rank; d++) c.dims[d] = dims[d];
+    c.data = data; c.bytes = bytes;
+    return c;
+}
+
+/* The valid program: x(f32) -> Quantize -> QLinearConv (4 out, 3x3, pad 1) -> QLinearMatMul
+ * over the last dim (6 -> 5) -> Dequantize; value ids from the enum above. */
+static void valid_program(dsp_program *p, dsp_constant *cs, dsp_op *ops, uint32_t *inputs, uint32_t *dtypes, uint32_t *outputs) {
+    static int64_t one[1] = {1}, wd[4] = {4, 2, 3, 3}, bd[1] = {4}, md[2] = {6, 5};
+    for (size_t i = 0; i < sizeof w_data; i++) w_data[i] = (int8_t)(i * 29);
+    for (size_t i = 0; i < 30; i++) m_data[i] = (int8_t)(i * 53);
+    size_t n = 0;
+    cs[n++] = constant(V_XS, DSP_F32, 1, one, &f_xs, 4);
+    cs[n++] = constant(V_XZ, DSP_U8, 0, NULL, &u_xz, 1);
+    cs[n++] = constant(V_W, DSP_I8, 4, wd, w_data, sizeof w_data);
+    cs[n++] = constant(V_WS, DSP_F32, 0, NULL, &f_ws, 4);
+    cs[n++] = constant(V_WZ, DSP_I8, 0, NULL, &i_wz, 1);
+    cs[n++] = constant(V_YS, DSP_F32, 0, NULL, &f_ys, 4);
+    cs[n++] = constant(V_YZ, DSP_U8, 0, NULL, &u_yz, 1);
+    cs[n++] = constant(V_B, DSP_I32, 1, bd, b_data, sizeof b_data);
+    cs[n++] = constant(V_M, DSP_I8, 2, md, m_data, 30);
+    cs[n++] = constant(V_MS, DSP_F32, 0, NULL, &f_ms, 4);
+    cs[n++] = constant(V_MZ, DSP_I8, 0, NULL, &i_mwz, 1);
+    cs[n++] = constant(V_MM, DSP_F32, 0, NULL, &f_mys, 4);
+    cs[n++] = constant(V_DS, DSP_F32, 0, NULL, &f_ds, 4);
+    memset(ops, 0, 4 * sizeof *ops);
+    ops[0] = (dsp_op){DSP_OP_QUANTIZE, 3, {V_X, V_XS, V_XZ}, V_Q, {0}};
+    ops[1] = (dsp_op){DSP_OP_QCONV, 9, {V_Q, V_XS, V_XZ, V_W, V_WS, V_WZ, V_YS, V_YZ, V_B}, V_C, {1, 1, 1, 1, 1, 1, 1, 1, 1}};
+    ops[2] = (dsp_op){DSP_OP_QMATMUL, 8, {V_C, V_YS, V_YZ, V_M, V_MS, V_MZ, V_MM, V_YZ}, V_P, {0}};
+    ops[3] = (dsp_op){DSP_OP_DEQUANTIZE, 3, {V_P, V_DS, V_YZ}, V_Y, {0}};
+    inputs[0] = V_X; dtypes[0] = DSP_F32; outputs[0] = V_Y;
+    p->value_count = V_COUNT; p->input_count = 1; p->output_count = 1; p->constant_count = (uint32_t)n; p->op_count = 4;
+    p->inputs = inputs; p->input_dtypes = dtypes; p->outputs = outputs; p->constants = cs; p->ops = ops;
+}
+
+int main(void) {
+    kiln_plugin_host h = {sizeof h, 1, 0, 1, 2, "test", NULL, host_error, host_log, host_alloc, host_free};
+    const kiln_plugin_header *header = NULL;
+    kiln_plugin_error *e = kiln_plugin_query_v1(&h, &header);
+    if (e || !header) { printf("FAIL: query\n"); return 1; }
+    backend = header->backends[0];
+
+    dsp_program p;
+    dsp_constant cs[16];
+    dsp_op ops[4];
+    uint32_t inputs[1], dtypes[1], outputs[1];
+    valid_program(&p, cs, ops, inputs, dtypes, outputs);
+    dsp_buffer good;
+    dsp_encode(&p, &good);
+    char why[600];
+    int r = load_and_run(good.data, good.size, why, sizeof why);
+    EXPECT(r == 0, "the valid payload does not run: %s", why);
+
+    {   /* the valid run was costed: the device reports the estimate, consistent with the documented model */
+        kiln_plugin_device_list list;
+        memset(&list, 0, sizeof list);
+        list.struct_size = sizeof list;
+        kiln_plugin_error *de = backend->devices(backend->context, &list);
+        EXPECT(!de && list.device_count == 1, "devices failed");
+        unsigned long long ops = 0, dma = 0, cycles = 0, runs = 0;
+        for (size_t k = 0; !de && k < list.devices[0]->property_count; k++) {
+            const char *key = list.devices[0]->property_keys[k], *value = list.devices[0]->property_values[k];
+            if (strcmp(key, "estimate.last_run.hvx_ops") == 0) ops = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.last_run.dma_bytes") == 0) dma = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.last_run.cycles") == 0) cycles = strtoull(value, NULL, 10);
+            if (strcmp(key, "estimate.runs") == 0) runs = strtoull(value, NULL, 10);
+        }
+        unsigned long long compute = (ops + 3) / 4, transfer = dma / 10; /* 4 contexts; 10 bytes per cycle at 1 GHz */
+        EXPECT(runs == 1 && ops > 0 && dma > 0 && cycles == (compute > transfer ? compute : transfer),
+               "estimate: runs %llu, %llu HVX ops, %llu DMA bytes, %llu cycles", runs, ops, dma, cycles);
+        printf("estimate of the valid run: %llu HVX ops, %llu DMA bytes, %llu cycles\n", ops, dma, cycles);
+        if (!de) backend->release(backend->context, list.owner);
+        free(de);
+    }
+
+    int refused = 0;
+    for (size_t cut = 0; cut < good.size; cut++) {
+        r = load_and_run(good.data, cut, why, sizeof why);
+        EXPECT(r == 1, "a payload truncated to %zu of %zu bytes loaded", cut, good.size);
+        refused += r == 1;
+    }
+    printf("truncations: %d of %zu refused by load\n", refused, good.size);
+
+    uint64_t state = 88172645463325252ull;
+    int loaded = 0, ran = 0;
+    uint8_t *copy = malloc(good.size);
+    for (int trial = 0; trial < 4000; trial++) {
+        memcpy(copy, good.data, good.size);
+        int flips = 1 + trial % 4;
+        for (int f = 0; f < flips; f++) {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            size_t at = (size_t)(state % good.size);
+            copy[at] = (trial & 1) ? (uint8_t)(state >> 32) : (uint8_t)(copy[at] ^ (1u << ((state >> 40) & 7)));
+        }
+        r = load_and_run(copy, good.size, why, sizeof why);
+        loaded += r != 1;
+        ran += r == 0;
+    }
+    free(copy);
+    printf("corruptions: 4000 tried, %d loaded, %d ran cleanly, the rest refused; none crashed\n", loaded, ran);
+
+    /* well formed, impossible */
+    struct { const char *what; int op; int param; int64_t value; } bad[] = {
+        {"group 0", 1, 0, 0}, {"stride 0", 1, 1, 0}, {"negative pad", 1, 3, -1}, {"pad 2^40", 1, 4, (int64_t)1 << 40},
+        {"dilation 0", 1, 7, 0}, {"group 3 (channels 2)", 1, 0, 3}, {"stride 2^62", 1, 2, (int64_t)1 << 62},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        dsp_op saved = ops[bad[i].op];
+        ops[bad[i].op].params[bad[i].param] = bad[i].value;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r != 0, "%s ran", bad[i].what);
+        printf("%s: %s\n", bad[i].what, r ? why : "ran");
+        free(b.data);
+        ops[bad[i].op] = saved;
+    }
+    {   /* the matrix with a shape that does not multiply */
+        int64_t saved = cs[8].dims[0];
+        cs[8].dims[0] = 5; cs[8].dims[1] = 6;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "a mismatched QLinearMatMul ran or failed to load");
+        printf("mismatched matmul: %s\n", why);
+        free(b.data);
+        cs[8].dims[0] = saved; cs[8].dims[1] = 5;
+    }
+    {   /* a constant whose dims multiply past 2^64 */
+        int64_t saved[2] = {cs[8].dims[0], cs[8].dims[1]};
+        cs[8].dims[0] = (int64_t)1 << 40; cs[8].dims[1] = (int64_t)1 << 40;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1, "a constant of 2^80 elements loaded");
+        printf("overflowing constant: %s\n", why);
+        free(b.data);
+        cs[8].dims[0] = saved[0]; cs[8].dims[1] = saved[1];
+    }
+    {   /* an op that reads a value defined later */
+        uint32_t saved = ops[1].inputs[0];
+        ops[1].inputs[0] = V_P; /* defined by op 2 */
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1, "an op reading an undefined value loaded");
+        printf("undefined value: %s\n", why);
+        free(b.data);
+        ops[1].inputs[0] = saved;
+    }
+    {   /* a QLinearConv with too few inputs */
+        uint32_t saved = ops[1].input_count;
+        ops[1].input_count = 4;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r != 0, "a QLinearConv with 4 inputs ran");
+        printf("short QLinearConv: %s\n", why);
+        free(b.data);
+        ops[1].input_count = saved;
+    }
+    {   /* per-channel w scales: 4 (one per output channel) run, 3 are refused */
+        static float scales[4] = {0.02f, 0.03f, 0.01f, 0.05f};
+        static int64_t four[1] = {4}, three[1] = {3};
+        dsp_constant saved = cs[3];
+        cs[3] = constant(V_WS, DSP_F32, 1, four, scales, 16);
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "per-channel w scales did not run: %s", why);
+        free(b.data);
+        cs[3] = constant(V_WS, DSP_F32, 1, three, scales, 12);
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "3 w scales for 4 channels ran");
+        printf("3 w scales for 4 channels: %s\n", why);
+        free(b.data);
+        cs[3] = saved;
+    }
+    free(good.data);
+    printf(failures ? "payload_robustness: FAIL (%d)\n" : "payload_robustness: PASS\n", failures);
+    return failures ? 1 : 0;
+}
