@@ -75,6 +75,8 @@ struct SupportFacts {
     let types: [String: DType]
     /// Values known before running.
     let known: Set<String>
+    /// Constant values by name (initializers that are not inputs, Constant nodes).
+    var constants: [String: Tensor] = [:]
 }
 
 /// The ops `kiln.cpu` runs, by op: the one list of them.
@@ -308,6 +310,10 @@ enum CPUKernelTable {
             return nil
         }, lowering: planned(SwiftOps.eyeLike)))
         add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
+        // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).
+        add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
+            ControlFlow.outputTypes(of: node)?.first ?? nil
+        }, rejection: ControlFlow.rejection, lowering: custom { try $0.lowerControlFlow($1, at: $2) }))
         return table
     }()
 }

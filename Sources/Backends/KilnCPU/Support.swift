@@ -29,6 +29,10 @@ enum Support {
             case .inferred, .float32Statistics:
                 if types[out] == nil, let t = types[node.input(0)] { types[out] = t }
             }
+            // If, Loop and Scan: the types their bodies declare for every output.
+            if let declared = ControlFlow.outputTypes(of: node) {
+                for (o, t) in zip(node.outputs, declared) where !o.isEmpty && types[o] == nil { if let t { types[o] = t } }
+            }
             if case .float32Statistics = resultType {
                 for o in node.outputs where !o.isEmpty { types[o] = types[o] ?? .float32 }
             }
@@ -50,6 +54,17 @@ enum Support {
             }
         }
         return known
+    }
+
+    /// The constant values of `graph` by name: initializers that are not inputs, and Constant nodes' tensors
+    /// (what `Lowering` makes program constants).
+    static func constants(of graph: Graph) -> [String: Tensor] {
+        let inputNames = Set(graph.inputs.map(\.name))
+        var result = graph.initializers.filter { !inputNames.contains($0.key) }
+        for node in graph.nodes where node.op == OpID("", "Constant") {
+            if let t = constantTensor(node), let o = node.outputs.first, !o.isEmpty { result[o] = t }
+        }
+        return result
     }
 
     /// The element type a Cast node converts to, when its `to` attribute names one.
@@ -87,6 +102,7 @@ enum Support {
     private static func rejections(in graph: Graph, excluding excluded: Set<Int>) -> [Rejection] {
         let types = elementTypes(of: graph)
         let known = knownBeforeRunning(graph, excluding: excluded)
+        let constants = constants(of: graph)
         // Values that are sequences, maps or optionals: kiln.cpu runs dense tensors only.
         var nonTensors = Set<String>()
         for v in graph.inputs + graph.outputs {
@@ -97,14 +113,14 @@ enum Support {
         for (index, node) in graph.nodes.enumerated() {
             if let value = (node.inputs + node.outputs).first(where: nonTensors.contains) {
                 result.append(Rejection(node: index, reason: "'\(value)' is not a tensor; kiln.cpu runs dense tensors only"))
-            } else if let reason = reason(node, types: types, known: known) {
+            } else if let reason = reason(node, types: types, known: known, constants: constants) {
                 result.append(Rejection(node: index, reason: reason))
             }
         }
         return result
     }
 
-    private static func reason(_ node: Node, types: [String: DType], known: Set<String>) -> String? {
+    private static func reason(_ node: Node, types: [String: DType], known: Set<String>, constants: [String: Tensor]) -> String? {
         guard node.op.domain.isEmpty, let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
         // Lowering names each operation's results by the node's outputs: a node that produces nothing is malformed.
         guard node.outputs.contains(where: { !$0.isEmpty }) else { return "\(node.op.name) has no output" }
@@ -129,6 +145,6 @@ enum Support {
                 }
             }
         }
-        return kernel.rejection?(node, SupportFacts(types: types, known: known))
+        return kernel.rejection?(node, SupportFacts(types: types, known: known, constants: constants))
     }
 }
