@@ -179,7 +179,7 @@ enum ControlFlowModels {
         let out = try Session(model: reversed, backend: CPUBackend(threads: 1)).run(["s0": .tensor(s0), "xs": .tensor(xs)])
         // Reversed: rows 4, 3, 2, 1, 0 are added in that order.
         #expect(out["s"]?.tensor?.elements(as: Float.self) == [120, 225])
-        #expect(out["ys"]?.tensor?.elements(as: Float.self) == [108, 209, 114, 216, 118, 222, 120, 224, 120, 225])
+        #expect(out["ys"]?.tensor?.elements(as: Float.self) == [108, 209, 114, 216, 118, 221, 120, 224, 120, 225])
         for (d, o) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
             try expectMatchesReference(ControlFlowModels.scanRunningSum(direction: d, outputDirection: o),
                                        inputs: ["s0": s0, "xs": xs], "Scan directions \(d)/\(o)")
@@ -210,7 +210,7 @@ enum ControlFlowModels {
         #expect(rejected.count == 1 && rejected.first?.reason.contains("'lrn' (LRN)") == true, "\(rejected.map(\.reason))")
         // Split by the host target, the If falls back to kiln.reference whole, and runs.
         let summary = try Kiln.compiler().compile(model: Model(graph: graph, opsets: ["": 21])).summary
-        #expect(summary.report.fallbackSummary.hasPrefix("fallback: 1 node"), "\(summary.report.fallbackSummary)")
+        #expect(summary.report.fallbackSummary.hasPrefix("fallback: 1 of 1 nodes on kiln.reference: If"), "\(summary.report.fallbackSummary)")
     }
 
     @Test func aSileroLikeIfCompilesWithNoFallback() throws {
