@@ -2,6 +2,7 @@
 // staged plans of values computed at run time, on randomized shapes and attributes against kiln.reference.
 import Kiln
 import KilnCPU
+import KilnReference
 import Testing
 import KilnTestSupport
 
@@ -258,6 +259,39 @@ struct SwiftOpsTests {
             g.graph.outputs = outs.map { Value(name: $0) }
             let values = (0..<15).map { _ in Double(r.int(-300...300)) + (from.isInteger ? 0 : Double(r.float())) }
             try expectMatchesReference(g.model, inputs: ["x": Tensor(dtype: from, shape: [3, 5], doubles: values)], "Cast from \(from)")
+        }
+    }
+
+    @Test("Cast and CastLike to and from the 8- and 4-bit float formats and 4-/2-bit integers, saturating or not: bit-exact with kiln.reference")
+    func lowPrecisionConversions() throws {
+        var r = SplitMix64(seed: 113)
+        let narrow: [DType] = [.float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1, .int4, .uint4, .int2, .uint2]
+        // Values in and far beyond each format's range, infinities and NaN, so saturation and overflow show.
+        var values: [Double] = [0, -0.0, 0.3, -1.75, 7, 300, -1e5, 1e9, .infinity, -.infinity, .nan]
+        while values.count < 24 { values.append(Double(r.int(-600...600)) * Double(r.float())) }
+        for wide in [DType.float32, .float16] {
+            for saturate in [1, 0] {
+                var g = TestGraph()
+                let x = g.input("x", [.fixed(values.count)], wide)
+                var outs: [String] = []
+                for to in narrow {
+                    let cast = g.node("Cast", [x], ["to": .int(to.onnxCode), "saturate": .int(saturate)])
+                    outs.append(cast)
+                    // And back: decoding every code the forward cast produced.
+                    outs.append(g.node("Cast", [cast], ["to": .int(wide.onnxCode)]))
+                    outs.append(g.node("CastLike", [x, g.constant(Tensor(zeros: to, shape: [1]))], ["saturate": .int(saturate)]))
+                }
+                g.graph.outputs = outs.map { Value(name: $0) }
+                #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+                let feeds: [String: RuntimeValue] = ["x": .tensor(Tensor(dtype: wide, shape: [values.count], doubles: values))]
+                let want = try Session(model: g.model, backend: ReferenceBackend()).runOrdered(feeds).map { $0.tensor! }
+                let got = try Session(model: g.model, backend: CPUBackend(threads: 1)).runOrdered(feeds).map { $0.tensor! }
+                for (i, (a, b)) in zip(got, want).enumerated() {
+                    #expect(a.dtype == b.dtype && a.shape == b.shape, "output \(i) from \(wide), saturate \(saturate)")
+                    #expect(a.rawBytes.map(Array.init) == b.rawBytes.map(Array.init),
+                            "output \(i) (\(b.dtype)) from \(wide), saturate \(saturate): \(a.asDoubles()) vs \(b.asDoubles())")
+                }
+            }
         }
     }
 

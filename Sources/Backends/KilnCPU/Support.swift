@@ -8,7 +8,9 @@ enum Support {
     static let elementTypes: Set<DType> = [.float32, .int64, .int32, .bool]
     /// Element types Cast and CastLike convert between (byte-wide and wider; no float8, sub-byte or strings):
     /// values of these types may exist only as their inputs and outputs.
-    static let castTypes: Set<DType> = elementTypes.union([.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64])
+    static let castTypes: Set<DType> = elementTypes.union([.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64,
+                                                           .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float8e8m0,
+                                                           .float4e2m1, .int4, .uint4, .int2, .uint2])
 
     /// The element type of every value whose type can be inferred.
     static func elementTypes(of graph: Graph) -> [String: DType] {
