@@ -295,6 +295,36 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("QuantizeLinear then DequantizeLinear: per-tensor, per-axis and blocked, integer and float8/float4 types")
+    func quantizeDequantize() throws {
+        var r = SplitMix64(seed: 114)
+        let x = Tensor(shape: [2, 6], (0..<12).map { _ in Float(r.float(-40, 40)) })
+        // (zero point type, scale/zero-point shape, axis, block_size)
+        let cases: [(DType, [Int], Int, Int)] = [
+            (.uint8, [], 1, 0), (.int8, [6], 1, 0), (.int8, [2], 0, 0), (.int4, [2, 2], 1, 3), (.uint16, [1, 6], 0, 2),
+            (.int2, [], 1, 0), (.float8e4m3fn, [], 1, 0), (.float8e5m2, [6], 1, 0), (.float4e2m1, [], 1, 0),
+        ]
+        for (t, shape, axis, block) in cases {
+            var g = TestGraph()
+            let input = g.input("x", [2, 6])
+            let count = shape.reduce(1, *)
+            let scale = g.constant(Tensor(shape: shape, (0..<count).map { _ in Float(r.float(0.05, 3)) }))
+            let zeroValues: [Double] = (0..<count).map { _ in t.isFloatingPoint ? 0 : Double(r.int(0...1)) }
+            let zero = g.constant(Tensor(dtype: t, shape: shape, doubles: zeroValues))
+            let attributes: [String: Attribute] = ["axis": .int(axis), "block_size": .int(block)]
+            let q = g.node("QuantizeLinear", [input, scale, zero], attributes)
+            g.output(q, g.node("DequantizeLinear", [q, scale, zero], attributes))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty, "\(t)")
+            let feeds: [String: RuntimeValue] = ["x": .tensor(x)]
+            let want = try Session(model: g.model, backend: ReferenceBackend()).runOrdered(feeds).map { $0.tensor! }
+            let got = try Session(model: g.model, backend: CPUBackend(threads: 1)).runOrdered(feeds).map { $0.tensor! }
+            #expect(got.map(\.dtype) == [t, .float32] && got.map(\.shape) == [[2, 6], [2, 6]], "\(t) \(shape)")
+            for (a, b) in zip(got, want) {
+                #expect(a.rawBytes.map(Array.init) == b.rawBytes.map(Array.init), "\(t) \(shape): \(a.asDoubles()) vs \(b.asDoubles())")
+            }
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -224,7 +224,8 @@ enum CPUKernelTable {
                                 lowering: planned(SwiftOps.size)))
         add(["NonZero"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .whenInputsAre,
                                    lowering: planned(SwiftOps.nonZero)))
-        add(["Flatten", "Identity"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+        // Views of the bytes, so any element type kiln.cpu holds (a quantized uint8 value, say).
+        add(["Flatten", "Identity"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
                                                lowering: custom { $0.lowerView($1, at: $2) }))
         add(["Transpose"], CPUKernel(family: .data, resultType: .firstInput, lowering: custom { try $0.lowerTranspose($1, at: $2) }))
         add(["Gather"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
@@ -312,6 +313,12 @@ enum CPUKernelTable {
             return nil
         }, lowering: planned(SwiftOps.eyeLike)))
         add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
+        // Linear quantization (QuantizationOperations.swift): the result type is the zero point's (or
+        // output_dtype's, uint8 by default) for QuantizeLinear and the scale's for DequantizeLinear.
+        add(["QuantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(2),
+                                          rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.quantizeLinear)))
+        add(["DequantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(1),
+                                            rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.dequantizeLinear)))
         // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).
         add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
             ControlFlow.outputTypes(of: node)?.first ?? nil
