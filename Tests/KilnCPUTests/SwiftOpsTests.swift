@@ -325,6 +325,31 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Reductions, CumSum and CumProd over float64 keep float64 precision")
+    func float64Reductions() throws {
+        var r = SplitMix64(seed: 115)
+        // Values whose float32 rounding would show: 1 + 1e-9 steps.
+        let values = (0..<24).map { _ in 1 + Double(r.int(-1000...1000)) * 1e-9 }
+        let x64 = Tensor(shape: [2, 3, 4], values)
+        for op in ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                   "ReduceLogSumExp", "ReduceSumSquare"] {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(2), .fixed(3), .fixed(4)], .float64)
+            g.output(g.node(op, [x, g.constant(Tensor(int64s: [1, -1]))], ["keepdims": .int(0)]))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty, "\(op)")
+            try expectMatchesReference(g.model, inputs: ["x": x64], tolerance: 1e-14, "\(op) over float64")
+        }
+        for op in ["CumSum", "CumProd"] {
+            for (exclusive, reverse) in [(0, 0), (1, 1)] {
+                var g = TestGraph()
+                let x = g.input("x", [.fixed(2), .fixed(3), .fixed(4)], .float64)
+                g.output(g.node(op, [x, g.constant(Tensor(scalar: Int64(2)))], ["exclusive": .int(exclusive), "reverse": .int(reverse)]))
+                let got = try expectMatchesReference(g.model, inputs: ["x": x64], tolerance: 1e-14, "\(op) over float64")
+                #expect(got.first?.dtype == .float64)
+            }
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -248,12 +248,14 @@ enum CPUKernelTable {
         }, lowering: .constant))
         add(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
              "ReduceLogSumExp", "ReduceSumSquare"],
-            CPUKernel(family: .anyOf([.float32, .int64]), rejection: { node, facts -> String? in
-                if let t = facts.types[node.input(0)], t != .float32 { return "\(node.op.name) over \(t) is not supported (float32 only)" }
+            CPUKernel(family: .anyOf([.float32, .float64, .int64]), rejection: { node, facts -> String? in
+                if let t = facts.types[node.input(0)], t != .float32, t != .float64 {
+                    return "\(node.op.name) over \(t) is not supported (float32 and float64 only)"
+                }
                 return nil
             }, lowering: planned(SwiftOps.reduce)))
         add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
-        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
+        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric.union([.float64])), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
         add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
         let indexRejection: @Sendable (Node, SupportFacts) -> String? = { node, facts in
             if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "\(node.op.name) indices of type \(t) not supported" }
