@@ -103,7 +103,9 @@ enum ControlFlowModels {
 
 @Suite struct ControlFlowTests {
     static func error(_ body: () throws -> Void) -> KilnError? {
-        do { try body() } catch let e as KilnError { return e } catch { return KilnError(.internal, "\(error)") }
+        do { try body() } catch let e as KilnError { return e } catch let r as CompileRefusal { return r.error } catch {
+            return KilnError(.internal, "\(error)")
+        }
         return nil
     }
 
@@ -211,6 +213,33 @@ enum ControlFlowModels {
         // Split by the host target, the If falls back to kiln.reference whole, and runs.
         let summary = try Kiln.compiler().compile(model: Model(graph: graph, opsets: ["": 21])).summary
         #expect(summary.report.fallbackSummary.hasPrefix("fallback: 1 of 1 nodes on kiln.reference: If"), "\(summary.report.fallbackSummary)")
+    }
+
+    @Test func malformedControlFlowIsATypedErrorNotACrash() throws {
+        // A condition of two elements (past Session's input checks, straight to the executable): a typed error.
+        let executable = try CPUBackend(threads: 1).prepare(ControlFlowModels.ifWithDifferentShapes().graph)
+        let error = Self.error {
+            _ = try executable.run(["c": .tensor(Tensor(shape: [2], [true, false])), "x": .tensor(Tensor(shape: [4], [Float](repeating: 1, count: 4)))])
+        }
+        #expect(error?.code == .invalidModel && error?.message.contains("cond must hold one element") == true, "\(String(describing: error))")
+
+        // A Loop body with too few outputs, and a branch output with an empty name: rejected by name, not run.
+        var loop = ControlFlowModels.loopWithScanOutputs().graph
+        if case .graph(var body)? = loop.nodes[0].attributes["body"] {
+            body.outputs.removeLast(2)
+            loop.nodes[0].attributes["body"] = .graph(body)
+        }
+        let loopRejections = CPUBackend().rejections(in: loop)
+        #expect(loopRejections.first?.reason.contains("Loop body's inputs/outputs") == true, "\(loopRejections.map(\.reason))")
+        var branch = ControlFlowModels.ifWithDifferentShapes().graph
+        if case .graph(var then)? = branch.nodes[0].attributes["then_branch"] {
+            then.outputs[0].name = ""
+            branch.nodes[0].attributes["then_branch"] = .graph(then)
+        }
+        let ifRejections = CPUBackend().rejections(in: branch)
+        #expect(ifRejections.first?.reason.contains("empty name") == true, "\(ifRejections.map(\.reason))")
+        let prepareError = Self.error { _ = try CPUBackend().prepare(branch) }
+        #expect(prepareError?.code == .unsupported, "\(String(describing: prepareError))")
     }
 
     @Test func aSileroLikeIfCompilesWithNoFallback() throws {

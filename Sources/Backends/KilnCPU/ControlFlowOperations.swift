@@ -84,6 +84,10 @@ enum ControlFlow {
             }
         }
         for (name, g) in bodies {
+            // A value with no name has no id in the body's program: the body is malformed.
+            if g.inputs.contains(where: { $0.name.isEmpty }) || g.outputs.contains(where: { $0.name.isEmpty }) {
+                return "\(node.op.name) \(name) has an input or output with an empty name"
+            }
             for v in g.inputs + g.outputs {
                 if let t = v.type, t.tensorType == nil { return "\(node.op.name) \(name) value '\(v.name)' is not a tensor" }
                 if let t = v.type?.tensorType?.dtype, !Support.castTypes.contains(t) {
