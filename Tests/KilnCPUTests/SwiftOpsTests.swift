@@ -350,6 +350,30 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Resize cubic: each coordinate transform, cubic_coeff_a, exclude_outside, scales and sizes")
+    func cubicResize() throws {
+        var r = SplitMix64(seed: 116)
+        for caseIndex in 0..<16 {
+            let shape = [1, r.int(1...2), r.int(1...7), r.int(1...7)]
+            var g = TestGraph()
+            let x = g.input("x", shape)
+            let attrs: [String: Attribute] = [
+                "mode": .string("cubic"),
+                "coordinate_transformation_mode": .string(r.pick(["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric"])),
+                "cubic_coeff_a": .float(r.pick([-0.75, -0.5])), "exclude_outside": .int(r.int(0...1)),
+            ]
+            if r.bool() {
+                let scales: [Float] = [1, 1, r.pick([0.5, 0.8, 1.5, 2, 3]), r.pick([0.6, 1, 2, 2.5])]
+                g.output(g.node("Resize", [x, "", g.constant(Tensor(shape: [4], scales))], attrs))
+            } else {
+                let sizes: [Int64] = [1, Int64(shape[1]), Int64(r.int(1...9)), Int64(r.int(1...9))]
+                g.output(g.node("Resize", [x, "", "", g.constant(Tensor(shape: [4], sizes))], attrs))
+            }
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor(shape)], "case \(caseIndex): cubic Resize \(shape) \(attrs)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

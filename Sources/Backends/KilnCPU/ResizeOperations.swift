@@ -1,6 +1,6 @@
 import KilnIR
 
-/// Resize (nearest and linear, without antialiasing) and ConvTranspose, as `NodePlanner`s.
+/// Resize (nearest, linear and cubic, without antialiasing) and ConvTranspose, as `NodePlanner`s.
 extension SwiftOps {
     static let resizeTransforms: Set<String> = ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
                                                  "tf_half_pixel_for_nn", "half_pixel_symmetric"]
@@ -8,13 +8,13 @@ extension SwiftOps {
     /// Why kiln.cpu does not run a Resize node, or nil.
     @Sendable static func resizeRejection(_ node: Node, _ facts: SupportFacts) -> String? {
         let mode = (try? node.string("mode", "nearest")) ?? "?"
-        guard mode == "nearest" || mode == "linear" else { return "Resize mode '\(mode)' is not supported (nearest and linear are)" }
+        guard ["nearest", "linear", "cubic"].contains(mode) else { return "Resize mode '\(mode)' is not supported (nearest, linear and cubic are)" }
         let transform = (try? node.string("coordinate_transformation_mode", "half_pixel")) ?? "?"
         guard resizeTransforms.contains(transform) else { return "Resize coordinate_transformation_mode '\(transform)' is not supported" }
         if (try? node.int("antialias", 0)) ?? 1 != 0 { return "Resize with antialias is not supported" }
         let nearest = (try? node.string("nearest_mode", "round_prefer_floor")) ?? "?"
         guard ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(nearest) else { return "nearest_mode '\(nearest)' is not supported" }
-        if mode == "linear", let t = facts.types[node.input(0)], t != .float32 { return "linear Resize of \(t) is not supported" }
+        if mode != "nearest", let t = facts.types[node.input(0)], t != .float32 { return "\(mode) Resize of \(t) is not supported" }
         return nil
     }
 
@@ -97,20 +97,45 @@ extension SwiftOps {
             try planRemap(b, x: x, output: outs[0], outShape: outShape, maps: maps)
             return
         }
-        guard mode == "linear", dtype == .float32 else { throw b.unsupported("Resize mode '\(mode)' of \(dtype)") }
-        // Linear interpolation is separable: one pass per changed axis, each reading two neighbours.
-        var passes: [(outer: Int, input: Int, output: Int, inner: Int, i0: [Int], i1: [Int], w1: [Float])] = []
+        guard mode == "linear" || mode == "cubic", dtype == .float32 else { throw b.unsupported("Resize mode '\(mode)' of \(dtype)") }
+        let cubic = mode == "cubic"
+        let coefficient = Double(try node.float("cubic_coeff_a", -0.75)), excludeOutside = try node.int("exclude_outside", 0) != 0
+        /// The weight of a cubic tap at distance `d` (Keys' kernel with parameter `coefficient`).
+        func keys(_ d: Double) -> Double {
+            let a = coefficient, d = abs(d)
+            if d <= 1 { return ((a + 2) * d - (a + 3)) * d * d + 1 }
+            if d < 2 { return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a }
+            return 0
+        }
+        // Linear and cubic interpolation are separable: one pass per changed axis, each output a weighted
+        // sum of `taps` neighbours (2 for linear, 4 for cubic) along that axis, clamped to the edge.
+        let taps = cubic ? 4 : 2
+        var passes: [(outer: Int, input: Int, output: Int, inner: Int, index: [Int], weight: [Float])] = []
         var shape = xs
         for a in changed {
-            var i0: [Int] = [], i1: [Int] = [], w1: [Float] = []
+            var index: [Int] = [], weight: [Float] = []
             for y in 0..<outShape[a] {
                 let c = sourceCoordinate(y, input: xs[a], output: outShape[a], scale: scales[a], transform: transform)
                 let x0 = c.rounded(.down), frac = c - x0
-                i0.append(min(max(Int(x0), 0), xs[a] - 1))
-                i1.append(min(max(Int(x0) + 1, 0), xs[a] - 1))
-                w1.append(Float(frac))
+                if cubic {
+                    var ws = (0..<4).map { keys(frac - Double($0 - 1)) }
+                    let positions = (0..<4).map { Int(x0) + $0 - 1 }
+                    if excludeOutside {
+                        // Taps outside the input weigh nothing; the rest are renormalized.
+                        for k in 0..<4 where positions[k] < 0 || positions[k] >= xs[a] { ws[k] = 0 }
+                        let total = ws.reduce(0, +)
+                        if total != 0 { ws = ws.map { $0 / total } }
+                    }
+                    for k in 0..<4 {
+                        index.append(min(max(positions[k], 0), xs[a] - 1))
+                        weight.append(Float(ws[k]))
+                    }
+                } else {
+                    index += [min(max(Int(x0), 0), xs[a] - 1), min(max(Int(x0) + 1, 0), xs[a] - 1)]
+                    weight += [Float(1 - frac), Float(frac)]
+                }
             }
-            passes.append((shape[..<a].reduce(1, *), shape[a], outShape[a], shape[(a + 1)...].reduce(1, *), i0, i1, w1))
+            passes.append((shape[..<a].reduce(1, *), shape[a], outShape[a], shape[(a + 1)...].reduce(1, *), index, weight))
             shape[a] = outShape[a]
         }
         if passes.isEmpty {
@@ -126,10 +151,17 @@ extension SwiftOps {
                     next.withUnsafeMutableBufferPointer { dst in
                         for q in 0..<pass.outer {
                             for y in 0..<pass.output {
-                                let a0 = (q * pass.input + pass.i0[y]) * pass.inner, a1 = (q * pass.input + pass.i1[y]) * pass.inner
-                                let t = pass.w1[y], s = 1 - t
                                 let d = (q * pass.output + y) * pass.inner
-                                for i in 0..<pass.inner { dst[d + i] = s * src[a0 + i] + t * src[a1 + i] }
+                                if taps == 2 {
+                                    let a0 = (q * pass.input + pass.index[2 * y]) * pass.inner, a1 = (q * pass.input + pass.index[2 * y + 1]) * pass.inner
+                                    let s = pass.weight[2 * y], t = pass.weight[2 * y + 1]
+                                    for i in 0..<pass.inner { dst[d + i] = s * src[a0 + i] + t * src[a1 + i] }
+                                } else {
+                                    for k in 0..<taps {
+                                        let w = pass.weight[taps * y + k], from = (q * pass.input + pass.index[taps * y + k]) * pass.inner
+                                        for i in 0..<pass.inner { dst[d + i] += w * src[from + i] }
+                                    }
+                                }
                             }
                         }
                     }
