@@ -374,6 +374,28 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("BitCast between types of one width keeps the bytes; across widths or to 4-bit types it is refused")
+    func bitCasts() throws {
+        var r = SplitMix64(seed: 117)
+        for (from, to) in [(DType.float32, DType.int32), (.int64, .float64), (.uint16, .int16), (.bool, .uint8), (.int8, .uint8)] {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(2), .fixed(3)], from)
+            g.output(g.node("BitCast", [x], ["to": .int(to.onnxCode)]))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty, "\(from) to \(to)")
+            let values = (0..<6).map { _ in from == .bool ? Double(r.int(0...1)) : Double(r.int(-100...100)) + (from.isInteger ? 0 : 0.25) }
+            let input = Tensor(dtype: from, shape: [2, 3], doubles: values.map { from.isInteger && !from.isSignedInteger ? abs($0) : $0 })
+            let got = try Session(model: g.model, backend: CPUBackend(threads: 1)).runOrdered(["x": .tensor(input)]).map { $0.tensor! }
+            #expect(got.first?.dtype == to && got.first?.shape == [2, 3])
+            #expect(got.first?.rawBytes.map(Array.init) == input.rawBytes.map(Array.init), "\(from) to \(to)")
+        }
+        for (from, to) in [(DType.float32, DType.int64), (.int8, .int4)] {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(2)], from)
+            g.output(g.node("BitCast", [x], ["to": .int(to.onnxCode)]))
+            #expect(CPUBackend().rejections(in: g.graph).count == 1, "\(from) to \(to)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -321,6 +321,8 @@ enum CPUKernelTable {
                                           rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.quantizeLinear)))
         add(["DequantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(1),
                                             rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.dequantizeLinear)))
+        add(["BitCast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre,
+                                   rejection: SwiftOps.bitCastRejection, lowering: planned(SwiftOps.bitCast)))
         // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).
         add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
             ControlFlow.outputTypes(of: node)?.first ?? nil

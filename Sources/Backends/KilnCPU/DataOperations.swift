@@ -429,3 +429,34 @@ extension CastOperation {
         }
     }
 }
+
+extension SwiftOps {
+    /// Why kiln.cpu cannot run a BitCast node, or nil: both types must be ones it holds, byte-wide or
+    /// wider (4- and 2-bit values are held one per byte, sign-extended or not, so their bytes are not the
+    /// packed bits), and of one width.
+    static func bitCastRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        guard let code = try? node.int("to", 0), let to = DType(onnxCode: code) else { return "BitCast needs a known 'to' type" }
+        guard Support.castTypes.contains(to), to.packedBits >= 8 else { return "BitCast to \(to) is not supported" }
+        if let from = facts.types[node.input(0)], from.packedBits != to.packedBits {
+            return "BitCast from \(from) to \(to): the types differ in width"
+        }
+        return nil
+    }
+
+    /// BitCast: the bytes of the input read as another type of the same width.
+    static func bitCast(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 1, ins[0] >= 0, outs.count >= 1 else { throw b.invalid("needs an input") }
+        let code = try node.int("to", 0)
+        guard let to = DType(onnxCode: code), Support.castTypes.contains(to), to.packedBits >= 8 else {
+            throw b.unsupported("BitCast to type \(code)")
+        }
+        let xs = try b.shape(ins[0]), from = try b.dtype(ins[0])
+        guard from.packedBits == to.packedBits, let width = to.byteWidth else {
+            throw b.invalid("BitCast from \(from) to \(to): the types differ in width")
+        }
+        let bytes = xs.reduce(1, *) * width
+        try b.compute([(outs[0], xs, to)], from: [ins[0]]) { p, o in
+            if bytes > 0 { o[0].copyMemory(from: p[0], byteCount: bytes) }
+        }
+    }
+}
