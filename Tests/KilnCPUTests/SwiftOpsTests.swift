@@ -348,6 +348,17 @@ struct SwiftOpsTests {
                 #expect(got.first?.dtype == .float64)
             }
         }
+        for equation in ["ijk,ikl->ijl", "ijk->", "ijk,ijk->ik"] {
+            var g = TestGraph()
+            let a = g.input("a", [.fixed(2), .fixed(3), .fixed(4)], .float64)
+            let b = equation.contains(",") ? g.input("b", [.fixed(2), .fixed(equation == "ijk,ikl->ijl" ? 4 : 3), .fixed(4)], .float64) : nil
+            g.output(g.node("Einsum", [a] + (b.map { [$0] } ?? []), ["equation": .string(equation)]))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty, "\(equation)")
+            var feeds = ["a": x64]
+            if b != nil { feeds["b"] = Tensor(shape: equation == "ijk,ikl->ijl" ? [2, 4, 4] : [2, 3, 4], (0..<(equation == "ijk,ikl->ijl" ? 32 : 24)).map { _ in 1 + Double(r.int(-1000...1000)) * 1e-9 }) }
+            let got = try expectMatchesReference(g.model, inputs: feeds, tolerance: 1e-14, "Einsum \(equation) over float64")
+            #expect(got.first?.dtype == .float64)
+        }
     }
 
     @Test("Resize cubic: each coordinate transform, cubic_coeff_a, exclude_outside, scales and sizes")

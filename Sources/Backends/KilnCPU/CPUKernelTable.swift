@@ -281,8 +281,12 @@ enum CPUKernelTable {
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
             node.input(2).isEmpty ? nil : "Dropout with a training_mode input is not supported (inference only)"
         }, lowering: planned(SwiftOps.dropout)))
-        add(["Einsum"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+        add(["Einsum"], CPUKernel(family: .anyOf([.float32, .float64]), rejection: { node, facts -> String? in
             let equation: String = (try? node.string("equation", "")) ?? ""
+            let types = Set(node.inputs.filter { !$0.isEmpty }.compactMap { facts.types[$0] })
+            if !types.isSubset(of: [.float32, .float64]) || types.count > 1 {
+                return "Einsum over \(types.map { "\($0)" }.sorted().joined(separator: ", ")) is not supported (float32 or float64, one type)"
+            }
             return SwiftOps.einsumTerms(equation, operands: node.inputs.filter { !$0.isEmpty }.count) == nil
                 ? "Einsum equation '\(equation)' is not supported (no ellipses)" : nil
         }, lowering: planned(SwiftOps.einsum)))
