@@ -325,6 +325,23 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Elementwise arithmetic over float64 runs in Double, with broadcasting")
+    func float64Elementwise() throws {
+        var r = SplitMix64(seed: 118)
+        let a = Tensor(shape: [2, 3], (0..<6).map { _ in 1 + Double(r.int(1...1000)) * 1e-9 })
+        let b = Tensor(shape: [3], (0..<3).map { _ in 0.5 + Double(r.int(1...1000)) * 1e-9 })
+        var g = TestGraph()
+        let x = g.input("a", [.fixed(2), .fixed(3)], .float64), y = g.input("b", [.fixed(3)], .float64)
+        var outs: [String] = []
+        for op in ["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum"] { outs.append(g.node(op, [x, y])) }
+        outs.append(g.node("Mod", [x, y], ["fmod": .int(1)]))
+        for op in ["Abs", "Neg", "Exp", "Log", "Sqrt", "Reciprocal"] { outs.append(g.node(op, [x])) }
+        g.graph.outputs = outs.map { Value(name: $0) }
+        #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+        let got = try expectMatchesReference(g.model, inputs: ["a": a, "b": b], tolerance: 1e-15, "float64 elementwise")
+        #expect(got.allSatisfy { $0.dtype == .float64 })
+    }
+
     @Test("Reductions, CumSum and CumProd over float64 keep float64 precision")
     func float64Reductions() throws {
         var r = SplitMix64(seed: 115)

@@ -127,15 +127,17 @@ enum CPUKernelTable {
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
+        // float64 operands take the Swift path (`MapOperation.doubleFunction`), computed in Double.
         for (name, op) in binary {
-            add([name], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+            add([name], CPUKernel(family: .anyOf(arithmetic.union([.float64])), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
         }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
             ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
         ]
         for (name, op) in unary {
-            let types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
+            var types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
+            if name != "Erf" { types.insert(.float64) }
             add([name], CPUKernel(family: .anyOf(types), knownBeforeRunning: .whenInputsAre, lowering: .unary(op)))
         }
         // Elementwise ops in plain Swift (`MapOperation`), any broadcast, computed while planning when
@@ -146,9 +148,9 @@ enum CPUKernelTable {
             CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Sign"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["Mod"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+        add(["Mod"], CPUKernel(family: .anyOf(arithmetic.union([.float64])), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
             let fmod: Int = (try? node.int("fmod", 0)) ?? 0
-            if facts.types[node.input(0)] == .float32 && fmod == 0 { return "Mod of floats needs fmod=1" }
+            if let t = facts.types[node.input(0)], t == .float32 || t == .float64, fmod == 0 { return "Mod of floats needs fmod=1" }
             return nil
         }, lowering: map))
         add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))

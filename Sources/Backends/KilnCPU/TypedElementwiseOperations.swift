@@ -28,6 +28,10 @@ enum ElementFunction {
     case power
     /// Where(condition, x, y).
     case select
+    /// float64 → float64.
+    case doubleUnary((Double) -> Double)
+    /// Folded left to right over float64 operands (every operand float64); `finish` as for `floatFold`.
+    case doubleFold((Double, Double) -> Double, finish: ((Double, Int) -> Double)?)
 }
 
 /// The elementwise ops of any element type kiln.cpu holds, with NumPy broadcasting: integer arithmetic on
@@ -116,6 +120,18 @@ final class MapOperation: Operation {
                             Element.store(int: r.isFinite ? Int64(exactly: r.rounded(.towardZero)) ?? 0 : 0, out, outType, o + i)
                         }
                     }
+                case .doubleUnary(let f):
+                    for i in 0..<n {
+                        let v = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: Double.self)
+                        out.storeBytes(of: f(v), toByteOffset: (o + i) &* 8, as: Double.self)
+                    }
+                case .doubleFold(let f, let finish):
+                    for i in 0..<n {
+                        var acc = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: Double.self)
+                        for k in 1..<max(m, 1) { acc = f(acc, ins[k].load(fromByteOffset: (offs[k] + i * st[k]) &* 8, as: Double.self)) }
+                        if let finish { acc = finish(acc, m) }
+                        out.storeBytes(of: acc, toByteOffset: (o + i) &* 8, as: Double.self)
+                    }
                 case .select:
                     let width = outType.byteWidth!
                     for i in 0..<n {
@@ -134,6 +150,10 @@ final class MapOperation: Operation {
 
     /// The function of `node` for operands of `types` (nil when kiln.cpu does not compute it).
     static func function(_ node: Node, types: [DType]) throws -> ElementFunction? {
+        if types.contains(.float64) {
+            guard types.allSatisfy({ $0 == .float64 }) else { return nil }
+            return try doubleFunction(node)
+        }
         let isFloat = types.first == .float32
         func attr(_ name: String, _ d: Float) throws -> Float { try node.float(name, d) }
         switch node.op.name {
@@ -226,6 +246,28 @@ final class MapOperation: Operation {
         case "IsInf":
             let neg = try node.int("detect_negative", 1) != 0, pos = try node.int("detect_positive", 1) != 0
             return .floatPredicate { $0.isInfinite && ($0 > 0 ? pos : neg) }
+        default: return nil
+        }
+    }
+
+    /// The ops kiln.cpu computes over float64 (every operand float64), in Double: arithmetic, Max/Min/Mean
+    /// (NaN propagates), Mod with fmod=1, and Abs, Neg, Exp, Log, Sqrt, Reciprocal. nil for the rest.
+    static func doubleFunction(_ node: Node) throws -> ElementFunction? {
+        switch node.op.name {
+        case "Add", "Sum": return .doubleFold(+, finish: nil)
+        case "Sub": return .doubleFold(-, finish: nil)
+        case "Mul": return .doubleFold(*, finish: nil)
+        case "Div": return .doubleFold(/, finish: nil)
+        case "Max": return .doubleFold({ $0.isNaN || $1.isNaN ? .nan : Swift.max($0, $1) }, finish: nil)
+        case "Min": return .doubleFold({ $0.isNaN || $1.isNaN ? .nan : Swift.min($0, $1) }, finish: nil)
+        case "Mean": return .doubleFold(+, finish: { $0 / Double($1) })
+        case "Mod": return try node.int("fmod", 0) != 0 ? .doubleFold({ fmod($0, $1) }, finish: nil) : nil
+        case "Abs": return .doubleUnary(abs)
+        case "Neg": return .doubleUnary(-)
+        case "Exp": return .doubleUnary(exp)
+        case "Log": return .doubleUnary(log)
+        case "Sqrt": return .doubleUnary { $0.squareRoot() }
+        case "Reciprocal": return .doubleUnary { 1 / $0 }
         default: return nil
         }
     }
