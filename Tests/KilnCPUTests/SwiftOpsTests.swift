@@ -424,6 +424,24 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("DynamicQuantizeLinear: y, y_scale and y_zero_point bit-exact with kiln.reference, all-negative, mixed and all-zero inputs")
+    func dynamicQuantize() throws {
+        var r = SplitMix64(seed: 119)
+        for (lo, hi) in [(Float(-3), Float(5)), (-7, -1), (0, 0)] {
+            var g = TestGraph()
+            let x = g.input("x", [3, 4])
+            let y = g.node("DynamicQuantizeLinear", [x], outputs: 3)
+            let stem = String(y.dropLast())
+            g.output(y, stem + "1", stem + "2")
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            let feeds: [String: RuntimeValue] = ["x": .tensor(Tensor(shape: [3, 4], (0..<12).map { _ in lo == hi ? lo : r.float(lo, hi) }))]
+            let want = try Session(model: g.model, backend: ReferenceBackend()).runOrdered(feeds).map { $0.tensor! }
+            let got = try Session(model: g.model, backend: CPUBackend(threads: 1)).runOrdered(feeds).map { $0.tensor! }
+            #expect(got.map(\.dtype) == [.uint8, .float32, .uint8] && got.map(\.shape) == [[3, 4], [], []])
+            for (a, b) in zip(got, want) { #expect(a.rawBytes.map(Array.init) == b.rawBytes.map(Array.init), "range \(lo)...\(hi)") }
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -327,6 +327,11 @@ enum CPUKernelTable {
                                           rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.quantizeLinear)))
         add(["DequantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(1),
                                             rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.dequantizeLinear)))
+        add(["DynamicQuantizeLinear"], CPUKernel(family: .anyOf([.float32, .uint8]), resultType: .computed { _ in .uint8 },
+                                                 rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "DynamicQuantizeLinear of \(t) is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.dynamicQuantizeLinear)))
         add(["BitCast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre,
                                    rejection: SwiftOps.bitCastRejection, lowering: planned(SwiftOps.bitCast)))
         // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).

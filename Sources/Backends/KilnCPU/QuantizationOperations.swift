@@ -162,3 +162,32 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// DynamicQuantizeLinear over float32: a uint8 scale and zero point from the range of `x` widened to
+    /// include 0 (a range of zero takes the scale 1/255, as kiln.reference does), then `x` quantized with
+    /// them (rounding half to even, saturating). Outputs y, y_scale and y_zero_point.
+    static func dynamicQuantizeLinear(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 1, ins[0] >= 0, outs.count >= 1 else { throw b.invalid("needs x") }
+        try b.requireFloat(ins[0])
+        let xs = try b.shape(ins[0]), count = xs.reduce(1, *)
+        let scaleOut = outs.count > 1 ? outs[1] : -1, zeroOut = outs.count > 2 ? outs[2] : -1
+        try b.compute([(outs[0], xs, .uint8), (scaleOut, [], .float32), (zeroOut, [], .uint8)], from: [ins[0]]) { p, o in
+            let x = p[0].assumingMemoryBound(to: Float.self)
+            var lo: Float = 0, hi: Float = 0
+            for i in 0..<count {
+                lo = Swift.min(lo, x[i])
+                hi = Swift.max(hi, x[i])
+            }
+            let scale: Float = (hi == lo ? 1 : hi - lo) / 255
+            let zero = Swift.min(Swift.max(-lo / scale, 0), 255).rounded(.toNearestOrEven)
+            let y = o[0].assumingMemoryBound(to: UInt8.self)
+            for i in 0..<count {
+                let q = (x[i] / scale).rounded(.toNearestOrEven) + zero
+                y[i] = q.isNaN ? 0 : UInt8(Swift.min(Swift.max(q, 0), 255))
+            }
+            o[1].storeBytes(of: scale, as: Float.self)
+            o[2].storeBytes(of: UInt8(zero), as: UInt8.self)
+        }
+    }
+}
