@@ -442,6 +442,32 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("MaxPool and AveragePool over 3-D windows and LpPool of each rank: pads, strides, dilations, ceil_mode, auto_pad, count_include_pad")
+    func poolingOfAnyRank() throws {
+        var r = SplitMix64(seed: 120)
+        for caseIndex in 0..<24 {
+            let op = r.pick(["MaxPool", "AveragePool", "LpPool"])
+            let rank = op == "LpPool" ? r.int(1...3) : 3
+            let spatial = (0..<rank).map { _ in r.int(3...7) }
+            let kernel = (0..<rank).map { _ in r.int(1...3) }
+            var attrs: [String: Attribute] = ["kernel_shape": .ints(kernel), "strides": .ints((0..<rank).map { _ in r.int(1...2) })]
+            if r.bool() {
+                attrs["auto_pad"] = .string(r.pick(["SAME_UPPER", "SAME_LOWER", "VALID"]))
+            } else {
+                attrs["pads"] = .ints((0..<(2 * rank)).map { k in r.int(0...(kernel[k % rank] - 1)) })
+                attrs["ceil_mode"] = .int(r.int(0...1))
+            }
+            if op != "AveragePool" || r.bool() { attrs["dilations"] = .ints((0..<rank).map { _ in r.int(1...2) }) }
+            if op == "AveragePool" { attrs["count_include_pad"] = .int(r.int(0...1)) }
+            if op == "LpPool" { attrs["p"] = .int(r.int(1...3)) }
+            var g = TestGraph()
+            let x = g.input("x", [2, 3] + spatial)
+            g.output(g.node(op, [x], attrs))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty, "\(op) \(attrs)")
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 3] + spatial)], "case \(caseIndex): \(op) over \(spatial) \(attrs)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -113,15 +113,24 @@ enum CPUKernelTable {
         add(["LayerNormalization"], CPUKernel(family: .float, resultType: .float32Statistics,
                                               lowering: custom { try $0.lowerLayerNormalization($1, at: $2) }))
         add(["Softmax", "LogSoftmax"], CPUKernel(family: .float, lowering: custom { try $0.lowerSoftmax($1, at: $2) }))
+        // 1-D and 2-D windows take the C kernels; larger ones the Swift path (PoolingSwiftOperations.swift).
+        let pool: CPUKernel.LoweringRule = custom { (lowering: inout Lowering, node: Node, i: Int) in
+            if let k = try node.ints("kernel_shape"), k.count > 2 {
+                lowering.lowerPlanned(node, at: i, SwiftOps.poolND)
+            } else {
+                try lowering.lowerPool(node, at: i)
+            }
+        }
         add(["MaxPool"], CPUKernel(family: .float, rejection: { node, _ in
             if node.outputs.count > 1, !node.outputs[1].isEmpty { return "MaxPool's Indices output is not supported" }
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
             return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+        }, lowering: pool))
         add(["AveragePool"], CPUKernel(family: .float, rejection: { node, _ in
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
-            return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+            Window.rejection(of: node)
+        }, lowering: pool))
+        add(["LpPool"], CPUKernel(family: .float, rejection: SwiftOps.lpPoolRejection, lowering: custom { (lowering: inout Lowering, node: Node, i: Int) in
+            lowering.lowerPlanned(node, at: i, SwiftOps.poolND)
+        }))
         add(["GlobalAveragePool", "GlobalMaxPool"], CPUKernel(family: .float, lowering: custom { $0.lowerGlobalPool($1, at: $2) }))
         let binary: [(String, kiln_binary_op)] = [
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),

@@ -1,0 +1,97 @@
+import KilnIR
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Pooling in plain Swift for what the C kernels (1-D and 2-D windows) do not take: MaxPool and AveragePool
+/// over 3-D and larger windows, and LpPool of any rank. The geometry is `Window`'s (ONNX's formulas).
+extension SwiftOps {
+    /// Why kiln.cpu cannot run an LpPool node, or nil.
+    static func lpPoolRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        guard let k = (try? node.ints("kernel_shape")) ?? nil, !k.isEmpty else { return "LpPool needs kernel_shape" }
+        return Window.rejection(of: node)
+    }
+
+    /// MaxPool, AveragePool (count_include_pad) or LpPool (p) over float32 of any spatial rank: one pass
+    /// per output element over its window's taps, accumulated in Double.
+    static func poolND(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 1, ins[0] >= 0, outs.count >= 1 else { throw b.invalid("needs an input") }
+        try b.requireFloat(ins[0])
+        let xs = try b.shape(ins[0])
+        guard xs.count >= 3 else { throw b.invalid("input of shape \(xs) has no spatial dims") }
+        let input = Array(xs[2...]), r = input.count
+        guard let kernel = try node.ints("kernel_shape"), kernel.count == r else {
+            throw b.invalid("kernel_shape must have \(r) entries for an input of shape \(xs)")
+        }
+        let window = try Window(node: node, kernel: kernel)
+        let (output, begin, end) = window.resolve(input)
+        // Bounds the work of one output element (a window of more than 2^24 taps is refused).
+        _ = try b.checkedBytes(kernel, width: 1 << 9, name: "the pooling window")
+        let op = node.op.name
+        let includePad = try node.int("count_include_pad", 0) != 0
+        let p = Double(try node.int("p", 2))
+        let outShape = Array(xs[..<2]) + output
+        let planes = xs[0] * xs[1], inCount = input.reduce(1, *), outCount = output.reduce(1, *)
+        let taps = kernel.reduce(1, *)
+        let inStrides = contiguousStrides(input)
+        // Each tap's offset per dim (kernel index × dilation).
+        var tapOffsets = [Int](repeating: 0, count: taps * r)
+        for t in 0..<taps {
+            var rest = t
+            for j in stride(from: r - 1, through: 0, by: -1) {
+                tapOffsets[t * r + j] = (rest % kernel[j]) * window.dilations[j]
+                rest /= kernel[j]
+            }
+        }
+        let strides = window.strides
+        try b.compute([(outs[0], outShape, .float32)], from: [ins[0]]) { src, dst in
+            let x = src[0].assumingMemoryBound(to: Float.self), y = dst[0].assumingMemoryBound(to: Float.self)
+            var start = [Int](repeating: 0, count: r)
+            for o in 0..<outCount {
+                var rest = o
+                for j in stride(from: r - 1, through: 0, by: -1) {
+                    start[j] = (rest % output[j]) * strides[j] - begin[j]
+                    rest /= output[j]
+                }
+                for plane in 0..<planes {
+                    let base = plane * inCount
+                    var sum = 0.0, inside = 0, padded = 0, best = -Double.infinity, sawNumber = false
+                    for t in 0..<taps {
+                        var offset = 0, isInside = true, isPadded = true
+                        for j in 0..<r {
+                            let at = start[j] + tapOffsets[t * r + j]
+                            if at < 0 || at >= input[j] {
+                                isInside = false
+                                // Padding taps count toward count_include_pad; taps past the padding (ceil_mode) do not.
+                                if at < -begin[j] || at >= input[j] + end[j] { isPadded = false }
+                            }
+                            offset += at * inStrides[j]
+                        }
+                        if isPadded { padded += 1 }
+                        guard isInside else { continue }
+                        let v = Double(x[base + offset])
+                        inside += 1
+                        switch op {
+                        case "MaxPool":
+                            if !v.isNaN, !sawNumber || v > best { best = v; sawNumber = true }
+                        case "LpPool": sum += p == 1 ? abs(v) : (p == 2 ? v * v : pow(abs(v), p))
+                        default: sum += v
+                        }
+                    }
+                    let result: Double
+                    switch op {
+                    // A window of NaNs is NaN; one wholly in the padding is -infinity.
+                    case "MaxPool": result = sawNumber ? best : (inside > 0 ? .nan : -.infinity)
+                    case "LpPool": result = p == 1 ? sum : (p == 2 ? sum.squareRoot() : pow(sum, 1 / p))
+                    default:
+                        let count = includePad ? padded : inside
+                        result = count > 0 ? sum / Double(count) : .nan
+                    }
+                    y[plane * outCount + o] = Float(result)
+                }
+            }
+        }
+    }
+}
