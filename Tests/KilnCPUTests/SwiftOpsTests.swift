@@ -468,6 +468,27 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Conv over 3-D windows: groups, strides, dilations, pads, auto_pad, with and without bias")
+    func conv3d() throws {
+        var r = SplitMix64(seed: 121)
+        for caseIndex in 0..<12 {
+            let group = r.pick([1, 2]), cin = group * r.int(1...2), cout = group * r.int(1...2)
+            let spatial = (0..<3).map { _ in r.int(3...6) }, kernel = (0..<3).map { _ in r.int(1...3) }
+            var attrs: [String: Attribute] = ["group": .int(group), "strides": .ints((0..<3).map { _ in r.int(1...2) }),
+                                              "dilations": .ints((0..<3).map { _ in r.int(1...2) })]
+            if r.bool() { attrs["auto_pad"] = .string(r.pick(["SAME_UPPER", "SAME_LOWER", "VALID"])) } else {
+                attrs["pads"] = .ints((0..<6).map { _ in r.int(0...1) })
+            }
+            if r.bool() { attrs["kernel_shape"] = .ints(kernel) }
+            var g = TestGraph()
+            let x = g.input("x", [1, cin] + spatial)
+            let w = g.constant(r.tensor([cout, cin / group] + kernel))
+            g.output(g.node("Conv", r.bool() ? [x, w, g.constant(r.tensor([cout]))] : [x, w], attrs))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, cin] + spatial)], "case \(caseIndex): Conv3d \(spatial) \(kernel) \(attrs)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

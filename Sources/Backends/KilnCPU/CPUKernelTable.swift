@@ -100,9 +100,16 @@ enum CPUKernelTable {
 
         // Arithmetic in float32.
         add(["Conv"], CPUKernel(family: .float, rejection: { node, _ in
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D convolution is not supported" }
-            return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerConv($1, at: $2) }))
+            Window.rejection(of: node)
+        }, lowering: custom { (lowering: inout Lowering, node: Node, i: Int) in
+            // 1-D and 2-D windows take ConvOperation's C kernels; larger ones the Swift path.
+            let weightRank = lowering.constants[node.input(1)]?.rank ?? lowering.graph.type(of: node.input(1))?.tensorType?.shape?.count
+            if let k = try node.ints("kernel_shape")?.count ?? weightRank.map({ $0 - 2 }), k > 2 {
+                lowering.lowerPlanned(node, at: i, SwiftOps.convND)
+            } else {
+                try lowering.lowerConv(node, at: i)
+            }
+        }))
         add(["MatMul", "Gemm"], CPUKernel(family: .float, lowering: custom { try $0.lowerMatMul($1, at: $2) }))
         add(["BatchNormalization"], CPUKernel(family: .float, resultType: .float32Statistics, rejection: { node, _ in
             if (try? node.int("training_mode", 0)) ?? 0 != 0 || node.outputs.dropFirst().contains(where: { !$0.isEmpty }) {

@@ -95,3 +95,80 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// Conv over 3-D and larger windows, float32, in plain Swift: groups, strides, dilations, pads or
+    /// auto_pad, optional bias; each output a sum over its group's input channels and window taps,
+    /// accumulated in Double. (1-D and 2-D convolutions take `ConvOperation`'s C kernels.)
+    static func convND(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 2, ins[0] >= 0, ins[1] >= 0, outs.count >= 1 else { throw b.invalid("needs X and W") }
+        let bias = ins.count > 2 ? ins[2] : -1
+        for v in [ins[0], ins[1], bias] where v >= 0 { try b.requireFloat(v) }
+        let xs = try b.shape(ins[0]), ws = try b.shape(ins[1])
+        guard xs.count >= 3, ws.count == xs.count else { throw b.invalid("X of shape \(xs) and W of shape \(ws) do not fit") }
+        let input = Array(xs[2...]), r = input.count
+        let group = try node.int("group", 1)
+        let outChannels = ws[0], groupChannels = ws[1]
+        guard group >= 1, groupChannels * group == xs[1], outChannels % group == 0 else {
+            throw b.invalid("W of shape \(ws) and group \(group) do not fit \(xs[1]) input channels")
+        }
+        let kernel = try node.ints("kernel_shape") ?? Array(ws[2...])
+        guard kernel == Array(ws[2...]) else { throw b.invalid("kernel_shape \(kernel) does not match W of shape \(ws)") }
+        if bias >= 0 {
+            guard try b.shape(bias) == [outChannels] else { throw b.invalid("B must have \(outChannels) elements") }
+        }
+        let window = try Window(node: node, kernel: kernel)
+        let (output, begin, _) = window.resolve(input)
+        _ = try b.checkedBytes(kernel, width: 1 << 9, name: "the convolution window")
+        let outShape = [xs[0], outChannels] + output
+        let inCount = input.reduce(1, *), outCount = output.reduce(1, *), taps = kernel.reduce(1, *)
+        let inStrides = contiguousStrides(input), perGroup = outChannels / group
+        var tapOffsets = [Int](repeating: 0, count: taps * r)
+        for t in 0..<taps {
+            var rest = t
+            for j in stride(from: r - 1, through: 0, by: -1) {
+                tapOffsets[t * r + j] = (rest % kernel[j]) * window.dilations[j]
+                rest /= kernel[j]
+            }
+        }
+        let strides = window.strides, batch = xs[0], channels = xs[1]
+        try b.compute([(outs[0], outShape, .float32)], from: [ins[0], ins[1], bias]) { src, dst in
+            let x = src[0].assumingMemoryBound(to: Float.self), w = src[1].assumingMemoryBound(to: Float.self)
+            let y = dst[0].assumingMemoryBound(to: Float.self)
+            let biases: UnsafePointer<Float>? = bias >= 0 ? UnsafePointer(src[2].assumingMemoryBound(to: Float.self)) : nil
+            var start = [Int](repeating: 0, count: r)
+            // The input offset of each tap for the current output position, or -1 outside the input.
+            var offsets = [Int](repeating: 0, count: taps)
+            for o in 0..<outCount {
+                var rest = o
+                for j in stride(from: r - 1, through: 0, by: -1) {
+                    start[j] = (rest % output[j]) * strides[j] - begin[j]
+                    rest /= output[j]
+                }
+                for t in 0..<taps {
+                    var offset = 0
+                    for j in 0..<r {
+                        let at = start[j] + tapOffsets[t * r + j]
+                        if at < 0 || at >= input[j] { offset = -1; break }
+                        offset += at * inStrides[j]
+                    }
+                    offsets[t] = offset
+                }
+                for n in 0..<batch {
+                    for m in 0..<outChannels {
+                        let g = m / perGroup
+                        var acc = Double(biases?[m] ?? 0)
+                        for c in 0..<groupChannels {
+                            let plane = (n * channels + g * groupChannels + c) * inCount
+                            let weights = (m * groupChannels + c) * taps
+                            for t in 0..<taps where offsets[t] >= 0 {
+                                acc += Double(x[plane + offsets[t]]) * Double(w[weights + t])
+                            }
+                        }
+                        y[(n * outChannels + m) * outCount + o] = Float(acc)
+                    }
+                }
+            }
+        }
+    }
+}
