@@ -242,6 +242,27 @@ enum ControlFlowModels {
         #expect(prepareError?.code == .unsupported, "\(String(describing: prepareError))")
     }
 
+    @Test func deeplyNestedIfsAreJudgedOnceEach() throws {
+        // 40 Ifs, each in the then-branch of the one before: the claim judges every body once (not once per
+        // round per level, which would never finish), and the innermost branch reads the outermost input.
+        let depth = 40
+        var branch = Graph(name: "leaf", outputs: [ControlFlowModels.value("leaf_out")], nodes: [node("Neg", ["x"], ["leaf_out"])])
+        for level in 0..<depth {
+            let otherwise = Graph(name: "else\(level)", outputs: [ControlFlowModels.value("e\(level)")], nodes: [node("Relu", ["x"], ["e\(level)"])])
+            let ifNode = node("If", ["c"], ["y\(level)"], ["then_branch": .graph(branch), "else_branch": .graph(otherwise)], name: "if\(level)")
+            branch = Graph(name: "then\(level)", outputs: [ControlFlowModels.value("y\(level)")], nodes: [ifNode])
+        }
+        let graph = Graph(name: "nested_ifs", inputs: [ControlFlowModels.value("c", ControlFlowModels.boolScalar), f32("x", [3])],
+                          outputs: [ControlFlowModels.value("y\(depth - 1)")], nodes: branch.nodes)
+        let started = ContinuousClock.now
+        #expect(CPUBackend().rejections(in: graph).isEmpty)
+        #expect(ContinuousClock.now - started < .seconds(20))
+        let x = Tensor(shape: [3], [Float](arrayLiteral: 1, -2, 3))
+        let out = try Session(model: Model(graph: graph, opsets: ["": 21]), backend: CPUBackend(threads: 1))
+            .run(["c": .tensor(Tensor(scalar: true)), "x": .tensor(x)])
+        #expect(out["y\(depth - 1)"]?.tensor?.elements(as: Float.self) == [-1, 2, -3])
+    }
+
     @Test func aSileroLikeIfCompilesWithNoFallback() throws {
         let (model, inputs) = ControlFlowModels.sileroLike()
         let summary = try Kiln.compiler().compile(model: model).summary

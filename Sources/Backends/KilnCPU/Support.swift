@@ -92,16 +92,19 @@ enum Support {
     static func rejections(in graph: Graph) -> [Rejection] {
         // A shape computed by a node kiln.cpu rejects is not known to kiln.cpu: reject again until that settles
         // (each round only adds rejections), so that the claim agrees with what lowering will accept.
-        var result = rejections(in: graph, excluding: [])
+        // A control-flow node's verdict judges its bodies (recursively), which no round changes: judge each
+        // once, or nested bodies would be judged once per round per level (exponential in the nesting).
+        var verdicts: [Int: String?] = [:]
+        var result = rejections(in: graph, excluding: [], verdicts: &verdicts)
         for _ in 0..<8 {
-            let again = rejections(in: graph, excluding: Set(result.map(\.node)))
+            let again = rejections(in: graph, excluding: Set(result.map(\.node)), verdicts: &verdicts)
             if again.count == result.count { break }
             result = again
         }
         return result
     }
 
-    private static func rejections(in graph: Graph, excluding excluded: Set<Int>) -> [Rejection] {
+    private static func rejections(in graph: Graph, excluding excluded: Set<Int>, verdicts: inout [Int: String?]) -> [Rejection] {
         let types = elementTypes(of: graph)
         let known = knownBeforeRunning(graph, excluding: excluded)
         let constants = constants(of: graph)
@@ -115,6 +118,9 @@ enum Support {
         for (index, node) in graph.nodes.enumerated() {
             if let value = (node.inputs + node.outputs).first(where: nonTensors.contains) {
                 result.append(Rejection(node: index, reason: "'\(value)' is not a tensor; kiln.cpu runs dense tensors only"))
+            } else if ControlFlow.isControlFlow(node.op) {
+                if verdicts[index] == nil { verdicts[index] = .some(reason(node, types: types, known: known, constants: constants)) }
+                if let reason = verdicts[index] ?? nil { result.append(Rejection(node: index, reason: reason)) }
             } else if let reason = reason(node, types: types, known: known, constants: constants) {
                 result.append(Rejection(node: index, reason: reason))
             }
