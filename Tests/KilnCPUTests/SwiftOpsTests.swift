@@ -342,6 +342,30 @@ struct SwiftOpsTests {
         #expect(got.allSatisfy { $0.dtype == .float64 })
     }
 
+    @Test("uint64 arithmetic, comparisons and BitShift are unsigned and wrap, beyond Int64's range")
+    func uint64Elementwise() throws {
+        let big: [UInt64] = [UInt64.max, 1 << 63, 12_345_678_901_234_567_890, 7, 0, 3]
+        let small: [UInt64] = [2, 3, 1 << 62, 5, 9, 1]
+        var g = TestGraph()
+        let x = g.input("a", [.fixed(6)], .uint64), y = g.input("b", [.fixed(6)], .uint64)
+        var outs: [String] = []
+        for op in ["Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Equal", "Less", "Greater"] { outs.append(g.node(op, [x, y])) }
+        let shift = g.constant(Tensor(shape: [6], [UInt64](arrayLiteral: 1, 63, 64, 2, 0, 70)))
+        outs.append(g.node("BitShift", [x, shift], ["direction": .string("RIGHT")]))
+        outs.append(g.node("BitShift", [x, shift], ["direction": .string("LEFT")]))
+        g.graph.outputs = outs.map { Value(name: $0) }
+        #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+        let feeds: [String: RuntimeValue] = ["a": .tensor(Tensor(shape: [6], big)), "b": .tensor(Tensor(shape: [6], small))]
+        let want = try Session(model: g.model, backend: ReferenceBackend()).runOrdered(feeds).map { $0.tensor! }
+        let got = try Session(model: g.model, backend: CPUBackend(threads: 1)).runOrdered(feeds).map { $0.tensor! }
+        for (i, (a, b)) in zip(got, want).enumerated() {
+            #expect(a.dtype == b.dtype && a.rawBytes.map(Array.init) == b.rawBytes.map(Array.init), "output \(i)")
+        }
+        // Spot checks that do not lean on the reference: unsigned order and wrapping.
+        #expect(got[0].elements(as: UInt64.self)[0] == 1)
+        #expect(got[8].elements(as: Bool.self)[0] == false && got[9].elements(as: Bool.self)[1] == true)
+    }
+
     @Test("Reductions, CumSum and CumProd over float64 keep float64 precision")
     func float64Reductions() throws {
         var r = SplitMix64(seed: 115)

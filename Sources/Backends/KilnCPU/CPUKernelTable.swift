@@ -143,9 +143,9 @@ enum CPUKernelTable {
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
-        // float64 operands take the Swift path (`MapOperation.doubleFunction`), computed in Double.
+        // float64 and uint64 operands take the Swift path (`MapOperation.doubleFunction`, `uint64Function`).
         for (name, op) in binary {
-            add([name], CPUKernel(family: .anyOf(arithmetic.union([.float64])), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+            add([name], CPUKernel(family: .anyOf(arithmetic.union([.float64, .uint64])), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
         }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
@@ -164,7 +164,7 @@ enum CPUKernelTable {
             CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Sign"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["Mod"], CPUKernel(family: .anyOf(arithmetic.union([.float64])), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+        add(["Mod"], CPUKernel(family: .anyOf(arithmetic.union([.float64, .uint64])), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
             let fmod: Int = (try? node.int("fmod", 0)) ?? 0
             if let t = facts.types[node.input(0)], t == .float32 || t == .float64, fmod == 0 { return "Mod of floats needs fmod=1" }
             return nil
@@ -172,9 +172,9 @@ enum CPUKernelTable {
         add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"],
             CPUKernel(family: .anyOf(integers), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32]), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32, .uint64]), knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"],
-            CPUKernel(family: .anyOf(arithmetic.union([.bool])), resultType: .computed { _ in .bool },
+            CPUKernel(family: .anyOf(arithmetic.union([.bool, .uint64])), resultType: .computed { _ in .bool },
                       knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["And", "Or", "Xor", "Not"], CPUKernel(family: .anyOf([.bool]), resultType: .computed { _ in .bool },
                                                    knownBeforeRunning: .whenInputsAre, lowering: map))

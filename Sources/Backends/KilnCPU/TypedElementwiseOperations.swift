@@ -32,6 +32,10 @@ enum ElementFunction {
     case doubleUnary((Double) -> Double)
     /// Folded left to right over float64 operands (every operand float64); `finish` as for `floatFold`.
     case doubleFold((Double, Double) -> Double, finish: ((Double, Int) -> Double)?)
+    /// Folded left to right over uint64 operands (every operand uint64), unsigned; may throw.
+    case uint64Fold((UInt64, UInt64) throws -> UInt64)
+    /// Compares two uint64 operands, unsigned → bool.
+    case uint64Compare((UInt64, UInt64) -> Bool)
 }
 
 /// The elementwise ops of any element type kiln.cpu holds, with NumPy broadcasting: integer arithmetic on
@@ -65,7 +69,7 @@ final class MapOperation: Operation {
         }
         let outType: DType
         switch function {
-        case .floatPredicate, .compare, .logic, .boolUnary: outType = .bool
+        case .floatPredicate, .compare, .logic, .boolUnary, .uint64Compare: outType = .bool
         case .select: outType = types[1]
         default: outType = types[0]
         }
@@ -132,6 +136,18 @@ final class MapOperation: Operation {
                         if let finish { acc = finish(acc, m) }
                         out.storeBytes(of: acc, toByteOffset: (o + i) &* 8, as: Double.self)
                     }
+                case .uint64Fold(let f):
+                    for i in 0..<n {
+                        var acc = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: UInt64.self)
+                        for k in 1..<max(m, 1) { acc = try f(acc, ins[k].load(fromByteOffset: (offs[k] + i * st[k]) &* 8, as: UInt64.self)) }
+                        out.storeBytes(of: acc, toByteOffset: (o + i) &* 8, as: UInt64.self)
+                    }
+                case .uint64Compare(let f):
+                    for i in 0..<n {
+                        let a = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: UInt64.self)
+                        let c = ins[1].load(fromByteOffset: (offs[1] + i * st[1]) &* 8, as: UInt64.self)
+                        out.storeBytes(of: UInt8(f(a, c) ? 1 : 0), toByteOffset: o + i, as: UInt8.self)
+                    }
                 case .select:
                     let width = outType.byteWidth!
                     for i in 0..<n {
@@ -153,6 +169,10 @@ final class MapOperation: Operation {
         if types.contains(.float64) {
             guard types.allSatisfy({ $0 == .float64 }) else { return nil }
             return try doubleFunction(node)
+        }
+        if types.contains(.uint64) {
+            guard types.allSatisfy({ $0 == .uint64 }) else { return nil }
+            return try uint64Function(node)
         }
         let isFloat = types.first == .float32
         func attr(_ name: String, _ d: Float) throws -> Float { try node.float(name, d) }
@@ -268,6 +288,39 @@ final class MapOperation: Operation {
         case "Log": return .doubleUnary(log)
         case "Sqrt": return .doubleUnary { $0.squareRoot() }
         case "Reciprocal": return .doubleUnary { 1 / $0 }
+        default: return nil
+        }
+    }
+
+    /// The ops kiln.cpu computes over uint64 (every operand uint64), unsigned: wrapping Add, Sum, Sub, Mul;
+    /// Div and Mod (a zero divisor is a run-time error); Max, Min; the comparisons; BitShift (shifts of 64
+    /// or more give 0). nil for the rest.
+    static func uint64Function(_ node: Node) throws -> ElementFunction? {
+        let name = node.displayName
+        switch node.op.name {
+        case "Add", "Sum": return .uint64Fold(&+)
+        case "Sub": return .uint64Fold(&-)
+        case "Mul": return .uint64Fold(&*)
+        case "Div":
+            return .uint64Fold { a, c in
+                guard c != 0 else { throw KilnError(.runtime, "Div '\(name)': integer division by zero") }
+                return a / c
+            }
+        case "Mod":
+            return .uint64Fold { a, c in
+                guard c != 0 else { throw KilnError(.runtime, "Mod '\(name)': integer division by zero") }
+                return a % c
+            }
+        case "Max": return .uint64Fold(Swift.max)
+        case "Min": return .uint64Fold(Swift.min)
+        case "Equal": return .uint64Compare(==)
+        case "Less": return .uint64Compare(<)
+        case "LessOrEqual": return .uint64Compare(<=)
+        case "Greater": return .uint64Compare(>)
+        case "GreaterOrEqual": return .uint64Compare(>=)
+        case "BitShift":
+            let left = try node.string("direction", "") == "LEFT"
+            return .uint64Fold { a, c in c >= 64 ? 0 : (left ? a << c : a >> c) }
         default: return nil
         }
     }
