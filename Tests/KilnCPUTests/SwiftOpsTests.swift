@@ -513,6 +513,25 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("GridSample: nearest, linear and cubic; zeros, border and reflection padding; align_corners; 2-D and 3-D")
+    func gridSample() throws {
+        var r = SplitMix64(seed: 122)
+        for caseIndex in 0..<24 {
+            let volumetric = caseIndex % 3 == 0
+            let mode = volumetric ? r.pick(["nearest", "linear"]) : r.pick(["nearest", "linear", "cubic"])
+            let attrs: [String: Attribute] = ["mode": .string(mode), "padding_mode": .string(r.pick(["zeros", "border", "reflection"])),
+                                              "align_corners": .int(r.int(0...1))]
+            let spatial = (0..<(volumetric ? 3 : 2)).map { _ in r.int(1...5) }
+            let out = (0..<spatial.count).map { _ in r.int(1...4) }
+            var g = TestGraph()
+            let x = g.input("x", [2, 2] + spatial), grid = g.input("grid", [2] + out + [spatial.count])
+            g.output(g.node("GridSample", [x, grid], attrs))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 2] + spatial), "grid": r.tensor([2] + out + [spatial.count], -1.4, 1.4)],
+                                       "case \(caseIndex): GridSample \(spatial) \(attrs)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -260,3 +260,102 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    static let gridSampleModes: Set<String> = ["nearest", "linear", "bilinear", "cubic", "bicubic"]
+
+    /// Why kiln.cpu cannot run a GridSample node, or nil.
+    static func gridSampleRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        let mode = (try? node.string("mode", "linear")) ?? "?", padding = (try? node.string("padding_mode", "zeros")) ?? "?"
+        guard gridSampleModes.contains(mode) else { return "GridSample mode '\(mode)' is not supported" }
+        guard ["zeros", "border", "reflection"].contains(padding) else { return "GridSample padding_mode '\(padding)' is not supported" }
+        return nil
+    }
+
+    /// `x` mirrored at `lo` and `hi` as often as it takes to land in [`lo`, `hi`].
+    static func mirrored(_ x: Double, _ lo: Double, _ hi: Double) -> Double {
+        let range = hi - lo
+        guard range > 0 else { return lo }
+        var m = (x - lo).truncatingRemainder(dividingBy: 2 * range)
+        if m < 0 { m += 2 * range }
+        return m <= range ? lo + m : lo + 2 * range - m
+    }
+
+    /// GridSample over float32 of any spatial rank: each output point samples X at the grid's normalized
+    /// coordinates (x first, so the innermost dim) by nearest (ties to even), linear or cubic (Keys, a = -0.75)
+    /// interpolation, one axis at a time, with zeros, border or reflection padding and align_corners.
+    static func gridSample(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 2, ins[0] >= 0, ins[1] >= 0, outs.count >= 1 else { throw b.invalid("needs X and grid") }
+        try b.requireFloat(ins[0])
+        try b.requireFloat(ins[1])
+        let xs = try b.shape(ins[0]), gs = try b.shape(ins[1])
+        let r = xs.count - 2
+        guard r >= 1, gs.count == xs.count, gs[0] == xs[0], gs[gs.count - 1] == r else {
+            throw b.invalid("grid of shape \(gs) does not fit X of shape \(xs)")
+        }
+        let mode = try node.string("mode", "linear"), padding = try node.string("padding_mode", "zeros")
+        let align = try node.int("align_corners", 0) != 0
+        guard gridSampleModes.contains(mode), ["zeros", "border", "reflection"].contains(padding) else {
+            throw b.unsupported("GridSample mode '\(mode)', padding_mode '\(padding)'")
+        }
+        let dims = Array(xs[2...]), outSpatial = Array(gs[1..<(gs.count - 1)])
+        let batch = xs[0], channels = xs[1], points = outSpatial.reduce(1, *), plane = dims.reduce(1, *)
+        guard plane > 0 || batch * channels * points == 0 else { throw b.invalid("X of shape \(xs) has an empty spatial dim") }
+        let dimStrides = contiguousStrides(dims)
+        let lows = dims.map { _ in align ? 0.0 : -0.5 }, highs = dims.map { align ? Double($0 - 1) : Double($0) - 0.5 }
+        let cubic = mode == "cubic" || mode == "bicubic", nearest = mode == "nearest"
+        /// The index read at integer position `i` of dim `j`, or nil for a zero (zeros padding outside X).
+        func index(_ i: Int, _ j: Int) -> Int? {
+            switch padding {
+            case "zeros": return i >= 0 && i < dims[j] ? i : nil
+            case "border": return Swift.min(Swift.max(i, 0), dims[j] - 1)
+            default: return Swift.min(Swift.max(Int(mirrored(Double(i), lows[j], highs[j]).rounded(.towardZero)), 0), dims[j] - 1)
+            }
+        }
+        /// Keys' cubic weights (a = -0.75) of the four taps around fraction `t`.
+        func keys(_ t: Double) -> [Double] {
+            let a = -0.75
+            func near(_ d: Double) -> Double { ((a + 2) * d - (a + 3)) * d * d + 1 }
+            func far(_ d: Double) -> Double { ((a * d - 5 * a) * d + 8 * a) * d - 4 * a }
+            return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+        }
+        try b.compute([(outs[0], [batch, channels] + outSpatial, .float32)], from: [ins[0], ins[1]]) { p, o in
+            let x = p[0].assumingMemoryBound(to: Float.self), grid = p[1].assumingMemoryBound(to: Float.self)
+            let y = o[0].assumingMemoryBound(to: Float.self)
+            for n in 0..<batch {
+                for point in 0..<points {
+                    var taps: [(offset: Int, weight: Double)] = [(0, 1)]
+                    for j in 0..<r {
+                        let g = grid[(n * points + point) * r + (r - 1 - j)], size = dims[j]
+                        // Unnormalized in float32, as the grid is.
+                        var c = Double(align ? (g + 1) / 2 * Float(size - 1) : ((g + 1) * Float(size) - 1) / 2)
+                        if nearest { c = c.rounded(.toNearestOrEven) }
+                        if c < lows[j] || c > highs[j] {
+                            if padding == "border" { c = Swift.min(Swift.max(c, 0), Double(size - 1)) }
+                            if padding == "reflection" { c = mirrored(c, lows[j], highs[j]) }
+                        }
+                        if !c.isFinite { c = -2 }
+                        c = Swift.min(Swift.max(c, -Double(size) - 4), 2 * Double(size) + 4)
+                        var axis: [(Int, Double)] = []
+                        if nearest {
+                            if let i = index(Int(c.rounded(.towardZero)), j) { axis.append((i, 1)) }
+                        } else {
+                            let f = c.rounded(.down), t = c - f, base = Int(f)
+                            let weights = cubic ? keys(t) : [1 - t, t]
+                            let first = cubic ? base - 1 : base
+                            for (k, w) in weights.enumerated() { if let i = index(first + k, j) { axis.append((i, w)) } }
+                        }
+                        taps = taps.flatMap { tap in axis.map { (tap.offset + $0.0 * dimStrides[j], tap.weight * $0.1) } }
+                        if taps.isEmpty { break }
+                    }
+                    for ch in 0..<channels {
+                        let source = (n * channels + ch) * plane
+                        var sum = 0.0
+                        for tap in taps { sum += tap.weight * Double(x[source + tap.offset]) }
+                        y[(n * channels + ch) * points + point] = Float(sum)
+                    }
+                }
+            }
+        }
+    }
+}
