@@ -532,6 +532,22 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("HannWindow, HammingWindow and BlackmanWindow: periodic and symmetric, float32 and float64, a size given at run time")
+    func windows() throws {
+        for op in ["HannWindow", "HammingWindow", "BlackmanWindow"] {
+            for (periodic, type) in [(1, DType.float32), (0, .float64)] {
+                var g = TestGraph()
+                let size = g.input("n", [], .int64)
+                g.output(g.node(op, [size], ["periodic": .int(periodic), "output_datatype": .int(type.onnxCode)]))
+                #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+                for n in [1, 7, 16] {
+                    let got = try expectMatchesReference(g.model, inputs: ["n": Tensor(scalar: Int64(n))], tolerance: 1e-6, "\(op) periodic \(periodic) size \(n)")
+                    #expect(got.first?.dtype == type && got.first?.shape == [n])
+                }
+            }
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

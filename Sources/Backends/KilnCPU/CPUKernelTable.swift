@@ -295,6 +295,9 @@ enum CPUKernelTable {
         add(["DepthToSpace", "SpaceToDepth"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.depthSpace)))
         add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
         add(["Resize"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.resizeRejection, lowering: planned(SwiftOps.resize)))
+        add(["HannWindow", "HammingWindow", "BlackmanWindow"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed(SwiftOps.windowType),
+                                                                         knownBeforeRunning: .whenInputsAre, rejection: SwiftOps.windowRejection,
+                                                                         lowering: planned(SwiftOps.window)))
         add(["GridSample"], CPUKernel(family: .float, rejection: SwiftOps.gridSampleRejection, lowering: planned(SwiftOps.gridSample)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in

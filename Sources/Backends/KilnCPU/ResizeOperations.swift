@@ -1,4 +1,9 @@
 import KilnIR
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Resize (nearest, linear and cubic, without antialiasing) and ConvTranspose, as `NodePlanner`s.
 extension SwiftOps {
@@ -356,6 +361,49 @@ extension SwiftOps {
                     }
                 }
             }
+        }
+    }
+}
+
+extension SwiftOps {
+    /// The element type of a window op's output (`output_datatype`, float32 by default).
+    static func windowType(_ node: Node) -> DType? {
+        guard let code = try? node.int("output_datatype", 1) else { return nil }
+        return DType(onnxCode: code)
+    }
+
+    /// Why kiln.cpu cannot run a HannWindow, HammingWindow or BlackmanWindow node, or nil.
+    static func windowRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        guard let t = windowType(node), t.isFloatingPoint || t.isInteger, Support.castTypes.contains(t) else {
+            return "\(node.op.name) of this output_datatype is not supported"
+        }
+        return nil
+    }
+
+    /// HannWindow, HammingWindow and BlackmanWindow: `size` points of the window (periodic: over a period of
+    /// `size`; symmetric: `size - 1`), computed in Double and stored in `output_datatype`. The size is read
+    /// while planning (a run-time size plans what follows once it is known).
+    static func window(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 1, ins[0] >= 0, outs.count >= 1 else { throw b.invalid("needs a size") }
+        let sizes = try b.requireKnownInts(ins[0])
+        guard sizes.count == 1, sizes[0] >= 0 else { throw b.invalid("size must be a non-negative scalar, got \(sizes)") }
+        guard let dtype = windowType(node), Support.castTypes.contains(dtype), dtype.isFloatingPoint || dtype.isInteger else {
+            throw b.unsupported("\(node.op.name) output_datatype")
+        }
+        let size = sizes[0], period = Double(try node.int("periodic", 1) != 0 ? size : size - 1)
+        _ = try b.checkedBytes([size], width: 8, name: b.name(outs[0]))
+        let op = node.op.name
+        try b.compute([(outs[0], [size], dtype)], from: []) { _, o in
+            let values = (0..<size).map { n -> Double in
+                let angle = 2 * Double.pi * Double(n) / period
+                switch op {
+                case "HannWindow": return 0.5 - 0.5 * cos(angle)
+                case "HammingWindow": return 25.0 / 46 - (1 - 25.0 / 46) * cos(angle)
+                default: return 0.42 - 0.5 * cos(angle) + 0.08 * cos(2 * angle)
+                }
+            }
+            let t = Tensor(dtype: dtype, shape: [size], doubles: values)
+            if let bytes = t.rawBytes, bytes.count > 0 { o[0].copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         }
     }
 }
