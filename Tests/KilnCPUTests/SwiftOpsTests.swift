@@ -548,6 +548,24 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("AffineGrid, 2-D and 3-D, with and without align_corners, feeding GridSample")
+    func affineGrid() throws {
+        var r = SplitMix64(seed: 123)
+        for (caseIndex, size) in [[2, 1, 3, 4], [1, 2, 1, 5], [2, 1, 2, 3, 4]].enumerated() {
+            let rank = size.count - 2
+            for align in [0, 1] {
+                var g = TestGraph()
+                let theta = g.input("theta", [size[0], rank, rank + 1])
+                let grid = g.node("AffineGrid", [theta, g.constant(Tensor(int64s: size))], ["align_corners": .int(align)])
+                let x = g.input("x", size)
+                g.output(grid, g.node("GridSample", [x, grid], ["align_corners": .int(align)]))
+                #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+                try expectMatchesReference(g.model, inputs: ["theta": r.tensor([size[0], rank, rank + 1]), "x": r.tensor(size)],
+                                           "case \(caseIndex): AffineGrid \(size) align_corners \(align)")
+            }
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

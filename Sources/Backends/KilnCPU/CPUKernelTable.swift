@@ -298,6 +298,10 @@ enum CPUKernelTable {
         add(["HannWindow", "HammingWindow", "BlackmanWindow"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed(SwiftOps.windowType),
                                                                          knownBeforeRunning: .whenInputsAre, rejection: SwiftOps.windowRejection,
                                                                          lowering: planned(SwiftOps.window)))
+        add(["AffineGrid"], CPUKernel(family: .anyOf([.float32, .int64]), resultType: .firstInput, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "AffineGrid of \(t) theta is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.affineGrid)))
         add(["GridSample"], CPUKernel(family: .float, rejection: SwiftOps.gridSampleRejection, lowering: planned(SwiftOps.gridSample)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in

@@ -407,3 +407,45 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// AffineGrid over float32 theta ([N, 2, 3] or [N, 3, 4]): for every point of the output `size` (N, C,
+    /// H, W or N, C, D, H, W; read while planning), theta times the point's normalized homogeneous coordinate
+    /// (x along the last dim; with align_corners the corner pixels' centres are ±1, else their outer edges).
+    static func affineGrid(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 2, ins[0] >= 0, ins[1] >= 0, outs.count >= 1 else { throw b.invalid("needs theta and size") }
+        try b.requireFloat(ins[0])
+        let size = try b.requireKnownInts(ins[1])
+        guard size.count == 4 || size.count == 5, size.allSatisfy({ $0 >= 0 }) else { throw b.invalid("size \(size) must have 4 or 5 entries") }
+        let r = size.count - 2, n = size[0], spatial = Array(size[2...])
+        guard try b.shape(ins[0]) == [n, r, r + 1] else { throw b.invalid("theta must have shape \([n, r, r + 1])") }
+        let align = try node.int("align_corners", 0) != 0
+        let outShape = [n] + spatial + [r], points = spatial.reduce(1, *)
+        _ = try b.checkedBytes(outShape, width: 4, name: b.name(outs[0]))
+        /// The normalized coordinate of index `i` of a dim of `s` points.
+        func coordinate(_ i: Int, _ s: Int) -> Double {
+            if align { return s == 1 ? -1 : 2 * Double(i) / Double(s - 1) - 1 }
+            return (2 * Double(i) + 1) / Double(s) - 1
+        }
+        try b.compute([(outs[0], outShape, .float32)], from: [ins[0]]) { p, o in
+            let theta = p[0].assumingMemoryBound(to: Float.self), y = o[0].assumingMemoryBound(to: Float.self)
+            var homogeneous = [Double](repeating: 1, count: r + 1)
+            for point in 0..<points {
+                var rest = point
+                // Spatial dims from the last (x) inward.
+                for j in 0..<r {
+                    let dim = r - 1 - j
+                    homogeneous[j] = coordinate(rest % spatial[dim], spatial[dim])
+                    rest /= spatial[dim]
+                }
+                for batch in 0..<n {
+                    for row in 0..<r {
+                        var sum = 0.0
+                        for k in 0...r { sum += Double(theta[(batch * r + row) * (r + 1) + k]) * homogeneous[k] }
+                        y[(batch * points + point) * r + row] = Float(sum)
+                    }
+                }
+            }
+        }
+    }
+}
