@@ -566,6 +566,25 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("CenterCropPad: crops and pads, odd and even differences, chosen axes, float32 and int64")
+    func centerCropPad() throws {
+        var r = SplitMix64(seed: 124)
+        for caseIndex in 0..<12 {
+            let shape = [r.int(1...5), r.int(1...6), r.int(1...4)]
+            let axes = r.bool() ? [0, 1, 2] : r.pick([[1], [2, 0], [-1]])
+            let target = axes.map { _ in r.int(0...7) }
+            var g = TestGraph()
+            let integer = r.bool()
+            let x = g.input("x", shape.map { .fixed($0) }, integer ? .int64 : .float32)
+            var attrs: [String: Attribute] = [:]
+            if axes != [0, 1, 2] || r.bool() { attrs["axes"] = .ints(axes) }
+            g.output(g.node("CenterCropPad", [x, g.constant(Tensor(int64s: target))], attrs))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            let input = integer ? Self.ints(&r, shape, -50...50) : r.tensor(shape)
+            try expectMatchesReference(g.model, inputs: ["x": input], "case \(caseIndex): CenterCropPad \(shape) to \(target) on \(axes)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

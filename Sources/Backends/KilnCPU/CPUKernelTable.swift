@@ -302,6 +302,8 @@ enum CPUKernelTable {
             if let t = facts.types[node.input(0)], t != .float32 { return "AffineGrid of \(t) theta is not supported (float32 only)" }
             return nil
         }, lowering: planned(SwiftOps.affineGrid)))
+        add(["CenterCropPad"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                         lowering: planned(SwiftOps.centerCropPad)))
         add(["GridSample"], CPUKernel(family: .float, rejection: SwiftOps.gridSampleRejection, lowering: planned(SwiftOps.gridSample)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in

@@ -449,3 +449,53 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// CenterCropPad: each of `axes` (all by default) cropped or zero-padded to the target size of input 1
+    /// (read while planning), centred: the extra elements are split with the smaller half first.
+    static func centerCropPad(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 2, ins[0] >= 0, ins[1] >= 0, outs.count >= 1 else { throw b.invalid("needs input_data and shape") }
+        let xs = try b.shape(ins[0]), dtype = try b.dtype(ins[0]), target = try b.requireKnownInts(ins[1])
+        let axes = try (node.ints("axes") ?? Array(0..<xs.count)).map { a -> Int in
+            guard let n = normalizedAxis(a, rank: xs.count) else { throw b.invalid("axis \(a) is out of range for rank \(xs.count)") }
+            return n
+        }
+        guard target.count == axes.count, target.allSatisfy({ $0 >= 0 }), Set(axes).count == axes.count else {
+            throw b.invalid("shape \(target) does not fit axes \(axes)")
+        }
+        // For each output index along each dim, the input index it copies (-1: padding, zero).
+        var maps = xs.map { Array(0..<$0) }, outShape = xs
+        for (size, a) in zip(target, axes) {
+            let dim = xs[a]
+            outShape[a] = size
+            maps[a] = size <= dim ? (0..<size).map { $0 + (dim - size) / 2 }
+                : (0..<size).map { o in o - (size - dim) / 2 < dim && o >= (size - dim) / 2 ? o - (size - dim) / 2 : -1 }
+        }
+        guard let width = dtype.byteWidth else { throw b.unsupported("CenterCropPad of \(dtype)") }
+        let inStrides = contiguousStrides(xs), count = try b.checkedBytes(outShape, width: 1, name: b.name(outs[0]))
+        let rank = xs.count
+        try b.compute([(outs[0], outShape, dtype)], from: [ins[0]]) { p, o in
+            var index = [Int](repeating: 0, count: rank)
+            for flat in 0..<count {
+                var source = 0
+                for a in 0..<rank {
+                    let i = maps[a][index[a]]
+                    if i < 0 { source = -1; break }
+                    source += i * inStrides[a]
+                }
+                if source >= 0 {
+                    (o[0] + flat * width).copyMemory(from: p[0] + source * width, byteCount: width)
+                } else {
+                    (o[0] + flat * width).initializeMemory(as: UInt8.self, repeating: 0, count: width)
+                }
+                var a = rank - 1
+                while a >= 0 {
+                    index[a] += 1
+                    if index[a] < outShape[a] { break }
+                    index[a] = 0
+                    a -= 1
+                }
+            }
+        }
+    }
+}
