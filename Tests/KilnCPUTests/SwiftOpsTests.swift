@@ -585,6 +585,30 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Col2Im, 2-D and 3-D, with strides, dilations and pads, against kiln.reference")
+    func col2Im() throws {
+        var r = SplitMix64(seed: 125)
+        for caseIndex in 0..<10 {
+            let rank = r.int(1...3) == 3 ? 3 : 2
+            let image = (0..<rank).map { _ in r.int(3...6) }, block = (0..<rank).map { _ in r.int(1...2) }
+            let strides = (0..<rank).map { _ in r.int(1...2) }, dilations = (0..<rank).map { _ in r.int(1...2) }
+            let pads = (0..<(2 * rank)).map { _ in r.int(0...1) }
+            var positions: [Int] = []
+            for d in 0..<rank {
+                let span: Int = dilations[d] * (block[d] - 1) + 1
+                let room: Int = image[d] + pads[d] + pads[d + rank] - span
+                positions.append(room / strides[d] + 1)
+            }
+            let channels = r.int(1...2), rows = channels * block.reduce(1, *), count = positions.reduce(1, *)
+            var g = TestGraph()
+            let x = g.input("x", [1, rows, count])
+            g.output(g.node("Col2Im", [x, g.constant(Tensor(int64s: image)), g.constant(Tensor(int64s: block))],
+                            ["strides": .ints(strides), "dilations": .ints(dilations), "pads": .ints(pads)]))
+            #expect(CPUBackend().rejections(in: g.graph).isEmpty)
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, rows, count])], "case \(caseIndex): Col2Im \(image) block \(block)")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

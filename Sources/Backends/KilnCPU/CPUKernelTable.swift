@@ -304,6 +304,10 @@ enum CPUKernelTable {
         }, lowering: planned(SwiftOps.affineGrid)))
         add(["CenterCropPad"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
                                          lowering: planned(SwiftOps.centerCropPad)))
+        add(["Col2Im"], CPUKernel(family: .anyOf([.float32, .int64]), resultType: .firstInput, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "Col2Im of \(t) is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.col2Im)))
         add(["GridSample"], CPUKernel(family: .float, rejection: SwiftOps.gridSampleRejection, lowering: planned(SwiftOps.gridSample)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in

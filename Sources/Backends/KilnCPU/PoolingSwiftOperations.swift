@@ -172,3 +172,67 @@ extension SwiftOps {
         }
     }
 }
+
+extension SwiftOps {
+    /// Col2Im over float32: input [N, C·∏block, L] of sliding blocks is summed back into an image of
+    /// `image_shape` (both shape inputs read while planning), with strides, dilations and pads; L must be the
+    /// number of block positions those give.
+    static func col2Im(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 3, ins[0] >= 0, ins[1] >= 0, ins[2] >= 0, outs.count >= 1 else { throw b.invalid("needs input, image_shape and block_shape") }
+        try b.requireFloat(ins[0])
+        let xs = try b.shape(ins[0]), image = try b.requireKnownInts(ins[1]), block = try b.requireKnownInts(ins[2])
+        let r = image.count
+        guard xs.count == 3, r >= 1, block.count == r, image.allSatisfy({ $0 >= 0 }), block.allSatisfy({ $0 > 0 }) else {
+            throw b.invalid("input \(xs), image_shape \(image) and block_shape \(block) do not fit")
+        }
+        let strides = try node.ints("strides") ?? Array(repeating: 1, count: r)
+        let dilations = try node.ints("dilations") ?? Array(repeating: 1, count: r)
+        let pads = try node.ints("pads") ?? Array(repeating: 0, count: 2 * r)
+        guard strides.count == r, dilations.count == r, pads.count == 2 * r, strides.allSatisfy({ $0 > 0 }),
+              dilations.allSatisfy({ $0 > 0 }), pads.allSatisfy({ $0 >= 0 }) else {
+            throw b.invalid("strides, dilations and pads must fit \(r) spatial dims")
+        }
+        if let reason = Window.rejection(kernel: block, strides: strides, dilations: dilations, pads: pads) { throw b.unsupported(reason) }
+        // Products of hostile sizes must not overflow: bound them first.
+        _ = try b.checkedBytes(block, width: 1, name: "block_shape")
+        _ = try b.checkedBytes([xs[0], xs[1]] + image, width: 4, name: b.name(outs[0]))
+        let blockCount = block.reduce(1, *)
+        guard xs[1] % blockCount == 0 else { throw b.invalid("\(xs[1]) rows are not a multiple of the block's \(blockCount) elements") }
+        let channels = xs[1] / blockCount, batch = xs[0]
+        var positions: [Int] = []
+        for d in 0..<r {
+            let span: Int = dilations[d] * (block[d] - 1) + 1
+            let room: Int = image[d] + pads[d] + pads[d + r] - span
+            positions.append(room < 0 ? -1 : room / strides[d] + 1)
+        }
+        guard positions.allSatisfy({ $0 >= 0 }), try b.checkedBytes(positions, width: 1, name: "block positions") == xs[2] else {
+            throw b.invalid("\(xs[2]) block positions given; image_shape \(image) has \(positions.reduce(1, *))")
+        }
+        let outShape = [batch, channels] + image
+        let imageCount = image.reduce(1, *), positionCount = xs[2], imageStrides = contiguousStrides(image)
+        try b.compute([(outs[0], outShape, .float32)], from: [ins[0]]) { p, o in
+            let x = p[0].assumingMemoryBound(to: Float.self), y = o[0].assumingMemoryBound(to: Float.self)
+            y.initialize(repeating: 0, count: batch * channels * imageCount)
+            var k = [Int](repeating: 0, count: r), l = [Int](repeating: 0, count: r)
+            for n in 0..<batch {
+                for c in 0..<channels {
+                    for kflat in 0..<blockCount {
+                        var rest = kflat
+                        for d in stride(from: r - 1, through: 0, by: -1) { k[d] = rest % block[d]; rest /= block[d] }
+                        let row = ((n * channels + c) * blockCount + kflat) * positionCount
+                        for lflat in 0..<positionCount {
+                            var rest = lflat, offset = 0, inside = true
+                            for d in stride(from: r - 1, through: 0, by: -1) { l[d] = rest % positions[d]; rest /= positions[d] }
+                            for d in 0..<r {
+                                let at = l[d] * strides[d] - pads[d] + k[d] * dilations[d]
+                                if at < 0 || at >= image[d] { inside = false; break }
+                                offset += at * imageStrides[d]
+                            }
+                            if inside { y[(n * channels + c) * imageCount + offset] += x[row + lflat] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
