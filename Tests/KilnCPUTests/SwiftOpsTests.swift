@@ -609,6 +609,33 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("Hostile sizes (a crop target, a grid size, a resize scale, pads) are typed errors, not traps")
+    func hostileSizes() throws {
+        let huge = Int64(1) << 60
+        var graphs: [(String, TestGraph, [String: Tensor])] = []
+        var crop = TestGraph()
+        crop.output(crop.node("CenterCropPad", [crop.input("x", [2, 3]), crop.constant(Tensor(int64s: [Int(huge), 3]))]))
+        graphs.append(("CenterCropPad", crop, ["x": Tensor(zeros: .float32, shape: [2, 3])]))
+        var grid = TestGraph()
+        grid.output(grid.node("AffineGrid", [grid.input("t", [1, 2, 3]), grid.constant(Tensor(int64s: [1, 1, Int(huge), Int(huge)]))]))
+        graphs.append(("AffineGrid", grid, ["t": Tensor(zeros: .float32, shape: [1, 2, 3])]))
+        var resize = TestGraph()
+        resize.output(resize.node("Resize", [resize.input("x", [1, 1, 2, 2]), "", resize.constant(Tensor(shape: [4], [Float](arrayLiteral: 1, 1, 1e30, 1)))]))
+        graphs.append(("Resize", resize, ["x": Tensor(zeros: .float32, shape: [1, 1, 2, 2])]))
+        var pool = TestGraph()
+        pool.output(pool.node("MaxPool", [pool.input("x", [1, 1, 1, 1, 1, 1])],
+                              ["kernel_shape": .ints([1, 1, 1, 1]), "pads": .ints(Array(repeating: 1 << 20, count: 8))]))
+        graphs.append(("MaxPool", pool, ["x": Tensor(zeros: .float32, shape: [1, 1, 1, 1, 1, 1])]))
+        for (name, g, inputs) in graphs {
+            var failure: KilnError?
+            do {
+                let executable = try CPUBackend(threads: 1).prepare(g.graph)
+                _ = try executable.run(inputs.mapValues { RuntimeValue.tensor($0) })
+            } catch let e as KilnError { failure = e } catch { failure = KilnError(.internal, "\(error)") }
+            #expect(failure != nil && failure?.code != .internal, "\(name): \(String(describing: failure))")
+        }
+    }
+
     @Test("LpNormalization, OneHot, EyeLike, Compress")
     func smallOps() throws {
         var r = SplitMix64(seed: 112)

@@ -33,6 +33,7 @@ extension SwiftOps {
         let includePad = try node.int("count_include_pad", 0) != 0
         let p = Double(try node.int("p", 2))
         let outShape = Array(xs[..<2]) + output
+        _ = try b.checkedBytes(outShape, width: 4, name: b.name(outs[0]))
         let planes = xs[0] * xs[1], inCount = input.reduce(1, *), outCount = output.reduce(1, *)
         let taps = kernel.reduce(1, *)
         let inStrides = contiguousStrides(input)
@@ -121,6 +122,7 @@ extension SwiftOps {
         let (output, begin, _) = window.resolve(input)
         _ = try b.checkedBytes(kernel, width: 1 << 9, name: "the convolution window")
         let outShape = [xs[0], outChannels] + output
+        _ = try b.checkedBytes(outShape, width: 4, name: b.name(outs[0]))
         let inCount = input.reduce(1, *), outCount = output.reduce(1, *), taps = kernel.reduce(1, *)
         let inStrides = contiguousStrides(input), perGroup = outChannels / group
         var tapOffsets = [Int](repeating: 0, count: taps * r)

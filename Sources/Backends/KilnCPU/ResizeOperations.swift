@@ -72,7 +72,10 @@ extension SwiftOps {
         } else if !given.isEmpty {
             guard given.count == axes.count else { throw b.invalid("scales \(given) do not fit axes \(axes)") }
             for (i, a) in axes.enumerated() {
-                guard given[i] > 0, given[i].isFinite else { throw b.invalid("scales must be positive and finite") }
+                // Beyond 2^40 elements per dim no output fits; refusing first keeps the Int conversion safe.
+                guard given[i] > 0, given[i].isFinite, given[i] * Double(xs[a]) < 0x1p40 else {
+                    throw b.invalid("scales must be positive, finite and give dims below 2^40")
+                }
                 scales[a] = given[i]
                 outShape[a] = Int((given[i] * Double(xs[a])).rounded(.down))
             }
@@ -80,6 +83,8 @@ extension SwiftOps {
             throw b.invalid("one of scales and sizes is required")
         }
         for a in 0..<r where xs[a] == 0 && outShape[a] > 0 { throw b.invalid("cannot resize an empty axis") }
+        // The per-axis index tables below are as long as the output's dims: bound them first.
+        _ = try b.checkedBytes(outShape, width: dtype.byteWidth ?? 1, name: b.name(outs[0]))
         let changed = (0..<r).filter { !(abs(scales[$0] - 1) < 1e-9 && outShape[$0] == xs[$0]) }
         if mode == "nearest" {
             var maps = xs.map { Array(0..<$0) }
@@ -420,8 +425,9 @@ extension SwiftOps {
         let r = size.count - 2, n = size[0], spatial = Array(size[2...])
         guard try b.shape(ins[0]) == [n, r, r + 1] else { throw b.invalid("theta must have shape \([n, r, r + 1])") }
         let align = try node.int("align_corners", 0) != 0
-        let outShape = [n] + spatial + [r], points = spatial.reduce(1, *)
+        let outShape = [n] + spatial + [r]
         _ = try b.checkedBytes(outShape, width: 4, name: b.name(outs[0]))
+        let points = spatial.reduce(1, *)
         /// The normalized coordinate of index `i` of a dim of `s` points.
         func coordinate(_ i: Int, _ s: Int) -> Double {
             if align { return s == 1 ? -1 : 2 * Double(i) / Double(s - 1) - 1 }
@@ -463,16 +469,18 @@ extension SwiftOps {
         guard target.count == axes.count, target.allSatisfy({ $0 >= 0 }), Set(axes).count == axes.count else {
             throw b.invalid("shape \(target) does not fit axes \(axes)")
         }
+        var outShape = xs
+        for (size, a) in zip(target, axes) { outShape[a] = size }
+        let count = try b.checkedBytes(outShape, width: 1, name: b.name(outs[0]))
         // For each output index along each dim, the input index it copies (-1: padding, zero).
-        var maps = xs.map { Array(0..<$0) }, outShape = xs
+        var maps = xs.map { Array(0..<$0) }
         for (size, a) in zip(target, axes) {
             let dim = xs[a]
-            outShape[a] = size
             maps[a] = size <= dim ? (0..<size).map { $0 + (dim - size) / 2 }
                 : (0..<size).map { o in o - (size - dim) / 2 < dim && o >= (size - dim) / 2 ? o - (size - dim) / 2 : -1 }
         }
         guard let width = dtype.byteWidth else { throw b.unsupported("CenterCropPad of \(dtype)") }
-        let inStrides = contiguousStrides(xs), count = try b.checkedBytes(outShape, width: 1, name: b.name(outs[0]))
+        let inStrides = contiguousStrides(xs)
         let rank = xs.count
         try b.compute([(outs[0], outShape, dtype)], from: [ins[0]]) { p, o in
             var index = [Int](repeating: 0, count: rank)
