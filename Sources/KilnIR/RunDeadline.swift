@@ -1,7 +1,8 @@
 /// When a run must end. `Session.run(_:options:)` binds one for the duration of a run (a task-local value,
 /// so it reaches the backends without changing the `Executable` protocol); the built-in backends check it
 /// between steps — kiln.reference before every node and every Loop/Scan iteration (bodies of If, Loop and
-/// Scan included), kiln.cpu before every step — and throw `.runtime` "run exceeded its deadline of N s".
+/// Scan included), kiln.cpu before every step and every Loop/Scan iteration (bodies included) — and throw
+/// `.runtime` "run exceeded its deadline of N s".
 /// A plugin backend's own execution is not interrupted; the check runs again once it returns.
 public struct RunDeadline: Sendable {
     /// How long the run may take.

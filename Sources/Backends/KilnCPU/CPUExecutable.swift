@@ -22,8 +22,11 @@ final class CPUExecutable: Executable, @unchecked Sendable {
         /// Runs to the end.
         case final(Plan)
         /// Runs operations up to `end` and carries its outputs; `known` of them were known while planning;
-        /// the rest is planned with `needs` known.
-        case prefix(Plan, end: Int, known: Set<Int>, needs: Int)
+        /// the rest is planned with `needs` known (nil when operation `end` is one the executable runs itself).
+        case prefix(Plan, end: Int, known: Set<Int>, needs: Int?)
+        /// Operation `operation` (control flow, whose output shapes are known only once it has run) runs
+        /// here on the values at hand; its outputs are carried, and the rest is planned after it.
+        case direct(Int)
         /// Value `needs` is already at hand (a graph input or carried value): plan again with it known.
         case needsKnown(Int)
     }
@@ -36,6 +39,14 @@ final class CPUExecutable: Executable, @unchecked Sendable {
         self.program = program
         self.memoryBudget = memoryBudget
         pool = ThreadPool(threadCount: threads)
+        self.profile = profile
+    }
+
+    /// An executable sharing `pool` with the one that runs it (the body of a control-flow operation).
+    init(program: Program, pool: ThreadPool, profile: CPUProfile?, memoryBudget: Int?) {
+        self.program = program
+        self.memoryBudget = memoryBudget
+        self.pool = pool
         self.profile = profile
     }
 
@@ -85,6 +96,14 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                     .build(until: need.operation)
                 stage = .prefix(plan, end: need.operation, known: known, needs: need.value)
             }
+        } catch let run as PlanRunsOperation {
+            if run.operation == start {
+                stage = .direct(start)
+            } else {
+                let (plan, known) = try PlanBuilder(program: program, pool: pool, inputs: signature, carried: carried, start: start, memoryBudget: memoryBudget)
+                    .build(until: run.operation)
+                stage = .prefix(plan, end: run.operation, known: known, needs: nil)
+            }
         }
         if cache {
             if stages.count >= Self.planLimit { stages.removeAll() }
@@ -111,7 +130,25 @@ final class CPUExecutable: Executable, @unchecked Sendable {
                 carried = zip(plan.outputs, outputs).map { ($0.id, $1, known.contains($0.id) || $0.id == needs) }
                 start = end
                 key += [-1, end]
-                if let t = carried.first(where: { $0.id == needs })?.tensor { cache = cache && extend(&key, with: t) }
+                if let needs, let t = carried.first(where: { $0.id == needs })?.tensor { cache = cache && extend(&key, with: t) }
+            case .direct(let index):
+                guard let op = program.operations[index] as? ControlFlowOperation else {
+                    throw KilnError(.internal, "kiln.cpu: operation #\(index) cannot run outside a plan")
+                }
+                let values = op.inputs.map { id -> Tensor? in
+                    guard id >= 0 else { return nil }
+                    if let c = carried.last(where: { $0.id == id }) { return c.tensor }
+                    if let k = program.inputs.firstIndex(where: { $0.id == id }) { return tensors[k] }
+                    return program.constants[id]
+                }
+                let outputs = try op.run(values, context: ControlFlowContext(pool: pool, profile: profile, memoryBudget: memoryBudget))
+                // The outputs' shapes (not their contents) decide the plans that follow.
+                key += [-3, index]
+                for (id, t) in zip(op.outputs, outputs) where id >= 0 {
+                    carried.append((id, t, false))
+                    key += [t.dtype.onnxCode, t.shape.count] + t.shape
+                }
+                start = index + 1
             case .needsKnown(let value):
                 if let k = carried.firstIndex(where: { $0.id == value }) {
                     carried[k].known = true

@@ -75,6 +75,8 @@ struct SupportFacts {
     let types: [String: DType]
     /// Values known before running.
     let known: Set<String>
+    /// Constant values by name (initializers that are not inputs, Constant nodes).
+    var constants: [String: Tensor] = [:]
 }
 
 /// The ops `kiln.cpu` runs, by op: the one list of them.
@@ -98,9 +100,16 @@ enum CPUKernelTable {
 
         // Arithmetic in float32.
         add(["Conv"], CPUKernel(family: .float, rejection: { node, _ in
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D convolution is not supported" }
-            return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerConv($1, at: $2) }))
+            Window.rejection(of: node)
+        }, lowering: custom { (lowering: inout Lowering, node: Node, i: Int) in
+            // 1-D and 2-D windows take ConvOperation's C kernels; larger ones the Swift path.
+            let weightRank = lowering.constants[node.input(1)]?.rank ?? lowering.graph.type(of: node.input(1))?.tensorType?.shape?.count
+            if let k = try node.ints("kernel_shape")?.count ?? weightRank.map({ $0 - 2 }), k > 2 {
+                lowering.lowerPlanned(node, at: i, SwiftOps.convND)
+            } else {
+                try lowering.lowerConv(node, at: i)
+            }
+        }))
         add(["MatMul", "Gemm"], CPUKernel(family: .float, lowering: custom { try $0.lowerMatMul($1, at: $2) }))
         add(["BatchNormalization"], CPUKernel(family: .float, resultType: .float32Statistics, rejection: { node, _ in
             if (try? node.int("training_mode", 0)) ?? 0 != 0 || node.outputs.dropFirst().contains(where: { !$0.isEmpty }) {
@@ -111,29 +120,40 @@ enum CPUKernelTable {
         add(["LayerNormalization"], CPUKernel(family: .float, resultType: .float32Statistics,
                                               lowering: custom { try $0.lowerLayerNormalization($1, at: $2) }))
         add(["Softmax", "LogSoftmax"], CPUKernel(family: .float, lowering: custom { try $0.lowerSoftmax($1, at: $2) }))
+        // 1-D and 2-D windows take the C kernels; larger ones the Swift path (PoolingSwiftOperations.swift).
+        let pool: CPUKernel.LoweringRule = custom { (lowering: inout Lowering, node: Node, i: Int) in
+            if let k = try node.ints("kernel_shape"), k.count > 2 {
+                lowering.lowerPlanned(node, at: i, SwiftOps.poolND)
+            } else {
+                try lowering.lowerPool(node, at: i)
+            }
+        }
         add(["MaxPool"], CPUKernel(family: .float, rejection: { node, _ in
             if node.outputs.count > 1, !node.outputs[1].isEmpty { return "MaxPool's Indices output is not supported" }
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
             return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+        }, lowering: pool))
         add(["AveragePool"], CPUKernel(family: .float, rejection: { node, _ in
-            if let k = try? node.ints("kernel_shape"), k.count > 2 { return "\(k.count)-D pooling is not supported" }
-            return Window.rejection(of: node)
-        }, lowering: custom { try $0.lowerPool($1, at: $2) }))
+            Window.rejection(of: node)
+        }, lowering: pool))
+        add(["LpPool"], CPUKernel(family: .float, rejection: SwiftOps.lpPoolRejection, lowering: custom { (lowering: inout Lowering, node: Node, i: Int) in
+            lowering.lowerPlanned(node, at: i, SwiftOps.poolND)
+        }))
         add(["GlobalAveragePool", "GlobalMaxPool"], CPUKernel(family: .float, lowering: custom { $0.lowerGlobalPool($1, at: $2) }))
         let binary: [(String, kiln_binary_op)] = [
             ("Add", KILN_BINARY_ADD), ("Sum", KILN_BINARY_ADD), ("Sub", KILN_BINARY_SUB), ("Mul", KILN_BINARY_MUL),
             ("Div", KILN_BINARY_DIV), ("Max", KILN_BINARY_MAX), ("Min", KILN_BINARY_MIN),
         ]
+        // float64 and uint64 operands take the Swift path (`MapOperation.doubleFunction`, `uint64Function`).
         for (name, op) in binary {
-            add([name], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
+            add([name], CPUKernel(family: .anyOf(arithmetic.union([.float64, .uint64])), knownBeforeRunning: .whenInputsAre, lowering: .binary(op)))
         }
         let unary: [(String, kiln_unary_op)] = [
             ("Erf", KILN_UNARY_ERF), ("Exp", KILN_UNARY_EXP), ("Log", KILN_UNARY_LOG), ("Sqrt", KILN_UNARY_SQRT),
             ("Abs", KILN_UNARY_ABS), ("Neg", KILN_UNARY_NEG), ("Reciprocal", KILN_UNARY_RECIPROCAL),
         ]
         for (name, op) in unary {
-            let types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
+            var types: Set<DType> = name == "Abs" || name == "Neg" ? arithmetic : [.float32]
+            if name != "Erf" { types.insert(.float64) }
             add([name], CPUKernel(family: .anyOf(types), knownBeforeRunning: .whenInputsAre, lowering: .unary(op)))
         }
         // Elementwise ops in plain Swift (`MapOperation`), any broadcast, computed while planning when
@@ -144,17 +164,17 @@ enum CPUKernelTable {
             CPUKernel(family: .float, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["IsNaN", "IsInf"], CPUKernel(family: .float, resultType: .computed { _ in .bool }, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Sign"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["Mod"], CPUKernel(family: .anyOf(arithmetic), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+        add(["Mod"], CPUKernel(family: .anyOf(arithmetic.union([.float64, .uint64])), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
             let fmod: Int = (try? node.int("fmod", 0)) ?? 0
-            if facts.types[node.input(0)] == .float32 && fmod == 0 { return "Mod of floats needs fmod=1" }
+            if let t = facts.types[node.input(0)], t == .float32 || t == .float64, fmod == 0 { return "Mod of floats needs fmod=1" }
             return nil
         }, lowering: map))
         add(["Pow"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"],
             CPUKernel(family: .anyOf(integers), knownBeforeRunning: .whenInputsAre, lowering: map))
-        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32]), knownBeforeRunning: .whenInputsAre, lowering: map))
+        add(["BitShift"], CPUKernel(family: .anyOf([.uint8, .uint16, .uint32, .uint64]), knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"],
-            CPUKernel(family: .anyOf(arithmetic.union([.bool])), resultType: .computed { _ in .bool },
+            CPUKernel(family: .anyOf(arithmetic.union([.bool, .uint64])), resultType: .computed { _ in .bool },
                       knownBeforeRunning: .whenInputsAre, lowering: map))
         add(["And", "Or", "Xor", "Not"], CPUKernel(family: .anyOf([.bool]), resultType: .computed { _ in .bool },
                                                    knownBeforeRunning: .whenInputsAre, lowering: map))
@@ -222,7 +242,8 @@ enum CPUKernelTable {
                                 lowering: planned(SwiftOps.size)))
         add(["NonZero"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .whenInputsAre,
                                    lowering: planned(SwiftOps.nonZero)))
-        add(["Flatten", "Identity"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+        // Views of the bytes, so any element type kiln.cpu holds (a quantized uint8 value, say).
+        add(["Flatten", "Identity"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
                                                lowering: custom { $0.lowerView($1, at: $2) }))
         add(["Transpose"], CPUKernel(family: .data, resultType: .firstInput, lowering: custom { try $0.lowerTranspose($1, at: $2) }))
         add(["Gather"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, facts in
@@ -234,7 +255,7 @@ enum CPUKernelTable {
         add(["Shape"], CPUKernel(family: .data, resultType: .computed { _ in .int64 }, knownBeforeRunning: .always,
                                  lowering: custom { try $0.lowerShape($1, at: $2) }))
         add(["Cast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre, rejection: { node, _ in
-            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.castTypes.contains(t) {
+            if let code = try? node.int("to", 1), let t = DType(onnxCode: code), !Support.castTypes.contains(t) || t == .float8e8m0 {
                 return "Cast to \(t) not supported"
             }
             return nil
@@ -245,12 +266,14 @@ enum CPUKernelTable {
         }, lowering: .constant))
         add(["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
              "ReduceLogSumExp", "ReduceSumSquare"],
-            CPUKernel(family: .anyOf([.float32, .int64]), rejection: { node, facts -> String? in
-                if let t = facts.types[node.input(0)], t != .float32 { return "\(node.op.name) over \(t) is not supported (float32 only)" }
+            CPUKernel(family: .anyOf([.float32, .float64, .int64]), rejection: { node, facts -> String? in
+                if let t = facts.types[node.input(0)], t != .float32, t != .float64 {
+                    return "\(node.op.name) over \(t) is not supported (float32 and float64 only)"
+                }
                 return nil
             }, lowering: planned(SwiftOps.reduce)))
         add(["ArgMax", "ArgMin"], CPUKernel(family: .anyOf(numeric), resultType: .computed { _ in .int64 }, lowering: planned(SwiftOps.argReduce)))
-        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
+        add(["CumSum", "CumProd"], CPUKernel(family: .anyOf(numeric.union([.float64])), resultType: .firstInput, lowering: planned(SwiftOps.cumSum)))
         add(["TopK"], CPUKernel(family: .anyOf(numeric), resultType: .firstInput, lowering: planned(SwiftOps.topK)))
         let indexRejection: @Sendable (Node, SupportFacts) -> String? = { node, facts in
             if let t = facts.types[node.input(1)], t != .int64, t != .int32 { return "\(node.op.name) indices of type \(t) not supported" }
@@ -272,19 +295,39 @@ enum CPUKernelTable {
         add(["DepthToSpace", "SpaceToDepth"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.depthSpace)))
         add(["InstanceNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.instanceNormalization)))
         add(["Resize"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.resizeRejection, lowering: planned(SwiftOps.resize)))
+        add(["HannWindow", "HammingWindow", "BlackmanWindow"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed(SwiftOps.windowType),
+                                                                         knownBeforeRunning: .whenInputsAre, rejection: SwiftOps.windowRejection,
+                                                                         lowering: planned(SwiftOps.window)))
+        add(["AffineGrid"], CPUKernel(family: .anyOf([.float32, .int64]), resultType: .firstInput, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "AffineGrid of \(t) theta is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.affineGrid)))
+        add(["CenterCropPad"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre,
+                                         lowering: planned(SwiftOps.centerCropPad)))
+        add(["Col2Im"], CPUKernel(family: .anyOf([.float32, .int64]), resultType: .firstInput, rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "Col2Im of \(t) is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.col2Im)))
+        add(["GridSample"], CPUKernel(family: .float, rejection: SwiftOps.gridSampleRejection, lowering: planned(SwiftOps.gridSample)))
         add(["ConvTranspose"], CPUKernel(family: .float, lowering: planned(SwiftOps.convTranspose)))
         add(["Dropout"], CPUKernel(family: .data, resultType: .firstInput, knownBeforeRunning: .whenInputsAre, rejection: { node, _ -> String? in
             node.input(2).isEmpty ? nil : "Dropout with a training_mode input is not supported (inference only)"
         }, lowering: planned(SwiftOps.dropout)))
-        add(["Einsum"], CPUKernel(family: .float, rejection: { node, _ -> String? in
+        add(["Einsum"], CPUKernel(family: .anyOf([.float32, .float64]), rejection: { node, facts -> String? in
             let equation: String = (try? node.string("equation", "")) ?? ""
+            let types = Set(node.inputs.filter { !$0.isEmpty }.compactMap { facts.types[$0] })
+            if !types.isSubset(of: [.float32, .float64]) || types.count > 1 {
+                return "Einsum over \(types.map { "\($0)" }.sorted().joined(separator: ", ")) is not supported (float32 or float64, one type)"
+            }
             return SwiftOps.einsumTerms(equation, operands: node.inputs.filter { !$0.isEmpty }.count) == nil
                 ? "Einsum equation '\(equation)' is not supported (no ellipses)" : nil
         }, lowering: planned(SwiftOps.einsum)))
         add(["RMSNormalization"], CPUKernel(family: .float, lowering: planned(SwiftOps.rmsNormalization)))
         add(["Hardmax"], CPUKernel(family: .float, lowering: planned(SwiftOps.hardmax)))
-        add(["CastLike"], CPUKernel(family: .conversion, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre,
-                                    lowering: planned(SwiftOps.castLike)))
+        add(["CastLike"], CPUKernel(family: .conversion, resultType: .ofInput(1), knownBeforeRunning: .whenInputsAre, rejection: { node, facts -> String? in
+            // float8e8m0's rounding mode is an attribute kiln.cpu does not implement.
+            facts.types[node.input(1)] == .float8e8m0 ? "CastLike to float8e8m0 not supported" : nil
+        }, lowering: planned(SwiftOps.castLike)))
         add(["Attention"], CPUKernel(family: .data, resultType: .firstInput, rejection: SwiftOps.attentionRejection,
                                      lowering: planned(SwiftOps.attention)))
         add(["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"], CPUKernel(family: .data, resultType: .firstInput, rejection: { node, facts -> String? in
@@ -308,6 +351,23 @@ enum CPUKernelTable {
             return nil
         }, lowering: planned(SwiftOps.eyeLike)))
         add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
+        // Linear quantization (QuantizationOperations.swift): the result type is the zero point's (or
+        // output_dtype's, uint8 by default) for QuantizeLinear and the scale's for DequantizeLinear.
+        add(["QuantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(2),
+                                          rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.quantizeLinear)))
+        add(["DequantizeLinear"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .ofInput(1),
+                                            rejection: SwiftOps.quantizationRejection, lowering: planned(SwiftOps.dequantizeLinear)))
+        add(["DynamicQuantizeLinear"], CPUKernel(family: .anyOf([.float32, .uint8]), resultType: .computed { _ in .uint8 },
+                                                 rejection: { node, facts -> String? in
+            if let t = facts.types[node.input(0)], t != .float32 { return "DynamicQuantizeLinear of \(t) is not supported (float32 only)" }
+            return nil
+        }, lowering: planned(SwiftOps.dynamicQuantizeLinear)))
+        add(["BitCast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre,
+                                   rejection: SwiftOps.bitCastRejection, lowering: planned(SwiftOps.bitCast)))
+        // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).
+        add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
+            ControlFlow.outputTypes(of: node)?.first ?? nil
+        }, rejection: ControlFlow.rejection, lowering: custom { try $0.lowerControlFlow($1, at: $2) }))
         return table
     }()
 }

@@ -312,6 +312,8 @@ final class CastOperation: Operation {
     let x: Int
     let output: Int
     let to: DType
+    /// Cast's `saturate` (float8 targets): out-of-range values clamp to the largest finite value.
+    let saturate: Bool
 
     var inputs: [Int] { [x] }
     var outputs: [Int] { [output] }
@@ -325,6 +327,7 @@ final class CastOperation: Operation {
             throw KilnError(.invalidModel, "node '\(node.displayName)' (Cast): unknown element type \(code)")
         }
         self.to = to
+        saturate = try node.int("saturate", 1) != 0
     }
 
     static let types: Set<DType> = [.float32, .int64, .int32, .bool]
@@ -336,7 +339,7 @@ final class CastOperation: Operation {
             return
         }
         guard Self.types.contains(from), Self.types.contains(to) else {
-            try Self.planConversion(b, x: x, output: output, to: to)
+            try Self.planConversion(b, x: x, output: output, to: to, saturate: saturate)
             return
         }
         if let k = b.knownValue(x), k.count <= 1 << 16 {
@@ -373,12 +376,28 @@ final class CastOperation: Operation {
 }
 
 extension CastOperation {
-    /// `x` converted to `to`, for the types of `Support.castTypes`: integers wrap to the target's width,
-    /// floats truncate toward zero into integers, 64-bit integers round once into float32, and every
-    /// floating-point target rounds from the value in Double (float16 directly, bfloat16 through float32).
-    static func convert(_ x: Tensor, to: DType) -> Tensor {
+    /// `x` converted to `to`, for the types of `Support.castTypes`: integers wrap to the target's width
+    /// (4- and 2-bit ones included), floats truncate toward zero into integers, 64-bit integers round once
+    /// into float32, and every floating-point target rounds from the value in Double (float16 directly,
+    /// bfloat16 and the 8- and 4-bit formats through float32). `saturate` (Cast's attribute, for the float8
+    /// targets) clamps values beyond the format's range, infinities included, to its largest finite value;
+    /// without it they become infinity or NaN as the format has them. float4e2m1 always saturates and
+    /// has no NaN: NaN becomes its negative-zero code, as kiln.reference does.
+    static func convert(_ x: Tensor, to: DType, saturate: Bool = true) -> Tensor {
         let from = x.dtype
         if from == to { return x }
+        if lowPrecisionFloats.contains(to) {
+            let values: [Double] = from == .uint64 ? x.elements(as: UInt64.self).map { Double($0) } : x.asDoubles()
+            let codes = values.map { v -> UInt8 in
+                var f = Float(v)
+                if to == .float4e2m1 {
+                    return f.isNaN ? 0x08 : FloatFormats.encode(f, to, saturate: true)
+                }
+                if saturate, f.isInfinite { f = f < 0 ? -.greatestFiniteMagnitude : .greatestFiniteMagnitude }
+                return FloatFormats.encode(f, to, saturate: saturate)
+            }
+            return Tensor(dtype: to, shape: x.shape, bitPatterns: codes)
+        }
         if to.isInteger || to == .bool {
             if from.isInteger || from == .bool { return Tensor(dtype: to, shape: x.shape, int64s: x.asInt64s()) }
             return Tensor(dtype: to, shape: x.shape, doubles: x.asDoubles())
@@ -390,8 +409,12 @@ extension CastOperation {
         return Tensor(dtype: to, shape: x.shape, doubles: values)
     }
 
+    /// The 8- and 4-bit float formats kiln.cpu converts to (float8e8m0, whose rounding mode is an attribute,
+    /// only from).
+    static let lowPrecisionFloats: Set<DType> = [.float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1]
+
     /// Defines `output` as `x` converted to `to` by `convert` (while planning when `x` is known and small).
-    static func planConversion(_ b: PlanBuilder, x: Int, output: Int, to: DType) throws {
+    static func planConversion(_ b: PlanBuilder, x: Int, output: Int, to: DType, saturate: Bool = true) throws {
         let xs = try b.shape(x), from = try b.dtype(x)
         guard Support.castTypes.contains(from), Support.castTypes.contains(to), let inWidth = from.byteWidth else {
             throw b.unsupported("Cast from \(from) to \(to)")
@@ -401,8 +424,39 @@ extension CastOperation {
             let storage = TensorStorage(byteCount: count * inWidth) { dst in
                 if count > 0 { dst.baseAddress!.copyMemory(from: p[0], byteCount: count * inWidth) }
             }
-            let converted = convert(Tensor(dtype: from, shape: xs, storage: storage), to: to)
+            let converted = convert(Tensor(dtype: from, shape: xs, storage: storage), to: to, saturate: saturate)
             if let bytes = converted.rawBytes, bytes.count > 0 { o[0].copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        }
+    }
+}
+
+extension SwiftOps {
+    /// Why kiln.cpu cannot run a BitCast node, or nil: both types must be ones it holds, byte-wide or
+    /// wider (4- and 2-bit values are held one per byte, sign-extended or not, so their bytes are not the
+    /// packed bits), and of one width.
+    static func bitCastRejection(_ node: Node, _ facts: SupportFacts) -> String? {
+        guard let code = try? node.int("to", 0), let to = DType(onnxCode: code) else { return "BitCast needs a known 'to' type" }
+        guard Support.castTypes.contains(to), to.packedBits >= 8 else { return "BitCast to \(to) is not supported" }
+        if let from = facts.types[node.input(0)], from.packedBits != to.packedBits {
+            return "BitCast from \(from) to \(to): the types differ in width"
+        }
+        return nil
+    }
+
+    /// BitCast: the bytes of the input read as another type of the same width.
+    static func bitCast(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
+        guard ins.count >= 1, ins[0] >= 0, outs.count >= 1 else { throw b.invalid("needs an input") }
+        let code = try node.int("to", 0)
+        guard let to = DType(onnxCode: code), Support.castTypes.contains(to), to.packedBits >= 8 else {
+            throw b.unsupported("BitCast to type \(code)")
+        }
+        let xs = try b.shape(ins[0]), from = try b.dtype(ins[0])
+        guard from.packedBits == to.packedBits, let width = to.byteWidth else {
+            throw b.invalid("BitCast from \(from) to \(to): the types differ in width")
+        }
+        let bytes = xs.reduce(1, *) * width
+        try b.compute([(outs[0], xs, to)], from: [ins[0]]) { p, o in
+            if bytes > 0 { o[0].copyMemory(from: p[0], byteCount: bytes) }
         }
     }
 }

@@ -249,7 +249,13 @@ extension SwiftOps {
 
     /// Einsum over float32 without ellipses: a sum over every combination of the letters (clear, not fast).
     static func einsum(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
-        for v in ins { try b.requireFloat(v) }
+        // float32 or float64 operands, all of one type (the sums run in Double either way).
+        let dtype = try ins.first.map { try b.dtype($0) } ?? .float32
+        for v in ins {
+            let t = try b.dtype(v)
+            guard t == dtype, t == .float32 || t == .float64 else { throw b.unsupported("Einsum over \(t) (float32 or float64, one type)") }
+        }
+        let wide = dtype == .float64
         let shapes = try ins.map { try b.shape($0) }
         guard let (terms, output) = einsumTerms(try node.string("equation", ""), operands: ins.count) else {
             throw b.unsupported("Einsum equation '\((try? node.string("equation", "")) ?? "")' (ellipses are not supported)")
@@ -274,9 +280,11 @@ extension SwiftOps {
             return letters.map { c in t.indices.filter { t[$0] == c }.reduce(0) { $0 + st[$1] } }
         }
         let m = ins.count
-        try b.compute([(outs[0], outShape, .float32)], from: ins) { p, o in
-            let y = o[0].assumingMemoryBound(to: Float.self)
-            let xs = p.map { $0.assumingMemoryBound(to: Float.self) }
+        try b.compute([(outs[0], outShape, dtype)], from: ins) { p, o in
+            /// Element `i` of operand `k`, in Double.
+            @inline(__always) func element(_ k: Int, _ i: Int) -> Double {
+                wide ? p[k].load(fromByteOffset: i &* 8, as: Double.self) : Double(p[k].load(fromByteOffset: i &* 4, as: Float.self))
+            }
             var index = [Int](repeating: 0, count: letters.count)
             for out in 0..<outCount {
                 var acc = 0.0
@@ -285,7 +293,7 @@ extension SwiftOps {
                     for k in 0..<m {
                         var off = 0
                         for (l, i) in index.enumerated() { off += i * strides[k][l] }
-                        prod *= Double(xs[k][off])
+                        prod *= element(k, off)
                     }
                     acc += prod
                     var l = letters.count - 1
@@ -296,7 +304,9 @@ extension SwiftOps {
                         l -= 1
                     }
                 }
-                y[out] = Float(acc)
+                if wide { o[0].storeBytes(of: acc, toByteOffset: out &* 8, as: Double.self) } else {
+                    o[0].storeBytes(of: Float(acc), toByteOffset: out &* 4, as: Float.self)
+                }
                 var l = output.count - 1
                 while l >= 0 {
                     index[l] += 1

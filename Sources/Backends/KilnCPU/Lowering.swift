@@ -12,7 +12,8 @@ struct Lowering {
     private var consumers: [String: [Int]] = [:]
     private var graphOutputs: Set<String>
     private var absorbed = Set<Int>()
-    private var constants: [String: Tensor] = [:]
+    /// Constant values by name (initializers that are not inputs, Constant nodes).
+    private(set) var constants: [String: Tensor] = [:]
     private var gelu: [String: (nodes: [Int], output: String)] = [:]
     private var placed: [(position: Int, sequence: Int, op: any Operation)] = []
     /// Element types of the graph's values, where known.
@@ -26,7 +27,8 @@ struct Lowering {
         for (name, t) in graph.initializers where !inputNames.contains(name) { constants[name] = t }
         for (i, node) in graph.nodes.enumerated() {
             for o in node.outputs where !o.isEmpty { producer[o] = i }
-            for v in node.inputs where !v.isEmpty { consumers[v, default: []].append(i) }
+            // Values a node's bodies read from here count as read by the node (they must be materialized).
+            for v in node.valuesRead { consumers[v, default: []].append(i) }
             if node.op.name == "Constant", let t = Support.constantTensor(node), let o = node.outputs.first {
                 constants[o] = t
             }
@@ -72,6 +74,9 @@ struct Lowering {
         absorbed.formUnion(nodes)
         placed.append((nodes.max()!, placed.count, op))
     }
+
+    /// Places `op`, which computes `nodes`, for lowerings defined outside this file.
+    mutating func placeOperation(_ op: any Operation, nodes: [Int]) { place(op, nodes: nodes) }
 
     private func label(_ nodes: [Int]) -> String {
         nodes.sorted().map { graph.nodes[$0].displayName }.joined(separator: "+")

@@ -82,7 +82,7 @@ extension SwiftOps {
             return
         }
         guard CastOperation.types.contains(from), CastOperation.types.contains(to) else {
-            try CastOperation.planConversion(b, x: ins[0], output: outs[0], to: to)
+            try CastOperation.planConversion(b, x: ins[0], output: outs[0], to: to, saturate: try node.int("saturate", 1) != 0)
             return
         }
         let count = xs.reduce(1, *)

@@ -386,6 +386,9 @@ final class PlanBuilder {
             } catch var need as PlanNeedsValue {
                 need.operation = index
                 throw need
+            } catch var run as PlanRunsOperation {
+                run.operation = index
+                throw run
             }
             operationEndStep[index] = steps.count
         }

@@ -27,10 +27,11 @@ extension SwiftOps {
     }
 
     /// ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum,
-    /// ReduceLogSumExp and ReduceSumSquare over float32 (accumulated in Double).
+    /// ReduceLogSumExp and ReduceSumSquare over float32 or float64 (accumulated in Double).
     static func reduce(_ b: PlanBuilder, _ node: Node, _ ins: [Int], _ outs: [Int]) throws {
         let x = ins[0], xs = try b.shape(x), dtype = try b.dtype(x)
-        guard dtype == .float32 else { throw b.unsupported("\(node.op.name) of \(dtype)") }
+        guard dtype == .float32 || dtype == .float64 else { throw b.unsupported("\(node.op.name) of \(dtype)") }
+        let wide = dtype == .float64
         let keep = try node.int("keepdims", 1) != 0
         guard let axes = try reduceAxes(b, node, ins, rank: xs.count) else {
             try b.defineView(outs[0], of: x, shape: xs)
@@ -48,9 +49,12 @@ extension SwiftOps {
         let count = xs.reduce(1, *), outCount = outShape.reduce(1, *)
         let n = Double(axes.reduce(1) { $0 * xs[$1] })
         let op = node.op.name
-        try b.compute([(outs[0], outShape, .float32)], from: [x]) { ins, o in
-            let src = ins[0].assumingMemoryBound(to: Float.self)
-            let dst = o[0].assumingMemoryBound(to: Float.self)
+        try b.compute([(outs[0], outShape, dtype)], from: [x]) { ins, o in
+            let source = ins[0]
+            /// Element `i` of the input, in Double.
+            @inline(__always) func src(_ i: Int) -> Double {
+                wide ? source.load(fromByteOffset: i &* 8, as: Double.self) : Double(source.load(fromByteOffset: i &* 4, as: Float.self))
+            }
             var acc = [Double](repeating: 0, count: outCount)
             var peak = [Double](repeating: -.infinity, count: outCount)
             let initial: Double
@@ -65,13 +69,13 @@ extension SwiftOps {
             func visit(_ body: (Int, Double) -> Void) {
                 let rank = xs.count
                 if rank == 0 {
-                    if count > 0 { body(0, Double(src[0])) }
+                    if count > 0 { body(0, src(0)) }
                     return
                 }
                 var index = [Int](repeating: 0, count: rank)
                 var out = 0
                 for i in 0..<count {
-                    body(out, Double(src[i]))
+                    body(out, src(i))
                     var a = rank - 1
                     while a >= 0 {
                         index[a] += 1
@@ -104,7 +108,9 @@ extension SwiftOps {
                 case "ReduceLogSumExp": v = peak[i].isFinite ? log(v) + peak[i] : (v > 0 ? peak[i] : log(v))
                 default: break
                 }
-                dst[i] = Float(v)
+                if wide { o[0].storeBytes(of: v, toByteOffset: i &* 8, as: Double.self) } else {
+                    o[0].storeBytes(of: Float(v), toByteOffset: i &* 4, as: Float.self)
+                }
             }
         }
     }
@@ -157,6 +163,11 @@ extension SwiftOps {
                             if exclusive { Element.store(float: Float(fsum), o[0], dtype, i) }
                             fsum = product ? fsum * v : fsum + v
                             if !exclusive { Element.store(float: Float(fsum), o[0], dtype, i) }
+                        } else if dtype == .float64 {
+                            let v = ins[0].load(fromByteOffset: i &* 8, as: Double.self)
+                            if exclusive { o[0].storeBytes(of: fsum, toByteOffset: i &* 8, as: Double.self) }
+                            fsum = product ? fsum * v : fsum + v
+                            if !exclusive { o[0].storeBytes(of: fsum, toByteOffset: i &* 8, as: Double.self) }
                         } else {
                             let v = Element.int(ins[0], dtype, i)
                             if exclusive { Element.store(int: isum, o[0], dtype, i) }

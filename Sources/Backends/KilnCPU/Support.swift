@@ -8,7 +8,9 @@ enum Support {
     static let elementTypes: Set<DType> = [.float32, .int64, .int32, .bool]
     /// Element types Cast and CastLike convert between (byte-wide and wider; no float8, sub-byte or strings):
     /// values of these types may exist only as their inputs and outputs.
-    static let castTypes: Set<DType> = elementTypes.union([.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64])
+    static let castTypes: Set<DType> = elementTypes.union([.float64, .float16, .bfloat16, .int8, .int16, .uint8, .uint16, .uint32, .uint64,
+                                                           .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float8e8m0,
+                                                           .float4e2m1, .int4, .uint4, .int2, .uint2])
 
     /// The element type of every value whose type can be inferred.
     static func elementTypes(of graph: Graph) -> [String: DType] {
@@ -28,6 +30,10 @@ enum Support {
                 if let t = types[node.input(k)] { types[out] = t }
             case .inferred, .float32Statistics:
                 if types[out] == nil, let t = types[node.input(0)] { types[out] = t }
+            }
+            // If, Loop and Scan: the types their bodies declare for every output.
+            if let declared = ControlFlow.outputTypes(of: node) {
+                for (o, t) in zip(node.outputs, declared) where !o.isEmpty && types[o] == nil { if let t { types[o] = t } }
             }
             if case .float32Statistics = resultType {
                 for o in node.outputs where !o.isEmpty { types[o] = types[o] ?? .float32 }
@@ -50,6 +56,17 @@ enum Support {
             }
         }
         return known
+    }
+
+    /// The constant values of `graph` by name: initializers that are not inputs, and Constant nodes' tensors
+    /// (what `Lowering` makes program constants).
+    static func constants(of graph: Graph) -> [String: Tensor] {
+        let inputNames = Set(graph.inputs.map(\.name))
+        var result = graph.initializers.filter { !inputNames.contains($0.key) }
+        for node in graph.nodes where node.op == OpID("", "Constant") {
+            if let t = constantTensor(node), let o = node.outputs.first, !o.isEmpty { result[o] = t }
+        }
+        return result
     }
 
     /// The element type a Cast node converts to, when its `to` attribute names one.
@@ -75,18 +92,22 @@ enum Support {
     static func rejections(in graph: Graph) -> [Rejection] {
         // A shape computed by a node kiln.cpu rejects is not known to kiln.cpu: reject again until that settles
         // (each round only adds rejections), so that the claim agrees with what lowering will accept.
-        var result = rejections(in: graph, excluding: [])
+        // A control-flow node's verdict judges its bodies (recursively), which no round changes: judge each
+        // once, or nested bodies would be judged once per round per level (exponential in the nesting).
+        var verdicts: [Int: String?] = [:]
+        var result = rejections(in: graph, excluding: [], verdicts: &verdicts)
         for _ in 0..<8 {
-            let again = rejections(in: graph, excluding: Set(result.map(\.node)))
+            let again = rejections(in: graph, excluding: Set(result.map(\.node)), verdicts: &verdicts)
             if again.count == result.count { break }
             result = again
         }
         return result
     }
 
-    private static func rejections(in graph: Graph, excluding excluded: Set<Int>) -> [Rejection] {
+    private static func rejections(in graph: Graph, excluding excluded: Set<Int>, verdicts: inout [Int: String?]) -> [Rejection] {
         let types = elementTypes(of: graph)
         let known = knownBeforeRunning(graph, excluding: excluded)
+        let constants = constants(of: graph)
         // Values that are sequences, maps or optionals: kiln.cpu runs dense tensors only.
         var nonTensors = Set<String>()
         for v in graph.inputs + graph.outputs {
@@ -97,14 +118,17 @@ enum Support {
         for (index, node) in graph.nodes.enumerated() {
             if let value = (node.inputs + node.outputs).first(where: nonTensors.contains) {
                 result.append(Rejection(node: index, reason: "'\(value)' is not a tensor; kiln.cpu runs dense tensors only"))
-            } else if let reason = reason(node, types: types, known: known) {
+            } else if ControlFlow.isControlFlow(node.op) {
+                if verdicts[index] == nil { verdicts[index] = .some(reason(node, types: types, known: known, constants: constants)) }
+                if let reason = verdicts[index] ?? nil { result.append(Rejection(node: index, reason: reason)) }
+            } else if let reason = reason(node, types: types, known: known, constants: constants) {
                 result.append(Rejection(node: index, reason: reason))
             }
         }
         return result
     }
 
-    private static func reason(_ node: Node, types: [String: DType], known: Set<String>) -> String? {
+    private static func reason(_ node: Node, types: [String: DType], known: Set<String>, constants: [String: Tensor]) -> String? {
         guard node.op.domain.isEmpty, let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
         // Lowering names each operation's results by the node's outputs: a node that produces nothing is malformed.
         guard node.outputs.contains(where: { !$0.isEmpty }) else { return "\(node.op.name) has no output" }
@@ -129,6 +153,6 @@ enum Support {
                 }
             }
         }
-        return kernel.rejection?(node, SupportFacts(types: types, known: known))
+        return kernel.rejection?(node, SupportFacts(types: types, known: known, constants: constants))
     }
 }

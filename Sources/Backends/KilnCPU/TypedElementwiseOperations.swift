@@ -28,6 +28,14 @@ enum ElementFunction {
     case power
     /// Where(condition, x, y).
     case select
+    /// float64 → float64.
+    case doubleUnary((Double) -> Double)
+    /// Folded left to right over float64 operands (every operand float64); `finish` as for `floatFold`.
+    case doubleFold((Double, Double) -> Double, finish: ((Double, Int) -> Double)?)
+    /// Folded left to right over uint64 operands (every operand uint64), unsigned; may throw.
+    case uint64Fold((UInt64, UInt64) throws -> UInt64)
+    /// Compares two uint64 operands, unsigned → bool.
+    case uint64Compare((UInt64, UInt64) -> Bool)
 }
 
 /// The elementwise ops of any element type kiln.cpu holds, with NumPy broadcasting: integer arithmetic on
@@ -61,7 +69,7 @@ final class MapOperation: Operation {
         }
         let outType: DType
         switch function {
-        case .floatPredicate, .compare, .logic, .boolUnary: outType = .bool
+        case .floatPredicate, .compare, .logic, .boolUnary, .uint64Compare: outType = .bool
         case .select: outType = types[1]
         default: outType = types[0]
         }
@@ -116,6 +124,30 @@ final class MapOperation: Operation {
                             Element.store(int: r.isFinite ? Int64(exactly: r.rounded(.towardZero)) ?? 0 : 0, out, outType, o + i)
                         }
                     }
+                case .doubleUnary(let f):
+                    for i in 0..<n {
+                        let v = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: Double.self)
+                        out.storeBytes(of: f(v), toByteOffset: (o + i) &* 8, as: Double.self)
+                    }
+                case .doubleFold(let f, let finish):
+                    for i in 0..<n {
+                        var acc = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: Double.self)
+                        for k in 1..<max(m, 1) { acc = f(acc, ins[k].load(fromByteOffset: (offs[k] + i * st[k]) &* 8, as: Double.self)) }
+                        if let finish { acc = finish(acc, m) }
+                        out.storeBytes(of: acc, toByteOffset: (o + i) &* 8, as: Double.self)
+                    }
+                case .uint64Fold(let f):
+                    for i in 0..<n {
+                        var acc = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: UInt64.self)
+                        for k in 1..<max(m, 1) { acc = try f(acc, ins[k].load(fromByteOffset: (offs[k] + i * st[k]) &* 8, as: UInt64.self)) }
+                        out.storeBytes(of: acc, toByteOffset: (o + i) &* 8, as: UInt64.self)
+                    }
+                case .uint64Compare(let f):
+                    for i in 0..<n {
+                        let a = ins[0].load(fromByteOffset: (offs[0] + i * st[0]) &* 8, as: UInt64.self)
+                        let c = ins[1].load(fromByteOffset: (offs[1] + i * st[1]) &* 8, as: UInt64.self)
+                        out.storeBytes(of: UInt8(f(a, c) ? 1 : 0), toByteOffset: o + i, as: UInt8.self)
+                    }
                 case .select:
                     let width = outType.byteWidth!
                     for i in 0..<n {
@@ -134,6 +166,14 @@ final class MapOperation: Operation {
 
     /// The function of `node` for operands of `types` (nil when kiln.cpu does not compute it).
     static func function(_ node: Node, types: [DType]) throws -> ElementFunction? {
+        if types.contains(.float64) {
+            guard types.allSatisfy({ $0 == .float64 }) else { return nil }
+            return try doubleFunction(node)
+        }
+        if types.contains(.uint64) {
+            guard types.allSatisfy({ $0 == .uint64 }) else { return nil }
+            return try uint64Function(node)
+        }
         let isFloat = types.first == .float32
         func attr(_ name: String, _ d: Float) throws -> Float { try node.float(name, d) }
         switch node.op.name {
@@ -226,6 +266,61 @@ final class MapOperation: Operation {
         case "IsInf":
             let neg = try node.int("detect_negative", 1) != 0, pos = try node.int("detect_positive", 1) != 0
             return .floatPredicate { $0.isInfinite && ($0 > 0 ? pos : neg) }
+        default: return nil
+        }
+    }
+
+    /// The ops kiln.cpu computes over float64 (every operand float64), in Double: arithmetic, Max/Min/Mean
+    /// (NaN propagates), Mod with fmod=1, and Abs, Neg, Exp, Log, Sqrt, Reciprocal. nil for the rest.
+    static func doubleFunction(_ node: Node) throws -> ElementFunction? {
+        switch node.op.name {
+        case "Add", "Sum": return .doubleFold(+, finish: nil)
+        case "Sub": return .doubleFold(-, finish: nil)
+        case "Mul": return .doubleFold(*, finish: nil)
+        case "Div": return .doubleFold(/, finish: nil)
+        case "Max": return .doubleFold({ $0.isNaN || $1.isNaN ? .nan : Swift.max($0, $1) }, finish: nil)
+        case "Min": return .doubleFold({ $0.isNaN || $1.isNaN ? .nan : Swift.min($0, $1) }, finish: nil)
+        case "Mean": return .doubleFold(+, finish: { $0 / Double($1) })
+        case "Mod": return try node.int("fmod", 0) != 0 ? .doubleFold({ fmod($0, $1) }, finish: nil) : nil
+        case "Abs": return .doubleUnary(abs)
+        case "Neg": return .doubleUnary(-)
+        case "Exp": return .doubleUnary(exp)
+        case "Log": return .doubleUnary(log)
+        case "Sqrt": return .doubleUnary { $0.squareRoot() }
+        case "Reciprocal": return .doubleUnary { 1 / $0 }
+        default: return nil
+        }
+    }
+
+    /// The ops kiln.cpu computes over uint64 (every operand uint64), unsigned: wrapping Add, Sum, Sub, Mul;
+    /// Div and Mod (a zero divisor is a run-time error); Max, Min; the comparisons; BitShift (shifts of 64
+    /// or more give 0). nil for the rest.
+    static func uint64Function(_ node: Node) throws -> ElementFunction? {
+        let name = node.displayName
+        switch node.op.name {
+        case "Add", "Sum": return .uint64Fold(&+)
+        case "Sub": return .uint64Fold(&-)
+        case "Mul": return .uint64Fold(&*)
+        case "Div":
+            return .uint64Fold { a, c in
+                guard c != 0 else { throw KilnError(.runtime, "Div '\(name)': integer division by zero") }
+                return a / c
+            }
+        case "Mod":
+            return .uint64Fold { a, c in
+                guard c != 0 else { throw KilnError(.runtime, "Mod '\(name)': integer division by zero") }
+                return a % c
+            }
+        case "Max": return .uint64Fold(Swift.max)
+        case "Min": return .uint64Fold(Swift.min)
+        case "Equal": return .uint64Compare(==)
+        case "Less": return .uint64Compare(<)
+        case "LessOrEqual": return .uint64Compare(<=)
+        case "Greater": return .uint64Compare(>)
+        case "GreaterOrEqual": return .uint64Compare(>=)
+        case "BitShift":
+            let left = try node.string("direction", "") == "LEFT"
+            return .uint64Fold { a, c in c >= 64 ? 0 : (left ? a << c : a >> c) }
         default: return nil
         }
     }

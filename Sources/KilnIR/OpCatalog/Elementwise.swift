@@ -113,6 +113,10 @@ extension OpCatalog {
             inference.set(0, inference.dtype(1), inference.shape(0))
             inference.castKnown(to: inference.dtype(1))
         }
+        // BitCast: the input's shape, read as the type `to` of the same width (no known-value propagation).
+        catalog.define(["BitCast"]) { inference in
+            inference.set(0, inference.dtypeAttribute("to", nil), inference.shape(0))
+        }
     }
 }
 

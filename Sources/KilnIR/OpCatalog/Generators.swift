@@ -17,6 +17,14 @@ extension OpCatalog {
             let size = inference.known(0)?.elements.first ?? .unknown
             inference.set(0, inference.dtypeAttribute("output_datatype", .float32), [size])
         }
+        // AffineGrid: [N, spatial..., r] from the known size [N, C, spatial...] (r = 2 or 3 spatial dims).
+        catalog.define(["AffineGrid"]) { inference in
+            var shape: [Dim]? = nil
+            if let size = inference.known(1)?.elements, size.count == 4 || size.count == 5 {
+                shape = [size[0]] + size[2...] + [.fixed(size.count - 2)]
+            }
+            inference.set(0, inference.dtype(0), shape)
+        }
     }
 }
 
