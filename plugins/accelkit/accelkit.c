@@ -149,7 +149,8 @@ int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *op
         if (ops[i].engine >= engine_count) { snprintf(why, why_size, "instruction %zu names engine %u (there are %u)", i, ops[i].engine, engine_count); return -1; }
         for (int k = 0; k < 2; k++)
             if (ops[i].wait_sem[k] != AK_NO_SEM && ops[i].wait_sem[k] >= semaphores) { snprintf(why, why_size, "instruction %zu waits on semaphore %u (there are %u)", i, ops[i].wait_sem[k], semaphores); return -1; }
-        if (ops[i].signal_sem != AK_NO_SEM && ops[i].signal_sem >= semaphores) { snprintf(why, why_size, "instruction %zu signals semaphore %u (there are %u)", i, ops[i].signal_sem, semaphores); return -1; }
+        for (int k = 0; k < 2; k++)
+            if (ops[i].signal_sem[k] != AK_NO_SEM && ops[i].signal_sem[k] >= semaphores) { snprintf(why, why_size, "instruction %zu signals semaphore %u (there are %u)", i, ops[i].signal_sem[k], semaphores); return -1; }
     }
     r->engine_count = engine_count;
     r->op_count = count;
@@ -200,7 +201,8 @@ int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *op
         r->instructions[best]++;
         if (engines[best].bytes_per_second > 0) r->dma_bytes += op->bytes; else r->cycles[best] += op->cycles;
         if (end > r->total_ps) r->total_ps = end;
-        if (op->signal_sem != AK_NO_SEM && add_signal(&sems[op->signal_sem], end)) { snprintf(why, why_size, "out of memory"); goto done; }
+        for (int k = 0; k < 2; k++)
+            if (op->signal_sem[k] != AK_NO_SEM && add_signal(&sems[op->signal_sem[k]], end)) { snprintf(why, why_size, "out of memory"); goto done; }
     }
     result = 0;
 done:

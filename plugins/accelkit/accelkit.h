@@ -6,7 +6,7 @@
  * The cycle model: every engine executes its own stream in order. An instruction may wait on up to two
  * semaphores (each "until the semaphore's count reaches a value"), then occupies its engine for its
  * duration (compute engines: cycles at the engine's clock; DMA queues: fixed overhead + bytes / bandwidth),
- * and on completion adds 1 to its signal semaphore. Time is kept in picoseconds. The scheduler always
+ * and on completion adds 1 to each of its (up to two) signal semaphores. Time is kept in picoseconds. The scheduler always
  * starts the ready instruction with the earliest possible start time, which is exact for this model: an
  * instruction not yet scheduled cannot start (and so cannot signal) before the one chosen.
  *
@@ -92,7 +92,7 @@ typedef struct ak_op {
     uint32_t engine;            /* index into the machine's engines */
     uint32_t wait_sem[2];       /* AK_NO_SEM = no wait */
     uint32_t wait_value[2];     /* start only once semaphore wait_sem[i] has count >= wait_value[i] */
-    uint32_t signal_sem;        /* AK_NO_SEM = none; else +1 on completion */
+    uint32_t signal_sem[2];     /* AK_NO_SEM = none; else each gets +1 on completion */
     uint64_t cycles;            /* compute engines: cycles at the engine's clock */
     uint64_t bytes;             /* DMA queues: bytes moved */
     const char *label;          /* for the trace (borrowed; may be NULL) */

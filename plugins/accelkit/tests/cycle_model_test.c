@@ -19,7 +19,7 @@ static int close_ps(uint64_t got, double want_seconds, double slack_ps) {
 
 /* An op with no waits and no signal. */
 static ak_op plain(uint32_t engine, uint64_t cycles, uint64_t bytes) {
-    ak_op op = {engine, {AK_NO_SEM, AK_NO_SEM}, {0, 0}, AK_NO_SEM, cycles, bytes, NULL};
+    ak_op op = {engine, {AK_NO_SEM, AK_NO_SEM}, {0, 0}, {AK_NO_SEM, AK_NO_SEM}, cycles, bytes, NULL};
     return op;
 }
 
@@ -52,7 +52,7 @@ static void test_semaphores(void) {
     ak_op ops[4] = {plain(1, 50, 0), plain(1, 20, 0), plain(0, 100, 0), plain(0, 300, 0)};
     ops[0].wait_sem[0] = 0; ops[0].wait_value[0] = 1;
     ops[1].wait_sem[1] = 0; ops[1].wait_value[1] = 2;
-    ops[2].signal_sem = 0; ops[3].signal_sem = 0;
+    ops[2].signal_sem[0] = 0; ops[3].signal_sem[1] = 0;
     ak_report r;
     char why[200];
     EXPECT(ak_simulate(eng, 2, ops, 4, 1, &r, why, sizeof why) == 0, "simulate: %s", why);
@@ -84,7 +84,7 @@ static void test_semaphores(void) {
     ops[1].wait_value[1] = 3;
     EXPECT(ak_simulate(eng, 2, ops, 4, 1, &r, why, sizeof why) == -1 && strstr(why, "deadlock"), "deadlock detected (%s)", why);
     ops[1].wait_value[1] = 2;
-    ops[1].signal_sem = 7;
+    ops[1].signal_sem[0] = 7;
     EXPECT(ak_simulate(eng, 2, ops, 4, 1, &r, why, sizeof why) == -1 && strstr(why, "semaphore 7"), "out-of-range semaphore refused");
     printf("cycle model: two engines and a semaphore (B waits for A: ends at 410 ns) %s\n", failures > before ? "FAIL" : "ok");
 }
