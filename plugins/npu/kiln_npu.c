@@ -9,7 +9,8 @@
  * activation fused into the ScalarE drain of PSUM after a MatMul/Gemm. execute runs the streams on a
  * functional simulator (bf16 rounding on DMA, fp32 accumulation in PSUM) in the order the accelkit cycle
  * model schedules them, and records the cycle model's report (device properties "estimate.*"; with
- * KILN_NPU_TRACE=FILE a Chrome trace of the last run, with KILN_NPU_REPORT=FILE a text summary).
+ * KILN_NPU_TRACE=FILE a Chrome trace of each run, "{run}" in FILE replaced by the run's number; with
+ * KILN_NPU_REPORT=FILE a text summary the same way).
  * Documentation/targets/NPU.md documents the ISA, the parameters and their sources.
  */
 #include <kiln/kiln_plugin.h>
@@ -871,6 +872,13 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
 static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
 static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
 
+/* Copies `path` into `out`, replacing a "{run}" in it with the run number. Returns 0 when it does not fit. */
+static int expand_run(const char *path, uint64_t run, char *out, size_t size) {
+    const char *at = strstr(path, "{run}");
+    int n = at ? snprintf(out, size, "%.*s%llu%s", (int)(at - path), path, (unsigned long long)run, at + 5) : snprintf(out, size, "%s", path);
+    return n > 0 && (size_t)n < size;
+}
+
 /* Records a run's report for the device properties, the debug log and (when asked) files. */
 static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     atomic_store(&last_total_ps, r->total_ps);
@@ -882,14 +890,16 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     atomic_store(&last_tensor_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_TENSOR)));
     atomic_store(&last_vector_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_VECTOR)));
     atomic_store(&last_scalar_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_SCALAR)));
-    atomic_fetch_add(&runs, 1);
+    uint64_t run = atomic_fetch_add(&runs, 1);
     const char *trace = getenv("KILN_NPU_TRACE"), *report = getenv("KILN_NPU_REPORT");
-    if (trace && *trace) {
-        FILE *f = fopen(trace, "w");
+    char trace_path[1024];
+    if (trace && *trace && expand_run(trace, run, trace_path, sizeof trace_path)) {
+        FILE *f = fopen(trace_path, "w");
         if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
     }
-    if (report && *report) {
-        FILE *f = fopen(report, "w");
+    char report_path[1024];
+    if (report && *report && expand_run(report, run, report_path, sizeof report_path)) {
+        FILE *f = fopen(report_path, "w");
         if (f) {
             fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
             ak_write_summary(f, engines, ENGINE_COUNT, r);

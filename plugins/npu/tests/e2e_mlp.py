@@ -1,0 +1,136 @@
+"""e2e_mlp.py — a transformer-ish MLP block compiled for --target npu-nc2 and run, compared with kiln.reference.
+
+The model (built here with the onnx package, fixed shapes so that the NPU lowering can tile it):
+    h = Relu(MatMul(x[600,300], W1[300,200]) + b1)          -> one fused MatMul, bias and ReLU drain
+    s = Sigmoid(Gemm(h, W2[160,200], c2, transB=1, alpha, beta))
+    u = MatMul(s, W3[160,160]) + b3
+    res = u + s                                             -> VectorE (residual, equal shapes)
+    m = res * g[160]                                        -> VectorE, a row broadcast by DMA
+    y = Tanh(Softmax(m))                                    -> Softmax is not supported: kiln.cpu; Tanh back on the NPU
+Outputs res and y. Shapes cross the tile sizes (M 600 = 512 + 88, K 300 = 2·128 + 44, N 200 = 128 + 72).
+
+Checks, for auto-cast none and matmul (set through KILN_NPU_AUTO_CAST at compile time):
+  * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Tanh on sampleneuron.nc2, Softmax on kiln.cpu, with its reason;
+  * none:   max|npu - ref| / max|ref| <= 1e-5 on both outputs;
+  * matmul: the same error <= 3 * 2^-7 (three chained matmuls whose inputs are rounded to bf16, each adding at most
+            about 2^-8 of sum|x||w| relative error, doubled for the ReLU/sigmoid/residual mixing) and > 0, which
+            shows that the cast happened;
+  * the cycle model's Chrome traces (KILN_NPU_TRACE, one per NPU partition run) have one row per engine and events on TensorE, ScalarE, VectorE and DMA,
+    and the text report (KILN_NPU_REPORT) names the auto-cast mode.
+    python e2e_mlp.py KILN PLUGIN WORKDIR
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+NONE_BOUND = 1e-5
+MATMUL_BOUND = 3 * 2.0 ** -7
+
+
+def build(path, rng):
+    """Writes the model to `path`."""
+    def init(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+    inits = [init("W1", (300, 200), 300 ** -0.5), init("b1", (200,), 0.1), init("W2", (160, 200), 200 ** -0.5),
+             init("c2", (160,), 0.1), init("W3", (160, 160), 160 ** -0.5), init("b3", (160,), 0.1), init("g", (160,), 1.0)]
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h"]),
+        helper.make_node("Gemm", ["h", "W2", "c2"], ["s0"], transB=1, alpha=0.75, beta=1.5),
+        helper.make_node("Sigmoid", ["s0"], ["s"]),
+        helper.make_node("MatMul", ["s", "W3"], ["u0"]),
+        helper.make_node("Add", ["u0", "b3"], ["u"]),
+        helper.make_node("Add", ["u", "s"], ["res"]),
+        helper.make_node("Mul", ["res", "g"], ["m"]),
+        helper.make_node("Softmax", ["m"], ["p"], axis=-1),
+        helper.make_node("Tanh", ["p"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "mlp_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [600, 300])],
+                              [helper.make_tensor_value_info("res", TensorProto.FLOAT, [600, 160]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [600, 160])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def run(cmd, env=None):
+    """Runs a command, exiting with its output when it fails; returns stdout + stderr."""
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        sys.exit(f"e2e_mlp: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
+def main():
+    kiln, plugin, work = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
+    os.makedirs(work, exist_ok=True)
+    rng = np.random.default_rng(11)
+    model = os.path.join(work, "mlp.onnx")
+    build(model, rng)
+    x = rng.standard_normal((600, 300)).astype(np.float32)
+    xin = os.path.join(work, "x.npy")
+    np.save(xin, x)
+    ref = os.path.join(work, "ref")
+    run([kiln, "run", model, "--backend", "kiln.reference", "--input", f"x={xin}", "--output-dir", ref])
+    errors = {}
+    for mode in ("none", "matmul"):
+        env = dict(os.environ, KILN_NPU_AUTO_CAST=mode)
+        art = os.path.join(work, f"mlp-{mode}.kiln")
+        run([kiln, "compile", model, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "allow"], env)
+        inspect = run([kiln, "inspect", art, "--partitions"])
+        placed = {}
+        for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):
+            placed.setdefault(m.group(1), set()).add(m.group(2))
+        print(f"placement ({mode}):", {op: sorted(b) for op, b in sorted(placed.items())})
+        for op in ("MatMul", "Add", "Relu", "Gemm", "Sigmoid", "Mul", "Tanh"):
+            if op in placed and placed[op] != {"sampleneuron.nc2"}:
+                sys.exit(f"e2e_mlp: {op} is not placed (only) on sampleneuron.nc2: {placed[op]}\n{inspect}")
+        if not placed.get("Softmax") or "sampleneuron.nc2" in placed["Softmax"] or "Softmax is not supported on npu-nc2" not in inspect:
+            sys.exit("e2e_mlp: Softmax did not fall back with its reason:\n" + inspect)
+        if not {"Gemm", "Sigmoid", "Tanh"} <= set(placed):
+            sys.exit(f"e2e_mlp: the compiled model lost ops the test relies on: {placed}")
+        out = os.path.join(work, f"npu-{mode}")
+        trace, report = os.path.join(work, f"trace-{mode}-{{run}}.json"), os.path.join(work, f"report-{mode}-{{run}}.txt")
+        run([kiln, "run", art, "--plugin", plugin, "--input", f"x={xin}", "--output-dir", out],
+            dict(env, KILN_NPU_TRACE=trace, KILN_NPU_REPORT=report))
+        worst = 0.0
+        for name in ("res", "y"):
+            got, want = np.load(os.path.join(out, f"{name}.npy")), np.load(os.path.join(ref, f"{name}.npy"))
+            if got.shape != want.shape:
+                sys.exit(f"e2e_mlp: {name} has shape {got.shape}, the reference {want.shape}")
+            err = float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
+            worst = max(worst, err)
+        errors[mode] = worst
+        traces = sorted(f for f in os.listdir(work) if f.startswith(f"trace-{mode}-"))
+        if len(traces) != 2:  # the NPU partitions before and after the Softmax
+            sys.exit(f"e2e_mlp: expected 2 traces (one per NPU partition run), found {traces}")
+        events = [e for f in traces for e in json.load(open(os.path.join(work, f)))["traceEvents"]]
+        rows = {e["args"]["name"] for e in events if e.get("ph") == "M"}
+        busy = {e["tid"] for e in events if e.get("ph") == "X"}
+        names = {e["name"] for e in events if e.get("ph") == "X"}
+        if not {"TensorE", "VectorE", "ScalarE", "DMA0"} <= rows or not {0, 1, 2, 3} <= busy:
+            sys.exit(f"e2e_mlp: the trace lacks engine rows or events: rows {sorted(rows)}, busy {sorted(busy)}")
+        if not {"LoadStationary", "MultiplyMoving", "Activate", "Vector", "DmaLoad", "DmaStore"} <= names:
+            sys.exit(f"e2e_mlp: the trace lacks instruction kinds: {sorted(names)}")
+        text = open(os.path.join(work, f"report-{mode}-0.txt")).read()  # the first NPU partition: the matmuls
+        if f"auto-cast {mode}" not in text or "TensorE" not in text:
+            sys.exit("e2e_mlp: the report does not describe the run:\n" + text)
+        print(f"cycle model ({mode}): " + " | ".join(line.strip() for line in text.splitlines()[1:5]))
+    print(json.dumps({"max_error_over_max_ref": errors, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND}}))
+    if errors["none"] > NONE_BOUND:
+        sys.exit(f"e2e_mlp: FAIL — auto-cast none differs from kiln.reference by {errors['none']:.3g} (bound {NONE_BOUND})")
+    if not 0 < errors["matmul"] <= MATMUL_BOUND:
+        sys.exit(f"e2e_mlp: FAIL — auto-cast matmul error {errors['matmul']:.3g} is outside (0, {MATMUL_BOUND:.3g}]")
+    print(f"e2e_mlp: PASS — none {errors['none']:.3g} (<= {NONE_BOUND}), matmul {errors['matmul']:.3g} (<= {MATMUL_BOUND:.3g}, bf16 inputs)")
+
+
+if __name__ == "__main__":
+    main()
