@@ -781,7 +781,8 @@ static ak_op model_op(const npu_insn *n) {
 
 /* The simulated machine's state during one execute. */
 typedef struct machine {
-    uint8_t *sbuf;                 /* NPU_PARTITIONS × NPU_SBUF_PARTITION_BYTES */
+    uint8_t *sbuf;                 /* NPU_PARTITIONS × stride: the part of each partition the program uses */
+    size_t stride;                 /* bytes per partition held (<= NPU_SBUF_PARTITION_BYTES) */
     float *psum;                   /* NPU_PARTITIONS × NPU_PSUM_BANKS × NPU_PSUM_BANK_FP32 */
     float *stationary;             /* 128 × 128: [k][n] */
     uint32_t stationary_parts, stationary_cols;
@@ -790,7 +791,7 @@ typedef struct machine {
 
 /* SBUF element j of partition p at address addr, of type dtype, as fp32. */
 static float sbuf_get(const machine *m, uint32_t p, uint32_t addr, uint32_t j, uint32_t dtype) {
-    const uint8_t *at = m->sbuf + (size_t)p * NPU_SBUF_PARTITION_BYTES + addr + (size_t)j * npu_dtype_size(dtype);
+    const uint8_t *at = m->sbuf + (size_t)p * m->stride + addr + (size_t)j * npu_dtype_size(dtype);
     if (dtype == NPU_BF16) { uint16_t h; memcpy(&h, at, 2); return ak_f32_from_bf16(h); }
     float f;
     memcpy(&f, at, 4);
@@ -799,7 +800,7 @@ static float sbuf_get(const machine *m, uint32_t p, uint32_t addr, uint32_t j, u
 
 /* Writes v as type dtype (bf16: rounded to nearest even) to SBUF. */
 static void sbuf_set(machine *m, uint32_t p, uint32_t addr, uint32_t j, uint32_t dtype, float v) {
-    uint8_t *at = m->sbuf + (size_t)p * NPU_SBUF_PARTITION_BYTES + addr + (size_t)j * npu_dtype_size(dtype);
+    uint8_t *at = m->sbuf + (size_t)p * m->stride + addr + (size_t)j * npu_dtype_size(dtype);
     if (dtype == NPU_BF16) { uint16_t h = ak_bf16_from_f32(v); memcpy(at, &h, 2); }
     else memcpy(at, &v, 4);
 }
@@ -813,6 +814,32 @@ static float activation(uint32_t func, float x) {
     case NPU_FUNC_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678f));
     default: return x;
     }
+}
+
+/* The bytes of each SBUF partition a (validated) program touches: the end of its furthest tile. */
+static size_t sbuf_extent(const npu_program *p) {
+    uint64_t end = 0;
+    for (uint32_t i = 0; i < p->insn_count; i++) {
+        const npu_insn *n = &p->insns[i];
+        uint64_t e = 0;
+        switch (n->opcode) {
+        case NPU_DMA_LOAD: case NPU_DMA_STORE: e = (uint64_t)n->e + (uint64_t)n->cols * npu_dtype_size(n->f); break;
+        case NPU_LOAD_STATIONARY: case NPU_MULTIPLY_MOVING: e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->f); break;
+        case NPU_ACTIVATE:
+            e = (uint64_t)n->c + (uint64_t)n->cols * 4;
+            if (n->b == 0 && (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e) > e) e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e);
+            if (n->d != NPU_NONE && (uint64_t)n->d + 4 > e) e = (uint64_t)n->d + 4;
+            break;
+        case NPU_VECTOR: {
+            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + src, c = n->c + (uint64_t)n->cols * 4;
+            e = a > b ? a : b;
+            e = c > e ? c : e;
+            break;
+        }
+        }
+        end = e > end ? e : end;
+    }
+    return end > NPU_SBUF_PARTITION_BYTES ? NPU_SBUF_PARTITION_BYTES : (size_t)end;
 }
 
 /* Executes one (validated) instruction on the machine. Returns NULL or an error. */
@@ -925,7 +952,8 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
     if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
     machine m = {0};
-    m.sbuf = calloc((size_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES, 1);
+    m.stride = sbuf_extent(p);
+    m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
     m.psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
     m.stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
     m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
