@@ -34,6 +34,7 @@ float ak_round_bf16(float f) { return ak_f32_from_bf16(ak_bf16_from_f32(f)); }
 /* Ceiling division of a by b (b > 0). */
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
+/* Counts the tiles of each GEMM dimension (accelkit.h). */
 int ak_gemm_tile(uint64_t M, uint64_t K, uint64_t N, uint32_t k_tile, uint32_t n_tile, uint32_t m_tile, ak_gemm_tiling *t) {
     if (!M || !K || !N || !k_tile || !n_tile || !m_tile) return -1;
     t->M = M; t->K = K; t->N = N;
@@ -44,6 +45,7 @@ int ak_gemm_tile(uint64_t M, uint64_t K, uint64_t N, uint32_t k_tile, uint32_t n
     return 0;
 }
 
+/* The size of one tile of a dimension: full, the short last one, or 0 past the end. */
 uint32_t ak_tile_extent(uint64_t size, uint32_t tile, uint64_t index) {
     uint64_t start = index * tile;
     if (start >= size) return 0;
@@ -53,19 +55,23 @@ uint32_t ak_tile_extent(uint64_t size, uint32_t tile, uint64_t index) {
 
 /* ---- cost helpers ---- */
 
+/* LoadStationary cost: four columns enter the array per cycle. */
 uint64_t ak_load_stationary_cycles(uint32_t columns) { return columns < 4 ? 1 : ceil_div(columns, 4); }
 
+/* MultiplyMoving cost: one moving column per cycle, at least 64, four passes for fp32. */
 uint64_t ak_multiply_moving_cycles(uint32_t moving_columns, int fp32_inputs) {
     uint64_t ii = moving_columns > 64 ? moving_columns : 64;
     return fp32_inputs ? 4 * ii : ii;
 }
 
+/* A lane engine pass: one element (2-byte) or half an element (fp32) per lane per cycle, plus overhead. */
 uint64_t ak_lane_cycles(uint32_t elements, int fp32_data, uint32_t overhead) {
     return (fp32_data ? 2 * (uint64_t)elements : elements) + overhead;
 }
 
 /* ---- pools ---- */
 
+/* An empty pool of the given geometry. */
 void ak_pool_init(ak_buffer_pool *pool, const char *name, uint32_t partitions, uint64_t bytes_per_partition) {
     pool->name = name;
     pool->partitions = partitions;
@@ -73,6 +79,7 @@ void ak_pool_init(ak_buffer_pool *pool, const char *name, uint32_t partitions, u
     pool->used = pool->high_water = 0;
 }
 
+/* Bump allocation with checked alignment and capacity. */
 int64_t ak_pool_alloc(ak_buffer_pool *pool, uint64_t bytes, uint64_t alignment) {
     if (!alignment || (alignment & (alignment - 1))) return -1;
     uint64_t at = (pool->used + alignment - 1) & ~(alignment - 1);
@@ -82,10 +89,12 @@ int64_t ak_pool_alloc(ak_buffer_pool *pool, uint64_t bytes, uint64_t alignment) 
     return (int64_t)at;
 }
 
+/* Frees every allocation of the pool at once. */
 void ak_pool_reset(ak_buffer_pool *pool) { pool->used = 0; }
 
 /* ---- programs ---- */
 
+/* Appends an instruction, doubling the list when full. */
 size_t ak_emit(ak_program *p, ak_op op) {
     if (p->failed) return 0;
     if (p->count == p->capacity) {
@@ -99,8 +108,10 @@ size_t ak_emit(ak_program *p, ak_op op) {
     return p->count++;
 }
 
+/* Hands out the next semaphore id. */
 uint32_t ak_new_semaphore(ak_program *p) { return p->semaphores++; }
 
+/* Frees the instruction list and zeroes the program. */
 void ak_program_free(ak_program *p) {
     free(p->ops);
     memset(p, 0, sizeof *p);
@@ -108,6 +119,7 @@ void ak_program_free(ak_program *p) {
 
 /* ---- the cycle model ---- */
 
+/* An instruction's time on its engine in picoseconds (DMA: overhead + bytes / bandwidth; compute: cycles / clock). */
 uint64_t ak_duration_ps(const ak_engine *e, const ak_op *op) {
     double seconds = e->bytes_per_second > 0 ? e->dma_overhead_s + (double)op->bytes / e->bytes_per_second
                                              : (e->clock_hz > 0 ? (double)op->cycles / e->clock_hz : 0);
@@ -141,6 +153,7 @@ static int add_signal(sem_state *s, uint64_t t) {
     return 0;
 }
 
+/* The event-driven scheduler: repeatedly starts the ready stream head with the earliest start time (accelkit.h). */
 int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *ops, size_t count, uint32_t semaphores,
                 ak_report *r, char *why, size_t why_size) {
     memset(r, 0, sizeof *r);
@@ -213,6 +226,7 @@ done:
     return result;
 }
 
+/* Frees the per-instruction arrays of a report. */
 void ak_report_free(ak_report *r) {
     free(r->start_ps);
     free(r->end_ps);
@@ -221,6 +235,7 @@ void ak_report_free(ak_report *r) {
     r->order = NULL;
 }
 
+/* Busy time of engine e over the run's total time. */
 double ak_utilization(const ak_report *r, uint32_t e) {
     if (e >= r->engine_count || r->total_ps == 0) return 0;
     return (double)r->busy_ps[e] / (double)r->total_ps;
@@ -237,6 +252,7 @@ static void json_string(FILE *out, const char *s) {
     fputc('"', out);
 }
 
+/* Chrome trace JSON: thread-name metadata per engine, one complete event per instruction, times in microseconds. */
 int ak_write_chrome_trace(FILE *out, const ak_engine *engines, uint32_t engine_count, const ak_op *ops, const ak_report *r) {
     fprintf(out, "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
     for (uint32_t e = 0; e < engine_count; e++) {
@@ -255,6 +271,7 @@ int ak_write_chrome_trace(FILE *out, const ak_engine *engines, uint32_t engine_c
     return ferror(out) ? -1 : 0;
 }
 
+/* A text table of the engines that ran anything. */
 void ak_write_summary(FILE *out, const ak_engine *engines, uint32_t engine_count, const ak_report *r) {
     fprintf(out, "total %.3f us\n", (double)r->total_ps / 1e6);
     for (uint32_t e = 0; e < engine_count; e++) {

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bytes per element: fp32 4, bf16 2, anything else 0 (unknown). */
 uint32_t npu_dtype_size(uint32_t t) { return t == NPU_F32 ? 4 : t == NPU_BF16 ? 2 : 0; }
 
+/* The product of the dims with an overflow check against the tensor limit. */
 int64_t npu_element_count(uint32_t rank, const int64_t *dims) {
     uint64_t n = 1;
     for (uint32_t i = 0; i < rank; i++) {
@@ -37,6 +39,7 @@ static void put_u32(npu_buffer *b, uint32_t v) { uint8_t x[4] = {(uint8_t)v, (ui
 /* Appends a little-endian u64. */
 static void put_u64(npu_buffer *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
 
+/* Writes the payload in the layout of isa.h. */
 void npu_encode(const npu_program *p, npu_buffer *out) {
     memset(out, 0, sizeof *out);
     put(out, "KNPU", 4);
@@ -127,6 +130,7 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
 
 #define FAIL(...) do { snprintf(why, why_size, __VA_ARGS__); npu_program_free(p); return -1; } while (0)
 
+/* Reads and validates a payload (isa.h); every failure frees what was read and names the fault. */
 int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t why_size) {
     memset(p, 0, sizeof *p);
     if (!data || size < 32 || memcmp(data, "KNPU", 4) != 0) FAIL("not an npu-nc2 payload (%zu bytes, no KNPU header)", size);
@@ -199,6 +203,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     return 0;
 }
 
+/* Frees a program's tensors, lists and instructions. */
 void npu_program_free(npu_program *p) {
     for (uint32_t i = 0; p->tensors && i < p->tensor_count; i++) free(p->tensors[i].data);
     free(p->tensors); free(p->inputs); free(p->outputs); free(p->insns);

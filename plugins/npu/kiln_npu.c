@@ -160,6 +160,7 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
         if (!in[i].known) REJECT("%s: the shape of input '%s' is not known at compile time", op, node->inputs[i]);
         if (count_of(&in[i]) < 0) REJECT("%s: input '%s' is too large", op, node->inputs[i]);
     }
+    if (count_of(&in[0]) == 0 || (node->n_inputs > 1 && count_of(&in[1]) == 0)) REJECT("%s: zero-size tensors are not supported", op);
     if (act) { *out = in[0]; return 0; }
     if (add || mul) {
         const shape *a = &in[0], *b = &in[1];

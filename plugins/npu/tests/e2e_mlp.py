@@ -9,12 +9,14 @@ The model (built here with the onnx package, fixed shapes so that the NPU loweri
     y = Tanh(Softmax(m))                                    -> Softmax is not supported: kiln.cpu; Tanh back on the NPU
 Outputs res and y. Shapes cross the tile sizes (M 600 = 512 + 88, K 300 = 2·128 + 44, N 200 = 128 + 72).
 
-Checks, for auto-cast none and matmul (set through KILN_NPU_AUTO_CAST at compile time):
+Checks, for auto-cast none, matmul and all (set through KILN_NPU_AUTO_CAST at compile time):
   * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Tanh on sampleneuron.nc2, Softmax on kiln.cpu, with its reason;
   * none:   max|npu - ref| / max|ref| <= 1e-5 on both outputs;
   * matmul: the same error <= 3 * 2^-7 (three chained matmuls whose inputs are rounded to bf16, each adding at most
             about 2^-8 of sum|x||w| relative error, doubled for the ReLU/sigmoid/residual mixing) and > 0, which
             shows that the cast happened;
+  * all:    the same bound (elementwise operands rounded too add at most 2^-9 relative each), and an error different
+            from matmul's, which shows the elementwise cast happened;
   * the cycle model's Chrome traces (KILN_NPU_TRACE, one per NPU partition run) have one row per engine and events on TensorE, ScalarE, VectorE and DMA,
     and the text report (KILN_NPU_REPORT) names the auto-cast mode.
     python e2e_mlp.py KILN PLUGIN WORKDIR
@@ -81,7 +83,7 @@ def main():
     ref = os.path.join(work, "ref")
     run([kiln, "run", model, "--backend", "kiln.reference", "--input", f"x={xin}", "--output-dir", ref])
     errors = {}
-    for mode in ("none", "matmul"):
+    for mode in ("none", "matmul", "all"):
         env = dict(os.environ, KILN_NPU_AUTO_CAST=mode)
         art = os.path.join(work, f"mlp-{mode}.kiln")
         run([kiln, "compile", model, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "allow"], env)
@@ -129,7 +131,9 @@ def main():
         sys.exit(f"e2e_mlp: FAIL — auto-cast none differs from kiln.reference by {errors['none']:.3g} (bound {NONE_BOUND})")
     if not 0 < errors["matmul"] <= MATMUL_BOUND:
         sys.exit(f"e2e_mlp: FAIL — auto-cast matmul error {errors['matmul']:.3g} is outside (0, {MATMUL_BOUND:.3g}]")
-    print(f"e2e_mlp: PASS — none {errors['none']:.3g} (<= {NONE_BOUND}), matmul {errors['matmul']:.3g} (<= {MATMUL_BOUND:.3g}, bf16 inputs)")
+    if not 0 < errors["all"] <= MATMUL_BOUND or errors["all"] == errors["matmul"]:
+        sys.exit(f"e2e_mlp: FAIL — auto-cast all error {errors['all']:.3g} is outside (0, {MATMUL_BOUND:.3g}] or equals matmul's (the cast of elementwise operands had no effect)")
+    print(f"e2e_mlp: PASS — none {errors['none']:.3g} (<= {NONE_BOUND}), matmul {errors['matmul']:.3g}, all {errors['all']:.3g} (<= {MATMUL_BOUND:.3g}, bf16 inputs)")
 
 
 if __name__ == "__main__":
