@@ -9,7 +9,8 @@ The model (built here with the onnx package, fixed shapes so that the NPU loweri
     y = Tanh(Softmax(m))                                    -> Softmax is not supported: kiln.cpu; Tanh back on the NPU
 Outputs res and y. Shapes cross the tile sizes (M 600 = 512 + 88, K 300 = 2·128 + 44, N 200 = 128 + 72).
 
-Checks, for auto-cast none, matmul and all (set through KILN_NPU_AUTO_CAST at compile time):
+First, one 512x128x128 MatMul whose cycle-model report (TensorE cycles, DMA bytes) is computed by hand.
+Then, for auto-cast none, matmul and all (set through KILN_NPU_AUTO_CAST at compile time):
   * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Tanh on sampleneuron.nc2, Softmax on kiln.cpu, with its reason;
   * none:   max|npu - ref| / max|ref| <= 1e-5 on both outputs;
   * matmul: the same error <= 3 * 2^-7 (three chained matmuls whose inputs are rounded to bf16, each adding at most
@@ -63,6 +64,42 @@ def build(path, rng):
     onnx.save(model, path)
 
 
+def single_matmul(kiln, plugin, work, rng):
+    """One 512x128 @ 128x128 MatMul: one tile of each dimension, so the cycle model's report can be computed by
+    hand. TensorE: LoadStationary ceil(128/4) = 32 cycles + MultiplyMoving max(512, 64) = 512 (bf16) or 4 * 512
+    (fp32). DMA bytes: x and W in at 2 bytes (bf16) or 4, the fp32 result out at 4:
+    matmul 512*128*2 + 128*128*2 + 512*128*4 = 425984, none 512*128*4 + 128*128*4 + 512*128*4 = 589824."""
+    path = os.path.join(work, "matmul.onnx")
+    w = numpy_helper.from_array(rng.standard_normal((128, 128)).astype(np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "one_matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [512, 128])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 128])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    x = os.path.join(work, "mx.npy")
+    xv = rng.standard_normal((512, 128)).astype(np.float32)
+    np.save(x, xv)
+    want = xv.astype(np.float64) @ numpy_helper.to_array(w).astype(np.float64)
+    for mode, cycles, dma in (("matmul", 544, 425984), ("none", 32 + 4 * 512, 589824)):
+        env = dict(os.environ, KILN_NPU_AUTO_CAST=mode)
+        art = os.path.join(work, f"matmul-{mode}.kiln")
+        run([kiln, "compile", path, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "deny"], env)
+        report = os.path.join(work, f"matmul-{mode}.txt")
+        run([kiln, "run", art, "--plugin", plugin, "--input", f"x={x}", "--output-dir", os.path.join(work, f"mm-{mode}")],
+            dict(env, KILN_NPU_REPORT=report))
+        text = open(report).read()
+        got_cycles = re.search(r"TensorE\s+2 instr\s+(\d+) cycles", text)
+        got_dma = re.search(r"DMA bytes (\d+)", text)
+        if not got_cycles or int(got_cycles.group(1)) != cycles or not got_dma or int(got_dma.group(1)) != dma:
+            sys.exit(f"e2e_mlp: one 512x128x128 matmul ({mode}): want TensorE 2 instructions, {cycles} cycles, {dma} DMA bytes; report:\n{text}")
+        got = np.load(os.path.join(work, f"mm-{mode}", "y.npy"))
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        if err > (NONE_BOUND if mode == "none" else 2.0 ** -7):
+            sys.exit(f"e2e_mlp: one matmul ({mode}) differs from numpy float64 by {err:.3g}")
+        print(f"one matmul ({mode}): TensorE {cycles} cycles, {dma} DMA bytes, as computed by hand; error vs float64 {err:.2g}")
+
+
 def run(cmd, env=None):
     """Runs a command, exiting with its output when it fails; returns stdout + stderr."""
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -82,6 +119,7 @@ def main():
     np.save(xin, x)
     ref = os.path.join(work, "ref")
     run([kiln, "run", model, "--backend", "kiln.reference", "--input", f"x={xin}", "--output-dir", ref])
+    single_matmul(kiln, plugin, work, rng)
     errors = {}
     for mode in ("none", "matmul", "all"):
         env = dict(os.environ, KILN_NPU_AUTO_CAST=mode)
