@@ -174,6 +174,10 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     /* MatMul / Gemm */
     const Kiln__Ir__Tensor *w = initializer(g, node->inputs[1]);
     if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW) REJECT("%s: the weights (input B) must be an initializer", op);
+    for (size_t i = 0; i < g->n_inputs; i++)
+        for (size_t k = 1; k < node->n_inputs; k++)
+            if (strcmp(g->inputs[i]->name, node->inputs[k]) == 0)
+                REJECT("%s: input %zu is a graph input that a caller may override; its data is compiled into the weight layout", op, k);
     if (in[1].rank != 2) REJECT("%s: B must be a matrix", op);
     int trans_b = 0;
     if (gemm) {
@@ -362,7 +366,7 @@ static npu_insn *emit(lowering *l, uint32_t opcode) {
     if (p->insn_count == l->insn_capacity) {
         uint32_t capacity = l->insn_capacity ? 2 * l->insn_capacity : 256;
         npu_insn *grown = realloc(p->insns, capacity * sizeof *grown);
-        if (!grown) { l->failed = 1; static npu_insn sink; return &sink; }
+        if (!grown) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
         p->insns = grown;
         l->insn_capacity = capacity;
     }
@@ -551,7 +555,6 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
     if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
     for (size_t i = 0; i < g->n_inputs; i++) {
         shape s = graph_shape(g, g->inputs[i]->name);
-        if (initializer(g, g->inputs[i]->name)) continue; /* an initializer listed as input: a constant */
         if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
         p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
     }
@@ -949,7 +952,7 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     (void)context;
     if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
     const npu_program *p = executable;
-    if (input_count < p->input_count || output_count != p->output_count)
+    if (input_count != p->input_count || output_count != p->output_count)
         return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
     if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
     machine m = {0};
@@ -971,7 +974,6 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
             else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
         }
     }
-    /* Graph inputs that are initializers are not program inputs: the program's inputs are the first ones. */
     for (uint32_t i = 0; !e && i < p->input_count; i++) {
         const kiln_tensor *in = &inputs[i];
         const npu_tensor *nt = &p->tensors[p->inputs[i]];
