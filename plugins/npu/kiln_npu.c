@@ -1,0 +1,1126 @@
+/*
+ * kiln_npu.c — a Kiln backend plugin (plugin ABI 1.2) for an Inferentia-like NPU target, npu-nc2, written
+ * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
+ *
+ * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
+ * MatMul/Gemm with constant weights, Add/Mul (equal shapes, or a 1-D operand broadcast along the last axis)
+ * and Relu/Sigmoid/Tanh, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
+ * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
+ * activation fused into the ScalarE drain of PSUM after a MatMul/Gemm. execute runs the streams on a
+ * functional simulator (bf16 rounding on DMA, fp32 accumulation in PSUM) in the order the accelkit cycle
+ * model schedules them, and records the cycle model's report (device properties "estimate.*"; with
+ * KILN_NPU_TRACE=FILE a Chrome trace of each run, "{run}" in FILE replaced by the run's number; with
+ * KILN_NPU_REPORT=FILE a text summary the same way).
+ * Documentation/targets/NPU.md documents the ISA, the parameters and their sources.
+ */
+#include <kiln/kiln_plugin.h>
+#include "kiln/ir.pb-c.h"
+#include "isa.h"
+#include "accelkit.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPU_BACKEND_NAME "sampleneuron.nc2"
+#define NPU_PLUGIN_NAME "kiln-npu"
+#define NPU_VERSION "0.1.0"
+#define NPU_TARGET "npu-nc2"
+#define NPU_COMPAT NPU_BACKEND_NAME "/knpu1"
+
+/* Engine parameters (Documentation/targets/NPU.md says which are documented, derived or assumed). */
+#define TENSOR_HZ 2.8e9
+#define VECTOR_HZ 1.12e9
+#define SCALAR_HZ 1.4e9
+#define DMA_BYTES_PER_SECOND (27.0 * 1073741824.0)
+#define DMA_OVERHEAD_S 64e-9       /* assumed fixed cost per DMA descriptor */
+#define LANE_OVERHEAD_CYCLES 100   /* VectorE/ScalarE fixed cost per instruction (documented as "~100") */
+#define ENGINE_TENSOR 0
+#define ENGINE_VECTOR 1
+#define ENGINE_SCALAR 2
+#define ENGINE_DMA0 3
+#define ENGINE_COUNT (3 + NPU_DMA_QUEUES)
+#define F32 1                      /* kiln.ir DataType FLOAT */
+
+static const kiln_plugin_host *host;
+
+/* A new error through the host, with a printf-style message. */
+static kiln_plugin_error *error(int32_t code, const char *format, ...) {
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    return host->error_create(host->host_context, code, message);
+}
+
+/* ---- graph helpers ------------------------------------------------------------------------------- */
+
+/* A value's element type and fixed shape (known = 0 when the rank or a dim is not known). */
+typedef struct shape { int dtype, known; uint32_t rank; int64_t dims[NPU_MAX_RANK]; } shape;
+
+/* The initializer named `name`, or NULL. */
+static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char *name) {
+    for (size_t i = 0; i < g->n_initializers; i++)
+        if (strcmp(g->initializers[i]->name, name) == 0) return g->initializers[i];
+    return NULL;
+}
+
+/* The attribute `name` of `node`, or NULL. */
+static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
+    for (size_t i = 0; i < node->n_attributes; i++)
+        if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
+    return NULL;
+}
+
+/* The type and shape the graph records for `name` (initializers, inputs, value types). */
+static shape graph_shape(const Kiln__Ir__Graph *g, const char *name) {
+    shape s = {0, 0, 0, {0}};
+    const Kiln__Ir__Tensor *t = initializer(g, name);
+    if (t) {
+        s.dtype = t->dtype;
+        s.known = t->n_shape <= NPU_MAX_RANK;
+        s.rank = (uint32_t)t->n_shape;
+        for (size_t d = 0; s.known && d < t->n_shape; d++) s.dims[d] = t->shape[d];
+        return s;
+    }
+    const Kiln__Ir__Value *const *lists[2] = {(const Kiln__Ir__Value *const *)g->inputs, (const Kiln__Ir__Value *const *)g->value_types};
+    size_t counts[2] = {g->n_inputs, g->n_value_types};
+    for (int l = 0; l < 2; l++)
+        for (size_t i = 0; i < counts[l]; i++) {
+            const Kiln__Ir__Value *v = lists[l][i];
+            if (strcmp(v->name, name) != 0) continue;
+            if (!v->type || v->type->value_case != KILN__IR__TYPE__VALUE_TENSOR || !v->type->tensor) return s;
+            const Kiln__Ir__TensorType *tt = v->type->tensor;
+            s.dtype = tt->dtype;
+            if (!tt->has_shape || tt->n_dims > NPU_MAX_RANK) return s;
+            s.rank = (uint32_t)tt->n_dims;
+            s.known = 1;
+            for (size_t d = 0; d < tt->n_dims; d++) {
+                if (!tt->dims[d] || tt->dims[d]->value_case != KILN__IR__DIM__VALUE_FIXED || tt->dims[d]->fixed < 0) { s.known = 0; break; }
+                s.dims[d] = tt->dims[d]->fixed;
+            }
+            return s;
+        }
+    return s;
+}
+
+/* Shapes of values produced by claimed nodes, by name (a linear list: graphs handed to a backend are small). */
+typedef struct shape_table { const char **names; shape *shapes; size_t count; } shape_table;
+
+/* The shape of `name`: from the table of claimed results first, then from the graph. */
+static shape lookup(const Kiln__Ir__Graph *g, const shape_table *known, const char *name) {
+    for (size_t i = 0; i < known->count; i++) if (strcmp(known->names[i], name) == 0) return known->shapes[i];
+    return graph_shape(g, name);
+}
+
+/* Element count of a known shape (-1 when it exceeds the model's tensor limit). */
+static int64_t count_of(const shape *s) { return npu_element_count(s->rank, s->dims); }
+
+/* Ceiling division. */
+static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
+
+/* A float attribute's value, or `fallback` when absent (or not a float). */
+static float float_attr(const Kiln__Ir__Node *node, const char *name, float fallback) {
+    const Kiln__Ir__Attribute *a = attribute(node, name);
+    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F ? a->f : fallback;
+}
+
+/* An int attribute's value, or `fallback` when absent (or not an int). */
+static int64_t int_attr(const Kiln__Ir__Node *node, const char *name, int64_t fallback) {
+    const Kiln__Ir__Attribute *a = attribute(node, name);
+    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I ? a->i : fallback;
+}
+
+/* Largest contraction the lowering keeps on chip: two moving slots of ceil(K/128) tiles of 512 fp32 each. */
+#define MAX_K 2048
+/* SBUF bytes per partition the weights of one MatMul/Gemm may take (fp32 worst case). */
+#define MAX_WEIGHT_BYTES (96u * 1024u)
+
+/* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
+static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
+    int matmul = strcmp(op, "MatMul") == 0, gemm = strcmp(op, "Gemm") == 0, add = strcmp(op, "Add") == 0, mul = strcmp(op, "Mul") == 0;
+    int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
+    if (!matmul && !gemm && !add && !mul && !act)
+        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Add, Mul, Relu, Sigmoid, Tanh)", op);
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    size_t want_in = act ? 1 : 2;
+    if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    shape in[3];
+    for (size_t i = 0; i < node->n_inputs; i++) {
+        if (!node->inputs[i][0]) REJECT("%s: omitted inputs are not supported", op);
+        in[i] = lookup(g, known, node->inputs[i]);
+        if (in[i].dtype != F32) REJECT("%s: input '%s' is not float32 (type %d); npu-nc2 takes float32 tensors", op, node->inputs[i], in[i].dtype);
+        if (!in[i].known) REJECT("%s: the shape of input '%s' is not known at compile time", op, node->inputs[i]);
+        if (count_of(&in[i]) < 0) REJECT("%s: input '%s' is too large", op, node->inputs[i]);
+    }
+    if (count_of(&in[0]) == 0 || (node->n_inputs > 1 && count_of(&in[1]) == 0)) REJECT("%s: zero-size tensors are not supported", op);
+    if (act) { *out = in[0]; return 0; }
+    if (add || mul) {
+        const shape *a = &in[0], *b = &in[1];
+        int same = a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof(int64_t)) == 0;
+        int b_row = b->rank == 1 && a->rank >= 1 && b->dims[0] == a->dims[a->rank - 1];
+        int a_row = a->rank == 1 && b->rank >= 1 && a->dims[0] == b->dims[b->rank - 1];
+        if (!same && !b_row && !a_row) REJECT("%s: only equal shapes or a 1-D operand along the last axis are supported (no general broadcasting)", op);
+        *out = a_row && !same ? *b : *a;
+        return 0;
+    }
+    /* MatMul / Gemm */
+    const Kiln__Ir__Tensor *w = initializer(g, node->inputs[1]);
+    if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW) REJECT("%s: the weights (input B) must be an initializer", op);
+    for (size_t i = 0; i < g->n_inputs; i++)
+        for (size_t k = 1; k < node->n_inputs; k++)
+            if (strcmp(g->inputs[i]->name, node->inputs[k]) == 0)
+                REJECT("%s: input %zu is a graph input that a caller may override; its data is compiled into the weight layout", op, k);
+    if (in[1].rank != 2) REJECT("%s: B must be a matrix", op);
+    int trans_b = 0;
+    if (gemm) {
+        if (in[0].rank != 2) REJECT("Gemm: A must be a matrix");
+        if (int_attr(node, "transA", 0) != 0) REJECT("Gemm: transA is not supported");
+        trans_b = int_attr(node, "transB", 0) != 0;
+        const Kiln__Ir__Attribute *alpha = attribute(node, "alpha"), *beta = attribute(node, "beta");
+        if ((alpha && alpha->value_case != KILN__IR__ATTRIBUTE__VALUE_F) || (beta && beta->value_case != KILN__IR__ATTRIBUTE__VALUE_F))
+            REJECT("Gemm: alpha and beta must be floats");
+    } else if (in[0].rank < 2) REJECT("MatMul: A must have rank 2 or more");
+    int64_t K = in[0].dims[in[0].rank - 1], N = trans_b ? in[1].dims[0] : in[1].dims[1], KB = trans_b ? in[1].dims[1] : in[1].dims[0];
+    if (K != KB) REJECT("%s: A has %lld columns, B %lld rows", op, (long long)K, (long long)KB);
+    if (K < 1 || N < 1) REJECT("%s: empty matrices are not supported", op);
+    if (K > MAX_K) REJECT("%s: the contraction (%lld) exceeds %d, the most this lowering keeps in SBUF", op, (long long)K, MAX_K);
+    if (ceil_div((uint64_t)K, 128) * ceil_div((uint64_t)N, 128) * 128 * 4 > MAX_WEIGHT_BYTES)
+        REJECT("%s: the weights (%lld×%lld) do not fit the SBUF share this lowering gives them (weight streaming is not done yet)", op, (long long)K, (long long)N);
+    if (gemm && node->n_inputs == 3) {
+        const Kiln__Ir__Tensor *c = initializer(g, node->inputs[2]);
+        int64_t n = count_of(&in[2]);
+        if (!c || n != N || (in[2].rank == 2 && in[2].dims[0] != 1) || in[2].rank > 2 || in[2].rank < 1)
+            REJECT("Gemm: C must be an initializer of shape [N] or [1, N]");
+    }
+    *out = in[0];
+    out->dims[out->rank - 1] = N;
+    return 0;
+#undef REJECT
+}
+
+/* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. */
+static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
+    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    if (!known.names || !known.shapes) { free(known.names); free(known.shapes); return 0; }
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        char why[320];
+        shape out;
+        int rejected = rejects(g, &known, g->nodes[i], &out, why, sizeof why);
+        supported[i] = !rejected;
+        if (rejected && reasons) {
+            size_t n = strlen(why) + 1;
+            reasons[i] = malloc(n);
+            if (!reasons[i]) { free(known.names); free(known.shapes); return 0; }
+            memcpy(reasons[i], why, n);
+        }
+        if (!rejected) { known.names[known.count] = g->nodes[i]->outputs[0]; known.shapes[known.count++] = out; }
+    }
+    free(known.names);
+    free(known.shapes);
+    return 1;
+}
+
+/* Unpacks graph bytes (KILN_PLUGIN_FORMAT_IR_GRAPH) into *out, or returns an error. */
+static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
+    if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
+    if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
+    if (!bytes->data && bytes->size > 0) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes: NULL data");
+    static const uint8_t empty[1] = {0};
+    *out = kiln__ir__graph__unpack(NULL, bytes->size, bytes->size ? bytes->data : empty);
+    if (!*out) return error(KILN_ERROR_INVALID_MODEL, "graph bytes (%zu) are not a valid kiln.ir.Graph", bytes->size);
+    return NULL;
+}
+
+/* ---- owners handed to the host ------------------------------------------------------------------- */
+
+enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
+typedef struct owner {
+    int kind;
+    size_t count;
+    uint8_t *supported;
+    char **reasons;
+    npu_buffer payload;
+    void *devices;
+} owner;
+
+/* Callback: frees what a claim, payload or device-list answer handed to the host. */
+static void release(void *context, void *token) {
+    (void)context;
+    owner *o = token;
+    if (!o) return;
+    if (o->kind == OWNER_CLAIM) {
+        for (size_t i = 0; o->reasons && i < o->count; i++) free(o->reasons[i]);
+        free(o->reasons);
+        free(o->supported);
+    } else if (o->kind == OWNER_PAYLOAD) {
+        free(o->payload.data);
+    } else if (o->kind == OWNER_DEVICES) {
+        free(o->devices);
+    }
+    free(o);
+}
+
+/* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
+static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
+    (void)context;
+    if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
+    Kiln__Ir__Graph *g;
+    kiln_plugin_error *e = decode_graph(graph, &g);
+    if (e) return e;
+    owner *o = calloc(1, sizeof *o);
+    if (o) {
+        o->kind = OWNER_CLAIM;
+        o->count = g->n_nodes;
+        o->supported = calloc(g->n_nodes + 1, 1);
+        o->reasons = calloc(g->n_nodes + 1, sizeof(char *));
+    }
+    if (!o || !o->supported || !o->reasons || !analyze(g, o->supported, o->reasons)) {
+        release(NULL, o);
+        kiln__ir__graph__free_unpacked(g, NULL);
+        return error(KILN_ERROR_INTERNAL, "claim: out of memory");
+    }
+    out->node_count = g->n_nodes;
+    out->supported = o->supported;
+    out->reasons = (const char *const *)o->reasons;
+    out->owner = o;
+    kiln__ir__graph__free_unpacked(g, NULL);
+    return NULL;
+}
+
+/* ---- compile: graph -> instruction streams ------------------------------------------------------ */
+
+/* Lowering state: the program being built, tensor ids by value name, semaphore and queue counters. */
+typedef struct lowering {
+    const Kiln__Ir__Graph *g;
+    npu_program *p;
+    uint32_t tensor_capacity, insn_capacity;
+    const char **tensor_names;           /* tensor_count names (NULL for compile-made constants) */
+    shape *tensor_shapes;
+    uint32_t done_sem;                    /* counts every DMA store: an op's loads wait for all earlier stores */
+    uint32_t stores;                      /* stores emitted so far */
+    uint32_t load_queue, store_queue;     /* round-robin: loads on queues 0-7, stores on 8-15 */
+    int failed;
+} lowering;
+
+/* A new tensor (kind, shape, optional constant data of `dtype` taken over). Returns its id. */
+static uint32_t add_tensor(lowering *l, const char *name, uint32_t kind, const shape *s, uint32_t dtype, uint8_t *data, uint64_t bytes) {
+    npu_program *p = l->p;
+    if (p->tensor_count == l->tensor_capacity) {
+        uint32_t capacity = l->tensor_capacity ? 2 * l->tensor_capacity : 16;
+        npu_tensor *t = realloc(p->tensors, capacity * sizeof *t);
+        if (t) p->tensors = t;
+        const char **n = realloc(l->tensor_names, capacity * sizeof *n);
+        if (n) l->tensor_names = n;
+        shape *sh = realloc(l->tensor_shapes, capacity * sizeof *sh);
+        if (sh) l->tensor_shapes = sh;
+        if (!t || !n || !sh) { l->failed = 1; free(data); return 0; }
+        l->tensor_capacity = capacity;
+    }
+    npu_tensor *t = &p->tensors[p->tensor_count];
+    memset(t, 0, sizeof *t);
+    t->kind = kind;
+    t->rank = s->rank;
+    memcpy(t->dims, s->dims, sizeof t->dims);
+    t->elements = (uint64_t)npu_element_count(s->rank, s->dims);
+    t->dtype = kind == NPU_T_CONST ? dtype : NPU_F32;
+    t->data = data;
+    t->bytes = bytes;
+    l->tensor_names[p->tensor_count] = name;
+    l->tensor_shapes[p->tensor_count] = *s;
+    return p->tensor_count++;
+}
+
+/* The tensor holding value `name`, or NPU_NONE. */
+static uint32_t tensor_of(const lowering *l, const char *name) {
+    for (uint32_t i = 0; i < l->p->tensor_count; i++)
+        if (l->tensor_names[i] && strcmp(l->tensor_names[i], name) == 0) return i;
+    return NPU_NONE;
+}
+
+/* The float32 data of an initializer as a constant tensor, as stored (no layout change). */
+static uint32_t constant_tensor(lowering *l, const char *name) {
+    uint32_t t = tensor_of(l, name);
+    if (t != NPU_NONE) return t;
+    const Kiln__Ir__Tensor *init = initializer(l->g, name);
+    shape s = graph_shape(l->g, name);
+    if (!init || init->data_case != KILN__IR__TENSOR__DATA_RAW || s.dtype != F32 || !s.known) { l->failed = 2; return 0; }
+    int64_t n = count_of(&s);
+    if (n < 0 || (uint64_t)n * 4 != init->raw.len) { l->failed = 2; return 0; }
+    uint8_t *data = malloc(init->raw.len ? init->raw.len : 1);
+    if (!data) { l->failed = 1; return 0; }
+    if (init->raw.len) memcpy(data, init->raw.data, init->raw.len);
+    return add_tensor(l, name, NPU_T_CONST, &s, NPU_F32, data, init->raw.len);
+}
+
+/* Appends an instruction with no waits or signals beyond those given. */
+static npu_insn *emit(lowering *l, uint32_t opcode) {
+    npu_program *p = l->p;
+    if (p->insn_count == l->insn_capacity) {
+        uint32_t capacity = l->insn_capacity ? 2 * l->insn_capacity : 256;
+        npu_insn *grown = realloc(p->insns, capacity * sizeof *grown);
+        if (!grown) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
+        p->insns = grown;
+        l->insn_capacity = capacity;
+    }
+    npu_insn *n = &p->insns[p->insn_count++];
+    memset(n, 0, sizeof *n);
+    n->opcode = opcode;
+    n->wait_sem[0] = n->wait_sem[1] = n->signal_sem[0] = n->signal_sem[1] = NPU_NONE;
+    return n;
+}
+
+/* A new semaphore. */
+static uint32_t sem(lowering *l) { return l->p->semaphore_count++; }
+
+/* Emits a DMA between DRAM tensor t (offset, partition stride, element stride) and SBUF address addr. */
+static npu_insn *dma(lowering *l, int store, uint32_t t, uint64_t offset, uint32_t pstride, uint32_t estride, uint32_t parts, uint32_t cols, uint32_t addr, uint32_t dtype) {
+    npu_insn *n = emit(l, store ? NPU_DMA_STORE : NPU_DMA_LOAD);
+    n->func = store ? 8 + (l->store_queue++ % 8) : l->load_queue++ % 8;
+    n->a = t; n->b = (uint32_t)offset; n->c = pstride; n->d = estride;
+    n->parts = parts; n->cols = cols; n->e = addr; n->f = dtype;
+    if (store) { n->signal_sem[1] = l->done_sem; l->stores++; }
+    return n;
+}
+
+/* The float bits of 1.0 (the ScalarE scale of every lowered activation). */
+static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout. Tiles: K by
+ * 128 (partitions), N by 128 (stationary columns = PSUM partitions), M by 512 (moving columns = one PSUM bank).
+ * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
+ * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
+static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N) {
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &scale, 4);
+    ak_gemm_tiling t;
+    if (ak_gemm_tile(M, K, N, 128, 128, 512, &t)) { l->failed = 2; return; }
+    uint32_t cast = l->p->auto_cast >= NPU_CAST_MATMUL, dt = cast ? NPU_BF16 : NPU_F32, es = cast ? 2 : 4;
+    ak_buffer_pool sbuf;
+    ak_pool_init(&sbuf, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    int64_t w_base = ak_pool_alloc(&sbuf, t.k_tiles * t.n_tiles * 128 * es, 64);
+    int64_t b_base = ak_pool_alloc(&sbuf, t.n_tiles * 4, 64);
+    int64_t x_base = ak_pool_alloc(&sbuf, 2 * t.k_tiles * 512 * es, 64);
+    int64_t o_base = ak_pool_alloc(&sbuf, 2 * 512 * 4, 64);
+    if (w_base < 0 || b_base < 0 || x_base < 0 || o_base < 0) { l->failed = 3; return; }
+    uint32_t prior = l->stores, w_full = sem(l), x_full[2] = {sem(l), sem(l)}, x_free[2] = {sem(l), sem(l)};
+    uint32_t out_full[2] = {sem(l), sem(l)}, out_free[2] = {sem(l), sem(l)}, bank_full[NPU_PSUM_BANKS], bank_free[NPU_PSUM_BANKS];
+    for (uint32_t b = 0; b < NPU_PSUM_BANKS; b++) { bank_full[b] = sem(l); bank_free[b] = sem(l); }
+    uint32_t weight_loads = 0;
+    for (uint64_t kt = 0; kt < t.k_tiles; kt++)
+        for (uint64_t nt = 0; nt < t.n_tiles; nt++) {
+            npu_insn *n = dma(l, 0, w, kt * 128 * N + nt * 128, (uint32_t)N, 1, ak_tile_extent(K, 128, kt), ak_tile_extent(N, 128, nt),
+                              (uint32_t)(w_base + (int64_t)((kt * t.n_tiles + nt) * 128 * es)), dt);
+            n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
+            weight_loads++;
+        }
+    for (uint64_t nt = 0; bias != NPU_NONE && nt < t.n_tiles; nt++) {
+        npu_insn *n = dma(l, 0, bias, nt * 128, 1, 1, ak_tile_extent(N, 128, nt), 1, (uint32_t)(b_base + (int64_t)(nt * 4)), NPU_F32);
+        n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
+        weight_loads++;
+    }
+    uint32_t bank_uses[NPU_PSUM_BANKS] = {0}, out_uses[2] = {0}, tile = 0;
+    for (uint64_t mt = 0; mt < t.m_tiles; mt++) {
+        uint32_t s = (uint32_t)(mt % 2), use = (uint32_t)(mt / 2), mext = ak_tile_extent(M, 512, mt);
+        uint32_t slot = (uint32_t)(x_base + (int64_t)(s * t.k_tiles * 512 * es));
+        for (uint64_t kt = 0; kt < t.k_tiles; kt++) {
+            npu_insn *n = dma(l, 0, x, mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
+            n->wait_sem[0] = x_free[s]; n->wait_value[0] = use;
+            n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
+            n->signal_sem[0] = x_full[s];
+        }
+        for (uint64_t nt = 0; nt < t.n_tiles; nt++, tile++) {
+            uint32_t b = tile % NPU_PSUM_BANKS, next = ak_tile_extent(N, 128, nt), o = tile % 2;
+            for (uint64_t kt = 0; kt < t.k_tiles; kt++) {
+                uint32_t kext = ak_tile_extent(K, 128, kt);
+                npu_insn *ls = emit(l, NPU_LOAD_STATIONARY);
+                ls->parts = kext; ls->cols = next; ls->f = dt;
+                ls->a = (uint32_t)(w_base + (int64_t)((kt * t.n_tiles + nt) * 128 * es));
+                ls->wait_sem[0] = w_full; ls->wait_value[0] = weight_loads;
+                npu_insn *mm = emit(l, NPU_MULTIPLY_MOVING);
+                mm->parts = kext; mm->cols = mext; mm->f = dt; mm->a = slot + (uint32_t)(kt * 512 * es); mm->b = b; mm->c = kt > 0;
+                mm->wait_sem[0] = x_full[s]; mm->wait_value[0] = (uint32_t)(t.k_tiles * (use + 1));
+                mm->wait_sem[1] = bank_free[b]; mm->wait_value[1] = bank_uses[b];
+                if (kt + 1 == t.k_tiles) {
+                    mm->signal_sem[0] = bank_full[b];
+                    if (nt + 1 == t.n_tiles) mm->signal_sem[1] = x_free[s];
+                }
+            }
+            npu_insn *act = emit(l, NPU_ACTIVATE);
+            act->func = func; act->parts = next; act->cols = mext; act->a = b; act->b = 1;
+            act->c = (uint32_t)(o_base + o * 512 * 4); act->d = bias != NPU_NONE ? (uint32_t)(b_base + (int64_t)(nt * 4)) : NPU_NONE;
+            act->e = NPU_F32; act->f = scale_bits;
+            act->wait_sem[0] = bank_full[b]; act->wait_value[0] = bank_uses[b] + 1;
+            act->wait_sem[1] = out_free[o]; act->wait_value[1] = out_uses[o];
+            act->signal_sem[0] = bank_free[b]; act->signal_sem[1] = out_full[o];
+            npu_insn *st = dma(l, 1, y, mt * 512 * N + nt * 128, 1, (uint32_t)N, next, mext, act->c, NPU_F32);
+            st->wait_sem[0] = out_full[o]; st->wait_value[0] = out_uses[o] + 1;
+            st->signal_sem[0] = out_free[o];
+            bank_uses[b]++;
+            out_uses[o]++;
+        }
+    }
+}
+
+/* Lowers an elementwise op over A viewed as [R rows × C = last dim]: VectorE `alu` of A and B (B the same shape,
+ * or a row of C broadcast to every row by a DMA partition stride of 0), or ScalarE `func` of A alone (b NPU_NONE).
+ * Tiles of 128 rows × 512 columns alternate between two sets of SBUF slots. */
+static void lower_elementwise(lowering *l, uint32_t a, uint32_t b, int b_row, int vector, uint32_t op, uint32_t y) {
+    const shape *s = &l->tensor_shapes[a];
+    uint64_t C = s->rank ? (uint64_t)s->dims[s->rank - 1] : 1, total = l->p->tensors[a].elements;
+    if (C == 0 || total == 0) return; /* nothing to compute */
+    uint64_t R = total / C;
+    uint32_t dt = l->p->auto_cast == NPU_CAST_ALL ? NPU_BF16 : NPU_F32, es = npu_dtype_size(dt);
+    ak_buffer_pool sbuf;
+    ak_pool_init(&sbuf, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    int64_t in_base = ak_pool_alloc(&sbuf, 2 * 2 * 512 * es, 64), o_base = ak_pool_alloc(&sbuf, 2 * 512 * 4, 64);
+    if (in_base < 0 || o_base < 0) { l->failed = 3; return; }
+    uint32_t prior = l->stores, in_full[2] = {sem(l), sem(l)}, in_free[2] = {sem(l), sem(l)}, out_full[2] = {sem(l), sem(l)}, out_free[2] = {sem(l), sem(l)};
+    uint32_t loads = b != NPU_NONE ? 2 : 1, tile = 0;
+    for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++)
+        for (uint64_t ct = 0; ct < ceil_div(C, 512); ct++, tile++) {
+            uint32_t sl = tile % 2, use = tile / 2, rows = ak_tile_extent(R, 128, rt), cols = ak_tile_extent(C, 512, ct);
+            uint32_t a_addr = (uint32_t)(in_base + (int64_t)(sl * 2 * 512 * es)), b_addr = a_addr + 512 * es, o_addr = (uint32_t)(o_base + (int64_t)(sl * 512 * 4));
+            uint64_t offset = rt * 128 * C + ct * 512;
+            for (uint32_t k = 0; k < loads; k++) {
+                npu_insn *n = k == 0 ? dma(l, 0, a, offset, (uint32_t)C, 1, rows, cols, a_addr, dt)
+                                     : dma(l, 0, b, b_row ? ct * 512 : offset, b_row ? 0 : (uint32_t)C, 1, rows, cols, b_addr, dt);
+                n->wait_sem[0] = in_free[sl]; n->wait_value[0] = use;
+                n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
+                n->signal_sem[0] = in_full[sl];
+            }
+            npu_insn *c = emit(l, vector ? NPU_VECTOR : NPU_ACTIVATE);
+            c->func = op; c->parts = rows; c->cols = cols; c->a = a_addr; c->e = dt;
+            if (vector) { c->b = b_addr; c->c = o_addr; }
+            else { c->b = 0; c->c = o_addr; c->d = NPU_NONE; c->f = one_bits(); }
+            c->wait_sem[0] = in_full[sl]; c->wait_value[0] = loads * (use + 1);
+            c->wait_sem[1] = out_free[sl]; c->wait_value[1] = use;
+            c->signal_sem[0] = in_free[sl]; c->signal_sem[1] = out_full[sl];
+            npu_insn *st = dma(l, 1, y, offset, (uint32_t)C, 1, rows, cols, o_addr, NPU_F32);
+            st->wait_sem[0] = out_full[sl]; st->wait_value[0] = use + 1;
+            st->signal_sem[0] = out_free[sl];
+        }
+}
+
+/* How many nodes read `name`, and whether it is a graph output. */
+static size_t uses_of(const Kiln__Ir__Graph *g, const char *name, int *is_output) {
+    size_t n = 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_inputs; k++) n += strcmp(g->nodes[i]->inputs[k], name) == 0;
+    *is_output = 0;
+    for (size_t i = 0; i < g->n_outputs; i++) *is_output |= strcmp(g->outputs[i]->name, name) == 0;
+    return n;
+}
+
+/* The node after `i` that reads `name`, when it is the only reader and `name` is no graph output; else -1. */
+static long sole_reader(const Kiln__Ir__Graph *g, size_t i, const char *name) {
+    int out;
+    if (uses_of(g, name, &out) != 1 || out) return -1;
+    for (size_t j = i + 1; j < g->n_nodes; j++)
+        for (size_t k = 0; k < g->nodes[j]->n_inputs; k++)
+            if (strcmp(g->nodes[j]->inputs[k], name) == 0) return (long)j;
+    return -1;
+}
+
+/* The ScalarE function of an activation op, or -1. */
+static int func_of(const char *op) {
+    return strcmp(op, "Relu") == 0 ? NPU_FUNC_RELU : strcmp(op, "Sigmoid") == 0 ? NPU_FUNC_SIGMOID : strcmp(op, "Tanh") == 0 ? NPU_FUNC_TANH : -1;
+}
+
+/* The tensor for node output `name`: the graph output of that name, or a new scratch tensor. */
+static uint32_t result_tensor(lowering *l, const char *name, const shape *s) {
+    uint32_t t = tensor_of(l, name);
+    if (t != NPU_NONE) return t;
+    return add_tensor(l, name, NPU_T_SCRATCH, s, NPU_F32, NULL, 0);
+}
+
+/* Builds the program of `g` (every node claimed). Returns NULL or an error. */
+static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, npu_program *p) {
+    memset(p, 0, sizeof *p);
+    p->auto_cast = auto_cast;
+    lowering l = {.g = g, .p = p};
+    l.done_sem = sem(&l);
+    kiln_plugin_error *e = NULL;
+    uint8_t *fused = calloc(g->n_nodes + 1, 1);
+    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
+    p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
+    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        shape s = graph_shape(g, g->inputs[i]->name);
+        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
+        p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
+    }
+    /* graph outputs: shapes follow from the claimed nodes */
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        shape out;
+        char why[320];
+        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
+        known.names[known.count] = g->nodes[i]->outputs[0];
+        known.shapes[known.count++] = out;
+    }
+    for (size_t i = 0; i < g->n_outputs; i++) {
+        const char *name = g->outputs[i]->name;
+        int produced = 0;
+        for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
+        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
+        shape s = lookup(g, &known, name);
+        p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
+    }
+    for (size_t i = 0; !l.failed && i < g->n_nodes; i++) {
+        if (fused[i]) continue;
+        const Kiln__Ir__Node *node = g->nodes[i];
+        const char *op = node->op;
+        shape out = lookup(g, &known, node->outputs[0]);
+        if (strcmp(op, "MatMul") == 0 || strcmp(op, "Gemm") == 0) {
+            int gemm = op[0] == 'G', trans_b = gemm && int_attr(node, "transB", 0) != 0;
+            shape xs = lookup(g, &known, node->inputs[0]);
+            const Kiln__Ir__Tensor *wi = initializer(g, node->inputs[1]);
+            shape ws = graph_shape(g, node->inputs[1]);
+            uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)out.dims[out.rank - 1], M = K ? (uint64_t)count_of(&xs) / K : 0;
+            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
+            /* the weight layout: [K, N] row-major, transposed here when transB, rounded to bf16 when auto-cast */
+            int cast = auto_cast >= NPU_CAST_MATMUL;
+            uint8_t *data = malloc(K * N * (cast ? 2 : 4) + 1);
+            if (!data) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+            for (uint64_t k = 0; k < K; k++)
+                for (uint64_t n = 0; n < N; n++) {
+                    float v;
+                    memcpy(&v, wi->raw.data + 4 * (trans_b ? n * K + k : k * N + n), 4);
+                    if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * (k * N + n), &h, 2); }
+                    else memcpy(data + 4 * (k * N + n), &v, 4);
+                }
+            shape kn = {F32, 1, 2, {(int64_t)K, (int64_t)N}};
+            uint32_t w = add_tensor(&l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
+            uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
+            float alpha = gemm ? float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? float_attr(node, "beta", 1.0f) : 1.0f;
+            if (gemm && node->n_inputs == 3) {
+                /* beta·C folded into the bias at compile time (rounded to fp32 as the reference does) */
+                const Kiln__Ir__Tensor *ci = initializer(g, node->inputs[2]);
+                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
+                float *c = malloc(N * 4 + 4);
+                if (!c) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                for (uint64_t n = 0; n < N; n++) { float v; memcpy(&v, ci->raw.data + 4 * n, 4); c[n] = beta * v; }
+                shape cs = {F32, 1, 1, {(int64_t)N}};
+                bias = add_tensor(&l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
+            }
+            const char *result = node->outputs[0];
+            long j = sole_reader(g, i, result);
+            /* fuse a following Add of a constant [N] row (when there is no bias yet), then an activation */
+            if (j >= 0 && bias == NPU_NONE && strcmp(g->nodes[j]->op, "Add") == 0) {
+                const Kiln__Ir__Node *add = g->nodes[j];
+                const char *other = strcmp(add->inputs[0], result) == 0 ? add->inputs[1] : add->inputs[0];
+                shape os = graph_shape(g, other);
+                if (initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
+                    bias = constant_tensor(&l, other);
+                    fused[j] = 1;
+                    result = add->outputs[0];
+                    j = sole_reader(g, (size_t)j, result);
+                }
+            }
+            if (j >= 0 && func_of(g->nodes[j]->op) >= 0) {
+                func = (uint32_t)func_of(g->nodes[j]->op);
+                fused[j] = 1;
+                result = g->nodes[j]->outputs[0];
+            }
+            uint32_t x = tensor_of(&l, node->inputs[0]);
+            if (x == NPU_NONE) { e = error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            shape rs = lookup(g, &known, result);
+            uint32_t y = result_tensor(&l, result, &rs);
+            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N);
+            continue;
+        }
+        int f = func_of(op);
+        uint32_t a = tensor_of(&l, node->inputs[0]);
+        if (a == NPU_NONE) a = constant_tensor(&l, node->inputs[0]);
+        uint32_t b = NPU_NONE;
+        if (f < 0) { b = tensor_of(&l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(&l, node->inputs[1]); }
+        if (l.failed) break;
+        int b_row = 0;
+        if (b != NPU_NONE) {
+            const shape *as = &l.tensor_shapes[a], *bs = &l.tensor_shapes[b];
+            int same = as->rank == bs->rank && memcmp(as->dims, bs->dims, as->rank * sizeof(int64_t)) == 0;
+            if (!same && as->rank == 1) { uint32_t t = a; a = b; b = t; } /* Add and Mul commute: the row goes second */
+            b_row = !same;
+        }
+        uint32_t y = result_tensor(&l, node->outputs[0], &out);
+        if (!l.failed) lower_elementwise(&l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
+    }
+    if (l.failed == 1) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    else if (l.failed == 2) e = error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
+    else if (l.failed == 3) e = error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
+done:
+    free(fused);
+    free(known.names);
+    free(known.shapes);
+    free(l.tensor_names);
+    free(l.tensor_shapes);
+    if (e) npu_program_free(p);
+    return e;
+}
+
+/* The auto-cast mode: the compile option "auto-cast" when the host passes one, else the environment variable
+ * KILN_NPU_AUTO_CAST, else "matmul". Returns -1 (with the text in *bad) for an unknown value. */
+static int auto_cast_mode(const kiln_plugin_compile_options *options, const char **bad) {
+    const char *value = getenv("KILN_NPU_AUTO_CAST");
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, option_values, options->struct_size) && options->option_keys && options->option_values)
+        for (size_t i = 0; i < options->option_count; i++)
+            if (options->option_keys[i] && strcmp(options->option_keys[i], "auto-cast") == 0) value = options->option_values[i];
+    if (!value || !*value || strcmp(value, "matmul") == 0) return NPU_CAST_MATMUL;
+    if (strcmp(value, "none") == 0) return NPU_CAST_NONE;
+    if (strcmp(value, "all") == 0) return NPU_CAST_ALL;
+    *bad = value;
+    return -1;
+}
+
+/* Callback: compiles a graph of claimed nodes into a KNPU payload for host or npu-nc2. */
+static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options, kiln_plugin_payload *out) {
+    (void)context;
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, target, options->struct_size) && options->target &&
+        strcmp(options->target, "host") != 0 && strcmp(options->target, NPU_TARGET) != 0)
+        return error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " NPU_TARGET ")", options->target);
+    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
+    const char *bad = NULL;
+    int cast = auto_cast_mode(options, &bad);
+    if (cast < 0) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
+    Kiln__Ir__Graph *g;
+    kiln_plugin_error *e = decode_graph(graph, &g);
+    if (e) return e;
+    if (g->n_initializers + g->n_nodes + g->n_inputs + g->n_outputs >= (1u << 20)) {
+        kiln__ir__graph__free_unpacked(g, NULL);
+        return error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
+    }
+    npu_program program;
+    e = lower(g, (uint32_t)cast, &program);
+    kiln__ir__graph__free_unpacked(g, NULL);
+    if (e) return e;
+    owner *o = calloc(1, sizeof *o);
+    if (!o) { npu_program_free(&program); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    o->kind = OWNER_PAYLOAD;
+    npu_encode(&program, &o->payload);
+    npu_program_free(&program);
+    if (o->payload.failed) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    out->data = o->payload.data;
+    out->size = o->payload.size;
+    out->compat = NPU_COMPAT;
+    out->owner = o;
+    return NULL;
+}
+
+/* Callback: whether this backend loads payloads of compatibility string `compat`. */
+static kiln_plugin_error *check(void *context, const char *compat) {
+    (void)context;
+    if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
+    if (strcmp(compat, NPU_COMPAT) != 0)
+        return error(KILN_ERROR_VERSION_MISMATCH, NPU_BACKEND_NAME " " NPU_VERSION " loads payloads '" NPU_COMPAT "', not '%s'", compat);
+    return NULL;
+}
+
+/* Callback: decodes and validates a payload into an executable (an npu_program) on device 0. */
+static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
+                                            const kiln_plugin_load_options *options, void **out_executable) {
+    (void)context;
+    uint32_t device = 0;
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
+    if (device != 0) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there is 1)", device);
+    if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
+    if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
+    npu_program *program = calloc(1, sizeof *program);
+    if (!program) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    char why[256];
+    if (npu_decode(payload->data, payload->size, program, why, sizeof why)) {
+        free(program);
+        return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
+    }
+    if (graph) {
+        Kiln__Ir__Graph *g;
+        kiln_plugin_error *e = decode_graph(graph, &g);
+        if (!e && g->n_outputs != program->output_count)
+            e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u outputs, the graph %zu", program->output_count, g->n_outputs);
+        if (!e) kiln__ir__graph__free_unpacked(g, NULL);
+        if (e) { npu_program_free(program); free(program); return e; }
+    }
+    *out_executable = program;
+    return NULL;
+}
+
+/* Callback (ABI 1.0): load_with_options on device 0. */
+static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph, void **out_executable) {
+    return load_with_options(context, payload, graph, NULL, out_executable);
+}
+
+/* ---- execute: the cycle model schedules, the functional simulator runs ----------------------------- */
+
+static const ak_engine engines[ENGINE_COUNT] = {
+    {"TensorE", TENSOR_HZ, 0, 0}, {"VectorE", VECTOR_HZ, 0, 0}, {"ScalarE", SCALAR_HZ, 0, 0},
+    {"DMA0", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA1", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA2", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+    {"DMA3", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA4", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA5", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+    {"DMA6", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA7", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA8", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+    {"DMA9", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA10", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA11", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+    {"DMA12", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA13", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA14", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+    {"DMA15", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
+};
+
+static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector"};
+
+/* The cycle model's view of instruction n: its engine and cost. */
+static ak_op model_op(const npu_insn *n) {
+    ak_op op = {0, {n->wait_sem[0], n->wait_sem[1]}, {n->wait_value[0], n->wait_value[1]}, {n->signal_sem[0], n->signal_sem[1]}, 0, 0, labels[n->opcode]};
+    switch (n->opcode) {
+    case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + n->func; op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
+    case NPU_LOAD_STATIONARY: op.engine = ENGINE_TENSOR; op.cycles = ak_load_stationary_cycles(n->cols); break;
+    case NPU_MULTIPLY_MOVING: op.engine = ENGINE_TENSOR; op.cycles = ak_multiply_moving_cycles(n->cols, n->f == NPU_F32); break;
+    case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
+    case NPU_VECTOR: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
+    }
+    return op;
+}
+
+/* The simulated machine's state during one execute. */
+typedef struct machine {
+    uint8_t *sbuf;                 /* NPU_PARTITIONS × stride: the part of each partition the program uses */
+    size_t stride;                 /* bytes per partition held (<= NPU_SBUF_PARTITION_BYTES) */
+    float *psum;                   /* NPU_PARTITIONS × NPU_PSUM_BANKS × NPU_PSUM_BANK_FP32 */
+    float *stationary;             /* 128 × 128: [k][n] */
+    uint32_t stationary_parts, stationary_cols;
+    float **dram;                  /* one fp32 array per tensor */
+} machine;
+
+/* SBUF element j of partition p at address addr, of type dtype, as fp32. */
+static float sbuf_get(const machine *m, uint32_t p, uint32_t addr, uint32_t j, uint32_t dtype) {
+    const uint8_t *at = m->sbuf + (size_t)p * m->stride + addr + (size_t)j * npu_dtype_size(dtype);
+    if (dtype == NPU_BF16) { uint16_t h; memcpy(&h, at, 2); return ak_f32_from_bf16(h); }
+    float f;
+    memcpy(&f, at, 4);
+    return f;
+}
+
+/* Writes v as type dtype (bf16: rounded to nearest even) to SBUF. */
+static void sbuf_set(machine *m, uint32_t p, uint32_t addr, uint32_t j, uint32_t dtype, float v) {
+    uint8_t *at = m->sbuf + (size_t)p * m->stride + addr + (size_t)j * npu_dtype_size(dtype);
+    if (dtype == NPU_BF16) { uint16_t h = ak_bf16_from_f32(v); memcpy(at, &h, 2); }
+    else memcpy(at, &v, 4);
+}
+
+/* ScalarE's function. */
+static float activation(uint32_t func, float x) {
+    switch (func) {
+    case NPU_FUNC_RELU: return x > 0 ? x : 0.0f;
+    case NPU_FUNC_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case NPU_FUNC_TANH: return tanhf(x);
+    case NPU_FUNC_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678f));
+    default: return x;
+    }
+}
+
+/* The bytes of each SBUF partition a (validated) program touches: the end of its furthest tile. */
+static size_t sbuf_extent(const npu_program *p) {
+    uint64_t end = 0;
+    for (uint32_t i = 0; i < p->insn_count; i++) {
+        const npu_insn *n = &p->insns[i];
+        uint64_t e = 0;
+        switch (n->opcode) {
+        case NPU_DMA_LOAD: case NPU_DMA_STORE: e = (uint64_t)n->e + (uint64_t)n->cols * npu_dtype_size(n->f); break;
+        case NPU_LOAD_STATIONARY: case NPU_MULTIPLY_MOVING: e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->f); break;
+        case NPU_ACTIVATE:
+            e = (uint64_t)n->c + (uint64_t)n->cols * 4;
+            if (n->b == 0 && (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e) > e) e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e);
+            if (n->d != NPU_NONE && (uint64_t)n->d + 4 > e) e = (uint64_t)n->d + 4;
+            break;
+        case NPU_VECTOR: {
+            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + src, c = n->c + (uint64_t)n->cols * 4;
+            e = a > b ? a : b;
+            e = c > e ? c : e;
+            break;
+        }
+        }
+        end = e > end ? e : end;
+    }
+    return end > NPU_SBUF_PARTITION_BYTES ? NPU_SBUF_PARTITION_BYTES : (size_t)end;
+}
+
+/* Executes one (validated) instruction on the machine. Returns NULL or an error. */
+static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
+    switch (n->opcode) {
+    case NPU_DMA_LOAD: case NPU_DMA_STORE: {
+        float *t = m->dram[n->a];
+        for (uint32_t p = 0; p < n->parts; p++)
+            for (uint32_t j = 0; j < n->cols; j++) {
+                uint64_t at = (uint64_t)n->b + (uint64_t)p * n->c + (uint64_t)j * n->d;
+                if (n->opcode == NPU_DMA_LOAD) sbuf_set(m, p, n->e, j, n->f, t[at]);
+                else t[at] = sbuf_get(m, p, n->e, j, n->f);
+            }
+        return NULL;
+    }
+    case NPU_LOAD_STATIONARY:
+        for (uint32_t k = 0; k < n->parts; k++)
+            for (uint32_t c = 0; c < n->cols; c++) m->stationary[k * NPU_STATIONARY_COLS + c] = sbuf_get(m, k, n->a, c, n->f);
+        m->stationary_parts = n->parts;
+        m->stationary_cols = n->cols;
+        return NULL;
+    case NPU_MULTIPLY_MOVING:
+        if (m->stationary_parts != n->parts)
+            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: MultiplyMoving of %u rows against a stationary of %u rows", index, n->parts, m->stationary_parts);
+        for (uint32_t c = 0; c < m->stationary_cols; c++) {
+            float *row = m->psum + ((size_t)c * NPU_PSUM_BANKS + n->b) * NPU_PSUM_BANK_FP32;
+            for (uint32_t j = 0; j < n->cols; j++) {
+                float acc = n->c ? row[j] : 0.0f;
+                for (uint32_t k = 0; k < n->parts; k++) acc += m->stationary[k * NPU_STATIONARY_COLS + c] * sbuf_get(m, k, n->a, j, n->f);
+                row[j] = acc;
+            }
+        }
+        return NULL;
+    case NPU_ACTIVATE: {
+        float scale;
+        memcpy(&scale, &n->f, 4);
+        for (uint32_t p = 0; p < n->parts; p++) {
+            float bias = n->d != NPU_NONE ? sbuf_get(m, p, n->d, 0, NPU_F32) : 0.0f;
+            for (uint32_t j = 0; j < n->cols; j++) {
+                float x = n->b ? m->psum[((size_t)p * NPU_PSUM_BANKS + n->a) * NPU_PSUM_BANK_FP32 + j] : sbuf_get(m, p, n->a, j, n->e);
+                sbuf_set(m, p, n->c, j, NPU_F32, activation(n->func, x * scale + bias));
+            }
+        }
+        return NULL;
+    }
+    case NPU_VECTOR:
+        for (uint32_t p = 0; p < n->parts; p++)
+            for (uint32_t j = 0; j < n->cols; j++) {
+                float a = sbuf_get(m, p, n->a, j, n->e), b = sbuf_get(m, p, n->b, j, n->e);
+                sbuf_set(m, p, n->c, j, NPU_F32, n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b));
+            }
+        return NULL;
+    }
+    return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);
+}
+
+static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
+static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
+
+/* Copies `path` into `out`, replacing a "{run}" in it with the run number. Returns 0 when it does not fit. */
+static int expand_run(const char *path, uint64_t run, char *out, size_t size) {
+    const char *at = strstr(path, "{run}");
+    int n = at ? snprintf(out, size, "%.*s%llu%s", (int)(at - path), path, (unsigned long long)run, at + 5) : snprintf(out, size, "%s", path);
+    return n > 0 && (size_t)n < size;
+}
+
+/* Records a run's report for the device properties, the debug log and (when asked) files. */
+static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
+    atomic_store(&last_total_ps, r->total_ps);
+    atomic_store(&last_tensor_cycles, r->cycles[ENGINE_TENSOR]);
+    atomic_store(&last_vector_cycles, r->cycles[ENGINE_VECTOR]);
+    atomic_store(&last_scalar_cycles, r->cycles[ENGINE_SCALAR]);
+    atomic_store(&last_dma_bytes, r->dma_bytes);
+    atomic_store(&last_instructions, p->insn_count);
+    atomic_store(&last_tensor_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_TENSOR)));
+    atomic_store(&last_vector_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_VECTOR)));
+    atomic_store(&last_scalar_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_SCALAR)));
+    uint64_t run = atomic_fetch_add(&runs, 1);
+    const char *trace = getenv("KILN_NPU_TRACE"), *report = getenv("KILN_NPU_REPORT");
+    char trace_path[1024];
+    if (trace && *trace && expand_run(trace, run, trace_path, sizeof trace_path)) {
+        FILE *f = fopen(trace_path, "w");
+        if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
+    }
+    char report_path[1024];
+    if (report && *report && expand_run(report, run, report_path, sizeof report_path)) {
+        FILE *f = fopen(report_path, "w");
+        if (f) {
+            fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
+            ak_write_summary(f, engines, ENGINE_COUNT, r);
+            fclose(f);
+        }
+    }
+    if (host->log) {
+        char line[256];
+        snprintf(line, sizeof line, "npu-nc2 estimate: %.3f us, TensorE %llu cycles (%.1f%%), DMA %llu bytes, %u instructions",
+                 (double)r->total_ps / 1e6, (unsigned long long)r->cycles[ENGINE_TENSOR], 100 * ak_utilization(r, ENGINE_TENSOR),
+                 (unsigned long long)r->dma_bytes, p->insn_count);
+        host->log(host->host_context, KILN_PLUGIN_LOG_DEBUG, line);
+    }
+}
+
+/* Callback: runs a program: schedules its streams with the cycle model, executes them in that order on the
+ * functional simulator, and returns the output tensors. */
+static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
+    (void)context;
+    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
+    const npu_program *p = executable;
+    if (input_count != p->input_count || output_count != p->output_count)
+        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
+    if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
+    machine m = {0};
+    m.stride = sbuf_extent(p);
+    m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
+    m.psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
+    m.stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
+    m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
+    ak_op *ops = calloc((size_t)p->insn_count + 1, sizeof(ak_op));
+    ak_report report = {0};
+    kiln_plugin_error *e = NULL;
+    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
+    for (uint32_t t = 0; !e && t < p->tensor_count; t++) {
+        const npu_tensor *nt = &p->tensors[t];
+        m.dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
+        if (!m.dram[t]) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        for (uint64_t i = 0; nt->kind == NPU_T_CONST && i < nt->elements; i++) {
+            if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); m.dram[t][i] = ak_f32_from_bf16(h); }
+            else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
+        }
+    }
+    for (uint32_t i = 0; !e && i < p->input_count; i++) {
+        const kiln_tensor *in = &inputs[i];
+        const npu_tensor *nt = &p->tensors[p->inputs[i]];
+        if (in->dtype.code != KILN_DTYPE_FLOAT || in->dtype.bits != 32 || in->dtype.lanes != 1)
+            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not float32", i);
+        else if (in->device.device_type != KILN_DEVICE_CPU || in->strides || in->byte_offset)
+            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not a compact CPU tensor", i);
+        else if (in->ndim != (int32_t)nt->rank || (in->ndim > 0 && !in->shape))
+            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has rank %d; the program was compiled for rank %u", i, in->ndim, nt->rank);
+        for (uint32_t d = 0; !e && d < nt->rank; d++)
+            if (in->shape[d] != nt->dims[d]) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
+        if (!e && nt->elements && !in->data) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
+        if (!e && nt->elements) memcpy(m.dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
+    }
+    if (e) goto done;
+    for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i]);
+    char why[256];
+    if (ak_simulate(engines, ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, &report, why, sizeof why)) {
+        e = error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
+        goto done;
+    }
+    for (size_t k = 0; !e && k < p->insn_count; k++) e = step(&m, &p->insns[report.order[k]], report.order[k]);
+    for (size_t i = 0; !e && i < output_count; i++) {
+        const npu_tensor *nt = &p->tensors[p->outputs[i]];
+        if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
+        if (outputs[i].device.device_type != KILN_DEVICE_CPU) { e = error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i); break; }
+        void *data = host->alloc(host->host_context, (size_t)nt->elements * 4, 64);
+        if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        if (nt->elements) memcpy(data, m.dram[p->outputs[i]], (size_t)nt->elements * 4);
+        outputs[i].data = data; /* the host owns it from here */
+        outputs[i].dtype.code = KILN_DTYPE_FLOAT;
+        outputs[i].dtype.bits = 32;
+        outputs[i].dtype.lanes = 1;
+        outputs[i].ndim = (int32_t)nt->rank;
+        for (uint32_t d = 0; d < nt->rank; d++) outputs[i].shape[d] = nt->dims[d];
+    }
+    if (!e) record(p, ops, &report);
+done:
+    ak_report_free(&report);
+    for (uint32_t t = 0; m.dram && t < p->tensor_count; t++) free(m.dram[t]);
+    free(m.dram);
+    free(m.sbuf);
+    free(m.psum);
+    free(m.stationary);
+    free(ops);
+    return e;
+}
+
+/* Callback: frees an executable. */
+static void unload(void *context, void *executable) {
+    (void)context;
+    if (!executable) return;
+    npu_program_free(executable);
+    free(executable);
+}
+
+/* ---- the device ---------------------------------------------------------------------------------------- */
+
+enum { FIXED_PROPERTIES = 9, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
+typedef struct device_answer {
+    kiln_plugin_device device;
+    const kiln_plugin_device *pointers[1];
+    const char *keys[DEVICE_PROPERTY_COUNT];
+    const char *values[DEVICE_PROPERTY_COUNT];
+    char text[LIVE_PROPERTIES][24];
+} device_answer;
+
+/* Callback: the one simulated NeuronCore, with its parameters and the last run's estimate as properties. */
+static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
+    (void)context;
+    if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
+    owner *o = calloc(1, sizeof *o);
+    device_answer *a = calloc(1, sizeof *a);
+    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
+    o->kind = OWNER_DEVICES;
+    o->devices = a;
+    static const char *const keys[DEVICE_PROPERTY_COUNT] = {
+        "tensor_engine", "vector_engine", "scalar_engine", "sbuf_bytes", "psum_bytes", "dma", "assumed.dma_overhead_ns", "auto_cast",
+        "executes_on", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
+        "estimate.last_run.scalar_cycles", "estimate.last_run.dma_bytes", "estimate.last_run.instructions",
+        "estimate.last_run.tensor_utilization_permille", "estimate.last_run.vector_utilization_permille", "estimate.last_run.scalar_utilization_permille"};
+    static const char *const fixed[FIXED_PROPERTIES] = {
+        "128x128 systolic, 2.8 GHz, bf16/fp16 in, fp32 accumulate", "128 lanes, 1.12 GHz", "128 lanes, 1.4 GHz, func(in*scale+bias)",
+        "25165824 (128 partitions x 192 KiB)", "2097152 (128 partitions x 8 banks x 512 fp32)", "16 queues x 27 GiB/s", "64",
+        "compile option auto-cast or KILN_NPU_AUTO_CAST: none|matmul|all (default matmul)",
+        "the host, through a functional simulator of the instruction streams"};
+    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
+    for (int k = 0; k < FIXED_PROPERTIES; k++) a->values[k] = fixed[k];
+    uint64_t live[LIVE_PROPERTIES] = {atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
+                                      atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
+                                      atomic_load(&last_tensor_util), atomic_load(&last_vector_util), atomic_load(&last_scalar_util)};
+    for (int k = 0; k < LIVE_PROPERTIES; k++) {
+        snprintf(a->text[k], sizeof a->text[k], "%llu", (unsigned long long)live[k]);
+        a->values[FIXED_PROPERTIES + k] = a->text[k];
+    }
+    a->device.struct_size = sizeof a->device;
+    a->device.name = "npu-nc2 simulator (NeuronCore-v2-like: TensorE, VectorE, ScalarE, 16 DMA queues)";
+    a->device.kind = KILN_PLUGIN_DEVICE_SIMULATOR;
+    a->device.memory_bytes = (uint64_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES;
+    a->device.property_count = DEVICE_PROPERTY_COUNT;
+    a->device.property_keys = a->keys;
+    a->device.property_values = a->values;
+    a->pointers[0] = &a->device;
+    out->device_count = 1;
+    out->devices = a->pointers;
+    out->owner = o;
+    return NULL;
+}
+
+/* ---- the plugin ------------------------------------------------------------------------------------------ */
+
+static const char *const targets[] = {NPU_TARGET};
+
+static const kiln_plugin_backend backend = {
+    .struct_size = sizeof(kiln_plugin_backend),
+    .name = NPU_BACKEND_NAME,
+    .vendor = "Kiln (NPU sample target)",
+    .version = NPU_VERSION,
+    .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute reads the program only; the machine is per call */
+    .context = NULL,
+    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
+    .devices = devices, .load_with_options = load_with_options,
+    .target_count = 1, .targets = targets,
+};
+static const kiln_plugin_backend *const backends[] = {&backend};
+
+static kiln_plugin_header header = {
+    .struct_size = sizeof(kiln_plugin_header),
+    .abi_major = KILN_PLUGIN_ABI_MAJOR,
+    .abi_minor = KILN_PLUGIN_ABI_MINOR,
+    .name = NPU_PLUGIN_NAME,
+    .vendor = "Kiln (NPU sample target)",
+    .version = NPU_VERSION,
+    .backend_count = 1,
+    .backends = backends,
+    .context = NULL,
+    .shutdown = NULL,
+};
+
+/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
+KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
+    if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL; /* nothing to answer with */
+    host = h;
+    if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, NPU_PLUGIN_NAME ": out_header is NULL");
+    if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
+        return error(KILN_ERROR_VERSION_MISMATCH, NPU_PLUGIN_NAME " speaks plugin ABI 1.2 only; this host speaks %u.%u to %u.%u",
+                     h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
+    *out_header = &header;
+    return NULL;
+}

@@ -1,0 +1,269 @@
+/*
+ * payload_robustness.c — a malformed npu-nc2 payload is an error, never a crash; a valid one computes the
+ * right answer.
+ *
+ * Links the plugin's sources directly (built with -fsanitize=address,undefined by run-tests) behind a minimal
+ * host. It builds a kiln.ir graph (x[130,20] -> MatMul W[20,140] -> Add b[140] -> Relu -> Mul g[140]), compiles
+ * it with auto-cast none and checks the simulated result against a plain C computation, then feeds load every
+ * truncation of the payload, 2000 random corruptions (each one that still loads is executed), and hand-made
+ * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8,
+ * DMA queue 16, a wait no instruction satisfies, MultiplyMoving without a matching stationary, a shape whose
+ * element count overflows). Each must end in an error or a clean run. Exits 1 on any failed expectation.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include <kiln/kiln_plugin.h>
+#include "kiln/ir.pb-c.h"
+#include "../isa.h"
+
+kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln_plugin_header **out_header);
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- a minimal host ---- */
+struct kiln_plugin_error { int32_t code; char message[512]; };
+/* Host service: a new error (freed by the test). */
+static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
+    (void)context;
+    kiln_plugin_error *e = calloc(1, sizeof *e);
+    e->code = code;
+    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
+    return e;
+}
+/* Host service: ignores log lines. */
+static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
+/* Host service: malloc. */
+static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
+/* Host service: free. */
+static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
+
+static const kiln_plugin_backend *backend;
+static int failures;
+#define EXPECT(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
+
+enum { M = 130, K = 20, N = 140 };
+static float X[M * K], W[K * N], B[N], G[N], Y[M * N];
+
+/* Allocations of the test graph, freed at the end. */
+static void *kept[64];
+static int kept_count;
+/* calloc that remembers the block for release_kept. */
+static void *keep(size_t count, size_t size) { void *p = calloc(count, size); if (kept_count < 64) kept[kept_count++] = p; return p; }
+/* Frees every block from keep. */
+static void release_kept(void) { while (kept_count) free(kept[--kept_count]); }
+
+/* A float32 value with a fixed shape. */
+static Kiln__Ir__Value *value(const char *name, int rank, const int64_t *dims) {
+    Kiln__Ir__Value *v = keep(1, sizeof *v);
+    Kiln__Ir__Type *t = keep(1, sizeof *t);
+    Kiln__Ir__TensorType *tt = keep(1, sizeof *tt);
+    kiln__ir__value__init(v); kiln__ir__type__init(t); kiln__ir__tensor_type__init(tt);
+    tt->dtype = KILN__IR__DATA_TYPE__FLOAT32;
+    tt->has_shape = 1;
+    tt->n_dims = (size_t)rank;
+    tt->dims = keep((size_t)rank + 1, sizeof(Kiln__Ir__Dim *));
+    for (int d = 0; d < rank; d++) {
+        tt->dims[d] = keep(1, sizeof(Kiln__Ir__Dim));
+        kiln__ir__dim__init(tt->dims[d]);
+        tt->dims[d]->value_case = KILN__IR__DIM__VALUE_FIXED;
+        tt->dims[d]->fixed = dims[d];
+    }
+    t->value_case = KILN__IR__TYPE__VALUE_TENSOR;
+    t->tensor = tt;
+    v->name = (char *)name;
+    v->type = t;
+    return v;
+}
+
+/* A float32 initializer over `data`. */
+static Kiln__Ir__Tensor *init(const char *name, int rank, const int64_t *dims, float *data, size_t count) {
+    Kiln__Ir__Tensor *t = keep(1, sizeof *t);
+    kiln__ir__tensor__init(t);
+    t->name = (char *)name;
+    t->dtype = KILN__IR__DATA_TYPE__FLOAT32;
+    t->n_shape = (size_t)rank;
+    t->shape = (int64_t *)dims;
+    t->data_case = KILN__IR__TENSOR__DATA_RAW;
+    t->raw.data = (uint8_t *)data;
+    t->raw.len = count * 4;
+    return t;
+}
+
+/* A node of the default domain. */
+static Kiln__Ir__Node *node(const char *op, char **inputs, size_t n_inputs, char *output) {
+    Kiln__Ir__Node *n = keep(1, sizeof *n);
+    kiln__ir__node__init(n);
+    n->name = (char *)op;
+    n->domain = (char *)"";
+    n->op = (char *)op;
+    n->n_inputs = n_inputs;
+    n->inputs = inputs;
+    n->n_outputs = 1;
+    n->outputs = keep(1, sizeof(char *));
+    n->outputs[0] = output;
+    return n;
+}
+
+/* The packed graph of the test model. */
+static uint8_t *graph_bytes(size_t *size) {
+    static const int64_t xd[2] = {M, K}, wd[2] = {K, N}, bd[1] = {N}, yd[2] = {M, N};
+    static char *in0[2] = {"x", "W"}, *in1[2] = {"h0", "b"}, *in2[1] = {"h1"}, *in3[2] = {"h", "g"};
+    Kiln__Ir__Graph g;
+    kiln__ir__graph__init(&g);
+    g.name = "robustness";
+    Kiln__Ir__Value *inputs[1] = {value("x", 2, xd)}, *outputs[1] = {value("y", 2, yd)};
+    Kiln__Ir__Tensor *inits[3] = {init("W", 2, wd, W, K * N), init("b", 1, bd, B, N), init("g", 1, bd, G, N)};
+    Kiln__Ir__Node *nodes[4] = {node("MatMul", in0, 2, "h0"), node("Add", in1, 2, "h1"), node("Relu", in2, 1, "h"), node("Mul", in3, 2, "y")};
+    g.n_inputs = 1; g.inputs = inputs;
+    g.n_outputs = 1; g.outputs = outputs;
+    g.n_initializers = 3; g.initializers = inits;
+    g.n_nodes = 4; g.nodes = nodes;
+    *size = kiln__ir__graph__get_packed_size(&g);
+    uint8_t *bytes = malloc(*size);
+    kiln__ir__graph__pack(&g, bytes);
+    return bytes;
+}
+
+/* Loads `bytes` and, when that works, executes it on X. Returns 0 when both worked (result in out, when given),
+ * 1 when load refused, 2 when execute refused. */
+static int load_and_run(const void *bytes, size_t size, float *out, char *why, size_t why_size) {
+    kiln_plugin_bytes payload = {sizeof payload, bytes, size, KILN_PLUGIN_FORMAT_OPAQUE, 0};
+    void *executable = NULL;
+    kiln_plugin_error *e = backend->load(backend->context, &payload, NULL, &executable);
+    if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 1; }
+    int64_t shape[2] = {M, K};
+    kiln_tensor in = {X, {KILN_DEVICE_CPU, 0}, 2, {KILN_DTYPE_FLOAT, 32, 1}, shape, NULL, 0};
+    int64_t out_shape[KILN_PLUGIN_MAX_RANK];
+    kiln_tensor result = {NULL, {KILN_DEVICE_CPU, 0}, 0, {0, 0, 0}, out_shape, NULL, 0};
+    e = backend->execute(backend->context, executable, &in, 1, &result, 1);
+    if (!e && out && result.data && result.ndim == 2 && out_shape[0] == M && out_shape[1] == N) memcpy(out, result.data, sizeof Y);
+    free(result.data);
+    backend->unload(backend->context, executable);
+    if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 2; }
+    return 0;
+}
+
+/* Encodes a program (edited from the valid one) and checks that it is refused, at load or at execute. */
+static void expect_refused(const npu_program *p, const char *what, const char *needle) {
+    npu_buffer b;
+    npu_encode(p, &b);
+    char why[512] = "";
+    int r = load_and_run(b.data, b.size, NULL, why, sizeof why);
+    EXPECT(r != 0 && (!needle || strstr(why, needle)), "%s: expected an error mentioning '%s', got %d '%s'", what, needle ? needle : "", r, why);
+    free(b.data);
+}
+
+/* The valid program decoded, so that hand-made variants can be encoded from it. */
+static void decoded(const uint8_t *bytes, size_t size, npu_program *p) {
+    char why[256];
+    if (npu_decode(bytes, size, p, why, sizeof why)) { printf("FAIL: the valid payload does not decode: %s\n", why); exit(1); }
+}
+
+/* The first instruction with `opcode` in p. */
+static npu_insn *first(npu_program *p, uint32_t opcode) {
+    for (uint32_t i = 0; i < p->insn_count; i++) if (p->insns[i].opcode == opcode) return &p->insns[i];
+    printf("FAIL: no instruction with opcode %u\n", opcode);
+    exit(1);
+}
+
+/* Builds the valid payload, checks it, then the malformed ones. */
+int main(void) {
+    kiln_plugin_host host = {sizeof host, 1, 0, 1, 2, "test", NULL, host_error, host_log, host_alloc, host_free};
+    const kiln_plugin_header *header;
+    if (kiln_plugin_query_v1(&host, &header) || !header || header->backend_count != 1) { printf("FAIL: entry\n"); return 1; }
+    backend = header->backends[0];
+    uint32_t s = 12345;
+    float *arrays[4] = {X, W, B, G};
+    size_t counts[4] = {M * K, K * N, N, N};
+    for (int a = 0; a < 4; a++)
+        for (size_t i = 0; i < counts[a]; i++) { s = s * 1664525u + 1013904223u; arrays[a][i] = (float)(s >> 8) / 8388608.0f - 1.0f; }
+    size_t gsize;
+    uint8_t *gbytes = graph_bytes(&gsize);
+    kiln_plugin_bytes graph = {sizeof graph, gbytes, gsize, KILN_PLUGIN_FORMAT_IR_GRAPH, 0};
+    setenv("KILN_NPU_AUTO_CAST", "none", 1);
+    kiln_plugin_compile_options options = {sizeof options, "npu-nc2", 2, 0, 0, NULL, NULL};
+    kiln_plugin_payload payload = {sizeof payload, NULL, 0, NULL, NULL};
+    kiln_plugin_error *e = backend->compile(backend->context, &graph, &options, &payload);
+    if (e) { printf("FAIL: compile: %s\n", e->message); return 1; }
+    size_t size = payload.size;
+    uint8_t *valid = malloc(size);
+    memcpy(valid, payload.data, size);
+    backend->release(backend->context, payload.owner);
+
+    /* the valid payload computes relu(x·W + b)·g */
+    float got[M * N];
+    char why[512];
+    int r = load_and_run(valid, size, got, why, sizeof why);
+    EXPECT(r == 0, "the valid payload does not run: %s", why);
+    double worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++) acc += X[m * K + k] * W[k * N + n];
+            float h = acc + B[n];
+            Y[m * N + n] = (h > 0 ? h : 0) * G[n];
+            double d = fabs((double)got[m * N + n] - Y[m * N + n]);
+            worst = d > worst ? d : worst;
+        }
+    EXPECT(worst <= 1e-5, "the simulated result differs from the C reference by %g", worst);
+
+    /* every truncation */
+    size_t refused = 0;
+    for (size_t cut = 0; cut < size; cut++) refused += load_and_run(valid, cut, NULL, why, sizeof why) == 1;
+    EXPECT(refused == size, "%zu of %zu truncations were refused at load", refused, size);
+
+    /* random corruptions: 1-4 bytes each, anywhere; those that load are executed */
+    uint8_t *bad = malloc(size);
+    size_t loaded = 0, ran = 0;
+    for (int trial = 0; trial < 2000; trial++) {
+        memcpy(bad, valid, size);
+        int flips = 1 + trial % 4;
+        for (int f = 0; f < flips; f++) {
+            s = s * 1664525u + 1013904223u;
+            size_t at = (s >> 4) % size;
+            s = s * 1664525u + 1013904223u;
+            bad[at] ^= (uint8_t)(1u << ((s >> 20) % 8)) | (uint8_t)(trial % 7 == 0 ? 0xff : 0);
+        }
+        int rr = load_and_run(bad, size, NULL, why, sizeof why);
+        loaded += rr != 1;
+        ran += rr == 0;
+    }
+    free(bad);
+
+    /* hand-made impossible programs */
+    npu_program p;
+    decoded(valid, size, &p);
+    npu_insn *dma = first(&p, NPU_DMA_LOAD), saved = *dma;
+    dma->b = 0xfffffff0u; expect_refused(&p, "a DMA past its tensor", "DMA reaches element"); *dma = saved;
+    dma->func = 16; expect_refused(&p, "DMA queue 16", "DMA queue"); *dma = saved;
+    dma->e = NPU_SBUF_PARTITION_BYTES - 4; expect_refused(&p, "an SBUF tile past the partition", "does not fit"); *dma = saved;
+    npu_insn *st = first(&p, NPU_DMA_STORE), saved_st = *st;
+    st->a = p.inputs[0]; expect_refused(&p, "a store into an input", "read-only"); *st = saved_st;
+    npu_insn *mm = first(&p, NPU_MULTIPLY_MOVING), saved_mm = *mm;
+    mm->b = 8; expect_refused(&p, "PSUM bank 8", "PSUM bank"); *mm = saved_mm;
+    mm->parts = saved_mm.parts - 1; expect_refused(&p, "MultiplyMoving against a stationary of other rows", "stationary"); *mm = saved_mm;
+    mm->wait_value[0] = 1000000; expect_refused(&p, "a wait no instruction satisfies", "deadlock"); *mm = saved_mm;
+    mm->signal_sem[0] = p.semaphore_count; expect_refused(&p, "an unknown semaphore", "semaphore"); *mm = saved_mm;
+    npu_insn *act = first(&p, NPU_ACTIVATE), saved_act = *act;
+    act->func = 9; expect_refused(&p, "activation function 9", "activation function"); *act = saved_act;
+    uint32_t in = p.inputs[0];
+    int64_t dims[2] = {p.tensors[in].dims[0], p.tensors[in].dims[1]};
+    p.tensors[in].dims[0] = (int64_t)1 << 40; p.tensors[in].dims[1] = (int64_t)1 << 40;
+    expect_refused(&p, "a shape whose element count overflows", "invalid shape");
+    p.tensors[in].dims[0] = dims[0]; p.tensors[in].dims[1] = dims[1];
+    p.auto_cast = 7; expect_refused(&p, "auto-cast 7", "auto-cast"); p.auto_cast = 0;
+    p.outputs[0] = p.inputs[0]; expect_refused(&p, "an output list naming an input", "not a distinct output");
+    npu_program_free(&p);
+    EXPECT(load_and_run("KNPU", 4, NULL, why, sizeof why) == 1, "4 bytes of header refused");
+    EXPECT(load_and_run(NULL, 0, NULL, why, sizeof why) == 1, "an empty payload refused");
+
+    printf("payload_robustness: valid payload matches the C reference (largest difference %.3g)\n", worst);
+    printf("payload_robustness: %zu truncations refused; 2000 corruptions: %zu loaded, %zu of those ran cleanly, the rest were errors\n", refused, loaded, ran);
+    printf("payload_robustness: %s\n", failures ? "FAIL" : "PASS");
+    free(valid);
+    free(gbytes);
+    release_kept();
+    return failures ? 1 : 0;
+}
