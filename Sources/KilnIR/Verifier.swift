@@ -112,17 +112,18 @@ public enum Verifier {
 
     /// What is wrong with `node`'s input and output counts under `signature`, or nil when nothing is.
     static func arityProblem(_ node: Node, _ signature: OpSignature) -> String? {
-        func check(_ names: [String], _ what: String, _ count: (lowerBound: Int, upperBound: Int?)) -> String? {
+        func check(_ names: [String], _ what: String, _ count: (lowerBound: Int, upperBound: Int?), _ required: UInt64) -> String? {
             if let upper = count.upperBound, names.count > upper {
                 return "has \(names.count) \(what)s; \(node.op) takes at most \(upper)"
             } else if names.count < count.lowerBound {
                 return "has \(names.count) \(what)\(names.count == 1 ? "" : "s"); \(node.op) needs at least \(count.lowerBound)"
-            } else if let absent = names.prefix(count.lowerBound).firstIndex(where: \.isEmpty) {
+            } else if let absent = names.prefix(64).indices.first(where: { required & (1 << UInt64($0)) != 0 && names[$0].isEmpty }) {
                 return "leaves its required \(what) #\(absent) absent"
             }
             return nil
         }
-        return check(node.inputs, "input", signature.inputCount) ?? check(node.outputs, "output", signature.outputCount)
+        return check(node.inputs, "input", signature.inputCount, signature.requiredInputs)
+            ?? check(node.outputs, "output", signature.outputCount, signature.requiredOutputs)
     }
 
     /// A cycle among the nodes of `graph` (node indices, the first repeated at the end), or nil when

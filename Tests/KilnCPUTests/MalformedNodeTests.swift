@@ -34,9 +34,11 @@ import KilnTestSupport
             if signature.outputCount.lowerBound == 0 { malformed.removeAll() }
             if required > 0 {
                 malformed.append(("one input too few", Node(name: "n", op: op, inputs: Array(inputs.dropLast()), outputs: ["y"], attributes: [:])))
+            }
+            if let last = inputs.indices.last(where: { signature.requiredInputs & (1 << UInt64($0)) != 0 }) {
                 var absent = inputs
-                absent[required - 1] = ""
-                malformed.append(("a required input absent", Node(name: "n", op: op, inputs: absent, outputs: ["y"], attributes: [:])))
+                absent[last] = ""
+                malformed.append(("required input #\(last) absent", Node(name: "n", op: op, inputs: absent, outputs: ["y"], attributes: [:])))
             }
             for (what, bad) in malformed {
                 let graph = Graph(name: "g", inputs: inputs.map { f32($0, [2]) }, outputs: bad.outputs.isEmpty ? [f32("x0", [2])] : [f32("y", [2])],
