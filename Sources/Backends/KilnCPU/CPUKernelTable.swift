@@ -308,6 +308,10 @@ enum CPUKernelTable {
             return nil
         }, lowering: planned(SwiftOps.eyeLike)))
         add(["Compress"], CPUKernel(family: .data, resultType: .firstInput, lowering: planned(SwiftOps.compress)))
+        // Kiln's tree-ensemble op (domain `kiln`): the forest is compiled once, when the program is lowered.
+        table[TreeEnsemble.op] = CPUKernel(family: .float, lowering: custom { lowering, node, i in
+            lowering.lowerPlanned(node, at: i, SwiftOps.treeEnsemble(try CompiledForest(node: node)))
+        })
         return table
     }()
 }
