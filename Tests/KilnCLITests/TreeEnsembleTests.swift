@@ -4,7 +4,7 @@ import KilnTooling
 import Testing
 @testable import KilnTestSupport
 
-/// Tree ensembles trained by XGBoost and LightGBM (`scripts/make-tree-fixtures`, run once with the package's
+/// Tree ensembles trained by XGBoost, LightGBM and scikit-learn (skl2onnx) (`scripts/make-tree-fixtures`, run once with the package's
 /// `.venv`, which `scripts/setup` fills from `scripts/requirements-test.txt`), imported from the files the
 /// frameworks save and run on kiln.cpu and kiln.reference: both must give the framework's own predictions.
 @Suite struct TreeEnsembleTests {
@@ -35,7 +35,15 @@ import Testing
         ("lgb_reg", "lgb_reg.txt"), ("lgb_binary", "lgb_binary.txt"), ("lgb_multi", "lgb_multi.txt"),
         ("lgb_zero_missing", "lgb_zero_missing.txt"), ("lgb_no_missing", "lgb_no_missing.txt"), ("lgb_rf", "lgb_rf.txt"),
         ("lgb_poisson", "lgb_poisson.txt"),
+        ("skl_rf_reg", "skl_rf_reg.onnx"), ("skl_gb_reg", "skl_gb_reg.onnx"), ("skl_rf_cls", "skl_rf_cls.onnx"),
+        ("skl_gb_cls", "skl_gb_cls.onnx"),
     ]
+
+    /// The input and score output of a case's model: skl2onnx names them `X` and `variable`/`probabilities`.
+    static func names(_ name: String) -> (input: String, output: String) {
+        if name.hasPrefix("skl_") { return ("X", name.hasSuffix("_cls") ? "probabilities" : "variable") }
+        return ("x", "predictions")
+    }
 
     /// Asserts `actual` equals `expected` within 1e-5 relative (1e-5 absolute near zero).
     static func expectClose(_ actual: [Float], _ expected: [Float], _ what: String) {
@@ -54,12 +62,23 @@ import Testing
         let file = Self.cases.first { $0.name == name }!.file
         let x = try NPY.read(path: "\(folder)/\(name).x.npy")
         let expected = try NPY.read(path: "\(folder)/\(name).expected.npy").elements(as: Float.self)
+        let (input, output) = Self.names(name)
+        // Every model, ONNX-ML ones included, becomes Kiln's tree op.
+        let model = try Kiln.importModel(path: "\(folder)/\(file)")
+        #expect(model.graph.nodes.contains { $0.op == TreeEnsemble.op }, "\(name): \(model.graph.nodes.map(\.op))")
         for backend in ["kiln.cpu", "kiln.reference"] {
             let session = try Kiln.load(path: "\(folder)/\(file)", backend: backend)
-            let out = try session.run(["x": .tensor(x)])
-            let y = try #require(out["predictions"]?.tensor)
+            let out = try session.run([input: .tensor(x)])
+            let y = try #require(out[output]?.tensor)
             #expect(y.shape[0] == x.shape[0])
             Self.expectClose(y.elements(as: Float.self), expected, "\(name) on \(backend)")
+            if name.hasSuffix("_cls") {
+                // The label is the class of the highest probability.
+                let labels = try #require(out["label"]?.tensor).elements(as: Int64.self)
+                let columns = expected.count / x.shape[0]
+                let best = (0..<x.shape[0]).map { r in Int64((0..<columns).max { expected[r * columns + $0] < expected[r * columns + $1] }!) }
+                #expect(labels == best, "\(name) on \(backend): labels")
+            }
         }
         // One row at a time on two threads: kiln.cpu splits the trees among the threads.
         let cpu = try Kiln.load(path: "\(folder)/\(file)",
@@ -68,7 +87,7 @@ import Testing
         let all = x.elements(as: Float.self)
         for row in [0, 7, 41] {
             let one = Tensor(shape: [1, features], Array(all[(row * features)..<((row + 1) * features)]))
-            let y = try #require(try cpu.run(["x": .tensor(one)])["predictions"]?.tensor)
+            let y = try #require(try cpu.run([input: .tensor(one)])[output]?.tensor)
             Self.expectClose(y.elements(as: Float.self), Array(expected[(row * columns)..<((row + 1) * columns)]), "\(name) row \(row)")
         }
     }
