@@ -28,7 +28,7 @@ import Testing
 
     /// The cases `make-tree-fixtures` writes, with their model files.
     static let cases: [(name: String, file: String)] = [
-        ("xgb_reg", "xgb_reg.json"), ("xgb_reg_ubj", "xgb_reg_ubj.ubj"), ("xgb_binary", "xgb_binary.json"),
+        ("xgb_reg", "xgb_reg.json"), ("xgb_numeric", "xgb_numeric.json"), ("xgb_reg_ubj", "xgb_reg_ubj.ubj"), ("xgb_binary", "xgb_binary.json"),
         ("xgb_logitraw", "xgb_logitraw.json"), ("xgb_multi", "xgb_multi.json"), ("xgb_multi_softmax", "xgb_multi_softmax.json"),
         ("xgb_rank", "xgb_rank.json"), ("xgb_ndcg", "xgb_ndcg.json"), ("xgb_cox", "xgb_cox.json"),
         ("xgb_poisson", "xgb_poisson.json"), ("xgb_dart", "xgb_dart.json"), ("xgb_aft", "xgb_aft.json"),

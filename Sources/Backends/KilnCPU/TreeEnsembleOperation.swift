@@ -6,12 +6,14 @@ import KilnIR
 /// 16-byte records in depth-first order (a split's true child right after it, so the likelier next record
 /// is usually on the same cache line), each record holding the feature index and flags packed in one
 /// word, the float32 threshold, and both children. Rows are walked a block at a time: for each tree, the
-/// rows of a block (`lanes` at once) advance one level per pass, so the loads of different rows overlap
-/// instead of waiting on each other. Blocks of rows run on the thread pool; a small batch splits the
-/// trees among threads instead and adds the partial sums.
+/// rows of a block advance one level per pass, so the loads of different rows overlap instead of waiting on
+/// each other: when every split is `<` (or every split `<=`) with NaN as missing, 8 rows
+/// walk each tree to its full depth with no leaf test (a leaf is its own child), the comparison resolved at
+/// compile time; other forests walk row by row with the general rule. Blocks of rows run on the thread pool; a
+/// small batch splits the trees among threads instead and adds the partial sums.
 final class CompiledForest: @unchecked Sendable {
     /// One node: `word` = feature (bits 0–23) | mode (24–26) | missing-takes-true (27) | missing kind (28–29);
-    /// for a leaf, `yes`/`no` are its first weight and its weight count.
+    /// a leaf is its own child (`yes` = `no` = itself); its weights are in `leafFirst`/`leafCount`/`leafValue`.
     struct Record {
         var word: UInt32
         var threshold: Float
@@ -24,12 +26,18 @@ final class CompiledForest: @unchecked Sendable {
     let roots: [Int32]
     let leafTargets: [Int32]
     let leafWeights: [Float]
+    /// Per record: a leaf's first weight and weight count (0 for splits), and its one weight when `singleTarget`.
+    let leafFirst: [Int32]
+    let leafCount: [Int32]
+    let leafValue: [Float]
+    /// The longest root-to-leaf path of each tree, in splits.
+    let depths: [Int]
     /// Whether every split is the common kind: `<` or `<=` with NaN as missing (the fast path).
     let simple: Bool
+    /// For `simple` forests: whether every split is `<=` (LightGBM, ONNX-ML) rather than `<` (XGBoost).
+    let lessOrEqual: Bool
     /// Whether every leaf has one weight for target 0 (single-output models, the fast path).
     let singleTarget: Bool
-    /// Rows walked together.
-    static let lanes = 8
     /// Rows per parallel chunk.
     static let blockRows = 64
 
@@ -43,43 +51,55 @@ final class CompiledForest: @unchecked Sendable {
         var order: [Int32] = []
         var newIndex = [Int32](repeating: -1, count: spec.modes.count)
         var newRoots: [Int32] = []
+        var depths: [Int] = []
         for root in spec.roots {
-            var stack = [Int(root)]
+            var stack = [(Int(root), 0)]
             var treeOrder: [Int32] = []
-            var local: [Int: Int32] = [:]   // nodes shared between trees are duplicated per tree
-            while let v = stack.popLast() {
+            var local: [Int: Int32] = [:]
+            var depth = 0
+            while let (v, d) = stack.popLast() {
                 if local[v] != nil { continue }
                 local[v] = Int32(order.count + treeOrder.count)
                 treeOrder.append(Int32(v))
+                depth = max(depth, d)
                 if spec.modes[v] != .leaf {
-                    stack.append(Int(spec.falseNext[v]))
-                    stack.append(Int(spec.trueNext[v]))
+                    stack.append((Int(spec.falseNext[v]), d + 1))
+                    stack.append((Int(spec.trueNext[v]), d + 1))
                 }
             }
             newRoots.append(local[Int(root)]!)
-            // Children's new indices within this tree's copy.
+            depths.append(depth)
             let base = order.count
             order.append(contentsOf: treeOrder)
             for (k, v) in treeOrder.enumerated() { newIndex[Int(v)] = Int32(base + k) }
-            _ = local
         }
         let count = order.count
         records = .allocate(capacity: max(count, 1))
         var simple = true, singleTarget = spec.targets == 1
+        var sawLT = false, sawLE = false
+        var leafFirst = [Int32](repeating: 0, count: count), leafCount = [Int32](repeating: 0, count: count)
+        var leafValue = [Float](repeating: 0, count: count)
         for (k, old) in order.enumerated() {
             let v = Int(old)
             let mode = spec.modes[v]
             var word = UInt32(mode.rawValue) << 24 | (spec.missingTrue[v] ? 1 << 27 : 0) | UInt32(spec.missing[v].rawValue) << 28
             if mode == .leaf {
-                if spec.falseNext[v] != 1 || spec.leafTargets[Int(spec.trueNext[v])] != 0 { singleTarget = false }
-                records[k] = Record(word: word, threshold: 0, yes: spec.trueNext[v], no: spec.falseNext[v])
+                // A leaf points at itself, so a walk of a tree's full depth may pass it and stay.
+                leafFirst[k] = spec.trueNext[v]
+                leafCount[k] = spec.falseNext[v]
+                if spec.falseNext[v] != 1 || spec.leafTargets[Int(spec.trueNext[v])] != 0 { singleTarget = false } else {
+                    leafValue[k] = spec.leafWeights[Int(spec.trueNext[v])]
+                }
+                records[k] = Record(word: word, threshold: 0, yes: Int32(k), no: Int32(k))
             } else {
                 word |= UInt32(spec.features[v])
                 if (mode != .lessThan && mode != .lessOrEqual) || spec.missing[v] != .nan { simple = false }
+                if mode == .lessThan { sawLT = true } else { sawLE = true }
                 records[k] = Record(word: word, threshold: spec.thresholds[v],
                                     yes: newIndex[Int(spec.trueNext[v])], no: newIndex[Int(spec.falseNext[v])])
             }
         }
+        if sawLT && sawLE { simple = false }
         // A node reachable from two trees got the index of its last copy; re-point each copy's children at its own tree.
         if count != Set(order).count || count != spec.modes.count {
             throw KilnError(.unsupported, "kiln.cpu: TreeEnsemble with nodes shared between trees or unreachable nodes is not supported")
@@ -87,7 +107,12 @@ final class CompiledForest: @unchecked Sendable {
         roots = newRoots
         leafTargets = spec.leafTargets
         leafWeights = spec.leafWeights
+        self.leafFirst = leafFirst
+        self.leafCount = leafCount
+        self.leafValue = leafValue
+        self.depths = depths
         self.simple = simple
+        self.lessOrEqual = sawLE
         self.singleTarget = singleTarget
     }
 
@@ -115,56 +140,95 @@ final class CompiledForest: @unchecked Sendable {
         }
     }
 
+    /// One step of a simple forest's walk: record `c`'s child for `row` (NaN takes the missing branch).
+    @inline(__always)
+    static func step<R: SplitRule>(_ rule: R.Type, _ nodes: UnsafePointer<Record>, _ c: Int32, _ row: UnsafePointer<Float>) -> Int32 {
+        let r = nodes[Int(c)]
+        let v = row[Int(r.word & 0xFF_FFFF)]
+        return R.passes(v, r.threshold) || (v.isNaN && r.word & (1 << 27) != 0) ? r.yes : r.no
+    }
+
     /// Adds the leaf values of trees `trees` for rows `rows` of `x` (row stride `stride`) into `sums`
     /// (row-major, `targets` per row, indexed from the block's first row).
     func accumulate(x: UnsafePointer<Float>, stride: Int, rows: Range<Int>, trees: Range<Int>, sums: UnsafeMutablePointer<Double>) {
+        if simple {
+            if lessOrEqual { walkSimple(LessOrEqualRule.self, x: x, stride: stride, rows: rows, trees: trees, sums: sums) } else {
+                walkSimple(LessThanRule.self, x: x, stride: stride, rows: rows, trees: trees, sums: sums)
+            }
+            return
+        }
         let targets = spec.targets
         let nodes = UnsafePointer(records.baseAddress!)
-        var lane = rows.lowerBound
-        withUnsafeTemporaryAllocation(of: Int32.self, capacity: Self.lanes) { cursor in
-            while lane < rows.upperBound {
-                let width = min(Self.lanes, rows.upperBound - lane)
-                for t in trees {
-                    let root = roots[t]
-                    for j in 0..<width { cursor[j] = root }
-                    var active = true
-                    if simple {
-                        while active {
-                            active = false
-                            for j in 0..<width {
-                                let r = nodes[Int(cursor[j])]
-                                let mode = (r.word >> 24) & 7
-                                if mode == 0 { continue }
-                                active = true
-                                let v = x[(lane + j) * stride + Int(r.word & 0xFF_FFFF)]
-                                let yes = v.isNaN ? r.word & (1 << 27) != 0 : (mode == 1 ? v < r.threshold : v <= r.threshold)
-                                cursor[j] = yes ? r.yes : r.no
-                            }
-                        }
-                    } else {
-                        while active {
-                            active = false
-                            for j in 0..<width {
-                                let r = nodes[Int(cursor[j])]
-                                if (r.word >> 24) & 7 == 0 { continue }
-                                active = true
-                                let v = x[(lane + j) * stride + Int(r.word & 0xFF_FFFF)]
-                                cursor[j] = takesTrue(r, v) ? r.yes : r.no
-                            }
-                        }
-                    }
-                    for j in 0..<width {
-                        let leaf = nodes[Int(cursor[j])]
-                        let row = sums + (lane + j - rows.lowerBound) * targets
-                        if singleTarget {
-                            row[0] += Double(leafWeights[Int(leaf.yes)])
-                        } else {
-                            for k in Int(leaf.yes)..<Int(leaf.yes + leaf.no) { row[Int(leafTargets[k])] += Double(leafWeights[k]) }
-                        }
-                    }
+        for row in rows {
+            let base = x + row * stride
+            let out = sums + (row - rows.lowerBound) * targets
+            for t in trees {
+                var c = Int(roots[t])
+                while (nodes[c].word >> 24) & 7 != 0 {
+                    let r = nodes[c]
+                    c = Int(takesTrue(r, base[Int(r.word & 0xFF_FFFF)]) ? r.yes : r.no)
                 }
-                lane += width
+                addLeaf(c, out)
             }
+        }
+    }
+
+    @inline(__always)
+    func addLeaf(_ c: Int, _ out: UnsafeMutablePointer<Double>) {
+        if singleTarget {
+            out[0] += Double(leafValue[c])
+        } else {
+            let first = Int(leafFirst[c])
+            for k in first..<(first + Int(leafCount[c])) { out[Int(leafTargets[k])] += Double(leafWeights[k]) }
+        }
+    }
+
+    /// The fast walk: 8 rows at once, each tree walked to its full depth with no test for leaves (a leaf is its
+    /// own child), the 8 walks interleaved so their memory loads overlap.
+    @inline(__always)
+    func walkSimple<R: SplitRule>(_ rule: R.Type, x: UnsafePointer<Float>, stride: Int, rows: Range<Int>, trees: Range<Int>,
+                                  sums: UnsafeMutablePointer<Double>) {
+        let targets = spec.targets
+        let nodes = UnsafePointer(records.baseAddress!)
+        let roots = self.roots, depths = self.depths
+        var lane = rows.lowerBound
+        while lane + 8 <= rows.upperBound {
+            let r0 = x + lane * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
+            let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
+            let out = sums + (lane - rows.lowerBound) * targets
+            for t in trees {
+                let root = roots[t]
+                var c0 = root, c1 = root, c2 = root, c3 = root, c4 = root, c5 = root, c6 = root, c7 = root
+                for _ in 0..<depths[t] {
+                    c0 = Self.step(R.self, nodes, c0, r0)
+                    c1 = Self.step(R.self, nodes, c1, r1)
+                    c2 = Self.step(R.self, nodes, c2, r2)
+                    c3 = Self.step(R.self, nodes, c3, r3)
+                    c4 = Self.step(R.self, nodes, c4, r4)
+                    c5 = Self.step(R.self, nodes, c5, r5)
+                    c6 = Self.step(R.self, nodes, c6, r6)
+                    c7 = Self.step(R.self, nodes, c7, r7)
+                }
+                addLeaf(Int(c0), out)
+                addLeaf(Int(c1), out + targets)
+                addLeaf(Int(c2), out + 2 * targets)
+                addLeaf(Int(c3), out + 3 * targets)
+                addLeaf(Int(c4), out + 4 * targets)
+                addLeaf(Int(c5), out + 5 * targets)
+                addLeaf(Int(c6), out + 6 * targets)
+                addLeaf(Int(c7), out + 7 * targets)
+            }
+            lane += 8
+        }
+        while lane < rows.upperBound {
+            let row = x + lane * stride
+            let out = sums + (lane - rows.lowerBound) * targets
+            for t in trees {
+                var c = roots[t]
+                for _ in 0..<depths[t] { c = Self.step(R.self, nodes, c, row) }
+                addLeaf(Int(c), out)
+            }
+            lane += 1
         }
     }
 
@@ -211,6 +275,22 @@ final class CompiledForest: @unchecked Sendable {
         }
         finish(sums: partial, rows: rows, y: y)
     }
+}
+
+/// The comparison of a forest whose splits are all of one kind, resolved at compile time in the fast walk.
+protocol SplitRule {
+    /// Whether `x` takes the true branch of a split at `t`.
+    static func passes(_ x: Float, _ t: Float) -> Bool
+}
+
+/// XGBoost's `x < t`.
+enum LessThanRule: SplitRule {
+    @inline(__always) static func passes(_ x: Float, _ t: Float) -> Bool { x < t }
+}
+
+/// LightGBM's and ONNX-ML BRANCH_LEQ's `x <= t`.
+enum LessOrEqualRule: SplitRule {
+    @inline(__always) static func passes(_ x: Float, _ t: Float) -> Bool { x <= t }
 }
 
 extension SwiftOps {
