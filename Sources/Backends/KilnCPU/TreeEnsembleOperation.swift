@@ -5,8 +5,8 @@ import KilnIR
 /// Built once per node when the program is lowered: every tree's nodes are copied into one array of
 /// 16-byte records in depth-first order (a split's true child right after it, so the likelier next record
 /// is usually on the same cache line), each record holding the feature index and flags packed in one
-/// word, the float32 threshold, and both children. Rows are walked a block at a time: for each tree, the
-/// rows of a block advance one level per pass, so the loads of different rows overlap instead of waiting on
+/// word, the float32 threshold, and both children. Rows are walked a block (64 rows) at a time, tree by tree
+/// so that a tree stays in L1 while the whole block walks it; the rows of a block advance one level per pass, so the loads of different rows overlap instead of waiting on
 /// each other: when every split is `<` (or every split `<=`) with NaN as missing, 8 rows
 /// walk each tree to its full depth with no leaf test (a leaf is its own child), the comparison resolved at
 /// compile time; other forests walk row by row with the general rule. Blocks of rows run on the thread pool; a
@@ -145,7 +145,11 @@ final class CompiledForest: @unchecked Sendable {
     static func step<R: SplitRule>(_ rule: R.Type, _ nodes: UnsafePointer<Record>, _ c: Int32, _ row: UnsafePointer<Float>) -> Int32 {
         let r = nodes[Int(c)]
         let v = row[Int(r.word & 0xFF_FFFF)]
-        return R.passes(v, r.threshold) || (v.isNaN && r.word & (1 << 27) != 0) ? r.yes : r.no
+        // Arithmetic, not branches: which way a row goes is data, and mispredicted branches cost more than the walk.
+        let pass: UInt32 = R.passes(v, r.threshold) ? 1 : 0
+        let missing: UInt32 = v.isNaN ? 1 : 0
+        let take = (pass | (missing & (r.word >> 27))) & 1
+        return r.no ^ ((r.yes ^ r.no) & (0 &- Int32(bitPattern: take)))
     }
 
     /// Adds the leaf values of trees `trees` for rows `rows` of `x` (row stride `stride`) into `sums`
@@ -159,16 +163,15 @@ final class CompiledForest: @unchecked Sendable {
         }
         let targets = spec.targets
         let nodes = UnsafePointer(records.baseAddress!)
-        for row in rows {
-            let base = x + row * stride
-            let out = sums + (row - rows.lowerBound) * targets
-            for t in trees {
+        for t in trees {
+            for row in rows {
+                let base = x + row * stride
                 var c = Int(roots[t])
                 while (nodes[c].word >> 24) & 7 != 0 {
                     let r = nodes[c]
                     c = Int(takesTrue(r, base[Int(r.word & 0xFF_FFFF)]) ? r.yes : r.no)
                 }
-                addLeaf(c, out)
+                addLeaf(c, sums + (row - rows.lowerBound) * targets)
             }
         }
     }
@@ -191,15 +194,15 @@ final class CompiledForest: @unchecked Sendable {
         let targets = spec.targets
         let nodes = UnsafePointer(records.baseAddress!)
         let roots = self.roots, depths = self.depths
-        var lane = rows.lowerBound
-        while lane + 8 <= rows.upperBound {
-            let r0 = x + lane * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
-            let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
-            let out = sums + (lane - rows.lowerBound) * targets
-            for t in trees {
-                let root = roots[t]
+        // Trees outside, rows inside: one tree's records stay in L1 while every row of the block walks it.
+        for t in trees {
+            let root = roots[t], depth = depths[t]
+            var lane = rows.lowerBound
+            while lane + 8 <= rows.upperBound {
+                let r0 = x + lane * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
+                let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
                 var c0 = root, c1 = root, c2 = root, c3 = root, c4 = root, c5 = root, c6 = root, c7 = root
-                for _ in 0..<depths[t] {
+                for _ in 0..<depth {
                     c0 = Self.step(R.self, nodes, c0, r0)
                     c1 = Self.step(R.self, nodes, c1, r1)
                     c2 = Self.step(R.self, nodes, c2, r2)
@@ -209,6 +212,7 @@ final class CompiledForest: @unchecked Sendable {
                     c6 = Self.step(R.self, nodes, c6, r6)
                     c7 = Self.step(R.self, nodes, c7, r7)
                 }
+                let out = sums + (lane - rows.lowerBound) * targets
                 addLeaf(Int(c0), out)
                 addLeaf(Int(c1), out + targets)
                 addLeaf(Int(c2), out + 2 * targets)
@@ -217,18 +221,15 @@ final class CompiledForest: @unchecked Sendable {
                 addLeaf(Int(c5), out + 5 * targets)
                 addLeaf(Int(c6), out + 6 * targets)
                 addLeaf(Int(c7), out + 7 * targets)
+                lane += 8
             }
-            lane += 8
-        }
-        while lane < rows.upperBound {
-            let row = x + lane * stride
-            let out = sums + (lane - rows.lowerBound) * targets
-            for t in trees {
-                var c = roots[t]
-                for _ in 0..<depths[t] { c = Self.step(R.self, nodes, c, row) }
-                addLeaf(Int(c), out)
+            while lane < rows.upperBound {
+                let row = x + lane * stride
+                var c = root
+                for _ in 0..<depth { c = Self.step(R.self, nodes, c, row) }
+                addLeaf(Int(c), sums + (lane - rows.lowerBound) * targets)
+                lane += 1
             }
-            lane += 1
         }
     }
 
