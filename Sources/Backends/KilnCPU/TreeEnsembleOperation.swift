@@ -32,6 +32,8 @@ final class CompiledForest: @unchecked Sendable {
     let leafValue: [Float]
     /// The longest root-to-leaf path of each tree, in splits.
     let depths: [Int]
+    /// The shortest root-to-leaf path of each tree: from there on, a block's walk stops once all its rows are at leaves.
+    let shallowest: [Int]
     /// Whether every split is the common kind: `<` or `<=` with NaN as missing (the fast path).
     let simple: Bool
     /// For `simple` forests: whether every split is `<=` (LightGBM, ONNX-ML) rather than `<` (XGBoost).
@@ -51,17 +53,18 @@ final class CompiledForest: @unchecked Sendable {
         var order: [Int32] = []
         var newIndex = [Int32](repeating: -1, count: spec.modes.count)
         var newRoots: [Int32] = []
-        var depths: [Int] = []
+        var depths: [Int] = [], shallowest: [Int] = []
         for root in spec.roots {
             var stack = [(Int(root), 0)]
             var treeOrder: [Int32] = []
             var local: [Int: Int32] = [:]
-            var depth = 0
+            var depth = 0, shallow = Int.max
             while let (v, d) = stack.popLast() {
                 if local[v] != nil { continue }
                 local[v] = Int32(order.count + treeOrder.count)
                 treeOrder.append(Int32(v))
                 depth = max(depth, d)
+                if spec.modes[v] == .leaf { shallow = min(shallow, d) }
                 if spec.modes[v] != .leaf {
                     stack.append((Int(spec.falseNext[v]), d + 1))
                     stack.append((Int(spec.trueNext[v]), d + 1))
@@ -69,6 +72,7 @@ final class CompiledForest: @unchecked Sendable {
             }
             newRoots.append(local[Int(root)]!)
             depths.append(depth)
+            shallowest.append(min(shallow, depth))
             let base = order.count
             order.append(contentsOf: treeOrder)
             for (k, v) in treeOrder.enumerated() { newIndex[Int(v)] = Int32(base + k) }
@@ -111,6 +115,7 @@ final class CompiledForest: @unchecked Sendable {
         self.leafCount = leafCount
         self.leafValue = leafValue
         self.depths = depths
+        self.shallowest = shallowest
         self.simple = simple
         self.lessOrEqual = sawLE
         self.singleTarget = singleTarget
@@ -193,16 +198,22 @@ final class CompiledForest: @unchecked Sendable {
                                   sums: UnsafeMutablePointer<Double>) {
         let targets = spec.targets
         let nodes = UnsafePointer(records.baseAddress!)
-        let roots = self.roots, depths = self.depths
+        let roots = self.roots, depths = self.depths, shallowest = self.shallowest
         // Trees outside, rows inside: one tree's records stay in L1 while every row of the block walks it.
         for t in trees {
-            let root = roots[t], depth = depths[t]
+            let root = roots[t], depth = depths[t], shallow = shallowest[t]
             var lane = rows.lowerBound
             while lane + 8 <= rows.upperBound {
                 let r0 = x + lane * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
                 let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
                 var c0 = root, c1 = root, c2 = root, c3 = root, c4 = root, c5 = root, c6 = root, c7 = root
-                for _ in 0..<depth {
+                for level in 0..<depth {
+                    // Past the shallowest leaf, stop as soon as all 8 rows are at leaves (unbalanced trees).
+                    if level >= shallow, nodes[Int(c0)].yes == c0, nodes[Int(c1)].yes == c1, nodes[Int(c2)].yes == c2,
+                       nodes[Int(c3)].yes == c3, nodes[Int(c4)].yes == c4, nodes[Int(c5)].yes == c5,
+                       nodes[Int(c6)].yes == c6, nodes[Int(c7)].yes == c7 {
+                        break
+                    }
                     c0 = Self.step(R.self, nodes, c0, r0)
                     c1 = Self.step(R.self, nodes, c1, r1)
                     c2 = Self.step(R.self, nodes, c2, r2)
