@@ -21,6 +21,12 @@ public enum Kiln {
         try ONNXImporter().importModel(path: path)
     }
 
+    /// Imports the model at `path` into Kiln IR, in whichever format its contents are: ONNX, an XGBoost model
+    /// (JSON or UBJSON) or a LightGBM text model (see `ModelFile`).
+    public static func importModel(path: String) throws -> Model {
+        try ModelFile.importModel(path: path).model
+    }
+
     /// The backend called `name` in `Kiln.backends`, or an `.invalidArgument` error listing the known ones.
     public static func backend(named name: String) throws -> any Backend {
         try backends.require(name)
@@ -63,8 +69,8 @@ public enum Kiln {
     ///
     /// A `.kiln` artifact (recognized by its magic bytes, whatever the file is called) is read into memory
     /// (later changes to the file cannot affect the session), its partitions loaded on the backends they
-    /// were compiled for. Anything else is imported as
-    /// ONNX and split among the target's backends (`host` by default: `kiln.cpu`, with `kiln.reference` for
+    /// were compiled for. Anything else is imported (ONNX, XGBoost JSON/UBJSON or
+    /// LightGBM text, by its contents) and split among the target's backends (`host` by default: `kiln.cpu`, with `kiln.reference` for
     /// what it cannot run), or prepared whole on `options.backend`.
     public static func load(path: String, options: LoadOptions = LoadOptions(), registry: BackendRegistry = backends) throws -> Session {
         if try isArtifact(path: path) {
@@ -73,7 +79,7 @@ public enum Kiln {
             return session
         }
         try refuseUnsigned(options, origin: path)
-        return try prepare(importONNX(path: path), options: options, registry: registry)
+        return try prepare(importModel(path: path), options: options, registry: registry)
     }
 
     /// Prepares `model` as `options` say, over `registry`'s backends: split among the target's backends (or

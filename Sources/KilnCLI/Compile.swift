@@ -27,7 +27,7 @@ struct Compile: ParsableCommand {
             """
     )
 
-    @Argument(help: "The model file (.onnx).")
+    @Argument(help: "The model file: ONNX, XGBoost JSON/UBJSON or LightGBM text (recognized by its contents).")
     var model: String
 
     @Option(name: .shortAndLong, help: ArgumentHelp("The artifact to write.", valueName: "out.kiln"))

@@ -30,7 +30,7 @@ struct Run: ParsableCommand {
             """
     )
 
-    @Argument(help: "The model file (.onnx) or artifact (.kiln, recognized by its contents).")
+    @Argument(help: "The model file (ONNX, XGBoost JSON/UBJSON, LightGBM text) or artifact (.kiln); recognized by its contents.")
     var model: String
 
     @Option(name: .customLong("input"), help: ArgumentHelp("An input: the input's name and a .npy file (repeatable).", valueName: "name=file.npy"))

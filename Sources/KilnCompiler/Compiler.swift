@@ -164,14 +164,16 @@ public struct Compiler: Sendable {
         self.irPrinter = irPrinter
     }
 
-    /// Compiles the ONNX model at `path` into artifact bytes.
+    /// Compiles the model at `path` into artifact bytes: ONNX, or a tree ensemble saved by XGBoost (JSON or
+    /// UBJSON) or LightGBM (text), recognized by the file's contents (`ModelFile`).
     public func compile(onnxPath path: String) throws -> Output {
         try checkOptions()
         let clock = ContinuousClock()
         let start = clock.now
         progress?(Progress(phase: .import, elapsed: .zero, detail: path))
-        let source = try SourceInfo.file(path, format: "onnx")
-        let model = try ONNXImporter().importModel(path: path)
+        // The format is recognized by the file's contents: ONNX, XGBoost JSON/UBJSON or LightGBM text.
+        let (model, format) = try ModelFile.importModel(path: path)
+        let source = try SourceInfo.file(path, format: format.rawValue)
         let importTime = clock.now - start
         var output = try compile(model: model, source: source, startedAt: start, phases: [(.import, importTime)])
         output.summary.sourceBytes = source.byteCount

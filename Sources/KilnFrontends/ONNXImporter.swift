@@ -53,7 +53,9 @@ public struct ONNXImporter {
         if opsets[""] == nil && proto.irVersion < 3 { opsets[""] = 1 }
         for f in proto.functions { context.functions[FunctionKey(domain: f.domain, name: f.name)] = f }
         context.names = NameGenerator(used: Self.allNames(proto.graph, functions: proto.functions))
-        let graph = try context.graph(proto.graph, opsets: opsets, isMain: true)
+        var graph = try context.graph(proto.graph, opsets: opsets, isMain: true)
+        // ONNX-ML tree ensembles become Kiln's tree op (Trees/ONNXMLTrees.swift).
+        if ONNXMLTrees.rewrite(&graph) { opsets[TreeEnsemble.op.domain] = 1 }
         var metadata: [String: String] = [:]
         for entry in proto.metadataProps { metadata[entry.key] = entry.value }
         let producer = [proto.producerName, proto.producerVersion].filter { !$0.isEmpty }.joined(separator: " ")

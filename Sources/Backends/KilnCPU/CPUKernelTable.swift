@@ -368,6 +368,10 @@ enum CPUKernelTable {
         add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
             ControlFlow.outputTypes(of: node)?.first ?? nil
         }, rejection: ControlFlow.rejection, lowering: custom { try $0.lowerControlFlow($1, at: $2) }))
+        // Kiln's tree-ensemble op (domain `kiln`): the forest is compiled once, when the program is lowered.
+        table[TreeEnsemble.op] = CPUKernel(family: .float, lowering: custom { lowering, node, i in
+            lowering.lowerPlanned(node, at: i, SwiftOps.treeEnsemble(try CompiledForest(node: node)))
+        })
         return table
     }()
 }

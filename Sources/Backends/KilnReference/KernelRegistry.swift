@@ -22,6 +22,7 @@ extension KernelTable {
         TextOps.register(into: &table)
         MLOps.register(into: &table)
         TrainingOps.register(into: &table)
+        TreeOps.register(into: &table)
         return table
     }()
 }

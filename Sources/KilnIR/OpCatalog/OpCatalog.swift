@@ -44,6 +44,7 @@ public struct OpCatalog: Sendable {
         registerGenerators(into: &catalog)
         registerText(into: &catalog)
         registerControlFlow(into: &catalog)
+        registerTrees(into: &catalog)
         return catalog
     }()
 

@@ -1,0 +1,326 @@
+import KilnIR
+
+/// kiln.cpu's tree-ensemble predictor (`kiln.TreeEnsemble`).
+///
+/// Built once per node when the program is lowered: every tree's nodes are copied into one array of
+/// 16-byte records in depth-first order (a split's true child right after it, so the likelier next record
+/// is usually on the same cache line), each record holding the feature index and flags packed in one
+/// word, the float32 threshold, and both children. Rows are walked a block (64 rows) at a time, tree by tree
+/// so that a tree stays in L1 while the whole block walks it; the rows of a block advance one level per pass, so the loads of different rows overlap instead of waiting on
+/// each other: when every split is `<` (or every split `<=`) with NaN as missing, 8 rows
+/// walk each tree to its full depth with no leaf test (a leaf is its own child), the comparison resolved at
+/// compile time; other forests walk row by row with the general rule. Blocks of rows run on the thread pool; a
+/// small batch splits the trees among threads instead and adds the partial sums.
+final class CompiledForest: @unchecked Sendable {
+    /// One node: `word` = feature (bits 0–23) | mode (24–26) | missing-takes-true (27) | missing kind (28–29);
+    /// a leaf is its own child (`yes` = `no` = itself); its weights are in `leafFirst`/`leafCount`/`leafValue`.
+    struct Record {
+        var word: UInt32
+        var threshold: Float
+        var yes: Int32
+        var no: Int32
+    }
+
+    let spec: TreeEnsemble.Spec
+    let records: UnsafeMutableBufferPointer<Record>
+    let roots: [Int32]
+    let leafTargets: [Int32]
+    let leafWeights: [Float]
+    /// Per record: a leaf's first weight and weight count (0 for splits), and its one weight when `singleTarget`.
+    let leafFirst: [Int32]
+    let leafCount: [Int32]
+    let leafValue: [Float]
+    /// The longest root-to-leaf path of each tree, in splits.
+    let depths: [Int]
+    /// The shortest root-to-leaf path of each tree: from there on, a block's walk stops once all its rows are at leaves.
+    let shallowest: [Int]
+    /// Whether every split is the common kind: `<` or `<=` with NaN as missing (the fast path).
+    let simple: Bool
+    /// For `simple` forests: whether every split is `<=` (LightGBM, ONNX-ML) rather than `<` (XGBoost).
+    let lessOrEqual: Bool
+    /// Whether every leaf has one weight for target 0 (single-output models, the fast path).
+    let singleTarget: Bool
+    /// Rows per parallel chunk.
+    static let blockRows = 64
+
+    static let leafMode: UInt32 = 0
+
+    init(node: Node) throws {
+        let spec = try TreeEnsemble.Spec(node: node)
+        self.spec = spec
+        guard spec.maxFeature < 1 << 24 else { throw KilnError(.unsupported, "kiln.cpu: TreeEnsemble reads feature \(spec.maxFeature); at most 2^24 features are supported") }
+        // Depth-first renumbering, true child first.
+        var order: [Int32] = []
+        var newIndex = [Int32](repeating: -1, count: spec.modes.count)
+        var newRoots: [Int32] = []
+        var depths: [Int] = [], shallowest: [Int] = []
+        for root in spec.roots {
+            var stack = [(Int(root), 0)]
+            var treeOrder: [Int32] = []
+            var local: [Int: Int32] = [:]
+            var depth = 0, shallow = Int.max
+            while let (v, d) = stack.popLast() {
+                if local[v] != nil { continue }
+                local[v] = Int32(order.count + treeOrder.count)
+                treeOrder.append(Int32(v))
+                depth = max(depth, d)
+                if spec.modes[v] == .leaf { shallow = min(shallow, d) }
+                if spec.modes[v] != .leaf {
+                    stack.append((Int(spec.falseNext[v]), d + 1))
+                    stack.append((Int(spec.trueNext[v]), d + 1))
+                }
+            }
+            newRoots.append(local[Int(root)]!)
+            depths.append(depth)
+            shallowest.append(min(shallow, depth))
+            let base = order.count
+            order.append(contentsOf: treeOrder)
+            for (k, v) in treeOrder.enumerated() { newIndex[Int(v)] = Int32(base + k) }
+        }
+        let count = order.count
+        records = .allocate(capacity: max(count, 1))
+        var simple = true, singleTarget = spec.targets == 1
+        var sawLT = false, sawLE = false
+        var leafFirst = [Int32](repeating: 0, count: count), leafCount = [Int32](repeating: 0, count: count)
+        var leafValue = [Float](repeating: 0, count: count)
+        for (k, old) in order.enumerated() {
+            let v = Int(old)
+            let mode = spec.modes[v]
+            var word = UInt32(mode.rawValue) << 24 | (spec.missingTrue[v] ? 1 << 27 : 0) | UInt32(spec.missing[v].rawValue) << 28
+            if mode == .leaf {
+                // A leaf points at itself, so a walk of a tree's full depth may pass it and stay.
+                leafFirst[k] = spec.trueNext[v]
+                leafCount[k] = spec.falseNext[v]
+                if spec.falseNext[v] != 1 || spec.leafTargets[Int(spec.trueNext[v])] != 0 { singleTarget = false } else {
+                    leafValue[k] = spec.leafWeights[Int(spec.trueNext[v])]
+                }
+                records[k] = Record(word: word, threshold: 0, yes: Int32(k), no: Int32(k))
+            } else {
+                word |= UInt32(spec.features[v])
+                if (mode != .lessThan && mode != .lessOrEqual) || spec.missing[v] != .nan { simple = false }
+                if mode == .lessThan { sawLT = true } else { sawLE = true }
+                records[k] = Record(word: word, threshold: spec.thresholds[v],
+                                    yes: newIndex[Int(spec.trueNext[v])], no: newIndex[Int(spec.falseNext[v])])
+            }
+        }
+        if sawLT && sawLE { simple = false }
+        // A node reachable from two trees got the index of its last copy; re-point each copy's children at its own tree.
+        if count != Set(order).count || count != spec.modes.count {
+            throw KilnError(.unsupported, "kiln.cpu: TreeEnsemble with nodes shared between trees or unreachable nodes is not supported")
+        }
+        roots = newRoots
+        leafTargets = spec.leafTargets
+        leafWeights = spec.leafWeights
+        self.leafFirst = leafFirst
+        self.leafCount = leafCount
+        self.leafValue = leafValue
+        self.depths = depths
+        self.shallowest = shallowest
+        self.simple = simple
+        self.lessOrEqual = sawLE
+        self.singleTarget = singleTarget
+    }
+
+    deinit { records.deallocate() }
+
+    /// Whether record `r` sends value `x` to its true child (the general rule).
+    @inline(__always)
+    func takesTrue(_ r: Record, _ x: Float) -> Bool {
+        var v = x
+        let kind = (r.word >> 28) & 3
+        if v.isNaN {
+            if kind == 2 { v = 0 } else { return r.word & (1 << 27) != 0 }
+        } else if kind == 1, v >= -TreeEnsemble.zeroThreshold, v <= TreeEnsemble.zeroThreshold {
+            return r.word & (1 << 27) != 0
+        }
+        let t = r.threshold
+        switch (r.word >> 24) & 7 {
+        case 1: return v < t
+        case 2: return v <= t
+        case 3: return v > t
+        case 4: return v >= t
+        case 5: return v == t
+        case 6: return v != t
+        default: return spec.isMember(v, set: Int(t))
+        }
+    }
+
+    /// One step of a simple forest's walk: record `c`'s child for `row` (NaN takes the missing branch).
+    @inline(__always)
+    static func step<R: SplitRule>(_ rule: R.Type, _ nodes: UnsafePointer<Record>, _ c: Int32, _ row: UnsafePointer<Float>) -> Int32 {
+        let r = nodes[Int(c)]
+        let v = row[Int(r.word & 0xFF_FFFF)]
+        // Arithmetic, not branches: which way a row goes is data, and mispredicted branches cost more than the walk.
+        let pass: UInt32 = R.passes(v, r.threshold) ? 1 : 0
+        let missing: UInt32 = v.isNaN ? 1 : 0
+        let take = (pass | (missing & (r.word >> 27))) & 1
+        return r.no ^ ((r.yes ^ r.no) & (0 &- Int32(bitPattern: take)))
+    }
+
+    /// Adds the leaf values of trees `trees` for rows `rows` of `x` (row stride `stride`) into `sums`
+    /// (row-major, `targets` per row, indexed from the block's first row).
+    func accumulate(x: UnsafePointer<Float>, stride: Int, rows: Range<Int>, trees: Range<Int>, sums: UnsafeMutablePointer<Double>) {
+        if simple {
+            if lessOrEqual { walkSimple(LessOrEqualRule.self, x: x, stride: stride, rows: rows, trees: trees, sums: sums) } else {
+                walkSimple(LessThanRule.self, x: x, stride: stride, rows: rows, trees: trees, sums: sums)
+            }
+            return
+        }
+        let targets = spec.targets
+        let nodes = UnsafePointer(records.baseAddress!)
+        for t in trees {
+            for row in rows {
+                let base = x + row * stride
+                var c = Int(roots[t])
+                while (nodes[c].word >> 24) & 7 != 0 {
+                    let r = nodes[c]
+                    c = Int(takesTrue(r, base[Int(r.word & 0xFF_FFFF)]) ? r.yes : r.no)
+                }
+                addLeaf(c, sums + (row - rows.lowerBound) * targets)
+            }
+        }
+    }
+
+    @inline(__always)
+    func addLeaf(_ c: Int, _ out: UnsafeMutablePointer<Double>) {
+        if singleTarget {
+            out[0] += Double(leafValue[c])
+        } else {
+            let first = Int(leafFirst[c])
+            for k in first..<(first + Int(leafCount[c])) { out[Int(leafTargets[k])] += Double(leafWeights[k]) }
+        }
+    }
+
+    /// The fast walk: 8 rows at once, each tree walked to its full depth with no test for leaves (a leaf is its
+    /// own child), the 8 walks interleaved so their memory loads overlap.
+    @inline(__always)
+    func walkSimple<R: SplitRule>(_ rule: R.Type, x: UnsafePointer<Float>, stride: Int, rows: Range<Int>, trees: Range<Int>,
+                                  sums: UnsafeMutablePointer<Double>) {
+        let targets = spec.targets
+        let nodes = UnsafePointer(records.baseAddress!)
+        let roots = self.roots, depths = self.depths, shallowest = self.shallowest
+        // Trees outside, rows inside: one tree's records stay in L1 while every row of the block walks it.
+        for t in trees {
+            let root = roots[t], depth = depths[t], shallow = shallowest[t]
+            var lane = rows.lowerBound
+            while lane + 8 <= rows.upperBound {
+                let r0 = x + lane * stride, r1 = r0 + stride, r2 = r1 + stride, r3 = r2 + stride
+                let r4 = r3 + stride, r5 = r4 + stride, r6 = r5 + stride, r7 = r6 + stride
+                var c0 = root, c1 = root, c2 = root, c3 = root, c4 = root, c5 = root, c6 = root, c7 = root
+                for level in 0..<depth {
+                    // Past the shallowest leaf, stop as soon as all 8 rows are at leaves (unbalanced trees).
+                    if level >= shallow, nodes[Int(c0)].yes == c0, nodes[Int(c1)].yes == c1, nodes[Int(c2)].yes == c2,
+                       nodes[Int(c3)].yes == c3, nodes[Int(c4)].yes == c4, nodes[Int(c5)].yes == c5,
+                       nodes[Int(c6)].yes == c6, nodes[Int(c7)].yes == c7 {
+                        break
+                    }
+                    c0 = Self.step(R.self, nodes, c0, r0)
+                    c1 = Self.step(R.self, nodes, c1, r1)
+                    c2 = Self.step(R.self, nodes, c2, r2)
+                    c3 = Self.step(R.self, nodes, c3, r3)
+                    c4 = Self.step(R.self, nodes, c4, r4)
+                    c5 = Self.step(R.self, nodes, c5, r5)
+                    c6 = Self.step(R.self, nodes, c6, r6)
+                    c7 = Self.step(R.self, nodes, c7, r7)
+                }
+                let out = sums + (lane - rows.lowerBound) * targets
+                addLeaf(Int(c0), out)
+                addLeaf(Int(c1), out + targets)
+                addLeaf(Int(c2), out + 2 * targets)
+                addLeaf(Int(c3), out + 3 * targets)
+                addLeaf(Int(c4), out + 4 * targets)
+                addLeaf(Int(c5), out + 5 * targets)
+                addLeaf(Int(c6), out + 6 * targets)
+                addLeaf(Int(c7), out + 7 * targets)
+                lane += 8
+            }
+            while lane < rows.upperBound {
+                let row = x + lane * stride
+                var c = root
+                for _ in 0..<depth { c = Self.step(R.self, nodes, c, row) }
+                addLeaf(Int(c), sums + (lane - rows.lowerBound) * targets)
+                lane += 1
+            }
+        }
+    }
+
+    /// Base values, division and post-transform of `rows` rows of `sums`, written to `y`.
+    func finish(sums: UnsafeMutablePointer<Double>, rows: Int, y: UnsafeMutablePointer<Float>) {
+        let targets = spec.targets, columns = spec.outputColumns
+        var row = [Double](repeating: 0, count: targets)
+        let divisor = Double(spec.divisor)
+        for r in 0..<rows {
+            for t in 0..<targets { row[t] = sums[r * targets + t] / divisor + Double(spec.baseValues[t]) }
+            spec.finish(&row)
+            for c in 0..<columns { y[r * columns + c] = Float(row[c]) }
+        }
+    }
+
+    /// Predicts `rows` rows of `x` (`features` per row) into `y`, on `pool`.
+    func predict(x: UnsafePointer<Float>, rows: Int, features: Int, y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let targets = spec.targets, columns = spec.outputColumns
+        let blocks = (rows + Self.blockRows - 1) / Self.blockRows
+        let threads = pool.threadCount
+        if blocks >= threads || roots.count < 2 * threads {
+            pool.parallelFor(blocks) { b in
+                let lo = b * Self.blockRows, hi = min(rows, lo + Self.blockRows)
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: (hi - lo) * targets) { sums in
+                    sums.initialize(repeating: 0)
+                    accumulate(x: x, stride: features, rows: lo..<hi, trees: 0..<roots.count, sums: sums.baseAddress!)
+                    finish(sums: sums.baseAddress!, rows: hi - lo, y: y + lo * columns)
+                }
+            }
+            return
+        }
+        // A small batch: each thread takes a share of the trees for every row; the partial sums are added.
+        let parts = threads
+        let partial = UnsafeMutablePointer<Double>.allocate(capacity: parts * rows * targets)
+        defer { partial.deallocate() }
+        partial.initialize(repeating: 0, count: parts * rows * targets)
+        let trees = roots.count
+        pool.parallelFor(parts) { p in
+            let lo = trees * p / parts, hi = trees * (p + 1) / parts
+            accumulate(x: x, stride: features, rows: 0..<rows, trees: lo..<hi, sums: partial + p * rows * targets)
+        }
+        for p in 1..<parts {
+            for i in 0..<(rows * targets) { partial[i] += partial[p * rows * targets + i] }
+        }
+        finish(sums: partial, rows: rows, y: y)
+    }
+}
+
+/// The comparison of a forest whose splits are all of one kind, resolved at compile time in the fast walk.
+protocol SplitRule {
+    /// Whether `x` takes the true branch of a split at `t`.
+    static func passes(_ x: Float, _ t: Float) -> Bool
+}
+
+/// XGBoost's `x < t`.
+enum LessThanRule: SplitRule {
+    @inline(__always) static func passes(_ x: Float, _ t: Float) -> Bool { x < t }
+}
+
+/// LightGBM's and ONNX-ML BRANCH_LEQ's `x <= t`.
+enum LessOrEqualRule: SplitRule {
+    @inline(__always) static func passes(_ x: Float, _ t: Float) -> Bool { x <= t }
+}
+
+extension SwiftOps {
+    /// The planner of a `kiln.TreeEnsemble` node over `forest` (compiled once when the program is lowered).
+    static func treeEnsemble(_ forest: CompiledForest) -> NodePlanner {
+        return { b, node, ins, outs in
+            try b.requireFloat(ins[0])
+            let xs = try b.shape(ins[0])
+            guard xs.count == 2 else { throw b.invalid("X must be [rows, features], not \(xs)") }
+            guard forest.spec.maxFeature < xs[1] else {
+                throw b.invalid("the trees read feature \(forest.spec.maxFeature) but X has \(xs[1]) features")
+            }
+            let rows = xs[0], features = xs[1]
+            let pool = b.pool
+            try b.compute([(outs[0], [rows, forest.spec.outputColumns], .float32)], from: [ins[0]], fold: false) { p, o in
+                forest.predict(x: p[0].assumingMemoryBound(to: Float.self), rows: rows, features: features,
+                               y: o[0].assumingMemoryBound(to: Float.self), pool: pool)
+            }
+        }
+    }
+}
