@@ -82,7 +82,10 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         #expect(try GPUBackend(device: String(first.name.prefix(4))).prepare(model.graph) is GPUExecutable)
         #expect(throws: KilnError.self) { try GPUBackend(device: "99").prepare(model.graph) }
         #expect(throws: KilnError.self) { try GPUBackend(device: "no such device name").prepare(model.graph) }
-        #expect(throws: KilnError.self) { _ = try Kiln.makeRegistry().configured(BackendConfiguration(options: ["device": "99"])).require("kiln.gpu").prepare(model.graph) }
+        // Through the registry (`--backend-option device=`), an unknown device is an error when configuring.
+        #expect(throws: KilnError.self) { _ = try Kiln.makeRegistry().configured(BackendConfiguration(options: ["device": "99"])) }
+        let configured = try Kiln.makeRegistry().configured(BackendConfiguration(options: ["device": "0"]))
+        #expect((configured.backend(named: "kiln.gpu") as? GPUBackend)?.deviceSelector == "0")
     }
 
     func oneNode(_ op: String, _ shapes: [[Int]], _ attributes: [String: Attribute] = [:]) throws -> Model {

@@ -297,6 +297,9 @@ extension GPUBackend {
         options: [BackendOption(name: "device", type: .text(choices: []), defaultValue: "the first OpenCL device",
                                 help: "the OpenCL device: an index into `kiln backends`' device list, or part of its name")]
     ) { configuration in
-        GPUBackend(device: configuration.options["device"])
+        let backend = GPUBackend(device: configuration.options["device"])
+        // A device named explicitly must exist: a typo is an error, not a silent fallback to the CPU.
+        if configuration.options["device"] != nil { _ = try backend.selectedDevice() }
+        return backend
     }
 }
