@@ -270,6 +270,21 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         #expect(GPUBackend().rejections(in: d.graph).first?.reason.contains("float32") == true)
     }
 
+    /// Dims whose product overflows, or is too large for 32-bit indexing, or empty values, are refused with a
+    /// reason, never a crash (an artifact's graph comes from anywhere).
+    @Test func hugeOrEmptyShapesAreRefused() throws {
+        for shape in [[1 << 40, 1 << 40], [1 << 20, 1 << 20], [0, 3]] {
+            var b = GraphBuilder()
+            b.graph.inputs = [Value(name: "x", type: .tensor(TensorType(.float32, fixed: shape)))]
+            b.output(b.node("Relu", ["x"]))
+            b.graph.valueTypes[b.graph.nodes[0].outputs[0]] = .tensor(TensorType(.float32, fixed: shape))
+            let rejections = GPUBackend().rejections(in: b.graph)
+            #expect(rejections.count == 1, "\(shape)")
+            let refusal = #expect(throws: CompileRefusal.self) { _ = try GPUBackend().prepare(b.graph) }
+            #expect(refusal?.error.message.contains(shape.contains(0) ? "is empty" : "32-bit") == true, "\(shape)")
+        }
+    }
+
     @Test func theGPUOnlyTargetRefusesANonGPUDevice() throws {
         guard !GPUBackend().devices().contains(where: { $0.kind == .gpu }) else { return }
         let model = try oneNode("Relu", [[4]])

@@ -37,13 +37,24 @@ struct Lowering {
     func shape(_ name: String) throws -> [Int] {
         if let t = graph.initializers[name] {
             guard t.dtype == .float32 else { throw unsupported("value '\(name)' is \(t.dtype); kiln.gpu runs float32 only") }
-            return t.shape
+            return try checked(name, t.shape)
         }
         guard let type = graph.type(of: name)?.tensorType else { throw unsupported("value '\(name)' has no known tensor type") }
         guard type.dtype == .float32 else { throw unsupported("value '\(name)' is \(type.dtype); kiln.gpu runs float32 only") }
         guard let fixed = type.fixedShape else { throw unsupported("value '\(name)' has no static shape; kiln.gpu specializes kernels for static shapes") }
-        guard !fixed.contains(0) else { throw unsupported("value '\(name)' is empty") }
-        guard fixed.reduce(1, *) < Int(Int32.max) else { throw unsupported("value '\(name)' has more than 2^31 elements") }
+        return try checked(name, fixed)
+    }
+
+    /// `fixed` when it is non-empty and small enough for the kernels' 32-bit indexing.
+    private func checked(_ name: String, _ fixed: [Int]) throws -> [Int] {
+        guard fixed.allSatisfy({ $0 > 0 }) else { throw unsupported("value '\(name)' is empty") }
+        // Checked: a hostile artifact's dims must not overflow; kernels index with 32-bit ints.
+        var elements = 1
+        for dim in fixed {
+            let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
+            guard !overflow, product < Int(Int32.max) / 4 else { throw unsupported("value '\(name)' has 2^29 or more elements; kiln.gpu indexes with 32-bit integers") }
+            elements = product
+        }
         return fixed
     }
 
