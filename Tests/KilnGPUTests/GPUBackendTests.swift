@@ -197,7 +197,7 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         _ = session
     }
 
-    /// A small MLP: counts one launch per MatMul/Add/Relu/Gemm/Softmax, weights uploaded once, and per run
+    /// A small MLP: counts one launch per MatMul/Add/Gemm/Softmax (the Relu is fused), weights uploaded once, and per run
     /// exactly the input's and the output's bytes copied.
     @Test func mlpKeepsIntermediatesOnTheDevice() throws {
         var b = GraphBuilder()
@@ -213,10 +213,30 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         #expect(executable.counters.weightBytes == (32 * 64 + 64 + 10 * 64 + 10) * 4)
         for _ in 0..<3 { _ = try executable.run(["x0": .tensor(seeded(14, [4, 32]))]) }
         let c = executable.counters
-        #expect(c.launchesPerRun == 5 && c.launches == 15 && c.runs == 3)
+        // MatMul, Add (with the Relu fused into it), Gemm, Softmax.
+        #expect(c.launchesPerRun == 4 && c.launches == 12 && c.runs == 3)
         #expect(c.bytesToDevice == 3 * 4 * 32 * 4)
         #expect(c.bytesToHost == 3 * 4 * 10 * 4)
         #expect(throws: KilnError.self) { _ = try executable.run(["x0": .tensor(Tensor(shape: [4, 31], [Float](repeating: 0, count: 124)))]) }
+    }
+
+    /// Unary ops after a kernel are fused into it (chains compose); not when the intermediate is also read
+    /// elsewhere or returned.
+    @Test func activationsFuseIntoTheirProducer() throws {
+        var b = GraphBuilder()
+        var rng = SplitMix64(seed: 18)
+        let x = b.input("x0", [1, 4, 6, 6])
+        let conv = b.node("Conv", [x, b.constant(rng.tensor([5, 4, 3, 3])), b.constant(rng.tensor([5]))], ["pads": .ints([1, 1, 1, 1])])
+        let chain = b.node("Tanh", [b.node("Sigmoid", [b.node("Relu", [conv])])])
+        let pooled = b.node("MaxPool", [chain], ["kernel_shape": .ints([2, 2])])
+        let neg = b.node("Neg", [pooled])
+        b.output(b.node("Exp", [pooled]), neg)
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        try expectGPUMatchesReference(model, random([[1, 4, 6, 6]], seed: 19), "Conv→Relu→Sigmoid→Tanh→MaxPool→{Neg, Exp}")
+        let executable = try #require(try GPUBackend().prepare(model.graph) as? GPUExecutable)
+        // Conv with its chain of three, MaxPool, and Neg and Exp each on their own: pooled has two readers.
+        #expect(executable.counters.launchesPerRun == 4)
     }
 
     /// A small CNN through the host API with target opencl, as an ONNX file, in memory and via an artifact.

@@ -181,7 +181,7 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
         }
         self.queue = queue
         let lowering = Lowering(graph: graph, tile: tile)
-        let plans = try graph.nodes.map { try lowering.lower($0) }
+        let plans = Lowering.fuseActivations(try graph.nodes.map { try lowering.lower($0) }, graph: graph).compactMap { $0 }
         // Views first resolve to the buffer of the value they alias.
         var alias: [String: String] = [:]
         for case .view(let input, let output) in plans { alias[output] = alias[input] ?? input }

@@ -1,21 +1,29 @@
 // kiln.gpu's kernels: OpenCL C templates. Each launch builds its template with a prelude of `#define`s
 // (shape arrays, the elementwise expression) and build options of `-D` scalars (sizes, the tile size),
 // so that every loop bound is a compile-time constant. Identical texts are built once per device.
+// Every kernel writes its result through ACT(v): the identity, unless elementwise ops that follow the node
+// were fused into it (`Lowering.fuseActivations`), which then need no launch and no buffer of their own.
 
 enum Kernels {
     /// y[i] = OP(x[i]) for i < COUNT.
     static let unary = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void unary(__global const float* x, __global float* y, const float alpha) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
         const float v = x[i];
-        y[i] = OP(v);
+        y[i] = ACT(OP(v));
     }
     """
 
     /// y[i] = OP(a[ia], b[ib]) with numpy broadcasting: ASTR/BSTR are each input's strides along the
     /// output's dims ODIM (0 where the input is broadcast).
     static let binary = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __constant int ODIM[RANK] = ODIM_INIT;
     __constant int ASTR[RANK] = ASTR_INIT;
     __constant int BSTR[RANK] = BSTR_INIT;
@@ -30,7 +38,7 @@ enum Kernels {
             ib += c * BSTR[d];
         }
         const float x = a[ia], z = b[ib];
-        y[i] = OP(x, z);
+        y[i] = ACT(OP(x, z));
     }
     """
 
@@ -38,6 +46,9 @@ enum Kernels {
     /// b[k*SBK + n*SBN] (so transposes are strides); ABS/BBS are the batch strides (0: shared). C(m,n) at
     /// c[m*CSM + n*CSN] when HAS_C. One TS×TS work-group computes one tile, staging A and B tiles in local memory.
     static let gemm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void gemm(__global const float* A, __global const float* B, __global const float* C, __global float* Y,
                        const float alpha, const float beta) {
         const int tn = get_local_id(0), tm = get_local_id(1);
@@ -61,7 +72,7 @@ enum Kernels {
     #if HAS_C
             v += beta * C[m * CSM + n * CSN];
     #endif
-            Y[batch * M * N + m * N + n] = v;
+            Y[batch * M * N + m * N + n] = ACT(v);
         }
     }
     """
@@ -70,6 +81,9 @@ enum Kernels {
     /// k runs over (input channel of the group, kh, kw), p over output pixels, and X̂ (im2col) is read
     /// from X on the fly with strides, pads and dilations (zero outside the image). Tiles as in gemm.
     static let conv = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void conv(__global const float* X, __global const float* Wt, __global const float* Bias, __global float* Y) {
         const int tp = get_local_id(0), tm = get_local_id(1);
         const int p = get_group_id(0) * TS + tp, m = get_group_id(1) * TS + tm;
@@ -99,7 +113,7 @@ enum Kernels {
     #if HAS_BIAS
             v += Bias[g * MG + m];
     #endif
-            Y[(img * M + g * MG + m) * P + p] = v;
+            Y[(img * M + g * MG + m) * P + p] = ACT(v);
         }
     }
     """
@@ -108,6 +122,9 @@ enum Kernels {
     /// padding never wins a max; an average divides by the window's cells inside the image, or inside the
     /// padded image when COUNT_PAD.
     static let pool = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void pool(__global const float* X, __global float* Y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
@@ -136,15 +153,18 @@ enum Kernels {
             }
         }
     #if IS_MAX
-        Y[i] = acc;
+        Y[i] = ACT(acc);
     #else
-        Y[i] = cells > 0 ? acc / (float)cells : 0.0f;
+        Y[i] = ACT(cells > 0 ? acc / (float)cells : 0.0f);
     #endif
     }
     """
 
     /// Global average or max pooling: one work-item per (image, channel) plane of S elements.
     static let globalPool = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void global_pool(__global const float* X, __global float* Y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
@@ -152,17 +172,20 @@ enum Kernels {
     #if IS_MAX
         float acc = -INFINITY;
         for (int j = 0; j < S; ++j) acc = fmax(acc, x[j]);
-        Y[i] = acc;
+        Y[i] = ACT(acc);
     #else
         float acc = 0.0f;
         for (int j = 0; j < S; ++j) acc += x[j];
-        Y[i] = acc / (float)S;
+        Y[i] = ACT(acc / (float)S);
     #endif
     }
     """
 
     /// Softmax along one axis of extent A: one work-item per (outer, inner) line, max-subtracted.
     static let softmax = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __kernel void softmax(__global const float* X, __global float* Y) {
         const int i = get_global_id(0);
         if (i >= OUTER * INNER) return;
@@ -171,12 +194,15 @@ enum Kernels {
         for (int j = 0; j < A; ++j) mx = fmax(mx, X[base + j * INNER]);
         float sum = 0.0f;
         for (int j = 0; j < A; ++j) sum += exp(X[base + j * INNER] - mx);
-        for (int j = 0; j < A; ++j) Y[base + j * INNER] = exp(X[base + j * INNER] - mx) / sum;
+        for (int j = 0; j < A; ++j) Y[base + j * INNER] = ACT(exp(X[base + j * INNER] - mx) / sum);
     }
     """
 
     /// Transpose: output element i reads the input at Σ coordinate·ISTR over the output's dims ODIM.
     static let transpose = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
     __constant int ODIM[RANK] = ODIM_INIT;
     __constant int ISTR[RANK] = ISTR_INIT;
     __kernel void transpose(__global const float* x, __global float* y) {
@@ -187,7 +213,7 @@ enum Kernels {
             src += (r % ODIM[d]) * ISTR[d];
             r /= ODIM[d];
         }
-        y[i] = x[src];
+        y[i] = ACT(x[src]);
     }
     """
 }

@@ -29,6 +29,43 @@ struct Lowering {
     /// Every op name kiln.gpu claims, sorted.
     static var supported: [String] { (Array(unaryOps.keys) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
 
+    /// Unary ops fused into the launch that produces their input (those without an attribute).
+    static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
+
+    /// Fuses each fusible unary node into the launch producing its input when that value has no other
+    /// reader and is not a graph output: the producer writes `unary(result)` straight into the unary's
+    /// output (chains compose). Fused nodes become nil.
+    static func fuseActivations(_ plans: [NodeLowering], graph: Graph) -> [NodeLowering?] {
+        var readers: [String: Int] = [:]
+        for node in graph.nodes { for input in node.inputs where !input.isEmpty { readers[input, default: 0] += 1 } }
+        let graphOutputs = Set(graph.outputs.map(\.name))
+        var result: [NodeLowering?] = plans
+        var producer: [String: Int] = [:]
+        var activations: [Int: [String]] = [:]
+        for (index, plan) in plans.enumerated() {
+            let node = graph.nodes[index]
+            if Self.fusible.contains(node.op.name), let input = node.inputs.first, readers[input] == 1, !graphOutputs.contains(input),
+               let source = producer[input], case .launch(let kernel, let text, let options, var arguments, let global, let local)? = result[source],
+               let slot = arguments.lastIndex(where: { if case .value(input) = $0 { return true }; return false }) {
+                arguments[slot] = .value(node.outputs[0])
+                activations[source, default: []].append(unaryOps[node.op.name]!)
+                result[source] = .launch(kernel: kernel, source: text, options: options, arguments: arguments, global: global, local: local)
+                result[index] = nil
+                producer[node.outputs[0]] = source
+                continue
+            }
+            if case .launch = plan { producer[node.outputs[0]] = index }
+        }
+        for (index, chain) in activations {
+            guard case .launch(let kernel, let text, let options, let arguments, let global, let local)? = result[index] else { continue }
+            var prelude = ""
+            for (i, expression) in chain.enumerated() { prelude += "#define ACT\(i)(v) \(expression)\n" }
+            prelude += "#define ACT(v) " + chain.indices.reduce("v") { "ACT\($1)(\($0))" } + "\n"
+            result[index] = .launch(kernel: kernel, source: prelude + text, options: options, arguments: arguments, global: global, local: local)
+        }
+        return result
+    }
+
     let graph: Graph
     /// The work-group edge of the tiled kernels (TS×TS ≤ the device's largest work-group).
     let tile: Int
