@@ -58,6 +58,12 @@ let package = Package(
             path: "Sources/Backends/KilnCPU",
             exclude: ["README.md"]
         ),
+        // kiln.gpu: OpenCL kernels; the OpenCL library is opened with dlopen at run time, nothing links it.
+        .target(
+            name: "KilnGPU",
+            dependencies: ["KilnIR", "KilnBackend"],
+            path: "Sources/Backends/KilnGPU"
+        ),
         .target(
             name: "KilnCompiler",
             dependencies: [
@@ -70,7 +76,7 @@ let package = Package(
             name: "Kiln",
             dependencies: [
                 "KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnPluginHost", "KilnCompiler",
-                "KilnRuntime", "KilnReference", "KilnCPU",
+                "KilnRuntime", "KilnReference", "KilnCPU", "KilnGPU",
             ]
         ),
         // Tools for the CLI and the tests (NumPy files, the conformance runner, file helpers): not part of the SDK.
@@ -105,6 +111,7 @@ let package = Package(
         .testTarget(name: "KilnCLITests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends", "KilnTestSupport"]),
         .testTarget(name: "KilnCTests", dependencies: ["KilnTooling", "Kiln", "KilnFrontends", "KilnTestSupport"], exclude: ["abi-layout.txt"]),
         .testTarget(name: "KilnCPUTests", dependencies: ["KilnTooling", "KilnCPU", "CKilnKernels", "Kiln", "KilnReference", "KilnTestSupport"]),
+        .testTarget(name: "KilnGPUTests", dependencies: ["KilnTooling", "KilnGPU", "Kiln", "KilnReference", "KilnTestSupport"]),
         .testTarget(
             name: "KilnCompilerTests",
             dependencies: [

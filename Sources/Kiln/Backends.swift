@@ -3,13 +3,15 @@ import KilnBackend
 @_exported import class KilnCPU.CPUProfile
 @_exported import enum KilnCPU.CPUTarget
 import KilnCPU
+@_exported import struct KilnGPU.GPUBackend
+import KilnGPU
 import KilnPasses
 import KilnReference
 
 extension Kiln {
     /// The descriptors of the backends built into Kiln. This list is the one place that names them:
     /// adding an in-tree backend takes its folder, its descriptor here, and its lines in Package.swift.
-    public static let builtInBackends: [BackendDescriptor] = [CPUBackend.descriptor, ReferenceBackend.descriptor]
+    public static let builtInBackends: [BackendDescriptor] = [CPUBackend.descriptor, GPUBackend.descriptor, ReferenceBackend.descriptor]
 
     /// The process's backend registry: the built-in backends, and the plugins registered since
     /// (`PluginLoader`, `KILN_PLUGIN_PATH`). Every API that picks a backend reads it.

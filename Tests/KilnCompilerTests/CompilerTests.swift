@@ -183,7 +183,7 @@ struct LoadTests {
 
         let error = #expect(throws: KilnError.self) { try Kiln.load(artifactBytes: bytes) }
         #expect(error?.code == .unsupported)
-        for part in ["'acme.npu'", "2.1.0", "acme.npu/isa-7", "available: kiln.cpu 0.1.0, kiln.reference 0.1.0"] {
+        for part in ["'acme.npu'", "2.1.0", "acme.npu/isa-7", "available: kiln.cpu 0.1.0, kiln.gpu 0.1.0, kiln.reference 0.1.0"] {
             #expect(error?.message.contains(part) == true, "\(part) not in: \(error?.message ?? "")")
         }
         // With the backend present it loads and runs, from its payload.

@@ -1,0 +1,219 @@
+// kiln.gpu's kernels: OpenCL C templates. Each launch builds its template with a prelude of `#define`s
+// (shape arrays, the elementwise expression) and build options of `-D` scalars (sizes, the tile size),
+// so that every loop bound is a compile-time constant. Identical texts are built once per device.
+// Every kernel writes its result through ACT(v): the identity, unless elementwise ops that follow the node
+// were fused into it (`Lowering.fuseActivations`), which then need no launch and no buffer of their own.
+
+enum Kernels {
+    /// y[i] = OP(x[i]) for i < COUNT.
+    static let unary = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void unary(__global const float* x, __global float* y, const float alpha) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        const float v = x[i];
+        y[i] = ACT(OP(v));
+    }
+    """
+
+    /// y[i] = OP(a[ia], b[ib]) with numpy broadcasting: ASTR/BSTR are each input's strides along the
+    /// output's dims ODIM (0 where the input is broadcast).
+    static let binary = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __constant int ODIM[RANK] = ODIM_INIT;
+    __constant int ASTR[RANK] = ASTR_INIT;
+    __constant int BSTR[RANK] = BSTR_INIT;
+    __kernel void binary(__global const float* a, __global const float* b, __global float* y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        int r = i, ia = 0, ib = 0;
+        for (int d = RANK - 1; d >= 0; --d) {
+            const int c = r % ODIM[d];
+            r /= ODIM[d];
+            ia += c * ASTR[d];
+            ib += c * BSTR[d];
+        }
+        const float x = a[ia], z = b[ib];
+        y[i] = ACT(OP(x, z));
+    }
+    """
+
+    /// Tiled SGEMM: Y[batch] (M×N) = alpha · A·B + beta · C. A(m,k) is at a[m*SAM + k*SAK], B(k,n) at
+    /// b[k*SBK + n*SBN] (so transposes are strides); ABS/BBS are the batch strides (0: shared). C(m,n) at
+    /// c[m*CSM + n*CSN] when HAS_C. One TS×TS work-group computes one tile, staging A and B tiles in local memory.
+    static let gemm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void gemm(__global const float* A, __global const float* B, __global const float* C, __global float* Y,
+                       const float alpha, const float beta) {
+        const int tn = get_local_id(0), tm = get_local_id(1);
+        const int n = get_group_id(0) * TS + tn, m = get_group_id(1) * TS + tm;
+        const int batch = get_global_id(2);
+        __global const float* a = A + batch * ABS;
+        __global const float* b = B + batch * BBS;
+        __local float As[TS][TS];
+        __local float Bs[TS][TS + 1];
+        float acc = 0.0f;
+        for (int k0 = 0; k0 < K; k0 += TS) {
+            const int ka = k0 + tn, kb = k0 + tm;
+            As[tm][tn] = (m < M && ka < K) ? a[m * SAM + ka * SAK] : 0.0f;
+            Bs[tm][tn] = (kb < K && n < N) ? b[kb * SBK + n * SBN] : 0.0f;
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (int kk = 0; kk < TS; ++kk) acc += As[tm][kk] * Bs[kk][tn];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (m < M && n < N) {
+            float v = alpha * acc;
+    #if HAS_C
+            v += beta * C[m * CSM + n * CSN];
+    #endif
+            Y[batch * M * N + m * N + n] = ACT(v);
+        }
+    }
+    """
+
+    /// 2-D convolution as an implicit GEMM per (image, group): Y(m, p) = Σ_k W(m, k) · X̂(k, p) + bias, where
+    /// k runs over (input channel of the group, kh, kw), p over output pixels, and X̂ (im2col) is read
+    /// from X on the fly with strides, pads and dilations (zero outside the image). Tiles as in gemm.
+    static let conv = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void conv(__global const float* X, __global const float* Wt, __global const float* Bias, __global float* Y) {
+        const int tp = get_local_id(0), tm = get_local_id(1);
+        const int p = get_group_id(0) * TS + tp, m = get_group_id(1) * TS + tm;
+        const int z = get_global_id(2), img = z / G, g = z % G;
+        __global const float* x = X + (img * C + g * CG) * H * W;
+        __global const float* w = Wt + g * MG * KK;
+        __local float As[TS][TS];
+        __local float Bs[TS][TS + 1];
+        float acc = 0.0f;
+        const int oh = p / OW, ow = p % OW;
+        for (int k0 = 0; k0 < KK; k0 += TS) {
+            const int ka = k0 + tp, kb = k0 + tm;
+            As[tm][tp] = (m < MG && ka < KK) ? w[m * KK + ka] : 0.0f;
+            float v = 0.0f;
+            if (kb < KK && p < P) {
+                const int c = kb / (KH * KW), r = kb % (KH * KW);
+                const int ih = oh * SH - PT + (r / KW) * DH, iw = ow * SW - PL + (r % KW) * DW;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[(c * H + ih) * W + iw];
+            }
+            Bs[tm][tp] = v;
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (int kk = 0; kk < TS; ++kk) acc += As[tm][kk] * Bs[kk][tp];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (m < MG && p < P) {
+            float v = acc;
+    #if HAS_BIAS
+            v += Bias[g * MG + m];
+    #endif
+            Y[(img * M + g * MG + m) * P + p] = ACT(v);
+        }
+    }
+    """
+
+    /// Max or average pooling over a KH×KW window (strides, pads, dilations), one work-item per output;
+    /// padding never wins a max; an average divides by the window's cells inside the image, or inside the
+    /// padded image when COUNT_PAD.
+    static let pool = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void pool(__global const float* X, __global float* Y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        const int ow = i % OW, t = i / OW, oh = t % OH, plane = t / OH;
+        __global const float* x = X + plane * H * W;
+    #if IS_MAX
+        float acc = -INFINITY;
+    #else
+        float acc = 0.0f;
+    #endif
+        int cells = 0;
+        for (int kh = 0; kh < KH; ++kh) {
+            const int ih = oh * SH - PT + kh * DH;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int iw = ow * SW - PL + kw * DW;
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
+    #if IS_MAX
+                    acc = fmax(acc, x[ih * W + iw]);
+    #else
+                    acc += x[ih * W + iw];
+    #endif
+                    cells += 1;
+                } else if (COUNT_PAD && ih >= -PT && ih < H + PB && iw >= -PL && iw < W + PR) {
+                    cells += 1;
+                }
+            }
+        }
+    #if IS_MAX
+        Y[i] = ACT(acc);
+    #else
+        Y[i] = ACT(cells > 0 ? acc / (float)cells : 0.0f);
+    #endif
+    }
+    """
+
+    /// Global average or max pooling: one work-item per (image, channel) plane of S elements.
+    static let globalPool = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void global_pool(__global const float* X, __global float* Y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        __global const float* x = X + i * S;
+    #if IS_MAX
+        float acc = -INFINITY;
+        for (int j = 0; j < S; ++j) acc = fmax(acc, x[j]);
+        Y[i] = ACT(acc);
+    #else
+        float acc = 0.0f;
+        for (int j = 0; j < S; ++j) acc += x[j];
+        Y[i] = ACT(acc / (float)S);
+    #endif
+    }
+    """
+
+    /// Softmax along one axis of extent A: one work-item per (outer, inner) line, max-subtracted.
+    static let softmax = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void softmax(__global const float* X, __global float* Y) {
+        const int i = get_global_id(0);
+        if (i >= OUTER * INNER) return;
+        const int base = (i / INNER) * A * INNER + i % INNER;
+        float mx = -INFINITY;
+        for (int j = 0; j < A; ++j) mx = fmax(mx, X[base + j * INNER]);
+        float sum = 0.0f;
+        for (int j = 0; j < A; ++j) sum += exp(X[base + j * INNER] - mx);
+        for (int j = 0; j < A; ++j) Y[base + j * INNER] = ACT(exp(X[base + j * INNER] - mx) / sum);
+    }
+    """
+
+    /// Transpose: output element i reads the input at Σ coordinate·ISTR over the output's dims ODIM.
+    static let transpose = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __constant int ODIM[RANK] = ODIM_INIT;
+    __constant int ISTR[RANK] = ISTR_INIT;
+    __kernel void transpose(__global const float* x, __global float* y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        int r = i, src = 0;
+        for (int d = RANK - 1; d >= 0; --d) {
+            src += (r % ODIM[d]) * ISTR[d];
+            r /= ODIM[d];
+        }
+        y[i] = ACT(x[src]);
+    }
+    """
+}

@@ -1,0 +1,330 @@
+import KilnBackend
+import KilnIR
+
+/// One kernel argument of a launch: a value's device buffer, or a float scalar.
+enum LaunchArgument: Sendable {
+    case value(String)
+    case float(Float)
+}
+
+/// What one node becomes: a kernel launch, or a view (its output is its first input's buffer, reshaped).
+enum NodeLowering: Sendable {
+    /// A kernel `kernel` of `source` built with `options`, run over `global` (rounded to `local` when set).
+    case launch(kernel: String, source: String, options: String, arguments: [LaunchArgument], global: [Int], local: [Int]?)
+    /// The output shares the input's buffer.
+    case view(input: String, output: String)
+}
+
+/// Turns nodes into launches; what it cannot lower it refuses with `.unsupported` and the reason, so that
+/// claiming (`rejections`) and preparing share one set of rules.
+struct Lowering {
+    /// The ops kiln.gpu runs (float32 only).
+    static let unaryOps: [String: String] = [
+        "Relu": "fmax(v, 0.0f)", "Sigmoid": "(1.0f / (1.0f + exp(-v)))", "Tanh": "tanh(v)", "Abs": "fabs(v)",
+        "Neg": "(-v)", "Exp": "exp(v)", "LeakyRelu": "(v >= 0.0f ? v : alpha * v)",
+    ]
+    static let binaryOps: [String: String] = ["Add": "(x + z)", "Sub": "(x - z)", "Mul": "(x * z)", "Div": "(x / z)"]
+    static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
+    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose"]
+    /// Every op name kiln.gpu claims, sorted.
+    static var supported: [String] { (Array(unaryOps.keys) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
+
+    /// Unary ops fused into the launch that produces their input (those without an attribute).
+    static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
+
+    /// Fuses each fusible unary node into the launch producing its input when that value has no other
+    /// reader and is not a graph output: the producer writes `unary(result)` straight into the unary's
+    /// output (chains compose). Fused nodes become nil.
+    static func fuseActivations(_ plans: [NodeLowering], graph: Graph) -> [NodeLowering?] {
+        var readers: [String: Int] = [:]
+        for node in graph.nodes { for input in node.inputs where !input.isEmpty { readers[input, default: 0] += 1 } }
+        let graphOutputs = Set(graph.outputs.map(\.name))
+        var result: [NodeLowering?] = plans
+        var producer: [String: Int] = [:]
+        var activations: [Int: [String]] = [:]
+        for (index, plan) in plans.enumerated() {
+            let node = graph.nodes[index]
+            if Self.fusible.contains(node.op.name), let input = node.inputs.first, readers[input] == 1, !graphOutputs.contains(input),
+               let source = producer[input], case .launch(let kernel, let text, let options, var arguments, let global, let local)? = result[source],
+               let slot = arguments.lastIndex(where: { if case .value(input) = $0 { return true }; return false }) {
+                arguments[slot] = .value(node.outputs[0])
+                activations[source, default: []].append(unaryOps[node.op.name]!)
+                result[source] = .launch(kernel: kernel, source: text, options: options, arguments: arguments, global: global, local: local)
+                result[index] = nil
+                producer[node.outputs[0]] = source
+                continue
+            }
+            if case .launch = plan { producer[node.outputs[0]] = index }
+        }
+        for (index, chain) in activations {
+            guard case .launch(let kernel, let text, let options, let arguments, let global, let local)? = result[index] else { continue }
+            var prelude = ""
+            for (i, expression) in chain.enumerated() { prelude += "#define ACT\(i)(v) \(expression)\n" }
+            prelude += "#define ACT(v) " + chain.indices.reduce("v") { "ACT\($1)(\($0))" } + "\n"
+            result[index] = .launch(kernel: kernel, source: prelude + text, options: options, arguments: arguments, global: global, local: local)
+        }
+        return result
+    }
+
+    let graph: Graph
+    /// The work-group edge of the tiled kernels (TS×TS ≤ the device's largest work-group).
+    let tile: Int
+
+    /// The static float32 shape of `name`, or `.unsupported` saying why it has none.
+    func shape(_ name: String) throws -> [Int] {
+        if let t = graph.initializers[name] {
+            guard t.dtype == .float32 else { throw unsupported("value '\(name)' is \(t.dtype); kiln.gpu runs float32 only") }
+            return try checked(name, t.shape)
+        }
+        guard let type = graph.type(of: name)?.tensorType else { throw unsupported("value '\(name)' has no known tensor type") }
+        guard type.dtype == .float32 else { throw unsupported("value '\(name)' is \(type.dtype); kiln.gpu runs float32 only") }
+        guard let fixed = type.fixedShape else { throw unsupported("value '\(name)' has no static shape; kiln.gpu specializes kernels for static shapes") }
+        return try checked(name, fixed)
+    }
+
+    /// `fixed` when it is non-empty and small enough for the kernels' 32-bit indexing.
+    private func checked(_ name: String, _ fixed: [Int]) throws -> [Int] {
+        guard fixed.allSatisfy({ $0 > 0 }) else { throw unsupported("value '\(name)' is empty") }
+        // Checked: a hostile artifact's dims must not overflow; kernels index with 32-bit ints.
+        var elements = 1
+        for dim in fixed {
+            let (product, overflow) = elements.multipliedReportingOverflow(by: dim)
+            guard !overflow, product < Int(Int32.max) / 4 else { throw unsupported("value '\(name)' has 2^29 or more elements; kiln.gpu indexes with 32-bit integers") }
+            elements = product
+        }
+        return fixed
+    }
+
+    private func unsupported(_ reason: String) -> KilnError { KilnError(.unsupported, reason) }
+
+    private func int(_ node: Node, _ name: String, _ fallback: Int) throws -> Int {
+        switch node.attributes[name] {
+        case nil: return fallback
+        case .int(let v)?: return v
+        default: throw unsupported("\(node.op.name): attribute \(name) is not an integer")
+        }
+    }
+
+    private func ints(_ node: Node, _ name: String) throws -> [Int]? {
+        switch node.attributes[name] {
+        case nil: return nil
+        case .ints(let v)?: return v
+        default: throw unsupported("\(node.op.name): attribute \(name) is not a list of integers")
+        }
+    }
+
+    private func float(_ node: Node, _ name: String, _ fallback: Float) throws -> Float {
+        switch node.attributes[name] {
+        case nil: return fallback
+        case .float(let v)?: guard v.isFinite else { throw unsupported("\(node.op.name): attribute \(name) is not finite") }; return v
+        default: throw unsupported("\(node.op.name): attribute \(name) is not a float")
+        }
+    }
+
+    private static func count(_ shape: [Int]) -> Int { shape.reduce(1, *) }
+
+    private static func list(_ values: [Int]) -> String { "{" + values.map(String.init).joined(separator: ",") + "}" }
+
+    private static func strides(_ shape: [Int]) -> [Int] {
+        var s = [Int](repeating: 1, count: shape.count)
+        var acc = 1
+        for d in shape.indices.reversed() { s[d] = acc; acc *= shape[d] }
+        return s
+    }
+
+    /// The lowering of `node`, or `.unsupported` with the reason kiln.gpu does not run it.
+    func lower(_ node: Node) throws -> NodeLowering {
+        guard node.op.domain.isEmpty || node.op.domain == "ai.onnx" else { throw unsupported("op \(node.op) is not supported by kiln.gpu") }
+        let op = node.op.name
+        guard node.subgraphs.isEmpty else { throw unsupported("\(op) has subgraphs") }
+        guard let output = node.outputs.first, !output.isEmpty else { throw unsupported("\(op) has no output") }
+        guard node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
+        let y = try shape(output)
+        if Self.viewOps.contains(op) {
+            guard let x = node.inputs.first, !x.isEmpty else { throw unsupported("\(op) has no data input") }
+            guard try Self.count(shape(x)) == Self.count(y) else { throw unsupported("\(op): element count changes") }
+            return .view(input: x, output: output)
+        }
+        let inputs = node.inputs.filter { !$0.isEmpty }
+        if let expression = Self.unaryOps[op] {
+            guard inputs.count == 1 else { throw unsupported("\(op) takes one input") }
+            let n = Self.count(y)
+            return .launch(kernel: "unary", source: "#define OP(v) \(expression)\n" + Kernels.unary, options: "-DCOUNT=\(n)",
+                           arguments: [.value(inputs[0]), .value(output), .float(try float(node, "alpha", 0.01))], global: [n], local: nil)
+        }
+        if let expression = Self.binaryOps[op] {
+            guard inputs.count == 2 else { throw unsupported("\(op) takes two inputs") }
+            let out = y.isEmpty ? [1] : y
+            func broadcastStrides(_ s: [Int]) throws -> [Int] {
+                guard s.count <= out.count else { throw unsupported("\(op): an input has a higher rank than the output") }
+                let padded = [Int](repeating: 1, count: out.count - s.count) + s
+                let natural = Self.strides(padded)
+                return try out.indices.map { d in
+                    if padded[d] == out[d] { return out[d] == 1 ? 0 : natural[d] }
+                    guard padded[d] == 1 else { throw unsupported("\(op): shapes do not broadcast") }
+                    return 0
+                }
+            }
+            let a = try broadcastStrides(shape(inputs[0])), b = try broadcastStrides(shape(inputs[1]))
+            let prelude = "#define OP(x, z) \(expression)\n#define RANK \(out.count)\n#define ODIM_INIT \(Self.list(out))\n#define ASTR_INIT \(Self.list(a))\n#define BSTR_INIT \(Self.list(b))\n"
+            let n = Self.count(out)
+            return .launch(kernel: "binary", source: prelude + Kernels.binary, options: "-DCOUNT=\(n)",
+                           arguments: [.value(inputs[0]), .value(inputs[1]), .value(output)], global: [n], local: nil)
+        }
+        switch op {
+        case "MatMul": return try matMul(node, y)
+        case "Gemm": return try gemm(node, y)
+        case "Conv": return try conv(node, y)
+        case "MaxPool", "AveragePool": return try pool(node, y)
+        case "GlobalAveragePool", "GlobalMaxPool":
+            let x = try shape(node.inputs[0])
+            guard x.count >= 3 else { throw unsupported("\(op) needs rank ≥ 3") }
+            let planes = x[0] * x[1]
+            return .launch(kernel: "global_pool", source: Kernels.globalPool,
+                           options: "-DCOUNT=\(planes) -DS=\(Self.count(x) / planes) -DIS_MAX=\(op == "GlobalMaxPool" ? 1 : 0)",
+                           arguments: [.value(node.inputs[0]), .value(output)], global: [planes], local: nil)
+        case "Softmax":
+            let rank = y.count
+            var axis = try int(node, "axis", -1)
+            if axis < 0 { axis += rank }
+            guard axis >= 0, axis < rank else { throw unsupported("Softmax: axis out of range") }
+            let outer = Self.count(Array(y[..<axis])), inner = Self.count(Array(y[(axis + 1)...]))
+            return .launch(kernel: "softmax", source: Kernels.softmax, options: "-DOUTER=\(outer) -DINNER=\(inner) -DA=\(y[axis])",
+                           arguments: [.value(node.inputs[0]), .value(output)], global: [outer * inner], local: nil)
+        case "Transpose":
+            let x = try shape(node.inputs[0])
+            let perm = try ints(node, "perm") ?? Array(x.indices.reversed())
+            guard perm.count == x.count, Set(perm) == Set(x.indices) else { throw unsupported("Transpose: perm is not a permutation of the input's axes") }
+            let inStrides = Self.strides(x)
+            let out = y.isEmpty ? [1] : y
+            let istr = y.isEmpty ? [0] : perm.map { inStrides[$0] }
+            let prelude = "#define RANK \(out.count)\n#define ODIM_INIT \(Self.list(out))\n#define ISTR_INIT \(Self.list(istr))\n"
+            return .launch(kernel: "transpose", source: prelude + Kernels.transpose, options: "-DCOUNT=\(Self.count(out))",
+                           arguments: [.value(node.inputs[0]), .value(output)], global: [Self.count(out)], local: nil)
+        default:
+            throw unsupported("op \(op) is not supported by kiln.gpu (supported: \(Self.supported.joined(separator: ", ")))")
+        }
+    }
+
+    private func gemmLaunch(a: String, b: String, c: String?, output: String, m: Int, n: Int, k: Int, batch: Int,
+                            strides: (sam: Int, sak: Int, sbk: Int, sbn: Int, abs: Int, bbs: Int, csm: Int, csn: Int),
+                            alpha: Float, beta: Float) -> NodeLowering {
+        let s = strides
+        let options = "-DTS=\(tile) -DM=\(m) -DN=\(n) -DK=\(k) -DSAM=\(s.sam) -DSAK=\(s.sak) -DSBK=\(s.sbk) -DSBN=\(s.sbn) -DABS=\(s.abs) -DBBS=\(s.bbs) -DHAS_C=\(c == nil ? 0 : 1) -DCSM=\(s.csm) -DCSN=\(s.csn)"
+        let round = { (v: Int) in (v + tile - 1) / tile * tile }
+        return .launch(kernel: "gemm", source: Kernels.gemm, options: options,
+                       arguments: [.value(a), .value(b), .value(c ?? a), .value(output), .float(alpha), .float(beta)],
+                       global: [round(n), round(m), batch], local: [tile, tile, 1])
+    }
+
+    private func matMul(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let a = try shape(node.inputs[0]), b = try shape(node.inputs[1])
+        guard a.count >= 2, b.count >= 2 else { throw unsupported("MatMul: kiln.gpu needs both inputs of rank ≥ 2") }
+        let m = a[a.count - 2], k = a[a.count - 1], n = b[b.count - 1]
+        guard b[b.count - 2] == k else { throw unsupported("MatMul: inner dims differ") }
+        let batchDims = Array(y.dropLast(2)), batch = Self.count(batchDims)
+        func batchStride(_ s: [Int], _ matrix: Int) throws -> Int {
+            let dims = Array(s.dropLast(2))
+            if Self.count(dims) == 1 { return 0 }
+            guard [Int](repeating: 1, count: batchDims.count - dims.count) + dims == batchDims else {
+                throw unsupported("MatMul: kiln.gpu broadcasts a batch only when it is shared whole")
+            }
+            return matrix
+        }
+        return gemmLaunch(a: node.inputs[0], b: node.inputs[1], c: nil, output: node.outputs[0], m: m, n: n, k: k, batch: batch,
+                          strides: (k, 1, n, 1, try batchStride(a, m * k), try batchStride(b, k * n), 0, 0), alpha: 1, beta: 0)
+    }
+
+    private func gemm(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let a = try shape(node.inputs[0]), b = try shape(node.inputs[1])
+        guard a.count == 2, b.count == 2, y.count == 2 else { throw unsupported("Gemm: inputs must be matrices") }
+        let transA = try int(node, "transA", 0) != 0, transB = try int(node, "transB", 0) != 0
+        let m = transA ? a[1] : a[0], k = transA ? a[0] : a[1], n = transB ? b[0] : b[1]
+        guard (transB ? b[1] : b[0]) == k else { throw unsupported("Gemm: inner dims differ") }
+        var c: String? = nil, csm = 0, csn = 0
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            let cs = try shape(node.inputs[2])
+            guard cs.count <= 2 else { throw unsupported("Gemm: C has rank > 2") }
+            let padded = [Int](repeating: 1, count: 2 - cs.count) + cs
+            guard padded[0] == 1 || padded[0] == m, padded[1] == 1 || padded[1] == n else { throw unsupported("Gemm: C does not broadcast to (M, N)") }
+            c = node.inputs[2]
+            csm = padded[0] == 1 ? 0 : padded[1]
+            csn = padded[1] == 1 ? 0 : 1
+        }
+        return gemmLaunch(a: node.inputs[0], b: node.inputs[1], c: c, output: node.outputs[0], m: m, n: n, k: k, batch: 1,
+                          strides: (transA ? 1 : k, transA ? m : 1, transB ? 1 : n, transB ? k : 1, 0, 0, csm, csn),
+                          alpha: try float(node, "alpha", 1), beta: try float(node, "beta", 1))
+    }
+
+    /// Pads (begin, end) per spatial dim from explicit `pads` or `auto_pad` and the static output size.
+    private func pads(_ node: Node, input: [Int], output: [Int], kernel: [Int], strides: [Int], dilations: [Int]) throws -> [(Int, Int)] {
+        let spatial = kernel.count
+        let autoPad: String
+        switch node.attributes["auto_pad"] {
+        case nil: autoPad = "NOTSET"
+        case .string(let s)?: autoPad = s
+        default: throw unsupported("\(node.op.name): auto_pad is not a string")
+        }
+        switch autoPad {
+        case "NOTSET", "":
+            let p = try ints(node, "pads") ?? [Int](repeating: 0, count: 2 * spatial)
+            guard p.count == 2 * spatial, p.allSatisfy({ $0 >= 0 }) else { throw unsupported("\(node.op.name): pads are malformed") }
+            return (0..<spatial).map { (p[$0], p[$0 + spatial]) }
+        case "VALID": return [(Int, Int)](repeating: (0, 0), count: spatial)
+        case "SAME_UPPER", "SAME_LOWER":
+            return (0..<spatial).map { d in
+                let total = max(0, (output[d] - 1) * strides[d] + (kernel[d] - 1) * dilations[d] + 1 - input[d])
+                let small = total / 2
+                return autoPad == "SAME_UPPER" ? (small, total - small) : (total - small, small)
+            }
+        default: throw unsupported("\(node.op.name): auto_pad \(autoPad) is not supported")
+        }
+    }
+
+    private func conv(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0]), w = try shape(node.inputs[1])
+        guard x.count == 4, w.count == 4, y.count == 4 else { throw unsupported("Conv: kiln.gpu runs 2-D convolutions (rank-4 tensors) only") }
+        let group = try int(node, "group", 1)
+        guard group >= 1, x[1] % group == 0, w[0] % group == 0, w[1] * group == x[1], y[1] == w[0] else {
+            throw unsupported("Conv: channels and group do not agree")
+        }
+        let kernel = [w[2], w[3]]
+        if let ks = try ints(node, "kernel_shape"), ks != kernel { throw unsupported("Conv: kernel_shape differs from the weight's") }
+        let strides = try ints(node, "strides") ?? [1, 1], dilations = try ints(node, "dilations") ?? [1, 1]
+        guard strides.count == 2, dilations.count == 2, strides.allSatisfy({ $0 >= 1 }), dilations.allSatisfy({ $0 >= 1 }) else {
+            throw unsupported("Conv: strides or dilations are malformed")
+        }
+        let p = try pads(node, input: [x[2], x[3]], output: [y[2], y[3]], kernel: kernel, strides: strides, dilations: dilations)
+        var bias: String? = nil
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            guard try shape(node.inputs[2]) == [w[0]] else { throw unsupported("Conv: bias is not one value per output channel") }
+            bias = node.inputs[2]
+        }
+        let mg = w[0] / group, kk = w[1] * w[2] * w[3], pixels = y[2] * y[3]
+        let options = "-DTS=\(tile) -DG=\(group) -DC=\(x[1]) -DCG=\(w[1]) -DH=\(x[2]) -DW=\(x[3]) -DM=\(w[0]) -DMG=\(mg) -DKK=\(kk) -DKH=\(w[2]) -DKW=\(w[3]) -DOW=\(y[3]) -DP=\(pixels) -DSH=\(strides[0]) -DSW=\(strides[1]) -DDH=\(dilations[0]) -DDW=\(dilations[1]) -DPT=\(p[0].0) -DPL=\(p[1].0) -DHAS_BIAS=\(bias == nil ? 0 : 1)"
+        let round = { (v: Int) in (v + tile - 1) / tile * tile }
+        return .launch(kernel: "conv", source: Kernels.conv, options: options,
+                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]), .value(node.outputs[0])],
+                       global: [round(pixels), round(mg), x[0] * group], local: [tile, tile, 1])
+    }
+
+    private func pool(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard x.count == 4, y.count == 4 else { throw unsupported("\(node.op.name): kiln.gpu pools 2-D (rank-4 tensors) only") }
+        guard let kernel = try ints(node, "kernel_shape"), kernel.count == 2, kernel.allSatisfy({ $0 >= 1 }) else {
+            throw unsupported("\(node.op.name): kernel_shape must give two sizes")
+        }
+        guard try int(node, "storage_order", 0) == 0 else { throw unsupported("MaxPool: storage_order 1 is not supported") }
+        let strides = try ints(node, "strides") ?? [1, 1], dilations = try ints(node, "dilations") ?? [1, 1]
+        guard strides.count == 2, dilations.count == 2, strides.allSatisfy({ $0 >= 1 }), dilations.allSatisfy({ $0 >= 1 }) else {
+            throw unsupported("\(node.op.name): strides or dilations are malformed")
+        }
+        let p = try pads(node, input: [x[2], x[3]], output: [y[2], y[3]], kernel: kernel, strides: strides, dilations: dilations)
+        let isMax = node.op.name == "MaxPool"
+        let countPad = isMax ? 0 : try int(node, "count_include_pad", 0)
+        let n = Self.count(y)
+        let options = "-DCOUNT=\(n) -DH=\(x[2]) -DW=\(x[3]) -DOH=\(y[2]) -DOW=\(y[3]) -DKH=\(kernel[0]) -DKW=\(kernel[1]) -DSH=\(strides[0]) -DSW=\(strides[1]) -DDH=\(dilations[0]) -DDW=\(dilations[1]) -DPT=\(p[0].0) -DPB=\(p[0].1) -DPL=\(p[1].0) -DPR=\(p[1].1) -DIS_MAX=\(isMax ? 1 : 0) -DCOUNT_PAD=\(countPad != 0 ? 1 : 0)"
+        return .launch(kernel: "pool", source: Kernels.pool, options: options,
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
+    }
+}
