@@ -43,29 +43,38 @@ public enum ProcessRunner {
         let folder = try temporaryDirectory("kiln-process")
         defer { removeTemporaryDirectory(folder) }
         let outPath = folder + "/stdout", errPath = folder + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        defer {
-            try? out.close()
-            try? err.close()
+        // posix_spawn and a polling waitpid rather than Foundation's Process: under AddressSanitizer its
+        // SIGCHLD-driven termination handler sometimes never ran, leaving the test waiting forever on a
+        // child that had already exited (a zombie).
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for pointer in argv + envp { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard spawned == 0 else { throw TestSupportError("cannot start \(path): \(String(cString: strerror(spawned)))") }
+
+        let deadline = ContinuousClock.now + .milliseconds(Int64(timeout * 1000))
+        var status: Int32 = 0
+        var timedOut = false
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { break }
+            if reaped == -1 && errno != EINTR { throw TestSupportError("waitpid(\(pid)): \(String(cString: strerror(errno)))") }
+            if ContinuousClock.now > deadline {
+                kill(pid, SIGKILL)
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                timedOut = true
+                break
+            }
+            usleep(2_000)
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        process.standardOutput = out
-        process.standardError = err
-        let finished = DispatchSemaphore(value: 0)
-        process.terminationHandler = { _ in finished.signal() }
-        try process.run()
-        let timedOut = finished.wait(timeout: .now() + timeout) == .timedOut
-        if timedOut {
-            kill(process.processIdentifier, SIGKILL)
-            finished.wait()
-        }
-        process.waitUntilExit()
         func read(_ file: String) -> String { (try? String(contentsOfFile: file, encoding: .utf8)) ?? "" }
         if timedOut {
             throw TestSupportError("""
@@ -74,7 +83,9 @@ public enum ProcessRunner {
                 stderr: \(read(errPath))
                 """)
         }
-        return ProcessResult(status: process.terminationStatus, stdout: read(outPath), stderr: read(errPath))
+        // As Foundation's Process reports it: the exit code, or the number of the signal that ended it.
+        let signal = status & 0x7f
+        return ProcessResult(status: signal == 0 ? (status >> 8) & 0xff : signal, stdout: read(outPath), stderr: read(errPath))
     }
 }
 
