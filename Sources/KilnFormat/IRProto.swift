@@ -241,7 +241,7 @@ struct Decoder {
             guard t.dims.isEmpty else { throw fail("\(what): type of unknown rank lists \(t.dims.count) dims") }
             return TensorType(element, nil)
         }
-        return TensorType(element, try t.dims.map { d -> Dim in
+        let dims = try t.dims.map { d -> Dim in
             switch d.value {
             case .fixed(let v) where v < 0 || v > Int64(ElementCount.maxBytes):
                 throw fail("\(what): dim \(v) is negative or too large")
@@ -249,7 +249,13 @@ struct Decoder {
             case .symbol(let s): .symbol(s)
             case nil: .unknown
             }
-        })
+        }
+        do {
+            try ElementCount.checkDeclared(dims, dtype: element, what: what)
+        } catch let error as KilnError {
+            throw fail(error.message)
+        }
+        return TensorType(element, dims)
     }
 
     func decode(_ n: Kiln_Ir_Node, path: String) throws -> Node {

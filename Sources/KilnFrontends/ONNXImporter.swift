@@ -365,7 +365,7 @@ struct ImportContext {
             throw KilnError(.invalidModel, "\(source): \(context) has element type \(elemType), which ONNX does not define")
         }
         guard let shape else { return TensorType(dtype, nil) }
-        return TensorType(dtype, try shape.dim.map { d -> Dim in
+        let dims = try shape.dim.map { d -> Dim in
             switch d.value {
             case .dimValue(let v)? where v > Int64(ElementCount.maxBytes):
                 throw KilnError(.invalidModel, "\(source): \(context) has dim \(v), more than any tensor can hold")
@@ -373,7 +373,9 @@ struct ImportContext {
             case .dimParam(let p)?: p.isEmpty || p == "?" ? .unknown : .symbol(p)  // `?` and "" are anonymous, as in ONNX Runtime
             case nil: .unknown
             }
-        })
+        }
+        try ElementCount.checkDeclared(dims, dtype: dtype, what: "\(source): \(context)")
+        return TensorType(dtype, dims)
     }
 
     // MARK: tensors

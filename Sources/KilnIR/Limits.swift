@@ -15,9 +15,13 @@ public enum ElementCount {
     /// negative, the product overflows, or the tensor would exceed `maxBytes` (with `dtype`'s width, 1 byte
     /// per element when it has none, e.g. strings).
     public static func of(_ shape: [Int], dtype: DType? = nil, what: String, code: KilnError.Code = .invalidModel) throws -> Int {
+        // The product of the nonzero dims is checked even when another dim is 0: kernels multiply parts of a
+        // shape (the dims before an axis, say), and [0, 2^40, 2^40] must not overflow there either.
         var count = 1
+        var empty = false
         for d in shape {
             guard d >= 0 else { throw KilnError(code, "\(what) has a negative dim \(d) (shape \(shape))") }
+            if d == 0 { empty = true; continue }
             let (p, overflow) = count.multipliedReportingOverflow(by: d)
             guard !overflow else { throw KilnError(code, "\(what) has dims \(shape) whose product is too large (it overflows)") }
             count = p
@@ -27,7 +31,13 @@ public enum ElementCount {
         guard !overflow, bytes <= maxBytes else {
             throw KilnError(code, "\(what) has dims \(shape) whose product is too large (more than the \(maxBytes >> 30) GiB cap for one tensor)")
         }
-        return count
+        return empty ? 0 : count
+    }
+
+    /// Checks a declared type's fixed dims with `of` (symbolic and unknown dims are left out), so that a type
+    /// no tensor can have is refused where it is read rather than overflowing in the code that plans for it.
+    public static func checkDeclared(_ dims: [Dim], dtype: DType, what: String, code: KilnError.Code = .invalidModel) throws {
+        _ = try of(dims.compactMap(\.value), dtype: dtype, what: what, code: code)
     }
 
     /// `a * b`, or a typed error naming `what` when it overflows or is negative.

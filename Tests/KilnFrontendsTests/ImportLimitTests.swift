@@ -28,6 +28,20 @@ import Testing
         #expect(ONNXBuilder.kilnError { try ONNXBuilder.importInMemory(initializer) }?.code == .invalidModel)
     }
 
+    /// Dims that are each allowed but whose product no tensor can hold: refused where the type is read, even
+    /// when another dim is 0 (kernels multiply parts of a shape; a 1M-execution cabi run found kiln.cpu's
+    /// Hardmax overflowing on [2^31 - 1, 2^40, 5]).
+    @Test func declaredTypesWhoseDimsMultiplyPastTheCapAreRefused() throws {
+        for dims: [ONNXDim] in [[.fixed(Int(Int32.max)), .fixed(1 << 40), 5], [0, .fixed(1 << 40), .fixed(1 << 40)]] {
+            let model = ONNXBuilder.model(nodes: [ONNXBuilder.node("Hardmax", ["x"], ["y"])],
+                                          inputs: [ONNXBuilder.value("x", .float32, dims)], outputs: [ONNXBuilder.value("y")])
+            let error = ONNXBuilder.kilnError { try ONNXBuilder.importInMemory(model) }
+            #expect(error?.code == .invalidModel && error?.message.contains("product is too large") == true, "\(dims): \(error?.message ?? "no error")")
+        }
+        #expect(throws: KilnError.self) { try ElementCount.of([0, 1 << 40, 1 << 40], what: "a value") }
+        #expect(try ElementCount.of([0, 1 << 20], what: "an empty value") == 0)
+    }
+
     /// A sparse initializer of one value with dims [65536, 65536] would expand to 32 GiB of working copy.
     @Test func aTinySparseTensorWithAHugeDenseFormIsRefused() throws {
         var sparse = Onnx_SparseTensorProto()

@@ -60,7 +60,10 @@ private final class PoolCore: @unchecked Sendable {
     /// Chunks of the current job that have finished.
     private let finished = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
-    private var jobCount = 0
+    /// Chunks in the current job. Atomic because a worker still finishing the previous job may read it
+    /// while the next job is posted (TSan reported the plain variable); that worker's claim then fails,
+    /// since the epoch in `state` has moved on.
+    private let jobCount = Atomic<Int>(0)
     private var job: ((Int) -> Void)?
     private var epoch = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -88,7 +91,7 @@ private final class PoolCore: @unchecked Sendable {
     /// Posts a job of `count` chunks, takes part in it, and returns when every chunk has finished.
     func run(_ count: Int, _ body: @escaping (Int) -> Void) {
         job = body
-        jobCount = count
+        jobCount.store(count, ordering: .relaxed)
         finished.store(0, ordering: .relaxed)
         epoch = (epoch + 1) & 0x7FFF_FFFF
         let myEpoch = epoch
@@ -111,7 +114,7 @@ private final class PoolCore: @unchecked Sendable {
             let current = state.load(ordering: .acquiring)
             guard current >> 32 == epoch else { return }
             let index = current & 0xFFFF_FFFF
-            guard index < jobCount else { return }
+            guard index < jobCount.load(ordering: .relaxed) else { return }
             guard state.compareExchange(expected: current, desired: current + 1, ordering: .acquiringAndReleasing).exchanged else {
                 continue
             }
