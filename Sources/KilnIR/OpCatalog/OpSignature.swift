@@ -27,8 +27,9 @@ package struct OpSignature: Sendable {
     package let variadic: Bool
     /// Whether every input of the variadic tail must have the same element type.
     package let homogeneousTail: Bool
-    /// How many inputs a node of the canonical form may have (positions, absent optional ones included);
-    /// `upperBound` nil means no limit. The canonical form is the
+    /// How many inputs a node may have (positions, absent optional ones included): at least the canonical
+    /// form's minimum, at most the largest of any version (newer versions keep their extra inputs); `upperBound`
+    /// nil means no limit. The canonical form is the
     /// version in force at `OpCatalog.canonicalOpset` (default domain; the newest elsewhere), into which
     /// the importer rewrites older versions (Pad's, Slice's and Reshape's attributes become inputs).
     package let inputCount: (lowerBound: Int, upperBound: Int?)
@@ -100,9 +101,9 @@ private let table_ = """
 |Asinh||1,1,1,1,1,1|10c02,0,000,-1
 |Atan||1,1,1,1,1,1|10c02,0,000,-1
 |Atanh||1,1,1,1,1,1|10c02,0,000,-1
-|Attention||3,6,1,4,7,1|10c02,0,000,-1;10c02,0,000,0;10c02,0,000,-1;13efe,0,000,-1;10c02,0,000,0;10c02,0,000,2;80,0,000,-1
+|Attention||3,7,1,4,7,1|10c02,0,000,-1;10c02,0,000,0;10c02,0,000,-1;13efe,0,000,-1;10c02,0,000,0;10c02,0,000,2;80,0,000,-1
 |AveragePool||1,1,1,1,1,1|10c02,0,000,-1
-|BatchNormalization||5,5,1,3,1f,1|10c02,0,000,-1;10c02,0,000,-1;10c02,0,000,1;10c02,0,000,-1;10c02,0,000,3
+|BatchNormalization||5,5,1,5,1f,1|10c02,0,000,-1;10c02,0,000,-1;10c02,0,000,1;10c02,0,000,-1;10c02,0,000,3
 |Bernoulli||1,1,1,1,1,1|10c02,0,000,-1
 |BitCast||1,1,1,1,1,1|7fffefe,0,000,-1
 |BitShift||2,2,1,1,3,1|3014,0,000,-1;3014,0,000,0
@@ -281,7 +282,7 @@ private let table_ = """
 |TensorScatter||2,3,1,1,3,1|1fffffe,0,000,-1;1fffffe,0,000,0;80,0,000,-1
 |TfIdfVectorizer||1,1,1,1,1,1|1c0,0,000,-1
 |ThresholdedRelu||1,1,1,1,1,1|10c02,0,000,-1
-|Tile||2,2,1,1,3,1|1fffe,0,000,-1;c82,0,000,-1;c02,0,000,0
+|Tile||2,3,1,1,3,1|1fffe,0,000,-1;c82,0,000,-1;c02,0,000,0
 |TopK||2,2,2,2,3,3|13cfe,0,000,-1;80,0,000,-1
 |Transpose||1,1,1,1,1,1|7fffffe,0,000,-1
 |Trilu||1,2,1,1,1,1|1fffe,0,000,-1;80,0,000,-1
