@@ -52,6 +52,36 @@ import Testing
         _ = try roomy.prepare(g.graph).run(["x": .tensor(Self.tensor([512, 1024]))])
     }
 
+    /// Slice, Split, Pad and the other remapping lowerings build per-axis index tables as long as the
+    /// declared dims while planning; a Split of a declared [2^32] input built 32 GB of them (a fuzz finding,
+    /// Fuzz/regressions/cabi/cabi-cpu-split-plan-time-index-maps.onnx). The tables count against the
+    /// memory budget, before they are built.
+    @Test func indexTablesSizedByDeclaredDimsCountAgainstTheBudget() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1 << 32])
+        let first = g.node("Split", [x], ["axis": .int(0), "num_outputs": .int(2)], outputs: 2)
+        g.output(first, String(first.dropLast()) + "1")
+        let budgeted = try CPUBackend.descriptor.make(BackendConfiguration(options: ["memory_budget_mb": "2048"]))
+        let error = Self.error { _ = try budgeted.prepare(g.graph) }
+        #expect(error?.code == .unsupported, "\(String(describing: error))")
+        #expect(error?.message.contains("index tables") == true, "\(String(describing: error))")
+        #expect(error?.message.contains("memory_budget_mb") == true, "\(String(describing: error))")
+    }
+
+    /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,
+    /// but 2^40 indices along axis 1) is an error at run time, not an 8 TB allocation.
+    @Test func indexTablesOfAnEmptyValueWithAHugeDimAreAnErrorWithoutABudget() throws {
+        var g = TestGraph()
+        let x = g.input("x", [0, 1 << 40])
+        let starts = g.constant(Tensor(dtype: .int64, shape: [1], int64s: [0]), "starts")
+        let ends = g.constant(Tensor(dtype: .int64, shape: [1], int64s: [1]), "ends")
+        g.output(g.node("Slice", [x, starts, ends]))
+        let executable = try CPUBackend().prepare(g.graph)
+        let error = Self.error { _ = try executable.run(["x": .tensor(Tensor(shape: [0, 1 << 40], [Float]()))]) }
+        #expect(error?.code == .unsupported, "\(String(describing: error))")
+        #expect(error?.message.contains("index tables") == true, "\(String(describing: error))")
+    }
+
     /// kiln.cpu checks the run's deadline between steps.
     @Test func theStepLoopStopsAtTheDeadline() throws {
         var g = TestGraph()

@@ -402,8 +402,8 @@ extension SwiftOps {
         let picked = condition.indices.filter { condition[$0] != 0 }
         var outShape = xs
         outShape[axis] = picked.count
-        var maps = xs.map { Array(0..<$0) }
-        maps[axis] = picked
+        var maps = try b.identityMaps(xs)
+        maps[axis] = try b.indexTable(picked.count) { picked[$0] }
         let dtype = try b.dtype(ins[0]), w = try width(b, dtype)
         try b.compute([(outs[0], outShape, dtype)], from: [ins[0]]) { p, o in
             remap(p[0], o[0], inShape: xs, outShape: outShape, maps: maps, width: w, fill: [])

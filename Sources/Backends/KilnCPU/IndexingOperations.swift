@@ -106,7 +106,7 @@ enum SwiftOps {
     static func planRemap(_ b: PlanBuilder, x: Int, output: Int, outShape: [Int], maps: [[Int]], fill: [UInt8]? = nil) throws {
         let xs = try b.shape(x), dtype = try b.dtype(x), w = try width(b, dtype)
         let fillBytes = fill ?? [UInt8](repeating: 0, count: w)
-        if xs == outShape, maps.enumerated().allSatisfy({ a, m in m == Array(0..<xs[a]) }) {
+        if xs == outShape, maps.enumerated().allSatisfy({ a, m in m.elementsEqual(0..<xs[a]) }) {
             try b.defineView(output, of: x, shape: outShape)
             return
         }
@@ -126,7 +126,7 @@ enum SwiftOps {
         guard starts.count == ends.count, axes.count == starts.count, steps.count == starts.count else {
             throw b.invalid("starts, ends, axes and steps differ in length")
         }
-        var maps = xs.map { Array(0..<$0) }
+        var maps = try b.identityMaps(xs)
         var outShape = xs
         var seen = Set<Int>()
         for k in 0..<axes.count {
@@ -147,7 +147,7 @@ enum SwiftOps {
             }
             let count = step > 0 ? max(0, (e - s + step - 1) / step) : max(0, (s - e + (-step) - 1) / (-step))
             outShape[a] = count
-            maps[a] = (0..<count).map { s + $0 * step }
+            maps[a] = try b.indexTable(count) { s + $0 * step }
         }
         try planRemap(b, x: ins[0], output: outs[0], outShape: outShape, maps: maps)
     }
@@ -172,8 +172,9 @@ enum SwiftOps {
         for (k, out) in outs.enumerated() {
             var shape = xs
             shape[a] = sizes[k]
-            var maps = xs.map { Array(0..<$0) }
-            maps[a] = Array(start..<(start + sizes[k]))
+            var maps = try b.identityMaps(xs)
+            let first = start
+            maps[a] = try b.indexTable(sizes[k]) { first + $0 }
             start += sizes[k]
             if out >= 0 { try planRemap(b, x: ins[0], output: out, outShape: shape, maps: maps) }
         }
@@ -209,7 +210,7 @@ enum SwiftOps {
             outShape[a] = d + before[a] + after[a]
             guard outShape[a] >= 0 else { throw b.invalid("pads \(pads) crop more than \(xs)") }
             if d == 0 && outShape[a] > 0 && mode != "constant" { throw b.invalid("\(mode) padding of an empty axis") }
-            maps.append((0..<outShape[a]).map { o in
+            maps.append(try b.indexTable(outShape[a]) { o in
                 let c = o - before[a]
                 if c >= 0 && c < d { return c }
                 switch mode {
@@ -233,7 +234,7 @@ enum SwiftOps {
         let target = try b.requireKnownInts(ins[1])
         guard let out = Broadcasting.shape(xs, target) else { throw b.invalid("\(xs) does not expand to \(target)") }
         let padded = [Int](repeating: 1, count: out.count - xs.count) + xs
-        let maps = out.enumerated().map { a, d in padded[a] == 1 ? [Int](repeating: 0, count: d) : Array(0..<d) }
+        let maps = try out.enumerated().map { a, d in try b.indexTable(d) { padded[a] == 1 ? 0 : $0 } }
         try planExpanded(b, x: ins[0], padded: padded, output: outs[0], outShape: out, maps: maps)
     }
 
@@ -242,7 +243,7 @@ enum SwiftOps {
         let repeats = try b.requireKnownInts(ins[1])
         guard repeats.count == xs.count, repeats.allSatisfy({ $0 >= 0 }) else { throw b.invalid("repeats \(repeats) do not fit \(xs)") }
         let out = zip(xs, repeats).map { $0 * $1 }
-        let maps = out.enumerated().map { a, d in (0..<d).map { $0 % max(xs[a], 1) } }
+        let maps = try out.enumerated().map { a, d in try b.indexTable(d) { $0 % max(xs[a], 1) } }
         try planExpanded(b, x: ins[0], padded: xs, output: outs[0], outShape: out, maps: maps)
     }
 

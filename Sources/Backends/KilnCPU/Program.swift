@@ -217,6 +217,31 @@ final class PlanBuilder {
         return bytes
     }
 
+    /// Bytes of the index tables lowerings have built while planning (see `indexTable`).
+    private var indexTableBytes = 0
+
+    /// A table of `count` indices, `f(0)..<f(count)`, that a lowering keeps for the plan's lifetime (the
+    /// per-axis maps of Slice, Split, Pad, Tile, Expand, Gather and nearest Resize). The tables count against
+    /// the memory budget (with none, against one value's limit) before they are built: their lengths come
+    /// from declared shapes, so a model declaring a [2^32] input must get an error, not a 32 GB array.
+    func indexTable(_ count: Int, _ f: (Int) -> Int) throws -> [Int] {
+        let (bytes, overflow) = max(count, 0).multipliedReportingOverflow(by: MemoryLayout<Int>.stride)
+        let (total, overflow2) = indexTableBytes.addingReportingOverflow(bytes)
+        let cap = memoryBudget ?? Self.maxBufferBytes
+        guard !overflow, !overflow2, total <= cap else {
+            let limit = memoryBudget.map { "the memory budget of \(Self.megabytes($0)) (option memory_budget_mb)" }
+                ?? "\(Self.maxBufferBytes >> 30) GiB (kiln.cpu's limit for one value)"
+            throw unsupported("index tables of \(count) entries would take the plan's index tables past \(limit)")
+        }
+        indexTableBytes = total
+        return (0..<max(count, 0)).map(f)
+    }
+
+    /// The identity maps of a value of `shape` (one `0..<d` table per axis), counted as `indexTable` counts.
+    func identityMaps(_ shape: [Int]) throws -> [[Int]] {
+        try shape.map { d in try indexTable(d) { $0 } }
+    }
+
     /// Defines `id` as a new arena buffer.
     func define(_ id: Int, shape: [Int], dtype: DType = .float32) throws {
         guard id >= 0 else { return }
@@ -419,14 +444,14 @@ final class PlanBuilder {
             requests.append(MemoryPlan.Request(bytes: buffer.bytes, first: buffer.first, last: last))
         }
         let memory = MemoryPlan(requests)
-        if let memoryBudget, memory.arenaBytes > memoryBudget {
+        if let memoryBudget, memory.arenaBytes + indexTableBytes > memoryBudget {
             // Name the largest buffers so the caller sees what to shrink (a batch dim, a sequence length).
             let largest = buffers.indices.sorted { buffers[$0].bytes > buffers[$1].bytes }.prefix(3).map { b in
                 let what = buffers[b].values.isEmpty ? "scratch of operation #\(buffers[b].scratchOperation ?? 0)"
                     : buffers[b].values.map { "'\(name($0))'" }.joined(separator: "/")
                 return "\(what) \(Self.megabytes(buffers[b].bytes))"
             }
-            throw KilnError(.unsupported, "kiln.cpu: the memory plan needs \(Self.megabytes(memory.arenaBytes)), more than the memory budget of \(Self.megabytes(memoryBudget)) (option memory_budget_mb); largest values: \(largest.joined(separator: ", "))")
+            throw KilnError(.unsupported, "kiln.cpu: the memory plan needs \(Self.megabytes(memory.arenaBytes + indexTableBytes)), more than the memory budget of \(Self.megabytes(memoryBudget)) (option memory_budget_mb); largest values: \(largest.joined(separator: ", "))")
         }
         var retained: [Tensor] = []
         var locations = [Location](repeating: .none, count: program.valueCount)

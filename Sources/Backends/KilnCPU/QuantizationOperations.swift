@@ -57,13 +57,13 @@ extension SwiftOps {
         let length = shape[a], inner = shape[(a + 1)...].reduce(1, *), total = shape.reduce(1, *)
         if block <= 0 {
             guard param == [length] else { throw b.invalid("per-axis \(what) of shape \(param) does not match dim \(a) of \(shape)") }
-            return (0..<total).map { ($0 / max(inner, 1)) % max(length, 1) }
+            return try b.indexTable(total) { ($0 / max(inner, 1)) % max(length, 1) }
         }
         var expected = shape
         expected[a] = (length + block - 1) / block
         guard param == expected else { throw b.invalid("blocked \(what) of shape \(param) does not fit \(shape) with block_size \(block)") }
         let blocks = expected[a]
-        return (0..<total).map { i in
+        return try b.indexTable(total) { i in
             let j = i % max(inner, 1), k = (i / max(inner, 1)) % max(length, 1), o = i / max(length * inner, 1)
             return (o * blocks + k / block) * inner + j
         }

@@ -87,9 +87,9 @@ extension SwiftOps {
         _ = try b.checkedBytes(outShape, width: dtype.byteWidth ?? 1, name: b.name(outs[0]))
         let changed = (0..<r).filter { !(abs(scales[$0] - 1) < 1e-9 && outShape[$0] == xs[$0]) }
         if mode == "nearest" {
-            var maps = xs.map { Array(0..<$0) }
+            var maps = try b.identityMaps(xs)
             for a in changed {
-                maps[a] = (0..<outShape[a]).map { y in
+                maps[a] = try b.indexTable(outShape[a]) { y in
                     let c = sourceCoordinate(y, input: xs[a], output: outShape[a], scale: scales[a], transform: transform)
                     let x0 = c.rounded(.down), frac = c - x0
                     var up = false
@@ -473,11 +473,11 @@ extension SwiftOps {
         for (size, a) in zip(target, axes) { outShape[a] = size }
         let count = try b.checkedBytes(outShape, width: 1, name: b.name(outs[0]))
         // For each output index along each dim, the input index it copies (-1: padding, zero).
-        var maps = xs.map { Array(0..<$0) }
+        var maps = try b.identityMaps(xs)
         for (size, a) in zip(target, axes) {
             let dim = xs[a]
-            maps[a] = size <= dim ? (0..<size).map { $0 + (dim - size) / 2 }
-                : (0..<size).map { o in o - (size - dim) / 2 < dim && o >= (size - dim) / 2 ? o - (size - dim) / 2 : -1 }
+            maps[a] = size <= dim ? try b.indexTable(size) { $0 + (dim - size) / 2 }
+                : try b.indexTable(size) { o in o - (size - dim) / 2 < dim && o >= (size - dim) / 2 ? o - (size - dim) / 2 : -1 }
         }
         guard let width = dtype.byteWidth else { throw b.unsupported("CenterCropPad of \(dtype)") }
         let inStrides = contiguousStrides(xs)
