@@ -103,24 +103,24 @@ struct IsolatedRun {
         posix_spawn_file_actions_adddup2(&actions, 2, 1)
         var pid: pid_t = 0
         // The child's crash is the plugin's: no Swift backtrace for it, unless asked for.
-        // Under AddressSanitizer (a `scripts/test --sanitize address` build), its handlers would turn the
-        // plugin's SIGSEGV or SIGABRT into an ordinary exit: let the signal reach this process as it would
-        // without the sanitizer, so that the report is the same.
+        // Under a sanitizer (a `scripts/test --sanitize address|thread|undefined` build), its handlers would
+        // turn the plugin's SIGSEGV or SIGABRT into an ordinary exit: let the signal reach this process as it
+        // would without the sanitizer, so that the report is the same.
         let keepSignals = "handle_segv=0:handle_sigbus=0:handle_abort=0"
+        var unseen = ["ASAN_OPTIONS=", "TSAN_OPTIONS=", "UBSAN_OPTIONS="]
         var environment: [UnsafeMutablePointer<CChar>?] = []
         var at = environ
-        var sawSanitizerOptions = false
         while let entry = at.pointee {
             let text = String(cString: entry)
-            if text.hasPrefix("ASAN_OPTIONS=") {
-                sawSanitizerOptions = true
-                environment.append(strdup(text + (text == "ASAN_OPTIONS=" ? "" : ":") + keepSignals))
+            if let k = unseen.firstIndex(where: { text.hasPrefix($0) }) {
+                environment.append(strdup(text + (text == unseen[k] ? "" : ":") + keepSignals))
+                unseen.remove(at: k)
             } else {
                 environment.append(strdup(entry))
             }
             at += 1
         }
-        if !sawSanitizerOptions { environment.append(strdup("ASAN_OPTIONS=" + keepSignals)) }
+        for name in unseen { environment.append(strdup(name + keepSignals)) }
         if getenv("SWIFT_BACKTRACE") == nil { environment.append(strdup("SWIFT_BACKTRACE=enable=no")) }
         environment.append(nil)
         defer { for pointer in environment { free(pointer) } }

@@ -82,10 +82,13 @@ import Testing
         try ONNXBuilder.write(to: path, inputs: [ONNXBuilder.value("x", .float32, [1])], outputs: [ONNXBuilder.value("y")],
                               nodes: [ONNXBuilder.node("ConstantOfShape", ["s"], ["c"]), ONNXBuilder.node("Add", ["c", "x"], ["y"])],
                               initializers: [ONNXBuilder.int64Tensor("s", [1], [1 << 31])])
-        // ASan reserves terabytes of shadow address space, so an ASan build (scripts/test --sanitize address)
-        // cannot run under `ulimit -v`; there ASan's own max_allocation_size_mb sets the same 4 GB limit.
-        let asan = (ProcessInfo.processInfo.environment["KILN_TEST_CFLAGS"] ?? "").contains("-fsanitize=address")
-        let limit = asan ? "export ASAN_OPTIONS=max_allocation_size_mb=4096:allocator_may_return_null=1" : "ulimit -v 4194304"
+        // ASan and TSan reserve terabytes of shadow address space, so a sanitized build (scripts/test
+        // --sanitize address|thread) cannot run under `ulimit -v`; there the sanitizer allocator's own
+        // max_allocation_size_mb sets the same 4 GB limit.
+        let flags = ProcessInfo.processInfo.environment["KILN_TEST_CFLAGS"] ?? ""
+        let capped = "max_allocation_size_mb=4096:allocator_may_return_null=1"
+        let limit = flags.contains("-fsanitize=address") ? "export ASAN_OPTIONS=\(capped)"
+            : flags.contains("-fsanitize=thread") ? "export TSAN_OPTIONS=\(capped)" : "ulimit -v 4194304"
         let result = try ProcessRunner.run("/bin/bash", ["-c", limit + "; exec \"$0\" run \"$1\" --random", try TestPaths.kiln(), path],
                                            timeout: 120)
         #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
