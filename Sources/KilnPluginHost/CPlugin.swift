@@ -33,6 +33,8 @@ public final class CPlugin: @unchecked Sendable {
     let tables: [kiln_plugin_backend]
     /// Each table's struct_size as the plugin set it.
     let tableSizes: [Int]
+    /// The options each backend declares (ABI 1.3; empty before), validated at load.
+    let optionLists: [[BackendOption]]
 
     /// Loads the plugin at `path`: dlopen (RTLD_NOW | RTLD_LOCAL), the newest entry symbol this host
     /// speaks, version negotiation, and validation of the header and every backend table.
@@ -100,6 +102,7 @@ public final class CPlugin: @unchecked Sendable {
         }
         var tables: [kiln_plugin_backend] = []
         var sizes: [Int] = []
+        var optionLists: [[BackendOption]] = []
         var names: Set<String> = []
         let tableRequired = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.release)! + MemoryLayout<UnsafeRawPointer>.size
         for index in 0..<header.backend_count {
@@ -110,8 +113,9 @@ public final class CPlugin: @unchecked Sendable {
             guard declared >= tableRequired else {
                 throw KilnError(.invalidArgument, "\(origin): backend \(index)'s struct_size \(declared) is too small for ABI \(major).\(minor) (at least \(tableRequired))")
             }
-            // A plugin that negotiated a version before 1.2 is read as 1.2 never was: its 1.0 fields only.
-            let size = minor >= 2 ? declared : min(declared, PluginABI.backendSize10)
+            // A plugin that negotiated an earlier version is read as the later fields never were: a 1.0/1.1
+            // plugin's 1.0 fields only, a 1.2 plugin's fields up to 1.2's.
+            let size = minor >= 3 ? declared : minor == 2 ? min(declared, PluginABI.backendSize12) : min(declared, PluginABI.backendSize10)
             let table: kiln_plugin_backend = CPlugin.copy(tablePointer, size: size)
             guard let backendName = CPlugin.string(table.name), !backendName.isEmpty else {
                 throw KilnError(.invalidArgument, "\(origin): backend \(index) has no name")
@@ -140,6 +144,7 @@ public final class CPlugin: @unchecked Sendable {
             guard table.target_count <= 1024, table.target_count == 0 || table.targets != nil else {
                 throw KilnError(.invalidArgument, "\(origin): backend '\(backendName)' lists \(table.target_count) targets\(table.targets == nil ? " with a NULL array" : "") (at most 1024)")
             }
+            optionLists.append(try CPlugin.options(of: table, origin: "\(origin): backend '\(backendName)'"))
             tables.append(table)
             sizes.append(size)
         }
@@ -156,6 +161,7 @@ public final class CPlugin: @unchecked Sendable {
         self.context = header.context
         self.tables = tables
         self.tableSizes = sizes
+        self.optionLists = optionLists
         ok = true
     }
 
@@ -191,6 +197,41 @@ public final class CPlugin: @unchecked Sendable {
     /// A C string as a Swift string (nil for NULL).
     static func string(_ pointer: UnsafePointer<CChar>?) -> String? {
         pointer.map { String(cString: $0) }
+    }
+
+    /// The options a backend table declares (ABI 1.3), each checked: a non-NULL entry whose struct_size
+    /// covers the 1.3 fields, a name of 1 to 64 of [A-Za-z0-9._-] used once, at most 64 non-NULL choices.
+    static func options(of table: kiln_plugin_backend, origin: String) throws -> [BackendOption] {
+        guard table.option_count > 0 else { return [] }
+        guard table.option_count <= 256, let list = table.options else {
+            throw KilnError(.invalidArgument, "\(origin) lists \(table.option_count) options\(table.options == nil ? " with a NULL array" : "") (at most 256)")
+        }
+        let required = MemoryLayout<kiln_plugin_option>.offset(of: \kiln_plugin_option.choices)! + MemoryLayout<UnsafeRawPointer>.size
+        var options: [BackendOption] = []
+        for k in 0..<table.option_count {
+            guard let pointer = list[k] else { throw KilnError(.invalidArgument, "\(origin): option \(k) is NULL") }
+            let declared = UnsafeRawPointer(pointer).load(as: Int.self)
+            guard declared >= required else {
+                throw KilnError(.invalidArgument, "\(origin): option \(k)'s struct_size \(declared) is too small (at least \(required))")
+            }
+            let option: kiln_plugin_option = copy(pointer, size: declared)
+            let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+            guard let name = string(option.name), (1...64).contains(name.count), name.allSatisfy({ allowed.contains($0) }) else {
+                throw KilnError(.invalidArgument, "\(origin): option \(k) has no valid name (1 to 64 of A-Z a-z 0-9 . _ -)")
+            }
+            guard !options.contains(where: { $0.name == name }) else { throw KilnError(.invalidArgument, "\(origin): option '\(name)' is listed twice") }
+            guard option.choice_count <= 64, option.choice_count == 0 || option.choices != nil else {
+                throw KilnError(.invalidArgument, "\(origin): option '\(name)' lists \(option.choice_count) choices\(option.choices == nil ? " with a NULL array" : "") (at most 64)")
+            }
+            var choices: [String] = []
+            for c in 0..<option.choice_count {
+                guard let choice = string(option.choices![c]) else { throw KilnError(.invalidArgument, "\(origin): option '\(name)' has a NULL choice") }
+                choices.append(choice)
+            }
+            options.append(BackendOption(name: name, type: .text(choices: choices), defaultValue: string(option.default_value).flatMap { $0.isEmpty ? nil : $0 } ?? "the backend's own",
+                                         help: string(option.help) ?? ""))
+        }
+        return options
     }
 
     /// The `KilnError` for an error pointer a plugin returned from `callback`: the plugin's code and

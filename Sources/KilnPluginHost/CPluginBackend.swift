@@ -27,6 +27,10 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
     /// The target names the backend compiles for besides `host` (`npu-nc2`), from its table (ABI 1.2;
     /// empty for older plugins).
     public let targets: [String]
+    /// The compile options the backend declares (ABI 1.3; empty for older plugins).
+    public let options: [BackendOption]
+    /// The values of `options` this backend instance passes to every compile (see `configured(_:)`).
+    public private(set) var optionValues: [String: String] = [:]
 
     init(plugin: CPlugin, index: Int) {
         self.plugin = plugin
@@ -40,6 +44,15 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
             for i in 0..<table.target_count { if let name = CPlugin.string(list[i]), !name.isEmpty { targets.append(name) } }
         }
         self.targets = targets
+        options = plugin.optionLists[index]
+    }
+
+    /// This backend passing `values` (option name → value, for options it declares; the registry has
+    /// checked them against `options`) to every compile.
+    public func configured(_ values: [String: String]) -> CPluginBackend {
+        var copy = self
+        copy.optionValues = values.filter { key, _ in options.contains { $0.name == key } }
+        return copy
     }
 
     /// Whether the backend keeps tensors in device buffers (`KILN_PLUGIN_BACKEND_DEVICE_BUFFERS`, ABI 1.2):
@@ -137,13 +150,26 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
         let table = self.table
         var out = kiln_plugin_payload()
         out.struct_size = MemoryLayout<kiln_plugin_payload>.size
+        // The options the user gave this backend, as C strings the call borrows.
+        let given = optionValues.sorted { $0.key < $1.key }
+        let keys = given.map { strdup($0.key) }, values = given.map { strdup($0.value) }
+        defer { for p in keys + values { free(p) } }
+        guard !(keys + values).contains(where: { $0 == nil }) else { throw KilnError(.runtime, "\(origin): out of memory for compile options") }
+        let keyPointers = keys.map { UnsafePointer($0) }, valuePointers = values.map { UnsafePointer($0) }
         let result = options.target.withCString { target in
-            var o = kiln_plugin_compile_options()
-            o.struct_size = MemoryLayout<kiln_plugin_compile_options>.size
-            o.target = target
-            o.opt_level = Int32(clamping: options.optLevel)
-            return Self.withBytes(bytes, format: Int32(KILN_PLUGIN_FORMAT_IR_GRAPH)) { graphBytes in
-                withUnsafePointer(to: &o) { table.compile(table.context, graphBytes, $0, &out) }
+            keyPointers.withUnsafeBufferPointer { keyList in
+                valuePointers.withUnsafeBufferPointer { valueList in
+                    var o = kiln_plugin_compile_options()
+                    o.struct_size = MemoryLayout<kiln_plugin_compile_options>.size
+                    o.target = target
+                    o.opt_level = Int32(clamping: options.optLevel)
+                    o.option_count = given.count
+                    o.option_keys = given.isEmpty ? nil : keyList.baseAddress
+                    o.option_values = given.isEmpty ? nil : valueList.baseAddress
+                    return Self.withBytes(bytes, format: Int32(KILN_PLUGIN_FORMAT_IR_GRAPH)) { graphBytes in
+                        withUnsafePointer(to: &o) { table.compile(table.context, graphBytes, $0, &out) }
+                    }
+                }
             }
         }
         defer { if let owner = out.owner { table.release(table.context, owner) } }

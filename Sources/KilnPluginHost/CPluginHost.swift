@@ -30,6 +30,8 @@ package enum PluginABI {
 
     /// `sizeof(kiln_plugin_backend)` in ABI 1.0 and 1.1: up to and including `release`.
     static let backendSize10 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.release)! + MemoryLayout<UnsafeRawPointer>.size
+    /// `sizeof(kiln_plugin_backend)` in ABI 1.2: up to and including `buffer_read`.
+    static let backendSize12 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.option_count)!
 }
 
 /// An error a plugin made through `host->error_create`: the host owns it until it is turned into a

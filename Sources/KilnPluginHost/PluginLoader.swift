@@ -55,8 +55,12 @@ public enum PluginLoader {
             }
             let devices = backend.devices()
             let kind: BackendKind = !devices.isEmpty && devices.allSatisfy({ $0.kind == .simulator }) ? .simulator : .accelerator
-            registry.register(backend, kind: kind, summary: "plugin \(backend.plugin.name) (\(path))",
-                              targets: Dictionary(backend.targets.map { ($0, targetPriority) }, uniquingKeysWith: max))
+            // The descriptor makes the backend with the options the user gave it (ABI 1.3), so that a
+            // configured registry (--backend-option) hands them to the plugin's compile.
+            try registry.register(BackendDescriptor(
+                info: backend.info, kind: kind, summary: "plugin \(backend.plugin.name) (\(path))",
+                targets: Dictionary(backend.targets.map { ($0, targetPriority) }, uniquingKeysWith: max),
+                options: backend.options) { configuration in backend.configured(configuration.options) })
         }
         return backends.map(\.info.name)
     }

@@ -37,7 +37,7 @@ import Testing
 
     @Test func theSampleReportsItsDevicesTargetsAndBufferSupport() throws {
         let backend = try Self.sample()
-        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 2)
+        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 3)
         let devices = try backend.deviceList()
         #expect(devices.count == 2)
         #expect(devices.map(\.kind) == [.simulator, .simulator])
@@ -192,17 +192,17 @@ import Testing
     }
 
     @Test func aPluginNewerThanTheHostIsRefusedNamingBothVersions() throws {
-        // The header claims 1.3 although the host offered at most 1.2: the host refuses it.
-        let claims13 = try PluginBuild.sample("libsample_header13", defines: ["SAMPLE_HEADER_ABI_MINOR=3"])
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: claims13) }
+        // The header claims 1.4 although the host offered at most 1.3: the host refuses it.
+        let claims14 = try PluginBuild.sample("libsample_header14", defines: ["SAMPLE_HEADER_ABI_MINOR=4"])
+        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: claims14) }
         #expect(error?.code == .versionMismatch)
-        #expect(error?.message.contains("1.3") == true && error?.message.contains("1.0 to 1.2") == true && error?.message.contains(claims13) == true,
+        #expect(error?.message.contains("1.4") == true && error?.message.contains("1.0 to 1.3") == true && error?.message.contains(claims14) == true,
                 "\(error?.message ?? "")")
-        // A plugin that needs a 1.3 host refuses itself, and says so naming both ranges.
-        let needs13 = try PluginBuild.sample("libsample_needs13", defines: ["SAMPLE_ABI_MINOR=3", "SAMPLE_MIN_HOST_MINOR=3"])
-        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: needs13) }
+        // A plugin that needs a 1.4 host refuses itself, and says so naming both ranges.
+        let needs14 = try PluginBuild.sample("libsample_needs14", defines: ["SAMPLE_ABI_MINOR=4", "SAMPLE_MIN_HOST_MINOR=4"])
+        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: needs14) }
         #expect(error2?.code == .versionMismatch)
-        #expect(error2?.message.contains("1.3") == true && error2?.message.contains("1.0 to 1.2") == true, "\(error2?.message ?? "")")
+        #expect(error2?.message.contains("1.4") == true && error2?.message.contains("1.0 to 1.3") == true, "\(error2?.message ?? "")")
     }
 
     @Test func malformedDeviceAnswersAreCleanErrors() throws {

@@ -1,6 +1,8 @@
 import Foundation
 import Kiln
 import KilnReference
+import KilnTooling
+@testable import KilnTestSupport
 import Testing
 
 /// The C plugin ABI end to end: the sample vendor plugin (bindings/c/examples/vendor-plugin) built with cc,
@@ -135,14 +137,14 @@ import Testing
         #expect(error?.code == .versionMismatch)
         #expect(error?.message.contains(entryV2) == true)
         #expect(error?.message.contains("plugin ABI 2") == true)
-        #expect(error?.message.contains("1.0 to 1.2") == true)
+        #expect(error?.message.contains("1.0 to 1.3") == true)
 
         let headerV2 = try PluginBuild.sample("libsample_header2", defines: ["SAMPLE_HEADER_ABI_MAJOR=2"])
         let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: headerV2) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains(headerV2) == true)
         #expect(error2?.message.contains("plugin ABI 2.") == true)
-        #expect(error2?.message.contains("1.0 to 1.2") == true)
+        #expect(error2?.message.contains("1.0 to 1.3") == true)
     }
 
     @Test func aLibraryThatIsNotAPluginIsRefused() throws {
@@ -310,6 +312,31 @@ import Testing
         let inProcess = try KilnTool.run(["plugin-check", "--no-isolated", PluginBuild.broken(mode: 14)], environment: signalsThrough)
         #expect(inProcess.status != 0 && inProcess.status != 1, "status \(inProcess.status)")
         #expect(!inProcess.stdout.contains("checks:"))
+    }
+
+    /// Plugin ABI 1.3: a backend declares its compile options; the host lists them, checks values against
+    /// their choices, passes exactly the given ones (not other backends') to compile, refuses malformed
+    /// declarations at load, and reads a plugin that answers 1.2 without them.
+    @Test func pluginOptionsAreDeclaredCheckedAndPassedToCompile() throws {
+        let model = try temporaryDirectory() + "/add-relu.onnx"
+        try ONNXBuilder.write(ONNXBuilder.addRelu(), toFile: model)
+        let plugin = try PluginBuild.broken(mode: 20)
+        let listed = try KilnTool.run(["backends", "--plugin", plugin])
+        #expect(listed.stdout.contains("option level (low|high, default: low): a choice"), "\(listed.stdout)")
+        let compile = ["compile", model, "-o", model + ".kiln", "--plugin", plugin, "--backends", "broken.backend", "--fallback", "deny"]
+        let given = try KilnTool.run(compile + ["--backend-option", "level=high", "--backend-option", "echo=a b", "--threads", "1"])
+        #expect(given.status == 1)
+        #expect(given.stderr.contains("compile got options: echo=a b level=high\n"), "\(given.stderr)")
+        let none = try KilnTool.run(compile)
+        #expect(none.stderr.contains("compile got options:\n"), "\(none.stderr)")
+        let refused = try KilnTool.run(compile + ["--backend-option", "level=mid"])
+        #expect(refused.status == 1 && refused.stderr.contains("broken.backend: option level='mid': expected one of low, high"), "\(refused.stderr)")
+        let twice = try KilnTool.run(["backends", "--plugin", try PluginBuild.broken(mode: 21)])
+        #expect(twice.status == 1 && twice.stderr.contains("option 'level' is listed twice"), "\(twice.stderr)")
+        let unnamed = try KilnTool.run(["backends", "--plugin", try PluginBuild.broken(mode: 22)])
+        #expect(unnamed.status == 1 && unnamed.stderr.contains("option 0 has no valid name"), "\(unnamed.stderr)")
+        let older = try KilnTool.run(["backends", "--plugin", try PluginBuild.broken(mode: 23)])
+        #expect(older.status == 0 && older.stdout.contains("broken.backend") && !older.stdout.contains("option level"), "\(older.stdout)\(older.stderr)")
     }
 
     @Test func pluginCheckFailsAHangingCheckAfterTheTimeout() throws {

@@ -1,5 +1,5 @@
 /*
- * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.2).
+ * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.3).
  *
  * A plugin is a shared library that adds one or more backends to Kiln. It exports exactly ONE symbol,
  * kiln_plugin_query_v1, whose name carries the ABI major. Kiln dlopens the library (RTLD_NOW |
@@ -21,7 +21,7 @@
  *    A host refuses a header whose version lies outside its range, naming both versions. A major change
  *    is a new entry symbol (kiln_plugin_query_v2), so a plugin may export several entries to serve hosts
  *    of several majors, and the host picks the newest it speaks.
- *  - What each minor added is marked "(1.2)" below and listed in the changelog in
+ *  - What each minor added is marked "(1.2)" or "(1.3)" below and listed in the changelog in
  *    Documentation/WritingABackend.md. 1.1 changed no plugin struct (the minor follows kiln.h's); a
  *    plugin that reports 1.0 or 1.1 has the 1.0 struct sizes.
  *  - Fallible callbacks return `kiln_plugin_error *`: NULL is success; otherwise an error the plugin made
@@ -51,7 +51,7 @@ extern "C" {
 
 /* The plugin ABI this header describes. */
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 2
+#define KILN_PLUGIN_ABI_MINOR 3
 
 /* The entry symbol of ABI major 1, as a string for dlsym. */
 #define KILN_PLUGIN_QUERY_SYMBOL_V1 "kiln_plugin_query_v1"
@@ -244,6 +244,20 @@ typedef struct kiln_plugin_load_options {
     uint32_t reserved;                 /* 0 */
 } kiln_plugin_load_options;
 
+/* (1.3) One option a backend takes. The user gives it as `--backend-option NAME=VALUE` (CLI), in
+ * kiln_compile_options (C) or kiln.compile's keyword options (Python), as for a built-in backend; `kiln backends` lists it;
+ * the host refuses a value outside `choices` before any callback runs, and passes every option the user
+ * gave this backend to compile in kiln_plugin_compile_options (option_keys/option_values). Plugin-owned,
+ * static until shutdown. */
+typedef struct kiln_plugin_option {
+    size_t struct_size;                /* sizeof(kiln_plugin_option) as the plugin compiled it */
+    const char *name;                  /* "auto-cast": 1 to 64 of [A-Za-z0-9._-], unique within the backend */
+    const char *default_value;         /* what compile uses when the option is not given, for people; NULL = "" */
+    const char *help;                  /* one line; NULL = "" */
+    size_t choice_count;               /* the values allowed (at most 64); 0 = any text */
+    const char *const *choices;
+} kiln_plugin_option;
+
 /* One backend: its identity and its callbacks. Plugin-owned; valid until header->shutdown returns.
  * Every callback receives `context` (the plugin's, from this struct) first. The callbacks of ABI 1.0
  * (claim ... release) are required (non-NULL); the fields 1.2 appended are optional: the host reads each
@@ -346,6 +360,14 @@ typedef struct kiln_plugin_backend {
     void (*buffer_free)(void *context, void *buffer);
     kiln_plugin_error *(*buffer_write)(void *context, void *buffer, size_t offset, const void *source, size_t size);
     kiln_plugin_error *(*buffer_read)(void *context, const void *buffer, size_t offset, void *destination, size_t size);
+
+    /* ---- appended in 1.3 ---- */
+
+    /* The compile options this backend takes (kiln_plugin_option above), as an array of option_count
+     * pointers. option_count 0 (or options NULL) = none: the host then passes none to compile.
+     * Plugin-owned, static until shutdown. */
+    size_t option_count;
+    const kiln_plugin_option *const *options;
 } kiln_plugin_backend;
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -1013,8 +1013,8 @@ static const kiln_plugin_backend *const backends[] = {&backend};
 
 static kiln_plugin_header header = {
     .struct_size = sizeof(kiln_plugin_header),
-    .abi_major = KILN_PLUGIN_ABI_MAJOR,
-    .abi_minor = KILN_PLUGIN_ABI_MINOR,
+    .abi_major = 1,
+    .abi_minor = 2, /* it uses nothing 1.3 appended (declared options), so it answers 1.2 to every host */
     .name = DSP_PLUGIN_NAME,
     .vendor = "Kiln (DSP sample target)",
     .version = DSP_VERSION,

@@ -666,8 +666,8 @@ done:
     return e;
 }
 
-/* The auto-cast mode: the compile option "auto-cast" when the host passes one, else the environment variable
- * KILN_NPU_AUTO_CAST, else "matmul". Returns -1 (with the text in *bad) for an unknown value. */
+/* The auto-cast mode: the compile option "auto-cast" when the host passes one (--backend-option, ABI 1.3),
+ * else the environment variable KILN_NPU_AUTO_CAST, else "matmul". Returns -1 (with the text in *bad) for an unknown value. */
 static int auto_cast_mode(const kiln_plugin_compile_options *options, const char **bad) {
     const char *value = getenv("KILN_NPU_AUTO_CAST");
     if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, option_values, options->struct_size) && options->option_keys && options->option_values)
@@ -1087,6 +1087,18 @@ static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
 
 static const char *const targets[] = {NPU_TARGET};
 
+/* The compile option a 1.3 host accepts as --backend-option auto-cast=MODE and passes to compile. */
+static const char *const auto_cast_choices[] = {"none", "matmul", "all"};
+static const kiln_plugin_option auto_cast_option = {
+    .struct_size = sizeof(kiln_plugin_option),
+    .name = "auto-cast",
+    .default_value = "matmul (or KILN_NPU_AUTO_CAST)",
+    .help = "fp32 to bf16 on the way into the engines: none, matmul (MatMul/Gemm operands) or all (also elementwise operands)",
+    .choice_count = 3,
+    .choices = auto_cast_choices,
+};
+static const kiln_plugin_option *const options[] = {&auto_cast_option};
+
 static const kiln_plugin_backend backend = {
     .struct_size = sizeof(kiln_plugin_backend),
     .name = NPU_BACKEND_NAME,
@@ -1097,6 +1109,7 @@ static const kiln_plugin_backend backend = {
     .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
+    .option_count = 1, .options = options,
 };
 static const kiln_plugin_backend *const backends[] = {&backend};
 
@@ -1113,14 +1126,16 @@ static kiln_plugin_header header = {
     .shutdown = NULL,
 };
 
-/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
+/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host), or 1.3 with a host that
+ * speaks it (which then also reads the declared auto-cast option). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
     if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL; /* nothing to answer with */
     host = h;
     if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, NPU_PLUGIN_NAME ": out_header is NULL");
     if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return error(KILN_ERROR_VERSION_MISMATCH, NPU_PLUGIN_NAME " speaks plugin ABI 1.2 only; this host speaks %u.%u to %u.%u",
+        return error(KILN_ERROR_VERSION_MISMATCH, NPU_PLUGIN_NAME " speaks plugin ABI 1.2 and 1.3 only; this host speaks %u.%u to %u.%u",
                      h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
+    header.abi_minor = h->abi_max_major > 1 || h->abi_max_minor >= 3 ? 3 : 2;
     *out_header = &header;
     return NULL;
 }

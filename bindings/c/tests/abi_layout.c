@@ -165,6 +165,9 @@ int main(void) {
     FIELD(kiln_plugin_backend, buffer_free);
     FIELD(kiln_plugin_backend, buffer_write);
     FIELD(kiln_plugin_backend, buffer_read);
+    /* appended in plugin ABI 1.3 */
+    FIELD(kiln_plugin_backend, option_count);
+    FIELD(kiln_plugin_backend, options);
 
     STRUCT(kiln_plugin_header);
     FIELD(kiln_plugin_header, struct_size);
@@ -217,5 +220,14 @@ int main(void) {
     /* kiln.h ABI version (1.2 added KILN_ABI_VERSION and kiln_abi_check) */
     CONSTANT(KILN_ABI_VERSION_MAJOR);
     CONSTANT(KILN_ABI_VERSION_MINOR);
+
+    /* plugin ABI 1.3: declared backend options */
+    STRUCT(kiln_plugin_option);
+    FIELD(kiln_plugin_option, struct_size);
+    FIELD(kiln_plugin_option, name);
+    FIELD(kiln_plugin_option, default_value);
+    FIELD(kiln_plugin_option, help);
+    FIELD(kiln_plugin_option, choice_count);
+    FIELD(kiln_plugin_option, choices);
     return 0;
 }

@@ -10,7 +10,9 @@ The model (built here with the onnx package, fixed shapes so that the NPU loweri
 Outputs res and y. Shapes cross the tile sizes (M 600 = 512 + 88, K 300 = 2·128 + 44, N 200 = 128 + 72).
 
 First, one 512x128x128 MatMul whose cycle-model report (TensorE cycles, DMA bytes) is computed by hand.
-Then, for auto-cast none, matmul and all (set through KILN_NPU_AUTO_CAST at compile time):
+Then, for auto-cast none, matmul and all (given as `--backend-option auto-cast=MODE`, which plugin ABI 1.3 passes to
+the plugin's compile; for none, KILN_NPU_AUTO_CAST=all is also set, and the option must win; a value outside the
+option's choices must be refused by the host):
   * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Tanh on sampleneuron.nc2, Softmax on kiln.cpu, with its reason;
   * none:   max|npu - ref| / max|ref| <= 1e-5 on both outputs;
   * matmul: the same error <= 3 * 2^-7 (three chained matmuls whose inputs are rounded to bf16, each adding at most
@@ -150,10 +152,17 @@ def main():
     single_matmul(kiln, plugin, work, rng)
     double_buffering(kiln, plugin, work, rng)
     errors = {}
+    refused = subprocess.run([kiln, "compile", model, "--output", os.path.join(work, "bad.kiln"), "--plugin", plugin,
+                              "--target", "npu-nc2", "--backend-option", "auto-cast=fp8"], capture_output=True, text=True)
+    if refused.returncode == 0 or "option auto-cast='fp8': expected one of none, matmul, all" not in refused.stderr:
+        sys.exit(f"e2e_mlp: auto-cast=fp8 was not refused by name: {refused.returncode} {refused.stderr}")
     for mode in ("none", "matmul", "all"):
-        env = dict(os.environ, KILN_NPU_AUTO_CAST=mode)
+        env = {k: v for k, v in os.environ.items() if k != "KILN_NPU_AUTO_CAST"}
+        if mode == "none":
+            env["KILN_NPU_AUTO_CAST"] = "all"  # the compile option must win over the environment
         art = os.path.join(work, f"mlp-{mode}.kiln")
-        run([kiln, "compile", model, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "allow"], env)
+        run([kiln, "compile", model, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "allow",
+             "--backend-option", f"auto-cast={mode}"], env)
         inspect = run([kiln, "inspect", art, "--partitions"])
         placed = {}
         for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):

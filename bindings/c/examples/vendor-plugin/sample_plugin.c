@@ -1,5 +1,5 @@
 /*
- * A sample Kiln vendor plugin (plugin ABI 1.2): one backend, "sample.bytecode", that claims float32 Conv
+ * A sample Kiln vendor plugin (plugin ABI 1.3; it uses the 1.2 fields and declares no options): one backend, "sample.bytecode", that claims float32 Conv
  * (2-D), Relu, Add, MatMul and Gemm, compiles a graph of them into its own bytecode (bytecode.h; that is
  * the payload Kiln stores in artifacts) and runs the bytecode with a plain C interpreter.
  *

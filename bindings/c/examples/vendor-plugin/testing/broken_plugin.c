@@ -23,12 +23,19 @@
  *  18  claim hangs (sleeps forever) on any graph with nodes
  *  19  claims every node but refuses (KILN_ERROR_UNSUPPORTED) to compile any graph with a Relu node: a claim
  *      broken at compile time, which the host answers by repartitioning without those nodes
- * Modes 15 to 17 answer ABI 1.2; the others answer 1.0 with the 1.0 struct sizes.
+ *  20  (ABI 1.3) declares options "echo" (any text) and "level" (low|high); compile fails with an error listing
+ *      the options it received, so a test sees exactly what the host passed
+ *  21  (ABI 1.3) declares two options called "level"
+ *  22  (ABI 1.3) declares an option with a NULL name
+ *  23  answers ABI 1.2 with the 1.3 struct size and an impossible option list (5 options, NULL array): the
+ *      host must read it as 1.2, without the options
+ * Modes 15 to 17 and 23 answer ABI 1.2, 20 to 22 answer 1.3; the others answer 1.0 with the 1.0 struct sizes.
  */
 #define _POSIX_C_SOURCE 200809L /* sleep */
 #include <kiln/kiln_plugin.h>
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -82,6 +89,15 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
                                   kiln_plugin_payload *out) {
     (void)context; (void)graph; (void)options;
     if (BROKEN_MODE == 2) return fail(KILN_ERROR_RUNTIME, "the compiler exploded");
+    if (BROKEN_MODE == 20) {
+        char got[512] = "compile got options:";
+        size_t count = options && options->option_keys && options->option_values ? options->option_count : 0;
+        for (size_t i = 0; i < count; i++) {
+            size_t used = strlen(got);
+            snprintf(got + used, sizeof got - used, " %s=%s", options->option_keys[i], options->option_values[i]);
+        }
+        return fail(KILN_ERROR_RUNTIME, got);
+    }
     if (BROKEN_MODE == 19) {
         static const char relu[] = "Relu"; /* an op name in the graph's bytes: crude, enough for a test */
         for (size_t i = 0; i + 4 <= graph->size; i++) {
@@ -150,8 +166,19 @@ static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     return NULL;
 }
 
+#define ABI_13 (BROKEN_MODE >= 20 && BROKEN_MODE <= 22)
+static const char *const levels[] = {"low", "high"};
+static const kiln_plugin_option echo_option = {.struct_size = sizeof(kiln_plugin_option), .name = "echo", .help = "any text"};
+static const kiln_plugin_option level_option = {
+    .struct_size = sizeof(kiln_plugin_option), .name = "level", .default_value = "low", .help = "a choice", .choice_count = 2, .choices = levels};
+static const kiln_plugin_option unnamed_option = {.struct_size = sizeof(kiln_plugin_option), .name = NULL};
+static const kiln_plugin_option *const options[] = {
+    BROKEN_MODE == 22 ? &unnamed_option : &echo_option, &level_option, &level_option};
+
 static const kiln_plugin_backend backend = {
-    .struct_size = ABI_12 ? sizeof(kiln_plugin_backend) : offsetof(kiln_plugin_backend, release) + sizeof(void *),
+    .struct_size = ABI_12 || ABI_13 || BROKEN_MODE == 23 ? sizeof(kiln_plugin_backend) : offsetof(kiln_plugin_backend, release) + sizeof(void *),
+    .option_count = BROKEN_MODE == 23 ? 5 : BROKEN_MODE == 21 ? 3 : ABI_13 ? 2 : 0,
+    .options = BROKEN_MODE == 23 ? NULL : ABI_13 ? options : NULL,
     .flags = BROKEN_MODE == 16 ? KILN_PLUGIN_BACKEND_DEVICE_BUFFERS : 0,
     .devices = ABI_12 ? devices : NULL,
     .name = "broken.backend",
@@ -171,7 +198,7 @@ static const kiln_plugin_backend *const backends[] = {&backend};
 static const kiln_plugin_header header = {
     .struct_size = BROKEN_MODE == 8 ? 12 : sizeof(kiln_plugin_header),
     .abi_major = 1,
-    .abi_minor = ABI_12 ? 2 : 0,
+    .abi_minor = ABI_13 ? 3 : ABI_12 || BROKEN_MODE == 23 ? 2 : 0,
     .name = "broken-plugin",
     .vendor = "Kiln tests",
     .version = "0.0.1",
