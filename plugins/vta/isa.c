@@ -307,7 +307,7 @@ int vta_execute(vta_machine *m, const vta_insn *in, char *why, size_t why_size) 
 /* ---- cycle model ------------------------------------------------------------------------------- */
 
 /* The queue a flag of an instruction on `module` uses, or -1 when the module has no such neighbour. */
-static int queue_of(uint32_t module, int pop, int prev) {
+int vta_queue(uint32_t module, int pop, int prev) {
     if (module == VTA_MOD_LOAD) return prev ? -1 : pop ? VTA_Q_C2L : VTA_Q_L2C;
     if (module == VTA_MOD_STORE) return prev ? (pop ? VTA_Q_C2S : VTA_Q_S2C) : -1;
     if (prev) return pop ? VTA_Q_L2C : VTA_Q_C2L;
@@ -343,7 +343,7 @@ int vta_schedule(const vta_insn *insns, size_t count, const vta_target *t, vta_t
         const uint32_t flags[4] = {in->pop_prev, in->pop_next, in->push_prev, in->push_next};
         for (int f = 0; f < 4; f++) {
             if (!flags[f]) continue;
-            int q = queue_of(mod, f < 2, f == 0 || f == 2);
+            int q = vta_queue(mod, f < 2, f == 0 || f == 2);
             if (q < 0) { free(ops); say(why, why_size, "instruction %zu: the %s module has no %s neighbour", i, mod == VTA_MOD_LOAD ? "load" : "store", f == 0 || f == 2 ? "previous" : "next"); return -1; }
             if (f < 2) { op->wait_sem[f] = (uint32_t)q; op->wait_value[f] = (uint32_t)++pops[q]; }
             else { op->signal_sem[f - 2] = (uint32_t)q; pushes[q]++; }

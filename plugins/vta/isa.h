@@ -66,6 +66,9 @@ uint32_t vta_uop_encode(vta_uop u);
 vta_uop vta_uop_decode(uint32_t word);
 /* The module that executes `in` (LOAD of UOP/ACC runs on compute, as in VTA). */
 uint32_t vta_module(const vta_insn *in);
+/* The token queue a flag of an instruction on `module` uses (pop or push, towards the previous or the next
+ * module), or -1 when the module has no such neighbour (load has no previous, store no next). */
+int vta_queue(uint32_t module, int pop, int prev);
 /* DRAM bytes one element of memory type `mem` occupies (0 for an unknown type). */
 uint32_t vta_elem_bytes(uint32_t mem);
 
