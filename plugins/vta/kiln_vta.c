@@ -460,8 +460,9 @@ static int match_qlinear(const Kiln__Ir__Graph *g, const known_shapes *k, size_t
     if (!scale_of(g, n->inputs[1], &sx) || !scale_of(g, n->inputs[4], &sw) || !scale_of(g, n->inputs[6], &sy))
         FAIL("%s: scales must be scalar float32 initializers (per-channel scales are not supported)", L->name);
     int32_t wz;
-    if (zero_point_of(g, n, 2, 0, 0, &L->zin[0]) != IR_I8 || zero_point_of(g, n, 5, 0, 0, &wz) != IR_I8 || zero_point_of(g, n, 7, 0, 0, &L->zy) != IR_I8)
-        FAIL("%s: activations and weights must be int8 with int8 zero points", L->name);
+    if (zero_point_of(g, n, 2, 0, 0, &L->zin[0]) != IR_I8 || zero_point_of(g, n, 7, 0, 0, &L->zy) != IR_I8)
+        FAIL("%s: activations must be int8 with scalar int8 zero points", L->name);
+    if (zero_point_of(g, n, 5, 0, 0, &wz) != IR_I8) FAIL("%s: weights must be int8 with one zero point (per-channel weight zero points are not supported)", L->name);
     if (wz != 0) FAIL("%s: weight zero point %d is not 0", L->name, wz);
     L->in[0] = n->inputs[0];
     if (initializer(g, L->in[0])) FAIL("%s: the input is a constant", L->name);
