@@ -640,6 +640,7 @@ static int get_io(rbuf *r, io_desc *t, uint64_t dram, char *why, size_t why_size
     t->off = get_u64(r);
     t->fill = (int32_t)get_u32(r);
     if (r->bad) { snprintf(why, why_size, "payload truncated in a tensor descriptor"); return -1; }
+    if (t->rank == 0 && !t->C && !t->H && !t->W && !t->CB && !t->Hp && !t->Wp && !t->bt && !t->bl && !t->off && !t->fill) return 0; /* an ignored input */
     if ((t->rank != 2 && t->rank != 4) || t->C < 1 || t->C > 2048 || t->H < 1 || t->W < 1 || t->H > VTA_MAX_DIM || t->W > VTA_MAX_DIM ||
         t->CB != (t->C + VTA_BLOCK - 1) / VTA_BLOCK || t->Hp < t->H + t->bt || t->Wp < t->W + t->bl || t->Hp > VTA_MAX_DIM || t->Wp > VTA_MAX_DIM ||
         (t->rank == 2 && t->H != 1) || t->fill < -128 || t->fill > 127 || t->off % 256 || t->off > dram || io_bytes(t) > dram - t->off) {
@@ -1107,6 +1108,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
         tensor_ref *t = &ts[nt++];
         t->name = g->inputs[i]->name;
         t->is_input = 1;
+        if (initializer(g, t->name)) { t->d.rank = 0; continue; } /* a constant the program already holds: ignored at run time */
         if (s.dtype != IR_I8 || !s.known || (s.rank != 4 && s.rank != 2) || (s.rank == 4 && s.dims[0] != 1)) {
             snprintf(why, size, "graph input '%s' is not an int8 tensor of known shape [1, C, H, W] or [M, K]", t->name);
             goto done;
@@ -1148,6 +1150,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
     }
     for (size_t i = 0; i < nt; i++) {
         io_desc *d = &ts[i].d;
+        if (d->rank == 0) continue;
         d->CB = (d->C + VTA_BLOCK - 1) / VTA_BLOCK;
         d->Hp = d->H + d->bt + ts[i].bb;
         d->Wp = d->W + d->bl + ts[i].br;
@@ -1344,6 +1347,7 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
     if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
     for (size_t i = 0; i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
+        if (p->inputs[i].rank == 0) continue;
         if (t->dtype.code != KILN_DTYPE_INT || t->dtype.bits != 8 || t->dtype.lanes != 1) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu must be int8", i);
         if (t->strides || t->byte_offset || t->device.device_type != KILN_DEVICE_CPU) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a compact CPU tensor", i);
         if (!shape_matches(&p->inputs[i], t)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu's shape differs from the one the program was compiled for", i);
@@ -1362,6 +1366,7 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
     }
     for (size_t i = 0; i < input_count; i++) {
         const io_desc *d = &p->inputs[i];
+        if (d->rank == 0) continue;
         memset(m.dram + d->off, (uint8_t)(int8_t)d->fill, (size_t)io_bytes(d));
         const int8_t *x = inputs[i].data;
         for (uint32_t c = 0; c < d->C; c++)
