@@ -196,7 +196,24 @@ typedef struct layer {
     int64_t act_dq[2]; int n_act_dq;    /* activation DequantizeLinear nodes (may be shared by layers) */
     int valid;
     char why[320];
+    Kiln__Ir__Tensor own_w, own_b;      /* weights/bias recovered from float constants (the host folded their DequantizeLinear) */
+    uint8_t *own_wdata, *own_bdata;
 } layer;
+
+static void free_layers(layer *layers, size_t count) {
+    for (size_t i = 0; layers && i < count; i++) { free(layers[i].own_wdata); free(layers[i].own_bdata); }
+    free(layers);
+}
+
+/* The exponent of the lowest set bit of a nonzero finite float: f = k·2^e with k an odd integer. */
+static int low_exponent(float f) {
+    int e;
+    double m = frexp((double)f, &e);         /* f = m·2^e, 0.5 <= |m| < 1, m has 24 significant bits */
+    int64_t k = (int64_t)ldexp(fabs(m), 24);
+    int tz = 0;
+    while (!(k & 1)) { k >>= 1; tz++; }
+    return e - 24 + tz;
+}
 
 /* The int8 values and shapes layers produce, for the shapes of later layers' inputs. */
 typedef struct known_shapes { const char *name[VTA_MAX_LAYERS]; shape s[VTA_MAX_LAYERS]; size_t count; } known_shapes;
@@ -328,6 +345,64 @@ static int bias_ok(layer *L, const Kiln__Ir__Tensor *b) {
     return 1;
 }
 
+/* Float32 weights (and an optional float32 bias) that the host's constant folding produced from
+ * DequantizeLinear(int8) (and DequantizeLinear(int32, s_x·s_w)): recovers the integers exactly, with the weight
+ * scale 2^e for the largest e that makes every weight (and every bias / s_x) an integer multiple. The float
+ * graph then computes exactly what the integers do. Sets *sw. */
+static int recover_weights(layer *L, const Kiln__Ir__Tensor *w, const Kiln__Ir__Tensor *b, double sx, double *sw) {
+    if (!w || (int)w->dtype != IR_F32 || w->data_case != KILN__IR__TENSOR__DATA_RAW || w->raw.len % 4) FAIL("%s: the weights are neither a DequantizeLinear of int8 nor a float32 constant", L->name);
+    if (b && ((int)b->dtype != IR_F32 || b->data_case != KILN__IR__TENSOR__DATA_RAW || b->raw.len % 4)) FAIL("%s: the bias is neither a DequantizeLinear of int32 nor a float32 constant", L->name);
+    int64_t n = 1;
+    for (size_t d = 0; d < w->n_shape; d++) { if (w->shape[d] < 0 || w->shape[d] > 65536) FAIL("%s: weight shape out of range", L->name); n *= w->shape[d]; }
+    if ((uint64_t)n * 4 != w->raw.len || n > (1 << 24)) FAIL("%s: weight data does not match its shape", L->name);
+    int ex, e = 1000;
+    frexp(sx, &ex);
+    ex -= 1; /* sx = 2^ex */
+    size_t nb = b ? b->raw.len / 4 : 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < (pass ? nb : (size_t)n); i++) {
+            float f;
+            memcpy(&f, (pass ? b : w)->raw.data + 4 * i, 4);
+            if (!isfinite(f)) FAIL("%s: a weight or bias is not finite", L->name);
+            if (f == 0) continue;
+            int le = low_exponent(f) - (pass ? ex : 0);
+            if (le < e) e = le;
+        }
+    if (e == 1000) e = 0;
+    if (e < -60 || e > 60) FAIL("%s: the float weights are not int8 values times a power of two", L->name);
+    L->own_wdata = malloc((size_t)n + 1);
+    L->own_bdata = nb ? malloc(4 * nb) : NULL;
+    if (!L->own_wdata || (nb && !L->own_bdata)) FAIL("%s: out of memory", L->name);
+    for (int64_t i = 0; i < n; i++) {
+        float f;
+        memcpy(&f, w->raw.data + 4 * i, 4);
+        double q = ldexp((double)f, -e);
+        if (q < -128 || q > 127) FAIL("%s: the float weights are not int8 values times a power of two (a weight is %g times the largest common power of two)", L->name, q);
+        L->own_wdata[i] = (uint8_t)(int8_t)q;
+    }
+    for (size_t i = 0; i < nb; i++) {
+        float f;
+        memcpy(&f, b->raw.data + 4 * i, 4);
+        double q = ldexp((double)f, -e - ex);
+        if (fabs(q) >= 16777216.0) FAIL("%s: a bias of %g quanta is too large to be exact", L->name, q);
+        int32_t v = (int32_t)q;
+        memcpy(L->own_bdata + 4 * i, &v, 4);
+    }
+    L->own_w = *w;
+    L->own_w.dtype = (Kiln__Ir__DataType)IR_I8;
+    L->own_w.raw.data = L->own_wdata;
+    L->own_w.raw.len = (size_t)n;
+    L->w = &L->own_w;
+    if (b) {
+        L->own_b = *b;
+        L->own_b.dtype = (Kiln__Ir__DataType)IR_I32;
+        L->own_b.raw.data = L->own_bdata;
+        L->own_b.raw.len = 4 * nb;
+    }
+    *sw = ldexp(1.0, e);
+    return 1;
+}
+
 /* A DequantizeLinear node of an int8 value: its input, scale and zero point. */
 static int dq_of(const Kiln__Ir__Graph *g, int64_t index, const char **src, double *scale, int32_t *zp, int want_type) {
     if (index < 0) return 0;
@@ -371,12 +446,22 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
         int64_t p = producer(g, n->inputs[1]);
         const char *wsrc;
         int32_t wz;
-        if (!dq_of(g, p, &wsrc, &sw, &wz, IR_I8) || !initializer(g, wsrc)) FAIL("%s: the weights are not a DequantizeLinear of an int8 initializer with a scalar scale (per-channel scales are not supported)", L->name);
-        if (wz != 0) FAIL("%s: weight zero point %d is not 0", L->name, wz);
-        if (!is_pow2(sw)) FAIL("%s: weight scale %g is not a power of two", L->name, sw);
-        if (consumers(g, n->inputs[1], NULL) != 1) FAIL("%s: the dequantized weights have other consumers", L->name);
-        L->nodes[L->n_nodes++] = (size_t)p;
-        if (!weights_ok(L, initializer(g, wsrc))) return 0;
+        const Kiln__Ir__Tensor *folded_w = p < 0 ? initializer(g, n->inputs[1]) : NULL, *folded_b = NULL;
+        if (folded_w) {
+            /* the host folded DequantizeLinear(weights) (and the bias's) into float32 constants */
+            if (n->n_inputs == 3 && n->inputs[2][0]) {
+                folded_b = producer(g, n->inputs[2]) < 0 ? initializer(g, n->inputs[2]) : NULL;
+                if (!folded_b) FAIL("%s: the bias must be a constant when the weights are", L->name);
+            }
+            if (!recover_weights(L, folded_w, folded_b, sx[0], &sw)) return 0;
+        } else {
+            if (!dq_of(g, p, &wsrc, &sw, &wz, IR_I8) || !initializer(g, wsrc)) FAIL("%s: the weights are not a DequantizeLinear of an int8 initializer with a scalar scale (per-channel scales are not supported)", L->name);
+            if (wz != 0) FAIL("%s: weight zero point %d is not 0", L->name, wz);
+            if (!is_pow2(sw)) FAIL("%s: weight scale %g is not a power of two", L->name, sw);
+            if (consumers(g, n->inputs[1], NULL) != 1) FAIL("%s: the dequantized weights have other consumers", L->name);
+            L->nodes[L->n_nodes++] = (size_t)p;
+            if (!weights_ok(L, initializer(g, wsrc))) return 0;
+        }
         shape x = value_shape(g, k, L->in[0]);
         if (conv) { L->w_layout = W_OIHW; if (!conv_geometry(L, n, x)) return 0; }
         else {
@@ -391,7 +476,9 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
             }
             if (!dense_geometry(L, x)) return 0;
         }
-        if (n->n_inputs == 3 && n->inputs[2][0]) {
+        if (folded_b) {
+            if (!bias_ok(L, &L->own_b)) return 0;
+        } else if (n->n_inputs == 3 && n->inputs[2][0]) {
             if (!conv && !gemm) FAIL("%s: MatMul takes no bias", L->name);
             int64_t bp = producer(g, n->inputs[2]);
             const char *bsrc;
@@ -493,6 +580,7 @@ static long analyze(const Kiln__Ir__Graph *g, layer **out_layers, size_t *covere
     layer *layers = calloc(g->n_nodes + 1, sizeof *layers);
     known_shapes *k = calloc(1, sizeof *k);
     if (!layers || !k) { free(layers); free(k); return -1; }
+    *out_layers = layers;
     size_t count = 0;
     for (size_t i = 0; i < g->n_nodes; i++) {
         const Kiln__Ir__Node *n = g->nodes[i];
@@ -1483,7 +1571,7 @@ static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, k
         if (o->reasons[i]) memcpy(o->reasons[i], why, len);
         if (!o->reasons[i]) count = -1;
     }
-    free(layers);
+    free_layers(layers, count > 0 ? (size_t)count : 0);
     free(covered);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (count < 0) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "claim: out of memory"); }
@@ -1531,7 +1619,7 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
         int rc = compile_graph(g, valid, nvalid, target, &p, why, sizeof why);
         if (rc) e = error(rc > 0 ? KILN_ERROR_UNSUPPORTED : KILN_ERROR_INTERNAL, "compile: %s", why);
     }
-    free(valid); free(layers); free(covered);
+    free(valid); free_layers(layers, count > 0 ? (size_t)count : 0); free(covered);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
     o = calloc(1, sizeof *o);

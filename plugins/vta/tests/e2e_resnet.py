@@ -135,7 +135,7 @@ def resnet(kiln, plugin, work):
                 sys.exit(f"e2e_resnet: {op} '{name}' was claimed by {BACKEND}")
         report = os.path.join(work, f"report-{target}-{{case}}-{{run}}.md")
         cpu = compare(kiln, plugin, art, qp, work, target, 4 if target.endswith("pynq") else 2, target.endswith("pynq"), {"KILN_VTA_REPORT": report})
-        print(f"e2e_resnet: {target}: 12 layers on {BACKEND}, outputs y, {', '.join(EXTRA_OUTPUTS)} bit-exact vs kiln.reference on "
+        print(f"e2e_resnet: {target}: {len(layer_macs(q))} layers on {BACKEND}, outputs y, {', '.join(EXTRA_OUTPUTS)} bit-exact vs kiln.reference on "
               f"{4 if target.endswith('pynq') else 2} inputs; {cpu}")
         files = sorted(f for f in os.listdir(work) if f.startswith(f"report-{target}-0-"))
         if not files:
