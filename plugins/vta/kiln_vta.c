@@ -1372,13 +1372,16 @@ static void write_report(FILE *f, const vta_program *p, const vta_timing *t, con
         const layer_info *li = &p->layers[l];
         uint64_t first = UINT64_MAX, last = 0, gemm = 0, alu = 0, iters = 0;
         for (uint32_t i = li->begin; i < li->end; i++) {
-            if (t->start[i] < first) first = t->start[i];
-            if (t->end[i] > last) last = t->end[i];
             const vta_insn *in = &p->insns[i];
+            /* the span covers instructions that move or compute something (a NOP carrying a token may start early) */
+            int work = in->opcode == VTA_OP_GEMM || in->opcode == VTA_OP_ALU ? vta_uop_iterations(in) > 0
+                     : in->opcode == VTA_OP_LOAD || in->opcode == VTA_OP_STORE ? in->y_size && in->x_size : 1;
+            if (work && t->start[i] < first) first = t->start[i];
+            if (work && t->end[i] > last) last = t->end[i];
             if (in->opcode == VTA_OP_GEMM) { gemm += t->end[i] - t->start[i]; if (!in->reset) iters += vta_uop_iterations(in); }
             if (in->opcode == VTA_OP_ALU) alu += t->end[i] - t->start[i];
         }
-        uint64_t cycles = last > first ? last - first : 0;
+        uint64_t cycles = first != UINT64_MAX && last > first ? last - first : 0;
         double us = (double)cycles / tg->clock_hz * 1e6;
         double gops = us > 0 ? 2.0 * (double)li->macs / (us * 1e3) : 0;
         fprintf(f, "| %s | %s | %llu | %llu | %.2f | %.2f | %.1f%% | %.1f%% | %.1f%% |\n", li->name, li->kind == L_ADD ? "add" : "conv/dense",
