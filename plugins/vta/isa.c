@@ -390,3 +390,34 @@ int vta_schedule(const vta_insn *insns, size_t count, const vta_target *t, vta_t
         }
     return 0;
 }
+
+int vta_random_order(const vta_insn *insns, size_t count, uint64_t seed, size_t *order) {
+    size_t *next = calloc(VTA_MODULES * (count + 1), sizeof *next), cursor[VTA_MODULES] = {0}, length[VTA_MODULES] = {0};
+    if (!next) return -1;
+    for (size_t i = 0; i < count; i++) { uint32_t m = vta_module(&insns[i]); next[m * (count + 1) + length[m]++] = i; }
+    uint64_t pushed[VTA_QUEUES] = {0}, popped[VTA_QUEUES] = {0}, x = seed | 1;
+    for (size_t done = 0; done < count; done++) {
+        int ready[VTA_MODULES], n = 0;
+        for (int m = 0; m < VTA_MODULES; m++) {
+            if (cursor[m] == length[m]) continue;
+            const vta_insn *in = &insns[next[m * (count + 1) + cursor[m]]];
+            int ok = 1;
+            if (in->pop_prev) { int q = vta_queue((uint32_t)m, 1, 1); ok &= q >= 0 && popped[q] < pushed[q]; }
+            if (in->pop_next) { int q = vta_queue((uint32_t)m, 1, 0); ok &= q >= 0 && popped[q] < pushed[q]; }
+            if (ok) ready[n++] = m;
+        }
+        if (!n) { free(next); return -1; }
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        int m = ready[x % (uint64_t)n];
+        size_t i = next[m * (count + 1) + cursor[m]++];
+        const vta_insn *in = &insns[i];
+        int qp = vta_queue((uint32_t)m, 1, 1), qn = vta_queue((uint32_t)m, 1, 0);
+        if (in->pop_prev && qp >= 0) popped[qp]++;
+        if (in->pop_next && qn >= 0) popped[qn]++;
+        if (in->push_prev) { int q = vta_queue((uint32_t)m, 0, 1); if (q >= 0) pushed[q]++; }
+        if (in->push_next) { int q = vta_queue((uint32_t)m, 0, 0); if (q >= 0) pushed[q]++; }
+        order[done] = i;
+    }
+    free(next);
+    return 0;
+}

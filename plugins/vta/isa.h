@@ -137,4 +137,10 @@ typedef struct vta_timing {
 int vta_schedule(const vta_insn *insns, size_t count, const vta_target *t, vta_timing *out, char *why, size_t why_size);
 void vta_timing_free(vta_timing *t);
 
+/* A random order of the instructions that respects only what the hardware guarantees: each module's program
+ * order, and that the k-th pop of a queue comes after the instruction of its k-th push. Executing a program in
+ * any such order must give the same result when its tokens cover every dependency (the tests use it to check
+ * the compiler's tokens). Fills order[count]; returns 0, or -1 when the tokens deadlock. */
+int vta_random_order(const vta_insn *insns, size_t count, uint64_t seed, size_t *order);
+
 #endif

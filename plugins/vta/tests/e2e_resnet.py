@@ -5,8 +5,9 @@
    random calibration) with power-of-two scales, its stem and last-block int8 tensors added as outputs:
    * placement: every Conv, Add and Gemm (and their DequantizeLinear/QuantizeLinear) on samplevta.fpga; MaxPool,
      GlobalAveragePool, Flatten and the input QuantizeLinear fall back to the host;
-   * for 4 seeded inputs, compiled for fpga-vta-pynq and for fpga-vta-zcu104: every output equal to
-     kiln.reference's (the int8 tensors and the final float logits); kiln.cpu is compared too when it runs the model;
+   * for 4 seeded inputs on fpga-vta-pynq and 2 on fpga-vta-zcu104: every output equal to kiln.reference's (the int8
+     tensors and the final float logits), also when 2 of them run in a random order that only the dependency tokens
+     constrain (KILN_VTA_ORDER=random:SEED); kiln.cpu is compared too when it runs the model;
    * the per-layer report (KILN_VTA_REPORT): one row per lowered layer, MACs equal to those computed here from the
      model, the same simulator counters on both targets, and a shorter latency on zcu104 (3.33x the clock, 2x the bus).
 2. The same model with the Gemm's scales left as quantize_static chose them: the Gemm must fall back to the host with
@@ -88,6 +89,13 @@ def compare(kiln, plugin, art, qp, work, tag, cases, with_cpu, env_extra=None):
             if got.dtype != want.dtype or got.shape != want.shape or not np.array_equal(got, want):
                 bad = int((got != want).sum()) if got.shape == want.shape else -1
                 sys.exit(f"e2e_resnet: FAIL ({tag}, input {case}): output {name} differs from kiln.reference in {bad} of {want.size} elements")
+        if case < 2:
+            # the same program in a random order that only the dependency tokens constrain: the same outputs
+            d_rand = os.path.join(work, f"{tag}-rand{case}")
+            run([kiln, "run", art, "--plugin", plugin, "--input", f"x={xin}", "--output-dir", d_rand], env=dict(os.environ, KILN_VTA_ORDER=f"random:{case + 11}"))
+            for name in names:
+                if not np.array_equal(np.load(os.path.join(d_rand, f"{name}.npy")), np.load(os.path.join(d_ref, f"{name}.npy"))):
+                    sys.exit(f"e2e_resnet: FAIL ({tag}, input {case}): run in a random token-respecting order, {name} differs from kiln.reference")
         if with_cpu:
             done = subprocess.run([kiln, "run", qp, "--backend", "kiln.cpu", "--input", f"x={xin}", "--output-dir", d_cpu], capture_output=True, text=True)
             if done.returncode != 0:
@@ -136,7 +144,7 @@ def resnet(kiln, plugin, work):
         report = os.path.join(work, f"report-{target}-{{case}}-{{run}}.md")
         cpu = compare(kiln, plugin, art, qp, work, target, 4 if target.endswith("pynq") else 2, target.endswith("pynq"), {"KILN_VTA_REPORT": report})
         print(f"e2e_resnet: {target}: {len(layer_macs(q))} layers on {BACKEND}, outputs y, {', '.join(EXTRA_OUTPUTS)} bit-exact vs kiln.reference on "
-              f"{4 if target.endswith('pynq') else 2} inputs; {cpu}")
+              f"{4 if target.endswith('pynq') else 2} inputs (2 also in random token-respecting orders); {cpu}")
         files = sorted(f for f in os.listdir(work) if f.startswith(f"report-{target}-0-"))
         if not files:
             sys.exit(f"e2e_resnet: no KILN_VTA_REPORT file for {target}")
