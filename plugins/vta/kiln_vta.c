@@ -43,6 +43,7 @@ enum { IR_F32 = 1, IR_U8 = 2, IR_I8 = 3, IR_I32 = 6 };
 #define VTA_MAX_DIM 65536
 #define VTA_MAX_LAYERS 1024
 #define VTA_MAX_IO 64
+#define VTA_MAX_INSNS ((size_t)1 << 22) /* instructions one compiled program may have */
 
 /* On-chip layout chosen by the compiler: bias at the bottom of acc, then two halves of three tiles each. */
 #define ACC_BIAS_ENTRIES 128
@@ -838,6 +839,7 @@ static vta_insn nop(uint32_t module) {
 
 static size_t append(builder *b, vta_insn in) {
     if (b->failed) return 0;
+    if (b->n >= VTA_MAX_INSNS) { b->failed = 5; return 0; }
     if (b->n == b->cap) {
         size_t cap = b->cap ? 2 * b->cap : 1024;
         vta_insn *p = realloc(b->insns, cap * sizeof *p);
@@ -1310,7 +1312,12 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
         li->elements = (uint64_t)L->O * (uint64_t)L->OH * (uint64_t)L->OW;
         li->macs = L->kind == L_ADD ? 0 : li->elements * (uint64_t)L->C * (uint64_t)L->KH * (uint64_t)L->KW;
         li->begin = (uint32_t)b.n;
-        if (lower_layer(&b, &fl, &plans[l], (uint32_t)l, why, size)) { if (b.failed != 4) { rc = b.failed == 3 ? 1 : -1; if (b.failed == 3) snprintf(why, size, "the DRAM image exceeds %llu bytes", (unsigned long long)VTA_MAX_DRAM); } goto done; }
+        if (lower_layer(&b, &fl, &plans[l], (uint32_t)l, why, size)) {
+            if (b.failed == 3) snprintf(why, size, "the DRAM image exceeds %llu bytes", (unsigned long long)VTA_MAX_DRAM);
+            if (b.failed == 5) snprintf(why, size, "the program exceeds %zu instructions", VTA_MAX_INSNS);
+            rc = b.failed == 3 || b.failed == 4 || b.failed == 5 ? 1 : -1;
+            goto done;
+        }
         li->end = (uint32_t)b.n;
     }
     /* drain every queue, then FINISH */
@@ -1322,7 +1329,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
     for (int m = 0; m < VTA_MODULES; m++)
         if (m != VTA_MOD_COMPUTE && (b.pending[m][0] || b.pending[m][1])) emit(&b, nop((uint32_t)m));
     emit(&b, (vta_insn){.opcode = VTA_OP_FINISH});
-    if (b.failed) { rc = -1; snprintf(why, size, "out of memory while generating code"); goto done; }
+    if (b.failed) { rc = b.failed == 5 ? 1 : -1; snprintf(why, size, b.failed == 5 ? "the program exceeds the instruction limit" : "out of memory while generating code"); goto done; }
     p->target = target;
     p->dram_bytes = b.dram;
     p->insn_count = (uint32_t)b.n; p->insns = b.insns; b.insns = NULL;
