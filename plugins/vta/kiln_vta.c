@@ -429,8 +429,7 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
     L->form_qdq = 1;
     L->nodes[L->n_nodes++] = a;
     if (n->n_outputs != 1) FAIL("%s: one output expected", L->name);
-    size_t need = add || strcmp(n->op, "MatMul") == 0 ? 2 : 2;
-    if (n->n_inputs < need || n->n_inputs > 3 || (add && n->n_inputs != 2)) FAIL("%s: %zu inputs are not supported", L->name, n->n_inputs);
+    if (n->n_inputs < 2 || n->n_inputs > 3 || (add && n->n_inputs != 2)) FAIL("%s: %zu inputs are not supported", L->name, n->n_inputs);
     double sx[2] = {0, 0}, sw = 0, sy = 0;
     /* activation inputs */
     int acts = add ? 2 : 1;
@@ -1028,8 +1027,7 @@ static int lower_layer(builder *b, flow *f, plan *P, uint32_t layer_index, char 
         if (u < 0) goto full;
         reset_at[h] = (uint32_t)u;
     }
-    /* the ALU kernels are added while emitting; reserve the table's DRAM after emission */
-    uint32_t begin = (uint32_t)b->n;
+    /* the ALU kernels are added while emitting; the table's DRAM is reserved after emission */
     /* compute: micro-ops and bias (in order with the compute module's earlier work) */
     size_t uop_load = emit(b, (vta_insn){.opcode = VTA_OP_LOAD, .mem = VTA_MEM_UOP, .sram_base = 0, .y_size = 1});
     {
@@ -1160,7 +1158,6 @@ static int lower_layer(builder *b, flow *f, plan *P, uint32_t layer_index, char 
             ul->x_size = ul->x_stride = (uint32_t)b->nuops;
         }
     }
-    (void)begin;
     free(ks);
     if (b->failed == 4) goto full_freed;
     return b->failed ? -1 : 0;
