@@ -424,15 +424,17 @@ static int dq_of(const Kiln__Ir__Graph *g, int64_t index, const char **src, doub
 /* Matches a QDQ layer at anchor node `a` (Conv, Gemm, MatMul or Add). */
 static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, layer *L) {
     const Kiln__Ir__Node *n = g->nodes[a];
-    int add = strcmp(n->op, "Add") == 0, conv = strcmp(n->op, "Conv") == 0, gemm = strcmp(n->op, "Gemm") == 0;
+    int relu_only = strcmp(n->op, "Relu") == 0; /* DequantizeLinear -> Relu -> QuantizeLinear: an elementwise layer of one input */
+    int add = strcmp(n->op, "Add") == 0 || relu_only, conv = strcmp(n->op, "Conv") == 0, gemm = strcmp(n->op, "Gemm") == 0;
     L->kind = add ? L_ADD : L_CONV;
+    if (relu_only) L->relu = 1;
     L->form_qdq = 1;
     L->nodes[L->n_nodes++] = a;
     if (n->n_outputs != 1) FAIL("%s: one output expected", L->name);
-    if (n->n_inputs < 2 || n->n_inputs > 3 || (add && n->n_inputs != 2)) FAIL("%s: %zu inputs are not supported", L->name, n->n_inputs);
+    if (relu_only ? n->n_inputs != 1 : (n->n_inputs < 2 || n->n_inputs > 3 || (add && n->n_inputs != 2))) FAIL("%s: %zu inputs are not supported", L->name, n->n_inputs);
     double sx[2] = {0, 0}, sw = 0, sy = 0;
     /* activation inputs */
-    int acts = add ? 2 : 1;
+    int acts = relu_only ? 1 : add ? 2 : 1;
     for (int i = 0; i < acts; i++) {
         int64_t p = producer(g, n->inputs[i]);
         if (!dq_of(g, p, &L->in[i], &sx[i], &L->zin[i], IR_I8)) FAIL("%s: input %d is not a DequantizeLinear of an int8 tensor with a scalar scale and int8 zero point", L->name, i);
@@ -491,7 +493,7 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
             L->nodes[L->n_nodes++] = (size_t)bp;
         }
     } else {
-        shape a0 = value_shape(g, k, L->in[0]), a1 = value_shape(g, k, L->in[1]);
+        shape a0 = value_shape(g, k, L->in[0]), a1 = relu_only ? a0 : value_shape(g, k, L->in[1]);
         if (!a0.known || !a1.known || a0.rank != a1.rank || (a0.rank != 4 && a0.rank != 2)) FAIL("%s: both inputs need the same known shape of rank 4 or 2", L->name);
         for (uint32_t d = 0; d < a0.rank; d++) if (a0.dims[d] != a1.dims[d]) FAIL("%s: broadcasting is not supported", L->name);
         if (a0.rank == 4) { if (a0.dims[0] != 1) FAIL("%s: batch must be 1", L->name); L->C = a0.dims[1]; L->H = a0.dims[2]; L->W = a0.dims[3]; }
@@ -503,7 +505,7 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
     const char *v = n->outputs[0];
     int64_t next;
     if (consumers(g, v, &next) != 1 || next < 0 || is_graph_output(g, v)) FAIL("%s: the result must feed exactly one QuantizeLinear (or Relu)", L->name);
-    if (strcmp(g->nodes[next]->op, "Relu") == 0) {
+    if (!relu_only && strcmp(g->nodes[next]->op, "Relu") == 0) {
         L->relu = 1;
         L->nodes[L->n_nodes++] = (size_t)next;
         v = g->nodes[next]->outputs[0];
@@ -520,11 +522,11 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
     L->out = q->outputs[0];
     if (add) {
         int ea, eb, ey;
-        frexp(sx[0], &ea); frexp(sx[1], &eb); frexp(sy, &ey);
+        frexp(sx[0], &ea); frexp(relu_only ? sx[0] : sx[1], &eb); frexp(sy, &ey);
         int e = ea < eb ? ea : eb;
         if (ey < e) e = ey;
         if (ea - e > 6 || eb - e > 6) FAIL("%s: the input scales differ from each other or the output scale by more than 2^6", L->name);
-        L->add_w[0] = 1 << (ea - e); L->add_w[1] = 1 << (eb - e);
+        L->add_w[0] = 1 << (ea - e); L->add_w[1] = relu_only ? 0 : 1 << (eb - e);
         L->m = 1; L->s = ey - e;
         if (L->s > 15) FAIL("%s: requantization shift %d is out of range", L->name, L->s);
     } else {
@@ -586,6 +588,10 @@ static long analyze(const Kiln__Ir__Graph *g, layer **out_layers, size_t *covere
         const Kiln__Ir__Node *n = g->nodes[i];
         if (n->domain[0] && strcmp(n->domain, "ai.onnx") != 0) continue;
         int qdq = strcmp(n->op, "Conv") == 0 || strcmp(n->op, "Gemm") == 0 || strcmp(n->op, "MatMul") == 0 || strcmp(n->op, "Add") == 0;
+        if (strcmp(n->op, "Relu") == 0 && n->n_inputs == 1) { /* a Relu of its own only when it reads a DequantizeLinear */
+            int64_t p = producer(g, n->inputs[0]);
+            qdq = p >= 0 && strcmp(g->nodes[p]->op, "DequantizeLinear") == 0;
+        }
         int ql = strcmp(n->op, "QLinearConv") == 0 || strcmp(n->op, "QLinearMatMul") == 0;
         if (!qdq && !ql) continue;
         layer *L = &layers[count++];
@@ -805,7 +811,7 @@ static int decode_program(const void *data, size_t size, vta_program *p, char *w
         l->name[sizeof l->name - 1] = 0;
         l->kind = get_u32(&r); l->macs = get_u64(&r); l->elements = get_u64(&r); l->begin = get_u32(&r); l->end = get_u32(&r);
         if (r.bad) BAD("payload truncated in layer %u", i);
-        if (l->begin > l->end || l->end > p->insn_count) BAD("layer %u's instruction range is invalid", i);
+        if (l->begin > l->end || l->end > p->insn_count || l->kind > 2) BAD("layer %u's instruction range or kind is invalid", i);
     }
     if (r.at != size) BAD("%zu trailing bytes after the payload", size - r.at);
     return 0;
@@ -971,7 +977,7 @@ static int plan_tiles(plan *P, char *why, size_t size) {
     for (; toc >= 1; toc--) {
         for (int64_t th = L->OH; th >= 1; th--) {
             uint64_t rows = (uint64_t)(th - 1) * (uint64_t)L->sh + (uint64_t)L->KH;
-            uint64_t blocks = L->kind == L_ADD ? 2ull * toc : P->ICB;
+            uint64_t blocks = L->kind == L_ADD ? (uint64_t)L->n_in * toc : P->ICB;
             if ((uint64_t)toc * (uint64_t)th * (uint64_t)L->OW > TILE_MAX_ENTRIES || blocks * rows * P->Wn > INP_HALF) continue;
             if ((uint64_t)L->sh * P->Wn > 2047) continue;
             P->toc_max = toc; P->th_max = (uint32_t)th; P->rows_max = (uint32_t)rows; P->RP = (uint32_t)(rows * P->Wn);
@@ -1015,7 +1021,7 @@ static int lower_layer(builder *b, flow *f, plan *P, uint32_t layer_index, char 
                             if (first < 0) first = u;
                         }
         } else {
-            for (uint32_t i = 0; i < 2; i++)
+            for (uint32_t i = 0; i < (uint32_t)L->n_in; i++)
                 for (uint32_t c = 0; c < L->OW; c++) {
                     u = uop(b, A + c, I + i * P->toc_max * P->RP + c, Wb + i);
                     if (u < 0) goto full;
@@ -1052,14 +1058,14 @@ static int lower_layer(builder *b, flow *f, plan *P, uint32_t layer_index, char 
             if (f->wgt_key[h] != key) {
                 vta_insn in = {0};
                 in.opcode = VTA_OP_LOAD; in.mem = VTA_MEM_WGT; in.sram_base = Wb; in.y_size = 1;
-                uint32_t wblk = L->kind == L_ADD ? 2 : P->ICB * (uint32_t)(L->KH * L->KW);
+                uint32_t wblk = L->kind == L_ADD ? (uint32_t)L->n_in : P->ICB * (uint32_t)(L->KH * L->KW);
                 in.dram_base = (uint32_t)(P->w_off / VTA_WGT_ELEM_BYTES) + (L->kind == L_ADD ? 0 : ocb0 * wblk);
-                in.x_size = L->kind == L_ADD ? 2 : toc * wblk; in.x_stride = in.x_size;
+                in.x_size = L->kind == L_ADD ? (uint32_t)L->n_in : toc * wblk; in.x_stride = in.x_size;
                 last_load = emit(b, in);
                 f->wgt_key[h] = key;
             }
             uint32_t rows = L->kind == L_ADD ? th : (th - 1) * (uint32_t)L->sh + (uint32_t)L->KH;
-            for (int i = 0; i < (L->kind == L_ADD ? 2 : 1); i++) {
+            for (int i = 0; i < (L->kind == L_ADD ? L->n_in : 1); i++) {
                 const io_desc *t = P->in[i];
                 uint32_t blocks = L->kind == L_ADD ? toc : P->ICB;
                 for (uint32_t cb = 0; cb < blocks; cb++) {
@@ -1265,7 +1271,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
         }
         P->out = &find_tensor(ts, nt, L->out)->d;
         if (plan_tiles(P, why, size)) goto done;
-        uint32_t blocks = L->kind == L_ADD ? 2 : P->OCB * P->ICB * (uint32_t)(L->KH * L->KW);
+        uint32_t blocks = L->kind == L_ADD ? (uint32_t)L->n_in : P->OCB * P->ICB * (uint32_t)(L->KH * L->KW);
         P->w_off = dram_alloc(&b, (uint64_t)blocks * VTA_WGT_ELEM_BYTES);
         int8_t *w = (int8_t *)bytes_segment(&b, P->w_off, (uint64_t)blocks * VTA_WGT_ELEM_BYTES);
         P->bias_off = dram_alloc(&b, (uint64_t)P->OCB * VTA_ACC_ELEM_BYTES);
@@ -1274,7 +1280,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
         for (uint32_t o = 0; o < P->OCB * VTA_BLOCK; o++) {
             int64_t acc = 0;
             if (L->kind == L_ADD) {
-                if (o < L->O) acc = -((int64_t)L->zin[0] * L->add_w[0] + (int64_t)L->zin[1] * L->add_w[1]);
+                if (o < L->O) acc = -((int64_t)L->zin[0] * L->add_w[0] + (L->n_in > 1 ? (int64_t)L->zin[1] * L->add_w[1] : 0));
             } else if (o < L->O) {
                 int64_t sum = 0;
                 for (int64_t i = 0; i < L->C; i++)
@@ -1286,7 +1292,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
             for (int k = 0; k < 4; k++) bias[4 * o + k] = (uint8_t)(v >> 8 * k);
         }
         if (L->kind == L_ADD) {
-            for (int i = 0; i < 2; i++)
+            for (int i = 0; i < L->n_in; i++)
                 for (int d = 0; d < VTA_BLOCK; d++) w[i * 256 + d * VTA_BLOCK + d] = (int8_t)L->add_w[i];
         } else {
             size_t at = 0;
@@ -1305,7 +1311,7 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
         const layer *L = &layers[l];
         layer_info *li = &p->layers[l];
         snprintf(li->name, sizeof li->name, "%s", L->name);
-        li->kind = (uint32_t)L->kind;
+        li->kind = L->kind == L_ADD && L->n_in == 1 ? 2u : (uint32_t)L->kind; /* 2: elementwise Relu */
         li->elements = (uint64_t)L->O * (uint64_t)L->OH * (uint64_t)L->OW;
         li->macs = L->kind == L_ADD ? 0 : li->elements * (uint64_t)L->C * (uint64_t)L->KH * (uint64_t)L->KW;
         li->begin = (uint32_t)b.n;
@@ -1388,7 +1394,7 @@ static void write_report(FILE *f, const vta_program *p, const vta_timing *t, con
         uint64_t cycles = first != UINT64_MAX && last > first ? last - first : 0;
         double us = (double)cycles / tg->clock_hz * 1e6;
         double gops = us > 0 ? 2.0 * (double)li->macs / (us * 1e3) : 0;
-        fprintf(f, "| %s | %s | %llu | %llu | %.2f | %.2f | %.1f%% | %.1f%% | %.1f%% |\n", li->name, li->kind == L_ADD ? "add" : "conv/dense",
+        fprintf(f, "| %s | %s | %llu | %llu | %.2f | %.2f | %.1f%% | %.1f%% | %.1f%% |\n", li->name, li->kind == L_ADD ? "add" : li->kind == 2 ? "relu" : "conv/dense",
                 (unsigned long long)li->macs, (unsigned long long)cycles, us, gops, cycles ? 100.0 * (double)gemm / (double)cycles : 0,
                 iters ? 100.0 * (double)li->macs / ((double)iters * VTA_BLOCK * VTA_BLOCK) : 0, cycles ? 100.0 * (double)alu / (double)cycles : 0);
     }

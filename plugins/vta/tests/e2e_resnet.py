@@ -12,7 +12,9 @@
      model, the same simulator counters on both targets, and a shorter latency on zcu104 (3.33x the clock, 2x the bus).
 2. The same model with the Gemm's scales left as quantize_static chose them: the Gemm must fall back to the host with
    the requantization reason, and the int8 tensors stay bit-exact.
-3. A QLinearMatMul with multiplier 5·2^-10 built directly: claimed and bit-exact; with multiplier 0.3·2^-8 it is
+3. quantize_static with QDQKeepRemovableActivations: the 7 standalone DequantizeLinear -> Relu -> QuantizeLinear
+   are lowered too, and the outputs stay bit-exact.
+4. A QLinearMatMul with multiplier 5·2^-10 built directly: claimed and bit-exact; with multiplier 0.3·2^-8 it is
    refused with its reason and still runs (on the host).
 Writes the pynq per-layer table to WORKDIR/report-pynq.md and prints it.
 
@@ -111,7 +113,7 @@ def compare(kiln, plugin, art, qp, work, tag, cases, with_cpu, env_extra=None):
 def parse_report(path):
     rows, counters = {}, None
     for line in open(path):
-        m = re.match(r"\| ([\w.]+) \| (add|conv/dense) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", line)
+        m = re.match(r"\| ([\w.]+) \| (add|relu|conv/dense) \| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", line)
         if m:
             rows[m.group(1)] = {"macs": int(m.group(3)), "cycles": int(m.group(4)), "us": float(m.group(5))}
         m = re.match(r"\| total \| \| (\d+) \| (\d+) \| ([\d.]+) \|", line)
@@ -203,6 +205,28 @@ def fallback_gemm(kiln, plugin, work):
     print(f"e2e_resnet: a Gemm whose scales are not powers of two falls back to {fc[0][0]} ({fc[0][1].strip()[:90]}...); int8 tensors still bit-exact")
 
 
+def kept_relus(kiln, plugin, work):
+    """quantize_static with QDQKeepRemovableActivations: each Relu stands alone between a DequantizeLinear and a
+    QuantizeLinear; it must be lowered (an elementwise layer) and the outputs stay bit-exact."""
+    rng = np.random.default_rng(5)
+    fp, qp = os.path.join(work, "resnet-relu.onnx"), os.path.join(work, "resnet-relu.q.onnx")
+    resnet_model.build_float(fp, rng)
+    q = resnet_model.quantize(fp, qp, rng, keep_relus=True)
+    add_outputs(q, EXTRA_OUTPUTS)
+    onnx.save(q, qp)
+    relus = [n.name for n in q.graph.node if n.op_type == "Relu"]
+    if len(relus) != 7:
+        sys.exit(f"e2e_resnet: expected 7 standalone Relus from QDQKeepRemovableActivations, got {len(relus)}")
+    art = os.path.join(work, "resnet-relu.kiln")
+    run([kiln, "compile", qp, "--output", art, "--plugin", plugin, "--target", "fpga-vta-pynq", "--fallback", "allow"])
+    placed, inspect = placement(kiln, art)
+    for (name, op), (backend, why) in placed.items():
+        if op in ("Relu", "Conv", "Add", "Gemm") and backend != BACKEND:
+            sys.exit(f"e2e_resnet: {op} '{name}' of the kept-Relu model is on {backend}:{why}")
+    compare(kiln, plugin, art, qp, work, "relu", 2, False)
+    print(f"e2e_resnet: with QDQKeepRemovableActivations the 7 standalone Relus are lowered too; outputs bit-exact on 2 inputs")
+
+
 def qlinear_matmul(kiln, plugin, work, scale_b, expect_claimed):
     rng = np.random.default_rng(11)
     a = helper.make_tensor_value_info("a", TensorProto.INT8, [6, 40])
@@ -245,6 +269,7 @@ def main():
     os.makedirs(work, exist_ok=True)
     resnet(kiln, plugin, work)
     fallback_gemm(kiln, plugin, work)
+    kept_relus(kiln, plugin, work)
     qlinear_matmul(kiln, plugin, work, 5 * 2.0 ** -7, True)     # multiplier 5·2^-10
     qlinear_matmul(kiln, plugin, work, 0.3 * 2.0 ** -4, False)  # multiplier 0.3·2^-8: not m·2^-s
     print(open(os.path.join(work, "report-pynq.md")).read())

@@ -101,9 +101,12 @@ def pow2_scales(model, keep=()):
         inits[bname].CopyFrom(numpy_helper.from_array(np.array(sx * sw, dtype=np.float32), bname))
 
 
-def quantize(float_path, q_path, rng, pow2=True, keep=()):
+def quantize(float_path, q_path, rng, pow2=True, keep=(), keep_relus=False):
+    """keep_relus: quantize_static's QDQKeepRemovableActivations (a Relu of its own between DequantizeLinear and
+    QuantizeLinear instead of none)."""
     quantize_static(float_path, q_path, Reader(rng), quant_format=QuantFormat.QDQ, per_channel=False,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"QDQKeepRemovableActivations": True} if keep_relus else None)
     model = onnx.load(q_path)
     if pow2:
         pow2_scales(model, keep)
