@@ -69,6 +69,11 @@ uint64_t ak_lane_cycles(uint32_t elements, int fp32_data, uint32_t overhead) {
     return (fp32_data ? 2 * (uint64_t)elements : elements) + overhead;
 }
 
+uint64_t ak_bus_cycles(uint64_t bytes, uint32_t bus_bytes, uint32_t setup) {
+    uint64_t width = bus_bytes ? bus_bytes : 1;
+    return (uint64_t)setup + bytes / width + (bytes % width != 0);
+}
+
 /* ---- pools ---- */
 
 /* An empty pool of the given geometry. */

@@ -76,6 +76,9 @@ uint64_t ak_multiply_moving_cycles(uint32_t moving_columns, int fp32_inputs);
 /* A lane-parallel engine's pass over `elements` per lane: elements (2-byte data) or 2 × elements (fp32)
  * cycles, plus a fixed `overhead`. */
 uint64_t ak_lane_cycles(uint32_t elements, int fp32_data, uint32_t overhead);
+/* A DMA of `bytes` over a bus that moves `bus_bytes` per cycle after a fixed `setup` (cycles):
+ * setup + ceil(bytes / bus_bytes); 0 bytes cost the setup only. bus_bytes 0 reads as 1. */
+uint64_t ak_bus_cycles(uint64_t bytes, uint32_t bus_bytes, uint32_t setup);
 
 /* ---- engines and instruction streams ------------------------------------------------------------ */
 

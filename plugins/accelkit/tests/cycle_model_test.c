@@ -131,12 +131,22 @@ static void test_tiling_and_pools(void) {
     printf("tiling and SBUF/PSUM pools %s\n", failures > before ? "FAIL" : "ok");
 }
 
+/* Bus-width DMA cost (used by samplevta.fpga): setup + ceil(bytes / width). */
+static void test_bus_cycles(void) {
+    int before = failures;
+    EXPECT(ak_bus_cycles(0, 8, 32) == 32, "0 bytes cost the setup");
+    EXPECT(ak_bus_cycles(1, 8, 32) == 33 && ak_bus_cycles(8, 8, 32) == 33 && ak_bus_cycles(9, 8, 32) == 34, "partial beats round up");
+    EXPECT(ak_bus_cycles(4096, 16, 0) == 256 && ak_bus_cycles(5, 0, 0) == 5, "width 16, and width 0 read as 1");
+    printf("cycle model: bus-width DMA (setup + ceil(bytes / width)) %s\n", failures > before ? "FAIL" : "ok");
+}
+
 /* Runs every group. */
 int main(void) {
     test_matmul();
     test_semaphores();
     test_dma();
     test_tiling_and_pools();
+    test_bus_cycles();
     printf("cycle_model_test: %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }
