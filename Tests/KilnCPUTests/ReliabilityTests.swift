@@ -68,6 +68,20 @@ import Testing
         #expect(error?.message.contains("memory_budget_mb") == true, "\(String(describing: error))")
     }
 
+    /// ConvTranspose's (input pixel × tap) → output table is one of them (the next fuzz finding of the same
+    /// class: an input declared [1, 1, 2^32, 3] asked for 900 GB; Fuzz/regressions/cabi/
+    /// cabi-cpu-convtranspose-plan-time-taps.bin).
+    @Test func convTransposeTapTablesCountAgainstTheBudget() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1, 1, 1 << 32, 3])
+        let w = g.constant(Self.tensor([1, 1, 3, 3]), "w")
+        g.output(g.node("ConvTranspose", [x, w]))
+        let budgeted = try CPUBackend.descriptor.make(BackendConfiguration(options: ["memory_budget_mb": "2048"]))
+        let error = Self.error { _ = try budgeted.prepare(g.graph) }
+        #expect(error?.code == .unsupported, "\(String(describing: error))")
+        #expect(error?.message.contains("index tables") == true, "\(String(describing: error))")
+    }
+
     /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,
     /// but 2^40 indices along axis 1) is an error at run time, not an 8 TB allocation.
     @Test func indexTablesOfAnEmptyValueWithAHugeDimAreAnErrorWithoutABudget() throws {

@@ -16,7 +16,7 @@ extension SwiftOps {
         let eps = Double(try node.float("epsilon", 1e-5))
         let rows = xs[..<axis].reduce(1, *), cols = xs[axis...].reduce(1, *)
         let padded = [Int](repeating: 1, count: xs.count - ss.count) + ss
-        let maps = xs.enumerated().map { a, d in padded[a] == 1 ? [Int](repeating: 0, count: d) : Array(0..<d) }
+        let maps = try xs.enumerated().map { a, d in try b.indexTable(d) { padded[a] == 1 ? 0 : $0 } }
         let count = xs.reduce(1, *)
         try b.compute([(outs[0], xs, .float32)], from: [ins[0], ins[1]]) { p, o in
             var scale = [Float](repeating: 0, count: count)

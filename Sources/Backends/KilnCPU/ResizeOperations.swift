@@ -225,7 +225,9 @@ extension SwiftOps {
         let I = inSpatial.reduce(1, *), K = kernel.reduce(1, *), O = outSpatial.reduce(1, *)
         let inStrides = contiguousStrides(inSpatial), kStrides = contiguousStrides(kernel), oStrides = contiguousStrides(outSpatial)
         // For each (input pixel, kernel tap): the output pixel, or -1 when it falls in the padding.
-        var target = [Int](repeating: -1, count: I * K)
+        let (taps, overflow) = I.multipliedReportingOverflow(by: K)
+        guard !overflow else { throw b.unsupported("\(I) input pixels × \(K) kernel taps overflow") }
+        var target = try b.indexTable(taps) { _ in -1 }
         for p in 0..<I {
             for k in 0..<K {
                 var o = 0
