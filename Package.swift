@@ -24,7 +24,8 @@ let package = Package(
         .target(name: "KilnIR"),
         .target(
             name: "KilnFrontends",
-            dependencies: ["KilnIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+            dependencies: ["KilnIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            exclude: ["Trees/README.md"]
         ),
         .target(name: "KilnPasses", dependencies: ["KilnIR"]),
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
