@@ -4,7 +4,8 @@
     scored = kiln.ray.predict(ds, "model.kiln", ["f0", "f1", "f2"], keep=["id"], concurrency=2)
     # or by hand:
     ds.map_batches(kiln.ray.KilnPredictor, fn_constructor_kwargs={"artifact": "model.kiln",
-                   "input_cols": ["image"]}, batch_format="numpy", concurrency=2, num_cpus=1)
+                   "input_cols": ["image"]}, batch_format="numpy",
+                   compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1)
 
 KilnPredictor is a callable class: Ray Data makes one per actor, which loads the artifact once (from a path
 every node can read, or from a ray ObjectRef of the artifact's bytes, written to a temporary file once per
@@ -155,6 +156,6 @@ def predict(ds: Any, artifact: Union[str, bytes, Any], input_cols: InputColumns,
         artifact = os.path.abspath(os.fspath(artifact))
     kwargs = {"artifact": artifact, "input_cols": input_cols, "keep": list(keep), "output_spec": output_spec,
               "threads": threads, "loader": loader, "crash_once_marker": crash_once_marker}
+    pool = importlib.import_module("ray.data").ActorPoolStrategy(size=concurrency)
     return ds.map_batches(KilnPredictor, fn_constructor_kwargs=kwargs, batch_format="numpy",
-                          batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus,
-                          **(ray_remote_args or {}))
+                          batch_size=batch_size, compute=pool, num_cpus=num_cpus, **(ray_remote_args or {}))

@@ -43,7 +43,7 @@ def make_tree_model(folder: str, trees: int = 60, depth: int = 6):
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
         onnx_model = onnxmltools.convert_xgboost(booster, initial_types=[("x", FloatTensorType([None, FEATURES]))],
-                                                 target_opset=17)
+                                                 target_opset=15)
         with open(onnx_path, "wb") as f:
             f.write(onnx_model.SerializeToString())
     except Exception as error:  # only the benchmark needs the ONNX copy
