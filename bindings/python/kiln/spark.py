@@ -353,12 +353,11 @@ def predict_udf(artifact_path: str, input_cols: InputColumns,
     if not os.path.isfile(path):
         raise InvalidArgumentError(f"no artifact at {path}")
     model: Optional[Runner] = None
-    if output_spec is None or isinstance(input_cols, (list, tuple, str)):
-        if output_spec is None:
-            try:
-                model = cached_model(path, threads or 1, loader)
-            except KilnError as error:
-                raise KilnError.of(error.code, f"kiln.spark could not load {path}: {error.message}") from None
+    if output_spec is None:  # describe the outputs from the artifact: a bad one fails here, on the driver
+        try:
+            model = cached_model(path, threads or 1, loader)
+        except KilnError as error:
+            raise KilnError.of(error.code, f"kiln.spark could not load {path}: {error.message}") from None
     mapping = normalize_inputs(input_cols, [i.name for i in model.inputs] if model is not None else None)
     outputs = output_columns(model, output_spec)
     shipped = None
