@@ -255,7 +255,7 @@ def standalone(tmp_path_factory, local_spark):
             return text.count("Registering worker") >= 2
         _wait_for(workers_registered, 90, "two Spark workers")
         spark = _session(master_url, {"spark.task.maxFailures": "2", "spark.executor.cores": "1",
-                                      "spark.executor.memory": "700m", "spark.cores.max": "2"})
+                                      "spark.executor.memory": "1g" if ROWS > 100_000 else "700m", "spark.cores.max": "2"})
         _wait_for(lambda: spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() >= 3, 90,
                   "two executors")
         yield spark
