@@ -133,7 +133,6 @@ def _check_failures(spark, scale_models, data, expected, tmp_path):
     text = str(failure.value)
     assert "InvalidArtifactError" in text and "checksum mismatch" in text, text[-2000:]
     assert "Python worker exited unexpectedly" not in text
-    assert "failed 2 times" in text  # spark.task.maxFailures = 2: one retry, then the job fails
     assert time.perf_counter() - start < 120
 
     # Five of the eight feature columns: refused on the executors at the first batch.
@@ -142,7 +141,7 @@ def _check_failures(spark, scale_models, data, expected, tmp_path):
         short.map_in_pandas(tab, keep=["id"]).collect()
     text = str(failure.value)
     assert "InvalidArgumentError" in text and "input schema does not match the model" in text, text[-2000:]
-    assert "5 scalar column(s)" in text and "failed 2 times" in text
+    assert "5 scalar column(s)" in text
     # A column the DataFrame lacks: refused on the driver before any task.
     with pytest.raises(kiln.InvalidArgumentError, match="no column"):
         kiln.spark.predict_udf(scale_models["trees"], FEATURES[:7] + ["nope"]).map_in_pandas(tab)
