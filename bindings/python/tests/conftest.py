@@ -85,3 +85,14 @@ def chain_expected(x: np.ndarray) -> np.ndarray:
     for w in chain_weights():
         x = np.tanh(x @ w)
     return x
+
+
+@pytest.fixture(scope="session")
+def scale_models(tmp_path_factory) -> dict:
+    """The scale-out tests' models (tests/scale_models.py), built and compiled once: {"trees": .kiln path,
+    "cnn": .kiln path, "trees_onnx": ..., "cnn_onnx": ...}."""
+    import scale_models as sm
+    folder = str(tmp_path_factory.mktemp("scale-models"))
+    trees, trees_onnx = sm.make_tree_model(folder)
+    cnn, cnn_onnx = sm.make_cnn_model(folder)
+    return {"trees": trees, "cnn": cnn, "trees_onnx": trees_onnx, "cnn_onnx": cnn_onnx, "folder": folder}

@@ -37,7 +37,8 @@ def test_wheel_is_tagged_for_this_glibc_and_carries_the_library_and_plugins(whee
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         wheel_file = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
-    assert {"kiln/__init__.py", "kiln/dlr.py", "kiln/py.typed", "kiln/lib/libkiln.so.0",
+    assert {"kiln/__init__.py", "kiln/dlr.py", "kiln/spark.py", "kiln/ray.py", "kiln/_scale.py", "kiln/py.typed",
+            "kiln/lib/libkiln.so.0",
             "kiln/plugins/libkiln_sample_plugin.so"} <= names
     assert "Root-Is-Purelib: false" in wheel_file
     assert not any("libswift" in n for n in names), "the Swift runtime is linked statically, not bundled"
