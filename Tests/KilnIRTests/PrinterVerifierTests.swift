@@ -147,6 +147,15 @@ import Testing
             .contains("has 0 outputs; Shape needs at least 1") == true)
         #expect(problems(graph(Node(op: OpID("", "Gemm"), inputs: ["x", ""], outputs: ["y"])))?
             .contains("leaves its required input #1 absent") == true)
+        // Every entry of a variadic input list names a value (a Concat of "" reached kiln.cpu's lowering
+        // with no operands: fuzz round 6, Fuzz/regressions/cabi/cabi-variadic-input-absent.onnx).
+        #expect(problems(graph(Node(op: OpID("", "Concat"), inputs: [""], outputs: ["y"], attributes: ["axis": .int(0)])))?
+            .contains("leaves its required input #0 absent") == true)
+        #expect(problems(graph(Node(op: OpID("", "Sum"), inputs: ["x", "", "x"], outputs: ["y"])))?
+            .contains("leaves its required input #1 absent") == true)
+        // A variadic output may be left unnamed (a Split result nobody reads).
+        #expect(problems(Graph(name: "g", inputs: [x], outputs: [y], nodes: [Node(op: OpID("", "Split"), inputs: ["x"], outputs: ["y", ""],
+                                                                             attributes: ["num_outputs": .int(2)])])) == nil)
         // Optional inputs may be absent or left off; variadic ops take any number; unknown ops are not checked.
         #expect(problems(Graph(name: "g", inputs: [x], outputs: [y], nodes: [Node(op: OpID("", "Clip"), inputs: ["x", "", ""], outputs: ["y"])])) == nil)
         #expect(problems(Graph(name: "g", inputs: [x], outputs: [y], nodes: [Node(op: OpID("", "Sum"), inputs: ["x", "x", "x", "x"], outputs: ["y"])])) == nil)

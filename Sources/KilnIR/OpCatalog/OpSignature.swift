@@ -121,7 +121,7 @@ private let table_ = """
 |Clip||1,3,1,1,1,1|13cfe,0,000,-1;13cfe,0,000,0;13cfe,0,000,0
 |Col2Im||3,3,1,1,7,1|1fffe,0,000,-1;80,0,000,-1;80,0,000,1
 |Compress||2,2,1,1,3,1|fffe,0,000,-1;200,0,000,-1
-|Concat|vh|1,-1,1,1,0,1|1fffe,0,000,-1
+|Concat|vh|1,-1,1,1,7fffffffffffffff,1|1fffe,0,000,-1
 |ConcatFromSequence||1,1,1,1,1,1|0,fffe,000,-1
 |Constant||0,0,1,1,0,1|
 |ConstantOfShape||1,1,1,1,1,1|80,0,000,-1
@@ -140,7 +140,7 @@ private let table_ = """
 |Div||2,2,1,1,3,1|13cfe,0,000,-1;13cfe,0,000,0
 |Dropout||1,3,1,2,1,1|1f0c02,0,000,-1;1f0c02,0,000,-1;200,0,000,-1
 |DynamicQuantizeLinear||1,1,3,3,1,7|2,0,000,-1
-|Einsum|vh|1,-1,1,1,0,1|3cfe,0,000,-1
+|Einsum|vh|1,-1,1,1,7fffffffffffffff,1|3cfe,0,000,-1
 |Elu||1,1,1,1,1,1|10c02,0,000,-1
 |Equal||2,2,1,1,3,1|13ffe,0,000,-1;13ffe,0,000,0
 |Erf||1,1,1,1,1,1|13cfe,0,000,-1
@@ -182,19 +182,19 @@ private let table_ = """
 |LinearAttention||3,6,2,2,7,3|10402,0,000,-1;10402,0,000,0;10402,0,000,0;10402,0,000,-1;10402,0,000,0;10402,0,000,0
 |Log||1,1,1,1,1,1|10c02,0,000,-1
 |LogSoftmax||1,1,1,1,1,1|10c02,0,000,-1
-|Loop|v|2,-1,1,-1,0,0|80,0,000,-1;200,0,000,-1;7fffffe,7fffffe,100,-1
+|Loop|v|2,-1,1,-1,7ffffffffffffffc,0|80,0,000,-1;200,0,000,-1;7fffffe,7fffffe,100,-1
 |LpNormalization||1,1,1,1,1,1|10c02,0,000,-1
 |LpPool||1,1,1,1,1,1|10c02,0,000,-1
 |MatMul||2,2,1,1,3,1|13cc2,0,000,-1;13cc2,0,000,0
 |MatMulInteger||2,4,1,1,3,1|c,0,000,-1;c,0,000,-1;c,0,000,0;c,0,000,1
-|Max|vh|1,-1,1,1,0,1|13cfe,0,000,-1
+|Max|vh|1,-1,1,1,7fffffffffffffff,1|13cfe,0,000,-1
 |MaxPool||1,1,1,2,1,1|10c0e,0,000,-1
 |MaxRoiPool||2,2,1,1,3,1|10c02,0,000,-1;10c02,0,000,0
 |MaxUnpool||2,3,1,1,3,1|10c02,0,000,-1;80,0,000,-1;80,0,000,1
-|Mean|vh|1,-1,1,1,0,1|10c02,0,000,-1
+|Mean|vh|1,-1,1,1,7fffffffffffffff,1|10c02,0,000,-1
 |MeanVarianceNormalization||1,1,1,1,1,1|10c02,0,000,-1
 |MelWeightMatrix||5,5,1,1,1f,1|c0,0,000,-1;c0,0,000,0;c0,0,000,0;10c02,0,000,-1;10c02,0,000,3
-|Min|vh|1,-1,1,1,0,1|13cfe,0,000,-1
+|Min|vh|1,-1,1,1,7fffffffffffffff,1|13cfe,0,000,-1
 |Mish||1,1,1,1,1,1|10c02,0,000,-1
 |Mod||2,2,1,1,3,1|13cfe,0,000,-1;13cfe,0,000,0
 |Mul||2,2,1,1,3,1|13cfe,0,000,-1;13cfe,0,000,0
@@ -242,18 +242,18 @@ private let table_ = """
 |RotaryEmbedding||3,4,1,1,7,1|10402,0,000,-1;10402,0,000,0;10402,0,000,0;80,0,000,-1
 |Round||1,1,1,1,1,1|10c02,0,000,-1
 |STFT||2,4,1,1,3,1|10c02,0,000,-1;c0,0,000,-1;10c02,0,000,0;c0,0,000,1
-|Scan|v|1,-1,1,-1,0,0|7fffffe,0,000,-1;7fffffe,0,000,-1
+|Scan|v|1,-1,1,-1,7fffffffffffffff,0|7fffffe,0,000,-1;7fffffe,0,000,-1
 |Scatter||3,3,1,1,7,1|fffe,0,000,-1;c0,0,000,-1;fffe,0,000,0
 |ScatterElements||3,3,1,1,7,1|1fffe,0,000,-1;c0,0,000,-1;1fffe,0,000,0
 |ScatterND||3,3,1,1,7,1|1fffe,0,000,-1;80,0,000,-1;1fffe,0,000,0
 |Selu||1,1,1,1,1,1|10c02,0,000,-1
 |SequenceAt||2,2,1,1,3,1|0,fffe,000,-1;c0,0,000,-1
-|SequenceConstruct|vh|1,-1,1,1,0,1|fffe,0,000,-1
+|SequenceConstruct|vh|1,-1,1,1,7fffffffffffffff,1|fffe,0,000,-1
 |SequenceEmpty||0,0,1,1,0,1|
 |SequenceErase||1,2,1,1,1,1|0,fffe,000,-1;c0,0,000,-1
 |SequenceInsert||2,3,1,1,3,1|0,fffe,000,-1;fffe,0,000,-1;c0,0,000,-1
 |SequenceLength||1,1,1,1,1,1|0,fffe,000,-1
-|SequenceMap|v|1,-1,1,-1,1,0|0,fffe,000,-1;fffe,fffe,000,-1
+|SequenceMap|v|1,-1,1,-1,7fffffffffffffff,0|0,fffe,000,-1;fffe,fffe,000,-1
 |Shape||1,1,1,1,1,1|7fffffe,0,000,-1
 |Shrink||1,1,1,1,1,1|3cfe,0,000,-1
 |Sigmoid||1,1,1,1,1,1|10c02,0,000,-1
@@ -275,7 +275,7 @@ private let table_ = """
 |StringNormalizer||1,1,1,1,1,1|100,0,000,-1
 |StringSplit||1,1,2,2,1,3|100,0,000,-1
 |Sub||2,2,1,1,3,1|13cfe,0,000,-1;13cfe,0,000,0
-|Sum|vh|1,-1,1,1,0,1|10c02,0,000,-1
+|Sum|vh|1,-1,1,1,7fffffffffffffff,1|10c02,0,000,-1
 |Swish||1,1,1,1,1,1|10c02,0,000,-1
 |Tan||1,1,1,1,1,1|10c02,0,000,-1
 |Tanh||1,1,1,1,1,1|10c02,0,000,-1
@@ -296,7 +296,7 @@ ai.onnx.ml|Binarizer||1,1,1,1,1,1|8c2,0,000,-1
 ai.onnx.ml|CastMap||1,1,1,1,1,1|0,0,010,-1
 ai.onnx.ml|CategoryMapper||1,1,1,1,1,1|180,0,000,-1
 ai.onnx.ml|DictVectorizer||1,1,1,1,1,1|0,0,010,-1
-ai.onnx.ml|FeatureVectorizer|vh|1,-1,1,1,0,1|8c2,0,000,-1
+ai.onnx.ml|FeatureVectorizer|vh|1,-1,1,1,7fffffffffffffff,1|8c2,0,000,-1
 ai.onnx.ml|Imputer||1,1,1,1,1,1|8c2,0,000,-1
 ai.onnx.ml|LabelEncoder||1,1,1,1,1,1|9e2,0,000,-1
 ai.onnx.ml|LinearClassifier||1,1,2,2,1,3|8c2,0,000,-1
@@ -311,10 +311,10 @@ ai.onnx.ml|TreeEnsembleClassifier||1,1,2,2,1,3|8c2,0,000,-1
 ai.onnx.ml|TreeEnsembleRegressor||1,1,1,1,1,1|8c2,0,000,-1
 ai.onnx.ml|ZipMap||1,1,1,1,1,1|2,0,000,-1
 ai.onnx.preview|FlexAttention||3,3,1,1,7,1|10c02,0,000,-1;10c02,0,000,0;10c02,0,000,0
-ai.onnx.preview.training|Adagrad|v|3,-1,1,-1,3,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
-ai.onnx.preview.training|Adam|v|3,-1,1,-1,3,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
-ai.onnx.preview.training|Gradient|v|1,-1,1,-1,0,0|fffe,0,000,-1
-ai.onnx.preview.training|Momentum|v|3,-1,1,-1,3,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
+ai.onnx.preview.training|Adagrad|v|3,-1,1,-1,7fffffffffffffff,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
+ai.onnx.preview.training|Adam|v|3,-1,1,-1,7fffffffffffffff,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
+ai.onnx.preview.training|Gradient|v|1,-1,1,-1,7fffffffffffffff,0|fffe,0,000,-1
+ai.onnx.preview.training|Momentum|v|3,-1,1,-1,7fffffffffffffff,0|802,0,000,-1;80,0,000,-1;802,0,000,-1
 """
 
 // The table above is generated by scripts/generate-op-signatures from the installed onnx package.
