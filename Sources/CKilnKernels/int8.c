@@ -107,9 +107,9 @@ static inline int32_t q_b_zero(const kiln_qgemm_params *p, size_t n) {
     return p->b_unsigned ? z - 128 : z;
 }
 
-/* Writes the final value v (the centred int32 sum plus bias) of element (r, n). */
-static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, size_t n) {
-    ptrdiff_t at = (ptrdiff_t)r * p->rs + (ptrdiff_t)n * p->cs;
+/* Writes the final value v (the centred int32 sum plus bias) of column n (which selects the multiplier and
+ * float bias) at element offset `at` of the output. */
+static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t at, size_t n) {
     if (p->out == KILN_QOUT_INT32) {
         ((int32_t *)p->c)[at] = (int32_t)v;
         return;
@@ -130,6 +130,10 @@ static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, siz
     int32_t y = q <= (double)p->qmin ? p->qmin : (q >= (double)p->qmax ? p->qmax : (int32_t)q);
     if (p->out == KILN_QOUT_UINT8) ((uint8_t *)p->c)[at] = (uint8_t)y;
     else ((int8_t *)p->c)[at] = (int8_t)y;
+}
+
+static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, size_t n) {
+    q_store_at(p, v, (ptrdiff_t)r * p->rs + (ptrdiff_t)n * p->cs, n);
 }
 
 /* ---- GEMM ---- */
@@ -258,7 +262,8 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
                     }
                 }
             }
-            for (size_t ox = 0; ox < OW; ox++) q_store(q, (uint32_t)acc[ox], c, oy * OW + ox);
+            for (size_t ox = 0; ox < OW; ox++)
+                q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
         }
     }
 }

@@ -112,6 +112,23 @@ extension SwiftOps {
         let zt = zp >= 0 ? try b.dtype(zp) : target
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
+        if xt == .float32, st == .float32, precision == .float32, target == .uint8 || target == .int8, sIndex == nil, zIndex == nil {
+            // The common int8 case in one loop: the same arithmetic as below, without the Double arrays.
+            let (lo, hi): (Float, Float) = target == .uint8 ? (0, 255) : (-128, 127)
+            try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
+                let x = p[0].assumingMemoryBound(to: Float.self)
+                let s = Double(p[1].load(as: Float.self))
+                let z: Float = zCount == 0 ? 0 : (target == .uint8 ? Float(p[2].load(as: UInt8.self)) : Float(p[2].load(as: Int8.self)))
+                for i in 0..<count {
+                    let q = Float(Double(x[i]) / s)
+                    let r = q.isNaN ? 0 : q.rounded(.toNearestOrEven) + z
+                    let c = r <= lo ? lo : (r >= hi ? hi : r)
+                    if target == .uint8 { o[0].storeBytes(of: UInt8(c), toByteOffset: i, as: UInt8.self) }
+                    else { o[0].storeBytes(of: Int8(c), toByteOffset: i, as: Int8.self) }
+                }
+            }
+            return
+        }
         try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
             let x = doubles(p[0], xt, count), scale = doubles(p[1], st, sCount)
             let zero = zCount > 0 ? doubles(p[2], zt, zCount) : []
@@ -149,6 +166,22 @@ extension SwiftOps {
         let zt = zp >= 0 ? try b.dtype(zp) : xt
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
+        if xt == .uint8 || xt == .int8, st == .float32, zt == xt, sIndex == nil, zIndex == nil {
+            // The common int8 case in one loop, with the same float32 arithmetic as below.
+            try b.compute([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o in
+                let s = p[1].load(as: Float.self)
+                let z: Float = zCount == 0 ? 0 : (xt == .uint8 ? Float(p[2].load(as: UInt8.self)) : Float(p[2].load(as: Int8.self)))
+                let y = o[0].assumingMemoryBound(to: Float.self)
+                if xt == .uint8 {
+                    let x = p[0].assumingMemoryBound(to: UInt8.self)
+                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
+                } else {
+                    let x = p[0].assumingMemoryBound(to: Int8.self)
+                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
+                }
+            }
+            return
+        }
         try b.compute([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o in
             let x = doubles(p[0], xt, count), scale = doubles(p[1], st, sCount)
             let zero = zCount > 0 ? doubles(p[2], zt, zCount) : []
