@@ -364,7 +364,7 @@ enum CPUKernelTable {
         }, lowering: planned(SwiftOps.dynamicQuantizeLinear)))
         // Integer products (QuantizedLinearOperation.swift): the int8 kernels of CKilnKernels.
         let quantizedLinear: CPUKernel.LoweringRule = custom { try $0.lowerQuantizedLinear($1, at: $2) }
-        let quantizedTypes: Set<DType> = [.uint8, .int8, .float32, .int32]
+        let quantizedTypes: Set<DType> = [.uint8, .int8, .float32, .float16, .int32]
         add(["QLinearMatMul", "QLinearConv"], CPUKernel(family: .anyOf(quantizedTypes), resultType: .ofInput(7),
                                                         rejection: QuantizedLinearOperation.rejection, lowering: quantizedLinear))
         add(["MatMulInteger", "ConvInteger"], CPUKernel(family: .anyOf(quantizedTypes), resultType: .computed { _ in .int32 },

@@ -101,6 +101,9 @@ final class QuantizedLinearOperation: Operation {
         return n
     }
 
+    /// The scale types accepted: float32, and float16 for QLinearMatMul and QLinearConv (as kiln.reference does).
+    private var scaleTypes: Set<DType> { output == .reference ? [.float32, .float16] : [.float32] }
+
     func plan(_ b: PlanBuilder) throws {
         let xt = try b.dtype(x), wt = try b.dtype(w)
         let bytes: Set<DType> = [.uint8, .int8]
@@ -114,10 +117,13 @@ final class QuantizedLinearOperation: Operation {
         case .reference, .fused:
             outType = yZero >= 0 ? try b.dtype(yZero) : (output == .reference ? xt : .uint8)
             guard bytes.contains(outType) else { throw b.unsupported("quantized output type \(outType)") }
-            _ = try parameter(b, xScale, "x_scale", types: [.float32], count: nil)
-            _ = try parameter(b, yScale, "y_scale", types: [.float32], count: nil)
+            _ = try parameter(b, xScale, "x_scale", types: scaleTypes, count: nil)
+            _ = try parameter(b, yScale, "y_scale", types: scaleTypes, count: nil)
             _ = try parameter(b, yZero, "y_zero_point", types: [outType], count: nil)
             guard xScale >= 0, wScale >= 0, yScale >= 0 else { throw b.invalid("needs x_scale, w_scale and y_scale") }
+            guard try b.dtype(wScale) == b.dtype(xScale), try b.dtype(yScale) == b.dtype(xScale) else {
+                throw b.invalid("the scales are \(try b.dtype(xScale)), \(try b.dtype(wScale)) and \(try b.dtype(yScale)); they must have one type")
+            }
         }
         switch form {
         case .matmul(let transB): try planMatMul(b, xt: xt, wt: wt, outType: outType, transB: transB)
@@ -140,12 +146,18 @@ final class QuantizedLinearOperation: Operation {
     /// Reads the scales and zero points from `frame` and computes the output stage for `n` columns.
     private static func stage(_ frame: Frame, output: QuantizedOutput, isMatMul: Bool, outType: DType, n: Int,
                               xScale: Int, wScale: Int, wScaleCount: Int, yScale: Int, yZero: Int, wZero: Int,
-                              wZeroCount: Int, wType: DType, floatBias: [Float]?) -> Stage {
+                              wZeroCount: Int, wType: DType, floatBias: [Float]?, scaleType: DType) -> Stage {
         var s = Stage()
         if wZero >= 0 { s.wZero = int32s(frame.raw(wZero), wType, wZeroCount) }
         if output == .int32 { return s }
-        let xs = frame.f(xScale)[0], ys = frame.f(yScale)[0]
-        let ws = UnsafeBufferPointer(start: frame.f(wScale), count: wScaleCount)
+        let half = scaleType == .float16
+        func scales(_ id: Int, _ count: Int) -> [Float] {
+            let p = UnsafeRawPointer(frame.raw(id))
+            return (0..<count).map { half ? Float(p.load(fromByteOffset: 2 * $0, as: Float16.self)) : p.load(fromByteOffset: 4 * $0, as: Float.self) }
+        }
+        /// `v` rounded to the scales' type, as kiln.reference rounds QLinearMatMul's multiplier.
+        func rounded(_ v: Double) -> Double { half ? Double(Float16(Float(v))) : Double(Float(v)) }
+        let xs = scales(xScale, 1)[0], ys = scales(yScale, 1)[0], ws = scales(wScale, wScaleCount)
         if yZero >= 0 { s.yZero = int32s(frame.raw(yZero), outType, 1)[0] }
         s.out = outType == .uint8 ? KILN_QOUT_UINT8 : KILN_QOUT_INT8
         (s.qmin, s.qmax) = outType == .uint8 ? (0, 255) : (-128, 127)
@@ -153,7 +165,7 @@ final class QuantizedLinearOperation: Operation {
         case .int32: break
         case .reference where isMatMul:
             // kiln.reference: the multiplier rounded to float32 twice, the zero point added before rounding.
-            s.multipliers = ws.map { Double(Float(Double(Float(Double(xs) * Double($0))) / Double(ys))) }
+            s.multipliers = ws.map { rounded(rounded(Double(xs) * Double($0)) / Double(ys)) }
             s.round = KILN_QROUND_DOUBLE_ZERO_IN
         case .reference:
             s.multipliers = ws.map { Double(xs) * Double($0) / Double(ys) }
@@ -194,7 +206,7 @@ final class QuantizedLinearOperation: Operation {
         if bVector { outShape.removeLast() }
         try b.define(y, shape: outShape, dtype: outType)
 
-        let wScaleCount = output == .int32 ? 0 : try parameter(b, wScale, "w_scale", types: [.float32], count: n)
+        let wScaleCount = output == .int32 ? 0 : try parameter(b, wScale, "w_scale", types: scaleTypes, count: n)
         let wZeroCount = try parameter(b, wZero, "the zero point of '\(b.name(w))'", types: [wt], count: n)
         var xZeroRows = 0
         if xZero >= 0, try b.shape(xZero).reduce(1, *) != 1 {
@@ -233,10 +245,11 @@ final class QuantizedLinearOperation: Operation {
         let (x, w, yID, bias, output) = (self.x, self.w, self.y, self.bias, self.output)
         let (xZero, xScale, wScale, yScale, yZero, wZero, floatBias) = (self.xZero, self.xScale, self.wScale, self.yScale, self.yZero, self.wZero, self.floatBias)
         let xSigned = xt == .int8, wUnsigned = wt == .uint8
+        let scaleType = output == .int32 ? DType.float32 : try b.dtype(xScale)
         b.step { frame in
             let st = Self.stage(frame, output: output, isMatMul: true, outType: outType, n: n, xScale: xScale, wScale: wScale,
                                 wScaleCount: wScaleCount, yScale: yScale, yZero: yZero, wZero: wZero, wZeroCount: wZeroCount,
-                                wType: wt, floatBias: floatBias)
+                                wType: wt, floatBias: floatBias, scaleType: scaleType)
             let za: Int32 = xZero >= 0 && xZeroRows == 0 ? Self.int32s(frame.raw(xZero), xt, 1)[0] : 0
             let zaRows = xZeroRows > 0 ? Self.int32s(frame.raw(xZero), xt, xZeroRows) : []
             // Packed B per matrix: the constant, or packed now into scratch.
@@ -312,7 +325,7 @@ final class QuantizedLinearOperation: Operation {
         let outShape = [batch, mOut] + resolved.output
         try b.define(y, shape: outShape, dtype: outType)
         _ = try parameter(b, xZero, "the zero point of '\(b.name(x))'", types: [xt], count: nil)
-        let wScaleCount = output == .int32 ? 0 : try parameter(b, wScale, "w_scale", types: [.float32], count: mOut)
+        let wScaleCount = output == .int32 ? 0 : try parameter(b, wScale, "w_scale", types: scaleTypes, count: mOut)
         let wZeroCount = try parameter(b, wZero, "the zero point of '\(b.name(w))'", types: [wt], count: mOut)
         if bias >= 0 { _ = try parameter(b, bias, "bias", types: [.int32], count: mOut) }
         if let floatBias, floatBias.count != mOut { throw b.invalid("bias has \(floatBias.count) values for \(mOut) channels") }
@@ -343,10 +356,11 @@ final class QuantizedLinearOperation: Operation {
         let (x, w, yID, bias, output) = (self.x, self.w, self.y, self.bias, self.output)
         let (xZero, xScale, wScale, yScale, yZero, wZero, floatBias) = (self.xZero, self.xScale, self.wScale, self.yScale, self.yZero, self.wZero, self.floatBias)
         let xSigned = xt == .int8, wUnsigned = wt == .uint8
+        let scaleType = output == .int32 ? DType.float32 : try b.dtype(xScale)
         b.step { frame in
             let st = Self.stage(frame, output: output, isMatMul: false, outType: outType, n: mOut, xScale: xScale, wScale: wScale,
                                 wScaleCount: wScaleCount, yScale: yScale, yZero: yZero, wZero: wZero, wZeroCount: wZeroCount,
-                                wType: wt, floatBias: floatBias)
+                                wType: wt, floatBias: floatBias, scaleType: scaleType)
             let za: Int32 = xZero >= 0 ? Self.int32s(frame.raw(xZero), xt, 1)[0] : 0
             let padByte = UInt8(truncatingIfNeeded: za)
             let xp = UnsafeRawPointer(frame.raw(x)).assumingMemoryBound(to: UInt8.self)
@@ -448,7 +462,9 @@ extension QuantizedLinearOperation {
         }
         if name.hasPrefix("QLinear") {
             for k in [1, 4, 6] where !node.input(k).isEmpty {
-                if let t = facts.types[node.input(k)], t != .float32 { return "\(name) with a \(t) scale is not supported (float32)" }
+                if let t = facts.types[node.input(k)], t != .float32, t != .float16 {
+                    return "\(name) with a \(t) scale is not supported (float32 or float16)"
+                }
             }
         }
         if isConv {
