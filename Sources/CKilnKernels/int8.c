@@ -119,8 +119,12 @@ static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t 
     switch (p->round) {
     case KILN_QROUND_DOUBLE_ZERO_IN: q = nearbyint((double)acc * m + (double)p->y_zero); break;
     case KILN_QROUND_FLOAT: {
+        /* As q_store_row: clamped to the bounds less the zero point (a NaN to the lower one), then rounded. */
+        const float lo = (float)(p->qmin - p->y_zero), hi = (float)(p->qmax - p->y_zero);
         float f = (float)acc * (float)m;
         if (p->fbias) f += p->fbias[n];
+        f = f > lo ? f : lo;
+        f = f < hi ? f : hi;
         q = (double)nearbyintf(f) + (double)p->y_zero;
         break;
     }
@@ -134,6 +138,32 @@ static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t 
 
 static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, size_t n) {
     q_store_at(p, v, (ptrdiff_t)r * p->rs + (ptrdiff_t)n * p->cs, n);
+}
+
+/* q_store of v[0..cols) at row r, columns n0.. ; the float32 rounding (fused QDQ layers, the hot case) in loops
+ * that vectorize. Clamping before rounding gives the same result (the bounds are integers) and keeps |f| < 2^22,
+ * where adding and subtracting 1.5·2^23 rounds half to even. */
+static void q_store_row(const kiln_qgemm_params *p, const uint32_t *v, size_t cols, size_t r, size_t n0) {
+    if (p->out == KILN_QOUT_INT32 || p->round != KILN_QROUND_FLOAT) {
+        for (size_t j = 0; j < cols; j++) q_store(p, v[j], r, n0 + j);
+        return;
+    }
+    const float lo = (float)(p->qmin - p->y_zero), hi = (float)(p->qmax - p->y_zero);
+    int32_t y[32];
+    for (size_t j = 0; j < cols; j++) {
+        float f = (float)(int32_t)v[j] * (float)p->multiplier[(n0 + j) * p->multiplier_stride];
+        if (p->fbias) f += p->fbias[n0 + j];
+        f = f > lo ? f : lo; /* a NaN becomes lo */
+        f = f < hi ? f : hi;
+        f = (f + 12582912.0f) - 12582912.0f;
+        y[j] = (int32_t)f + p->y_zero;
+    }
+    uint8_t *c = (uint8_t *)p->c + (ptrdiff_t)r * p->rs;
+    if (p->cs == 1) {
+        for (size_t j = 0; j < cols; j++) c[n0 + j] = (uint8_t)y[j];
+    } else {
+        for (size_t j = 0; j < cols; j++) c[(ptrdiff_t)(n0 + j) * p->cs] = (uint8_t)y[j];
+    }
 }
 
 /* ---- GEMM ---- */
@@ -178,14 +208,20 @@ void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, siz
                 for (size_t i = 0; i < rows; i++)
                     for (size_t j = 0; j < cols; j++) acc[i * 32 + j] = (int32_t)((uint32_t)acc[i * 32 + j] + (uint32_t)acct[i * 32 + j]);
             }
+            /* Per column: column sum, B zero point, bias (and the tile's a_offset); then per row, vector-friendly
+             * loops over the columns. */
+            uint32_t csum[32], zbv[32], base[32];
             for (size_t j = 0; j < cols; j++) {
                 size_t col = n + j;
-                uint32_t cs = (uint32_t)p->col_sums[col], zb = (uint32_t)q_b_zero(p, col);
-                uint32_t base = (uint32_t)kk->a_offset * cs + (p->bias ? (uint32_t)p->bias[col] : 0u);
-                for (size_t i = 0; i < rows; i++) {
-                    uint32_t v = (uint32_t)acc[i * 32 + j] + base - zb * rowsum[i] - za[i] * cs + (uint32_t)K * za[i] * zb;
-                    q_store(p, v, r + i, col);
-                }
+                csum[j] = (uint32_t)p->col_sums[col];
+                zbv[j] = (uint32_t)q_b_zero(p, col);
+                base[j] = (uint32_t)kk->a_offset * csum[j] + (p->bias ? (uint32_t)p->bias[col] : 0u);
+            }
+            for (size_t i = 0; i < rows; i++) {
+                uint32_t v[32];
+                const uint32_t t = rowsum[i] - (uint32_t)K * za[i], zai = za[i];
+                for (size_t j = 0; j < cols; j++) v[j] = (uint32_t)acc[i * 32 + j] + base[j] - zai * csum[j] - zbv[j] * t;
+                q_store_row(p, v, cols, r + i, n);
             }
         }
     }
@@ -217,6 +253,51 @@ void kiln_qim2row(const kiln_conv2d_params *p, const uint8_t *input, size_t grou
                     long ix = x0 + (long)(kx * p->dilation_w);
                     row[at++] = (ix < 0 || ix >= (long)W) ? pad_value : line[ix];
                 }
+            }
+        }
+        if (ld > K) memset(row + K, 0, ld - K);
+    }
+}
+
+void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *output, size_t i0, size_t i1) {
+    /* Blocks of 16 pixels × all channels keep both sides in cache lines. */
+    for (size_t b = i0; b < i1; b += 16) {
+        size_t e = b + 16 < i1 ? b + 16 : i1;
+        for (size_t ch = 0; ch < c; ch++) {
+            const uint8_t *src = input + ch * hw;
+            for (size_t i = b; i < e; i++) output[i * c + ch] = src[i];
+        }
+    }
+}
+
+void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
+                      size_t ld, size_t p0, size_t p1) {
+    if (p->groups == 0 || p->stride_h == 0 || p->stride_w == 0 || p->out_width == 0) return;
+    const size_t C = p->in_channels, cg = C / p->groups, KH = p->kernel_h, KW = p->kernel_w;
+    const size_t H = p->in_height, W = p->in_width, OW = p->out_width, K = cg * KH * KW;
+    const uint8_t *base = hwc + group * cg;
+    for (size_t px = p0; px < p1; px++) {
+        uint8_t *row = rows + (px - p0) * ld;
+        size_t oy = px / OW, ox = px % OW;
+        long y0 = (long)(oy * p->stride_h) - (long)p->pad_top, x0 = (long)(ox * p->stride_w) - (long)p->pad_left;
+        uint8_t *at = row;
+        for (size_t ky = 0; ky < KH; ky++) {
+            long iy = y0 + (long)(ky * p->dilation_h);
+            if (iy < 0 || iy >= (long)H) {
+                memset(at, pad_value, KW * cg);
+                at += KW * cg;
+                continue;
+            }
+            const uint8_t *line = base + (size_t)iy * W * C;
+            if (p->dilation_w == 1 && cg == C && x0 >= 0 && x0 + (long)KW <= (long)W) {
+                memcpy(at, line + (size_t)x0 * C, KW * C); /* the window's pixels are adjacent */
+                at += KW * C;
+                continue;
+            }
+            for (size_t kx = 0; kx < KW; kx++, at += cg) {
+                long ix = x0 + (long)(kx * p->dilation_w);
+                if (ix < 0 || ix >= (long)W) memset(at, pad_value, cg);
+                else memcpy(at, line + (size_t)ix * C, cg);
             }
         }
         if (ld > K) memset(row + K, 0, ld - K);

@@ -65,14 +65,28 @@ final class QuantizedLinearOperation: Operation {
                 prepacked = [Self.pack(bytes.baseAddress!, k: k, n: n, ks: transB ? 1 : n, ns: transB ? k : 1, unsigned: t.dtype == .uint8)]
             case .conv(_, let group) where t.rank >= 3 && group > 0 && t.shape[0] % group == 0:
                 let m = t.shape[0], k = t.shape.dropFirst().reduce(1, *), mg = m / group
-                prepacked = (0..<group).map { g in
-                    Self.pack(bytes.baseAddress! + g * mg * k, k: k, n: mg, ks: 1, ns: k, unsigned: t.dtype == .uint8)
+                let hwc = Self.windowMajor(bytes.baseAddress!, filters: m, channels: t.shape[1], window: t.shape.dropFirst(2).reduce(1, *))
+                prepacked = hwc.withUnsafeBytes { w in
+                    (0..<group).map { g in Self.pack(w.baseAddress! + g * mg * k, k: k, n: mg, ks: 1, ns: k, unsigned: t.dtype == .uint8) }
                 }
             default: prepacked = nil
             }
         } else {
             prepacked = nil
         }
+    }
+
+    /// A convolution weight [filters][channels][window] reordered to [filters][window][channels], the K order of
+    /// kiln_qim2row_hwc.
+    static func windowMajor(_ w: UnsafeRawPointer, filters: Int, channels: Int, window: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: filters * channels * window)
+        let src = w.assumingMemoryBound(to: UInt8.self)
+        for f in 0..<filters {
+            for c in 0..<channels {
+                for t in 0..<window { out[(f * window + t) * channels + c] = src[(f * channels + c) * window + t] }
+            }
+        }
+        return out
     }
 
     /// `b` (k × n at strides ks, ns) packed by kiln_qgemm_pack_b, with its column sums.
@@ -351,6 +365,8 @@ final class QuantizedLinearOperation: Operation {
         let packBytes = kiln_qgemm_pack_b_size(kDim, mg)
         let packScratch = !depthwise && prepacked == nil ? try b.scratch(bytes: group * (packBytes + 4 * mg) + 64) : -1
         let rowScratch = depthwise ? -1 : try b.scratch(bytes: pixels * ld + 64)
+        let hwcScratch = depthwise ? -1 : try b.scratch(bytes: planeIn + 64)
+        let inputChunks = splitRange(h * wd, parts: threads, granule: 64)
         let chunks = splitRange(pixels, parts: threads * 2, granule: Int(KILN_QGEMM_MR) * 4)
         let channelChunks = splitRange(mOut, parts: threads * 2)
         let (x, w, yID, bias, output) = (self.x, self.w, self.y, self.bias, self.output)
@@ -371,11 +387,14 @@ final class QuantizedLinearOperation: Operation {
             var packs: [(UnsafePointer<Int8>, UnsafePointer<Int32>)] = []
             if !depthwise, prepacked == nil {
                 let base = frame.scratch(packScratch)
-                for g in 0..<group {
-                    let pp = (base + g * (packBytes + 4 * mg)).assumingMemoryBound(to: Int8.self)
-                    let sp = (base + g * (packBytes + 4 * mg) + packBytes).assumingMemoryBound(to: Int32.self)
-                    kiln_qgemm_pack_b(kDim, mg, wp + g * mg * kDim, 1, kDim, wUnsigned ? 1 : 0, pp, sp)
-                    packs.append((UnsafePointer(pp), UnsafePointer(sp)))
+                let hwc = Self.windowMajor(wp, filters: mOut, channels: cg, window: kh * kw)
+                hwc.withUnsafeBytes { w in
+                    for g in 0..<group {
+                        let pp = (base + g * (packBytes + 4 * mg)).assumingMemoryBound(to: Int8.self)
+                        let sp = (base + g * (packBytes + 4 * mg) + packBytes).assumingMemoryBound(to: Int32.self)
+                        kiln_qgemm_pack_b(kDim, mg, w.baseAddress! + g * mg * kDim, 1, kDim, wUnsigned ? 1 : 0, pp, sp)
+                        packs.append((UnsafePointer(pp), UnsafePointer(sp)))
+                    }
                 }
             }
             let rows = depthwise ? nil : frame.scratch(rowScratch).assumingMemoryBound(to: UInt8.self)
@@ -416,17 +435,22 @@ final class QuantizedLinearOperation: Operation {
                         }
                         continue
                     }
+                    // The image channels-last, so that each window row is one copy of adjacent pixels.
+                    let hwc = frame.scratch(hwcScratch).assumingMemoryBound(to: UInt8.self)
+                    frame.pool.parallelFor(inputChunks.count) { u in
+                        kiln_qtranspose_hwc(xi, c, h * wd, hwc, inputChunks[u].lowerBound, inputChunks[u].upperBound)
+                    }
                     for g in 0..<group {
                         var q = params(group: g, image: image)
                         if let prepacked {
                             prepacked[g].packed.withUnsafeBufferPointer { pk in prepacked[g].sums.withUnsafeBufferPointer { ps in
                                 q.packed_b = pk.baseAddress; q.col_sums = ps.baseAddress
                                 let qq = q
-                                Self.convChunks(frame, geometry, xi, g, padByte, rows!, ld, chunks, qq)
+                                Self.convChunks(frame, geometry, UnsafePointer(hwc), g, padByte, rows!, ld, chunks, qq)
                             } }
                         } else {
                             q.packed_b = packs[g].0; q.col_sums = packs[g].1
-                            Self.convChunks(frame, geometry, xi, g, padByte, rows!, ld, chunks, q)
+                            Self.convChunks(frame, geometry, UnsafePointer(hwc), g, padByte, rows!, ld, chunks, q)
                         }
                     }
                 }
@@ -434,7 +458,7 @@ final class QuantizedLinearOperation: Operation {
         }
     }
 
-    /// im2row then the product, one chunk of output pixels per task.
+    /// im2row (from the channels-last image `input`) then the product, one chunk of output pixels per task.
     private static func convChunks(_ frame: Frame, _ params: kiln_conv2d_params, _ input: UnsafePointer<UInt8>, _ group: Int,
                                    _ padByte: UInt8, _ rows: UnsafeMutablePointer<UInt8>, _ ld: Int, _ chunks: [Range<Int>],
                                    _ q: kiln_qgemm_params) {
@@ -444,7 +468,7 @@ final class QuantizedLinearOperation: Operation {
             qq.a = UnsafePointer(rows)
             qq.lda = ld
             withUnsafePointer(to: params) { pp in
-                kiln_qim2row(pp, input, group, padByte, rows + range.lowerBound * ld, ld, range.lowerBound, range.upperBound)
+                kiln_qim2row_hwc(pp, input, group, padByte, rows + range.lowerBound * ld, ld, range.lowerBound, range.upperBound)
             }
             kiln_qgemm(&qq, range.lowerBound, range.upperBound, 0, qq.n)
         }

@@ -547,6 +547,17 @@ void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, siz
 void kiln_qim2row(const kiln_conv2d_params *p, const uint8_t *input, size_t group, uint8_t pad_value,
                   uint8_t *rows, size_t ld, size_t p0, size_t p1);
 
+/** Channels-last copy of pixels [i0, i1) of one image of c channels × hw pixels: output[i·c + ch] = input[ch·hw + i]. */
+void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *output, size_t i0, size_t i1);
+
+/**
+ * kiln_qim2row over a channels-last image (kiln_qtranspose_hwc): row p holds the window in [kh][kw][c] order
+ * (c over the group's channels), `pad_value` outside, zero bytes up to `ld`. The weight's K must be packed in
+ * the same order.
+ */
+void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
+                      size_t ld, size_t p0, size_t p1);
+
 /**
  * Depthwise integer convolution of one image (groups == in_channels == out_channels), channels [c0, c1):
  * acc = Σ (x − x_zero)(w − w_zero[c]) over the window (padding contributes nothing), then the output stage
