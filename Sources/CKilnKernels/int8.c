@@ -125,7 +125,8 @@ static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t 
         if (p->fbias) f += p->fbias[n];
         f = f > lo ? f : lo;
         f = f < hi ? f : hi;
-        q = (double)nearbyintf(f) + (double)p->y_zero;
+        f = (f + 12582912.0f) - 12582912.0f; /* |f| < 2^22: rounds half to even, no libm call */
+        q = (double)f + (double)p->y_zero;
         break;
     }
     default: q = nearbyint((double)acc * m) + (double)p->y_zero; break;
@@ -346,5 +347,26 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
             for (size_t ox = 0; ox < OW; ox++)
                 q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
         }
+    }
+}
+
+/* ---- QuantizeLinear to uint8/int8, per tensor ---- */
+
+void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
+    const double s = (double)scale;
+    const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
+    for (size_t i = 0; i < n; i++) {
+        float q = (float)((double)x[i] / s);
+        float r;
+        if (q != q) {
+            r = 0.0f; /* NaN has no integer value: 0, clamped */
+        } else {
+            /* Clamped before rounding (same result, the bounds being integers), then rounded half to even. */
+            float c = q > lo - z - 1.0f ? q : lo - z - 1.0f;
+            c = c < hi - z + 1.0f ? c : hi - z + 1.0f;
+            r = ((c + 12582912.0f) - 12582912.0f) + z;
+        }
+        r = r < lo ? lo : (r > hi ? hi : r);
+        y[i] = is_signed ? (uint8_t)(int8_t)r : (uint8_t)r;
     }
 }

@@ -271,10 +271,11 @@ struct QDQFusionTests {
     /// onnxruntime's quantize_static writes it (int8 weights, symmetric per channel; uint8 activations).
     static func qdqGraph(_ op: String, relu: Bool, intBias: Bool, perChannel: Bool, _ r: inout SplitMix64) -> (Model, [Int]) {
         var g = TestGraph()
-        let isConv = op == "Conv"
+        // "DepthwiseConv": a Conv with group = channels (kiln_qdepthwise's path).
+        let depthwise = op == "DepthwiseConv", isConv = op == "Conv" || depthwise
         let xShape = isConv ? [1, 8, 9, 10] : [5, 40]
-        let cout = isConv ? 12 : 19
-        let wShape = isConv ? [cout, 8, 3, 3] : (op == "Gemm" ? [cout, 40] : [40, cout])
+        let cout = depthwise ? 8 : (isConv ? 12 : 19)
+        let wShape = isConv ? [cout, depthwise ? 1 : 8, 3, 3] : (op == "Gemm" ? [cout, 40] : [40, cout])
         let x = g.input("x", xShape.map { .fixed($0) }, .uint8)
         let xs: Float = 0.03, xz = g.constant(Tensor(shape: [], [UInt8(120)]))
         let xScale = g.constant(floats([], [xs]))
@@ -294,22 +295,23 @@ struct QDQFusionTests {
                 inputs.append(g.constant(floats([cout], (0..<cout).map { _ in Float.random(in: -1...1, using: &r) })))
             }
         }
-        var y = g.node(op, inputs, isConv ? ["pads": .ints([1, 1, 1, 1]), "strides": .ints([1, 2])] : (op == "Gemm" ? ["transB": .int(1)] : [:]))
+        let convAttributes: [String: Attribute] = ["pads": .ints([1, 1, 1, 1]), "strides": .ints([1, 2]), "group": .int(depthwise ? 8 : 1)]
+        var y = g.node(isConv ? "Conv" : op, inputs, isConv ? convAttributes : (op == "Gemm" ? ["transB": .int(1)] : [:]))
         if relu { y = g.node("Relu", [y]) }
         let ys = g.constant(floats([], [isConv ? 0.05 : 0.04])), yz = g.constant(Tensor(shape: [], [UInt8(relu ? 0 : 128)]))
         g.output(g.node("QuantizeLinear", [y, ys, yz]))
         return (g.model, xShape)
     }
 
-    @Test("QDQ Conv/MatMul/Gemm (+bias, +Relu) → one int8 operation, within one quantum of kiln.reference's float path")
+    @Test("QDQ Conv/depthwise Conv/MatMul/Gemm (+bias, +Relu) → one int8 operation, within one quantum of kiln.reference's float path")
     func fusedQDQ() throws {
         var r = SplitMix64(seed: 31)
-        for op in ["Conv", "MatMul", "Gemm"] {
+        for op in ["Conv", "DepthwiseConv", "MatMul", "Gemm"] {
             for (relu, intBias, perChannel) in [(false, true, true), (true, true, false), (true, false, true)] {
                 let (model, xShape) = Self.qdqGraph(op, relu: relu, intBias: intBias, perChannel: perChannel, &r)
                 var lowering = Lowering(graph: model.graph)
                 let kinds = try lowering.lower().operations.map(\.kind)
-                #expect(kinds == ["QDQ(\(op)\(relu ? "+Relu" : ""))"], "\(op): \(kinds)")
+                #expect(kinds == ["QDQ(\(op == "DepthwiseConv" ? "Conv" : op)\(relu ? "+Relu" : ""))"], "\(op): \(kinds)")
                 let x = randomTensor(.uint8, xShape, &r)
                 let (got, want) = try runBoth(model, ["x": x])
                 let g = got[0].asInt64s(), w = want[0].asInt64s()

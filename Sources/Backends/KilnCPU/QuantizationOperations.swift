@@ -1,3 +1,4 @@
+import CKilnKernels
 import KilnIR
 
 /// QuantizeLinear and DequantizeLinear in plain Swift: per-tensor, per-axis and blocked scales and zero
@@ -113,19 +114,11 @@ extension SwiftOps {
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
         if xt == .float32, st == .float32, precision == .float32, target == .uint8 || target == .int8, sIndex == nil, zIndex == nil {
-            // The common int8 case in one loop: the same arithmetic as below, without the Double arrays.
-            let (lo, hi): (Float, Float) = target == .uint8 ? (0, 255) : (-128, 127)
+            // The common int8 case in C (kiln_quantize_u8): the same arithmetic as below, without the Double arrays.
             try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
-                let x = p[0].assumingMemoryBound(to: Float.self)
-                let s = Double(p[1].load(as: Float.self))
-                let z: Float = zCount == 0 ? 0 : (target == .uint8 ? Float(p[2].load(as: UInt8.self)) : Float(p[2].load(as: Int8.self)))
-                for i in 0..<count {
-                    let q = Float(Double(x[i]) / s)
-                    let r = q.isNaN ? 0 : q.rounded(.toNearestOrEven) + z
-                    let c = r <= lo ? lo : (r >= hi ? hi : r)
-                    if target == .uint8 { o[0].storeBytes(of: UInt8(c), toByteOffset: i, as: UInt8.self) }
-                    else { o[0].storeBytes(of: Int8(c), toByteOffset: i, as: Int8.self) }
-                }
+                let z: Int32 = zCount == 0 ? 0 : (target == .uint8 ? Int32(p[2].load(as: UInt8.self)) : Int32(p[2].load(as: Int8.self)))
+                kiln_quantize_u8(p[0].assumingMemoryBound(to: Float.self), count, p[1].load(as: Float.self), z, target == .int8 ? 1 : 0,
+                                 o[0].assumingMemoryBound(to: UInt8.self))
             }
             return
         }

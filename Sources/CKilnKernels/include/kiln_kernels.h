@@ -568,6 +568,10 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
                      const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                      const kiln_qgemm_params *q, size_t c0, size_t c1);
 
+/** QuantizeLinear of n floats to uint8 (is_signed 0) or int8, per tensor: y = saturate(rint_even((float)(x / scale)) +
+ *  zero), the division in double then rounded to float as kiln.reference does; NaN gives 0, saturated. */
+void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
+
 /** The int8 kernel family in use: "avx512vnni", "avx2", "neon" or "generic". */
 const char *kiln_qkernels_isa(void);
 
