@@ -336,16 +336,40 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
                     if (last < 0) continue;
                     size_t hi = (size_t)last / sw + 1;
                     if (hi > OW) hi = OW;
-                    if (x_signed) {
-                        for (size_t ox = lo; ox < hi; ox++)
-                            acc[ox] += ((int32_t)(int8_t)line[(long)(ox * sw) + off] - x_zero) * w;
+                    if (lo >= hi) continue;
+                    const uint8_t *src = line + (long)(lo * sw) + off;
+                    int32_t *dst = acc + lo;
+                    const size_t len = hi - lo;
+                    if (sw == 1) { /* contiguous: vectorizes */
+                        if (x_signed) {
+                            for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)(int8_t)src[i] - x_zero) * w;
+                        } else {
+                            for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)src[i] - x_zero) * w;
+                        }
+                    } else if (x_signed) {
+                        for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)(int8_t)src[i * sw] - x_zero) * w;
                     } else {
-                        for (size_t ox = lo; ox < hi; ox++) acc[ox] += ((int32_t)line[(long)(ox * sw) + off] - x_zero) * w;
+                        for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)src[i * sw] - x_zero) * w;
                     }
                 }
             }
-            for (size_t ox = 0; ox < OW; ox++)
-                q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
+            if (q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32 && q->cs == 1) {
+                /* The fused-QDQ output stage over the row, one channel's multiplier: vectorizes (as q_store_row). */
+                const float lo = (float)(q->qmin - q->y_zero), hi = (float)(q->qmax - q->y_zero);
+                const float m = (float)q->multiplier[c * q->multiplier_stride], fb = q->fbias ? q->fbias[c] : 0.0f;
+                uint8_t *out = (uint8_t *)q->c + (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW);
+                for (size_t ox = 0; ox < OW; ox++) {
+                    float f = (float)acc[ox] * m;
+                    if (q->fbias) f += fb;
+                    f = f > lo ? f : lo;
+                    f = f < hi ? f : hi;
+                    f = (f + 12582912.0f) - 12582912.0f;
+                    out[ox] = (uint8_t)((int32_t)f + q->y_zero);
+                }
+            } else {
+                for (size_t ox = 0; ox < OW; ox++)
+                    q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
+            }
         }
     }
 }
