@@ -5,16 +5,23 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 static kiln_cpu_features detect_features(void) {
-    kiln_cpu_features f = {0, 0, 0, 0};
+    kiln_cpu_features f = {0, 0, 0, 0, 0, 0};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
     f.avx2 = __builtin_cpu_supports("avx2") ? 1 : 0;
     f.fma = __builtin_cpu_supports("fma") ? 1 : 0;
     f.avx512f = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    f.avx512vnni = f.avx512f && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") ? 1 : 0;
 #elif defined(__aarch64__)
     f.neon = 1; /* Advanced SIMD is mandatory on AArch64. */
+#if defined(__linux__)
+    f.dotprod = (getauxval(AT_HWCAP) & (1UL << 20)) ? 1 : 0; /* HWCAP_ASIMDDP */
+#endif
 #endif
     return f;
 }
@@ -52,6 +59,8 @@ const kiln_kernel_table *kiln_kernels_current(void) {
     }
     return t;
 }
+
+int kiln_kernels_generic_forced(void) { return atomic_load_explicit(&force_generic, memory_order_relaxed); }
 
 int kiln_kernels_force_generic(int force) {
     return atomic_exchange(&force_generic, force ? 1 : 0);

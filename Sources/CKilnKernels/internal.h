@@ -126,4 +126,28 @@ void kiln_gemm_prepacked_a(const kiln_kernel_table *kt, size_t kc, size_t mc, co
 void kiln_apply_epilogue(const kiln_kernel_table *kt, const kiln_epilogue *ep, float *c, size_t ldc, size_t rows,
                          size_t cols, size_t row0, size_t col0);
 
+/* ---- int8 kernels (int8.c, int8_x86.c, int8_neon.c) ---- */
+
+/* acc[r·32 + j] = Σ_k u(a[r][k]) · b[k][j] (overwritten, not accumulated) over kq groups of 4 k: rows
+ * r < KILN_QGEMM_MR, columns j < 16 from panel b0 and j ≥ 16 from panel b1 (b1 may equal b0). u(x) = x xor
+ * the low byte of a_xor (0 or 0x80), read as uint8. A tile may compute Σ (u − a_offset)·b instead; the caller
+ * adds a_offset·Σb back. */
+typedef void (*kiln_qtile_fn)(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint32_t a_xor, const int8_t *b0,
+                              const int8_t *b1, int32_t *acc);
+typedef struct kiln_qkernel {
+    const char *isa;
+    kiln_qtile_fn tile;
+    int a_offset;
+} kiln_qkernel;
+const kiln_qkernel *kiln_qkernel_current(void);
+extern const kiln_qkernel kiln_qkernel_generic;
+#if defined(__x86_64__)
+extern const kiln_qkernel kiln_qkernel_avx2;
+extern const kiln_qkernel kiln_qkernel_avx512vnni;
+#elif defined(__aarch64__)
+extern const kiln_qkernel kiln_qkernel_neon;
+#endif
+/* Whether kiln_kernels_force_generic is in effect. */
+int kiln_kernels_generic_forced(void);
+
 #endif

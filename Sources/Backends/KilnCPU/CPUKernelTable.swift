@@ -362,6 +362,13 @@ enum CPUKernelTable {
             if let t = facts.types[node.input(0)], t != .float32 { return "DynamicQuantizeLinear of \(t) is not supported (float32 only)" }
             return nil
         }, lowering: planned(SwiftOps.dynamicQuantizeLinear)))
+        // Integer products (QuantizedLinearOperation.swift): the int8 kernels of CKilnKernels.
+        let quantizedLinear: CPUKernel.LoweringRule = custom { try $0.lowerQuantizedLinear($1, at: $2) }
+        let quantizedTypes: Set<DType> = [.uint8, .int8, .float32, .float16, .int32]
+        add(["QLinearMatMul", "QLinearConv"], CPUKernel(family: .anyOf(quantizedTypes), resultType: .ofInput(7),
+                                                        rejection: QuantizedLinearOperation.rejection, lowering: quantizedLinear))
+        add(["MatMulInteger", "ConvInteger"], CPUKernel(family: .anyOf(quantizedTypes), resultType: .computed { _ in .int32 },
+                                                        rejection: QuantizedLinearOperation.rejection, lowering: quantizedLinear))
         add(["BitCast"], CPUKernel(family: .conversion, resultType: .computed(Support.castType), knownBeforeRunning: .whenInputsAre,
                                    rejection: SwiftOps.bitCastRejection, lowering: planned(SwiftOps.bitCast)))
         // Control flow: each body is lowered by kiln.cpu into its own program (ControlFlowOperations.swift).

@@ -42,6 +42,7 @@ struct Lowering {
             program.inputs.append((program.id(input.name), input.name, graph.initializers[input.name]))
         }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "Erf" { matchGELU(erf: i) }
+        for (i, node) in graph.nodes.enumerated() where node.op.name == "QuantizeLinear" { matchQDQ(quantize: i) }
         for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
             do {
                 try lower(node, at: i)
@@ -122,6 +123,108 @@ struct Lowering {
             // (x · 0.5) · (1 + erf)
             gelu[h] = ([d, e, a, q, p], pn.outputs[0])
         }
+    }
+
+    /// Fuses the QDQ form of an int8 layer ending at QuantizeLinear node `q` into one `QuantizedLinearOperation`:
+    /// DequantizeLinear(x_q) and DequantizeLinear(constant w_q) → Conv / MatMul / Gemm (+ bias: constant float32,
+    /// or DequantizeLinear of a constant int32) (→ Relu) → QuantizeLinear, as ONNX Runtime's quantize_static
+    /// writes it. Per-tensor activation scales, per-tensor or per-output-channel weight scales and zero points.
+    /// The dequantized activation stays computed when another node reads it. Anything else is left unfused.
+    private mutating func matchQDQ(quantize q: Int) {
+        let qn = graph.nodes[q]
+        func constant(_ name: String) -> Tensor? { name.isEmpty ? nil : constants[name] }
+        func scalarScale(_ name: String) -> Bool { constant(name).map { $0.dtype == .float32 && $0.count == 1 } ?? false }
+        func byteType(_ name: String) -> DType? { types[name].flatMap { $0 == .uint8 || $0 == .int8 ? $0 : nil } }
+        guard !absorbed.contains(q), let yq = qn.outputs.first, !yq.isEmpty, scalarScale(qn.input(1)),
+              (try? qn.int("block_size", 0)) == 0, ((try? qn.int("output_dtype", 0)) ?? 1) == 0 || !qn.input(2).isEmpty,
+              qn.input(2).isEmpty || (constant(qn.input(2)).map { $0.count == 1 && ($0.dtype == .uint8 || $0.dtype == .int8) } ?? false)
+        else { return }
+        // The float value quantized: a linear node, optionally through Relu.
+        var nodes = [q]
+        var value = qn.input(0), relu = false
+        guard var p = producer[value], soleConsumer(value) == q else { return }
+        if graph.nodes[p].op.name == "Relu" {
+            relu = true
+            nodes.append(p)
+            value = graph.nodes[p].input(0)
+            guard let lp = producer[value], soleConsumer(value) == p else { return }
+            p = lp
+        }
+        let ln = graph.nodes[p]
+        let op = ln.op.name
+        guard ln.op.domain.isEmpty, ["Conv", "MatMul", "Gemm"].contains(op), ln.outputs.count == 1 else { return }
+        nodes.append(p)
+        // Gemm: alpha = beta = 1, A not transposed.
+        var transB = false
+        if op == "Gemm" {
+            guard (try? ln.float("alpha", 1)) == 1, (try? ln.float("beta", 1)) == 1, (try? ln.int("transA", 0)) == 0 else { return }
+            transB = (try? ln.int("transB", 0)) == 1
+        }
+        // Both operands dequantized, the weight from a constant.
+        func dequantize(_ name: String) -> (node: Int, Node)? {
+            guard let d = producer[name], graph.nodes[d].op.name == "DequantizeLinear", !absorbed.contains(d) else { return nil }
+            let dn = graph.nodes[d]
+            guard (try? dn.int("block_size", 0)) == 0 else { return nil }
+            return (d, dn)
+        }
+        guard let (dx, dxn) = dequantize(ln.input(0)), let xType = byteType(dxn.input(0)), scalarScale(dxn.input(1)),
+              dxn.input(2).isEmpty || (constant(dxn.input(2)).map { $0.count == 1 && $0.dtype == xType } ?? false) else { return }
+        guard let (dw, dwn) = dequantize(ln.input(1)), let wq = constant(dwn.input(0)), wq.dtype == .uint8 || wq.dtype == .int8,
+              let ws = constant(dwn.input(1)), ws.dtype == .float32 else { return }
+        let channels: Int, channelAxis: Int
+        switch op {
+        case "Conv":
+            guard wq.rank == 3 || wq.rank == 4, (try? ln.int("group", 1)).map({ $0 >= 1 }) == true,
+                  Window.rejection(of: ln) == nil else { return }
+            (channels, channelAxis) = (wq.shape[0], 0)
+        default:
+            guard wq.rank == 2 else { return }
+            (channels, channelAxis) = transB ? (wq.shape[0], 0) : (wq.shape[1], 1)
+        }
+        let axis = (try? dwn.int("axis", 1)) ?? 1
+        if ws.count != 1 {
+            guard ws.count == channels, axis == channelAxis || axis == channelAxis - wq.rank else { return }
+        }
+        if !dwn.input(2).isEmpty {
+            guard let wz = constant(dwn.input(2)), wz.dtype == wq.dtype, wz.count == 1 || wz.count == ws.count else { return }
+        }
+        // The bias: float32 constant, or DequantizeLinear of an int32 constant (kept in int32 when its scale is
+        // exactly x_scale · w_scale, as quantize_static writes it).
+        var intBias = -1, floatBias: [Float]? = nil, biasNode: Int? = nil
+        let biasName = op == "MatMul" ? "" : ln.input(2)
+        if !biasName.isEmpty {
+            if let t = constant(biasName), t.dtype == .float32, t.count == channels {
+                floatBias = t.elements(as: Float.self)
+            } else if let (db, dbn) = dequantize(biasName), soleConsumer(biasName) == p, let bq = constant(dbn.input(0)),
+                      bq.dtype == .int32, bq.count == channels, let bs = constant(dbn.input(1)), bs.dtype == .float32,
+                      bs.count == 1 || bs.count == channels,
+                      dbn.input(2).isEmpty || (constant(dbn.input(2)).map { $0.elements(as: Int32.self).allSatisfy { $0 == 0 } } ?? false) {
+                let xs = constants[dxn.input(1)]!.elements(as: Float.self)[0]
+                let wsv = ws.elements(as: Float.self), bsv = bs.elements(as: Float.self), bqv = bq.elements(as: Int32.self)
+                let exact = (0..<channels).allSatisfy { bsv[bs.count == 1 ? 0 : $0] == xs * wsv[ws.count == 1 ? 0 : $0] }
+                if exact {
+                    intBias = id(dbn.input(0))
+                } else {
+                    floatBias = (0..<channels).map { Float(bqv[$0]) * bsv[bs.count == 1 ? 0 : $0] }
+                }
+                biasNode = db
+            } else {
+                return
+            }
+        }
+        let form: QuantizedLinearOperation.Form = op == "Conv"
+            ? .conv(node: ln, group: (try? ln.int("group", 1)) ?? 1) : .matmul(transB: transB)
+        let operation = QuantizedLinearOperation(
+            kind: "QDQ(\(op)\(relu ? "+Relu" : ""))", label: label(nodes), form: form, output: .fused(relu: relu),
+            x: id(dxn.input(0)), xScale: id(dxn.input(1)), xZero: dxn.input(2).isEmpty ? -1 : id(dxn.input(2)),
+            w: id(dwn.input(0)), wScale: id(dwn.input(1)), wZero: dwn.input(2).isEmpty ? -1 : id(dwn.input(2)),
+            yScale: id(qn.input(1)), yZero: qn.input(2).isEmpty ? -1 : id(qn.input(2)), bias: intBias, floatBias: floatBias,
+            y: id(yq), constantWeight: wq)
+        // The dequantized operands are absorbed when nothing else reads them.
+        if soleConsumer(ln.input(0)) == p { nodes.append(dx) }
+        if soleConsumer(ln.input(1)) == p { nodes.append(dw) }
+        if let biasNode { nodes.append(biasNode) }
+        place(operation, nodes: nodes)
     }
 
     /// The GELU pattern that reads `value`, when none of its nodes is taken yet.

@@ -1,3 +1,4 @@
+import CKilnKernels
 import KilnIR
 
 /// QuantizeLinear and DequantizeLinear in plain Swift: per-tensor, per-axis and blocked scales and zero
@@ -112,6 +113,15 @@ extension SwiftOps {
         let zt = zp >= 0 ? try b.dtype(zp) : target
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
+        if xt == .float32, st == .float32, precision == .float32, target == .uint8 || target == .int8, sIndex == nil, zIndex == nil {
+            // The common int8 case in C (kiln_quantize_u8): the same arithmetic as below, without the Double arrays.
+            try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
+                let z: Int32 = zCount == 0 ? 0 : (target == .uint8 ? Int32(p[2].load(as: UInt8.self)) : Int32(p[2].load(as: Int8.self)))
+                kiln_quantize_u8(p[0].assumingMemoryBound(to: Float.self), count, p[1].load(as: Float.self), z, target == .int8 ? 1 : 0,
+                                 o[0].assumingMemoryBound(to: UInt8.self))
+            }
+            return
+        }
         try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
             let x = doubles(p[0], xt, count), scale = doubles(p[1], st, sCount)
             let zero = zCount > 0 ? doubles(p[2], zt, zCount) : []
@@ -149,6 +159,22 @@ extension SwiftOps {
         let zt = zp >= 0 ? try b.dtype(zp) : xt
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
+        if xt == .uint8 || xt == .int8, st == .float32, zt == xt, sIndex == nil, zIndex == nil {
+            // The common int8 case in one loop, with the same float32 arithmetic as below.
+            try b.compute([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o in
+                let s = p[1].load(as: Float.self)
+                let z: Float = zCount == 0 ? 0 : (xt == .uint8 ? Float(p[2].load(as: UInt8.self)) : Float(p[2].load(as: Int8.self)))
+                let y = o[0].assumingMemoryBound(to: Float.self)
+                if xt == .uint8 {
+                    let x = p[0].assumingMemoryBound(to: UInt8.self)
+                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
+                } else {
+                    let x = p[0].assumingMemoryBound(to: Int8.self)
+                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
+                }
+            }
+            return
+        }
         try b.compute([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o in
             let x = doubles(p[0], xt, count), scale = doubles(p[1], st, sCount)
             let zero = zCount > 0 ? doubles(p[2], zt, zCount) : []

@@ -25,6 +25,8 @@ typedef struct kiln_cpu_features {
     int fma;
     int avx512f;
     int neon;
+    int avx512vnni; /* AVX-512 F, BW and VNNI (vpdpbusd): the int8 tile */
+    int dotprod;    /* AArch64 SDOT/UDOT (Armv8.2 dot product) */
 } kiln_cpu_features;
 
 /** Detects the host CPU's features (cached after the first call). */
@@ -467,6 +469,115 @@ void kiln_rnn_cell(const kiln_cell_params *p, size_t rows, size_t j0, size_t j1,
 void kiln_gru_reset_gate(const kiln_cell_params *p, size_t rows, size_t j0, size_t j1, const float *gx,
                          size_t ldgx, const float *gh, size_t ldgh, const float *h, size_t ldh, float *rh,
                          size_t ldrh);
+
+
+/* ---- Integer (int8) GEMM and convolution -------------------------------------------------- */
+
+/*
+ * C = (A − a_zero) · (B − b_zero) with 8-bit operands and int32 accumulation, then either stored as int32
+ * (MatMulInteger, ConvInteger) or requantized to uint8/int8 (QLinearMatMul, QLinearConv, fused QDQ).
+ * Any mix of uint8/int8 operands: inside, A is seen as uint8 and B as int8 (an int8 A is xor-ed with 0x80, a
+ * uint8 B is stored minus 128, and the zero points move with them), so every ISA computes the same exact
+ * integer sum; the correction terms (row sums of A, column sums of B, K·za·zb) are exact int32 arithmetic
+ * that wraps modulo 2^32 as ONNX's int32 accumulation does. Results are bit-identical across ISAs.
+ *
+ * Packed B: panels of KILN_QGEMM_NR columns; within a panel, K in groups of 4 (zero-padded to a multiple of
+ * 4), each group 64 bytes: column j's 4 consecutive k values at bytes 4j..4j+3.
+ */
+#define KILN_QGEMM_NR 16
+#define KILN_QGEMM_MR 6
+
+/** Bytes of B (K × N) packed for kiln_qgemm. */
+size_t kiln_qgemm_pack_b_size(size_t k, size_t n);
+
+/**
+ * Packs B[k][n] = b[k·ks + n·ns] (int8, or uint8 when b_unsigned) into `packed` (kiln_qgemm_pack_b_size
+ * bytes) and writes col_sums[n] = Σ_k of the stored (int8) values, which kiln_qgemm needs.
+ */
+void kiln_qgemm_pack_b(size_t k, size_t n, const void *b, ptrdiff_t ks, ptrdiff_t ns, int b_unsigned,
+                       int8_t *packed, int32_t *col_sums);
+
+/** What kiln_qgemm writes. */
+typedef enum kiln_qout {
+    KILN_QOUT_INT32 = 0, /* the int32 sum (+ bias) */
+    KILN_QOUT_UINT8 = 1, /* requantized, saturated to [qmin, qmax] ⊆ [0, 255] */
+    KILN_QOUT_INT8 = 2   /* requantized, saturated to [qmin, qmax] ⊆ [-128, 127] */
+} kiln_qout;
+
+/** How an int32 sum becomes a quantized value (v = acc + bias, m = multiplier of the column). */
+typedef enum kiln_qround {
+    KILN_QROUND_DOUBLE = 0,         /* rint(v·m) + zero, in double (kiln.reference's QLinearConv) */
+    KILN_QROUND_DOUBLE_ZERO_IN = 1, /* rint(v·m + zero), in double (kiln.reference's QLinearMatMul) */
+    KILN_QROUND_FLOAT = 2           /* rint((float)v·(float)m) + zero, in float32 (ONNX Runtime's int8 kernels) */
+} kiln_qround;
+
+/** One int8 product; see kiln_qgemm. */
+typedef struct kiln_qgemm_params {
+    size_t m, n, k;
+    const uint8_t *a;          /* row r, column k at a[r·lda + k] (raw bytes of the uint8/int8 tensor) */
+    size_t lda;
+    int a_signed;              /* A holds int8 */
+    int32_t a_zero;            /* A's zero point in its own type */
+    const int32_t *a_zero_rows; /* per-row zero points (MatMulInteger), or NULL for a_zero */
+    const int8_t *packed_b;    /* kiln_qgemm_pack_b */
+    const int32_t *col_sums;   /* kiln_qgemm_pack_b */
+    int b_unsigned;            /* B held uint8 */
+    const int32_t *b_zero;     /* B's zero points in its own type: b_zero[n·b_zero_stride] (stride 0: one) or NULL */
+    size_t b_zero_stride;
+    const int32_t *bias;       /* per column, added to the int32 sum, or NULL */
+    kiln_qout out;
+    void *c;                   /* element (r, n) at c + r·rs + n·cs, in elements */
+    ptrdiff_t rs, cs;
+    const double *multiplier;  /* per column (multiplier_stride 1) or one (0); requantizing outputs only */
+    size_t multiplier_stride;
+    const float *fbias;        /* KILN_QROUND_FLOAT only: per column, added after the multiply, or NULL */
+    int32_t y_zero, qmin, qmax;
+    kiln_qround round;
+} kiln_qgemm_params;
+
+/** Rows [r0, r1) and columns [n0, n1) of the product (n0 a multiple of KILN_QGEMM_NR). Disjoint ranges may run
+ *  concurrently. */
+void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, size_t n1);
+
+/**
+ * Rows of the im2col matrix of group `group` of one uint8/int8 image (kiln_conv2d_params shapes): row
+ * p (output pixel) holds the window [c][kh][kw] of the group's channels, `pad_value` where it reads outside,
+ * zero bytes up to `ld` (at least K = Cin/g·KH·KW). Pixels [p0, p1) only, row p at rows + (p − p0)·ld.
+ */
+void kiln_qim2row(const kiln_conv2d_params *p, const uint8_t *input, size_t group, uint8_t pad_value,
+                  uint8_t *rows, size_t ld, size_t p0, size_t p1);
+
+/** Channels-last copy of pixels [i0, i1) of one image of c channels × hw pixels: output[i·c + ch] = input[ch·hw + i]. */
+void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *output, size_t i0, size_t i1);
+
+/**
+ * kiln_qim2row over a channels-last image (kiln_qtranspose_hwc): row p holds the window in [kh][kw][c] order
+ * (c over the group's channels), `pad_value` outside, zero bytes up to `ld`. The weight's K must be packed in
+ * the same order.
+ */
+void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
+                      size_t ld, size_t p0, size_t p1);
+
+/**
+ * Depthwise integer convolution of one image (groups == in_channels == out_channels), channels [c0, c1):
+ * acc = Σ (x − x_zero)(w − w_zero[c]) over the window (padding contributes nothing), then the output stage
+ * of `q` (its out, bias, multiplier, zero, bounds and rounding; c, rs, cs address [channel][pixel]).
+ * x_signed / w_signed say whether input / weight bytes are int8.
+ */
+void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero,
+                     const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
+                     const kiln_qgemm_params *q, size_t c0, size_t c1);
+
+/** QuantizeLinear of n floats to uint8 (is_signed 0) or int8, per tensor: y = saturate(rint_even((float)(x / scale)) +
+ *  zero), the division in double then rounded to float as kiln.reference does; NaN gives 0, saturated. */
+void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
+
+/** The int8 kernel family in use: "avx512vnni", "avx2", "neon" or "generic". */
+const char *kiln_qkernels_isa(void);
+
+/** Chooses the int8 kernel family ("host" for the best here); -1 when this CPU lacks it. kiln_kernels_force_generic
+ *  also forces the generic int8 kernels. */
+int kiln_qkernels_select_isa(const char *isa);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,396 @@
+/* int8.c — integer GEMM and convolution (kiln_qgemm, kiln_qim2row, kiln_qdepthwise): packing, the
+ * correction terms and output stage (portable C, shared by every ISA so results are bit-identical), the
+ * portable register tile and the choice of int8 tile at run time. The ISA tiles are in int8_x86.c and
+ * int8_neon.c. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* ---- Portable tile ---- */
+
+/* acc[r·32 + j] = Σ_k u(a[r][k]) · b[k][j] over kq groups of 4 k, u(x) = x ^ a_xor byte (0 or 0x80), for the
+ * 16 columns of b0 (j < 16) and of b1 (j ≥ 16). */
+static void generic_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint32_t a_xor, const int8_t *b0,
+                          const int8_t *b1, int32_t *acc) {
+    const uint8_t x = (uint8_t)(a_xor & 0xFF);
+    for (int r = 0; r < KILN_QGEMM_MR; r++) {
+        int32_t s[32] = {0};
+        const uint8_t *ar = a[r];
+        for (size_t g = 0; g < kq; g++) {
+            const int8_t *p0 = b0 + g * 64, *p1 = b1 + g * 64;
+            int32_t a0 = ar[4 * g] ^ x, a1 = ar[4 * g + 1] ^ x, a2 = ar[4 * g + 2] ^ x, a3 = ar[4 * g + 3] ^ x;
+            for (int j = 0; j < 16; j++) {
+                s[j] += a0 * p0[4 * j] + a1 * p0[4 * j + 1] + a2 * p0[4 * j + 2] + a3 * p0[4 * j + 3];
+                s[16 + j] += a0 * p1[4 * j] + a1 * p1[4 * j + 1] + a2 * p1[4 * j + 2] + a3 * p1[4 * j + 3];
+            }
+        }
+        memcpy(acc + r * 32, s, sizeof s);
+    }
+}
+
+const kiln_qkernel kiln_qkernel_generic = {"generic", generic_qtile, 0};
+
+/* ---- Dispatch ---- */
+
+static _Atomic(const kiln_qkernel *) q_selected;
+
+static const kiln_qkernel *q_best(void) {
+#if defined(__x86_64__)
+    kiln_cpu_features f = kiln_cpu_detect();
+    if (f.avx512vnni) return &kiln_qkernel_avx512vnni;
+    if (f.avx2) return &kiln_qkernel_avx2;
+#elif defined(__aarch64__)
+    if (kiln_cpu_detect().dotprod) return &kiln_qkernel_neon;
+#endif
+    return &kiln_qkernel_generic;
+}
+
+const kiln_qkernel *kiln_qkernel_current(void) {
+    if (kiln_kernels_generic_forced()) return &kiln_qkernel_generic;
+    const kiln_qkernel *k = atomic_load_explicit(&q_selected, memory_order_acquire);
+    if (k == NULL) {
+        k = q_best();
+        atomic_store_explicit(&q_selected, k, memory_order_release);
+    }
+    return k;
+}
+
+const char *kiln_qkernels_isa(void) { return kiln_qkernel_current()->isa; }
+
+int kiln_qkernels_select_isa(const char *isa) {
+    const kiln_qkernel *k = NULL;
+    if (isa == NULL || strcmp(isa, "host") == 0) k = q_best();
+    else if (strcmp(isa, "generic") == 0) k = &kiln_qkernel_generic;
+#if defined(__x86_64__)
+    else if (strcmp(isa, "avx512vnni") == 0 && kiln_cpu_detect().avx512vnni) k = &kiln_qkernel_avx512vnni;
+    else if (strcmp(isa, "avx2") == 0 && kiln_cpu_detect().avx2) k = &kiln_qkernel_avx2;
+#elif defined(__aarch64__)
+    else if (strcmp(isa, "neon") == 0 && kiln_cpu_detect().dotprod) k = &kiln_qkernel_neon;
+#endif
+    if (k == NULL) return -1;
+    atomic_store_explicit(&q_selected, k, memory_order_release);
+    return 0;
+}
+
+/* ---- Packing ---- */
+
+size_t kiln_qgemm_pack_b_size(size_t k, size_t n) {
+    size_t panels = (n + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
+    return panels * ((k + 3) / 4) * 64;
+}
+
+void kiln_qgemm_pack_b(size_t k, size_t n, const void *b, ptrdiff_t ks, ptrdiff_t ns, int b_unsigned,
+                       int8_t *packed, int32_t *col_sums) {
+    const uint8_t *src = (const uint8_t *)b;
+    size_t kq = (k + 3) / 4, panels = (n + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
+    memset(packed, 0, panels * kq * 64);
+    for (size_t j = 0; j < n; j++) {
+        int32_t sum = 0;
+        int8_t *panel = packed + (j / KILN_QGEMM_NR) * kq * 64 + (j % KILN_QGEMM_NR) * 4;
+        for (size_t kk = 0; kk < k; kk++) {
+            uint8_t raw = src[(ptrdiff_t)kk * ks + (ptrdiff_t)j * ns];
+            int8_t v = b_unsigned ? (int8_t)(raw ^ 0x80) : (int8_t)raw; /* uint8 b is stored as b − 128 */
+            panel[(kk / 4) * 64 + kk % 4] = v;
+            sum += v;
+        }
+        col_sums[j] = sum;
+    }
+}
+
+/* ---- Output stage ---- */
+
+static inline int32_t q_b_zero(const kiln_qgemm_params *p, size_t n) {
+    /* B's zero point in the stored (int8) domain. */
+    int32_t z = p->b_zero ? p->b_zero[n * p->b_zero_stride] : 0;
+    return p->b_unsigned ? z - 128 : z;
+}
+
+/* Writes the final value v (the centred int32 sum plus bias) of column n (which selects the multiplier and
+ * float bias) at element offset `at` of the output. */
+static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t at, size_t n) {
+    if (p->out == KILN_QOUT_INT32) {
+        ((int32_t *)p->c)[at] = (int32_t)v;
+        return;
+    }
+    int32_t acc = (int32_t)v;
+    double m = p->multiplier[n * p->multiplier_stride], q;
+    switch (p->round) {
+    case KILN_QROUND_DOUBLE_ZERO_IN: q = nearbyint((double)acc * m + (double)p->y_zero); break;
+    case KILN_QROUND_FLOAT: {
+        /* As q_store_row: clamped to the bounds less the zero point (a NaN to the lower one), then rounded. */
+        const float lo = (float)(p->qmin - p->y_zero), hi = (float)(p->qmax - p->y_zero);
+        float f = (float)acc * (float)m;
+        if (p->fbias) f += p->fbias[n];
+        f = f > lo ? f : lo;
+        f = f < hi ? f : hi;
+        f = (f + 12582912.0f) - 12582912.0f; /* |f| < 2^22: rounds half to even, no libm call */
+        q = (double)f + (double)p->y_zero;
+        break;
+    }
+    default: q = nearbyint((double)acc * m) + (double)p->y_zero; break;
+    }
+    if (q != q) q = 0; /* a NaN scale: 0, clamped */
+    int32_t y = q <= (double)p->qmin ? p->qmin : (q >= (double)p->qmax ? p->qmax : (int32_t)q);
+    if (p->out == KILN_QOUT_UINT8) ((uint8_t *)p->c)[at] = (uint8_t)y;
+    else ((int8_t *)p->c)[at] = (int8_t)y;
+}
+
+static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, size_t n) {
+    q_store_at(p, v, (ptrdiff_t)r * p->rs + (ptrdiff_t)n * p->cs, n);
+}
+
+/* q_store of v[0..cols) at row r, columns n0.. ; the float32 rounding (fused QDQ layers, the hot case) in loops
+ * that vectorize. Clamping before rounding gives the same result (the bounds are integers) and keeps |f| < 2^22,
+ * where adding and subtracting 1.5·2^23 rounds half to even. */
+static void q_store_row(const kiln_qgemm_params *p, const uint32_t *v, size_t cols, size_t r, size_t n0) {
+    if (p->out == KILN_QOUT_INT32 || p->round != KILN_QROUND_FLOAT) {
+        for (size_t j = 0; j < cols; j++) q_store(p, v[j], r, n0 + j);
+        return;
+    }
+    const float lo = (float)(p->qmin - p->y_zero), hi = (float)(p->qmax - p->y_zero);
+    int32_t y[32];
+    for (size_t j = 0; j < cols; j++) {
+        float f = (float)(int32_t)v[j] * (float)p->multiplier[(n0 + j) * p->multiplier_stride];
+        if (p->fbias) f += p->fbias[n0 + j];
+        f = f > lo ? f : lo; /* a NaN becomes lo */
+        f = f < hi ? f : hi;
+        f = (f + 12582912.0f) - 12582912.0f;
+        y[j] = (int32_t)f + p->y_zero;
+    }
+    uint8_t *c = (uint8_t *)p->c + (ptrdiff_t)r * p->rs;
+    if (p->cs == 1) {
+        for (size_t j = 0; j < cols; j++) c[n0 + j] = (uint8_t)y[j];
+    } else {
+        for (size_t j = 0; j < cols; j++) c[(ptrdiff_t)(n0 + j) * p->cs] = (uint8_t)y[j];
+    }
+}
+
+/* ---- GEMM ---- */
+
+void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, size_t n1) {
+    if (r1 > p->m) r1 = p->m;
+    if (n1 > p->n) n1 = p->n;
+    if (r0 >= r1 || n0 >= n1) return;
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    const size_t K = p->k, kq = K / 4, kt = K % 4, panel = ((K + 3) / 4) * 64;
+    const uint32_t a_xor = p->a_signed ? 0x80808080u : 0;
+    const uint32_t a_shift = p->a_signed ? 128u : 0u;
+    int need_rowsum = 0;
+    for (size_t n = n0; n < n1 && !need_rowsum; n++) need_rowsum = q_b_zero(p, n) != 0;
+    int32_t acc[KILN_QGEMM_MR * 32], acct[KILN_QGEMM_MR * 32];
+    uint32_t rowsum[KILN_QGEMM_MR] = {0}, za[KILN_QGEMM_MR];
+    uint8_t tail[KILN_QGEMM_MR][4];
+    const uint8_t *ap[KILN_QGEMM_MR], *tp[KILN_QGEMM_MR];
+    for (size_t r = r0; r < r1; r += KILN_QGEMM_MR) {
+        size_t rows = r1 - r < KILN_QGEMM_MR ? r1 - r : KILN_QGEMM_MR;
+        for (size_t i = 0; i < KILN_QGEMM_MR; i++) {
+            size_t row = r + (i < rows ? i : rows - 1);
+            ap[i] = p->a + row * p->lda;
+            memset(tail[i], 0, 4);
+            for (size_t j = 0; j < kt; j++) tail[i][j] = ap[i][kq * 4 + j];
+            tp[i] = tail[i];
+            za[i] = (uint32_t)(p->a_zero_rows ? p->a_zero_rows[row] : p->a_zero) + a_shift;
+            if (need_rowsum && i < rows) {
+                uint32_t s = 0;
+                const uint8_t x = (uint8_t)(a_xor & 0xFF);
+                for (size_t j = 0; j < K; j++) s += (uint32_t)(uint8_t)(ap[i][j] ^ x);
+                rowsum[i] = s;
+            }
+        }
+        for (size_t n = n0; n < n1; n += 32) {
+            size_t cols = n1 - n < 32 ? n1 - n : 32;
+            const int8_t *b0 = p->packed_b + (n / KILN_QGEMM_NR) * panel;
+            const int8_t *b1 = cols > KILN_QGEMM_NR ? b0 + panel : b0;
+            kk->tile(kq, ap, a_xor, b0, b1, acc);
+            if (kt) {
+                kk->tile(1, tp, a_xor, b0 + kq * 64, b1 + kq * 64, acct);
+                for (size_t i = 0; i < rows; i++)
+                    for (size_t j = 0; j < cols; j++) acc[i * 32 + j] = (int32_t)((uint32_t)acc[i * 32 + j] + (uint32_t)acct[i * 32 + j]);
+            }
+            /* Per column: column sum, B zero point, bias (and the tile's a_offset); then per row, vector-friendly
+             * loops over the columns. */
+            uint32_t csum[32], zbv[32], base[32];
+            for (size_t j = 0; j < cols; j++) {
+                size_t col = n + j;
+                csum[j] = (uint32_t)p->col_sums[col];
+                zbv[j] = (uint32_t)q_b_zero(p, col);
+                base[j] = (uint32_t)kk->a_offset * csum[j] + (p->bias ? (uint32_t)p->bias[col] : 0u);
+            }
+            for (size_t i = 0; i < rows; i++) {
+                uint32_t v[32];
+                const uint32_t t = rowsum[i] - (uint32_t)K * za[i], zai = za[i];
+                for (size_t j = 0; j < cols; j++) v[j] = (uint32_t)acc[i * 32 + j] + base[j] - zai * csum[j] - zbv[j] * t;
+                q_store_row(p, v, cols, r + i, n);
+            }
+        }
+    }
+}
+
+/* ---- Convolution helpers ---- */
+
+void kiln_qim2row(const kiln_conv2d_params *p, const uint8_t *input, size_t group, uint8_t pad_value,
+                  uint8_t *rows, size_t ld, size_t p0, size_t p1) {
+    if (p->groups == 0 || p->stride_h == 0 || p->stride_w == 0 || p->out_width == 0) return;
+    const size_t cg = p->in_channels / p->groups, KH = p->kernel_h, KW = p->kernel_w;
+    const size_t H = p->in_height, W = p->in_width, OW = p->out_width, K = cg * KH * KW;
+    for (size_t px = p0; px < p1; px++) {
+        uint8_t *row = rows + (px - p0) * ld;
+        size_t oy = px / OW, ox = px % OW;
+        long y0 = (long)(oy * p->stride_h) - (long)p->pad_top, x0 = (long)(ox * p->stride_w) - (long)p->pad_left;
+        size_t at = 0;
+        for (size_t c = 0; c < cg; c++) {
+            const uint8_t *plane = input + (group * cg + c) * H * W;
+            for (size_t ky = 0; ky < KH; ky++) {
+                long iy = y0 + (long)(ky * p->dilation_h);
+                if (iy < 0 || iy >= (long)H) {
+                    memset(row + at, pad_value, KW);
+                    at += KW;
+                    continue;
+                }
+                const uint8_t *line = plane + (size_t)iy * W;
+                for (size_t kx = 0; kx < KW; kx++) {
+                    long ix = x0 + (long)(kx * p->dilation_w);
+                    row[at++] = (ix < 0 || ix >= (long)W) ? pad_value : line[ix];
+                }
+            }
+        }
+        if (ld > K) memset(row + K, 0, ld - K);
+    }
+}
+
+void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *output, size_t i0, size_t i1) {
+    /* Blocks of 16 pixels × all channels keep both sides in cache lines. */
+    for (size_t b = i0; b < i1; b += 16) {
+        size_t e = b + 16 < i1 ? b + 16 : i1;
+        for (size_t ch = 0; ch < c; ch++) {
+            const uint8_t *src = input + ch * hw;
+            for (size_t i = b; i < e; i++) output[i * c + ch] = src[i];
+        }
+    }
+}
+
+void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
+                      size_t ld, size_t p0, size_t p1) {
+    if (p->groups == 0 || p->stride_h == 0 || p->stride_w == 0 || p->out_width == 0) return;
+    const size_t C = p->in_channels, cg = C / p->groups, KH = p->kernel_h, KW = p->kernel_w;
+    const size_t H = p->in_height, W = p->in_width, OW = p->out_width, K = cg * KH * KW;
+    const uint8_t *base = hwc + group * cg;
+    for (size_t px = p0; px < p1; px++) {
+        uint8_t *row = rows + (px - p0) * ld;
+        size_t oy = px / OW, ox = px % OW;
+        long y0 = (long)(oy * p->stride_h) - (long)p->pad_top, x0 = (long)(ox * p->stride_w) - (long)p->pad_left;
+        uint8_t *at = row;
+        for (size_t ky = 0; ky < KH; ky++) {
+            long iy = y0 + (long)(ky * p->dilation_h);
+            if (iy < 0 || iy >= (long)H) {
+                memset(at, pad_value, KW * cg);
+                at += KW * cg;
+                continue;
+            }
+            const uint8_t *line = base + (size_t)iy * W * C;
+            if (p->dilation_w == 1 && cg == C && x0 >= 0 && x0 + (long)KW <= (long)W) {
+                memcpy(at, line + (size_t)x0 * C, KW * C); /* the window's pixels are adjacent */
+                at += KW * C;
+                continue;
+            }
+            for (size_t kx = 0; kx < KW; kx++, at += cg) {
+                long ix = x0 + (long)(kx * p->dilation_w);
+                if (ix < 0 || ix >= (long)W) memset(at, pad_value, cg);
+                else memcpy(at, line + (size_t)ix * C, cg);
+            }
+        }
+        if (ld > K) memset(row + K, 0, ld - K);
+    }
+}
+
+void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero,
+                     const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
+                     const kiln_qgemm_params *q, size_t c0, size_t c1) {
+    if (p->stride_h == 0 || p->stride_w == 0 || p->dilation_h == 0 || p->dilation_w == 0) return;
+    const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width;
+    const size_t KH = p->kernel_h, KW = p->kernel_w, sw = p->stride_w;
+    int32_t *acc = (int32_t *)kiln_scratch(0, OW + KH * KW + 16);
+    if (acc == NULL) return;
+    int32_t *wc = acc + OW;
+    for (size_t c = c0; c < c1; c++) {
+        int32_t wz = w_zero ? w_zero[c * w_zero_stride] : 0;
+        for (size_t t = 0; t < KH * KW; t++) {
+            uint8_t raw = weight[c * KH * KW + t];
+            wc[t] = (w_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - wz;
+        }
+        const uint8_t *plane = input + c * H * W;
+        int32_t bias = q->bias ? q->bias[c] : 0;
+        for (size_t oy = 0; oy < OH; oy++) {
+            for (size_t ox = 0; ox < OW; ox++) acc[ox] = bias;
+            for (size_t ky = 0; ky < KH; ky++) {
+                long iy = (long)(oy * p->stride_h) - (long)p->pad_top + (long)(ky * p->dilation_h);
+                if (iy < 0 || iy >= (long)H) continue;
+                const uint8_t *line = plane + (size_t)iy * W;
+                for (size_t kx = 0; kx < KW; kx++) {
+                    int32_t w = wc[ky * KW + kx];
+                    long off = (long)(kx * p->dilation_w) - (long)p->pad_left; /* ix = ox·sw + off */
+                    size_t lo = off >= 0 ? 0 : (size_t)((-off + (long)sw - 1) / (long)sw);
+                    long last = (long)W - 1 - off; /* ox·sw <= last */
+                    if (last < 0) continue;
+                    size_t hi = (size_t)last / sw + 1;
+                    if (hi > OW) hi = OW;
+                    if (lo >= hi) continue;
+                    const uint8_t *src = line + (long)(lo * sw) + off;
+                    int32_t *dst = acc + lo;
+                    const size_t len = hi - lo;
+                    if (sw == 1) { /* contiguous: vectorizes */
+                        if (x_signed) {
+                            for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)(int8_t)src[i] - x_zero) * w;
+                        } else {
+                            for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)src[i] - x_zero) * w;
+                        }
+                    } else if (x_signed) {
+                        for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)(int8_t)src[i * sw] - x_zero) * w;
+                    } else {
+                        for (size_t i = 0; i < len; i++) dst[i] += ((int32_t)src[i * sw] - x_zero) * w;
+                    }
+                }
+            }
+            if (q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32 && q->cs == 1) {
+                /* The fused-QDQ output stage over the row, one channel's multiplier: vectorizes (as q_store_row). */
+                const float lo = (float)(q->qmin - q->y_zero), hi = (float)(q->qmax - q->y_zero);
+                const float m = (float)q->multiplier[c * q->multiplier_stride], fb = q->fbias ? q->fbias[c] : 0.0f;
+                uint8_t *out = (uint8_t *)q->c + (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW);
+                for (size_t ox = 0; ox < OW; ox++) {
+                    float f = (float)acc[ox] * m;
+                    if (q->fbias) f += fb;
+                    f = f > lo ? f : lo;
+                    f = f < hi ? f : hi;
+                    f = (f + 12582912.0f) - 12582912.0f;
+                    out[ox] = (uint8_t)((int32_t)f + q->y_zero);
+                }
+            } else {
+                for (size_t ox = 0; ox < OW; ox++)
+                    q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
+            }
+        }
+    }
+}
+
+/* ---- QuantizeLinear to uint8/int8, per tensor ---- */
+
+void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
+    const double s = (double)scale;
+    const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
+    for (size_t i = 0; i < n; i++) {
+        float q = (float)((double)x[i] / s);
+        float r;
+        if (q != q) {
+            r = 0.0f; /* NaN has no integer value: 0, clamped */
+        } else {
+            /* Clamped before rounding (same result, the bounds being integers), then rounded half to even. */
+            float c = q > lo - z - 1.0f ? q : lo - z - 1.0f;
+            c = c < hi - z + 1.0f ? c : hi - z + 1.0f;
+            r = ((c + 12582912.0f) - 12582912.0f) + z;
+        }
+        r = r < lo ? lo : (r > hi ? hi : r);
+        y[i] = is_signed ? (uint8_t)(int8_t)r : (uint8_t)r;
+    }
+}

@@ -1,0 +1,356 @@
+// The int8 kernels (kiln_qgemm on every int8 ISA this CPU has, against the portable tile and a plain Swift
+// sum) and the ops on them (QLinearMatMul, MatMulInteger, QLinearConv, ConvInteger, fused QDQ patterns)
+// against kiln.reference.
+import CKilnKernels
+import Foundation
+import Kiln
+@testable import KilnCPU
+import KilnReference
+import Testing
+import KilnTestSupport
+
+/// A tensor of `t` (uint8, int8 or int32) of `shape` with values drawn uniformly from `range`
+/// (the whole type by default).
+private func randomTensor(_ t: DType, _ shape: [Int], _ r: inout SplitMix64, _ range: ClosedRange<Int64>? = nil) -> Tensor {
+    let full: ClosedRange<Int64> = t == .uint8 ? 0...255 : (t == .int8 ? -128...127 : -5000...5000)
+    let range = range ?? full
+    return Tensor(dtype: t, shape: shape, int64s: (0..<shape.reduce(1, *)).map { _ in Int64.random(in: range, using: &r) })
+}
+
+private func floats(_ shape: [Int], _ values: [Float]) -> Tensor { Tensor(shape: shape, values) }
+
+/// Runs `model` on kiln.cpu and kiln.reference and returns (cpu, reference) outputs.
+private func runBoth(_ model: Model, _ inputs: [String: Tensor], threads: Int = 2) throws -> ([Tensor], [Tensor]) {
+    let feeds = inputs.mapValues { RuntimeValue.tensor($0) }
+    let want = try Session(model: model, backend: ReferenceBackend()).runOrdered(feeds).map { $0.tensor! }
+    let got = try Session(model: model, backend: CPUBackend(threads: threads)).runOrdered(feeds).map { $0.tensor! }
+    return (got, want)
+}
+
+@Suite("int8 kernels", .serialized)
+struct QuantizedKernelTests {
+    /// Every int8 family this CPU has, the portable one last.
+    static var families: [String] {
+        ["avx512vnni", "avx2", "neon", "generic"].filter { kiln_qkernels_select_isa($0) == 0 }
+    }
+
+    @Test("kiln_qgemm: each int8 ISA is bit-exact with the portable tile and with a plain sum, across signedness, zero points, per-column scales, saturation and odd sizes")
+    func qgemmFamilies() throws {
+        defer { _ = kiln_qkernels_select_isa("host") }
+        let families = Self.families
+        #expect(families.contains("generic"))
+        if kiln_cpu_detect().avx512vnni != 0 { #expect(families.first == "avx512vnni") }
+        var r = SplitMix64(seed: 12)
+        let shapes = [(1, 1, 1), (7, 13, 5), (6, 16, 64), (13, 47, 27), (33, 35, 259), (5, 70, 3), (19, 96, 576)]
+        for (m, n, k) in shapes {
+            for (aSigned, bUnsigned) in [(false, false), (true, false), (false, true), (true, true)] {
+                let at: DType = aSigned ? .int8 : .uint8, bt: DType = bUnsigned ? .uint8 : .int8
+                let a = randomTensor(at, [m, k], &r).asInt64s(), b = randomTensor(bt, [k, n], &r).asInt64s()
+                let aBytes = a.map { UInt8(truncatingIfNeeded: $0) }, bBytes = b.map { UInt8(truncatingIfNeeded: $0) }
+                let za = Int32(aSigned ? Int64.random(in: -128...127, using: &r) : Int64.random(in: 0...255, using: &r))
+                let zb = (0..<n).map { _ in Int32(bUnsigned ? Int64.random(in: 0...255, using: &r) : Int64.random(in: -128...127, using: &r)) }
+                let bias = (0..<n).map { _ in Int32.random(in: -20000...20000, using: &r) }
+                // Multipliers around 1/(K·64) keep most outputs in range; every fifth column saturates.
+                let mult = (0..<n).map { j in (j % 5 == 4 ? 0.5 : 1.0 / Double(64 * k)) * Double.random(in: 0.5...2, using: &r) }
+                var packed = [Int8](repeating: 0, count: kiln_qgemm_pack_b_size(k, n)), sums = [Int32](repeating: 0, count: n)
+                kiln_qgemm_pack_b(k, n, bBytes, n, 1, bUnsigned ? 1 : 0, &packed, &sums)
+                // The exact sums, in Int64.
+                var exact = [Int64](repeating: 0, count: m * n)
+                for i in 0..<m {
+                    for j in 0..<n {
+                        var s: Int64 = 0
+                        for kk in 0..<k { s += (a[i * k + kk] - Int64(za)) * (b[kk * n + j] - Int64(zb[j])) }
+                        exact[i * n + j] = s
+                    }
+                }
+                for (mode, out) in [(KILN_QROUND_DOUBLE, KILN_QOUT_INT32), (KILN_QROUND_DOUBLE, KILN_QOUT_UINT8),
+                                    (KILN_QROUND_DOUBLE_ZERO_IN, KILN_QOUT_INT8), (KILN_QROUND_FLOAT, KILN_QOUT_UINT8)] {
+                    var results: [String: [Int32]] = [:]
+                    for family in families {
+                        #expect(kiln_qkernels_select_isa(family) == 0)
+                        #expect(String(cString: kiln_qkernels_isa()) == family)
+                        var c32 = [Int32](repeating: -1, count: m * n), c8 = [UInt8](repeating: 0xAA, count: m * n)
+                        aBytes.withUnsafeBufferPointer { ap in packed.withUnsafeBufferPointer { pp in sums.withUnsafeBufferPointer { sp in
+                        zb.withUnsafeBufferPointer { zp in bias.withUnsafeBufferPointer { bp in mult.withUnsafeBufferPointer { mp in
+                        c32.withUnsafeMutableBufferPointer { c32p in c8.withUnsafeMutableBufferPointer { c8p in
+                            var p = kiln_qgemm_params()
+                            p.m = m; p.n = n; p.k = k; p.a = ap.baseAddress; p.lda = k; p.a_signed = aSigned ? 1 : 0; p.a_zero = za
+                            p.packed_b = pp.baseAddress; p.col_sums = sp.baseAddress; p.b_unsigned = bUnsigned ? 1 : 0
+                            p.b_zero = zp.baseAddress; p.b_zero_stride = 1
+                            p.out = out; p.rs = n; p.cs = 1; p.round = mode
+                            if out == KILN_QOUT_INT32 {
+                                p.c = UnsafeMutableRawPointer(c32p.baseAddress!)
+                            } else {
+                                p.c = UnsafeMutableRawPointer(c8p.baseAddress!); p.bias = bp.baseAddress
+                                p.multiplier = mp.baseAddress; p.multiplier_stride = 1
+                                p.y_zero = out == KILN_QOUT_UINT8 ? 100 : -3
+                                (p.qmin, p.qmax) = out == KILN_QOUT_UINT8 ? (mode == KILN_QROUND_FLOAT ? 100 : 0, 255) : (-128, 127)
+                            }
+                            // Two row ranges and two column ranges, as threads split the work.
+                            let rc = m / 2, nc = n > 16 ? 16 : n
+                            kiln_qgemm(&p, 0, rc, 0, nc); kiln_qgemm(&p, rc, m, 0, nc)
+                            kiln_qgemm(&p, 0, m, nc, n)
+                        } } } } } } } }
+                        results[family] = out == KILN_QOUT_INT32 ? c32 : c8.map { out == KILN_QOUT_INT8 ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+                    }
+                    let generic = results["generic"]!
+                    for family in families {
+                        #expect(results[family]! == generic, "\(family) vs generic, \(m)×\(n)×\(k) a_signed=\(aSigned) b_unsigned=\(bUnsigned) mode \(mode.rawValue)")
+                    }
+                    // The portable result against the plain sum and the rounding rule.
+                    var wrong = 0
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            let e = exact[i * n + j]
+                            let want: Int64
+                            switch (mode, out) {
+                            case (_, KILN_QOUT_INT32): want = e
+                            case (KILN_QROUND_FLOAT, _):
+                                want = min(max(Int64((Float(e + Int64(bias[j])) * Float(mult[j])).rounded(.toNearestOrEven)) + 100, 100), 255)
+                            case (KILN_QROUND_DOUBLE_ZERO_IN, _):
+                                want = min(max(Int64((Double(e + Int64(bias[j])) * mult[j] - 3).rounded(.toNearestOrEven)), -128), 127)
+                            default:
+                                want = min(max(Int64((Double(e + Int64(bias[j])) * mult[j]).rounded(.toNearestOrEven)) + 100, 0), 255)
+                            }
+                            if Int64(generic[i * n + j]) != want { wrong += 1 }
+                        }
+                    }
+                    #expect(wrong == 0, "\(m)×\(n)×\(k) a_signed=\(aSigned) b_unsigned=\(bUnsigned) mode \(mode.rawValue) out \(out.rawValue): \(wrong) wrong")
+                }
+            }
+        }
+    }
+
+    @Test("Forcing the generic float kernels forces the generic int8 tile too; unknown ISAs are refused")
+    func dispatch() {
+        defer { _ = kiln_qkernels_select_isa("host"); _ = kiln_kernels_force_generic(0) }
+        _ = kiln_kernels_force_generic(1)
+        #expect(String(cString: kiln_qkernels_isa()) == "generic")
+        _ = kiln_kernels_force_generic(0)
+        #expect(kiln_qkernels_select_isa("not-an-isa") == -1)
+        #expect(kiln_qkernels_select_isa("host") == 0)
+        #if arch(x86_64)
+        #expect(kiln_qkernels_select_isa("neon") == -1)
+        let f = kiln_cpu_detect()
+        #expect(String(cString: kiln_qkernels_isa()) == (f.avx512vnni != 0 ? "avx512vnni" : (f.avx2 != 0 ? "avx2" : "generic")))
+        #endif
+    }
+}
+
+@Suite("int8 ops against kiln.reference")
+struct QuantizedOpTests {
+    @Test("QLinearMatMul: bit-exact with kiln.reference for uint8/int8 mixes, per-column b scales and zero points, constant and run-time B, batches")
+    func qlinearMatMul() throws {
+        var r = SplitMix64(seed: 21)
+        let cases: [(a: [Int], b: [Int], constantB: Bool)] = [
+            ([1, 1], [1, 1], true), ([7, 13], [13, 5], true), ([33, 70], [70, 35], false), ([5, 3, 27], [27, 47], true),
+            ([2, 3, 9], [2, 9, 4], false), ([17], [17, 18], true),
+        ]
+        for c in cases {
+            for (at, bt, yt) in [(DType.uint8, DType.uint8, DType.uint8), (.int8, .int8, .int8), (.uint8, .int8, .uint8), (.int8, .uint8, .int8)] {
+                let n = c.b.last!, k = c.a.last!
+                for perColumn in [false, true] where !(perColumn && c.b.count > 2) {
+                    var g = TestGraph()
+                    let a = g.input("a", c.a.map { .fixed($0) }, at)
+                    let bTensor = randomTensor(bt, c.b, &r)
+                    let b = c.constantB ? g.constant(bTensor, "b") : g.input("b", c.b.map { .fixed($0) }, bt)
+                    let count = perColumn ? n : 1, shape = perColumn ? [n] : []
+                    let aScale = g.constant(floats([], [Float.random(in: 0.01...0.1, using: &r)]))
+                    let bScale = g.constant(floats(shape, (0..<count).map { _ in Float.random(in: 0.01...0.1, using: &r) }))
+                    // y_scale small enough that some outputs saturate.
+                    let yScale = g.constant(floats([], [Float(k) * 0.02]))
+                    let aZero = g.constant(randomTensor(at, [], &r)), bZero = g.constant(randomTensor(bt, shape, &r))
+                    let yZero = g.constant(randomTensor(yt, [], &r, yt == .uint8 ? 100...150 : -20...20))
+                    let y = g.node("QLinearMatMul", [a, aScale, aZero, b, bScale, bZero, yScale, yZero])
+                    g.output(y)
+                    var inputs = ["a": randomTensor(at, c.a, &r)]
+                    if !c.constantB { inputs["b"] = bTensor }
+                    try expectMatchesReference(g.model, inputs: inputs, tolerance: 0, "QLinearMatMul \(c) \(at)×\(bt)→\(yt) perColumn=\(perColumn)")
+                }
+            }
+        }
+    }
+
+    @Test("MatMulInteger: exact int32 with per-row a zero points, per-column b zero points, batches")
+    func matMulInteger() throws {
+        var r = SplitMix64(seed: 22)
+        for (aShape, bShape, perRow) in [([4, 9], [9, 21], true), ([3, 5, 40], [40, 17], false), ([2, 6, 7], [2, 7, 3], false), ([1, 300], [300, 2], true)] {
+            var g = TestGraph()
+            let a = g.input("a", aShape.map { .fixed($0) }, .uint8)
+            let b = g.constant(randomTensor(.int8, bShape, &r))
+            let aZero = g.constant(randomTensor(.uint8, perRow ? [aShape[0]] : [], &r))
+            let bZero = g.constant(randomTensor(.int8, bShape.count == 2 ? [bShape[1]] : [], &r))
+            g.output(g.node("MatMulInteger", [a, b, aZero, bZero]))
+            try expectMatchesReference(g.model, inputs: ["a": randomTensor(.uint8, aShape, &r)], tolerance: 0, "MatMulInteger \(aShape)×\(bShape)")
+        }
+    }
+
+    /// cin, cout, h, w (0: a 1-D input of width w), kernel, stride, pad, dilation, group.
+    static let convCases: [[Int]] = [
+        [3, 8, 9, 11, 3, 1, 1, 1, 1], [5, 7, 6, 6, 1, 1, 0, 1, 1], [3, 10, 17, 19, 7, 2, 3, 1, 1], [8, 12, 7, 8, 3, 1, 1, 1, 4],
+        [4, 6, 10, 9, 3, 1, 2, 2, 1], [40, 5, 4, 4, 3, 1, 1, 1, 1], [6, 6, 13, 37, 3, 1, 1, 1, 6], [6, 6, 13, 41, 3, 2, 1, 1, 6],
+        [16, 16, 5, 5, 5, 1, 2, 2, 16], [4, 8, 0, 29, 3, 2, 1, 1, 1], [3, 35, 12, 12, 3, 2, 0, 1, 1],
+    ]
+
+    @Test("QLinearConv: bit-exact with kiln.reference: groups, depthwise, pads, strides, dilations, 1-D, per-channel scales and zero points, bias, saturation")
+    func qlinearConv() throws {
+        var r = SplitMix64(seed: 23)
+        for (t, cs) in Self.convCases.enumerated() {
+            let (cin, cout, h, w, k, s, pad, d, group) = (cs[0], cs[1], cs[2], cs[3], cs[4], cs[5], cs[6], cs[7], cs[8])
+            let oneD = h == 0
+            let xShape = oneD ? [1, cin, w] : [2, cin, h, w], wShape = oneD ? [cout, cin / group, k] : [cout, cin / group, k, k]
+            let rank = oneD ? 1 : 2
+            let (xt, wt, yt): (DType, DType, DType) = [(.uint8, .int8, .uint8), (.int8, .int8, .int8), (.uint8, .uint8, .uint8)][t % 3]
+            let perChannel = t % 2 == 0
+            var g = TestGraph()
+            let x = g.input("x", xShape.map { .fixed($0) }, xt)
+            let weight = g.constant(randomTensor(wt, wShape, &r), "w")
+            let cshape = perChannel ? [cout] : [], count = perChannel ? cout : 1
+            let xScale = g.constant(floats([], [0.05])), yScale = g.constant(floats([], [Float(cin / group * k * k) * 0.01]))
+            let wScale = g.constant(floats(cshape, (0..<count).map { _ in Float.random(in: 0.005...0.05, using: &r) }))
+            let xZero = g.constant(randomTensor(xt, [], &r)), wZero = g.constant(randomTensor(wt, cshape, &r))
+            let yZero = g.constant(randomTensor(yt, [], &r, yt == .uint8 ? 90...160 : -10...10))
+            let bias = g.constant(randomTensor(.int32, [cout], &r))
+            let attributes: [String: Attribute] = [
+                "strides": .ints(Array(repeating: s, count: rank)), "pads": .ints(Array(repeating: pad, count: 2 * rank)),
+                "dilations": .ints(Array(repeating: d, count: rank)), "group": .int(group),
+            ]
+            g.output(g.node("QLinearConv", [x, xScale, xZero, weight, wScale, wZero, yScale, yZero, bias], attributes))
+            try expectMatchesReference(g.model, inputs: ["x": randomTensor(xt, xShape, &r)], tolerance: 0, "QLinearConv case \(t) \(cs)")
+        }
+    }
+
+    @Test("QLinearConv with every input computed at run time, and ConvInteger: exact")
+    func runTimeParametersAndConvInteger() throws {
+        var r = SplitMix64(seed: 24)
+        var g = TestGraph()
+        let names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
+        let shapes: [[Int]] = [[1, 4, 7, 7], [], [], [6, 2, 3, 3], [6], [6], [], []]
+        let dtypes: [DType] = [.uint8, .float32, .uint8, .int8, .float32, .int8, .float32, .int8]
+        for i in 0..<8 { _ = g.input(names[i], shapes[i].map { .fixed($0) }, dtypes[i]) }
+        g.output(g.node("QLinearConv", names, ["group": .int(2), "auto_pad": .string("SAME_UPPER"), "strides": .ints([2, 2])]))
+        let feeds: [String: Tensor] = [
+            "x": randomTensor(.uint8, shapes[0], &r), "xs": floats([], [0.02]), "xz": randomTensor(.uint8, [], &r),
+            "w": randomTensor(.int8, shapes[3], &r), "ws": floats([6], [0.01, 0.02, 0.03, 0.015, 0.025, 0.005]),
+            "wz": randomTensor(.int8, [6], &r, -5...5), "ys": floats([], [0.05]), "yz": randomTensor(.int8, [], &r),
+        ]
+        try expectMatchesReference(g.model, inputs: feeds, tolerance: 0, "QLinearConv, run-time parameters")
+
+        for cs in Self.convCases.prefix(9) {
+            let (cin, cout, h, w, k, s, pad, d, group) = (cs[0], cs[1], cs[2], cs[3], cs[4], cs[5], cs[6], cs[7], cs[8])
+            var g = TestGraph()
+            let x = g.input("x", [1, cin, h, w].map { .fixed($0) }, .int8)
+            let weight = g.constant(randomTensor(.uint8, [cout, cin / group, k, k], &r))
+            let xZero = g.constant(randomTensor(.int8, [], &r)), wZero = g.constant(randomTensor(.uint8, [], &r))
+            g.output(g.node("ConvInteger", [x, weight, xZero, wZero], ["strides": .ints([s, s]), "pads": .ints([pad, pad, pad, pad]),
+                                                                      "dilations": .ints([d, d]), "group": .int(group)]))
+            try expectMatchesReference(g.model, inputs: ["x": randomTensor(.int8, [1, cin, h, w], &r)], tolerance: 0, "ConvInteger \(cs)")
+        }
+    }
+
+    @Test("Bad int8 inputs give typed errors: a zero point of the wrong type or shape")
+    func badInputs() throws {
+        var r = SplitMix64(seed: 25)
+        for (zeroType, zeroShape) in [(DType.int8, [Int]()), (.uint8, [3])] {
+            var g = TestGraph()
+            let a = g.input("a", [.fixed(2), .fixed(4)], .uint8)
+            let b = g.constant(randomTensor(.uint8, [4, 3], &r))
+            let one = g.constant(floats([], [0.1]))
+            let az = g.constant(randomTensor(zeroType, zeroShape, &r)), bz = g.constant(randomTensor(.uint8, [], &r))
+            let yz = g.constant(randomTensor(.uint8, [], &r))
+            g.output(g.node("QLinearMatMul", [a, one, az, b, one, bz, one, yz]))
+            let session = try Session(model: g.model, backend: CPUBackend(threads: 1))
+            #expect(throws: KilnError.self) { try session.runOrdered(["a": .tensor(randomTensor(.uint8, [2, 4], &r))]) }
+        }
+    }
+}
+
+@Suite("QDQ fusion on kiln.cpu")
+struct QDQFusionTests {
+    /// DequantizeLinear(x) and DequantizeLinear(w) → Conv/MatMul/Gemm (+ bias) (→ Relu) → QuantizeLinear, as
+    /// onnxruntime's quantize_static writes it (int8 weights, symmetric per channel; uint8 activations).
+    static func qdqGraph(_ op: String, relu: Bool, intBias: Bool, perChannel: Bool, _ r: inout SplitMix64) -> (Model, [Int]) {
+        var g = TestGraph()
+        // "DepthwiseConv": a Conv with group = channels (kiln_qdepthwise's path).
+        let depthwise = op == "DepthwiseConv", isConv = op == "Conv" || depthwise
+        let xShape = isConv ? [1, 8, 9, 10] : [5, 40]
+        let cout = depthwise ? 8 : (isConv ? 12 : 19)
+        let wShape = isConv ? [cout, depthwise ? 1 : 8, 3, 3] : (op == "Gemm" ? [cout, 40] : [40, cout])
+        let x = g.input("x", xShape.map { .fixed($0) }, .uint8)
+        let xs: Float = 0.03, xz = g.constant(Tensor(shape: [], [UInt8(120)]))
+        let xScale = g.constant(floats([], [xs]))
+        let dx = g.node("DequantizeLinear", [x, xScale, xz])
+        let wsv = (0..<(perChannel ? cout : 1)).map { _ in Float.random(in: 0.002...0.02, using: &r) }
+        let wScale = g.constant(floats(perChannel ? [cout] : [], wsv))
+        let wq = g.constant(randomTensor(.int8, wShape, &r, -127...127))
+        let wz = g.constant(Tensor(dtype: .int8, shape: perChannel ? [cout] : [], int64s: Array(repeating: 0, count: perChannel ? cout : 1)))
+        let dw = g.node("DequantizeLinear", [wq, wScale, wz], ["axis": .int(op == "MatMul" ? 1 : 0)])
+        var inputs = [dx, dw]
+        if op != "MatMul" {
+            if intBias {
+                let bq = g.constant(randomTensor(.int32, [cout], &r, -3000...3000))
+                let bs = g.constant(floats(perChannel ? [cout] : [], wsv.map { xs * $0 }))
+                inputs.append(g.node("DequantizeLinear", [bq, bs], ["axis": .int(0)]))
+            } else {
+                inputs.append(g.constant(floats([cout], (0..<cout).map { _ in Float.random(in: -1...1, using: &r) })))
+            }
+        }
+        let convAttributes: [String: Attribute] = ["pads": .ints([1, 1, 1, 1]), "strides": .ints([1, 2]), "group": .int(depthwise ? 8 : 1)]
+        var y = g.node(isConv ? "Conv" : op, inputs, isConv ? convAttributes : (op == "Gemm" ? ["transB": .int(1)] : [:]))
+        if relu { y = g.node("Relu", [y]) }
+        let ys = g.constant(floats([], [isConv ? 0.05 : 0.04])), yz = g.constant(Tensor(shape: [], [UInt8(relu ? 0 : 128)]))
+        g.output(g.node("QuantizeLinear", [y, ys, yz]))
+        return (g.model, xShape)
+    }
+
+    @Test("QDQ Conv/depthwise Conv/MatMul/Gemm (+bias, +Relu) → one int8 operation, within one quantum of kiln.reference's float path")
+    func fusedQDQ() throws {
+        var r = SplitMix64(seed: 31)
+        for op in ["Conv", "DepthwiseConv", "MatMul", "Gemm"] {
+            for (relu, intBias, perChannel) in [(false, true, true), (true, true, false), (true, false, true)] {
+                let (model, xShape) = Self.qdqGraph(op, relu: relu, intBias: intBias, perChannel: perChannel, &r)
+                var lowering = Lowering(graph: model.graph)
+                let kinds = try lowering.lower().operations.map(\.kind)
+                #expect(kinds == ["QDQ(\(op == "DepthwiseConv" ? "Conv" : op)\(relu ? "+Relu" : ""))"], "\(op): \(kinds)")
+                let x = randomTensor(.uint8, xShape, &r)
+                let (got, want) = try runBoth(model, ["x": x])
+                let g = got[0].asInt64s(), w = want[0].asInt64s()
+                #expect(got[0].dtype == .uint8 && g.count == w.count)
+                let worst = zip(g, w).map { abs($0 - $1) }.max() ?? 0
+                let off = zip(g, w).filter { $0 != $1 }.count
+                // The float path rounds each product and sum in float32, the int8 path is exact: they can
+                // disagree only where y/y_scale lands within float rounding of a .5 boundary.
+                #expect(worst <= 1, "\(op) relu=\(relu) intBias=\(intBias): max difference \(worst)")
+                #expect(off * 50 <= g.count, "\(op): \(off) of \(g.count) differ")
+                if relu { #expect(g.allSatisfy { $0 >= 0 }) }
+            }
+        }
+    }
+
+    @Test("A dequantized activation read by another node stays computed; a non-constant weight is not fused")
+    func partialPatterns() throws {
+        var r = SplitMix64(seed: 32)
+        var g = TestGraph()
+        let x = g.input("x", [.fixed(3), .fixed(8)], .uint8)
+        let dx = g.node("DequantizeLinear", [x, g.constant(floats([], [0.1])), g.constant(Tensor(shape: [], [UInt8(10)]))])
+        let dw = g.node("DequantizeLinear", [g.constant(randomTensor(.int8, [8, 4], &r)), g.constant(floats([], [0.05]))])
+        let mm = g.node("MatMul", [dx, dw])
+        let q = g.node("QuantizeLinear", [mm, g.constant(floats([], [0.2])), g.constant(Tensor(shape: [], [UInt8(128)]))])
+        let other = g.node("Relu", [dx])
+        g.output(q, other)
+        var lowering = Lowering(graph: g.graph)
+        let kinds = try lowering.lower().operations.map(\.kind)
+        #expect(kinds.contains("QDQ(MatMul)") && kinds.contains("DequantizeLinear"), "\(kinds)")
+        let (got, want) = try runBoth(g.model, ["x": randomTensor(.uint8, [3, 8], &r)])
+        #expect(zip(got[0].asInt64s(), want[0].asInt64s()).allSatisfy { abs($0 - $1) <= 1 })
+        #expect(difference(got[1], want[1]).error == 0)
+
+        var h = TestGraph()
+        let a = h.input("a", [.fixed(2), .fixed(3)], .uint8), wIn = h.input("w", [.fixed(3), .fixed(2)], .int8)
+        let da = h.node("DequantizeLinear", [a, h.constant(floats([], [0.1]))])
+        let dw2 = h.node("DequantizeLinear", [wIn, h.constant(floats([], [0.1]))])
+        h.output(h.node("QuantizeLinear", [h.node("MatMul", [da, dw2]), h.constant(floats([], [0.1]))]))
+        var l2 = Lowering(graph: h.graph)
+        #expect(try !l2.lower().operations.map(\.kind).contains { $0.hasPrefix("QDQ") })
+    }
+}
