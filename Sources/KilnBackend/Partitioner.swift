@@ -54,7 +54,8 @@ public struct PartitionOptions: Sendable, Hashable {
 /// 2. The fallback policy is applied to nodes no selected backend took (`deny` makes them an error).
 /// 3. Nodes are grouped, in topological order, into groups of one backend whose quotient graph stays
 ///    acyclic — so each group is convex (no path leaves a group and re-enters it) and the groups can run
-///    one after another. A node joins a group of its backend only when that keeps the groups acyclic;
+///    one after another. A node that reads no value another node produces (a weight's DequantizeLinear, a
+///    Constant) is taken just before its first consumer, so that it joins that consumer's group. A node joins a group of its backend only when that keeps the groups acyclic;
 ///    otherwise it starts a new group (this is where a group that would wrap around another is split).
 /// 4. Groups of a selected backend smaller than `minGroupSize` move to the fallback; steps 3–4 repeat
 ///    until nothing moves.
@@ -313,7 +314,8 @@ struct Grouping {
         var producer: [String: Int] = [:]
         var groupOf = [Int](repeating: -1, count: graph.nodes.count)
         var latest: [String: Int] = [:]
-        for (index, node) in graph.nodes.enumerated() {
+        for index in Self.order(graph) {
+            let node = graph.nodes[index]
             let backend = backends[index]
             var predecessors: [Int] = []
             for name in node.valuesRead {
@@ -344,6 +346,38 @@ struct Grouping {
             for p in predecessors where p != group { successors[p].insert(group) }
             for name in node.outputs where !name.isEmpty { producer[name] = index }
         }
+        for g in members.indices { members[g].sort() }
+    }
+
+    /// The order nodes are grouped in: `graph`'s (topological) order, except that a node reading no value
+    /// another node produces (a DequantizeLinear of a quantized weight, a Constant, a Shape of a graph
+    /// input) is taken just before its first consumer. Such a node then joins its consumer's group instead
+    /// of whichever group of its backend happens to be open at the top of the graph, so a weight's
+    /// DequantizeLinear stays in the partition of the layer that reads it.
+    static func order(_ graph: Graph) -> [Int] {
+        var producer: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for name in node.outputs where !name.isEmpty && producer[name] == nil { producer[name] = index }
+        }
+        var isSource = [Bool](repeating: false, count: graph.nodes.count)
+        var firstConsumer = [Int?](repeating: nil, count: graph.nodes.count)
+        for (index, node) in graph.nodes.enumerated() {
+            let read = node.valuesRead.compactMap { producer[$0] }.filter { $0 != index }
+            isSource[index] = read.isEmpty
+            for p in read where firstConsumer[p] == nil || firstConsumer[p]! > index { firstConsumer[p] = index }
+        }
+        var before: [Int: [Int]] = [:]
+        for index in graph.nodes.indices where isSource[index] {
+            if let c = firstConsumer[index], c > index { before[c, default: []].append(index) }
+        }
+        var order: [Int] = []
+        order.reserveCapacity(graph.nodes.count)
+        for index in graph.nodes.indices {
+            if isSource[index], let c = firstConsumer[index], c > index { continue }
+            order.append(contentsOf: before[index] ?? [])
+            order.append(index)
+        }
+        return order
     }
 
     /// The groups reachable from `group` (excluding itself unless on a cycle, which cannot happen).

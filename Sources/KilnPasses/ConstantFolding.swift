@@ -3,8 +3,10 @@ import KilnIR
 /// Replaces a node whose inputs are all constants (initializers that are not graph inputs, here or in
 /// an enclosing graph) by initializers holding its outputs, computed by `PassContext.evaluator`.
 ///
-/// Left alone: random ops, ops with subgraphs, Dropout, nodes producing a graph output, nodes the
-/// evaluator declines or fails on, and nodes whose outputs would exceed `PassContext.maxFoldedBytes`.
+/// Left alone: random ops, ops with subgraphs, Dropout, DequantizeLinear (a quantized weight and its
+/// scale are what int8 backends run: folding them into float constants would turn every int8 layer of a
+/// QDQ model back into a float one), nodes producing a graph output, nodes the evaluator declines or fails
+/// on, and nodes whose outputs would exceed `PassContext.maxFoldedBytes`.
 /// Subgraphs are folded too (folded values become initializers of the subgraph).
 public struct ConstantFolding: Pass {
     /// `constant-folding`.
@@ -50,6 +52,7 @@ public struct ConstantFolding: Pass {
     static func evaluate(_ node: Node, graph: Graph, constants: [String: Tensor], graphOutputs: Set<String>,
                          evaluator: NodeEvaluator, maxBytes: Int) -> [Tensor]? {
         if node.op.domain.isEmpty && (randomOps.contains(node.op.name) || node.op.name == "Dropout") { return nil }
+        if node.op.name == "DequantizeLinear" && (node.op.domain.isEmpty || node.op.domain == "com.microsoft") { return nil }
         let outputs = node.outputs.filter { !$0.isEmpty }
         guard !node.hasSubgraphs, !outputs.isEmpty, !outputs.contains(where: graphOutputs.contains) else { return nil }
         var inputs: [Tensor] = []
