@@ -33,6 +33,18 @@ import Testing
         #expect(try run("QLinearAdd", big).elements(as: UInt8.self) == [255])
     }
 
+    @Test func qgemmWithPerColumnScalesAndAnInt32Bias() throws {
+        // A = ([12, 14] − 10) · 0.5 = [1, 2]; B = [[1, 0], [0, 2]] with column scales [1, 0.5] = identity;
+        // C = [2, 4] at scales 0.5 · [1, 0.5] = [1, 1]: Y = [1, 2] + [1, 1].
+        let inputs: [Tensor?] = [u8([1, 2], [12, 14]), scalar(0.5), zero(10), Tensor(shape: [2, 2], [Int8(1), 0, 0, 2]),
+                                 Tensor(shape: [2], [Float(1), 0.5]), nil, Tensor(shape: [2], [Int32(2), 4])]
+        let y = try run("QGemm", inputs)
+        #expect(y.dtype == .float32 && y.shape == [1, 2] && y.elements(as: Float.self) == [2, 3])
+        // Requantized with y_scale 0.5, zero point 100.
+        let q = try run("QGemm", inputs + [scalar(0.5), zero(100)])
+        #expect(q.dtype == .uint8 && q.elements(as: UInt8.self) == [104, 106])
+    }
+
     @Test func globalAveragePoolKeepsSpatialOnes() throws {
         // Means 3 and 10, requantized with scale 0.5 and zero point 1.
         let x = u8([1, 2, 2, 2], [0, 2, 4, 6, 10, 10, 10, 10])

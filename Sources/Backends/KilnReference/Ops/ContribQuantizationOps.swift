@@ -17,6 +17,7 @@ enum ContribQuantizationOps {
         table.add("QLinearMul", domain: domain) { ctx in [.tensor(try binary(ctx, *))] }
         table.add("QLinearGlobalAveragePool", domain: domain) { ctx in [.tensor(try globalAverage(ctx))] }
         table.add("QLinearConcat", domain: domain) { ctx in [.tensor(try concat(ctx))] }
+        table.add("QGemm", domain: domain) { ctx in [.tensor(try qgemm(ctx))] }
         table.add("QLinearSoftmax", domain: domain) { ctx in [.tensor(try softmax(ctx))] }
         table.add("QLinearSigmoid", domain: domain) { ctx in
             [.tensor(try unary(ctx) { 1 / (1 + exp(-$0)) })]
@@ -94,6 +95,46 @@ enum ContribQuantizationOps {
         let ones = [Int](repeating: 1, count: spatial.count)
         let shape = channelsLast ? [n] + ones + [c] : [n, c] + ones
         return try requantized(ctx, out, shape: shape, try ctx.tensor(3), try ctx.optionalTensor(4))
+    }
+
+    /// QGemm: A, a_scale, a_zero_point, B, b_scale, b_zero_point (per tensor, or per output column of B),
+    /// C (an optional int32 bias at scale a_scale · b_scale, broadcast to [M, N]), y_scale, y_zero_point:
+    /// `alpha · Σ (A − za)(B − zb) · sa · sb + C · sa · sb`, requantized when y_scale is given, else float32.
+    static func qgemm(_ ctx: KernelContext) throws -> Tensor {
+        let a = try ctx.tensor(0), aScale = try ctx.tensor(1), aZero = try ctx.optionalTensor(2)
+        let b = try ctx.tensor(3), bScale = try ctx.tensor(4), bZero = try ctx.optionalTensor(5)
+        let c = try ctx.optionalTensor(6), yScale = try ctx.optionalTensor(7), yZero = try ctx.optionalTensor(8)
+        let transA = try ctx.int("transA", 0) != 0, transB = try ctx.int("transB", 0) != 0
+        let alpha = Double(try ctx.float("alpha", 1))
+        guard a.rank == 2, b.rank == 2 else { throw ctx.fail("A and B must be matrices, not of shapes \(a.shape) and \(b.shape)") }
+        for t in [a, b] where QuantizationOps.integerRange(t.dtype) == nil { throw ctx.unsupported("operands of element type \(t.dtype)") }
+        let (m, k) = transA ? (a.shape[1], a.shape[0]) : (a.shape[0], a.shape[1])
+        let (kb, n) = transB ? (b.shape[1], b.shape[0]) : (b.shape[0], b.shape[1])
+        guard k == kb else { throw ctx.fail("A's \(k) columns do not match B's \(kb) rows") }
+        guard aScale.count == 1, (aZero?.count ?? 1) == 1 else { throw ctx.unsupported("per-axis a_scale or a_zero_point") }
+        guard bScale.count == 1 || bScale.count == n, [1, n].contains(bZero?.count ?? 1) else {
+            throw ctx.fail("b_scale and b_zero_point must have 1 or \(n) elements")
+        }
+        try ctx.checkedCount([m, n])
+        let av = a.asDoubles(), bv = b.asDoubles()
+        let sa = Double(Float(aScale.asDoubles()[0])), za = aZero?.asDoubles()[0] ?? 0
+        let sb = bScale.asDoubles().map { Double(Float($0)) }, zb = bZero?.asDoubles() ?? [0]
+        let cIndex = try c.map { try ctx.sourceIndices(from: $0.shape, to: [m, n], "C") }
+        let cv = c?.asDoubles()
+        var out = [Double](repeating: 0, count: m * n)
+        for i in 0..<m {
+            for j in 0..<n {
+                let zj = zb[zb.count == 1 ? 0 : j]
+                var sum = 0.0
+                for p in 0..<k {
+                    sum += (av[transA ? p * m + i : i * k + p] - za) * (bv[transB ? j * k + p : p * n + j] - zj)
+                }
+                let scale = sa * sb[sb.count == 1 ? 0 : j]
+                out[i * n + j] = alpha * sum * scale + (cv.map { $0[cIndex![i * n + j]] * scale } ?? 0)
+            }
+        }
+        if let yScale { return try requantized(ctx, out, shape: [m, n], yScale, yZero) }
+        return Tensor(dtype: .float32, shape: [m, n], doubles: out)
     }
 
     /// QLinearSoftmax: X, X_scale, X_zero_point, Y_scale, Y_zero_point. With `opset` ≥ 13 (the ONNX Softmax it
