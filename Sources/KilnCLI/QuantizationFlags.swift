@@ -10,10 +10,10 @@ struct QuantizationFlags: ParsableArguments {
     @Option(help: ArgumentHelp("The calibration samples: a folder per sample holding INPUT.npy per model input, or, for a one-input model, one .npy per sample.", valueName: "dir"))
     var calibration: String?
 
-    @Option(help: ArgumentHelp("How activation ranges are chosen: minmax (default), percentile (of |x|, see --percentile) or entropy (KL-divergence threshold).", valueName: "minmax|percentile|entropy"))
+    @Option(help: ArgumentHelp("How activation ranges are chosen: minmax (default), percentile (each tail clipped at half of 100 - --percentile) or entropy (KL-divergence threshold of |x|).", valueName: "minmax|percentile|entropy"))
     var calibrationMethod = "minmax"
 
-    @Option(help: ArgumentHelp("The percentile of |x| kept by --calibration-method percentile.", valueName: "p"))
+    @Option(help: ArgumentHelp("The percentile of the values kept by --calibration-method percentile (99.99: 0.005% clipped at each end).", valueName: "p"))
     var percentile = 99.99
 
     @Option(help: ArgumentHelp("Activation type: uint8 (asymmetric, default) or int8 (symmetric).", valueName: "uint8|int8"))

@@ -37,17 +37,23 @@ import KilnTestSupport
     }
 
     @Test func percentileClipsTheTailOfAKnownDistribution() {
-        // 1…10000 uniformly: 99% of the values are at most 9900.
+        // 1…10000 uniformly: 99% of |x| is at most 9900.
         let stats = TensorStatistics((1...10000).map(Float.init))
         let t = stats.percentileThreshold(99)
         #expect(abs(Double(t) - 9900) <= stats.binWidth, "threshold \(t)")
-        let (lo, hi) = stats.range(method: .percentile, percentile: 99)
-        #expect(lo == 1 && hi == t)
         #expect(stats.percentileThreshold(100) == 10000)
-        // Symmetric data is clipped on both sides.
+        // The range clips each tail at half the rest: the top 0.5% (values above 9950); nothing is below 0.
+        let (lo, hi) = stats.range(method: .percentile, percentile: 99)
+        #expect(lo == 1 && abs(Double(hi) - 9950) <= stats.binWidth, "range \(lo) \(hi)")
+        // ±1…±10000: 0.5% of all 20000 values (100) beyond each edge, ±9900.
         let symmetric = TensorStatistics((1...10000).flatMap { [Float($0), -Float($0)] })
         let (slo, shi) = symmetric.range(method: .percentile, percentile: 99)
-        #expect(slo == -shi && abs(Double(shi) - 9900) <= symmetric.binWidth)
+        #expect(abs(Double(shi) - 9900) <= symmetric.binWidth && abs(Double(slo) + 9900) <= symmetric.binWidth, "range \(slo) \(shi)")
+        // A heavy negative tail is clipped without touching the positive side: −1000 and 9999 values in [0, 1).
+        let skewed = TensorStatistics([-1000] + (0..<9999).map { Float($0) / 9999 })
+        let (klo, khi) = skewed.range(method: .percentile, percentile: 99.9)
+        #expect(klo > -1 && klo <= 0, "lower \(klo)")
+        #expect(abs(Double(khi) - 1) <= 0.01, "upper \(khi)")
     }
 
     @Test func entropyPicksAThresholdBelowTheMaxOfAHeavyTailedHistogram() {

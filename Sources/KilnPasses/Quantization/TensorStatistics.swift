@@ -9,7 +9,8 @@ import KilnIR
 public enum CalibrationMethod: String, Sendable, CaseIterable {
     /// The smallest and largest values seen.
     case minmax
-    /// The range holding the given percentile of |x| (the extreme tail is clipped).
+    /// The range holding the given percentile of the values: each tail, below and above, loses half of
+    /// the rest (99.99: the lowest 0.005% and the highest 0.005% are clipped).
     case percentile
     /// The |x| threshold whose clipped, quantized histogram is closest to the observed one in
     /// Kullback-Leibler divergence (the search TensorRT and ONNX Runtime call "entropy" calibration).
@@ -31,6 +32,8 @@ public struct TensorStatistics: Sendable, Equatable {
     public private(set) var maximum = -Float.infinity
     /// Counts of |x| per bin.
     public private(set) var histogram = [Double](repeating: 0, count: TensorStatistics.binCount)
+    /// Counts of |x| per bin for the negative values alone (`histogram` counts both signs).
+    public private(set) var negativeHistogram = [Double](repeating: 0, count: TensorStatistics.binCount)
     /// Width of a histogram bin (0 while only zeros have been seen: they are all in bin 0).
     public private(set) var binWidth = 0.0
     /// Finite values seen (NaN and ±∞ are skipped).
@@ -59,13 +62,19 @@ public struct TensorStatistics: Sendable, Equatable {
         while binWidth > 0 && Double(top) > binWidth * Double(Self.binCount) {
             // Double the width: bin i takes old bins 2i and 2i+1.
             var merged = [Double](repeating: 0, count: Self.binCount)
-            for i in 0..<Self.binCount { merged[i / 2] += histogram[i] }
+            var negative = [Double](repeating: 0, count: Self.binCount)
+            for i in 0..<Self.binCount {
+                merged[i / 2] += histogram[i]
+                negative[i / 2] += negativeHistogram[i]
+            }
             histogram = merged
+            negativeHistogram = negative
             binWidth *= 2
         }
         for v in values where v.isFinite {
             let index = binWidth == 0 ? 0 : min(Int(Double(abs(v)) / binWidth), Self.binCount - 1)
             histogram[index] += 1
+            if v < 0 { negativeHistogram[index] += 1 }
         }
     }
 
@@ -81,6 +90,22 @@ public struct TensorStatistics: Sendable, Equatable {
             if cumulative >= target { return min(Float(Double(i + 1) * binWidth), absoluteMaximum) }
         }
         return absoluteMaximum
+    }
+
+    /// The smallest bin edge `t` such that at most `fraction` of all values lie beyond it on one side
+    /// (`negative`: below −t; else above t), never above that side's largest magnitude.
+    func tailThreshold(fraction: Double, negative: Bool) -> Float {
+        let total = histogram.reduce(0, +)
+        let side = negative ? negativeHistogram : zip(histogram, negativeHistogram).map { $0 - $1 }
+        let extreme = negative ? max(0, -minimum) : max(0, maximum)
+        guard total > 0, binWidth > 0 else { return extreme }
+        let allowed = total * fraction
+        var beyond = 0.0
+        for i in stride(from: Self.binCount - 1, through: 0, by: -1) {
+            if beyond + side[i] > allowed { return min(Float(Double(i + 1) * binWidth), extreme) }
+            beyond += side[i]
+        }
+        return 0
     }
 
     /// The |x| threshold that loses least information when the values are clipped to it and quantized
@@ -129,14 +154,17 @@ public struct TensorStatistics: Sendable, Equatable {
         return min(Float(Double(best) * binWidth), absoluteMaximum)
     }
 
-    /// The range `[lower, upper]` to quantize: the range seen (`minmax`), or the range seen clipped to
-    /// ±threshold of `percentile` (`percent`) or `entropy`. Empty statistics give `[0, 0]`.
+    /// The range `[lower, upper]` to quantize: the range seen (`minmax`); for `percentile` (`percent`),
+    /// each tail clipped where it holds (100 − percent) / 2 percent of all values (to one bin); for
+    /// `entropy`, the range seen clipped to ±`entropyThreshold()`. Empty statistics give `[0, 0]`.
     public func range(method: CalibrationMethod, percentile percent: Double = 99.99) -> (lower: Float, upper: Float) {
         guard count > 0 else { return (0, 0) }
         let threshold: Float
         switch method {
         case .minmax: return (minimum, maximum)
-        case .percentile: threshold = percentileThreshold(percent)
+        case .percentile:
+            let tail = (100 - min(max(percent, 0), 100)) / 200
+            return (max(minimum, -tailThreshold(fraction: tail, negative: true)), min(maximum, tailThreshold(fraction: tail, negative: false)))
         case .entropy: threshold = entropyThreshold()
         }
         return (max(minimum, -threshold), min(maximum, threshold))
