@@ -25,6 +25,9 @@ struct QuantizationFlags: ParsableArguments {
     @Option(help: ArgumentHelp("Op types to quantize (default Conv,Gemm,MatMul; Add and Mul may be added).", valueName: "op[,op…]"))
     var quantizeOps: String?
 
+    @Flag(inversion: .prefixedNo, help: "Quantize the outputs of quantized ops too (default), or only their inputs.")
+    var quantizeOutputs = true
+
     @Option(help: ArgumentHelp("The backend that runs the float model on the calibration samples (default kiln.reference).", valueName: "name"))
     var calibrationBackend: String?
 
@@ -55,7 +58,7 @@ struct QuantizationFlags: ParsableArguments {
         }
         let config = QuantizationConfig(ops: try ops("--quantize-ops", quantizeOps) ?? QuantizationConfig.defaultOps,
                                         keepFloat: try ops("--keep-float", keepFloat) ?? [], method: method,
-                                        percentile: percentile, activationType: type)
+                                        percentile: percentile, activationType: type, quantizeOutputs: quantizeOutputs)
         return QuantizationOptions(config: config, samples: try CalibrationDirectory.load(path: calibration),
                                    calibrationBackend: calibrationBackend)
     }

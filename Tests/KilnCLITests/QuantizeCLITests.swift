@@ -51,6 +51,13 @@ import Testing
         #expect(result.stdout.contains("quantized 2 nodes (Gemm 1, MatMul 1)") && result.stdout.contains("kept float: Conv 2"), "\(result.stdout)")
     }
 
+    @Test func noQuantizeOutputsLeavesOutputsFloat() throws {
+        let dir = try calibration("calibration", count: 3)
+        let result = try KilnTool.run(["compile", model, "-o", folder + "/q.kiln", "--quantize", "int8", "--calibration", dir, "--no-quantize-outputs"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("quantized 4 nodes (Conv 2, Gemm 1, MatMul 1), 3 activations"), "\(result.stdout)")
+    }
+
     @Test func badFlagsAndBadFoldersFailWithoutWritingTheArtifact() throws {
         let out = folder + "/never.kiln"
         let dir = try calibration("calibration", count: 2)

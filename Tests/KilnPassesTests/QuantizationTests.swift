@@ -172,6 +172,18 @@ import KilnTestSupport
         #expect(report.summary.contains("kept float: Conv 2"))
     }
 
+    @Test func withoutOutputQuantizationOnlyInputsGetPairs() throws {
+        let model = try QuantizationModels.smallCNN()
+        let config = QuantizationConfig(quantizeOutputs: false)
+        #expect(QDQQuantization.calibrationTargets(in: model.graph, config: config) == ["x", "r1", "flat"])
+        var graph = model.graph
+        let report = QDQQuantization(config: config, statistics: try statistics(model.graph, config, QuantizationModels.images(8, seed: 4))).quantize(&graph)
+        try Verifier.verify(graph)
+        #expect(report.quantized == ["Conv": 2, "Gemm": 1, "MatMul": 1] && report.activations == 3)
+        // The convolution's output goes straight to Relu.
+        #expect(graph.nodes.first { $0.op.name == "Relu" }?.inputs == ["c1"])
+    }
+
     @Test func nodesWithoutStatisticsStayFloat() throws {
         let model = try QuantizationModels.smallCNN()
         var graph = model.graph

@@ -22,15 +22,19 @@ public struct QuantizationConfig: Sendable {
     public var percentile: Double
     /// The type activations are quantized to.
     public var activationType: ActivationType
+    /// Whether the float outputs of quantized nodes get a QuantizeLinear/DequantizeLinear pair too (the
+    /// `DequantizeLinear → op → QuantizeLinear` pattern integer kernels fuse); without, only their inputs.
+    public var quantizeOutputs: Bool
 
-    /// A configuration; by default Conv, Gemm and MatMul, min-max ranges, uint8 activations.
+    /// A configuration; by default Conv, Gemm and MatMul, min-max ranges, uint8 activations, outputs quantized.
     public init(ops: Set<String> = QuantizationConfig.defaultOps, keepFloat: Set<String> = [], method: CalibrationMethod = .minmax,
-                percentile: Double = 99.99, activationType: ActivationType = .uint8) {
+                percentile: Double = 99.99, activationType: ActivationType = .uint8, quantizeOutputs: Bool = true) {
         self.ops = ops
         self.keepFloat = keepFloat
         self.method = method
         self.percentile = percentile
         self.activationType = activationType
+        self.quantizeOutputs = quantizeOutputs
     }
 
     /// Whether nodes of `op` are quantized.
@@ -181,7 +185,7 @@ public struct QDQQuantization: Pass {
         }
         for node in graph.nodes where config.quantizes(node.op) {
             for input in node.inputs { add(input) }
-            for output in node.outputs { add(output) }
+            if config.quantizeOutputs { for output in node.outputs { add(output) } }
         }
         return order
     }
@@ -225,14 +229,15 @@ public struct QDQQuantization: Pass {
                 !name.isEmpty && weights[i] == nil && i != bias && constants[name] == nil
             }.map(\.element)
             // Every activation read or written must have been measured as float32.
-            let measured = (activations + node.outputs.filter { !$0.isEmpty }).allSatisfy { parameters($0) != nil }
+            let outputs = config.quantizeOutputs ? node.outputs.filter { !$0.isEmpty } : []
+            let measured = (activations + outputs).allSatisfy { parameters($0) != nil }
             guard measured, !activations.isEmpty else {
                 report.keptFloat[node.op.name, default: 0] += 1
                 continue
             }
             quantizedNodes.insert(index)
             report.quantized[node.op.name, default: 0] += 1
-            for name in activations + node.outputs where !name.isEmpty && queued.insert(name).inserted { toQuantize.append(name) }
+            for name in activations + outputs where queued.insert(name).inserted { toQuantize.append(name) }
 
             var rewritten = node
             for (i, axis) in weights.sorted(by: { $0.key < $1.key }) {
