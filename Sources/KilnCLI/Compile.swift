@@ -22,6 +22,8 @@ struct Compile: ParsableCommand {
             claim nodes in priority order, and --backend compiles the whole model for one backend with no \
             fallback. The partition report says where each node went and why, and \
             `kiln inspect --partitions` shows it again from the artifact. \
+            --quantize int8 --calibration DIR quantizes Conv, Gemm and MatMul to int8 (QDQ form) after \
+            optimization, with activation ranges measured on the samples in DIR (Documentation/Quantization.md). \
             The artifact is written atomically: to a temporary file beside OUT, then renamed over it, so a \
             compile that fails leaves an existing OUT untouched and never leaves a partial file.
             """
@@ -41,6 +43,9 @@ struct Compile: ParsableCommand {
 
     @OptionGroup(title: "Plugins")
     var plugins: PluginOption
+
+    @OptionGroup(title: "Quantization")
+    var quantization: QuantizationFlags
 
     @Option(help: ArgumentHelp("Print the IR after this pass (repeatable).", valueName: "pass"))
     var printIRAfter: [String] = []
@@ -69,6 +74,7 @@ struct Compile: ParsableCommand {
             }
             var options = Compiler.Options(optLevel: optLevel, printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
             try selection.apply(to: &options)
+            options.quantization = try quantization.options()
             let reporter = CompileProgress(bar: CompileProgress.standardErrorIsTerminal)
             defer { reporter.clear() }
             let compiler = Kiln.compiler(
@@ -100,6 +106,7 @@ struct Compile: ParsableCommand {
         var lines = ["compiled \(model) -> \(output)"]
         lines.append("nodes: \(s.nodesBefore) -> \(s.nodesAfter)")
         let ratio = s.sourceBytes > 0 ? " (\(OutputSummary.number(Double(s.artifactBytes) / Double(s.sourceBytes) * 100, digits: 3))% of the model)" : ""
+        if let q = s.quantization { lines.append(q.summary) }
         lines.append("bytes: model \(format.byteText(s.sourceBytes)), artifact \(format.byteText(s.artifactBytes))\(ratio)")
         for p in s.partitions {
             lines.append("partition: \(p.nodes) nodes on \(p.backend) \(p.version) (compat \(p.compat), payload \(p.payloadBytes) bytes)")

@@ -43,6 +43,8 @@ public struct Compiler: Sendable {
         public var maxFoldedBytes: Int
         /// How the artifact's sections are stored.
         public var compression: Compression
+        /// Post-training int8 quantization after the pass pipeline (nil: none); see `QuantizationOptions`.
+        public var quantization: QuantizationOptions?
 
         /// How the partitioner applies these options.
         public var partitionOptions: PartitionOptions {
@@ -53,7 +55,7 @@ public struct Compiler: Sendable {
         public init(target: String = BackendRegistry.hostTarget, optLevel: Int = 2,
                     printIRAfter: Set<String> = [], metadata: [String: String] = [:], maxFoldedBytes: Int = 1 << 20,
                     compression: Compression = .auto, backends: [String] = [], fallback: FallbackPolicy = .warn,
-                    minGroupSize: Int = 1, deny: [String] = []) {
+                    minGroupSize: Int = 1, deny: [String] = [], quantization: QuantizationOptions? = nil) {
             self.target = target
             self.optLevel = optLevel
             self.backends = backends
@@ -64,6 +66,7 @@ public struct Compiler: Sendable {
             self.metadata = metadata
             self.maxFoldedBytes = maxFoldedBytes
             self.compression = compression
+            self.quantization = quantization
         }
     }
 
@@ -124,6 +127,8 @@ public struct Compiler: Sendable {
         public var passes = PassReport()
         /// Each partition: backend, version, compatibility string, node count, payload bytes.
         public var partitions: [(backend: String, version: String, compat: String, nodes: Int, payloadBytes: Int)] = []
+        /// What post-training quantization did (nil when the compile did not quantize).
+        public var quantization: QuantizationReport?
         /// Where every node went and why, with the partitioner's warnings.
         public var report = PartitionReport()
         /// Warnings raised while compiling (fallbacks under `FallbackPolicy.warn`).
@@ -205,6 +210,9 @@ public struct Compiler: Sendable {
             throw KilnError(.invalidArgument, "optimization level \(options.optLevel) is not between 0 and 3")
         }
         _ = try partitioner()
+        if let quantization = options.quantization, quantization.samples.isEmpty {
+            throw KilnError(.invalidArgument, "quantization needs at least one calibration sample")
+        }
         let names = Self.passNames(optLevel: options.optLevel)
         for pass in options.printIRAfter.sorted() where !names.contains(pass) {
             throw KilnError(.invalidArgument, "--print-ir-after \(pass): no such pass at opt level \(options.optLevel) (passes: \(names.isEmpty ? "none" : names.joined(separator: ", ")))")
@@ -234,6 +242,11 @@ public struct Compiler: Sendable {
                                  printIRAfter: options.printIRAfter, printer: irPrinter)
         let context = PassContext(evaluator: evaluator, maxFoldedBytes: options.maxFoldedBytes)
         summary.passes = try passes.run(&model, context: context)
+        if let quantization = options.quantization {
+            // After the pipeline: constant folding would fold the weights' DequantizeLinear back to float.
+            summary.quantization = try Self.quantize(&model, options: quantization, registry: backends)
+            if options.optLevel >= 1 { _ = try ShapeInference().run(&model.graph, context: context) }
+        }
         summary.nodesAfter = model.graph.allNodes.count
         summary.phases.append((.optimize, clock.now - phaseStart))
 

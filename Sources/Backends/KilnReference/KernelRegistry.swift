@@ -11,6 +11,7 @@ extension KernelTable {
         NormalizationOps.register(into: &table)
         LinearAlgebraOps.register(into: &table)
         QuantizationOps.register(into: &table)
+        ContribQuantizationOps.register(into: &table)
         ConvolutionOps.register(into: &table)
         PoolingOps.register(into: &table)
         ImageOps.register(into: &table)

@@ -1,0 +1,93 @@
+"""Models quantized by ONNX Runtime's own tools import and run on kiln.reference: quantize_static in QDQ form
+(QuantizeLinear/DequantizeLinear around float ops) and in QOperator form (QLinearConv, QLinearMatMul and the
+com.microsoft QLinearAdd/QLinearMul/QLinearGlobalAveragePool/QLinearConcat/QLinearSigmoid/QLinearSoftmax contrib
+ops), and quantize_dynamic (DynamicQuantizeLinear, MatMulInteger, ConvInteger). Kiln's outputs are compared with
+ORT running the same quantized model: QOperator and dynamic models compute the same integer arithmetic (within
+one output step); a QDQ graph is computed in float between its pairs by kiln.reference, which ORT fuses into
+integer kernels, so it gets a looser bound.
+"""
+import logging
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from differential import onnxruntime_outputs, run_kiln
+
+
+def small_cnn(path):
+    """x[1,3,16,16] -> Conv -> Relu -> Conv, + residual Conv (Add), Mul, Sigmoid, Concat, GlobalAveragePool,
+    Flatten, Gemm -> Softmax, seeded weights."""
+    rng = np.random.default_rng(4)
+
+    def w(name, *shape, s=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * s).astype(np.float32), name)
+
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8, s=0.1), w("w2", 8, 8, 3, 3, s=0.1), w("b2", 8, s=0.1),
+             w("w3", 8, 3, 1, 1), w("b3", 8, s=0.1), w("w4", 10, 16), w("b4", 10, s=0.1)]
+    pads = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], **pads),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], **pads),
+        helper.make_node("Conv", ["x", "w3", "b3"], ["c3"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["c2", "c3"], ["s"]),
+        helper.make_node("Mul", ["s", "c3"], ["m"]),
+        helper.make_node("Sigmoid", ["m"], ["g"]),
+        helper.make_node("Concat", ["s", "g"], ["cat"], axis=1),
+        helper.make_node("GlobalAveragePool", ["cat"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "w4", "b4"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], axis=-1),
+    ]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def images(n, seed):
+    rng = np.random.default_rng(seed)
+    return [{"x": rng.uniform(-1, 1, (1, 3, 16, 16)).astype(np.float32)} for _ in range(n)]
+
+
+def quantized(tmp_path, form):
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    logging.getLogger().setLevel(logging.ERROR)
+    src, dst = str(tmp_path / "float.onnx"), str(tmp_path / f"{form}.onnx")
+    small_cnn(src)
+    if form == "dynamic":
+        quantize_dynamic(src, dst, weight_type=QuantType.QUInt8, op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+        return dst
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(images(8, 1))
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ if form == "qdq" else QuantFormat.QOperator,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+@pytest.mark.parametrize("form,bound", [("qoperator", 1 / 255 + 1e-6), ("dynamic", 0.02), ("qdq", 0.05)])
+def test_ort_quantized_models_run_on_kiln_reference(form, bound, tmp_path):
+    model = quantized(tmp_path, form)
+    ops = {(n.domain, n.op_type) for n in onnx.load(model).graph.node}
+    if form == "qoperator":
+        assert {("com.microsoft", "QLinearAdd"), ("com.microsoft", "QLinearMul"), ("", "QLinearConv")} <= ops, ops
+    if form == "dynamic":
+        assert ("", "DynamicQuantizeLinear") in ops, ops
+    for i, sample in enumerate(images(3, 100)):
+        expected = onnxruntime_outputs(model, sample)
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        run_kiln(model, sample, out, "--backend", "kiln.reference")
+        got = np.load(out / "out" / "y.npy")
+        err = float(np.abs(got - expected["y"]).max())
+        assert err <= bound, f"{form}: max |kiln - ort| {err:.4g} > {bound:.4g} ({got} vs {expected['y']})"
