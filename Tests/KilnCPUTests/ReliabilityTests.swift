@@ -82,6 +82,28 @@ import Testing
         #expect(error?.message.contains("index tables") == true, "\(String(describing: error))")
     }
 
+    /// Range read its three scalars as the start's type, and converted an infinite count to Int: a mutated
+    /// model whose limit was another type trapped while planning at load (fuzz round 7,
+    /// Fuzz/regressions/cabi/cabi-cpu-range-mixed-types.bin).
+    @Test func rangeWithMixedTypesOrAnInfiniteSpanIsATypedError() throws {
+        func plan(_ start: Tensor, _ limit: Tensor, _ delta: Tensor) -> KilnError? {
+            var g = TestGraph()
+            let x = g.input("x", [1])
+            let r = g.node("Range", [g.constant(start, "s"), g.constant(limit, "l"), g.constant(delta, "d")])
+            g.output(r, x)
+            return Self.error { _ = try CPUBackend().prepare(g.graph).run(["x": .tensor(Self.tensor([1]))]) }
+        }
+        let f = { (v: Float) in Tensor(shape: [], [v]) }, i = { (v: Int64) in Tensor(dtype: .int64, shape: [], int64s: [v]) }
+        let mixed = plan(f(0), i(5), f(1))
+        #expect(mixed?.code == .invalidModel && mixed?.message.contains("one type") == true, "\(String(describing: mixed))")
+        let infinite = plan(f(0), f(.infinity), f(1))
+        #expect(infinite?.code == .invalidModel, "\(String(describing: infinite))")
+        let overflow = plan(i(.min), i(.max), i(1))
+        #expect(overflow?.code == .invalidModel && overflow?.message.contains("overflows") == true, "\(String(describing: overflow))")
+        let huge = plan(f(0), f(1e30), f(1))
+        #expect(huge?.code == .unsupported, "\(String(describing: huge))")
+    }
+
     /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,
     /// but 2^40 indices along axis 1) is an error at run time, not an 8 TB allocation.
     @Test func indexTablesOfAnEmptyValueWithAHugeDimAreAnErrorWithoutABudget() throws {

@@ -279,19 +279,25 @@ enum SwiftOps {
         let dtype = try b.dtype(ins[0])
         let s = try b.requireKnown(ins[0]), l = try b.requireKnown(ins[1]), d = try b.requireKnown(ins[2])
         guard s.count == 1, l.count == 1, d.count == 1 else { throw b.invalid("start, limit and delta must be scalars") }
+        guard l.dtype == dtype, d.dtype == dtype else { throw b.invalid("start, limit and delta must have one type, not \(dtype), \(l.dtype), \(d.dtype)") }
         let count: Int
         if dtype == .float32 {
             let (start, limit, delta) = (s.elements(as: Float.self)[0], l.elements(as: Float.self)[0], d.elements(as: Float.self)[0])
-            guard delta != 0, delta.isFinite else { throw b.invalid("delta \(delta)") }
-            count = max(Int(((limit - start) / delta).rounded(.up)), 0)
+            guard delta != 0, delta.isFinite, start.isFinite, limit.isFinite else { throw b.invalid("start \(start), limit \(limit), delta \(delta)") }
+            let steps = (Double(limit - start) / Double(delta)).rounded(.up)
+            // Bounded before the conversion: a count past any buffer is refused by the size check below.
+            count = steps.isFinite ? Int(min(max(steps, 0), Double(1 << 40))) : 1 << 40
+            _ = try b.checkedBytes([count], width: 4, name: b.name(outs[0]))
             try b.compute([(outs[0], [count], dtype)], from: []) { _, o in
                 for i in 0..<count { o[0].storeBytes(of: start + Float(i) * delta, toByteOffset: i * 4, as: Float.self) }
             }
         } else {
             let (start, limit, delta) = (s.asInt64s()[0], l.asInt64s()[0], d.asInt64s()[0])
             guard delta != 0 else { throw b.invalid("delta 0") }
-            let span = limit - start
+            let (span, overflow) = limit.subtractingReportingOverflow(start)
+            guard !overflow, !(delta == -1 && span == .min) else { throw b.invalid("limit \(limit) - start \(start) overflows") }
             count = max(Int(span / delta) + (span % delta != 0 && (span > 0) == (delta > 0) ? 1 : 0), 0)
+            _ = try b.checkedBytes([count], width: dtype.byteWidth ?? 8, name: b.name(outs[0]))
             try b.compute([(outs[0], [count], dtype)], from: []) { _, o in
                 for i in 0..<count { Element.store(int: start + Int64(i) * delta, o[0], dtype, i) }
             }
