@@ -198,7 +198,7 @@ struct Lowering {
             } else if let (db, dbn) = dequantize(biasName), soleConsumer(biasName) == p, let bq = constant(dbn.input(0)),
                       bq.dtype == .int32, bq.count == channels, let bs = constant(dbn.input(1)), bs.dtype == .float32,
                       bs.count == 1 || bs.count == channels,
-                      dbn.input(2).isEmpty || (constant(dbn.input(2)).map { $0.elements(as: Int32.self).allSatisfy { $0 == 0 } } ?? false) {
+                      dbn.input(2).isEmpty || (constant(dbn.input(2)).map { $0.dtype == .int32 && $0.elements(as: Int32.self).allSatisfy { $0 == 0 } } ?? false) {
                 let xs = constants[dxn.input(1)]!.elements(as: Float.self)[0]
                 let wsv = ws.elements(as: Float.self), bsv = bs.elements(as: Float.self), bqv = bq.elements(as: Int32.self)
                 let exact = (0..<channels).allSatisfy { bsv[bs.count == 1 ? 0 : $0] == xs * wsv[ws.count == 1 ? 0 : $0] }
