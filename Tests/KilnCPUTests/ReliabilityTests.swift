@@ -73,7 +73,8 @@ import Testing
     /// cabi-cpu-convtranspose-plan-time-taps.bin).
     @Test func convTransposeTapTablesCountAgainstTheBudget() throws {
         var g = TestGraph()
-        let x = g.input("x", [1, 1, 1 << 32, 3])
+        // 3·2^24 input pixels × 9 taps: a 3.6 GB table for an output of 335 MB.
+        let x = g.input("x", [1, 1, 1 << 24, 3])
         let w = g.constant(Self.tensor([1, 1, 3, 3]), "w")
         g.output(g.node("ConvTranspose", [x, w]))
         let budgeted = try CPUBackend.descriptor.make(BackendConfiguration(options: ["memory_budget_mb": "2048"]))
@@ -102,6 +103,17 @@ import Testing
         #expect(overflow?.code == .invalidModel && overflow?.message.contains("overflows") == true, "\(String(describing: overflow))")
         let huge = plan(f(0), f(1e30), f(1))
         #expect(huge?.code == .unsupported, "\(String(describing: huge))")
+    }
+
+    /// ConvTranspose computed its output size from attributes without bounds: strides near Int.max
+    /// overflowed while planning at load (fuzz round 8, Fuzz/regressions/cabi/cabi-cpu-convtranspose-attribute-overflow.bin).
+    @Test func convTransposeWithHugeStridesIsATypedError() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1, 1, 4, 4])
+        let w = g.constant(Self.tensor([1, 1, 3, 3]), "w")
+        g.output(g.node("ConvTranspose", [x, w], ["strides": .ints([Int.max / 2, 1])]))
+        let error = Self.error { _ = try CPUBackend().prepare(g.graph).run(["x": .tensor(Self.tensor([1, 1, 4, 4]))]) }
+        #expect(error?.code == .unsupported && error?.message.contains("strides") == true, "\(String(describing: error))")
     }
 
     /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,

@@ -203,6 +203,14 @@ extension SwiftOps {
         if let os = outputShape, os.count != r { throw b.invalid("output_shape must have \(r) entries") }
         let explicitPads = try node.ints("pads")
         if let p = explicitPads, p.count != 2 * r { throw b.invalid("pads must have \(2 * r) entries") }
+        // Attributes bounded so that the output-size arithmetic below cannot overflow (dims are < 2^40 by the
+        // element cap; any real model is far inside these).
+        let attributeLimit = 1 << 20, sizeLimit = 1 << 40
+        guard (strides + dilations + outputPadding).allSatisfy({ abs($0) <= attributeLimit }),
+              (explicitPads ?? []).allSatisfy({ abs($0) <= sizeLimit }), (outputShape ?? []).allSatisfy({ $0 >= 0 && $0 <= sizeLimit }),
+              (inSpatial + kernel).allSatisfy({ $0 <= sizeLimit }) else {
+            throw b.unsupported("strides, dilations or output_padding beyond \(attributeLimit), or pads, output_shape or dims beyond 2^40")
+        }
         var begin = [Int](repeating: 0, count: r), outSpatial = [Int](repeating: 0, count: r)
         for j in 0..<r {
             let full = strides[j] * (inSpatial[j] - 1) + outputPadding[j] + (kernel[j] - 1) * dilations[j] + 1
@@ -222,6 +230,7 @@ extension SwiftOps {
         let n = xs[0], c = xs[1], cg = c / group, mg = ws[1], m = mg * group
         if ins.count > 2, ins[2] >= 0, try b.shape(ins[2]).reduce(1, *) != m { throw b.invalid("B must have \(m) elements") }
         let outShape = [n, m] + outSpatial
+        _ = try b.checkedBytes([max(n, 1), max(m, 1)] + outSpatial, width: 4, name: b.name(outs[0]))
         let I = inSpatial.reduce(1, *), K = kernel.reduce(1, *), O = outSpatial.reduce(1, *)
         let inStrides = contiguousStrides(inSpatial), kStrides = contiguousStrides(kernel), oStrides = contiguousStrides(outSpatial)
         // For each (input pixel, kernel tap): the output pixel, or -1 when it falls in the padding.
