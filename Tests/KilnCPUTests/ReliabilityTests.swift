@@ -116,6 +116,22 @@ import Testing
         #expect(error?.code == .unsupported && error?.message.contains("strides") == true, "\(String(describing: error))")
     }
 
+    /// The same class, found by reading rather than fuzzing: Tile multiplied dims by repeats and
+    /// DepthToSpace/SpaceToDepth squared the blocksize unchecked.
+    @Test func tileAndDepthToSpaceSizeArithmeticIsChecked() throws {
+        var g = TestGraph()
+        let x = g.input("x", [1, 4, 2, 2])
+        let repeats = g.constant(Tensor(dtype: .int64, shape: [4], int64s: [1, 1, Int64.max / 2, 1]), "r")
+        g.output(g.node("Tile", [x, repeats]), g.node("DepthToSpace", [x], ["blocksize": .int(1 << 33)]))
+        let error = Self.error { _ = try CPUBackend().prepare(g.graph).run(["x": .tensor(Self.tensor([1, 4, 2, 2]))]) }
+        #expect(error?.code == .unsupported && error?.message.contains("would need more than") == true, "\(String(describing: error))")
+        var h = TestGraph()
+        let y = h.input("x", [1, 4, 2, 2])
+        h.output(h.node("SpaceToDepth", [y], ["blocksize": .int(1 << 33)]))
+        let error2 = Self.error { _ = try CPUBackend().prepare(h.graph).run(["x": .tensor(Self.tensor([1, 4, 2, 2]))]) }
+        #expect(error2 != nil, "\(String(describing: error2))")
+    }
+
     /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,
     /// but 2^40 indices along axis 1) is an error at run time, not an 8 TB allocation.
     @Test func indexTablesOfAnEmptyValueWithAHugeDimAreAnErrorWithoutABudget() throws {

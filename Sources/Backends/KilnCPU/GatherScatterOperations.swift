@@ -169,10 +169,13 @@ extension SwiftOps {
         let s = try node.int("blocksize", 0)
         guard xs.count == 4, s > 0 else { throw b.invalid("needs a 4-D input and a positive blocksize") }
         let (n, c, h, wd) = (xs[0], xs[1], xs[2], xs[3])
+        // Products of the blocksize (an attribute) and dims, overflow-checked (checkedBytes throws past 8 GiB).
+        let what = b.name(outs[0])
+        let area = try b.checkedBytes([s, s], width: 1, name: what)
         let viewShape: [Int], perm: [Int], outShape: [Int]
         if node.op.name == "DepthToSpace" {
-            guard c % (s * s) == 0 else { throw b.invalid("channels \(c) not divisible by blocksize² \(s * s)") }
-            outShape = [n, c / (s * s), h * s, wd * s]
+            guard c % area == 0 else { throw b.invalid("channels \(c) not divisible by blocksize² \(area)") }
+            outShape = [n, c / area, try b.checkedBytes([h, s], width: 1, name: what), try b.checkedBytes([wd, s], width: 1, name: what)]
             if try node.string("mode", "DCR") == "CRD" {
                 viewShape = [n, c / (s * s), s, s, h, wd]
                 perm = [0, 1, 4, 2, 5, 3]
@@ -182,7 +185,7 @@ extension SwiftOps {
             }
         } else {
             guard h % s == 0, wd % s == 0 else { throw b.invalid("spatial dims not divisible by blocksize") }
-            outShape = [n, c * s * s, h / s, wd / s]
+            outShape = [n, try b.checkedBytes([c, area], width: 1, name: what), h / s, wd / s]
             viewShape = [n, c, h / s, s, wd / s, s]
             perm = [0, 3, 5, 1, 2, 4]
         }

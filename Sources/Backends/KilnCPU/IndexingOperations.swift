@@ -242,7 +242,7 @@ enum SwiftOps {
         let xs = try b.shape(ins[0])
         let repeats = try b.requireKnownInts(ins[1])
         guard repeats.count == xs.count, repeats.allSatisfy({ $0 >= 0 }) else { throw b.invalid("repeats \(repeats) do not fit \(xs)") }
-        let out = zip(xs, repeats).map { $0 * $1 }
+        let out = try zip(xs, repeats).map { try b.checkedBytes([$0, $1], width: 1, name: b.name(outs[0])) }
         let maps = try out.enumerated().map { a, d in try b.indexTable(d) { $0 % max(xs[a], 1) } }
         try planExpanded(b, x: ins[0], padded: xs, output: outs[0], outShape: out, maps: maps)
     }
