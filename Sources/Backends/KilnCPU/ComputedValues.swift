@@ -12,7 +12,10 @@ extension PlanBuilder {
     func compute(_ outputs: [(id: Int, shape: [Int], dtype: DType)], from inputs: [Int],
                  fold: Bool = true,
                  _ body: @escaping ([UnsafeRawPointer], [UnsafeMutableRawPointer]) throws -> Void) throws {
-        let total = outputs.reduce(0) { $0 + $1.shape.reduce(1, *) }
+        // Element counts overflow-checked first: the shapes may come from declared dims (checkedBytes throws
+        // past one value's limit, which every output must fit anyway).
+        var total = 0
+        for o in outputs { total += try checkedBytes(o.shape, width: 1, name: name(o.id)) }
         let knowns = inputs.map { $0 < 0 ? nil : knownValue($0) }
         let dummy = UnsafeMutableRawPointer(bitPattern: 64)!
         if fold, total <= Self.foldLimit, zip(inputs, knowns).allSatisfy({ $0.0 < 0 || $0.1 != nil }) {
