@@ -132,6 +132,20 @@ import Testing
         #expect(error2 != nil, "\(String(describing: error2))")
     }
 
+    /// Slice's element count was a ceiling division that overflowed for a step near ±2^63; such a step takes
+    /// the first element only (Int64.min included).
+    @Test func sliceWithAHugeStepIsExact() throws {
+        for step in [Int64.max, Int64.min] {
+            var g = TestGraph()
+            let x = g.input("x", [5])
+            let i = { (v: Int64, n: String) in g.constant(Tensor(dtype: .int64, shape: [1], int64s: [v]), n) }
+            let (starts, ends) = step > 0 ? (i(1, "s"), i(5, "e")) : (i(3, "s"), i(-10, "e"))
+            g.output(g.node("Slice", [x, starts, ends, i(0, "a"), i(step, "st")]))
+            let out = try CPUBackend().prepare(g.graph).run(["x": .tensor(Tensor(shape: [5], [Float](arrayLiteral: 0, 1, 2, 3, 4)))])
+            #expect(out.first?.tensor?.elements(as: Float.self) == [step > 0 ? 1 : 3], "step \(step)")
+        }
+    }
+
     /// With no budget, the tables are held to one value's limit: a Slice of a [0, 2^40] input (no elements,
     /// but 2^40 indices along axis 1) is an error at run time, not an 8 TB allocation.
     @Test func indexTablesOfAnEmptyValueWithAHugeDimAreAnErrorWithoutABudget() throws {

@@ -145,7 +145,9 @@ enum SwiftOps {
                 s = min(max(s, 0), d - 1)
                 e = min(max(e, -1), d - 1)
             }
-            let count = step > 0 ? max(0, (e - s + step - 1) / step) : max(0, (s - e + (-step) - 1) / (-step))
+            // Ceiling divisions written so that a step near ±2^63 (from a constant input) cannot overflow.
+            let magnitude = step == .min ? Int.max : abs(step), span = step > 0 ? e - s : s - e
+            let count = span > 0 ? (span - 1) / magnitude + 1 : 0
             outShape[a] = count
             maps[a] = try b.indexTable(count) { s + $0 * step }
         }

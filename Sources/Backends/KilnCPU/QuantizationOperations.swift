@@ -61,7 +61,7 @@ extension SwiftOps {
             return try b.indexTable(total) { ($0 / max(inner, 1)) % max(length, 1) }
         }
         var expected = shape
-        expected[a] = (length + block - 1) / block
+        expected[a] = length / block + (length % block == 0 ? 0 : 1)  // a block_size near Int.max must not overflow
         guard param == expected else { throw b.invalid("blocked \(what) of shape \(param) does not fit \(shape) with block_size \(block)") }
         let blocks = expected[a]
         return try b.indexTable(total) { i in
