@@ -38,6 +38,14 @@ public struct AlgebraicSimplification: Pass {
         while i < graph.nodes.count {
             if graph.nodes[i].updateSubgraphs({ simplify(&$0, outerConstants: constants) }) { changed = true }
             let node = graph.nodes[i]
+            // A rewrite that reads through producer p is taken only when p's own input comes from an earlier
+            // node (or from outside): always so in a verified graph, and what keeps the rewrites from cycling
+            // forever on one that defines a value twice (an `onnx` fuzz finding: a Transpose composed with
+            // itself until the timeout).
+            func feedsForward(_ p: Int) -> Bool {
+                guard let first = graph.nodes[p].inputs.first else { return false }
+                return (producers[first] ?? -1) < p
+            }
             var forwardTo: String? = nil
             if node.op.domain.isEmpty, node.outputs.count >= 1, !node.outputs[0].isEmpty,
                let input = node.inputs.first, !input.isEmpty {
@@ -61,7 +69,7 @@ public struct AlgebraicSimplification: Pass {
                 case "Slice":
                     if isFullSlice(node, in: graph, constants: constants) { forwardTo = input }
                 case "Reshape":
-                    if let p = producers[input], graph.nodes[p].isOp("Reshape"), node.inputs.count > 1,
+                    if let p = producers[input], graph.nodes[p].isOp("Reshape"), node.inputs.count > 1, feedsForward(p),
                        let shape = constants[node.inputs[1]],
                        node.int("allowzero", 0) == 1 || !shape.asInts().contains(0) {
                         graph.nodes[i].inputs[0] = graph.nodes[p].inputs[0]
@@ -69,7 +77,7 @@ public struct AlgebraicSimplification: Pass {
                         continue  // look at the rewritten node again
                     }
                 case "Transpose":
-                    if let p = producers[input], graph.nodes[p].isOp("Transpose"),
+                    if let p = producers[input], graph.nodes[p].isOp("Transpose"), feedsForward(p),
                        let p2 = node.ints("perm"), let p1 = graph.nodes[p].ints("perm"), p1.count == p2.count,
                        p2.allSatisfy({ $0 >= 0 && $0 < p1.count }) {
                         let composed = p2.map { p1[$0] }
