@@ -1,20 +1,9 @@
 import KilnIR
+// Tests that import only KilnTestSupport draw from the same generator.
+@_exported import struct KilnIR.SplitMix64
 
-/// SplitMix64: a small, fast, seeded generator, so that a seed always means the same shapes, data and cases.
-/// Usable with the standard library's `random(in:using:)` as well as through the helpers below.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    public var state: UInt64
-
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Test helpers on KilnIR's `SplitMix64`, so that a seed always means the same shapes, data and cases.
+extension SplitMix64 {
     /// Uniform in [lo, hi), from the top 24 bits of the next value.
     public mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float {
         lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)

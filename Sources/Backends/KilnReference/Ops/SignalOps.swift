@@ -432,30 +432,13 @@ enum SignalOps {
 
     // MARK: Random numbers
 
-    /// SplitMix64: a small, fast generator; seeded for deterministic ops.
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-
-        /// Next 64 random bits.
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-
-        /// A uniform double in [0, 1).
-        mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
-    }
-
     /// A generator seeded from the `seed` attribute, or from the system's entropy when there is none.
     static func generator(_ ctx: KernelContext) throws -> SplitMix64 {
         if let seed = try ctx.float("seed"), !seed.isNaN {
-            return SplitMix64(state: UInt64(truncatingIfNeeded: saturatingInt(Double(seed))) ^ 0x5EED)
+            return SplitMix64(seed: UInt64(truncatingIfNeeded: saturatingInt(Double(seed))) ^ 0x5EED)
         }
         var system = SystemRandomNumberGenerator()
-        return SplitMix64(state: system.next())
+        return SplitMix64(seed: system.next())
     }
 
     /// The required `shape` attribute of RandomUniform / RandomNormal.
