@@ -195,9 +195,9 @@ enum ProfileHTML {
     static func page(_ profile: CPUProfile, model: String, runs: Int = 1) -> String {
         let runs = max(runs, 1)
         let kinds = profile.byKind.map { k in
-            "{\"kind\":\(json(k.kind)),\"calls\":\(k.calls / runs),\"ms\":\(Double(k.nanoseconds) / Double(runs) / 1e6)}"
+            "{\"kind\":\(JSONText.string(k.kind)),\"calls\":\(k.calls / runs),\"ms\":\(Double(k.nanoseconds) / Double(runs) / 1e6)}"
         }
-        let data = "{\"model\":\(json(model)),\"runs\":\(runs),\"arenaBytes\":\(profile.arena.bytes),"
+        let data = "{\"model\":\(JSONText.string(model)),\"runs\":\(runs),\"arenaBytes\":\(profile.arena.bytes),"
             + "\"kinds\":[\(kinds.joined(separator: ","))],\"trace\":\(profile.chromeTrace())}"
         // `</` cannot appear inside a script element.
         let embedded = data.replacing("</", with: "<\\/")
@@ -292,27 +292,6 @@ enum ProfileHTML {
             </body></html>
 
             """
-    }
-
-    /// A JSON string literal.
-    static func json(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "<": out += "\\u003c"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 
     /// Text escaped for HTML.

@@ -1,4 +1,5 @@
 import KilnBackend
+import KilnIR
 
 /// Timings of `kiln.cpu` runs: per step (fused operation) totals, and a trace of every step of every
 /// run that can be written as Chrome-trace JSON (chrome://tracing, Perfetto).
@@ -84,7 +85,7 @@ public final class CPUProfile: @unchecked Sendable {
                 parts.append("{\"name\":\"run\",\"cat\":\"run\",\"ph\":\"X\",\"pid\":1,\"tid\":0,\"ts\":\(micro(r.start - origin)),\"dur\":\(micro(r.duration))}")
             }
             for e in events {
-                parts.append("{\"name\":\(jsonString(e.kind)),\"cat\":\"step\",\"ph\":\"X\",\"pid\":1,\"tid\":1,\"ts\":\(micro(e.start - origin)),\"dur\":\(micro(e.duration)),\"args\":{\"nodes\":\(jsonString(e.name))}}")
+                parts.append("{\"name\":\(JSONText.string(e.kind)),\"cat\":\"step\",\"ph\":\"X\",\"pid\":1,\"tid\":1,\"ts\":\(micro(e.start - origin)),\"dur\":\(micro(e.duration)),\"args\":{\"nodes\":\(JSONText.string(e.name))}}")
             }
             return "{\"traceEvents\":[\n" + parts.joined(separator: ",\n") + "\n],\"displayTimeUnit\":\"ms\"}\n"
         }
@@ -94,24 +95,5 @@ public final class CPUProfile: @unchecked Sendable {
         let whole = ns / 1000, frac = ns % 1000
         let f = String(frac)
         return "\(whole).\(String(repeating: "0", count: 3 - f.count))\(f)"
-    }
-
-    private func jsonString(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
     }
 }
