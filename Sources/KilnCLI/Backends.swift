@@ -174,7 +174,7 @@ struct BackendFlags: ParsableArguments {
         options.deny = load.partition.deny
     }
 
-    /// `a, b,c` → `[a, b, c]` (empty items dropped).
+    /// `a, b,c` → `[a, b, c]` (empty items dropped): how every comma-separated flag is read.
     static func list(_ text: String) -> [String] {
         text.split(separator: ",").map { String($0.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed()) }.filter { !$0.isEmpty }
     }

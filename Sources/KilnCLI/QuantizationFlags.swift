@@ -50,7 +50,8 @@ struct QuantizationFlags: ParsableArguments {
         let allowed: Set<String> = ["Conv", "Gemm", "MatMul", "Add", "Mul"]
         func ops(_ flag: String, _ text: String?) throws -> Set<String>? {
             guard let text else { return nil }
-            let names = Set(text.split(separator: ",").map { String($0).trimmingSpaces })
+            let names = Set(BackendFlags.list(text))
+            if names.isEmpty, flag == "--quantize-ops" { throw KilnError(.invalidArgument, "--quantize-ops: expected at least one op type") }
             for name in names where !allowed.contains(name) {
                 throw KilnError(.invalidArgument, "\(flag) \(name): expected op types among \(allowed.sorted().joined(separator: ", "))")
             }
@@ -61,14 +62,5 @@ struct QuantizationFlags: ParsableArguments {
                                         percentile: percentile, activationType: type, quantizeOutputs: quantizeOutputs)
         return QuantizationOptions(config: config, samples: try CalibrationDirectory.load(path: calibration),
                                    calibrationBackend: calibrationBackend)
-    }
-}
-
-private extension String {
-    var trimmingSpaces: String {
-        var s = Substring(self)
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }
