@@ -96,3 +96,19 @@ def scale_models(tmp_path_factory) -> dict:
     trees, trees_onnx = sm.make_tree_model(folder)
     cnn, cnn_onnx = sm.make_cnn_model(folder)
     return {"trees": trees, "cnn": cnn, "trees_onnx": trees_onnx, "cnn_onnx": cnn_onnx, "folder": folder}
+
+
+@pytest.fixture(scope="module")
+def scale_data() -> dict:
+    """The scale-out tests' inputs at scale_models.sizes(): {"x": tabular rows, "images": NCHW images}."""
+    import scale_models as sm
+    rows, images = sm.sizes()
+    return {"x": sm.tabular_data(rows), "images": sm.image_data(images)}
+
+
+@pytest.fixture(scope="module")
+def scale_expected(scale_models, scale_data) -> dict:
+    """kiln.load(...).run's answers on `scale_data`, which every scale-out engine must reproduce exactly."""
+    import scale_models as sm
+    return {"trees": sm.reference(scale_models["trees"], "x", scale_data["x"])[:, 0],
+            "cnn": sm.reference(scale_models["cnn"], "image", scale_data["images"], batch=64)}

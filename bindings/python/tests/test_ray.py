@@ -28,17 +28,6 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def data():
-    return {"x": sm.tabular_data(ROWS), "images": sm.image_data(IMAGES)}
-
-
-@pytest.fixture(scope="module")
-def expected(scale_models, data):
-    return {"trees": sm.reference(scale_models["trees"], "x", data["x"])[:, 0],
-            "cnn": sm.reference(scale_models["cnn"], "image", data["images"], batch=64)}
-
-
 def _tabular(x, blocks=4):
     """A Dataset of id + f0..f7 scalar columns in `blocks` equal blocks."""
     import pandas as pd
@@ -68,25 +57,25 @@ def _collect(ds, column):
     return values[order]
 
 
-def test_ray_scores_equal_kiln(cluster, scale_models, data, expected):
+def test_ray_scores_equal_kiln(cluster, scale_models, scale_data, scale_expected):
     timings = {}
     start = time.perf_counter()
-    scored = kiln.ray.predict(_tabular(data["x"]), scale_models["trees"], FEATURES, keep=["id"], concurrency=2,
+    scored = kiln.ray.predict(_tabular(scale_data["x"]), scale_models["trees"], FEATURES, keep=["id"], concurrency=2,
                               batch_size=4096)
     got = _collect(scored, "predictions")
     timings["trees (path)"] = time.perf_counter() - start
     assert got.dtype == np.float32 and got.shape == (ROWS,)
-    np.testing.assert_array_equal(got, expected["trees"])
+    np.testing.assert_array_equal(got, scale_expected["trees"])
 
     # The artifact as an ObjectRef of its bytes: each node writes it to a temporary file once.
     start = time.perf_counter()
     ref = kiln.ray.put_artifact(scale_models["cnn"])
-    scored = kiln.ray.predict(_images(data["images"]), ref, ["image"], keep=["id"], concurrency=2,
+    scored = kiln.ray.predict(_images(scale_data["images"]), ref, ["image"], keep=["id"], concurrency=2,
                               batch_size=50)
     got = _collect(scored, "probabilities")
     timings["cnn (ObjectRef)"] = time.perf_counter() - start
     assert got.shape == (IMAGES, sm.CLASSES)
-    np.testing.assert_array_equal(got, expected["cnn"])
+    np.testing.assert_array_equal(got, scale_expected["cnn"])
     print("\n" + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
 
 
@@ -97,30 +86,30 @@ def test_ray_actor_threads_follow_num_cpus(cluster, scale_models):
     assert ray.get(threads_in_actor_with_two_cpus.remote()) == 2
 
 
-def test_ray_corrupt_artifact_fails_with_kiln_error(cluster, scale_models, data, tmp_path):
+def test_ray_corrupt_artifact_fails_with_kiln_error(cluster, scale_models, scale_data, tmp_path):
     bad = sm.corrupt_copy(scale_models["trees"], str(tmp_path / "corrupt.kiln"))
     start = time.perf_counter()
     with pytest.raises(Exception) as failure:
-        kiln.ray.predict(_tabular(data["x"][:1000], blocks=2), bad, FEATURES, keep=["id"], concurrency=1,
+        kiln.ray.predict(_tabular(scale_data["x"][:1000], blocks=2), bad, FEATURES, keep=["id"], concurrency=1,
                          ray_remote_args={"max_restarts": 1}).materialize()
     text = str(failure.value)
     assert "InvalidArtifactError" in text and "checksum mismatch" in text, text[-3000:]
     assert time.perf_counter() - start < 120
 
 
-def test_ray_wrong_schema_fails_with_kiln_error(cluster, scale_models, data):
+def test_ray_wrong_schema_fails_with_kiln_error(cluster, scale_models, scale_data):
     with pytest.raises(Exception) as failure:
-        kiln.ray.predict(_tabular(data["x"][:1000], blocks=2), scale_models["trees"], FEATURES[:5], keep=["id"],
+        kiln.ray.predict(_tabular(scale_data["x"][:1000], blocks=2), scale_models["trees"], FEATURES[:5], keep=["id"],
                          concurrency=1, ray_remote_args={"max_restarts": 1}).materialize()
     text = str(failure.value)
     assert "InvalidArgumentError" in text and "input schema does not match the model" in text, text[-3000:]
 
 
-def test_ray_killed_actor_is_restarted_with_identical_results(cluster, scale_models, data, expected, tmp_path):
+def test_ray_killed_actor_is_restarted_with_identical_results(cluster, scale_models, scale_data, scale_expected, tmp_path):
     marker = str(tmp_path / "crash-once")
-    scored = kiln.ray.predict(_tabular(data["x"]), scale_models["trees"], FEATURES, keep=["id"], concurrency=2,
+    scored = kiln.ray.predict(_tabular(scale_data["x"]), scale_models["trees"], FEATURES, keep=["id"], concurrency=2,
                               batch_size=4096, crash_once_marker=marker,
                               ray_remote_args={"max_restarts": 2, "max_task_retries": 2})
     got = _collect(scored, "predictions")
     assert os.path.exists(marker), "the crash hook never ran"
-    np.testing.assert_array_equal(got, expected["trees"])
+    np.testing.assert_array_equal(got, scale_expected["trees"])

@@ -42,17 +42,6 @@ def _session(master: str, extra: dict) -> "SparkSession":
     return builder.getOrCreate()
 
 
-@pytest.fixture(scope="module")
-def data():
-    return {"x": sm.tabular_data(ROWS), "images": sm.image_data(IMAGES)}
-
-
-@pytest.fixture(scope="module")
-def expected(scale_models, data):
-    return {"trees": sm.reference(scale_models["trees"], "x", data["x"])[:, 0],
-            "cnn": sm.reference(scale_models["cnn"], "image", data["images"], batch=64)}
-
-
 def _tabular_frame(spark, x):
     import pandas as pd
     frame = pd.DataFrame({f"f{j}": x[:, j] for j in range(x.shape[1])})
@@ -79,12 +68,12 @@ def _collect(df, column):
 FEATURES = [f"f{j}" for j in range(sm.FEATURES)]
 
 
-def _check_scoring(spark, scale_models, data, expected, tmp_path, ways=("map_in_pandas", "pandas_udf", "map_in_arrow")):
+def _check_scoring(spark, scale_models, scale_data, scale_expected, tmp_path, ways=("map_in_pandas", "pandas_udf", "map_in_arrow")):
     """The shared body of the local and standalone tests: tabular rows and images, each the given `ways`."""
     timings = {}
     trees = kiln.spark.predict_udf(scale_models["trees"], FEATURES)
     assert trees.udf_return_type() == "float"
-    tab = _tabular_frame(spark, data["x"]).cache()
+    tab = _tabular_frame(spark, scale_data["x"]).cache()
     tab.count()
     for how in ways:
         start = time.perf_counter()
@@ -95,13 +84,13 @@ def _check_scoring(spark, scale_models, data, expected, tmp_path, ways=("map_in_
         got = _collect(scored, "predictions")
         timings[f"trees {how}"] = time.perf_counter() - start
         assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, expected["trees"], err_msg=how)
+        np.testing.assert_array_equal(got, scale_expected["trees"], err_msg=how)
 
     cnn = kiln.spark.predict_udf(scale_models["cnn"], ["image"])
     assert cnn.udf_return_type() == "array<float>"
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(BATCH))
     try:
-        img = _image_frame(spark, data["images"]).cache()
+        img = _image_frame(spark, scale_data["images"]).cache()
         img.count()
         for how in ways:
             start = time.perf_counter()
@@ -112,15 +101,15 @@ def _check_scoring(spark, scale_models, data, expected, tmp_path, ways=("map_in_
             got = _collect(scored, "probabilities")
             timings[f"cnn {how}"] = time.perf_counter() - start
             assert got.shape == (IMAGES, sm.CLASSES)
-            np.testing.assert_array_equal(got, expected["cnn"], err_msg=how)
+            np.testing.assert_array_equal(got, scale_expected["cnn"], err_msg=how)
     finally:
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
     print("\n" + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
 
 
-def _check_failures(spark, scale_models, data, expected, tmp_path):
+def _check_failures(spark, scale_models, scale_data, scale_expected, tmp_path):
     """A corrupt artifact and a wrong schema fail with Kiln's typed error; a killed worker is retried."""
-    tab = _tabular_frame(spark, data["x"][:2000])
+    tab = _tabular_frame(spark, scale_data["x"][:2000])
     bad = sm.corrupt_copy(scale_models["trees"], str(tmp_path / f"corrupt-{time.time_ns()}.kiln"))
     # Described from the artifact: the driver loads it and refuses at once.
     with pytest.raises(kiln.InvalidArtifactError, match="checksum mismatch"):
@@ -150,9 +139,9 @@ def _check_failures(spark, scale_models, data, expected, tmp_path):
     rows = min(ROWS, 20_000)
     marker = str(tmp_path / f"crash-{time.time_ns()}")
     crashing = kiln.spark.predict_udf(scale_models["trees"], FEATURES, _crash_once_marker=marker)
-    got = _collect(crashing.map_in_pandas(_tabular_frame(spark, data["x"][:rows]), keep=["id"]), "predictions")
+    got = _collect(crashing.map_in_pandas(_tabular_frame(spark, scale_data["x"][:rows]), keep=["id"]), "predictions")
     assert os.path.exists(marker), "the crash hook never ran"
-    np.testing.assert_array_equal(got, expected["trees"][:rows])
+    np.testing.assert_array_equal(got, scale_expected["trees"][:rows])
 
 
 # --- local[2] -----------------------------------------------------------------------------------------
@@ -166,11 +155,11 @@ def local_spark():
     spark.stop()
 
 
-def test_local_scores_equal_kiln(local_spark, scale_models, data, expected, tmp_path):
-    _check_scoring(local_spark, scale_models, data, expected, tmp_path)
+def test_local_scores_equal_kiln(local_spark, scale_models, scale_data, scale_expected, tmp_path):
+    _check_scoring(local_spark, scale_models, scale_data, scale_expected, tmp_path)
 
 
-def _check_shipping(spark, scale_models, data, expected, tmp_path):
+def _check_shipping(spark, scale_models, scale_data, scale_expected, tmp_path):
     """predict_udf ships the artifact with addFile: the tasks load their SparkFiles copy, not the driver's path."""
     copy = str(tmp_path / f"shipped-{time.time_ns()}.kiln")
     shutil.copyfile(scale_models["trees"], copy)
@@ -181,21 +170,21 @@ def _check_shipping(spark, scale_models, data, expected, tmp_path):
         import pandas as pd
         for frame in frames:
             yield pd.DataFrame({"path": [inner.local_path()] * len(frame), "threads": [inner.task_threads()] * len(frame)})
-    tab = _tabular_frame(spark, data["x"][:1000])
+    tab = _tabular_frame(spark, scale_data["x"][:1000])
     seen = tab.mapInPandas(where, "path string, threads int").distinct().collect()
     assert {row.path for row in seen} and all(row.path != copy and row.path.endswith(os.path.basename(copy))
                                                for row in seen), seen
     assert {row.threads for row in seen} == {1}  # spark.task.cpus
     got = _collect(scorer.map_in_pandas(tab, keep=["id"]), "predictions")
-    np.testing.assert_array_equal(got, expected["trees"][:1000])
+    np.testing.assert_array_equal(got, scale_expected["trees"][:1000])
 
 
-def test_local_artifact_is_shipped_with_the_job(local_spark, scale_models, data, expected, tmp_path):
-    _check_shipping(local_spark, scale_models, data, expected, tmp_path)
+def test_local_artifact_is_shipped_with_the_job(local_spark, scale_models, scale_data, scale_expected, tmp_path):
+    _check_shipping(local_spark, scale_models, scale_data, scale_expected, tmp_path)
 
 
-def test_local_failures(local_spark, scale_models, data, expected, tmp_path):
-    _check_failures(local_spark, scale_models, data, expected, tmp_path)
+def test_local_failures(local_spark, scale_models, scale_data, scale_expected, tmp_path):
+    _check_failures(local_spark, scale_models, scale_data, scale_expected, tmp_path)
 
 
 # --- standalone: a master and two workers on 127.0.0.1 ------------------------------------------------
@@ -274,16 +263,16 @@ def standalone(tmp_path_factory, local_spark):
             log.close()
 
 
-def test_standalone_scores_equal_kiln(standalone, scale_models, data, expected, tmp_path):
+def test_standalone_scores_equal_kiln(standalone, scale_models, scale_data, scale_expected, tmp_path):
     assert standalone.sparkContext.master.startswith("spark://")
     assert standalone.sparkContext.defaultParallelism == 2
     # local[2] covers the three ways to call the model; here, the default one (mapInPandas).
-    _check_scoring(standalone, scale_models, data, expected, tmp_path, ways=("map_in_pandas",))
+    _check_scoring(standalone, scale_models, scale_data, scale_expected, tmp_path, ways=("map_in_pandas",))
 
 
-def test_standalone_artifact_is_shipped_with_the_job(standalone, scale_models, data, expected, tmp_path):
-    _check_shipping(standalone, scale_models, data, expected, tmp_path)
+def test_standalone_artifact_is_shipped_with_the_job(standalone, scale_models, scale_data, scale_expected, tmp_path):
+    _check_shipping(standalone, scale_models, scale_data, scale_expected, tmp_path)
 
 
-def test_standalone_failures(standalone, scale_models, data, expected, tmp_path):
-    _check_failures(standalone, scale_models, data, expected, tmp_path)
+def test_standalone_failures(standalone, scale_models, scale_data, scale_expected, tmp_path):
+    _check_failures(standalone, scale_models, scale_data, scale_expected, tmp_path)
