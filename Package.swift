@@ -90,7 +90,7 @@ let package = Package(
             sources: ["kernels.c", "program.c"], publicHeadersPath: "."
         ),
         .target(name: "CKilnABI", path: "Sources/CKilnABI"),
-        .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnFormat", "KilnFrontends", "CKilnABI"]),
+        .target(name: "KilnC", dependencies: ["Kiln", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnFormat", "KilnFrontends", "KilnTooling", "CKilnABI"]),
         // The `kiln` command-line tool (product `kiln`; the target's name differs from `Kiln` in more than case).
         .executableTarget(
             name: "KilnCLI",

@@ -3,6 +3,7 @@ import Kiln
 import KilnCompiler
 import KilnFormat
 import KilnFrontends
+import KilnTooling
 
 /// What a `kiln_blob *` points to: bytes the library produced.
 final class BlobHandle {
@@ -15,7 +16,8 @@ final class BlobHandle {
 /// Turning `kiln_compile_options` into `Compiler.Options`.
 enum CompileRequest {
     /// The option keys `kiln_compile_options` accepts, with what each sets.
-    static let knownKeys = ["opt_level", "backend", "backends", "fallback", "min_group_size", "deny", "max_folded_bytes", "metadata.<key>"]
+    static let knownKeys = ["opt_level", "backend", "backends", "fallback", "min_group_size", "deny", "max_folded_bytes"]
+        + QuantizationRequest.keys + ["metadata.<key>"]
 
     /// The compiler options the caller's struct asks for (defaults for NULL), over `context`'s backends.
     static func compiler(_ options: UnsafePointer<kiln_compile_options>?, context: ContextHandle) throws -> Compiler {
@@ -25,6 +27,7 @@ enum CompileRequest {
             return Kiln.compiler(options: result, registry: context.registry)
         }
         if let target = c.target { result.target = String(cString: target) }
+        var quantization = QuantizationRequest()
         if c.option_count > 0 {
             guard let keys = c.option_keys, let values = c.option_values else {
                 throw KilnError(.invalidArgument, "kiln_compile_options: option_count is \(c.option_count) but option_keys or option_values is NULL")
@@ -33,17 +36,12 @@ enum CompileRequest {
                 guard let keyPointer = keys[i], let valuePointer = values[i] else {
                     throw KilnError(.invalidArgument, "kiln_compile_options: option_keys[\(i)] or option_values[\(i)] is NULL")
                 }
-                try apply(String(cString: keyPointer), String(cString: valuePointer), to: &result)
+                let key = String(cString: keyPointer), value = String(cString: valuePointer)
+                if !quantization.set(key, value) { try apply(key, value, to: &result) }
             }
         }
+        result.quantization = try quantization.options(.compileOptions)
         return Kiln.compiler(options: result, registry: context.registry)
-    }
-
-    /// `a, b,c` → `[a, b, c]` (spaces around items and empty items dropped).
-    static func list(_ text: String) -> [String] {
-        text.split(separator: ",").map { item in
-            String(item.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
-        }.filter { !$0.isEmpty }
     }
 
     /// Sets option `key` to `value` in `options`.
@@ -59,7 +57,7 @@ enum CompileRequest {
             options.backends = [value]
             options.fallback = .deny
         case "backends":
-            let names = list(value)
+            let names = CommaList.items(value)
             guard !names.isEmpty else { throw KilnError(.invalidArgument, "compile option backends='\(value)': expected NAME[,NAME…]") }
             options.backends = names
         case "fallback":
@@ -71,7 +69,7 @@ enum CompileRequest {
             let v = try integer()
             guard v >= 1 else { throw KilnError(.invalidArgument, "compile option min_group_size='\(value)': expected at least 1") }
             options.minGroupSize = v
-        case "deny": options.deny = list(value)
+        case "deny": options.deny = CommaList.items(value)
         case "max_folded_bytes":
             let v = try integer()
             guard v >= 0 else { throw KilnError(.invalidArgument, "compile option max_folded_bytes='\(value)': expected 0 or more") }

@@ -113,7 +113,7 @@ struct BackendFlags: ParsableArguments {
     /// The names given to `--backends`, or [] when it was not given.
     func selectedBackends() throws -> [String] {
         guard let backends else { return [] }
-        let names = Self.list(backends)
+        let names = CommaList.items(backends)
         guard !names.isEmpty else { throw KilnError(.invalidArgument, "--backends '\(backends)': expected NAME[,NAME…]") }
         return names
     }
@@ -127,7 +127,7 @@ struct BackendFlags: ParsableArguments {
     }
 
     /// The ops of every `--deny` (each may be a comma-separated list).
-    var deniedOps: [String] { deny.flatMap(Self.list) }
+    var deniedOps: [String] { deny.flatMap(CommaList.items) }
 
     /// The partition options these flags give.
     func partitionOptions() throws -> PartitionOptions {
@@ -172,11 +172,6 @@ struct BackendFlags: ParsableArguments {
         options.fallback = load.backend == nil ? load.partition.fallback : .deny
         options.minGroupSize = load.partition.minGroupSize
         options.deny = load.partition.deny
-    }
-
-    /// `a, b,c` → `[a, b, c]` (empty items dropped): how every comma-separated flag is read.
-    static func list(_ text: String) -> [String] {
-        text.split(separator: ",").map { String($0.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed()) }.filter { !$0.isEmpty }
     }
 }
 

@@ -34,33 +34,16 @@ struct QuantizationFlags: ParsableArguments {
     /// The quantization options the flags ask for (nil without --quantize), with the samples read from
     /// --calibration; a flag that needs --quantize without it is an error.
     func options() throws -> QuantizationOptions? {
-        guard let quantize else {
-            if calibration != nil { throw KilnError(.invalidArgument, "--calibration goes with --quantize int8") }
-            return nil
-        }
-        guard quantize == "int8" else { throw KilnError(.invalidArgument, "--quantize \(quantize): expected int8") }
-        guard let calibration else { throw KilnError(.invalidArgument, "--quantize int8 needs --calibration DIR (the samples ranges are measured on)") }
-        guard let method = CalibrationMethod(rawValue: calibrationMethod) else {
-            throw KilnError(.invalidArgument, "--calibration-method \(calibrationMethod): expected minmax, percentile or entropy")
-        }
-        guard let type = ActivationType(rawValue: activationType) else {
-            throw KilnError(.invalidArgument, "--activation-type \(activationType): expected uint8 or int8")
-        }
-        guard percentile > 0, percentile <= 100 else { throw KilnError(.invalidArgument, "--percentile \(percentile): expected a number in (0, 100]") }
-        let allowed: Set<String> = ["Conv", "Gemm", "MatMul", "Add", "Mul"]
-        func ops(_ flag: String, _ text: String?) throws -> Set<String>? {
-            guard let text else { return nil }
-            let names = Set(BackendFlags.list(text))
-            if names.isEmpty, flag == "--quantize-ops" { throw KilnError(.invalidArgument, "--quantize-ops: expected at least one op type") }
-            for name in names where !allowed.contains(name) {
-                throw KilnError(.invalidArgument, "\(flag) \(name): expected op types among \(allowed.sorted().joined(separator: ", "))")
-            }
-            return names
-        }
-        let config = QuantizationConfig(ops: try ops("--quantize-ops", quantizeOps) ?? QuantizationConfig.defaultOps,
-                                        keepFloat: try ops("--keep-float", keepFloat) ?? [], method: method,
-                                        percentile: percentile, activationType: type, quantizeOutputs: quantizeOutputs)
-        return QuantizationOptions(config: config, samples: try CalibrationDirectory.load(path: calibration),
-                                   calibrationBackend: calibrationBackend)
+        var request = QuantizationRequest()
+        request.quantize = quantize
+        request.calibration = calibration
+        request.calibrationMethod = calibrationMethod
+        request.percentile = String(percentile)
+        request.activationType = activationType
+        request.keepFloat = keepFloat
+        request.quantizeOps = quantizeOps
+        request.quantizeOutputs = String(quantizeOutputs)
+        request.calibrationBackend = calibrationBackend
+        return try request.options(.flags)
     }
 }

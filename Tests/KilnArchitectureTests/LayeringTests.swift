@@ -22,7 +22,7 @@ import Testing
         "Kiln": ["KilnIR", "KilnFrontends", "KilnPasses", "KilnFormat", "KilnBackend", "KilnPluginHost", "KilnReference",
                  "KilnCPU", "KilnGPU", "KilnCompiler", "KilnRuntime"],
         "KilnTooling": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnRuntime"],
-        "KilnC": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnRuntime", "CKilnABI"],
+        "KilnC": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnRuntime", "KilnTooling", "CKilnABI"],
         "KilnCLI": ["Kiln", "KilnTooling", "ArgumentParser"],
         "CKilnKernels": [], "CKilnABI": [], "CZstd": [],
         "KilnDSP": [],  // plugins/dsp: C kernels of the DSP sample plugin; nothing in the SDK imports it

@@ -345,6 +345,11 @@ typedef struct kiln_blob kiln_blob;
  *   min_group_size    ABI 1.1: groups of a selected backend with fewer nodes run on the fallback (>= 1)
  *   deny              ABI 1.1: ops never given to the selected backends, comma-separated ("Softmax,Gelu")
  *   max_folded_bytes  the largest constant that constant folding may create
+ *   quantize          ABI 1.3: int8 — post-training quantization (Documentation/Quantization.md); needs
+ *                     calibration. With it: calibration (a folder of .npy samples), calibration_method
+ *                     (minmax | percentile | entropy), percentile, activation_type (uint8 | int8),
+ *                     keep_float and quantize_ops (comma-separated op types), quantize_outputs (true |
+ *                     false), calibration_backend — the same values as `kiln compile`'s flags
  *   metadata.KEY      stores KEY = value in the artifact's metadata
  * Backends are looked up in the context's registry, so a plugin registered there can be selected. */
 typedef struct kiln_compile_options {

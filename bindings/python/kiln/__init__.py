@@ -785,7 +785,9 @@ def compile(model_path: PathLike, output_path: PathLike, target: str = "host", *
     """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`, by default for this
     machine (`target="host"`: kiln.cpu, with kiln.reference only for what it cannot run). `options` become the
     C API's key/value pairs (values converted with str(); True/False become "true"/"false"; a list or tuple,
-    e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value)."""
+    e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value). Post-training int8
+    quantization: quantize="int8", calibration=DIR and the other settings of `kiln compile`'s flags, spelled
+    with "_" for "-" (calibration_method="entropy", keep_float="MatMul"; Documentation/Quantization.md)."""
     context = _context()
     lib = context._lib
 
