@@ -72,7 +72,65 @@ public struct BackendOption: Sendable, Hashable {
 
 /// Something that records what a backend's runs did (per-step times). A backend that can be profiled
 /// says so in its descriptor and accepts its own recorder type through `BackendConfiguration.profiler`.
-public protocol ExecutionProfiler: AnyObject, Sendable {}
+/// Backends that run on a device (a plugin's accelerator or its simulator) hand every recorder the
+/// device's own account of each run through `record(_:)`.
+public protocol ExecutionProfiler: AnyObject, Sendable {
+    /// Records one run of a device program, as the device timed it. The default ignores it.
+    func record(_ profile: DeviceProfile)
+}
+
+extension ExecutionProfiler {
+    /// Ignores `profile`: a recorder that keeps only its own backend's steps.
+    public func record(_ profile: DeviceProfile) {}
+}
+
+/// One run of a device program as the device (or its simulator) timed it, in device cycles: what each
+/// step ran, on which unit, when and for how long. Plugins report it through the plugin ABI's `profile`
+/// callback (1.4); `kiln run --profile` prints it per layer and per unit.
+public struct DeviceProfile: Sendable, Equatable {
+    /// One step: a layer, a transfer, a launch.
+    public struct Step: Sendable, Equatable {
+        /// What ran: the graph node(s).
+        public var name: String
+        /// Where it ran: an engine, queue or module.
+        public var unit: String
+        /// When it started, in cycles from the start of the run.
+        public var startCycle: UInt64
+        /// How long it ran, in cycles.
+        public var cycles: UInt64
+
+        /// A step of `cycles` cycles from `startCycle`, running `name` on `unit`.
+        public init(name: String, unit: String, startCycle: UInt64, cycles: UInt64) {
+            self.name = name
+            self.unit = unit
+            self.startCycle = startCycle
+            self.cycles = cycles
+        }
+    }
+
+    /// The backend whose device ran it.
+    public var backend: String
+    /// Which of the backend's programs ran: the name of the graph it was compiled from (a partition's).
+    public var program: String
+    /// The clock the cycles count, in Hz; 0 when unknown.
+    public var clockHz: Double
+    /// The run from start to end, in cycles.
+    public var totalCycles: UInt64
+    /// The steps, in the order the device reported them.
+    public var steps: [Step]
+
+    /// A run of `program` taking `totalCycles` cycles on `backend`'s device, clocked at `clockHz` (0: unknown).
+    public init(backend: String, program: String, clockHz: Double, totalCycles: UInt64, steps: [Step]) {
+        self.backend = backend
+        self.program = program
+        self.clockHz = clockHz
+        self.totalCycles = totalCycles
+        self.steps = steps
+    }
+
+    /// Cycles as microseconds at `clockHz` (nil when the clock is unknown).
+    public func microseconds(_ cycles: UInt64) -> Double? { clockHz > 0 ? Double(cycles) / clockHz * 1e6 : nil }
+}
 
 /// How to configure backends when they are made: option values by name, and an optional profiler.
 /// Each backend receives only the options it declares.

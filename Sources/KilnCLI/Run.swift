@@ -21,8 +21,9 @@ struct Run: ParsableCommand {
             With --profile, the time of each operation kind and of each step (a fused operation, with the \
             nodes it comes from) of the run follows the outputs; --trace FILE also writes every step as \
             Chrome-trace JSON (chrome://tracing, Perfetto). Profiles come from kiln.cpu, which runs models \
-            by default (partitions on other backends are not timed); when no partition runs on kiln.cpu, \
-            --profile is an error. --html FILE writes the profile as one self-contained HTML page (a timeline \
+            by default, and from plugin backends that report their device's cycles (plugin ABI 1.4): per \
+            program, the cycles of each unit and of each layer. Partitions on other backends are not timed; \
+            when no partition is, --profile is an error. --html FILE writes the profile as one self-contained HTML page (a timeline \
             of the steps and a bar chart of the operation kinds, drawn by an inline script; no network).
 
             A model (.onnx) runs on the target's backends (default host: kiln.cpu, with kiln.reference only \
@@ -159,15 +160,18 @@ struct Run: ParsableCommand {
         return session
     }
 
-    /// The partitions of `session` whose steps `recorder` does not time (`backend (N nodes)`): those not on
-    /// kiln.cpu. When no partition is timed, `--profile` is refused with an error naming the backends.
+    /// The partitions of `session` whose steps `recorder` does not time (`backend (N nodes)`): those neither
+    /// on kiln.cpu nor on a plugin backend that reports its device's profile (plugin ABI 1.4). When no
+    /// partition is timed, `--profile` is refused with an error naming the backends.
     func untimedPartitions(of session: Session, profile recorder: CPUProfile) throws -> [String] {
-        let timed = { (p: Partition) in (p.backend as? CPUBackend)?.profile === recorder }
+        let timed = { (p: Partition) in
+            (p.backend as? CPUBackend)?.profile === recorder || (p.backend as? CPluginBackend)?.profiler === recorder
+        }
         guard session.partitions.contains(where: timed) else {
             let names = session.backends.map(\.info.name).joined(separator: ", ")
             let hint = session.artifact != nil ? "compile the model for the host target to profile it"
                 : "run it on the host target's backends to profile it"
-            throw KilnError(.invalidArgument, "--profile times the steps of backend \(CPUBackend.descriptor.info.name), but \(model) runs on backend \(names): \(hint)")
+            throw KilnError(.invalidArgument, "--profile times the steps of backend \(CPUBackend.descriptor.info.name) and of plugin backends that report a device profile, but \(model) runs on backend \(names): \(hint)")
         }
         return session.partitions.filter { !timed($0) }.map {
             "\($0.backend.info.name) (\($0.nodes.count) node\($0.nodes.count == 1 ? "" : "s"))"

@@ -31,6 +31,9 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
     public let options: [BackendOption]
     /// The values of `options` this backend instance passes to every compile (see `configured(_:)`).
     public private(set) var optionValues: [String: String] = [:]
+    /// Where this backend instance's executables report each run's device profile (ABI 1.4), when the
+    /// user asked for a profile and the backend has a `profile` callback (see `configured(_:profiler:)`).
+    public private(set) var profiler: (any ExecutionProfiler)?
 
     init(plugin: CPlugin, index: Int) {
         self.plugin = plugin
@@ -48,12 +51,17 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
     }
 
     /// This backend passing `values` (option name → value, for options it declares; the registry has
-    /// checked them against `options`) to every compile.
-    public func configured(_ values: [String: String]) -> CPluginBackend {
+    /// checked them against `options`) to every compile, and, when it reports profiles, handing each run's
+    /// device profile to `profiler`.
+    public func configured(_ values: [String: String], profiler: (any ExecutionProfiler)? = nil) -> CPluginBackend {
         var copy = self
         copy.optionValues = values.filter { key, _ in options.contains { $0.name == key } }
+        copy.profiler = supportsProfile ? profiler : nil
         return copy
     }
+
+    /// Whether the backend reports what its device did in each run (a `profile` callback, ABI 1.4).
+    public var supportsProfile: Bool { table.profile != nil }
 
     /// Whether the backend keeps tensors in device buffers (`KILN_PLUGIN_BACKEND_DEVICE_BUFFERS`, ABI 1.2):
     /// its executables then pass values between partitions on one device without a host copy.
@@ -407,6 +415,8 @@ public final class CPluginExecutable: DeviceExecutable, @unchecked Sendable {
     private let handle: UnsafeMutableRawPointer
     private let graph: Graph
     private let lock: Lock?
+    /// Serializes execute + profile when profiling a backend that otherwise executes concurrently.
+    private let profileLock = Lock()
 
     init(backend: CPluginBackend, handle: UnsafeMutableRawPointer, graph: Graph, device: Int) {
         self.backend = backend
@@ -485,6 +495,32 @@ public final class CPluginExecutable: DeviceExecutable, @unchecked Sendable {
         }
     }
 
+    /// The most steps one profile may hold (`kiln_plugin_profile.step_count`).
+    static let maxProfileSteps = 1 << 20
+
+    /// Hands the profile the plugin gave for the execute that just succeeded (`answer`: the callback's
+    /// result and what it filled in) to `profiler`, and releases it. A profile the plugin cannot give, or
+    /// gives malformed, is an error of the run: the user asked for it.
+    private func report(_ answer: (result: OpaquePointer?, profile: kiln_plugin_profile), to profiler: any ExecutionProfiler) throws {
+        let table = backend.table, origin = backend.origin, out = answer.profile
+        defer { if let owner = out.owner { table.release(table.context, owner) } }
+        try backend.check(answer.result, "profile")
+        guard out.step_count <= Self.maxProfileSteps, out.step_count == 0 || out.steps != nil else {
+            throw KilnError(.internal, "\(origin): profile gave \(out.step_count) steps\(out.steps == nil ? " with a NULL array" : "") (at most \(Self.maxProfileSteps))")
+        }
+        guard out.clock_hz.isFinite, out.clock_hz >= 0 else {
+            throw KilnError(.internal, "\(origin): profile gave clock_hz \(out.clock_hz)")
+        }
+        var steps: [DeviceProfile.Step] = []
+        steps.reserveCapacity(out.step_count)
+        for i in 0..<out.step_count {
+            let step = out.steps![i]
+            steps.append(DeviceProfile.Step(name: CPlugin.string(step.name) ?? "", unit: CPlugin.string(step.unit) ?? "",
+                                            startCycle: step.start_cycle, cycles: step.cycles))
+        }
+        profiler.record(DeviceProfile(backend: backend.info.name, program: graph.name, clockHz: out.clock_hz, totalCycles: out.total_cycles, steps: steps))
+    }
+
     private func execute(_ arguments: [Argument], outputCount: Int, outputsOnDevice: Set<Int>) throws -> [PlacedValue] {
         let origin = backend.origin
         let onDevice = outputsOnDevice.filter { $0 >= 0 && $0 < outputCount }
@@ -536,12 +572,25 @@ public final class CPluginExecutable: DeviceExecutable, @unchecked Sendable {
         }
         let table = backend.table
         let handle = self.handle
+        // With a profiler, the profile is asked for right after a successful execute, under the same lock,
+        // so that it describes this execute and no other (even for a backend that executes concurrently).
+        let profiler = backend.profiler
+        var profileAnswer: (result: OpaquePointer?, profile: kiln_plugin_profile)?
         let result: OpaquePointer? = withExtendedLifetime(arguments) {
             cInputs.withUnsafeBufferPointer { ins in
                 cOutputs.withUnsafeMutableBufferPointer { outs in
                     let base = outs.baseAddress, count = outs.count
-                    let call = { table.execute(table.context, handle, ins.baseAddress, ins.count, base, count) }
-                    if let lock { return lock.withLock(call) }
+                    let call = { () -> OpaquePointer? in
+                        let result = table.execute(table.context, handle, ins.baseAddress, ins.count, base, count)
+                        if result == nil, profiler != nil, let profile = table.profile {
+                            var out = kiln_plugin_profile()
+                            out.struct_size = MemoryLayout<kiln_plugin_profile>.size
+                            let answer = profile(table.context, handle, &out)
+                            profileAnswer = (answer, out)
+                        }
+                        return result
+                    }
+                    if let lock = lock ?? (profiler != nil ? profileLock : nil) { return lock.withLock(call) }
                     return call()
                 }
             }
@@ -558,6 +607,7 @@ public final class CPluginExecutable: DeviceExecutable, @unchecked Sendable {
             if let size = services.adopt(data) { memory.append(CPluginHostMemory(data, size: size)) } else { memory.append(nil); foreign.append(index) }
         }
         try backend.check(result, "execute")
+        if let profiler, let profileAnswer { try report(profileAnswer, to: profiler) }
         if let index = foreign.first {
             throw KilnError(.internal, "\(origin): execute set output \(index)'s data to memory that host->alloc did not return")
         }

@@ -32,6 +32,8 @@ package enum PluginABI {
     static let backendSize10 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.release)! + MemoryLayout<UnsafeRawPointer>.size
     /// `sizeof(kiln_plugin_backend)` in ABI 1.2: up to and including `buffer_read`.
     static let backendSize12 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.option_count)!
+    /// `sizeof(kiln_plugin_backend)` in ABI 1.3: up to and including `options`.
+    static let backendSize13 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.profile)!
 }
 
 /// An error a plugin made through `host->error_create`: the host owns it until it is turned into a

@@ -56,11 +56,12 @@ public enum PluginLoader {
             let devices = backend.devices()
             let kind: BackendKind = !devices.isEmpty && devices.allSatisfy({ $0.kind == .simulator }) ? .simulator : .accelerator
             // The descriptor makes the backend with the options the user gave it (ABI 1.3), so that a
-            // configured registry (--backend-option) hands them to the plugin's compile.
+            // configured registry (--backend-option) hands them to the plugin's compile, and with the
+            // profiler when the plugin reports device profiles (ABI 1.4).
             try registry.register(BackendDescriptor(
                 info: backend.info, kind: kind, summary: "plugin \(backend.plugin.name) (\(path))",
                 targets: Dictionary(backend.targets.map { ($0, targetPriority) }, uniquingKeysWith: max),
-                options: backend.options) { configuration in backend.configured(configuration.options) })
+                options: backend.options, profiles: backend.supportsProfile) { configuration in backend.configured(configuration.options, profiler: configuration.profiler) })
         }
         return backends.map(\.info.name)
     }

@@ -37,7 +37,7 @@ import Testing
 
     @Test func theSampleReportsItsDevicesTargetsAndBufferSupport() throws {
         let backend = try Self.sample()
-        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 3)
+        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 4)
         let devices = try backend.deviceList()
         #expect(devices.count == 2)
         #expect(devices.map(\.kind) == [.simulator, .simulator])
@@ -192,17 +192,17 @@ import Testing
     }
 
     @Test func aPluginNewerThanTheHostIsRefusedNamingBothVersions() throws {
-        // The header claims 1.4 although the host offered at most 1.3: the host refuses it.
-        let claims14 = try PluginBuild.sample("libsample_header14", defines: ["SAMPLE_HEADER_ABI_MINOR=4"])
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: claims14) }
+        // The header claims 1.5 although the host offered at most 1.4: the host refuses it.
+        let claims15 = try PluginBuild.sample("libsample_header15", defines: ["SAMPLE_HEADER_ABI_MINOR=5"])
+        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: claims15) }
         #expect(error?.code == .versionMismatch)
-        #expect(error?.message.contains("1.4") == true && error?.message.contains("1.0 to 1.3") == true && error?.message.contains(claims14) == true,
+        #expect(error?.message.contains("1.5") == true && error?.message.contains("1.0 to 1.4") == true && error?.message.contains(claims15) == true,
                 "\(error?.message ?? "")")
-        // A plugin that needs a 1.4 host refuses itself, and says so naming both ranges.
-        let needs14 = try PluginBuild.sample("libsample_needs14", defines: ["SAMPLE_ABI_MINOR=4", "SAMPLE_MIN_HOST_MINOR=4"])
-        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: needs14) }
+        // A plugin that needs a 1.5 host refuses itself, and says so naming both ranges.
+        let needs15 = try PluginBuild.sample("libsample_needs15", defines: ["SAMPLE_ABI_MINOR=5", "SAMPLE_MIN_HOST_MINOR=5"])
+        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: needs15) }
         #expect(error2?.code == .versionMismatch)
-        #expect(error2?.message.contains("1.4") == true && error2?.message.contains("1.0 to 1.3") == true, "\(error2?.message ?? "")")
+        #expect(error2?.message.contains("1.5") == true && error2?.message.contains("1.0 to 1.4") == true, "\(error2?.message ?? "")")
     }
 
     @Test func malformedDeviceAnswersAreCleanErrors() throws {

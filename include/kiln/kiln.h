@@ -44,7 +44,7 @@ extern "C" {
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
  * ABI major is M and whose minor is at least the minor it was built with: call KILN_ABI_CHECK() first. */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 3
+#define KILN_ABI_VERSION_MINOR 4
 
 /* This header's ABI version as (major << 16) | minor, the form kiln_abi_version() and kiln_abi_check() use. */
 #define KILN_ABI_VERSION (((uint32_t)KILN_ABI_VERSION_MAJOR << 16) | (uint32_t)KILN_ABI_VERSION_MINOR)
@@ -345,7 +345,7 @@ typedef struct kiln_blob kiln_blob;
  *   min_group_size    ABI 1.1: groups of a selected backend with fewer nodes run on the fallback (>= 1)
  *   deny              ABI 1.1: ops never given to the selected backends, comma-separated ("Softmax,Gelu")
  *   max_folded_bytes  the largest constant that constant folding may create
- *   quantize          ABI 1.3: int8 — post-training quantization (Documentation/Quantization.md); needs
+ *   quantize          ABI 1.4: int8 — post-training quantization (Documentation/Quantization.md); needs
  *                     calibration. With it: calibration (a folder of .npy samples), calibration_method
  *                     (minmax | percentile | entropy), percentile, activation_type (uint8 | int8),
  *                     keep_float and quantize_ops (comma-separated op types), quantize_outputs (true |

@@ -1,5 +1,5 @@
 /*
- * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.3).
+ * kiln_plugin.h — the vendor backend ABI (plugin ABI 1.4).
  *
  * A plugin is a shared library that adds one or more backends to Kiln. It exports exactly ONE symbol,
  * kiln_plugin_query_v1, whose name carries the ABI major. Kiln dlopens the library (RTLD_NOW |
@@ -21,7 +21,7 @@
  *    A host refuses a header whose version lies outside its range, naming both versions. A major change
  *    is a new entry symbol (kiln_plugin_query_v2), so a plugin may export several entries to serve hosts
  *    of several majors, and the host picks the newest it speaks.
- *  - What each minor added is marked "(1.2)" or "(1.3)" below and listed in the changelog in
+ *  - What each minor added is marked "(1.2)", "(1.3)" or "(1.4)" below and listed in the changelog in
  *    Documentation/WritingABackend.md. 1.1 changed no plugin struct (the minor follows kiln.h's); a
  *    plugin that reports 1.0 or 1.1 has the 1.0 struct sizes.
  *  - Fallible callbacks return `kiln_plugin_error *`: NULL is success; otherwise an error the plugin made
@@ -51,7 +51,7 @@ extern "C" {
 
 /* The plugin ABI this header describes. */
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 3
+#define KILN_PLUGIN_ABI_MINOR 4
 
 /* The entry symbol of ABI major 1, as a string for dlsym. */
 #define KILN_PLUGIN_QUERY_SYMBOL_V1 "kiln_plugin_query_v1"
@@ -258,9 +258,28 @@ typedef struct kiln_plugin_option {
     const char *const *choices;
 } kiln_plugin_option;
 
+/* (1.4) One step of an executable's last execute, as the device (or its simulator) timed it: a layer, a
+ * DMA transfer, a kernel launch. All of it plugin-owned, valid until the profile's owner is released. */
+typedef struct kiln_plugin_profile_step {
+    const char *name;                  /* what ran: the graph node(s), e.g. "conv1" or "conv1+relu1" */
+    const char *unit;                  /* where it ran: an engine, queue or module, e.g. "TensorE", "HVX", "DMA" */
+    uint64_t start_cycle;              /* when it started, in device cycles from the start of the execute */
+    uint64_t cycles;                   /* how long it ran, in device cycles */
+} kiln_plugin_profile_step;
+
+/* (1.4) What `profile` fills in: the steps of the executable's last execute, in any order. */
+typedef struct kiln_plugin_profile {
+    size_t struct_size;                /* sizeof(kiln_plugin_profile), set by the host */
+    double clock_hz;                   /* the clock the cycles count (e.g. 2.8e9); 0 = unknown */
+    uint64_t total_cycles;             /* the execute from start to end, in device cycles */
+    size_t step_count;                 /* at most 1,048,576 */
+    const kiln_plugin_profile_step *steps;
+    void *owner;                       /* released with `release`; NULL = nothing to release */
+} kiln_plugin_profile;
+
 /* One backend: its identity and its callbacks. Plugin-owned; valid until header->shutdown returns.
  * Every callback receives `context` (the plugin's, from this struct) first. The callbacks of ABI 1.0
- * (claim ... release) are required (non-NULL); the fields 1.2 appended are optional: the host reads each
+ * (claim ... release) are required (non-NULL); the fields 1.2 and later appended are optional: the host reads each
  * one only when struct_size covers it (KILN_PLUGIN_HAS_FIELD), and a missing or NULL/0 field means the
  * default written next to it. */
 typedef struct kiln_plugin_backend {
@@ -323,8 +342,8 @@ typedef struct kiln_plugin_backend {
     /* Releases an executable from load. Called exactly once per executable, after its last execute. */
     void (*unload)(void *context, void *executable);
 
-    /* Releases the `owner` token of a kiln_plugin_claim, kiln_plugin_payload or (1.2)
-     * kiln_plugin_device_list the plugin filled in. Called exactly once per non-NULL owner. */
+    /* Releases the `owner` token of a kiln_plugin_claim, kiln_plugin_payload, (1.2)
+     * kiln_plugin_device_list or (1.4) kiln_plugin_profile the plugin filled in. Called exactly once per non-NULL owner. */
     void (*release)(void *context, void *owner);
 
     /* ---- appended in 1.2 ---- */
@@ -368,6 +387,14 @@ typedef struct kiln_plugin_backend {
      * Plugin-owned, static until shutdown. */
     size_t option_count;
     const kiln_plugin_option *const *options;
+
+    /* ---- appended in 1.4 ---- */
+
+    /* The steps of `executable`'s last successful execute, as the device (or its simulator) timed them:
+     * fills *out. The host calls it right after an execute returned success, when the user asked for a
+     * profile (`kiln run --profile`), and never while another execute of the same executable runs.
+     * NULL = the backend reports no profile. */
+    kiln_plugin_error *(*profile)(void *context, void *executable, kiln_plugin_profile *out);
 } kiln_plugin_backend;
 
 /* ---------------------------------------------------------------------------------------------- */

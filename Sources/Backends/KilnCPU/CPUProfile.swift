@@ -21,6 +21,7 @@ public final class CPUProfile: @unchecked Sendable {
     private var index: [String: Int] = [:]
     private var events: [(name: String, kind: String, start: UInt64, duration: UInt64)] = []
     private var runs: [(start: UInt64, duration: UInt64)] = []
+    private var deviceRuns: [DeviceProfile] = []
     /// Arena bytes of the last plan run, and what the same buffers take without reuse.
     public private(set) var arena: (bytes: Int, unshared: Int) = (0, 0)
     /// Keep at most this many trace events (the totals are always kept).
@@ -50,6 +51,21 @@ public final class CPUProfile: @unchecked Sendable {
         }
     }
 
+    /// Keeps `profile`, one run of a plugin's device program as the device timed it (`kiln run --profile`
+    /// prints it beside kiln.cpu's steps). At most `traceLimit` steps are kept over all device runs.
+    public func record(_ profile: DeviceProfile) {
+        lock.withLock {
+            let kept = deviceRuns.reduce(0) { $0 + $1.steps.count }
+            guard kept < traceLimit else { return }
+            var profile = profile
+            if kept + profile.steps.count > traceLimit { profile.steps = Array(profile.steps.prefix(traceLimit - kept)) }
+            deviceRuns.append(profile)
+        }
+    }
+
+    /// The device runs recorded (`record(_:)`), in order.
+    public var devices: [DeviceProfile] { lock.withLock { deviceRuns } }
+
     /// Forgets everything recorded.
     public func reset() {
         lock.withLock {
@@ -57,6 +73,7 @@ public final class CPUProfile: @unchecked Sendable {
             index = [:]
             events = []
             runs = []
+            deviceRuns = []
         }
     }
 
@@ -86,6 +103,28 @@ public final class CPUProfile: @unchecked Sendable {
             }
             for e in events {
                 parts.append("{\"name\":\(JSONText.string(e.kind)),\"cat\":\"step\",\"ph\":\"X\",\"pid\":1,\"tid\":1,\"ts\":\(micro(e.start - origin)),\"dur\":\(micro(e.duration)),\"args\":{\"nodes\":\(JSONText.string(e.name))}}")
+            }
+            // Device runs: one process per backend, one row per unit, on the device's own clock (cycles as
+            // microseconds when the clock is known, else one microsecond per cycle), runs laid end to end.
+            var backends: [String] = [], units: [String: [String]] = [:], offsets: [String: UInt64] = [:]
+            for run in deviceRuns {
+                if units[run.backend] == nil { backends.append(run.backend); units[run.backend] = [] }
+                let pid = 2 + backends.firstIndex(of: run.backend)!
+                let scale = run.clockHz > 0 ? 1e6 / run.clockHz : 1
+                let offset = offsets[run.backend] ?? 0
+                for step in run.steps {
+                    if !units[run.backend]!.contains(step.unit) { units[run.backend]!.append(step.unit) }
+                    let tid = 1 + units[run.backend]!.firstIndex(of: step.unit)!
+                    let ts = Double(offset + step.startCycle) * scale, dur = Double(step.cycles) * scale
+                    parts.append("{\"name\":\(JSONText.string(step.name)),\"cat\":\"device\",\"ph\":\"X\",\"pid\":\(pid),\"tid\":\(tid),\"ts\":\(ts),\"dur\":\(dur),\"args\":{\"cycles\":\(step.cycles)}}")
+                }
+                offsets[run.backend] = offset + max(run.totalCycles, run.steps.map { $0.startCycle + $0.cycles }.max() ?? 0)
+            }
+            for (k, backend) in backends.enumerated() {
+                parts.append("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":\(2 + k),\"args\":{\"name\":\(JSONText.string(backend + " (device cycles)"))}}")
+                for (t, unit) in units[backend]!.enumerated() {
+                    parts.append("{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":\(2 + k),\"tid\":\(1 + t),\"args\":{\"name\":\(JSONText.string(unit))}}")
+                }
             }
             return "{\"traceEvents\":[\n" + parts.joined(separator: ",\n") + "\n],\"displayTimeUnit\":\"ms\"}\n"
         }

@@ -168,6 +168,8 @@ int main(void) {
     /* appended in plugin ABI 1.3 */
     FIELD(kiln_plugin_backend, option_count);
     FIELD(kiln_plugin_backend, options);
+    /* appended in plugin ABI 1.4 */
+    FIELD(kiln_plugin_backend, profile);
 
     STRUCT(kiln_plugin_header);
     FIELD(kiln_plugin_header, struct_size);
@@ -229,5 +231,19 @@ int main(void) {
     FIELD(kiln_plugin_option, help);
     FIELD(kiln_plugin_option, choice_count);
     FIELD(kiln_plugin_option, choices);
+
+    /* plugin ABI 1.4: device profiles */
+    STRUCT(kiln_plugin_profile_step);
+    FIELD(kiln_plugin_profile_step, name);
+    FIELD(kiln_plugin_profile_step, unit);
+    FIELD(kiln_plugin_profile_step, start_cycle);
+    FIELD(kiln_plugin_profile_step, cycles);
+    STRUCT(kiln_plugin_profile);
+    FIELD(kiln_plugin_profile, struct_size);
+    FIELD(kiln_plugin_profile, clock_hz);
+    FIELD(kiln_plugin_profile, total_cycles);
+    FIELD(kiln_plugin_profile, step_count);
+    FIELD(kiln_plugin_profile, steps);
+    FIELD(kiln_plugin_profile, owner);
     return 0;
 }

@@ -434,7 +434,41 @@ static int run_conv(const bc_instruction *in, const bc_tensor *x, const bc_tenso
     return 0;
 }
 
+const char *bc_opcode_name(uint32_t opcode) {
+    switch (opcode) {
+    case BC_RELU: return "Relu";
+    case BC_ADD: return "Add";
+    case BC_MATMUL: return "MatMul";
+    case BC_GEMM: return "Gemm";
+    case BC_CONV: return "Conv";
+    default: return "?";
+    }
+}
+
+/* What instruction `in` cost, from its operands and its result: multiply-adds for the contractions (the
+ * output's elements times the length of each dot product), output elements for the elementwise ops. */
+static uint64_t instruction_cycles(const bc_instruction *in, const bc_tensor *a, const bc_tensor *b, const bc_tensor *out) {
+    int64_t n = bc_element_count(&out->shape);
+    if (n <= 0) return 0;
+    int64_t depth = 1;
+    switch (in->opcode) {
+    case BC_MATMUL: depth = a->shape.rank > 0 ? a->shape.dims[a->shape.rank - 1] : 1; break;
+    case BC_GEMM: {
+        int64_t columns = out->shape.rank > 0 ? out->shape.dims[out->shape.rank - 1] : 1;
+        depth = columns > 0 ? bc_element_count(&b->shape) / columns : 0;
+        break;
+    }
+    case BC_CONV: depth = b->shape.rank > 0 && b->shape.dims[0] > 0 ? bc_element_count(&b->shape) / b->shape.dims[0] : 0; break;
+    default: break;
+    }
+    return depth > 0 ? (uint64_t)n * (uint64_t)depth : (uint64_t)n;
+}
+
 int bc_run(const bc_program *p, const bc_tensor *inputs, bc_tensor *outputs, char *why, size_t why_size) {
+    return bc_run_counted(p, inputs, outputs, NULL, why, why_size);
+}
+
+int bc_run_counted(const bc_program *p, const bc_tensor *inputs, bc_tensor *outputs, uint64_t *cycles, char *why, size_t why_size) {
     bc_tensor *regs = calloc(p->register_count ? p->register_count : 1, sizeof(bc_tensor));
     if (!regs) return fail(why, why_size, "out of memory");
     int status = 0;
@@ -460,6 +494,7 @@ int bc_run(const bc_program *p, const bc_tensor *inputs, bc_tensor *outputs, cha
         case BC_CONV: status = run_conv(in, a, b, c, out, why, why_size); break;
         default: status = fail(why, why_size, "unknown opcode %u", in->opcode);
         }
+        if (cycles && status == 0) cycles[i] = instruction_cycles(in, a, b, out);
     }
     for (uint32_t i = 0; i < p->output_count && status == 0; i++) {
         const bc_tensor *r = &regs[p->outputs[i]];

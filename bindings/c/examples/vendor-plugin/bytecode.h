@@ -97,6 +97,15 @@ typedef struct bc_tensor {
  * bc_tensor_release). On failure returns nonzero with a message in `why`. */
 int bc_run(const bc_program *program, const bc_tensor *inputs, bc_tensor *outputs, char *why, size_t why_size);
 
+/* bc_run, also filling cycles[i] (program->instruction_count entries; NULL = not wanted) with what
+ * instruction i cost on the sample device: one cycle per multiply-add (MatMul, Gemm, Conv) or per output
+ * element (Relu, Add). An assumed cost model for the example, not a measurement. */
+int bc_run_counted(const bc_program *program, const bc_tensor *inputs, bc_tensor *outputs, uint64_t *cycles,
+                   char *why, size_t why_size);
+
+/* The op name of `opcode` ("MatMul"), or "?" for an unknown one. */
+const char *bc_opcode_name(uint32_t opcode);
+
 /* Frees a tensor's data when the tensor owns it. */
 void bc_tensor_release(bc_tensor *tensor);
 

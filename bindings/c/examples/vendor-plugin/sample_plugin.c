@@ -1,5 +1,5 @@
 /*
- * A sample Kiln vendor plugin (plugin ABI 1.3; it uses the 1.2 fields and declares no options): one backend, "sample.bytecode", that claims float32 Conv
+ * A sample Kiln vendor plugin (plugin ABI 1.4; it uses the 1.2 fields and 1.4's profile, and declares no options): one backend, "sample.bytecode", that claims float32 Conv
  * (2-D), Relu, Add, MatMul and Gemm, compiles a graph of them into its own bytecode (bytecode.h; that is
  * the payload Kiln stores in artifacts) and runs the bytecode with a plain C interpreter.
  *
@@ -31,6 +31,7 @@
 #include "bytecode.h"
 
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,7 +261,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
 
 /* ---- blobs handed to the host (released through release) --------------------------------------- */
 
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
+enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3, OWNER_PROFILE = 4 };
 
 typedef struct owner {
     int kind;
@@ -269,6 +270,8 @@ typedef struct owner {
     char **reasons;
     bc_buffer payload;
     void *devices;          /* OWNER_DEVICES: a device_answer */
+    kiln_plugin_profile_step *steps; /* OWNER_PROFILE: `count` steps, their names in `names` */
+    char (*names)[32];
 } owner;
 
 static void release(void *context, void *token) {
@@ -283,6 +286,9 @@ static void release(void *context, void *token) {
         free(o->payload.data);
     } else if (o->kind == OWNER_DEVICES) {
         free(o->devices);
+    } else if (o->kind == OWNER_PROFILE) {
+        free(o->steps);
+        free(o->names);
     }
     free(o);
 }
@@ -612,10 +618,14 @@ static kiln_plugin_error *check(void *context, const char *compat) {
     return NULL;
 }
 
-/* A loaded payload: the program and the device it runs on. */
+/* A loaded payload: the program, the device it runs on, and what each instruction cost in the last
+ * successful execute (for profile; guarded by `lock`, since executes may run concurrently). */
 typedef struct sample_executable {
     bc_program program;     /* first: unload frees through it */
     uint32_t device;
+    pthread_mutex_t lock;
+    uint64_t *cycles;       /* program.instruction_count entries */
+    int has_run;
 } sample_executable;
 
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
@@ -635,6 +645,9 @@ static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_byt
         free(executable);
         return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
+    executable->cycles = calloc(program->instruction_count + 1, sizeof(uint64_t));
+    if (!executable->cycles) { bc_free(program); free(executable); return error(KILN_ERROR_INTERNAL, "load: out of memory"); }
+    pthread_mutex_init(&executable->lock, NULL);
     if (graph) { /* the payload must be for a graph with as many inputs and outputs */
         Kiln__Ir__Graph *g;
         kiln_plugin_error *e = decode_graph(graph, &g);
@@ -642,7 +655,7 @@ static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_byt
             e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u inputs and %u outputs, the graph %zu and %zu",
                       program->input_count, program->output_count, g->n_inputs, g->n_outputs);
         if (g) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { bc_free(program); free(executable); return e; }
+        if (e) { pthread_mutex_destroy(&executable->lock); free(executable->cycles); bc_free(program); free(executable); return e; }
     }
     *out_executable = executable;
     return NULL;
@@ -656,7 +669,7 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
                                   kiln_tensor *outputs, size_t output_count) {
     (void)context;
     if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
-    const sample_executable *x = executable;
+    sample_executable *x = executable;
     const bc_program *p = &x->program;
     const uint32_t device = x->device;
     if (input_count != p->input_count || output_count != p->output_count)
@@ -702,7 +715,16 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         }
     }
     char why[256];
-    if (!e && bc_run(p, in, results, why, sizeof why)) e = error(KILN_ERROR_RUNTIME, "execute: %s", why);
+    uint64_t *cycles = e ? NULL : calloc(p->instruction_count + 1, sizeof(uint64_t));
+    if (!e && !cycles) e = error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    if (!e && bc_run_counted(p, in, results, cycles, why, sizeof why)) e = error(KILN_ERROR_RUNTIME, "execute: %s", why);
+    if (!e) {
+        pthread_mutex_lock(&x->lock);
+        memcpy(x->cycles, cycles, p->instruction_count * sizeof(uint64_t));
+        x->has_run = 1;
+        pthread_mutex_unlock(&x->lock);
+    }
+    free(cycles);
     for (size_t i = 0; !e && i < output_count; i++) {
         int64_t n = bc_element_count(&results[i].shape);
         if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
@@ -742,9 +764,53 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
 static void unload(void *context, void *executable) {
     (void)context;
     if (!executable) return;
+    sample_executable *x = executable;
+    pthread_mutex_destroy(&x->lock);
+    free(x->cycles);
     bc_free(executable);
     free(executable);
 }
+
+#if SAMPLE_ABI_MINOR >= 4
+/* The assumed clock of the sample device: its cycles are a cost model (bytecode.h), not a measurement. */
+#define SAMPLE_CLOCK_HZ 1.0e9
+
+/* (1.4) The last execute's instructions as profile steps, one after another on the device's one core. */
+static kiln_plugin_error *profile(void *context, void *executable, kiln_plugin_profile *out) {
+    (void)context;
+    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "profile: executable is NULL");
+    if (!out || out->struct_size < sizeof(kiln_plugin_profile)) return error(KILN_ERROR_INVALID_ARGUMENT, "profile: out is NULL or its struct_size is too small");
+    sample_executable *x = executable;
+    const bc_program *p = &x->program;
+    owner *o = calloc(1, sizeof *o);
+    if (o) {
+        o->kind = OWNER_PROFILE;
+        o->count = p->instruction_count;
+        o->steps = calloc(o->count + 1, sizeof *o->steps);
+        o->names = calloc(o->count + 1, sizeof *o->names);
+    }
+    if (!o || !o->steps || !o->names) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "profile: out of memory"); }
+    pthread_mutex_lock(&x->lock);
+    int has_run = x->has_run;
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < p->instruction_count; i++) {
+        snprintf(o->names[i], sizeof o->names[i], "%u %s", i, bc_opcode_name(p->instructions[i].opcode));
+        o->steps[i].name = o->names[i];
+        o->steps[i].unit = "core";
+        o->steps[i].start_cycle = at;
+        o->steps[i].cycles = x->cycles[i];
+        at += x->cycles[i];
+    }
+    pthread_mutex_unlock(&x->lock);
+    if (!has_run) { release(NULL, o); return error(KILN_ERROR_INVALID_ARGUMENT, "profile: the executable has not run"); }
+    out->clock_hz = SAMPLE_CLOCK_HZ;
+    out->total_cycles = at;
+    out->step_count = o->count;
+    out->steps = o->steps;
+    out->owner = o;
+    return NULL;
+}
+#endif
 
 /* ---- the plugin -------------------------------------------------------------------------------- */
 
@@ -774,6 +840,9 @@ static const kiln_plugin_backend backend = {
     .buffer_free = buffer_free,
     .buffer_write = buffer_write,
     .buffer_read = buffer_read,
+#if SAMPLE_ABI_MINOR >= 4
+    .profile = profile,
+#endif
 };
 #else
 /* What a plugin built against kiln_plugin.h 1.0 or 1.1 declared: the struct ended at release. The fields

@@ -29,7 +29,10 @@
  *  22  (ABI 1.3) declares an option with a NULL name
  *  23  answers ABI 1.2 with the 1.3 struct size and an impossible option list (5 options, NULL array): the
  *      host must read it as 1.2, without the options
- * Modes 15 to 17 and 23 answer ABI 1.2, 20 to 22 answer 1.3; the others answer 1.0 with the 1.0 struct sizes.
+ *  24  (ABI 1.4) profile gives 5 steps with a NULL array
+ *  25  (ABI 1.4) profile returns an error
+ * Modes 15 to 17 and 23 answer ABI 1.2, 20 to 22 answer 1.3, 24 and 25 answer 1.4; the others answer 1.0 with
+ * the 1.0 struct sizes.
  */
 #define _POSIX_C_SOURCE 200809L /* sleep */
 #include <kiln/kiln_plugin.h>
@@ -167,6 +170,17 @@ static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
 }
 
 #define ABI_13 (BROKEN_MODE >= 20 && BROKEN_MODE <= 22)
+#define ABI_14 (BROKEN_MODE >= 24 && BROKEN_MODE <= 25)
+
+static kiln_plugin_error *profile(void *context, void *executable, kiln_plugin_profile *out) {
+    (void)context; (void)executable;
+    if (BROKEN_MODE == 25) return fail(KILN_ERROR_RUNTIME, "the cycle counters are gone");
+    out->clock_hz = 1e9;
+    out->total_cycles = 10;
+    out->step_count = 5;
+    out->steps = NULL;
+    return NULL;
+}
 static const char *const levels[] = {"low", "high"};
 static const kiln_plugin_option echo_option = {.struct_size = sizeof(kiln_plugin_option), .name = "echo", .help = "any text"};
 static const kiln_plugin_option level_option = {
@@ -176,7 +190,7 @@ static const kiln_plugin_option *const options[] = {
     BROKEN_MODE == 22 ? &unnamed_option : &echo_option, &level_option, &level_option};
 
 static const kiln_plugin_backend backend = {
-    .struct_size = ABI_12 || ABI_13 || BROKEN_MODE == 23 ? sizeof(kiln_plugin_backend) : offsetof(kiln_plugin_backend, release) + sizeof(void *),
+    .struct_size = ABI_12 || ABI_13 || ABI_14 || BROKEN_MODE == 23 ? sizeof(kiln_plugin_backend) : offsetof(kiln_plugin_backend, release) + sizeof(void *),
     .option_count = BROKEN_MODE == 23 ? 5 : BROKEN_MODE == 21 ? 3 : ABI_13 ? 2 : 0,
     .options = BROKEN_MODE == 23 ? NULL : ABI_13 ? options : NULL,
     .flags = BROKEN_MODE == 16 ? KILN_PLUGIN_BACKEND_DEVICE_BUFFERS : 0,
@@ -191,6 +205,7 @@ static const kiln_plugin_backend backend = {
     .execute = BROKEN_MODE == 11 ? NULL : execute,
     .unload = unload,
     .release = release,
+    .profile = ABI_14 ? profile : NULL,
 };
 
 static const kiln_plugin_backend *const backends[] = {&backend};
@@ -198,7 +213,7 @@ static const kiln_plugin_backend *const backends[] = {&backend};
 static const kiln_plugin_header header = {
     .struct_size = BROKEN_MODE == 8 ? 12 : sizeof(kiln_plugin_header),
     .abi_major = 1,
-    .abi_minor = ABI_13 ? 3 : ABI_12 || BROKEN_MODE == 23 ? 2 : 0,
+    .abi_minor = ABI_14 ? 4 : ABI_13 ? 3 : ABI_12 || BROKEN_MODE == 23 ? 2 : 0,
     .name = "broken-plugin",
     .vendor = "Kiln tests",
     .version = "0.0.1",
