@@ -40,6 +40,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../accelkit/ak_bytes.h"
+
 #define NPU_NONE 0xffffffffu
 #define NPU_PARTITIONS 128u
 #define NPU_SBUF_PARTITION_BYTES (192u * 1024u)
@@ -80,8 +82,8 @@ typedef struct npu_program {
     npu_insn *insns;
 } npu_program;
 
-/* A growable byte buffer (failed set when an allocation failed). */
-typedef struct npu_buffer { uint8_t *data; size_t size, capacity; int failed; } npu_buffer;
+/* A growable byte buffer (failed set when an allocation failed): accelkit's. */
+typedef ak_bytes npu_buffer;
 
 /* Serializes `p` into `out` (zeroed first). */
 void npu_encode(const npu_program *p, npu_buffer *out);

@@ -17,6 +17,7 @@
 #include "kiln/ir.pb-c.h"
 #include "isa.h"
 #include "accelkit.h"
+#include "ak_plugin.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -45,68 +46,10 @@
 #define ENGINE_COUNT (3 + NPU_DMA_QUEUES)
 #define F32 1                      /* kiln.ir DataType FLOAT */
 
-static const kiln_plugin_host *host;
-
-/* A new error through the host, with a printf-style message. */
-static kiln_plugin_error *error(int32_t code, const char *format, ...) {
-    char message[512];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    return host->error_create(host->host_context, code, message);
-}
-
 /* ---- graph helpers ------------------------------------------------------------------------------- */
 
 /* A value's element type and fixed shape (known = 0 when the rank or a dim is not known). */
-typedef struct shape { int dtype, known; uint32_t rank; int64_t dims[NPU_MAX_RANK]; } shape;
-
-/* The initializer named `name`, or NULL. */
-static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializers; i++)
-        if (strcmp(g->initializers[i]->name, name) == 0) return g->initializers[i];
-    return NULL;
-}
-
-/* The attribute `name` of `node`, or NULL. */
-static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
-    for (size_t i = 0; i < node->n_attributes; i++)
-        if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
-    return NULL;
-}
-
-/* The type and shape the graph records for `name` (initializers, inputs, value types). */
-static shape graph_shape(const Kiln__Ir__Graph *g, const char *name) {
-    shape s = {0, 0, 0, {0}};
-    const Kiln__Ir__Tensor *t = initializer(g, name);
-    if (t) {
-        s.dtype = t->dtype;
-        s.known = t->n_shape <= NPU_MAX_RANK;
-        s.rank = (uint32_t)t->n_shape;
-        for (size_t d = 0; s.known && d < t->n_shape; d++) s.dims[d] = t->shape[d];
-        return s;
-    }
-    const Kiln__Ir__Value *const *lists[2] = {(const Kiln__Ir__Value *const *)g->inputs, (const Kiln__Ir__Value *const *)g->value_types};
-    size_t counts[2] = {g->n_inputs, g->n_value_types};
-    for (int l = 0; l < 2; l++)
-        for (size_t i = 0; i < counts[l]; i++) {
-            const Kiln__Ir__Value *v = lists[l][i];
-            if (strcmp(v->name, name) != 0) continue;
-            if (!v->type || v->type->value_case != KILN__IR__TYPE__VALUE_TENSOR || !v->type->tensor) return s;
-            const Kiln__Ir__TensorType *tt = v->type->tensor;
-            s.dtype = tt->dtype;
-            if (!tt->has_shape || tt->n_dims > NPU_MAX_RANK) return s;
-            s.rank = (uint32_t)tt->n_dims;
-            s.known = 1;
-            for (size_t d = 0; d < tt->n_dims; d++) {
-                if (!tt->dims[d] || tt->dims[d]->value_case != KILN__IR__DIM__VALUE_FIXED || tt->dims[d]->fixed < 0) { s.known = 0; break; }
-                s.dims[d] = tt->dims[d]->fixed;
-            }
-            return s;
-        }
-    return s;
-}
+typedef ak_shape shape;
 
 /* Shapes of values produced by claimed nodes, by name (a linear list: graphs handed to a backend are small). */
 typedef struct shape_table { const char **names; shape *shapes; size_t count; } shape_table;
@@ -114,7 +57,7 @@ typedef struct shape_table { const char **names; shape *shapes; size_t count; } 
 /* The shape of `name`: from the table of claimed results first, then from the graph. */
 static shape lookup(const Kiln__Ir__Graph *g, const shape_table *known, const char *name) {
     for (size_t i = 0; i < known->count; i++) if (strcmp(known->names[i], name) == 0) return known->shapes[i];
-    return graph_shape(g, name);
+    return ak_graph_shape(g, name, 0);
 }
 
 /* Element count of a known shape (-1 when it exceeds the model's tensor limit). */
@@ -122,18 +65,6 @@ static int64_t count_of(const shape *s) { return npu_element_count(s->rank, s->d
 
 /* Ceiling division. */
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
-
-/* A float attribute's value, or `fallback` when absent (or not a float). */
-static float float_attr(const Kiln__Ir__Node *node, const char *name, float fallback) {
-    const Kiln__Ir__Attribute *a = attribute(node, name);
-    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F ? a->f : fallback;
-}
-
-/* An int attribute's value, or `fallback` when absent (or not an int). */
-static int64_t int_attr(const Kiln__Ir__Node *node, const char *name, int64_t fallback) {
-    const Kiln__Ir__Attribute *a = attribute(node, name);
-    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I ? a->i : fallback;
-}
 
 /* Largest contraction the lowering keeps on chip: two moving slots of ceil(K/128) tiles of 512 fp32 each. */
 #define MAX_K 2048
@@ -172,7 +103,7 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
         return 0;
     }
     /* MatMul / Gemm */
-    const Kiln__Ir__Tensor *w = initializer(g, node->inputs[1]);
+    const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[1]);
     if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW) REJECT("%s: the weights (input B) must be an initializer", op);
     for (size_t i = 0; i < g->n_inputs; i++)
         for (size_t k = 1; k < node->n_inputs; k++)
@@ -182,9 +113,9 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int trans_b = 0;
     if (gemm) {
         if (in[0].rank != 2) REJECT("Gemm: A must be a matrix");
-        if (int_attr(node, "transA", 0) != 0) REJECT("Gemm: transA is not supported");
-        trans_b = int_attr(node, "transB", 0) != 0;
-        const Kiln__Ir__Attribute *alpha = attribute(node, "alpha"), *beta = attribute(node, "beta");
+        if (ak_int_attr(node, "transA", 0) != 0) REJECT("Gemm: transA is not supported");
+        trans_b = ak_int_attr(node, "transB", 0) != 0;
+        const Kiln__Ir__Attribute *alpha = ak_attribute(node, "alpha"), *beta = ak_attribute(node, "beta");
         if ((alpha && alpha->value_case != KILN__IR__ATTRIBUTE__VALUE_F) || (beta && beta->value_case != KILN__IR__ATTRIBUTE__VALUE_F))
             REJECT("Gemm: alpha and beta must be floats");
     } else if (in[0].rank < 2) REJECT("MatMul: A must have rank 2 or more");
@@ -195,7 +126,7 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     if (ceil_div((uint64_t)K, 128) * ceil_div((uint64_t)N, 128) * 128 * 4 > MAX_WEIGHT_BYTES)
         REJECT("%s: the weights (%lld×%lld) do not fit the SBUF share this lowering gives them (weight streaming is not done yet)", op, (long long)K, (long long)N);
     if (gemm && node->n_inputs == 3) {
-        const Kiln__Ir__Tensor *c = initializer(g, node->inputs[2]);
+        const Kiln__Ir__Tensor *c = ak_initializer(g, node->inputs[2]);
         int64_t n = count_of(&in[2]);
         if (!c || n != N || (in[2].rank == 2 && in[2].dims[0] != 1) || in[2].rank > 2 || in[2].rank < 1)
             REJECT("Gemm: C must be an initializer of shape [N] or [1, N]");
@@ -215,12 +146,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
         shape out;
         int rejected = rejects(g, &known, g->nodes[i], &out, why, sizeof why);
         supported[i] = !rejected;
-        if (rejected && reasons) {
-            size_t n = strlen(why) + 1;
-            reasons[i] = malloc(n);
-            if (!reasons[i]) { free(known.names); free(known.shapes); return 0; }
-            memcpy(reasons[i], why, n);
-        }
+        if (rejected && reasons && !(reasons[i] = ak_strdup(why))) { free(known.names); free(known.shapes); return 0; }
         if (!rejected) { known.names[known.count] = g->nodes[i]->outputs[0]; known.shapes[known.count++] = out; }
     }
     free(known.names);
@@ -228,71 +154,10 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
     return 1;
 }
 
-/* Unpacks graph bytes (KILN_PLUGIN_FORMAT_IR_GRAPH) into *out, or returns an error. */
-static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
-    if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
-    if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
-    if (!bytes->data && bytes->size > 0) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes: NULL data");
-    static const uint8_t empty[1] = {0};
-    *out = kiln__ir__graph__unpack(NULL, bytes->size, bytes->size ? bytes->data : empty);
-    if (!*out) return error(KILN_ERROR_INVALID_MODEL, "graph bytes (%zu) are not a valid kiln.ir.Graph", bytes->size);
-    return NULL;
-}
-
-/* ---- owners handed to the host ------------------------------------------------------------------- */
-
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
-typedef struct owner {
-    int kind;
-    size_t count;
-    uint8_t *supported;
-    char **reasons;
-    npu_buffer payload;
-    void *devices;
-} owner;
-
-/* Callback: frees what a claim, payload or device-list answer handed to the host. */
-static void release(void *context, void *token) {
-    (void)context;
-    owner *o = token;
-    if (!o) return;
-    if (o->kind == OWNER_CLAIM) {
-        for (size_t i = 0; o->reasons && i < o->count; i++) free(o->reasons[i]);
-        free(o->reasons);
-        free(o->supported);
-    } else if (o->kind == OWNER_PAYLOAD) {
-        free(o->payload.data);
-    } else if (o->kind == OWNER_DEVICES) {
-        free(o->devices);
-    }
-    free(o);
-}
-
 /* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
 static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
-    Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
-    if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (o) {
-        o->kind = OWNER_CLAIM;
-        o->count = g->n_nodes;
-        o->supported = calloc(g->n_nodes + 1, 1);
-        o->reasons = calloc(g->n_nodes + 1, sizeof(char *));
-    }
-    if (!o || !o->supported || !o->reasons || !analyze(g, o->supported, o->reasons)) {
-        release(NULL, o);
-        kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_INTERNAL, "claim: out of memory");
-    }
-    out->node_count = g->n_nodes;
-    out->supported = o->supported;
-    out->reasons = (const char *const *)o->reasons;
-    out->owner = o;
-    kiln__ir__graph__free_unpacked(g, NULL);
-    return NULL;
+    return ak_claim(graph, out, analyze);
 }
 
 /* ---- compile: graph -> instruction streams ------------------------------------------------------ */
@@ -349,8 +214,8 @@ static uint32_t tensor_of(const lowering *l, const char *name) {
 static uint32_t constant_tensor(lowering *l, const char *name) {
     uint32_t t = tensor_of(l, name);
     if (t != NPU_NONE) return t;
-    const Kiln__Ir__Tensor *init = initializer(l->g, name);
-    shape s = graph_shape(l->g, name);
+    const Kiln__Ir__Tensor *init = ak_initializer(l->g, name);
+    shape s = ak_graph_shape(l->g, name, 0);
     if (!init || init->data_case != KILN__IR__TENSOR__DATA_RAW || s.dtype != F32 || !s.known) { l->failed = 2; return 0; }
     int64_t n = count_of(&s);
     if (n < 0 || (uint64_t)n * 4 != init->raw.len) { l->failed = 2; return 0; }
@@ -552,17 +417,17 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
     shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
     for (size_t i = 0; i < g->n_inputs; i++) {
-        shape s = graph_shape(g, g->inputs[i]->name);
-        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
+        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
+        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
         p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
     }
     /* graph outputs: shapes follow from the claimed nodes */
     for (size_t i = 0; i < g->n_nodes; i++) {
         shape out;
         char why[320];
-        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
+        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
         known.names[known.count] = g->nodes[i]->outputs[0];
         known.shapes[known.count++] = out;
     }
@@ -570,7 +435,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         const char *name = g->outputs[i]->name;
         int produced = 0;
         for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
-        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
+        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
         shape s = lookup(g, &known, name);
         p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
     }
@@ -580,16 +445,16 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         const char *op = node->op;
         shape out = lookup(g, &known, node->outputs[0]);
         if (strcmp(op, "MatMul") == 0 || strcmp(op, "Gemm") == 0) {
-            int gemm = op[0] == 'G', trans_b = gemm && int_attr(node, "transB", 0) != 0;
+            int gemm = op[0] == 'G', trans_b = gemm && ak_int_attr(node, "transB", 0) != 0;
             shape xs = lookup(g, &known, node->inputs[0]);
-            const Kiln__Ir__Tensor *wi = initializer(g, node->inputs[1]);
-            shape ws = graph_shape(g, node->inputs[1]);
+            const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+            shape ws = ak_graph_shape(g, node->inputs[1], 0);
             uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)out.dims[out.rank - 1], M = K ? (uint64_t)count_of(&xs) / K : 0;
-            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
+            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
             /* the weight layout: [K, N] row-major, transposed here when transB, rounded to bf16 when auto-cast */
             int cast = auto_cast >= NPU_CAST_MATMUL;
             uint8_t *data = malloc(K * N * (cast ? 2 : 4) + 1);
-            if (!data) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
             for (uint64_t k = 0; k < K; k++)
                 for (uint64_t n = 0; n < N; n++) {
                     float v;
@@ -600,13 +465,13 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             shape kn = {F32, 1, 2, {(int64_t)K, (int64_t)N}};
             uint32_t w = add_tensor(&l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
             uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
-            float alpha = gemm ? float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? float_attr(node, "beta", 1.0f) : 1.0f;
+            float alpha = gemm ? ak_float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? ak_float_attr(node, "beta", 1.0f) : 1.0f;
             if (gemm && node->n_inputs == 3) {
                 /* beta·C folded into the bias at compile time (rounded to fp32 as the reference does) */
-                const Kiln__Ir__Tensor *ci = initializer(g, node->inputs[2]);
-                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
+                const Kiln__Ir__Tensor *ci = ak_initializer(g, node->inputs[2]);
+                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
                 float *c = malloc(N * 4 + 4);
-                if (!c) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
                 for (uint64_t n = 0; n < N; n++) { float v; memcpy(&v, ci->raw.data + 4 * n, 4); c[n] = beta * v; }
                 shape cs = {F32, 1, 1, {(int64_t)N}};
                 bias = add_tensor(&l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
@@ -617,8 +482,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             if (j >= 0 && bias == NPU_NONE && strcmp(g->nodes[j]->op, "Add") == 0) {
                 const Kiln__Ir__Node *add = g->nodes[j];
                 const char *other = strcmp(add->inputs[0], result) == 0 ? add->inputs[1] : add->inputs[0];
-                shape os = graph_shape(g, other);
-                if (initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
+                shape os = ak_graph_shape(g, other, 0);
+                if (ak_initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
                     bias = constant_tensor(&l, other);
                     fused[j] = 1;
                     result = add->outputs[0];
@@ -631,7 +496,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 result = g->nodes[j]->outputs[0];
             }
             uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(&l, result, &rs);
             if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N);
@@ -653,9 +518,9 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         uint32_t y = result_tensor(&l, node->outputs[0], &out);
         if (!l.failed) lower_elementwise(&l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
     }
-    if (l.failed == 1) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
-    else if (l.failed == 2) e = error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
-    else if (l.failed == 3) e = error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
+    if (l.failed == 1) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    else if (l.failed == 2) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
+    else if (l.failed == 3) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
 done:
     free(fused);
     free(known.names);
@@ -685,28 +550,27 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     (void)context;
     if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, target, options->struct_size) && options->target &&
         strcmp(options->target, "host") != 0 && strcmp(options->target, NPU_TARGET) != 0)
-        return error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " NPU_TARGET ")", options->target);
-    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " NPU_TARGET ")", options->target);
+    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
     const char *bad = NULL;
     int cast = auto_cast_mode(options, &bad);
-    if (cast < 0) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
+    if (cast < 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
     Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
+    kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
     if (g->n_initializers + g->n_nodes + g->n_inputs + g->n_outputs >= (1u << 20)) {
         kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
     }
     npu_program program;
     e = lower(g, (uint32_t)cast, &program);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (!o) { npu_program_free(&program); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    o->kind = OWNER_PAYLOAD;
+    ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
+    if (!o) { npu_program_free(&program); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
     npu_encode(&program, &o->payload);
     npu_program_free(&program);
-    if (o->payload.failed) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    if (o->payload.failed) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
     out->data = o->payload.data;
     out->size = o->payload.size;
     out->compat = NPU_COMPAT;
@@ -717,9 +581,9 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
 /* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
+    if (!compat) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
     if (strcmp(compat, NPU_COMPAT) != 0)
-        return error(KILN_ERROR_VERSION_MISMATCH, NPU_BACKEND_NAME " " NPU_VERSION " loads payloads '" NPU_COMPAT "', not '%s'", compat);
+        return ak_error(KILN_ERROR_VERSION_MISMATCH, NPU_BACKEND_NAME " " NPU_VERSION " loads payloads '" NPU_COMPAT "', not '%s'", compat);
     return NULL;
 }
 
@@ -727,26 +591,16 @@ static kiln_plugin_error *check(void *context, const char *compat) {
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
-    uint32_t device = 0;
-    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
-    if (device != 0) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there is 1)", device);
-    if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
-    if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
+    kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
+    if (e) return e;
     npu_program *program = calloc(1, sizeof *program);
-    if (!program) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    if (!program) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
     char why[256];
     if (npu_decode(payload->data, payload->size, program, why, sizeof why)) {
         free(program);
-        return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
-    if (graph) {
-        Kiln__Ir__Graph *g;
-        kiln_plugin_error *e = decode_graph(graph, &g);
-        if (!e && g->n_outputs != program->output_count)
-            e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u outputs, the graph %zu", program->output_count, g->n_outputs);
-        if (!e) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { npu_program_free(program); free(program); return e; }
-    }
+    if ((e = ak_check_graph_io(graph, -1, program->output_count))) { npu_program_free(program); free(program); return e; }
     *out_executable = program;
     return NULL;
 }
@@ -867,7 +721,7 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
         return NULL;
     case NPU_MULTIPLY_MOVING:
         if (m->stationary_parts != n->parts)
-            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: MultiplyMoving of %u rows against a stationary of %u rows", index, n->parts, m->stationary_parts);
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: MultiplyMoving of %u rows against a stationary of %u rows", index, n->parts, m->stationary_parts);
         for (uint32_t c = 0; c < m->stationary_cols; c++) {
             float *row = m->psum + ((size_t)c * NPU_PSUM_BANKS + n->b) * NPU_PSUM_BANK_FP32;
             for (uint32_t j = 0; j < n->cols; j++) {
@@ -897,18 +751,11 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
             }
         return NULL;
     }
-    return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);
+    return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);
 }
 
 static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
 static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
-
-/* Copies `path` into `out`, replacing a "{run}" in it with the run number. Returns 0 when it does not fit. */
-static int expand_run(const char *path, uint64_t run, char *out, size_t size) {
-    const char *at = strstr(path, "{run}");
-    int n = at ? snprintf(out, size, "%.*s%llu%s", (int)(at - path), path, (unsigned long long)run, at + 5) : snprintf(out, size, "%s", path);
-    return n > 0 && (size_t)n < size;
-}
 
 /* Records a run's report for the device properties, the debug log and (when asked) files. */
 static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
@@ -924,12 +771,12 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     uint64_t run = atomic_fetch_add(&runs, 1);
     const char *trace = getenv("KILN_NPU_TRACE"), *report = getenv("KILN_NPU_REPORT");
     char trace_path[1024];
-    if (trace && *trace && expand_run(trace, run, trace_path, sizeof trace_path)) {
+    if (trace && *trace && ak_expand_run(trace, run, trace_path, sizeof trace_path)) {
         FILE *f = fopen(trace_path, "w");
         if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
     }
     char report_path[1024];
-    if (report && *report && expand_run(report, run, report_path, sizeof report_path)) {
+    if (report && *report && ak_expand_run(report, run, report_path, sizeof report_path)) {
         FILE *f = fopen(report_path, "w");
         if (f) {
             fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
@@ -937,12 +784,12 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
             fclose(f);
         }
     }
-    if (host->log) {
+    {
         char line[256];
         snprintf(line, sizeof line, "npu-nc2 estimate: %.3f us, TensorE %llu cycles (%.1f%%), DMA %llu bytes, %u instructions",
                  (double)r->total_ps / 1e6, (unsigned long long)r->cycles[ENGINE_TENSOR], 100 * ak_utilization(r, ENGINE_TENSOR),
                  (unsigned long long)r->dma_bytes, p->insn_count);
-        host->log(host->host_context, KILN_PLUGIN_LOG_DEBUG, line);
+        ak_log_debug(line);
     }
 }
 
@@ -950,11 +797,9 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
  * functional simulator, and returns the output tensors. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
     const npu_program *p = executable;
-    if (input_count != p->input_count || output_count != p->output_count)
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
-    if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
+    kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
+    if (e) return e;
     machine m = {0};
     m.stride = sbuf_extent(p);
     m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
@@ -963,12 +808,11 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
     ak_op *ops = calloc((size_t)p->insn_count + 1, sizeof(ak_op));
     ak_report report = {0};
-    kiln_plugin_error *e = NULL;
-    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
+    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
     for (uint32_t t = 0; !e && t < p->tensor_count; t++) {
         const npu_tensor *nt = &p->tensors[t];
         m.dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
-        if (!m.dram[t]) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        if (!m.dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
         for (uint64_t i = 0; nt->kind == NPU_T_CONST && i < nt->elements; i++) {
             if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); m.dram[t][i] = ak_f32_from_bf16(h); }
             else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
@@ -978,37 +822,27 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         const kiln_tensor *in = &inputs[i];
         const npu_tensor *nt = &p->tensors[p->inputs[i]];
         if (in->dtype.code != KILN_DTYPE_FLOAT || in->dtype.bits != 32 || in->dtype.lanes != 1)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not float32", i);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not float32", i);
         else if (in->device.device_type != KILN_DEVICE_CPU || in->strides || in->byte_offset)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not a compact CPU tensor", i);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not a compact CPU tensor", i);
         else if (in->ndim != (int32_t)nt->rank || (in->ndim > 0 && !in->shape))
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has rank %d; the program was compiled for rank %u", i, in->ndim, nt->rank);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has rank %d; the program was compiled for rank %u", i, in->ndim, nt->rank);
         for (uint32_t d = 0; !e && d < nt->rank; d++)
-            if (in->shape[d] != nt->dims[d]) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
-        if (!e && nt->elements && !in->data) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
+            if (in->shape[d] != nt->dims[d]) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
+        if (!e && nt->elements && !in->data) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
         if (!e && nt->elements) memcpy(m.dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
     }
     if (e) goto done;
     for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i]);
     char why[256];
     if (ak_simulate(engines, ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, &report, why, sizeof why)) {
-        e = error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
+        e = ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
         goto done;
     }
     for (size_t k = 0; !e && k < p->insn_count; k++) e = step(&m, &p->insns[report.order[k]], report.order[k]);
     for (size_t i = 0; !e && i < output_count; i++) {
         const npu_tensor *nt = &p->tensors[p->outputs[i]];
-        if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
-        if (outputs[i].device.device_type != KILN_DEVICE_CPU) { e = error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i); break; }
-        void *data = host->alloc(host->host_context, (size_t)nt->elements * 4, 64);
-        if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
-        if (nt->elements) memcpy(data, m.dram[p->outputs[i]], (size_t)nt->elements * 4);
-        outputs[i].data = data; /* the host owns it from here */
-        outputs[i].dtype.code = KILN_DTYPE_FLOAT;
-        outputs[i].dtype.bits = 32;
-        outputs[i].dtype.lanes = 1;
-        outputs[i].ndim = (int32_t)nt->rank;
-        for (uint32_t d = 0; d < nt->rank; d++) outputs[i].shape[d] = nt->dims[d];
+        e = ak_output(&outputs[i], i, m.dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
     }
     if (!e) record(p, ops, &report);
 done:
@@ -1033,54 +867,26 @@ static void unload(void *context, void *executable) {
 /* ---- the device ---------------------------------------------------------------------------------------- */
 
 enum { FIXED_PROPERTIES = 9, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
-typedef struct device_answer {
-    kiln_plugin_device device;
-    const kiln_plugin_device *pointers[1];
-    const char *keys[DEVICE_PROPERTY_COUNT];
-    const char *values[DEVICE_PROPERTY_COUNT];
-    char text[LIVE_PROPERTIES][24];
-} device_answer;
 
 /* Callback: the one simulated NeuronCore, with its parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
-    owner *o = calloc(1, sizeof *o);
-    device_answer *a = calloc(1, sizeof *a);
-    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
-    o->kind = OWNER_DEVICES;
-    o->devices = a;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "tensor_engine", "vector_engine", "scalar_engine", "sbuf_bytes", "psum_bytes", "dma", "assumed.dma_overhead_ns", "auto_cast",
         "executes_on", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
         "estimate.last_run.scalar_cycles", "estimate.last_run.dma_bytes", "estimate.last_run.instructions",
         "estimate.last_run.tensor_utilization_permille", "estimate.last_run.vector_utilization_permille", "estimate.last_run.scalar_utilization_permille"};
-    static const char *const fixed[FIXED_PROPERTIES] = {
+    static const char *const fixed[DEVICE_PROPERTY_COUNT] = {
         "128x128 systolic, 2.8 GHz, bf16/fp16 in, fp32 accumulate", "128 lanes, 1.12 GHz", "128 lanes, 1.4 GHz, func(in*scale+bias)",
         "25165824 (128 partitions x 192 KiB)", "2097152 (128 partitions x 8 banks x 512 fp32)", "16 queues x 27 GiB/s", "64",
         "compile option auto-cast or KILN_NPU_AUTO_CAST: none|matmul|all (default matmul)",
         "the host, through a functional simulator of the instruction streams"};
-    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
-    for (int k = 0; k < FIXED_PROPERTIES; k++) a->values[k] = fixed[k];
-    uint64_t live[LIVE_PROPERTIES] = {atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
-                                      atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
-                                      atomic_load(&last_tensor_util), atomic_load(&last_vector_util), atomic_load(&last_scalar_util)};
-    for (int k = 0; k < LIVE_PROPERTIES; k++) {
-        snprintf(a->text[k], sizeof a->text[k], "%llu", (unsigned long long)live[k]);
-        a->values[FIXED_PROPERTIES + k] = a->text[k];
-    }
-    a->device.struct_size = sizeof a->device;
-    a->device.name = "npu-nc2 simulator (NeuronCore-v2-like: TensorE, VectorE, ScalarE, 16 DMA queues)";
-    a->device.kind = KILN_PLUGIN_DEVICE_SIMULATOR;
-    a->device.memory_bytes = (uint64_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES;
-    a->device.property_count = DEVICE_PROPERTY_COUNT;
-    a->device.property_keys = a->keys;
-    a->device.property_values = a->values;
-    a->pointers[0] = &a->device;
-    out->device_count = 1;
-    out->devices = a->pointers;
-    out->owner = o;
-    return NULL;
+    uint64_t live[DEVICE_PROPERTY_COUNT] = {
+        [FIXED_PROPERTIES] = atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
+        atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
+        atomic_load(&last_tensor_util), atomic_load(&last_vector_util), atomic_load(&last_scalar_util)};
+    return ak_device_answer(out, "npu-nc2 simulator (NeuronCore-v2-like: TensorE, VectorE, ScalarE, 16 DMA queues)",
+                            (uint64_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES, DEVICE_PROPERTY_COUNT, keys, fixed, live);
 }
 
 /* ---- the plugin ------------------------------------------------------------------------------------------ */
@@ -1106,7 +912,7 @@ static const kiln_plugin_backend backend = {
     .version = NPU_VERSION,
     .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute reads the program only; the machine is per call */
     .context = NULL,
-    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
+    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
     .option_count = 1, .options = options,
@@ -1129,13 +935,5 @@ static kiln_plugin_header header = {
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host), or 1.3 with a host that
  * speaks it (which then also reads the declared auto-cast option). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL; /* nothing to answer with */
-    host = h;
-    if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, NPU_PLUGIN_NAME ": out_header is NULL");
-    if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return error(KILN_ERROR_VERSION_MISMATCH, NPU_PLUGIN_NAME " speaks plugin ABI 1.2 and 1.3 only; this host speaks %u.%u to %u.%u",
-                     h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
-    header.abi_minor = h->abi_max_major > 1 || h->abi_max_minor >= 3 ? 3 : 2;
-    *out_header = &header;
-    return NULL;
+    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 3);
 }
