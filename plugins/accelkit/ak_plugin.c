@@ -144,6 +144,21 @@ kiln_plugin_error *ak_claim(const kiln_plugin_bytes *graph, kiln_plugin_claim *o
     return NULL;
 }
 
+kiln_plugin_error *ak_payload_answer(kiln_plugin_payload *out, ak_owner *o, const char *compat) {
+    if (!o || o->payload.failed) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    out->data = o->payload.data;
+    out->size = o->payload.size;
+    out->compat = compat ? compat : o->compat;
+    out->owner = o;
+    return NULL;
+}
+
+kiln_plugin_error *ak_check_compat(const char *compat, const char *want, const char *backend) {
+    if (!compat) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
+    if (strcmp(compat, want) != 0) return ak_error(KILN_ERROR_VERSION_MISMATCH, "%s loads payloads '%s', not '%s'", backend, want, compat);
+    return NULL;
+}
+
 /* The storage of one device answer (owned by an ak_owner). */
 typedef struct device_answer {
     kiln_plugin_device device;

@@ -87,6 +87,14 @@ typedef int (*ak_analyze_fn)(const Kiln__Ir__Graph *g, uint8_t *supported, char 
  * an ak_owner) to the host. */
 kiln_plugin_error *ak_claim(const kiln_plugin_bytes *graph, kiln_plugin_claim *out, ak_analyze_fn analyze);
 
+/* Hands the payload o->payload encoded to the host in `out` with compat string `compat` (NULL: o->compat);
+ * o becomes the answer's owner. When o is NULL or its encoding failed, frees o and returns an out-of-memory
+ * error. */
+kiln_plugin_error *ak_payload_answer(kiln_plugin_payload *out, ak_owner *o, const char *compat);
+/* The body of a check callback for a backend that loads payloads of one compat string `want`; `backend`
+ * names it (name and version) in the mismatch error. */
+kiln_plugin_error *ak_check_compat(const char *compat, const char *want, const char *backend);
+
 /* Answers a devices callback with one simulated device called `name` with `memory_bytes` and `count`
  * properties: key k is keys[k]; its value is fixed[k] when fixed[k] is not NULL, else live[k] in decimal. */
 kiln_plugin_error *ak_device_answer(kiln_plugin_device_list *out, const char *name, uint64_t memory_bytes, size_t count,

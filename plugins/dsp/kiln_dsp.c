@@ -460,24 +460,15 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
     ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
-    if (!o) { dsp_program_free(&program); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    dsp_encode(&program, &o->payload);
+    if (o) dsp_encode(&program, &o->payload);
     dsp_program_free(&program);
-    if (o->payload.failed) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = DSP_COMPAT;
-    out->owner = o;
-    return NULL;
+    return ak_payload_answer(out, o, DSP_COMPAT);
 }
 
 /* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
-    if (strcmp(compat, DSP_COMPAT) != 0)
-        return ak_error(KILN_ERROR_VERSION_MISMATCH, DSP_BACKEND_NAME " " DSP_VERSION " loads payloads '" DSP_COMPAT "', not '%s'", compat);
-    return NULL;
+    return ak_check_compat(compat, DSP_COMPAT, DSP_BACKEND_NAME " " DSP_VERSION);
 }
 
 /* Callback: decodes and validates a payload into an executable (a dsp_program) on device 0. */

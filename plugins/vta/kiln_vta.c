@@ -1514,13 +1514,9 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     o = ak_owner_new(AK_OWNER_PAYLOAD);
     if (o) encode_program(&p, &o->payload);
     program_free(&p);
-    if (!o || o->payload.failed) { int bad = o && o->payload.failed == 2; ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, bad ? "compile: an instruction field does not fit its encoding" : "compile: out of memory"); }
-    snprintf(o->compat, sizeof o->compat, VTA_COMPAT_PREFIX "%s", vta_targets[target].name);
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = o->compat;
-    out->owner = o;
-    return NULL;
+    if (o && o->payload.failed == 2) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: an instruction field does not fit its encoding"); }
+    if (o) snprintf(o->compat, sizeof o->compat, VTA_COMPAT_PREFIX "%s", vta_targets[target].name);
+    return ak_payload_answer(out, o, NULL);
 }
 
 static kiln_plugin_error *check(void *context, const char *compat) {
