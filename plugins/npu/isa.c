@@ -88,8 +88,15 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         break;
     case NPU_VECTOR:
         if (n->func > NPU_ALU_LAST) BAD("vector op %u", n->func);
-        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4))
+        if (n->d > 1) BAD("vector operand mode %u", n->d);
+        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4) ||
+            (n->d == 0 ? !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) : !sbuf_fits(n->b, 1, 4)))
             BAD("vector tile does not fit SBUF (or bad element type %u)", n->e);
+        break;
+    case NPU_REDUCE:
+        if (n->func != NPU_ALU_ADD && n->func != NPU_ALU_MAX) BAD("reduction %u", n->func);
+        if (n->d > 1) BAD("accumulate flag %u", n->d);
+        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, 1, 4)) BAD("reduction tile does not fit SBUF (or bad element type %u)", n->e);
         break;
     }
     return 0;

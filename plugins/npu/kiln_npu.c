@@ -3,8 +3,9 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Add/Mul (equal shapes, or a 1-D operand broadcast along the last axis)
- * and Relu/Sigmoid/Tanh, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
+ * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM), Add/Mul (equal shapes, or a 1-D operand
+ * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
+ * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
  * activation fused into the ScalarE drain of PSUM after a MatMul/Gemm. execute runs the streams on a
  * functional simulator (bf16 rounding on DMA, fp32 accumulation in PSUM) in the order the accelkit cycle
@@ -71,6 +72,111 @@ static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); 
 /* SBUF bytes per partition the weights of one MatMul/Gemm may take (fp32 worst case). */
 #define MAX_WEIGHT_BYTES (96u * 1024u)
 
+/* 2-D window geometry (pooling and convolution). */
+typedef struct window { uint64_t N, C, H, W, OH, OW; uint32_t kh, kw, sh, sw, dh, dw, pt, pl, pb, pr; } window;
+
+/* An ints attribute of exactly `n` values in [lo, hi] into v (absent: `fallback` for each). 0, or -1. */
+static int ints_attr(const Kiln__Ir__Node *node, const char *name, size_t n, int64_t lo, int64_t hi, int64_t fallback, int64_t *v) {
+    const Kiln__Ir__Attribute *a = ak_attribute(node, name);
+    for (size_t i = 0; i < n; i++) v[i] = fallback;
+    if (!a) return 0;
+    if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != n) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (a->ints->values[i] < lo || a->ints->values[i] > hi) return -1;
+        v[i] = a->ints->values[i];
+    }
+    return 0;
+}
+
+/* The 2-D window of a Conv (kernel from w's dims when kh, kw are 0) or pooling node over x [N, C, H, W]. 0, or 1
+ * with the reason in why. */
+static int window_of(const Kiln__Ir__Node *node, const shape *x, int64_t kh, int64_t kw, int dilations, window *g, char *why, size_t size) {
+    int64_t k[2] = {kh, kw}, s[2], d[2], p[4];
+    const Kiln__Ir__Attribute *ap = ak_attribute(node, "auto_pad");
+    if (ap && !(ap->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(ap->s, "NOTSET") == 0)) { snprintf(why, size, "%s: auto_pad is not supported (give pads)", node->op); return 1; }
+    if (!kh && ints_attr(node, "kernel_shape", 2, 1, 64, 0, k)) { snprintf(why, size, "%s: kernel_shape must list 2 sizes in 1..64", node->op); return 1; }
+    if (kh) { int64_t ks[2]; if (ints_attr(node, "kernel_shape", 2, 1, 64, 0, ks) || (ak_attribute(node, "kernel_shape") && (ks[0] != kh || ks[1] != kw))) { snprintf(why, size, "%s: kernel_shape differs from the weights", node->op); return 1; } }
+    if (k[0] < 1 || k[1] < 1 || k[0] > 64 || k[1] > 64) { snprintf(why, size, "%s: a 2-D kernel of 1..64 per side is supported", node->op); return 1; }
+    if (ints_attr(node, "strides", 2, 1, 64, 1, s) || ints_attr(node, "dilations", 2, 1, dilations ? 64 : 1, 1, d) || ints_attr(node, "pads", 4, 0, 64, 0, p)) {
+        snprintf(why, size, "%s: strides (1..64), dilations (%s) and pads (0..64) must list 2, 2 and 4 values", node->op, dilations ? "1..64" : "1 only");
+        return 1;
+    }
+    if (ak_int_attr(node, "ceil_mode", 0) != 0) { snprintf(why, size, "%s: ceil_mode 1 is not supported", node->op); return 1; }
+    int64_t eh = (k[0] - 1) * d[0] + 1, ew = (k[1] - 1) * d[1] + 1, H = x->dims[2], W = x->dims[3];
+    if (H + p[0] + p[2] < eh || W + p[1] + p[3] < ew) { snprintf(why, size, "%s: the window is larger than the padded input", node->op); return 1; }
+    *g = (window){(uint64_t)x->dims[0], (uint64_t)x->dims[1], (uint64_t)H, (uint64_t)W, (uint64_t)((H + p[0] + p[2] - eh) / s[0] + 1), (uint64_t)((W + p[1] + p[3] - ew) / s[1] + 1),
+                  (uint32_t)k[0], (uint32_t)k[1], (uint32_t)s[0], (uint32_t)s[1], (uint32_t)d[0], (uint32_t)d[1], (uint32_t)p[0], (uint32_t)p[1], (uint32_t)p[2], (uint32_t)p[3]};
+    if (g->OW > NPU_MAX_COLS) { snprintf(why, size, "%s: an output row of %llu exceeds the %u columns of one instruction", node->op, (unsigned long long)g->OW, NPU_MAX_COLS); return 1; }
+    return 0;
+}
+
+/* rejects for Conv, the pools, Softmax and LayerNormalization. */
+static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
+    int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output (optional outputs are not supported)", op);
+    size_t lo = conv || layernorm ? 2 : 1, hi = conv || layernorm ? 3 : 1;
+    if (node->n_inputs < lo || node->n_inputs > hi) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    for (size_t i = 0; i < node->n_inputs; i++) if (!node->inputs[i][0] && i < lo) REJECT("%s: omitted inputs are not supported", op);
+    shape x = lookup(g, known, node->inputs[0]);
+    if (x.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[0]);
+    if (!x.known) REJECT("%s: the shape of input '%s' is not known at compile time", op, node->inputs[0]);
+    int64_t count = count_of(&x);
+    if (count <= 0) REJECT("%s: empty or too large inputs are not supported", op);
+    for (size_t k = 1; k < node->n_inputs; k++) {
+        if (!node->inputs[k][0]) continue;
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[k]);
+        if (!t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != F32) REJECT("%s: input %zu must be a float32 initializer", op, k);
+        for (size_t i = 0; i < g->n_inputs; i++)
+            if (strcmp(g->inputs[i]->name, node->inputs[k]) == 0) REJECT("%s: input %zu is a graph input that a caller may override; its data is compiled in", op, k);
+    }
+    if (softmax || layernorm) {
+        int64_t axis = ak_int_attr(node, "axis", -1);
+        if (x.rank < 1 || (axis != -1 && axis != (int64_t)x.rank - 1)) REJECT("%s: only the last axis is supported", op);
+        int64_t C = x.dims[x.rank - 1];
+        if (C > NPU_MAX_COLS) REJECT("%s: the last axis (%lld) exceeds the %u columns one tile holds", op, (long long)C, NPU_MAX_COLS);
+        for (size_t k = 1; layernorm && k < node->n_inputs; k++) {
+            if (!node->inputs[k][0]) continue;
+            shape s = ak_graph_shape(g, node->inputs[k], 0);
+            if (!s.known || count_of(&s) != C || (int64_t)ak_initializer(g, node->inputs[k])->raw.len != C * 4)
+                REJECT("LayerNormalization: scale and bias must hold %lld values (the last axis)", (long long)C);
+        }
+        *out = x;
+        return 0;
+    }
+    if (x.rank != 4) REJECT("%s: only 2-D NCHW inputs (rank 4) are supported", op);
+    if (gap) { *out = x; out->dims[2] = out->dims[3] = 1; return 0; }
+    window w;
+    if (conv) {
+        shape ws = ak_graph_shape(g, node->inputs[1], 0);
+        if (ak_int_attr(node, "group", 1) != 1) REJECT("Conv: grouped and depthwise convolution are not supported yet");
+        if (ws.rank != 4 || !ws.known || ws.dims[1] != x.dims[1]) REJECT("Conv: the weights must be [O, C, KH, KW] with C = %lld", (long long)x.dims[1]);
+        if (window_of(node, &x, ws.dims[2], ws.dims[3], 1, &w, why, size)) return 1;
+        uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+        if ((int64_t)ak_initializer(g, node->inputs[1])->raw.len != count_of(&ws) * 4) REJECT("Conv: the weights do not match their shape");
+        if (node->n_inputs == 3 && node->inputs[2][0]) {
+            shape bs = ak_graph_shape(g, node->inputs[2], 0);
+            if (bs.rank != 1 || bs.dims[0] != (int64_t)O || (int64_t)ak_initializer(g, node->inputs[2])->raw.len != (int64_t)O * 4) REJECT("Conv: B must hold O = %llu values", (unsigned long long)O);
+        }
+        if (K > MAX_K) REJECT("Conv: the contraction C·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
+        if (ceil_div(K, 128) * ceil_div(O, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
+        if (w.N * w.OH * w.OW * K >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv: the im2col matrix would exceed the tensor limit");
+        *out = x;
+        out->dims[1] = (int64_t)O; out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+        return 0;
+    }
+    if (window_of(node, &x, 0, 0, maxpool, &w, why, size)) return 1;
+    if (maxpool && ak_int_attr(node, "storage_order", 0) != 0) REJECT("MaxPool: storage_order 1 is not supported");
+    if (avgpool && (ak_int_attr(node, "count_include_pad", 0) & ~1)) REJECT("AveragePool: count_include_pad must be 0 or 1");
+    if (w.pt >= w.kh || w.pb >= w.kh || w.pl >= w.kw || w.pr >= w.kw) REJECT("%s: pads must be smaller than the kernel", op);
+    *out = x;
+    out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+    return 0;
+#undef REJECT
+}
+
 /* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
 static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
@@ -78,8 +184,12 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
     int matmul = strcmp(op, "MatMul") == 0, gemm = strcmp(op, "Gemm") == 0, add = strcmp(op, "Add") == 0, mul = strcmp(op, "Mul") == 0;
     int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
-    if (!matmul && !gemm && !add && !mul && !act)
-        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Add, Mul, Relu, Sigmoid, Tanh)", op);
+    int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
+    int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
+    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm)
+        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, "
+               "GlobalAveragePool, Softmax, LayerNormalization)", op);
+    if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     size_t want_in = act ? 1 : 2;
     if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
@@ -258,11 +368,14 @@ static npu_insn *dma(lowering *l, int store, uint32_t t, uint64_t offset, uint32
 /* The float bits of 1.0 (the ScalarE scale of every lowered activation). */
 static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); return u; }
 
-/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout. Tiles: K by
+/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout; X starts at element
+ * x_start of its tensor, and Y[m][n] goes to element y_start + n·y_pstride + m·y_estride of its (y_estride = N,
+ * y_pstride = 1: row-major [M, N]; y_estride = 1, y_pstride = M: channel-major, as a convolution's NCHW result). Tiles: K by
  * 128 (partitions), N by 128 (stationary columns = PSUM partitions), M by 512 (moving columns = one PSUM bank).
  * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
  * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
-static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N) {
+static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N,
+                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, 4);
     ak_gemm_tiling t;
@@ -296,7 +409,7 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
         uint32_t s = (uint32_t)(mt % 2), use = (uint32_t)(mt / 2), mext = ak_tile_extent(M, 512, mt);
         uint32_t slot = (uint32_t)(x_base + (int64_t)(s * t.k_tiles * 512 * es));
         for (uint64_t kt = 0; kt < t.k_tiles; kt++) {
-            npu_insn *n = dma(l, 0, x, mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
+            npu_insn *n = dma(l, 0, x, x_start + mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
             n->wait_sem[0] = x_free[s]; n->wait_value[0] = use;
             n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
             n->signal_sem[0] = x_full[s];
@@ -325,7 +438,7 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
             act->wait_sem[0] = bank_full[b]; act->wait_value[0] = bank_uses[b] + 1;
             act->wait_sem[1] = out_free[o]; act->wait_value[1] = out_uses[o];
             act->signal_sem[0] = bank_free[b]; act->signal_sem[1] = out_full[o];
-            npu_insn *st = dma(l, 1, y, mt * 512 * N + nt * 128, 1, (uint32_t)N, next, mext, act->c, NPU_F32);
+            npu_insn *st = dma(l, 1, y, y_start + mt * 512 * y_estride + nt * 128 * y_pstride, y_pstride, y_estride, next, mext, act->c, NPU_F32);
             st->wait_sem[0] = out_full[o]; st->wait_value[0] = out_uses[o] + 1;
             st->signal_sem[0] = out_free[o];
             bank_uses[b]++;
@@ -372,6 +485,257 @@ static void lower_elementwise(lowering *l, uint32_t a, uint32_t b, int b_row, in
             st->wait_sem[0] = out_full[sl]; st->wait_value[0] = use + 1;
             st->signal_sem[0] = out_free[sl];
         }
+}
+
+/* ---- reductions, normalizations, pooling and convolution ---------------------------------------------------- */
+
+/* A strictly ordered sequence of instructions over several engines: each waits until the ones before it in the
+ * chain have completed (one semaphore counting completions). The lowerings below use one for each op: simple and
+ * correct, with no overlap between the op's DMA and compute (NPU.md, "Lowering"). */
+typedef struct chain { uint32_t sem, done; } chain;
+
+/* Makes n the next link of c (its first wait and signal slots); loads also wait for every earlier op's stores. */
+static npu_insn *link_insn(lowering *l, chain *c, npu_insn *n, uint32_t prior) {
+    n->wait_sem[0] = c->sem; n->wait_value[0] = c->done;
+    n->signal_sem[0] = c->sem;
+    c->done++;
+    if (n->opcode == NPU_DMA_LOAD) { n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior; }
+    return n;
+}
+
+/* A new chain. */
+static chain new_chain(lowering *l) { chain c = {sem(l), 0}; return c; }
+
+/* The float bits of f. */
+static uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* ScalarE: dst = func(src·scale + bias) over parts × cols in SBUF (fp32); bias an SBUF address or NPU_NONE. */
+static npu_insn *scalar_op(lowering *l, chain *c, uint32_t prior, uint32_t func, uint32_t parts, uint32_t cols, uint32_t src, uint32_t dst, float scale, uint32_t bias) {
+    npu_insn *n = emit(l, NPU_ACTIVATE);
+    n->func = func; n->parts = parts; n->cols = cols; n->a = src; n->b = 0; n->c = dst; n->d = bias; n->e = NPU_F32; n->f = float_bits(scale);
+    return link_insn(l, c, n, prior);
+}
+
+/* VectorE: dst = a (alu) b over parts × cols (fp32); per_partition: b is one value per partition. */
+static npu_insn *vector_op(lowering *l, chain *c, uint32_t prior, uint32_t alu, uint32_t parts, uint32_t cols, uint32_t a, uint32_t b, uint32_t dst, int per_partition) {
+    npu_insn *n = emit(l, NPU_VECTOR);
+    n->func = alu; n->parts = parts; n->cols = cols; n->a = a; n->b = b; n->c = dst; n->d = per_partition ? 1 : 0; n->e = NPU_F32;
+    return link_insn(l, c, n, prior);
+}
+
+/* VectorE: dst[p] = (accumulate ? dst[p] : ·) reduced with a[p][0..cols) (alu add or max). */
+static npu_insn *reduce_op(lowering *l, chain *c, uint32_t prior, uint32_t alu, uint32_t parts, uint32_t cols, uint32_t a, uint32_t dst, int accumulate) {
+    npu_insn *n = emit(l, NPU_REDUCE);
+    n->func = alu; n->parts = parts; n->cols = cols; n->a = a; n->c = dst; n->d = accumulate ? 1 : 0; n->e = NPU_F32;
+    return link_insn(l, c, n, prior);
+}
+
+/* A chained DMA in fp32. */
+static npu_insn *chained_dma(lowering *l, chain *c, uint32_t prior, int store, uint32_t t, uint64_t offset, uint32_t pstride, uint32_t estride, uint32_t parts, uint32_t cols, uint32_t addr) {
+    return link_insn(l, c, dma(l, store, t, offset, pstride, estride, parts, cols, addr, NPU_F32), prior);
+}
+
+/* A one-element fp32 constant (for broadcasts by DMA strides of 0). */
+static uint32_t scalar_constant(lowering *l, float v) {
+    float *d = malloc(4);
+    if (!d) { l->failed = 1; return 0; }
+    *d = v;
+    shape s = {F32, 1, 1, {1}};
+    return add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)d, 4);
+}
+
+/* SBUF byte addresses of `count` fp32 tiles of `cols` columns, one after another (64-byte aligned). */
+static int sbuf_tiles(lowering *l, uint32_t count, uint32_t cols, uint32_t *addr) {
+    ak_buffer_pool pool;
+    ak_pool_init(&pool, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t at = ak_pool_alloc(&pool, (uint64_t)cols * 4, 64);
+        if (at < 0) { l->failed = 3; return 0; }
+        addr[i] = (uint32_t)at;
+    }
+    return 1;
+}
+
+/* Softmax over the last axis of X viewed as [R rows × C ≤ 512]: rows on partitions, per tile of 128 rows
+ * max (VectorE reduce) -> -max (ScalarE) -> exp(x - max) (ScalarE, the bias) -> sum (VectorE reduce) ->
+ * 1/sum (ScalarE) -> e·(1/sum) (VectorE, a per-partition operand). */
+static void lower_softmax(lowering *l, uint32_t x, uint32_t y, uint64_t R, uint32_t C) {
+    enum { XA, EX, YA, M, NM, S, RS, TILES };
+    uint32_t at[TILES];
+    if (!sbuf_tiles(l, TILES, C, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++) {
+        uint32_t rows = ak_tile_extent(R, 128, rt);
+        uint64_t offset = rt * 128 * C;
+        chained_dma(l, &c, prior, 0, x, offset, C, 1, rows, C, at[XA]);
+        reduce_op(l, &c, prior, NPU_ALU_MAX, rows, C, at[XA], at[M], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[M], at[NM], -1.0f, NPU_NONE);
+        scalar_op(l, &c, prior, NPU_FUNC_EXP, rows, C, at[XA], at[EX], 1.0f, at[NM]);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[EX], at[S], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_RECIPROCAL, rows, 1, at[S], at[RS], 1.0f, NPU_NONE);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[EX], at[RS], at[YA], 1);
+        chained_dma(l, &c, prior, 1, y, offset, C, 1, rows, C, at[YA]);
+    }
+}
+
+/* LayerNormalization over the last axis of X viewed as [R × C ≤ 512] with scale and bias rows of C:
+ * mean (reduce, ·1/C) -> x - mean -> mean of squares -> 1/sqrt(var + eps) (ScalarE, eps loaded as its bias) ->
+ * normalized · scale + bias (VectorE, the rows broadcast to every partition by DMA partition stride 0). */
+static void lower_layernorm(lowering *l, uint32_t x, uint32_t scale, uint32_t bias, float epsilon, uint32_t y, uint64_t R, uint32_t C) {
+    enum { XA, XC, SQ, GA, BA, YA, S, NMEAN, SS, RSTD, EPS, TILES };
+    uint32_t at[TILES];
+    uint32_t eps = scalar_constant(l, epsilon);
+    if (l->failed || !sbuf_tiles(l, TILES, C, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    chained_dma(l, &c, prior, 0, scale, 0, 0, 1, NPU_PARTITIONS, C, at[GA]);
+    if (bias != NPU_NONE) chained_dma(l, &c, prior, 0, bias, 0, 0, 1, NPU_PARTITIONS, C, at[BA]);
+    chained_dma(l, &c, prior, 0, eps, 0, 0, 0, NPU_PARTITIONS, 1, at[EPS]);
+    for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++) {
+        uint32_t rows = ak_tile_extent(R, 128, rt);
+        uint64_t offset = rt * 128 * C;
+        chained_dma(l, &c, prior, 0, x, offset, C, 1, rows, C, at[XA]);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[XA], at[S], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[S], at[NMEAN], -1.0f / (float)C, NPU_NONE);
+        vector_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[XA], at[NMEAN], at[XC], 1);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[XC], at[XC], at[SQ], 0);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[SQ], at[SS], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_RSQRT, rows, 1, at[SS], at[RSTD], 1.0f / (float)C, at[EPS]);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[XC], at[RSTD], at[YA], 1);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[YA], at[GA], at[YA], 0);
+        if (bias != NPU_NONE) vector_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[YA], at[BA], at[YA], 0);
+        chained_dma(l, &c, prior, 1, y, offset, C, 1, rows, C, at[YA]);
+    }
+}
+
+/* GlobalAveragePool of X [N, C, H, W]: rows N·C on partitions, H·W summed in column tiles of 512 (VectorE reduce,
+ * accumulating), then ·1/(H·W) (ScalarE) and stored as [N, C, 1, 1]. */
+static void lower_global_average(lowering *l, uint32_t x, uint32_t y, uint64_t rows_total, uint64_t hw) {
+    enum { XA, S, O, TILES };
+    uint32_t at[TILES];
+    if (!sbuf_tiles(l, TILES, NPU_MAX_COLS, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(rows_total, 128); rt++) {
+        uint32_t rows = ak_tile_extent(rows_total, 128, rt);
+        for (uint64_t ct = 0; ct < ceil_div(hw, NPU_MAX_COLS); ct++) {
+            uint32_t cols = ak_tile_extent(hw, NPU_MAX_COLS, ct);
+            chained_dma(l, &c, prior, 0, x, rt * 128 * hw + ct * NPU_MAX_COLS, (uint32_t)hw, 1, rows, cols, at[XA]);
+            reduce_op(l, &c, prior, NPU_ALU_ADD, rows, cols, at[XA], at[S], ct > 0);
+        }
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[S], at[O], 1.0f / (float)hw, NPU_NONE);
+        chained_dma(l, &c, prior, 1, y, rt * 128, 1, 1, rows, 1, at[O]);
+    }
+}
+
+
+/* The output columns [ow0, ow1) whose input column ow·sw − pl + k·dw lies inside [0, W). */
+static void valid_columns(const window *g, uint32_t k, uint64_t *ow0, uint64_t *ow1) {
+    int64_t lo = (int64_t)g->pl - (int64_t)k * g->dw, hi = (int64_t)g->W - 1 + lo; /* ow·sw must lie in [lo, hi] */
+    int64_t a = lo <= 0 ? 0 : (lo + g->sw - 1) / g->sw, b = hi < 0 ? -1 : hi / g->sw;
+    *ow0 = (uint64_t)a;
+    *ow1 = b < 0 ? 0 : (uint64_t)b + 1 > g->OW ? g->OW : (uint64_t)b + 1;
+    if (*ow1 < *ow0) *ow1 = *ow0;
+}
+
+/* MaxPool / AveragePool of X [N, C, H, W]: rows N·C on partitions; for each output row and kernel offset one DMA
+ * gathers the strided window row (positions in the padding are first filled from a constant, -inf or 0, by a
+ * broadcast DMA), and VectorE folds it in (max or add). AveragePool then multiplies by a compile-time row of
+ * 1/count (the window's valid positions, or the whole window with count_include_pad). */
+static void lower_pool(lowering *l, uint32_t x, uint32_t y, const window *g, int average, int include_pad) {
+    enum { WIN, ACC, RC, TILES };
+    uint32_t at[TILES];
+    uint32_t fill = scalar_constant(l, average ? 0.0f : -INFINITY), rc = NPU_NONE;
+    if (average && !l->failed) {
+        float *r = malloc(g->OH * g->OW * 4 + 4);
+        if (!r) { l->failed = 1; return; }
+        for (uint64_t oh = 0; oh < g->OH; oh++)
+            for (uint64_t ow = 0; ow < g->OW; ow++) {
+                int64_t h0 = (int64_t)(oh * g->sh) - g->pt, w0 = (int64_t)(ow * g->sw) - g->pl, count = 0;
+                for (int64_t i = 0; i < g->kh; i++)
+                    for (int64_t j = 0; j < g->kw; j++) {
+                        int64_t h = h0 + i, w = w0 + j;
+                        int inside = h >= 0 && h < (int64_t)g->H && w >= 0 && w < (int64_t)g->W;
+                        int in_padded = h >= -(int64_t)g->pt && h < (int64_t)(g->H + g->pb) && w >= -(int64_t)g->pl && w < (int64_t)(g->W + g->pr);
+                        count += include_pad ? in_padded : inside;
+                    }
+                r[oh * g->OW + ow] = 1.0f / (float)(count ? count : 1);
+            }
+        shape s = {F32, 1, 2, {(int64_t)g->OH, (int64_t)g->OW}};
+        rc = add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)r, g->OH * g->OW * 4);
+    }
+    if (l->failed || !sbuf_tiles(l, TILES, (uint32_t)g->OW, at)) return;
+    uint32_t prior = l->stores, alu = average ? NPU_ALU_ADD : NPU_ALU_MAX;
+    uint64_t rows_total = g->N * g->C, hw = g->H * g->W, ohw = g->OH * g->OW;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(rows_total, 128); rt++) {
+        uint32_t rows = ak_tile_extent(rows_total, 128, rt);
+        for (uint64_t oh = 0; oh < g->OH; oh++) {
+            int first = 1;
+            for (uint32_t i = 0; i < g->kh; i++) {
+                int64_t ih = (int64_t)(oh * g->sh) - g->pt + (int64_t)i * g->dh;
+                for (uint32_t j = 0; j < g->kw; j++) {
+                    uint64_t ow0, ow1;
+                    valid_columns(g, j, &ow0, &ow1);
+                    int row_inside = ih >= 0 && ih < (int64_t)g->H;
+                    if (!row_inside || ow0 >= ow1) {
+                        if (average) continue; /* adds nothing */
+                        chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[WIN]);
+                    } else {
+                        if (ow0 > 0 || ow1 < g->OW) chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[WIN]);
+                        uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
+                        chained_dma(l, &c, prior, 0, x, rt * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, rows, (uint32_t)(ow1 - ow0), at[WIN] + (uint32_t)ow0 * 4);
+                    }
+                    if (first) scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, (uint32_t)g->OW, at[WIN], at[ACC], 1.0f, NPU_NONE);
+                    else vector_op(l, &c, prior, alu, rows, (uint32_t)g->OW, at[ACC], at[WIN], at[ACC], 0);
+                    first = 0;
+                }
+            }
+            if (first) { /* average with no valid position in any window of the row: zeros */
+                chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[ACC]);
+            }
+            if (average) {
+                chained_dma(l, &c, prior, 0, rc, oh * g->OW, 0, 1, rows, (uint32_t)g->OW, at[RC]);
+                vector_op(l, &c, prior, NPU_ALU_MUL, rows, (uint32_t)g->OW, at[ACC], at[RC], at[ACC], 0);
+            }
+            chained_dma(l, &c, prior, 1, y, rt * 128 * ohw + oh * g->OW, (uint32_t)ohw, 1, rows, (uint32_t)g->OW, at[ACC]);
+        }
+    }
+}
+
+/* Conv (group 1) as an implicit GEMM: DMA gathers the im2col matrix T[N·OH·OW, K = C·KH·KW] into an intermediate
+ * tensor (positions in the padding stay 0: intermediates start zeroed), one DMA pair (load to SBUF, store to T)
+ * per output row, kernel offset and tile of 128 channels; then each image's rows of T go through lower_matmul
+ * against the weights in [K, O] layout, its result stored channel-major into Y [N, O, OH, OW]. */
+static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O) {
+    uint64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw, hw = g->H * g->W, khw = (uint64_t)g->kh * g->kw;
+    shape ts = {F32, 1, 2, {(int64_t)(g->N * P), (int64_t)K}};
+    uint32_t t = add_tensor(l, NULL, NPU_T_SCRATCH, &ts, NPU_F32, NULL, 0);
+    uint32_t at[1];
+    if (l->failed || !sbuf_tiles(l, 1, (uint32_t)g->OW, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t n = 0; n < g->N; n++)
+        for (uint64_t oh = 0; oh < g->OH; oh++)
+            for (uint32_t i = 0; i < g->kh; i++) {
+                int64_t ih = (int64_t)(oh * g->sh) - g->pt + (int64_t)i * g->dh;
+                if (ih < 0 || ih >= (int64_t)g->H) continue;
+                for (uint32_t j = 0; j < g->kw; j++) {
+                    uint64_t ow0, ow1;
+                    valid_columns(g, j, &ow0, &ow1);
+                    if (ow0 >= ow1) continue;
+                    uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
+                    for (uint64_t ct = 0; ct < ceil_div(g->C, 128); ct++) {
+                        uint32_t parts = ak_tile_extent(g->C, 128, ct), cols = (uint32_t)(ow1 - ow0);
+                        chained_dma(l, &c, prior, 0, x, n * g->C * hw + ct * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
+                        chained_dma(l, &c, prior, 1, t, (n * P + oh * g->OW + ow0) * K + ct * 128 * khw + (uint64_t)i * g->kw + j, (uint32_t)khw, (uint32_t)K,
+                                    parts, cols, at[0]);
+                    }
+                }
+            }
+    for (uint64_t n = 0; n < g->N && !l->failed; n++)
+        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O * P, (uint32_t)P, 1);
 }
 
 /* How many nodes read `name`, and whether it is a graph output. */
@@ -499,7 +863,54 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(&l, result, &rs);
-            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N);
+            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
+            continue;
+        }
+        if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||
+            strcmp(op, "Softmax") == 0 || strcmp(op, "LayerNormalization") == 0) {
+            shape xs = lookup(g, &known, node->inputs[0]);
+            uint32_t x = tensor_of(&l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            const char *result = node->outputs[0];
+            uint64_t C = (uint64_t)xs.dims[xs.rank - 1], total = (uint64_t)count_of(&xs);
+            if (op[0] == 'S') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_softmax(&l, x, y, total / C, (uint32_t)C); continue; }
+            if (op[0] == 'L') {
+                uint32_t sc = constant_tensor(&l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE;
+                uint32_t y = result_tensor(&l, result, &out);
+                if (!l.failed) lower_layernorm(&l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
+                continue;
+            }
+            if (op[0] == 'G') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_global_average(&l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
+            window w;
+            char why[320];
+            if (op[0] == 'C') {
+                shape ws = ak_graph_shape(g, node->inputs[1], 0);
+                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+                uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+                const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+                int cast = auto_cast >= NPU_CAST_MATMUL;
+                uint8_t *data = malloc(K * O * (cast ? 2 : 4) + 1);
+                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                for (uint64_t k = 0; k < K; k++) /* [O, C·KH·KW] -> [K, O] */
+                    for (uint64_t o = 0; o < O; o++) {
+                        float v;
+                        memcpy(&v, wi->raw.data + 4 * (o * K + k), 4);
+                        if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * (k * O + o), &h, 2); }
+                        else memcpy(data + 4 * (k * O + o), &v, 4);
+                    }
+                shape ko = {F32, 1, 2, {(int64_t)K, (int64_t)O}};
+                uint32_t wt = add_tensor(&l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
+                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
+                long j = sole_reader(g, i, result);
+                if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                shape rs = lookup(g, &known, result);
+                uint32_t y = result_tensor(&l, result, &rs);
+                if (!l.failed) lower_conv(&l, x, wt, bias, func, y, &w, O);
+                continue;
+            }
+            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+            uint32_t y = result_tensor(&l, result, &out);
+            if (!l.failed) lower_pool(&l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
             continue;
         }
         int f = func_of(op);
@@ -567,24 +978,15 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
     ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
-    if (!o) { npu_program_free(&program); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    npu_encode(&program, &o->payload);
+    if (o) npu_encode(&program, &o->payload);
     npu_program_free(&program);
-    if (o->payload.failed) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = NPU_COMPAT;
-    out->owner = o;
-    return NULL;
+    return ak_payload_answer(out, o, NPU_COMPAT);
 }
 
 /* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
-    if (strcmp(compat, NPU_COMPAT) != 0)
-        return ak_error(KILN_ERROR_VERSION_MISMATCH, NPU_BACKEND_NAME " " NPU_VERSION " loads payloads '" NPU_COMPAT "', not '%s'", compat);
-    return NULL;
+    return ak_check_compat(compat, NPU_COMPAT, NPU_BACKEND_NAME " " NPU_VERSION);
 }
 
 /* Callback: decodes and validates a payload into an executable (an npu_program) on device 0. */
@@ -622,7 +1024,7 @@ static const ak_engine engines[ENGINE_COUNT] = {
     {"DMA15", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
 };
 
-static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector"};
+static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector", "Reduce"};
 
 /* The cycle model's view of instruction n: its engine and cost. */
 static ak_op model_op(const npu_insn *n) {
@@ -632,7 +1034,7 @@ static ak_op model_op(const npu_insn *n) {
     case NPU_LOAD_STATIONARY: op.engine = ENGINE_TENSOR; op.cycles = ak_load_stationary_cycles(n->cols); break;
     case NPU_MULTIPLY_MOVING: op.engine = ENGINE_TENSOR; op.cycles = ak_multiply_moving_cycles(n->cols, n->f == NPU_F32); break;
     case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
-    case NPU_VECTOR: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
+    case NPU_VECTOR: case NPU_REDUCE: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
     }
     return op;
 }
@@ -670,6 +1072,9 @@ static float activation(uint32_t func, float x) {
     case NPU_FUNC_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case NPU_FUNC_TANH: return tanhf(x);
     case NPU_FUNC_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678f));
+    case NPU_FUNC_EXP: return expf(x);
+    case NPU_FUNC_RECIPROCAL: return 1.0f / x;
+    case NPU_FUNC_RSQRT: return 1.0f / sqrtf(x);
     default: return x;
     }
 }
@@ -688,8 +1093,13 @@ static size_t sbuf_extent(const npu_program *p) {
             if (n->b == 0 && (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e) > e) e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e);
             if (n->d != NPU_NONE && (uint64_t)n->d + 4 > e) e = (uint64_t)n->d + 4;
             break;
+        case NPU_REDUCE: {
+            uint64_t a = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e), c = (uint64_t)n->c + 4;
+            e = a > c ? a : c;
+            break;
+        }
         case NPU_VECTOR: {
-            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + src, c = n->c + (uint64_t)n->cols * 4;
+            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + (n->d ? 4 : src), c = n->c + (uint64_t)n->cols * 4;
             e = a > b ? a : b;
             e = c > e ? c : e;
             break;
@@ -746,9 +1156,19 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
     case NPU_VECTOR:
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
-                float a = sbuf_get(m, p, n->a, j, n->e), b = sbuf_get(m, p, n->b, j, n->e);
+                float a = sbuf_get(m, p, n->a, j, n->e), b = n->d ? sbuf_get(m, p, n->b, 0, NPU_F32) : sbuf_get(m, p, n->b, j, n->e);
                 sbuf_set(m, p, n->c, j, NPU_F32, n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b));
             }
+        return NULL;
+    case NPU_REDUCE:
+        for (uint32_t p = 0; p < n->parts; p++) {
+            float acc = n->d ? sbuf_get(m, p, n->c, 0, NPU_F32) : sbuf_get(m, p, n->a, 0, n->e);
+            for (uint32_t j = n->d ? 0 : 1; j < n->cols; j++) {
+                float x = sbuf_get(m, p, n->a, j, n->e);
+                acc = n->func == NPU_ALU_ADD ? acc + x : (x > acc ? x : acc);
+            }
+            sbuf_set(m, p, n->c, 0, NPU_F32, acc);
+        }
         return NULL;
     }
     return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);

@@ -6,7 +6,8 @@
  * host. It builds a kiln.ir graph (x[130,20] -> MatMul W[20,140] -> Add b[140] -> Relu -> Mul g[140]), compiles
  * it with auto-cast none and checks the simulated result against a plain C computation, then feeds load every
  * truncation of the payload, 2000 random corruptions (each one that still loads is executed), and hand-made
- * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8,
+ * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8, a
+ * vector operand mode or reduction that does not exist,
  * DMA queue 16, a wait no instruction satisfies, MultiplyMoving without a matching stationary, a shape whose
  * element count overflows). Each must end in an error or a clean run. Exits 1 on any failed expectation.
  */
@@ -163,6 +164,11 @@ int main(void) {
     mm->signal_sem[0] = p.semaphore_count; expect_refused(&p, "an unknown semaphore", "semaphore"); *mm = saved_mm;
     npu_insn *act = first(&p, NPU_ACTIVATE), saved_act = *act;
     act->func = 9; expect_refused(&p, "activation function 9", "activation function"); *act = saved_act;
+    npu_insn *vec = first(&p, NPU_VECTOR), saved_vec = *vec;
+    vec->d = 2; expect_refused(&p, "vector operand mode 2", "vector operand mode"); *vec = saved_vec;
+    vec->d = 1; vec->b = NPU_SBUF_PARTITION_BYTES - 2; expect_refused(&p, "a per-partition operand past the partition", "does not fit"); *vec = saved_vec;
+    vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_MUL; expect_refused(&p, "a product reduction", "reduction"); *vec = saved_vec;
+    vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_ADD; vec->d = 3; expect_refused(&p, "reduction accumulate flag 3", "accumulate flag"); *vec = saved_vec;
     uint32_t in = p.inputs[0];
     int64_t dims[2] = {p.tensors[in].dims[0], p.tensors[in].dims[1]};
     p.tensors[in].dims[0] = (int64_t)1 << 40; p.tensors[in].dims[1] = (int64_t)1 << 40;
