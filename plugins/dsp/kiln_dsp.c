@@ -7,6 +7,7 @@
  * target "dsp-hvx". It claims QuantizeLinear, DequantizeLinear, QLinearMatMul and
  * QLinearConv (per-tensor scales and zero points that are initializers, int8/uint8), MaxPool on
  * uint8/int8 and float32 Relu,
+ * and Conv in QDQ form (DequantizeLinear -> Conv -> QuantizeLinear, lowered as QLinearConv),
  * compiles a graph of them into its own payload (program.h, compat "sampledsp.hvx/kdsp1"), and executes it with the
  * kernels of kernels.c running on the C functional model of HVX (hvx.h) — the same kernel source that
  * tests/run-hvx-exact proves bit-exact on the real instruction set under qemu-hexagon.
@@ -300,23 +301,153 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
 #undef REJECT
 }
 
-/* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. */
+/* ---- Conv in QDQ form (kiln compile --quantize int8, onnxruntime's QDQ format) ------------------------------------ */
+
+/* A float Conv between DequantizeLinear nodes (x, per-channel w, int32 bias) and one QuantizeLinear: the same
+ * computation as QLinearConv(x_q, sx, zx, w_q, sw, zw, sy, zy, b_q) as long as the bias is quantized with scale
+ * sx·sw and zero point 0, which is how int8 quantizers write it. */
+typedef struct qdq_conv {
+    long dx, dw, db, q;           /* the DequantizeLinear nodes of x, w and the bias (-1: none) and the QuantizeLinear */
+    int absorb_dx;                /* dx feeds only this Conv: it need not run */
+    char *inputs[9], *outputs[1];
+    Kiln__Ir__Node node;          /* the equivalent QLinearConv (the Conv's attributes, Q's output) */
+} qdq_conv;
+
+/* The node whose output is `name`, or -1. */
+static long producer_of(const Kiln__Ir__Graph *g, const char *name) {
+    for (size_t i = 0; name[0] && i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_outputs; k++)
+            if (strcmp(g->nodes[i]->outputs[k], name) == 0) return (long)i;
+    return -1;
+}
+
+/* How many node inputs and graph outputs read `name`; the reading node in *only when there is one (-1 for a graph output). */
+static size_t readers_of(const Kiln__Ir__Graph *g, const char *name, long *only) {
+    size_t n = 0;
+    *only = -1;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_inputs; k++)
+            if (strcmp(g->nodes[i]->inputs[k], name) == 0) { n++; *only = (long)i; }
+    for (size_t i = 0; i < g->n_outputs; i++) if (strcmp(g->outputs[i]->name, name) == 0) { n++; *only = -1; }
+    return n;
+}
+
+/* Whether node `index` is op `op` of the ONNX domain with at least `inputs` inputs. */
+static int is_op(const Kiln__Ir__Graph *g, long index, const char *op, size_t inputs) {
+    if (index < 0) return 0;
+    const Kiln__Ir__Node *n = g->nodes[index];
+    return strcmp(n->op, op) == 0 && (!n->domain[0] || strcmp(n->domain, "ai.onnx") == 0) && n->n_inputs >= inputs && n->n_outputs == 1;
+}
+
+/* Whether node i is a Conv in QDQ form; fills *m (which must not move afterwards: m->node points into it). */
+static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
+    const Kiln__Ir__Node *conv = g->nodes[i];
+    if (!is_op(g, (long)i, "Conv", 2) || conv->n_inputs > 3) return 0;
+    long only;
+    m->dx = producer_of(g, conv->inputs[0]);
+    m->dw = producer_of(g, conv->inputs[1]);
+    m->db = conv->n_inputs == 3 && conv->inputs[2][0] ? producer_of(g, conv->inputs[2]) : -1;
+    if (!is_op(g, m->dx, "DequantizeLinear", 2) || !is_op(g, m->dw, "DequantizeLinear", 2)) return 0;
+    if (conv->n_inputs == 3 && conv->inputs[2][0] && !is_op(g, m->db, "DequantizeLinear", 2)) return 0;
+    if (readers_of(g, conv->outputs[0], &only) != 1 || !is_op(g, only, "QuantizeLinear", 2)) return 0;
+    m->q = only;
+    const Kiln__Ir__Node *dx = g->nodes[m->dx], *dw = g->nodes[m->dw], *q = g->nodes[m->q];
+    const Kiln__Ir__Tensor *w = ak_initializer(g, dw->inputs[0]);
+    if (!w || w->n_shape != 4 || readers_of(g, dw->outputs[0], &only) != 1) return 0;
+    float sx, sw[DSP_MAX_CHANNELS], sb[DSP_MAX_CHANNELS];
+    size_t O = (size_t)w->shape[0];
+    if (O < 1 || O > DSP_MAX_CHANNELS || scale_initializer(g, dx->inputs[1], 1, &sx) != 1) return 0;
+    size_t nw = scale_initializer(g, dw->inputs[1], O, sw);
+    if (!nw || (nw > 1 && ak_int_attr(dw, "axis", 1) != 0)) return 0; /* per-channel scales must run along w's axis 0 */
+    if (m->db >= 0) {
+        const Kiln__Ir__Node *db = g->nodes[m->db];
+        const Kiln__Ir__Tensor *b = ak_initializer(g, db->inputs[0]), *zb = db->n_inputs > 2 && db->inputs[2][0] ? ak_initializer(g, db->inputs[2]) : NULL;
+        if (!b || (int)b->dtype != DSP_I32 || readers_of(g, db->outputs[0], &only) != 1) return 0;
+        size_t nb = scale_initializer(g, db->inputs[1], O, sb);
+        if (!nb || (nb > 1 && ak_int_attr(db, "axis", 1) != 0)) return 0;
+        for (size_t o = 0; o < O; o++) { /* the bias scale is sx·sw (as the quantizer rounds it to float) */
+            float want = sx * sw[nw > 1 ? o : 0], have = sb[nb > 1 ? o : 0];
+            if (!(fabsf(have - want) <= 1e-6f * fabsf(want))) return 0;
+        }
+        for (size_t k = 0; zb && zb->data_case == KILN__IR__TENSOR__DATA_RAW && k < zb->raw.len; k++)
+            if (zb->raw.data[k] != 0) return 0;
+        if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
+    }
+    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
+    char *none = (char *)"";
+    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
+                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
+                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
+    memcpy(m->inputs, inputs, sizeof inputs);
+    m->outputs[0] = q->outputs[0];
+    kiln__ir__node__init(&m->node);
+    m->node.name = conv->name;
+    m->node.domain = none;
+    m->node.op = (char *)"QLinearConv";
+    m->node.n_inputs = m->db >= 0 ? 9 : 8;
+    m->node.inputs = m->inputs;
+    m->node.n_outputs = 1;
+    m->node.outputs = m->outputs;
+    m->node.n_attributes = conv->n_attributes;
+    m->node.attributes = conv->attributes;
+    return 1;
+}
+
+/* The QDQ Convs of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
+ * absorbs. With `known` (claim), a pattern whose QLinearConv this backend would reject is left out, its reason in
+ * why_conv[i] (malloc'ed; may be NULL). Returns 0 when out of memory. */
+static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const char *const *known_names, const int *known_types, size_t known,
+                     char **why_conv) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!find_qdq_conv(g, i, &m[i])) continue;
+        char why[320];
+        if (known_names && rejects(g, &m[i].node, known_names, known_types, known, why, sizeof why)) {
+            char text[400];
+            snprintf(text, sizeof text, "Conv in QDQ form, as QLinearConv: %s", why);
+            if (why_conv && !(why_conv[i] = ak_strdup(text))) return 0;
+            continue;
+        }
+        role[i] = 2;
+        role[m[i].dw] = role[m[i].q] = 1;
+        if (m[i].db >= 0) role[m[i].db] = 1;
+        if (m[i].absorb_dx) role[m[i].dx] = 1;
+    }
+    return 1;
+}
+
+/* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. A first pass
+ * learns the types of what the plain ops produce; Convs in QDQ form whose QLinearConv would be accepted are then
+ * claimed with the nodes they absorb, and a second pass decides every node. */
 static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
     const char **names = calloc(g->n_nodes + 1, sizeof(char *));
     int *types = calloc(g->n_nodes + 1, sizeof(int));
-    if (!names || !types) { free(names); free(types); return 0; }
+    qdq_conv *m = calloc(g->n_nodes + 1, sizeof *m);
+    uint8_t *role = calloc(g->n_nodes + 1, 1);
+    char **why_conv = calloc(g->n_nodes + 1, sizeof(char *));
+    int ok = names && types && m && role && why_conv;
     size_t known = 0;
-    for (size_t i = 0; i < g->n_nodes; i++) {
+    for (size_t i = 0; ok && i < g->n_nodes; i++) {
+        char why[320];
+        if (!rejects(g, g->nodes[i], names, types, known, why, sizeof why)) { names[known] = g->nodes[i]->outputs[0]; types[known++] = output_dtype(g, g->nodes[i]); }
+    }
+    ok = ok && qdq_convs(g, m, role, names, types, known, why_conv);
+    known = 0;
+    for (size_t i = 0; ok && i < g->n_nodes; i++) {
         char why[320];
         const Kiln__Ir__Node *node = g->nodes[i];
-        int rejected = rejects(g, node, names, types, known, why, sizeof why);
+        int rejected = role[i] ? 0 : rejects(g, node, names, types, known, why, sizeof why);
         supported[i] = !rejected;
-        if (rejected && reasons && !(reasons[i] = ak_strdup(why))) { free(names); free(types); return 0; }
-        if (!rejected) { names[known] = node->outputs[0]; types[known++] = output_dtype(g, node); }
+        if (rejected && reasons && !(reasons[i] = ak_strdup(why_conv[i] ? why_conv[i] : why))) ok = 0;
+        if (!rejected && role[i] != 2) { names[known] = node->outputs[0]; types[known++] = output_dtype(g, node); }
+        if (role[i] == 2) { names[known] = m[i].outputs[0]; types[known++] = output_dtype(g, g->nodes[m[i].q]); }
     }
+    for (size_t i = 0; why_conv && i < g->n_nodes; i++) free(why_conv[i]);
+    free(why_conv);
+    free(role);
+    free(m);
     free(names);
     free(types);
-    return 1;
+    return ok;
 }
 
 /* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
@@ -340,6 +471,8 @@ static int64_t find_name(const names *n, const char *name) {
 static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     memset(p, 0, sizeof *p);
     names n = {0};
+    qdq_conv *qdq = NULL;
+    uint8_t *role = NULL;
     n.capacity = (uint32_t)(g->n_inputs + g->n_initializers + g->n_nodes + 1);
     n.name = calloc(n.capacity, sizeof(char *));
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
@@ -382,8 +515,13 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
         n.name[n.count] = (name_);                                                                             \
         (out_) = n.count++;                                                                                    \
     } while (0)
+    qdq = calloc(g->n_nodes + 1, sizeof *qdq);
+    role = calloc(g->n_nodes + 1, 1);
+    if (!qdq || !role || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
     for (size_t i = 0; i < g->n_nodes; i++) {
-        const Kiln__Ir__Node *node = g->nodes[i];
+        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv */
+        const Kiln__Ir__Node *node = role[i] == 2 ? &qdq[i].node : g->nodes[i];
+        if (strcmp(node->op, "Conv") == 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: Conv '%s' is not in QDQ form within this graph", node->name); goto done; }
         dsp_op *op = &p->ops[p->op_count++];
         const char *name = node->op;
         op->opcode = strcmp(name, "QuantizeLinear") == 0 ? DSP_OP_QUANTIZE : strcmp(name, "DequantizeLinear") == 0 ? DSP_OP_DEQUANTIZE
@@ -429,6 +567,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     p->value_count = n.count;
 done:
     free(n.name);
+    free(qdq);
+    free(role);
     if (e) dsp_program_free(p);
     return e;
 }
