@@ -22,25 +22,17 @@ Usage: e2e_calibrated.py KILN PLUGIN WORKDIR
 """
 import json
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
+from ak_e2e import arguments, placements, run, save_model  # noqa: E402
 
 MAX_LSB = 2
 Y_BOUND = 2.0 ** -5
 DSP = "sampledsp.hvx"
-
-
-def run(cmd):
-    """Runs a command, exiting with its output when it fails; returns stdout + stderr."""
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"e2e_calibrated: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout + done.stderr
 
 
 def build(path, rng):
@@ -55,16 +47,11 @@ def build(path, rng):
              helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("Flatten", ["p2"], ["f"]), helper.make_node("Gemm", ["f", "Wf", "bf"], ["y"])]
     value = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-    graph = helper.make_graph(nodes, "calibrated_cnn", [value("x", [2, 3, 16, 16])], [value("y", [2, 10]), value("r2", [2, 16, 8, 8])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    save_model(path, nodes, [value("x", [2, 3, 16, 16])], [value("y", [2, 10]), value("r2", [2, 16, 8, 8])], inits)
 
 
 def main():
-    kiln, plugin, work = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
-    os.makedirs(work, exist_ok=True)
+    kiln, plugin, work = arguments()
     rng = np.random.default_rng(13)
     path = os.path.join(work, "cnn.onnx")
     build(path, rng)
@@ -77,9 +64,7 @@ def main():
     run([kiln, "compile", path, "--output", dsp_art, *quantize, "--target", "dsp-hvx", "--plugin", plugin, "--fallback", "allow"])
     run([kiln, "compile", path, "--output", ref_art, *quantize, "--backend", "kiln.reference"])
     inspect = run([kiln, "inspect", dsp_art, "--partitions"])
-    placed = {}
-    for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):
-        placed.setdefault(m.group(1), []).append(m.group(2))
+    placed = placements(inspect)
     if placed.get("Conv") != [DSP, DSP]:
         sys.exit(f"e2e_calibrated: the two QDQ Convs are not both on {DSP}: {placed}\n{inspect}")
     print("e2e_calibrated: placement", {op: sorted(set(b)) for op, b in sorted(placed.items())})

@@ -25,26 +25,17 @@ Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE
 """
 import json
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
+from ak_e2e import arguments, placements, run, save_model  # noqa: E402
 
 NONE_BOUND = 1e-5
 MATMUL_BOUND = 2.0 ** -5
 NPU = "sampleneuron.nc2"
-
-
-def model(path, nodes, inputs, outputs, inits):
-    """Checks and saves an opset-17 model."""
-    graph = helper.make_graph(nodes, os.path.basename(path), inputs, outputs, inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.checker.check_model(m)
-    onnx.save(m, path)
 
 
 def cnn(path, rng):
@@ -66,7 +57,7 @@ def cnn(path, rng):
         helper.make_node("Softmax", ["z"], ["y"], axis=-1),
     ]
     out = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-    model(path, nodes, [out("x", [2, 3, 14, 14])], [out("y", [2, 10]), out("p1", [2, 8, 7, 7]), out("a2", [2, 16, 4, 4])], inits)
+    save_model(path, nodes, [out("x", [2, 3, 14, 14])], [out("y", [2, 10]), out("p1", [2, 8, 7, 7]), out("a2", [2, 16, 4, 4])], inits)
     return {"x": rng.standard_normal((2, 3, 14, 14)).astype(np.float32)}
 
 
@@ -99,16 +90,8 @@ def transformer(path, rng):
         helper.make_node("Add", ["r", "m"], ["y"]),
     ]
     out = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-    model(path, nodes, [out("x", [1, T, D])], [out("y", [1, T, D])], inits)
+    save_model(path, nodes, [out("x", [1, T, D])], [out("y", [1, T, D])], inits)
     return {"x": rng.standard_normal((1, T, D)).astype(np.float32)}
-
-
-def run(cmd, env=None):
-    """Runs a command, exiting with its output when it fails; returns stdout + stderr."""
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        sys.exit(f"e2e_cnn_transformer: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done.stdout + done.stderr
 
 
 def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
@@ -126,9 +109,7 @@ def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
         run([kiln, "compile", path, "--output", art, "--plugin", plugin, "--target", "npu-nc2", "--fallback", "allow",
              "--backend-option", f"auto-cast={mode}"], env)
         inspect = run([kiln, "inspect", art, "--partitions"])
-        placed = {}
-        for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):
-            placed.setdefault(m.group(1), []).append(m.group(2))
+        placed = placements(inspect)
         for op, count in on_npu.items():
             if placed.get(op, []).count(NPU) != count:
                 sys.exit(f"e2e_cnn_transformer: {name}: want {count} {op} on {NPU}, placement {placed}\n{inspect}")
@@ -154,8 +135,7 @@ def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
 
 
 def main():
-    kiln, plugin, work = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
-    os.makedirs(work, exist_ok=True)
+    kiln, plugin, work = arguments()
     rng = np.random.default_rng(12)
     results = {}
     path = os.path.join(work, "cnn.onnx")
