@@ -7,6 +7,7 @@
  * target "dsp-hvx". It claims QuantizeLinear, DequantizeLinear, QLinearMatMul and
  * QLinearConv (per-tensor scales and zero points that are initializers, int8/uint8), MaxPool on
  * uint8/int8 and float32 Relu,
+ * and Conv in QDQ form (DequantizeLinear -> Conv -> QuantizeLinear, lowered as QLinearConv),
  * compiles a graph of them into its own payload (program.h, compat "sampledsp.hvx/kdsp1"), and executes it with the
  * kernels of kernels.c running on the C functional model of HVX (hvx.h) — the same kernel source that
  * tests/run-hvx-exact proves bit-exact on the real instruction set under qemu-hexagon.
@@ -21,6 +22,7 @@
 #include "kiln/ir.pb-c.h"
 #include "kernels.h"
 #include "program.h"
+#include "../accelkit/ak_plugin.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -47,18 +49,6 @@
 
 /* Output channels of one QLinearConv (bounds the per-channel requantization table). */
 #define DSP_MAX_CHANNELS 4096
-
-static const kiln_plugin_host *host;
-
-/* A new error through the host, with a printf-style message. */
-static kiln_plugin_error *error(int32_t code, const char *format, ...) {
-    char message[512];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    return host->error_create(host->host_context, code, message);
-}
 
 /* ---- the last run's estimate (device properties) ------------------------------------------------- */
 
@@ -105,23 +95,9 @@ static void value_type(const Kiln__Ir__Graph *g, const char *name, int *dtype, i
         }
 }
 
-/* The initializer named `name`, or NULL. */
-static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializers; i++)
-        if (strcmp(g->initializers[i]->name, name) == 0) return g->initializers[i];
-    return NULL;
-}
-
-/* The attribute `name` of `node`, or NULL. */
-static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
-    for (size_t i = 0; i < node->n_attributes; i++)
-        if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
-    return NULL;
-}
-
 /* The one element of a 1-element initializer of `dtype` as a double; 0 when it is not one. */
 static int scalar_initializer(const Kiln__Ir__Graph *g, const char *name, int dtype, double *out) {
-    const Kiln__Ir__Tensor *t = initializer(g, name);
+    const Kiln__Ir__Tensor *t = ak_initializer(g, name);
     if (!t || (int)t->dtype != dtype || t->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
     for (size_t d = 0; d < t->n_shape; d++) if (t->shape[d] != 1) return 0;
     size_t size = dsp_dtype_size((uint32_t)dtype);
@@ -138,7 +114,7 @@ static int scalar_initializer(const Kiln__Ir__Graph *g, const char *name, int dt
 /* The float32 values of an initializer of rank 0 or 1 with 1 or `count` elements (per-tensor or per-channel),
  * all positive and finite: how many (1 or count), or 0 when it is not one. */
 static size_t scale_initializer(const Kiln__Ir__Graph *g, const char *name, size_t count, float *values) {
-    const Kiln__Ir__Tensor *t = initializer(g, name);
+    const Kiln__Ir__Tensor *t = ak_initializer(g, name);
     if (!t || (int)t->dtype != DSP_F32 || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->n_shape > 1) return 0;
     size_t n = t->raw.len / 4;
     if (t->raw.len % 4 || (n != 1 && n != count) || (t->n_shape == 1 && (int64_t)n != t->shape[0])) return 0;
@@ -197,14 +173,14 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     if (maxpool) {
         if (dtypes[0] != DSP_U8 && dtypes[0] != DSP_I8) REJECT("MaxPool: only uint8 and int8 inputs are supported (type %d)", dtypes[0]);
         if (ranks[0] != 4) REJECT("MaxPool: only 2-D pooling of a rank-4 input of known rank is supported");
-        const Kiln__Ir__Attribute *a = attribute(node, "kernel_shape");
+        const Kiln__Ir__Attribute *a = ak_attribute(node, "kernel_shape");
         if (!a || a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != 2) REJECT("MaxPool: kernel_shape must list 2 integers");
         int64_t k[2] = {a->ints->values[0], a->ints->values[1]};
         if (k[0] < 1 || k[1] < 1 || k[0] > 256 || k[1] > 256) REJECT("MaxPool: kernel_shape out of range");
         const char *lists[3] = {"strides", "pads", "dilations"};
         size_t lengths[3] = {2, 4, 2};
         for (int j = 0; j < 3; j++) {
-            a = attribute(node, lists[j]);
+            a = ak_attribute(node, lists[j]);
             if (!a) continue;
             if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != lengths[j]) REJECT("MaxPool: attribute %s must list %zu integers", lists[j], lengths[j]);
             for (size_t i = 0; i < a->ints->n_values; i++) {
@@ -214,11 +190,11 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
                 if (j == 2 && v != 1) REJECT("MaxPool: dilations are not supported");
             }
         }
-        a = attribute(node, "ceil_mode");
+        a = ak_attribute(node, "ceil_mode");
         if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("MaxPool: ceil_mode is not supported");
-        a = attribute(node, "storage_order");
+        a = ak_attribute(node, "storage_order");
         if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("MaxPool: storage_order 1 is not supported");
-        a = attribute(node, "auto_pad");
+        a = ak_attribute(node, "auto_pad");
         if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0 && strcmp(a->s, "VALID") != 0)
             REJECT("MaxPool: auto_pad %s is not supported", a->s);
         return 0;
@@ -239,7 +215,7 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
             double z;
             int zt = dtypes[2];
             if (zt == DSP_I32) { /* int32 (bias) dequantization: one element */
-                const Kiln__Ir__Tensor *t = initializer(g, node->inputs[2]);
+                const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[2]);
                 if (!dequantize || !t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->raw.len != 4 || t->n_shape > 1)
                     REJECT("%s: an int32 zero point must be an initializer with one element", op);
             } else if (zt != DSP_U8 && zt != DSP_I8) {
@@ -253,7 +229,7 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     }
     /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp; QLinearConv: x, x_scale, x_zp, w,
      * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel. */
-    const Kiln__Ir__Tensor *w = conv ? initializer(g, node->inputs[3]) : NULL;
+    const Kiln__Ir__Tensor *w = conv ? ak_initializer(g, node->inputs[3]) : NULL;
     if (conv && (!w || w->n_shape != 4 || w->shape[0] < 1)) REJECT("QLinearConv: w must be a rank-4 initializer");
     if (conv && w->shape[0] > DSP_MAX_CHANNELS) REJECT("QLinearConv: more than %d output channels are not supported", DSP_MAX_CHANNELS);
     size_t channels = conv ? (size_t)w->shape[0] : 1;
@@ -282,7 +258,7 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         if (dtypes[zi] != DSP_U8 && dtypes[zi] != DSP_I8) REJECT("%s: zero point input %zu must be uint8 or int8", op, zi);
         if (k < 2 && dtypes[zi] != t) REJECT("%s: input %zu and its zero point differ in type", op, di);
         if (k == 1 && conv) { /* one value, or one per channel that are all equal */
-            const Kiln__Ir__Tensor *zt = initializer(g, node->inputs[zi]);
+            const Kiln__Ir__Tensor *zt = ak_initializer(g, node->inputs[zi]);
             if (!zt || zt->data_case != KILN__IR__TENSOR__DATA_RAW || zt->n_shape > 1 || (zt->raw.len != 1 && zt->raw.len != channels))
                 REJECT("QLinearConv: w_zero_point must be an initializer with 1 or %zu elements", channels);
             for (size_t i = 1; i < zt->raw.len; i++)
@@ -303,21 +279,21 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     }
     if (ranks[0] >= 0 && ranks[0] != 4) REJECT("QLinearConv: only 2-D convolution (rank-4 x) is supported");
     if (node->n_inputs > 8 && node->inputs[8][0] && dtypes[8] != DSP_I32) REJECT("QLinearConv: the bias must be int32");
-    const Kiln__Ir__Attribute *a = attribute(node, "auto_pad");
+    const Kiln__Ir__Attribute *a = ak_attribute(node, "auto_pad");
     if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0 && strcmp(a->s, "VALID") != 0)
         REJECT("QLinearConv: auto_pad %s is not supported", a->s);
     const char *lists[4] = {"strides", "dilations", "pads", "kernel_shape"};
     size_t lengths[4] = {2, 2, 4, 2};
     for (int k = 0; k < 4; k++) {
-        a = attribute(node, lists[k]);
+        a = ak_attribute(node, lists[k]);
         if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != lengths[k]))
             REJECT("QLinearConv: attribute %s must list %zu integers", lists[k], lengths[k]);
         for (size_t i = 0; a && i < a->ints->n_values; i++)
             if (a->ints->values[i] < (k == 2 ? 0 : 1) || a->ints->values[i] > 4096) REJECT("QLinearConv: attribute %s has value %lld out of range", lists[k], (long long)a->ints->values[i]);
     }
-    a = attribute(node, "kernel_shape");
+    a = ak_attribute(node, "kernel_shape");
     if (a && (a->ints->values[0] != w->shape[2] || a->ints->values[1] != w->shape[3])) REJECT("QLinearConv: kernel_shape differs from w's shape");
-    a = attribute(node, "group");
+    a = ak_attribute(node, "group");
     if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i < 1 || a->i > 65536)) REJECT("QLinearConv: group must be a positive integer");
     int64_t group = a ? a->i : 1;
     if (w->shape[0] < 1 || w->shape[0] % group != 0) REJECT("QLinearConv: w's %lld output channels do not divide into %lld groups", (long long)w->shape[0], (long long)group);
@@ -325,95 +301,159 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
 #undef REJECT
 }
 
-/* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. */
-static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
-    const char **names = calloc(g->n_nodes + 1, sizeof(char *));
-    int *types = calloc(g->n_nodes + 1, sizeof(int));
-    if (!names || !types) { free(names); free(types); return 0; }
-    size_t known = 0;
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        char why[320];
-        const Kiln__Ir__Node *node = g->nodes[i];
-        int rejected = rejects(g, node, names, types, known, why, sizeof why);
-        supported[i] = !rejected;
-        if (rejected && reasons) {
-            size_t n = strlen(why) + 1;
-            reasons[i] = malloc(n);
-            if (!reasons[i]) { free(names); free(types); return 0; }
-            memcpy(reasons[i], why, n);
+/* ---- Conv in QDQ form (kiln compile --quantize int8, onnxruntime's QDQ format) ------------------------------------ */
+
+/* A float Conv between DequantizeLinear nodes (x, per-channel w, int32 bias) and one QuantizeLinear: the same
+ * computation as QLinearConv(x_q, sx, zx, w_q, sw, zw, sy, zy, b_q) as long as the bias is quantized with scale
+ * sx·sw and zero point 0, which is how int8 quantizers write it. */
+typedef struct qdq_conv {
+    long dx, dw, db, q;           /* the DequantizeLinear nodes of x, w and the bias (-1: none) and the QuantizeLinear */
+    int absorb_dx;                /* dx feeds only this Conv: it need not run */
+    char *inputs[9], *outputs[1];
+    Kiln__Ir__Node node;          /* the equivalent QLinearConv (the Conv's attributes, Q's output) */
+} qdq_conv;
+
+/* The node whose output is `name`, or -1. */
+static long producer_of(const Kiln__Ir__Graph *g, const char *name) {
+    for (size_t i = 0; name[0] && i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_outputs; k++)
+            if (strcmp(g->nodes[i]->outputs[k], name) == 0) return (long)i;
+    return -1;
+}
+
+/* How many node inputs and graph outputs read `name`; the reading node in *only when there is one (-1 for a graph output). */
+static size_t readers_of(const Kiln__Ir__Graph *g, const char *name, long *only) {
+    size_t n = 0;
+    *only = -1;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_inputs; k++)
+            if (strcmp(g->nodes[i]->inputs[k], name) == 0) { n++; *only = (long)i; }
+    for (size_t i = 0; i < g->n_outputs; i++) if (strcmp(g->outputs[i]->name, name) == 0) { n++; *only = -1; }
+    return n;
+}
+
+/* Whether node `index` is op `op` of the ONNX domain with at least `inputs` inputs. */
+static int is_op(const Kiln__Ir__Graph *g, long index, const char *op, size_t inputs) {
+    if (index < 0) return 0;
+    const Kiln__Ir__Node *n = g->nodes[index];
+    return strcmp(n->op, op) == 0 && (!n->domain[0] || strcmp(n->domain, "ai.onnx") == 0) && n->n_inputs >= inputs && n->n_outputs == 1;
+}
+
+/* Whether node i is a Conv in QDQ form; fills *m (which must not move afterwards: m->node points into it). */
+static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
+    const Kiln__Ir__Node *conv = g->nodes[i];
+    if (!is_op(g, (long)i, "Conv", 2) || conv->n_inputs > 3) return 0;
+    long only;
+    m->dx = producer_of(g, conv->inputs[0]);
+    m->dw = producer_of(g, conv->inputs[1]);
+    m->db = conv->n_inputs == 3 && conv->inputs[2][0] ? producer_of(g, conv->inputs[2]) : -1;
+    if (!is_op(g, m->dx, "DequantizeLinear", 2) || !is_op(g, m->dw, "DequantizeLinear", 2)) return 0;
+    if (conv->n_inputs == 3 && conv->inputs[2][0] && !is_op(g, m->db, "DequantizeLinear", 2)) return 0;
+    if (readers_of(g, conv->outputs[0], &only) != 1 || !is_op(g, only, "QuantizeLinear", 2)) return 0;
+    m->q = only;
+    const Kiln__Ir__Node *dx = g->nodes[m->dx], *dw = g->nodes[m->dw], *q = g->nodes[m->q];
+    const Kiln__Ir__Tensor *w = ak_initializer(g, dw->inputs[0]);
+    if (!w || w->n_shape != 4 || readers_of(g, dw->outputs[0], &only) != 1) return 0;
+    float sx, sw[DSP_MAX_CHANNELS], sb[DSP_MAX_CHANNELS];
+    size_t O = (size_t)w->shape[0];
+    if (O < 1 || O > DSP_MAX_CHANNELS || scale_initializer(g, dx->inputs[1], 1, &sx) != 1) return 0;
+    size_t nw = scale_initializer(g, dw->inputs[1], O, sw);
+    if (!nw || (nw > 1 && ak_int_attr(dw, "axis", 1) != 0)) return 0; /* per-channel scales must run along w's axis 0 */
+    if (m->db >= 0) {
+        const Kiln__Ir__Node *db = g->nodes[m->db];
+        const Kiln__Ir__Tensor *b = ak_initializer(g, db->inputs[0]), *zb = db->n_inputs > 2 && db->inputs[2][0] ? ak_initializer(g, db->inputs[2]) : NULL;
+        if (!b || (int)b->dtype != DSP_I32 || readers_of(g, db->outputs[0], &only) != 1) return 0;
+        size_t nb = scale_initializer(g, db->inputs[1], O, sb);
+        if (!nb || (nb > 1 && ak_int_attr(db, "axis", 1) != 0)) return 0;
+        for (size_t o = 0; o < O; o++) { /* the bias scale is sx·sw (as the quantizer rounds it to float) */
+            float want = sx * sw[nw > 1 ? o : 0], have = sb[nb > 1 ? o : 0];
+            if (!(fabsf(have - want) <= 1e-6f * fabsf(want))) return 0;
         }
-        if (!rejected) { names[known] = node->outputs[0]; types[known++] = output_dtype(g, node); }
+        for (size_t k = 0; zb && zb->data_case == KILN__IR__TENSOR__DATA_RAW && k < zb->raw.len; k++)
+            if (zb->raw.data[k] != 0) return 0;
+        if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
     }
-    free(names);
-    free(types);
+    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
+    char *none = (char *)"";
+    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
+                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
+                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
+    memcpy(m->inputs, inputs, sizeof inputs);
+    m->outputs[0] = q->outputs[0];
+    kiln__ir__node__init(&m->node);
+    m->node.name = conv->name;
+    m->node.domain = none;
+    m->node.op = (char *)"QLinearConv";
+    m->node.n_inputs = m->db >= 0 ? 9 : 8;
+    m->node.inputs = m->inputs;
+    m->node.n_outputs = 1;
+    m->node.outputs = m->outputs;
+    m->node.n_attributes = conv->n_attributes;
+    m->node.attributes = conv->attributes;
     return 1;
 }
 
-/* Unpacks graph bytes (KILN_PLUGIN_FORMAT_IR_GRAPH) into *out, or returns an error. */
-static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
-    if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
-    if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
-    if (!bytes->data && bytes->size > 0) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes: NULL data");
-    static const uint8_t empty[1] = {0};
-    *out = kiln__ir__graph__unpack(NULL, bytes->size, bytes->size ? bytes->data : empty);
-    if (!*out) return error(KILN_ERROR_INVALID_MODEL, "graph bytes (%zu) are not a valid kiln.ir.Graph", bytes->size);
-    return NULL;
+/* The QDQ Convs of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
+ * absorbs. With `known` (claim), a pattern whose QLinearConv this backend would reject is left out, its reason in
+ * why_conv[i] (malloc'ed; may be NULL). Returns 0 when out of memory. */
+static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const char *const *known_names, const int *known_types, size_t known,
+                     char **why_conv) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!find_qdq_conv(g, i, &m[i])) continue;
+        char why[320];
+        if (known_names && rejects(g, &m[i].node, known_names, known_types, known, why, sizeof why)) {
+            char text[400];
+            snprintf(text, sizeof text, "Conv in QDQ form, as QLinearConv: %s", why);
+            if (why_conv && !(why_conv[i] = ak_strdup(text))) return 0;
+            continue;
+        }
+        role[i] = 2;
+        role[m[i].dw] = role[m[i].q] = 1;
+        if (m[i].db >= 0) role[m[i].db] = 1;
+        if (m[i].absorb_dx) role[m[i].dx] = 1;
+    }
+    return 1;
 }
 
-/* ---- owners handed to the host ------------------------------------------------------------------- */
-
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
-typedef struct owner {
-    int kind;
-    size_t count;
-    uint8_t *supported;
-    char **reasons;
-    dsp_buffer payload;
-    void *devices;
-} owner;
-
-/* Callback: frees what a claim, payload or device-list answer handed to the host. */
-static void release(void *context, void *token) {
-    (void)context;
-    owner *o = token;
-    if (!o) return;
-    if (o->kind == OWNER_CLAIM) {
-        for (size_t i = 0; o->reasons && i < o->count; i++) free(o->reasons[i]);
-        free(o->reasons);
-        free(o->supported);
-    } else if (o->kind == OWNER_PAYLOAD) {
-        free(o->payload.data);
-    } else if (o->kind == OWNER_DEVICES) {
-        free(o->devices);
+/* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. A first pass
+ * learns the types of what the plain ops produce; Convs in QDQ form whose QLinearConv would be accepted are then
+ * claimed with the nodes they absorb, and a second pass decides every node. */
+static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
+    const char **names = calloc(g->n_nodes + 1, sizeof(char *));
+    int *types = calloc(g->n_nodes + 1, sizeof(int));
+    qdq_conv *m = calloc(g->n_nodes + 1, sizeof *m);
+    uint8_t *role = calloc(g->n_nodes + 1, 1);
+    char **why_conv = calloc(g->n_nodes + 1, sizeof(char *));
+    int ok = names && types && m && role && why_conv;
+    size_t known = 0;
+    for (size_t i = 0; ok && i < g->n_nodes; i++) {
+        char why[320];
+        if (!rejects(g, g->nodes[i], names, types, known, why, sizeof why)) { names[known] = g->nodes[i]->outputs[0]; types[known++] = output_dtype(g, g->nodes[i]); }
     }
-    free(o);
+    ok = ok && qdq_convs(g, m, role, names, types, known, why_conv);
+    known = 0;
+    for (size_t i = 0; ok && i < g->n_nodes; i++) {
+        char why[320];
+        const Kiln__Ir__Node *node = g->nodes[i];
+        int rejected = role[i] ? 0 : rejects(g, node, names, types, known, why, sizeof why);
+        supported[i] = !rejected;
+        if (rejected && reasons && !(reasons[i] = ak_strdup(why_conv[i] ? why_conv[i] : why))) ok = 0;
+        if (!rejected && role[i] != 2) { names[known] = node->outputs[0]; types[known++] = output_dtype(g, node); }
+        if (role[i] == 2) { names[known] = m[i].outputs[0]; types[known++] = output_dtype(g, g->nodes[m[i].q]); }
+    }
+    for (size_t i = 0; why_conv && i < g->n_nodes; i++) free(why_conv[i]);
+    free(why_conv);
+    free(role);
+    free(m);
+    free(names);
+    free(types);
+    return ok;
 }
 
 /* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
 static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
-    Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
-    if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (o) {
-        o->kind = OWNER_CLAIM;
-        o->count = g->n_nodes;
-        o->supported = calloc(g->n_nodes + 1, 1);
-        o->reasons = calloc(g->n_nodes + 1, sizeof(char *));
-    }
-    if (!o || !o->supported || !o->reasons || !analyze(g, o->supported, o->reasons)) {
-        release(NULL, o);
-        kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_INTERNAL, "claim: out of memory");
-    }
-    out->node_count = g->n_nodes;
-    out->supported = o->supported;
-    out->reasons = (const char *const *)o->reasons;
-    out->owner = o;
-    kiln__ir__graph__free_unpacked(g, NULL);
-    return NULL;
+    return ak_claim(graph, out, analyze);
 }
 
 /* ---- compile: graph -> program --------------------------------------------------------------------- */
@@ -431,6 +471,8 @@ static int64_t find_name(const names *n, const char *name) {
 static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     memset(p, 0, sizeof *p);
     names n = {0};
+    qdq_conv *qdq = NULL;
+    uint8_t *role = NULL;
     n.capacity = (uint32_t)(g->n_inputs + g->n_initializers + g->n_nodes + 1);
     n.name = calloc(n.capacity, sizeof(char *));
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
@@ -439,12 +481,12 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     p->constants = calloc(g->n_initializers + 1, sizeof(dsp_constant));
     p->ops = calloc(g->n_nodes + 1, sizeof(dsp_op));
     kiln_plugin_error *e = NULL;
-    if (!n.name || !p->inputs || !p->input_dtypes || !p->outputs || !p->constants || !p->ops) { e = error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+    if (!n.name || !p->inputs || !p->input_dtypes || !p->outputs || !p->constants || !p->ops) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
     for (size_t i = 0; i < g->n_inputs; i++) {
         int dtype, rank;
         value_type(g, g->inputs[i]->name, &dtype, &rank);
-        if (!dsp_dtype_size((uint32_t)dtype)) { e = error(KILN_ERROR_UNSUPPORTED, "graph input '%s' has element type %d", g->inputs[i]->name, dtype); goto done; }
-        if (find_name(&n, g->inputs[i]->name) >= 0) { e = error(KILN_ERROR_INVALID_MODEL, "graph input '%s' is listed twice", g->inputs[i]->name); goto done; }
+        if (!dsp_dtype_size((uint32_t)dtype)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "graph input '%s' has element type %d", g->inputs[i]->name, dtype); goto done; }
+        if (find_name(&n, g->inputs[i]->name) >= 0) { e = ak_error(KILN_ERROR_INVALID_MODEL, "graph input '%s' is listed twice", g->inputs[i]->name); goto done; }
         p->inputs[p->input_count] = n.count;
         p->input_dtypes[p->input_count++] = (uint32_t)dtype;
         n.name[n.count++] = g->inputs[i]->name;
@@ -454,27 +496,32 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     do {                                                                                                       \
         int64_t found_ = find_name(&n, (name_));                                                               \
         if (found_ >= 0) { (out_) = (uint32_t)found_; break; }                                                 \
-        const Kiln__Ir__Tensor *t_ = initializer(g, (name_));                                                  \
-        if (!t_) { e = error(KILN_ERROR_INVALID_MODEL, "value '%s' is used but never defined", (name_)); goto done; } \
+        const Kiln__Ir__Tensor *t_ = ak_initializer(g, (name_));                                                  \
+        if (!t_) { e = ak_error(KILN_ERROR_INVALID_MODEL, "value '%s' is used but never defined", (name_)); goto done; } \
         dsp_constant *c_ = &p->constants[p->constant_count];                                                   \
         size_t es_ = dsp_dtype_size((uint32_t)t_->dtype);                                                      \
         if (!es_ || t_->n_shape > DSP_MAX_RANK || t_->data_case != KILN__IR__TENSOR__DATA_RAW) {               \
-            e = error(KILN_ERROR_UNSUPPORTED, "initializer '%s' has no inline data of a supported type", (name_)); goto done; } \
+            e = ak_error(KILN_ERROR_UNSUPPORTED, "initializer '%s' has no inline data of a supported type", (name_)); goto done; } \
         c_->value = n.count; c_->dtype = (uint32_t)t_->dtype; c_->rank = (uint32_t)t_->n_shape;               \
         for (size_t d_ = 0; d_ < t_->n_shape; d_++) c_->dims[d_] = t_->shape[d_];                              \
         int64_t count_ = dsp_element_count(c_->rank, c_->dims);                                                \
         if (count_ < 0 || (uint64_t)count_ * es_ != t_->raw.len) {                                             \
-            e = error(KILN_ERROR_INVALID_MODEL, "initializer '%s': data does not match its shape", (name_)); goto done; } \
+            e = ak_error(KILN_ERROR_INVALID_MODEL, "initializer '%s': data does not match its shape", (name_)); goto done; } \
         c_->bytes = t_->raw.len;                                                                               \
         c_->data = malloc(c_->bytes ? c_->bytes : 1);                                                          \
-        if (!c_->data) { e = error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }                        \
+        if (!c_->data) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }                        \
         if (c_->bytes) memcpy(c_->data, t_->raw.data, c_->bytes);                                              \
         p->constant_count++;                                                                                   \
         n.name[n.count] = (name_);                                                                             \
         (out_) = n.count++;                                                                                    \
     } while (0)
+    qdq = calloc(g->n_nodes + 1, sizeof *qdq);
+    role = calloc(g->n_nodes + 1, 1);
+    if (!qdq || !role || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
     for (size_t i = 0; i < g->n_nodes; i++) {
-        const Kiln__Ir__Node *node = g->nodes[i];
+        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv */
+        const Kiln__Ir__Node *node = role[i] == 2 ? &qdq[i].node : g->nodes[i];
+        if (strcmp(node->op, "Conv") == 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: Conv '%s' is not in QDQ form within this graph", node->name); goto done; }
         dsp_op *op = &p->ops[p->op_count++];
         const char *name = node->op;
         op->opcode = strcmp(name, "QuantizeLinear") == 0 ? DSP_OP_QUANTIZE : strcmp(name, "DequantizeLinear") == 0 ? DSP_OP_DEQUANTIZE
@@ -486,32 +533,32 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             VALUE_OF(node->inputs[k], op->inputs[k]);
         }
         if (op->opcode == DSP_OP_QCONV) {
-            const Kiln__Ir__Attribute *a = attribute(node, "group");
+            const Kiln__Ir__Attribute *a = ak_attribute(node, "group");
             op->params[0] = a ? a->i : 1;
             op->params[1] = op->params[2] = 1;
             op->params[7] = op->params[8] = 1;
-            a = attribute(node, "strides");
+            a = ak_attribute(node, "strides");
             if (a) { op->params[1] = a->ints->values[0]; op->params[2] = a->ints->values[1]; }
-            a = attribute(node, "pads"); /* ONNX: begin_h, begin_w, end_h, end_w */
+            a = ak_attribute(node, "pads"); /* ONNX: begin_h, begin_w, end_h, end_w */
             if (a) for (int k = 0; k < 4; k++) op->params[3 + k] = a->ints->values[k];
-            a = attribute(node, "auto_pad");
+            a = ak_attribute(node, "auto_pad");
             if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) op->params[3] = op->params[4] = op->params[5] = op->params[6] = 0;
-            a = attribute(node, "dilations");
+            a = ak_attribute(node, "dilations");
             if (a) { op->params[7] = a->ints->values[0]; op->params[8] = a->ints->values[1]; }
         }
         if (op->opcode == DSP_OP_MAXPOOL) {
-            const Kiln__Ir__Attribute *a = attribute(node, "kernel_shape");
+            const Kiln__Ir__Attribute *a = ak_attribute(node, "kernel_shape");
             op->params[0] = a->ints->values[0];
             op->params[1] = a->ints->values[1];
             op->params[2] = op->params[3] = 1;
-            a = attribute(node, "strides");
+            a = ak_attribute(node, "strides");
             if (a) { op->params[2] = a->ints->values[0]; op->params[3] = a->ints->values[1]; }
-            a = attribute(node, "pads"); /* ONNX: begin_h, begin_w, end_h, end_w */
+            a = ak_attribute(node, "pads"); /* ONNX: begin_h, begin_w, end_h, end_w */
             if (a) for (int k = 0; k < 4; k++) op->params[4 + k] = a->ints->values[k];
-            a = attribute(node, "auto_pad");
+            a = ak_attribute(node, "auto_pad");
             if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) op->params[4] = op->params[5] = op->params[6] = op->params[7] = 0;
         }
-        if (find_name(&n, node->outputs[0]) >= 0) { e = error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", node->outputs[0]); goto done; }
+        if (find_name(&n, node->outputs[0]) >= 0) { e = ak_error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", node->outputs[0]); goto done; }
         op->output = n.count;
         n.name[n.count++] = node->outputs[0];
     }
@@ -520,6 +567,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     p->value_count = n.count;
 done:
     free(n.name);
+    free(qdq);
+    free(role);
     if (e) dsp_program_free(p);
     return e;
 }
@@ -529,20 +578,20 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     (void)context;
     if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, target, options->struct_size) && options->target &&
         strcmp(options->target, "host") != 0 && strcmp(options->target, DSP_TARGET) != 0)
-        return error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " DSP_TARGET ")", options->target);
-    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " DSP_TARGET ")", options->target);
+    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
     Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
+    kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
     if (g->n_initializers + g->n_nodes + g->n_inputs + g->n_outputs >= UINT32_MAX / 2) {
         kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
     }
     uint8_t *supported = calloc(g->n_nodes + 1, 1);
     char **reasons = calloc(g->n_nodes + 1, sizeof(char *));
-    if (!supported || !reasons || !analyze(g, supported, reasons)) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    if (!supported || !reasons || !analyze(g, supported, reasons)) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
     for (size_t i = 0; !e && i < g->n_nodes; i++)
-        if (!supported[i]) e = error(KILN_ERROR_UNSUPPORTED, "compile: node %zu ('%s', %s) is not claimed: %s", i, g->nodes[i]->name, g->nodes[i]->op, reasons[i] ? reasons[i] : "?");
+        if (!supported[i]) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu ('%s', %s) is not claimed: %s", i, g->nodes[i]->name, g->nodes[i]->op, reasons[i] ? reasons[i] : "?");
     for (size_t i = 0; reasons && i < g->n_nodes; i++) free(reasons[i]);
     free(reasons);
     free(supported);
@@ -550,53 +599,32 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     if (!e) e = lower(g, &program);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (!o) { dsp_program_free(&program); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    o->kind = OWNER_PAYLOAD;
-    dsp_encode(&program, &o->payload);
+    ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
+    if (o) dsp_encode(&program, &o->payload);
     dsp_program_free(&program);
-    if (o->payload.failed) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = DSP_COMPAT;
-    out->owner = o;
-    return NULL;
+    return ak_payload_answer(out, o, DSP_COMPAT);
 }
 
 /* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
-    if (strcmp(compat, DSP_COMPAT) != 0)
-        return error(KILN_ERROR_VERSION_MISMATCH, DSP_BACKEND_NAME " " DSP_VERSION " loads payloads '" DSP_COMPAT "', not '%s'", compat);
-    return NULL;
+    return ak_check_compat(compat, DSP_COMPAT, DSP_BACKEND_NAME " " DSP_VERSION);
 }
 
 /* Callback: decodes and validates a payload into an executable (a dsp_program) on device 0. */
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
-    uint32_t device = 0;
-    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
-    if (device != 0) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there is 1)", device);
-    if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
-    if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
+    kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
+    if (e) return e;
     dsp_program *program = calloc(1, sizeof *program);
-    if (!program) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    if (!program) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
     char why[256];
     if (dsp_decode(payload->data, payload->size, program, why, sizeof why)) {
         free(program);
-        return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
-    if (graph) {
-        Kiln__Ir__Graph *g;
-        kiln_plugin_error *e = decode_graph(graph, &g);
-        if (!e && (g->n_inputs != program->input_count || g->n_outputs != program->output_count))
-            e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u inputs and %u outputs, the graph %zu and %zu",
-                      program->input_count, program->output_count, g->n_inputs, g->n_outputs);
-        if (!e) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { dsp_program_free(program); free(program); return e; }
-    }
+    if ((e = ak_check_graph_io(graph, (long)program->input_count, program->output_count))) { dsp_program_free(program); free(program); return e; }
     *out_executable = program;
     return NULL;
 }
@@ -672,17 +700,17 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     for (uint32_t k = 0; k < op->input_count; k++) {
         if (op->inputs[k] == DSP_NO_VALUE) continue;
         in[k] = &values[op->inputs[k]];
-        if (!in[k]->set) return error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
+        if (!in[k]->set) return ak_error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
     size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE ? 2 : 8;
-    if (op->input_count < need) return error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
+    if (op->input_count < need) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
-        if (!in[k]) return error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
+        if (!in[k]) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
     switch (op->opcode) {
     case DSP_OP_RELU: {
-        if (in[0]->dtype != DSP_F32) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: Relu input is not float32");
-        if (make_result(out, DSP_F32, in[0]->rank, in[0]->dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        if (in[0]->dtype != DSP_F32) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: Relu input is not float32");
+        if (make_result(out, DSP_F32, in[0]->rank, in[0]->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
         const float *x = in[0]->data;
         float *y = out->owned;
         for (int64_t i = 0; i < out->count; i++) y[i] = x[i] > 0 ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
@@ -691,19 +719,19 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     }
     case DSP_OP_MAXPOOL: {
         const run_value *x = in[0];
-        if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || x->rank != 4) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool takes a rank-4 uint8/int8 tensor");
+        if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || x->rank != 4) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool takes a rank-4 uint8/int8 tensor");
         int64_t kh = op->params[0], kw = op->params[1], sh = op->params[2], sw = op->params[3];
         int64_t pt = op->params[4], pl = op->params[5], pb = op->params[6], pr = op->params[7];
         if (kh < 1 || kw < 1 || kh > 256 || kw > 256 || sh < 1 || sw < 1 || sh > 4096 || sw > 4096 ||
             pt < 0 || pl < 0 || pb < 0 || pr < 0 || pt >= kh || pb >= kh || pl >= kw || pr >= kw)
-            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: MaxPool: attributes out of range in the payload");
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: MaxPool: attributes out of range in the payload");
         int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
-        if (H + pt + pb < kh || W + pl + pr < kw) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool: the window is larger than the padded input");
+        if (H + pt + pb < kh || W + pl + pr < kw) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: MaxPool: the window is larger than the padded input");
         int64_t OH = (H + pt + pb - kh) / sh + 1, OW = (W + pl + pr - kw) / sw + 1;
         if ((uint64_t)B * (uint64_t)C * (uint64_t)OH * (uint64_t)OW * (uint64_t)(kh * kw) > DSP_MAX_OP_WORK)
-            return error(KILN_ERROR_UNSUPPORTED, "execute: MaxPool is beyond this backend's work limit");
+            return ak_error(KILN_ERROR_UNSUPPORTED, "execute: MaxPool is beyond this backend's work limit");
         int64_t dims[4] = {B, C, OH, OW};
-        if (make_result(out, x->dtype, 4, dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        if (make_result(out, x->dtype, 4, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
         dsp_pool pool = {
             .C = (size_t)(B * C), .H = (size_t)H, .W = (size_t)W, .KH = (size_t)kh, .KW = (size_t)kw, .stride_h = (size_t)sh,
             .stride_w = (size_t)sw, .pad_top = (size_t)pt, .pad_left = (size_t)pl, .OH = (size_t)OH, .OW = (size_t)OW,
@@ -718,10 +746,10 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         int32_t zp;
         uint32_t zdtype;
         if (scalar_f32(in[1], &scale) || scalar_zp(op->input_count > 2 ? in[2] : NULL, &zp, &zdtype))
-            return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: scale and zero point must have one element each", index);
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: scale and zero point must have one element each", index);
         if (op->opcode == DSP_OP_QUANTIZE) {
-            if (in[0]->dtype != DSP_F32 || zdtype == DSP_I32) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QuantizeLinear takes float32 to uint8/int8");
-            if (make_result(out, zdtype, in[0]->rank, in[0]->dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+            if (in[0]->dtype != DSP_F32 || zdtype == DSP_I32) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QuantizeLinear takes float32 to uint8/int8");
+            if (make_result(out, zdtype, in[0]->rank, in[0]->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
             const float *x = in[0]->data;
             uint8_t *y = out->owned;
             int32_t lo = zdtype == DSP_U8 ? 0 : -128, hi = zdtype == DSP_U8 ? 255 : 127;
@@ -732,15 +760,15 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
             }
             cost_add(cost, (uint64_t)out->count * 4, (uint64_t)out->count, ((uint64_t)out->count + 31) / 32 * 3);
         } else {
-            if (op->input_count > 2 && in[2] && in[2]->dtype != in[0]->dtype) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: DequantizeLinear: x and zero point differ in type");
-            if (make_result(out, DSP_F32, in[0]->rank, in[0]->dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+            if (op->input_count > 2 && in[2] && in[2]->dtype != in[0]->dtype) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: DequantizeLinear: x and zero point differ in type");
+            if (make_result(out, DSP_F32, in[0]->rank, in[0]->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
             float *y = out->owned;
             for (int64_t i = 0; i < out->count; i++) {
                 int32_t x;
                 if (in[0]->dtype == DSP_U8) x = ((const uint8_t *)in[0]->data)[i];
                 else if (in[0]->dtype == DSP_I8) x = ((const int8_t *)in[0]->data)[i];
                 else if (in[0]->dtype == DSP_I32) memcpy(&x, (const uint8_t *)in[0]->data + 4 * i, 4);
-                else return error(KILN_ERROR_INVALID_ARGUMENT, "execute: DequantizeLinear input type %u", in[0]->dtype);
+                else return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: DequantizeLinear input type %u", in[0]->dtype);
                 y[i] = (float)((int64_t)x - zp) * scale;
             }
             cost_add(cost, (uint64_t)out->count * dsp_dtype_size(in[0]->dtype), (uint64_t)out->count * 4, ((uint64_t)out->count + 31) / 32 * 3);
@@ -762,34 +790,34 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
             if (onez.count >= 1 && (onez.dtype == DSP_U8 || onez.dtype == DSP_I8)) {
                 for (int64_t i = 1; i < onez.count; i++)
                     if (((const uint8_t *)onez.data)[i] != ((const uint8_t *)onez.data)[0])
-                        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: per-channel w zero points must be equal", index);
+                        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: per-channel w zero points must be equal", index);
                 onez.count = 1;
             }
         }
         if (scalar_f32(&one, &s[k]) || scalar_zp(&onez, &z[k], &zt[k]) || zt[k] == DSP_I32)
-            return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: scales must be one float32 and zero points one uint8/int8", index);
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: scales must be one float32 and zero points one uint8/int8", index);
     }
     const run_value *x = in[0], *w = in[3];
     if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || (w->dtype != DSP_U8 && w->dtype != DSP_I8) || x->dtype != zt[0] || w->dtype != zt[1])
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: operands must be uint8/int8 matching their zero points", index);
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: operands must be uint8/int8 matching their zero points", index);
     dsp_requant rq;
     double ratio = (double)(float)(s[0] * s[1]) / s[2];
-    if (make_requant(ratio, z[2], &rq)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: requantization scale %g is not in (0, 1)", index, ratio);
+    if (make_requant(ratio, z[2], &rq)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: requantization scale %g is not in (0, 1)", index, ratio);
     int xu = x->dtype == DSP_U8, wu = w->dtype == DSP_U8, yu = zt[2] == DSP_U8;
     if (op->opcode == DSP_OP_QMATMUL) {
         if (x->rank < 2 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[0])
-            return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: shapes do not multiply (a rank %u, b rank %u)", x->rank, w->rank);
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: shapes do not multiply (a rank %u, b rank %u)", x->rank, w->rank);
         int64_t K = w->dims[0], N = w->dims[1], M = K ? x->count / K : 0;
         if (K == 0) M = dsp_element_count(x->rank - 1, x->dims);
         if ((uint64_t)M * (uint64_t)N > DSP_MAX_OP_WORK || (uint64_t)M * (uint64_t)N * (uint64_t)(K ? K : 1) > DSP_MAX_OP_WORK)
-            return error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul of %lld×%lld×%lld is beyond this backend's limit", (long long)M, (long long)K, (long long)N);
+            return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul of %lld×%lld×%lld is beyond this backend's limit", (long long)M, (long long)K, (long long)N);
         int64_t dims[DSP_MAX_RANK];
         for (uint32_t d = 0; d + 1 < x->rank; d++) dims[d] = x->dims[d];
         dims[x->rank - 1] = N;
-        if (make_result(out, zt[2], x->rank, dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        if (make_result(out, zt[2], x->rank, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
         uint8_t *packed = malloc(dsp_gemm_packed_size((size_t)K, (size_t)N) + 1);
         int32_t *colsum = malloc(((size_t)N + 1) * sizeof(int32_t));
-        if (!packed || !colsum) { free(packed); free(colsum); return error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
+        if (!packed || !colsum) { free(packed); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
         dsp_gemm_pack_b(w->data, (size_t)K, (size_t)N, (size_t)N, wu, packed, colsum);
         dsp_gemm g = {
             .M = (size_t)M, .N = (size_t)N, .K = (size_t)K, .A = x->data, .lda = (size_t)K, .a_unsigned = xu, .za = z[0],
@@ -805,40 +833,40 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     }
     /* QLinearConv */
     const run_value *bias = op->input_count > 8 ? in[8] : NULL;
-    if (x->rank != 4 || w->rank != 4) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: x and w must have rank 4");
+    if (x->rank != 4 || w->rank != 4) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: x and w must have rank 4");
     int64_t group = op->params[0], sh = op->params[1], sw = op->params[2], pt = op->params[3], pl = op->params[4], pb = op->params[5], pr = op->params[6];
     int64_t dh = op->params[7], dw = op->params[8];
     if (group < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pl < 0 || pb < 0 || pr < 0 ||
         group > 65536 || sh > 4096 || sw > 4096 || dh > 4096 || dw > 4096 || pt > 4096 || pl > 4096 || pb > 4096 || pr > 4096)
-        return error(KILN_ERROR_INVALID_ARTIFACT, "execute: QLinearConv: attributes out of range in the payload");
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: QLinearConv: attributes out of range in the payload");
     int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], O = w->dims[0], KH = w->dims[2], KW = w->dims[3];
     if (C % group || O % group || w->dims[1] * group != C || KH < 1 || KW < 1)
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: x has %lld channels, w is %lld×%lld×%lld×%lld, group %lld: they do not fit",
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: x has %lld channels, w is %lld×%lld×%lld×%lld, group %lld: they do not fit",
                      (long long)C, (long long)O, (long long)w->dims[1], (long long)KH, (long long)KW, (long long)group);
-    if (bias && (bias->dtype != DSP_I32 || bias->count != O)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: the bias must be %lld int32 values", (long long)O);
+    if (bias && (bias->dtype != DSP_I32 || bias->count != O)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: the bias must be %lld int32 values", (long long)O);
     int64_t eh = (KH - 1) * dh + 1, ew = (KW - 1) * dw + 1;
-    if (H + pt + pb < eh || W + pl + pr < ew) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: the kernel is larger than the padded input");
+    if (H + pt + pb < eh || W + pl + pr < ew) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: the kernel is larger than the padded input");
     int64_t OH = (H + pt + pb - eh) / sh + 1, OW = (W + pl + pr - ew) / sw + 1;
     uint64_t work = (uint64_t)B * (uint64_t)O * (uint64_t)OH * (uint64_t)OW * (uint64_t)(C / group) * (uint64_t)KH * (uint64_t)KW;
-    if (work > DSP_MAX_OP_WORK || (uint64_t)OH * (uint64_t)OW > ((uint64_t)1 << 31)) return error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv is beyond this backend's work limit");
+    if (work > DSP_MAX_OP_WORK || (uint64_t)OH * (uint64_t)OW > ((uint64_t)1 << 31)) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv is beyond this backend's work limit");
     if (per_channel && (in[4]->count != O || (in[5]->count > 1 && in[5]->count != O)))
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: %lld w scales / %lld w zero points for %lld output channels",
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearConv: %lld w scales / %lld w zero points for %lld output channels",
                      (long long)in[4]->count, (long long)in[5]->count, (long long)O);
-    if (O > DSP_MAX_CHANNELS) return error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv: more than %d output channels", DSP_MAX_CHANNELS);
+    if (O > DSP_MAX_CHANNELS) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearConv: more than %d output channels", DSP_MAX_CHANNELS);
     dsp_requant channel_rq[DSP_MAX_CHANNELS];
     for (int64_t o = 0; per_channel && o < O; o++) {
         float ws;
         memcpy(&ws, (const uint8_t *)in[4]->data + 4 * o, 4);
         double r = (double)(float)(s[0] * ws) / s[2];
         if (make_requant(r, z[2], &channel_rq[o]))
-            return error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: channel %lld's requantization scale %g is not in (0, 1)", index, (long long)o, r);
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: channel %lld's requantization scale %g is not in (0, 1)", index, (long long)o, r);
     }
     int64_t dims[4] = {B, O, OH, OW};
-    if (make_result(out, zt[2], 4, dims)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    if (make_result(out, zt[2], 4, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     size_t scratch_bytes = dsp_conv_scratch_bytes((size_t)C, (size_t)group, (size_t)KH, (size_t)KW, (size_t)OH, (size_t)OW);
     uint8_t *scratch = malloc(scratch_bytes + 1);
     int32_t *colsum = malloc(((size_t)(OH * OW) + 1) * sizeof(int32_t));
-    if (!scratch || !colsum) { free(scratch); free(colsum); return error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
+    if (!scratch || !colsum) { free(scratch); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
     for (int64_t b = 0; b < B; b++) {
         dsp_conv c = {
             .C = (size_t)C, .H = (size_t)H, .W = (size_t)W, .O = (size_t)O, .group = (size_t)group, .KH = (size_t)KH, .KW = (size_t)KW,
@@ -863,32 +891,29 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
 /* Callback: runs a program on host tensors and records its cost estimate. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
     const dsp_program *p = executable;
-    if (input_count != p->input_count || output_count != p->output_count)
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
-    if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
+    kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
+    if (e) return e;
     run_value *values = calloc(p->value_count + 1, sizeof(run_value));
-    if (!values) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
-    kiln_plugin_error *e = NULL;
+    if (!values) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     for (size_t i = 0; !e && i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
         uint32_t want = p->input_dtypes[i];
         uint8_t code = want == DSP_F32 ? KILN_DTYPE_FLOAT : want == DSP_U8 ? KILN_DTYPE_UINT : KILN_DTYPE_INT;
         if (t->dtype.code != code || t->dtype.bits != 8 * dsp_dtype_size(want) || t->dtype.lanes != 1)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has dtype (code %u, bits %u); the program wants IR type %u", i, t->dtype.code, t->dtype.bits, want);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has dtype (code %u, bits %u); the program wants IR type %u", i, t->dtype.code, t->dtype.bits, want);
         else if (t->ndim < 0 || t->ndim > DSP_MAX_RANK || (t->ndim > 0 && !t->shape))
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has rank %d (at most %d)", i, t->ndim, DSP_MAX_RANK);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has rank %d (at most %d)", i, t->ndim, DSP_MAX_RANK);
         else if (t->strides || t->byte_offset || t->device.device_type != KILN_DEVICE_CPU)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a compact CPU tensor", i);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a compact CPU tensor", i);
         if (e) break;
         run_value *v = &values[p->inputs[i]];
         v->dtype = want;
         v->rank = (uint32_t)t->ndim;
         for (int32_t d = 0; d < t->ndim; d++) v->dims[d] = t->shape[d];
         v->count = dsp_element_count(v->rank, v->dims);
-        if (v->count < 0) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has an invalid shape", i); break; }
-        if (v->count > 0 && !t->data) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i); break; }
+        if (v->count < 0) { e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has an invalid shape", i); break; }
+        if (v->count > 0 && !t->data) { e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i); break; }
         v->data = t->data;
         v->set = 1;
     }
@@ -906,18 +931,9 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     for (uint32_t i = 0; !e && i < p->op_count; i++) e = run_op(&p->ops[i], values, i, &cost);
     for (size_t i = 0; !e && i < output_count; i++) {
         const run_value *v = &values[p->outputs[i]];
-        if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
-        if (outputs[i].device.device_type != KILN_DEVICE_CPU) { e = error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i); break; }
-        size_t bytes = (size_t)v->count * dsp_dtype_size(v->dtype);
-        void *data = host->alloc(host->host_context, bytes, 64);
-        if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
-        if (bytes) memcpy(data, v->data, bytes);
-        outputs[i].data = data; /* the host owns it from here */
-        outputs[i].dtype.code = v->dtype == DSP_F32 ? KILN_DTYPE_FLOAT : v->dtype == DSP_U8 ? KILN_DTYPE_UINT : KILN_DTYPE_INT;
-        outputs[i].dtype.bits = (uint8_t)(8 * dsp_dtype_size(v->dtype));
-        outputs[i].dtype.lanes = 1;
-        outputs[i].ndim = (int32_t)v->rank;
-        for (uint32_t d = 0; d < v->rank; d++) outputs[i].shape[d] = v->dims[d];
+        e = ak_output(&outputs[i], i, v->data, (size_t)v->count * dsp_dtype_size(v->dtype),
+                      v->dtype == DSP_F32 ? KILN_DTYPE_FLOAT : v->dtype == DSP_U8 ? KILN_DTYPE_UINT : KILN_DTYPE_INT, (uint8_t)(8 * dsp_dtype_size(v->dtype)),
+                      v->rank, v->dims);
     }
     for (uint32_t i = 0; i < p->value_count; i++) free(values[i].owned);
     free(values);
@@ -928,12 +944,12 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         atomic_store(&last_tiles, cost.tiles);
         atomic_store(&last_cycles, cycles);
         atomic_fetch_add(&runs, 1);
-        if (host->log) {
+        {
             char line[200];
             snprintf(line, sizeof line, "kiln.dsp estimate: %llu HVX ops, %llu DMA bytes in %llu VTCM tiles, %llu cycles (%.3f us at the assumed 1.0 GHz)",
                      (unsigned long long)cost.hvx_ops, (unsigned long long)cost.dma_bytes, (unsigned long long)cost.tiles,
                      (unsigned long long)cycles, (double)cycles * 1e6 / (double)DSP_CLOCK_HZ);
-            host->log(host->host_context, KILN_PLUGIN_LOG_DEBUG, line);
+            ak_log_debug(line);
         }
     }
     return e;
@@ -950,48 +966,19 @@ static void unload(void *context, void *executable) {
 /* ---- the device ---------------------------------------------------------------------------------------- */
 
 enum { DEVICE_PROPERTY_COUNT = 13 };
-typedef struct device_answer {
-    kiln_plugin_device device;
-    const kiln_plugin_device *pointers[1];
-    const char *keys[DEVICE_PROPERTY_COUNT];
-    const char *values[DEVICE_PROPERTY_COUNT];
-    char text[5][24];
-} device_answer;
 
 /* Callback: the one simulated device, with the model parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
-    owner *o = calloc(1, sizeof *o);
-    device_answer *a = calloc(1, sizeof *a);
-    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
-    o->kind = OWNER_DEVICES;
-    o->devices = a;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "isa", "hvx.vector_bytes", "hvx.vector_registers", "assumed.hvx_contexts", "assumed.clock_hz", "assumed.dma_bytes_per_second",
         "assumed.vtcm_bytes", "executes_on", "estimate.runs", "estimate.last_run.hvx_ops", "estimate.last_run.dma_bytes",
         "estimate.last_run.vtcm_tiles", "estimate.last_run.cycles"};
-    static const char *const fixed[8] = {"Hexagon V66 HVX (128-byte mode)", "128", "32", "4", "1000000000", "10000000000", "8388608",
-                                         "the host, through the C functional model of hvx.h"};
-    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
-    for (int k = 0; k < 8; k++) a->values[k] = fixed[k];
-    uint64_t live[5] = {atomic_load(&runs), atomic_load(&last_hvx_ops), atomic_load(&last_dma_bytes), atomic_load(&last_tiles), atomic_load(&last_cycles)};
-    for (int k = 0; k < 5; k++) {
-        snprintf(a->text[k], sizeof a->text[k], "%llu", (unsigned long long)live[k]);
-        a->values[8 + k] = a->text[k];
-    }
-    a->device.struct_size = sizeof a->device;
-    a->device.name = "dsp-hvx functional model (simulated Hexagon HVX, 128-byte vectors)";
-    a->device.kind = KILN_PLUGIN_DEVICE_SIMULATOR;
-    a->device.memory_bytes = DSP_VTCM_BYTES;
-    a->device.property_count = DEVICE_PROPERTY_COUNT;
-    a->device.property_keys = a->keys;
-    a->device.property_values = a->values;
-    a->pointers[0] = &a->device;
-    out->device_count = 1;
-    out->devices = a->pointers;
-    out->owner = o;
-    return NULL;
+    static const char *const fixed[DEVICE_PROPERTY_COUNT] = {"Hexagon V66 HVX (128-byte mode)", "128", "32", "4", "1000000000", "10000000000", "8388608",
+                                                             "the host, through the C functional model of hvx.h"};
+    uint64_t live[DEVICE_PROPERTY_COUNT] = {[8] = atomic_load(&runs), atomic_load(&last_hvx_ops), atomic_load(&last_dma_bytes), atomic_load(&last_tiles),
+                                            atomic_load(&last_cycles)};
+    return ak_device_answer(out, "dsp-hvx functional model (simulated Hexagon HVX, 128-byte vectors)", DSP_VTCM_BYTES, DEVICE_PROPERTY_COUNT, keys, fixed, live);
 }
 
 /* ---- the plugin ------------------------------------------------------------------------------------------ */
@@ -1005,7 +992,7 @@ static const kiln_plugin_backend backend = {
     .version = DSP_VERSION,
     .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute reads the program only; results are per call */
     .context = NULL,
-    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
+    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
 };
@@ -1026,12 +1013,5 @@ static kiln_plugin_header header = {
 
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL; /* nothing to answer with */
-    host = h;
-    if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, DSP_PLUGIN_NAME ": out_header is NULL");
-    if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return error(KILN_ERROR_VERSION_MISMATCH, DSP_PLUGIN_NAME " speaks plugin ABI 1.2 only; this host speaks %u.%u to %u.%u",
-                     h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
-    *out_header = &header;
-    return NULL;
+    return ak_query(h, out_header, &header, DSP_PLUGIN_NAME, 2);
 }

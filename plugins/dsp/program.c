@@ -23,71 +23,41 @@ int64_t dsp_element_count(uint32_t rank, const int64_t *dims) {
     return n;
 }
 
-/* Appends bytes, growing the buffer (sets failed when out of memory). */
-static void put(dsp_buffer *b, const void *data, size_t size) {
-    if (b->failed) return;
-    if (b->size + size > b->capacity) {
-        size_t capacity = b->capacity ? b->capacity : 256;
-        while (capacity < b->size + size) capacity *= 2;
-        uint8_t *grown = realloc(b->data, capacity);
-        if (!grown) { b->failed = 1; return; }
-        b->data = grown;
-        b->capacity = capacity;
-    }
-    if (size) memcpy(b->data + b->size, data, size);
-    b->size += size;
-}
-/* Appends a little-endian u32. */
-static void put_u32(dsp_buffer *b, uint32_t v) { uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)}; put(b, x, 4); }
-/* Appends a little-endian u64. */
-static void put_u64(dsp_buffer *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
-
 void dsp_encode(const dsp_program *p, dsp_buffer *out) {
     memset(out, 0, sizeof *out);
-    put(out, "KDSP", 4);
-    put_u32(out, 1);
-    put_u32(out, p->value_count); put_u32(out, p->input_count); put_u32(out, p->output_count);
-    put_u32(out, p->constant_count); put_u32(out, p->op_count);
-    for (uint32_t i = 0; i < p->input_count; i++) { put_u32(out, p->inputs[i]); put_u32(out, p->input_dtypes[i]); }
-    for (uint32_t i = 0; i < p->output_count; i++) put_u32(out, p->outputs[i]);
+    ak_put(out, "KDSP", 4);
+    ak_put_u32(out, 1);
+    ak_put_u32(out, p->value_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
+    ak_put_u32(out, p->constant_count); ak_put_u32(out, p->op_count);
+    for (uint32_t i = 0; i < p->input_count; i++) { ak_put_u32(out, p->inputs[i]); ak_put_u32(out, p->input_dtypes[i]); }
+    for (uint32_t i = 0; i < p->output_count; i++) ak_put_u32(out, p->outputs[i]);
     for (uint32_t i = 0; i < p->constant_count; i++) {
         const dsp_constant *c = &p->constants[i];
-        put_u32(out, c->value); put_u32(out, c->dtype); put_u32(out, c->rank);
-        for (uint32_t d = 0; d < c->rank; d++) put_u64(out, (uint64_t)c->dims[d]);
-        put_u64(out, c->bytes);
-        put(out, c->data, (size_t)c->bytes);
+        ak_put_u32(out, c->value); ak_put_u32(out, c->dtype); ak_put_u32(out, c->rank);
+        for (uint32_t d = 0; d < c->rank; d++) ak_put_u64(out, (uint64_t)c->dims[d]);
+        ak_put_u64(out, c->bytes);
+        ak_put(out, c->data, (size_t)c->bytes);
     }
     for (uint32_t i = 0; i < p->op_count; i++) {
         const dsp_op *op = &p->ops[i];
-        put_u32(out, op->opcode); put_u32(out, op->input_count);
-        for (uint32_t k = 0; k < op->input_count; k++) put_u32(out, op->inputs[k]);
-        put_u32(out, op->output);
-        for (int k = 0; k < DSP_OP_PARAMS; k++) put_u64(out, (uint64_t)op->params[k]);
+        ak_put_u32(out, op->opcode); ak_put_u32(out, op->input_count);
+        for (uint32_t k = 0; k < op->input_count; k++) ak_put_u32(out, op->inputs[k]);
+        ak_put_u32(out, op->output);
+        for (int k = 0; k < DSP_OP_PARAMS; k++) ak_put_u64(out, (uint64_t)op->params[k]);
     }
 }
 
-/* A bounds-checked reader. */
-typedef struct reader { const uint8_t *data; size_t size, at; int bad; } reader;
-/* Reads a little-endian u32, or marks the reader bad at the end of the data. */
-static uint32_t get_u32(reader *r) {
-    if (r->bad || r->size - r->at < 4) { r->bad = 1; return 0; }
-    const uint8_t *x = r->data + r->at;
-    r->at += 4;
-    return (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24;
-}
-/* Reads a little-endian u64. */
-static uint64_t get_u64(reader *r) { uint64_t lo = get_u32(r); return lo | (uint64_t)get_u32(r) << 32; }
 
 #define FAIL(...) do { snprintf(why, why_size, __VA_ARGS__); dsp_program_free(p); return -1; } while (0)
 
 int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t why_size) {
     memset(p, 0, sizeof *p);
     if (!data || size < 28 || memcmp(data, "KDSP", 4) != 0) FAIL("not a kiln.dsp payload (%zu bytes, no KDSP header)", size);
-    reader r = {data, size, 4, 0};
-    uint32_t version = get_u32(&r);
+    ak_reader r = {data, size, 4, 0};
+    uint32_t version = ak_get_u32(&r);
     if (version != 1) FAIL("payload version %u is not supported (this backend reads version 1)", version);
-    p->value_count = get_u32(&r); p->input_count = get_u32(&r); p->output_count = get_u32(&r);
-    p->constant_count = get_u32(&r); p->op_count = get_u32(&r);
+    p->value_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
+    p->constant_count = ak_get_u32(&r); p->op_count = ak_get_u32(&r);
     /* every item takes at least 4 bytes, so no count can exceed the payload size */
     if (p->value_count > size || p->input_count > size || p->output_count > size || p->constant_count > size || p->op_count > size)
         FAIL("payload counts exceed its size");
@@ -106,23 +76,23 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
         defined[(v)] = 1;                                                                                  \
     } while (0)
     for (uint32_t i = 0; i < p->input_count; i++) {
-        p->inputs[i] = get_u32(&r); p->input_dtypes[i] = get_u32(&r);
+        p->inputs[i] = ak_get_u32(&r); p->input_dtypes[i] = ak_get_u32(&r);
         if (r.bad) FAIL_D("payload truncated in its inputs");
         DEFINE(p->inputs[i]);
         if (!dsp_dtype_size(p->input_dtypes[i])) FAIL_D("input %u has unknown dtype %u", i, p->input_dtypes[i]);
     }
-    for (uint32_t i = 0; i < p->output_count; i++) p->outputs[i] = get_u32(&r);
+    for (uint32_t i = 0; i < p->output_count; i++) p->outputs[i] = ak_get_u32(&r);
     if (r.bad) FAIL_D("payload truncated in its outputs");
     for (uint32_t i = 0; i < p->constant_count; i++) {
         dsp_constant *c = &p->constants[i];
-        c->value = get_u32(&r); c->dtype = get_u32(&r); c->rank = get_u32(&r);
+        c->value = ak_get_u32(&r); c->dtype = ak_get_u32(&r); c->rank = ak_get_u32(&r);
         if (r.bad) FAIL_D("payload truncated in constant %u", i);
         DEFINE(c->value);
         size_t esize = dsp_dtype_size(c->dtype);
         if (!esize) FAIL_D("constant %u has unknown dtype %u", i, c->dtype);
         if (c->rank > DSP_MAX_RANK) FAIL_D("constant %u has rank %u (at most %d)", i, c->rank, DSP_MAX_RANK);
-        for (uint32_t d = 0; d < c->rank; d++) c->dims[d] = (int64_t)get_u64(&r);
-        c->bytes = get_u64(&r);
+        for (uint32_t d = 0; d < c->rank; d++) c->dims[d] = (int64_t)ak_get_u64(&r);
+        c->bytes = ak_get_u64(&r);
         if (r.bad) FAIL_D("payload truncated in constant %u", i);
         int64_t n = dsp_element_count(c->rank, c->dims);
         if (n < 0 || (uint64_t)n > UINT64_MAX / esize || (uint64_t)n * esize != c->bytes) FAIL_D("constant %u: %llu bytes do not match its shape", i, (unsigned long long)c->bytes);
@@ -134,17 +104,17 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
     }
     for (uint32_t i = 0; i < p->op_count; i++) {
         dsp_op *op = &p->ops[i];
-        op->opcode = get_u32(&r); op->input_count = get_u32(&r);
+        op->opcode = ak_get_u32(&r); op->input_count = ak_get_u32(&r);
         if (r.bad) FAIL_D("payload truncated in op %u", i);
         if (op->opcode < 1 || op->opcode > DSP_OP_LAST) FAIL_D("op %u has unknown opcode %u", i, op->opcode);
         if (op->input_count > DSP_MAX_OP_INPUTS) FAIL_D("op %u has %u inputs (at most %d)", i, op->input_count, DSP_MAX_OP_INPUTS);
         for (uint32_t k = 0; k < op->input_count; k++) {
-            op->inputs[k] = get_u32(&r);
+            op->inputs[k] = ak_get_u32(&r);
             if (op->inputs[k] != DSP_NO_VALUE && (op->inputs[k] >= p->value_count || !defined[op->inputs[k]]))
                 FAIL_D("op %u reads value %u before it is defined", i, op->inputs[k]);
         }
-        op->output = get_u32(&r);
-        for (int k = 0; k < DSP_OP_PARAMS; k++) op->params[k] = (int64_t)get_u64(&r);
+        op->output = ak_get_u32(&r);
+        for (int k = 0; k < DSP_OP_PARAMS; k++) op->params[k] = (int64_t)ak_get_u64(&r);
         if (r.bad) FAIL_D("payload truncated in op %u", i);
         DEFINE(op->output);
     }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../accelkit/ak_bytes.h"
+
 #define DSP_MAX_RANK 8
 #define DSP_MAX_OP_INPUTS 9
 #define DSP_OP_PARAMS 12
@@ -56,12 +58,8 @@ typedef struct dsp_program {
     dsp_op *ops;
 } dsp_program;
 
-/* A growable byte buffer (failed is set when an allocation failed). */
-typedef struct dsp_buffer {
-    uint8_t *data;
-    size_t size, capacity;
-    int failed;
-} dsp_buffer;
+/* A growable byte buffer (failed is set when an allocation failed): accelkit's. */
+typedef ak_bytes dsp_buffer;
 
 /* Serializes `p` into `out` (out->failed on allocation failure). */
 void dsp_encode(const dsp_program *p, dsp_buffer *out);

@@ -19,61 +19,29 @@ int64_t npu_element_count(uint32_t rank, const int64_t *dims) {
     return (int64_t)n;
 }
 
-/* Appends bytes (sets failed when out of memory). */
-static void put(npu_buffer *b, const void *data, size_t size) {
-    if (b->failed) return;
-    if (size > SIZE_MAX / 4 - b->size) { b->failed = 1; return; }
-    if (b->size + size > b->capacity) {
-        size_t capacity = b->capacity ? b->capacity : 256;
-        while (capacity < b->size + size) capacity *= 2;
-        uint8_t *grown = realloc(b->data, capacity);
-        if (!grown) { b->failed = 1; return; }
-        b->data = grown;
-        b->capacity = capacity;
-    }
-    if (size) memcpy(b->data + b->size, data, size);
-    b->size += size;
-}
-/* Appends a little-endian u32. */
-static void put_u32(npu_buffer *b, uint32_t v) { uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)}; put(b, x, 4); }
-/* Appends a little-endian u64. */
-static void put_u64(npu_buffer *b, uint64_t v) { put_u32(b, (uint32_t)v); put_u32(b, (uint32_t)(v >> 32)); }
-
 /* Writes the payload in the layout of isa.h. */
 void npu_encode(const npu_program *p, npu_buffer *out) {
     memset(out, 0, sizeof *out);
-    put(out, "KNPU", 4);
-    put_u32(out, 1);
-    put_u32(out, p->auto_cast);
-    put_u32(out, p->tensor_count); put_u32(out, p->input_count); put_u32(out, p->output_count);
-    put_u32(out, p->semaphore_count); put_u32(out, p->insn_count);
+    ak_put(out, "KNPU", 4);
+    ak_put_u32(out, 1);
+    ak_put_u32(out, p->auto_cast);
+    ak_put_u32(out, p->tensor_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
+    ak_put_u32(out, p->semaphore_count); ak_put_u32(out, p->insn_count);
     for (uint32_t i = 0; i < p->tensor_count; i++) {
         const npu_tensor *t = &p->tensors[i];
-        put_u32(out, t->kind); put_u32(out, t->rank);
-        for (uint32_t d = 0; d < t->rank; d++) put_u64(out, (uint64_t)t->dims[d]);
-        if (t->kind == NPU_T_CONST) { put_u32(out, t->dtype); put_u64(out, t->bytes); put(out, t->data, (size_t)t->bytes); }
+        ak_put_u32(out, t->kind); ak_put_u32(out, t->rank);
+        for (uint32_t d = 0; d < t->rank; d++) ak_put_u64(out, (uint64_t)t->dims[d]);
+        if (t->kind == NPU_T_CONST) { ak_put_u32(out, t->dtype); ak_put_u64(out, t->bytes); ak_put(out, t->data, (size_t)t->bytes); }
     }
-    for (uint32_t i = 0; i < p->input_count; i++) put_u32(out, p->inputs[i]);
-    for (uint32_t i = 0; i < p->output_count; i++) put_u32(out, p->outputs[i]);
+    for (uint32_t i = 0; i < p->input_count; i++) ak_put_u32(out, p->inputs[i]);
+    for (uint32_t i = 0; i < p->output_count; i++) ak_put_u32(out, p->outputs[i]);
     for (uint32_t i = 0; i < p->insn_count; i++) {
         const npu_insn *n = &p->insns[i];
         uint32_t w[16] = {n->opcode, n->func, n->wait_sem[0], n->wait_value[0], n->wait_sem[1], n->wait_value[1], n->signal_sem[0], n->signal_sem[1],
                           n->parts, n->cols, n->a, n->b, n->c, n->d, n->e, n->f};
-        for (int k = 0; k < 16; k++) put_u32(out, w[k]);
+        for (int k = 0; k < 16; k++) ak_put_u32(out, w[k]);
     }
 }
-
-/* A bounds-checked little-endian reader. */
-typedef struct reader { const uint8_t *data; size_t size, at; int bad; } reader;
-/* Reads a u32, or marks the reader bad at the end of the data. */
-static uint32_t get_u32(reader *r) {
-    if (r->bad || r->size - r->at < 4) { r->bad = 1; return 0; }
-    const uint8_t *x = r->data + r->at;
-    r->at += 4;
-    return (uint32_t)x[0] | (uint32_t)x[1] << 8 | (uint32_t)x[2] << 16 | (uint32_t)x[3] << 24;
-}
-/* Reads a u64. */
-static uint64_t get_u64(reader *r) { uint64_t lo = get_u32(r); return lo | (uint64_t)get_u32(r) << 32; }
 
 /* Whether an SBUF tile at byte address `addr` of `cols` elements of `esize` bytes fits a partition. */
 static int sbuf_fits(uint32_t addr, uint32_t cols, uint32_t esize) {
@@ -120,8 +88,15 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         break;
     case NPU_VECTOR:
         if (n->func > NPU_ALU_LAST) BAD("vector op %u", n->func);
-        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4))
+        if (n->d > 1) BAD("vector operand mode %u", n->d);
+        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4) ||
+            (n->d == 0 ? !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) : !sbuf_fits(n->b, 1, 4)))
             BAD("vector tile does not fit SBUF (or bad element type %u)", n->e);
+        break;
+    case NPU_REDUCE:
+        if (n->func != NPU_ALU_ADD && n->func != NPU_ALU_MAX) BAD("reduction %u", n->func);
+        if (n->d > 1) BAD("accumulate flag %u", n->d);
+        if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, 1, 4)) BAD("reduction tile does not fit SBUF (or bad element type %u)", n->e);
         break;
     }
     return 0;
@@ -134,13 +109,13 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
 int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t why_size) {
     memset(p, 0, sizeof *p);
     if (!data || size < 32 || memcmp(data, "KNPU", 4) != 0) FAIL("not an npu-nc2 payload (%zu bytes, no KNPU header)", size);
-    reader r = {data, size, 4, 0};
-    uint32_t version = get_u32(&r);
+    ak_reader r = {data, size, 4, 0};
+    uint32_t version = ak_get_u32(&r);
     if (version != 1) FAIL("payload version %u is not supported (this backend reads version 1)", version);
-    p->auto_cast = get_u32(&r);
+    p->auto_cast = ak_get_u32(&r);
     if (p->auto_cast > NPU_CAST_ALL) FAIL("auto-cast mode %u is unknown", p->auto_cast);
-    p->tensor_count = get_u32(&r); p->input_count = get_u32(&r); p->output_count = get_u32(&r);
-    p->semaphore_count = get_u32(&r); p->insn_count = get_u32(&r);
+    p->tensor_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
+    p->semaphore_count = ak_get_u32(&r); p->insn_count = ak_get_u32(&r);
     if (p->tensor_count > size / 8 || p->input_count > size / 4 || p->output_count > size / 4 || p->insn_count > size / 64 || p->semaphore_count > (1u << 20))
         FAIL("payload counts exceed its size");
     p->tensors = calloc((size_t)p->tensor_count + 1, sizeof(npu_tensor));
@@ -150,19 +125,19 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     if (!p->tensors || !p->inputs || !p->outputs || !p->insns) FAIL("out of memory");
     for (uint32_t i = 0; i < p->tensor_count; i++) {
         npu_tensor *t = &p->tensors[i];
-        t->kind = get_u32(&r); t->rank = get_u32(&r);
+        t->kind = ak_get_u32(&r); t->rank = ak_get_u32(&r);
         if (r.bad) FAIL("payload truncated in tensor %u", i);
         if (t->kind > NPU_T_SCRATCH) FAIL("tensor %u has unknown kind %u", i, t->kind);
         if (t->rank > NPU_MAX_RANK) FAIL("tensor %u has rank %u (at most %d)", i, t->rank, NPU_MAX_RANK);
-        for (uint32_t d = 0; d < t->rank; d++) t->dims[d] = (int64_t)get_u64(&r);
+        for (uint32_t d = 0; d < t->rank; d++) t->dims[d] = (int64_t)ak_get_u64(&r);
         if (r.bad) FAIL("payload truncated in tensor %u", i);
         int64_t n = npu_element_count(t->rank, t->dims);
         if (n < 0) FAIL("tensor %u has an invalid shape", i);
         t->elements = (uint64_t)n;
         t->dtype = NPU_F32;
         if (t->kind == NPU_T_CONST) {
-            t->dtype = get_u32(&r);
-            t->bytes = get_u64(&r);
+            t->dtype = ak_get_u32(&r);
+            t->bytes = ak_get_u64(&r);
             if (r.bad) FAIL("payload truncated in tensor %u", i);
             uint32_t es = npu_dtype_size(t->dtype);
             if (!es) FAIL("constant %u has unknown element type %u", i, t->dtype);
@@ -178,7 +153,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     if (!seen) FAIL("out of memory");
     for (uint32_t i = 0; i < p->input_count + p->output_count; i++) {
         int input = i < p->input_count;
-        uint32_t t = get_u32(&r);
+        uint32_t t = ak_get_u32(&r);
         if (r.bad) { free(seen); FAIL("payload truncated in its input/output lists"); }
         if (t >= p->tensor_count || seen[t] || p->tensors[t].kind != (input ? NPU_T_INPUT : NPU_T_OUTPUT)) {
             free(seen);
@@ -193,7 +168,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     for (uint32_t i = 0; i < p->insn_count; i++) {
         npu_insn *n = &p->insns[i];
         uint32_t w[16];
-        for (int k = 0; k < 16; k++) w[k] = get_u32(&r);
+        for (int k = 0; k < 16; k++) w[k] = ak_get_u32(&r);
         if (r.bad) FAIL("payload truncated in instruction %u", i);
         *n = (npu_insn){w[0], w[1], {w[2], w[4]}, {w[3], w[5]}, {w[6], w[7]}, w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15]};
         char reason[200];

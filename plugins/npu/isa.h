@@ -21,7 +21,10 @@
  *              SBUF address a (b = 0), dst the fp32 SBUF address c, bias the fp32 SBUF address d (one value per
  *              partition) or NPU_NONE for 0, scale = the float with bits f; func NPU_FUNC_*; an SBUF source
  *              has element type e (1 fp32, 2 bf16)
- *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*) src b; sources of element type e, dst fp32
+ *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*) src b; sources of element type e, dst fp32; with d = 1,
+ *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile)
+ *   REDUCE     VectorE: dst c[p][0] (fp32) = reduction (func: NPU_ALU_ADD sum, NPU_ALU_MAX max) over j < cols of
+ *              src a[p][j] (element type e), folded into the value already at c when d = 1
  * Synchronization: an instruction starts once semaphore wait_sem_i has count >= wait_value_i (NPU_NONE = no
  * wait) and adds 1 to signal_sem0/1 when it completes. Each engine (TensorE, VectorE, ScalarE, 16 DMA
  * queues) runs its instructions in payload order.
@@ -40,6 +43,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../accelkit/ak_bytes.h"
+
 #define NPU_NONE 0xffffffffu
 #define NPU_PARTITIONS 128u
 #define NPU_SBUF_PARTITION_BYTES (192u * 1024u)
@@ -51,8 +56,9 @@
 #define NPU_MAX_RANK 8
 #define NPU_MAX_TENSOR_ELEMENTS 0xffffffffull
 
-enum { NPU_DMA_LOAD = 1, NPU_DMA_STORE = 2, NPU_LOAD_STATIONARY = 3, NPU_MULTIPLY_MOVING = 4, NPU_ACTIVATE = 5, NPU_VECTOR = 6, NPU_OP_LAST = 6 };
-enum { NPU_FUNC_IDENTITY = 0, NPU_FUNC_RELU = 1, NPU_FUNC_SIGMOID = 2, NPU_FUNC_TANH = 3, NPU_FUNC_GELU = 4, NPU_FUNC_LAST = 4 };
+enum { NPU_DMA_LOAD = 1, NPU_DMA_STORE = 2, NPU_LOAD_STATIONARY = 3, NPU_MULTIPLY_MOVING = 4, NPU_ACTIVATE = 5, NPU_VECTOR = 6, NPU_REDUCE = 7, NPU_OP_LAST = 7 };
+enum { NPU_FUNC_IDENTITY = 0, NPU_FUNC_RELU = 1, NPU_FUNC_SIGMOID = 2, NPU_FUNC_TANH = 3, NPU_FUNC_GELU = 4, NPU_FUNC_EXP = 5, NPU_FUNC_RECIPROCAL = 6,
+       NPU_FUNC_RSQRT = 7, NPU_FUNC_LAST = 7 };
 enum { NPU_ALU_ADD = 0, NPU_ALU_MUL = 1, NPU_ALU_MAX = 2, NPU_ALU_LAST = 2 };
 enum { NPU_F32 = 1, NPU_BF16 = 2 };
 enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3 };
@@ -80,8 +86,8 @@ typedef struct npu_program {
     npu_insn *insns;
 } npu_program;
 
-/* A growable byte buffer (failed set when an allocation failed). */
-typedef struct npu_buffer { uint8_t *data; size_t size, capacity; int failed; } npu_buffer;
+/* A growable byte buffer (failed set when an allocation failed): accelkit's. */
+typedef ak_bytes npu_buffer;
 
 /* Serializes `p` into `out` (zeroed first). */
 void npu_encode(const npu_program *p, npu_buffer *out);

@@ -3,8 +3,9 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Add/Mul (equal shapes, or a 1-D operand broadcast along the last axis)
- * and Relu/Sigmoid/Tanh, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
+ * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM), Add/Mul (equal shapes, or a 1-D operand
+ * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
+ * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
  * activation fused into the ScalarE drain of PSUM after a MatMul/Gemm. execute runs the streams on a
  * functional simulator (bf16 rounding on DMA, fp32 accumulation in PSUM) in the order the accelkit cycle
@@ -17,6 +18,7 @@
 #include "kiln/ir.pb-c.h"
 #include "isa.h"
 #include "accelkit.h"
+#include "ak_plugin.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -45,68 +47,10 @@
 #define ENGINE_COUNT (3 + NPU_DMA_QUEUES)
 #define F32 1                      /* kiln.ir DataType FLOAT */
 
-static const kiln_plugin_host *host;
-
-/* A new error through the host, with a printf-style message. */
-static kiln_plugin_error *error(int32_t code, const char *format, ...) {
-    char message[512];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    return host->error_create(host->host_context, code, message);
-}
-
 /* ---- graph helpers ------------------------------------------------------------------------------- */
 
 /* A value's element type and fixed shape (known = 0 when the rank or a dim is not known). */
-typedef struct shape { int dtype, known; uint32_t rank; int64_t dims[NPU_MAX_RANK]; } shape;
-
-/* The initializer named `name`, or NULL. */
-static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializers; i++)
-        if (strcmp(g->initializers[i]->name, name) == 0) return g->initializers[i];
-    return NULL;
-}
-
-/* The attribute `name` of `node`, or NULL. */
-static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
-    for (size_t i = 0; i < node->n_attributes; i++)
-        if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
-    return NULL;
-}
-
-/* The type and shape the graph records for `name` (initializers, inputs, value types). */
-static shape graph_shape(const Kiln__Ir__Graph *g, const char *name) {
-    shape s = {0, 0, 0, {0}};
-    const Kiln__Ir__Tensor *t = initializer(g, name);
-    if (t) {
-        s.dtype = t->dtype;
-        s.known = t->n_shape <= NPU_MAX_RANK;
-        s.rank = (uint32_t)t->n_shape;
-        for (size_t d = 0; s.known && d < t->n_shape; d++) s.dims[d] = t->shape[d];
-        return s;
-    }
-    const Kiln__Ir__Value *const *lists[2] = {(const Kiln__Ir__Value *const *)g->inputs, (const Kiln__Ir__Value *const *)g->value_types};
-    size_t counts[2] = {g->n_inputs, g->n_value_types};
-    for (int l = 0; l < 2; l++)
-        for (size_t i = 0; i < counts[l]; i++) {
-            const Kiln__Ir__Value *v = lists[l][i];
-            if (strcmp(v->name, name) != 0) continue;
-            if (!v->type || v->type->value_case != KILN__IR__TYPE__VALUE_TENSOR || !v->type->tensor) return s;
-            const Kiln__Ir__TensorType *tt = v->type->tensor;
-            s.dtype = tt->dtype;
-            if (!tt->has_shape || tt->n_dims > NPU_MAX_RANK) return s;
-            s.rank = (uint32_t)tt->n_dims;
-            s.known = 1;
-            for (size_t d = 0; d < tt->n_dims; d++) {
-                if (!tt->dims[d] || tt->dims[d]->value_case != KILN__IR__DIM__VALUE_FIXED || tt->dims[d]->fixed < 0) { s.known = 0; break; }
-                s.dims[d] = tt->dims[d]->fixed;
-            }
-            return s;
-        }
-    return s;
-}
+typedef ak_shape shape;
 
 /* Shapes of values produced by claimed nodes, by name (a linear list: graphs handed to a backend are small). */
 typedef struct shape_table { const char **names; shape *shapes; size_t count; } shape_table;
@@ -114,7 +58,7 @@ typedef struct shape_table { const char **names; shape *shapes; size_t count; } 
 /* The shape of `name`: from the table of claimed results first, then from the graph. */
 static shape lookup(const Kiln__Ir__Graph *g, const shape_table *known, const char *name) {
     for (size_t i = 0; i < known->count; i++) if (strcmp(known->names[i], name) == 0) return known->shapes[i];
-    return graph_shape(g, name);
+    return ak_graph_shape(g, name, 0);
 }
 
 /* Element count of a known shape (-1 when it exceeds the model's tensor limit). */
@@ -123,22 +67,115 @@ static int64_t count_of(const shape *s) { return npu_element_count(s->rank, s->d
 /* Ceiling division. */
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
-/* A float attribute's value, or `fallback` when absent (or not a float). */
-static float float_attr(const Kiln__Ir__Node *node, const char *name, float fallback) {
-    const Kiln__Ir__Attribute *a = attribute(node, name);
-    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F ? a->f : fallback;
-}
-
-/* An int attribute's value, or `fallback` when absent (or not an int). */
-static int64_t int_attr(const Kiln__Ir__Node *node, const char *name, int64_t fallback) {
-    const Kiln__Ir__Attribute *a = attribute(node, name);
-    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I ? a->i : fallback;
-}
-
 /* Largest contraction the lowering keeps on chip: two moving slots of ceil(K/128) tiles of 512 fp32 each. */
 #define MAX_K 2048
 /* SBUF bytes per partition the weights of one MatMul/Gemm may take (fp32 worst case). */
 #define MAX_WEIGHT_BYTES (96u * 1024u)
+
+/* 2-D window geometry (pooling and convolution). */
+typedef struct window { uint64_t N, C, H, W, OH, OW; uint32_t kh, kw, sh, sw, dh, dw, pt, pl, pb, pr; } window;
+
+/* An ints attribute of exactly `n` values in [lo, hi] into v (absent: `fallback` for each). 0, or -1. */
+static int ints_attr(const Kiln__Ir__Node *node, const char *name, size_t n, int64_t lo, int64_t hi, int64_t fallback, int64_t *v) {
+    const Kiln__Ir__Attribute *a = ak_attribute(node, name);
+    for (size_t i = 0; i < n; i++) v[i] = fallback;
+    if (!a) return 0;
+    if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != n) return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (a->ints->values[i] < lo || a->ints->values[i] > hi) return -1;
+        v[i] = a->ints->values[i];
+    }
+    return 0;
+}
+
+/* The 2-D window of a Conv (kernel from w's dims when kh, kw are 0) or pooling node over x [N, C, H, W]. 0, or 1
+ * with the reason in why. */
+static int window_of(const Kiln__Ir__Node *node, const shape *x, int64_t kh, int64_t kw, int dilations, window *g, char *why, size_t size) {
+    int64_t k[2] = {kh, kw}, s[2], d[2], p[4];
+    const Kiln__Ir__Attribute *ap = ak_attribute(node, "auto_pad");
+    if (ap && !(ap->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(ap->s, "NOTSET") == 0)) { snprintf(why, size, "%s: auto_pad is not supported (give pads)", node->op); return 1; }
+    if (!kh && ints_attr(node, "kernel_shape", 2, 1, 64, 0, k)) { snprintf(why, size, "%s: kernel_shape must list 2 sizes in 1..64", node->op); return 1; }
+    if (kh) { int64_t ks[2]; if (ints_attr(node, "kernel_shape", 2, 1, 64, 0, ks) || (ak_attribute(node, "kernel_shape") && (ks[0] != kh || ks[1] != kw))) { snprintf(why, size, "%s: kernel_shape differs from the weights", node->op); return 1; } }
+    if (k[0] < 1 || k[1] < 1 || k[0] > 64 || k[1] > 64) { snprintf(why, size, "%s: a 2-D kernel of 1..64 per side is supported", node->op); return 1; }
+    if (ints_attr(node, "strides", 2, 1, 64, 1, s) || ints_attr(node, "dilations", 2, 1, dilations ? 64 : 1, 1, d) || ints_attr(node, "pads", 4, 0, 64, 0, p)) {
+        snprintf(why, size, "%s: strides (1..64), dilations (%s) and pads (0..64) must list 2, 2 and 4 values", node->op, dilations ? "1..64" : "1 only");
+        return 1;
+    }
+    if (ak_int_attr(node, "ceil_mode", 0) != 0) { snprintf(why, size, "%s: ceil_mode 1 is not supported", node->op); return 1; }
+    int64_t eh = (k[0] - 1) * d[0] + 1, ew = (k[1] - 1) * d[1] + 1, H = x->dims[2], W = x->dims[3];
+    if (H + p[0] + p[2] < eh || W + p[1] + p[3] < ew) { snprintf(why, size, "%s: the window is larger than the padded input", node->op); return 1; }
+    *g = (window){(uint64_t)x->dims[0], (uint64_t)x->dims[1], (uint64_t)H, (uint64_t)W, (uint64_t)((H + p[0] + p[2] - eh) / s[0] + 1), (uint64_t)((W + p[1] + p[3] - ew) / s[1] + 1),
+                  (uint32_t)k[0], (uint32_t)k[1], (uint32_t)s[0], (uint32_t)s[1], (uint32_t)d[0], (uint32_t)d[1], (uint32_t)p[0], (uint32_t)p[1], (uint32_t)p[2], (uint32_t)p[3]};
+    if (g->OW > NPU_MAX_COLS) { snprintf(why, size, "%s: an output row of %llu exceeds the %u columns of one instruction", node->op, (unsigned long long)g->OW, NPU_MAX_COLS); return 1; }
+    return 0;
+}
+
+/* rejects for Conv, the pools, Softmax and LayerNormalization. */
+static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
+    int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output (optional outputs are not supported)", op);
+    size_t lo = conv || layernorm ? 2 : 1, hi = conv || layernorm ? 3 : 1;
+    if (node->n_inputs < lo || node->n_inputs > hi) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    for (size_t i = 0; i < node->n_inputs; i++) if (!node->inputs[i][0] && i < lo) REJECT("%s: omitted inputs are not supported", op);
+    shape x = lookup(g, known, node->inputs[0]);
+    if (x.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[0]);
+    if (!x.known) REJECT("%s: the shape of input '%s' is not known at compile time", op, node->inputs[0]);
+    int64_t count = count_of(&x);
+    if (count <= 0) REJECT("%s: empty or too large inputs are not supported", op);
+    for (size_t k = 1; k < node->n_inputs; k++) {
+        if (!node->inputs[k][0]) continue;
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[k]);
+        if (!t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != F32) REJECT("%s: input %zu must be a float32 initializer", op, k);
+        for (size_t i = 0; i < g->n_inputs; i++)
+            if (strcmp(g->inputs[i]->name, node->inputs[k]) == 0) REJECT("%s: input %zu is a graph input that a caller may override; its data is compiled in", op, k);
+    }
+    if (softmax || layernorm) {
+        int64_t axis = ak_int_attr(node, "axis", -1);
+        if (x.rank < 1 || (axis != -1 && axis != (int64_t)x.rank - 1)) REJECT("%s: only the last axis is supported", op);
+        int64_t C = x.dims[x.rank - 1];
+        if (C > NPU_MAX_COLS) REJECT("%s: the last axis (%lld) exceeds the %u columns one tile holds", op, (long long)C, NPU_MAX_COLS);
+        for (size_t k = 1; layernorm && k < node->n_inputs; k++) {
+            if (!node->inputs[k][0]) continue;
+            shape s = ak_graph_shape(g, node->inputs[k], 0);
+            if (!s.known || count_of(&s) != C || (int64_t)ak_initializer(g, node->inputs[k])->raw.len != C * 4)
+                REJECT("LayerNormalization: scale and bias must hold %lld values (the last axis)", (long long)C);
+        }
+        *out = x;
+        return 0;
+    }
+    if (x.rank != 4) REJECT("%s: only 2-D NCHW inputs (rank 4) are supported", op);
+    if (gap) { *out = x; out->dims[2] = out->dims[3] = 1; return 0; }
+    window w;
+    if (conv) {
+        shape ws = ak_graph_shape(g, node->inputs[1], 0);
+        if (ak_int_attr(node, "group", 1) != 1) REJECT("Conv: grouped and depthwise convolution are not supported yet");
+        if (ws.rank != 4 || !ws.known || ws.dims[1] != x.dims[1]) REJECT("Conv: the weights must be [O, C, KH, KW] with C = %lld", (long long)x.dims[1]);
+        if (window_of(node, &x, ws.dims[2], ws.dims[3], 1, &w, why, size)) return 1;
+        uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+        if ((int64_t)ak_initializer(g, node->inputs[1])->raw.len != count_of(&ws) * 4) REJECT("Conv: the weights do not match their shape");
+        if (node->n_inputs == 3 && node->inputs[2][0]) {
+            shape bs = ak_graph_shape(g, node->inputs[2], 0);
+            if (bs.rank != 1 || bs.dims[0] != (int64_t)O || (int64_t)ak_initializer(g, node->inputs[2])->raw.len != (int64_t)O * 4) REJECT("Conv: B must hold O = %llu values", (unsigned long long)O);
+        }
+        if (K > MAX_K) REJECT("Conv: the contraction C·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
+        if (ceil_div(K, 128) * ceil_div(O, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
+        if (w.N * w.OH * w.OW * K >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv: the im2col matrix would exceed the tensor limit");
+        *out = x;
+        out->dims[1] = (int64_t)O; out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+        return 0;
+    }
+    if (window_of(node, &x, 0, 0, maxpool, &w, why, size)) return 1;
+    if (maxpool && ak_int_attr(node, "storage_order", 0) != 0) REJECT("MaxPool: storage_order 1 is not supported");
+    if (avgpool && (ak_int_attr(node, "count_include_pad", 0) & ~1)) REJECT("AveragePool: count_include_pad must be 0 or 1");
+    if (w.pt >= w.kh || w.pb >= w.kh || w.pl >= w.kw || w.pr >= w.kw) REJECT("%s: pads must be smaller than the kernel", op);
+    *out = x;
+    out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+    return 0;
+#undef REJECT
+}
 
 /* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
 static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
@@ -147,8 +184,12 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
     int matmul = strcmp(op, "MatMul") == 0, gemm = strcmp(op, "Gemm") == 0, add = strcmp(op, "Add") == 0, mul = strcmp(op, "Mul") == 0;
     int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
-    if (!matmul && !gemm && !add && !mul && !act)
-        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Add, Mul, Relu, Sigmoid, Tanh)", op);
+    int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
+    int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
+    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm)
+        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, "
+               "GlobalAveragePool, Softmax, LayerNormalization)", op);
+    if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     size_t want_in = act ? 1 : 2;
     if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
@@ -172,7 +213,7 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
         return 0;
     }
     /* MatMul / Gemm */
-    const Kiln__Ir__Tensor *w = initializer(g, node->inputs[1]);
+    const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[1]);
     if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW) REJECT("%s: the weights (input B) must be an initializer", op);
     for (size_t i = 0; i < g->n_inputs; i++)
         for (size_t k = 1; k < node->n_inputs; k++)
@@ -182,9 +223,9 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int trans_b = 0;
     if (gemm) {
         if (in[0].rank != 2) REJECT("Gemm: A must be a matrix");
-        if (int_attr(node, "transA", 0) != 0) REJECT("Gemm: transA is not supported");
-        trans_b = int_attr(node, "transB", 0) != 0;
-        const Kiln__Ir__Attribute *alpha = attribute(node, "alpha"), *beta = attribute(node, "beta");
+        if (ak_int_attr(node, "transA", 0) != 0) REJECT("Gemm: transA is not supported");
+        trans_b = ak_int_attr(node, "transB", 0) != 0;
+        const Kiln__Ir__Attribute *alpha = ak_attribute(node, "alpha"), *beta = ak_attribute(node, "beta");
         if ((alpha && alpha->value_case != KILN__IR__ATTRIBUTE__VALUE_F) || (beta && beta->value_case != KILN__IR__ATTRIBUTE__VALUE_F))
             REJECT("Gemm: alpha and beta must be floats");
     } else if (in[0].rank < 2) REJECT("MatMul: A must have rank 2 or more");
@@ -195,7 +236,7 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     if (ceil_div((uint64_t)K, 128) * ceil_div((uint64_t)N, 128) * 128 * 4 > MAX_WEIGHT_BYTES)
         REJECT("%s: the weights (%lld×%lld) do not fit the SBUF share this lowering gives them (weight streaming is not done yet)", op, (long long)K, (long long)N);
     if (gemm && node->n_inputs == 3) {
-        const Kiln__Ir__Tensor *c = initializer(g, node->inputs[2]);
+        const Kiln__Ir__Tensor *c = ak_initializer(g, node->inputs[2]);
         int64_t n = count_of(&in[2]);
         if (!c || n != N || (in[2].rank == 2 && in[2].dims[0] != 1) || in[2].rank > 2 || in[2].rank < 1)
             REJECT("Gemm: C must be an initializer of shape [N] or [1, N]");
@@ -215,12 +256,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
         shape out;
         int rejected = rejects(g, &known, g->nodes[i], &out, why, sizeof why);
         supported[i] = !rejected;
-        if (rejected && reasons) {
-            size_t n = strlen(why) + 1;
-            reasons[i] = malloc(n);
-            if (!reasons[i]) { free(known.names); free(known.shapes); return 0; }
-            memcpy(reasons[i], why, n);
-        }
+        if (rejected && reasons && !(reasons[i] = ak_strdup(why))) { free(known.names); free(known.shapes); return 0; }
         if (!rejected) { known.names[known.count] = g->nodes[i]->outputs[0]; known.shapes[known.count++] = out; }
     }
     free(known.names);
@@ -228,71 +264,10 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
     return 1;
 }
 
-/* Unpacks graph bytes (KILN_PLUGIN_FORMAT_IR_GRAPH) into *out, or returns an error. */
-static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
-    if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
-    if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
-    if (!bytes->data && bytes->size > 0) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes: NULL data");
-    static const uint8_t empty[1] = {0};
-    *out = kiln__ir__graph__unpack(NULL, bytes->size, bytes->size ? bytes->data : empty);
-    if (!*out) return error(KILN_ERROR_INVALID_MODEL, "graph bytes (%zu) are not a valid kiln.ir.Graph", bytes->size);
-    return NULL;
-}
-
-/* ---- owners handed to the host ------------------------------------------------------------------- */
-
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
-typedef struct owner {
-    int kind;
-    size_t count;
-    uint8_t *supported;
-    char **reasons;
-    npu_buffer payload;
-    void *devices;
-} owner;
-
-/* Callback: frees what a claim, payload or device-list answer handed to the host. */
-static void release(void *context, void *token) {
-    (void)context;
-    owner *o = token;
-    if (!o) return;
-    if (o->kind == OWNER_CLAIM) {
-        for (size_t i = 0; o->reasons && i < o->count; i++) free(o->reasons[i]);
-        free(o->reasons);
-        free(o->supported);
-    } else if (o->kind == OWNER_PAYLOAD) {
-        free(o->payload.data);
-    } else if (o->kind == OWNER_DEVICES) {
-        free(o->devices);
-    }
-    free(o);
-}
-
 /* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
 static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
-    Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
-    if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (o) {
-        o->kind = OWNER_CLAIM;
-        o->count = g->n_nodes;
-        o->supported = calloc(g->n_nodes + 1, 1);
-        o->reasons = calloc(g->n_nodes + 1, sizeof(char *));
-    }
-    if (!o || !o->supported || !o->reasons || !analyze(g, o->supported, o->reasons)) {
-        release(NULL, o);
-        kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_INTERNAL, "claim: out of memory");
-    }
-    out->node_count = g->n_nodes;
-    out->supported = o->supported;
-    out->reasons = (const char *const *)o->reasons;
-    out->owner = o;
-    kiln__ir__graph__free_unpacked(g, NULL);
-    return NULL;
+    return ak_claim(graph, out, analyze);
 }
 
 /* ---- compile: graph -> instruction streams ------------------------------------------------------ */
@@ -349,8 +324,8 @@ static uint32_t tensor_of(const lowering *l, const char *name) {
 static uint32_t constant_tensor(lowering *l, const char *name) {
     uint32_t t = tensor_of(l, name);
     if (t != NPU_NONE) return t;
-    const Kiln__Ir__Tensor *init = initializer(l->g, name);
-    shape s = graph_shape(l->g, name);
+    const Kiln__Ir__Tensor *init = ak_initializer(l->g, name);
+    shape s = ak_graph_shape(l->g, name, 0);
     if (!init || init->data_case != KILN__IR__TENSOR__DATA_RAW || s.dtype != F32 || !s.known) { l->failed = 2; return 0; }
     int64_t n = count_of(&s);
     if (n < 0 || (uint64_t)n * 4 != init->raw.len) { l->failed = 2; return 0; }
@@ -393,11 +368,14 @@ static npu_insn *dma(lowering *l, int store, uint32_t t, uint64_t offset, uint32
 /* The float bits of 1.0 (the ScalarE scale of every lowered activation). */
 static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); return u; }
 
-/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout. Tiles: K by
+/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout; X starts at element
+ * x_start of its tensor, and Y[m][n] goes to element y_start + n·y_pstride + m·y_estride of its (y_estride = N,
+ * y_pstride = 1: row-major [M, N]; y_estride = 1, y_pstride = M: channel-major, as a convolution's NCHW result). Tiles: K by
  * 128 (partitions), N by 128 (stationary columns = PSUM partitions), M by 512 (moving columns = one PSUM bank).
  * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
  * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
-static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N) {
+static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N,
+                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, 4);
     ak_gemm_tiling t;
@@ -431,7 +409,7 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
         uint32_t s = (uint32_t)(mt % 2), use = (uint32_t)(mt / 2), mext = ak_tile_extent(M, 512, mt);
         uint32_t slot = (uint32_t)(x_base + (int64_t)(s * t.k_tiles * 512 * es));
         for (uint64_t kt = 0; kt < t.k_tiles; kt++) {
-            npu_insn *n = dma(l, 0, x, mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
+            npu_insn *n = dma(l, 0, x, x_start + mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
             n->wait_sem[0] = x_free[s]; n->wait_value[0] = use;
             n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
             n->signal_sem[0] = x_full[s];
@@ -460,7 +438,7 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
             act->wait_sem[0] = bank_full[b]; act->wait_value[0] = bank_uses[b] + 1;
             act->wait_sem[1] = out_free[o]; act->wait_value[1] = out_uses[o];
             act->signal_sem[0] = bank_free[b]; act->signal_sem[1] = out_full[o];
-            npu_insn *st = dma(l, 1, y, mt * 512 * N + nt * 128, 1, (uint32_t)N, next, mext, act->c, NPU_F32);
+            npu_insn *st = dma(l, 1, y, y_start + mt * 512 * y_estride + nt * 128 * y_pstride, y_pstride, y_estride, next, mext, act->c, NPU_F32);
             st->wait_sem[0] = out_full[o]; st->wait_value[0] = out_uses[o] + 1;
             st->signal_sem[0] = out_free[o];
             bank_uses[b]++;
@@ -509,6 +487,257 @@ static void lower_elementwise(lowering *l, uint32_t a, uint32_t b, int b_row, in
         }
 }
 
+/* ---- reductions, normalizations, pooling and convolution ---------------------------------------------------- */
+
+/* A strictly ordered sequence of instructions over several engines: each waits until the ones before it in the
+ * chain have completed (one semaphore counting completions). The lowerings below use one for each op: simple and
+ * correct, with no overlap between the op's DMA and compute (NPU.md, "Lowering"). */
+typedef struct chain { uint32_t sem, done; } chain;
+
+/* Makes n the next link of c (its first wait and signal slots); loads also wait for every earlier op's stores. */
+static npu_insn *link_insn(lowering *l, chain *c, npu_insn *n, uint32_t prior) {
+    n->wait_sem[0] = c->sem; n->wait_value[0] = c->done;
+    n->signal_sem[0] = c->sem;
+    c->done++;
+    if (n->opcode == NPU_DMA_LOAD) { n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior; }
+    return n;
+}
+
+/* A new chain. */
+static chain new_chain(lowering *l) { chain c = {sem(l), 0}; return c; }
+
+/* The float bits of f. */
+static uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* ScalarE: dst = func(src·scale + bias) over parts × cols in SBUF (fp32); bias an SBUF address or NPU_NONE. */
+static npu_insn *scalar_op(lowering *l, chain *c, uint32_t prior, uint32_t func, uint32_t parts, uint32_t cols, uint32_t src, uint32_t dst, float scale, uint32_t bias) {
+    npu_insn *n = emit(l, NPU_ACTIVATE);
+    n->func = func; n->parts = parts; n->cols = cols; n->a = src; n->b = 0; n->c = dst; n->d = bias; n->e = NPU_F32; n->f = float_bits(scale);
+    return link_insn(l, c, n, prior);
+}
+
+/* VectorE: dst = a (alu) b over parts × cols (fp32); per_partition: b is one value per partition. */
+static npu_insn *vector_op(lowering *l, chain *c, uint32_t prior, uint32_t alu, uint32_t parts, uint32_t cols, uint32_t a, uint32_t b, uint32_t dst, int per_partition) {
+    npu_insn *n = emit(l, NPU_VECTOR);
+    n->func = alu; n->parts = parts; n->cols = cols; n->a = a; n->b = b; n->c = dst; n->d = per_partition ? 1 : 0; n->e = NPU_F32;
+    return link_insn(l, c, n, prior);
+}
+
+/* VectorE: dst[p] = (accumulate ? dst[p] : ·) reduced with a[p][0..cols) (alu add or max). */
+static npu_insn *reduce_op(lowering *l, chain *c, uint32_t prior, uint32_t alu, uint32_t parts, uint32_t cols, uint32_t a, uint32_t dst, int accumulate) {
+    npu_insn *n = emit(l, NPU_REDUCE);
+    n->func = alu; n->parts = parts; n->cols = cols; n->a = a; n->c = dst; n->d = accumulate ? 1 : 0; n->e = NPU_F32;
+    return link_insn(l, c, n, prior);
+}
+
+/* A chained DMA in fp32. */
+static npu_insn *chained_dma(lowering *l, chain *c, uint32_t prior, int store, uint32_t t, uint64_t offset, uint32_t pstride, uint32_t estride, uint32_t parts, uint32_t cols, uint32_t addr) {
+    return link_insn(l, c, dma(l, store, t, offset, pstride, estride, parts, cols, addr, NPU_F32), prior);
+}
+
+/* A one-element fp32 constant (for broadcasts by DMA strides of 0). */
+static uint32_t scalar_constant(lowering *l, float v) {
+    float *d = malloc(4);
+    if (!d) { l->failed = 1; return 0; }
+    *d = v;
+    shape s = {F32, 1, 1, {1}};
+    return add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)d, 4);
+}
+
+/* SBUF byte addresses of `count` fp32 tiles of `cols` columns, one after another (64-byte aligned). */
+static int sbuf_tiles(lowering *l, uint32_t count, uint32_t cols, uint32_t *addr) {
+    ak_buffer_pool pool;
+    ak_pool_init(&pool, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    for (uint32_t i = 0; i < count; i++) {
+        int64_t at = ak_pool_alloc(&pool, (uint64_t)cols * 4, 64);
+        if (at < 0) { l->failed = 3; return 0; }
+        addr[i] = (uint32_t)at;
+    }
+    return 1;
+}
+
+/* Softmax over the last axis of X viewed as [R rows × C ≤ 512]: rows on partitions, per tile of 128 rows
+ * max (VectorE reduce) -> -max (ScalarE) -> exp(x - max) (ScalarE, the bias) -> sum (VectorE reduce) ->
+ * 1/sum (ScalarE) -> e·(1/sum) (VectorE, a per-partition operand). */
+static void lower_softmax(lowering *l, uint32_t x, uint32_t y, uint64_t R, uint32_t C) {
+    enum { XA, EX, YA, M, NM, S, RS, TILES };
+    uint32_t at[TILES];
+    if (!sbuf_tiles(l, TILES, C, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++) {
+        uint32_t rows = ak_tile_extent(R, 128, rt);
+        uint64_t offset = rt * 128 * C;
+        chained_dma(l, &c, prior, 0, x, offset, C, 1, rows, C, at[XA]);
+        reduce_op(l, &c, prior, NPU_ALU_MAX, rows, C, at[XA], at[M], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[M], at[NM], -1.0f, NPU_NONE);
+        scalar_op(l, &c, prior, NPU_FUNC_EXP, rows, C, at[XA], at[EX], 1.0f, at[NM]);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[EX], at[S], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_RECIPROCAL, rows, 1, at[S], at[RS], 1.0f, NPU_NONE);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[EX], at[RS], at[YA], 1);
+        chained_dma(l, &c, prior, 1, y, offset, C, 1, rows, C, at[YA]);
+    }
+}
+
+/* LayerNormalization over the last axis of X viewed as [R × C ≤ 512] with scale and bias rows of C:
+ * mean (reduce, ·1/C) -> x - mean -> mean of squares -> 1/sqrt(var + eps) (ScalarE, eps loaded as its bias) ->
+ * normalized · scale + bias (VectorE, the rows broadcast to every partition by DMA partition stride 0). */
+static void lower_layernorm(lowering *l, uint32_t x, uint32_t scale, uint32_t bias, float epsilon, uint32_t y, uint64_t R, uint32_t C) {
+    enum { XA, XC, SQ, GA, BA, YA, S, NMEAN, SS, RSTD, EPS, TILES };
+    uint32_t at[TILES];
+    uint32_t eps = scalar_constant(l, epsilon);
+    if (l->failed || !sbuf_tiles(l, TILES, C, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    chained_dma(l, &c, prior, 0, scale, 0, 0, 1, NPU_PARTITIONS, C, at[GA]);
+    if (bias != NPU_NONE) chained_dma(l, &c, prior, 0, bias, 0, 0, 1, NPU_PARTITIONS, C, at[BA]);
+    chained_dma(l, &c, prior, 0, eps, 0, 0, 0, NPU_PARTITIONS, 1, at[EPS]);
+    for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++) {
+        uint32_t rows = ak_tile_extent(R, 128, rt);
+        uint64_t offset = rt * 128 * C;
+        chained_dma(l, &c, prior, 0, x, offset, C, 1, rows, C, at[XA]);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[XA], at[S], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[S], at[NMEAN], -1.0f / (float)C, NPU_NONE);
+        vector_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[XA], at[NMEAN], at[XC], 1);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[XC], at[XC], at[SQ], 0);
+        reduce_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[SQ], at[SS], 0);
+        scalar_op(l, &c, prior, NPU_FUNC_RSQRT, rows, 1, at[SS], at[RSTD], 1.0f / (float)C, at[EPS]);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[XC], at[RSTD], at[YA], 1);
+        vector_op(l, &c, prior, NPU_ALU_MUL, rows, C, at[YA], at[GA], at[YA], 0);
+        if (bias != NPU_NONE) vector_op(l, &c, prior, NPU_ALU_ADD, rows, C, at[YA], at[BA], at[YA], 0);
+        chained_dma(l, &c, prior, 1, y, offset, C, 1, rows, C, at[YA]);
+    }
+}
+
+/* GlobalAveragePool of X [N, C, H, W]: rows N·C on partitions, H·W summed in column tiles of 512 (VectorE reduce,
+ * accumulating), then ·1/(H·W) (ScalarE) and stored as [N, C, 1, 1]. */
+static void lower_global_average(lowering *l, uint32_t x, uint32_t y, uint64_t rows_total, uint64_t hw) {
+    enum { XA, S, O, TILES };
+    uint32_t at[TILES];
+    if (!sbuf_tiles(l, TILES, NPU_MAX_COLS, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(rows_total, 128); rt++) {
+        uint32_t rows = ak_tile_extent(rows_total, 128, rt);
+        for (uint64_t ct = 0; ct < ceil_div(hw, NPU_MAX_COLS); ct++) {
+            uint32_t cols = ak_tile_extent(hw, NPU_MAX_COLS, ct);
+            chained_dma(l, &c, prior, 0, x, rt * 128 * hw + ct * NPU_MAX_COLS, (uint32_t)hw, 1, rows, cols, at[XA]);
+            reduce_op(l, &c, prior, NPU_ALU_ADD, rows, cols, at[XA], at[S], ct > 0);
+        }
+        scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, 1, at[S], at[O], 1.0f / (float)hw, NPU_NONE);
+        chained_dma(l, &c, prior, 1, y, rt * 128, 1, 1, rows, 1, at[O]);
+    }
+}
+
+
+/* The output columns [ow0, ow1) whose input column ow·sw − pl + k·dw lies inside [0, W). */
+static void valid_columns(const window *g, uint32_t k, uint64_t *ow0, uint64_t *ow1) {
+    int64_t lo = (int64_t)g->pl - (int64_t)k * g->dw, hi = (int64_t)g->W - 1 + lo; /* ow·sw must lie in [lo, hi] */
+    int64_t a = lo <= 0 ? 0 : (lo + g->sw - 1) / g->sw, b = hi < 0 ? -1 : hi / g->sw;
+    *ow0 = (uint64_t)a;
+    *ow1 = b < 0 ? 0 : (uint64_t)b + 1 > g->OW ? g->OW : (uint64_t)b + 1;
+    if (*ow1 < *ow0) *ow1 = *ow0;
+}
+
+/* MaxPool / AveragePool of X [N, C, H, W]: rows N·C on partitions; for each output row and kernel offset one DMA
+ * gathers the strided window row (positions in the padding are first filled from a constant, -inf or 0, by a
+ * broadcast DMA), and VectorE folds it in (max or add). AveragePool then multiplies by a compile-time row of
+ * 1/count (the window's valid positions, or the whole window with count_include_pad). */
+static void lower_pool(lowering *l, uint32_t x, uint32_t y, const window *g, int average, int include_pad) {
+    enum { WIN, ACC, RC, TILES };
+    uint32_t at[TILES];
+    uint32_t fill = scalar_constant(l, average ? 0.0f : -INFINITY), rc = NPU_NONE;
+    if (average && !l->failed) {
+        float *r = malloc(g->OH * g->OW * 4 + 4);
+        if (!r) { l->failed = 1; return; }
+        for (uint64_t oh = 0; oh < g->OH; oh++)
+            for (uint64_t ow = 0; ow < g->OW; ow++) {
+                int64_t h0 = (int64_t)(oh * g->sh) - g->pt, w0 = (int64_t)(ow * g->sw) - g->pl, count = 0;
+                for (int64_t i = 0; i < g->kh; i++)
+                    for (int64_t j = 0; j < g->kw; j++) {
+                        int64_t h = h0 + i, w = w0 + j;
+                        int inside = h >= 0 && h < (int64_t)g->H && w >= 0 && w < (int64_t)g->W;
+                        int in_padded = h >= -(int64_t)g->pt && h < (int64_t)(g->H + g->pb) && w >= -(int64_t)g->pl && w < (int64_t)(g->W + g->pr);
+                        count += include_pad ? in_padded : inside;
+                    }
+                r[oh * g->OW + ow] = 1.0f / (float)(count ? count : 1);
+            }
+        shape s = {F32, 1, 2, {(int64_t)g->OH, (int64_t)g->OW}};
+        rc = add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)r, g->OH * g->OW * 4);
+    }
+    if (l->failed || !sbuf_tiles(l, TILES, (uint32_t)g->OW, at)) return;
+    uint32_t prior = l->stores, alu = average ? NPU_ALU_ADD : NPU_ALU_MAX;
+    uint64_t rows_total = g->N * g->C, hw = g->H * g->W, ohw = g->OH * g->OW;
+    chain c = new_chain(l);
+    for (uint64_t rt = 0; rt < ceil_div(rows_total, 128); rt++) {
+        uint32_t rows = ak_tile_extent(rows_total, 128, rt);
+        for (uint64_t oh = 0; oh < g->OH; oh++) {
+            int first = 1;
+            for (uint32_t i = 0; i < g->kh; i++) {
+                int64_t ih = (int64_t)(oh * g->sh) - g->pt + (int64_t)i * g->dh;
+                for (uint32_t j = 0; j < g->kw; j++) {
+                    uint64_t ow0, ow1;
+                    valid_columns(g, j, &ow0, &ow1);
+                    int row_inside = ih >= 0 && ih < (int64_t)g->H;
+                    if (!row_inside || ow0 >= ow1) {
+                        if (average) continue; /* adds nothing */
+                        chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[WIN]);
+                    } else {
+                        if (ow0 > 0 || ow1 < g->OW) chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[WIN]);
+                        uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
+                        chained_dma(l, &c, prior, 0, x, rt * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, rows, (uint32_t)(ow1 - ow0), at[WIN] + (uint32_t)ow0 * 4);
+                    }
+                    if (first) scalar_op(l, &c, prior, NPU_FUNC_IDENTITY, rows, (uint32_t)g->OW, at[WIN], at[ACC], 1.0f, NPU_NONE);
+                    else vector_op(l, &c, prior, alu, rows, (uint32_t)g->OW, at[ACC], at[WIN], at[ACC], 0);
+                    first = 0;
+                }
+            }
+            if (first) { /* average with no valid position in any window of the row: zeros */
+                chained_dma(l, &c, prior, 0, fill, 0, 0, 0, rows, (uint32_t)g->OW, at[ACC]);
+            }
+            if (average) {
+                chained_dma(l, &c, prior, 0, rc, oh * g->OW, 0, 1, rows, (uint32_t)g->OW, at[RC]);
+                vector_op(l, &c, prior, NPU_ALU_MUL, rows, (uint32_t)g->OW, at[ACC], at[RC], at[ACC], 0);
+            }
+            chained_dma(l, &c, prior, 1, y, rt * 128 * ohw + oh * g->OW, (uint32_t)ohw, 1, rows, (uint32_t)g->OW, at[ACC]);
+        }
+    }
+}
+
+/* Conv (group 1) as an implicit GEMM: DMA gathers the im2col matrix T[N·OH·OW, K = C·KH·KW] into an intermediate
+ * tensor (positions in the padding stay 0: intermediates start zeroed), one DMA pair (load to SBUF, store to T)
+ * per output row, kernel offset and tile of 128 channels; then each image's rows of T go through lower_matmul
+ * against the weights in [K, O] layout, its result stored channel-major into Y [N, O, OH, OW]. */
+static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O) {
+    uint64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw, hw = g->H * g->W, khw = (uint64_t)g->kh * g->kw;
+    shape ts = {F32, 1, 2, {(int64_t)(g->N * P), (int64_t)K}};
+    uint32_t t = add_tensor(l, NULL, NPU_T_SCRATCH, &ts, NPU_F32, NULL, 0);
+    uint32_t at[1];
+    if (l->failed || !sbuf_tiles(l, 1, (uint32_t)g->OW, at)) return;
+    uint32_t prior = l->stores;
+    chain c = new_chain(l);
+    for (uint64_t n = 0; n < g->N; n++)
+        for (uint64_t oh = 0; oh < g->OH; oh++)
+            for (uint32_t i = 0; i < g->kh; i++) {
+                int64_t ih = (int64_t)(oh * g->sh) - g->pt + (int64_t)i * g->dh;
+                if (ih < 0 || ih >= (int64_t)g->H) continue;
+                for (uint32_t j = 0; j < g->kw; j++) {
+                    uint64_t ow0, ow1;
+                    valid_columns(g, j, &ow0, &ow1);
+                    if (ow0 >= ow1) continue;
+                    uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
+                    for (uint64_t ct = 0; ct < ceil_div(g->C, 128); ct++) {
+                        uint32_t parts = ak_tile_extent(g->C, 128, ct), cols = (uint32_t)(ow1 - ow0);
+                        chained_dma(l, &c, prior, 0, x, n * g->C * hw + ct * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
+                        chained_dma(l, &c, prior, 1, t, (n * P + oh * g->OW + ow0) * K + ct * 128 * khw + (uint64_t)i * g->kw + j, (uint32_t)khw, (uint32_t)K,
+                                    parts, cols, at[0]);
+                    }
+                }
+            }
+    for (uint64_t n = 0; n < g->N && !l->failed; n++)
+        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O * P, (uint32_t)P, 1);
+}
+
 /* How many nodes read `name`, and whether it is a graph output. */
 static size_t uses_of(const Kiln__Ir__Graph *g, const char *name, int *is_output) {
     size_t n = 0;
@@ -552,17 +781,17 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
     shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
     for (size_t i = 0; i < g->n_inputs; i++) {
-        shape s = graph_shape(g, g->inputs[i]->name);
-        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
+        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
+        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
         p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
     }
     /* graph outputs: shapes follow from the claimed nodes */
     for (size_t i = 0; i < g->n_nodes; i++) {
         shape out;
         char why[320];
-        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
+        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
         known.names[known.count] = g->nodes[i]->outputs[0];
         known.shapes[known.count++] = out;
     }
@@ -570,7 +799,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         const char *name = g->outputs[i]->name;
         int produced = 0;
         for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
-        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
+        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
         shape s = lookup(g, &known, name);
         p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
     }
@@ -580,16 +809,16 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         const char *op = node->op;
         shape out = lookup(g, &known, node->outputs[0]);
         if (strcmp(op, "MatMul") == 0 || strcmp(op, "Gemm") == 0) {
-            int gemm = op[0] == 'G', trans_b = gemm && int_attr(node, "transB", 0) != 0;
+            int gemm = op[0] == 'G', trans_b = gemm && ak_int_attr(node, "transB", 0) != 0;
             shape xs = lookup(g, &known, node->inputs[0]);
-            const Kiln__Ir__Tensor *wi = initializer(g, node->inputs[1]);
-            shape ws = graph_shape(g, node->inputs[1]);
+            const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+            shape ws = ak_graph_shape(g, node->inputs[1], 0);
             uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)out.dims[out.rank - 1], M = K ? (uint64_t)count_of(&xs) / K : 0;
-            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
+            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
             /* the weight layout: [K, N] row-major, transposed here when transB, rounded to bf16 when auto-cast */
             int cast = auto_cast >= NPU_CAST_MATMUL;
             uint8_t *data = malloc(K * N * (cast ? 2 : 4) + 1);
-            if (!data) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
             for (uint64_t k = 0; k < K; k++)
                 for (uint64_t n = 0; n < N; n++) {
                     float v;
@@ -600,13 +829,13 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             shape kn = {F32, 1, 2, {(int64_t)K, (int64_t)N}};
             uint32_t w = add_tensor(&l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
             uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
-            float alpha = gemm ? float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? float_attr(node, "beta", 1.0f) : 1.0f;
+            float alpha = gemm ? ak_float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? ak_float_attr(node, "beta", 1.0f) : 1.0f;
             if (gemm && node->n_inputs == 3) {
                 /* beta·C folded into the bias at compile time (rounded to fp32 as the reference does) */
-                const Kiln__Ir__Tensor *ci = initializer(g, node->inputs[2]);
-                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
+                const Kiln__Ir__Tensor *ci = ak_initializer(g, node->inputs[2]);
+                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
                 float *c = malloc(N * 4 + 4);
-                if (!c) { e = error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
                 for (uint64_t n = 0; n < N; n++) { float v; memcpy(&v, ci->raw.data + 4 * n, 4); c[n] = beta * v; }
                 shape cs = {F32, 1, 1, {(int64_t)N}};
                 bias = add_tensor(&l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
@@ -617,8 +846,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             if (j >= 0 && bias == NPU_NONE && strcmp(g->nodes[j]->op, "Add") == 0) {
                 const Kiln__Ir__Node *add = g->nodes[j];
                 const char *other = strcmp(add->inputs[0], result) == 0 ? add->inputs[1] : add->inputs[0];
-                shape os = graph_shape(g, other);
-                if (initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
+                shape os = ak_graph_shape(g, other, 0);
+                if (ak_initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
                     bias = constant_tensor(&l, other);
                     fused[j] = 1;
                     result = add->outputs[0];
@@ -631,10 +860,57 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 result = g->nodes[j]->outputs[0];
             }
             uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(&l, result, &rs);
-            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N);
+            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
+            continue;
+        }
+        if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||
+            strcmp(op, "Softmax") == 0 || strcmp(op, "LayerNormalization") == 0) {
+            shape xs = lookup(g, &known, node->inputs[0]);
+            uint32_t x = tensor_of(&l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            const char *result = node->outputs[0];
+            uint64_t C = (uint64_t)xs.dims[xs.rank - 1], total = (uint64_t)count_of(&xs);
+            if (op[0] == 'S') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_softmax(&l, x, y, total / C, (uint32_t)C); continue; }
+            if (op[0] == 'L') {
+                uint32_t sc = constant_tensor(&l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE;
+                uint32_t y = result_tensor(&l, result, &out);
+                if (!l.failed) lower_layernorm(&l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
+                continue;
+            }
+            if (op[0] == 'G') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_global_average(&l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
+            window w;
+            char why[320];
+            if (op[0] == 'C') {
+                shape ws = ak_graph_shape(g, node->inputs[1], 0);
+                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+                uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+                const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+                int cast = auto_cast >= NPU_CAST_MATMUL;
+                uint8_t *data = malloc(K * O * (cast ? 2 : 4) + 1);
+                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                for (uint64_t k = 0; k < K; k++) /* [O, C·KH·KW] -> [K, O] */
+                    for (uint64_t o = 0; o < O; o++) {
+                        float v;
+                        memcpy(&v, wi->raw.data + 4 * (o * K + k), 4);
+                        if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * (k * O + o), &h, 2); }
+                        else memcpy(data + 4 * (k * O + o), &v, 4);
+                    }
+                shape ko = {F32, 1, 2, {(int64_t)K, (int64_t)O}};
+                uint32_t wt = add_tensor(&l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
+                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
+                long j = sole_reader(g, i, result);
+                if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                shape rs = lookup(g, &known, result);
+                uint32_t y = result_tensor(&l, result, &rs);
+                if (!l.failed) lower_conv(&l, x, wt, bias, func, y, &w, O);
+                continue;
+            }
+            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+            uint32_t y = result_tensor(&l, result, &out);
+            if (!l.failed) lower_pool(&l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
             continue;
         }
         int f = func_of(op);
@@ -653,9 +929,9 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         uint32_t y = result_tensor(&l, node->outputs[0], &out);
         if (!l.failed) lower_elementwise(&l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
     }
-    if (l.failed == 1) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
-    else if (l.failed == 2) e = error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
-    else if (l.failed == 3) e = error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
+    if (l.failed == 1) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    else if (l.failed == 2) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
+    else if (l.failed == 3) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
 done:
     free(fused);
     free(known.names);
@@ -685,68 +961,48 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     (void)context;
     if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, target, options->struct_size) && options->target &&
         strcmp(options->target, "host") != 0 && strcmp(options->target, NPU_TARGET) != 0)
-        return error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " NPU_TARGET ")", options->target);
-    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: target '%s' is not one of this backend's (host, " NPU_TARGET ")", options->target);
+    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
     const char *bad = NULL;
     int cast = auto_cast_mode(options, &bad);
-    if (cast < 0) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
+    if (cast < 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
     Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
+    kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
     if (g->n_initializers + g->n_nodes + g->n_inputs + g->n_outputs >= (1u << 20)) {
         kiln__ir__graph__free_unpacked(g, NULL);
-        return error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
+        return ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
     }
     npu_program program;
     e = lower(g, (uint32_t)cast, &program);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
-    owner *o = calloc(1, sizeof *o);
-    if (!o) { npu_program_free(&program); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    o->kind = OWNER_PAYLOAD;
-    npu_encode(&program, &o->payload);
+    ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
+    if (o) npu_encode(&program, &o->payload);
     npu_program_free(&program);
-    if (o->payload.failed) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = NPU_COMPAT;
-    out->owner = o;
-    return NULL;
+    return ak_payload_answer(out, o, NPU_COMPAT);
 }
 
 /* Callback: whether this backend loads payloads of compatibility string `compat`. */
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
-    if (strcmp(compat, NPU_COMPAT) != 0)
-        return error(KILN_ERROR_VERSION_MISMATCH, NPU_BACKEND_NAME " " NPU_VERSION " loads payloads '" NPU_COMPAT "', not '%s'", compat);
-    return NULL;
+    return ak_check_compat(compat, NPU_COMPAT, NPU_BACKEND_NAME " " NPU_VERSION);
 }
 
 /* Callback: decodes and validates a payload into an executable (an npu_program) on device 0. */
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
-    uint32_t device = 0;
-    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
-    if (device != 0) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there is 1)", device);
-    if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
-    if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
+    kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
+    if (e) return e;
     npu_program *program = calloc(1, sizeof *program);
-    if (!program) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    if (!program) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
     char why[256];
     if (npu_decode(payload->data, payload->size, program, why, sizeof why)) {
         free(program);
-        return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
-    if (graph) {
-        Kiln__Ir__Graph *g;
-        kiln_plugin_error *e = decode_graph(graph, &g);
-        if (!e && g->n_outputs != program->output_count)
-            e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u outputs, the graph %zu", program->output_count, g->n_outputs);
-        if (!e) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { npu_program_free(program); free(program); return e; }
-    }
+    if ((e = ak_check_graph_io(graph, -1, program->output_count))) { npu_program_free(program); free(program); return e; }
     *out_executable = program;
     return NULL;
 }
@@ -768,7 +1024,7 @@ static const ak_engine engines[ENGINE_COUNT] = {
     {"DMA15", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
 };
 
-static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector"};
+static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector", "Reduce"};
 
 /* The cycle model's view of instruction n: its engine and cost. */
 static ak_op model_op(const npu_insn *n) {
@@ -778,7 +1034,7 @@ static ak_op model_op(const npu_insn *n) {
     case NPU_LOAD_STATIONARY: op.engine = ENGINE_TENSOR; op.cycles = ak_load_stationary_cycles(n->cols); break;
     case NPU_MULTIPLY_MOVING: op.engine = ENGINE_TENSOR; op.cycles = ak_multiply_moving_cycles(n->cols, n->f == NPU_F32); break;
     case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
-    case NPU_VECTOR: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
+    case NPU_VECTOR: case NPU_REDUCE: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
     }
     return op;
 }
@@ -816,6 +1072,9 @@ static float activation(uint32_t func, float x) {
     case NPU_FUNC_SIGMOID: return 1.0f / (1.0f + expf(-x));
     case NPU_FUNC_TANH: return tanhf(x);
     case NPU_FUNC_GELU: return 0.5f * x * (1.0f + erff(x * 0.70710678f));
+    case NPU_FUNC_EXP: return expf(x);
+    case NPU_FUNC_RECIPROCAL: return 1.0f / x;
+    case NPU_FUNC_RSQRT: return 1.0f / sqrtf(x);
     default: return x;
     }
 }
@@ -834,8 +1093,13 @@ static size_t sbuf_extent(const npu_program *p) {
             if (n->b == 0 && (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e) > e) e = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e);
             if (n->d != NPU_NONE && (uint64_t)n->d + 4 > e) e = (uint64_t)n->d + 4;
             break;
+        case NPU_REDUCE: {
+            uint64_t a = (uint64_t)n->a + (uint64_t)n->cols * npu_dtype_size(n->e), c = (uint64_t)n->c + 4;
+            e = a > c ? a : c;
+            break;
+        }
         case NPU_VECTOR: {
-            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + src, c = n->c + (uint64_t)n->cols * 4;
+            uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + (n->d ? 4 : src), c = n->c + (uint64_t)n->cols * 4;
             e = a > b ? a : b;
             e = c > e ? c : e;
             break;
@@ -867,7 +1131,7 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
         return NULL;
     case NPU_MULTIPLY_MOVING:
         if (m->stationary_parts != n->parts)
-            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: MultiplyMoving of %u rows against a stationary of %u rows", index, n->parts, m->stationary_parts);
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: MultiplyMoving of %u rows against a stationary of %u rows", index, n->parts, m->stationary_parts);
         for (uint32_t c = 0; c < m->stationary_cols; c++) {
             float *row = m->psum + ((size_t)c * NPU_PSUM_BANKS + n->b) * NPU_PSUM_BANK_FP32;
             for (uint32_t j = 0; j < n->cols; j++) {
@@ -892,23 +1156,26 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
     case NPU_VECTOR:
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
-                float a = sbuf_get(m, p, n->a, j, n->e), b = sbuf_get(m, p, n->b, j, n->e);
+                float a = sbuf_get(m, p, n->a, j, n->e), b = n->d ? sbuf_get(m, p, n->b, 0, NPU_F32) : sbuf_get(m, p, n->b, j, n->e);
                 sbuf_set(m, p, n->c, j, NPU_F32, n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b));
             }
         return NULL;
+    case NPU_REDUCE:
+        for (uint32_t p = 0; p < n->parts; p++) {
+            float acc = n->d ? sbuf_get(m, p, n->c, 0, NPU_F32) : sbuf_get(m, p, n->a, 0, n->e);
+            for (uint32_t j = n->d ? 0 : 1; j < n->cols; j++) {
+                float x = sbuf_get(m, p, n->a, j, n->e);
+                acc = n->func == NPU_ALU_ADD ? acc + x : (x > acc ? x : acc);
+            }
+            sbuf_set(m, p, n->c, 0, NPU_F32, acc);
+        }
+        return NULL;
     }
-    return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);
+    return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu has opcode %u", index, n->opcode);
 }
 
 static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
 static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
-
-/* Copies `path` into `out`, replacing a "{run}" in it with the run number. Returns 0 when it does not fit. */
-static int expand_run(const char *path, uint64_t run, char *out, size_t size) {
-    const char *at = strstr(path, "{run}");
-    int n = at ? snprintf(out, size, "%.*s%llu%s", (int)(at - path), path, (unsigned long long)run, at + 5) : snprintf(out, size, "%s", path);
-    return n > 0 && (size_t)n < size;
-}
 
 /* Records a run's report for the device properties, the debug log and (when asked) files. */
 static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
@@ -924,12 +1191,12 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     uint64_t run = atomic_fetch_add(&runs, 1);
     const char *trace = getenv("KILN_NPU_TRACE"), *report = getenv("KILN_NPU_REPORT");
     char trace_path[1024];
-    if (trace && *trace && expand_run(trace, run, trace_path, sizeof trace_path)) {
+    if (trace && *trace && ak_expand_run(trace, run, trace_path, sizeof trace_path)) {
         FILE *f = fopen(trace_path, "w");
         if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
     }
     char report_path[1024];
-    if (report && *report && expand_run(report, run, report_path, sizeof report_path)) {
+    if (report && *report && ak_expand_run(report, run, report_path, sizeof report_path)) {
         FILE *f = fopen(report_path, "w");
         if (f) {
             fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
@@ -937,12 +1204,12 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
             fclose(f);
         }
     }
-    if (host->log) {
+    {
         char line[256];
         snprintf(line, sizeof line, "npu-nc2 estimate: %.3f us, TensorE %llu cycles (%.1f%%), DMA %llu bytes, %u instructions",
                  (double)r->total_ps / 1e6, (unsigned long long)r->cycles[ENGINE_TENSOR], 100 * ak_utilization(r, ENGINE_TENSOR),
                  (unsigned long long)r->dma_bytes, p->insn_count);
-        host->log(host->host_context, KILN_PLUGIN_LOG_DEBUG, line);
+        ak_log_debug(line);
     }
 }
 
@@ -950,11 +1217,9 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
  * functional simulator, and returns the output tensors. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
     const npu_program *p = executable;
-    if (input_count != p->input_count || output_count != p->output_count)
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
-    if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
+    kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
+    if (e) return e;
     machine m = {0};
     m.stride = sbuf_extent(p);
     m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
@@ -963,12 +1228,11 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
     m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
     ak_op *ops = calloc((size_t)p->insn_count + 1, sizeof(ak_op));
     ak_report report = {0};
-    kiln_plugin_error *e = NULL;
-    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
+    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
     for (uint32_t t = 0; !e && t < p->tensor_count; t++) {
         const npu_tensor *nt = &p->tensors[t];
         m.dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
-        if (!m.dram[t]) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        if (!m.dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
         for (uint64_t i = 0; nt->kind == NPU_T_CONST && i < nt->elements; i++) {
             if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); m.dram[t][i] = ak_f32_from_bf16(h); }
             else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
@@ -978,37 +1242,27 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         const kiln_tensor *in = &inputs[i];
         const npu_tensor *nt = &p->tensors[p->inputs[i]];
         if (in->dtype.code != KILN_DTYPE_FLOAT || in->dtype.bits != 32 || in->dtype.lanes != 1)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not float32", i);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not float32", i);
         else if (in->device.device_type != KILN_DEVICE_CPU || in->strides || in->byte_offset)
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not a compact CPU tensor", i);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u is not a compact CPU tensor", i);
         else if (in->ndim != (int32_t)nt->rank || (in->ndim > 0 && !in->shape))
-            e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has rank %d; the program was compiled for rank %u", i, in->ndim, nt->rank);
+            e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has rank %d; the program was compiled for rank %u", i, in->ndim, nt->rank);
         for (uint32_t d = 0; !e && d < nt->rank; d++)
-            if (in->shape[d] != nt->dims[d]) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
-        if (!e && nt->elements && !in->data) e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
+            if (in->shape[d] != nt->dims[d]) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
+        if (!e && nt->elements && !in->data) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
         if (!e && nt->elements) memcpy(m.dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
     }
     if (e) goto done;
     for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i]);
     char why[256];
     if (ak_simulate(engines, ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, &report, why, sizeof why)) {
-        e = error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
+        e = ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
         goto done;
     }
     for (size_t k = 0; !e && k < p->insn_count; k++) e = step(&m, &p->insns[report.order[k]], report.order[k]);
     for (size_t i = 0; !e && i < output_count; i++) {
         const npu_tensor *nt = &p->tensors[p->outputs[i]];
-        if (!outputs[i].shape) { e = error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i); break; }
-        if (outputs[i].device.device_type != KILN_DEVICE_CPU) { e = error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i); break; }
-        void *data = host->alloc(host->host_context, (size_t)nt->elements * 4, 64);
-        if (!data) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
-        if (nt->elements) memcpy(data, m.dram[p->outputs[i]], (size_t)nt->elements * 4);
-        outputs[i].data = data; /* the host owns it from here */
-        outputs[i].dtype.code = KILN_DTYPE_FLOAT;
-        outputs[i].dtype.bits = 32;
-        outputs[i].dtype.lanes = 1;
-        outputs[i].ndim = (int32_t)nt->rank;
-        for (uint32_t d = 0; d < nt->rank; d++) outputs[i].shape[d] = nt->dims[d];
+        e = ak_output(&outputs[i], i, m.dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
     }
     if (!e) record(p, ops, &report);
 done:
@@ -1033,54 +1287,26 @@ static void unload(void *context, void *executable) {
 /* ---- the device ---------------------------------------------------------------------------------------- */
 
 enum { FIXED_PROPERTIES = 9, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
-typedef struct device_answer {
-    kiln_plugin_device device;
-    const kiln_plugin_device *pointers[1];
-    const char *keys[DEVICE_PROPERTY_COUNT];
-    const char *values[DEVICE_PROPERTY_COUNT];
-    char text[LIVE_PROPERTIES][24];
-} device_answer;
 
 /* Callback: the one simulated NeuronCore, with its parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
-    owner *o = calloc(1, sizeof *o);
-    device_answer *a = calloc(1, sizeof *a);
-    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
-    o->kind = OWNER_DEVICES;
-    o->devices = a;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "tensor_engine", "vector_engine", "scalar_engine", "sbuf_bytes", "psum_bytes", "dma", "assumed.dma_overhead_ns", "auto_cast",
         "executes_on", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
         "estimate.last_run.scalar_cycles", "estimate.last_run.dma_bytes", "estimate.last_run.instructions",
         "estimate.last_run.tensor_utilization_permille", "estimate.last_run.vector_utilization_permille", "estimate.last_run.scalar_utilization_permille"};
-    static const char *const fixed[FIXED_PROPERTIES] = {
+    static const char *const fixed[DEVICE_PROPERTY_COUNT] = {
         "128x128 systolic, 2.8 GHz, bf16/fp16 in, fp32 accumulate", "128 lanes, 1.12 GHz", "128 lanes, 1.4 GHz, func(in*scale+bias)",
         "25165824 (128 partitions x 192 KiB)", "2097152 (128 partitions x 8 banks x 512 fp32)", "16 queues x 27 GiB/s", "64",
         "compile option auto-cast or KILN_NPU_AUTO_CAST: none|matmul|all (default matmul)",
         "the host, through a functional simulator of the instruction streams"};
-    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
-    for (int k = 0; k < FIXED_PROPERTIES; k++) a->values[k] = fixed[k];
-    uint64_t live[LIVE_PROPERTIES] = {atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
-                                      atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
-                                      atomic_load(&last_tensor_util), atomic_load(&last_vector_util), atomic_load(&last_scalar_util)};
-    for (int k = 0; k < LIVE_PROPERTIES; k++) {
-        snprintf(a->text[k], sizeof a->text[k], "%llu", (unsigned long long)live[k]);
-        a->values[FIXED_PROPERTIES + k] = a->text[k];
-    }
-    a->device.struct_size = sizeof a->device;
-    a->device.name = "npu-nc2 simulator (NeuronCore-v2-like: TensorE, VectorE, ScalarE, 16 DMA queues)";
-    a->device.kind = KILN_PLUGIN_DEVICE_SIMULATOR;
-    a->device.memory_bytes = (uint64_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES;
-    a->device.property_count = DEVICE_PROPERTY_COUNT;
-    a->device.property_keys = a->keys;
-    a->device.property_values = a->values;
-    a->pointers[0] = &a->device;
-    out->device_count = 1;
-    out->devices = a->pointers;
-    out->owner = o;
-    return NULL;
+    uint64_t live[DEVICE_PROPERTY_COUNT] = {
+        [FIXED_PROPERTIES] = atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
+        atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
+        atomic_load(&last_tensor_util), atomic_load(&last_vector_util), atomic_load(&last_scalar_util)};
+    return ak_device_answer(out, "npu-nc2 simulator (NeuronCore-v2-like: TensorE, VectorE, ScalarE, 16 DMA queues)",
+                            (uint64_t)NPU_PARTITIONS * NPU_SBUF_PARTITION_BYTES, DEVICE_PROPERTY_COUNT, keys, fixed, live);
 }
 
 /* ---- the plugin ------------------------------------------------------------------------------------------ */
@@ -1106,7 +1332,7 @@ static const kiln_plugin_backend backend = {
     .version = NPU_VERSION,
     .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute reads the program only; the machine is per call */
     .context = NULL,
-    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
+    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
     .option_count = 1, .options = options,
@@ -1129,13 +1355,5 @@ static kiln_plugin_header header = {
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host), or 1.3 with a host that
  * speaks it (which then also reads the declared auto-cast option). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL; /* nothing to answer with */
-    host = h;
-    if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, NPU_PLUGIN_NAME ": out_header is NULL");
-    if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return error(KILN_ERROR_VERSION_MISMATCH, NPU_PLUGIN_NAME " speaks plugin ABI 1.2 and 1.3 only; this host speaks %u.%u to %u.%u",
-                     h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
-    header.abi_minor = h->abi_max_major > 1 || h->abi_max_minor >= 3 ? 3 : 2;
-    *out_header = &header;
-    return NULL;
+    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 3);
 }

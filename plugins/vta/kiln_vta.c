@@ -20,6 +20,7 @@
 #include "kiln/ir.pb-c.h"
 #include "isa.h"
 #include "accelkit.h"
+#include "ak_plugin.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -51,70 +52,9 @@ enum { IR_F32 = 1, IR_U8 = 2, IR_I8 = 3, IR_I32 = 6 };
 #define INP_HALF (VTA_INP_DEPTH / 2)
 #define WGT_HALF (VTA_WGT_DEPTH / 2)
 
-static const kiln_plugin_host *host;
-
-static kiln_plugin_error *error(int32_t code, const char *format, ...) {
-    char message[600];
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
-    va_end(args);
-    return host->error_create(host->host_context, code, message);
-}
-
 /* ---- graph helpers ------------------------------------------------------------------------------- */
 
-typedef struct shape { int dtype, known; uint32_t rank; int64_t dims[8]; } shape;
-
-static const Kiln__Ir__Tensor *initializer(const Kiln__Ir__Graph *g, const char *name) {
-    for (size_t i = 0; i < g->n_initializers; i++)
-        if (strcmp(g->initializers[i]->name, name) == 0) return g->initializers[i];
-    return NULL;
-}
-
-static const Kiln__Ir__Attribute *attribute(const Kiln__Ir__Node *node, const char *name) {
-    for (size_t i = 0; i < node->n_attributes; i++)
-        if (strcmp(node->attributes[i]->name, name) == 0) return node->attributes[i];
-    return NULL;
-}
-
-static int64_t int_attr(const Kiln__Ir__Node *node, const char *name, int64_t fallback) {
-    const Kiln__Ir__Attribute *a = attribute(node, name);
-    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I ? a->i : fallback;
-}
-
-/* The type and fixed shape the graph records for `name`. */
-static shape graph_shape(const Kiln__Ir__Graph *g, const char *name) {
-    shape s = {0, 0, 0, {0}};
-    const Kiln__Ir__Tensor *t = initializer(g, name);
-    if (t) {
-        s.dtype = t->dtype;
-        s.known = t->n_shape <= 8;
-        s.rank = (uint32_t)t->n_shape;
-        for (size_t d = 0; s.known && d < t->n_shape; d++) s.dims[d] = t->shape[d];
-        return s;
-    }
-    const Kiln__Ir__Value *const *lists[3] = {(const Kiln__Ir__Value *const *)g->inputs, (const Kiln__Ir__Value *const *)g->value_types,
-                                              (const Kiln__Ir__Value *const *)g->outputs};
-    size_t counts[3] = {g->n_inputs, g->n_value_types, g->n_outputs};
-    for (int l = 0; l < 3; l++)
-        for (size_t i = 0; i < counts[l]; i++) {
-            const Kiln__Ir__Value *v = lists[l][i];
-            if (strcmp(v->name, name) != 0) continue;
-            if (!v->type || v->type->value_case != KILN__IR__TYPE__VALUE_TENSOR || !v->type->tensor) continue;
-            const Kiln__Ir__TensorType *tt = v->type->tensor;
-            s.dtype = tt->dtype;
-            if (!tt->has_shape || tt->n_dims > 8) return s;
-            s.rank = (uint32_t)tt->n_dims;
-            s.known = 1;
-            for (size_t d = 0; d < tt->n_dims; d++) {
-                if (!tt->dims[d] || tt->dims[d]->value_case != KILN__IR__DIM__VALUE_FIXED || tt->dims[d]->fixed < 0) { s.known = 0; break; }
-                s.dims[d] = tt->dims[d]->fixed;
-            }
-            return s;
-        }
-    return s;
-}
+typedef ak_shape shape;
 
 /* The node producing `value`, or -1. */
 static int64_t producer(const Kiln__Ir__Graph *g, const char *value) {
@@ -143,7 +83,7 @@ static int is_graph_output(const Kiln__Ir__Graph *g, const char *value) {
 
 /* A positive finite float32 scalar initializer (any rank, one element). */
 static int scale_of(const Kiln__Ir__Graph *g, const char *name, double *out) {
-    const Kiln__Ir__Tensor *t = name[0] ? initializer(g, name) : NULL;
+    const Kiln__Ir__Tensor *t = name[0] ? ak_initializer(g, name) : NULL;
     if (!t || (int)t->dtype != IR_F32 || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->raw.len != 4) return 0;
     float f;
     memcpy(&f, t->raw.data, 4);
@@ -157,7 +97,7 @@ static int scale_of(const Kiln__Ir__Graph *g, const char *name, double *out) {
 static int zero_point_of(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n, size_t index, int allow32, int absent_type, int32_t *out) {
     *out = 0;
     if (n->n_inputs <= index || !n->inputs[index][0]) return absent_type;
-    const Kiln__Ir__Tensor *t = initializer(g, n->inputs[index]);
+    const Kiln__Ir__Tensor *t = ak_initializer(g, n->inputs[index]);
     if (!t || t->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
     int dt = (int)t->dtype;
     size_t es = dt == IR_I8 || dt == IR_U8 ? 1 : dt == IR_I32 ? 4 : 0;
@@ -221,7 +161,7 @@ typedef struct known_shapes { const char *name[VTA_MAX_LAYERS]; shape s[VTA_MAX_
 
 static shape value_shape(const Kiln__Ir__Graph *g, const known_shapes *k, const char *name) {
     for (size_t i = 0; k && i < k->count; i++) if (strcmp(k->name[i], name) == 0) return k->s[i];
-    return graph_shape(g, name);
+    return ak_graph_shape(g, name, 1);
 }
 
 /* Finds m, s with value = m·2^-s, 1 <= m <= 32767, 0 <= s <= 15 (smallest s). */
@@ -286,14 +226,14 @@ static int conv_geometry(layer *L, const Kiln__Ir__Node *n, shape x) {
     const Kiln__Ir__Tensor *w = L->w;
     if (w->n_shape != 4 || w->shape[1] != L->C) FAIL("%s: weights must be [O, %lld, KH, KW]", L->name, (long long)L->C);
     L->O = w->shape[0]; L->KH = w->shape[2]; L->KW = w->shape[3];
-    if (int_attr(n, "group", 1) != 1) FAIL("%s: grouped convolution is not supported", L->name);
-    const Kiln__Ir__Attribute *a = attribute(n, "auto_pad");
+    if (ak_int_attr(n, "group", 1) != 1) FAIL("%s: grouped convolution is not supported", L->name);
+    const Kiln__Ir__Attribute *a = ak_attribute(n, "auto_pad");
     if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0) FAIL("%s: auto_pad %s is not supported", L->name, a->s);
     L->sh = L->sw = 1; L->pt = L->pl = L->pb = L->pr = 0;
     const char *lists[3] = {"strides", "pads", "dilations"};
     size_t lengths[3] = {2, 4, 2};
     for (int k = 0; k < 3; k++) {
-        a = attribute(n, lists[k]);
+        a = ak_attribute(n, lists[k]);
         if (!a) continue;
         if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != lengths[k]) FAIL("%s: %s must list %zu integers", L->name, lists[k], lengths[k]);
         for (size_t i = 0; i < lengths[k]; i++) {
@@ -305,7 +245,7 @@ static int conv_geometry(layer *L, const Kiln__Ir__Node *n, shape x) {
         if (k == 0) { L->sh = a->ints->values[0]; L->sw = a->ints->values[1]; }
         if (k == 1) { L->pt = a->ints->values[0]; L->pl = a->ints->values[1]; L->pb = a->ints->values[2]; L->pr = a->ints->values[3]; }
     }
-    a = attribute(n, "kernel_shape");
+    a = ak_attribute(n, "kernel_shape");
     if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != 2 || a->ints->values[0] != L->KH || a->ints->values[1] != L->KW))
         FAIL("%s: kernel_shape differs from the weights", L->name);
     if (L->C < 1 || L->O < 1 || L->KH < 1 || L->KW < 1 || L->C > 2048 || L->O > 2048 || L->H > 4096 || L->W > 4096 || L->KH > 15 || L->KW > 15)
@@ -413,7 +353,7 @@ static int dq_of(const Kiln__Ir__Graph *g, int64_t index, const char **src, doub
         const char *a = n->attributes[i]->name;
         if (strcmp(a, "axis") != 0) return 0; /* block_size, output_dtype: not this form */
     }
-    shape s = graph_shape(g, n->inputs[0]);
+    shape s = ak_graph_shape(g, n->inputs[0], 1);
     int zt = zero_point_of(g, n, 2, want_type == IR_I32, want_type, zp);
     if (!scale_of(g, n->inputs[1], scale) || zt != want_type) return 0;
     if (s.dtype && s.dtype != want_type) return 0;
@@ -438,7 +378,7 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
     for (int i = 0; i < acts; i++) {
         int64_t p = producer(g, n->inputs[i]);
         if (!dq_of(g, p, &L->in[i], &sx[i], &L->zin[i], IR_I8)) FAIL("%s: input %d is not a DequantizeLinear of an int8 tensor with a scalar scale and int8 zero point", L->name, i);
-        if (initializer(g, L->in[i])) FAIL("%s: input %d is a constant", L->name, i);
+        if (ak_initializer(g, L->in[i])) FAIL("%s: input %d is a constant", L->name, i);
         if (!is_pow2(sx[i])) FAIL("%s: input scale %g is not a power of two (the QDQ form is lowered exactly only with power-of-two scales)", L->name, sx[i]);
         L->act_dq[L->n_act_dq++] = p;
         L->nodes[L->n_nodes++] = (size_t)p;
@@ -448,31 +388,31 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
         int64_t p = producer(g, n->inputs[1]);
         const char *wsrc;
         int32_t wz;
-        const Kiln__Ir__Tensor *folded_w = p < 0 ? initializer(g, n->inputs[1]) : NULL, *folded_b = NULL;
+        const Kiln__Ir__Tensor *folded_w = p < 0 ? ak_initializer(g, n->inputs[1]) : NULL, *folded_b = NULL;
         if (folded_w) {
             /* the host folded DequantizeLinear(weights) (and the bias's) into float32 constants */
             if (n->n_inputs == 3 && n->inputs[2][0]) {
-                folded_b = producer(g, n->inputs[2]) < 0 ? initializer(g, n->inputs[2]) : NULL;
+                folded_b = producer(g, n->inputs[2]) < 0 ? ak_initializer(g, n->inputs[2]) : NULL;
                 if (!folded_b) FAIL("%s: the bias must be a constant when the weights are", L->name);
             }
             if (!recover_weights(L, folded_w, folded_b, sx[0], &sw)) return 0;
         } else {
-            if (!dq_of(g, p, &wsrc, &sw, &wz, IR_I8) || !initializer(g, wsrc)) FAIL("%s: the weights are not a DequantizeLinear of an int8 initializer with a scalar scale (per-channel scales are not supported)", L->name);
+            if (!dq_of(g, p, &wsrc, &sw, &wz, IR_I8) || !ak_initializer(g, wsrc)) FAIL("%s: the weights are not a DequantizeLinear of an int8 initializer with a scalar scale (per-channel scales are not supported)", L->name);
             if (wz != 0) FAIL("%s: weight zero point %d is not 0", L->name, wz);
             if (!is_pow2(sw)) FAIL("%s: weight scale %g is not a power of two", L->name, sw);
             if (consumers(g, n->inputs[1], NULL) != 1) FAIL("%s: the dequantized weights have other consumers", L->name);
             L->nodes[L->n_nodes++] = (size_t)p;
-            if (!weights_ok(L, initializer(g, wsrc))) return 0;
+            if (!weights_ok(L, ak_initializer(g, wsrc))) return 0;
         }
         shape x = value_shape(g, k, L->in[0]);
         if (conv) { L->w_layout = W_OIHW; if (!conv_geometry(L, n, x)) return 0; }
         else {
             if (gemm) {
-                const Kiln__Ir__Attribute *al = attribute(n, "alpha"), *be = attribute(n, "beta");
+                const Kiln__Ir__Attribute *al = ak_attribute(n, "alpha"), *be = ak_attribute(n, "beta");
                 if ((al && (al->value_case != KILN__IR__ATTRIBUTE__VALUE_F || al->f != 1.0f)) || (be && (be->value_case != KILN__IR__ATTRIBUTE__VALUE_F || be->f != 1.0f)))
                     FAIL("%s: Gemm with alpha or beta other than 1 is not supported", L->name);
-                if (int_attr(n, "transA", 0) != 0) FAIL("%s: Gemm with transA is not supported", L->name);
-                L->w_layout = int_attr(n, "transB", 0) ? W_NK : W_KN;
+                if (ak_int_attr(n, "transA", 0) != 0) FAIL("%s: Gemm with transA is not supported", L->name);
+                L->w_layout = ak_int_attr(n, "transB", 0) ? W_NK : W_KN;
             } else {
                 L->w_layout = W_KN;
             }
@@ -489,7 +429,7 @@ static int match_qdq(const Kiln__Ir__Graph *g, const known_shapes *k, size_t a, 
             if (!dq_of(g, bp, &bsrc, &bs, &bz, IR_I32) || bz != 0) FAIL("%s: the bias is not a DequantizeLinear of an int32 initializer with zero point 0", L->name);
             if (bs != (double)(float)(sx[0] * sw)) FAIL("%s: the bias scale %g is not input scale × weight scale", L->name, bs);
             if (consumers(g, n->inputs[2], NULL) != 1) FAIL("%s: the dequantized bias has other consumers", L->name);
-            if (!bias_ok(L, initializer(g, bsrc))) return 0;
+            if (!bias_ok(L, ak_initializer(g, bsrc))) return 0;
             L->nodes[L->n_nodes++] = (size_t)bp;
         }
     } else {
@@ -554,15 +494,15 @@ static int match_qlinear(const Kiln__Ir__Graph *g, const known_shapes *k, size_t
     if (zero_point_of(g, n, 5, 0, 0, &wz) != IR_I8) FAIL("%s: weights must be int8 with one zero point (per-channel weight zero points are not supported)", L->name);
     if (wz != 0) FAIL("%s: weight zero point %d is not 0", L->name, wz);
     L->in[0] = n->inputs[0];
-    if (initializer(g, L->in[0])) FAIL("%s: the input is a constant", L->name);
+    if (ak_initializer(g, L->in[0])) FAIL("%s: the input is a constant", L->name);
     shape x = value_shape(g, k, L->in[0]);
     if (x.dtype && x.dtype != IR_I8) FAIL("%s: the input must be int8", L->name);
-    if (!weights_ok(L, initializer(g, n->inputs[3]))) return 0;
+    if (!weights_ok(L, ak_initializer(g, n->inputs[3]))) return 0;
     double M;
     if (conv) {
         L->w_layout = W_OIHW;
         if (!conv_geometry(L, n, x)) return 0;
-        if (n->n_inputs == 9 && n->inputs[8][0] && !bias_ok(L, initializer(g, n->inputs[8]))) return 0;
+        if (n->n_inputs == 9 && n->inputs[8][0] && !bias_ok(L, ak_initializer(g, n->inputs[8]))) return 0;
         M = sx * sw / sy; /* as kiln.reference computes it, in double */
     } else {
         L->w_layout = W_KN;
@@ -666,73 +606,48 @@ static uint64_t io_bytes(const io_desc *t) { return (uint64_t)t->CB * t->Hp * t-
 
 /* ---- payload bytes ---- */
 
-typedef struct wbuf { uint8_t *data; size_t size, cap; int failed; } wbuf;
-static void put_bytes(wbuf *b, const void *p, size_t n) {
-    if (b->failed) return;
-    if (b->size + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->size + n) cap *= 2;
-        uint8_t *d = realloc(b->data, cap);
-        if (!d) { b->failed = 1; return; }
-        b->data = d; b->cap = cap;
-    }
-    if (n) memcpy(b->data + b->size, p, n);
-    b->size += n;
-}
-static void put_u32(wbuf *b, uint32_t v) { uint8_t x[4]; for (int i = 0; i < 4; i++) x[i] = (uint8_t)(v >> 8 * i); put_bytes(b, x, 4); }
-static void put_u64(wbuf *b, uint64_t v) { uint8_t x[8]; for (int i = 0; i < 8; i++) x[i] = (uint8_t)(v >> 8 * i); put_bytes(b, x, 8); }
 
-typedef struct rbuf { const uint8_t *data; size_t size, at; int bad; } rbuf;
-static uint32_t get_u32(rbuf *r) {
-    if (r->bad || r->size - r->at < 4) { r->bad = 1; return 0; }
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)r->data[r->at + i] << 8 * i;
-    r->at += 4;
-    return v;
-}
-static uint64_t get_u64(rbuf *r) { uint64_t lo = get_u32(r); return lo | (uint64_t)get_u32(r) << 32; }
-
-static void put_io(wbuf *b, const io_desc *t) {
+static void put_io(ak_bytes *b, const io_desc *t) {
     uint32_t f[9] = {t->rank, t->C, t->H, t->W, t->CB, t->Hp, t->Wp, t->bt, t->bl};
-    for (int i = 0; i < 9; i++) put_u32(b, f[i]);
-    put_u64(b, t->off);
-    put_u32(b, (uint32_t)t->fill);
+    for (int i = 0; i < 9; i++) ak_put_u32(b, f[i]);
+    ak_put_u64(b, t->off);
+    ak_put_u32(b, (uint32_t)t->fill);
 }
 
-static void encode_program(const vta_program *p, wbuf *b) {
-    put_bytes(b, "KVTA", 4);
-    put_u32(b, 1);
-    put_u32(b, p->target);
-    put_u64(b, p->dram_bytes);
+static void encode_program(const vta_program *p, ak_bytes *b) {
+    ak_put(b, "KVTA", 4);
+    ak_put_u32(b, 1);
+    ak_put_u32(b, p->target);
+    ak_put_u64(b, p->dram_bytes);
     uint32_t counts[5] = {p->insn_count, p->segment_count, p->input_count, p->output_count, p->layer_count};
-    for (int i = 0; i < 5; i++) put_u32(b, counts[i]);
+    for (int i = 0; i < 5; i++) ak_put_u32(b, counts[i]);
     for (uint32_t i = 0; i < p->insn_count; i++) {
         uint8_t bytes[VTA_INSN_BYTES];
         if (vta_encode(&p->insns[i], bytes)) { b->failed = 2; return; }
-        put_bytes(b, bytes, VTA_INSN_BYTES);
+        ak_put(b, bytes, VTA_INSN_BYTES);
     }
     for (uint32_t i = 0; i < p->segment_count; i++) {
         const segment *s = &p->segments[i];
-        put_u64(b, s->off); put_u64(b, s->len); put_u32(b, s->is_fill); put_u32(b, (uint32_t)s->value);
-        if (!s->is_fill) put_bytes(b, s->data, (size_t)s->len);
+        ak_put_u64(b, s->off); ak_put_u64(b, s->len); ak_put_u32(b, s->is_fill); ak_put_u32(b, (uint32_t)s->value);
+        if (!s->is_fill) ak_put(b, s->data, (size_t)s->len);
     }
     for (uint32_t i = 0; i < p->input_count; i++) put_io(b, &p->inputs[i]);
     for (uint32_t i = 0; i < p->output_count; i++) put_io(b, &p->outputs[i]);
     for (uint32_t i = 0; i < p->layer_count; i++) {
         const layer_info *l = &p->layers[i];
-        put_bytes(b, l->name, sizeof l->name);
-        put_u32(b, l->kind); put_u64(b, l->macs); put_u64(b, l->elements); put_u32(b, l->begin); put_u32(b, l->end);
+        ak_put(b, l->name, sizeof l->name);
+        ak_put_u32(b, l->kind); ak_put_u64(b, l->macs); ak_put_u64(b, l->elements); ak_put_u32(b, l->begin); ak_put_u32(b, l->end);
     }
 }
 
 #define BAD(...) do { snprintf(why, why_size, __VA_ARGS__); program_free(p); return -1; } while (0)
 
-static int get_io(rbuf *r, io_desc *t, uint64_t dram, char *why, size_t why_size) {
+static int get_io(ak_reader *r, io_desc *t, uint64_t dram, char *why, size_t why_size) {
     uint32_t f[9];
-    for (int i = 0; i < 9; i++) f[i] = get_u32(r);
+    for (int i = 0; i < 9; i++) f[i] = ak_get_u32(r);
     t->rank = f[0]; t->C = f[1]; t->H = f[2]; t->W = f[3]; t->CB = f[4]; t->Hp = f[5]; t->Wp = f[6]; t->bt = f[7]; t->bl = f[8];
-    t->off = get_u64(r);
-    t->fill = (int32_t)get_u32(r);
+    t->off = ak_get_u64(r);
+    t->fill = (int32_t)ak_get_u32(r);
     if (r->bad) { snprintf(why, why_size, "payload truncated in a tensor descriptor"); return -1; }
     if (t->rank == 0 && !t->C && !t->H && !t->W && !t->CB && !t->Hp && !t->Wp && !t->bt && !t->bl && !t->off && !t->fill) return 0; /* an ignored input */
     if ((t->rank != 2 && t->rank != 4) || t->C < 1 || t->C > 2048 || t->H < 1 || t->W < 1 || t->H > VTA_MAX_DIM || t->W > VTA_MAX_DIM ||
@@ -748,14 +663,14 @@ static int get_io(rbuf *r, io_desc *t, uint64_t dram, char *why, size_t why_size
 static int decode_program(const void *data, size_t size, vta_program *p, char *why, size_t why_size) {
     memset(p, 0, sizeof *p);
     if (!data || size < 40 || memcmp(data, "KVTA", 4) != 0) BAD("not a samplevta.fpga payload (%zu bytes, no KVTA header)", size);
-    rbuf r = {data, size, 4, 0};
-    uint32_t version = get_u32(&r);
+    ak_reader r = {data, size, 4, 0};
+    uint32_t version = ak_get_u32(&r);
     if (version != 1) BAD("payload version %u is not supported (this backend reads version 1)", version);
-    p->target = get_u32(&r);
+    p->target = ak_get_u32(&r);
     if (p->target > 1) BAD("unknown target %u", p->target);
-    p->dram_bytes = get_u64(&r);
+    p->dram_bytes = ak_get_u64(&r);
     if (p->dram_bytes > VTA_MAX_DRAM) BAD("the payload asks for %llu bytes of DRAM (at most %llu)", (unsigned long long)p->dram_bytes, (unsigned long long)VTA_MAX_DRAM);
-    p->insn_count = get_u32(&r); p->segment_count = get_u32(&r); p->input_count = get_u32(&r); p->output_count = get_u32(&r); p->layer_count = get_u32(&r);
+    p->insn_count = ak_get_u32(&r); p->segment_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r); p->layer_count = ak_get_u32(&r);
     if (r.bad || p->insn_count > size / VTA_INSN_BYTES || p->segment_count > size / 24 || p->input_count > VTA_MAX_IO || p->output_count > VTA_MAX_IO ||
         p->layer_count > VTA_MAX_LAYERS || p->insn_count == 0)
         BAD("payload counts exceed its size or the limits");
@@ -790,7 +705,7 @@ static int decode_program(const void *data, size_t size, vta_program *p, char *w
     if (p->insns[p->insn_count - 1].opcode != VTA_OP_FINISH) BAD("the program does not end with FINISH");
     for (uint32_t i = 0; i < p->segment_count; i++) {
         segment *s = &p->segments[i];
-        s->off = get_u64(&r); s->len = get_u64(&r); s->is_fill = get_u32(&r); s->value = (int32_t)get_u32(&r);
+        s->off = ak_get_u64(&r); s->len = ak_get_u64(&r); s->is_fill = ak_get_u32(&r); s->value = (int32_t)ak_get_u32(&r);
         if (r.bad) BAD("payload truncated in segment %u", i);
         if (s->is_fill > 1 || s->off > p->dram_bytes || s->len > p->dram_bytes - s->off) BAD("segment %u lies outside the DRAM image", i);
         if (!s->is_fill) {
@@ -809,7 +724,7 @@ static int decode_program(const void *data, size_t size, vta_program *p, char *w
         memcpy(l->name, (const uint8_t *)data + r.at, sizeof l->name);
         r.at += sizeof l->name;
         l->name[sizeof l->name - 1] = 0;
-        l->kind = get_u32(&r); l->macs = get_u64(&r); l->elements = get_u64(&r); l->begin = get_u32(&r); l->end = get_u32(&r);
+        l->kind = ak_get_u32(&r); l->macs = ak_get_u64(&r); l->elements = ak_get_u64(&r); l->begin = ak_get_u32(&r); l->end = ak_get_u32(&r);
         if (r.bad) BAD("payload truncated in layer %u", i);
         if (l->begin > l->end || l->end > p->insn_count || l->kind > 2) BAD("layer %u's instruction range or kind is invalid", i);
     }
@@ -1197,11 +1112,11 @@ static int compile_graph(const Kiln__Ir__Graph *g, layer *layers, size_t count, 
     if (!ts || !plans) { rc = -1; snprintf(why, size, "out of memory"); goto done; }
     /* graph inputs: int8 tensors of known shape read by layers */
     for (size_t i = 0; i < g->n_inputs; i++) {
-        shape s = graph_shape(g, g->inputs[i]->name);
+        shape s = ak_graph_shape(g, g->inputs[i]->name, 1);
         tensor_ref *t = &ts[nt++];
         t->name = g->inputs[i]->name;
         t->is_input = 1;
-        if (initializer(g, t->name)) { t->d.rank = 0; continue; } /* a constant the program already holds: ignored at run time */
+        if (ak_initializer(g, t->name)) { t->d.rank = 0; continue; } /* a constant the program already holds: ignored at run time */
         if (s.dtype != IR_I8 || !s.known || (s.rank != 4 && s.rank != 2) || (s.rank == 4 && s.dims[0] != 1)) {
             snprintf(why, size, "graph input '%s' is not an int8 tensor of known shape [1, C, H, W] or [M, K]", t->name);
             goto done;
@@ -1365,12 +1280,6 @@ typedef struct run_stats {
 static _Atomic uint64_t stat_runs, stat_cycles, stat_gemm_iters, stat_alu_iters, stat_load_uop, stat_load_wgt, stat_load_inp, stat_load_acc, stat_store, stat_insns;
 
 /* "{run}" in `pattern` replaced by the run number. */
-static int expand_run(const char *pattern, uint64_t run, char *out, size_t size) {
-    const char *at = strstr(pattern, "{run}");
-    int n = at ? snprintf(out, size, "%.*s%llu%s", (int)(at - pattern), pattern, (unsigned long long)run, at + 5) : snprintf(out, size, "%s", pattern);
-    return n > 0 && (size_t)n < size;
-}
-
 /* Writes the per-layer table of a run: cycles from the first start to the last end of the layer's instructions. */
 static void write_report(FILE *f, const vta_program *p, const vta_timing *t, const run_stats *s) {
     const vta_target *tg = &vta_targets[p->target];
@@ -1417,19 +1326,19 @@ static void write_report(FILE *f, const vta_program *p, const vta_timing *t, con
 static kiln_plugin_error *run_program(const vta_program *p, vta_machine *m, run_stats *s, vta_timing *t) {
     char why[256];
     if (vta_schedule(p->insns, p->insn_count, &vta_targets[p->target], t, why, sizeof why))
-        return error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program's dependency tokens are inconsistent: %s", why);
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program's dependency tokens are inconsistent: %s", why);
     /* KILN_VTA_ORDER=random:SEED (tests): run the instructions in a random order the tokens allow instead */
     const char *order_env = getenv("KILN_VTA_ORDER");
     if (order_env && strncmp(order_env, "random:", 7) == 0 && t->count) {
         if (vta_random_order(p->insns, p->insn_count, strtoull(order_env + 7, NULL, 10), t->order))
-            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program's dependency tokens deadlock");
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program's dependency tokens deadlock");
     }
     for (size_t k = 0; k < t->count; k++) {
         size_t i = t->order[k];
         if (vta_execute(m, &p->insns[i], why, sizeof why))
-            return error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: %s", i, why);
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: instruction %zu: %s", i, why);
     }
-    if (!m->finished) return error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program did not reach FINISH");
+    if (!m->finished) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the program did not reach FINISH");
     s->counters = m->counters;
     s->total_cycles = t->total_cycles; s->gemm_cycles = t->gemm_cycles; s->alu_cycles = t->alu_cycles;
     for (int e = 0; e < VTA_MODULES; e++) s->busy[e] = t->busy_cycles[e];
@@ -1449,23 +1358,20 @@ static int shape_matches(const io_desc *d, const kiln_tensor *t) {
 }
 
 static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
-    if (input_count != p->input_count || output_count != p->output_count)
-        return error(KILN_ERROR_INVALID_ARGUMENT, "execute: %zu inputs and %zu outputs given, the program takes %u and %u", input_count, output_count, p->input_count, p->output_count);
-    if ((input_count && !inputs) || (output_count && !outputs)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: NULL tensor array");
     for (size_t i = 0; i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
         if (p->inputs[i].rank == 0) continue;
-        if (t->dtype.code != KILN_DTYPE_INT || t->dtype.bits != 8 || t->dtype.lanes != 1) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu must be int8", i);
-        if (t->strides || t->byte_offset || t->device.device_type != KILN_DEVICE_CPU) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a compact CPU tensor", i);
-        if (!shape_matches(&p->inputs[i], t)) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu's shape differs from the one the program was compiled for", i);
-        if (!t->data) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i);
+        if (t->dtype.code != KILN_DTYPE_INT || t->dtype.bits != 8 || t->dtype.lanes != 1) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu must be int8", i);
+        if (t->strides || t->byte_offset || t->device.device_type != KILN_DEVICE_CPU) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu is not a compact CPU tensor", i);
+        if (!shape_matches(&p->inputs[i], t)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu's shape differs from the one the program was compiled for", i);
+        if (!t->data) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %zu has NULL data", i);
     }
     for (size_t i = 0; i < output_count; i++) {
-        if (!outputs[i].shape) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i);
-        if (outputs[i].device.device_type != KILN_DEVICE_CPU) return error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i);
+        if (!outputs[i].shape) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: output %zu has no shape array", i);
+        if (outputs[i].device.device_type != KILN_DEVICE_CPU) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: output %zu is wanted on a device; this backend has no device buffers", i);
     }
     vta_machine m;
-    if (vta_machine_init(&m, (size_t)p->dram_bytes)) return error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    if (vta_machine_init(&m, (size_t)p->dram_bytes)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     for (uint32_t i = 0; i < p->segment_count; i++) {
         const segment *s = &p->segments[i];
         if (s->is_fill) memset(m.dram + s->off, (uint8_t)(int8_t)s->value, (size_t)s->len);
@@ -1487,8 +1393,8 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
     for (size_t i = 0; !e && i < output_count; i++) {
         const io_desc *d = &p->outputs[i];
         size_t n = (size_t)d->C * d->H * d->W;
-        int8_t *y = host->alloc(host->host_context, n, 64);
-        if (!y) { e = error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        int8_t *y;
+        if ((e = ak_output_alloc(&outputs[i], i, n, (void **)&y))) break;
         for (uint32_t c = 0; c < d->C; c++)
             for (uint32_t r = 0; r < d->H; r++)
                 for (uint32_t w = 0; w < d->W; w++)
@@ -1512,16 +1418,16 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
         atomic_store(&stat_insns, s.counters.instructions);
         const char *report = getenv("KILN_VTA_REPORT");
         char path[1024];
-        if (report && *report && expand_run(report, run, path, sizeof path)) {
+        if (report && *report && ak_expand_run(report, run, path, sizeof path)) {
             FILE *f = fopen(path, "w");
             if (f) { write_report(f, p, &t, &s); fclose(f); }
         }
-        if (host->log) {
+        {
             char line[256];
             snprintf(line, sizeof line, "%s estimate: %llu cycles (%.2f us), GEMM %llu uop-iterations, ALU %llu", vta_targets[p->target].name,
                      (unsigned long long)s.total_cycles, (double)s.total_cycles / vta_targets[p->target].clock_hz * 1e6,
                      (unsigned long long)s.counters.gemm_uop_iterations, (unsigned long long)s.counters.alu_uop_iterations);
-            host->log(host->host_context, KILN_PLUGIN_LOG_DEBUG, line);
+            ak_log_debug(line);
         }
     }
     vta_timing_free(&t);
@@ -1530,28 +1436,6 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
 }
 
 /* ---- the plugin ABI ----------------------------------------------------------------------------------- */
-
-static kiln_plugin_error *decode_graph(const kiln_plugin_bytes *bytes, Kiln__Ir__Graph **out) {
-    if (!bytes || bytes->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes missing or struct_size too small");
-    if (bytes->format != KILN_PLUGIN_FORMAT_IR_GRAPH) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes have format %u, expected KILN_PLUGIN_FORMAT_IR_GRAPH", bytes->format);
-    if (!bytes->data && bytes->size > 0) return error(KILN_ERROR_INVALID_ARGUMENT, "graph bytes: NULL data");
-    static const uint8_t empty[1] = {0};
-    *out = kiln__ir__graph__unpack(NULL, bytes->size, bytes->size ? bytes->data : empty);
-    if (!*out) return error(KILN_ERROR_INVALID_MODEL, "graph bytes (%zu) are not a valid kiln.ir.Graph", bytes->size);
-    return NULL;
-}
-
-enum { OWNER_CLAIM = 1, OWNER_PAYLOAD = 2, OWNER_DEVICES = 3 };
-typedef struct owner { int kind; size_t count; uint8_t *supported; char **reasons; wbuf payload; char compat[96]; void *devices; } owner;
-
-static void release(void *context, void *token) {
-    (void)context;
-    owner *o = token;
-    if (!o) return;
-    for (size_t i = 0; o->reasons && i < o->count; i++) free(o->reasons[i]);
-    free(o->reasons); free(o->supported); free(o->payload.data); free(o->devices);
-    free(o);
-}
 
 /* Why node i is not claimed, given the layers that analyze matched. */
 static void reason_for(const Kiln__Ir__Graph *g, size_t i, const layer *layers, size_t count, char *why, size_t size) {
@@ -1563,135 +1447,106 @@ static void reason_for(const Kiln__Ir__Graph *g, size_t i, const layer *layers, 
     snprintf(why, size, "%s is not part of a quantized Conv/Gemm/MatMul/Add layer this backend lowers (QLinearConv, QLinearMatMul, or DequantizeLinear -> op [-> Relu] -> QuantizeLinear)", n->op);
 }
 
-static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
-    (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_claim)) return error(KILN_ERROR_INVALID_ARGUMENT, "claim: out is NULL or its struct_size is too small");
-    Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
-    if (e) return e;
-    owner *o = calloc(1, sizeof *o);
+/* Claims the nodes of the layers analyze matched; the reason for every other node (ak_analyze_fn). */
+static int claim_nodes(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
     size_t *covered = calloc(g->n_nodes + 1, sizeof *covered);
     layer *layers = NULL;
-    long count = -1;
-    if (o && covered) {
-        o->kind = OWNER_CLAIM;
-        o->count = g->n_nodes;
-        o->supported = calloc(g->n_nodes + 1, 1);
-        o->reasons = calloc(g->n_nodes + 1, sizeof(char *));
-        if (o->supported && o->reasons) count = analyze(g, &layers, covered);
-    }
-    for (size_t i = 0; count >= 0 && i < g->n_nodes; i++) {
-        o->supported[i] = covered[i] != 0;
-        if (o->supported[i]) continue;
+    long count = covered ? analyze(g, &layers, covered) : -1;
+    int ok = count >= 0;
+    for (size_t i = 0; ok && i < g->n_nodes; i++) {
+        supported[i] = covered[i] != 0;
+        if (supported[i]) continue;
         char why[400];
         reason_for(g, i, layers, (size_t)count, why, sizeof why);
-        size_t len = strlen(why) + 1;
-        o->reasons[i] = malloc(len);
-        if (o->reasons[i]) memcpy(o->reasons[i], why, len);
-        if (!o->reasons[i]) count = -1;
+        ok = (reasons[i] = ak_strdup(why)) != NULL;
     }
     free_layers(layers, count > 0 ? (size_t)count : 0);
     free(covered);
-    kiln__ir__graph__free_unpacked(g, NULL);
-    if (count < 0) { release(NULL, o); return error(KILN_ERROR_INTERNAL, "claim: out of memory"); }
-    out->node_count = o->count;
-    out->supported = o->supported;
-    out->reasons = (const char *const *)o->reasons;
-    out->owner = o;
-    return NULL;
+    return ok;
+}
+
+/* Callback: which nodes of the graph this backend runs, with a reason for each rejected one. */
+static kiln_plugin_error *claim(void *context, const kiln_plugin_bytes *graph, kiln_plugin_claim *out) {
+    (void)context;
+    return ak_claim(graph, out, claim_nodes);
 }
 
 static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options, kiln_plugin_payload *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
+    if (!out || out->struct_size < sizeof(kiln_plugin_payload)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: out is NULL or its struct_size is too small");
     const char *target_name = options && options->target ? options->target : "host";
     uint32_t target = 0;
     if (strcmp(target_name, "host") != 0) {
         const vta_target *t = vta_find_target(target_name);
-        if (!t) return error(KILN_ERROR_INVALID_ARGUMENT, "compile: unknown target '%s' (fpga-vta-pynq, fpga-vta-zcu104)", target_name);
+        if (!t) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: unknown target '%s' (fpga-vta-pynq, fpga-vta-zcu104)", target_name);
         target = (uint32_t)(t - vta_targets);
     }
     Kiln__Ir__Graph *g;
-    kiln_plugin_error *e = decode_graph(graph, &g);
+    kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
     size_t *covered = calloc(g->n_nodes + 1, sizeof *covered);
     layer *layers = NULL, *valid = NULL;
     long count = covered ? analyze(g, &layers, covered) : -1;
     size_t nvalid = 0;
     char why[600] = "";
-    if (count < 0) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    if (count < 0) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
     for (size_t i = 0; !e && i < g->n_nodes; i++)
         if (!covered[i]) {
             char r[400];
             reason_for(g, i, layers, (size_t)count, r, sizeof r);
-            e = error(KILN_ERROR_UNSUPPORTED, "compile: node %zu ('%s', %s) is not claimed: %s", i, g->nodes[i]->name, g->nodes[i]->op, r);
+            e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu ('%s', %s) is not claimed: %s", i, g->nodes[i]->name, g->nodes[i]->op, r);
         }
-    if (!e && count == 0) e = error(KILN_ERROR_UNSUPPORTED, "compile: the graph has no layer to lower");
+    if (!e && count == 0) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the graph has no layer to lower");
     if (!e) {
         valid = calloc((size_t)count + 1, sizeof *valid);
-        if (!valid) e = error(KILN_ERROR_INTERNAL, "compile: out of memory");
+        if (!valid) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
         for (long l = 0; !e && l < count; l++) if (layers[l].valid) valid[nvalid++] = layers[l];
     }
     vta_program p;
-    owner *o = NULL;
+    ak_owner *o = NULL;
     if (!e) {
         int rc = compile_graph(g, valid, nvalid, target, &p, why, sizeof why);
-        if (rc) e = error(rc > 0 ? KILN_ERROR_UNSUPPORTED : KILN_ERROR_INTERNAL, "compile: %s", why);
+        if (rc) e = ak_error(rc > 0 ? KILN_ERROR_UNSUPPORTED : KILN_ERROR_INTERNAL, "compile: %s", why);
     }
     free(valid); free_layers(layers, count > 0 ? (size_t)count : 0); free(covered);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
-    o = calloc(1, sizeof *o);
-    if (o) { o->kind = OWNER_PAYLOAD; encode_program(&p, &o->payload); }
+    o = ak_owner_new(AK_OWNER_PAYLOAD);
+    if (o) encode_program(&p, &o->payload);
     program_free(&p);
-    if (!o || o->payload.failed) { int bad = o && o->payload.failed == 2; release(NULL, o); return error(KILN_ERROR_INTERNAL, bad ? "compile: an instruction field does not fit its encoding" : "compile: out of memory"); }
-    snprintf(o->compat, sizeof o->compat, VTA_COMPAT_PREFIX "%s", vta_targets[target].name);
-    out->data = o->payload.data;
-    out->size = o->payload.size;
-    out->compat = o->compat;
-    out->owner = o;
-    return NULL;
+    if (o && o->payload.failed == 2) { ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "compile: an instruction field does not fit its encoding"); }
+    if (o) snprintf(o->compat, sizeof o->compat, VTA_COMPAT_PREFIX "%s", vta_targets[target].name);
+    return ak_payload_answer(out, o, NULL);
 }
 
 static kiln_plugin_error *check(void *context, const char *compat) {
     (void)context;
-    if (!compat) return error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
+    if (!compat) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "check: compat is NULL");
     for (int i = 0; i < 2; i++) {
         char want[96];
         snprintf(want, sizeof want, VTA_COMPAT_PREFIX "%s", vta_targets[i].name);
         if (strcmp(compat, want) == 0) return NULL;
     }
-    return error(KILN_ERROR_VERSION_MISMATCH, VTA_BACKEND_NAME " " VTA_VERSION " loads payloads '" VTA_COMPAT_PREFIX "fpga-vta-pynq|fpga-vta-zcu104', not '%s'", compat);
+    return ak_error(KILN_ERROR_VERSION_MISMATCH, VTA_BACKEND_NAME " " VTA_VERSION " loads payloads '" VTA_COMPAT_PREFIX "fpga-vta-pynq|fpga-vta-zcu104', not '%s'", compat);
 }
 
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
-    uint32_t device = 0;
-    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_load_options, device, options->struct_size)) device = options->device;
-    if (device != 0) return error(KILN_ERROR_INVALID_ARGUMENT, "load: no device %u (there is 1)", device);
-    if (!out_executable) return error(KILN_ERROR_INVALID_ARGUMENT, "load: out_executable is NULL");
-    if (!payload || payload->struct_size < sizeof(kiln_plugin_bytes)) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload missing");
-    if (!payload->data && payload->size) return error(KILN_ERROR_INVALID_ARGUMENT, "load: payload data is NULL");
+    kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
+    if (e) return e;
     vta_program *p = calloc(1, sizeof *p);
-    if (!p) return error(KILN_ERROR_INTERNAL, "load: out of memory");
+    if (!p) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
     char why[300];
-    if (decode_program(payload->data, payload->size, p, why, sizeof why)) { free(p); return error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why); }
+    if (decode_program(payload->data, payload->size, p, why, sizeof why)) { free(p); return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why); }
     /* the token protocol must be deadlock-free and within the queue depth before anything runs */
     vta_timing t;
     if (vta_schedule(p->insns, p->insn_count, &vta_targets[p->target], &t, why, sizeof why)) {
         program_free(p); free(p);
-        return error(KILN_ERROR_INVALID_ARTIFACT, "load: the program's dependency tokens are inconsistent: %s", why);
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: the program's dependency tokens are inconsistent: %s", why);
     }
     vta_timing_free(&t);
-    if (graph) {
-        Kiln__Ir__Graph *g;
-        kiln_plugin_error *e = decode_graph(graph, &g);
-        if (!e && (g->n_inputs != p->input_count || g->n_outputs != p->output_count))
-            e = error(KILN_ERROR_INVALID_ARTIFACT, "load: the payload has %u inputs and %u outputs, the graph %zu and %zu", p->input_count, p->output_count, g->n_inputs, g->n_outputs);
-        if (!e) kiln__ir__graph__free_unpacked(g, NULL);
-        if (e) { program_free(p); free(p); return e; }
-    }
+    if ((e = ak_check_graph_io(graph, (long)p->input_count, p->output_count))) { program_free(p); free(p); return e; }
     *out_executable = p;
     return NULL;
 }
@@ -1702,8 +1557,9 @@ static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, 
 
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    if (!executable) return error(KILN_ERROR_INVALID_ARGUMENT, "execute: executable is NULL");
-    return execute_program(executable, inputs, input_count, outputs, output_count);
+    const vta_program *p = executable;
+    kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
+    return e ? e : execute_program(p, inputs, input_count, outputs, output_count);
 }
 
 static void unload(void *context, void *executable) {
@@ -1714,28 +1570,16 @@ static void unload(void *context, void *executable) {
 }
 
 enum { DEVICE_PROPERTY_COUNT = 22 };
-typedef struct device_answer {
-    kiln_plugin_device device;
-    const kiln_plugin_device *pointers[1];
-    const char *keys[DEVICE_PROPERTY_COUNT];
-    const char *values[DEVICE_PROPERTY_COUNT];
-    char text[10][24];
-} device_answer;
 
+/* Callback: the one simulated accelerator, with its parameters and the last run's counters as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
-    if (!out || out->struct_size < sizeof(kiln_plugin_device_list)) return error(KILN_ERROR_INVALID_ARGUMENT, "devices: out is NULL or its struct_size is too small");
-    owner *o = calloc(1, sizeof *o);
-    device_answer *a = calloc(1, sizeof *a);
-    if (!o || !a) { free(o); free(a); return error(KILN_ERROR_INTERNAL, "devices: out of memory"); }
-    o->kind = OWNER_DEVICES;
-    o->devices = a;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "isa", "gemm", "buffers", "alu", "targets", "assumed.dma_setup_cycles", "executes_on", "token_queues", "requantization", "backend_name",
         "fsim.runs", "last_run.cycles", "last_run.gemm_uop_iterations", "last_run.alu_uop_iterations", "last_run.load_bytes.uop",
         "last_run.load_bytes.wgt", "last_run.load_bytes.inp", "last_run.load_bytes.acc", "last_run.store_bytes", "last_run.instructions",
         "limits.dram_bytes", "limits.work"};
-    static const char *const fixed[12] = {
+    static const char *const fixed[DEVICE_PROPERTY_COUNT] = {
         "VTA-like: 128-bit LOAD/STORE/GEMM/ALU/FINISH, 32-bit micro-ops, 2-level affine loops",
         "1x16x16 int8 x int8 -> int32 (BATCH 1, BLOCK_IN 16, BLOCK_OUT 16)",
         "uop 32 KiB, inp 32 KiB, wgt 256 KiB, acc 128 KiB, out 32 KiB",
@@ -1746,26 +1590,12 @@ static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
         "load->compute, compute->load, compute->store, store->compute; depth 8",
         "clamp(round_half_even(acc*m / 2^s) + zero_point), m < 2^15, s <= 15 (Documentation/targets/FPGA.md)",
         "samplevta.fpga (the kiln. prefix is reserved for built-in backends)",
-        "268435456", "68719476736"};
-    for (int k = 0; k < DEVICE_PROPERTY_COUNT; k++) a->keys[k] = keys[k];
-    for (int k = 0; k < 10; k++) a->values[k] = fixed[k];
-    a->values[20] = fixed[10]; a->values[21] = fixed[11];
-    uint64_t live[10] = {atomic_load(&stat_runs), atomic_load(&stat_cycles), atomic_load(&stat_gemm_iters), atomic_load(&stat_alu_iters),
-                         atomic_load(&stat_load_uop), atomic_load(&stat_load_wgt), atomic_load(&stat_load_inp), atomic_load(&stat_load_acc),
-                         atomic_load(&stat_store), atomic_load(&stat_insns)};
-    for (int k = 0; k < 10; k++) { snprintf(a->text[k], sizeof a->text[k], "%llu", (unsigned long long)live[k]); a->values[10 + k] = a->text[k]; }
-    a->device.struct_size = sizeof a->device;
-    a->device.name = "VTA-like FPGA accelerator (functional simulator and cycle model)";
-    a->device.kind = KILN_PLUGIN_DEVICE_SIMULATOR;
-    a->device.memory_bytes = VTA_MAX_DRAM;
-    a->device.property_count = DEVICE_PROPERTY_COUNT;
-    a->device.property_keys = a->keys;
-    a->device.property_values = a->values;
-    a->pointers[0] = &a->device;
-    out->device_count = 1;
-    out->devices = a->pointers;
-    out->owner = o;
-    return NULL;
+        [20] = "268435456", "68719476736"};
+    uint64_t live[DEVICE_PROPERTY_COUNT] = {
+        [10] = atomic_load(&stat_runs), atomic_load(&stat_cycles), atomic_load(&stat_gemm_iters), atomic_load(&stat_alu_iters),
+        atomic_load(&stat_load_uop), atomic_load(&stat_load_wgt), atomic_load(&stat_load_inp), atomic_load(&stat_load_acc),
+        atomic_load(&stat_store), atomic_load(&stat_insns)};
+    return ak_device_answer(out, "VTA-like FPGA accelerator (functional simulator and cycle model)", VTA_MAX_DRAM, DEVICE_PROPERTY_COUNT, keys, fixed, live);
 }
 
 static const char *const targets[] = {"fpga-vta-pynq", "fpga-vta-zcu104"};
@@ -1777,7 +1607,7 @@ static const kiln_plugin_backend backend = {
     .version = VTA_VERSION,
     .flags = KILN_PLUGIN_BACKEND_CONCURRENT_EXECUTE, /* execute reads the program only; each run has its own machine */
     .context = NULL,
-    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = release,
+    .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 2, .targets = targets,
 };
@@ -1796,13 +1626,7 @@ static kiln_plugin_header header = {
     .shutdown = NULL,
 };
 
+/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    if (!h || h->struct_size < offsetof(kiln_plugin_host, free) + sizeof(h->free) || !h->error_create) return NULL;
-    host = h;
-    if (!out_header) return error(KILN_ERROR_INVALID_ARGUMENT, VTA_PLUGIN_NAME ": out_header is NULL");
-    if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return error(KILN_ERROR_VERSION_MISMATCH, VTA_PLUGIN_NAME " speaks plugin ABI 1.2 only; this host speaks %u.%u to %u.%u",
-                     h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
-    *out_header = &header;
-    return NULL;
+    return ak_query(h, out_header, &header, VTA_PLUGIN_NAME, 2);
 }

@@ -12,35 +12,13 @@
  */
 #include <kiln/kiln_plugin.h>
 #include "../program.h"
-
-kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln_plugin_header **out_header);
+#include "../../accelkit/tests/ak_test_host.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- a minimal host ---- */
-struct kiln_plugin_error { int32_t code; char message[512]; };
-/* Host service: a new error (freed by the test). */
-static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
-    (void)context;
-    kiln_plugin_error *e = calloc(1, sizeof *e);
-    e->code = code;
-    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
-    return e;
-}
-/* Host service: ignores log lines. */
-static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
-/* Host service: malloc. */
-static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
-/* Host service: free. */
-static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
-
 static const kiln_plugin_backend *backend;
-static int failures;
-
-#define EXPECT(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
-
 /* Loads `bytes` and, when that works, executes it on x (float32 [1,2,6,6]). Returns 0 when both worked,
  * 1 when load refused, 2 when execute refused. */
 static int load_and_run(const void *bytes, size_t size, char *why, size_t why_size) {
@@ -112,11 +90,7 @@ static void valid_program(dsp_program *p, dsp_constant *cs, dsp_op *ops, uint32_
 }
 
 int main(void) {
-    kiln_plugin_host h = {sizeof h, 1, 0, 1, 2, "test", NULL, host_error, host_log, host_alloc, host_free};
-    const kiln_plugin_header *header = NULL;
-    kiln_plugin_error *e = kiln_plugin_query_v1(&h, &header);
-    if (e || !header) { printf("FAIL: query\n"); return 1; }
-    backend = header->backends[0];
+    backend = ak_test_backend();
 
     dsp_program p;
     dsp_constant cs[16];

@@ -6,14 +6,15 @@ The model (built here with the onnx package, fixed shapes so that the NPU loweri
     u = MatMul(s, W3[160,160]) + b3
     res = u + s                                             -> VectorE (residual, equal shapes)
     m = res * g[160]                                        -> VectorE, a row broadcast by DMA
-    y = Tanh(Softmax(m))                                    -> Softmax is not supported: kiln.cpu; Tanh back on the NPU
+    y = Tanh(Softmax(LogSoftmax(m)))                        -> LogSoftmax is not supported: kiln.cpu; Softmax, Tanh back on the NPU
 Outputs res and y. Shapes cross the tile sizes (M 600 = 512 + 88, K 300 = 2·128 + 44, N 200 = 128 + 72).
 
 First, one 512x128x128 MatMul whose cycle-model report (TensorE cycles, DMA bytes) is computed by hand.
 Then, for auto-cast none, matmul and all (given as `--backend-option auto-cast=MODE`, which plugin ABI 1.3 passes to
 the plugin's compile; for none, KILN_NPU_AUTO_CAST=all is also set, and the option must win; a value outside the
 option's choices must be refused by the host):
-  * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Tanh on sampleneuron.nc2, Softmax on kiln.cpu, with its reason;
+  * placement: every MatMul/Gemm/Add/Mul/Relu/Sigmoid/Softmax/Tanh on sampleneuron.nc2, LogSoftmax on kiln.cpu, with its
+    reason;
   * none:   max|npu - ref| / max|ref| <= 1e-5 on both outputs;
   * matmul: the same error <= 3 * 2^-7 (three chained matmuls whose inputs are rounded to bf16, each adding at most
             about 2^-8 of sum|x||w| relative error, doubled for the ReLU/sigmoid/residual mixing) and > 0, which
@@ -55,7 +56,8 @@ def build(path, rng):
         helper.make_node("Add", ["u0", "b3"], ["u"]),
         helper.make_node("Add", ["u", "s"], ["res"]),
         helper.make_node("Mul", ["res", "g"], ["m"]),
-        helper.make_node("Softmax", ["m"], ["p"], axis=-1),
+        helper.make_node("LogSoftmax", ["m"], ["lp"], axis=-1),
+        helper.make_node("Softmax", ["lp"], ["p"], axis=-1),
         helper.make_node("Tanh", ["p"], ["y"]),
     ]
     graph = helper.make_graph(nodes, "mlp_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [600, 300])],
@@ -168,12 +170,12 @@ def main():
         for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):
             placed.setdefault(m.group(1), set()).add(m.group(2))
         print(f"placement ({mode}):", {op: sorted(b) for op, b in sorted(placed.items())})
-        for op in ("MatMul", "Add", "Relu", "Gemm", "Sigmoid", "Mul", "Tanh"):
+        for op in ("MatMul", "Add", "Relu", "Gemm", "Sigmoid", "Mul", "Softmax", "Tanh"):
             if op in placed and placed[op] != {"sampleneuron.nc2"}:
                 sys.exit(f"e2e_mlp: {op} is not placed (only) on sampleneuron.nc2: {placed[op]}\n{inspect}")
-        if not placed.get("Softmax") or "sampleneuron.nc2" in placed["Softmax"] or "Softmax is not supported on npu-nc2" not in inspect:
-            sys.exit("e2e_mlp: Softmax did not fall back with its reason:\n" + inspect)
-        if not {"Gemm", "Sigmoid", "Tanh"} <= set(placed):
+        if not placed.get("LogSoftmax") or "sampleneuron.nc2" in placed["LogSoftmax"] or "LogSoftmax is not supported on npu-nc2" not in inspect:
+            sys.exit("e2e_mlp: LogSoftmax did not fall back with its reason:\n" + inspect)
+        if not {"Gemm", "Sigmoid", "Softmax", "Tanh"} <= set(placed):
             sys.exit(f"e2e_mlp: the compiled model lost ops the test relies on: {placed}")
         out = os.path.join(work, f"npu-{mode}")
         trace, report = os.path.join(work, f"trace-{mode}-{{run}}.json"), os.path.join(work, f"report-{mode}-{{run}}.txt")
@@ -188,7 +190,7 @@ def main():
             worst = max(worst, err)
         errors[mode] = worst
         traces = sorted(f for f in os.listdir(work) if f.startswith(f"trace-{mode}-"))
-        if len(traces) != 2:  # the NPU partitions before and after the Softmax
+        if len(traces) != 2:  # the NPU partitions before and after the LogSoftmax
             sys.exit(f"e2e_mlp: expected 2 traces (one per NPU partition run), found {traces}")
         events = [e for f in traces for e in json.load(open(os.path.join(work, f)))["traceEvents"]]
         rows = {e["args"]["name"] for e in events if e.get("ph") == "M"}

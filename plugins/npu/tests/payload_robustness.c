@@ -6,7 +6,8 @@
  * host. It builds a kiln.ir graph (x[130,20] -> MatMul W[20,140] -> Add b[140] -> Relu -> Mul g[140]), compiles
  * it with auto-cast none and checks the simulated result against a plain C computation, then feeds load every
  * truncation of the payload, 2000 random corruptions (each one that still loads is executed), and hand-made
- * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8,
+ * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8, a
+ * vector operand mode or reduction that does not exist,
  * DMA queue 16, a wait no instruction satisfies, MultiplyMoving without a matching stationary, a shape whose
  * element count overflows). Each must end in an error or a clean run. Exits 1 on any failed expectation.
  */
@@ -14,97 +15,16 @@
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
 #include "../isa.h"
-
-kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln_plugin_header **out_header);
+#include "../../accelkit/tests/ak_test_host.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- a minimal host ---- */
-struct kiln_plugin_error { int32_t code; char message[512]; };
-/* Host service: a new error (freed by the test). */
-static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
-    (void)context;
-    kiln_plugin_error *e = calloc(1, sizeof *e);
-    e->code = code;
-    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
-    return e;
-}
-/* Host service: ignores log lines. */
-static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
-/* Host service: malloc. */
-static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
-/* Host service: free. */
-static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
-
 static const kiln_plugin_backend *backend;
-static int failures;
-#define EXPECT(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
-
 enum { M = 130, K = 20, N = 140 };
 static float X[M * K], W[K * N], B[N], G[N], Y[M * N];
-
-/* Allocations of the test graph, freed at the end. */
-static void *kept[64];
-static int kept_count;
-/* calloc that remembers the block for release_kept. */
-static void *keep(size_t count, size_t size) { void *p = calloc(count, size); if (kept_count < 64) kept[kept_count++] = p; return p; }
-/* Frees every block from keep. */
-static void release_kept(void) { while (kept_count) free(kept[--kept_count]); }
-
-/* A float32 value with a fixed shape. */
-static Kiln__Ir__Value *value(const char *name, int rank, const int64_t *dims) {
-    Kiln__Ir__Value *v = keep(1, sizeof *v);
-    Kiln__Ir__Type *t = keep(1, sizeof *t);
-    Kiln__Ir__TensorType *tt = keep(1, sizeof *tt);
-    kiln__ir__value__init(v); kiln__ir__type__init(t); kiln__ir__tensor_type__init(tt);
-    tt->dtype = KILN__IR__DATA_TYPE__FLOAT32;
-    tt->has_shape = 1;
-    tt->n_dims = (size_t)rank;
-    tt->dims = keep((size_t)rank + 1, sizeof(Kiln__Ir__Dim *));
-    for (int d = 0; d < rank; d++) {
-        tt->dims[d] = keep(1, sizeof(Kiln__Ir__Dim));
-        kiln__ir__dim__init(tt->dims[d]);
-        tt->dims[d]->value_case = KILN__IR__DIM__VALUE_FIXED;
-        tt->dims[d]->fixed = dims[d];
-    }
-    t->value_case = KILN__IR__TYPE__VALUE_TENSOR;
-    t->tensor = tt;
-    v->name = (char *)name;
-    v->type = t;
-    return v;
-}
-
-/* A float32 initializer over `data`. */
-static Kiln__Ir__Tensor *init(const char *name, int rank, const int64_t *dims, float *data, size_t count) {
-    Kiln__Ir__Tensor *t = keep(1, sizeof *t);
-    kiln__ir__tensor__init(t);
-    t->name = (char *)name;
-    t->dtype = KILN__IR__DATA_TYPE__FLOAT32;
-    t->n_shape = (size_t)rank;
-    t->shape = (int64_t *)dims;
-    t->data_case = KILN__IR__TENSOR__DATA_RAW;
-    t->raw.data = (uint8_t *)data;
-    t->raw.len = count * 4;
-    return t;
-}
-
-/* A node of the default domain. */
-static Kiln__Ir__Node *node(const char *op, char **inputs, size_t n_inputs, char *output) {
-    Kiln__Ir__Node *n = keep(1, sizeof *n);
-    kiln__ir__node__init(n);
-    n->name = (char *)op;
-    n->domain = (char *)"";
-    n->op = (char *)op;
-    n->n_inputs = n_inputs;
-    n->inputs = inputs;
-    n->n_outputs = 1;
-    n->outputs = keep(1, sizeof(char *));
-    n->outputs[0] = output;
-    return n;
-}
 
 /* The packed graph of the test model. */
 static uint8_t *graph_bytes(size_t *size) {
@@ -113,17 +33,16 @@ static uint8_t *graph_bytes(size_t *size) {
     Kiln__Ir__Graph g;
     kiln__ir__graph__init(&g);
     g.name = "robustness";
-    Kiln__Ir__Value *inputs[1] = {value("x", 2, xd)}, *outputs[1] = {value("y", 2, yd)};
-    Kiln__Ir__Tensor *inits[3] = {init("W", 2, wd, W, K * N), init("b", 1, bd, B, N), init("g", 1, bd, G, N)};
-    Kiln__Ir__Node *nodes[4] = {node("MatMul", in0, 2, "h0"), node("Add", in1, 2, "h1"), node("Relu", in2, 1, "h"), node("Mul", in3, 2, "y")};
+    const int f32 = KILN__IR__DATA_TYPE__FLOAT32;
+    Kiln__Ir__Value *inputs[1] = {value("x", f32, 2, xd)}, *outputs[1] = {value("y", f32, 2, yd)};
+    Kiln__Ir__Tensor *inits[3] = {init("W", f32, 2, wd, W, sizeof W), init("b", f32, 1, bd, B, sizeof B), init("g", f32, 1, bd, G, sizeof G)};
+    Kiln__Ir__Node *nodes[4] = {node("MatMul", "MatMul", in0, 2, "h0", NULL, 0), node("Add", "Add", in1, 2, "h1", NULL, 0), node("Relu", "Relu", in2, 1, "h", NULL, 0),
+                                node("Mul", "Mul", in3, 2, "y", NULL, 0)};
     g.n_inputs = 1; g.inputs = inputs;
     g.n_outputs = 1; g.outputs = outputs;
     g.n_initializers = 3; g.initializers = inits;
     g.n_nodes = 4; g.nodes = nodes;
-    *size = kiln__ir__graph__get_packed_size(&g);
-    uint8_t *bytes = malloc(*size);
-    kiln__ir__graph__pack(&g, bytes);
-    return bytes;
+    return ak_test_pack(&g, size);
 }
 
 /* Loads `bytes` and, when that works, executes it on X. Returns 0 when both worked (result in out, when given),
@@ -170,10 +89,7 @@ static npu_insn *first(npu_program *p, uint32_t opcode) {
 
 /* Builds the valid payload, checks it, then the malformed ones. */
 int main(void) {
-    kiln_plugin_host host = {sizeof host, 1, 0, 1, 2, "test", NULL, host_error, host_log, host_alloc, host_free};
-    const kiln_plugin_header *header;
-    if (kiln_plugin_query_v1(&host, &header) || !header || header->backend_count != 1) { printf("FAIL: entry\n"); return 1; }
-    backend = header->backends[0];
+    backend = ak_test_backend();
     uint32_t s = 12345;
     float *arrays[4] = {X, W, B, G};
     size_t counts[4] = {M * K, K * N, N, N};
@@ -248,6 +164,11 @@ int main(void) {
     mm->signal_sem[0] = p.semaphore_count; expect_refused(&p, "an unknown semaphore", "semaphore"); *mm = saved_mm;
     npu_insn *act = first(&p, NPU_ACTIVATE), saved_act = *act;
     act->func = 9; expect_refused(&p, "activation function 9", "activation function"); *act = saved_act;
+    npu_insn *vec = first(&p, NPU_VECTOR), saved_vec = *vec;
+    vec->d = 2; expect_refused(&p, "vector operand mode 2", "vector operand mode"); *vec = saved_vec;
+    vec->d = 1; vec->b = NPU_SBUF_PARTITION_BYTES - 2; expect_refused(&p, "a per-partition operand past the partition", "does not fit"); *vec = saved_vec;
+    vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_MUL; expect_refused(&p, "a product reduction", "reduction"); *vec = saved_vec;
+    vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_ADD; vec->d = 3; expect_refused(&p, "reduction accumulate flag 3", "accumulate flag"); *vec = saved_vec;
     uint32_t in = p.inputs[0];
     int64_t dims[2] = {p.tensors[in].dims[0], p.tensors[in].dims[1]};
     p.tensors[in].dims[0] = (int64_t)1 << 40; p.tensors[in].dims[1] = (int64_t)1 << 40;
@@ -264,6 +185,6 @@ int main(void) {
     printf("payload_robustness: %s\n", failures ? "FAIL" : "PASS");
     free(valid);
     free(gbytes);
-    release_kept();
+    ak_test_release();
     return failures ? 1 : 0;
 }

@@ -14,94 +14,18 @@
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
 #include "../isa.h"
-
-kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *host, const kiln_plugin_header **out_header);
+#include "../../accelkit/tests/ak_test_host.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct kiln_plugin_error { int32_t code; char message[600]; };
-static kiln_plugin_error *host_error(void *context, int32_t code, const char *message) {
-    (void)context;
-    kiln_plugin_error *e = calloc(1, sizeof *e);
-    e->code = code;
-    snprintf(e->message, sizeof e->message, "%s", message ? message : "");
-    return e;
-}
-static void host_log(void *context, int32_t level, const char *message) { (void)context; (void)level; (void)message; }
-static void *host_alloc(void *context, size_t size, size_t alignment) { (void)context; (void)alignment; return malloc(size ? size : 1); }
-static void host_free(void *context, void *pointer) { (void)context; free(pointer); }
-
 static const kiln_plugin_backend *backend;
-static int failures;
-#define EXPECT(cond, ...) do { if (!(cond)) { printf("FAIL: " __VA_ARGS__); printf("\n"); failures++; } } while (0)
 
 enum { C0 = 20, H0 = 9, W0 = 9, C1 = 24, C2 = 40, H2 = 5, W2 = 5 };
 static int8_t X[C0 * H0 * W0], W1[C1 * C0 * 9], W2v[C2 * C1], Y1[C1 * H0 * W0], Y2[C2 * H2 * W2];
 static int32_t B1[C1], B2[C2];
-
-static void *kept[256];
-static int kept_count;
-static void *keep(size_t count, size_t size) { void *p = calloc(count, size); if (kept_count < 256) kept[kept_count++] = p; return p; }
-static void release_kept(void) { while (kept_count) free(kept[--kept_count]); }
-
-static Kiln__Ir__Value *value(const char *name, int dtype, int rank, const int64_t *dims) {
-    Kiln__Ir__Value *v = keep(1, sizeof *v);
-    Kiln__Ir__Type *t = keep(1, sizeof *t);
-    Kiln__Ir__TensorType *tt = keep(1, sizeof *tt);
-    kiln__ir__value__init(v); kiln__ir__type__init(t); kiln__ir__tensor_type__init(tt);
-    tt->dtype = (Kiln__Ir__DataType)dtype;
-    tt->has_shape = 1;
-    tt->n_dims = (size_t)rank;
-    tt->dims = keep((size_t)rank + 1, sizeof(Kiln__Ir__Dim *));
-    for (int d = 0; d < rank; d++) {
-        tt->dims[d] = keep(1, sizeof(Kiln__Ir__Dim));
-        kiln__ir__dim__init(tt->dims[d]);
-        tt->dims[d]->value_case = KILN__IR__DIM__VALUE_FIXED;
-        tt->dims[d]->fixed = dims[d];
-    }
-    t->value_case = KILN__IR__TYPE__VALUE_TENSOR;
-    t->tensor = tt;
-    v->name = (char *)name;
-    v->type = t;
-    return v;
-}
-
-static Kiln__Ir__Tensor *init(const char *name, int dtype, int rank, const int64_t *dims, const void *data, size_t bytes) {
-    Kiln__Ir__Tensor *t = keep(1, sizeof *t);
-    kiln__ir__tensor__init(t);
-    t->name = (char *)name;
-    t->dtype = (Kiln__Ir__DataType)dtype;
-    t->n_shape = (size_t)rank;
-    t->shape = (int64_t *)dims;
-    t->data_case = KILN__IR__TENSOR__DATA_RAW;
-    t->raw.data = (uint8_t *)data;
-    t->raw.len = bytes;
-    return t;
-}
-
-static Kiln__Ir__Attribute *ints(const char *name, size_t n, int64_t *values) {
-    Kiln__Ir__Attribute *a = keep(1, sizeof *a);
-    Kiln__Ir__Ints *l = keep(1, sizeof *l);
-    kiln__ir__attribute__init(a); kiln__ir__ints__init(l);
-    l->n_values = n; l->values = values;
-    a->name = (char *)name;
-    a->value_case = KILN__IR__ATTRIBUTE__VALUE_INTS;
-    a->ints = l;
-    return a;
-}
-
-static Kiln__Ir__Node *node(const char *name, const char *op, char **inputs, size_t n_inputs, char *output, Kiln__Ir__Attribute **attrs, size_t n_attrs) {
-    Kiln__Ir__Node *n = keep(1, sizeof *n);
-    kiln__ir__node__init(n);
-    n->name = (char *)name; n->domain = (char *)""; n->op = (char *)op;
-    n->n_inputs = n_inputs; n->inputs = inputs;
-    n->n_outputs = 1; n->outputs = keep(1, sizeof(char *)); n->outputs[0] = output;
-    n->n_attributes = n_attrs; n->attributes = attrs;
-    return n;
-}
 
 enum { F32 = 1, I8 = 3, I32 = 6 };
 static float sx = 0.0625f, sw1 = 3.0f / 256, s1 = 0.125f, sw2 = 1.0f / 128, s2 = 0.25f, sw_bad = 0.01f;
@@ -135,10 +59,7 @@ static uint8_t *graph_bytes(size_t *size, int bad) {
     g.n_outputs = 1; g.outputs = outputs;
     g.n_initializers = bad ? 15 : 14; g.initializers = bad ? inits_bad : inits;
     g.n_nodes = 2; g.nodes = nodes;
-    *size = kiln__ir__graph__get_packed_size(&g);
-    uint8_t *bytes = malloc(*size);
-    kiln__ir__graph__pack(&g, bytes);
-    return bytes;
+    return ak_test_pack(&g, size);
 }
 
 /* QLinearConv as kiln.reference computes it: centered int8 values, double requantization, half to even. */
@@ -200,10 +121,7 @@ int main(void) {
     for (int i = 0; i < C2; i++) zw_pc[i] = (int8_t)(i % 3);
     /* a tie-heavy input: many accumulators land exactly on .5 after the shift */
     for (int i = 0; i < 40; i++) X[i] = zx;
-    kiln_plugin_host h = {sizeof h, 1, 0, 1, 2, "test", NULL, host_error, host_log, host_alloc, host_free};
-    const kiln_plugin_header *header = NULL;
-    if (kiln_plugin_query_v1(&h, &header) || !header) { printf("FAIL: query\n"); return 1; }
-    backend = header->backends[0];
+    backend = ak_test_backend();
     EXPECT(strcmp(backend->name, "samplevta.fpga") == 0, "backend name");
 
     /* 1. claim, compile, run, compare */
@@ -366,7 +284,7 @@ int main(void) {
     free(copy);
     free(payload);
     free(gb);
-    release_kept();
+    ak_test_release();
     printf("payload_robustness: %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);
     return failures ? 1 : 0;
 }
