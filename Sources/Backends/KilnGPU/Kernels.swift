@@ -231,4 +231,44 @@ enum Kernels {
         ST(y, i, ACT(LD(x, src)));
     }
     """
+
+    /// Inference batch normalization: channel c = (i / INNER) % CH.
+    static let batchNorm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void batch_norm(__global const T* X, __global const T* S, __global const T* B, __global const T* Mean, __global const T* Var,
+                             __global T* Y, const float eps) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        const int c = (i / INNER) % CH;
+        const float v = (LD(X, i) - LD(Mean, c)) / sqrt(LD(Var, c) + eps) * LD(S, c) + LD(B, c);
+        ST(Y, i, ACT(v));
+    }
+    """
+
+    /// Layer normalization of ROWS rows of WIDTH: mean and variance in float, then scale (and bias).
+    static let layerNorm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void layer_norm(__global const T* X, __global const T* S, __global const T* B, __global T* Y, const float eps) {
+        const int r = get_global_id(0);
+        if (r >= ROWS) return;
+        const int o = r * WIDTH;
+        float mean = 0.0f;
+        for (int j = 0; j < WIDTH; ++j) mean += LD(X, o + j);
+        mean /= (float)WIDTH;
+        float var = 0.0f;
+        for (int j = 0; j < WIDTH; ++j) { const float d = LD(X, o + j) - mean; var += d * d; }
+        const float inv = 1.0f / sqrt(var / (float)WIDTH + eps);
+        for (int j = 0; j < WIDTH; ++j) {
+            float v = (LD(X, o + j) - mean) * inv * LD(S, j);
+    #if HAS_BIAS
+            v += LD(B, j);
+    #endif
+            ST(Y, o + j, ACT(v));
+        }
+    }
+    """
 }

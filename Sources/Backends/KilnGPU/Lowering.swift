@@ -22,12 +22,24 @@ struct Lowering {
     static let unaryOps: [String: String] = [
         "Relu": "fmax(v, 0.0f)", "Sigmoid": "(1.0f / (1.0f + exp(-v)))", "Tanh": "tanh(v)", "Abs": "fabs(v)",
         "Neg": "(-v)", "Exp": "exp(v)", "LeakyRelu": "(v >= 0.0f ? v : alpha * v)",
+        "Sqrt": "sqrt(v)", "Reciprocal": "(1.0f / v)", "Floor": "floor(v)", "Ceil": "ceil(v)", "Round": "rint(v)",
+        "Log": "log(v)", "Erf": "erf(v)", "Sin": "sin(v)", "Cos": "cos(v)", "Tan": "tan(v)", "Asin": "asin(v)",
+        "Acos": "acos(v)", "Atan": "atan(v)", "Sinh": "sinh(v)", "Cosh": "cosh(v)", "Asinh": "asinh(v)", "Acosh": "acosh(v)",
+        "Atanh": "atanh(v)", "Sign": "(v > 0.0f ? 1.0f : v < 0.0f ? -1.0f : v)", "Softsign": "(v / (1.0f + fabs(v)))",
+        "Softplus": "(v > 20.0f ? v : log1p(exp(v)))", "Mish": "(v * tanh(v > 20.0f ? v : log1p(exp(v))))",
     ]
-    static let binaryOps: [String: String] = ["Add": "(x + z)", "Sub": "(x - z)", "Mul": "(x * z)", "Div": "(x / z)"]
+    /// Unary ops whose attributes are baked into the expression (`attributeExpression`).
+    static let attributeUnaryOps: Set<String> = ["Elu", "Selu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Celu", "Gelu", "Shrink", "Clip"]
+    static let binaryOps: [String: String] = [
+        "Add": "(x + z)", "Sub": "(x - z)", "Mul": "(x * z)", "Div": "(x / z)", "Pow": "pow(x, z)",
+        "Max": "((x > z || isnan(x)) ? x : z)", "Min": "((x < z || isnan(x)) ? x : z)", "PRelu": "(x < 0.0f ? x * z : x)",
+        "Sum": "(x + z)", "Mean": "((x + z) * 0.5f)",
+    ]
     static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
-    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose"]
+    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose",
+                                        "BatchNormalization", "LayerNormalization"]
     /// Every op name kiln.gpu claims, sorted.
-    static var supported: [String] { (Array(unaryOps.keys) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
+    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
 
     /// Unary ops fused into the launch that produces their input (those without an attribute).
     static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
@@ -146,14 +158,16 @@ struct Lowering {
             return .view(input: x, output: output)
         }
         let inputs = node.inputs.filter { !$0.isEmpty }
-        if let expression = Self.unaryOps[op] {
-            guard inputs.count == 1 else { throw unsupported("\(op) takes one input") }
+        if Self.unaryOps[op] != nil || Self.attributeUnaryOps.contains(op) {
+            let expression = try Self.unaryOps[op] ?? attributeExpression(node)
+            guard inputs.count == 1 || (op == "Clip" && node.inputs.first.map { !$0.isEmpty } == true) else { throw unsupported("\(op) takes one input") }
             let n = Self.count(y)
             return .launch(kernel: "unary", source: "#define OP(v) \(expression)\n" + Kernels.unary, options: "-DCOUNT=\(n)",
-                           arguments: [.value(inputs[0]), .value(output), .float(try float(node, "alpha", 0.01))], global: [n], local: nil)
+                           arguments: [.value(node.inputs[0]), .value(output), .float(op == "LeakyRelu" ? try float(node, "alpha", 0.01) : 0)],
+                           global: [n], local: nil)
         }
         if let expression = Self.binaryOps[op] {
-            guard inputs.count == 2 else { throw unsupported("\(op) takes two inputs") }
+            guard inputs.count == 2, node.inputs.count == 2 else { throw unsupported("\(op): kiln.gpu runs it with two inputs only") }
             let out = y.isEmpty ? [1] : y
             func broadcastStrides(_ s: [Int]) throws -> [Int] {
                 guard s.count <= out.count else { throw unsupported("\(op): an input has a higher rank than the output") }
@@ -172,6 +186,8 @@ struct Lowering {
                            arguments: [.value(inputs[0]), .value(inputs[1]), .value(output)], global: [n], local: nil)
         }
         switch op {
+        case "BatchNormalization": return try batchNormalization(node, y)
+        case "LayerNormalization": return try layerNormalization(node, y)
         case "MatMul": return try matMul(node, y)
         case "Gemm": return try gemm(node, y)
         case "Conv": return try conv(node, y)
@@ -204,6 +220,100 @@ struct Lowering {
         default:
             throw unsupported("op \(op) is not supported by kiln.gpu (supported: \(Self.supported.joined(separator: ", ")))")
         }
+    }
+
+    /// A float as an OpenCL C literal (the shortest decimal that reads back as the same float).
+    private static func literal(_ v: Float) -> String { "((float)\(v))" }
+
+    /// The float in a constant scalar input `name` (a bound of Clip), or nil when the input is absent.
+    private func constantScalar(_ node: Node, _ index: Int) throws -> Float? {
+        guard node.inputs.count > index, !node.inputs[index].isEmpty else { return nil }
+        let name = node.inputs[index]
+        guard let t = graph.initializers[name], t.dtype == .float32, t.shape.reduce(1, *) == 1 else {
+            throw unsupported("\(node.op.name): kiln.gpu needs input '\(name)' to be a float32 constant scalar")
+        }
+        let v = t.elements(as: Float.self)[0]
+        guard !v.isNaN else { throw unsupported("\(node.op.name): bound '\(name)' is NaN") }
+        return v
+    }
+
+    /// The expression of a unary op with attributes, their values baked in as literals.
+    private func attributeExpression(_ node: Node) throws -> String {
+        let L = Self.literal
+        switch node.op.name {
+        case "Elu":
+            return "(v >= 0.0f ? v : \(L(try float(node, "alpha", 1))) * (exp(v) - 1.0f))"
+        case "Selu":
+            let a = try float(node, "alpha", 1.67326319217681884765625), g = try float(node, "gamma", 1.05070102214813232421875)
+            return "(v > 0.0f ? \(L(g)) * v : \(L(g)) * (\(L(a)) * exp(v) - \(L(a))))"
+        case "HardSigmoid":
+            return "fmax(0.0f, fmin(1.0f, \(L(try float(node, "alpha", 0.2))) * v + \(L(try float(node, "beta", 0.5)))))"
+        case "HardSwish":
+            return "(v * fmax(0.0f, fmin(1.0f, v * (1.0f / 6.0f) + 0.5f)))"
+        case "ThresholdedRelu":
+            return "(v > \(L(try float(node, "alpha", 1))) ? v : 0.0f)"
+        case "Celu":
+            let a = try float(node, "alpha", 1)
+            guard a != 0 else { throw unsupported("Celu: alpha is 0") }
+            return "(fmax(0.0f, v) + fmin(0.0f, \(L(a)) * (exp(v / \(L(a))) - 1.0f)))"
+        case "Gelu":
+            let approximate: String
+            switch node.attributes["approximate"] {
+            case nil: approximate = "none"
+            case .string(let s)?: approximate = s
+            default: throw unsupported("Gelu: approximate is not a string")
+            }
+            switch approximate {
+            case "none": return "(0.5f * v * (1.0f + erf(v * 0.70710678118654752f)))"
+            case "tanh": return "(0.5f * v * (1.0f + tanh(0.79788456080286536f * (v + 0.044715f * v * v * v))))"
+            default: throw unsupported("Gelu: approximate '\(approximate)' is not supported")
+            }
+        case "Shrink":
+            let lambd = try float(node, "lambd", 0.5), bias = try float(node, "bias", 0)
+            return "(v < -\(L(lambd)) ? v + \(L(bias)) : v > \(L(lambd)) ? v - \(L(bias)) : 0.0f)"
+        case "Clip":
+            let lo = try constantScalar(node, 1), hi = try constantScalar(node, 2)
+            // ONNX Clip: min(max(x, lo), hi); NaN stays NaN.
+            let low = lo.map { "(v < \(L($0)) ? \(L($0)) : v)" } ?? "v"
+            return hi.map { "((\(low)) > \(L($0)) ? \(L($0)) : (\(low)))" } ?? "(\(low))"
+        default:
+            throw unsupported("op \(node.op.name) is not supported by kiln.gpu")
+        }
+    }
+
+    /// BatchNormalization (inference): y = (x − mean[c]) / sqrt(var[c] + ε) · scale[c] + B[c] over (N, C, …).
+    private func batchNormalization(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        guard node.inputs.count == 5, node.inputs.allSatisfy({ !$0.isEmpty }) else { throw unsupported("BatchNormalization needs its five inputs") }
+        guard try int(node, "training_mode", 0) == 0 else { throw unsupported("BatchNormalization: training_mode is not supported") }
+        let x = try shape(node.inputs[0])
+        guard x.count >= 2, x == y else { throw unsupported("BatchNormalization: input of rank ≥ 2 expected") }
+        for p in node.inputs.dropFirst() { guard try shape(p) == [x[1]] else { throw unsupported("BatchNormalization: parameters must have one value per channel") } }
+        let n = Self.count(x), inner = Self.count(Array(x.dropFirst(2)))
+        return .launch(kernel: "batch_norm", source: Kernels.batchNorm, options: "-DCOUNT=\(n) -DCH=\(x[1]) -DINNER=\(inner)",
+                       arguments: node.inputs.map { .value($0) } + [.value(node.outputs[0]), .float(try float(node, "epsilon", 1e-5))],
+                       global: [n], local: nil)
+    }
+
+    /// LayerNormalization over the dims from `axis` on: one work-item per row; scale (and bias) hold one
+    /// value per element of a row.
+    private func layerNormalization(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard node.inputs.count >= 2, !node.inputs[1].isEmpty, x == y, !x.isEmpty else { throw unsupported("LayerNormalization needs X and Scale") }
+        var axis = try int(node, "axis", -1)
+        if axis < 0 { axis += x.count }
+        guard axis >= 0, axis < x.count else { throw unsupported("LayerNormalization: axis out of range") }
+        guard try int(node, "stash_type", 1) == 1 else { throw unsupported("LayerNormalization: stash_type other than float is not supported") }
+        let rows = Self.count(Array(x[..<axis])), width = Self.count(Array(x[axis...]))
+        guard try Self.count(shape(node.inputs[1])) == width else { throw unsupported("LayerNormalization: Scale must have one value per normalized element") }
+        var bias: String? = nil
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            guard try Self.count(shape(node.inputs[2])) == width else { throw unsupported("LayerNormalization: B must have one value per normalized element") }
+            bias = node.inputs[2]
+        }
+        return .launch(kernel: "layer_norm", source: Kernels.layerNorm, options: "-DROWS=\(rows) -DWIDTH=\(width) -DHAS_BIAS=\(bias == nil ? 0 : 1)",
+                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]), .value(node.outputs[0]),
+                                   .float(try float(node, "epsilon", 1e-5))],
+                       global: [rows], local: nil)
     }
 
     private func gemmLaunch(a: String, b: String, c: String?, output: String, m: Int, n: Int, k: Int, batch: Int,

@@ -1,0 +1,91 @@
+// kiln.gpu's elementwise ops with and without attributes, Clip with constant bounds, the two-input binary ops,
+// BatchNormalization and LayerNormalization, each against kiln.reference on seeded inputs.
+import Kiln
+import KilnGPU
+import KilnReference
+import KilnTestSupport
+import Testing
+
+@Suite("kiln.gpu more ops") struct GPUMoreOpsTests {
+    /// One node over inputs x0, x1, … of `shapes` (and constant inputs `constants` after them).
+    func model(_ op: String, _ shapes: [[Int]], constants: [Tensor?] = [], _ attributes: [String: Attribute] = [:]) throws -> Model {
+        var b = GraphBuilder()
+        var names = shapes.enumerated().map { b.input("x\($0.offset)", $0.element) }
+        names += constants.map { $0.map { b.constant($0) } ?? "" }
+        b.output(b.node(op, names, attributes))
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        return model
+    }
+
+    static let domains: [String: (Float, Float)] = [
+        "Sqrt": (0.1, 3), "Log": (0.1, 3), "Reciprocal": (0.5, 3), "Acosh": (1.1, 3), "Asin": (-0.9, 0.9), "Acos": (-0.9, 0.9),
+        "Atanh": (-0.9, 0.9), "Tan": (-1.2, 1.2),
+    ]
+
+    @Test(arguments: ["Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Log", "Erf", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+                      "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Softsign", "Softplus", "Mish"])
+    func unaryOp(_ op: String) throws {
+        let (lo, hi) = Self.domains[op] ?? (-3, 3)
+        var x = seeded(61, [3, 5, 7], lo, hi)
+        if op == "Round" || op == "Sign" {  // halves and zeros, where rounding and sign rules show
+            var values = x.elements(as: Float.self)
+            values[0] = 0.5; values[1] = 1.5; values[2] = -2.5; values[3] = 0; values[4] = -0.5
+            x = Tensor(shape: [3, 5, 7], values)
+        }
+        try expectGPUMatchesReference(try model(op, [[3, 5, 7]]), ["x0": x], op)
+    }
+
+    @Test func unaryOpsWithAttributes() throws {
+        let cases: [(String, [String: Attribute])] = [
+            ("Elu", ["alpha": .float(0.7)]), ("Elu", [:]), ("Selu", [:]), ("Selu", ["alpha": .float(2), "gamma": .float(3)]),
+            ("HardSigmoid", ["alpha": .float(0.3), "beta": .float(0.4)]), ("HardSwish", [:]), ("ThresholdedRelu", ["alpha": .float(0.5)]),
+            ("Celu", ["alpha": .float(1.5)]), ("Gelu", [:]), ("Gelu", ["approximate": .string("tanh")]),
+            ("Shrink", ["lambd": .float(0.7), "bias": .float(0.2)]), ("Shrink", [:]),
+        ]
+        for (op, attributes) in cases {
+            try expectGPUMatchesReference(try model(op, [[4, 9]], attributes), ["x0": seeded(62, [4, 9], -3, 3)], "\(op) \(attributes)")
+        }
+    }
+
+    @Test func clipWithConstantBounds() throws {
+        let x = seeded(63, [6, 7], -2, 2)
+        try expectGPUMatchesReference(try model("Clip", [[6, 7]], constants: [Tensor(shape: [], [Float(-0.5)]), Tensor(shape: [], [Float(0.8)])]), ["x0": x], "Clip both")
+        try expectGPUMatchesReference(try model("Clip", [[6, 7]], constants: [Tensor(shape: [], [Float(0)])]), ["x0": x], "Clip min")
+        try expectGPUMatchesReference(try model("Clip", [[6, 7]], constants: [nil, Tensor(shape: [], [Float(6)])]), ["x0": x], "Clip max")
+        // A bound that is not a constant is refused with the reason, not run wrong.
+        let variable = try model("Clip", [[6, 7], []])
+        let rejected = GPUBackend().rejections(in: variable.graph)
+        #expect(rejected.count == 1 && rejected[0].reason.contains("constant"), "\(rejected)")
+    }
+
+    @Test(arguments: ["Pow", "Max", "Min", "PRelu", "Sum", "Mean"])
+    func binaryOp(_ op: String) throws {
+        let shapes: [[Int]] = [[2, 5, 3], [5, 1]]  // the second broadcast along the first and last dims (PRelu's slope per channel)
+        var inputs = ["x0": seeded(64, shapes[0], -2, 2), "x1": seeded(65, shapes[1], -2, 2)]
+        if op == "Pow" { inputs["x0"] = seeded(66, shapes[0], 0.2, 2) }
+        try expectGPUMatchesReference(try model(op, shapes), inputs, op)
+    }
+
+    @Test func maxOfThreeInputsIsRefused() throws {
+        let m = try model("Max", [[3], [3], [3]])
+        #expect(GPUBackend().rejections(in: m.graph).count == 1)
+    }
+
+    @Test func batchNormalization() throws {
+        let c = 4
+        let m = try model("BatchNormalization", [[2, c, 3, 5]],
+                          constants: [seeded(67, [c], 0.5, 2), seeded(68, [c]), seeded(69, [c]), seeded(70, [c], 0.2, 2)],
+                          ["epsilon": .float(1e-3)])
+        try expectGPUMatchesReference(m, ["x0": seeded(71, [2, c, 3, 5], -3, 3)], "BatchNormalization 4-D")
+        let flat = try model("BatchNormalization", [[3, c]], constants: [seeded(72, [c]), seeded(73, [c]), seeded(74, [c]), seeded(75, [c], 0.5, 1)])
+        try expectGPUMatchesReference(flat, ["x0": seeded(76, [3, c], -3, 3)], "BatchNormalization 2-D")
+    }
+
+    @Test func layerNormalization() throws {
+        let last = try model("LayerNormalization", [[2, 3, 8]], constants: [seeded(77, [8]), seeded(78, [8])], ["epsilon": .float(1e-4)])
+        try expectGPUMatchesReference(last, ["x0": seeded(79, [2, 3, 8], -3, 3)], "LayerNormalization axis -1")
+        let noBias = try model("LayerNormalization", [[2, 3, 8]], constants: [seeded(80, [3, 8])], ["axis": .int(1)])
+        try expectGPUMatchesReference(noBias, ["x0": seeded(81, [2, 3, 8], -3, 3)], "LayerNormalization axis 1, no bias")
+    }
+}
