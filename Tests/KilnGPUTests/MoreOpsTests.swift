@@ -89,3 +89,31 @@ import Testing
         try expectGPUMatchesReference(noBias, ["x0": seeded(81, [2, 3, 8], -3, 3)], "LayerNormalization axis 1, no bias")
     }
 }
+
+@Suite("kiln.gpu inputs with initializers") struct GPUInitializerInputTests {
+    /// y = x · W where W is both a graph input and an initializer (as older exporters write weights).
+    @Test func anInputThatIsAlsoAnInitializerDefaultsToItAndCanBeOverridden() throws {
+        var b = GraphBuilder()
+        let x = b.input("x", [2, 3])
+        let w = b.constant(seeded(91, [3, 4]))
+        b.graph.inputs.append(Value(name: w, type: .tensor(TensorType(.float32, fixed: [3, 4]))))
+        b.output(b.node("MatMul", [x, w]))
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        let executable = try #require(try GPUBackend().prepare(model.graph) as? GPUExecutable)
+        #expect(executable.counters.bytesToDevicePerRun == 2 * 3 * 4)
+        let input = seeded(92, [2, 3]), other = seeded(93, [3, 4])
+        func product(_ a: Tensor, _ b: Tensor) -> [Float] {
+            let p = a.elements(as: Float.self), q = b.elements(as: Float.self)
+            return (0..<2).flatMap { i in (0..<4).map { j in (0..<3).reduce(Float(0)) { $0 + p[i * 3 + $1] * q[$1 * 4 + j] } } }
+        }
+        func close(_ a: [Float], _ b: [Float]) -> Bool { a.count == b.count && zip(a, b).allSatisfy { abs($0 - $1) <= 1e-5 } }
+        let weights = try #require(model.graph.initializers[w])
+        let byDefault = try executable.run(["x": .tensor(input)])[0].tensor!.elements(as: Float.self)
+        #expect(close(byDefault, product(input, weights)))
+        let fed = try executable.run(["x": .tensor(input), w: .tensor(other)])[0].tensor!.elements(as: Float.self)
+        #expect(close(fed, product(input, other)))
+        let again = try executable.run(["x": .tensor(input)])[0].tensor!.elements(as: Float.self)
+        #expect(close(again, product(input, weights)), "the default comes back after an override")
+    }
+}

@@ -231,6 +231,10 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
     private var launches: [Launch] = []
     private var bufferOf: [String: Int] = [:]
     private let inputs: [(name: String, shape: [Int])]
+    /// Inputs that are also initializers: their default values (uploaded at prepare).
+    private var defaults: [String: Tensor] = [:]
+    /// Such inputs whose buffer holds a fed value instead of the default.
+    private var overridden = Set<String>()
     private let outputs: [(name: String, shape: [Int])]
     private let lock = Lock()
     private var stats = GPUCounters()
@@ -264,6 +268,7 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
         inputs = try graph.inputs.filter { input in used.contains(input.name) || graph.outputs.contains(where: { (alias[$0.name] ?? $0.name) == input.name }) }
             .map { ($0.name, try lowering.shape($0.name)) }
         outputs = try graph.outputs.map { ($0.name, try lowering.shape($0.name)) }
+        for input in inputs { if let initial = graph.initializers[input.name] { defaults[input.name] = initial } }
         used.formUnion(outputs.map { alias[$0.name] ?? $0.name })
         do {
             for name in used.sorted() {
@@ -309,7 +314,7 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
             }
             stats.programSeconds = Self.now() - started
             stats.launchesPerRun = launches.count
-            stats.bytesToDevicePerRun = inputs.reduce(0) { $0 + $1.shape.reduce(size, *) }
+            stats.bytesToDevicePerRun = inputs.filter { defaults[$0.name] == nil }.reduce(0) { $0 + $1.shape.reduce(size, *) }
             stats.bytesToHostPerRun = outputs.reduce(0) { $0 + $1.shape.reduce(size, *) }
             try OpenCLLibrary.check(library.finish(queue), "clFinish")
             if let countersPath { Self.append(stats, device: device.device.name, to: countersPath) }
@@ -362,7 +367,21 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
     public func run(_ values: [String: RuntimeValue]) throws -> [RuntimeValue] {
         try lock.withLock {
             for input in inputs {
-                guard let tensor = values[input.name]?.tensor else { throw KilnError(.invalidArgument, "kiln.gpu: missing input tensor '\(input.name)'") }
+                // An input that is also an initializer (older exporters list weights as inputs) defaults to the
+                // initializer, uploaded at prepare; a fed value overrides it for that run only.
+                let fed = values[input.name]?.tensor
+                if fed == nil, let initial = defaults[input.name] {
+                    if overridden.remove(input.name) == nil { continue }
+                    guard let raw = initial.rawBytes else { continue }
+                    let status = Self.withDeviceBytes(raw, precision) {
+                        library.enqueueWriteBuffer(queue, buffers[bufferOf[input.name]!], 1, 0, raw.count / 4 * precision.elementSize, $0.baseAddress, 0, nil, nil)
+                    }
+                    try OpenCLLibrary.check(status, "restoring input '\(input.name)' to its initializer")
+                    stats.bytesToDevice += raw.count / 4 * precision.elementSize
+                    continue
+                }
+                guard let tensor = fed else { throw KilnError(.invalidArgument, "kiln.gpu: missing input tensor '\(input.name)'") }
+                if defaults[input.name] != nil { overridden.insert(input.name) }
                 guard tensor.dtype == .float32, tensor.shape == input.shape, let raw = tensor.rawBytes else {
                     throw KilnError(.invalidArgument, "kiln.gpu: input '\(input.name)' is \(tensor.dtype)\(tensor.shape); this graph was prepared for float32\(input.shape)")
                 }
