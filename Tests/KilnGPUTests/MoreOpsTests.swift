@@ -117,3 +117,51 @@ import Testing
         #expect(close(again, product(input, weights)), "the default comes back after an override")
     }
 }
+
+@Suite("kiln.gpu concat and reductions") struct GPUConcatReduceTests {
+    @Test func concatAlongEachAxis() throws {
+        for (axis, shapes) in [(1, [[2, 3, 4], [2, 1, 4], [2, 5, 4]]), (-1, [[3, 2], [3, 7]]), (0, [[1, 6], [4, 6], [2, 6]])] {
+            var b = GraphBuilder()
+            let names = shapes.enumerated().map { b.input("x\($0.offset)", $0.element) }
+            b.output(b.node("Concat", names, ["axis": .int(axis)]))
+            var model = b.model
+            _ = try GraphInference.infer(&model.graph)
+            var inputs: [String: Tensor] = [:]
+            for (i, shape) in shapes.enumerated() { inputs["x\(i)"] = seeded(UInt64(100 + i), shape) }
+            try expectGPUMatchesReference(model, inputs, "Concat axis \(axis) \(shapes)")
+        }
+    }
+
+    func reduction(_ op: String, axes: [Int64]?, keepdims: Int, noop: Int = 0) throws -> Model {
+        var b = GraphBuilder()
+        let x = b.input("x0", [3, 4, 5])
+        var inputs = [x]
+        if let axes { inputs.append(b.constant(Tensor(shape: [axes.count], axes))) }
+        b.output(b.node(op, inputs, ["keepdims": .int(keepdims), "noop_with_empty_axes": .int(noop)]))
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        return model
+    }
+
+    @Test(arguments: ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceSumSquare", "ReduceL1", "ReduceL2",
+                      "ReduceLogSum", "ReduceLogSumExp"])
+    func reduce(_ op: String) throws {
+        let (lo, hi): (Float, Float) = op == "ReduceLogSum" ? (0.1, 2) : op == "ReduceProd" ? (0.5, 1.5) : (-2, 2)
+        let x = ["x0": seeded(110, [3, 4, 5], lo, hi)]
+        for (axes, keepdims) in [([Int64(1)], 1), ([0, 2], 0), ([-1], 0), ([2, 0, 1], 1)] as [([Int64], Int)] {
+            try expectGPUMatchesReference(try reduction(op, axes: axes, keepdims: keepdims), x, "\(op) axes \(axes) keepdims \(keepdims)")
+        }
+        try expectGPUMatchesReference(try reduction(op, axes: nil, keepdims: 0), x, "\(op) over every axis")
+        try expectGPUMatchesReference(try reduction(op, axes: nil, keepdims: 1, noop: 1), x, "\(op) noop_with_empty_axes")
+    }
+
+    @Test func axesThatAreNotConstantAreRefused() throws {
+        var b = GraphBuilder()
+        let x = b.input("x0", [3, 4])
+        b.graph.inputs.append(Value(name: "axes", type: .tensor(TensorType(.int64, fixed: [1]))))
+        b.output(b.node("ReduceSum", [x, "axes"], ["keepdims": .int(1)]))
+        let rejected = GPUBackend().rejections(in: b.model.graph)
+        // Its output shape depends on the run-time axes, so it is refused (no static shape) before the axes are read.
+        #expect(rejected.count == 1 && rejected[0].node == 0, "\(rejected)")
+    }
+}

@@ -271,4 +271,30 @@ enum Kernels {
         }
     }
     """
+
+    /// A reduction: output element i starts at Σ coordinate·OSTR over the kept dims ODIM, and folds the RCOUNT
+    /// elements at Σ coordinate·RSTR over the reduced dims RDIM with ACC, from INIT, finished by FIN.
+    static let reduce = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __constant int ODIM[ORANK] = ODIM_INIT;
+    __constant int OSTR[ORANK] = OSTR_INIT;
+    __constant int RDIM[RRANK] = RDIM_INIT;
+    __constant int RSTR[RRANK] = RSTR_INIT;
+    __kernel void reduce(__global const T* X, __global T* Y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        int r = i, base = 0;
+        for (int d = ORANK - 1; d >= 0; --d) { base += (r % ODIM[d]) * OSTR[d]; r /= ODIM[d]; }
+        float a = INIT;
+        for (int j = 0; j < RCOUNT; ++j) {
+            int q = j, off = 0;
+            for (int d = RRANK - 1; d >= 0; --d) { off += (q % RDIM[d]) * RSTR[d]; q /= RDIM[d]; }
+            const float v = LD(X, base + off);
+            a = ACC(a, v);
+        }
+        ST(Y, i, ACT(FIN(a)));
+    }
+    """
 }

@@ -37,9 +37,16 @@ struct Lowering {
     ]
     static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
     static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose",
-                                        "BatchNormalization", "LayerNormalization"]
+                                        "BatchNormalization", "LayerNormalization", "Concat"]
+    /// Reductions: (initial value, accumulate(a, v), finish(a)) as OpenCL C expressions.
+    static let reductions: [String: (String, String, String)] = [
+        "ReduceSum": ("0.0f", "(a + v)", "(a)"), "ReduceMean": ("0.0f", "(a + v)", "(a / (float)RCOUNT)"),
+        "ReduceMax": ("-INFINITY", "((v > a || isnan(v)) ? v : a)", "(a)"), "ReduceMin": ("INFINITY", "((v < a || isnan(v)) ? v : a)", "(a)"),
+        "ReduceProd": ("1.0f", "(a * v)", "(a)"), "ReduceSumSquare": ("0.0f", "(a + v * v)", "(a)"), "ReduceL1": ("0.0f", "(a + fabs(v))", "(a)"),
+        "ReduceL2": ("0.0f", "(a + v * v)", "sqrt(a)"), "ReduceLogSum": ("0.0f", "(a + v)", "log(a)"), "ReduceLogSumExp": ("0.0f", "(a + exp(v))", "log(a)"),
+    ]
     /// Every op name kiln.gpu claims, sorted.
-    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
+    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps) + Array(reductions.keys)).sorted() }
 
     /// Unary ops fused into the launch that produces their input (those without an attribute).
     static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
@@ -186,6 +193,8 @@ struct Lowering {
                            arguments: [.value(inputs[0]), .value(inputs[1]), .value(output)], global: [n], local: nil)
         }
         switch op {
+        case "Concat": return try concat(node, y)
+        case _ where Self.reductions[op] != nil: return try reduce(node, y)
         case "BatchNormalization": return try batchNormalization(node, y)
         case "LayerNormalization": return try layerNormalization(node, y)
         case "MatMul": return try matMul(node, y)
@@ -279,6 +288,78 @@ struct Lowering {
         default:
             throw unsupported("op \(node.op.name) is not supported by kiln.gpu")
         }
+    }
+
+    /// Concat of any number of inputs: a kernel generated for their count, one work-item per output element.
+    private func concat(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let parts = node.inputs
+        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }), parts.count <= 64 else { throw unsupported("Concat: kiln.gpu needs 1 to 64 present inputs") }
+        var axis = try int(node, "axis", 0)
+        if axis < 0 { axis += y.count }
+        guard axis >= 0, axis < y.count else { throw unsupported("Concat: axis out of range") }
+        let inner = Self.count(Array(y[(axis + 1)...])), total = y[axis]
+        var body = "", start = 0
+        for (k, part) in parts.enumerated() {
+            let s = try shape(part)
+            guard s.count == y.count, s.indices.allSatisfy({ $0 == axis || s[$0] == y[$0] }) else { throw unsupported("Concat: input shapes do not agree") }
+            let size = s[axis]
+            body += "    \(k == 0 ? "" : "else ")if (a < \(start + size)) v = LD(x\(k), (o * \(size) + (a - \(start))) * INNER + r);\n"
+            start += size
+        }
+        guard start == total else { throw unsupported("Concat: sizes along the axis do not add up") }
+        let params = parts.indices.map { "__global const T* x\($0)" }.joined(separator: ", ")
+        let source = """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void concat(\(params), __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            const int r = i % INNER, a = (i / INNER) % AT, o = i / (INNER * AT);
+            float v = 0.0f;
+        \(body)    ST(y, i, ACT(v));
+        }
+
+        """
+        let n = Self.count(y)
+        return .launch(kernel: "concat", source: source, options: "-DCOUNT=\(n) -DINNER=\(inner) -DAT=\(total)",
+                       arguments: parts.map { .value($0) } + [.value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// Reductions over constant axes (the attribute, or a constant second input): one work-item per output
+    /// element, looping over the reduced elements with their strides.
+    private func reduce(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let op = node.op.name
+        let x = try shape(node.inputs[0])
+        var axes: [Int]
+        if node.inputs.count > 1, !node.inputs[1].isEmpty {
+            guard let t = graph.initializers[node.inputs[1]], t.dtype == .int64, t.shape.count <= 1 else {
+                throw unsupported("\(op): kiln.gpu needs the axes to be a constant")
+            }
+            axes = t.elements(as: Int64.self).map { Int($0) }
+        } else {
+            axes = try ints(node, "axes") ?? []
+        }
+        if axes.isEmpty {
+            if try int(node, "noop_with_empty_axes", 0) != 0 {
+                guard x == y else { throw unsupported("\(op): shapes differ") }
+                return .view(input: node.inputs[0], output: node.outputs[0])
+            }
+            axes = Array(x.indices)
+        }
+        axes = axes.map { $0 < 0 ? $0 + x.count : $0 }
+        guard axes.allSatisfy({ $0 >= 0 && $0 < x.count }), Set(axes).count == axes.count else { throw unsupported("\(op): axes out of range or repeated") }
+        let strides = Self.strides(x)
+        let kept = x.indices.filter { !axes.contains($0) }, reduced = x.indices.filter { axes.contains($0) }
+        let odim = kept.isEmpty ? [1] : kept.map { x[$0] }, ostr = kept.isEmpty ? [0] : kept.map { strides[$0] }
+        let rdim = reduced.map { x[$0] }, rstr = reduced.map { strides[$0] }
+        let n = Self.count(odim)
+        guard Self.count(y) == n else { throw unsupported("\(op): output shape does not match the reduction") }
+        let (initial, accumulate, finish) = Self.reductions[op]!
+        let prelude = "#define ORANK \(odim.count)\n#define RRANK \(rdim.count)\n#define ODIM_INIT \(Self.list(odim))\n#define OSTR_INIT \(Self.list(ostr))\n"
+            + "#define RDIM_INIT \(Self.list(rdim))\n#define RSTR_INIT \(Self.list(rstr))\n#define INIT \(initial)\n#define ACC(a, v) \(accumulate)\n#define FIN(a) \(finish)\n"
+        return .launch(kernel: "reduce", source: prelude + Kernels.reduce, options: "-DCOUNT=\(n) -DRCOUNT=\(Self.count(rdim))",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
     }
 
     /// BatchNormalization (inference): y = (x − mean[c]) / sqrt(var[c] + ε) · scale[c] + B[c] over (N, C, …).
