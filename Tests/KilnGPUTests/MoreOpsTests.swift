@@ -165,3 +165,35 @@ import Testing
         #expect(rejected.count == 1 && rejected[0].node == 0, "\(rejected)")
     }
 }
+
+@Suite("kiln.gpu slice and expand") struct GPUSliceExpandTests {
+    @Test func sliceWithConstantBounds() throws {
+        let cases: [(starts: [Int64], ends: [Int64], axes: [Int64]?, steps: [Int64]?)] = [
+            ([1, 0], [3, 5], nil, nil), ([0], [-1], [2], nil), ([4], [Int64.min], [1], [-2]), ([-3, 1], [Int64.max, 6], [0, 2], [1, 2]),
+            ([5], [-6], [-1], [-1]), ([1], [2], [0], [3]),
+        ]
+        for c in cases {
+            var b = GraphBuilder()
+            let x = b.input("x0", [4, 5, 6])
+            var inputs = [x, b.constant(Tensor(shape: [c.starts.count], c.starts)), b.constant(Tensor(shape: [c.ends.count], c.ends))]
+            if let axes = c.axes { inputs.append(b.constant(Tensor(shape: [axes.count], axes))) }
+            if let steps = c.steps { inputs.append(b.constant(Tensor(shape: [steps.count], steps))) }
+            b.output(b.node("Slice", inputs))
+            var model = b.model
+            _ = try GraphInference.infer(&model.graph)
+            #expect(GPUBackend().rejections(in: model.graph).isEmpty, "\(c)")
+            try expectGPUMatchesReference(model, ["x0": seeded(120, [4, 5, 6])], "Slice \(c)")
+        }
+    }
+
+    @Test func expandBroadcasts() throws {
+        for (from, to) in [([3, 1], [2, 3, 4]), ([1], [5]), ([2, 1, 3], [2, 4, 3])] as [([Int], [Int64])] {
+            var b = GraphBuilder()
+            let x = b.input("x0", from)
+            b.output(b.node("Expand", [x, b.constant(Tensor(shape: [to.count], to))]))
+            var model = b.model
+            _ = try GraphInference.infer(&model.graph)
+            try expectGPUMatchesReference(model, ["x0": seeded(121, from)], "Expand \(from) → \(to)")
+        }
+    }
+}

@@ -213,17 +213,21 @@ enum Kernels {
     }
     """
 
-    /// Transpose: output element i reads the input at Σ coordinate·ISTR over the output's dims ODIM.
+    /// Transpose (and Slice, Expand): output element i reads the input at BASE + Σ coordinate·ISTR over the
+    /// output's dims ODIM (strides may be 0 for broadcast or negative for reversed slices).
     static let transpose = """
     #ifndef ACT
     #define ACT(v) (v)
+    #endif
+    #ifndef BASE
+    #define BASE 0
     #endif
     __constant int ODIM[RANK] = ODIM_INIT;
     __constant int ISTR[RANK] = ISTR_INIT;
     __kernel void transpose(__global const T* x, __global T* y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
-        int r = i, src = 0;
+        int r = i, src = BASE;
         for (int d = RANK - 1; d >= 0; --d) {
             src += (r % ODIM[d]) * ISTR[d];
             r /= ODIM[d];

@@ -37,7 +37,7 @@ struct Lowering {
     ]
     static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
     static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose",
-                                        "BatchNormalization", "LayerNormalization", "Concat"]
+                                        "BatchNormalization", "LayerNormalization", "Concat", "Slice", "Expand"]
     /// Reductions: (initial value, accumulate(a, v), finish(a)) as OpenCL C expressions.
     static let reductions: [String: (String, String, String)] = [
         "ReduceSum": ("0.0f", "(a + v)", "(a)"), "ReduceMean": ("0.0f", "(a + v)", "(a / (float)RCOUNT)"),
@@ -194,6 +194,17 @@ struct Lowering {
         }
         switch op {
         case "Concat": return try concat(node, y)
+        case "Slice": return try slice(node, y)
+        case "Expand":
+            let x = try shape(node.inputs[0])
+            guard node.inputs.count == 2, !y.isEmpty, x.count <= y.count else { throw unsupported("Expand: shapes do not broadcast") }
+            let padded = [Int](repeating: 1, count: y.count - x.count) + x, natural = Self.strides(padded)
+            let istr = try y.indices.map { d -> Int in
+                if padded[d] == y[d] { return natural[d] }
+                guard padded[d] == 1 else { throw unsupported("Expand: shapes do not broadcast") }
+                return 0
+            }
+            return stridedCopy(node, y, istr: istr, base: 0)
         case _ where Self.reductions[op] != nil: return try reduce(node, y)
         case "BatchNormalization": return try batchNormalization(node, y)
         case "LayerNormalization": return try layerNormalization(node, y)
@@ -288,6 +299,54 @@ struct Lowering {
         default:
             throw unsupported("op \(node.op.name) is not supported by kiln.gpu")
         }
+    }
+
+    /// A launch of the `transpose` kernel reading element i of the output from `base` + Σ coordinate·istr.
+    private func stridedCopy(_ node: Node, _ y: [Int], istr: [Int], base: Int) -> NodeLowering {
+        let prelude = "#define RANK \(y.count)\n#define ODIM_INIT \(Self.list(y))\n#define ISTR_INIT \(Self.list(istr))\n"
+        return .launch(kernel: "transpose", source: prelude + Kernels.transpose, options: "-DCOUNT=\(Self.count(y)) -DBASE=\(base)",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [Self.count(y)], local: nil)
+    }
+
+    /// The int64 values of constant input `index`, or nil when it is absent.
+    private func constantInts(_ node: Node, _ index: Int) throws -> [Int]? {
+        guard node.inputs.count > index, !node.inputs[index].isEmpty else { return nil }
+        guard let t = graph.initializers[node.inputs[index]], t.dtype == .int64 || t.dtype == .int32, t.shape.count <= 1 else {
+            throw unsupported("\(node.op.name): kiln.gpu needs input '\(node.inputs[index])' to be a constant list of integers")
+        }
+        return t.dtype == .int64 ? t.elements(as: Int64.self).map { Int(clamping: $0) } : t.elements(as: Int32.self).map { Int($0) }
+    }
+
+    /// Slice with constant starts, ends, axes and steps: a strided copy whose start is the base offset.
+    private func slice(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard let starts = try constantInts(node, 1), let ends = try constantInts(node, 2), starts.count == ends.count else {
+            throw unsupported("Slice: kiln.gpu needs constant starts and ends of one length")
+        }
+        let axes = try constantInts(node, 3) ?? Array(starts.indices)
+        let steps = try constantInts(node, 4) ?? [Int](repeating: 1, count: starts.count)
+        guard axes.count == starts.count, steps.count == starts.count, steps.allSatisfy({ $0 != 0 }), !y.isEmpty, y.count == x.count else {
+            throw unsupported("Slice: malformed axes or steps")
+        }
+        var begin = [Int](repeating: 0, count: x.count), step = [Int](repeating: 1, count: x.count), seen = Set<Int>()
+        for (k, a) in axes.enumerated() {
+            let axis = a < 0 ? a + x.count : a
+            guard axis >= 0, axis < x.count, seen.insert(axis).inserted else { throw unsupported("Slice: axes out of range or repeated") }
+            let dim = x[axis]
+            var start = starts[k] < 0 ? starts[k] &+ dim : starts[k], end = ends[k] < 0 ? ends[k] &+ dim : ends[k]
+            if steps[k] > 0 {
+                start = min(max(start, 0), dim); end = min(max(end, 0), dim)
+            } else {
+                start = min(max(start, 0), dim - 1); end = min(max(end, -1), dim - 1)
+            }
+            let size = steps[k] > 0 ? max(0, (end - start + steps[k] - 1) / steps[k]) : max(0, (start - end + (-steps[k]) - 1) / (-steps[k]))
+            guard size == y[axis] else { throw unsupported("Slice: the output shape does not match the slice") }
+            begin[axis] = start
+            step[axis] = steps[k]
+        }
+        let strides = Self.strides(x)
+        let base = x.indices.reduce(0) { $0 + begin[$1] * strides[$1] }
+        return stridedCopy(node, y, istr: x.indices.map { step[$0] * strides[$0] }, base: base)
     }
 
     /// Concat of any number of inputs: a kernel generated for their count, one work-item per output element.
