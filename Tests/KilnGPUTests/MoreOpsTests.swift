@@ -87,6 +87,17 @@ import Testing
         try expectGPUMatchesReference(last, ["x0": seeded(79, [2, 3, 8], -3, 3)], "LayerNormalization axis -1")
         let noBias = try model("LayerNormalization", [[2, 3, 8]], constants: [seeded(80, [3, 8])], ["axis": .int(1)])
         try expectGPUMatchesReference(noBias, ["x0": seeded(81, [2, 3, 8], -3, 3)], "LayerNormalization axis 1, no bias")
+        // With its Mean and InvStdDev outputs (and a Relu that fuses into Y only).
+        var b = GraphBuilder()
+        let x = b.input("x0", [4, 6])
+        let scale = b.constant(seeded(82, [6])), bias = b.constant(seeded(83, [6]))
+        b.graph.nodes.append(Node(name: "ln", op: OpID("", "LayerNormalization"), inputs: [x, scale, bias], outputs: ["y", "mean", "inv"],
+                                  attributes: ["axis": .int(1)]))
+        b.output(b.node("Relu", ["y"]), "mean", "inv")
+        var full = b.model
+        _ = try GraphInference.infer(&full.graph)
+        #expect(GPUBackend().rejections(in: full.graph).isEmpty)
+        try expectGPUMatchesReference(full, ["x0": seeded(84, [4, 6], -3, 3)], "LayerNormalization with Mean and InvStdDev")
     }
 }
 

@@ -251,12 +251,14 @@ enum Kernels {
     }
     """
 
-    /// Layer normalization of ROWS rows of WIDTH: mean and variance in float, then scale (and bias).
+    /// Layer normalization of ROWS rows of WIDTH: mean and variance in float, then scale (and bias); the
+    /// row's mean and 1/σ to MeanOut and InvOut when HAS_MEAN and HAS_INV (else those are unused aliases of Y).
     static let layerNorm = """
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void layer_norm(__global const T* X, __global const T* S, __global const T* B, __global T* Y, const float eps) {
+    __kernel void layer_norm(__global const T* X, __global const T* S, __global const T* B, __global T* MeanOut, __global T* InvOut,
+                             __global T* Y, const float eps) {
         const int r = get_global_id(0);
         if (r >= ROWS) return;
         const int o = r * WIDTH;
@@ -266,6 +268,12 @@ enum Kernels {
         float var = 0.0f;
         for (int j = 0; j < WIDTH; ++j) { const float d = LD(X, o + j) - mean; var += d * d; }
         const float inv = 1.0f / sqrt(var / (float)WIDTH + eps);
+    #if HAS_MEAN
+        ST(MeanOut, r, mean);
+    #endif
+    #if HAS_INV
+        ST(InvOut, r, inv);
+    #endif
         for (int j = 0; j < WIDTH; ++j) {
             float v = (LD(X, o + j) - mean) * inv * LD(S, j);
     #if HAS_BIAS

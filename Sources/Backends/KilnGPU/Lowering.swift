@@ -157,7 +157,7 @@ struct Lowering {
         let op = node.op.name
         guard node.subgraphs.isEmpty else { throw unsupported("\(op) has subgraphs") }
         guard let output = node.outputs.first, !output.isEmpty else { throw unsupported("\(op) has no output") }
-        guard node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
+        guard op == "LayerNormalization" || node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
         let y = try shape(output)
         if Self.viewOps.contains(op) {
             guard let x = node.inputs.first, !x.isEmpty else { throw unsupported("\(op) has no data input") }
@@ -450,8 +450,17 @@ struct Lowering {
             guard try Self.count(shape(node.inputs[2])) == width else { throw unsupported("LayerNormalization: B must have one value per normalized element") }
             bias = node.inputs[2]
         }
-        return .launch(kernel: "layer_norm", source: Kernels.layerNorm, options: "-DROWS=\(rows) -DWIDTH=\(width) -DHAS_BIAS=\(bias == nil ? 0 : 1)",
-                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]), .value(node.outputs[0]),
+        // The optional Mean and InvStdDev outputs: one value per row.
+        var extra: [String?] = [nil, nil]
+        for k in 1...2 where node.outputs.count > k && !node.outputs[k].isEmpty {
+            guard try Self.count(shape(node.outputs[k])) == rows else { throw unsupported("LayerNormalization: output #\(k) is not one value per row") }
+            extra[k - 1] = node.outputs[k]
+        }
+        guard node.outputs.count <= 3 else { throw unsupported("LayerNormalization has at most three outputs") }
+        let options = "-DROWS=\(rows) -DWIDTH=\(width) -DHAS_BIAS=\(bias == nil ? 0 : 1) -DHAS_MEAN=\(extra[0] == nil ? 0 : 1) -DHAS_INV=\(extra[1] == nil ? 0 : 1)"
+        return .launch(kernel: "layer_norm", source: Kernels.layerNorm, options: options,
+                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]),
+                                   .value(extra[0] ?? node.outputs[0]), .value(extra[1] ?? node.outputs[0]), .value(node.outputs[0]),
                                    .float(try float(node, "epsilon", 1e-5))],
                        global: [rows], local: nil)
     }
