@@ -208,3 +208,37 @@ import Testing
         }
     }
 }
+
+@Suite("kiln.gpu log-softmax and views") struct GPULogSoftmaxViewTests {
+    @Test func logSoftmaxOnEveryAxis() throws {
+        for axis in -3..<3 {
+            var b = GraphBuilder()
+            let x = b.input("x0", [2, 3, 5])
+            b.output(b.node("LogSoftmax", [x], ["axis": .int(axis)]))
+            var model = b.model
+            _ = try GraphInference.infer(&model.graph)
+            try expectGPUMatchesReference(model, ["x0": seeded(130, [2, 3, 5], -4, 4)], "LogSoftmax axis \(axis)")
+        }
+    }
+
+    @Test func oneInputVariadicOpsAndDropoutAreViews() throws {
+        for op in ["Max", "Min", "Sum", "Mean", "Dropout"] {
+            var b = GraphBuilder()
+            let x = b.input("x0", [3, 4])
+            b.output(b.node("Exp", [b.node(op, [b.node("Relu", [x])])]))
+            var model = b.model
+            _ = try GraphInference.infer(&model.graph)
+            try expectGPUMatchesReference(model, ["x0": seeded(131, [3, 4])], op)
+            let executable = try #require(try GPUBackend().prepare(model.graph) as? GPUExecutable)
+            #expect(executable.counters.launchesPerRun == 2, "\(op): the view costs no launch")
+        }
+        // Dropout with a training_mode input is random: refused.
+        var b = GraphBuilder()
+        let x = b.input("x0", [3, 4])
+        b.graph.inputs.append(Value(name: "training", type: .tensor(TensorType(.bool, fixed: []))))
+        b.output(b.node("Dropout", [x, "", "training"]))
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        #expect(GPUBackend().rejections(in: model.graph).count == 1)
+    }
+}

@@ -209,7 +209,12 @@ enum Kernels {
         for (int j = 0; j < A; ++j) mx = fmax(mx, LD(X, base + j * INNER));
         float sum = 0.0f;
         for (int j = 0; j < A; ++j) sum += exp(LD(X, base + j * INNER) - mx);
+    #if IS_LOG
+        const float ls = log(sum);
+        for (int j = 0; j < A; ++j) ST(Y, base + j * INNER, ACT((LD(X, base + j * INNER) - mx) - ls));
+    #else
         for (int j = 0; j < A; ++j) ST(Y, base + j * INNER, ACT(exp(LD(X, base + j * INNER) - mx) / sum));
+    #endif
     }
     """
 

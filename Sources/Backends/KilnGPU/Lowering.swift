@@ -36,7 +36,9 @@ struct Lowering {
         "Sum": "(x + z)", "Mean": "((x + z) * 0.5f)",
     ]
     static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
-    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose",
+    /// Ops that are views in some forms: Max/Min/Sum/Mean of one input, Dropout without training_mode.
+    static let sometimesViewOps: Set<String> = ["Dropout"]
+    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax", "Transpose",
                                         "BatchNormalization", "LayerNormalization", "Concat", "Slice", "Expand"]
     /// Reductions: (initial value, accumulate(a, v), finish(a)) as OpenCL C expressions.
     static let reductions: [String: (String, String, String)] = [
@@ -46,7 +48,7 @@ struct Lowering {
         "ReduceL2": ("0.0f", "(a + v * v)", "sqrt(a)"), "ReduceLogSum": ("0.0f", "(a + v)", "log(a)"), "ReduceLogSumExp": ("0.0f", "(a + exp(v))", "log(a)"),
     ]
     /// Every op name kiln.gpu claims, sorted.
-    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps) + Array(reductions.keys)).sorted() }
+    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(sometimesViewOps) + Array(otherOps) + Array(reductions.keys)).sorted() }
 
     /// Unary ops fused into the launch that produces their input (those without an attribute).
     static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
@@ -159,6 +161,16 @@ struct Lowering {
         guard let output = node.outputs.first, !output.isEmpty else { throw unsupported("\(op) has no output") }
         guard op == "LayerNormalization" || node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
         let y = try shape(output)
+        if ["Max", "Min", "Sum", "Mean"].contains(op), node.inputs.count == 1, !node.inputs[0].isEmpty {
+            guard try shape(node.inputs[0]) == y else { throw unsupported("\(op): shapes differ") }
+            return .view(input: node.inputs[0], output: output)
+        }
+        if op == "Dropout" {
+            // Inference: the identity, unless training_mode is given (then it is random, and refused).
+            guard node.inputs.count < 3 || node.inputs[2].isEmpty else { throw unsupported("Dropout: training_mode is not supported") }
+            guard try shape(node.inputs[0]) == y else { throw unsupported("Dropout: shapes differ") }
+            return .view(input: node.inputs[0], output: output)
+        }
         if Self.viewOps.contains(op) {
             guard let x = node.inputs.first, !x.isEmpty else { throw unsupported("\(op) has no data input") }
             guard try Self.count(shape(x)) == Self.count(y) else { throw unsupported("\(op): element count changes") }
@@ -219,13 +231,14 @@ struct Lowering {
             return .launch(kernel: "global_pool", source: Kernels.globalPool,
                            options: "-DCOUNT=\(planes) -DS=\(Self.count(x) / planes) -DIS_MAX=\(op == "GlobalMaxPool" ? 1 : 0)",
                            arguments: [.value(node.inputs[0]), .value(output)], global: [planes], local: nil)
-        case "Softmax":
+        case "Softmax", "LogSoftmax":
             let rank = y.count
             var axis = try int(node, "axis", -1)
             if axis < 0 { axis += rank }
-            guard axis >= 0, axis < rank else { throw unsupported("Softmax: axis out of range") }
+            guard axis >= 0, axis < rank else { throw unsupported("\(op): axis out of range") }
             let outer = Self.count(Array(y[..<axis])), inner = Self.count(Array(y[(axis + 1)...]))
-            return .launch(kernel: "softmax", source: Kernels.softmax, options: "-DOUTER=\(outer) -DINNER=\(inner) -DA=\(y[axis])",
+            return .launch(kernel: "softmax", source: Kernels.softmax,
+                           options: "-DOUTER=\(outer) -DINNER=\(inner) -DA=\(y[axis]) -DIS_LOG=\(op == "LogSoftmax" ? 1 : 0)",
                            arguments: [.value(node.inputs[0]), .value(output)], global: [outer * inner], local: nil)
         case "Transpose":
             let x = try shape(node.inputs[0])
