@@ -67,9 +67,15 @@ import Testing
         try expectGPUMatchesReference(try model(op, shapes), inputs, op)
     }
 
-    @Test func maxOfThreeInputsIsRefused() throws {
-        let m = try model("Max", [[3], [3], [3]])
-        #expect(GPUBackend().rejections(in: m.graph).count == 1)
+    @Test(arguments: ["Max", "Min", "Sum", "Mean"])
+    func variadicOpsOfThreeOrMoreInputs(_ op: String) throws {
+        let shapes: [[Int]] = [[2, 3, 4], [4], [3, 1], [1, 1, 4]]
+        var inputs: [String: Tensor] = [:]
+        for (i, shape) in shapes.enumerated() { inputs["x\(i)"] = seeded(UInt64(140 + i), shape) }
+        try expectGPUMatchesReference(try model(op, shapes), inputs, "\(op) of four")
+        try expectGPUMatchesReference(try model(op, Array(shapes.prefix(3))), inputs.filter { $0.key != "x3" }, "\(op) of three")
+        // More than 16 inputs is refused (a generated kernel's parameter list stays small).
+        #expect(GPUBackend().rejections(in: try model(op, [[Int]](repeating: [2], count: 17)).graph).count == 1)
     }
 
     @Test func batchNormalization() throws {

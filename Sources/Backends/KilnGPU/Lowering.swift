@@ -186,7 +186,10 @@ struct Lowering {
                            global: [n], local: nil)
         }
         if let expression = Self.binaryOps[op] {
-            guard inputs.count == 2, node.inputs.count == 2 else { throw unsupported("\(op): kiln.gpu runs it with two inputs only") }
+            let variadic = ["Max", "Min", "Sum", "Mean"].contains(op) && node.inputs.count > 2
+            guard (inputs.count == 2 && node.inputs.count == 2) || (variadic && inputs.count == node.inputs.count && inputs.count <= 16) else {
+                throw unsupported("\(op): kiln.gpu runs it with two inputs (Max, Min, Sum, Mean: up to 16)")
+            }
             let out = y.isEmpty ? [1] : y
             func broadcastStrides(_ s: [Int]) throws -> [Int] {
                 guard s.count <= out.count else { throw unsupported("\(op): an input has a higher rank than the output") }
@@ -197,6 +200,33 @@ struct Lowering {
                     guard padded[d] == 1 else { throw unsupported("\(op): shapes do not broadcast") }
                     return 0
                 }
+            }
+            if variadic {
+                // One generated kernel folding every input with the op's two-input expression (Mean: the sum, then / count).
+                let combine = op == "Mean" ? Self.binaryOps["Sum"]! : expression
+                var prelude = "#define OP(x, z) \(combine)\n#define RANK \(out.count)\n__constant int ODIM[RANK] = \(Self.list(out));\n"
+                for (k, input) in inputs.enumerated() { prelude += "__constant int S\(k)[RANK] = \(Self.list(try broadcastStrides(shape(input))));\n" }
+                let params = inputs.indices.map { "__global const T* x\($0)" }.joined(separator: ", ")
+                let offsets = inputs.indices.map { "o\($0) = 0" }.joined(separator: ", ")
+                let steps = inputs.indices.map { "o\($0) += c * S\($0)[d];" }.joined(separator: " ")
+                let folds = inputs.indices.dropFirst().map { "        { const float x = acc, z = LD(x\($0), o\($0)); acc = OP(x, z); }\n" }.joined()
+                let source = prelude + """
+                #ifndef ACT
+                #define ACT(v) (v)
+                #endif
+                __kernel void variadic(\(params), __global T* y) {
+                    const int i = get_global_id(0);
+                    if (i >= COUNT) return;
+                    int r = i, \(offsets);
+                    for (int d = RANK - 1; d >= 0; --d) { const int c = r % ODIM[d]; r /= ODIM[d]; \(steps) }
+                    float acc = LD(x0, o0);
+                \(folds)    ST(y, i, ACT(\(op == "Mean" ? "acc / \(inputs.count).0f" : "acc")));
+                }
+
+                """
+                let n = Self.count(out)
+                return .launch(kernel: "variadic", source: source, options: "-DCOUNT=\(n)",
+                               arguments: inputs.map { .value($0) } + [.value(output)], global: [n], local: nil)
             }
             let a = try broadcastStrides(shape(inputs[0])), b = try broadcastStrides(shape(inputs[1]))
             let prelude = "#define OP(x, z) \(expression)\n#define RANK \(out.count)\n#define ODIM_INIT \(Self.list(out))\n#define ASTR_INIT \(Self.list(a))\n#define BSTR_INIT \(Self.list(b))\n"
