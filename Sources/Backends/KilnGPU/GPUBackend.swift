@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KilnBackend
 import KilnIR
 
@@ -14,12 +19,35 @@ public struct GPUBackend: Backend, DeviceSelectingBackend {
     /// The device this backend prepares for: an index into `devices()`, or text a device name contains;
     /// nil means the first device.
     public let deviceSelector: String?
+    /// The element type of device buffers.
+    public let precision: GPUPrecision
+    /// Where built programs are cached on disk, or nil for no disk cache.
+    public let programCacheDirectory: String?
+    /// A file to which each prepare appends one JSON line of its counters (`GPUCounters`), or nil.
+    public let countersPath: String?
 
     /// kiln.gpu over the OpenCL library at `libraryPath`, on the device `device` selects (an index, or
-    /// part of a device name; nil: the first device).
-    public init(libraryPath: String = GPUBackend.defaultLibraryPath, device: String? = nil) {
+    /// part of a device name; nil: the first device), with buffers of `precision`, caching built programs
+    /// in `programCacheDirectory` (nil: no disk cache; the default is `defaultProgramCacheDirectory()`),
+    /// appending each prepare's counters to `countersPath` when given.
+    public init(libraryPath: String = GPUBackend.defaultLibraryPath, device: String? = nil, precision: GPUPrecision = .fp32,
+                programCacheDirectory: String? = GPUBackend.defaultProgramCacheDirectory(), countersPath: String? = nil) {
         self.libraryPath = libraryPath
         self.deviceSelector = device
+        self.precision = precision
+        self.programCacheDirectory = programCacheDirectory
+        self.countersPath = countersPath
+    }
+
+    /// The program cache directory used when none is given: `$KILN_CACHE_DIR/opencl`, else
+    /// `$XDG_CACHE_HOME/kiln/opencl`, else `~/.cache/kiln/opencl`; nil (no disk cache) when the environment
+    /// variable `KILN_GPU_PROGRAM_CACHE` is `off`.
+    public static func defaultProgramCacheDirectory() -> String? { ProgramCache.defaultDirectory() }
+
+    /// Forgets the programs this process built or loaded for every device (executables keep those they
+    /// use), so that the next prepare takes them from the disk cache or builds them again.
+    public func forgetBuiltPrograms() {
+        for device in platforms.devices { device.forgetPrograms() }
     }
 
     private var platforms: OpenCLPlatforms { OpenCLPlatforms.at(libraryPath) }
@@ -84,11 +112,13 @@ public struct GPUBackend: Backend, DeviceSelectingBackend {
         if !rejected.isEmpty { throw CompileRefusal(backend: info.name, rejections: rejected, in: graph) }
         var typed = graph
         _ = try GraphInference.infer(&typed)
-        return try GPUExecutable(graph: typed, device: selected.device, placement: selected.index, tile: Self.tile(for: selected.device))
+        return try GPUExecutable(graph: typed, device: selected.device, placement: selected.index, tile: Self.tile(for: selected.device),
+                                 precision: precision, cache: programCacheDirectory.map { ProgramCache(directory: $0) }, countersPath: countersPath)
     }
 
-    /// Payload format 1: `kiln.gpu payload 1`, the device's name and whether only a GPU may run it. The
-    /// graph itself is the one the artifact stores; kernels are built again at load.
+    /// Payload format 1: `kiln.gpu payload 1`, the device's name, whether only a GPU may run it, and (when
+    /// fp16) `precision=fp16`. The graph itself is the one the artifact stores; kernels are built again at
+    /// load (from the program cache when it has them).
     public func compile(_ graph: Graph, options: CompileOptions) throws -> Payload {
         let gpuOnly = options.target == "opencl-gpu"
         guard options.target == "opencl" || gpuOnly || options.target == "host" else {
@@ -96,7 +126,7 @@ public struct GPUBackend: Backend, DeviceSelectingBackend {
         }
         let selected = try selectedDevice(gpuOnly: gpuOnly)
         _ = try prepare(graph, on: selected)  // builds every kernel now: a failure is a compile error, not a load error
-        let text = "kiln.gpu payload 1\ndevice=\(selected.device.device.name)\ngpu_only=\(gpuOnly ? 1 : 0)\n"
+        let text = "kiln.gpu payload 1\ndevice=\(selected.device.device.name)\ngpu_only=\(gpuOnly ? 1 : 0)\n" + (precision == .fp16 ? "precision=fp16\n" : "")
         return Payload(bytes: Array(text.utf8), compat: "kiln.gpu/1")
     }
 
@@ -105,32 +135,39 @@ public struct GPUBackend: Backend, DeviceSelectingBackend {
         compat == "kiln.gpu/1" ? nil : "kiln.gpu \(info.version) loads payloads of compatibility 'kiln.gpu/1', not '\(compat)'"
     }
 
-    /// Loads onto the device the payload names when this machine has it, else the selected device.
+    /// Loads onto the device the payload names when this machine has it, else the selected device, in the
+    /// precision the payload was compiled for.
     public func load(_ payload: [UInt8], graph: Graph) throws -> any Executable {
-        let (name, gpuOnly) = try Self.decode(payload)
+        let (name, gpuOnly, precision) = try Self.decode(payload)
+        let backend = withPrecision(precision)
         if let index = platforms.devices.firstIndex(where: { $0.device.name == name && (!gpuOnly || $0.isGPU) }) {
-            return try prepare(graph, on: (index, platforms.devices[index]))
+            return try backend.prepare(graph, on: (index, platforms.devices[index]))
         }
-        return try prepare(graph, on: selectedDevice(gpuOnly: gpuOnly))
+        return try backend.prepare(graph, on: selectedDevice(gpuOnly: gpuOnly))
+    }
+
+    private func withPrecision(_ precision: GPUPrecision) -> GPUBackend {
+        GPUBackend(libraryPath: libraryPath, device: deviceSelector, precision: precision, programCacheDirectory: programCacheDirectory, countersPath: countersPath)
     }
 
     /// Loads onto device `deviceIndex` of `devices()`.
     public func load(_ payload: [UInt8], graph: Graph, deviceIndex: Int) throws -> any Executable {
-        let (_, gpuOnly) = try Self.decode(payload)
+        let (_, gpuOnly, precision) = try Self.decode(payload)
         let all = platforms.devices
         guard deviceIndex >= 0, deviceIndex < all.count else {
             throw KilnError(.invalidArgument, "kiln.gpu: device \(deviceIndex) is out of range (\(all.count) device\(all.count == 1 ? "" : "s"))")
         }
         guard !gpuOnly || all[deviceIndex].isGPU else { throw KilnError(.invalidArgument, "kiln.gpu: this payload needs a GPU; device \(deviceIndex) is not one") }
-        return try prepare(graph, on: (deviceIndex, all[deviceIndex]))
+        return try withPrecision(precision).prepare(graph, on: (deviceIndex, all[deviceIndex]))
     }
 
-    static func decode(_ payload: [UInt8]) throws -> (device: String, gpuOnly: Bool) {
+    static func decode(_ payload: [UInt8]) throws -> (device: String, gpuOnly: Bool, precision: GPUPrecision) {
         let lines = String(decoding: payload, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
         guard lines.count >= 3, lines[0] == "kiln.gpu payload 1", lines[1].hasPrefix("device="), lines[2] == "gpu_only=0" || lines[2] == "gpu_only=1" else {
             throw KilnError(.invalidArtifact, "kiln.gpu payload is not a payload of format 1 (\(payload.count) bytes)")
         }
-        return (String(lines[1].dropFirst("device=".count)), lines[2] == "gpu_only=1")
+        let precision: GPUPrecision = lines.count > 3 && lines[3] == "precision=fp16" ? .fp16 : .fp32
+        return (String(lines[1].dropFirst("device=".count)), lines[2] == "gpu_only=1", precision)
     }
 }
 
@@ -148,6 +185,35 @@ public struct GPUCounters: Sendable, Hashable {
     public var weightBytes = 0
     /// Kernel launches one run makes.
     public var launchesPerRun = 0
+    /// Bytes one run copies host → device (its inputs, in the buffers' precision).
+    public var bytesToDevicePerRun = 0
+    /// Bytes one run copies device → host (its outputs, in the buffers' precision).
+    public var bytesToHostPerRun = 0
+    /// Programs prepare built from source.
+    public var programsBuilt = 0
+    /// Programs prepare loaded from the on-disk program cache (cache hits).
+    public var programCacheHits = 0
+    /// Programs prepare looked up in the on-disk cache and did not find there (cache misses, built instead).
+    public var programCacheMisses = 0
+    /// Cache entries prepare found but did not use (corrupt, for another key, or refused by the driver);
+    /// each is also a miss.
+    public var programCacheRejected = 0
+    /// Programs prepare reused from this process (built or loaded earlier for the same device).
+    public var programsReused = 0
+    /// Seconds prepare spent obtaining programs (building, or loading from the cache).
+    public var programSeconds = 0.0
+}
+
+/// The element type of kiln.gpu's device buffers.
+public enum GPUPrecision: String, Sendable, Hashable, CaseIterable {
+    /// float32 buffers and arithmetic.
+    case fp32
+    /// half (IEEE binary16) buffers — weights, inputs, outputs and intermediates — with float32 arithmetic
+    /// inside each kernel (`vload_half`/`vstore_half`, core OpenCL C, so every device supports it).
+    case fp16
+
+    /// Bytes per element.
+    var elementSize: Int { self == .fp16 ? 2 : 4 }
 }
 
 /// A graph prepared on one OpenCL device: every value has a device buffer (a view shares its input's),
@@ -165,15 +231,23 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
     private var launches: [Launch] = []
     private var bufferOf: [String: Int] = [:]
     private let inputs: [(name: String, shape: [Int])]
+    /// Inputs that are also initializers: their default values (uploaded at prepare).
+    private var defaults: [String: Tensor] = [:]
+    /// Such inputs whose buffer holds a fed value instead of the default.
+    private var overridden = Set<String>()
     private let outputs: [(name: String, shape: [Int])]
     private let lock = Lock()
     private var stats = GPUCounters()
     /// The index of the device it runs on, in `GPUBackend.devices()`.
     public let deviceIndex: Int
+    /// The element type of its buffers.
+    public let precision: GPUPrecision
 
-    init(graph: Graph, device: CLDevice, placement: Int, tile: Int) throws {
+    init(graph: Graph, device: CLDevice, placement: Int, tile: Int, precision: GPUPrecision, cache: ProgramCache?, countersPath: String?) throws {
         library = device.library
         deviceIndex = placement
+        self.precision = precision
+        let size = precision.elementSize
         let context = try device.context()
         var status: Int32 = 0
         guard let queue = library.createCommandQueue(context, device.id, 0, &status), status == CL.success else {
@@ -194,23 +268,35 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
         inputs = try graph.inputs.filter { input in used.contains(input.name) || graph.outputs.contains(where: { (alias[$0.name] ?? $0.name) == input.name }) }
             .map { ($0.name, try lowering.shape($0.name)) }
         outputs = try graph.outputs.map { ($0.name, try lowering.shape($0.name)) }
+        for input in inputs { if let initial = graph.initializers[input.name] { defaults[input.name] = initial } }
         used.formUnion(outputs.map { alias[$0.name] ?? $0.name })
         do {
             for name in used.sorted() {
-                let bytes = try lowering.shape(name).reduce(4, *)
+                let bytes = try lowering.shape(name).reduce(size, *)
                 guard let buffer = library.createBuffer(context, CL.memReadWrite, bytes, nil, &status), status == CL.success else {
                     throw KilnError(.runtime, "kiln.gpu: allocating \(bytes) bytes for '\(name)' failed with OpenCL error \(status)")
                 }
                 bufferOf[name] = buffers.count
                 buffers.append(buffer)
                 if let weight = graph.initializers[name], let raw = weight.rawBytes {
-                    try OpenCLLibrary.check(library.enqueueWriteBuffer(queue, buffer, 1, 0, bytes, raw.baseAddress, 0, nil, nil), "uploading '\(name)'")
+                    let status = Self.withDeviceBytes(raw, precision) { library.enqueueWriteBuffer(queue, buffer, 1, 0, bytes, $0.baseAddress, 0, nil, nil) }
+                    try OpenCLLibrary.check(status, "uploading '\(name)'")
                     stats.weightBytes += bytes
                 }
             }
             for (name, target) in alias { bufferOf[name] = bufferOf[target] }
+            let started = Self.now()
             for case .launch(let name, let source, let options, let arguments, let global, let local) in plans {
-                let program = try device.program(source: source, options: options + " -cl-std=CL1.2")
+                let (program, origin) = try device.program(source: Kernels.storage + source,
+                                                           options: options + (precision == .fp16 ? " -DKILN_FP16=1" : "") + " -cl-std=CL1.2", cache: cache)
+                switch origin {
+                case .memory: stats.programsReused += 1
+                case .disk: stats.programCacheHits += 1
+                case .built(let rejected):
+                    stats.programsBuilt += 1
+                    if cache != nil { stats.programCacheMisses += 1 }
+                    if rejected { stats.programCacheRejected += 1 }
+                }
                 guard let kernel = name.withCString({ library.createKernel(program, $0, &status) }), status == CL.success else {
                     throw KilnError(.internal, "kiln.gpu: clCreateKernel(\(name)) failed with OpenCL error \(status)")
                 }
@@ -226,8 +312,12 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
                     }
                 }
             }
+            stats.programSeconds = Self.now() - started
             stats.launchesPerRun = launches.count
+            stats.bytesToDevicePerRun = inputs.filter { defaults[$0.name] == nil }.reduce(0) { $0 + $1.shape.reduce(size, *) }
+            stats.bytesToHostPerRun = outputs.reduce(0) { $0 + $1.shape.reduce(size, *) }
             try OpenCLLibrary.check(library.finish(queue), "clFinish")
+            if let countersPath { Self.append(stats, device: device.device.name, to: countersPath) }
         } catch {
             release()
             throw error
@@ -244,6 +334,32 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
 
     deinit { release() }
 
+    /// Seconds on a monotonic clock.
+    static func now() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+    }
+
+    /// Calls `body` with float32 `raw` as the device stores it: as is, or converted to half.
+    static func withDeviceBytes<R>(_ raw: UnsafeRawBufferPointer, _ precision: GPUPrecision, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        guard precision == .fp16 else { return try body(raw) }
+        let halves = raw.bindMemory(to: Float.self).map { Float16($0).bitPattern }
+        return try halves.withUnsafeBytes(body)
+    }
+
+    /// Appends one JSON line of `counters` to the file at `path` (best effort: counters are diagnostics).
+    static func append(_ c: GPUCounters, device: String, to path: String) {
+        let name = device.unicodeScalars.map { $0 == "\\" || $0 == "\"" ? "\\\($0)" : $0.value < 0x20 ? " " : String($0) }.joined()
+        let line = "{\"device\": \"\(name)\", \"launches_per_run\": \(c.launchesPerRun), \"bytes_to_device_per_run\": \(c.bytesToDevicePerRun), "
+            + "\"bytes_to_host_per_run\": \(c.bytesToHostPerRun), \"weight_bytes\": \(c.weightBytes), \"programs_built\": \(c.programsBuilt), "
+            + "\"program_cache_hits\": \(c.programCacheHits), \"program_cache_misses\": \(c.programCacheMisses), "
+            + "\"program_cache_rejected\": \(c.programCacheRejected), \"programs_reused\": \(c.programsReused), \"program_seconds\": \(c.programSeconds)}\n"
+        guard let file = fopen(path, "a") else { return }
+        _ = line.withCString { fputs($0, file) }
+        fclose(file)
+    }
+
     /// Launches and bytes copied so far.
     public var counters: GPUCounters { lock.withLock { stats } }
 
@@ -251,13 +367,30 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
     public func run(_ values: [String: RuntimeValue]) throws -> [RuntimeValue] {
         try lock.withLock {
             for input in inputs {
-                guard let tensor = values[input.name]?.tensor else { throw KilnError(.invalidArgument, "kiln.gpu: missing input tensor '\(input.name)'") }
+                // An input that is also an initializer (older exporters list weights as inputs) defaults to the
+                // initializer, uploaded at prepare; a fed value overrides it for that run only.
+                let fed = values[input.name]?.tensor
+                if fed == nil, let initial = defaults[input.name] {
+                    if overridden.remove(input.name) == nil { continue }
+                    guard let raw = initial.rawBytes else { continue }
+                    let status = Self.withDeviceBytes(raw, precision) {
+                        library.enqueueWriteBuffer(queue, buffers[bufferOf[input.name]!], 1, 0, raw.count / 4 * precision.elementSize, $0.baseAddress, 0, nil, nil)
+                    }
+                    try OpenCLLibrary.check(status, "restoring input '\(input.name)' to its initializer")
+                    stats.bytesToDevice += raw.count / 4 * precision.elementSize
+                    continue
+                }
+                guard let tensor = fed else { throw KilnError(.invalidArgument, "kiln.gpu: missing input tensor '\(input.name)'") }
+                if defaults[input.name] != nil { overridden.insert(input.name) }
                 guard tensor.dtype == .float32, tensor.shape == input.shape, let raw = tensor.rawBytes else {
                     throw KilnError(.invalidArgument, "kiln.gpu: input '\(input.name)' is \(tensor.dtype)\(tensor.shape); this graph was prepared for float32\(input.shape)")
                 }
-                try OpenCLLibrary.check(library.enqueueWriteBuffer(queue, buffers[bufferOf[input.name]!], 1, 0, raw.count, raw.baseAddress, 0, nil, nil),
-                                        "copying input '\(input.name)' to the device")
-                stats.bytesToDevice += raw.count
+                let bytes = raw.count / 4 * precision.elementSize
+                let status = Self.withDeviceBytes(raw, precision) {
+                    library.enqueueWriteBuffer(queue, buffers[bufferOf[input.name]!], 1, 0, bytes, $0.baseAddress, 0, nil, nil)
+                }
+                try OpenCLLibrary.check(status, "copying input '\(input.name)' to the device")
+                stats.bytesToDevice += bytes
             }
             for launch in launches {
                 let status = launch.global.withUnsafeBufferPointer { global -> Int32 in
@@ -272,13 +405,19 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
             var results: [RuntimeValue] = []
             for output in outputs {
                 let count = output.shape.reduce(1, *)
-                var data = [Float](repeating: 0, count: count)
-                let status = data.withUnsafeMutableBytes {
-                    library.enqueueReadBuffer(queue, buffers[bufferOf[output.name]!], 1, 0, $0.count, $0.baseAddress, 0, nil, nil)
+                let buffer = buffers[bufferOf[output.name]!]
+                if precision == .fp16 {
+                    var halves = [UInt16](repeating: 0, count: count)
+                    let status = halves.withUnsafeMutableBytes { library.enqueueReadBuffer(queue, buffer, 1, 0, $0.count, $0.baseAddress, 0, nil, nil) }
+                    try OpenCLLibrary.check(status, "copying output '\(output.name)' to the host")
+                    results.append(.tensor(Tensor(shape: output.shape, halves.map { Float(Float16(bitPattern: $0)) })))
+                } else {
+                    var data = [Float](repeating: 0, count: count)
+                    let status = data.withUnsafeMutableBytes { library.enqueueReadBuffer(queue, buffer, 1, 0, $0.count, $0.baseAddress, 0, nil, nil) }
+                    try OpenCLLibrary.check(status, "copying output '\(output.name)' to the host")
+                    results.append(.tensor(Tensor(shape: output.shape, data)))
                 }
-                try OpenCLLibrary.check(status, "copying output '\(output.name)' to the host")
-                stats.bytesToHost += count * 4
-                results.append(.tensor(Tensor(shape: output.shape, data)))
+                stats.bytesToHost += count * precision.elementSize
             }
             stats.runs += 1
             return results
@@ -295,9 +434,25 @@ extension GPUBackend {
         summary: "OpenCL backend (libOpenCL.so.1 opened at run time): tiled SGEMM, implicit-GEMM Conv, pools, elementwise, Softmax",
         targets: ["opencl": 100, "opencl-gpu": 100],
         options: [BackendOption(name: "device", type: .text(choices: []), defaultValue: "the first OpenCL device",
-                                help: "the OpenCL device: an index into `kiln backends`' device list, or part of its name")]
+                                help: "the OpenCL device: an index into `kiln backends`' device list, or part of its name"),
+                  BackendOption(name: "precision", type: .text(choices: GPUPrecision.allCases.map(\.rawValue)), defaultValue: "fp32",
+                                help: "the element type of device buffers: fp32, or fp16 (half storage, float arithmetic)"),
+                  BackendOption(name: "program_cache", type: .text(choices: []), defaultValue: "$KILN_CACHE_DIR/opencl, $XDG_CACHE_HOME/kiln/opencl or ~/.cache/kiln/opencl",
+                                help: "where built OpenCL programs are cached: a directory, or off (also KILN_GPU_PROGRAM_CACHE=off)"),
+                  BackendOption(name: "counters", type: .text(choices: []), defaultValue: "none",
+                                help: "a file to which each prepare appends one JSON line: launches, bytes per run, program builds and cache hits")]
     ) { configuration in
-        let backend = GPUBackend(device: configuration.options["device"])
+        let text = configuration.options["precision"] ?? "fp32"
+        guard let precision = GPUPrecision(rawValue: text) else {
+            throw KilnError(.invalidArgument, "kiln.gpu: option precision=\(text): expected fp32 or fp16")
+        }
+        var cache = GPUBackend.defaultProgramCacheDirectory()
+        if let setting = configuration.options["program_cache"] {
+            guard !setting.isEmpty else { throw KilnError(.invalidArgument, "kiln.gpu: option program_cache is empty: expected a directory or off") }
+            cache = ["off", "0", "no", "false"].contains(setting.lowercased()) ? nil : setting
+        }
+        let backend = GPUBackend(device: configuration.options["device"], precision: precision, programCacheDirectory: cache,
+                                 countersPath: configuration.options["counters"])
         // A device named explicitly must exist: a typo is an error, not a silent fallback to the CPU.
         if configuration.options["device"] != nil { _ = try backend.selectedDevice() }
         return backend

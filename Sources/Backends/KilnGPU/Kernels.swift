@@ -3,18 +3,35 @@
 // so that every loop bound is a compile-time constant. Identical texts are built once per device.
 // Every kernel writes its result through ACT(v): the identity, unless elementwise ops that follow the node
 // were fused into it (`Lowering.fuseActivations`), which then need no launch and no buffer of their own.
+// Buffers hold elements of type T, read with LD(p, i) and written with ST(p, i, v) (`Kernels.storage`):
+// float, or half when built with -DKILN_FP16=1 (`precision=fp16`); arithmetic is float either way.
 
 enum Kernels {
+    /// The storage prelude every program starts with: T, LD and ST for float or half buffers. vload_half and
+    /// vstore_half are core OpenCL C, so half storage needs no extension.
+    static let storage = """
+    #if KILN_FP16
+    #define T half
+    #define LD(p, i) vload_half((i), (p))
+    #define ST(p, i, v) vstore_half_rte((v), (i), (p))
+    #else
+    #define T float
+    #define LD(p, i) ((p)[(i)])
+    #define ST(p, i, v) ((p)[(i)] = (v))
+    #endif
+
+    """
+
     /// y[i] = OP(x[i]) for i < COUNT.
     static let unary = """
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void unary(__global const float* x, __global float* y, const float alpha) {
+    __kernel void unary(__global const T* x, __global T* y, const float alpha) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
-        const float v = x[i];
-        y[i] = ACT(OP(v));
+        const float v = LD(x, i);
+        ST(y, i, ACT(OP(v)));
     }
     """
 
@@ -27,7 +44,7 @@ enum Kernels {
     __constant int ODIM[RANK] = ODIM_INIT;
     __constant int ASTR[RANK] = ASTR_INIT;
     __constant int BSTR[RANK] = BSTR_INIT;
-    __kernel void binary(__global const float* a, __global const float* b, __global float* y) {
+    __kernel void binary(__global const T* a, __global const T* b, __global T* y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
         int r = i, ia = 0, ib = 0;
@@ -37,8 +54,8 @@ enum Kernels {
             ia += c * ASTR[d];
             ib += c * BSTR[d];
         }
-        const float x = a[ia], z = b[ib];
-        y[i] = ACT(OP(x, z));
+        const float x = LD(a, ia), z = LD(b, ib);
+        ST(y, i, ACT(OP(x, z)));
     }
     """
 
@@ -49,20 +66,19 @@ enum Kernels {
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void gemm(__global const float* A, __global const float* B, __global const float* C, __global float* Y,
+    __kernel void gemm(__global const T* A, __global const T* B, __global const T* C, __global T* Y,
                        const float alpha, const float beta) {
         const int tn = get_local_id(0), tm = get_local_id(1);
         const int n = get_group_id(0) * TS + tn, m = get_group_id(1) * TS + tm;
         const int batch = get_global_id(2);
-        __global const float* a = A + batch * ABS;
-        __global const float* b = B + batch * BBS;
+        const int ao = batch * ABS, bo = batch * BBS;
         __local float As[TS][TS];
         __local float Bs[TS][TS + 1];
         float acc = 0.0f;
         for (int k0 = 0; k0 < K; k0 += TS) {
             const int ka = k0 + tn, kb = k0 + tm;
-            As[tm][tn] = (m < M && ka < K) ? a[m * SAM + ka * SAK] : 0.0f;
-            Bs[tm][tn] = (kb < K && n < N) ? b[kb * SBK + n * SBN] : 0.0f;
+            As[tm][tn] = (m < M && ka < K) ? LD(A, ao + m * SAM + ka * SAK) : 0.0f;
+            Bs[tm][tn] = (kb < K && n < N) ? LD(B, bo + kb * SBK + n * SBN) : 0.0f;
             barrier(CLK_LOCAL_MEM_FENCE);
             for (int kk = 0; kk < TS; ++kk) acc += As[tm][kk] * Bs[kk][tn];
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -70,9 +86,9 @@ enum Kernels {
         if (m < M && n < N) {
             float v = alpha * acc;
     #if HAS_C
-            v += beta * C[m * CSM + n * CSN];
+            v += beta * LD(C, m * CSM + n * CSN);
     #endif
-            Y[batch * M * N + m * N + n] = ACT(v);
+            ST(Y, batch * M * N + m * N + n, ACT(v));
         }
     }
     """
@@ -84,24 +100,23 @@ enum Kernels {
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void conv(__global const float* X, __global const float* Wt, __global const float* Bias, __global float* Y) {
+    __kernel void conv(__global const T* X, __global const T* Wt, __global const T* Bias, __global T* Y) {
         const int tp = get_local_id(0), tm = get_local_id(1);
         const int p = get_group_id(0) * TS + tp, m = get_group_id(1) * TS + tm;
         const int z = get_global_id(2), img = z / G, g = z % G;
-        __global const float* x = X + (img * C + g * CG) * H * W;
-        __global const float* w = Wt + g * MG * KK;
+        const int xo = (img * C + g * CG) * H * W, wo = g * MG * KK;
         __local float As[TS][TS];
         __local float Bs[TS][TS + 1];
         float acc = 0.0f;
         const int oh = p / OW, ow = p % OW;
         for (int k0 = 0; k0 < KK; k0 += TS) {
             const int ka = k0 + tp, kb = k0 + tm;
-            As[tm][tp] = (m < MG && ka < KK) ? w[m * KK + ka] : 0.0f;
+            As[tm][tp] = (m < MG && ka < KK) ? LD(Wt, wo + m * KK + ka) : 0.0f;
             float v = 0.0f;
             if (kb < KK && p < P) {
                 const int c = kb / (KH * KW), r = kb % (KH * KW);
                 const int ih = oh * SH - PT + (r / KW) * DH, iw = ow * SW - PL + (r % KW) * DW;
-                if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[(c * H + ih) * W + iw];
+                if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = LD(X, xo + (c * H + ih) * W + iw);
             }
             Bs[tm][tp] = v;
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -111,9 +126,9 @@ enum Kernels {
         if (m < MG && p < P) {
             float v = acc;
     #if HAS_BIAS
-            v += Bias[g * MG + m];
+            v += LD(Bias, g * MG + m);
     #endif
-            Y[(img * M + g * MG + m) * P + p] = ACT(v);
+            ST(Y, (img * M + g * MG + m) * P + p, ACT(v));
         }
     }
     """
@@ -125,11 +140,11 @@ enum Kernels {
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void pool(__global const float* X, __global float* Y) {
+    __kernel void pool(__global const T* X, __global T* Y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
         const int ow = i % OW, t = i / OW, oh = t % OH, plane = t / OH;
-        __global const float* x = X + plane * H * W;
+        const int xo = plane * H * W;
     #if IS_MAX
         float acc = -INFINITY;
     #else
@@ -142,9 +157,9 @@ enum Kernels {
                 const int iw = ow * SW - PL + kw * DW;
                 if (ih >= 0 && ih < H && iw >= 0 && iw < W) {
     #if IS_MAX
-                    acc = fmax(acc, x[ih * W + iw]);
+                    acc = fmax(acc, LD(X, xo + ih * W + iw));
     #else
-                    acc += x[ih * W + iw];
+                    acc += LD(X, xo + ih * W + iw);
     #endif
                     cells += 1;
                 } else if (COUNT_PAD && ih >= -PT && ih < H + PB && iw >= -PL && iw < W + PR) {
@@ -153,9 +168,9 @@ enum Kernels {
             }
         }
     #if IS_MAX
-        Y[i] = ACT(acc);
+        ST(Y, i, ACT(acc));
     #else
-        Y[i] = ACT(cells > 0 ? acc / (float)cells : 0.0f);
+        ST(Y, i, ACT(cells > 0 ? acc / (float)cells : 0.0f));
     #endif
     }
     """
@@ -165,18 +180,18 @@ enum Kernels {
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void global_pool(__global const float* X, __global float* Y) {
+    __kernel void global_pool(__global const T* X, __global T* Y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
-        __global const float* x = X + i * S;
+        const int xo = i * S;
     #if IS_MAX
         float acc = -INFINITY;
-        for (int j = 0; j < S; ++j) acc = fmax(acc, x[j]);
-        Y[i] = ACT(acc);
+        for (int j = 0; j < S; ++j) acc = fmax(acc, LD(X, xo + j));
+        ST(Y, i, ACT(acc));
     #else
         float acc = 0.0f;
-        for (int j = 0; j < S; ++j) acc += x[j];
-        Y[i] = ACT(acc / (float)S);
+        for (int j = 0; j < S; ++j) acc += LD(X, xo + j);
+        ST(Y, i, ACT(acc / (float)S));
     #endif
     }
     """
@@ -186,34 +201,117 @@ enum Kernels {
     #ifndef ACT
     #define ACT(v) (v)
     #endif
-    __kernel void softmax(__global const float* X, __global float* Y) {
+    __kernel void softmax(__global const T* X, __global T* Y) {
         const int i = get_global_id(0);
         if (i >= OUTER * INNER) return;
         const int base = (i / INNER) * A * INNER + i % INNER;
         float mx = -INFINITY;
-        for (int j = 0; j < A; ++j) mx = fmax(mx, X[base + j * INNER]);
+        for (int j = 0; j < A; ++j) mx = fmax(mx, LD(X, base + j * INNER));
         float sum = 0.0f;
-        for (int j = 0; j < A; ++j) sum += exp(X[base + j * INNER] - mx);
-        for (int j = 0; j < A; ++j) Y[base + j * INNER] = ACT(exp(X[base + j * INNER] - mx) / sum);
+        for (int j = 0; j < A; ++j) sum += exp(LD(X, base + j * INNER) - mx);
+    #if IS_LOG
+        const float ls = log(sum);
+        for (int j = 0; j < A; ++j) ST(Y, base + j * INNER, ACT((LD(X, base + j * INNER) - mx) - ls));
+    #else
+        for (int j = 0; j < A; ++j) ST(Y, base + j * INNER, ACT(exp(LD(X, base + j * INNER) - mx) / sum));
+    #endif
     }
     """
 
-    /// Transpose: output element i reads the input at Σ coordinate·ISTR over the output's dims ODIM.
+    /// Transpose (and Slice, Expand): output element i reads the input at BASE + Σ coordinate·ISTR over the
+    /// output's dims ODIM (strides may be 0 for broadcast or negative for reversed slices).
     static let transpose = """
     #ifndef ACT
     #define ACT(v) (v)
     #endif
+    #ifndef BASE
+    #define BASE 0
+    #endif
     __constant int ODIM[RANK] = ODIM_INIT;
     __constant int ISTR[RANK] = ISTR_INIT;
-    __kernel void transpose(__global const float* x, __global float* y) {
+    __kernel void transpose(__global const T* x, __global T* y) {
         const int i = get_global_id(0);
         if (i >= COUNT) return;
-        int r = i, src = 0;
+        int r = i, src = BASE;
         for (int d = RANK - 1; d >= 0; --d) {
             src += (r % ODIM[d]) * ISTR[d];
             r /= ODIM[d];
         }
-        y[i] = ACT(x[src]);
+        ST(y, i, ACT(LD(x, src)));
+    }
+    """
+
+    /// Inference batch normalization: channel c = (i / INNER) % CH.
+    static let batchNorm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void batch_norm(__global const T* X, __global const T* S, __global const T* B, __global const T* Mean, __global const T* Var,
+                             __global T* Y, const float eps) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        const int c = (i / INNER) % CH;
+        const float v = (LD(X, i) - LD(Mean, c)) / sqrt(LD(Var, c) + eps) * LD(S, c) + LD(B, c);
+        ST(Y, i, ACT(v));
+    }
+    """
+
+    /// Layer normalization of ROWS rows of WIDTH: mean and variance in float, then scale (and bias); the
+    /// row's mean and 1/σ to MeanOut and InvOut when HAS_MEAN and HAS_INV (else those are unused aliases of Y).
+    static let layerNorm = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void layer_norm(__global const T* X, __global const T* S, __global const T* B, __global T* MeanOut, __global T* InvOut,
+                             __global T* Y, const float eps) {
+        const int r = get_global_id(0);
+        if (r >= ROWS) return;
+        const int o = r * WIDTH;
+        float mean = 0.0f;
+        for (int j = 0; j < WIDTH; ++j) mean += LD(X, o + j);
+        mean /= (float)WIDTH;
+        float var = 0.0f;
+        for (int j = 0; j < WIDTH; ++j) { const float d = LD(X, o + j) - mean; var += d * d; }
+        const float inv = 1.0f / sqrt(var / (float)WIDTH + eps);
+    #if HAS_MEAN
+        ST(MeanOut, r, mean);
+    #endif
+    #if HAS_INV
+        ST(InvOut, r, inv);
+    #endif
+        for (int j = 0; j < WIDTH; ++j) {
+            float v = (LD(X, o + j) - mean) * inv * LD(S, j);
+    #if HAS_BIAS
+            v += LD(B, j);
+    #endif
+            ST(Y, o + j, ACT(v));
+        }
+    }
+    """
+
+    /// A reduction: output element i starts at Σ coordinate·OSTR over the kept dims ODIM, and folds the RCOUNT
+    /// elements at Σ coordinate·RSTR over the reduced dims RDIM with ACC, from INIT, finished by FIN.
+    static let reduce = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __constant int ODIM[ORANK] = ODIM_INIT;
+    __constant int OSTR[ORANK] = OSTR_INIT;
+    __constant int RDIM[RRANK] = RDIM_INIT;
+    __constant int RSTR[RRANK] = RSTR_INIT;
+    __kernel void reduce(__global const T* X, __global T* Y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        int r = i, base = 0;
+        for (int d = ORANK - 1; d >= 0; --d) { base += (r % ODIM[d]) * OSTR[d]; r /= ODIM[d]; }
+        float a = INIT;
+        for (int j = 0; j < RCOUNT; ++j) {
+            int q = j, off = 0;
+            for (int d = RRANK - 1; d >= 0; --d) { off += (q % RDIM[d]) * RSTR[d]; q /= RDIM[d]; }
+            const float v = LD(X, base + off);
+            a = ACC(a, v);
+        }
+        ST(Y, i, ACT(FIN(a)));
     }
     """
 }

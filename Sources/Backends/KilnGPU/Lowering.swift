@@ -22,12 +22,33 @@ struct Lowering {
     static let unaryOps: [String: String] = [
         "Relu": "fmax(v, 0.0f)", "Sigmoid": "(1.0f / (1.0f + exp(-v)))", "Tanh": "tanh(v)", "Abs": "fabs(v)",
         "Neg": "(-v)", "Exp": "exp(v)", "LeakyRelu": "(v >= 0.0f ? v : alpha * v)",
+        "Sqrt": "sqrt(v)", "Reciprocal": "(1.0f / v)", "Floor": "floor(v)", "Ceil": "ceil(v)", "Round": "rint(v)",
+        "Log": "log(v)", "Erf": "erf(v)", "Sin": "sin(v)", "Cos": "cos(v)", "Tan": "tan(v)", "Asin": "asin(v)",
+        "Acos": "acos(v)", "Atan": "atan(v)", "Sinh": "sinh(v)", "Cosh": "cosh(v)", "Asinh": "asinh(v)", "Acosh": "acosh(v)",
+        "Atanh": "atanh(v)", "Sign": "(v > 0.0f ? 1.0f : v < 0.0f ? -1.0f : v)", "Softsign": "(v / (1.0f + fabs(v)))",
+        "Softplus": "(v > 20.0f ? v : log1p(exp(v)))", "Mish": "(v * tanh(v > 20.0f ? v : log1p(exp(v))))",
     ]
-    static let binaryOps: [String: String] = ["Add": "(x + z)", "Sub": "(x - z)", "Mul": "(x * z)", "Div": "(x / z)"]
+    /// Unary ops whose attributes are baked into the expression (`attributeExpression`).
+    static let attributeUnaryOps: Set<String> = ["Elu", "Selu", "HardSigmoid", "HardSwish", "ThresholdedRelu", "Celu", "Gelu", "Shrink", "Clip"]
+    static let binaryOps: [String: String] = [
+        "Add": "(x + z)", "Sub": "(x - z)", "Mul": "(x * z)", "Div": "(x / z)", "Pow": "pow(x, z)",
+        "Max": "((x > z || isnan(x)) ? x : z)", "Min": "((x < z || isnan(x)) ? x : z)", "PRelu": "(x < 0.0f ? x * z : x)",
+        "Sum": "(x + z)", "Mean": "((x + z) * 0.5f)",
+    ]
     static let viewOps: Set<String> = ["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"]
-    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "Transpose"]
+    /// Ops that are views in some forms: Max/Min/Sum/Mean of one input, Dropout without training_mode.
+    static let sometimesViewOps: Set<String> = ["Dropout"]
+    static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax", "Transpose",
+                                        "BatchNormalization", "LayerNormalization", "Concat", "Slice", "Expand"]
+    /// Reductions: (initial value, accumulate(a, v), finish(a)) as OpenCL C expressions.
+    static let reductions: [String: (String, String, String)] = [
+        "ReduceSum": ("0.0f", "(a + v)", "(a)"), "ReduceMean": ("0.0f", "(a + v)", "(a / (float)RCOUNT)"),
+        "ReduceMax": ("-INFINITY", "((v > a || isnan(v)) ? v : a)", "(a)"), "ReduceMin": ("INFINITY", "((v < a || isnan(v)) ? v : a)", "(a)"),
+        "ReduceProd": ("1.0f", "(a * v)", "(a)"), "ReduceSumSquare": ("0.0f", "(a + v * v)", "(a)"), "ReduceL1": ("0.0f", "(a + fabs(v))", "(a)"),
+        "ReduceL2": ("0.0f", "(a + v * v)", "sqrt(a)"), "ReduceLogSum": ("0.0f", "(a + v)", "log(a)"), "ReduceLogSumExp": ("0.0f", "(a + exp(v))", "log(a)"),
+    ]
     /// Every op name kiln.gpu claims, sorted.
-    static var supported: [String] { (Array(unaryOps.keys) + Array(binaryOps.keys) + Array(viewOps) + Array(otherOps)).sorted() }
+    static var supported: [String] { (Array(unaryOps.keys) + Array(attributeUnaryOps) + Array(binaryOps.keys) + Array(viewOps) + Array(sometimesViewOps) + Array(otherOps) + Array(reductions.keys)).sorted() }
 
     /// Unary ops fused into the launch that produces their input (those without an attribute).
     static let fusible: Set<String> = ["Relu", "Sigmoid", "Tanh", "Abs", "Neg", "Exp"]
@@ -138,22 +159,37 @@ struct Lowering {
         let op = node.op.name
         guard node.subgraphs.isEmpty else { throw unsupported("\(op) has subgraphs") }
         guard let output = node.outputs.first, !output.isEmpty else { throw unsupported("\(op) has no output") }
-        guard node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
+        guard op == "LayerNormalization" || node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
         let y = try shape(output)
+        if ["Max", "Min", "Sum", "Mean"].contains(op), node.inputs.count == 1, !node.inputs[0].isEmpty {
+            guard try shape(node.inputs[0]) == y else { throw unsupported("\(op): shapes differ") }
+            return .view(input: node.inputs[0], output: output)
+        }
+        if op == "Dropout" {
+            // Inference: the identity, unless training_mode is given (then it is random, and refused).
+            guard node.inputs.count < 3 || node.inputs[2].isEmpty else { throw unsupported("Dropout: training_mode is not supported") }
+            guard try shape(node.inputs[0]) == y else { throw unsupported("Dropout: shapes differ") }
+            return .view(input: node.inputs[0], output: output)
+        }
         if Self.viewOps.contains(op) {
             guard let x = node.inputs.first, !x.isEmpty else { throw unsupported("\(op) has no data input") }
             guard try Self.count(shape(x)) == Self.count(y) else { throw unsupported("\(op): element count changes") }
             return .view(input: x, output: output)
         }
         let inputs = node.inputs.filter { !$0.isEmpty }
-        if let expression = Self.unaryOps[op] {
-            guard inputs.count == 1 else { throw unsupported("\(op) takes one input") }
+        if Self.unaryOps[op] != nil || Self.attributeUnaryOps.contains(op) {
+            let expression = try Self.unaryOps[op] ?? attributeExpression(node)
+            guard inputs.count == 1 || (op == "Clip" && node.inputs.first.map { !$0.isEmpty } == true) else { throw unsupported("\(op) takes one input") }
             let n = Self.count(y)
             return .launch(kernel: "unary", source: "#define OP(v) \(expression)\n" + Kernels.unary, options: "-DCOUNT=\(n)",
-                           arguments: [.value(inputs[0]), .value(output), .float(try float(node, "alpha", 0.01))], global: [n], local: nil)
+                           arguments: [.value(node.inputs[0]), .value(output), .float(op == "LeakyRelu" ? try float(node, "alpha", 0.01) : 0)],
+                           global: [n], local: nil)
         }
         if let expression = Self.binaryOps[op] {
-            guard inputs.count == 2 else { throw unsupported("\(op) takes two inputs") }
+            let variadic = ["Max", "Min", "Sum", "Mean"].contains(op) && node.inputs.count > 2
+            guard (inputs.count == 2 && node.inputs.count == 2) || (variadic && inputs.count == node.inputs.count && inputs.count <= 16) else {
+                throw unsupported("\(op): kiln.gpu runs it with two inputs (Max, Min, Sum, Mean: up to 16)")
+            }
             let out = y.isEmpty ? [1] : y
             func broadcastStrides(_ s: [Int]) throws -> [Int] {
                 guard s.count <= out.count else { throw unsupported("\(op): an input has a higher rank than the output") }
@@ -165,6 +201,33 @@ struct Lowering {
                     return 0
                 }
             }
+            if variadic {
+                // One generated kernel folding every input with the op's two-input expression (Mean: the sum, then / count).
+                let combine = op == "Mean" ? Self.binaryOps["Sum"]! : expression
+                var prelude = "#define OP(x, z) \(combine)\n#define RANK \(out.count)\n__constant int ODIM[RANK] = \(Self.list(out));\n"
+                for (k, input) in inputs.enumerated() { prelude += "__constant int S\(k)[RANK] = \(Self.list(try broadcastStrides(shape(input))));\n" }
+                let params = inputs.indices.map { "__global const T* x\($0)" }.joined(separator: ", ")
+                let offsets = inputs.indices.map { "o\($0) = 0" }.joined(separator: ", ")
+                let steps = inputs.indices.map { "o\($0) += c * S\($0)[d];" }.joined(separator: " ")
+                let folds = inputs.indices.dropFirst().map { "        { const float x = acc, z = LD(x\($0), o\($0)); acc = OP(x, z); }\n" }.joined()
+                let source = prelude + """
+                #ifndef ACT
+                #define ACT(v) (v)
+                #endif
+                __kernel void variadic(\(params), __global T* y) {
+                    const int i = get_global_id(0);
+                    if (i >= COUNT) return;
+                    int r = i, \(offsets);
+                    for (int d = RANK - 1; d >= 0; --d) { const int c = r % ODIM[d]; r /= ODIM[d]; \(steps) }
+                    float acc = LD(x0, o0);
+                \(folds)    ST(y, i, ACT(\(op == "Mean" ? "acc / \(inputs.count).0f" : "acc")));
+                }
+
+                """
+                let n = Self.count(out)
+                return .launch(kernel: "variadic", source: source, options: "-DCOUNT=\(n)",
+                               arguments: inputs.map { .value($0) } + [.value(output)], global: [n], local: nil)
+            }
             let a = try broadcastStrides(shape(inputs[0])), b = try broadcastStrides(shape(inputs[1]))
             let prelude = "#define OP(x, z) \(expression)\n#define RANK \(out.count)\n#define ODIM_INIT \(Self.list(out))\n#define ASTR_INIT \(Self.list(a))\n#define BSTR_INIT \(Self.list(b))\n"
             let n = Self.count(out)
@@ -172,6 +235,21 @@ struct Lowering {
                            arguments: [.value(inputs[0]), .value(inputs[1]), .value(output)], global: [n], local: nil)
         }
         switch op {
+        case "Concat": return try concat(node, y)
+        case "Slice": return try slice(node, y)
+        case "Expand":
+            let x = try shape(node.inputs[0])
+            guard node.inputs.count == 2, !y.isEmpty, x.count <= y.count else { throw unsupported("Expand: shapes do not broadcast") }
+            let padded = [Int](repeating: 1, count: y.count - x.count) + x, natural = Self.strides(padded)
+            let istr = try y.indices.map { d -> Int in
+                if padded[d] == y[d] { return natural[d] }
+                guard padded[d] == 1 else { throw unsupported("Expand: shapes do not broadcast") }
+                return 0
+            }
+            return stridedCopy(node, y, istr: istr, base: 0)
+        case _ where Self.reductions[op] != nil: return try reduce(node, y)
+        case "BatchNormalization": return try batchNormalization(node, y)
+        case "LayerNormalization": return try layerNormalization(node, y)
         case "MatMul": return try matMul(node, y)
         case "Gemm": return try gemm(node, y)
         case "Conv": return try conv(node, y)
@@ -183,13 +261,14 @@ struct Lowering {
             return .launch(kernel: "global_pool", source: Kernels.globalPool,
                            options: "-DCOUNT=\(planes) -DS=\(Self.count(x) / planes) -DIS_MAX=\(op == "GlobalMaxPool" ? 1 : 0)",
                            arguments: [.value(node.inputs[0]), .value(output)], global: [planes], local: nil)
-        case "Softmax":
+        case "Softmax", "LogSoftmax":
             let rank = y.count
             var axis = try int(node, "axis", -1)
             if axis < 0 { axis += rank }
-            guard axis >= 0, axis < rank else { throw unsupported("Softmax: axis out of range") }
+            guard axis >= 0, axis < rank else { throw unsupported("\(op): axis out of range") }
             let outer = Self.count(Array(y[..<axis])), inner = Self.count(Array(y[(axis + 1)...]))
-            return .launch(kernel: "softmax", source: Kernels.softmax, options: "-DOUTER=\(outer) -DINNER=\(inner) -DA=\(y[axis])",
+            return .launch(kernel: "softmax", source: Kernels.softmax,
+                           options: "-DOUTER=\(outer) -DINNER=\(inner) -DA=\(y[axis]) -DIS_LOG=\(op == "LogSoftmax" ? 1 : 0)",
                            arguments: [.value(node.inputs[0]), .value(output)], global: [outer * inner], local: nil)
         case "Transpose":
             let x = try shape(node.inputs[0])
@@ -204,6 +283,229 @@ struct Lowering {
         default:
             throw unsupported("op \(op) is not supported by kiln.gpu (supported: \(Self.supported.joined(separator: ", ")))")
         }
+    }
+
+    /// A float as an OpenCL C literal (the shortest decimal that reads back as the same float).
+    private static func literal(_ v: Float) -> String { "((float)\(v))" }
+
+    /// The float in a constant scalar input `name` (a bound of Clip), or nil when the input is absent.
+    private func constantScalar(_ node: Node, _ index: Int) throws -> Float? {
+        guard node.inputs.count > index, !node.inputs[index].isEmpty else { return nil }
+        let name = node.inputs[index]
+        guard let t = graph.initializers[name], t.dtype == .float32, t.shape.reduce(1, *) == 1 else {
+            throw unsupported("\(node.op.name): kiln.gpu needs input '\(name)' to be a float32 constant scalar")
+        }
+        let v = t.elements(as: Float.self)[0]
+        guard !v.isNaN else { throw unsupported("\(node.op.name): bound '\(name)' is NaN") }
+        return v
+    }
+
+    /// The expression of a unary op with attributes, their values baked in as literals.
+    private func attributeExpression(_ node: Node) throws -> String {
+        let L = Self.literal
+        switch node.op.name {
+        case "Elu":
+            return "(v >= 0.0f ? v : \(L(try float(node, "alpha", 1))) * (exp(v) - 1.0f))"
+        case "Selu":
+            let a = try float(node, "alpha", 1.67326319217681884765625), g = try float(node, "gamma", 1.05070102214813232421875)
+            return "(v > 0.0f ? \(L(g)) * v : \(L(g)) * (\(L(a)) * exp(v) - \(L(a))))"
+        case "HardSigmoid":
+            return "fmax(0.0f, fmin(1.0f, \(L(try float(node, "alpha", 0.2))) * v + \(L(try float(node, "beta", 0.5)))))"
+        case "HardSwish":
+            return "(v * fmax(0.0f, fmin(1.0f, v * (1.0f / 6.0f) + 0.5f)))"
+        case "ThresholdedRelu":
+            return "(v > \(L(try float(node, "alpha", 1))) ? v : 0.0f)"
+        case "Celu":
+            let a = try float(node, "alpha", 1)
+            guard a != 0 else { throw unsupported("Celu: alpha is 0") }
+            return "(fmax(0.0f, v) + fmin(0.0f, \(L(a)) * (exp(v / \(L(a))) - 1.0f)))"
+        case "Gelu":
+            let approximate: String
+            switch node.attributes["approximate"] {
+            case nil: approximate = "none"
+            case .string(let s)?: approximate = s
+            default: throw unsupported("Gelu: approximate is not a string")
+            }
+            switch approximate {
+            case "none": return "(0.5f * v * (1.0f + erf(v * 0.70710678118654752f)))"
+            case "tanh": return "(0.5f * v * (1.0f + tanh(0.79788456080286536f * (v + 0.044715f * v * v * v))))"
+            default: throw unsupported("Gelu: approximate '\(approximate)' is not supported")
+            }
+        case "Shrink":
+            let lambd = try float(node, "lambd", 0.5), bias = try float(node, "bias", 0)
+            return "(v < -\(L(lambd)) ? v + \(L(bias)) : v > \(L(lambd)) ? v - \(L(bias)) : 0.0f)"
+        case "Clip":
+            let lo = try constantScalar(node, 1), hi = try constantScalar(node, 2)
+            // ONNX Clip: min(max(x, lo), hi); NaN stays NaN.
+            let low = lo.map { "(v < \(L($0)) ? \(L($0)) : v)" } ?? "v"
+            return hi.map { "((\(low)) > \(L($0)) ? \(L($0)) : (\(low)))" } ?? "(\(low))"
+        default:
+            throw unsupported("op \(node.op.name) is not supported by kiln.gpu")
+        }
+    }
+
+    /// A launch of the `transpose` kernel reading element i of the output from `base` + Σ coordinate·istr.
+    private func stridedCopy(_ node: Node, _ y: [Int], istr: [Int], base: Int) -> NodeLowering {
+        let prelude = "#define RANK \(y.count)\n#define ODIM_INIT \(Self.list(y))\n#define ISTR_INIT \(Self.list(istr))\n"
+        return .launch(kernel: "transpose", source: prelude + Kernels.transpose, options: "-DCOUNT=\(Self.count(y)) -DBASE=\(base)",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [Self.count(y)], local: nil)
+    }
+
+    /// The int64 values of constant input `index`, or nil when it is absent.
+    private func constantInts(_ node: Node, _ index: Int) throws -> [Int]? {
+        guard node.inputs.count > index, !node.inputs[index].isEmpty else { return nil }
+        guard let t = graph.initializers[node.inputs[index]], t.dtype == .int64 || t.dtype == .int32, t.shape.count <= 1 else {
+            throw unsupported("\(node.op.name): kiln.gpu needs input '\(node.inputs[index])' to be a constant list of integers")
+        }
+        return t.dtype == .int64 ? t.elements(as: Int64.self).map { Int(clamping: $0) } : t.elements(as: Int32.self).map { Int($0) }
+    }
+
+    /// Slice with constant starts, ends, axes and steps: a strided copy whose start is the base offset.
+    private func slice(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard let starts = try constantInts(node, 1), let ends = try constantInts(node, 2), starts.count == ends.count else {
+            throw unsupported("Slice: kiln.gpu needs constant starts and ends of one length")
+        }
+        let axes = try constantInts(node, 3) ?? Array(starts.indices)
+        let steps = try constantInts(node, 4) ?? [Int](repeating: 1, count: starts.count)
+        guard axes.count == starts.count, steps.count == starts.count, steps.allSatisfy({ $0 != 0 }), !y.isEmpty, y.count == x.count else {
+            throw unsupported("Slice: malformed axes or steps")
+        }
+        var begin = [Int](repeating: 0, count: x.count), step = [Int](repeating: 1, count: x.count), seen = Set<Int>()
+        for (k, a) in axes.enumerated() {
+            let axis = a < 0 ? a + x.count : a
+            guard axis >= 0, axis < x.count, seen.insert(axis).inserted else { throw unsupported("Slice: axes out of range or repeated") }
+            let dim = x[axis]
+            var start = starts[k] < 0 ? starts[k] &+ dim : starts[k], end = ends[k] < 0 ? ends[k] &+ dim : ends[k]
+            if steps[k] > 0 {
+                start = min(max(start, 0), dim); end = min(max(end, 0), dim)
+            } else {
+                start = min(max(start, 0), dim - 1); end = min(max(end, -1), dim - 1)
+            }
+            let size = steps[k] > 0 ? max(0, (end - start + steps[k] - 1) / steps[k]) : max(0, (start - end + (-steps[k]) - 1) / (-steps[k]))
+            guard size == y[axis] else { throw unsupported("Slice: the output shape does not match the slice") }
+            begin[axis] = start
+            step[axis] = steps[k]
+        }
+        let strides = Self.strides(x)
+        let base = x.indices.reduce(0) { $0 + begin[$1] * strides[$1] }
+        return stridedCopy(node, y, istr: x.indices.map { step[$0] * strides[$0] }, base: base)
+    }
+
+    /// Concat of any number of inputs: a kernel generated for their count, one work-item per output element.
+    private func concat(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let parts = node.inputs
+        guard !parts.isEmpty, parts.allSatisfy({ !$0.isEmpty }), parts.count <= 64 else { throw unsupported("Concat: kiln.gpu needs 1 to 64 present inputs") }
+        var axis = try int(node, "axis", 0)
+        if axis < 0 { axis += y.count }
+        guard axis >= 0, axis < y.count else { throw unsupported("Concat: axis out of range") }
+        let inner = Self.count(Array(y[(axis + 1)...])), total = y[axis]
+        var body = "", start = 0
+        for (k, part) in parts.enumerated() {
+            let s = try shape(part)
+            guard s.count == y.count, s.indices.allSatisfy({ $0 == axis || s[$0] == y[$0] }) else { throw unsupported("Concat: input shapes do not agree") }
+            let size = s[axis]
+            body += "    \(k == 0 ? "" : "else ")if (a < \(start + size)) v = LD(x\(k), (o * \(size) + (a - \(start))) * INNER + r);\n"
+            start += size
+        }
+        guard start == total else { throw unsupported("Concat: sizes along the axis do not add up") }
+        let params = parts.indices.map { "__global const T* x\($0)" }.joined(separator: ", ")
+        let source = """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void concat(\(params), __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            const int r = i % INNER, a = (i / INNER) % AT, o = i / (INNER * AT);
+            float v = 0.0f;
+        \(body)    ST(y, i, ACT(v));
+        }
+
+        """
+        let n = Self.count(y)
+        return .launch(kernel: "concat", source: source, options: "-DCOUNT=\(n) -DINNER=\(inner) -DAT=\(total)",
+                       arguments: parts.map { .value($0) } + [.value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// Reductions over constant axes (the attribute, or a constant second input): one work-item per output
+    /// element, looping over the reduced elements with their strides.
+    private func reduce(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let op = node.op.name
+        let x = try shape(node.inputs[0])
+        var axes: [Int]
+        if node.inputs.count > 1, !node.inputs[1].isEmpty {
+            guard let t = graph.initializers[node.inputs[1]], t.dtype == .int64, t.shape.count <= 1 else {
+                throw unsupported("\(op): kiln.gpu needs the axes to be a constant")
+            }
+            axes = t.elements(as: Int64.self).map { Int($0) }
+        } else {
+            axes = try ints(node, "axes") ?? []
+        }
+        if axes.isEmpty {
+            if try int(node, "noop_with_empty_axes", 0) != 0 {
+                guard x == y else { throw unsupported("\(op): shapes differ") }
+                return .view(input: node.inputs[0], output: node.outputs[0])
+            }
+            axes = Array(x.indices)
+        }
+        axes = axes.map { $0 < 0 ? $0 + x.count : $0 }
+        guard axes.allSatisfy({ $0 >= 0 && $0 < x.count }), Set(axes).count == axes.count else { throw unsupported("\(op): axes out of range or repeated") }
+        let strides = Self.strides(x)
+        let kept = x.indices.filter { !axes.contains($0) }, reduced = x.indices.filter { axes.contains($0) }
+        let odim = kept.isEmpty ? [1] : kept.map { x[$0] }, ostr = kept.isEmpty ? [0] : kept.map { strides[$0] }
+        let rdim = reduced.map { x[$0] }, rstr = reduced.map { strides[$0] }
+        let n = Self.count(odim)
+        guard Self.count(y) == n else { throw unsupported("\(op): output shape does not match the reduction") }
+        let (initial, accumulate, finish) = Self.reductions[op]!
+        let prelude = "#define ORANK \(odim.count)\n#define RRANK \(rdim.count)\n#define ODIM_INIT \(Self.list(odim))\n#define OSTR_INIT \(Self.list(ostr))\n"
+            + "#define RDIM_INIT \(Self.list(rdim))\n#define RSTR_INIT \(Self.list(rstr))\n#define INIT \(initial)\n#define ACC(a, v) \(accumulate)\n#define FIN(a) \(finish)\n"
+        return .launch(kernel: "reduce", source: prelude + Kernels.reduce, options: "-DCOUNT=\(n) -DRCOUNT=\(Self.count(rdim))",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// BatchNormalization (inference): y = (x − mean[c]) / sqrt(var[c] + ε) · scale[c] + B[c] over (N, C, …).
+    private func batchNormalization(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        guard node.inputs.count == 5, node.inputs.allSatisfy({ !$0.isEmpty }) else { throw unsupported("BatchNormalization needs its five inputs") }
+        guard try int(node, "training_mode", 0) == 0 else { throw unsupported("BatchNormalization: training_mode is not supported") }
+        let x = try shape(node.inputs[0])
+        guard x.count >= 2, x == y else { throw unsupported("BatchNormalization: input of rank ≥ 2 expected") }
+        for p in node.inputs.dropFirst() { guard try shape(p) == [x[1]] else { throw unsupported("BatchNormalization: parameters must have one value per channel") } }
+        let n = Self.count(x), inner = Self.count(Array(x.dropFirst(2)))
+        return .launch(kernel: "batch_norm", source: Kernels.batchNorm, options: "-DCOUNT=\(n) -DCH=\(x[1]) -DINNER=\(inner)",
+                       arguments: node.inputs.map { .value($0) } + [.value(node.outputs[0]), .float(try float(node, "epsilon", 1e-5))],
+                       global: [n], local: nil)
+    }
+
+    /// LayerNormalization over the dims from `axis` on: one work-item per row; scale (and bias) hold one
+    /// value per element of a row.
+    private func layerNormalization(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard node.inputs.count >= 2, !node.inputs[1].isEmpty, x == y, !x.isEmpty else { throw unsupported("LayerNormalization needs X and Scale") }
+        var axis = try int(node, "axis", -1)
+        if axis < 0 { axis += x.count }
+        guard axis >= 0, axis < x.count else { throw unsupported("LayerNormalization: axis out of range") }
+        guard try int(node, "stash_type", 1) == 1 else { throw unsupported("LayerNormalization: stash_type other than float is not supported") }
+        let rows = Self.count(Array(x[..<axis])), width = Self.count(Array(x[axis...]))
+        guard try Self.count(shape(node.inputs[1])) == width else { throw unsupported("LayerNormalization: Scale must have one value per normalized element") }
+        var bias: String? = nil
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            guard try Self.count(shape(node.inputs[2])) == width else { throw unsupported("LayerNormalization: B must have one value per normalized element") }
+            bias = node.inputs[2]
+        }
+        // The optional Mean and InvStdDev outputs: one value per row.
+        var extra: [String?] = [nil, nil]
+        for k in 1...2 where node.outputs.count > k && !node.outputs[k].isEmpty {
+            guard try Self.count(shape(node.outputs[k])) == rows else { throw unsupported("LayerNormalization: output #\(k) is not one value per row") }
+            extra[k - 1] = node.outputs[k]
+        }
+        guard node.outputs.count <= 3 else { throw unsupported("LayerNormalization has at most three outputs") }
+        let options = "-DROWS=\(rows) -DWIDTH=\(width) -DHAS_BIAS=\(bias == nil ? 0 : 1) -DHAS_MEAN=\(extra[0] == nil ? 0 : 1) -DHAS_INV=\(extra[1] == nil ? 0 : 1)"
+        return .launch(kernel: "layer_norm", source: Kernels.layerNorm, options: options,
+                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]),
+                                   .value(extra[0] ?? node.outputs[0]), .value(extra[1] ?? node.outputs[0]), .value(node.outputs[0]),
+                                   .float(try float(node, "epsilon", 1e-5))],
+                       global: [rows], local: nil)
     }
 
     private func gemmLaunch(a: String, b: String, c: String?, output: String, m: Int, n: Int, k: Int, batch: Int,

@@ -29,6 +29,8 @@ typealias FnEnqueueWriteBuffer = @convention(c) (CLHandle?, CLHandle?, UInt32, I
 typealias FnEnqueueReadBuffer = @convention(c) (CLHandle?, CLHandle?, UInt32, Int, Int, UnsafeMutableRawPointer?, UInt32, UnsafeRawPointer?, UnsafeMutableRawPointer?) -> Int32
 typealias FnEnqueueNDRangeKernel = @convention(c) (CLHandle?, CLHandle?, UInt32, UnsafePointer<Int>?, UnsafePointer<Int>?, UnsafePointer<Int>?, UInt32, UnsafeRawPointer?, UnsafeMutableRawPointer?) -> Int32
 typealias FnHandle = @convention(c) (CLHandle?) -> Int32
+typealias FnGetProgramInfo = @convention(c) (CLHandle?, UInt32, Int, UnsafeMutableRawPointer?, UnsafeMutablePointer<Int>?) -> Int32
+typealias FnCreateProgramWithBinary = @convention(c) (CLHandle?, UInt32, UnsafePointer<CLHandle?>?, UnsafePointer<Int>?, UnsafePointer<UnsafePointer<UInt8>?>?, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Int32>?) -> CLHandle?
 
 /// OpenCL constants kiln.gpu uses (values from the OpenCL 1.2 specification).
 enum CL {
@@ -49,6 +51,11 @@ enum CL {
     static let deviceName: UInt32 = 0x102B
     static let deviceVersion: UInt32 = 0x102F
     static let programBuildLog: UInt32 = 0x1183
+    static let programBinarySizes: UInt32 = 0x1165
+    static let programBinaries: UInt32 = 0x1166
+    static let deviceVendor: UInt32 = 0x102C
+    static let driverVersion: UInt32 = 0x102D
+    static let deviceExtensions: UInt32 = 0x1030
     static let memReadWrite: UInt64 = 1 << 0
 }
 
@@ -77,6 +84,8 @@ final class OpenCLLibrary: @unchecked Sendable {
     let releaseProgram: FnHandle
     let releaseCommandQueue: FnHandle
     let releaseContext: FnHandle
+    let getProgramInfo: FnGetProgramInfo
+    let createProgramWithBinary: FnCreateProgramWithBinary
 
     /// Opens `path` and resolves every entry point; throws `.unsupported` saying what is missing.
     init(path: String) throws {
@@ -112,6 +121,8 @@ final class OpenCLLibrary: @unchecked Sendable {
         releaseProgram = try symbol("clReleaseProgram", FnHandle.self)
         releaseCommandQueue = try symbol("clReleaseCommandQueue", FnHandle.self)
         releaseContext = try symbol("clReleaseContext", FnHandle.self)
+        getProgramInfo = try symbol("clGetProgramInfo", FnGetProgramInfo.self)
+        createProgramWithBinary = try symbol("clCreateProgramWithBinary", FnCreateProgramWithBinary.self)
     }
 
     /// Throws `.runtime` naming `what` when `status` is not CL_SUCCESS.
