@@ -110,6 +110,9 @@ struct BackendFlags: ParsableArguments {
     @Option(name: .customLong("backend-option"), help: ArgumentHelp("A backend option (repeatable; `kiln backends` lists each backend's options).", valueName: "key=value"))
     var backendOptions: [String] = []
 
+    @Option(help: ArgumentHelp("Storage precision for the backends that take one (kiln.gpu: fp16 halves device memory and transfers; arithmetic stays fp32). The same as --backend-option precision=VALUE.", valueName: "fp32|fp16"))
+    var precision: String?
+
     /// The names given to `--backends`, or [] when it was not given.
     func selectedBackends() throws -> [String] {
         guard let backends else { return [] }
@@ -140,7 +143,7 @@ struct BackendFlags: ParsableArguments {
         target != BackendRegistry.hostTarget || backends != nil || fallback != "warn" || minGroupSize != 1 || !deny.isEmpty
     }
 
-    /// The backend configuration of `--threads` and `--backend-option`, with `profiler`.
+    /// The backend configuration of `--threads`, `--backend-option` and `--precision`, with `profiler`.
     func configuration(profiler: (any ExecutionProfiler)? = nil) throws -> BackendConfiguration {
         var configuration = BackendConfiguration(threads: threads, profiler: profiler)
         for entry in backendOptions {
@@ -150,6 +153,12 @@ struct BackendFlags: ParsableArguments {
             let key = String(entry[..<equals])
             guard configuration.options[key] == nil else { throw KilnError(.invalidArgument, "backend option '\(key)' is given twice") }
             configuration.options[key] = String(entry[entry.index(after: equals)...])
+        }
+        if let precision {
+            guard configuration.options["precision"] == nil else {
+                throw KilnError(.invalidArgument, "--precision and --backend-option precision=… cannot both be given")
+            }
+            configuration.options["precision"] = precision
         }
         return configuration
     }
