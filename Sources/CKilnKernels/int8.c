@@ -30,7 +30,7 @@ static void generic_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint
     }
 }
 
-const kiln_qkernel kiln_qkernel_generic = {"generic", generic_qtile, 0};
+const kiln_qkernel kiln_qkernel_generic = {.isa = "generic", .tile = generic_qtile, .a_offset = 0};
 
 /* ---- Dispatch ---- */
 
