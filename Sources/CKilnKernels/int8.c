@@ -30,7 +30,7 @@ static void generic_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint
     }
 }
 
-const kiln_qkernel kiln_qkernel_generic = {"generic", generic_qtile, 0};
+const kiln_qkernel kiln_qkernel_generic = {.isa = "generic", .tile = generic_qtile, .a_offset = 0};
 
 /* ---- Dispatch ---- */
 
@@ -169,11 +169,43 @@ static void q_store_row(const kiln_qgemm_params *p, const uint32_t *v, size_t co
 
 /* ---- GEMM ---- */
 
+/* kiln_qgemm of an A in pieces (a_segments ≥ 2): blocks of rows gathered into contiguous rows, then the product. */
+static void q_gemm_gathered(const kiln_qgemm_params *p, size_t segments, size_t r0, size_t r1, size_t n0, size_t n1) {
+    enum { BLOCK = 8 * KILN_QGEMM_MR };
+    const size_t K = p->k, piece = K / segments, width = p->out == KILN_QOUT_INT32 ? 4 : 1;
+    uint8_t *rows = (uint8_t *)kiln_scratch(1, (BLOCK * K + 3) / 4 + 1);
+    if (rows == NULL || piece * segments != K) return;
+    for (size_t rb = r0; rb < r1; rb += BLOCK) {
+        const size_t count = r1 - rb < BLOCK ? r1 - rb : BLOCK;
+        for (size_t i = 0; i < count; i++)
+            for (size_t s = 0; s < segments; s++)
+                memcpy(rows + i * K + s * piece, p->a + (rb + i) * p->lda + (ptrdiff_t)s * p->a_segment_stride, piece);
+        kiln_qgemm_params q = *p;
+        q.a = rows;
+        q.lda = K;
+        q.m = count;
+        q.a_segments = 0;
+        q.a_zero_rows = p->a_zero_rows ? p->a_zero_rows + rb : NULL;
+        q.c = (uint8_t *)p->c + (ptrdiff_t)rb * p->rs * (ptrdiff_t)width;
+        kiln_qgemm(&q, 0, count, n0, n1);
+    }
+}
+
 void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, size_t n1) {
     if (r1 > p->m) r1 = p->m;
     if (n1 > p->n) n1 = p->n;
     if (r0 >= r1 || n0 >= n1) return;
     const kiln_qkernel *kk = kiln_qkernel_current();
+    const size_t segments = p->a_segments > 1 ? p->a_segments : 1;
+    if (kk->gemm_float && p->round == KILN_QROUND_FLOAT && p->out != KILN_QOUT_INT32 && p->a_zero_rows == NULL &&
+        (segments == 1 || (p->k % segments == 0 && (p->k / segments) % 4 == 0))) {
+        kk->gemm_float(p, r0, r1, n0, n1);
+        return;
+    }
+    if (segments > 1) {
+        q_gemm_gathered(p, segments, r0, r1, n0, n1);
+        return;
+    }
     const size_t K = p->k, kq = K / 4, kt = K % 4, panel = ((K + 3) / 4) * 64;
     const uint32_t a_xor = p->a_signed ? 0x80808080u : 0;
     const uint32_t a_shift = p->a_signed ? 128u : 0u;
@@ -271,6 +303,33 @@ void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *out
     }
 }
 
+void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left, size_t wp,
+                   uint8_t pad_value, uint8_t *output, size_t y0, size_t y1) {
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->pad_hwc && kk->pad_hwc(input, c, h, w, pad_top, pad_left, wp, pad_value, output, y0, y1)) return;
+    for (size_t py = y0; py < y1; py++) {
+        uint8_t *line = output + py * wp * c;
+        const long iy = (long)py - (long)pad_top;
+        if (iy < 0 || iy >= (long)h) {
+            memset(line, pad_value, wp * c);
+            continue;
+        }
+        /* The columns inside the image: [x0, x1) padded. */
+        const size_t x0 = pad_left < wp ? pad_left : wp, x1 = pad_left + w < wp ? pad_left + w : wp;
+        memset(line, pad_value, x0 * c);
+        memset(line + x1 * c, pad_value, (wp - x1) * c);
+        const uint8_t *src = input + (size_t)iy * w - pad_left;
+        /* Blocks of 16 pixels × all channels keep both sides in cache lines. */
+        for (size_t b = x0; b < x1; b += 16) {
+            const size_t e = b + 16 < x1 ? b + 16 : x1;
+            for (size_t ch = 0; ch < c; ch++) {
+                const uint8_t *plane = src + ch * h * w;
+                for (size_t x = b; x < e; x++) line[x * c + ch] = plane[x];
+            }
+        }
+    }
+}
+
 void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
                       size_t ld, size_t p0, size_t p1) {
     if (p->groups == 0 || p->stride_h == 0 || p->stride_w == 0 || p->out_width == 0) return;
@@ -309,6 +368,8 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
                      const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                      const kiln_qgemm_params *q, size_t c0, size_t c1) {
     if (p->stride_h == 0 || p->stride_w == 0 || p->dilation_h == 0 || p->dilation_w == 0) return;
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->depthwise && kk->depthwise(p, input, x_signed, x_zero, weight, w_signed, w_zero, w_zero_stride, q, c0, c1)) return;
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width;
     const size_t KH = p->kernel_h, KW = p->kernel_w, sw = p->stride_w;
     int32_t *acc = (int32_t *)kiln_scratch(0, OW + KH * KW + 16);
@@ -377,6 +438,11 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
 /* ---- QuantizeLinear to uint8/int8, per tensor ---- */
 
 void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->quantize) {
+        kk->quantize(x, n, scale, zero, is_signed, y);
+        return;
+    }
     const double s = (double)scale;
     const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
     for (size_t i = 0; i < n; i++) {

@@ -39,6 +39,6 @@ KILN_DOTPROD static void neon_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM
     if (b1 != b0) neon_qpanel(kq, a, a_xor, b1, acc + 16);
 }
 
-const kiln_qkernel kiln_qkernel_neon = {"neon", neon_qtile, 128};
+const kiln_qkernel kiln_qkernel_neon = {.isa = "neon", .tile = neon_qtile, .a_offset = 128};
 
 #endif

@@ -134,10 +134,22 @@ void kiln_apply_epilogue(const kiln_kernel_table *kt, const kiln_epilogue *ep, f
  * adds a_offset·Σb back. */
 typedef void (*kiln_qtile_fn)(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint32_t a_xor, const int8_t *b0,
                               const int8_t *b1, int32_t *acc);
+/* The whole of kiln_qgemm for the fused-QDQ output stage (KILN_QROUND_FLOAT to uint8/int8, one a_zero): tile and
+ * requantizing epilogue in registers, bit-identical to the portable path. NULL when an ISA has none. */
+typedef void (*kiln_qgemm_float_fn)(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, size_t n1);
 typedef struct kiln_qkernel {
     const char *isa;
     kiln_qtile_fn tile;
     int a_offset;
+    kiln_qgemm_float_fn gemm_float;
+    /* kiln_quantize_u8, bit-identical, or NULL for the portable loop. */
+    void (*quantize)(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
+    /* kiln_qdepthwise, bit-identical, when it returns 1 (0: not this case, the portable loop runs). */
+    int (*depthwise)(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero, const uint8_t *weight,
+                     int w_signed, const int32_t *w_zero, size_t w_zero_stride, const kiln_qgemm_params *q, size_t c0, size_t c1);
+    /* kiln_qpad_hwc, identical, when it returns 1 (0: not this case, the portable loop runs). */
+    int (*pad_hwc)(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left, size_t wp,
+                   uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
 } kiln_qkernel;
 const kiln_qkernel *kiln_qkernel_current(void);
 extern const kiln_qkernel kiln_qkernel_generic;

@@ -121,6 +121,166 @@ struct QuantizedKernelTests {
         }
     }
 
+    @Test("kiln_qgemm's fused-QDQ stage on a segmented A (a convolution read from kiln_qpad_hwc) and [channel][pixel] output: every ISA bit-exact with the portable path on im2row rows and with a plain float32 sum")
+    func segmentedConvolutionRows() throws {
+        defer { _ = kiln_qkernels_select_isa("host") }
+        var r = SplitMix64(seed: 13)
+        // (channels, filters, height, width, kernel, stride, pad)
+        let cases = [(32, 32, 9, 21, 3, 1, 1), (8, 70, 7, 6, 3, 2, 1), (4, 17, 6, 5, 5, 1, 2), (16, 40, 5, 37, 1, 1, 0), (12, 9, 8, 8, 3, 1, 0)]
+        for (ci, (c, m, h, w, kk, s, pad)) in cases.enumerated() {
+            let aSigned = ci % 2 == 1, outSigned = ci % 3 == 2
+            let oh = (h + 2 * pad - kk) / s + 1, ow = (w + 2 * pad - kk) / s + 1, pixels = oh * ow, k = c * kk * kk
+            let hp = (oh - 1) * s + kk, wp = (ow - 1) * s + kk
+            let x = (0..<(c * h * w)).map { _ in UInt8.random(in: 0...255, using: &r) }
+            let wt = (0..<(m * k)).map { _ in UInt8.random(in: 0...255, using: &r) } // [filter][ky][kx][c], int8 bytes
+            let za = Int32(aSigned ? Int.random(in: -128...127, using: &r) : Int.random(in: 0...255, using: &r))
+            let zb = (0..<m).map { j in Int32(j % 4 == 0 ? Int.random(in: -5...5, using: &r) : 0) }
+            let bias = (0..<m).map { _ in Int32.random(in: -3000...3000, using: &r) }
+            let fbias: [Float] = (0..<m).map { _ in Float.random(in: -20...20, using: &r) }
+            let mult = (0..<m).map { j in Double(Float((j % 7 == 6 ? 0.3 : 1.0 / Float(40 * k)) * Float.random(in: 0.5...2, using: &r))) }
+            let (yz, qmin, qmax): (Int32, Int32, Int32) = outSigned ? (-7, -7, 127) : (90, 0, 255)
+            var packed = [Int8](repeating: 0, count: kiln_qgemm_pack_b_size(k, m)), sums = [Int32](repeating: 0, count: m)
+            kiln_qgemm_pack_b(k, m, wt, 1, k, 0, &packed, &sums)
+            var geometry = kiln_conv2d_params()
+            geometry.in_channels = c; geometry.in_height = h; geometry.in_width = w
+            geometry.out_channels = m; geometry.out_height = oh; geometry.out_width = ow
+            geometry.kernel_h = kk; geometry.kernel_w = kk; geometry.stride_h = s; geometry.stride_w = s
+            geometry.pad_top = pad; geometry.pad_left = pad; geometry.dilation_h = 1; geometry.dilation_w = 1; geometry.groups = 1
+            let padByte = UInt8(truncatingIfNeeded: za)
+            // im2row rows (the reference layout) and the padded channels-last image.
+            var hwc = [UInt8](repeating: 0, count: c * h * w), rows = [UInt8](repeating: 0, count: pixels * k)
+            kiln_qtranspose_hwc(x, c, h * w, &hwc, 0, h * w)
+            withUnsafePointer(to: geometry) { g in kiln_qim2row_hwc(g, hwc, 0, padByte, &rows, k, 0, pixels) }
+            var padded = [UInt8](repeating: 0xEE, count: hp * wp * c)
+            #expect(kiln_qkernels_select_isa("generic") == 0)
+            kiln_qpad_hwc(x, c, h, w, pad, pad, wp, padByte, &padded, 0, hp / 2)
+            kiln_qpad_hwc(x, c, h, w, pad, pad, wp, padByte, &padded, hp / 2, hp)
+            for family in Self.families {
+                #expect(kiln_qkernels_select_isa(family) == 0)
+                var again = [UInt8](repeating: 0x11, count: hp * wp * c)
+                kiln_qpad_hwc(x, c, h, w, pad, pad, wp, padByte, &again, 0, hp)
+                #expect(again == padded, "kiln_qpad_hwc on \(family), case \(ci)")
+            }
+            for py in 0..<hp {
+                for px in 0..<wp {
+                    for ch in 0..<c {
+                        let iy = py - pad, ix = px - pad
+                        let want = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[ch * h * w + iy * w + ix] : padByte
+                        if padded[(py * wp + px) * c + ch] != want { Issue.record("kiln_qpad_hwc case \(ci) at \(py),\(px),\(ch)"); return }
+                    }
+                }
+            }
+            func run(_ segmented: Bool) -> [UInt8] {
+                var out = [UInt8](repeating: 0xAA, count: m * pixels)
+                rows.withUnsafeBufferPointer { rp in padded.withUnsafeBufferPointer { pp in packed.withUnsafeBufferPointer { kp in
+                sums.withUnsafeBufferPointer { sp in zb.withUnsafeBufferPointer { zp in bias.withUnsafeBufferPointer { bp in
+                mult.withUnsafeBufferPointer { mp in fbias.withUnsafeBufferPointer { fp in out.withUnsafeMutableBytes { op in
+                    var q = kiln_qgemm_params()
+                    q.n = m; q.k = k; q.a_signed = aSigned ? 1 : 0; q.a_zero = za
+                    q.packed_b = kp.baseAddress; q.col_sums = sp.baseAddress; q.b_zero = zp.baseAddress; q.b_zero_stride = 1
+                    q.bias = bp.baseAddress; q.out = outSigned ? KILN_QOUT_INT8 : KILN_QOUT_UINT8; q.rs = 1; q.cs = pixels
+                    q.multiplier = mp.baseAddress; q.multiplier_stride = 1; q.fbias = fp.baseAddress
+                    q.y_zero = yz; q.qmin = qmin; q.qmax = qmax; q.round = KILN_QROUND_FLOAT
+                    if segmented {
+                        for oy in 0..<oh {
+                            var row = q
+                            row.m = ow; row.a = pp.baseAddress! + oy * s * wp * c; row.lda = s * c
+                            row.a_segments = kk; row.a_segment_stride = wp * c
+                            row.c = op.baseAddress! + oy * ow
+                            kiln_qgemm(&row, 0, ow, 0, m)
+                        }
+                    } else {
+                        q.m = pixels; q.a = rp.baseAddress; q.lda = k; q.c = op.baseAddress
+                        kiln_qgemm(&q, 0, pixels, 0, m)
+                    }
+                } } } } } } } } }
+                return out
+            }
+            #expect(kiln_qkernels_select_isa("generic") == 0)
+            let reference = run(false)
+            // The portable result against a plain float32 evaluation of the rounding rule.
+            var wrong = 0
+            for px in 0..<pixels {
+                for j in 0..<m {
+                    var e: Int64 = 0
+                    for t in 0..<k {
+                        let a = aSigned ? Int64(Int8(bitPattern: rows[px * k + t])) : Int64(rows[px * k + t])
+                        e += (a - Int64(za)) * (Int64(Int8(bitPattern: wt[j * k + t])) - Int64(zb[j]))
+                    }
+                    var f = Float(e + Int64(bias[j])) * Float(mult[j])
+                    f += fbias[j]
+                    let y = min(max(Int64(f.rounded(.toNearestOrEven)) + Int64(yz), Int64(qmin)), Int64(qmax))
+                    let got = outSigned ? Int64(Int8(bitPattern: reference[j * pixels + px])) : Int64(reference[j * pixels + px])
+                    if got != y { wrong += 1 }
+                }
+            }
+            #expect(wrong == 0, "case \(ci): \(wrong) of \(m * pixels) wrong")
+            for family in Self.families {
+                #expect(kiln_qkernels_select_isa(family) == 0)
+                #expect(run(true) == reference, "\(family), segmented, case \(ci)")
+                #expect(run(false) == reference, "\(family), im2row rows, case \(ci)")
+            }
+        }
+    }
+
+    @Test("kiln_qdepthwise (fused-QDQ stage) and kiln_quantize_u8: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
+    func depthwiseAndQuantizeFamilies() throws {
+        defer { _ = kiln_qkernels_select_isa("host") }
+        var r = SplitMix64(seed: 14)
+        // (channels, height, width, kernel, stride, pad)
+        let cases = [(5, 7, 9, 3, 1, 1), (3, 20, 33, 5, 1, 2), (4, 17, 18, 3, 2, 1), (6, 9, 40, 7, 1, 3), (2, 4, 3, 3, 1, 2), (16, 19, 19, 3, 1, 0)]
+        for (ci, (c, h, w, kk, s, pad)) in cases.enumerated() {
+            let oh = (h + 2 * pad - kk) / s + 1, ow = (w + 2 * pad - kk) / s + 1
+            let xSigned = ci % 2 == 1
+            let x = (0..<(c * h * w)).map { _ in UInt8.random(in: 0...255, using: &r) }
+            let wt = (0..<(c * kk * kk)).map { _ in UInt8.random(in: 0...255, using: &r) }
+            let wz = (0..<c).map { j in Int32(j % 3 - 1) }, bias = (0..<c).map { _ in Int32.random(in: -2000...2000, using: &r) }
+            let mult = (0..<c).map { j in Double(Float(0.0002 * Double(1 + j % 4))) }, fbias = (0..<c).map { j in Float(j % 5) - 2 }
+            var geometry = kiln_conv2d_params()
+            geometry.in_channels = c; geometry.in_height = h; geometry.in_width = w
+            geometry.out_channels = c; geometry.out_height = oh; geometry.out_width = ow
+            geometry.kernel_h = kk; geometry.kernel_w = kk; geometry.stride_h = s; geometry.stride_w = s
+            geometry.pad_top = pad; geometry.pad_left = pad; geometry.dilation_h = 1; geometry.dilation_w = 1; geometry.groups = c
+            func run() -> [UInt8] {
+                var out = [UInt8](repeating: 0xAA, count: c * oh * ow)
+                wz.withUnsafeBufferPointer { zp in bias.withUnsafeBufferPointer { bp in mult.withUnsafeBufferPointer { mp in
+                fbias.withUnsafeBufferPointer { fp in out.withUnsafeMutableBytes { op in
+                    var q = kiln_qgemm_params()
+                    q.out = KILN_QOUT_UINT8; q.c = op.baseAddress; q.rs = oh * ow; q.cs = 1; q.bias = bp.baseAddress
+                    q.multiplier = mp.baseAddress; q.multiplier_stride = 1; q.fbias = fp.baseAddress
+                    q.y_zero = 100; q.qmin = 100; q.qmax = 255; q.round = KILN_QROUND_FLOAT
+                    withUnsafePointer(to: geometry) { g in
+                        kiln_qdepthwise(g, x, xSigned ? 1 : 0, xSigned ? -5 : 7, wt, xSigned ? 0 : 1, zp.baseAddress, 1, &q, 0, c / 2)
+                        kiln_qdepthwise(g, x, xSigned ? 1 : 0, xSigned ? -5 : 7, wt, xSigned ? 0 : 1, zp.baseAddress, 1, &q, c / 2, c)
+                    }
+                } } } } }
+                return out
+            }
+            #expect(kiln_qkernels_select_isa("generic") == 0)
+            let reference = run()
+            #expect(Set(reference).count > 3, "case \(ci): the outputs should not all saturate")
+            for family in Self.families {
+                #expect(kiln_qkernels_select_isa(family) == 0)
+                #expect(run() == reference, "kiln_qdepthwise on \(family), case \(ci)")
+            }
+        }
+        var values = (0..<1003).map { _ in Float.random(in: -300...300, using: &r) }
+        values[3] = .nan; values[4] = .infinity; values[5] = -.infinity; values[6] = -0.0; values[7] = 0.5 * 0.02; values[8] = 1.5 * 0.02
+        for (scale, zero, signed) in [(Float(0.02), Int32(128), false), (0.0031, 0, false), (1e-30, 3, false), (3, -3, true), (0.02, 127, true)] {
+            for n in [1003, 17, 16, 1] {
+                var want = [UInt8](repeating: 0, count: n)
+                #expect(kiln_qkernels_select_isa("generic") == 0)
+                kiln_quantize_u8(values, n, scale, zero, signed ? 1 : 0, &want)
+                for family in Self.families {
+                    #expect(kiln_qkernels_select_isa(family) == 0)
+                    var got = [UInt8](repeating: 0x5A, count: n)
+                    kiln_quantize_u8(values, n, scale, zero, signed ? 1 : 0, &got)
+                    #expect(got == want, "kiln_quantize_u8 on \(family): scale \(scale) zero \(zero) n \(n)")
+                }
+            }
+        }
+    }
+
     @Test("Forcing the generic float kernels forces the generic int8 tile too; unknown ISAs are refused")
     func dispatch() {
         defer { _ = kiln_qkernels_select_isa("host"); _ = kiln_kernels_force_generic(0) }
@@ -190,6 +350,8 @@ struct QuantizedOpTests {
         [3, 8, 9, 11, 3, 1, 1, 1, 1], [5, 7, 6, 6, 1, 1, 0, 1, 1], [3, 10, 17, 19, 7, 2, 3, 1, 1], [8, 12, 7, 8, 3, 1, 1, 1, 4],
         [4, 6, 10, 9, 3, 1, 2, 2, 1], [40, 5, 4, 4, 3, 1, 1, 1, 1], [6, 6, 13, 37, 3, 1, 1, 1, 6], [6, 6, 13, 41, 3, 2, 1, 1, 6],
         [16, 16, 5, 5, 5, 1, 2, 2, 16], [4, 8, 0, 29, 3, 2, 1, 1, 1], [3, 35, 12, 12, 3, 2, 0, 1, 1],
+        // Read straight from the padded channels-last image (one group, no dilation, kernel width × channels a multiple of 4).
+        [8, 20, 9, 7, 3, 2, 1, 1, 1], [16, 33, 6, 6, 1, 1, 0, 1, 1], [4, 9, 8, 8, 5, 1, 2, 1, 1], [12, 16, 7, 7, 3, 1, 0, 1, 1],
     ]
 
     @Test("QLinearConv: bit-exact with kiln.reference: groups, depthwise, pads, strides, dilations, 1-D, per-channel scales and zero points, bias, saturation")

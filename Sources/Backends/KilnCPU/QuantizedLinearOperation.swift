@@ -360,12 +360,19 @@ final class QuantizedLinearOperation: Operation {
         let planeIn = c * h * wd, planeOut = mOut * oh * ow, pixels = oh * ow
         let cg = c / group, mg = mOut / group, kDim = cg * kh * kw, ld = (kDim + 3) / 4 * 4
         let depthwise = cg == 1 && mg == 1
+        // One group, no dilation, whole groups of 4 k per kernel row: the product reads each window straight from a
+        // padded channels-last copy of the image (kiln_qpad_hwc, kiln_qgemm's a_segments), one kernel row a piece,
+        // with no im2row copy. hp × paddedWidth: the padded pixels the windows cover.
+        let implicit = !depthwise && group == 1 && p.dilation_h == 1 && p.dilation_w == 1 && (kw * c) % 4 == 0
+        let hp = (oh - 1) * p.stride_h + kh, paddedWidth = (ow - 1) * p.stride_w + kw
         let threads = b.threads
         let prepacked = self.prepacked
         let packBytes = kiln_qgemm_pack_b_size(kDim, mg)
         let packScratch = !depthwise && prepacked == nil ? try b.scratch(bytes: group * (packBytes + 4 * mg) + 64) : -1
-        let rowScratch = depthwise ? -1 : try b.scratch(bytes: pixels * ld + 64)
-        let hwcScratch = depthwise ? -1 : try b.scratch(bytes: planeIn + 64)
+        let rowScratch = depthwise || implicit ? -1 : try b.scratch(bytes: pixels * ld + 64)
+        let hwcScratch = depthwise ? -1 : try b.scratch(bytes: (implicit ? hp * paddedWidth * c : planeIn) + 64)
+        let padChunks = splitRange(hp, parts: threads)
+        let outputRows = splitRange(oh, parts: threads * 2)
         let inputChunks = splitRange(h * wd, parts: threads, granule: 64)
         let chunks = splitRange(pixels, parts: threads * 2, granule: Int(KILN_QGEMM_MR) * 4)
         let channelChunks = splitRange(mOut, parts: threads * 2)
@@ -397,7 +404,7 @@ final class QuantizedLinearOperation: Operation {
                     }
                 }
             }
-            let rows = depthwise ? nil : frame.scratch(rowScratch).assumingMemoryBound(to: UInt8.self)
+            let rows = depthwise || implicit ? nil : frame.scratch(rowScratch).assumingMemoryBound(to: UInt8.self)
             st.multipliers.withUnsafeBufferPointer { mp in st.wZero.withUnsafeBufferPointer { zp in
             (st.fbias ?? []).withUnsafeBufferPointer { fb in
                 func params(group g: Int, image: Int) -> kiln_qgemm_params {
@@ -435,8 +442,25 @@ final class QuantizedLinearOperation: Operation {
                         }
                         continue
                     }
-                    // The image channels-last, so that each window row is one copy of adjacent pixels.
                     let hwc = frame.scratch(hwcScratch).assumingMemoryBound(to: UInt8.self)
+                    if implicit {
+                        frame.pool.parallelFor(padChunks.count) { u in
+                            kiln_qpad_hwc(xi, c, h, wd, geometry.pad_top, geometry.pad_left, paddedWidth, padByte, hwc,
+                                          padChunks[u].lowerBound, padChunks[u].upperBound)
+                        }
+                        var q = params(group: 0, image: image)
+                        if let prepacked {
+                            prepacked[0].packed.withUnsafeBufferPointer { pk in prepacked[0].sums.withUnsafeBufferPointer { ps in
+                                q.packed_b = pk.baseAddress; q.col_sums = ps.baseAddress
+                                Self.implicitRows(frame, geometry, UnsafePointer(hwc), paddedWidth, outputRows, width, q)
+                            } }
+                        } else {
+                            q.packed_b = packs[0].0; q.col_sums = packs[0].1
+                            Self.implicitRows(frame, geometry, UnsafePointer(hwc), paddedWidth, outputRows, width, q)
+                        }
+                        continue
+                    }
+                    // The image channels-last, so that each window row is one copy of adjacent pixels.
                     frame.pool.parallelFor(inputChunks.count) { u in
                         kiln_qtranspose_hwc(xi, c, h * wd, hwc, inputChunks[u].lowerBound, inputChunks[u].upperBound)
                     }
@@ -455,6 +479,26 @@ final class QuantizedLinearOperation: Operation {
                     }
                 }
             } } }
+        }
+    }
+
+    /// The product of one output row at a time, its windows read from the padded channels-last image `padded`
+    /// (`wp` pixels a row): row ox of A at ox·stride·C, kernel row ky a piece wp·C bytes further (a_segments).
+    /// `q` writes [channel][pixel] with elements of `width` bytes.
+    private static func implicitRows(_ frame: Frame, _ params: kiln_conv2d_params, _ padded: UnsafePointer<UInt8>, _ wp: Int,
+                                     _ rows: [Range<Int>], _ width: Int, _ q: kiln_qgemm_params) {
+        let c = params.in_channels, ow = params.out_width
+        frame.pool.parallelFor(rows.count) { u in
+            for oy in rows[u] {
+                var r = q
+                r.a = padded + oy * params.stride_h * wp * c
+                r.lda = params.stride_w * c
+                r.m = ow
+                r.a_segments = params.kernel_h
+                r.a_segment_stride = wp * c
+                r.c = q.c! + oy * ow * width
+                kiln_qgemm(&r, 0, ow, 0, r.n)
+            }
         }
     }
 

@@ -533,6 +533,11 @@ typedef struct kiln_qgemm_params {
     const float *fbias;        /* KILN_QROUND_FLOAT only: per column, added after the multiply, or NULL */
     int32_t y_zero, qmin, qmax;
     kiln_qround round;
+    /* 0 or 1: row r of A is k contiguous bytes. n ≥ 2 (dividing k): row r is n pieces of k/n bytes, piece s at
+     * a + r·lda + s·a_segment_stride: a convolution read straight from a padded channels-last image, one
+     * kernel row a piece, with no im2row copy. */
+    size_t a_segments;
+    ptrdiff_t a_segment_stride;
 } kiln_qgemm_params;
 
 /** Rows [r0, r1) and columns [n0, n1) of the product (n0 a multiple of KILN_QGEMM_NR). Disjoint ranges may run
@@ -557,6 +562,14 @@ void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *out
  */
 void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
                       size_t ld, size_t p0, size_t p1);
+
+/**
+ * Rows [y0, y1) of a padded channels-last copy of one image of c channels × h × w (NCHW bytes): output[(py·wp +
+ * px)·c + ch] = input[ch·h·w + (py − pad_top)·w + px − pad_left] where that lies in the image, pad_value elsewhere;
+ * hp × wp padded pixels in all. kiln_qgemm reads convolution windows from it directly (a_segments).
+ */
+void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left, size_t wp,
+                   uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
 
 /**
  * Depthwise integer convolution of one image (groups == in_channels == out_channels), channels [c0, c1):
