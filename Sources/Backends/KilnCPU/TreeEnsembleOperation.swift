@@ -1,16 +1,22 @@
+import CKilnKernels
 import KilnIR
 
 /// kiln.cpu's tree-ensemble predictor (`kiln.TreeEnsemble`).
 ///
-/// Built once per node when the program is lowered: every tree's nodes are copied into one array of
-/// 16-byte records in depth-first order (a split's true child right after it, so the likelier next record
-/// is usually on the same cache line), each record holding the feature index and flags packed in one
-/// word, the float32 threshold, and both children. Rows are walked a block (64 rows) at a time, tree by tree
-/// so that a tree stays in L1 while the whole block walks it; the rows of a block advance one level per pass, so the loads of different rows overlap instead of waiting on
-/// each other: when every split is `<` (or every split `<=`) with NaN as missing, 8 rows
-/// walk each tree to its full depth with no leaf test (a leaf is its own child), the comparison resolved at
-/// compile time; other forests walk row by row with the general rule. Blocks of rows run on the thread pool; a
-/// small batch splits the trees among threads instead and adds the partial sums.
+/// Built once per node when the program is lowered. When every split is `<`, `<=`, `>` or `>=` (any
+/// missing-value rule) the forest is laid out for CKilnKernels' walk (`kiln_trees_*`, trees.c): 16-byte split
+/// records in depth-first order (true child first), leaves as negative child indices, the comparison rule
+/// the whole forest shares fixed at compile time. That walk keeps a list of independent walks and drops each at
+/// its own leaf, so unbalanced (LightGBM leaf-wise) trees cost only their paths. A batch of at most
+/// `smallBatch` rows runs on the calling thread, each row walking all trees interleaved (no block setup, no
+/// pool); larger batches walk tree by tree over blocks of up to 256 rows (a tree stays in L1 while the block
+/// walks it), the blocks on the thread pool.
+///
+/// Other forests (`==`, `!=`, category sets) use the Swift walk: every tree's nodes in one array of 16-byte
+/// records (a leaf is its own child), rows walked a block (64 rows) at a time, tree by tree; when every split is
+/// `<` (or every split `<=`) with NaN as missing, 8 rows walk each tree interleaved with no leaf test, otherwise
+/// row by row with the general rule. Blocks of rows run on the thread pool; a small batch splits the trees among
+/// threads instead and adds the partial sums.
 final class CompiledForest: @unchecked Sendable {
     /// One node: `word` = feature (bits 0–23) | mode (24–26) | missing-takes-true (27) | missing kind (28–29);
     /// a leaf is its own child (`yes` = `no` = itself); its weights are in `leafFirst`/`leafCount`/`leafValue`.
@@ -42,6 +48,21 @@ final class CompiledForest: @unchecked Sendable {
     let singleTarget: Bool
     /// Rows per parallel chunk.
     static let blockRows = 64
+
+    /// The C walk's layout (`kiln_trees_*` in CKilnKernels), built when every split is `<`, `<=`, `>` or `>=`
+    /// (any missing-value rule): splits only, in the same depth-first order, children as split indices or
+    /// ~leaf; `>`/`>=` become `<=`/`<` with the children (and the missing branch) swapped. Nil otherwise.
+    let cNodes: UnsafeMutableBufferPointer<kiln_tree_node>?
+    /// Each tree's root in `cNodes` (a split index, or ~leaf for a tree that is one leaf).
+    let cRoots: [Int32]
+    /// Per leaf number (depth-first order): its record in `records` (for `leafFirst`/`leafCount`/`leafValue`).
+    let cLeafRecord: [Int32]
+    /// Per leaf number: its one weight when `singleTarget`.
+    let cLeafValue: [Float]
+    /// The `KILN_TREES_RULE_*` that holds for every split in `cNodes` (the C walk specializes on it).
+    let cRule: Int32
+    /// At most this many rows are walked tree-interleaved on the calling thread (no block setup, no pool).
+    static let smallBatch = 4
 
     static let leafMode: UInt32 = 0
 
@@ -119,9 +140,70 @@ final class CompiledForest: @unchecked Sendable {
         self.simple = simple
         self.lessOrEqual = sawLE
         self.singleTarget = singleTarget
+
+        // The C walk's layout.
+        var cOK = true
+        var splitNumber = [Int32](repeating: -1, count: count), leafNumber = [Int32](repeating: -1, count: count)
+        var splits = 0, leaves = 0
+        for k in 0..<count {
+            let v = Int(order[k])
+            switch spec.modes[v] {
+            case .leaf: leafNumber[k] = Int32(leaves); leaves += 1
+            case .lessThan, .lessOrEqual, .greaterThan, .greaterOrEqual: splitNumber[k] = Int32(splits); splits += 1
+            default: cOK = false
+            }
+        }
+        if cOK && splits < Int(Int32.max) / 4 {
+            func ref(_ k: Int32) -> Int32 { splitNumber[Int(k)] >= 0 ? splitNumber[Int(k)] : ~leafNumber[Int(k)] }
+            let nodes = UnsafeMutableBufferPointer<kiln_tree_node>.allocate(capacity: max(splits, 1))
+            var leafRecord = [Int32](repeating: 0, count: leaves), leafValueByNumber = [Float](repeating: 0, count: leaves)
+            for k in 0..<count {
+                let v = Int(order[k])
+                let mode = spec.modes[v]
+                if mode == .leaf {
+                    leafRecord[Int(leafNumber[k])] = Int32(k)
+                    leafValueByNumber[Int(leafNumber[k])] = leafValue[k]
+                    continue
+                }
+                // x > t is !(x <= t) and x >= t is !(x < t) for every value that is not missing (a NaN that is
+                // not missing compares as 0), so those become the other comparison with the branches swapped.
+                let swapped = mode == .greaterThan || mode == .greaterOrEqual
+                let le = mode == .lessOrEqual || mode == .greaterThan
+                var yes = ref(records[k].yes), no = ref(records[k].no)
+                var missingYes = spec.missingTrue[v]
+                if swapped { swap(&yes, &no); missingYes.toggle() }
+                let word = UInt32(spec.features[v]) | (le ? KILN_TREE_LE : 0) | (missingYes ? KILN_TREE_MISSING_YES : 0)
+                    | UInt32(spec.missing[v].rawValue) << KILN_TREE_MISSING_SHIFT
+                nodes[Int(splitNumber[k])] = kiln_tree_node(word: word, threshold: spec.thresholds[v], yes: yes, no: no)
+            }
+            // The narrowest rule that holds for every split.
+            var allLT = true, allLE = true, allNaN = true, allAsZero = true
+            for i in 0..<splits {
+                let w = nodes[i].word
+                if w & KILN_TREE_LE != 0 { allLT = false } else { allLE = false }
+                let kind = Int32((w >> KILN_TREE_MISSING_SHIFT) & 3)
+                if kind != KILN_TREE_MISSING_NAN { allNaN = false }
+                if kind != KILN_TREE_MISSING_NAN_AS_ZERO { allAsZero = false }
+            }
+            cRule = allLT && allNaN ? KILN_TREES_RULE_LT_NAN : allLE && allNaN ? KILN_TREES_RULE_LE_NAN
+                : allLE && allAsZero ? KILN_TREES_RULE_LE_NAN_AS_ZERO : KILN_TREES_RULE_GENERAL
+            cNodes = nodes
+            cRoots = newRoots.map { ref($0) }
+            cLeafRecord = leafRecord
+            cLeafValue = leafValueByNumber
+        } else {
+            cNodes = nil
+            cRule = KILN_TREES_RULE_GENERAL
+            cRoots = []
+            cLeafRecord = []
+            cLeafValue = []
+        }
     }
 
-    deinit { records.deallocate() }
+    deinit {
+        records.deallocate()
+        cNodes?.deallocate()
+    }
 
     /// Whether record `r` sends value `x` to its true child (the general rule).
     @inline(__always)
@@ -256,8 +338,93 @@ final class CompiledForest: @unchecked Sendable {
         }
     }
 
+    /// Adds the contributions of `trees` trees' leaves (`leaves[i]` = ~leaf number, as the C walk writes them)
+    /// to one row's `out` (`targets` sums), in tree order.
+    @inline(__always)
+    func addLeaves(_ leaves: UnsafePointer<Int32>, _ trees: Int, _ out: UnsafeMutablePointer<Double>) {
+        if singleTarget {
+            var s = out[0]
+            for i in 0..<trees { s += Double(cLeafValue[Int(~leaves[i])]) }
+            out[0] = s
+        } else {
+            for i in 0..<trees { addLeaf(Int(cLeafRecord[Int(~leaves[i])]), out) }
+        }
+    }
+
+    /// The C walk over rows `rows` of `x` and trees `trees`, sums into `sums` (indexed from the first row).
+    func accumulateC(_ nodes: UnsafePointer<kiln_tree_node>, x: UnsafePointer<Float>, stride: Int, rows: Range<Int>,
+                     trees: Range<Int>, sums: UnsafeMutablePointer<Double>) {
+        let targets = spec.targets, n = rows.count
+        let first = x + rows.lowerBound * stride
+        cRoots.withUnsafeBufferPointer { roots in
+            if n <= Self.smallBatch {
+                // Few rows: each row walks all its trees at once (their walks are independent, so they overlap).
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: max(trees.count, 1)) { leaves in
+                    for r in 0..<n {
+                        kiln_trees_walk_row(nodes, roots.baseAddress! + trees.lowerBound, trees.count, first + r * stride,
+                                            leaves.baseAddress!, cRule)
+                        addLeaves(leaves.baseAddress!, trees.count, sums + r * targets)
+                    }
+                }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: n) { leaves in
+                let l = leaves.baseAddress!
+                if singleTarget && targets == 1 {
+                    cLeafValue.withUnsafeBufferPointer { values in
+                        kiln_trees_sum_rows(nodes, roots.baseAddress! + trees.lowerBound, trees.count, values.baseAddress!,
+                                            first, stride, n, l, sums, cRule)
+                    }
+                    return
+                }
+                for t in trees {
+                    kiln_trees_walk_rows(nodes, roots[t], first, stride, n, l, cRule)
+                    for r in 0..<n { addLeaf(Int(cLeafRecord[Int(~l[r])]), sums + r * targets) }
+                }
+            }
+        }
+    }
+
+    /// Base values, division and post-transform for a single-output, untransformed model: one pass, no row buffer.
+    func finishPlain(sums: UnsafeMutablePointer<Double>, rows: Int, y: UnsafeMutablePointer<Float>) {
+        let divisor = Double(spec.divisor), base = Double(spec.baseValues[0])
+        for r in 0..<rows { y[r] = Float(sums[r] / divisor + base) }
+    }
+
+    /// Predicts `rows` rows with the C walk.
+    func predictC(_ nodes: UnsafePointer<kiln_tree_node>, x: UnsafePointer<Float>, rows: Int, features: Int,
+                  y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let targets = spec.targets, columns = spec.outputColumns
+        let plain = targets == 1 && spec.postTransform == .none
+        func run(_ lo: Int, _ hi: Int) {
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: (hi - lo) * targets) { sums in
+                sums.initialize(repeating: 0)
+                accumulateC(nodes, x: x, stride: features, rows: lo..<hi, trees: 0..<cRoots.count, sums: sums.baseAddress!)
+                if plain {
+                    finishPlain(sums: sums.baseAddress!, rows: hi - lo, y: y + lo)
+                } else {
+                    finish(sums: sums.baseAddress!, rows: hi - lo, y: y + lo * columns)
+                }
+            }
+        }
+        // A small batch runs on the calling thread: waking the pool costs more than its walk.
+        if rows <= Self.smallBatch || pool.threadCount == 1 && rows <= Self.blockRows {
+            run(0, rows)
+            return
+        }
+        // Blocks of up to 256 rows (a longer work list overlaps more loads: 256 walked ~10% faster than 128 and ~25%
+        // faster than 64 on the XGBoost benchmark model), at least two per thread when they fit.
+        let block = max(8, min(256, (rows + 2 * pool.threadCount - 1) / (2 * pool.threadCount)))
+        let blocks = (rows + block - 1) / block
+        pool.parallelFor(blocks) { b in run(b * block, min(rows, b * block + block)) }
+    }
+
     /// Predicts `rows` rows of `x` (`features` per row) into `y`, on `pool`.
     func predict(x: UnsafePointer<Float>, rows: Int, features: Int, y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        if let nodes = cNodes, kiln_trees_enabled() != 0 {
+            predictC(UnsafePointer(nodes.baseAddress!), x: x, rows: rows, features: features, y: y, pool: pool)
+            return
+        }
         let targets = spec.targets, columns = spec.outputColumns
         let blocks = (rows + Self.blockRows - 1) / Self.blockRows
         let threads = pool.threadCount

@@ -592,6 +592,66 @@ const char *kiln_qkernels_isa(void);
  *  also forces the generic int8 kernels. */
 int kiln_qkernels_select_isa(const char *isa);
 
+
+/* ---- Tree ensembles (trees.c) ---- */
+
+/** One split of a compiled tree ensemble (16 bytes). `word`: feature index (bits 0–23) | KILN_TREE_LE (the
+ *  comparison is `x <= threshold`, otherwise `x < threshold`) | KILN_TREE_MISSING_YES (a missing value takes
+ *  `yes`) | missing kind << KILN_TREE_MISSING_SHIFT (KILN_TREE_MISSING_NAN, _NAN_OR_ZERO, _NAN_AS_ZERO).
+ *  `yes`/`no`: the child when the comparison holds / does not: a split index, or ~leaf (negative) for a leaf. */
+typedef struct kiln_tree_node {
+    uint32_t word;
+    float threshold;
+    int32_t yes;
+    int32_t no;
+} kiln_tree_node;
+
+#define KILN_TREE_FEATURE_MASK 0xFFFFFFu
+#define KILN_TREE_LE (1u << 24)
+#define KILN_TREE_MISSING_YES (1u << 25)
+#define KILN_TREE_MISSING_SHIFT 26
+/** NaN is missing. */
+#define KILN_TREE_MISSING_NAN 0
+/** NaN and |x| <= 1e-35 are missing (LightGBM missing_type=Zero). */
+#define KILN_TREE_MISSING_NAN_OR_ZERO 1
+/** Nothing is missing; NaN compares as 0 (LightGBM missing_type=None). */
+#define KILN_TREE_MISSING_NAN_AS_ZERO 2
+
+/** Which parts of the split rule a forest uses (the walks specialize on it): */
+/** every split `x < t`, NaN missing (XGBoost) */
+#define KILN_TREES_RULE_LT_NAN 1
+/** every split `x <= t`, NaN missing */
+#define KILN_TREES_RULE_LE_NAN 2
+/** every split `x <= t`, nothing missing: NaN compares as 0 (LightGBM missing_type=None) */
+#define KILN_TREES_RULE_LE_NAN_AS_ZERO 3
+/** any mix of the word's comparisons and missing kinds */
+#define KILN_TREES_RULE_GENERAL 0
+
+/** Walks `count` trees (root i: roots[i], a split index or ~leaf) for the one row `x`; leaves[i] = ~(the leaf tree
+ *  i reaches). */
+void kiln_trees_walk_row(const kiln_tree_node *nodes, const int32_t *roots, size_t count, const float *x,
+                         int32_t *leaves, int rule);
+
+/** Walks one tree (root: a split index or ~leaf) for `rows` rows of x (`stride` floats apart); leaves[r] = ~(the
+ *  leaf row r reaches). `rule`: a KILN_TREES_RULE_* that holds for every split of the forest. */
+void kiln_trees_walk_rows(const kiln_tree_node *nodes, int32_t root, const float *x, size_t stride, size_t rows,
+                          int32_t *leaves, int rule);
+
+/** For a single-output forest: sums[r] += leaf_values[leaf] of each of `trees` trees (roots[0..trees)), tree by
+ *  tree in order, for `rows` rows of x; `leaves` is scratch for `rows` entries. */
+void kiln_trees_sum_rows(const kiln_tree_node *nodes, const int32_t *roots, size_t trees, const float *leaf_values,
+                         const float *x, size_t stride, size_t rows, int32_t *leaves, double *sums, int rule);
+
+/** Chooses the walk variant: "generic", "avx512", "host" (the measured best here) or "none" (kiln.cpu uses its
+ *  Swift walk instead of these functions); -1 when this CPU lacks it. Process-wide; for tests and measurements. */
+int kiln_trees_select_variant(const char *name);
+
+/** The walk variant in use: "generic", "avx512" or "none". */
+const char *kiln_trees_variant(void);
+
+/** 1 unless the variant "none" was chosen. */
+int kiln_trees_enabled(void);
+
 #ifdef __cplusplus
 }
 #endif
