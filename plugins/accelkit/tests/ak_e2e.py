@@ -48,26 +48,37 @@ def save_model(path, nodes, inputs, outputs, initializers, opset=17):
     onnx.save(model, path)
 
 
+def device_profiles(output):
+    """What `kiln run --profile` printed for plugin devices, one dict per backend program in printed order:
+    {"program": name, "total": cycles per run, "clock_ghz": float or None, "units": {unit: busy cycles},
+    "layers": {layer: (cycles, [units])}} (dicts keep the printed order)."""
+    found = []
+    lines = output.splitlines()
+    for at, line in enumerate(lines):
+        m = re.match(r"^device \S+, program (\S+) \(\d+ runs?\): (\d+) cycles per run(?: \(\S+ µs at (\S+) GHz\))?$", line)
+        if not m:
+            continue
+        units, layers, section = {}, {}, None
+        for row in lines[at + 1:]:
+            if row.startswith("  by unit"):
+                section = "unit"
+            elif row.startswith("  by layer"):
+                section = "layer"
+            elif section == "unit" and (u := re.match(r"^ +(\d+) +\S+% +(\S+)$", row)):
+                units[u.group(2)] = int(u.group(1))
+            elif section == "layer" and (l := re.match(r"^ +(\d+) +\[(.*)\] +(.*)$", row)):
+                layers[l.group(2)] = (int(l.group(1)), l.group(3).split(", "))
+            else:
+                break
+        found.append({"program": m.group(1), "total": int(m.group(2)), "clock_ghz": float(m.group(3)) if m.group(3) else None,
+                      "units": units, "layers": layers})
+    return found
+
+
 def device_profile(output):
-    """What `kiln run --profile` printed for plugin devices: {"total": cycles per run, "clock_ghz": float or None,
-    "units": {unit: busy cycles}, "layers": {layer: (cycles, [units])}} for the first device program, or None."""
-    m = re.search(r"^device \S+, program \S+ \(\d+ runs?\): (\d+) cycles per run(?: \(\S+ µs at (\S+) GHz\))?$", output, re.M)
-    if not m:
-        return None
-    rest = output[m.end():].splitlines()
-    units, layers, section = {}, {}, None
-    for line in rest[1:]:
-        if line.startswith("  by unit"):
-            section = "unit"
-        elif line.startswith("  by layer"):
-            section = "layer"
-        elif section == "unit" and (u := re.match(r"^ +(\d+) +\S+% +(\S+)$", line)):
-            units[u.group(2)] = int(u.group(1))
-        elif section == "layer" and (l := re.match(r"^ +(\d+) +\[(.*)\] +(.*)$", line)):
-            layers[l.group(2)] = (int(l.group(1)), l.group(3).split(", "))
-        else:
-            break
-    return {"total": int(m.group(1)), "clock_ghz": float(m.group(2)) if m.group(2) else None, "units": units, "layers": layers}
+    """The first of device_profiles(output), or None when there is none."""
+    found = device_profiles(output)
+    return found[0] if found else None
 
 
 def trace_rows(path):
