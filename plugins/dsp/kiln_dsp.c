@@ -15,8 +15,10 @@
  * A simulated memory and timing model estimates what a run would cost on the DSP: every operand is staged
  * DDR -> VTCM by DMA in tiles of at most the VTCM size, results go back the same way, and the HVX work is
  * counted in vector instructions. The parameters that are assumptions (not measurements) are marked so in
- * the device properties and in Documentation/targets/DSP.md. The ABI has no profiling hook, so the estimate
- * of the last execute is reported as device properties ("estimate.*") and logged at debug level.
+ * the device properties and in Documentation/targets/DSP.md. The estimate of the last execute is reported as
+ * device properties ("estimate.*"), logged at debug level, written to KILN_DSP_REPORT=FILE ("{run}" in FILE
+ * replaced by the run's number) and, per executable, kept for the profile callback (ABI 1.4: `kiln run
+ * --profile`), each op's share on "HVX" and "DMA" named by the graph node it came from.
  */
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
