@@ -108,6 +108,8 @@ void ak_release(void *context, void *token) {
     free(o->supported);
     free(o->payload.data);
     free(o->devices);
+    free(o->steps);
+    free(o->text);
     free(o);
 }
 
@@ -253,6 +255,77 @@ kiln_plugin_error *ak_output(kiln_tensor *out, size_t index, const void *data, s
     return NULL;
 }
 
+/* ---- profiles ---- */
+
+void ak_profile_init(ak_profile *p) {
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->lock, NULL);
+}
+
+void ak_profile_destroy(ak_profile *p) {
+    free(p->steps);
+    pthread_mutex_destroy(&p->lock);
+}
+
+void ak_profile_store(ak_profile *p, ak_step *steps, size_t count, uint64_t total_cycles, double clock_hz) {
+    pthread_mutex_lock(&p->lock);
+    ak_step *old = p->steps;
+    p->steps = steps;
+    p->count = count;
+    p->total_cycles = total_cycles;
+    p->clock_hz = clock_hz;
+    p->has_run = 1;
+    pthread_mutex_unlock(&p->lock);
+    free(old);
+}
+
+kiln_plugin_error *ak_profile_answer(ak_profile *p, kiln_plugin_profile *out) {
+    if (!p) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "profile: executable is NULL");
+    if (!out || out->struct_size < sizeof(kiln_plugin_profile)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "profile: out is NULL or its struct_size is too small");
+    pthread_mutex_lock(&p->lock);
+    if (!p->has_run) { pthread_mutex_unlock(&p->lock); return ak_error(KILN_ERROR_INVALID_ARGUMENT, "profile: the executable has not run"); }
+    if (p->count > 1048576) { pthread_mutex_unlock(&p->lock); return ak_error(KILN_ERROR_UNSUPPORTED, "profile: the run has %zu steps (at most 1048576)", p->count); }
+    size_t text = 0;
+    for (size_t i = 0; i < p->count; i++) text += strlen(p->steps[i].name) + strlen(p->steps[i].unit) + 2;
+    ak_owner *o = ak_owner_new(AK_OWNER_PROFILE);
+    if (o) { o->steps = calloc(p->count + 1, sizeof *o->steps); o->text = malloc(text + 1); o->count = p->count; }
+    if (!o || !o->steps || !o->text) { pthread_mutex_unlock(&p->lock); ak_release(NULL, o); return ak_error(KILN_ERROR_INTERNAL, "profile: out of memory"); }
+    char *at = o->text;
+    for (size_t i = 0; i < p->count; i++) {
+        const ak_step *s = &p->steps[i];
+        size_t n = strlen(s->name) + 1, u = strlen(s->unit) + 1;
+        memcpy(at, s->name, n); o->steps[i].name = at; at += n;
+        memcpy(at, s->unit, u); o->steps[i].unit = at; at += u;
+        o->steps[i].start_cycle = s->start_cycle;
+        o->steps[i].cycles = s->cycles;
+    }
+    out->clock_hz = p->clock_hz;
+    out->total_cycles = p->total_cycles;
+    pthread_mutex_unlock(&p->lock);
+    out->step_count = o->count;
+    out->steps = o->steps;
+    out->owner = o;
+    return NULL;
+}
+
+/* Picoseconds as cycles of a clock of `hz`, rounded to nearest. */
+static uint64_t ps_to_cycles(uint64_t ps, double hz) { return (uint64_t)((double)ps * hz / 1e12 + 0.5); }
+
+ak_step *ak_steps_from_report(const ak_report *report, const ak_engine *engines, const ak_op *ops, const uint32_t *layer_of,
+                              char *const *layers, double clock_hz, uint64_t *total_cycles) {
+    ak_step *steps = calloc(report->op_count + 1, sizeof *steps);
+    if (!steps) return NULL;
+    for (size_t i = 0; i < report->op_count; i++) {
+        const char *label = ops[i].label ? ops[i].label : "?";
+        steps[i].name = layer_of ? layers[layer_of[i]] : label;
+        steps[i].unit = engines[ops[i].engine].name;
+        steps[i].start_cycle = ps_to_cycles(report->start_ps[i], clock_hz);
+        steps[i].cycles = ps_to_cycles(report->end_ps[i] - report->start_ps[i], clock_hz);
+    }
+    *total_cycles = ps_to_cycles(report->total_ps, clock_hz);
+    return steps;
+}
+
 /* ---- the entry ---- */
 
 kiln_plugin_error *ak_query(const kiln_plugin_host *h, const kiln_plugin_header **out_header, kiln_plugin_header *header,
@@ -261,10 +334,12 @@ kiln_plugin_error *ak_query(const kiln_plugin_host *h, const kiln_plugin_header 
     host = h;
     if (!out_header) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "%s: out_header is NULL", plugin_name);
     if (h->abi_max_major < 1 || (h->abi_max_major == 1 && h->abi_max_minor < 2) || h->abi_min_major > 1)
-        return ak_error(KILN_ERROR_VERSION_MISMATCH, "%s speaks plugin ABI 1.2%s only; this host speaks %u.%u to %u.%u", plugin_name,
-                        max_minor >= 3 ? " and 1.3" : "", h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
+        return ak_error(KILN_ERROR_VERSION_MISMATCH, "%s speaks plugin ABI 1.2 to 1.%u only; this host speaks %u.%u to %u.%u", plugin_name,
+                        max_minor, h->abi_min_major, h->abi_min_minor, h->abi_max_major, h->abi_max_minor);
     header->abi_major = 1;
-    header->abi_minor = max_minor >= 3 && (h->abi_max_major > 1 || h->abi_max_minor >= 3) ? 3 : 2;
+    uint32_t host_minor = h->abi_max_major > 1 ? UINT32_MAX : h->abi_max_minor; /* negotiate down to what the host offers */
+    header->abi_minor = max_minor < host_minor ? max_minor : host_minor;
+    if (header->abi_minor < 2) header->abi_minor = 2;
     *out_header = header;
     return NULL;
 }

@@ -15,6 +15,9 @@
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
 #include "ak_bytes.h"
+#include "accelkit.h"
+
+#include <pthread.h>
 
 #include <stddef.h>
 #include <stdint.h>
@@ -59,7 +62,7 @@ ak_shape ak_graph_shape(const Kiln__Ir__Graph *g, const char *name, int search_o
 
 /* ---- owners handed to the host --------------------------------------------------------------------- */
 
-enum { AK_OWNER_CLAIM = 1, AK_OWNER_PAYLOAD = 2, AK_OWNER_DEVICES = 3 };
+enum { AK_OWNER_CLAIM = 1, AK_OWNER_PAYLOAD = 2, AK_OWNER_DEVICES = 3, AK_OWNER_PROFILE = 4 };
 /* What one answer handed to the host owns; ak_release frees whatever of it is set. */
 typedef struct ak_owner {
     int kind;                 /* AK_OWNER_* (for the reader; ak_release frees every field regardless) */
@@ -69,6 +72,8 @@ typedef struct ak_owner {
     ak_bytes payload;         /* compile: the encoded payload */
     char compat[96];          /* compile: a compat string built per payload (optional) */
     void *devices;            /* devices: the answer's storage */
+    kiln_plugin_profile_step *steps; /* profile: `count` steps; their names and units point into `text` */
+    char *text;               /* profile: the steps' names and units, NUL-separated */
 } ak_owner;
 
 /* A zeroed owner of `kind`, or NULL when out of memory. */
@@ -116,9 +121,44 @@ kiln_plugin_error *ak_output(kiln_tensor *out, size_t index, const void *data, s
 /* Like ak_output, but returns the host allocation of `bytes` in *data for the caller to fill. */
 kiln_plugin_error *ak_output_alloc(kiln_tensor *out, size_t index, size_t bytes, void **data);
 
+/* ---- profiles (plugin ABI 1.4) ------------------------------------------------------------------------- */
+
+/* One step of a run as a plugin records it: `name` (the layer) and `unit` borrowed from storage that lives
+ * as long as the executable (ak_profile_answer copies them), start and length in the profile's clock. */
+typedef struct ak_step { const char *name, *unit; uint64_t start_cycle, cycles; } ak_step;
+
+/* The last successful run of one executable, kept for the profile callback. Executes may run concurrently,
+ * so every access takes `lock` (ak_profile_init / ak_profile_destroy). */
+typedef struct ak_profile {
+    pthread_mutex_t lock;
+    int has_run;
+    double clock_hz;
+    uint64_t total_cycles;
+    ak_step *steps;
+    size_t count;
+} ak_profile;
+
+/* Initializes a profile with no run yet. */
+void ak_profile_init(ak_profile *p);
+/* Frees a profile's steps and its lock. */
+void ak_profile_destroy(ak_profile *p);
+/* Replaces the profile's last run with `steps` (`count` of them, malloc'ed; the profile takes them over),
+ * `total_cycles` long in a clock of `clock_hz`. */
+void ak_profile_store(ak_profile *p, ak_step *steps, size_t count, uint64_t total_cycles, double clock_hz);
+/* The body of a backend's profile callback: fills *out with a copy of the last run (owned by an ak_owner of
+ * kind AK_OWNER_PROFILE), or returns an error: NULL arguments, out too small, no run yet, out of memory. */
+kiln_plugin_error *ak_profile_answer(ak_profile *p, kiln_plugin_profile *out);
+
+/* Turns a simulated run into steps, one per instruction: name = layers[layer_of[i]] (or the instruction's
+ * label when layer_of is NULL), unit = its engine's name, start and length converted from picoseconds to
+ * cycles of `clock_hz` (rounded to nearest; a DMA's length too). Returns the malloc'ed steps (report->op_count
+ * of them) or NULL when out of memory; *total_cycles = the run's end in that clock. */
+ak_step *ak_steps_from_report(const ak_report *report, const ak_engine *engines, const ak_op *ops, const uint32_t *layer_of,
+                              char *const *layers, double clock_hz, uint64_t *total_cycles);
+
 /* ---- the entry --------------------------------------------------------------------------------------- */
 
-/* The body of kiln_plugin_query_v1 for a plugin speaking ABI 1.2 up to 1.max_minor (2 or 3): checks the
+/* The body of kiln_plugin_query_v1 for a plugin speaking ABI 1.2 up to 1.max_minor (2, 3 or 4): checks the
  * host (answers NULL when it cannot even build an error), records it, and sets header->abi_minor to the
  * highest minor both speak before answering *out_header = header. */
 kiln_plugin_error *ak_query(const kiln_plugin_host *h, const kiln_plugin_header **out_header, kiln_plugin_header *header,

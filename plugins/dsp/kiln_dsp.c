@@ -1,5 +1,5 @@
 /*
- * kiln_dsp.c — kiln.dsp, a Kiln backend plugin (plugin ABI 1.2) in the style of a Qualcomm Hexagon HVX DSP
+ * kiln_dsp.c — kiln.dsp, a Kiln backend plugin (plugin ABI 1.2 to 1.4) in the style of a Qualcomm Hexagon HVX DSP
  * target, written against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C
  * code in bindings/c/proto).
  *
@@ -15,8 +15,10 @@
  * A simulated memory and timing model estimates what a run would cost on the DSP: every operand is staged
  * DDR -> VTCM by DMA in tiles of at most the VTCM size, results go back the same way, and the HVX work is
  * counted in vector instructions. The parameters that are assumptions (not measurements) are marked so in
- * the device properties and in Documentation/targets/DSP.md. The ABI has no profiling hook, so the estimate
- * of the last execute is reported as device properties ("estimate.*") and logged at debug level.
+ * the device properties and in Documentation/targets/DSP.md. The estimate of the last execute is reported as
+ * device properties ("estimate.*"), logged at debug level, written to KILN_DSP_REPORT=FILE ("{run}" in FILE
+ * replaced by the run's number) and, per executable, kept for the profile callback (ABI 1.4: `kiln run
+ * --profile`), each op's share on "HVX" and "DMA" named by the graph node it came from.
  */
 #include <kiln/kiln_plugin.h>
 #include "kiln/ir.pb-c.h"
@@ -66,10 +68,14 @@ static void cost_add(dsp_cost *c, uint64_t bytes_in, uint64_t bytes_out, uint64_
     c->hvx_ops += vector_ops;
 }
 
+/* The HVX cycles of `c`'s vector work spread over the contexts. */
+static uint64_t compute_cycles(const dsp_cost *c) { return (c->hvx_ops + DSP_HVX_CONTEXTS - 1) / DSP_HVX_CONTEXTS; }
+/* The DMA cycles of `c`'s bytes. */
+static uint64_t dma_cycles(const dsp_cost *c) { return c->dma_bytes * DSP_CLOCK_HZ / DSP_DMA_BYTES_PER_SECOND; }
+
 /* Cycles of a run: DMA and compute overlap (double-buffered tiles), so the longer of the two. */
 static uint64_t cost_cycles(const dsp_cost *c) {
-    uint64_t compute = (c->hvx_ops + DSP_HVX_CONTEXTS - 1) / DSP_HVX_CONTEXTS;
-    uint64_t dma = c->dma_bytes * DSP_CLOCK_HZ / DSP_DMA_BYTES_PER_SECOND;
+    uint64_t compute = compute_cycles(c), dma = dma_cycles(c);
     return compute > dma ? compute : dma;
 }
 
@@ -558,6 +564,18 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             a = ak_attribute(node, "auto_pad");
             if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) op->params[4] = op->params[5] = op->params[6] = op->params[7] = 0;
         }
+        {
+            /* the op's layer: its node's name, and for a QDQ Conv "+" its QuantizeLinear's; "Op#index" when unnamed */
+            char layer[AK_MAX_LAYER_NAME + 1];
+            const Kiln__Ir__Node *own = g->nodes[i], *q = role[i] == 2 ? g->nodes[qdq[i].q] : NULL;
+            int at = own->name[0] ? snprintf(layer, sizeof layer, "%s", own->name) : snprintf(layer, sizeof layer, "%s#%zu", own->op, i);
+            if (q && at >= 0 && (size_t)at < sizeof layer) {
+                if (q->name[0]) snprintf(layer + at, sizeof layer - (size_t)at, "+%s", q->name);
+                else snprintf(layer + at, sizeof layer - (size_t)at, "+%s#%ld", q->op, qdq[i].q);
+            }
+            uint32_t index = ak_layers_add(&p->layers, layer);
+            if (index == UINT32_MAX || ak_layers_assign(&p->layers, p->op_count - 1, p->op_count, index)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+        }
         if (find_name(&n, node->outputs[0]) >= 0) { e = ak_error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", node->outputs[0]); goto done; }
         op->output = n.count;
         n.name[n.count++] = node->outputs[0];
@@ -611,21 +629,32 @@ static kiln_plugin_error *check(void *context, const char *compat) {
     return ak_check_compat(compat, DSP_COMPAT, DSP_BACKEND_NAME " " DSP_VERSION);
 }
 
-/* Callback: decodes and validates a payload into an executable (a dsp_program) on device 0. */
+/* Step names of a version 1 payload's ops (it has no layer table), by opcode. */
+static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool"};
+
+/* A loaded program and its last run's profile (plugin ABI 1.4). */
+typedef struct dsp_executable {
+    dsp_program program;   /* first: freeing the program's pointer frees the executable */
+    ak_profile profile;
+} dsp_executable;
+
+/* Callback: decodes and validates a payload into an executable (a dsp_executable) on device 0. */
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
     kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
     if (e) return e;
-    dsp_program *program = calloc(1, sizeof *program);
-    if (!program) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
+    dsp_executable *x = calloc(1, sizeof *x);
+    if (!x) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
+    dsp_program *program = &x->program;
     char why[256];
     if (dsp_decode(payload->data, payload->size, program, why, sizeof why)) {
         free(program);
         return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
     if ((e = ak_check_graph_io(graph, (long)program->input_count, program->output_count))) { dsp_program_free(program); free(program); return e; }
-    *out_executable = program;
+    ak_profile_init(&x->profile);
+    *out_executable = x;
     return NULL;
 }
 
@@ -891,11 +920,13 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
 /* Callback: runs a program on host tensors and records its cost estimate. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    const dsp_program *p = executable;
+    dsp_executable *x = executable;
+    const dsp_program *p = x ? &x->program : NULL;
     kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
     if (e) return e;
     run_value *values = calloc(p->value_count + 1, sizeof(run_value));
-    if (!values) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    ak_step *steps = calloc(2 * (size_t)p->op_count + 1, sizeof *steps);
+    if (!values || !steps) { free(values); free(steps); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
     for (size_t i = 0; !e && i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
         uint32_t want = p->input_dtypes[i];
@@ -928,7 +959,17 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         v->set = 1;
     }
     dsp_cost cost = {0, 0, 0};
-    for (uint32_t i = 0; !e && i < p->op_count; i++) e = run_op(&p->ops[i], values, i, &cost);
+    size_t step_count = 0;
+    for (uint32_t i = 0; !e && i < p->op_count; i++) {
+        /* the profile: each op's share of the run's HVX and DMA cycles, as differences of the running totals (so
+         * that they add up to the whole run's exactly); HVX and DMA each run the ops back to back, overlapped */
+        uint64_t hvx0 = compute_cycles(&cost), dma0 = dma_cycles(&cost);
+        e = run_op(&p->ops[i], values, i, &cost);
+        uint64_t hvx1 = compute_cycles(&cost), dma1 = dma_cycles(&cost);
+        const char *layer = p->layers.count ? p->layers.names[p->layers.of[i]] : op_names[p->ops[i].opcode];
+        if (hvx1 > hvx0) steps[step_count++] = (ak_step){layer, "HVX", hvx0, hvx1 - hvx0};
+        if (dma1 > dma0) steps[step_count++] = (ak_step){layer, "DMA", dma0, dma1 - dma0};
+    }
     for (size_t i = 0; !e && i < output_count; i++) {
         const run_value *v = &values[p->outputs[i]];
         e = ak_output(&outputs[i], i, v->data, (size_t)v->count * dsp_dtype_size(v->dtype),
@@ -943,7 +984,21 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         atomic_store(&last_dma_bytes, cost.dma_bytes);
         atomic_store(&last_tiles, cost.tiles);
         atomic_store(&last_cycles, cycles);
-        atomic_fetch_add(&runs, 1);
+        uint64_t run = atomic_fetch_add(&runs, 1);
+        ak_profile_store(&x->profile, steps, step_count, cycles, (double)DSP_CLOCK_HZ);
+        steps = NULL;
+        const char *report = getenv("KILN_DSP_REPORT");
+        char path[1024];
+        if (report && *report && ak_expand_run(report, run, path, sizeof path)) {
+            FILE *f = fopen(path, "w");
+            if (f) {
+                fprintf(f, "kiln.dsp estimate at the assumed 1.0 GHz: %llu cycles (HVX %llu, DMA %llu, overlapped)\n", (unsigned long long)cycles,
+                        (unsigned long long)compute_cycles(&cost), (unsigned long long)dma_cycles(&cost));
+                fprintf(f, "%llu HVX ops, %llu DMA bytes in %llu VTCM tiles, %u ops\n", (unsigned long long)cost.hvx_ops, (unsigned long long)cost.dma_bytes,
+                        (unsigned long long)cost.tiles, p->op_count);
+                fclose(f);
+            }
+        }
         {
             char line[200];
             snprintf(line, sizeof line, "kiln.dsp estimate: %llu HVX ops, %llu DMA bytes in %llu VTCM tiles, %llu cycles (%.3f us at the assumed 1.0 GHz)",
@@ -952,15 +1007,25 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
             ak_log_debug(line);
         }
     }
+    free(steps);
     return e;
+}
+
+/* Callback (1.4): the last run's ops as steps per layer (the graph node(s) each came from) on "HVX" and "DMA",
+ * in cycles of the assumed 1.0 GHz clock. */
+static kiln_plugin_error *profile(void *context, void *executable, kiln_plugin_profile *out) {
+    (void)context;
+    return ak_profile_answer(executable ? &((dsp_executable *)executable)->profile : NULL, out);
 }
 
 /* Callback: frees an executable. */
 static void unload(void *context, void *executable) {
     (void)context;
     if (!executable) return;
-    dsp_program_free(executable);
-    free(executable);
+    dsp_executable *x = executable;
+    dsp_program_free(&x->program);
+    ak_profile_destroy(&x->profile);
+    free(x);
 }
 
 /* ---- the device ---------------------------------------------------------------------------------------- */
@@ -994,6 +1059,7 @@ static const kiln_plugin_backend backend = {
     .context = NULL,
     .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
+    .profile = profile,
     .target_count = 1, .targets = targets,
 };
 static const kiln_plugin_backend *const backends[] = {&backend};
@@ -1011,7 +1077,7 @@ static kiln_plugin_header header = {
     .shutdown = NULL,
 };
 
-/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
+/* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host) up to 1.4 (profile). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    return ak_query(h, out_header, &header, DSP_PLUGIN_NAME, 2);
+    return ak_query(h, out_header, &header, DSP_PLUGIN_NAME, 4);
 }

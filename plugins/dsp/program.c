@@ -26,7 +26,7 @@ int64_t dsp_element_count(uint32_t rank, const int64_t *dims) {
 void dsp_encode(const dsp_program *p, dsp_buffer *out) {
     memset(out, 0, sizeof *out);
     ak_put(out, "KDSP", 4);
-    ak_put_u32(out, 1);
+    ak_put_u32(out, 2);
     ak_put_u32(out, p->value_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
     ak_put_u32(out, p->constant_count); ak_put_u32(out, p->op_count);
     for (uint32_t i = 0; i < p->input_count; i++) { ak_put_u32(out, p->inputs[i]); ak_put_u32(out, p->input_dtypes[i]); }
@@ -45,6 +45,7 @@ void dsp_encode(const dsp_program *p, dsp_buffer *out) {
         ak_put_u32(out, op->output);
         for (int k = 0; k < DSP_OP_PARAMS; k++) ak_put_u64(out, (uint64_t)op->params[k]);
     }
+    ak_put_layers(out, &p->layers, p->op_count);
 }
 
 
@@ -55,7 +56,7 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
     if (!data || size < 28 || memcmp(data, "KDSP", 4) != 0) FAIL("not a kiln.dsp payload (%zu bytes, no KDSP header)", size);
     ak_reader r = {data, size, 4, 0};
     uint32_t version = ak_get_u32(&r);
-    if (version != 1) FAIL("payload version %u is not supported (this backend reads version 1)", version);
+    if (version != 1 && version != 2) FAIL("payload version %u is not supported (this backend reads versions 1 and 2)", version);
     p->value_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
     p->constant_count = ak_get_u32(&r); p->op_count = ak_get_u32(&r);
     /* every item takes at least 4 bytes, so no count can exceed the payload size */
@@ -121,6 +122,10 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
     for (uint32_t i = 0; i < p->output_count; i++)
         if (p->outputs[i] >= p->value_count || !defined[p->outputs[i]]) FAIL_D("output %u names undefined value %u", i, p->outputs[i]);
     free(defined);
+    if (version == 2) {
+        char reason[200];
+        if (ak_get_layers(&r, p->op_count, &p->layers, reason, sizeof reason)) FAIL("%s", reason);
+    }
     if (r.at != r.size) FAIL("%zu trailing bytes after the program", r.size - r.at);
     return 0;
 #undef DEFINE
@@ -130,5 +135,6 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
 void dsp_program_free(dsp_program *p) {
     for (uint32_t i = 0; p->constants && i < p->constant_count; i++) free(p->constants[i].data);
     free(p->inputs); free(p->input_dtypes); free(p->outputs); free(p->constants); free(p->ops);
+    ak_layers_free(&p->layers);
     memset(p, 0, sizeof *p);
 }

@@ -23,7 +23,7 @@ int64_t npu_element_count(uint32_t rank, const int64_t *dims) {
 void npu_encode(const npu_program *p, npu_buffer *out) {
     memset(out, 0, sizeof *out);
     ak_put(out, "KNPU", 4);
-    ak_put_u32(out, 1);
+    ak_put_u32(out, 2);
     ak_put_u32(out, p->auto_cast);
     ak_put_u32(out, p->tensor_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
     ak_put_u32(out, p->semaphore_count); ak_put_u32(out, p->insn_count);
@@ -41,6 +41,7 @@ void npu_encode(const npu_program *p, npu_buffer *out) {
                           n->parts, n->cols, n->a, n->b, n->c, n->d, n->e, n->f};
         for (int k = 0; k < 16; k++) ak_put_u32(out, w[k]);
     }
+    ak_put_layers(out, &p->layers, p->insn_count);
 }
 
 /* Whether an SBUF tile at byte address `addr` of `cols` elements of `esize` bytes fits a partition. */
@@ -111,7 +112,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     if (!data || size < 32 || memcmp(data, "KNPU", 4) != 0) FAIL("not an npu-nc2 payload (%zu bytes, no KNPU header)", size);
     ak_reader r = {data, size, 4, 0};
     uint32_t version = ak_get_u32(&r);
-    if (version != 1) FAIL("payload version %u is not supported (this backend reads version 1)", version);
+    if (version != 1 && version != 2) FAIL("payload version %u is not supported (this backend reads versions 1 and 2)", version);
     p->auto_cast = ak_get_u32(&r);
     if (p->auto_cast > NPU_CAST_ALL) FAIL("auto-cast mode %u is unknown", p->auto_cast);
     p->tensor_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
@@ -174,6 +175,10 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
         char reason[200];
         if (check_insn(p, i, n, reason, sizeof reason)) FAIL("%s", reason);
     }
+    if (version == 2) {
+        char reason[200];
+        if (ak_get_layers(&r, p->insn_count, &p->layers, reason, sizeof reason)) FAIL("%s", reason);
+    }
     if (r.at != r.size) FAIL("%zu trailing bytes after the program", r.size - r.at);
     return 0;
 }
@@ -182,5 +187,6 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
 void npu_program_free(npu_program *p) {
     for (uint32_t i = 0; p->tensors && i < p->tensor_count; i++) free(p->tensors[i].data);
     free(p->tensors); free(p->inputs); free(p->outputs); free(p->insns);
+    ak_layers_free(&p->layers);
     memset(p, 0, sizeof *p);
 }

@@ -29,12 +29,15 @@
  * wait) and adds 1 to signal_sem0/1 when it completes. Each engine (TensorE, VectorE, ScalarE, 16 DMA
  * queues) runs its instructions in payload order.
  *
- * Payload (little-endian): "KNPU" u32 version(1) u32 auto_cast (0 none, 1 matmul, 2 all)
+ * Payload (little-endian): "KNPU" u32 version (2; 1 is still read) u32 auto_cast (0 none, 1 matmul, 2 all)
  *   u32 tensor_count, input_count, output_count, semaphore_count, instruction_count
  *   tensors: tensor_count × (u32 kind (NPU_T_*), u32 rank (<= 8), rank × i64 dims,
  *            constants only: u32 element type (1 fp32, 2 bf16), u64 byte count, bytes)
  *   inputs: input_count × u32 tensor; outputs: output_count × u32 tensor
  *   instructions: instruction_count × 16 u32
+ *   version 2 only, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
+ *            name bytes: the graph node(s) a layer lowers, e.g. "conv1+relu1"), then instruction_count × u32
+ *            layer index (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
  * npu_decode validates all of it with checked arithmetic: a payload it did not write is an error.
  */
 #ifndef KILN_NPU_ISA_H
@@ -84,6 +87,7 @@ typedef struct npu_program {
     npu_tensor *tensors;
     uint32_t *inputs, *outputs;
     npu_insn *insns;
+    ak_layers layers;      /* version 2: the graph node(s) each instruction came from (count 0 in a version 1 payload) */
 } npu_program;
 
 /* A growable byte buffer (failed set when an allocation failed): accelkit's. */

@@ -1,5 +1,5 @@
 /*
- * kiln_npu.c — a Kiln backend plugin (plugin ABI 1.2) for an Inferentia-like NPU target, npu-nc2, written
+ * kiln_npu.c — a Kiln backend plugin (plugin ABI 1.2 to 1.4; profile needs 1.4) for an Inferentia-like NPU target, npu-nc2, written
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
@@ -11,7 +11,8 @@
  * functional simulator (bf16 rounding on DMA, fp32 accumulation in PSUM) in the order the accelkit cycle
  * model schedules them, and records the cycle model's report (device properties "estimate.*"; with
  * KILN_NPU_TRACE=FILE a Chrome trace of each run, "{run}" in FILE replaced by the run's number; with
- * KILN_NPU_REPORT=FILE a text summary the same way).
+ * KILN_NPU_REPORT=FILE a text summary the same way), and keeps each executable's last run for the profile
+ * callback (`kiln run --profile`): one step per instruction, named by the graph node(s) it came from.
  * Documentation/targets/NPU.md documents the ISA, the parameters and their sources.
  */
 #include <kiln/kiln_plugin.h>
@@ -37,6 +38,8 @@
 #define TENSOR_HZ 2.8e9
 #define VECTOR_HZ 1.12e9
 #define SCALAR_HZ 1.4e9
+/* The profile's one reference clock: every engine's time is reported in TensorE cycles. */
+#define PROFILE_CLOCK_HZ TENSOR_HZ
 #define DMA_BYTES_PER_SECOND (27.0 * 1073741824.0)
 #define DMA_OVERHEAD_S 64e-9       /* assumed fixed cost per DMA descriptor */
 #define LANE_OVERHEAD_CYCLES 100   /* VectorE/ScalarE fixed cost per instruction (documented as "~100") */
@@ -282,6 +285,7 @@ typedef struct lowering {
     uint32_t done_sem;                    /* counts every DMA store: an op's loads wait for all earlier stores */
     uint32_t stores;                      /* stores emitted so far */
     uint32_t load_queue, store_queue;     /* round-robin: loads on queues 0-7, stores on 8-15 */
+    uint8_t *named;                       /* per node: already part of a layer's name */
     int failed;
 } lowering;
 
@@ -350,6 +354,26 @@ static npu_insn *emit(lowering *l, uint32_t opcode) {
     n->opcode = opcode;
     n->wait_sem[0] = n->wait_sem[1] = n->signal_sem[0] = n->signal_sem[1] = NPU_NONE;
     return n;
+}
+
+/* Names the layer of the instructions emitted from `begin` on: node i's name, then "+" and the name of each
+ * later node its lowering fused (set in `fused`, not yet named: a fused node is never lowered itself); a
+ * node without a name is "Op#index". No instructions, no layer. */
+static void name_layer(lowering *l, size_t i, const uint8_t *fused, uint32_t begin) {
+    if (l->failed || begin >= l->p->insn_count) return;
+    char name[AK_MAX_LAYER_NAME + 1];
+    size_t at = 0;
+    for (size_t j = i; j < l->g->n_nodes && at < sizeof name - 1; j++) {
+        if (j != i && (!fused[j] || l->named[j])) continue;
+        const Kiln__Ir__Node *node = l->g->nodes[j];
+        int n = node->name && node->name[0] ? snprintf(name + at, sizeof name - at, "%s%s", j == i ? "" : "+", node->name)
+                                            : snprintf(name + at, sizeof name - at, "%s%s#%zu", j == i ? "" : "+", node->op, j);
+        if (n < 0) break;
+        at += (size_t)n < sizeof name - at ? (size_t)n : sizeof name - 1 - at;
+        l->named[j] = 1;
+    }
+    uint32_t layer = ak_layers_add(&l->p->layers, name);
+    if (layer == UINT32_MAX || ak_layers_assign(&l->p->layers, begin, l->p->insn_count, layer)) l->failed = 1;
 }
 
 /* A new semaphore. */
@@ -778,10 +802,11 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
     l.done_sem = sem(&l);
     kiln_plugin_error *e = NULL;
     uint8_t *fused = calloc(g->n_nodes + 1, 1);
+    l.named = calloc(g->n_nodes + 1, 1);
     shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    if (!fused || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    if (!fused || !l.named || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
     for (size_t i = 0; i < g->n_inputs; i++) {
         shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
         if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
@@ -803,8 +828,13 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
         shape s = lookup(g, &known, name);
         p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
     }
-    for (size_t i = 0; !l.failed && i < g->n_nodes; i++) {
-        if (fused[i]) continue;
+    size_t pending = SIZE_MAX; /* the node whose instructions start at `begin` and still need their layer */
+    uint32_t begin = 0;
+    for (size_t i = 0; !l.failed && i <= g->n_nodes; i++) {
+        if (pending != SIZE_MAX) { name_layer(&l, pending, fused, begin); pending = SIZE_MAX; }
+        if (i == g->n_nodes || fused[i]) continue;
+        pending = i;
+        begin = p->insn_count;
         const Kiln__Ir__Node *node = g->nodes[i];
         const char *op = node->op;
         shape out = lookup(g, &known, node->outputs[0]);
@@ -934,6 +964,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
     else if (l.failed == 3) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
 done:
     free(fused);
+    free(l.named);
     free(known.names);
     free(known.shapes);
     free(l.tensor_names);
@@ -989,21 +1020,28 @@ static kiln_plugin_error *check(void *context, const char *compat) {
     return ak_check_compat(compat, NPU_COMPAT, NPU_BACKEND_NAME " " NPU_VERSION);
 }
 
-/* Callback: decodes and validates a payload into an executable (an npu_program) on device 0. */
+/* A loaded program and its last run's profile (plugin ABI 1.4). */
+typedef struct npu_executable {
+    npu_program program;
+    ak_profile profile;
+} npu_executable;
+
+/* Callback: decodes and validates a payload into an executable (an npu_executable) on device 0. */
 static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_bytes *payload, const kiln_plugin_bytes *graph,
                                             const kiln_plugin_load_options *options, void **out_executable) {
     (void)context;
     kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
     if (e) return e;
-    npu_program *program = calloc(1, sizeof *program);
-    if (!program) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
+    npu_executable *x = calloc(1, sizeof *x);
+    if (!x) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
     char why[256];
-    if (npu_decode(payload->data, payload->size, program, why, sizeof why)) {
-        free(program);
+    if (npu_decode(payload->data, payload->size, &x->program, why, sizeof why)) {
+        free(x);
         return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why);
     }
-    if ((e = ak_check_graph_io(graph, -1, program->output_count))) { npu_program_free(program); free(program); return e; }
-    *out_executable = program;
+    if ((e = ak_check_graph_io(graph, -1, x->program.output_count))) { npu_program_free(&x->program); free(x); return e; }
+    ak_profile_init(&x->profile);
+    *out_executable = x;
     return NULL;
 }
 
@@ -1217,7 +1255,8 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
  * functional simulator, and returns the output tensors. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    const npu_program *p = executable;
+    npu_executable *x = executable;
+    const npu_program *p = x ? &x->program : NULL;
     kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
     if (e) return e;
     machine m = {0};
@@ -1264,7 +1303,13 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         const npu_tensor *nt = &p->tensors[p->outputs[i]];
         e = ak_output(&outputs[i], i, m.dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
     }
-    if (!e) record(p, ops, &report);
+    if (!e) {
+        record(p, ops, &report);
+        uint64_t total = 0;
+        ak_step *steps = ak_steps_from_report(&report, engines, ops, p->layers.count ? p->layers.of : NULL, p->layers.names, PROFILE_CLOCK_HZ, &total);
+        if (steps) ak_profile_store(&x->profile, steps, p->insn_count, total, PROFILE_CLOCK_HZ);
+        else e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    }
 done:
     ak_report_free(&report);
     for (uint32_t t = 0; m.dram && t < p->tensor_count; t++) free(m.dram[t]);
@@ -1276,12 +1321,21 @@ done:
     return e;
 }
 
+/* Callback (1.4): the last run's instructions as steps, per layer (the graph node(s) each came from) and
+ * engine, in TensorE cycles (PROFILE_CLOCK_HZ). */
+static kiln_plugin_error *profile(void *context, void *executable, kiln_plugin_profile *out) {
+    (void)context;
+    return ak_profile_answer(executable ? &((npu_executable *)executable)->profile : NULL, out);
+}
+
 /* Callback: frees an executable. */
 static void unload(void *context, void *executable) {
     (void)context;
     if (!executable) return;
-    npu_program_free(executable);
-    free(executable);
+    npu_executable *x = executable;
+    npu_program_free(&x->program);
+    ak_profile_destroy(&x->profile);
+    free(x);
 }
 
 /* ---- the device ---------------------------------------------------------------------------------------- */
@@ -1336,6 +1390,7 @@ static const kiln_plugin_backend backend = {
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
     .option_count = 1, .options = options,
+    .profile = profile,
 };
 static const kiln_plugin_backend *const backends[] = {&backend};
 
@@ -1355,5 +1410,5 @@ static kiln_plugin_header header = {
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host), or 1.3 with a host that
  * speaks it (which then also reads the declared auto-cast option). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 3);
+    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 4);
 }

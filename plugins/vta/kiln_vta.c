@@ -1,5 +1,5 @@
 /*
- * kiln_vta.c — samplevta.fpga, a Kiln backend plugin (plugin ABI 1.2) for a VTA-like FPGA accelerator
+ * kiln_vta.c — samplevta.fpga, a Kiln backend plugin (plugin ABI 1.2 to 1.4; profile needs 1.4) for a VTA-like FPGA accelerator
  * (Apache TVM VTA's default 1×16×16 int8 GEMM configuration), targets fpga-vta-pynq and fpga-vta-zcu104,
  * written against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
@@ -594,6 +594,12 @@ typedef struct vta_program {
     io_desc *inputs, *outputs;
     layer_info *layers;
 } vta_program;
+
+/* A loaded program and its last run's profile (plugin ABI 1.4). */
+typedef struct vta_executable {
+    vta_program program;   /* first: a vta_program pointer to it is the executable's */
+    ak_profile profile;
+} vta_executable;
 
 static void program_free(vta_program *p) {
     if (!p) return;
@@ -1357,7 +1363,25 @@ static int shape_matches(const io_desc *d, const kiln_tensor *t) {
     return t->shape[0] == d->W && t->shape[1] == d->C;
 }
 
-static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
+/* A run's instructions as profile steps in the target's cycles: name = the layer whose instruction range holds
+ * the instruction ("(program)" for the final drain and FINISH), unit = its module ("load", "compute",
+ * "store"). NULL when out of memory. */
+static ak_step *profile_steps(const vta_program *p, const vta_timing *t) {
+    static const char *const modules[VTA_MODULES] = {"load", "compute", "store"};
+    ak_step *steps = calloc((size_t)p->insn_count + 1, sizeof *steps);
+    if (!steps) return NULL;
+    for (uint32_t i = 0; i < p->insn_count; i++) {
+        steps[i].name = "(program)";
+        steps[i].unit = modules[vta_module(&p->insns[i])];
+        steps[i].start_cycle = t->start[i];
+        steps[i].cycles = t->end[i] - t->start[i];
+    }
+    for (uint32_t l = 0; l < p->layer_count; l++)
+        for (uint32_t i = p->layers[l].begin; i < p->layers[l].end; i++) steps[i].name = p->layers[l].name[0] ? p->layers[l].name : "(unnamed layer)";
+    return steps;
+}
+
+static kiln_plugin_error *execute_program(const vta_program *p, ak_profile *profile, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     for (size_t i = 0; i < input_count; i++) {
         const kiln_tensor *t = &inputs[i];
         if (p->inputs[i].rank == 0) continue;
@@ -1404,6 +1428,11 @@ static kiln_plugin_error *execute_program(const vta_program *p, const kiln_tenso
         outputs[i].ndim = (int32_t)d->rank;
         if (d->rank == 4) { outputs[i].shape[0] = 1; outputs[i].shape[1] = d->C; outputs[i].shape[2] = d->H; outputs[i].shape[3] = d->W; }
         else { outputs[i].shape[0] = d->W; outputs[i].shape[1] = d->C; }
+    }
+    if (!e) {
+        ak_step *steps = profile_steps(p, &t);
+        if (steps) ak_profile_store(profile, steps, p->insn_count, t.total_cycles, vta_targets[p->target].clock_hz);
+        else e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     }
     if (!e) {
         uint64_t run = atomic_fetch_add(&stat_runs, 1);
@@ -1535,8 +1564,9 @@ static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_byt
     (void)context;
     kiln_plugin_error *e = ak_load_arguments(payload, options, out_executable);
     if (e) return e;
-    vta_program *p = calloc(1, sizeof *p);
-    if (!p) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
+    vta_executable *x = calloc(1, sizeof *x);
+    if (!x) return ak_error(KILN_ERROR_INTERNAL, "load: out of memory");
+    vta_program *p = &x->program; /* the first member: freeing p frees x */
     char why[300];
     if (decode_program(payload->data, payload->size, p, why, sizeof why)) { free(p); return ak_error(KILN_ERROR_INVALID_ARTIFACT, "load: %s", why); }
     /* the token protocol must be deadlock-free and within the queue depth before anything runs */
@@ -1547,7 +1577,8 @@ static kiln_plugin_error *load_with_options(void *context, const kiln_plugin_byt
     }
     vta_timing_free(&t);
     if ((e = ak_check_graph_io(graph, (long)p->input_count, p->output_count))) { program_free(p); free(p); return e; }
-    *out_executable = p;
+    ak_profile_init(&x->profile);
+    *out_executable = x;
     return NULL;
 }
 
@@ -1557,16 +1588,25 @@ static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, 
 
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
-    const vta_program *p = executable;
+    vta_executable *x = executable;
+    const vta_program *p = x ? &x->program : NULL;
     kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
-    return e ? e : execute_program(p, inputs, input_count, outputs, output_count);
+    return e ? e : execute_program(p, &x->profile, inputs, input_count, outputs, output_count);
+}
+
+/* Callback (1.4): the last run's instructions as steps per layer and module, in the target's cycles. */
+static kiln_plugin_error *profile(void *context, void *executable, kiln_plugin_profile *out) {
+    (void)context;
+    return ak_profile_answer(executable ? &((vta_executable *)executable)->profile : NULL, out);
 }
 
 static void unload(void *context, void *executable) {
     (void)context;
     if (!executable) return;
-    program_free(executable);
-    free(executable);
+    vta_executable *x = executable;
+    program_free(&x->program);
+    ak_profile_destroy(&x->profile);
+    free(x);
 }
 
 enum { DEVICE_PROPERTY_COUNT = 22 };
@@ -1610,6 +1650,7 @@ static const kiln_plugin_backend backend = {
     .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 2, .targets = targets,
+    .profile = profile,
 };
 static const kiln_plugin_backend *const backends[] = {&backend};
 
@@ -1628,5 +1669,5 @@ static kiln_plugin_header header = {
 
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    return ak_query(h, out_header, &header, VTA_PLUGIN_NAME, 2);
+    return ak_query(h, out_header, &header, VTA_PLUGIN_NAME, 4);
 }

@@ -1,5 +1,6 @@
 """ak_e2e.py — what the accelerator plugins' end-to-end scripts share: their arguments, running the kiln CLI,
-reading the placement from `kiln inspect --partitions`, and saving a model built with the onnx package.
+reading the placement from `kiln inspect --partitions`, saving a model built with the onnx package, and reading
+what `kiln run --profile --trace` reports of a plugin device (plugin ABI 1.4).
 
 Import it from a plugin's tests folder with
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
@@ -45,3 +46,52 @@ def save_model(path, nodes, inputs, outputs, initializers, opset=17):
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)
+
+
+def device_profiles(output):
+    """What `kiln run --profile` printed for plugin devices, one dict per backend program in printed order:
+    {"program": name, "total": cycles per run, "clock_ghz": float or None, "units": {unit: busy cycles},
+    "layers": {layer: (cycles, [units])}} (dicts keep the printed order)."""
+    found = []
+    lines = output.splitlines()
+    for at, line in enumerate(lines):
+        m = re.match(r"^device \S+, program (\S+) \(\d+ runs?\): (\d+) cycles per run(?: \(\S+ µs at (\S+) GHz\))?$", line)
+        if not m:
+            continue
+        units, layers, section = {}, {}, None
+        for row in lines[at + 1:]:
+            if row.startswith("  by unit"):
+                section = "unit"
+            elif row.startswith("  by layer"):
+                section = "layer"
+            elif section == "unit" and (u := re.match(r"^ +(\d+) +\S+% +(\S+)$", row)):
+                units[u.group(2)] = int(u.group(1))
+            elif section == "layer" and (l := re.match(r"^ +(\d+) +\[(.*)\] +(.*)$", row)):
+                layers[l.group(2)] = (int(l.group(1)), l.group(3).split(", "))
+            else:
+                break
+        found.append({"program": m.group(1), "total": int(m.group(2)), "clock_ghz": float(m.group(3)) if m.group(3) else None,
+                      "units": units, "layers": layers})
+    return found
+
+
+def device_profile(output):
+    """The first of device_profiles(output), or None when there is none."""
+    found = device_profiles(output)
+    return found[0] if found else None
+
+
+def trace_rows(path):
+    """{thread name: number of complete ("X") events} of the device process(es) of a Chrome trace `kiln run --trace` wrote."""
+    import json
+    with open(path) as f:
+        data = json.load(f)
+    events = data["traceEvents"] if isinstance(data, dict) else data
+    devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name" and "device" in e["args"]["name"]}
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "thread_name"}
+    rows = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("pid") in devices:
+            name = names.get((e["pid"], e["tid"]), "?")
+            rows[name] = rows.get(name, 0) + 1
+    return rows

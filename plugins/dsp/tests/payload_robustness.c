@@ -19,6 +19,38 @@
 #include <string.h>
 
 static const kiln_plugin_backend *backend;
+
+/* When want_profile is set, load_and_run also asks for the profile (ABI 1.4) before the run (which must fail)
+ * and after it, and keeps what the later one reported here. */
+static int want_profile, profile_before_failed, profile_names_ok;
+static uint64_t profile_hvx, profile_dma, profile_total;
+static size_t profile_steps;
+
+/* Asks for `executable`'s profile and, after a run, sums it per unit and checks its layer names. */
+static void take_profile(void *executable, int after_run) {
+    kiln_plugin_profile prof;
+    memset(&prof, 0, sizeof prof);
+    prof.struct_size = sizeof prof;
+    kiln_plugin_error *e = backend->profile(backend->context, executable, &prof);
+    if (!after_run) { profile_before_failed = e != NULL && strstr(e->message, "has not run") != NULL; free(e); return; }
+    if (e) { printf("profile: %s\n", e->message); free(e); return; }
+    static const char *const layers[4] = {"quant", "conv1", "fc", "dequant"};
+    profile_names_ok = prof.step_count > 0;
+    profile_hvx = profile_dma = 0;
+    for (size_t i = 0; i < prof.step_count; i++) {
+        const kiln_plugin_profile_step *st = &prof.steps[i];
+        int known = 0;
+        for (int k = 0; k < 4; k++) known |= strcmp(st->name, layers[k]) == 0;
+        profile_names_ok &= known;
+        if (strcmp(st->unit, "HVX") == 0) profile_hvx += st->cycles;
+        else if (strcmp(st->unit, "DMA") == 0) profile_dma += st->cycles;
+        else profile_names_ok = 0;
+    }
+    profile_total = prof.total_cycles;
+    profile_steps = prof.step_count;
+    backend->release(backend->context, prof.owner);
+}
+
 /* Loads `bytes` and, when that works, executes it on x (float32 [1,2,6,6]). Returns 0 when both worked,
  * 1 when load refused, 2 when execute refused. */
 static int load_and_run(const void *bytes, size_t size, char *why, size_t why_size) {
@@ -26,6 +58,7 @@ static int load_and_run(const void *bytes, size_t size, char *why, size_t why_si
     void *executable = NULL;
     kiln_plugin_error *e = backend->load(backend->context, &payload, NULL, &executable);
     if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 1; }
+    if (want_profile) take_profile(executable, 0);
     float xf[72];
     for (int i = 0; i < 72; i++) xf[i] = (float)(i % 13) - 6.0f;
     int64_t shape[4] = {1, 2, 6, 6};
@@ -34,6 +67,7 @@ static int load_and_run(const void *bytes, size_t size, char *why, size_t why_si
     kiln_tensor out = {NULL, {KILN_DEVICE_CPU, 0}, 0, {0, 0, 0}, out_shape, NULL, 0};
     e = backend->execute(backend->context, executable, &in, 1, &out, 1);
     free(out.data);
+    if (want_profile && !e) take_profile(executable, 1);
     backend->unload(backend->context, executable);
     if (e) { snprintf(why, why_size, "%s", e->message); free(e); return 2; }
     return 0;
@@ -87,6 +121,12 @@ static void valid_program(dsp_program *p, dsp_constant *cs, dsp_op *ops, uint32_
     inputs[0] = V_X; dtypes[0] = DSP_F32; outputs[0] = V_Y;
     p->value_count = V_COUNT; p->input_count = 1; p->output_count = 1; p->constant_count = (uint32_t)n; p->op_count = 4;
     p->inputs = inputs; p->input_dtypes = dtypes; p->outputs = outputs; p->constants = cs; p->ops = ops;
+    memset(&p->layers, 0, sizeof p->layers);
+    static const char *const layers[4] = {"quant", "conv1", "fc", "dequant"};
+    for (uint32_t i = 0; i < 4; i++) {
+        uint32_t layer = ak_layers_add(&p->layers, layers[i]);
+        if (layer == UINT32_MAX || ak_layers_assign(&p->layers, i, i + 1, layer)) { printf("FAIL: out of memory\n"); exit(1); }
+    }
 }
 
 int main(void) {
@@ -100,8 +140,12 @@ int main(void) {
     dsp_buffer good;
     dsp_encode(&p, &good);
     char why[600];
+    want_profile = 1;
     int r = load_and_run(good.data, good.size, why, sizeof why);
+    want_profile = 0;
     EXPECT(r == 0, "the valid payload does not run: %s", why);
+    EXPECT(profile_before_failed, "profile before any run is not an error");
+    EXPECT(profile_names_ok, "the profile's steps are not all on HVX/DMA in layers quant, conv1, fc, dequant");
 
     {   /* the valid run was costed: the device reports the estimate, consistent with the documented model */
         kiln_plugin_device_list list;
@@ -121,6 +165,12 @@ int main(void) {
         EXPECT(runs == 1 && ops > 0 && dma > 0 && cycles == (compute > transfer ? compute : transfer),
                "estimate: runs %llu, %llu HVX ops, %llu DMA bytes, %llu cycles", runs, ops, dma, cycles);
         printf("estimate of the valid run: %llu HVX ops, %llu DMA bytes, %llu cycles\n", ops, dma, cycles);
+        /* the profile splits the same estimate per layer: HVX and DMA each add up to the run's, the run to the longer */
+        EXPECT(profile_hvx == compute && profile_dma == transfer && profile_total == cycles,
+               "profile: HVX %llu (want %llu), DMA %llu (want %llu), total %llu (want %llu)", (unsigned long long)profile_hvx, compute,
+               (unsigned long long)profile_dma, transfer, (unsigned long long)profile_total, cycles);
+        printf("profile of the valid run: %zu steps, HVX %llu + DMA %llu cycles, %llu cycles per run\n", profile_steps,
+               (unsigned long long)profile_hvx, (unsigned long long)profile_dma, (unsigned long long)profile_total);
         if (!de) backend->release(backend->context, list.owner);
         free(de);
     }
@@ -229,6 +279,32 @@ int main(void) {
         free(b.data);
         cs[3] = saved;
     }
+    {   /* the layer table: an index past it, an empty name, no table for the ops: load errors */
+        uint32_t saved = p.layers.of[2];
+        p.layers.of[2] = 4;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "layer index"), "an op's layer index past the table: %d %s", r, why);
+        printf("layer index past the table: %s\n", why);
+        free(b.data);
+        p.layers.of[2] = saved;
+        char *name = p.layers.names[1];
+        p.layers.names[1] = "";
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "layer name"), "an empty layer name: %d %s", r, why);
+        free(b.data);
+        p.layers.names[1] = name;
+        uint32_t count = p.layers.count;
+        p.layers.count = 0;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "layer table"), "ops without a layer table: %d %s", r, why);
+        free(b.data);
+        p.layers.count = count;
+    }
+    ak_layers_free(&p.layers);
     free(good.data);
     printf(failures ? "payload_robustness: FAIL (%d)\n" : "payload_robustness: PASS\n", failures);
     return failures ? 1 : 0;

@@ -9,7 +9,8 @@
  * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8, a
  * vector operand mode or reduction that does not exist,
  * DMA queue 16, a wait no instruction satisfies, MultiplyMoving without a matching stationary, a shape whose
- * element count overflows). Each must end in an error or a clean run. Exits 1 on any failed expectation.
+ * element count overflows, a layer index past the layer table, an empty or NUL-holding layer name). Each must end
+ * in an error or a clean run. It also checks the layer table's names and the profile callback (ABI 1.4). Exits 1 on any failed expectation.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include <kiln/kiln_plugin.h>
@@ -175,8 +176,90 @@ int main(void) {
     expect_refused(&p, "a shape whose element count overflows", "invalid shape");
     p.tensors[in].dims[0] = dims[0]; p.tensors[in].dims[1] = dims[1];
     p.auto_cast = 7; expect_refused(&p, "auto-cast 7", "auto-cast"); p.auto_cast = 0;
-    p.outputs[0] = p.inputs[0]; expect_refused(&p, "an output list naming an input", "not a distinct output");
+    uint32_t saved_out = p.outputs[0];
+    p.outputs[0] = p.inputs[0]; expect_refused(&p, "an output list naming an input", "not a distinct output"); p.outputs[0] = saved_out;
+    /* the layer table (version 2): the MatMul's layer names the nodes fused into it; a bad table is a load error */
+    EXPECT(p.layers.count == 2 && strcmp(p.layers.names[0], "MatMul+Add+Relu") == 0 && strcmp(p.layers.names[1], "Mul") == 0,
+           "layer table: %u layers, first '%s'", p.layers.count, p.layers.count ? p.layers.names[0] : "");
+    uint32_t saved_layer = p.layers.of[0];
+    p.layers.of[0] = p.layers.count; expect_refused(&p, "a layer index past the table", "layer index"); p.layers.of[0] = saved_layer;
+    p.layers.of[p.insn_count - 1] = 0xffffffffu; expect_refused(&p, "layer index 2^32-1", "layer index"); p.layers.of[p.insn_count - 1] = 1;
+    char *saved_name = p.layers.names[1];
+    p.layers.names[1] = ""; expect_refused(&p, "an empty layer name", "layer name"); p.layers.names[1] = saved_name;
+    uint32_t saved_count = p.layers.count;
+    p.layers.count = 0; expect_refused(&p, "instructions without a layer table", "layer table"); p.layers.count = saved_count;
     npu_program_free(&p);
+    {
+        /* a NUL inside a layer name, written by hand at the end of the valid payload's table */
+        const char *name = "Mul";
+        uint8_t *copy = malloc(size);
+        memcpy(copy, valid, size);
+        uint8_t *at = NULL;
+        for (size_t i = 4; i + 3 <= size; i++) if (memcmp(copy + i, name, 3) == 0 && copy[i - 4] == 3) at = copy + i;
+        EXPECT(at != NULL, "the layer name 'Mul' is in the payload");
+        if (at) { at[1] = 0; EXPECT(load_and_run(copy, size, NULL, why, sizeof why) == 1 && strstr(why, "NUL"), "a NUL in a layer name: '%s'", why); }
+        free(copy);
+    }
+    /* profile (ABI 1.4): an error before any run; after one, one step per instruction, named by layer */
+    {
+        kiln_plugin_bytes pb = {sizeof pb, valid, size, KILN_PLUGIN_FORMAT_OPAQUE, 0};
+        void *x = NULL;
+        kiln_plugin_error *le = backend->load(backend->context, &pb, NULL, &x);
+        EXPECT(!le, "load for the profile");
+        if (!le) {
+            kiln_plugin_profile prof = {sizeof prof, 0, 0, 0, NULL, NULL};
+            kiln_plugin_error *pe = backend->profile(backend->context, x, &prof);
+            EXPECT(pe && strstr(pe->message, "has not run"), "profile before any run is an error");
+            free(pe);
+            int64_t shape[2] = {M, K}, out_shape[KILN_PLUGIN_MAX_RANK];
+            kiln_tensor in = {X, {KILN_DEVICE_CPU, 0}, 2, {KILN_DTYPE_FLOAT, 32, 1}, shape, NULL, 0};
+            kiln_tensor result = {NULL, {KILN_DEVICE_CPU, 0}, 0, {0, 0, 0}, out_shape, NULL, 0};
+            kiln_plugin_error *xe = backend->execute(backend->context, x, &in, 1, &result, 1);
+            EXPECT(!xe, "execute for the profile");
+            free(xe);
+            free(result.data);
+            pe = backend->profile(backend->context, x, &prof);
+            EXPECT(!pe, "profile after a run: %s", pe ? pe->message : "");
+            free(pe);
+            size_t mm_steps = 0, mul_steps = 0, other = 0;
+            uint64_t end = 0;
+            for (size_t i = 0; !pe && i < prof.step_count; i++) {
+                const kiln_plugin_profile_step *st = &prof.steps[i];
+                mm_steps += strcmp(st->name, "MatMul+Add+Relu") == 0;
+                mul_steps += strcmp(st->name, "Mul") == 0;
+                other += strcmp(st->name, "MatMul+Add+Relu") != 0 && strcmp(st->name, "Mul") != 0;
+                if (st->start_cycle + st->cycles > end) end = st->start_cycle + st->cycles;
+            }
+            EXPECT(!pe && mm_steps > 0 && mul_steps > 0 && other == 0 && prof.clock_hz == 2.8e9, "profile steps: %zu MatMul, %zu Mul, %zu other, clock %g", mm_steps, mul_steps, other, prof.clock_hz);
+            EXPECT(!pe && end <= prof.total_cycles + 1 && end + 1 >= prof.total_cycles, "the last step ends at %llu, the run at %llu", (unsigned long long)end, (unsigned long long)prof.total_cycles);
+            if (!pe) backend->release(backend->context, prof.owner);
+            backend->unload(backend->context, x);
+        }
+    }
+    /* ABI negotiation (ak_query): the plugin answers the highest minor both speak, 1.2 up to 1.4 */
+    /* (the plugin keeps the host it was queried by: static hosts, and the test host queried again afterwards) */
+    static kiln_plugin_host hosts[5]; /* [0..3] offer 1.2 .. 1.5, [4] only 1.0 to 1.1 */
+    for (uint32_t offered = 2; offered <= 5; offered++) {
+        kiln_plugin_host *hp = &hosts[offered - 2];
+        *hp = ak_test_host();
+        hp->abi_max_minor = offered;
+        const kiln_plugin_header *header = NULL;
+        kiln_plugin_error *qe = kiln_plugin_query_v1(hp, &header);
+        uint32_t want = offered < 4 ? offered : 4;
+        EXPECT(!qe && header && header->abi_major == 1 && header->abi_minor == want, "a host offering 1.%u: answered 1.%u, want 1.%u", offered,
+               header ? header->abi_minor : 0, want);
+        free(qe);
+    }
+    {
+        kiln_plugin_host *hp = &hosts[4];
+        *hp = ak_test_host();
+        hp->abi_max_minor = 1;
+        const kiln_plugin_header *header = NULL;
+        kiln_plugin_error *qe = kiln_plugin_query_v1(hp, &header);
+        EXPECT(qe && qe->code == KILN_ERROR_VERSION_MISMATCH, "a host of 1.0 to 1.1 is refused with a version mismatch");
+        free(qe);
+    }
+    backend = ak_test_backend();
     EXPECT(load_and_run("KNPU", 4, NULL, why, sizeof why) == 1, "4 bytes of header refused");
     EXPECT(load_and_run(NULL, 0, NULL, why, sizeof why) == 1, "an empty payload refused");
 

@@ -151,9 +151,34 @@ int main(void) {
         e = backend->load(backend->context, &p, &graph, &exe);
         EXPECT(!e, "load: %s", e ? e->message : "");
         if (!e) {
+            /* profile (ABI 1.4): an error before any run; after it, steps per layer (conv1, conv2, "(program)") and module */
+            kiln_plugin_profile prof;
+            memset(&prof, 0, sizeof prof);
+            prof.struct_size = sizeof prof;
+            kiln_plugin_error *pe = backend->profile(backend->context, exe, &prof);
+            EXPECT(pe && strstr(pe->message, "has not run"), "profile before any run is an error");
+            free(pe);
             int8_t got[sizeof Y2];
             e = run(exe, got);
             EXPECT(!e, "execute: %s", e ? e->message : "");
+            pe = e ? NULL : backend->profile(backend->context, exe, &prof);
+            EXPECT(!pe, "profile after a run: %s", pe ? pe->message : "");
+            if (!e && !pe) {
+                uint64_t per_layer[3] = {0}, end = 0;
+                int odd = 0;
+                for (size_t i = 0; i < prof.step_count; i++) {
+                    const kiln_plugin_profile_step *st = &prof.steps[i];
+                    int layer = strcmp(st->name, "conv1") == 0 ? 0 : strcmp(st->name, "conv2") == 0 ? 1 : strcmp(st->name, "(program)") == 0 ? 2 : -1;
+                    odd += layer < 0 || (strcmp(st->unit, "load") && strcmp(st->unit, "compute") && strcmp(st->unit, "store"));
+                    if (layer >= 0) per_layer[layer] += st->cycles;
+                    if (st->start_cycle + st->cycles > end) end = st->start_cycle + st->cycles;
+                }
+                EXPECT(!odd && per_layer[0] > 0 && per_layer[1] > 0 && end == prof.total_cycles && prof.clock_hz > 0,
+                       "%s profile: %d odd steps, conv1 %llu, conv2 %llu cycles, last end %llu of %llu", targets[t], odd,
+                       (unsigned long long)per_layer[0], (unsigned long long)per_layer[1], (unsigned long long)end, (unsigned long long)prof.total_cycles);
+                backend->release(backend->context, prof.owner);
+            }
+            free(pe);
             int diff = 0;
             for (size_t i = 0; !e && i < sizeof Y2; i++) diff += got[i] != Y2[i];
             EXPECT(!e && diff == 0, "%s: %d of %zu outputs differ from the C QLinearConv reference", targets[t], diff, sizeof Y2);
