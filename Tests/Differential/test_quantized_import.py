@@ -91,3 +91,56 @@ def test_ort_quantized_models_run_on_kiln_reference(form, bound, tmp_path):
         got = np.load(out / "out" / "y.npy")
         err = float(np.abs(got - expected["y"]).max())
         assert err <= bound, f"{form}: max |kiln - ort| {err:.4g} > {bound:.4g} ({got} vs {expected['y']})"
+
+
+def small_lstm(path, direction, hidden=24, seq=7, batch=2, size=10):
+    """x[seq, batch, size] -> LSTM (seeded weights and biases, `direction`) -> Y, Y_h, Y_c."""
+    rng = np.random.default_rng(9)
+    dirs = 2 if direction == "bidirectional" else 1
+    inits = [numpy_helper.from_array((rng.standard_normal((dirs, 4 * hidden, size)) * 0.3).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal((dirs, 4 * hidden, hidden)) * 0.3).astype(np.float32), "R"),
+             numpy_helper.from_array((rng.standard_normal((dirs, 8 * hidden)) * 0.1).astype(np.float32), "B")]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "y_h", "y_c"], hidden_size=hidden, direction=direction)
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [seq, dirs, batch, hidden]),
+            helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [dirs, batch, hidden]),
+            helper.make_tensor_value_info("y_c", TensorProto.FLOAT, [dirs, batch, hidden])]
+    graph = helper.make_graph([node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, size])],
+                              outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_dynamically_quantized_lstm_matches_onnxruntime(direction, tmp_path):
+    """quantize_dynamic turns an LSTM into com.microsoft.DynamicQuantizeLSTM (int8 weights, transposed; X and
+    each step's hidden state quantized to uint8 on the fly). kiln.reference computes the same integer products,
+    so it agrees with ORT to float rounding, far below one quantization step of the hidden state."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    logging.getLogger().setLevel(logging.ERROR)
+    src, dst = str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx")
+    small_lstm(src, direction)
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    ops = {(n.domain, n.op_type) for n in onnx.load(dst).graph.node}
+    assert ("com.microsoft", "DynamicQuantizeLSTM") in ops, ops
+    rng = np.random.default_rng(12)
+    sample = {"x": rng.uniform(-1, 1, (7, 2, 10)).astype(np.float32)}
+    # ORT with one thread: with several, ORT quantizes each thread's share of the batch's hidden state on its
+    # own range, so its answer for batch > 1 depends on its thread count; with one, the whole batch shares one
+    # range, as in kiln.reference.
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(dst, options, providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, sample)))
+    float_expected = onnxruntime_outputs(src, sample)
+    out = tmp_path / "run"
+    out.mkdir()
+    run_kiln(dst, sample, out)  # no flags: kiln.cpu runs the rest, kiln.reference the contrib LSTM
+    for name in ("y", "y_h", "y_c"):
+        got = np.load(out / "out" / f"{name}.npy")
+        err = float(np.abs(got - expected[name]).max())
+        assert err <= 1e-5, f"{direction}/{name}: max |kiln - ort| {err:.3g}"
+        # The quantized model differs from the float one, so agreeing with ORT's quantized answer means
+        # something: it is not the float LSTM's answer.
+        assert float(np.abs(expected[name] - float_expected[name]).max()) > 1e-3

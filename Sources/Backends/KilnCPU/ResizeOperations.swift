@@ -1,3 +1,4 @@
+import CKilnKernels
 import KilnIR
 #if canImport(Glibc)
 import Glibc
@@ -233,12 +234,12 @@ extension SwiftOps {
         _ = try b.checkedBytes([max(n, 1), max(m, 1)] + outSpatial, width: 4, name: b.name(outs[0]))
         let I = inSpatial.reduce(1, *), K = kernel.reduce(1, *), O = outSpatial.reduce(1, *)
         let inStrides = contiguousStrides(inSpatial), kStrides = contiguousStrides(kernel), oStrides = contiguousStrides(outSpatial)
-        // For each (input pixel, kernel tap): the output pixel, or -1 when it falls in the padding.
+        // For each (kernel tap, input pixel): the output pixel, or -1 when it falls in the padding.
         let (taps, overflow) = I.multipliedReportingOverflow(by: K)
         guard !overflow else { throw b.unsupported("\(I) input pixels × \(K) kernel taps overflow") }
         var target = try b.indexTable(taps) { _ in -1 }
-        for p in 0..<I {
-            for k in 0..<K {
+        for k in 0..<K {
+            for p in 0..<I {
                 var o = 0
                 var inside = true
                 for j in 0..<r {
@@ -247,35 +248,38 @@ extension SwiftOps {
                     if oj < 0 || oj >= outSpatial[j] { inside = false; break }
                     o += oj * oStrides[j]
                 }
-                if inside { target[p * K + k] = o }
+                if inside { target[k * I + p] = o }
             }
         }
-        let hasBias = ins.count > 2 && ins[2] >= 0
-        try b.compute([(outs[0], outShape, .float32)], from: ins) { p, o in
-            let xp = p[0].assumingMemoryBound(to: Float.self), wp = p[1].assumingMemoryBound(to: Float.self)
-            let y = o[0].assumingMemoryBound(to: Float.self)
+        // Per image and group, one GEMM gives every (output channel, tap) row of contributions of every input
+        // pixel, cols[mg·K × I] = W_gᵀ · X_g (W_g is [cg, mg·K] as stored); then each row is added into the
+        // output pixels its tap reaches (col2im).
+        let (rows, rowsOverflow) = mg.multipliedReportingOverflow(by: K)
+        let (colCount, colsOverflow) = rows.multipliedReportingOverflow(by: I)
+        guard !rowsOverflow, !colsOverflow, colCount <= Int.max / 4 else { throw b.unsupported("a \(rows) × \(I) column buffer overflows") }
+        try b.define(outs[0], shape: outShape)
+        let cols = try b.scratch(bytes: max(colCount, 1) * 4)
+        let x = ins[0], weights = ins[1], bias = ins.count > 2 ? ins[2] : -1, out = outs[0], table = target
+        b.step("ConvTranspose") { frame in
+            let xp = frame.f(x), wp = frame.f(weights), y = frame.f(out)
+            let col = frame.scratch(cols).assumingMemoryBound(to: Float.self)
             y.initialize(repeating: 0, count: n * m * O)
             for bi in 0..<n {
-                for g in 0..<group {
-                    for ic in 0..<cg {
-                        let cin = g * cg + ic
-                        let xin = xp + (bi * c + cin) * I
-                        for oc in 0..<mg {
-                            let w = wp + (cin * mg + oc) * K
-                            let out = y + (bi * m + g * mg + oc) * O
-                            for pix in 0..<I {
-                                let v = xin[pix]
-                                for k in 0..<K {
-                                    let t = target[pix * K + k]
-                                    if t >= 0 { out[t] += v * w[k] }
-                                }
+                for g in 0..<group where rows > 0 && I > 0 && cg > 0 {
+                    kiln_sgemm(1, 0, rows, I, cg, 1, wp + g * cg * rows, rows, xp + (bi * c + g * cg) * I, I, 0, col, I, nil)
+                    for oc in 0..<mg {
+                        let dst = y + (bi * m + g * mg + oc) * O
+                        for k in 0..<K {
+                            let row = col + (oc * K + k) * I
+                            table.withUnsafeBufferPointer { t in
+                                let tap = t.baseAddress! + k * I
+                                for pix in 0..<I where tap[pix] >= 0 { dst[tap[pix]] += row[pix] }
                             }
                         }
                     }
                 }
-                if hasBias {
-                    let bias = p[2].assumingMemoryBound(to: Float.self)
-                    for ch in 0..<m { for i in 0..<O { y[(bi * m + ch) * O + i] += bias[ch] } }
+                if let bp = frame.optionalF(bias) {
+                    for ch in 0..<m { let plane = y + (bi * m + ch) * O; for i in 0..<O { plane[i] += bp[ch] } }
                 }
             }
         }

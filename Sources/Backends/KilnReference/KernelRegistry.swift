@@ -12,6 +12,7 @@ extension KernelTable {
         LinearAlgebraOps.register(into: &table)
         QuantizationOps.register(into: &table)
         ContribQuantizationOps.register(into: &table)
+        ContribRecurrentOps.register(into: &table)
         ConvolutionOps.register(into: &table)
         PoolingOps.register(into: &table)
         ImageOps.register(into: &table)
