@@ -191,4 +191,22 @@ import Testing
         #expect(result.status == 1)
         #expect(result.stderr.contains("nothing.onnx"))
     }
+
+    @Test func precisionFlagReachesKilnGPUAndIsChecked() throws {
+        // --precision is kiln.gpu's precision option: a bad value is refused by name, and giving it twice
+        // (flag and --backend-option) is an error.
+        let bad = try KilnTool.run(["compile", model, "-o", folder + "/bad.kiln", "--target", "opencl", "--precision", "fp8"])
+        #expect(bad.status != 0 && bad.stderr.contains("precision='fp8'"), "\(bad.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: folder + "/bad.kiln"))
+        let twice = try KilnTool.run(["compile", model, "-o", folder + "/twice.kiln", "--precision", "fp16", "--backend-option", "precision=fp16"])
+        #expect(twice.status != 0 && twice.stderr.contains("--precision and --backend-option precision"), "\(twice.stderr)")
+        // On an OpenCL device (PoCL here), the fp16 payload records its precision and the artifact runs.
+        guard !GPUBackend().devices().isEmpty else { return }
+        let half = try KilnTool.run(["compile", model, "-o", folder + "/half.kiln", "--target", "opencl", "--precision", "fp16"])
+        #expect(half.status == 0, "\(half.stderr)")
+        let bytes = try FileSystem.read(folder + "/half.kiln")
+        #expect(String(decoding: bytes, as: UTF8.self).contains("precision=fp16"))
+        let run = try KilnTool.run(["run", folder + "/half.kiln"] + writeInputs())
+        #expect(run.status == 0, "\(run.stderr)")
+    }
 }
