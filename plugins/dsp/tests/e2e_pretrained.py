@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""kiln.dsp on a real pretrained CNN quantized by Kiln's own calibration: PP-OCR's text-orientation classifier
+(rapidocr-onnxruntime's ch_ppocr_mobile_v2.0_cls, fetched by scripts/real-models), `kiln compile MODEL --quantize
+int8 --calibration DIR --target dsp-hvx --plugin libkiln_dsp.so`, against the same quantization run whole on
+kiln.reference (`--backend kiln.reference`: the same calibration samples, so the same int8 graph).
+
+Calibration and held-out inputs are text lines drawn with NumPy (scripts/quantize-accuracy's `drawn_line`, half of
+the held-out ones turned 180 degrees, as the classifier's task is), normalized as PP-OCR does.
+
+Asserts:
+  * every Conv runs on sampledsp.hvx (as a QLinearConv); what the DSP does not run (the hard-swish arithmetic,
+    squeeze-excitation pooling, per-axis DequantizeLinear of the head) falls back to kiln.cpu, by name;
+  * on every held-out line, the class (argmax) equals kiln.reference's;
+  * the two class probabilities are within PROB_BOUND of kiln.reference's. kiln.dsp requantizes with a Q31
+    multiplier and two roundings half up, kiln.reference in float with one rounding half to even (DSP.md); each
+    of the model's 50-odd quantized layers can differ by one quantum, and those differences add up through the
+    network: about 0.02 of probability on these lines, which the bound states with room.
+Usage: e2e_pretrained.py KILN PLUGIN WORKDIR
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from importlib.machinery import SourceFileLoader
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
+from ak_e2e import placements, run  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+DSP = "sampledsp.hvx"
+PROB_BOUND = 0.08
+CALIBRATION, HELD_OUT = 8, 8
+
+
+def quantize_accuracy():
+    """scripts/quantize-accuracy as a module, for its NumPy text-line drawing."""
+    loader = SourceFileLoader("quantize_accuracy", os.path.join(ROOT, "scripts", "quantize-accuracy"))
+    spec = importlib.util.spec_from_loader("quantize_accuracy", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def main():
+    kiln, plugin, work = sys.argv[1], sys.argv[2], sys.argv[3]
+    os.makedirs(work, exist_ok=True)
+    cache = os.path.join(ROOT, "out", "real-models")
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "real-models"), "--cache", cache, "--only", "ppocr-cls-v2"],
+                   check=True, stdout=subprocess.DEVNULL)
+    model = os.path.join(cache, "models", "ppocr-cls-v2", "model.onnx")
+    qa = quantize_accuracy()
+    calibration = os.path.join(work, "calibration")
+    os.makedirs(calibration, exist_ok=True)
+    for i, sample in enumerate(qa.ocr_samples("ppocr-cls-v2", CALIBRATION, 1000, qa.drawn_line)):
+        np.save(os.path.join(calibration, f"{i:03d}.npy"), sample["x"])
+
+    def compile_(name, *extra):
+        out = os.path.join(work, name + ".kiln")
+        done = subprocess.run([kiln, "compile", model, "-o", out, "--quantize", "int8", "--calibration", calibration, *extra],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return out
+
+    dsp = compile_("dsp", "--target", "dsp-hvx", "--plugin", plugin)
+    reference = compile_("reference", "--backend", "kiln.reference")
+    where = placements(run([kiln, "inspect", dsp, "--partitions", "--plugin", plugin]))
+    convs = where.get("Conv", [])
+    assert convs and set(convs) == {DSP}, f"Conv placed on {sorted(set(convs))}, expected only {DSP}"
+
+    worst, agree = 0.0, 0
+    for i, sample in enumerate(qa.ocr_samples("ppocr-cls-v2", HELD_OUT, 5000, qa.drawn_line)):
+        path = os.path.join(work, f"x{i}.npy")
+        np.save(path, sample["x"])
+        outputs = {}
+        for name, artifact, extra in (("dsp", dsp, ["--plugin", plugin]), ("reference", reference, [])):
+            out_dir = os.path.join(work, f"out-{name}-{i}")
+            done = subprocess.run([kiln, "run", artifact, "--input", f"x={path}", "--output-dir", out_dir, *extra],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            files = sorted(os.listdir(out_dir))
+            assert len(files) == 1, files
+            outputs[name] = np.load(os.path.join(out_dir, files[0]))
+        got, want = outputs["dsp"], outputs["reference"]
+        assert got.shape == want.shape, (got.shape, want.shape)
+        assert int(np.argmax(got)) == int(np.argmax(want)), f"line {i}: class {np.argmax(got)} vs kiln.reference {np.argmax(want)} ({got} vs {want})"
+        agree += 1
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= PROB_BOUND, f"probabilities differ by {worst:.4f} > {PROB_BOUND}"
+    print(json.dumps({"conv_on_dsp": len(convs), "held_out": HELD_OUT, "class_equal": agree,
+                      "largest_probability_difference": round(worst, 5), "bound": PROB_BOUND}))
+    print(f"e2e_pretrained: PASS — PP-OCR classifier, {len(convs)} Convs on {DSP}; the class equals kiln.reference's on "
+          f"{agree}/{HELD_OUT} held-out lines; probabilities within {worst:.4f} (bound {PROB_BOUND})")
+
+
+if __name__ == "__main__":
+    main()
