@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """kiln.dsp on a real pretrained CNN quantized by Kiln's own calibration: PP-OCR's text-orientation classifier
-(rapidocr-onnxruntime's ch_ppocr_mobile_v2.0_cls, fetched by scripts/real-models), `kiln compile MODEL --quantize
+(rapidocr-onnxruntime's ch_ppocr_mobile_v2.0_cls, fetched from its wheel as scripts/quantize-accuracy does), `kiln compile MODEL --quantize
 int8 --calibration DIR --target dsp-hvx --plugin libkiln_dsp.so`, against the same quantization run whole on
 kiln.reference (`--backend kiln.reference`: the same calibration samples, so the same int8 graph).
 
@@ -47,11 +47,12 @@ def quantize_accuracy():
 def main():
     kiln, plugin, work = sys.argv[1], sys.argv[2], sys.argv[3]
     os.makedirs(work, exist_ok=True)
-    cache = os.path.join(ROOT, "out", "real-models")
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "real-models"), "--cache", cache, "--only", "ppocr-cls-v2"],
-                   check=True, stdout=subprocess.DEVNULL)
-    model = os.path.join(cache, "models", "ppocr-cls-v2", "model.onnx")
+    # The model file only, through scripts/quantize-accuracy's own fetch (scripts/real-models' download and
+    # extraction code, no corpus venv), into the cache scripts/quantize-accuracy --ci uses too.
     qa = quantize_accuracy()
+    qa.real_models_module = qa.real_models()
+    entry = next(e for e in qa.real_models_module.CORPUS if e["name"] == "ppocr-cls-v2")
+    _, model = qa.prepare_model(entry, os.path.join(ROOT, ".cache"))
     calibration = os.path.join(work, "calibration")
     os.makedirs(calibration, exist_ok=True)
     for i, sample in enumerate(qa.ocr_samples("ppocr-cls-v2", CALIBRATION, 1000, qa.drawn_line)):
