@@ -1,5 +1,5 @@
 """ak_e2e.py — what the accelerator plugins' end-to-end scripts share: their arguments, running the kiln CLI,
-reading the placement from `kiln inspect --partitions`, saving a model built with the onnx package, and reading
+reading the placement from `kiln inspect --partitions`, collecting failed checks (expect/finish), saving a model built with the onnx package, and reading
 what `kiln run --profile --trace` reports of a plugin device (plugin ABI 1.4).
 
 Import it from a plugin's tests folder with
@@ -21,6 +21,22 @@ def arguments():
     kiln, plugin, work = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3]
     os.makedirs(work, exist_ok=True)
     return kiln, plugin, work
+
+
+failures = []
+
+
+def expect(cond, what):
+    """Records (and prints) a failed check without stopping, so one run reports every failure; see finish()."""
+    if not cond:
+        failures.append(what)
+        print(f"FAIL: {what}")
+
+
+def finish():
+    """Prints the script's verdict from the checks expect() recorded and exits with 1 if any failed."""
+    print(f"{os.path.splitext(os.path.basename(sys.argv[0]))[0]}: {'FAIL' if failures else 'PASS'}")
+    sys.exit(1 if failures else 0)
 
 
 def run(cmd, env=None):

@@ -17,16 +17,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, device_profile, run, save_model, trace_rows  # noqa: E402
-
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
+from ak_e2e import arguments, device_profile, expect, finish, run, save_model, trace_rows  # noqa: E402
 
 def main():
     kiln, plugin, work = arguments()
@@ -68,8 +59,7 @@ def main():
     expect(set(rows) == {"HVX", "DMA"}, f"trace rows {sorted(rows)}")
     print(f"e2e_profile: layers {', '.join(f'{k} {v[0]}' for k, v in prof['layers'].items())} cycles; sum {layer_sum} = "
           f"HVX {hvx} + DMA {dma} (KILN_DSP_REPORT); {prof['total']} cycles per run; trace rows {sorted(rows)}")
-    print(f"e2e_profile: {'FAIL' if failures else 'PASS'}")
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":

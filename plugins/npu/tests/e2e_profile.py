@@ -20,18 +20,9 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, device_profile, run, save_model, trace_rows  # noqa: E402
+from ak_e2e import arguments, device_profile, expect, finish, run, save_model, trace_rows  # noqa: E402
 
 CLOCK = 2.8e9
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
-
 def main():
     kiln, plugin, work = arguments()
     rng = np.random.default_rng(5)
@@ -79,8 +70,7 @@ def main():
     expect(sum(rows.values()) == instructions, f"trace has {sum(rows.values())} device events for {instructions} instructions")
     print(f"e2e_profile: layers {', '.join(f'{k} {v[0]}' for k, v in prof['layers'].items())} cycles; sum {layer_sum} = units {unit_sum}, "
           f"report {busy_cycles:.0f} (2.8 GHz); {prof['total']} cycles per run; trace rows {len(rows)}")
-    print(f"e2e_profile: {'FAIL' if failures else 'PASS'}")
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":

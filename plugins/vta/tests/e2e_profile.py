@@ -21,17 +21,8 @@ import onnx
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
 sys.path.insert(0, os.path.join(here, "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, device_profiles, run, trace_rows  # noqa: E402
+from ak_e2e import arguments, device_profiles, expect, finish, run, trace_rows  # noqa: E402
 from resnet_model import build_float, quantize  # noqa: E402
-
-failures = []
-
-
-def expect(cond, what):
-    if not cond:
-        failures.append(what)
-        print(f"FAIL: {what}")
-
 
 def main():
     kiln, plugin, work = arguments()
@@ -76,8 +67,7 @@ def main():
     rows = trace_rows(trace)
     expect(set(rows) == {"load", "compute", "store"}, f"trace rows {sorted(rows)}")
     print(f"e2e_profile: {'; '.join(summary)} (KILN_VTA_REPORT); trace rows {sorted(rows)}")
-    print(f"e2e_profile: {'FAIL' if failures else 'PASS'}")
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":
