@@ -306,7 +306,8 @@ void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *out
 void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left, size_t wp,
                    uint8_t pad_value, uint8_t *output, size_t y0, size_t y1) {
     const kiln_qkernel *kk = kiln_qkernel_current();
-    if (kk->pad_hwc && kk->pad_hwc(input, c, h, w, pad_top, pad_left, wp, pad_value, output, y0, y1)) return;
+    /* The ISA's 16 × 16 byte transpose, where it has one, moves whole blocks of 16 pixels × 16 channels. */
+    void (*const transpose16)(const uint8_t *, size_t, uint8_t *, size_t) = c % 16 == 0 ? kk->transpose16 : NULL;
     for (size_t py = y0; py < y1; py++) {
         uint8_t *line = output + py * wp * c;
         const long iy = (long)py - (long)pad_top;
@@ -318,13 +319,17 @@ void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pa
         const size_t x0 = pad_left < wp ? pad_left : wp, x1 = pad_left + w < wp ? pad_left + w : wp;
         memset(line, pad_value, x0 * c);
         memset(line + x1 * c, pad_value, (wp - x1) * c);
-        const uint8_t *src = input + (size_t)iy * w - pad_left;
+        const uint8_t *src = input + (size_t)iy * w; /* padded column x ≥ x0 ≥ pad_left reads src[x − pad_left] */
         /* Blocks of 16 pixels × all channels keep both sides in cache lines. */
         for (size_t b = x0; b < x1; b += 16) {
             const size_t e = b + 16 < x1 ? b + 16 : x1;
+            if (transpose16 && e - b == 16) {
+                for (size_t ch = 0; ch < c; ch += 16) transpose16(src + ch * h * w + (b - pad_left), h * w, line + b * c + ch, c);
+                continue;
+            }
             for (size_t ch = 0; ch < c; ch++) {
                 const uint8_t *plane = src + ch * h * w;
-                for (size_t x = b; x < e; x++) line[x * c + ch] = plane[x];
+                for (size_t x = b; x < e; x++) line[x * c + ch] = plane[x - pad_left];
             }
         }
     }

@@ -48,8 +48,7 @@ KILN_VNNI static void vnni_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR
     _mm512_storeu_si512((void *)(acc + 160), c50); _mm512_storeu_si512((void *)(acc + 176), c51);
 }
 
-KILN_AVX2_INT static int x86_pad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left,
-                                     size_t wp, uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
+KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride);
 
 /* ---- AVX-512 VNNI: the whole product with the fused-QDQ output stage in registers ---- */
 
@@ -292,7 +291,7 @@ KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *
     return 1;
 }
 
-const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_pad_hwc};
+const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_transpose16};
 
 /* The 4 k of a row, zero-extended to 16 bits and repeated across the register: [a0 a1 a2 a3] × 4. */
 KILN_AVX2_INT static inline __m256i avx2_a4(const uint8_t *p, uint32_t a_xor) {
@@ -339,7 +338,7 @@ KILN_AVX2_INT static void avx2_qtile(size_t kq, const uint8_t *const a[KILN_QGEM
 
 /* 16 rows of 16 bytes (src, src_stride apart) written as 16 columns: dst[j·dst_stride + i] = src[i·src_stride + j]. Four
  * rounds of interleaving (bytes, pairs, quads, halves). */
-KILN_AVX2_INT static inline void x86_transpose16(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride) {
+KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride) {
     __m128i r[16], t[16], u[16], v[16];
     for (int i = 0; i < 16; i++) r[i] = _mm_loadu_si128((const __m128i *)(src + (size_t)i * src_stride));
     /* t[2i] / t[2i+1]: rows 2i, 2i+1 interleaved, columns 0–7 / 8–15. */
@@ -368,30 +367,6 @@ KILN_AVX2_INT static inline void x86_transpose16(const uint8_t *src, size_t src_
         }
 }
 
-/* kiln_qpad_hwc for channel counts that are multiples of 16: blocks of 16 pixels × 16 channels transposed in registers. */
-KILN_AVX2_INT static int x86_pad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left,
-                                     size_t wp, uint8_t pad_value, uint8_t *output, size_t y0, size_t y1) {
-    if (c % 16 != 0) return 0;
-    for (size_t py = y0; py < y1; py++) {
-        uint8_t *line = output + py * wp * c;
-        const long iy = (long)py - (long)pad_top;
-        if (iy < 0 || iy >= (long)h) {
-            memset(line, pad_value, wp * c);
-            continue;
-        }
-        const size_t x0 = pad_left < wp ? pad_left : wp, x1 = pad_left + w < wp ? pad_left + w : wp;
-        memset(line, pad_value, x0 * c);
-        memset(line + x1 * c, pad_value, (wp - x1) * c);
-        const uint8_t *src = input + (size_t)iy * w; /* padded column x reads src[x − pad_left] */
-        size_t x = x0;
-        for (; x + 16 <= x1; x += 16)
-            for (size_t ch = 0; ch < c; ch += 16) x86_transpose16(src + ch * h * w + (x - pad_left), h * w, line + x * c + ch, c);
-        for (; x < x1; x++)
-            for (size_t ch = 0; ch < c; ch++) line[x * c + ch] = src[ch * h * w + (x - pad_left)];
-    }
-    return 1;
-}
-
-const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, NULL, NULL, NULL, x86_pad_hwc};
+const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, NULL, NULL, NULL, x86_transpose16};
 
 #endif

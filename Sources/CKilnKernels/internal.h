@@ -147,9 +147,9 @@ typedef struct kiln_qkernel {
     /* kiln_qdepthwise, bit-identical, when it returns 1 (0: not this case, the portable loop runs). */
     int (*depthwise)(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero, const uint8_t *weight,
                      int w_signed, const int32_t *w_zero, size_t w_zero_stride, const kiln_qgemm_params *q, size_t c0, size_t c1);
-    /* kiln_qpad_hwc, identical, when it returns 1 (0: not this case, the portable loop runs). */
-    int (*pad_hwc)(const uint8_t *input, size_t c, size_t h, size_t w, size_t pad_top, size_t pad_left, size_t wp,
-                   uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
+    /* dst[j·dst_stride + i] = src[i·src_stride + j] for a 16 × 16 block of bytes (kiln_qpad_hwc's channels-last
+     * copy), or NULL for the portable loop. */
+    void (*transpose16)(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride);
 } kiln_qkernel;
 const kiln_qkernel *kiln_qkernel_current(void);
 extern const kiln_qkernel kiln_qkernel_generic;
