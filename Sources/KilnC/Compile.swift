@@ -37,7 +37,7 @@ enum CompileRequest {
                     throw KilnError(.invalidArgument, "kiln_compile_options: option_keys[\(i)] or option_values[\(i)] is NULL")
                 }
                 let key = String(cString: keyPointer), value = String(cString: valuePointer)
-                if !quantization.set(key, value) { try apply(key, value, to: &result) }
+                if try !quantization.set(key, value) { try apply(key, value, to: &result) }
             }
         }
         result.quantization = try quantization.options(.compileOptions)

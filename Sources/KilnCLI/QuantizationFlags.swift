@@ -38,11 +38,11 @@ struct QuantizationFlags: ParsableArguments {
         request.quantize = quantize
         request.calibration = calibration
         request.calibrationMethod = calibrationMethod
-        request.percentile = String(percentile)
+        request.percentile = percentile
         request.activationType = activationType
         request.keepFloat = keepFloat
         request.quantizeOps = quantizeOps
-        request.quantizeOutputs = String(quantizeOutputs)
+        request.quantizeOutputs = quantizeOutputs
         request.calibrationBackend = calibrationBackend
         return try request.options(.flags)
     }

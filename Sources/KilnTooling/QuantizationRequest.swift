@@ -22,7 +22,7 @@ public struct QuantizationRequest: Sendable {
     /// `minmax`, `percentile` or `entropy`.
     public var calibrationMethod = "minmax"
     /// The percentile of values kept by `percentile` calibration, in (0, 100].
-    public var percentile = "99.99"
+    public var percentile = 99.99
     /// `uint8` (asymmetric) or `int8` (symmetric) activations.
     public var activationType = "uint8"
     /// Comma-separated op types kept in float.
@@ -30,7 +30,7 @@ public struct QuantizationRequest: Sendable {
     /// Comma-separated op types to quantize (nil: `QuantizationConfig.defaultOps`).
     public var quantizeOps: String?
     /// Whether quantized ops' outputs are quantized too.
-    public var quantizeOutputs = "true"
+    public var quantizeOutputs = true
     /// The backend that runs the float model on the calibration samples (nil: kiln.reference).
     public var calibrationBackend: String?
 
@@ -64,11 +64,8 @@ public struct QuantizationRequest: Sendable {
         guard let type = ActivationType(rawValue: activationType) else {
             throw KilnError(.invalidArgument, "\(n("activation_type")) '\(activationType)': expected uint8 or int8")
         }
-        guard let p = Double(percentile), p > 0, p <= 100 else {
-            throw KilnError(.invalidArgument, "\(n("percentile")) '\(percentile)': expected a number in (0, 100]")
-        }
-        guard let outputs = Bool(quantizeOutputs) else {
-            throw KilnError(.invalidArgument, "\(n("quantize_outputs")) '\(quantizeOutputs)': expected true or false")
+        guard percentile > 0, percentile <= 100 else {
+            throw KilnError(.invalidArgument, "\(n("percentile")) \(percentile): expected a number in (0, 100]")
         }
         let allowed: Set<String> = ["Conv", "Gemm", "MatMul", "Add", "Mul"]
         func ops(_ key: String, _ text: String?) throws -> Set<String>? {
@@ -82,24 +79,32 @@ public struct QuantizationRequest: Sendable {
         }
         let config = QuantizationConfig(ops: try ops("quantize_ops", quantizeOps) ?? QuantizationConfig.defaultOps,
                                         keepFloat: try ops("keep_float", keepFloat) ?? [], method: method,
-                                        percentile: p, activationType: type, quantizeOutputs: outputs)
+                                        percentile: percentile, activationType: type, quantizeOutputs: quantizeOutputs)
         return QuantizationOptions(config: config, samples: try CalibrationDirectory.load(path: calibration),
                                    calibrationBackend: calibrationBackend)
     }
 
     /// Sets the setting compile-option `key` names (`quantize`, `calibration`, `calibration_method`,
     /// `percentile`, `activation_type`, `keep_float`, `quantize_ops`, `quantize_outputs`,
-    /// `calibration_backend`) to `value`; false when `key` is none of them.
-    public mutating func set(_ key: String, _ value: String) -> Bool {
+    /// `calibration_backend`) to `value`; false when `key` is none of them. A value that is not a number
+    /// (`percentile`) or not true/false (`quantize_outputs`) is `.invalidArgument` naming the key.
+    public mutating func set(_ key: String, _ value: String) throws -> Bool {
+        func invalid(_ expected: String) -> KilnError {
+            KilnError(.invalidArgument, "\(Self.name(key, .compileOptions)) '\(value)': expected \(expected)")
+        }
         switch key {
         case "quantize": quantize = value
         case "calibration": calibration = value
         case "calibration_method": calibrationMethod = value
-        case "percentile": percentile = value
+        case "percentile":
+            guard let p = Double(value), p.isFinite else { throw invalid("a number in (0, 100]") }
+            percentile = p
         case "activation_type": activationType = value
         case "keep_float": keepFloat = value
         case "quantize_ops": quantizeOps = value
-        case "quantize_outputs": quantizeOutputs = value
+        case "quantize_outputs":
+            guard let flag = Bool(value) else { throw invalid("true or false") }
+            quantizeOutputs = flag
         case "calibration_backend": calibrationBackend = value
         default: return false
         }

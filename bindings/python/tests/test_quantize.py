@@ -41,6 +41,7 @@ def test_quantized_compile_runs_close_to_float_but_not_equal(model_path, tmp_pat
     ({"quantize": "int4", "calibration": "CAL"}, "int4"),
     ({"quantize": "int8", "calibration": "CAL", "calibration_method": "median"}, "calibration_method"),
     ({"quantize": "int8", "calibration": "CAL", "percentile": "101"}, "percentile"),
+    ({"quantize": "int8", "calibration": "CAL", "percentile": "nan"}, "compile option percentile 'nan'"),
     ({"quantize": "int8", "calibration": "CAL", "keep_float": "Softmax"}, "Softmax"),
     ({"quantize": "int8", "calibration": "CAL", "quantize_outputs": "maybe"}, "quantize_outputs"),
     ({"quantize": "int8", "calibration": "NONE"}, "NONE"),
