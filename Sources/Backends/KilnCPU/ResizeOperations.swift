@@ -264,22 +264,21 @@ extension SwiftOps {
             let xp = frame.f(x), wp = frame.f(weights), y = frame.f(out)
             let col = frame.scratch(cols).assumingMemoryBound(to: Float.self)
             y.initialize(repeating: 0, count: n * m * O)
-            for bi in 0..<n {
-                for g in 0..<group where rows > 0 && I > 0 && cg > 0 {
-                    kiln_sgemm(1, 0, rows, I, cg, 1, wp + g * cg * rows, rows, xp + (bi * c + g * cg) * I, I, 0, col, I, nil)
-                    for oc in 0..<mg {
-                        let dst = y + (bi * m + g * mg + oc) * O
-                        for k in 0..<K {
-                            let row = col + (oc * K + k) * I
-                            table.withUnsafeBufferPointer { t in
-                                let tap = t.baseAddress! + k * I
+            table.withUnsafeBufferPointer { t in
+                for bi in 0..<n {
+                    for g in 0..<group where rows > 0 && I > 0 && cg > 0 {
+                        kiln_sgemm(1, 0, rows, I, cg, 1, wp + g * cg * rows, rows, xp + (bi * c + g * cg) * I, I, 0, col, I, nil)
+                        for oc in 0..<mg {
+                            let dst = y + (bi * m + g * mg + oc) * O
+                            for k in 0..<K {
+                                let row = col + (oc * K + k) * I, tap = t.baseAddress! + k * I
                                 for pix in 0..<I where tap[pix] >= 0 { dst[tap[pix]] += row[pix] }
                             }
                         }
                     }
-                }
-                if let bp = frame.optionalF(bias) {
-                    for ch in 0..<m { let plane = y + (bi * m + ch) * O; for i in 0..<O { plane[i] += bp[ch] } }
+                    if let bp = frame.optionalF(bias) {
+                        for ch in 0..<m { let plane = y + (bi * m + ch) * O; for i in 0..<O { plane[i] += bp[ch] } }
+                    }
                 }
             }
         }

@@ -55,9 +55,13 @@ enum ContribRecurrentOps {
         guard zeroPoints[(d * width)..<((d + 1) * width)].allSatisfy({ $0 == zero }) else {
             throw ctx.unsupported("\(what) with different zero points within a direction")
         }
-        let all = q.asDoubles()
-        let base = d * rows * columns
-        let values = (0..<(rows * columns)).map { Int32(all[base + $0] - zero) }
+        // Only this direction's bytes, read as integers (no whole-tensor conversion per direction and run).
+        guard let raw = q.rawBytes else { throw ctx.fail("\(what) has no numeric data") }
+        let base = d * rows * columns, z = Int32(zero), signed = q.dtype == .int8
+        let values = (0..<(rows * columns)).map { i -> Int32 in
+            let byte = raw[base + i]
+            return (signed ? Int32(Int8(bitPattern: byte)) : Int32(byte)) - z
+        }
         let columnScales = perColumn ? Array(scales[(d * columns)..<((d + 1) * columns)]) : [Float](repeating: scales[d], count: columns)
         return QuantizedWeights(rows: rows, columns: columns, values: values, scales: columnScales)
     }
