@@ -7,7 +7,10 @@ enum ProfileReport {
     /// The profile as text: a header (runs, time per run spent in steps, arena size), the time of each
     /// operation kind (largest first) and the time of each step (in execution order), per run.
     static func lines(_ profile: CPUProfile) -> [String] {
-        let devices = deviceLines(profile.devices)
+        var devices = deviceLines(profile.devices)
+        if profile.droppedDeviceRuns > 0 {
+            devices.append("(\(profile.droppedDeviceRuns) more device run(s) not kept: over the profile's limit of \(profile.traceLimit) device steps)")
+        }
         guard profile.runCount > 0 || devices.isEmpty else { return devices }
         return cpuLines(profile) + devices
     }

@@ -169,6 +169,24 @@ struct CPUBackendModelTests {
         #expect(events.count == 3 + profile.steps.count * 3)
     }
 
+    @Test("Device profiles: a run that would pass the step limit is dropped whole and counted, never cut")
+    func deviceProfileLimit() {
+        let profile = CPUProfile()
+        profile.traceLimit = 5
+        func run(_ steps: Int) -> DeviceProfile {
+            DeviceProfile(backend: "b", program: "p", clockHz: 0, totalCycles: UInt64(steps),
+                          steps: (0..<steps).map { .init(name: "l\($0)", unit: "u", startCycle: UInt64($0), cycles: 1) })
+        }
+        profile.record(run(3))
+        profile.record(run(3))
+        profile.record(run(2))
+        #expect(profile.devices.map(\.steps.count) == [3, 2])
+        #expect(profile.droppedDeviceRuns == 1)
+        profile.reset()
+        profile.record(run(5))
+        #expect(profile.devices.map(\.steps.count) == [5] && profile.droppedDeviceRuns == 0)
+    }
+
     @Test("Rejections name unsupported ops and element types; the whole graph must be supported")
     func rejections() throws {
         var g = TestGraph()

@@ -22,6 +22,7 @@ public final class CPUProfile: @unchecked Sendable {
     private var events: [(name: String, kind: String, start: UInt64, duration: UInt64)] = []
     private var runs: [(start: UInt64, duration: UInt64)] = []
     private var deviceRuns: [DeviceProfile] = []
+    private var deviceSteps = 0, dropped = 0
     /// Arena bytes of the last plan run, and what the same buffers take without reuse.
     public private(set) var arena: (bytes: Int, unshared: Int) = (0, 0)
     /// Keep at most this many trace events (the totals are always kept).
@@ -52,16 +53,22 @@ public final class CPUProfile: @unchecked Sendable {
     }
 
     /// Keeps `profile`, one run of a plugin's device program as the device timed it (`kiln run --profile`
-    /// prints it beside kiln.cpu's steps). At most `traceLimit` steps are kept over all device runs.
+    /// prints it beside kiln.cpu's steps). At most `traceLimit` steps are kept over all device runs: a run
+    /// that would cross the limit is dropped whole (and counted in `droppedDeviceRuns`), never cut, so that
+    /// every kept run's per-unit and per-layer cycles still add up to its total.
     public func record(_ profile: DeviceProfile) {
         lock.withLock {
-            let kept = deviceRuns.reduce(0) { $0 + $1.steps.count }
-            guard kept < traceLimit else { return }
-            var profile = profile
-            if kept + profile.steps.count > traceLimit { profile.steps = Array(profile.steps.prefix(traceLimit - kept)) }
+            guard deviceSteps + profile.steps.count <= traceLimit else {
+                dropped += 1
+                return
+            }
+            deviceSteps += profile.steps.count
             deviceRuns.append(profile)
         }
     }
+
+    /// Device runs not kept because they would have taken the device steps past `traceLimit`.
+    public var droppedDeviceRuns: Int { lock.withLock { dropped } }
 
     /// The device runs recorded (`record(_:)`), in order.
     public var devices: [DeviceProfile] { lock.withLock { deviceRuns } }
@@ -74,6 +81,8 @@ public final class CPUProfile: @unchecked Sendable {
             events = []
             runs = []
             deviceRuns = []
+            deviceSteps = 0
+            dropped = 0
         }
     }
 
