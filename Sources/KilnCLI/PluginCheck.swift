@@ -103,7 +103,7 @@ struct PluginCheck: ParsableCommand {
     func runChecks(_ record: (String, () throws -> String) -> Void) {
         var loaded: CPlugin?
         record("load: entry symbol, ABI version, header, tables") {
-            let plugin = try CPlugin(path: path, hostVersion: Kiln.version)
+            let plugin = try PluginLoader.plugin(path: path, hostVersion: Kiln.version)
             loaded = plugin
             return "\(plugin.name) \(plugin.version) by \(plugin.vendor.isEmpty ? "?" : plugin.vendor), ABI \(plugin.abiVersion.major).\(plugin.abiVersion.minor), \(plugin.backends.count) backend(s)"
         }

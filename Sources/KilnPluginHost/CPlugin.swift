@@ -42,7 +42,11 @@ public final class CPlugin: @unchecked Sendable {
     /// Errors: `.io` when the library cannot be opened; `.versionMismatch` for a plugin of an ABI this
     /// host does not speak (the message names both versions and the path); `.invalidArgument` for a
     /// library that is not a Kiln plugin or whose header or tables are malformed.
-    public init(path: String, hostVersion: String = "0.1.0") throws {
+    ///
+    /// Internal: a library is loaded through `PluginLoader.plugin(path:hostVersion:)`, which keeps one load per
+    /// file, so the entry point runs once per process as kiln_plugin.h promises (a plugin may keep the host
+    /// table in a global; a second load would overwrite it and the first one's shutdown would clear it).
+    init(path: String, hostVersion: String = "0.1.0") throws {
         // A FIFO or device at a plugin path would block dlopen forever: only a regular file is opened.
         if path.contains("/") { try RegularFile.check(path, limit: Int.max) }
         guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {

@@ -24,12 +24,14 @@ public enum PluginLoader {
 
     private static let loaded = Table()
 
-    /// Loads the plugin at `path` (or returns the one loaded from the same file before).
-    public static func plugin(path: String) throws -> CPlugin {
+    /// Loads the plugin at `path` (or returns the one loaded from the same file before), telling it that the
+    /// host is Kiln `hostVersion`. This is the only way a plugin is loaded. Errors are `CPlugin`'s: `.io`,
+    /// `.versionMismatch`, `.invalidArgument`; a load that fails is not kept, so a later call tries again.
+    public static func plugin(path: String, hostVersion: String = "0.1.0") throws -> CPlugin {
         let key = canonicalPath(path)
         return try loaded.lock.withLock {
             if let plugin = loaded.plugins[key] { return plugin }
-            let plugin = try CPlugin(path: path)
+            let plugin = try CPlugin(path: path, hostVersion: hostVersion)
             loaded.plugins[key] = plugin
             return plugin
         }

@@ -173,7 +173,7 @@ import Testing
     func aPluginBuiltForAnOlderMinorLoadsAndRuns(minor: Int) throws {
         // The 1.0/1.1 build declares the 1.0 struct sizes and puts poison in the fields 1.2 appended.
         let path = try PluginBuild.sample("libsample_abi1\(minor)", defines: ["SAMPLE_ABI_MINOR=\(minor)", "SAMPLE_BACKEND_NAME=\"sample.old\(minor)\""])
-        let plugin = try CPlugin(path: path)
+        let plugin = try PluginLoader.plugin(path: path)
         #expect(plugin.abiVersion.major == 1 && plugin.abiVersion.minor == UInt32(minor))
         let backend = try #require(plugin.backends.first)
         #expect(backend.targets.isEmpty)
@@ -194,29 +194,29 @@ import Testing
     @Test func aPluginNewerThanTheHostIsRefusedNamingBothVersions() throws {
         // The header claims 1.5 although the host offered at most 1.4: the host refuses it.
         let claims15 = try PluginBuild.sample("libsample_header15", defines: ["SAMPLE_HEADER_ABI_MINOR=5"])
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: claims15) }
+        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: claims15) }
         #expect(error?.code == .versionMismatch)
         #expect(error?.message.contains("1.5") == true && error?.message.contains("1.0 to 1.4") == true && error?.message.contains(claims15) == true,
                 "\(error?.message ?? "")")
         // A plugin that needs a 1.5 host refuses itself, and says so naming both ranges.
         let needs15 = try PluginBuild.sample("libsample_needs15", defines: ["SAMPLE_ABI_MINOR=5", "SAMPLE_MIN_HOST_MINOR=5"])
-        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: needs15) }
+        let error2 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: needs15) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains("1.5") == true && error2?.message.contains("1.0 to 1.4") == true, "\(error2?.message ?? "")")
     }
 
     @Test func malformedDeviceAnswersAreCleanErrors() throws {
-        let unknownKind = try #require(CPlugin(path: PluginBuild.broken(mode: 15)).backends.first)
+        let unknownKind = try #require(PluginLoader.plugin(path: PluginBuild.broken(mode: 15)).backends.first)
         let error = #expect(throws: KilnError.self) { _ = try unknownKind.deviceList() }
         #expect(error?.message.contains("unknown kind 42") == true && error?.message.contains("mystery device") == true, "\(error?.message ?? "")")
         #expect(unknownKind.devices().isEmpty)
 
-        let failing = try #require(CPlugin(path: PluginBuild.broken(mode: 17)).backends.first)
+        let failing = try #require(PluginLoader.plugin(path: PluginBuild.broken(mode: 17)).backends.first)
         let error2 = #expect(throws: KilnError.self) { _ = try failing.deviceList() }
         #expect(error2?.message.contains("devices: the device is unplugged") == true, "\(error2?.message ?? "")")
 
         let path = try PluginBuild.broken(mode: 16)
-        let error3 = #expect(throws: KilnError.self) { _ = try CPlugin(path: path) }
+        let error3 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: path) }
         #expect(error3?.message.contains("NULL callbacks: buffer_alloc, buffer_free, buffer_write, buffer_read") == true, "\(error3?.message ?? "")")
         #expect(error3?.message.contains("KILN_PLUGIN_BACKEND_DEVICE_BUFFERS") == true)
     }

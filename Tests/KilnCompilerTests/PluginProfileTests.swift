@@ -72,7 +72,7 @@ import Testing
         let graph = Graph(inputs: [f32("x", [2, 2])], outputs: [f32("y", [2, 2])], nodes: [node("Relu", ["x"], ["y"])])
         let x = RuntimeValue.tensor(Tensor(shape: [2, 2], [Float](arrayLiteral: 1, 2, 3, 4)))
         for (mode, words) in [(24, "5 steps with a NULL array"), (25, "the cycle counters are gone")] {
-            let plain = try #require(CPlugin(path: PluginBuild.broken(mode: mode)).backends.first)
+            let plain = try #require(PluginLoader.plugin(path: PluginBuild.broken(mode: mode)).backends.first)
             #expect(plain.supportsProfile)
             // Without a profiler the callback is never called: the run succeeds.
             #expect(try plain.prepare(graph).run(["x": x]).count == 1)

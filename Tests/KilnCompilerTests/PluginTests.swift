@@ -133,14 +133,14 @@ import Testing
 
     @Test func aPluginOfAnotherABIMajorIsRefusedNamingBothVersionsAndItsPath() throws {
         let entryV2 = try PluginBuild.sample("libsample_abi2", defines: ["SAMPLE_ABI_MAJOR=2"])
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: entryV2) }
+        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: entryV2) }
         #expect(error?.code == .versionMismatch)
         #expect(error?.message.contains(entryV2) == true)
         #expect(error?.message.contains("plugin ABI 2") == true)
         #expect(error?.message.contains("1.0 to 1.4") == true)
 
         let headerV2 = try PluginBuild.sample("libsample_header2", defines: ["SAMPLE_HEADER_ABI_MAJOR=2"])
-        let error2 = #expect(throws: KilnError.self) { _ = try CPlugin(path: headerV2) }
+        let error2 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: headerV2) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains(headerV2) == true)
         #expect(error2?.message.contains("plugin ABI 2.") == true)
@@ -148,9 +148,9 @@ import Testing
     }
 
     @Test func aLibraryThatIsNotAPluginIsRefused() throws {
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: "/nonexistent/libnothing.so") }
+        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: "/nonexistent/libnothing.so") }
         #expect(error?.code == .io)
-        let libc = #expect(throws: KilnError.self) { _ = try CPlugin(path: "libc.so.6") }
+        let libc = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: "libc.so.6") }
         #expect(libc?.message.contains("kiln_plugin_query_v1") == true)
     }
 
@@ -161,7 +161,7 @@ import Testing
     ])
     func misbehavingCallbacksBecomeKilnErrors(mode: Int, callback: String, words: String) throws {
         let path = try PluginBuild.broken(mode: mode)
-        let backend = try #require(CPlugin(path: path).backends.first)
+        let backend = try #require(PluginLoader.plugin(path: path).backends.first)
         let graph = Graph(inputs: [f32("x", [2, 2])], outputs: [f32("y", [2, 2])], nodes: [node("Relu", ["x"], ["y"])])
         let error = #expect(throws: KilnError.self) {
             if callback == "claim" { _ = try backend.claim(graph); return }
@@ -180,13 +180,13 @@ import Testing
     @Test(arguments: [(7, "no header"), (8, "frozen prefix"), (11, "NULL callbacks: execute")])
     func malformedHeadersAreRefused(mode: Int, words: String) throws {
         let path = try PluginBuild.broken(mode: mode)
-        let error = #expect(throws: KilnError.self) { _ = try CPlugin(path: path) }
+        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: path) }
         #expect(error?.message.contains(words) == true, "\(error?.message ?? "")")
         #expect(error?.message.contains(path) == true)
     }
 
     @Test func theCorrectBrokenPluginRunsAndItsOutputsAreAdopted() throws {
-        let backend = try #require(CPlugin(path: PluginBuild.broken(mode: 0)).backends.first)
+        let backend = try #require(PluginLoader.plugin(path: PluginBuild.broken(mode: 0)).backends.first)
         let graph = Graph(inputs: [f32("x", [2, 2])], outputs: [f32("y", [2, 2]), f32("z", [2, 2])], nodes: [node("Relu", ["x"], ["y"]), node("Relu", ["x"], ["z"])])
         let out = try backend.prepare(graph).run(["x": .tensor(Tensor(shape: [2, 2], [Float](arrayLiteral: 1, 2, 3, 4)))])
         #expect(out.map { $0.tensor?.elements(as: Float.self) ?? [] } == [[1, 2, 3, 4], [1, 2, 3, 4]])

@@ -422,7 +422,8 @@ typedef struct kiln_plugin_header {
     void (*shutdown)(void *context);
 } kiln_plugin_header;
 
-/* The entry point of ABI major 1. The host calls it once per load of the library, with `host`
+/* The entry point of ABI major 1. The host loads each library file at most once per process (loading it
+ * again by another path returns the first load), and calls this once per load, with `host`
  * (host-owned, valid until shutdown). On success the plugin sets *out_header to its header (plugin-owned)
  * and returns NULL. A plugin that speaks no version inside [host->abi_min, host->abi_max] returns an
  * error (KILN_ERROR_VERSION_MISMATCH) naming the versions it speaks. */
