@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from differential import onnxruntime_outputs, run_kiln
+from differential import compile_with_no_flags, onnxruntime_outputs, run_kiln
 
 
 def small_cnn(path):
@@ -111,16 +111,20 @@ def small_lstm(path, direction, hidden=24, seq=7, batch=2, size=10):
     onnx.save(model, path)
 
 
-@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
-def test_dynamically_quantized_lstm_matches_onnxruntime(direction, tmp_path):
+@pytest.mark.parametrize("backend", ["kiln.cpu", "kiln.reference"])
+@pytest.mark.parametrize("direction, weights", [("forward", "int8"), ("reverse", "int8"), ("bidirectional", "int8"),
+                                                ("bidirectional", "int8 per column")])
+def test_dynamically_quantized_lstm_matches_onnxruntime(direction, weights, backend, tmp_path):
     """quantize_dynamic turns an LSTM into com.microsoft.DynamicQuantizeLSTM (int8 weights, transposed; X and
-    each step's hidden state quantized to uint8 on the fly). kiln.reference computes the same integer products,
-    so it agrees with ORT to float rounding, far below one quantization step of the hidden state."""
+    each step's hidden state quantized to uint8 on the fly). kiln.cpu (integer GEMMs, what `kiln compile` picks
+    with no flags) and kiln.reference compute the same integer products, so they agree with ORT to float
+    rounding, far below one quantization step of the hidden state."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
     logging.getLogger().setLevel(logging.ERROR)
     src, dst = str(tmp_path / "float.onnx"), str(tmp_path / "dynamic.onnx")
     small_lstm(src, direction)
-    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=weights == "int8 per column",
+                     op_types_to_quantize=["LSTM"])
     ops = {(n.domain, n.op_type) for n in onnx.load(dst).graph.node}
     assert ("com.microsoft", "DynamicQuantizeLSTM") in ops, ops
     rng = np.random.default_rng(12)
@@ -136,7 +140,12 @@ def test_dynamically_quantized_lstm_matches_onnxruntime(direction, tmp_path):
     float_expected = onnxruntime_outputs(src, sample)
     out = tmp_path / "run"
     out.mkdir()
-    run_kiln(dst, sample, out)  # no flags: kiln.cpu runs the rest, kiln.reference the contrib LSTM
+    if backend == "kiln.cpu":
+        artifact, fallback = compile_with_no_flags(dst, tmp_path)
+        assert fallback.startswith("fallback: none"), fallback
+        run_kiln(artifact, sample, out)
+    else:
+        run_kiln(dst, sample, out, "--backend", backend)
     for name in ("y", "y_h", "y_c"):
         got = np.load(out / "out" / f"{name}.npy")
         err = float(np.abs(got - expected[name]).max())
@@ -144,3 +153,49 @@ def test_dynamically_quantized_lstm_matches_onnxruntime(direction, tmp_path):
         # The quantized model differs from the float one, so agreeing with ORT's quantized answer means
         # something: it is not the float LSTM's answer.
         assert float(np.abs(expected[name] - float_expected[name]).max()) > 1e-3
+
+
+def test_dynamically_quantized_lstm_with_uint8_weights_and_zero_points(tmp_path):
+    """A DynamicQuantizeLSTM written directly, with uint8 weights around zero point 128, initial states and
+    peepholes (which quantize_dynamic never writes): kiln.cpu with no flags gives ORT's answer (one thread)."""
+    rng = np.random.default_rng(21)
+    seq, batch, size, hidden = 5, 3, 12, 20
+    gh = 4 * hidden
+
+    def u8(*shape):
+        return numpy_helper.from_array(rng.integers(80, 176, shape).astype(np.uint8))
+
+    inits = {"W": u8(1, size, gh), "R": u8(1, hidden, gh),
+             "B": numpy_helper.from_array((rng.standard_normal((1, 2 * gh)) * 0.1).astype(np.float32)),
+             "h0": numpy_helper.from_array((rng.standard_normal((1, batch, hidden)) * 0.5).astype(np.float32)),
+             "c0": numpy_helper.from_array((rng.standard_normal((1, batch, hidden)) * 0.5).astype(np.float32)),
+             "P": numpy_helper.from_array((rng.standard_normal((1, 3 * hidden)) * 0.2).astype(np.float32)),
+             "ws": numpy_helper.from_array(np.array([0.01], np.float32)), "wz": numpy_helper.from_array(np.array([128], np.uint8)),
+             "rs": numpy_helper.from_array(np.array([0.02], np.float32)), "rz": numpy_helper.from_array(np.array([128], np.uint8))}
+    for name, t in inits.items():
+        t.name = name
+    node = helper.make_node("DynamicQuantizeLSTM", ["x", "W", "R", "B", "", "h0", "c0", "P", "ws", "wz", "rs", "rz"],
+                            ["y", "y_h", "y_c"], domain="com.microsoft", hidden_size=hidden)
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [seq, 1, batch, hidden]),
+            helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [1, batch, hidden]),
+            helper.make_tensor_value_info("y_c", TensorProto.FLOAT, [1, batch, hidden])]
+    graph = helper.make_graph([node], "qlstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, size])],
+                              outs, list(inits.values()))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    path = str(tmp_path / "qlstm.onnx")
+    onnx.save(model, path)
+    sample = {"x": rng.uniform(-1, 1, (seq, batch, size)).astype(np.float32)}
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, sample)))
+    artifact, fallback = compile_with_no_flags(path, tmp_path)
+    assert fallback.startswith("fallback: none"), fallback
+    out = tmp_path / "run"
+    out.mkdir()
+    run_kiln(artifact, sample, out)
+    for name in ("y", "y_h", "y_c"):
+        err = float(np.abs(np.load(out / "out" / f"{name}.npy") - expected[name]).max())
+        assert err <= 1e-5, f"{name}: max |kiln - ort| {err:.3g}"

@@ -375,6 +375,9 @@ enum CPUKernelTable {
         add(["If", "Loop", "Scan"], CPUKernel(family: .anyOf(Support.castTypes), resultType: .computed { (node: Node) -> DType? in
             ControlFlow.outputTypes(of: node)?.first ?? nil
         }, rejection: ControlFlow.rejection, lowering: custom { try $0.lowerControlFlow($1, at: $2) }))
+        // ONNX Runtime's dynamically quantized LSTM, which onnxruntime.quantization.quantize_dynamic writes.
+        table[QuantizedLSTMWeights.op] = CPUKernel(family: .anyOf([.float32, .int8, .uint8]), rejection: QuantizedLSTMWeights.rejection,
+                                                   lowering: custom { try $0.lowerRecurrent($1, at: $2) })
         // Kiln's tree-ensemble op (domain `kiln`): the forest is compiled once, when the program is lowered.
         table[TreeEnsemble.op] = CPUKernel(family: .float, lowering: custom { lowering, node, i in
             lowering.lowerPlanned(node, at: i, SwiftOps.treeEnsemble(try CompiledForest(node: node)))

@@ -350,6 +350,15 @@ final class CastOperation: Operation {
         try b.define(output, shape: xs, dtype: to)
         let count = xs.reduce(1, *)
         let (x, output, to) = (self.x, self.output, self.to)
+        // The casts around integer arithmetic (int32 sums to float32 and back) as typed loops; the same
+        // values as the general path below (int32 → float32 rounds once either way).
+        if from == .int32 && to == .float32 {
+            b.step { frame in
+                let src = UnsafePointer(frame.raw(x).assumingMemoryBound(to: Int32.self)), dst = frame.raw(output).assumingMemoryBound(to: Float.self)
+                for i in 0..<count { dst[i] = Float(src[i]) }
+            }
+            return
+        }
         b.step { frame in
             let src = UnsafeRawPointer(frame.raw(x)), dst = frame.raw(output)
             func read(_ i: Int) -> Double {

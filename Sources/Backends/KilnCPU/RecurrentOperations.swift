@@ -11,7 +11,8 @@ import Darwin
 /// step is one matrix product with W packed once; each step then computes H·Rᵀ (R packed) and one fused
 /// kernel call (`kiln_rnn_cell`) applies the activations and updates the state. With two directions and
 /// more than one thread, the directions run concurrently; one large direction splits every step's hidden
-/// units across the threads.
+/// units across the threads. `com.microsoft.DynamicQuantizeLSTM` runs here too, as an LSTM whose products are
+/// integer GEMMs (`QuantizedLSTMWeights`).
 final class RecurrentOperation: Operation {
     /// `LSTM`, `GRU` or `RNN`.
     let kind: String
@@ -37,6 +38,8 @@ final class RecurrentOperation: Operation {
     let packedW: FloatBuffer?
     /// R of each direction packed as [hidden × gates·hidden], back to back, when R is constant.
     let packedR: FloatBuffer?
+    /// DynamicQuantizeLSTM's int8 weights (W and R are then [dirs, k, 4·hidden]), or nil for float weights.
+    let quantized: QuantizedLSTMWeights?
 
     /// The ONNX activation names kiln.cpu's cells can apply (matched case-insensitively), for messages.
     static let supportedActivations = "Sigmoid, Tanh, Relu, HardSigmoid, LeakyRelu"
@@ -72,7 +75,9 @@ final class RecurrentOperation: Operation {
 
     /// Why kiln.cpu cannot run recurrent node `node`, or nil (checked before lowering).
     static func rejection(_ node: Node) -> String? {
-        guard let cell = RecurrentCell(opName: node.op.name) else { return "\(node.op.name) is not a recurrent cell" }
+        guard let cell = node.op == QuantizedLSTMWeights.op ? .lstm : RecurrentCell(opName: node.op.name) else {
+            return "\(node.op.name) is not a recurrent cell"
+        }
         let direction = (try? node.string("direction", "forward")) ?? "forward"
         do {
             _ = try activations(of: node, cell: cell, directions: direction == "bidirectional" ? 2 : 1)
@@ -88,7 +93,8 @@ final class RecurrentOperation: Operation {
     init(node: Node, inputs: [Int], outputs: [Int], constants: [Tensor?]) throws {
         kind = node.op.name
         label = node.displayName
-        guard let cell = RecurrentCell(opName: node.op.name) else {
+        let isQuantized = node.op == QuantizedLSTMWeights.op
+        guard let cell = isQuantized ? .lstm : RecurrentCell(opName: node.op.name) else {
             throw KilnError(.internal, "kiln.cpu: node '\(node.displayName)' (\(node.op.name)) is not a recurrent cell")
         }
         self.cell = cell
@@ -140,19 +146,22 @@ final class RecurrentOperation: Operation {
         } else {
             packedR = nil
         }
+        quantized = isQuantized ? try QuantizedLSTMWeights(node: node, constants: constants, directions: directions) : nil
     }
 
     /// Checks the shapes, defines Y, Y_h and Y_c, and adds the one step that runs the whole sequence.
     func plan(_ b: PlanBuilder) throws {
         let (x, w, r, bias, lensID, initialH, initialC, peephole) =
             (inputs[0], inputs[1], inputs[2], inputs[3], inputs[4], inputs[5], inputs[6], cell == .lstm ? inputs[7] : -1)
-        for v in [x, w, r, bias, initialH, initialC, peephole] where v >= 0 { try b.requireFloat(v) }
+        for v in [x, bias, initialH, initialC, peephole] + (quantized == nil ? [w, r] : []) where v >= 0 { try b.requireFloat(v) }
         let xs = try b.shape(x), ws = try b.shape(w), rs = try b.shape(r)
         guard xs.count == 3, ws.count == 3, rs.count == 3 else { throw b.invalid("X, W and R must have rank 3, got \(xs), \(ws), \(rs)") }
         let seq = layout == 0 ? xs[0] : xs[1], batch = layout == 0 ? xs[1] : xs[0], inputSize = xs[2]
-        let hidden = hiddenSize ?? rs[2]
+        let hidden = hiddenSize ?? (quantized == nil ? rs[2] : rs[1])
         let dirs = directions, gh = try ElementCount.product(cell.gates, hidden, what: "\(cell) gates × hidden_size", code: .invalidModel)
-        guard ws == [dirs, gh, inputSize], rs == [dirs, gh, hidden] else {
+        // DynamicQuantizeLSTM's W and R are the LSTM's transposed.
+        let (wantW, wantR) = quantized == nil ? ([dirs, gh, inputSize], [dirs, gh, hidden]) : ([dirs, inputSize, gh], [dirs, hidden, gh])
+        guard ws == wantW, rs == wantR else {
             throw b.invalid("W \(ws) or R \(rs) do not match X \(xs), hidden_size \(hidden) and \(dirs) direction(s)")
         }
         if bias >= 0, try b.shape(bias).reduce(1, *) != dirs * 2 * gh { throw b.invalid("B must have \(dirs * 2 * gh) elements") }
@@ -181,8 +190,14 @@ final class RecurrentOperation: Operation {
         let rhScratch = cell == .gru ? try b.scratch(bytes: dirs * batch * hidden * 4) : -1
         let biasScratch = try b.scratch(bytes: (n + dirs * hidden) * 4)
         let packRSize = kiln_sgemm_pack_b_size(hidden, gh)
-        let wScratch = packedW == nil ? try b.scratch(bytes: kiln_sgemm_pack_b_size(inputSize, n) * 4) : -1
-        let rScratch = packedR == nil ? try b.scratch(bytes: packRSize * dirs * 4) : -1
+        let wScratch = packedW == nil && quantized == nil ? try b.scratch(bytes: kiln_sgemm_pack_b_size(inputSize, n) * 4) : -1
+        let rScratch = packedR == nil && quantized == nil ? try b.scratch(bytes: packRSize * dirs * 4) : -1
+        // DynamicQuantizeLSTM: X quantized and its int32 products (one direction at a time); each direction's
+        // quantized hidden state and int32 recurrent products.
+        let qxScratch = quantized == nil ? -1 : try b.scratch(bytes: max(seq * batch * inputSize, 1))
+        let qAccScratch = quantized == nil ? -1 : try b.scratch(bytes: max(seq * batch * gh, 1) * 4)
+        let qhScratch = quantized == nil ? -1 : try b.scratch(bytes: dirs * batch * hidden)
+        let qStepScratch = quantized == nil ? -1 : try b.scratch(bytes: dirs * batch * gh * 4)
 
         // Units of the input projection (seq·batch rows × n columns).
         let threads = b.threads
@@ -197,27 +212,31 @@ final class RecurrentOperation: Operation {
         }
         let geometry = RecurrentGeometry(seq: seq, batch: batch, inputSize: inputSize, hidden: hidden, directions: dirs,
                                          gates: cell.gates, layout: layout, reverseOnly: reverseOnly, packRSize: packRSize)
-        let (params, packedW, packedR, cell) = (self.params, self.packedW, self.packedR, self.cell)
+        let (params, packedW, packedR, cell, quantized) = (self.params, self.packedW, self.packedR, self.cell, self.quantized)
+        // The quantized input projection per direction: rows, or columns (whole KILN_QGEMM_NR panels), split across threads.
+        let qProjection: [(rows: Range<Int>, cols: Range<Int>)] = threads == 1 || rows * gh < 32_768 ? [(0..<rows, 0..<gh)]
+            : rows >= 4 * threads ? splitRange(rows, parts: threads, granule: Int(KILN_QGEMM_MR)).map { ($0, 0..<gh) }
+            : splitRange(gh, parts: threads, granule: Int(KILN_QGEMM_NR)).map { (0..<rows, $0) }
         let linearBeforeReset = params[0].linear_before_reset != 0
         let parallelDirections = dirs == 2 && threads > 1
         // One direction of a large enough cell splits every step's hidden units across the threads.
-        let hiddenParts = !parallelDirections && threads > 1 && batch * gh * hidden >= 131_072
+        let hiddenParts = !parallelDirections && quantized == nil && threads > 1 && batch * gh * hidden >= 131_072
             ? splitRange(hidden, parts: threads, granule: Int(KILN_SGEMM_NR)) : [0..<hidden]
 
         b.step { frame in
             let xp = frame.f(x)
-            // Packed weights (packed now when they are not constants).
-            let wPacked: UnsafePointer<Float>, rPacked: UnsafePointer<Float>
+            // Packed float weights (packed now when they are not constants); DynamicQuantizeLSTM's are packed already.
+            var wPacked: UnsafePointer<Float>?, rPacked: UnsafePointer<Float>?
             if let packedW {
                 wPacked = UnsafePointer(packedW.pointer)
-            } else {
+            } else if wScratch >= 0 {
                 let p = frame.scratch(wScratch).assumingMemoryBound(to: Float.self)
                 if inputSize > 0 { kiln_sgemm_pack_b(1, inputSize, n, frame.f(w), inputSize, p) }
                 wPacked = UnsafePointer(p)
             }
             if let packedR {
                 rPacked = UnsafePointer(packedR.pointer)
-            } else {
+            } else if rScratch >= 0 {
                 let p = frame.scratch(rScratch).assumingMemoryBound(to: Float.self)
                 let rp = frame.f(r)
                 for d in 0..<dirs { kiln_sgemm_pack_b(1, hidden, gh, rp + d * gh * hidden, hidden, p + d * packRSize) }
@@ -243,7 +262,27 @@ final class RecurrentOperation: Operation {
             let gx = frame.scratch(gxScratch).assumingMemoryBound(to: Float.self)
             if inputSize == 0 {
                 for row in 0..<rows { (gx + row * n).update(from: biasAll, count: n) }
-            } else {
+            } else if let quantized {
+                // X of every step quantized on its whole range, one integer product per direction, scaled.
+                let qx = frame.scratch(qxScratch).assumingMemoryBound(to: UInt8.self)
+                let acc = frame.scratch(qAccScratch).assumingMemoryBound(to: Int32.self)
+                let (scale, zero) = QuantizedLSTMWeights.quantize(xp, count: rows * inputSize, into: qx)
+                for d in 0..<dirs {
+                    let weights = quantized.w[d]
+                    frame.pool.parallelFor(qProjection.count) { u in
+                        let unit = qProjection[u]
+                        QuantizedLSTMWeights.product(qx, rows: rows, k: inputSize, aZero: zero, weights, n: gh, into: acc,
+                                                     unit.rows.lowerBound, unit.rows.upperBound, unit.cols.lowerBound, unit.cols.upperBound)
+                    }
+                    weights.scales.withUnsafeBufferPointer { scales in
+                        let bias = biasAll + d * gh
+                        for row in 0..<rows {
+                            let out = gx + row * n + d * gh, sums = acc + row * gh
+                            for j in 0..<gh { out[j] = Float(sums[j]) * (scale * scales[j]) + bias[j] }
+                        }
+                    }
+                }
+            } else if let wPacked {
                 frame.pool.parallelFor(projection.count) { u in
                     let unit = projection[u]
                     var e = makeEpilogue(bias: UnsafePointer(biasAll), residual: nil, ldr: 0, activation: .none)
@@ -271,8 +310,15 @@ final class RecurrentOperation: Operation {
             let ghp = frame.scratch(ghScratch).assumingMemoryBound(to: Float.self)
             let rhp = rhScratch >= 0 ? frame.scratch(rhScratch).assumingMemoryBound(to: Float.self) : nil
             let peep = frame.optionalF(peephole)
+            let recurrent: RecurrentProduct
+            if let quantized {
+                recurrent = .quantized(quantized, qh: frame.scratch(qhScratch).assumingMemoryBound(to: UInt8.self),
+                                       acc: frame.scratch(qStepScratch).assumingMemoryBound(to: Int32.self))
+            } else {
+                recurrent = .float(rPacked!)
+            }
             let buffers = RecurrentBuffers(gx: gx, state: state, cState: cState, hAlternate: cState + (cell == .lstm ? dirs * batch * hidden : 0),
-                                           gh: ghp, rh: rhp, rPacked: rPacked,
+                                           gh: ghp, rh: rhp, recurrent: recurrent,
                                            rbh: rbh, peephole: peep.map { UnsafePointer($0) }, y: y)
             if parallelDirections {
                 frame.pool.parallelFor(dirs) { d in geometry.run(direction: d, params: params[d], lens: lens, buffers, pool: nil, parts: [0..<hidden]) }
@@ -298,14 +344,22 @@ private struct RecurrentBuffers {
     let gh: UnsafeMutablePointer<Float>
     /// GRU r ⊙ h [dirs][batch][hidden].
     let rh: UnsafeMutablePointer<Float>?
-    /// R of each direction, packed.
-    let rPacked: UnsafePointer<Float>
+    /// How each step multiplies the hidden state by R.
+    let recurrent: RecurrentProduct
     /// Rbh per direction (GRU with linear_before_reset).
     let rbh: UnsafeMutablePointer<Float>
     /// LSTM peepholes [dirs][3·hidden].
     let peephole: UnsafePointer<Float>?
     /// Y, when wanted.
     let y: UnsafeMutablePointer<Float>?
+}
+
+/// How a step multiplies the hidden state by R: float R of each direction packed for `kiln_rnn_matmul`, or
+/// DynamicQuantizeLSTM's int8 R with each direction's scratch (quantized h [dirs][batch][hidden], int32 sums
+/// [dirs][batch][gates·hidden]).
+private enum RecurrentProduct {
+    case float(UnsafePointer<Float>)
+    case quantized(QuantizedLSTMWeights, qh: UnsafeMutablePointer<UInt8>, acc: UnsafeMutablePointer<Int32>)
 }
 
 /// Sizes and index arithmetic of one recurrent node, and the per-direction time loop.
@@ -355,7 +409,6 @@ private struct RecurrentGeometry {
         let c = m.cState + d * batch * hidden
         let g = m.gh + d * batch * gh
         let rh = m.rh.map { $0 + d * batch * hidden }
-        let r = m.rPacked + d * packRSize
         let rbh = UnsafePointer(m.rbh + d * hidden)
         let peephole = m.peephole.map { $0 + d * 3 * hidden }
         let gx = m.gx + d * gh
@@ -368,6 +421,16 @@ private struct RecurrentGeometry {
 
         /// columns of gates `gateRange` for hidden units `j` of g = a · Rᵀ (every batch entry).
         func product(_ a: UnsafePointer<Float>, gates gateRange: Range<Int>, _ j: Range<Int>) {
+            let r: UnsafePointer<Float>
+            switch m.recurrent {
+            case .float(let packed):
+                r = packed + d * packRSize
+            case .quantized(let weights, let qh, let acc):
+                // Every gate of every hidden unit at once (a quantized LSTM's steps are never split).
+                weights.recurrent(direction: d, h: a, batch: batch, hidden: hidden, qh: qh + d * batch * hidden,
+                                  acc: acc + d * batch * gh, g: g)
+                return
+            }
             if j == 0..<hidden {
                 kiln_rnn_matmul(batch, gh, hidden, a, hidden, r, g, gh, gateRange.lowerBound * hidden, gateRange.upperBound * hidden)
             } else {

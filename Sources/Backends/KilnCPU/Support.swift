@@ -129,7 +129,7 @@ enum Support {
     }
 
     private static func reason(_ node: Node, types: [String: DType], known: Set<String>, constants: [String: Tensor]) -> String? {
-        guard node.op.domain.isEmpty || node.op == TreeEnsemble.op, let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
+        guard let kernel = CPUKernelTable[node.op] else { return "no kiln.cpu kernel for \(node.op)" }
         // Lowering names each operation's results by the node's outputs: a node that produces nothing is malformed.
         guard node.outputs.contains(where: { !$0.isEmpty }) else { return "\(node.op.name) has no output" }
         let ins = node.inputs.filter { !$0.isEmpty }

@@ -75,6 +75,24 @@ final class MapOperation: Operation {
         }
         let function = self.function
         let m = operands.count
+        // Integer Add, Sub and Mul of two operands of one type (int32: the bias additions of dynamically
+        // quantized models; int64: shape arithmetic) in typed loops rather than per-element dispatch.
+        if m == 2, let op = IntegerArithmetic(kind), types[0] == types[1] {
+            if types[0] == .int32 {
+                try b.compute([(output, shape, outType)], from: operands) { ins, outs in
+                    op.apply(ins[0].assumingMemoryBound(to: Int32.self), ins[1].assumingMemoryBound(to: Int32.self),
+                             outs[0].assumingMemoryBound(to: Int32.self), out: shape, shapes: shapes)
+                }
+                return
+            }
+            if types[0] == .int64 {
+                try b.compute([(output, shape, outType)], from: operands) { ins, outs in
+                    op.apply(ins[0].assumingMemoryBound(to: Int64.self), ins[1].assumingMemoryBound(to: Int64.self),
+                             outs[0].assumingMemoryBound(to: Int64.self), out: shape, shapes: shapes)
+                }
+                return
+            }
+        }
         try b.compute([(output, shape, outType)], from: operands) { ins, outs in
             let out = outs[0]
             try forEachBroadcastRow(out: shape, operands: shapes) { o, offs, st, n in
@@ -322,6 +340,44 @@ final class MapOperation: Operation {
             let left = try node.string("direction", "") == "LEFT"
             return .uint64Fold { a, c in c >= 64 ? 0 : (left ? a << c : a >> c) }
         default: return nil
+        }
+    }
+}
+
+/// Wrapping integer Add, Sub or Mul of two broadcast operands of one fixed-width type, row by row with the
+/// common stride patterns (both contiguous, or one repeating a single value along the row) as plain loops.
+enum IntegerArithmetic {
+    case add, sub, mul
+
+    /// The arithmetic of op `kind`, or nil.
+    init?(_ kind: String) {
+        switch kind {
+        case "Add": self = .add
+        case "Sub": self = .sub
+        case "Mul": self = .mul
+        default: return nil
+        }
+    }
+
+    func apply<T: FixedWidthInteger>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, out: [Int], shapes: [[Int]]) {
+        switch self {
+        case .add: Self.rows(a, b, y, out, shapes) { $0 &+ $1 }
+        case .sub: Self.rows(a, b, y, out, shapes) { $0 &- $1 }
+        case .mul: Self.rows(a, b, y, out, shapes) { $0 &* $1 }
+        }
+    }
+
+    @inline(__always)
+    private static func rows<T: FixedWidthInteger>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>,
+                                                   _ out: [Int], _ shapes: [[Int]], _ f: (T, T) -> T) {
+        forEachBroadcastRow(out: out, operands: shapes) { o, offs, st, n in
+            let x = a + offs[0], z = b + offs[1], r = y + o
+            switch (st[0], st[1]) {
+            case (1, 1): for i in 0..<n { r[i] = f(x[i], z[i]) }
+            case (1, 0): let c = z[0]; for i in 0..<n { r[i] = f(x[i], c) }
+            case (0, 1): let c = x[0]; for i in 0..<n { r[i] = f(c, z[i]) }
+            default: for i in 0..<n { r[i] = f(x[i * st[0]], z[i * st[1]]) }
+            }
         }
     }
 }

@@ -49,6 +49,8 @@ extension OpCatalog {
         }
         catalog.define(["NonMaxSuppression"]) { $0.set(0, .int64, [.unknown, .fixed(3)]) }
         catalog.define(["RNN", "GRU", "LSTM"]) { $0.recurrent() }
+        // ONNX Runtime's dynamically quantized LSTM: the LSTM's outputs; R is [directions, hidden, 4·hidden].
+        catalog.define(["DynamicQuantizeLSTM"], domain: "com.microsoft") { $0.recurrent(hiddenAxisOfR: 1) }
         catalog.define(["Attention"]) { $0.attention() }
         catalog.define(["NegativeLogLikelihoodLoss"]) { inference in
             inference.set(0, inference.dtype(0), inference.string("reduction", "mean") == "none" ? inference.shape(1) : [])
@@ -288,12 +290,13 @@ extension NodeInference {
         set(2, stash, stats)
     }
 
-    /// RNN, GRU and LSTM: Y, Y_h (and LSTM's Y_c) from `hidden_size`, `direction` and `layout`.
-    mutating func recurrent() {
+    /// RNN, GRU and LSTM: Y, Y_h (and LSTM's Y_c) from `hidden_size`, `direction` and `layout`; without
+    /// `hidden_size`, the hidden size is dim `hiddenAxisOfR` of R.
+    mutating func recurrent(hiddenAxisOfR: Int = 2) {
         let dtype = dtype(0)
         let directions: Dim = string("direction", "forward") == "bidirectional" ? .fixed(2) : .fixed(1)
         let hidden: Dim = node.attributes["hidden_size"] != nil ? .fixed(int("hidden_size", 0))
-                                                                : (shape(2).flatMap { $0.count == 3 ? $0[2] : nil } ?? .unknown)
+                                                                : (shape(2).flatMap { $0.count == 3 ? $0[hiddenAxisOfR] : nil } ?? .unknown)
         let layout = int("layout", 0)
         guard let x = shape(0), x.count == 3 else {
             for i in 0..<outputCount { set(i, dtype, Array(repeating: .unknown, count: i == 0 ? 4 : 3)) }
