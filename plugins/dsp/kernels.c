@@ -291,6 +291,21 @@ int dsp_avgpool(const dsp_pool *p) {
     return 0;
 }
 
-void dsp_lut(const uint8_t *x, size_t n, const uint8_t table[256], uint8_t *y) {
-    for (size_t i = 0; i < n; i++) y[i] = table[x[i]];
+void dsp_lut_layout(const uint8_t table[256], uint8_t vlut[256]) {
+    for (unsigned k = 0; k < 256; k++) {
+        unsigned seg = k >> 5, j = k & 31;
+        vlut[128 * (seg >> 2) + 2 * (j + 32 * (seg & 1)) + ((seg >> 1) & 1)] = table[k];
+    }
+}
+
+void dsp_lut(const uint8_t *x, size_t n, const uint8_t vlut[256], uint8_t *y) {
+    HVX_Vector t0 = hvx_load(vlut), t1 = hvx_load(vlut + 128);
+    for (size_t i = 0; i < n; i += 128) {
+        size_t count = n - i < 128 ? n - i : 128;
+        HVX_Vector v = load_head(x + i, count, 0);
+        HVX_Vector d = hvx_vlut32(v, t0, 0);
+        for (int32_t s = 1; s < 4; s++) d = hvx_vlut32_or(d, v, t0, s);
+        for (int32_t s = 4; s < 8; s++) d = hvx_vlut32_or(d, v, t1, s);
+        store_head(y + i, d, count);
+    }
 }

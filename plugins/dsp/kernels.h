@@ -116,8 +116,14 @@ int32_t dsp_recip_q15(int32_t count);
  * success, -1 when it is larger. */
 int dsp_avgpool(const dsp_pool *p);
 
-/* y[i] = table[x[i]] (256 entries, indexed by the byte's unsigned value): activations quantized through a
- * lookup table. A scalar loop in this milestone (DSP.md says why). */
-void dsp_lut(const uint8_t *x, size_t n, const uint8_t table[256], uint8_t *y);
+/* Rearranges a 256-entry byte table (entry k for input byte k, read as unsigned) into the two vectors that
+ * vlut32 reads: entry k = 32·s + j (segment s = k >> 5) goes to byte 128·(s >> 2) + 2·(j + 32·(s & 1)) + ((s >> 1) & 1).
+ * Done once per table (the plugin does it at compile time). */
+void dsp_lut_layout(const uint8_t table[256], uint8_t vlut[256]);
+
+/* y[i] = table[x[i]] with the table in dsp_lut_layout's order: 8 vlut32 lookups per 128 bytes (segment s of
+ * the table matches the bytes whose top 3 bits are s; the others read 0 and the 8 results are ORed). Activations
+ * quantized through a lookup table. */
+void dsp_lut(const uint8_t *x, size_t n, const uint8_t vlut[256], uint8_t *y);
 
 #endif

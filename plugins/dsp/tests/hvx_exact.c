@@ -104,6 +104,9 @@ static void test_instructions(void) {
         print_vector("vsplatb", i, hvx_vsplatb(r));
         print_vector("vsplath", i, hvx_vsplath(r));
         print_vector("vsplatw", i, hvx_vsplatw(r));
+        int32_t seg = (int32_t)(rnd32() & 0xff); /* all 3 segment bits and the odd-half bit, plus high garbage */
+        print_vector("vlut32", i, hvx_vlut32(bu, bv, seg));
+        print_vector("vlut32_or", i, hvx_vlut32_or(hvx_vlut32(bu, bv, seg ^ 1), bu, bv, seg));
     }
 }
 
@@ -284,12 +287,14 @@ void exact_kernels(int *failures) {
         report(avg ? "avgpool" : "maxpool", i, buf_c, buf_d, p.C * p.OH * p.OW, failures);
     }
     /* lookup tables */
-    for (int i = 0; i < 8; i++) {
-        uint8_t table[256];
+    for (int i = 0; i < 24; i++) {
+        uint8_t table[256], vlut[256];
         random_bytes(table, 256);
         size_t n = (size_t)rnd_range(1, 600);
         random_bytes(buf_a, n);
-        dsp_lut(buf_a, n, table, buf_c);
+        if (i == 0) for (size_t k = 0; k < n; k++) buf_a[k] = (uint8_t)k; /* every index at least once */
+        dsp_lut_layout(table, vlut);
+        dsp_lut(buf_a, n, vlut, buf_c);
         for (size_t k = 0; k < n; k++) buf_d[k] = table[buf_a[k]];
         report("lut", i, buf_c, buf_d, n, failures);
     }
