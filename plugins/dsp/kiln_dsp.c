@@ -421,9 +421,231 @@ static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const
     return 1;
 }
 
+/* ---- elementwise float chains between a DequantizeLinear and a QuantizeLinear, as one lookup table ---------------- */
+
+/* Nodes one lookup-table region may hold. */
+#define DSP_MAX_LUT_NODES 32
+
+/* A region of elementwise float ops computing, element by element, a function of one DequantizeLinear's output and of
+ * constants, read at its end by exactly one QuantizeLinear — e.g. hard-swish (Add, Clip, Mul, Div) or Add of a
+ * per-channel bias then Relu. Byte in, byte out: the whole region is a 256-entry table (one per channel when a
+ * constant varies along one axis), evaluated at compile time in float32 as kiln.reference evaluates the ops. */
+typedef struct lut_region {
+    long dq, q;                        /* the DequantizeLinear at the root, the QuantizeLinear at the end */
+    int absorb_dq;                     /* dq's output is read only inside the region: it need not run */
+    size_t count;                      /* interior nodes, ascending (topological) after find_lut_region */
+    long nodes[DSP_MAX_LUT_NODES];
+    int64_t channels, from_end;        /* constants varying along one axis: its length and position counted from the last */
+    int64_t min_rank;                  /* the largest constant rank (the input must have at least this rank) */
+    int in_dtype, out_dtype;
+} lut_region;
+
+/* How many inputs op `n` of a region may have at most (0: not an op a region may hold). */
+static size_t lut_op_inputs(const Kiln__Ir__Node *n) {
+    if ((n->domain[0] && strcmp(n->domain, "ai.onnx") != 0) || n->n_outputs != 1 || !n->outputs[0][0]) return 0;
+    const char *op = n->op;
+    const char *allowed[3] = {NULL, NULL, NULL}; /* attributes the op may carry */
+    size_t arity = 0;
+    if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div") || !strcmp(op, "Max") || !strcmp(op, "Min")) arity = 2;
+    else if (!strcmp(op, "Relu") || !strcmp(op, "HardSwish")) arity = 1;
+    else if (!strcmp(op, "HardSigmoid")) { arity = 1; allowed[0] = "alpha"; allowed[1] = "beta"; }
+    else if (!strcmp(op, "Clip")) { arity = 3; allowed[0] = "min"; allowed[1] = "max"; }
+    if (!arity || n->n_inputs < 1 || n->n_inputs > arity || ((arity == 2) && n->n_inputs != 2)) return 0;
+    for (size_t i = 0; i < n->n_attributes; i++) {
+        const Kiln__Ir__Attribute *a = n->attributes[i];
+        int ok = 0;
+        for (int k = 0; k < 3; k++) ok |= allowed[k] && !strcmp(a->name, allowed[k]) && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F;
+        if (!ok) return 0;
+    }
+    return arity;
+}
+
+/* Whether `name` is a float32 initializer a region can use: one value, or values along one axis (every other dim 1).
+ * Updates the region's channel count, axis (from the end) and minimum rank; 0 when it is not one or disagrees. */
+static int lut_constant(const Kiln__Ir__Graph *g, const char *name, lut_region *r) {
+    const Kiln__Ir__Tensor *t = ak_initializer(g, name);
+    if (!t || (int)t->dtype != DSP_F32 || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->n_shape > DSP_MAX_RANK || t->raw.len % 4) return 0;
+    int64_t count = 1, axis = -1;
+    for (size_t d = 0; d < t->n_shape; d++) {
+        if (t->shape[d] < 1 || t->shape[d] > DSP_MAX_CHANNELS) return 0;
+        if (t->shape[d] > 1) { if (axis >= 0) return 0; axis = (int64_t)d; }
+        count *= t->shape[d];
+    }
+    if ((uint64_t)count * 4 != t->raw.len) return 0;
+    if ((int64_t)t->n_shape > r->min_rank) r->min_rank = (int64_t)t->n_shape;
+    if (axis < 0) return 1;
+    int64_t from_end = (int64_t)t->n_shape - 1 - axis;
+    if (r->channels > 1 && (r->channels != count || r->from_end != from_end)) return 0;
+    r->channels = count;
+    r->from_end = from_end;
+    return 1;
+}
+
+/* Whether every node input and graph output reading `name` is one of the region's nodes (or node `also`). */
+static int read_within(const Kiln__Ir__Graph *g, const char *name, const lut_region *r, long also) {
+    for (size_t i = 0; i < g->n_outputs; i++) if (!strcmp(g->outputs[i]->name, name)) return 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_inputs; k++) {
+            if (strcmp(g->nodes[i]->inputs[k], name) != 0) continue;
+            int inside = (long)i == also;
+            for (size_t j = 0; !inside && j < r->count; j++) inside = r->nodes[j] == (long)i;
+            if (!inside) return 0;
+        }
+    return 1;
+}
+
+/* The dtype of a scalar uint8/int8 zero-point initializer, 0 when it is not one. */
+static int zero_point_dtype(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n) {
+    double z;
+    if (n->n_inputs < 3 || !n->inputs[2][0]) return 0;
+    const Kiln__Ir__Tensor *t = ak_initializer(g, n->inputs[2]);
+    if (!t || ((int)t->dtype != DSP_U8 && (int)t->dtype != DSP_I8) || !scalar_initializer(g, n->inputs[2], (int)t->dtype, &z)) return 0;
+    return (int)t->dtype;
+}
+
+/* Whether Q/DQ node n has per-tensor parameters the region can fold: a positive scalar float32 scale, a scalar
+ * uint8/int8 zero point, no attributes but axis. Returns the zero point's dtype or 0. */
+static int lut_qdq_params(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n) {
+    double s;
+    for (size_t i = 0; i < n->n_attributes; i++) if (strcmp(n->attributes[i]->name, "axis") != 0) return 0;
+    if (n->n_inputs > 3 || !scalar_initializer(g, n->inputs[1], DSP_F32, &s) || !(s > 0) || !isfinite(s)) return 0;
+    return zero_point_dtype(g, n);
+}
+
+/* Whether QuantizeLinear node qi ends a lookup-table region (none of whose nodes has a role yet); fills *r. */
+static int find_lut_region(const Kiln__Ir__Graph *g, size_t qi, const uint8_t *role, lut_region *r) {
+    memset(r, 0, sizeof *r);
+    r->dq = -1;
+    r->q = (long)qi;
+    r->channels = 1;
+    const Kiln__Ir__Node *q = g->nodes[qi];
+    long only;
+    if (role[qi] || !is_op(g, (long)qi, "QuantizeLinear", 2) || !(r->out_dtype = lut_qdq_params(g, q))) return 0;
+    long first = producer_of(g, q->inputs[0]);
+    if (first < 0 || role[first] || !lut_op_inputs(g->nodes[first]) || readers_of(g, q->inputs[0], &only) != 1) return 0;
+    r->nodes[r->count++] = first;
+    for (size_t k = 0; k < r->count; k++) {
+        const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+        for (size_t j = 0; j < n->n_inputs; j++) {
+            const char *in = n->inputs[j];
+            if (!in[0]) { if (strcmp(n->op, "Clip") == 0 && j > 0) continue; return 0; }
+            if (ak_initializer(g, in)) { if (!lut_constant(g, in, r)) return 0; continue; }
+            long p = producer_of(g, in);
+            if (p < 0) return 0;
+            if (is_op(g, p, "DequantizeLinear", 2)) {
+                if (role[p] || (r->dq >= 0 && r->dq != p)) return 0;
+                r->dq = p;
+                continue;
+            }
+            if (role[p] || !lut_op_inputs(g->nodes[p])) return 0;
+            int seen = 0;
+            for (size_t m = 0; m < r->count; m++) seen |= r->nodes[m] == p;
+            if (seen) continue;
+            if (r->count == DSP_MAX_LUT_NODES) return 0;
+            r->nodes[r->count++] = p;
+        }
+    }
+    if (r->dq < 0 || !(r->in_dtype = lut_qdq_params(g, g->nodes[r->dq]))) return 0;
+    const Kiln__Ir__Tensor *x = ak_initializer(g, g->nodes[r->dq]->inputs[0]);
+    if (x) return 0; /* a constant input: nothing to gain */
+    for (size_t k = 1; k < r->count; k++) if (!read_within(g, g->nodes[r->nodes[k]]->outputs[0], r, -1)) return 0;
+    r->absorb_dq = read_within(g, g->nodes[r->dq]->outputs[0], r, -1);
+    for (size_t a = 1; a < r->count; a++) /* ascending node order: the graph is topologically sorted */
+        for (size_t b = a; b > 0 && r->nodes[b - 1] > r->nodes[b]; b--) { long t = r->nodes[b]; r->nodes[b] = r->nodes[b - 1]; r->nodes[b - 1] = t; }
+    return 1;
+}
+
+/* Element `c` (or the only one) of a float32 initializer that lut_constant accepted. */
+static float lut_constant_value(const Kiln__Ir__Tensor *t, int64_t c) {
+    float v;
+    memcpy(&v, t->raw.data + (t->raw.len > 4 ? 4 * (size_t)c : 0), 4);
+    return v;
+}
+
+/* A float attribute of n, or `fallback`. */
+static float float_attr(const Kiln__Ir__Node *n, const char *name, float fallback) {
+    const Kiln__Ir__Attribute *a = ak_attribute(n, name);
+    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F ? a->f : fallback;
+}
+
+/* The region's tables in plain order (channels × 256 bytes, entry b for input byte b): every input byte dequantized,
+ * pushed through the region's ops in float32 (HardSigmoid and HardSwish in double, rounded to float32, as
+ * kiln.reference evaluates them), and quantized (round half to even, saturated) as QuantizeLinear does. */
+static void lut_tables(const Kiln__Ir__Graph *g, const lut_region *r, uint8_t *tables) {
+    const Kiln__Ir__Node *dq = g->nodes[r->dq], *q = g->nodes[r->q];
+    double sx, sy, zx, zy;
+    scalar_initializer(g, dq->inputs[1], DSP_F32, &sx);
+    scalar_initializer(g, dq->inputs[2], r->in_dtype, &zx);
+    scalar_initializer(g, q->inputs[1], DSP_F32, &sy);
+    scalar_initializer(g, q->inputs[2], r->out_dtype, &zy);
+    float in_scale = (float)sx, out_scale = (float)sy, out_zero = (float)zy;
+    int32_t lo = r->out_dtype == DSP_U8 ? 0 : -128, hi = r->out_dtype == DSP_U8 ? 255 : 127;
+    for (int64_t c = 0; c < r->channels; c++)
+        for (int b = 0; b < 256; b++) {
+            int32_t xb = r->in_dtype == DSP_U8 ? b : (int32_t)(int8_t)(uint8_t)b;
+            float x = (float)((int64_t)xb - (int64_t)zx) * in_scale, values[DSP_MAX_LUT_NODES];
+            for (size_t k = 0; k < r->count; k++) {
+                const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+                float a[3] = {0, 0, 0};
+                int present[3] = {0, 0, 0};
+                for (size_t j = 0; j < n->n_inputs && j < 3; j++) {
+                    const char *in = n->inputs[j];
+                    if (!in[0]) continue;
+                    present[j] = 1;
+                    const Kiln__Ir__Tensor *t = ak_initializer(g, in);
+                    if (t) { a[j] = lut_constant_value(t, c); continue; }
+                    if (!strcmp(in, dq->outputs[0])) { a[j] = x; continue; }
+                    for (size_t m = 0; m < k; m++) if (!strcmp(in, g->nodes[r->nodes[m]]->outputs[0])) a[j] = values[m];
+                }
+                const char *op = n->op;
+                float v;
+                if (!strcmp(op, "Add")) v = a[0] + a[1];
+                else if (!strcmp(op, "Sub")) v = a[0] - a[1];
+                else if (!strcmp(op, "Mul")) v = a[0] * a[1];
+                else if (!strcmp(op, "Div")) v = a[0] / a[1];
+                else if (!strcmp(op, "Max")) v = a[0] < a[1] ? a[1] : a[0];
+                else if (!strcmp(op, "Min")) v = a[0] > a[1] ? a[1] : a[0];
+                else if (!strcmp(op, "Relu")) v = a[0] > 0 ? a[0] : 0.0f;
+                else if (!strcmp(op, "HardSigmoid")) {
+                    double t = (double)float_attr(n, "alpha", 0.2f) * a[0] + (double)float_attr(n, "beta", 0.5f);
+                    v = (float)(t < 0 ? 0 : t > 1 ? 1 : t);
+                } else if (!strcmp(op, "HardSwish")) {
+                    double t = (double)a[0] / 6 + 0.5;
+                    v = (float)((double)a[0] * (t < 0 ? 0 : t > 1 ? 1 : t));
+                } else { /* Clip: inputs, or the attributes of opsets before 11 */
+                    v = a[0];
+                    if (n->n_inputs < 2) {
+                        const Kiln__Ir__Attribute *mn = ak_attribute(n, "min"), *mx = ak_attribute(n, "max");
+                        if (mn) { a[1] = mn->f; present[1] = 1; }
+                        if (mx) { a[2] = mx->f; present[2] = 1; }
+                    }
+                    if (present[1]) v = v < a[1] ? a[1] : v;
+                    if (present[2]) v = v > a[2] ? a[2] : v;
+                }
+                values[k] = v;
+            }
+            float y = values[r->count - 1] / out_scale;
+            float rq = nearbyintf(y) + out_zero; /* round half to even, as ONNX specifies; NaN quantizes to 0 as in kiln.reference */
+            int32_t out = rq != rq ? 0 : rq <= (float)lo ? lo : rq >= (float)hi ? hi : (int32_t)rq;
+            tables[256 * c + b] = (uint8_t)out;
+        }
+}
+
+/* The lookup-table regions of g (after the QDQ Convs took their nodes): role[q] 3 for the QuantizeLinear lowered as
+ * the table lookup (regions[q]), 1 for the nodes it absorbs. */
+static void lut_regions(const Kiln__Ir__Graph *g, lut_region *regions, uint8_t *role) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!find_lut_region(g, i, role, &regions[i])) continue;
+        role[i] = 3;
+        for (size_t k = 0; k < regions[i].count; k++) role[regions[i].nodes[k]] = 1;
+        if (regions[i].absorb_dq) role[regions[i].dq] = 1;
+    }
+}
+
 /* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. A first pass
  * learns the types of what the plain ops produce; Convs in QDQ form whose QLinearConv would be accepted are then
- * claimed with the nodes they absorb, and a second pass decides every node. */
+ * claimed with the nodes they absorb, then the lookup-table regions (elementwise float chains between a
+ * DequantizeLinear and a QuantizeLinear), and a second pass decides every node. */
 static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
     const char **names = calloc(g->n_nodes + 1, sizeof(char *));
     int *types = calloc(g->n_nodes + 1, sizeof(int));
@@ -437,6 +659,10 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
         if (!rejects(g, g->nodes[i], names, types, known, why, sizeof why)) { names[known] = g->nodes[i]->outputs[0]; types[known++] = output_dtype(g, g->nodes[i]); }
     }
     ok = ok && qdq_convs(g, m, role, names, types, known, why_conv);
+    lut_region *lr = ok ? calloc(g->n_nodes + 1, sizeof *lr) : NULL;
+    ok = ok && lr;
+    if (ok) lut_regions(g, lr, role);
+    free(lr);
     known = 0;
     for (size_t i = 0; ok && i < g->n_nodes; i++) {
         char why[320];
@@ -478,13 +704,14 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     memset(p, 0, sizeof *p);
     names n = {0};
     qdq_conv *qdq = NULL;
+    lut_region *luts = NULL;
     uint8_t *role = NULL;
     n.capacity = (uint32_t)(g->n_inputs + g->n_initializers + g->n_nodes + 1);
     n.name = calloc(n.capacity, sizeof(char *));
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->input_dtypes = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    p->constants = calloc(g->n_initializers + 1, sizeof(dsp_constant));
+    p->constants = calloc(g->n_initializers + g->n_nodes + 1, sizeof(dsp_constant)); /* initializers and lookup tables */
     p->ops = calloc(g->n_nodes + 1, sizeof(dsp_op));
     kiln_plugin_error *e = NULL;
     if (!n.name || !p->inputs || !p->input_dtypes || !p->outputs || !p->constants || !p->ops) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
@@ -523,9 +750,40 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     } while (0)
     qdq = calloc(g->n_nodes + 1, sizeof *qdq);
     role = calloc(g->n_nodes + 1, 1);
-    if (!qdq || !role || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+    luts = calloc(g->n_nodes + 1, sizeof *luts);
+    if (!qdq || !role || !luts || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+    lut_regions(g, luts, role);
     for (size_t i = 0; i < g->n_nodes; i++) {
-        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv */
+        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv or a lookup table */
+        if (role[i] == 3) { /* a lookup-table region: x, its tables (a constant made here) -> the QuantizeLinear's output */
+            const lut_region *r = &luts[i];
+            dsp_op *op = &p->ops[p->op_count++];
+            op->opcode = DSP_OP_LUT;
+            op->input_count = 2;
+            VALUE_OF(g->nodes[r->dq]->inputs[0], op->inputs[0]);
+            dsp_constant *c = &p->constants[p->constant_count];
+            uint8_t *plain = malloc((size_t)r->channels * 256);
+            c->data = malloc((size_t)r->channels * 256);
+            if (!plain || !c->data) { free(plain); free(c->data); c->data = NULL; e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+            lut_tables(g, r, plain);
+            for (int64_t k = 0; k < r->channels; k++) dsp_lut_layout(plain + 256 * k, c->data + 256 * k);
+            free(plain);
+            c->value = n.count; c->dtype = DSP_U8; c->rank = 2; c->dims[0] = r->channels; c->dims[1] = 256; c->bytes = (uint64_t)r->channels * 256;
+            p->constant_count++;
+            n.name[n.count] = ""; /* no graph name: never looked up */
+            op->inputs[1] = n.count++;
+            op->params[0] = r->channels; op->params[1] = r->from_end; op->params[2] = r->min_rank;
+            op->params[3] = r->in_dtype; op->params[4] = r->out_dtype;
+            char layer[AK_MAX_LAYER_NAME + 1]; /* the region's first node "..." its QuantizeLinear, by name */
+            const Kiln__Ir__Node *head = g->nodes[r->nodes[0]], *q = g->nodes[i];
+            snprintf(layer, sizeof layer, "%s..%s", head->name[0] ? head->name : head->op, q->name[0] ? q->name : q->op);
+            uint32_t index = ak_layers_add(&p->layers, layer);
+            if (index == UINT32_MAX || ak_layers_assign(&p->layers, p->op_count - 1, p->op_count, index)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+            if (find_name(&n, q->outputs[0]) >= 0) { e = ak_error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", q->outputs[0]); goto done; }
+            op->output = n.count;
+            n.name[n.count++] = q->outputs[0];
+            continue;
+        }
         const Kiln__Ir__Node *node = role[i] == 2 ? &qdq[i].node : g->nodes[i];
         if (strcmp(node->op, "Conv") == 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: Conv '%s' is not in QDQ form within this graph", node->name); goto done; }
         dsp_op *op = &p->ops[p->op_count++];
@@ -586,6 +844,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
 done:
     free(n.name);
     free(qdq);
+    free(luts);
     free(role);
     if (e) dsp_program_free(p);
     return e;
@@ -630,7 +889,7 @@ static kiln_plugin_error *check(void *context, const char *compat) {
 }
 
 /* Step names of a version 1 payload's ops (it has no layer table), by opcode. */
-static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool"};
+static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable"};
 
 /* A loaded program and its last run's profile (plugin ABI 1.4). */
 typedef struct dsp_executable {
@@ -732,7 +991,7 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         if (!in[k]->set) return ak_error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
-    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE ? 2 : 8;
+    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode == DSP_OP_LUT ? 2 : 8;
     if (op->input_count < need) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
         if (!in[k]) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
@@ -768,6 +1027,33 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         };
         if (out->count) dsp_maxpool(&pool);
         cost_add(cost, (uint64_t)x->count, (uint64_t)out->count, (uint64_t)(B * C * OH) * (((uint64_t)OW + 127) / 128) * (uint64_t)(kh * kw) * 2);
+        return NULL;
+    }
+    case DSP_OP_LUT: {
+        const run_value *x = in[0], *t = in[1];
+        int64_t C = op->params[0], from_end = op->params[1], min_rank = op->params[2], xt = op->params[3], yt = op->params[4];
+        if (C < 1 || C > DSP_MAX_CHANNELS || from_end < 0 || from_end >= DSP_MAX_RANK || min_rank < 0 || min_rank > DSP_MAX_RANK ||
+            (xt != DSP_U8 && xt != DSP_I8) || (yt != DSP_U8 && yt != DSP_I8) || t->dtype != DSP_U8 || t->count != 256 * C)
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: lookup-table parameters out of range in the payload", index);
+        if (x->dtype != (uint32_t)xt) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: the lookup table's input has type %u, not %lld", index, x->dtype, (long long)xt);
+        if ((int64_t)x->rank < min_rank || (C > 1 && ((int64_t)x->rank <= from_end || x->dims[x->rank - 1 - from_end] != C)))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: a rank-%u input does not fit the lookup table's %lld channels", index, x->rank, (long long)C);
+        if (make_result(out, (uint32_t)yt, x->rank, x->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        size_t inner = 1, outer = 1;
+        if (C > 1) {
+            for (uint32_t d = x->rank - (uint32_t)from_end; d < x->rank; d++) inner *= (size_t)x->dims[d];
+            outer = inner ? (size_t)x->count / inner / (size_t)C : 0;
+        } else {
+            inner = (size_t)x->count;
+        }
+        const uint8_t *src = x->data, *tables = t->data;
+        uint8_t *dst = out->owned;
+        for (size_t o = 0; o < outer; o++)
+            for (int64_t c = 0; c < C; c++) {
+                size_t at = (o * (size_t)C + (size_t)c) * inner;
+                if (inner) dsp_lut(src + at, inner, tables + 256 * c, dst + at);
+            }
+        cost_add(cost, (uint64_t)x->count + 256 * (uint64_t)C, (uint64_t)out->count, (uint64_t)outer * (uint64_t)C * (((uint64_t)inner + 127) / 128) * 10 + 2 * (uint64_t)C);
         return NULL;
     }
     case DSP_OP_QUANTIZE: case DSP_OP_DEQUANTIZE: {

@@ -33,9 +33,11 @@ enum { DSP_F32 = 1, DSP_U8 = 2, DSP_I8 = 3, DSP_I32 = 6 };
 
 /* Opcodes. QLinearConv params: group, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
  * dil_h, dil_w. MaxPool params: kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
- * pad_right. Other ops have none. */
+ * pad_right. LookupTable (inputs x and a uint8 [C, 256] constant of tables in dsp_lut_layout order) params: C, the
+ * axis of the channels counted from the last, the least rank x must have, x's dtype, the result's dtype. Other ops
+ * have none. */
 enum { DSP_OP_QUANTIZE = 1, DSP_OP_DEQUANTIZE = 2, DSP_OP_QMATMUL = 3, DSP_OP_QCONV = 4, DSP_OP_RELU = 5, DSP_OP_MAXPOOL = 6,
-       DSP_OP_LAST = 6 };
+       DSP_OP_LUT = 7, DSP_OP_LAST = 7 };
 
 /* A constant tensor (an initializer the compile copied). */
 typedef struct dsp_constant {
