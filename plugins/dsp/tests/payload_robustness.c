@@ -304,6 +304,46 @@ int main(void) {
         free(b.data);
         p.layers.count = count;
     }
+    {   /* a lookup table (2 channels along axis 1 of the quantized [1, 2, 6, 6] input): runs; impossible parameters are refused */
+        static uint8_t tables[2 * 256];
+        static int64_t td[2] = {2, 256}, short_td[2] = {1, 256};
+        for (int i = 0; i < 512; i++) tables[i] = (uint8_t)(i * 7);
+        dsp_constant saved_c = cs[2];
+        dsp_op saved_ops[3] = {ops[1], ops[2], ops[3]};
+        cs[2] = constant(V_W, DSP_U8, 2, td, tables, sizeof tables);
+        ops[1] = (dsp_op){DSP_OP_LUT, 2, {V_Q, V_W}, V_C, {2, 2, 4, DSP_U8, DSP_I8}};
+        ops[2] = (dsp_op){DSP_OP_DEQUANTIZE, 3, {V_C, V_DS, V_WZ}, V_Y, {0}};
+        p.op_count = 3;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "the lookup-table program did not run: %s", why);
+        free(b.data);
+        struct { const char *what; int param; int64_t value; } lut_bad[] = {
+            {"lookup table: 3 channels for 2", 0, 3}, {"lookup table: channels 0", 0, 0}, {"lookup table: axis past the rank", 1, 4},
+            {"lookup table: axis 2^40", 1, (int64_t)1 << 40}, {"lookup table: rank 5 wanted", 2, 5}, {"lookup table: int8 input wanted", 3, DSP_I8},
+            {"lookup table: int32 result", 4, DSP_I32},
+        };
+        for (size_t i = 0; i < sizeof lut_bad / sizeof lut_bad[0]; i++) {
+            int64_t keep = ops[1].params[lut_bad[i].param];
+            ops[1].params[lut_bad[i].param] = lut_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", lut_bad[i].what, r);
+            printf("%s: %s\n", lut_bad[i].what, why);
+            free(b.data);
+            ops[1].params[lut_bad[i].param] = keep;
+        }
+        cs[2] = constant(V_W, DSP_U8, 2, short_td, tables, 256);
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "a lookup table with one table for 2 channels ran (%d)", r);
+        printf("lookup table: 1 table for 2 channels: %s\n", why);
+        free(b.data);
+        cs[2] = saved_c;
+        ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
+        p.op_count = 4;
+    }
     ak_layers_free(&p.layers);
     free(good.data);
     printf(failures ? "payload_robustness: FAIL (%d)\n" : "payload_robustness: PASS\n", failures);
