@@ -104,6 +104,8 @@ static inline HVX_Vector hvx_vminub(HVX_Vector u, HVX_Vector v) { return __built
 /* Vd.b = vlut32(Vu.b, Vv.b, Rt): byte i = Vv.h[idx & 63].b[(Rt >> 1) & 1] when idx = Vu.ub[i] lies in segment
  * Rt & 7 (idx >> 5 == Rt & 7), else 0 (see dsp_lut_layout for the table layout this implies). */
 static inline HVX_Vector hvx_vlut32(HVX_Vector u, HVX_Vector v, int32_t r) { return __builtin_HEXAGON_V6_vlutvvb_128B(u, v, r); }
+/* Vd.b = vsub(Vu.b, Vv.b): byte-wise difference, modulo 256. */
+static inline HVX_Vector hvx_vsubb(HVX_Vector u, HVX_Vector v) { return __builtin_HEXAGON_V6_vsubb_128B(u, v); }
 /* Vx.b |= vlut32(Vu.b, Vv.b, Rt): the same lookup ORed into x (non-matching lanes leave x unchanged). */
 static inline HVX_Vector hvx_vlut32_or(HVX_Vector x, HVX_Vector u, HVX_Vector v, int32_t r) { return __builtin_HEXAGON_V6_vlutvvb_oracc_128B(x, u, v, r); }
 
@@ -294,6 +296,8 @@ static inline HVX_Vector hvx_vlut32(HVX_Vector u, HVX_Vector v, int32_t r) {
     }
     return d;
 }
+/* Vd.b = vsub(Vu.b, Vv.b): byte-wise difference, modulo 256. */
+static inline HVX_Vector hvx_vsubb(HVX_Vector u, HVX_Vector v) { HVX_Vector d; for (int i = 0; i < 128; i++) d.ub[i] = (uint8_t)(u.ub[i] - v.ub[i]); return d; }
 /* Vx.b |= vlut32(Vu.b, Vv.b, Rt): the same lookup ORed into x (non-matching lanes leave x unchanged). */
 static inline HVX_Vector hvx_vlut32_or(HVX_Vector x, HVX_Vector u, HVX_Vector v, int32_t r) {
     HVX_Vector d = hvx_vlut32(u, v, r);

@@ -438,6 +438,9 @@ typedef struct lut_region {
     int64_t channels, from_end;        /* constants varying along one axis: its length and position counted from the last */
     int64_t min_rank;                  /* the largest constant rank (the input must have at least this rank) */
     int in_dtype, out_dtype;
+    int softmax;                       /* instead: DequantizeLinear -> Softmax (last axis) -> QuantizeLinear, nodes[0] the Softmax */
+    int32_t out_multiplier, out_exponent;  /* softmax: 1/s_y = out_multiplier · 2^-31 · 2^out_exponent */
+    int64_t axis;                      /* softmax: the Softmax's axis attribute (-1 or the last axis) */
 } lut_region;
 
 /* How many inputs op `n` of a region may have at most (0: not an op a region may hold). */
@@ -512,6 +515,41 @@ static int lut_qdq_params(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n) {
     return zero_point_dtype(g, n);
 }
 
+/* Whether the Softmax `first` between a DequantizeLinear and QuantizeLinear r->q is one dsp_softmax_rows runs; fills *r. */
+static int find_softmax(const Kiln__Ir__Graph *g, long first, const uint8_t *role, lut_region *r) {
+    const Kiln__Ir__Node *sm = g->nodes[first];
+    if (sm->n_inputs != 1 || sm->n_outputs != 1 || (sm->domain[0] && strcmp(sm->domain, "ai.onnx") != 0)) return 0;
+    r->axis = -1;
+    for (size_t i = 0; i < sm->n_attributes; i++) {
+        const Kiln__Ir__Attribute *a = sm->attributes[i];
+        if (strcmp(a->name, "axis") != 0 || a->value_case != KILN__IR__ATTRIBUTE__VALUE_I) return 0;
+        r->axis = a->i;
+    }
+    long dq = producer_of(g, sm->inputs[0]);
+    if (dq < 0 || role[dq] || !is_op(g, dq, "DequantizeLinear", 2) || !(r->in_dtype = lut_qdq_params(g, g->nodes[dq]))) return 0;
+    if (ak_initializer(g, g->nodes[dq]->inputs[0])) return 0;
+    if (r->axis != -1) { /* the last axis by number: the input's rank must be known */
+        int dtype, rank;
+        value_type(g, g->nodes[dq]->inputs[0], &dtype, &rank);
+        if (rank < 1 || r->axis != rank - 1) return 0;
+    }
+    double sy;
+    scalar_initializer(g, g->nodes[r->q]->inputs[1], DSP_F32, &sy);
+    int exponent;
+    double mantissa = frexp(1.0 / (double)(float)sy, &exponent); /* 1/s_y = mantissa · 2^exponent, mantissa in [0.5, 1) */
+    int64_t m = llround(mantissa * 2147483648.0);
+    if (m >= 2147483648ll) { m = 1073741824; exponent++; }
+    if (exponent < -14 || exponent > 30) return 0;
+    r->out_multiplier = (int32_t)m;
+    r->out_exponent = exponent;
+    r->softmax = 1;
+    r->dq = dq;
+    r->nodes[r->count++] = first;
+    long only;
+    r->absorb_dq = readers_of(g, g->nodes[dq]->outputs[0], &only) == 1;
+    return 1;
+}
+
 /* Whether QuantizeLinear node qi ends a lookup-table region (none of whose nodes has a role yet); fills *r. */
 static int find_lut_region(const Kiln__Ir__Graph *g, size_t qi, const uint8_t *role, lut_region *r) {
     memset(r, 0, sizeof *r);
@@ -522,7 +560,9 @@ static int find_lut_region(const Kiln__Ir__Graph *g, size_t qi, const uint8_t *r
     long only;
     if (role[qi] || !is_op(g, (long)qi, "QuantizeLinear", 2) || !(r->out_dtype = lut_qdq_params(g, q))) return 0;
     long first = producer_of(g, q->inputs[0]);
-    if (first < 0 || role[first] || !lut_op_inputs(g->nodes[first]) || readers_of(g, q->inputs[0], &only) != 1) return 0;
+    if (first < 0 || role[first] || readers_of(g, q->inputs[0], &only) != 1) return 0;
+    if (is_op(g, first, "Softmax", 1)) return find_softmax(g, first, role, r);
+    if (!lut_op_inputs(g->nodes[first])) return 0;
     r->nodes[r->count++] = first;
     for (size_t k = 0; k < r->count; k++) {
         const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
@@ -629,6 +669,19 @@ static void lut_tables(const Kiln__Ir__Graph *g, const lut_region *r, uint8_t *t
             int32_t out = rq != rq ? 0 : rq <= (float)lo ? lo : rq >= (float)hi ? hi : (int32_t)rq;
             tables[256 * c + b] = (uint8_t)out;
         }
+}
+
+/* A Softmax region's two tables in plain order: the high then the low bytes of E[d] = round(65535 · exp(-s_x · d)),
+ * d = 0..255 (kernels.h, dsp_softmax). */
+static void softmax_tables(const Kiln__Ir__Graph *g, const lut_region *r, uint8_t *tables) {
+    double sx;
+    scalar_initializer(g, g->nodes[r->dq]->inputs[1], DSP_F32, &sx);
+    for (int d = 0; d < 256; d++) {
+        long e = lround(65535.0 * exp(-sx * d));
+        e = e < 0 ? 0 : e > 65535 ? 65535 : e;
+        tables[d] = (uint8_t)(e >> 8);
+        tables[256 + d] = (uint8_t)e;
+    }
 }
 
 /* The lookup-table regions of g (after the QDQ Convs took their nodes): role[q] 3 for the QuantizeLinear lowered as
@@ -755,24 +808,33 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     lut_regions(g, luts, role);
     for (size_t i = 0; i < g->n_nodes; i++) {
         if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv or a lookup table */
-        if (role[i] == 3) { /* a lookup-table region: x, its tables (a constant made here) -> the QuantizeLinear's output */
+        if (role[i] == 3) { /* a lookup-table region or a Softmax: x, its tables (a constant made here) -> the QuantizeLinear's output */
             const lut_region *r = &luts[i];
             dsp_op *op = &p->ops[p->op_count++];
-            op->opcode = DSP_OP_LUT;
+            op->opcode = r->softmax ? DSP_OP_SOFTMAX : DSP_OP_LUT;
             op->input_count = 2;
             VALUE_OF(g->nodes[r->dq]->inputs[0], op->inputs[0]);
             dsp_constant *c = &p->constants[p->constant_count];
-            uint8_t *plain = malloc((size_t)r->channels * 256);
-            c->data = malloc((size_t)r->channels * 256);
+            size_t tables = r->softmax ? 2 : (size_t)r->channels;
+            uint8_t *plain = malloc(tables * 256);
+            c->data = malloc(tables * 256);
             if (!plain || !c->data) { free(plain); free(c->data); c->data = NULL; e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
-            lut_tables(g, r, plain);
-            for (int64_t k = 0; k < r->channels; k++) dsp_lut_layout(plain + 256 * k, c->data + 256 * k);
+            if (r->softmax) softmax_tables(g, r, plain);
+            else lut_tables(g, r, plain);
+            for (size_t k = 0; k < tables; k++) dsp_lut_layout(plain + 256 * k, c->data + 256 * k);
             free(plain);
-            c->value = n.count; c->dtype = DSP_U8; c->rank = 2; c->dims[0] = r->channels; c->dims[1] = 256; c->bytes = (uint64_t)r->channels * 256;
+            c->value = n.count; c->dtype = DSP_U8; c->rank = 2; c->dims[0] = (int64_t)tables; c->dims[1] = 256; c->bytes = (uint64_t)tables * 256;
             p->constant_count++;
             n.name[n.count] = ""; /* no graph name: never looked up */
             op->inputs[1] = n.count++;
-            op->params[0] = r->channels; op->params[1] = r->from_end; op->params[2] = r->min_rank;
+            if (r->softmax) {
+                double zy;
+                scalar_initializer(g, g->nodes[r->q]->inputs[2], r->out_dtype, &zy);
+                op->params[0] = r->out_multiplier; op->params[1] = r->out_exponent; op->params[2] = (int64_t)zy;
+                op->params[5] = r->axis;
+            } else {
+                op->params[0] = r->channels; op->params[1] = r->from_end; op->params[2] = r->min_rank;
+            }
             op->params[3] = r->in_dtype; op->params[4] = r->out_dtype;
             char layer[AK_MAX_LAYER_NAME + 1]; /* the region's first node "..." its QuantizeLinear, by name */
             const Kiln__Ir__Node *head = g->nodes[r->nodes[0]], *q = g->nodes[i];
@@ -889,7 +951,7 @@ static kiln_plugin_error *check(void *context, const char *compat) {
 }
 
 /* Step names of a version 1 payload's ops (it has no layer table), by opcode. */
-static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable"};
+static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable", "Softmax"};
 
 /* A loaded program and its last run's profile (plugin ABI 1.4). */
 typedef struct dsp_executable {
@@ -991,7 +1053,7 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         if (!in[k]->set) return ak_error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
-    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode == DSP_OP_LUT ? 2 : 8;
+    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode >= DSP_OP_LUT ? 2 : 8;
     if (op->input_count < need) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
         if (!in[k]) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
@@ -1054,6 +1116,31 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
                 if (inner) dsp_lut(src + at, inner, tables + 256 * c, dst + at);
             }
         cost_add(cost, (uint64_t)x->count + 256 * (uint64_t)C, (uint64_t)out->count, (uint64_t)outer * (uint64_t)C * (((uint64_t)inner + 127) / 128) * 10 + 2 * (uint64_t)C);
+        return NULL;
+    }
+    case DSP_OP_SOFTMAX: {
+        const run_value *x = in[0], *t = in[1];
+        int64_t mult = op->params[0], exponent = op->params[1], zy = op->params[2], xt = op->params[3], yt = op->params[4], axis = op->params[5];
+        if (mult < ((int64_t)1 << 30) || mult >= ((int64_t)1 << 31) || exponent < -14 || exponent > 30 || (xt != DSP_U8 && xt != DSP_I8) ||
+            (yt != DSP_U8 && yt != DSP_I8) || zy < (yt == DSP_U8 ? 0 : -128) || zy > (yt == DSP_U8 ? 255 : 127) || t->dtype != DSP_U8 || t->count != 512)
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: Softmax parameters out of range in the payload", index);
+        if (x->dtype != (uint32_t)xt) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: the Softmax input has type %u, not %lld", index, x->dtype, (long long)xt);
+        if (x->rank < 1 || (axis != -1 && axis != (int64_t)x->rank - 1))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: Softmax over axis %lld of a rank-%u input: only the last axis is supported", index, (long long)axis, x->rank);
+        int64_t n = x->dims[x->rank - 1];
+        if (n > DSP_SOFTMAX_MAX_ROW) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: Softmax rows of %lld (at most %d)", index, (long long)n, DSP_SOFTMAX_MAX_ROW);
+        if (make_result(out, (uint32_t)yt, x->rank, x->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        size_t rows = n > 0 ? (size_t)(x->count / n) : 0;
+        int32_t *scratch = malloc(((size_t)n + 128) * sizeof(int32_t));
+        if (!scratch) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        dsp_softmax sm = {
+            .rows = rows, .n = (size_t)n, .X = x->data, .x_unsigned = xt == DSP_U8, .exp_hi = t->data, .exp_lo = (const uint8_t *)t->data + 256,
+            .out_multiplier = (int32_t)mult, .out_exponent = (int32_t)exponent, .zero_point = (int32_t)zy, .out_unsigned = yt == DSP_U8,
+            .Y = out->owned, .scratch = scratch,
+        };
+        if (rows) dsp_softmax_rows(&sm);
+        free(scratch);
+        cost_add(cost, (uint64_t)x->count + 512, (uint64_t)out->count, (uint64_t)rows * ((((uint64_t)n + 127) / 128) * 75 + 50));
         return NULL;
     }
     case DSP_OP_QUANTIZE: case DSP_OP_DEQUANTIZE: {

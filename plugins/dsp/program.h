@@ -34,10 +34,12 @@ enum { DSP_F32 = 1, DSP_U8 = 2, DSP_I8 = 3, DSP_I32 = 6 };
 /* Opcodes. QLinearConv params: group, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
  * dil_h, dil_w. MaxPool params: kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
  * pad_right. LookupTable (inputs x and a uint8 [C, 256] constant of tables in dsp_lut_layout order) params: C, the
- * axis of the channels counted from the last, the least rank x must have, x's dtype, the result's dtype. Other ops
- * have none. */
+ * axis of the channels counted from the last, the least rank x must have, x's dtype, the result's dtype. Softmax
+ * (inputs x and a uint8 [2, 256] constant: the high and low bytes of its exp table, dsp_lut_layout order) params:
+ * the output multiplier and exponent (kernels.h, dsp_softmax), the output zero point, x's dtype, the result's dtype,
+ * the axis (-1 or x's last). Other ops have none. */
 enum { DSP_OP_QUANTIZE = 1, DSP_OP_DEQUANTIZE = 2, DSP_OP_QMATMUL = 3, DSP_OP_QCONV = 4, DSP_OP_RELU = 5, DSP_OP_MAXPOOL = 6,
-       DSP_OP_LUT = 7, DSP_OP_LAST = 7 };
+       DSP_OP_LUT = 7, DSP_OP_SOFTMAX = 8, DSP_OP_LAST = 8 };
 
 /* A constant tensor (an initializer the compile copied). */
 typedef struct dsp_constant {
