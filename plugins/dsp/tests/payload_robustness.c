@@ -340,6 +340,27 @@ int main(void) {
         EXPECT(r == 2, "a lookup table with one table for 2 channels ran (%d)", r);
         printf("lookup table: 1 table for 2 channels: %s\n", why);
         free(b.data);
+        /* the same input through a Softmax over its last axis: runs; impossible parameters are refused */
+        cs[2] = constant(V_W, DSP_U8, 2, td, tables, sizeof tables);
+        ops[1] = (dsp_op){DSP_OP_SOFTMAX, 2, {V_Q, V_W}, V_C, {1 << 30, 8, -128, DSP_U8, DSP_I8, -1}};
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "the Softmax program did not run: %s", why);
+        free(b.data);
+        struct { const char *what; int param; int64_t value; } sm_bad[] = {
+            {"softmax: multiplier below 2^30", 0, 5}, {"softmax: exponent 31", 1, 31}, {"softmax: zero point 300", 2, 300},
+            {"softmax: int8 input wanted", 3, DSP_I8}, {"softmax: float result", 4, DSP_F32}, {"softmax: axis 1 of 4", 5, 1},
+        };
+        for (size_t i = 0; i < sizeof sm_bad / sizeof sm_bad[0]; i++) {
+            int64_t keep = ops[1].params[sm_bad[i].param];
+            ops[1].params[sm_bad[i].param] = sm_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", sm_bad[i].what, r);
+            printf("%s: %s\n", sm_bad[i].what, why);
+            free(b.data);
+            ops[1].params[sm_bad[i].param] = keep;
+        }
         cs[2] = saved_c;
         ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
         p.op_count = 4;
