@@ -157,7 +157,7 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     int maxpool = strcmp(op, "MaxPool") == 0;
     if (!quantize && !dequantize && !matmul && !conv && !relu && !maxpool)
         REJECT("op %s is not supported (supported: QuantizeLinear, DequantizeLinear, QLinearMatMul, QLinearConv, MaxPool on uint8/int8, Relu)", op);
-    size_t min_in = relu || maxpool ? 1 : quantize || dequantize ? 2 : 8, max_in = relu || maxpool ? 1 : quantize || dequantize ? 3 : conv ? 9 : 8;
+    size_t min_in = relu || maxpool ? 1 : quantize || dequantize ? 2 : 8, max_in = relu || maxpool ? 1 : quantize || dequantize ? 3 : 9;
     if (node->n_inputs < min_in || node->n_inputs > max_in) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     int dtypes[9], ranks[9];
@@ -233,26 +233,30 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         }
         return 0;
     }
-    /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp; QLinearConv: x, x_scale, x_zp, w,
-     * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel. */
-    const Kiln__Ir__Tensor *w = conv ? ak_initializer(g, node->inputs[3]) : NULL;
+    /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp[, bias (int32, one per column: a QDQ
+     * MatMul/Gemm lowered here)], attribute transB (b given as N×K: a QDQ Gemm); QLinearConv: x, x_scale, x_zp, w,
+     * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel, QLinearMatMul's
+     * b_scale and b_zp per column when b is an initializer. */
+    const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[3]);
     if (conv && (!w || w->n_shape != 4 || w->shape[0] < 1)) REJECT("QLinearConv: w must be a rank-4 initializer");
     if (conv && w->shape[0] > DSP_MAX_CHANNELS) REJECT("QLinearConv: more than %d output channels are not supported", DSP_MAX_CHANNELS);
+    int trans_b = matmul && ak_int_attr(node, "transB", 0) != 0;
     size_t channels = conv ? (size_t)w->shape[0] : 1;
+    if (matmul && w && w->n_shape == 2 && w->shape[trans_b ? 0 : 1] >= 1 && w->shape[trans_b ? 0 : 1] <= DSP_MAX_CHANNELS) channels = (size_t)w->shape[trans_b ? 0 : 1];
     float wscales[DSP_MAX_CHANNELS];
     double scale[3] = {0, 0, 0};
     size_t scale_at[3] = {1, 4, 6}, data_at[3] = {0, 3, 7}, wscale_count = 1;
     for (int k = 0; k < 3; k++) {
         float one;
-        if (k == 1 && conv) {
+        if (k == 1) {
             wscale_count = node->inputs[4][0] ? scale_initializer(g, node->inputs[4], channels, wscales) : 0;
-            if (!wscale_count) REJECT("QLinearConv: w_scale must be a positive float32 initializer with 1 or %zu (per output channel) elements", channels);
+            if (!wscale_count) REJECT("%s: %s must be a positive float32 initializer with 1 or %zu (per %s) elements", op, conv ? "w_scale" : "b_scale",
+                                      channels, conv ? "output channel" : "column of b");
             scale[1] = wscales[0];
             continue;
         }
         if (!node->inputs[scale_at[k]][0] || scale_initializer(g, node->inputs[scale_at[k]], 1, &one) != 1)
-            REJECT("%s: scale input %zu must be a positive float32 initializer with one element%s", op, scale_at[k],
-                   matmul ? " (per-column scales are not supported)" : "");
+            REJECT("%s: scale input %zu must be a positive float32 initializer with one element", op, scale_at[k]);
         scale[k] = one;
     }
     for (int k = 0; k < 3; k++) {
@@ -263,24 +267,30 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         if (!node->inputs[zi][0]) REJECT("%s: zero point input %zu must be given", op, zi);
         if (dtypes[zi] != DSP_U8 && dtypes[zi] != DSP_I8) REJECT("%s: zero point input %zu must be uint8 or int8", op, zi);
         if (k < 2 && dtypes[zi] != t) REJECT("%s: input %zu and its zero point differ in type", op, di);
-        if (k == 1 && conv) { /* one value, or one per channel that are all equal */
+        if (k == 1 && (conv || channels > 1)) { /* one value, or one per channel (column) that are all equal */
             const Kiln__Ir__Tensor *zt = ak_initializer(g, node->inputs[zi]);
             if (!zt || zt->data_case != KILN__IR__TENSOR__DATA_RAW || zt->n_shape > 1 || (zt->raw.len != 1 && zt->raw.len != channels))
-                REJECT("QLinearConv: w_zero_point must be an initializer with 1 or %zu elements", channels);
+                REJECT("%s: the zero point of input 3 must be an initializer with 1 or %zu elements", op, channels);
             for (size_t i = 1; i < zt->raw.len; i++)
-                if (zt->raw.data[i] != zt->raw.data[0]) REJECT("QLinearConv: per-channel w_zero_point values must all be equal");
+                if (zt->raw.data[i] != zt->raw.data[0]) REJECT("%s: per-channel zero points of input 3 must all be equal", op);
             continue;
         }
         if (!scalar_initializer(g, node->inputs[zi], dtypes[zi], &z)) REJECT("%s: zero point input %zu must be an initializer with one element", op, zi);
     }
     for (size_t c = 0; c < wscale_count; c++) {
-        double ratio = (double)(float)((float)scale[0] * (conv ? wscales[c] : (float)scale[1])) / scale[2];
+        double ratio = (double)(float)((float)scale[0] * wscales[c]) / scale[2];
         if (!(ratio < 0.999999)) REJECT("%s: the requantization scale %g is not below 1 (not supported by the Q31 requantization)", op, ratio);
         if (ratio < 1e-18) REJECT("%s: the requantization scale %g is too small", op, ratio);
     }
     if (matmul) {
         if (ranks[0] >= 0 && ranks[0] < 2) REJECT("QLinearMatMul: a must have rank 2 or more");
         if (ranks[3] != 2) REJECT("QLinearMatMul: b must be a matrix of known rank 2 (batched b is not supported)");
+        if (trans_b && !w) REJECT("QLinearMatMul: a transposed b must be an initializer");
+        if (node->n_inputs > 8 && node->inputs[8][0]) {
+            const Kiln__Ir__Tensor *b = ak_initializer(g, node->inputs[8]);
+            if (dtypes[8] != DSP_I32 || !b || b->data_case != KILN__IR__TENSOR__DATA_RAW || !w || b->raw.len != 4 * channels)
+                REJECT("QLinearMatMul: the bias must be an int32 initializer with one value per column of an initializer b");
+        }
         return 0;
     }
     if (ranks[0] >= 0 && ranks[0] != 4) REJECT("QLinearConv: only 2-D convolution (rank-4 x) is supported");
@@ -399,17 +409,86 @@ static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
     return 1;
 }
 
-/* The QDQ Convs of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
+/* Whether node i is a MatMul (or a Gemm with transA 0, alpha and beta 1) in QDQ form — DequantizeLinear x,
+ * DequantizeLinear of an initializer matrix w (per-tensor or per-column scales), optionally a Gemm bias
+ * DequantizeLinear'd from int32 with scale sx·sw and zero point 0, one QuantizeLinear — lowered as a QLinearMatMul (a
+ * fully connected layer) with the bias as a 9th input and Gemm's transB; fills *m as find_qdq_conv does. */
+static int find_qdq_fc(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
+    const Kiln__Ir__Node *mm = g->nodes[i];
+    int gemm = is_op(g, (long)i, "Gemm", 2);
+    if (!gemm && (!is_op(g, (long)i, "MatMul", 2) || mm->n_inputs != 2 || mm->n_attributes)) return 0;
+    if (gemm) {
+        if (mm->n_inputs > 3) return 0;
+        for (size_t k = 0; k < mm->n_attributes; k++) {
+            const Kiln__Ir__Attribute *a = mm->attributes[k];
+            if (!strcmp(a->name, "transA") && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I && a->i == 0) continue;
+            if (!strcmp(a->name, "transB") && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I && (a->i == 0 || a->i == 1)) continue;
+            if ((!strcmp(a->name, "alpha") || !strcmp(a->name, "beta")) && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F && a->f == 1.0f) continue;
+            return 0;
+        }
+    }
+    int trans_b = gemm && ak_int_attr(mm, "transB", 0) != 0;
+    long only;
+    m->dx = producer_of(g, mm->inputs[0]);
+    m->dw = producer_of(g, mm->inputs[1]);
+    m->db = gemm && mm->n_inputs == 3 && mm->inputs[2][0] ? producer_of(g, mm->inputs[2]) : -1;
+    if (!is_op(g, m->dx, "DequantizeLinear", 2) || !is_op(g, m->dw, "DequantizeLinear", 2)) return 0;
+    if (gemm && mm->n_inputs == 3 && mm->inputs[2][0] && !is_op(g, m->db, "DequantizeLinear", 2)) return 0;
+    if (readers_of(g, mm->outputs[0], &only) != 1 || !is_op(g, only, "QuantizeLinear", 2)) return 0;
+    m->q = only;
+    const Kiln__Ir__Node *dx = g->nodes[m->dx], *dw = g->nodes[m->dw], *q = g->nodes[m->q];
+    const Kiln__Ir__Tensor *w = ak_initializer(g, dw->inputs[0]);
+    if (!w || w->n_shape != 2 || readers_of(g, dw->outputs[0], &only) != 1) return 0;
+    float sx, sw[DSP_MAX_CHANNELS], sb[DSP_MAX_CHANNELS];
+    int64_t N = w->shape[trans_b ? 0 : 1];
+    if (N < 1 || N > DSP_MAX_CHANNELS || scale_initializer(g, dx->inputs[1], 1, &sx) != 1) return 0;
+    size_t nw = scale_initializer(g, dw->inputs[1], (size_t)N, sw);
+    if (!nw || (nw > 1 && ak_int_attr(dw, "axis", 1) != (trans_b ? 0 : 1))) return 0; /* per-column scales run along the columns of b */
+    if (m->db >= 0) {
+        const Kiln__Ir__Node *db = g->nodes[m->db];
+        const Kiln__Ir__Tensor *b = ak_initializer(g, db->inputs[0]), *zb = db->n_inputs > 2 && db->inputs[2][0] ? ak_initializer(g, db->inputs[2]) : NULL;
+        if (!b || (int)b->dtype != DSP_I32 || b->data_case != KILN__IR__TENSOR__DATA_RAW || b->raw.len != 4 * (size_t)N || readers_of(g, db->outputs[0], &only) != 1) return 0;
+        size_t nb = scale_initializer(g, db->inputs[1], (size_t)N, sb);
+        if (!nb) return 0;
+        for (int64_t o = 0; o < N; o++) {
+            float want = sx * sw[nw > 1 ? o : 0], have = sb[nb > 1 ? o : 0];
+            if (!(fabsf(have - want) <= 1e-6f * fabsf(want))) return 0;
+        }
+        if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
+        for (size_t k = 0; zb && k < zb->raw.len; k++) if (zb->raw.data[k] != 0) return 0;
+    }
+    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
+    char *none = (char *)"";
+    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
+                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
+                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
+    memcpy(m->inputs, inputs, sizeof inputs);
+    m->outputs[0] = q->outputs[0];
+    kiln__ir__node__init(&m->node);
+    m->node.name = mm->name;
+    m->node.domain = none;
+    m->node.op = (char *)"QLinearMatMul";
+    m->node.n_inputs = m->db >= 0 ? 9 : 8;
+    m->node.inputs = m->inputs;
+    m->node.n_outputs = 1;
+    m->node.outputs = m->outputs;
+    m->node.n_attributes = mm->n_attributes; /* transB (and transA 0, alpha/beta 1) */
+    m->node.attributes = mm->attributes;
+    return 1;
+}
+
+/* The QDQ Convs (and MatMul/Gemm fully connected layers) of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
  * absorbs. With `known` (claim), a pattern whose QLinearConv this backend would reject is left out, its reason in
  * why_conv[i] (malloc'ed; may be NULL). Returns 0 when out of memory. */
 static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const char *const *known_names, const int *known_types, size_t known,
                      char **why_conv) {
     for (size_t i = 0; i < g->n_nodes; i++) {
-        if (!find_qdq_conv(g, i, &m[i])) continue;
+        int conv = find_qdq_conv(g, i, &m[i]);
+        if (!conv && !find_qdq_fc(g, i, &m[i])) continue;
         char why[320];
         if (known_names && rejects(g, &m[i].node, known_names, known_types, known, why, sizeof why)) {
             char text[400];
-            snprintf(text, sizeof text, "Conv in QDQ form, as QLinearConv: %s", why);
+            snprintf(text, sizeof text, "%s in QDQ form, as %s: %s", g->nodes[i]->op, conv ? "QLinearConv" : "QLinearMatMul", why);
             if (why_conv && !(why_conv[i] = ak_strdup(text))) return 0;
             continue;
         }
@@ -872,6 +951,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             a = ak_attribute(node, "dilations");
             if (a) { op->params[7] = a->ints->values[0]; op->params[8] = a->ints->values[1]; }
         }
+        if (op->opcode == DSP_OP_QMATMUL) op->params[0] = ak_int_attr(node, "transB", 0) != 0;
         if (op->opcode == DSP_OP_MAXPOOL) {
             const Kiln__Ir__Attribute *a = ak_attribute(node, "kernel_shape");
             op->params[0] = a->ints->values[0];
@@ -1184,10 +1264,10 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     int32_t z[3];
     uint32_t zt[3];
     size_t si[3] = {1, 4, 6}, zi[3] = {2, 5, 7};
-    int per_channel = op->opcode == DSP_OP_QCONV && in[4]->count > 1;
+    int per_channel = in[4]->count > 1; /* QLinearConv: per output channel; QLinearMatMul: per column of b */
     for (int k = 0; k < 3; k++) {
         run_value one = *in[si[k]], onez = *in[zi[k]];
-        if (k == 1 && op->opcode == DSP_OP_QCONV) {  /* per-channel: checked against w below; read the first here */
+        if (k == 1) {  /* per-channel: checked against w below; read the first here */
             one.count = one.count >= 1 && one.dtype == DSP_F32 ? 1 : one.count;
             if (onez.count >= 1 && (onez.dtype == DSP_U8 || onez.dtype == DSP_I8)) {
                 for (int64_t i = 1; i < onez.count; i++)
@@ -1207,30 +1287,75 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     if (make_requant(ratio, z[2], &rq)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: requantization scale %g is not in (0, 1)", index, ratio);
     int xu = x->dtype == DSP_U8, wu = w->dtype == DSP_U8, yu = zt[2] == DSP_U8;
     if (op->opcode == DSP_OP_QMATMUL) {
-        if (x->rank < 2 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[0])
+        int64_t trans_b = op->params[0];
+        const run_value *bias = op->input_count > 8 ? in[8] : NULL;
+        if (trans_b != 0 && trans_b != 1) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: QLinearMatMul: transB %lld in the payload", (long long)trans_b);
+        if (x->rank < 2 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[trans_b ? 1 : 0])
             return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: shapes do not multiply (a rank %u, b rank %u)", x->rank, w->rank);
-        int64_t K = w->dims[0], N = w->dims[1], M = K ? x->count / K : 0;
+        int64_t K = w->dims[trans_b ? 1 : 0], N = w->dims[trans_b ? 0 : 1], M = K ? x->count / K : 0;
         if (K == 0) M = dsp_element_count(x->rank - 1, x->dims);
         if ((uint64_t)M * (uint64_t)N > DSP_MAX_OP_WORK || (uint64_t)M * (uint64_t)N * (uint64_t)(K ? K : 1) > DSP_MAX_OP_WORK)
             return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul of %lld×%lld×%lld is beyond this backend's limit", (long long)M, (long long)K, (long long)N);
+        if (bias && (bias->dtype != DSP_I32 || bias->count != N))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: the bias must be %lld int32 values", (long long)N);
+        if (per_channel && (in[4]->count != N || (in[5]->count > 1 && in[5]->count != N)))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: %lld b scales / %lld b zero points for %lld columns",
+                            (long long)in[4]->count, (long long)in[5]->count, (long long)N);
+        if (per_channel && N > DSP_MAX_CHANNELS) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul: more than %d per-column scales", DSP_MAX_CHANNELS);
         int64_t dims[DSP_MAX_RANK];
         for (uint32_t d = 0; d + 1 < x->rank; d++) dims[d] = x->dims[d];
         dims[x->rank - 1] = N;
         if (make_result(out, zt[2], x->rank, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
-        uint8_t *packed = malloc(dsp_gemm_packed_size((size_t)K, (size_t)N) + 1);
-        int32_t *colsum = malloc(((size_t)N + 1) * sizeof(int32_t));
-        if (!packed || !colsum) { free(packed); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
-        dsp_gemm_pack_b(w->data, (size_t)K, (size_t)N, (size_t)N, wu, packed, colsum);
+        if (!trans_b && !per_channel && !bias) { /* C = A·B: the activations as A, 128 columns of B per vrmpy step */
+            uint8_t *packed = malloc(dsp_gemm_packed_size((size_t)K, (size_t)N) + 1);
+            int32_t *colsum = malloc(((size_t)N + 1) * sizeof(int32_t));
+            if (!packed || !colsum) { free(packed); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
+            dsp_gemm_pack_b(w->data, (size_t)K, (size_t)N, (size_t)N, wu, packed, colsum);
+            dsp_gemm g = {
+                .M = (size_t)M, .N = (size_t)N, .K = (size_t)K, .A = x->data, .lda = (size_t)K, .a_unsigned = xu, .za = z[0],
+                .B_packed = packed, .colsum = colsum, .b_unsigned = wu, .zb = z[1], .bias_row = NULL, .bias_col = NULL,
+                .requant = rq, .out_unsigned = yu, .C = out->owned, .ldc = (size_t)N,
+            };
+            if (M && N) dsp_qgemm(&g);
+            free(packed);
+            free(colsum);
+            cost_add(cost, (uint64_t)(M * K + K * N), (uint64_t)(M * N),
+                     (uint64_t)M * (((uint64_t)N + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3));
+            return NULL;
+        }
+        /* a fully connected layer with per-column scales, a bias or b given transposed: C^T = B^T·A^T, so that each
+         * column of b is a row of the product with its own requantization (dsp_gemm's row_requant) and bias */
+        dsp_requant column_rq[DSP_MAX_CHANNELS];
+        for (int64_t o = 0; per_channel && o < N; o++) {
+            float ws;
+            memcpy(&ws, (const uint8_t *)in[4]->data + 4 * o, 4);
+            double r = (double)(float)(s[0] * ws) / s[2];
+            if (make_requant(r, z[2], &column_rq[o]))
+                return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: column %lld's requantization scale %g is not in (0, 1)", index, (long long)o, r);
+        }
+        size_t m_ = (size_t)M, n_ = (size_t)N, k_ = (size_t)K;
+        uint8_t *wt = trans_b ? NULL : malloc(n_ * k_ + 1), *xt = malloc(k_ * m_ + 1), *ct = malloc(n_ * m_ + 1);
+        uint8_t *packed = malloc(dsp_gemm_packed_size(k_, m_) + 1);
+        int32_t *colsum = malloc((m_ + 1) * sizeof(int32_t));
+        if ((!trans_b && !wt) || !xt || !ct || !packed || !colsum) {
+            free(wt); free(xt); free(ct); free(packed); free(colsum);
+            return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        }
+        const uint8_t *wsrc = w->data, *xsrc = x->data;
+        for (size_t k = 0; !trans_b && k < k_; k++) for (size_t n = 0; n < n_; n++) wt[n * k_ + k] = wsrc[k * n_ + n];
+        for (size_t m = 0; m < m_; m++) for (size_t k = 0; k < k_; k++) xt[k * m_ + m] = xsrc[m * k_ + k];
+        dsp_gemm_pack_b(xt, k_, m_, m_, xu, packed, colsum);
         dsp_gemm g = {
-            .M = (size_t)M, .N = (size_t)N, .K = (size_t)K, .A = x->data, .lda = (size_t)K, .a_unsigned = xu, .za = z[0],
-            .B_packed = packed, .colsum = colsum, .b_unsigned = wu, .zb = z[1], .bias_row = NULL, .bias_col = NULL,
-            .requant = rq, .out_unsigned = yu, .C = out->owned, .ldc = (size_t)N,
+            .M = n_, .N = m_, .K = k_, .A = trans_b ? wsrc : wt, .lda = k_, .a_unsigned = wu, .za = z[1],
+            .B_packed = packed, .colsum = colsum, .b_unsigned = xu, .zb = z[0], .bias_row = bias ? bias->data : NULL, .bias_col = NULL,
+            .requant = rq, .out_unsigned = yu, .row_requant = per_channel ? column_rq : NULL, .C = ct, .ldc = m_,
         };
-        if (M && N) dsp_qgemm(&g);
-        free(packed);
-        free(colsum);
-        cost_add(cost, (uint64_t)(M * K + K * N), (uint64_t)(M * N),
-                 (uint64_t)M * (((uint64_t)N + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3));
+        if (m_ && n_) dsp_qgemm(&g);
+        uint8_t *y = out->owned;
+        for (size_t n = 0; n < n_; n++) for (size_t m = 0; m < m_; m++) y[m * n_ + n] = ct[n * m_ + m];
+        free(wt); free(xt); free(ct); free(packed); free(colsum);
+        cost_add(cost, (uint64_t)(M * K + K * N) + (bias ? 4 * (uint64_t)N : 0), (uint64_t)(M * N),
+                 (uint64_t)N * (((uint64_t)M + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3) + 2 * (((uint64_t)(M * K + M * N) + 127) / 128));
         return NULL;
     }
     /* QLinearConv */

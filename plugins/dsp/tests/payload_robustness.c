@@ -205,6 +205,7 @@ int main(void) {
     struct { const char *what; int op; int param; int64_t value; } bad[] = {
         {"group 0", 1, 0, 0}, {"stride 0", 1, 1, 0}, {"negative pad", 1, 3, -1}, {"pad 2^40", 1, 4, (int64_t)1 << 40},
         {"dilation 0", 1, 7, 0}, {"group 3 (channels 2)", 1, 0, 3}, {"stride 2^62", 1, 2, (int64_t)1 << 62},
+        {"QLinearMatMul transB 2", 2, 0, 2}, {"QLinearMatMul transB 1 (b 6x5 does not fit a's last dim 6)", 2, 0, 1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dsp_op saved = ops[bad[i].op];
