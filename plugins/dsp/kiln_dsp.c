@@ -671,6 +671,19 @@ static int find_lut_region(const Kiln__Ir__Graph *g, size_t qi, const uint8_t *r
     r->absorb_dq = read_within(g, g->nodes[r->dq]->outputs[0], r, -1);
     for (size_t a = 1; a < r->count; a++) /* ascending node order: the graph is topologically sorted */
         for (size_t b = a; b > 0 && r->nodes[b - 1] > r->nodes[b]; b--) { long t = r->nodes[b]; r->nodes[b] = r->nodes[b - 1]; r->nodes[b - 1] = t; }
+    /* lut_tables evaluates in that order: every value a node reads from the region must come from an earlier node,
+     * and the last node must be the one the QuantizeLinear reads */
+    if (r->nodes[r->count - 1] != first) return 0;
+    for (size_t k = 0; k < r->count; k++) {
+        const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+        for (size_t j = 0; j < n->n_inputs; j++) {
+            long p = n->inputs[j][0] && !ak_initializer(g, n->inputs[j]) ? producer_of(g, n->inputs[j]) : -1;
+            if (p < 0 || p == r->dq) continue;
+            int earlier = 0;
+            for (size_t m = 0; m < k; m++) earlier |= r->nodes[m] == p;
+            if (!earlier) return 0;
+        }
+    }
     return 1;
 }
 
