@@ -2,14 +2,16 @@
  * program.h — kiln.dsp's payload: the compiled program Kiln stores in artifacts (compat "sampledsp.hvx/kdsp1").
  *
  * Layout (little-endian):
- *   "KDSP" u32 version (2; 1 is still read)
+ *   "KDSP" u32 version (3; 1 and 2 are still read. 3 adds the LookupTable and Softmax ops and QLinearMatMul's
+ *   transB and bias, which a version 1 or 2 payload may not use, so that an older plugin refuses a payload it would
+ *   misread)
  *   u32 value_count, input_count, output_count, constant_count, op_count
  *   inputs:    input_count × (u32 value, u32 dtype)        dtype: the IR DataType number the input must have
  *   outputs:   output_count × u32 value
  *   constants: constant_count × (u32 value, u32 dtype, u32 rank, rank × i64 dim, u64 byte count, bytes)
  *   ops:       op_count × (u32 opcode, u32 input count (<= DSP_MAX_OP_INPUTS), that many u32 values
  *              (DSP_NO_VALUE = an omitted optional input), u32 output value, DSP_OP_PARAMS × i64 params)
- *   version 2 only, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length, name
+ *   version 2 and 3, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length, name
  *              bytes: the graph node(s) an op came from, e.g. "conv1+q1"), then op_count × u32 layer index
  *              (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
  * dsp_decode validates every count, index, rank, size and opcode with checked arithmetic: a payload it

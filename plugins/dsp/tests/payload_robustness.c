@@ -319,6 +319,10 @@ int main(void) {
         dsp_encode(&p, &b);
         r = load_and_run(b.data, b.size, why, sizeof why);
         EXPECT(r == 0, "the lookup-table program did not run: %s", why);
+        b.data[4] = 2; /* the same program as a version 2 payload: older plugins would not know the op, so it is refused */
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "unknown opcode"), "a version 2 payload with a lookup table: %d %s", r, why);
+        printf("lookup table in a version 2 payload: %s\n", why);
         free(b.data);
         struct { const char *what; int param; int64_t value; } lut_bad[] = {
             {"lookup table: 3 channels for 2", 0, 3}, {"lookup table: channels 0", 0, 0}, {"lookup table: axis past the rank", 1, 4},
@@ -365,6 +369,22 @@ int main(void) {
         cs[2] = saved_c;
         ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
         p.op_count = 4;
+    }
+    {   /* the valid program as a version 2 payload (what the previous plugin wrote) still runs; with transB it is refused */
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        b.data[4] = 2;
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "a version 2 payload did not run: %s", why);
+        free(b.data);
+        ops[2].params[0] = 1;
+        dsp_encode(&p, &b);
+        b.data[4] = 2;
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "transB"), "a version 2 QLinearMatMul with transB: %d %s", r, why);
+        printf("transB in a version 2 payload: %s\n", why);
+        free(b.data);
+        ops[2].params[0] = 0;
     }
     ak_layers_free(&p.layers);
     free(good.data);
