@@ -101,6 +101,13 @@ static inline HVX_Vector hvx_vminb(HVX_Vector u, HVX_Vector v) { return __builti
 static inline HVX_Vector hvx_vmaxub(HVX_Vector u, HVX_Vector v) { return __builtin_HEXAGON_V6_vmaxub_128B(u, v); }
 /* Vd.ub = vmin(Vu.ub, Vv.ub). */
 static inline HVX_Vector hvx_vminub(HVX_Vector u, HVX_Vector v) { return __builtin_HEXAGON_V6_vminub_128B(u, v); }
+/* Vd.b = vlut32(Vu.b, Vv.b, Rt): byte i = Vv.h[idx & 63].b[(Rt >> 1) & 1] when idx = Vu.ub[i] lies in segment
+ * Rt & 7 (idx >> 5 == Rt & 7), else 0 (see dsp_lut_layout for the table layout this implies). */
+static inline HVX_Vector hvx_vlut32(HVX_Vector u, HVX_Vector v, int32_t r) { return __builtin_HEXAGON_V6_vlutvvb_128B(u, v, r); }
+/* Vd.b = vsub(Vu.b, Vv.b): byte-wise difference, modulo 256. */
+static inline HVX_Vector hvx_vsubb(HVX_Vector u, HVX_Vector v) { return __builtin_HEXAGON_V6_vsubb_128B(u, v); }
+/* Vx.b |= vlut32(Vu.b, Vv.b, Rt): the same lookup ORed into x (non-matching lanes leave x unchanged). */
+static inline HVX_Vector hvx_vlut32_or(HVX_Vector x, HVX_Vector u, HVX_Vector v, int32_t r) { return __builtin_HEXAGON_V6_vlutvvb_oracc_128B(x, u, v, r); }
 
 #else /* the portable functional model */
 #define HVX_NATIVE 0
@@ -278,6 +285,25 @@ static inline HVX_Vector hvx_vminb(HVX_Vector u, HVX_Vector v) { HVX_Vector d; f
 static inline HVX_Vector hvx_vmaxub(HVX_Vector u, HVX_Vector v) { HVX_Vector d; for (int i = 0; i < 128; i++) d.ub[i] = u.ub[i] > v.ub[i] ? u.ub[i] : v.ub[i]; return d; }
 /* Vd.ub = vmin(Vu.ub, Vv.ub). */
 static inline HVX_Vector hvx_vminub(HVX_Vector u, HVX_Vector v) { HVX_Vector d; for (int i = 0; i < 128; i++) d.ub[i] = u.ub[i] < v.ub[i] ? u.ub[i] : v.ub[i]; return d; }
+/* Vd.b = vlut32(Vu.b, Vv.b, Rt): for each byte lane, idx = u.ub[i]; when idx >> 5 == (Rt & 7) the result is
+ * byte (Rt >> 1) & 1 of halfword idx mod 64 of v (128-byte mode: log2(128) - 6 = 1), otherwise 0. */
+static inline HVX_Vector hvx_vlut32(HVX_Vector u, HVX_Vector v, int32_t r) {
+    HVX_Vector d;
+    unsigned match = (unsigned)r & 7, odd = ((unsigned)r >> 1) & 1;
+    for (int i = 0; i < 128; i++) {
+        unsigned idx = u.ub[i];
+        d.ub[i] = (idx & 0xe0u) == (match << 5) ? v.ub[2 * (idx & 63u) + odd] : 0;
+    }
+    return d;
+}
+/* Vd.b = vsub(Vu.b, Vv.b): byte-wise difference, modulo 256. */
+static inline HVX_Vector hvx_vsubb(HVX_Vector u, HVX_Vector v) { HVX_Vector d; for (int i = 0; i < 128; i++) d.ub[i] = (uint8_t)(u.ub[i] - v.ub[i]); return d; }
+/* Vx.b |= vlut32(Vu.b, Vv.b, Rt): the same lookup ORed into x (non-matching lanes leave x unchanged). */
+static inline HVX_Vector hvx_vlut32_or(HVX_Vector x, HVX_Vector u, HVX_Vector v, int32_t r) {
+    HVX_Vector d = hvx_vlut32(u, v, r);
+    for (int i = 0; i < 128; i++) x.ub[i] |= d.ub[i];
+    return x;
+}
 
 #endif /* HVX_NATIVE */
 

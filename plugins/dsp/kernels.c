@@ -291,6 +291,97 @@ int dsp_avgpool(const dsp_pool *p) {
     return 0;
 }
 
-void dsp_lut(const uint8_t *x, size_t n, const uint8_t table[256], uint8_t *y) {
-    for (size_t i = 0; i < n; i++) y[i] = table[x[i]];
+void dsp_lut_layout(const uint8_t table[256], uint8_t vlut[256]) {
+    for (unsigned k = 0; k < 256; k++) {
+        unsigned seg = k >> 5, j = k & 31;
+        vlut[128 * (seg >> 2) + 2 * (j + 32 * (seg & 1)) + ((seg >> 1) & 1)] = table[k];
+    }
+}
+
+void dsp_lut(const uint8_t *x, size_t n, const uint8_t vlut[256], uint8_t *y) {
+    HVX_Vector t0 = hvx_load(vlut), t1 = hvx_load(vlut + 128);
+    for (size_t i = 0; i < n; i += 128) {
+        size_t count = n - i < 128 ? n - i : 128;
+        HVX_Vector v = load_head(x + i, count, 0);
+        HVX_Vector d = hvx_vlut32(v, t0, 0);
+        for (int32_t s = 1; s < 4; s++) d = hvx_vlut32_or(d, v, t0, s);
+        for (int32_t s = 4; s < 8; s++) d = hvx_vlut32_or(d, v, t1, s);
+        store_head(y + i, d, count);
+    }
+}
+
+void dsp_softmax_reciprocal(uint32_t sum, int32_t *k, int32_t *reciprocal) {
+    int32_t shift = 0;
+    uint64_t S = sum ? sum : 1;
+    while (S < ((uint64_t)1 << 30)) { S <<= 1; shift++; }
+    uint64_t num = (uint64_t)1 << 61, q = 0;
+    for (int bit = 31; bit >= 0; bit--)
+        if ((num >> bit) >= S) { num -= S << bit; q |= (uint64_t)1 << bit; }
+    *k = shift;
+    *reciprocal = q > 0x7fffffffu ? 0x7fffffff : (int32_t)q;
+}
+
+/* The 16-bit table entries of 128 byte distances as four word vectors (lanes 0..31, 32..63, 64..95, 96..127). */
+static inline void exp_words(HVX_Vector d, HVX_Vector hi0, HVX_Vector hi1, HVX_Vector lo0, HVX_Vector lo1, HVX_Vector out[4]) {
+    HVX_Vector hi = hvx_vlut32(d, hi0, 0), lo = hvx_vlut32(d, lo0, 0);
+    for (int32_t s = 1; s < 4; s++) { hi = hvx_vlut32_or(hi, d, hi0, s); lo = hvx_vlut32_or(lo, d, lo0, s); }
+    for (int32_t s = 4; s < 8; s++) { hi = hvx_vlut32_or(hi, d, hi1, s); lo = hvx_vlut32_or(lo, d, lo1, s); }
+    HVX_Vector wh[4], wl[4];
+    widen4(hi, 1, wh);
+    widen4(lo, 1, wl);
+    for (int j = 0; j < 4; j++) out[j] = hvx_vaddwsat(hvx_vaslw(wh[j], 8), wl[j]);
+}
+
+void dsp_softmax_rows(const dsp_softmax *s) {
+    HVX_Vector hi0 = hvx_load(s->exp_hi), hi1 = hvx_load(s->exp_hi + 128), lo0 = hvx_load(s->exp_lo), lo1 = hvx_load(s->exp_lo + 128);
+    HVX_Vector mult = hvx_vsplatw(s->out_multiplier);
+    uint8_t fill = s->x_unsigned ? 0 : 0x80;
+    size_t padded = (s->n + 127) & ~(size_t)127;
+    for (size_t r = 0; r < s->rows; r++) {
+        const uint8_t *x = s->X + r * s->n;
+        uint8_t *y = s->Y + r * s->n;
+        /* the row's largest byte */
+        HVX_Vector m = hvx_vsplatb(fill);
+        for (size_t i = 0; i < s->n; i += 128) {
+            HVX_Vector v = load_head(x + i, s->n - i < 128 ? s->n - i : 128, fill);
+            m = s->x_unsigned ? hvx_vmaxub(m, v) : hvx_vmaxb(m, v);
+        }
+        uint8_t lanes[128];
+        hvx_store(lanes, m);
+        int32_t top = byte_value(lanes[0], s->x_unsigned);
+        for (int l = 1; l < 128; l++) { int32_t v = byte_value(lanes[l], s->x_unsigned); top = v > top ? v : top; }
+        HVX_Vector vmax = hvx_vsplatb(top);
+        /* e = E[m - x] into the scratch words, the lanes past n zero; their sum */
+        HVX_Vector acc = hvx_vsplatw(0);
+        for (size_t i = 0; i < padded; i += 128) {
+            size_t count = s->n - i < 128 ? s->n - i : 128;
+            HVX_Vector e[4];
+            exp_words(hvx_vsubb(vmax, load_head(x + i, count, (uint8_t)top)), hi0, hi1, lo0, lo1, e);
+            for (int j = 0; j < 4; j++) hvx_store(s->scratch + i + 32 * j, e[j]);
+            for (size_t l = count; l < 128; l++) s->scratch[i + l] = 0;
+            for (int j = 0; j < 4; j++) acc = hvx_vaddwsat(acc, hvx_load(s->scratch + i + 32 * j));
+        }
+        int32_t words[32];
+        hvx_store(words, acc);
+        uint32_t sum = 0;
+        for (int l = 0; l < 32; l++) sum += (uint32_t)words[l];
+        /* 1 / sum, then each e / sum requantized to the output */
+        int32_t k, recip;
+        dsp_softmax_reciprocal(sum, &k, &recip);
+        int32_t shift = 45 - k - s->out_exponent, pre = 0;
+        if (shift > 31) { pre = shift - 31 > 31 ? 31 : shift - 31; shift = 31; }
+        dsp_requant q = {s->out_multiplier, shift, s->zero_point};
+        HVX_Vector vr = hvx_vsplatw(recip), round = hvx_vsplatw(shift > 0 ? (int32_t)(1u << (shift - 1)) : 0);
+        HVX_Vector pre_round = hvx_vsplatw(pre > 0 ? (int32_t)(1u << (pre - 1)) : 0), zp = hvx_vsplatw(s->zero_point);
+        for (size_t i = 0; i < padded; i += 128) {
+            HVX_Vector out[4];
+            for (int j = 0; j < 4; j++) {
+                HVX_Vector e = hvx_vaslw(hvx_load(s->scratch + i + 32 * j), 15);
+                HVX_Vector t = hvx_vmpyowh_rnd_sacc(hvx_vmpyewuh(e, vr), e, vr);
+                if (pre > 0) t = hvx_vasrw(hvx_vaddwsat(t, pre_round), pre);
+                out[j] = requant_vector(t, mult, q.shift, round, zp);
+            }
+            store_head(y + i, narrow4(out[0], out[1], out[2], out[3], s->out_unsigned), s->n - i < 128 ? s->n - i : 128);
+        }
+    }
 }

@@ -116,8 +116,45 @@ int32_t dsp_recip_q15(int32_t count);
  * success, -1 when it is larger. */
 int dsp_avgpool(const dsp_pool *p);
 
-/* y[i] = table[x[i]] (256 entries, indexed by the byte's unsigned value): activations quantized through a
- * lookup table. A scalar loop in this milestone (DSP.md says why). */
-void dsp_lut(const uint8_t *x, size_t n, const uint8_t table[256], uint8_t *y);
+/* Rearranges a 256-entry byte table (entry k for input byte k, read as unsigned) into the two vectors that
+ * vlut32 reads: entry k = 32·s + j (segment s = k >> 5) goes to byte 128·(s >> 2) + 2·(j + 32·(s & 1)) + ((s >> 1) & 1).
+ * Done once per table (the plugin does it at compile time). */
+void dsp_lut_layout(const uint8_t table[256], uint8_t vlut[256]);
+
+/* y[i] = table[x[i]] with the table in dsp_lut_layout's order: 8 vlut32 lookups per 128 bytes (segment s of
+ * the table matches the bytes whose top 3 bits are s; the others read 0 and the 8 results are ORed). Activations
+ * quantized through a lookup table. */
+void dsp_lut(const uint8_t *x, size_t n, const uint8_t vlut[256], uint8_t *y);
+
+/* A quantized Softmax over the last axis of rows × n bytes (n <= DSP_SOFTMAX_MAX_ROW), in fixed point
+ * (Documentation/targets/DSP.md, "Softmax"). Per row:
+ *   m = the row's largest byte (vmaxb / vmaxub), d = m - x as bytes (vsubb: 0..255);
+ *   e = E[d], a 16-bit table E[d] = round(65535 · exp(-s_x · d)) held as a high and a low byte table (two
+ *       vlut32 lookups, widened to words: e = hi << 8 + lo);
+ *   sum = Σ e (int32, vaddwsat; <= 32768 · 65535 < 2^31);
+ *   S = sum << k normalized to [2^30, 2^31), R = min(floor(2^61 / S), 2^31 - 1) (shift-subtract: no division);
+ *   t = round((e << 15) · R / 2^31) — the Q31 product, = p · 2^(45 - k) with p = e / sum;
+ *   y = requant(t) with multiplier out_multiplier and shift 45 - k - out_exponent (1/s_y = out_multiplier ·
+ *       2^-31 · 2^out_exponent), t first shifted right (rounding half up) when that shift passes 31. */
+typedef struct dsp_softmax {
+    size_t rows, n;
+    const uint8_t *X; int x_unsigned;
+    const uint8_t *exp_hi, *exp_lo;      /* E's high and low bytes, 256 entries each in dsp_lut_layout order */
+    int32_t out_multiplier;              /* [2^30, 2^31) */
+    int32_t out_exponent;                /* -14..30 */
+    int32_t zero_point; int out_unsigned;
+    uint8_t *Y;
+    int32_t *scratch;                    /* n rounded up to 128 words */
+} dsp_softmax;
+
+/* The longest row dsp_softmax takes (its int32 sum cannot overflow). */
+#define DSP_SOFTMAX_MAX_ROW 32768
+
+/* The normalization of a row's sum (> 0) for dsp_softmax: k with sum << k in [2^30, 2^31), and the reciprocal
+ * R = min(floor(2^61 / (sum << k)), 2^31 - 1). */
+void dsp_softmax_reciprocal(uint32_t sum, int32_t *k, int32_t *reciprocal);
+
+/* Runs a dsp_softmax. */
+void dsp_softmax_rows(const dsp_softmax *s);
 
 #endif

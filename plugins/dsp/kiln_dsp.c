@@ -157,7 +157,7 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
     int maxpool = strcmp(op, "MaxPool") == 0;
     if (!quantize && !dequantize && !matmul && !conv && !relu && !maxpool)
         REJECT("op %s is not supported (supported: QuantizeLinear, DequantizeLinear, QLinearMatMul, QLinearConv, MaxPool on uint8/int8, Relu)", op);
-    size_t min_in = relu || maxpool ? 1 : quantize || dequantize ? 2 : 8, max_in = relu || maxpool ? 1 : quantize || dequantize ? 3 : conv ? 9 : 8;
+    size_t min_in = relu || maxpool ? 1 : quantize || dequantize ? 2 : 8, max_in = relu || maxpool ? 1 : quantize || dequantize ? 3 : 9;
     if (node->n_inputs < min_in || node->n_inputs > max_in) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     int dtypes[9], ranks[9];
@@ -233,26 +233,30 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         }
         return 0;
     }
-    /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp; QLinearConv: x, x_scale, x_zp, w,
-     * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel. */
-    const Kiln__Ir__Tensor *w = conv ? ak_initializer(g, node->inputs[3]) : NULL;
+    /* QLinearMatMul: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp[, bias (int32, one per column: a QDQ
+     * MatMul/Gemm lowered here)], attribute transB (b given as N×K: a QDQ Gemm); QLinearConv: x, x_scale, x_zp, w,
+     * w_scale, w_zp, y_scale, y_zp[, B]. QLinearConv's w_scale and w_zp may be per output channel, QLinearMatMul's
+     * b_scale and b_zp per column when b is an initializer. */
+    const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[3]);
     if (conv && (!w || w->n_shape != 4 || w->shape[0] < 1)) REJECT("QLinearConv: w must be a rank-4 initializer");
     if (conv && w->shape[0] > DSP_MAX_CHANNELS) REJECT("QLinearConv: more than %d output channels are not supported", DSP_MAX_CHANNELS);
+    int trans_b = matmul && ak_int_attr(node, "transB", 0) != 0;
     size_t channels = conv ? (size_t)w->shape[0] : 1;
+    if (matmul && w && w->n_shape == 2 && w->shape[trans_b ? 0 : 1] >= 1 && w->shape[trans_b ? 0 : 1] <= DSP_MAX_CHANNELS) channels = (size_t)w->shape[trans_b ? 0 : 1];
     float wscales[DSP_MAX_CHANNELS];
     double scale[3] = {0, 0, 0};
     size_t scale_at[3] = {1, 4, 6}, data_at[3] = {0, 3, 7}, wscale_count = 1;
     for (int k = 0; k < 3; k++) {
         float one;
-        if (k == 1 && conv) {
+        if (k == 1) {
             wscale_count = node->inputs[4][0] ? scale_initializer(g, node->inputs[4], channels, wscales) : 0;
-            if (!wscale_count) REJECT("QLinearConv: w_scale must be a positive float32 initializer with 1 or %zu (per output channel) elements", channels);
+            if (!wscale_count) REJECT("%s: %s must be a positive float32 initializer with 1 or %zu (per %s) elements", op, conv ? "w_scale" : "b_scale",
+                                      channels, conv ? "output channel" : "column of b");
             scale[1] = wscales[0];
             continue;
         }
         if (!node->inputs[scale_at[k]][0] || scale_initializer(g, node->inputs[scale_at[k]], 1, &one) != 1)
-            REJECT("%s: scale input %zu must be a positive float32 initializer with one element%s", op, scale_at[k],
-                   matmul ? " (per-column scales are not supported)" : "");
+            REJECT("%s: scale input %zu must be a positive float32 initializer with one element", op, scale_at[k]);
         scale[k] = one;
     }
     for (int k = 0; k < 3; k++) {
@@ -263,24 +267,30 @@ static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const c
         if (!node->inputs[zi][0]) REJECT("%s: zero point input %zu must be given", op, zi);
         if (dtypes[zi] != DSP_U8 && dtypes[zi] != DSP_I8) REJECT("%s: zero point input %zu must be uint8 or int8", op, zi);
         if (k < 2 && dtypes[zi] != t) REJECT("%s: input %zu and its zero point differ in type", op, di);
-        if (k == 1 && conv) { /* one value, or one per channel that are all equal */
+        if (k == 1 && (conv || channels > 1)) { /* one value, or one per channel (column) that are all equal */
             const Kiln__Ir__Tensor *zt = ak_initializer(g, node->inputs[zi]);
             if (!zt || zt->data_case != KILN__IR__TENSOR__DATA_RAW || zt->n_shape > 1 || (zt->raw.len != 1 && zt->raw.len != channels))
-                REJECT("QLinearConv: w_zero_point must be an initializer with 1 or %zu elements", channels);
+                REJECT("%s: the zero point of input 3 must be an initializer with 1 or %zu elements", op, channels);
             for (size_t i = 1; i < zt->raw.len; i++)
-                if (zt->raw.data[i] != zt->raw.data[0]) REJECT("QLinearConv: per-channel w_zero_point values must all be equal");
+                if (zt->raw.data[i] != zt->raw.data[0]) REJECT("%s: per-channel zero points of input 3 must all be equal", op);
             continue;
         }
         if (!scalar_initializer(g, node->inputs[zi], dtypes[zi], &z)) REJECT("%s: zero point input %zu must be an initializer with one element", op, zi);
     }
     for (size_t c = 0; c < wscale_count; c++) {
-        double ratio = (double)(float)((float)scale[0] * (conv ? wscales[c] : (float)scale[1])) / scale[2];
+        double ratio = (double)(float)((float)scale[0] * wscales[c]) / scale[2];
         if (!(ratio < 0.999999)) REJECT("%s: the requantization scale %g is not below 1 (not supported by the Q31 requantization)", op, ratio);
         if (ratio < 1e-18) REJECT("%s: the requantization scale %g is too small", op, ratio);
     }
     if (matmul) {
         if (ranks[0] >= 0 && ranks[0] < 2) REJECT("QLinearMatMul: a must have rank 2 or more");
         if (ranks[3] != 2) REJECT("QLinearMatMul: b must be a matrix of known rank 2 (batched b is not supported)");
+        if (trans_b && !w) REJECT("QLinearMatMul: a transposed b must be an initializer");
+        if (node->n_inputs > 8 && node->inputs[8][0]) {
+            const Kiln__Ir__Tensor *b = ak_initializer(g, node->inputs[8]);
+            if (dtypes[8] != DSP_I32 || !b || b->data_case != KILN__IR__TENSOR__DATA_RAW || !w || b->raw.len != 4 * channels)
+                REJECT("QLinearMatMul: the bias must be an int32 initializer with one value per column of an initializer b");
+        }
         return 0;
     }
     if (ranks[0] >= 0 && ranks[0] != 4) REJECT("QLinearConv: only 2-D convolution (rank-4 x) is supported");
@@ -399,17 +409,86 @@ static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
     return 1;
 }
 
-/* The QDQ Convs of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
+/* Whether node i is a MatMul (or a Gemm with transA 0, alpha and beta 1) in QDQ form — DequantizeLinear x,
+ * DequantizeLinear of an initializer matrix w (per-tensor or per-column scales), optionally a Gemm bias
+ * DequantizeLinear'd from int32 with scale sx·sw and zero point 0, one QuantizeLinear — lowered as a QLinearMatMul (a
+ * fully connected layer) with the bias as a 9th input and Gemm's transB; fills *m as find_qdq_conv does. */
+static int find_qdq_fc(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
+    const Kiln__Ir__Node *mm = g->nodes[i];
+    int gemm = is_op(g, (long)i, "Gemm", 2);
+    if (!gemm && (!is_op(g, (long)i, "MatMul", 2) || mm->n_inputs != 2 || mm->n_attributes)) return 0;
+    if (gemm) {
+        if (mm->n_inputs > 3) return 0;
+        for (size_t k = 0; k < mm->n_attributes; k++) {
+            const Kiln__Ir__Attribute *a = mm->attributes[k];
+            if (!strcmp(a->name, "transA") && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I && a->i == 0) continue;
+            if (!strcmp(a->name, "transB") && a->value_case == KILN__IR__ATTRIBUTE__VALUE_I && (a->i == 0 || a->i == 1)) continue;
+            if ((!strcmp(a->name, "alpha") || !strcmp(a->name, "beta")) && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F && a->f == 1.0f) continue;
+            return 0;
+        }
+    }
+    int trans_b = gemm && ak_int_attr(mm, "transB", 0) != 0;
+    long only;
+    m->dx = producer_of(g, mm->inputs[0]);
+    m->dw = producer_of(g, mm->inputs[1]);
+    m->db = gemm && mm->n_inputs == 3 && mm->inputs[2][0] ? producer_of(g, mm->inputs[2]) : -1;
+    if (!is_op(g, m->dx, "DequantizeLinear", 2) || !is_op(g, m->dw, "DequantizeLinear", 2)) return 0;
+    if (gemm && mm->n_inputs == 3 && mm->inputs[2][0] && !is_op(g, m->db, "DequantizeLinear", 2)) return 0;
+    if (readers_of(g, mm->outputs[0], &only) != 1 || !is_op(g, only, "QuantizeLinear", 2)) return 0;
+    m->q = only;
+    const Kiln__Ir__Node *dx = g->nodes[m->dx], *dw = g->nodes[m->dw], *q = g->nodes[m->q];
+    const Kiln__Ir__Tensor *w = ak_initializer(g, dw->inputs[0]);
+    if (!w || w->n_shape != 2 || readers_of(g, dw->outputs[0], &only) != 1) return 0;
+    float sx, sw[DSP_MAX_CHANNELS], sb[DSP_MAX_CHANNELS];
+    int64_t N = w->shape[trans_b ? 0 : 1];
+    if (N < 1 || N > DSP_MAX_CHANNELS || scale_initializer(g, dx->inputs[1], 1, &sx) != 1) return 0;
+    size_t nw = scale_initializer(g, dw->inputs[1], (size_t)N, sw);
+    if (!nw || (nw > 1 && ak_int_attr(dw, "axis", 1) != (trans_b ? 0 : 1))) return 0; /* per-column scales run along the columns of b */
+    if (m->db >= 0) {
+        const Kiln__Ir__Node *db = g->nodes[m->db];
+        const Kiln__Ir__Tensor *b = ak_initializer(g, db->inputs[0]), *zb = db->n_inputs > 2 && db->inputs[2][0] ? ak_initializer(g, db->inputs[2]) : NULL;
+        if (!b || (int)b->dtype != DSP_I32 || b->data_case != KILN__IR__TENSOR__DATA_RAW || b->raw.len != 4 * (size_t)N || readers_of(g, db->outputs[0], &only) != 1) return 0;
+        size_t nb = scale_initializer(g, db->inputs[1], (size_t)N, sb);
+        if (!nb) return 0;
+        for (int64_t o = 0; o < N; o++) {
+            float want = sx * sw[nw > 1 ? o : 0], have = sb[nb > 1 ? o : 0];
+            if (!(fabsf(have - want) <= 1e-6f * fabsf(want))) return 0;
+        }
+        if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
+        for (size_t k = 0; zb && k < zb->raw.len; k++) if (zb->raw.data[k] != 0) return 0;
+    }
+    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
+    char *none = (char *)"";
+    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
+                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
+                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
+    memcpy(m->inputs, inputs, sizeof inputs);
+    m->outputs[0] = q->outputs[0];
+    kiln__ir__node__init(&m->node);
+    m->node.name = mm->name;
+    m->node.domain = none;
+    m->node.op = (char *)"QLinearMatMul";
+    m->node.n_inputs = m->db >= 0 ? 9 : 8;
+    m->node.inputs = m->inputs;
+    m->node.n_outputs = 1;
+    m->node.outputs = m->outputs;
+    m->node.n_attributes = mm->n_attributes; /* transB (and transA 0, alpha/beta 1) */
+    m->node.attributes = mm->attributes;
+    return 1;
+}
+
+/* The QDQ Convs (and MatMul/Gemm fully connected layers) of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
  * absorbs. With `known` (claim), a pattern whose QLinearConv this backend would reject is left out, its reason in
  * why_conv[i] (malloc'ed; may be NULL). Returns 0 when out of memory. */
 static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const char *const *known_names, const int *known_types, size_t known,
                      char **why_conv) {
     for (size_t i = 0; i < g->n_nodes; i++) {
-        if (!find_qdq_conv(g, i, &m[i])) continue;
+        int conv = find_qdq_conv(g, i, &m[i]);
+        if (!conv && !find_qdq_fc(g, i, &m[i])) continue;
         char why[320];
         if (known_names && rejects(g, &m[i].node, known_names, known_types, known, why, sizeof why)) {
             char text[400];
-            snprintf(text, sizeof text, "Conv in QDQ form, as QLinearConv: %s", why);
+            snprintf(text, sizeof text, "%s in QDQ form, as %s: %s", g->nodes[i]->op, conv ? "QLinearConv" : "QLinearMatMul", why);
             if (why_conv && !(why_conv[i] = ak_strdup(text))) return 0;
             continue;
         }
@@ -421,9 +500,297 @@ static int qdq_convs(const Kiln__Ir__Graph *g, qdq_conv *m, uint8_t *role, const
     return 1;
 }
 
+/* ---- elementwise float chains between a DequantizeLinear and a QuantizeLinear, as one lookup table ---------------- */
+
+/* Nodes one lookup-table region may hold. */
+#define DSP_MAX_LUT_NODES 32
+
+/* A region of elementwise float ops computing, element by element, a function of one DequantizeLinear's output and of
+ * constants, read at its end by exactly one QuantizeLinear — e.g. hard-swish (Add, Clip, Mul, Div) or Add of a
+ * per-channel bias then Relu. Byte in, byte out: the whole region is a 256-entry table (one per channel when a
+ * constant varies along one axis), evaluated at compile time in float32 as kiln.reference evaluates the ops. */
+typedef struct lut_region {
+    long dq, q;                        /* the DequantizeLinear at the root, the QuantizeLinear at the end */
+    int absorb_dq;                     /* dq's output is read only inside the region: it need not run */
+    size_t count;                      /* interior nodes, ascending (topological) after find_lut_region */
+    long nodes[DSP_MAX_LUT_NODES];
+    int64_t channels, from_end;        /* constants varying along one axis: its length and position counted from the last */
+    int64_t min_rank;                  /* the largest constant rank (the input must have at least this rank) */
+    int in_dtype, out_dtype;
+    int softmax;                       /* instead: DequantizeLinear -> Softmax (last axis) -> QuantizeLinear, nodes[0] the Softmax */
+    int32_t out_multiplier, out_exponent;  /* softmax: 1/s_y = out_multiplier · 2^-31 · 2^out_exponent */
+    int64_t axis;                      /* softmax: the Softmax's axis attribute (-1 or the last axis) */
+} lut_region;
+
+/* How many inputs op `n` of a region may have at most (0: not an op a region may hold). */
+static size_t lut_op_inputs(const Kiln__Ir__Node *n) {
+    if ((n->domain[0] && strcmp(n->domain, "ai.onnx") != 0) || n->n_outputs != 1 || !n->outputs[0][0]) return 0;
+    const char *op = n->op;
+    const char *allowed[3] = {NULL, NULL, NULL}; /* attributes the op may carry */
+    size_t arity = 0;
+    if (!strcmp(op, "Add") || !strcmp(op, "Sub") || !strcmp(op, "Mul") || !strcmp(op, "Div") || !strcmp(op, "Max") || !strcmp(op, "Min")) arity = 2;
+    else if (!strcmp(op, "Relu") || !strcmp(op, "HardSwish")) arity = 1;
+    else if (!strcmp(op, "HardSigmoid")) { arity = 1; allowed[0] = "alpha"; allowed[1] = "beta"; }
+    else if (!strcmp(op, "Clip")) { arity = 3; allowed[0] = "min"; allowed[1] = "max"; }
+    if (!arity || n->n_inputs < 1 || n->n_inputs > arity || ((arity == 2) && n->n_inputs != 2)) return 0;
+    for (size_t i = 0; i < n->n_attributes; i++) {
+        const Kiln__Ir__Attribute *a = n->attributes[i];
+        int ok = 0;
+        for (int k = 0; k < 3; k++) ok |= allowed[k] && !strcmp(a->name, allowed[k]) && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F;
+        if (!ok) return 0;
+    }
+    return arity;
+}
+
+/* Whether `name` is a float32 initializer a region can use: one value, or values along one axis (every other dim 1).
+ * Updates the region's channel count, axis (from the end) and minimum rank; 0 when it is not one or disagrees. */
+static int lut_constant(const Kiln__Ir__Graph *g, const char *name, lut_region *r) {
+    const Kiln__Ir__Tensor *t = ak_initializer(g, name);
+    if (!t || (int)t->dtype != DSP_F32 || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->n_shape > DSP_MAX_RANK || t->raw.len % 4) return 0;
+    int64_t count = 1, axis = -1;
+    for (size_t d = 0; d < t->n_shape; d++) {
+        if (t->shape[d] < 1 || t->shape[d] > DSP_MAX_CHANNELS) return 0;
+        if (t->shape[d] > 1) { if (axis >= 0) return 0; axis = (int64_t)d; }
+        count *= t->shape[d];
+    }
+    if ((uint64_t)count * 4 != t->raw.len) return 0;
+    if ((int64_t)t->n_shape > r->min_rank) r->min_rank = (int64_t)t->n_shape;
+    if (axis < 0) return 1;
+    int64_t from_end = (int64_t)t->n_shape - 1 - axis;
+    if (r->channels > 1 && (r->channels != count || r->from_end != from_end)) return 0;
+    r->channels = count;
+    r->from_end = from_end;
+    return 1;
+}
+
+/* Whether every node input and graph output reading `name` is one of the region's nodes (or node `also`). */
+static int read_within(const Kiln__Ir__Graph *g, const char *name, const lut_region *r, long also) {
+    for (size_t i = 0; i < g->n_outputs; i++) if (!strcmp(g->outputs[i]->name, name)) return 0;
+    for (size_t i = 0; i < g->n_nodes; i++)
+        for (size_t k = 0; k < g->nodes[i]->n_inputs; k++) {
+            if (strcmp(g->nodes[i]->inputs[k], name) != 0) continue;
+            int inside = (long)i == also;
+            for (size_t j = 0; !inside && j < r->count; j++) inside = r->nodes[j] == (long)i;
+            if (!inside) return 0;
+        }
+    return 1;
+}
+
+/* The dtype of a scalar uint8/int8 zero-point initializer, 0 when it is not one. */
+static int zero_point_dtype(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n) {
+    double z;
+    if (n->n_inputs < 3 || !n->inputs[2][0]) return 0;
+    const Kiln__Ir__Tensor *t = ak_initializer(g, n->inputs[2]);
+    if (!t || ((int)t->dtype != DSP_U8 && (int)t->dtype != DSP_I8) || !scalar_initializer(g, n->inputs[2], (int)t->dtype, &z)) return 0;
+    return (int)t->dtype;
+}
+
+/* Whether Q/DQ node n has per-tensor parameters the region can fold: a positive scalar float32 scale, a scalar
+ * uint8/int8 zero point, no attributes but axis. Returns the zero point's dtype or 0. */
+static int lut_qdq_params(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *n) {
+    double s;
+    for (size_t i = 0; i < n->n_attributes; i++) if (strcmp(n->attributes[i]->name, "axis") != 0) return 0;
+    if (n->n_inputs > 3 || !scalar_initializer(g, n->inputs[1], DSP_F32, &s) || !(s > 0) || !isfinite(s)) return 0;
+    return zero_point_dtype(g, n);
+}
+
+/* Whether the Softmax `first` between a DequantizeLinear and QuantizeLinear r->q is one dsp_softmax_rows runs; fills *r. */
+static int find_softmax(const Kiln__Ir__Graph *g, long first, const uint8_t *role, lut_region *r) {
+    const Kiln__Ir__Node *sm = g->nodes[first];
+    if (sm->n_inputs != 1 || sm->n_outputs != 1 || (sm->domain[0] && strcmp(sm->domain, "ai.onnx") != 0)) return 0;
+    r->axis = -1;
+    for (size_t i = 0; i < sm->n_attributes; i++) {
+        const Kiln__Ir__Attribute *a = sm->attributes[i];
+        if (strcmp(a->name, "axis") != 0 || a->value_case != KILN__IR__ATTRIBUTE__VALUE_I) return 0;
+        r->axis = a->i;
+    }
+    long dq = producer_of(g, sm->inputs[0]);
+    if (dq < 0 || role[dq] || !is_op(g, dq, "DequantizeLinear", 2) || !(r->in_dtype = lut_qdq_params(g, g->nodes[dq]))) return 0;
+    if (ak_initializer(g, g->nodes[dq]->inputs[0])) return 0;
+    if (r->axis != -1) { /* the last axis by number: the input's rank must be known */
+        int dtype, rank;
+        value_type(g, g->nodes[dq]->inputs[0], &dtype, &rank);
+        if (rank < 1 || r->axis != rank - 1) return 0;
+    }
+    double sy;
+    scalar_initializer(g, g->nodes[r->q]->inputs[1], DSP_F32, &sy);
+    int exponent;
+    double mantissa = frexp(1.0 / (double)(float)sy, &exponent); /* 1/s_y = mantissa · 2^exponent, mantissa in [0.5, 1) */
+    int64_t m = llround(mantissa * 2147483648.0);
+    if (m >= 2147483648ll) { m = 1073741824; exponent++; }
+    if (exponent < -14 || exponent > 30) return 0;
+    r->out_multiplier = (int32_t)m;
+    r->out_exponent = exponent;
+    r->softmax = 1;
+    r->dq = dq;
+    r->nodes[r->count++] = first;
+    long only;
+    r->absorb_dq = readers_of(g, g->nodes[dq]->outputs[0], &only) == 1;
+    return 1;
+}
+
+/* Whether QuantizeLinear node qi ends a lookup-table region (none of whose nodes has a role yet); fills *r. */
+static int find_lut_region(const Kiln__Ir__Graph *g, size_t qi, const uint8_t *role, lut_region *r) {
+    memset(r, 0, sizeof *r);
+    r->dq = -1;
+    r->q = (long)qi;
+    r->channels = 1;
+    const Kiln__Ir__Node *q = g->nodes[qi];
+    long only;
+    if (role[qi] || !is_op(g, (long)qi, "QuantizeLinear", 2) || !(r->out_dtype = lut_qdq_params(g, q))) return 0;
+    long first = producer_of(g, q->inputs[0]);
+    if (first < 0 || role[first] || readers_of(g, q->inputs[0], &only) != 1) return 0;
+    if (is_op(g, first, "Softmax", 1)) return find_softmax(g, first, role, r);
+    if (!lut_op_inputs(g->nodes[first])) return 0;
+    r->nodes[r->count++] = first;
+    for (size_t k = 0; k < r->count; k++) {
+        const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+        for (size_t j = 0; j < n->n_inputs; j++) {
+            const char *in = n->inputs[j];
+            if (!in[0]) { if (strcmp(n->op, "Clip") == 0 && j > 0) continue; return 0; }
+            if (ak_initializer(g, in)) { if (!lut_constant(g, in, r)) return 0; continue; }
+            long p = producer_of(g, in);
+            if (p < 0) return 0;
+            if (is_op(g, p, "DequantizeLinear", 2)) {
+                if (role[p] || (r->dq >= 0 && r->dq != p)) return 0;
+                r->dq = p;
+                continue;
+            }
+            if (role[p] || !lut_op_inputs(g->nodes[p])) return 0;
+            int seen = 0;
+            for (size_t m = 0; m < r->count; m++) seen |= r->nodes[m] == p;
+            if (seen) continue;
+            if (r->count == DSP_MAX_LUT_NODES) return 0;
+            r->nodes[r->count++] = p;
+        }
+    }
+    if (r->dq < 0 || !(r->in_dtype = lut_qdq_params(g, g->nodes[r->dq]))) return 0;
+    const Kiln__Ir__Tensor *x = ak_initializer(g, g->nodes[r->dq]->inputs[0]);
+    if (x) return 0; /* a constant input: nothing to gain */
+    for (size_t k = 1; k < r->count; k++) if (!read_within(g, g->nodes[r->nodes[k]]->outputs[0], r, -1)) return 0;
+    r->absorb_dq = read_within(g, g->nodes[r->dq]->outputs[0], r, -1);
+    for (size_t a = 1; a < r->count; a++) /* ascending node order: the graph is topologically sorted */
+        for (size_t b = a; b > 0 && r->nodes[b - 1] > r->nodes[b]; b--) { long t = r->nodes[b]; r->nodes[b] = r->nodes[b - 1]; r->nodes[b - 1] = t; }
+    /* lut_tables evaluates in that order: every value a node reads from the region must come from an earlier node,
+     * and the last node must be the one the QuantizeLinear reads */
+    if (r->nodes[r->count - 1] != first) return 0;
+    for (size_t k = 0; k < r->count; k++) {
+        const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+        for (size_t j = 0; j < n->n_inputs; j++) {
+            long p = n->inputs[j][0] && !ak_initializer(g, n->inputs[j]) ? producer_of(g, n->inputs[j]) : -1;
+            if (p < 0 || p == r->dq) continue;
+            int earlier = 0;
+            for (size_t m = 0; m < k; m++) earlier |= r->nodes[m] == p;
+            if (!earlier) return 0;
+        }
+    }
+    return 1;
+}
+
+/* Element `c` (or the only one) of a float32 initializer that lut_constant accepted. */
+static float lut_constant_value(const Kiln__Ir__Tensor *t, int64_t c) {
+    float v;
+    memcpy(&v, t->raw.data + (t->raw.len > 4 ? 4 * (size_t)c : 0), 4);
+    return v;
+}
+
+/* A float attribute of n, or `fallback`. */
+static float float_attr(const Kiln__Ir__Node *n, const char *name, float fallback) {
+    const Kiln__Ir__Attribute *a = ak_attribute(n, name);
+    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_F ? a->f : fallback;
+}
+
+/* The region's tables in plain order (channels × 256 bytes, entry b for input byte b): every input byte dequantized,
+ * pushed through the region's ops in float32 (HardSigmoid and HardSwish in double, rounded to float32, as
+ * kiln.reference evaluates them), and quantized (round half to even, saturated) as QuantizeLinear does. */
+static void lut_tables(const Kiln__Ir__Graph *g, const lut_region *r, uint8_t *tables) {
+    const Kiln__Ir__Node *dq = g->nodes[r->dq], *q = g->nodes[r->q];
+    double sx, sy, zx, zy;
+    scalar_initializer(g, dq->inputs[1], DSP_F32, &sx);
+    scalar_initializer(g, dq->inputs[2], r->in_dtype, &zx);
+    scalar_initializer(g, q->inputs[1], DSP_F32, &sy);
+    scalar_initializer(g, q->inputs[2], r->out_dtype, &zy);
+    float in_scale = (float)sx, out_scale = (float)sy, out_zero = (float)zy;
+    int32_t lo = r->out_dtype == DSP_U8 ? 0 : -128, hi = r->out_dtype == DSP_U8 ? 255 : 127;
+    for (int64_t c = 0; c < r->channels; c++)
+        for (int b = 0; b < 256; b++) {
+            int32_t xb = r->in_dtype == DSP_U8 ? b : (int32_t)(int8_t)(uint8_t)b;
+            float x = (float)((int64_t)xb - (int64_t)zx) * in_scale, values[DSP_MAX_LUT_NODES];
+            for (size_t k = 0; k < r->count; k++) {
+                const Kiln__Ir__Node *n = g->nodes[r->nodes[k]];
+                float a[3] = {0, 0, 0};
+                int present[3] = {0, 0, 0};
+                for (size_t j = 0; j < n->n_inputs && j < 3; j++) {
+                    const char *in = n->inputs[j];
+                    if (!in[0]) continue;
+                    present[j] = 1;
+                    const Kiln__Ir__Tensor *t = ak_initializer(g, in);
+                    if (t) { a[j] = lut_constant_value(t, c); continue; }
+                    if (!strcmp(in, dq->outputs[0])) { a[j] = x; continue; }
+                    for (size_t m = 0; m < k; m++) if (!strcmp(in, g->nodes[r->nodes[m]]->outputs[0])) a[j] = values[m];
+                }
+                const char *op = n->op;
+                float v;
+                if (!strcmp(op, "Add")) v = a[0] + a[1];
+                else if (!strcmp(op, "Sub")) v = a[0] - a[1];
+                else if (!strcmp(op, "Mul")) v = a[0] * a[1];
+                else if (!strcmp(op, "Div")) v = a[0] / a[1];
+                else if (!strcmp(op, "Max")) v = a[0] < a[1] ? a[1] : a[0];
+                else if (!strcmp(op, "Min")) v = a[0] > a[1] ? a[1] : a[0];
+                else if (!strcmp(op, "Relu")) v = a[0] > 0 ? a[0] : 0.0f;
+                else if (!strcmp(op, "HardSigmoid")) {
+                    double t = (double)float_attr(n, "alpha", 0.2f) * a[0] + (double)float_attr(n, "beta", 0.5f);
+                    v = (float)(t < 0 ? 0 : t > 1 ? 1 : t);
+                } else if (!strcmp(op, "HardSwish")) {
+                    double t = (double)a[0] / 6 + 0.5;
+                    v = (float)((double)a[0] * (t < 0 ? 0 : t > 1 ? 1 : t));
+                } else { /* Clip: inputs, or the attributes of opsets before 11 */
+                    v = a[0];
+                    if (n->n_inputs < 2) {
+                        const Kiln__Ir__Attribute *mn = ak_attribute(n, "min"), *mx = ak_attribute(n, "max");
+                        if (mn) { a[1] = mn->f; present[1] = 1; }
+                        if (mx) { a[2] = mx->f; present[2] = 1; }
+                    }
+                    if (present[1]) v = v < a[1] ? a[1] : v;
+                    if (present[2]) v = v > a[2] ? a[2] : v;
+                }
+                values[k] = v;
+            }
+            float y = values[r->count - 1] / out_scale;
+            float rq = nearbyintf(y) + out_zero; /* round half to even, as ONNX specifies; NaN quantizes to 0 as in kiln.reference */
+            int32_t out = rq != rq ? 0 : rq <= (float)lo ? lo : rq >= (float)hi ? hi : (int32_t)rq;
+            tables[256 * c + b] = (uint8_t)out;
+        }
+}
+
+/* A Softmax region's two tables in plain order: the high then the low bytes of E[d] = round(65535 · exp(-s_x · d)),
+ * d = 0..255 (kernels.h, dsp_softmax). */
+static void softmax_tables(const Kiln__Ir__Graph *g, const lut_region *r, uint8_t *tables) {
+    double sx;
+    scalar_initializer(g, g->nodes[r->dq]->inputs[1], DSP_F32, &sx);
+    for (int d = 0; d < 256; d++) {
+        long e = lround(65535.0 * exp(-sx * d));
+        e = e < 0 ? 0 : e > 65535 ? 65535 : e;
+        tables[d] = (uint8_t)(e >> 8);
+        tables[256 + d] = (uint8_t)e;
+    }
+}
+
+/* The lookup-table regions of g (after the QDQ Convs took their nodes): role[q] 3 for the QuantizeLinear lowered as
+ * the table lookup (regions[q]), 1 for the nodes it absorbs. */
+static void lut_regions(const Kiln__Ir__Graph *g, lut_region *regions, uint8_t *role) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        if (!find_lut_region(g, i, role, &regions[i])) continue;
+        role[i] = 3;
+        for (size_t k = 0; k < regions[i].count; k++) role[regions[i].nodes[k]] = 1;
+        if (regions[i].absorb_dq) role[regions[i].dq] = 1;
+    }
+}
+
 /* Fills supported[i] (and reasons[i], malloc'ed, for rejected nodes). Returns 0 when out of memory. A first pass
  * learns the types of what the plain ops produce; Convs in QDQ form whose QLinearConv would be accepted are then
- * claimed with the nodes they absorb, and a second pass decides every node. */
+ * claimed with the nodes they absorb, then the lookup-table regions (elementwise float chains between a
+ * DequantizeLinear and a QuantizeLinear), and a second pass decides every node. */
 static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons) {
     const char **names = calloc(g->n_nodes + 1, sizeof(char *));
     int *types = calloc(g->n_nodes + 1, sizeof(int));
@@ -437,6 +804,10 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
         if (!rejects(g, g->nodes[i], names, types, known, why, sizeof why)) { names[known] = g->nodes[i]->outputs[0]; types[known++] = output_dtype(g, g->nodes[i]); }
     }
     ok = ok && qdq_convs(g, m, role, names, types, known, why_conv);
+    lut_region *lr = ok ? calloc(g->n_nodes + 1, sizeof *lr) : NULL;
+    ok = ok && lr;
+    if (ok) lut_regions(g, lr, role);
+    free(lr);
     known = 0;
     for (size_t i = 0; ok && i < g->n_nodes; i++) {
         char why[320];
@@ -478,13 +849,14 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     memset(p, 0, sizeof *p);
     names n = {0};
     qdq_conv *qdq = NULL;
+    lut_region *luts = NULL;
     uint8_t *role = NULL;
     n.capacity = (uint32_t)(g->n_inputs + g->n_initializers + g->n_nodes + 1);
     n.name = calloc(n.capacity, sizeof(char *));
     p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->input_dtypes = calloc(g->n_inputs + 1, sizeof(uint32_t));
     p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    p->constants = calloc(g->n_initializers + 1, sizeof(dsp_constant));
+    p->constants = calloc(g->n_initializers + g->n_nodes + 1, sizeof(dsp_constant)); /* initializers and lookup tables */
     p->ops = calloc(g->n_nodes + 1, sizeof(dsp_op));
     kiln_plugin_error *e = NULL;
     if (!n.name || !p->inputs || !p->input_dtypes || !p->outputs || !p->constants || !p->ops) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
@@ -523,9 +895,49 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
     } while (0)
     qdq = calloc(g->n_nodes + 1, sizeof *qdq);
     role = calloc(g->n_nodes + 1, 1);
-    if (!qdq || !role || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+    luts = calloc(g->n_nodes + 1, sizeof *luts);
+    if (!qdq || !role || !luts || !qdq_convs(g, qdq, role, NULL, NULL, 0, NULL)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+    lut_regions(g, luts, role);
     for (size_t i = 0; i < g->n_nodes; i++) {
-        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv */
+        if (role[i] == 1) continue; /* absorbed into a QDQ Conv's QLinearConv or a lookup table */
+        if (role[i] == 3) { /* a lookup-table region or a Softmax: x, its tables (a constant made here) -> the QuantizeLinear's output */
+            const lut_region *r = &luts[i];
+            dsp_op *op = &p->ops[p->op_count++];
+            op->opcode = r->softmax ? DSP_OP_SOFTMAX : DSP_OP_LUT;
+            op->input_count = 2;
+            VALUE_OF(g->nodes[r->dq]->inputs[0], op->inputs[0]);
+            dsp_constant *c = &p->constants[p->constant_count];
+            size_t tables = r->softmax ? 2 : (size_t)r->channels;
+            uint8_t *plain = malloc(tables * 256);
+            c->data = malloc(tables * 256);
+            if (!plain || !c->data) { free(plain); free(c->data); c->data = NULL; e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+            if (r->softmax) softmax_tables(g, r, plain);
+            else lut_tables(g, r, plain);
+            for (size_t k = 0; k < tables; k++) dsp_lut_layout(plain + 256 * k, c->data + 256 * k);
+            free(plain);
+            c->value = n.count; c->dtype = DSP_U8; c->rank = 2; c->dims[0] = (int64_t)tables; c->dims[1] = 256; c->bytes = (uint64_t)tables * 256;
+            p->constant_count++;
+            n.name[n.count] = ""; /* no graph name: never looked up */
+            op->inputs[1] = n.count++;
+            if (r->softmax) {
+                double zy;
+                scalar_initializer(g, g->nodes[r->q]->inputs[2], r->out_dtype, &zy);
+                op->params[0] = r->out_multiplier; op->params[1] = r->out_exponent; op->params[2] = (int64_t)zy;
+                op->params[5] = r->axis;
+            } else {
+                op->params[0] = r->channels; op->params[1] = r->from_end; op->params[2] = r->min_rank;
+            }
+            op->params[3] = r->in_dtype; op->params[4] = r->out_dtype;
+            char layer[AK_MAX_LAYER_NAME + 1]; /* the region's first node "..." its QuantizeLinear, by name */
+            const Kiln__Ir__Node *head = g->nodes[r->nodes[0]], *q = g->nodes[i];
+            snprintf(layer, sizeof layer, "%s..%s", head->name[0] ? head->name : head->op, q->name[0] ? q->name : q->op);
+            uint32_t index = ak_layers_add(&p->layers, layer);
+            if (index == UINT32_MAX || ak_layers_assign(&p->layers, p->op_count - 1, p->op_count, index)) { e = ak_error(KILN_ERROR_INTERNAL, "out of memory"); goto done; }
+            if (find_name(&n, q->outputs[0]) >= 0) { e = ak_error(KILN_ERROR_INVALID_MODEL, "value '%s' is defined twice", q->outputs[0]); goto done; }
+            op->output = n.count;
+            n.name[n.count++] = q->outputs[0];
+            continue;
+        }
         const Kiln__Ir__Node *node = role[i] == 2 ? &qdq[i].node : g->nodes[i];
         if (strcmp(node->op, "Conv") == 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: Conv '%s' is not in QDQ form within this graph", node->name); goto done; }
         dsp_op *op = &p->ops[p->op_count++];
@@ -552,6 +964,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             a = ak_attribute(node, "dilations");
             if (a) { op->params[7] = a->ints->values[0]; op->params[8] = a->ints->values[1]; }
         }
+        if (op->opcode == DSP_OP_QMATMUL) op->params[0] = ak_int_attr(node, "transB", 0) != 0;
         if (op->opcode == DSP_OP_MAXPOOL) {
             const Kiln__Ir__Attribute *a = ak_attribute(node, "kernel_shape");
             op->params[0] = a->ints->values[0];
@@ -586,6 +999,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
 done:
     free(n.name);
     free(qdq);
+    free(luts);
     free(role);
     if (e) dsp_program_free(p);
     return e;
@@ -630,7 +1044,7 @@ static kiln_plugin_error *check(void *context, const char *compat) {
 }
 
 /* Step names of a version 1 payload's ops (it has no layer table), by opcode. */
-static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool"};
+static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable", "Softmax"};
 
 /* A loaded program and its last run's profile (plugin ABI 1.4). */
 typedef struct dsp_executable {
@@ -732,7 +1146,7 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         if (!in[k]->set) return ak_error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
-    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE ? 2 : 8;
+    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode >= DSP_OP_LUT ? 2 : 8;
     if (op->input_count < need) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
         if (!in[k]) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
@@ -768,6 +1182,58 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         };
         if (out->count) dsp_maxpool(&pool);
         cost_add(cost, (uint64_t)x->count, (uint64_t)out->count, (uint64_t)(B * C * OH) * (((uint64_t)OW + 127) / 128) * (uint64_t)(kh * kw) * 2);
+        return NULL;
+    }
+    case DSP_OP_LUT: {
+        const run_value *x = in[0], *t = in[1];
+        int64_t C = op->params[0], from_end = op->params[1], min_rank = op->params[2], xt = op->params[3], yt = op->params[4];
+        if (C < 1 || C > DSP_MAX_CHANNELS || from_end < 0 || from_end >= DSP_MAX_RANK || min_rank < 0 || min_rank > DSP_MAX_RANK ||
+            (xt != DSP_U8 && xt != DSP_I8) || (yt != DSP_U8 && yt != DSP_I8) || t->dtype != DSP_U8 || t->count != 256 * C)
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: lookup-table parameters out of range in the payload", index);
+        if (x->dtype != (uint32_t)xt) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: the lookup table's input has type %u, not %lld", index, x->dtype, (long long)xt);
+        if ((int64_t)x->rank < min_rank || (C > 1 && ((int64_t)x->rank <= from_end || x->dims[x->rank - 1 - from_end] != C)))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: a rank-%u input does not fit the lookup table's %lld channels", index, x->rank, (long long)C);
+        if (make_result(out, (uint32_t)yt, x->rank, x->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        size_t inner = 1, outer = 1;
+        if (C > 1) {
+            for (uint32_t d = x->rank - (uint32_t)from_end; d < x->rank; d++) inner *= (size_t)x->dims[d];
+            outer = inner ? (size_t)x->count / inner / (size_t)C : 0;
+        } else {
+            inner = (size_t)x->count;
+        }
+        const uint8_t *src = x->data, *tables = t->data;
+        uint8_t *dst = out->owned;
+        for (size_t o = 0; o < outer; o++)
+            for (int64_t c = 0; c < C; c++) {
+                size_t at = (o * (size_t)C + (size_t)c) * inner;
+                if (inner) dsp_lut(src + at, inner, tables + 256 * c, dst + at);
+            }
+        cost_add(cost, (uint64_t)x->count + 256 * (uint64_t)C, (uint64_t)out->count, (uint64_t)outer * (uint64_t)C * (((uint64_t)inner + 127) / 128) * 10 + 2 * (uint64_t)C);
+        return NULL;
+    }
+    case DSP_OP_SOFTMAX: {
+        const run_value *x = in[0], *t = in[1];
+        int64_t mult = op->params[0], exponent = op->params[1], zy = op->params[2], xt = op->params[3], yt = op->params[4], axis = op->params[5];
+        if (mult < ((int64_t)1 << 30) || mult >= ((int64_t)1 << 31) || exponent < -14 || exponent > 30 || (xt != DSP_U8 && xt != DSP_I8) ||
+            (yt != DSP_U8 && yt != DSP_I8) || zy < (yt == DSP_U8 ? 0 : -128) || zy > (yt == DSP_U8 ? 255 : 127) || t->dtype != DSP_U8 || t->count != 512)
+            return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: Softmax parameters out of range in the payload", index);
+        if (x->dtype != (uint32_t)xt) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: the Softmax input has type %u, not %lld", index, x->dtype, (long long)xt);
+        if (x->rank < 1 || (axis != -1 && axis != (int64_t)x->rank - 1))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: Softmax over axis %lld of a rank-%u input: only the last axis is supported", index, (long long)axis, x->rank);
+        int64_t n = x->dims[x->rank - 1];
+        if (n > DSP_SOFTMAX_MAX_ROW) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: Softmax rows of %lld (at most %d)", index, (long long)n, DSP_SOFTMAX_MAX_ROW);
+        if (make_result(out, (uint32_t)yt, x->rank, x->dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        size_t rows = n > 0 ? (size_t)(x->count / n) : 0;
+        int32_t *scratch = malloc(((size_t)n + 128) * sizeof(int32_t));
+        if (!scratch) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        dsp_softmax sm = {
+            .rows = rows, .n = (size_t)n, .X = x->data, .x_unsigned = xt == DSP_U8, .exp_hi = t->data, .exp_lo = (const uint8_t *)t->data + 256,
+            .out_multiplier = (int32_t)mult, .out_exponent = (int32_t)exponent, .zero_point = (int32_t)zy, .out_unsigned = yt == DSP_U8,
+            .Y = out->owned, .scratch = scratch,
+        };
+        if (rows) dsp_softmax_rows(&sm);
+        free(scratch);
+        cost_add(cost, (uint64_t)x->count + 512, (uint64_t)out->count, (uint64_t)rows * ((((uint64_t)n + 127) / 128) * 75 + 50));
         return NULL;
     }
     case DSP_OP_QUANTIZE: case DSP_OP_DEQUANTIZE: {
@@ -811,10 +1277,10 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     int32_t z[3];
     uint32_t zt[3];
     size_t si[3] = {1, 4, 6}, zi[3] = {2, 5, 7};
-    int per_channel = op->opcode == DSP_OP_QCONV && in[4]->count > 1;
+    int per_channel = in[4]->count > 1; /* QLinearConv: per output channel; QLinearMatMul: per column of b */
     for (int k = 0; k < 3; k++) {
         run_value one = *in[si[k]], onez = *in[zi[k]];
-        if (k == 1 && op->opcode == DSP_OP_QCONV) {  /* per-channel: checked against w below; read the first here */
+        if (k == 1) {  /* per-channel: checked against w below; read the first here */
             one.count = one.count >= 1 && one.dtype == DSP_F32 ? 1 : one.count;
             if (onez.count >= 1 && (onez.dtype == DSP_U8 || onez.dtype == DSP_I8)) {
                 for (int64_t i = 1; i < onez.count; i++)
@@ -834,30 +1300,75 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
     if (make_requant(ratio, z[2], &rq)) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: requantization scale %g is not in (0, 1)", index, ratio);
     int xu = x->dtype == DSP_U8, wu = w->dtype == DSP_U8, yu = zt[2] == DSP_U8;
     if (op->opcode == DSP_OP_QMATMUL) {
-        if (x->rank < 2 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[0])
+        int64_t trans_b = op->params[0];
+        const run_value *bias = op->input_count > 8 ? in[8] : NULL;
+        if (trans_b != 0 && trans_b != 1) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: QLinearMatMul: transB %lld in the payload", (long long)trans_b);
+        if (x->rank < 2 || w->rank != 2 || x->dims[x->rank - 1] != w->dims[trans_b ? 1 : 0])
             return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: shapes do not multiply (a rank %u, b rank %u)", x->rank, w->rank);
-        int64_t K = w->dims[0], N = w->dims[1], M = K ? x->count / K : 0;
+        int64_t K = w->dims[trans_b ? 1 : 0], N = w->dims[trans_b ? 0 : 1], M = K ? x->count / K : 0;
         if (K == 0) M = dsp_element_count(x->rank - 1, x->dims);
         if ((uint64_t)M * (uint64_t)N > DSP_MAX_OP_WORK || (uint64_t)M * (uint64_t)N * (uint64_t)(K ? K : 1) > DSP_MAX_OP_WORK)
             return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul of %lld×%lld×%lld is beyond this backend's limit", (long long)M, (long long)K, (long long)N);
+        if (bias && (bias->dtype != DSP_I32 || bias->count != N))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: the bias must be %lld int32 values", (long long)N);
+        if (per_channel && (in[4]->count != N || (in[5]->count > 1 && in[5]->count != N)))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: QLinearMatMul: %lld b scales / %lld b zero points for %lld columns",
+                            (long long)in[4]->count, (long long)in[5]->count, (long long)N);
+        if (per_channel && N > DSP_MAX_CHANNELS) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: QLinearMatMul: more than %d per-column scales", DSP_MAX_CHANNELS);
         int64_t dims[DSP_MAX_RANK];
         for (uint32_t d = 0; d + 1 < x->rank; d++) dims[d] = x->dims[d];
         dims[x->rank - 1] = N;
         if (make_result(out, zt[2], x->rank, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
-        uint8_t *packed = malloc(dsp_gemm_packed_size((size_t)K, (size_t)N) + 1);
-        int32_t *colsum = malloc(((size_t)N + 1) * sizeof(int32_t));
-        if (!packed || !colsum) { free(packed); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
-        dsp_gemm_pack_b(w->data, (size_t)K, (size_t)N, (size_t)N, wu, packed, colsum);
+        if (!trans_b && !per_channel && !bias) { /* C = A·B: the activations as A, 128 columns of B per vrmpy step */
+            uint8_t *packed = malloc(dsp_gemm_packed_size((size_t)K, (size_t)N) + 1);
+            int32_t *colsum = malloc(((size_t)N + 1) * sizeof(int32_t));
+            if (!packed || !colsum) { free(packed); free(colsum); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
+            dsp_gemm_pack_b(w->data, (size_t)K, (size_t)N, (size_t)N, wu, packed, colsum);
+            dsp_gemm g = {
+                .M = (size_t)M, .N = (size_t)N, .K = (size_t)K, .A = x->data, .lda = (size_t)K, .a_unsigned = xu, .za = z[0],
+                .B_packed = packed, .colsum = colsum, .b_unsigned = wu, .zb = z[1], .bias_row = NULL, .bias_col = NULL,
+                .requant = rq, .out_unsigned = yu, .C = out->owned, .ldc = (size_t)N,
+            };
+            if (M && N) dsp_qgemm(&g);
+            free(packed);
+            free(colsum);
+            cost_add(cost, (uint64_t)(M * K + K * N), (uint64_t)(M * N),
+                     (uint64_t)M * (((uint64_t)N + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3));
+            return NULL;
+        }
+        /* a fully connected layer with per-column scales, a bias or b given transposed: C^T = B^T·A^T, so that each
+         * column of b is a row of the product with its own requantization (dsp_gemm's row_requant) and bias */
+        dsp_requant column_rq[DSP_MAX_CHANNELS];
+        for (int64_t o = 0; per_channel && o < N; o++) {
+            float ws;
+            memcpy(&ws, (const uint8_t *)in[4]->data + 4 * o, 4);
+            double r = (double)(float)(s[0] * ws) / s[2];
+            if (make_requant(r, z[2], &column_rq[o]))
+                return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: column %lld's requantization scale %g is not in (0, 1)", index, (long long)o, r);
+        }
+        size_t m_ = (size_t)M, n_ = (size_t)N, k_ = (size_t)K;
+        uint8_t *wt = trans_b ? NULL : malloc(n_ * k_ + 1), *xt = malloc(k_ * m_ + 1), *ct = malloc(n_ * m_ + 1);
+        uint8_t *packed = malloc(dsp_gemm_packed_size(k_, m_) + 1);
+        int32_t *colsum = malloc((m_ + 1) * sizeof(int32_t));
+        if ((!trans_b && !wt) || !xt || !ct || !packed || !colsum) {
+            free(wt); free(xt); free(ct); free(packed); free(colsum);
+            return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+        }
+        const uint8_t *wsrc = w->data, *xsrc = x->data;
+        for (size_t k = 0; !trans_b && k < k_; k++) for (size_t n = 0; n < n_; n++) wt[n * k_ + k] = wsrc[k * n_ + n];
+        for (size_t m = 0; m < m_; m++) for (size_t k = 0; k < k_; k++) xt[k * m_ + m] = xsrc[m * k_ + k];
+        dsp_gemm_pack_b(xt, k_, m_, m_, xu, packed, colsum);
         dsp_gemm g = {
-            .M = (size_t)M, .N = (size_t)N, .K = (size_t)K, .A = x->data, .lda = (size_t)K, .a_unsigned = xu, .za = z[0],
-            .B_packed = packed, .colsum = colsum, .b_unsigned = wu, .zb = z[1], .bias_row = NULL, .bias_col = NULL,
-            .requant = rq, .out_unsigned = yu, .C = out->owned, .ldc = (size_t)N,
+            .M = n_, .N = m_, .K = k_, .A = trans_b ? wsrc : wt, .lda = k_, .a_unsigned = wu, .za = z[1],
+            .B_packed = packed, .colsum = colsum, .b_unsigned = xu, .zb = z[0], .bias_row = bias ? bias->data : NULL, .bias_col = NULL,
+            .requant = rq, .out_unsigned = yu, .row_requant = per_channel ? column_rq : NULL, .C = ct, .ldc = m_,
         };
-        if (M && N) dsp_qgemm(&g);
-        free(packed);
-        free(colsum);
-        cost_add(cost, (uint64_t)(M * K + K * N), (uint64_t)(M * N),
-                 (uint64_t)M * (((uint64_t)N + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3));
+        if (m_ && n_) dsp_qgemm(&g);
+        uint8_t *y = out->owned;
+        for (size_t n = 0; n < n_; n++) for (size_t m = 0; m < m_; m++) y[m * n_ + n] = ct[n * m_ + m];
+        free(wt); free(xt); free(ct); free(packed); free(colsum);
+        cost_add(cost, (uint64_t)(M * K + K * N) + (bias ? 4 * (uint64_t)N : 0), (uint64_t)(M * N),
+                 (uint64_t)N * (((uint64_t)M + 127) / 128) * (4 * (((uint64_t)K + 3) / 4) + 4 * 6 + 3) + 2 * (((uint64_t)(M * K + M * N) + 127) / 128));
         return NULL;
     }
     /* QLinearConv */

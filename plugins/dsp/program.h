@@ -2,14 +2,16 @@
  * program.h — kiln.dsp's payload: the compiled program Kiln stores in artifacts (compat "sampledsp.hvx/kdsp1").
  *
  * Layout (little-endian):
- *   "KDSP" u32 version (2; 1 is still read)
+ *   "KDSP" u32 version (3; 1 and 2 are still read. 3 adds the LookupTable and Softmax ops and QLinearMatMul's
+ *   transB and bias, which a version 1 or 2 payload may not use, so that an older plugin refuses a payload it would
+ *   misread)
  *   u32 value_count, input_count, output_count, constant_count, op_count
  *   inputs:    input_count × (u32 value, u32 dtype)        dtype: the IR DataType number the input must have
  *   outputs:   output_count × u32 value
  *   constants: constant_count × (u32 value, u32 dtype, u32 rank, rank × i64 dim, u64 byte count, bytes)
  *   ops:       op_count × (u32 opcode, u32 input count (<= DSP_MAX_OP_INPUTS), that many u32 values
  *              (DSP_NO_VALUE = an omitted optional input), u32 output value, DSP_OP_PARAMS × i64 params)
- *   version 2 only, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length, name
+ *   version 2 and 3, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length, name
  *              bytes: the graph node(s) an op came from, e.g. "conv1+q1"), then op_count × u32 layer index
  *              (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
  * dsp_decode validates every count, index, rank, size and opcode with checked arithmetic: a payload it
@@ -33,9 +35,13 @@ enum { DSP_F32 = 1, DSP_U8 = 2, DSP_I8 = 3, DSP_I32 = 6 };
 
 /* Opcodes. QLinearConv params: group, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right,
  * dil_h, dil_w. MaxPool params: kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom,
- * pad_right. Other ops have none. */
+ * pad_right. LookupTable (inputs x and a uint8 [C, 256] constant of tables in dsp_lut_layout order) params: C, the
+ * axis of the channels counted from the last, the least rank x must have, x's dtype, the result's dtype. Softmax
+ * (inputs x and a uint8 [2, 256] constant: the high and low bytes of its exp table, dsp_lut_layout order) params:
+ * the output multiplier and exponent (kernels.h, dsp_softmax), the output zero point, x's dtype, the result's dtype,
+ * the axis (-1 or x's last). Other ops have none. */
 enum { DSP_OP_QUANTIZE = 1, DSP_OP_DEQUANTIZE = 2, DSP_OP_QMATMUL = 3, DSP_OP_QCONV = 4, DSP_OP_RELU = 5, DSP_OP_MAXPOOL = 6,
-       DSP_OP_LAST = 6 };
+       DSP_OP_LUT = 7, DSP_OP_SOFTMAX = 8, DSP_OP_LAST = 8 };
 
 /* A constant tensor (an initializer the compile copied). */
 typedef struct dsp_constant {

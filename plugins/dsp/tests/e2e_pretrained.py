@@ -8,8 +8,11 @@ Calibration and held-out inputs are text lines drawn with NumPy (scripts/quantiz
 the held-out ones turned 180 degrees, as the classifier's task is), normalized as PP-OCR does.
 
 Asserts:
-  * every Conv runs on sampledsp.hvx (as a QLinearConv); what the DSP does not run (the hard-swish arithmetic,
-    squeeze-excitation pooling, per-axis DequantizeLinear of the head) falls back to kiln.cpu, by name;
+  * every Conv runs on sampledsp.hvx (as a QLinearConv), and so does the head's MatMul (a QDQ MatMul with per-column
+    weight scales, as a QLinearMatMul); at least half of the hard-swish Divs run there (the hard-swish chains between a
+    DequantizeLinear and a QuantizeLinear become lookup tables; the ones whose float result also feeds a squeeze-excitation
+    pool cannot); what the DSP does not run (squeeze-excitation pooling and gating, residual Adds, the float head)
+    falls back to kiln.cpu, by name;
   * on every held-out line, the class (argmax) equals kiln.reference's;
   * the two class probabilities are within PROB_BOUND of kiln.reference's. kiln.dsp requantizes with a Q31
     multiplier and two roundings half up, kiln.reference in float with one rounding half to even (DSP.md); each
@@ -20,6 +23,7 @@ Usage: e2e_pretrained.py KILN PLUGIN WORKDIR
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from importlib.machinery import SourceFileLoader
@@ -67,9 +71,16 @@ def main():
 
     dsp = compile_("dsp", "--target", "dsp-hvx", "--plugin", plugin)
     reference = compile_("reference", "--backend", "kiln.reference")
-    where = placements(run([kiln, "inspect", dsp, "--partitions", "--plugin", plugin]))
+    inspect = run([kiln, "inspect", dsp, "--partitions", "--plugin", plugin])
+    where = placements(inspect)
     convs = where.get("Conv", [])
     assert convs and set(convs) == {DSP}, f"Conv placed on {sorted(set(convs))}, expected only {DSP}"
+    assert where.get("MatMul") == [DSP], f"MatMul placed on {where.get('MatMul')}, expected {DSP}"
+    divs = where.get("Div", [])
+    assert divs and 2 * divs.count(DSP) >= len(divs), f"hard-swish Div placed on {divs}: fewer than half on {DSP}"
+    nodes = sum(len(v) for v in where.values())
+    on_dsp = sum(v.count(DSP) for v in where.values())
+    partitions = int(re.search(r"partitions \((\d+)\)", inspect).group(1))
 
     worst, agree = 0.0, 0
     for i, sample in enumerate(qa.ocr_samples("ppocr-cls-v2", HELD_OUT, 5000, qa.drawn_line)):
@@ -90,9 +101,9 @@ def main():
         agree += 1
         worst = max(worst, float(np.abs(got - want).max()))
     assert worst <= PROB_BOUND, f"probabilities differ by {worst:.4f} > {PROB_BOUND}"
-    print(json.dumps({"conv_on_dsp": len(convs), "held_out": HELD_OUT, "class_equal": agree,
+    print(json.dumps({"conv_on_dsp": len(convs), "nodes_on_dsp": on_dsp, "nodes": nodes, "partitions": partitions, "held_out": HELD_OUT, "class_equal": agree,
                       "largest_probability_difference": round(worst, 5), "bound": PROB_BOUND}))
-    print(f"e2e_pretrained: PASS — PP-OCR classifier, {len(convs)} Convs on {DSP}; the class equals kiln.reference's on "
+    print(f"e2e_pretrained: PASS — PP-OCR classifier, {len(convs)} Convs and {on_dsp} of {nodes} nodes on {DSP} ({partitions} partitions); the class equals kiln.reference's on "
           f"{agree}/{HELD_OUT} held-out lines; probabilities within {worst:.4f} (bound {PROB_BOUND})")
 
 

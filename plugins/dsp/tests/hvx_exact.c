@@ -104,6 +104,10 @@ static void test_instructions(void) {
         print_vector("vsplatb", i, hvx_vsplatb(r));
         print_vector("vsplath", i, hvx_vsplath(r));
         print_vector("vsplatw", i, hvx_vsplatw(r));
+        int32_t seg = (int32_t)(rnd32() & 0xff); /* all 3 segment bits and the odd-half bit, plus high garbage */
+        print_vector("vlut32", i, hvx_vlut32(bu, bv, seg));
+        print_vector("vlut32_or", i, hvx_vlut32_or(hvx_vlut32(bu, bv, seg ^ 1), bu, bv, seg));
+        print_vector("vsubb", i, hvx_vsubb(bu, bv));
     }
 }
 
@@ -284,13 +288,39 @@ void exact_kernels(int *failures) {
         report(avg ? "avgpool" : "maxpool", i, buf_c, buf_d, p.C * p.OH * p.OW, failures);
     }
     /* lookup tables */
-    for (int i = 0; i < 8; i++) {
-        uint8_t table[256];
+    for (int i = 0; i < 24; i++) {
+        uint8_t table[256], vlut[256];
         random_bytes(table, 256);
         size_t n = (size_t)rnd_range(1, 600);
         random_bytes(buf_a, n);
-        dsp_lut(buf_a, n, table, buf_c);
+        if (i == 0) for (size_t k = 0; k < n; k++) buf_a[k] = (uint8_t)k; /* every index at least once */
+        dsp_lut_layout(table, vlut);
+        dsp_lut(buf_a, n, vlut, buf_c);
         for (size_t k = 0; k < n; k++) buf_d[k] = table[buf_a[k]];
         report("lut", i, buf_c, buf_d, n, failures);
+    }
+    /* softmax: rows of 1..700 bytes, either signedness, tables of a decreasing 16-bit curve (random steps), output
+     * scales from 2^-14 to 2^30 as Q31 multiplier and exponent, a row of all-equal values and one of the extremes */
+    for (int i = 0; i < 24; i++) {
+        uint8_t hi[256], lo[256], vhi[256], vlo[256];
+        uint32_t e = 65535;
+        for (int d = 0; d < 256; d++) {
+            hi[d] = (uint8_t)(e >> 8); lo[d] = (uint8_t)e;
+            uint32_t step = rnd32() % (1u + (e >> (2 + (i & 3))));
+            e -= step;
+        }
+        dsp_lut_layout(hi, vhi);
+        dsp_lut_layout(lo, vlo);
+        dsp_softmax s = {
+            .rows = (size_t)rnd_range(1, 3), .n = (size_t)rnd_range(1, i < 4 ? 2 : 700), .X = buf_a, .x_unsigned = (int)(rnd32() & 1),
+            .exp_hi = vhi, .exp_lo = vlo, .out_multiplier = (int32_t)(0x40000000u | (rnd32() & 0x3fffffffu)),
+            .out_exponent = (int32_t)rnd_range(i & 1 ? -14 : 6, i & 1 ? 30 : 10), .out_unsigned = (int)(rnd32() & 1), .Y = buf_c, .scratch = buf_i32,
+        };
+        s.zero_point = s.out_unsigned ? (int32_t)rnd_range(0, 10) : (int32_t)rnd_range(-128, -118);
+        random_bytes(buf_a, s.rows * s.n);
+        if (i == 4) for (size_t k = 0; k < s.rows * s.n; k++) buf_a[k] = 0x7f;
+        dsp_softmax_rows(&s);
+        ref_softmax(&s, hi, lo, buf_d);
+        report("softmax", i, buf_c, buf_d, s.rows * s.n, failures);
     }
 }

@@ -105,4 +105,30 @@ static inline void ref_pool(const dsp_pool *p, int avg, uint8_t *Y) {
             }
 }
 
+/* dsp_softmax_rows element by element, on plain-order tables hi[d], lo[d] (the documented fixed point). */
+static inline void ref_softmax(const dsp_softmax *s, const uint8_t hi[256], const uint8_t lo[256], uint8_t *Y) {
+    for (size_t r = 0; r < s->rows; r++) {
+        const uint8_t *x = s->X + r * s->n;
+        int32_t top = ref_byte(x[0], s->x_unsigned);
+        for (size_t i = 1; i < s->n; i++) top = ref_byte(x[i], s->x_unsigned) > top ? ref_byte(x[i], s->x_unsigned) : top;
+        uint32_t sum = 0;
+        for (size_t i = 0; i < s->n; i++) { int32_t d = top - ref_byte(x[i], s->x_unsigned); sum += (uint32_t)(hi[d] * 256 + lo[d]); }
+        int32_t k = 0;
+        uint64_t S = sum;
+        while (S < ((uint64_t)1 << 30)) { S <<= 1; k++; }
+        uint64_t R = (((uint64_t)1 << 61) / S);
+        if (R > 0x7fffffffu) R = 0x7fffffffu;
+        int32_t shift = 45 - k - s->out_exponent, pre = 0;
+        if (shift > 31) { pre = shift - 31 > 31 ? 31 : shift - 31; shift = 31; }
+        dsp_requant q = {s->out_multiplier, shift, s->zero_point};
+        for (size_t i = 0; i < s->n; i++) {
+            int32_t d = top - ref_byte(x[i], s->x_unsigned);
+            int64_t e = (int64_t)(hi[d] * 256 + lo[d]) << 15;
+            int64_t t = ref_sat32(ref_floor_shift(e * (int64_t)R + ((int64_t)1 << 30), 31));
+            if (pre > 0) t = ref_floor_shift(ref_sat32(t + ((int64_t)1 << (pre - 1))), (unsigned)pre);
+            Y[r * s->n + i] = ref_clamp8(ref_requant_wide((int32_t)t, &q), s->out_unsigned);
+        }
+    }
+}
+
 #endif

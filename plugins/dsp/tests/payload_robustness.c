@@ -205,6 +205,7 @@ int main(void) {
     struct { const char *what; int op; int param; int64_t value; } bad[] = {
         {"group 0", 1, 0, 0}, {"stride 0", 1, 1, 0}, {"negative pad", 1, 3, -1}, {"pad 2^40", 1, 4, (int64_t)1 << 40},
         {"dilation 0", 1, 7, 0}, {"group 3 (channels 2)", 1, 0, 3}, {"stride 2^62", 1, 2, (int64_t)1 << 62},
+        {"QLinearMatMul transB 2", 2, 0, 2}, {"QLinearMatMul transB 1 (b 6x5 does not fit a's last dim 6)", 2, 0, 1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         dsp_op saved = ops[bad[i].op];
@@ -303,6 +304,87 @@ int main(void) {
         EXPECT(r == 1 && strstr(why, "layer table"), "ops without a layer table: %d %s", r, why);
         free(b.data);
         p.layers.count = count;
+    }
+    {   /* a lookup table (2 channels along axis 1 of the quantized [1, 2, 6, 6] input): runs; impossible parameters are refused */
+        static uint8_t tables[2 * 256];
+        static int64_t td[2] = {2, 256}, short_td[2] = {1, 256};
+        for (int i = 0; i < 512; i++) tables[i] = (uint8_t)(i * 7);
+        dsp_constant saved_c = cs[2];
+        dsp_op saved_ops[3] = {ops[1], ops[2], ops[3]};
+        cs[2] = constant(V_W, DSP_U8, 2, td, tables, sizeof tables);
+        ops[1] = (dsp_op){DSP_OP_LUT, 2, {V_Q, V_W}, V_C, {2, 2, 4, DSP_U8, DSP_I8}};
+        ops[2] = (dsp_op){DSP_OP_DEQUANTIZE, 3, {V_C, V_DS, V_WZ}, V_Y, {0}};
+        p.op_count = 3;
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "the lookup-table program did not run: %s", why);
+        b.data[4] = 2; /* the same program as a version 2 payload: older plugins would not know the op, so it is refused */
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "unknown opcode"), "a version 2 payload with a lookup table: %d %s", r, why);
+        printf("lookup table in a version 2 payload: %s\n", why);
+        free(b.data);
+        struct { const char *what; int param; int64_t value; } lut_bad[] = {
+            {"lookup table: 3 channels for 2", 0, 3}, {"lookup table: channels 0", 0, 0}, {"lookup table: axis past the rank", 1, 4},
+            {"lookup table: axis 2^40", 1, (int64_t)1 << 40}, {"lookup table: rank 5 wanted", 2, 5}, {"lookup table: int8 input wanted", 3, DSP_I8},
+            {"lookup table: int32 result", 4, DSP_I32},
+        };
+        for (size_t i = 0; i < sizeof lut_bad / sizeof lut_bad[0]; i++) {
+            int64_t keep = ops[1].params[lut_bad[i].param];
+            ops[1].params[lut_bad[i].param] = lut_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", lut_bad[i].what, r);
+            printf("%s: %s\n", lut_bad[i].what, why);
+            free(b.data);
+            ops[1].params[lut_bad[i].param] = keep;
+        }
+        cs[2] = constant(V_W, DSP_U8, 2, short_td, tables, 256);
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "a lookup table with one table for 2 channels ran (%d)", r);
+        printf("lookup table: 1 table for 2 channels: %s\n", why);
+        free(b.data);
+        /* the same input through a Softmax over its last axis: runs; impossible parameters are refused */
+        cs[2] = constant(V_W, DSP_U8, 2, td, tables, sizeof tables);
+        ops[1] = (dsp_op){DSP_OP_SOFTMAX, 2, {V_Q, V_W}, V_C, {1 << 30, 8, -128, DSP_U8, DSP_I8, -1}};
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "the Softmax program did not run: %s", why);
+        free(b.data);
+        struct { const char *what; int param; int64_t value; } sm_bad[] = {
+            {"softmax: multiplier below 2^30", 0, 5}, {"softmax: exponent 31", 1, 31}, {"softmax: zero point 300", 2, 300},
+            {"softmax: int8 input wanted", 3, DSP_I8}, {"softmax: float result", 4, DSP_F32}, {"softmax: axis 1 of 4", 5, 1},
+        };
+        for (size_t i = 0; i < sizeof sm_bad / sizeof sm_bad[0]; i++) {
+            int64_t keep = ops[1].params[sm_bad[i].param];
+            ops[1].params[sm_bad[i].param] = sm_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", sm_bad[i].what, r);
+            printf("%s: %s\n", sm_bad[i].what, why);
+            free(b.data);
+            ops[1].params[sm_bad[i].param] = keep;
+        }
+        cs[2] = saved_c;
+        ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
+        p.op_count = 4;
+    }
+    {   /* the valid program as a version 2 payload (what the previous plugin wrote) still runs; with transB it is refused */
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        b.data[4] = 2;
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "a version 2 payload did not run: %s", why);
+        free(b.data);
+        ops[2].params[0] = 1;
+        dsp_encode(&p, &b);
+        b.data[4] = 2;
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "transB"), "a version 2 QLinearMatMul with transB: %d %s", r, why);
+        printf("transB in a version 2 payload: %s\n", why);
+        free(b.data);
+        ops[2].params[0] = 0;
     }
     ak_layers_free(&p.layers);
     free(good.data);
