@@ -185,24 +185,38 @@ func normalizedAxis(_ a: Int, rank: Int) -> Int? {
     return n >= 0 && n < max(rank, 1) ? n : nil
 }
 
-/// Visits every row (last output dim) of a broadcast of `operands` (shapes) to `out`: `body` gets the
-/// output offset, each operand's offset (elements) and inner stride, and the row length.
-func forEachBroadcastRow(out: [Int], operands: [[Int]],
+/// Visits every row of a broadcast of `operands` (shapes) to `out`: `body` gets the output offset, each
+/// operand's offset (elements) and inner stride, and the row length. Output dims that every operand walks
+/// alike (contiguously, or all repeating) are merged first, so a row is as long as the broadcast allows: a
+/// [1, C, H, W] + [1, C, 1, 1] sum is C rows of H·W, not C·H rows of W.
+func forEachBroadcastRow(out fullOut: [Int], operands: [[Int]],
                          _ body: (_ outOffset: Int, _ offsets: UnsafeMutableBufferPointer<Int>, _ strides: UnsafeBufferPointer<Int>, _ n: Int) throws -> Void) rethrows {
-    let rank = out.count
     let m = operands.count
     // Each operand's strides in output dims (0 where it broadcasts).
-    var strides = [[Int]](repeating: [Int](repeating: 0, count: rank), count: m)
+    var fullStrides = [[Int]](repeating: [Int](repeating: 0, count: fullOut.count), count: m)
     for (k, s) in operands.enumerated() {
         var running = 1
         for i in stride(from: s.count - 1, through: 0, by: -1) {
-            let j = i + rank - s.count
-            strides[k][j] = s[i] == 1 ? 0 : running
+            let j = i + fullOut.count - s.count
+            fullStrides[k][j] = s[i] == 1 ? 0 : running
             running *= s[i]
         }
     }
-    let total = out.reduce(1, *)
+    let total = fullOut.reduce(1, *)
     if total == 0 { return }
+    // Dims of size 1 dropped; a dim merged into the one outside it when every operand's outer stride is its
+    // inner stride times the inner size.
+    var out: [Int] = [], strides = [[Int]](repeating: [], count: m)
+    for axis in fullOut.indices where fullOut[axis] != 1 {
+        if let last = out.last, (0..<m).allSatisfy({ strides[$0].last! == fullStrides[$0][axis] * fullOut[axis] }) {
+            out[out.count - 1] = last * fullOut[axis]
+            for k in 0..<m { strides[k][strides[k].count - 1] = fullStrides[k][axis] }
+        } else {
+            out.append(fullOut[axis])
+            for k in 0..<m { strides[k].append(fullStrides[k][axis]) }
+        }
+    }
+    let rank = out.count
     let n = rank == 0 ? 1 : out[rank - 1]
     let inner = (0..<m).map { rank == 0 ? 0 : strides[$0][rank - 1] }
     let rows = total / n
