@@ -6,8 +6,8 @@
  * Backend "sampledsp.hvx" (a vendor.target name: the kiln. prefix is reserved for built-in backends),
  * target "dsp-hvx". It claims QuantizeLinear, DequantizeLinear, QLinearMatMul and
  * QLinearConv (per-tensor scales and zero points that are initializers, int8/uint8), MaxPool on
- * uint8/int8 and float32 Relu,
- * and Conv in QDQ form (DequantizeLinear -> Conv -> QuantizeLinear, lowered as QLinearConv),
+ * uint8/int8 and float32 Relu, com.microsoft QLinearAdd (dsp_qadd) and QLinearAveragePool / QLinearGlobalAveragePool
+ * (dsp_avgpool, when x and y share their quantization), and Conv in QDQ form (DequantizeLinear -> Conv -> QuantizeLinear, lowered as QLinearConv),
  * compiles a graph of them into its own payload (program.h, compat "sampledsp.hvx/kdsp1"), and executes it with the
  * kernels of kernels.c running on the C functional model of HVX (hvx.h) — the same kernel source that
  * tests/run-hvx-exact proves bit-exact on the real instruction set under qemu-hexagon.
@@ -101,6 +101,71 @@ static void value_type(const Kiln__Ir__Graph *g, const char *name, int *dtype, i
         }
 }
 
+/* The dims of `name` when its type records a shape whose dims are all fixed: its rank (dims into `dims`, at most
+ * DSP_MAX_RANK), else -1. */
+static int fixed_dims(const Kiln__Ir__Graph *g, const char *name, int64_t *dims) {
+    for (size_t i = 0; i < g->n_value_types + g->n_inputs; i++) {
+        const Kiln__Ir__Value *v = i < g->n_inputs ? g->inputs[i] : g->value_types[i - g->n_inputs];
+        if (strcmp(v->name, name) != 0) continue;
+        if (!v->type || v->type->value_case != KILN__IR__TYPE__VALUE_TENSOR || !v->type->tensor || !v->type->tensor->has_shape) return -1;
+        const Kiln__Ir__TensorType *t = v->type->tensor;
+        if (t->n_dims > DSP_MAX_RANK) return -1;
+        for (size_t d = 0; d < t->n_dims; d++) {
+            if (t->dims[d]->value_case != KILN__IR__DIM__VALUE_FIXED) return -1;
+            dims[d] = t->dims[d]->fixed;
+        }
+        return (int)t->n_dims;
+    }
+    return -1;
+}
+
+static long producer_of(const Kiln__Ir__Graph *g, const char *name);
+
+/* The fixed dims of `name` as fixed_dims finds them, or, for the result of a com.microsoft QLinearAdd,
+ * QLinearAveragePool or QLinearGlobalAveragePool (whose shapes the host's inference may not record), computed from
+ * the dims of their inputs (at most `depth` producers back). Its rank, or -1. */
+static int inferred_dims(const Kiln__Ir__Graph *g, const char *name, int64_t *dims, int depth) {
+    int rank = fixed_dims(g, name, dims);
+    const Kiln__Ir__Tensor *t = rank < 0 ? ak_initializer(g, name) : NULL;
+    if (t && t->n_shape <= DSP_MAX_RANK) {
+        for (size_t d = 0; d < t->n_shape; d++) dims[d] = t->shape[d];
+        return (int)t->n_shape;
+    }
+    long at = rank < 0 && depth > 0 ? producer_of(g, name) : -1;
+    if (at < 0) return rank;
+    const Kiln__Ir__Node *n = g->nodes[at];
+    if (strcmp(n->domain, "com.microsoft") != 0 || n->n_inputs < 5) return -1;
+    if (strcmp(n->op, "QLinearAdd") == 0 && n->n_inputs >= 4) { /* multidirectional broadcasting */
+        int64_t a[DSP_MAX_RANK], b[DSP_MAX_RANK];
+        int ra = inferred_dims(g, n->inputs[0], a, depth - 1), rb = inferred_dims(g, n->inputs[3], b, depth - 1);
+        if (ra < 0 || rb < 0) return -1;
+        rank = ra > rb ? ra : rb;
+        for (int d = 0; d < rank; d++) {
+            int64_t da = d + ra >= rank ? a[d + ra - rank] : 1, db = d + rb >= rank ? b[d + rb - rank] : 1;
+            if (da != db && da != 1 && db != 1) return -1;
+            dims[d] = da == 1 ? db : da;
+        }
+        return rank;
+    }
+    int global = strcmp(n->op, "QLinearGlobalAveragePool") == 0;
+    if (!global && strcmp(n->op, "QLinearAveragePool") != 0) return -1;
+    if (inferred_dims(g, n->inputs[0], dims, depth - 1) != 4) return -1;
+    if (global) { dims[2] = dims[3] = 1; return 4; }
+    const Kiln__Ir__Attribute *k = ak_attribute(n, "kernel_shape"), *st = ak_attribute(n, "strides"), *p = ak_attribute(n, "pads");
+    if (!k || k->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !k->ints || k->ints->n_values != 2) return -1;
+    if ((st && (st->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !st->ints || st->ints->n_values != 2)) ||
+        (p && (p->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !p->ints || p->ints->n_values != 4)) || ak_int_attr(n, "ceil_mode", 0) != 0)
+        return -1;
+    const Kiln__Ir__Attribute *ap = ak_attribute(n, "auto_pad");
+    int valid = ap && ap->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(ap->s, "VALID") == 0;
+    for (int d = 0; d < 2; d++) {
+        int64_t kd = k->ints->values[d], sd = st ? st->ints->values[d] : 1, pd = p && !valid ? p->ints->values[d] + p->ints->values[d + 2] : 0;
+        if (kd < 1 || sd < 1 || pd < 0 || dims[2 + d] + pd < kd) return -1;
+        dims[2 + d] = (dims[2 + d] + pd - kd) / sd + 1;
+    }
+    return 4;
+}
+
 /* The one element of a 1-element initializer of `dtype` as a double; 0 when it is not one. */
 static int scalar_initializer(const Kiln__Ir__Graph *g, const char *name, int dtype, double *out) {
     const Kiln__Ir__Tensor *t = ak_initializer(g, name);
@@ -135,6 +200,11 @@ static size_t scale_initializer(const Kiln__Ir__Graph *g, const char *name, size
 static int output_dtype(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node) {
     const char *op = node->op;
     if (strcmp(op, "DequantizeLinear") == 0 || strcmp(op, "Relu") == 0) return DSP_F32;
+    if (strcmp(op, "QLinearAveragePool") == 0 || strcmp(op, "QLinearGlobalAveragePool") == 0) {
+        int d = 0, r;
+        if (node->n_inputs > 4 && node->inputs[4][0]) value_type(g, node->inputs[4], &d, &r);
+        return d ? d : DSP_U8;
+    }
     if (strcmp(op, "MaxPool") == 0) {
         int d = 0, r;
         if (node->n_inputs > 0) value_type(g, node->inputs[0], &d, &r);
@@ -145,13 +215,110 @@ static int output_dtype(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node) {
     return DSP_U8;
 }
 
+/* Writes a reason into why (size bytes) and returns 1: the rejection of a node. */
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+
+/* The element type of input `name` of a node: recorded in the graph, or in `known` (values claimed nodes produce). */
+static int input_dtype(const Kiln__Ir__Graph *g, const char *name, const char *const *known_names, const int *known_types, size_t known_count) {
+    int d, r;
+    value_type(g, name, &d, &r);
+    for (size_t k = 0; !d && k < known_count; k++)
+        if (strcmp(known_names[k], name) == 0) d = known_types[k];
+    return d;
+}
+
+/* Why this backend cannot run com.microsoft node `node` (QLinearAdd, QLinearAveragePool, QLinearGlobalAveragePool;
+ * into why), or 0 when it can. */
+static int rejects_contrib(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const char *const *known_names, const int *known_types,
+                           size_t known_count, char *why, size_t size) {
+    const char *op = node->op;
+    int add = strcmp(op, "QLinearAdd") == 0, global = strcmp(op, "QLinearGlobalAveragePool") == 0;
+    int pool = global || strcmp(op, "QLinearAveragePool") == 0;
+    if (!add && !pool)
+        REJECT("op com.microsoft.%s is not supported (supported in com.microsoft: QLinearAdd, QLinearAveragePool, QLinearGlobalAveragePool; "
+               "QLinearMul has no kernel here)", op);
+    size_t inputs = add ? 8 : 5;
+    if (node->n_inputs != inputs) REJECT("%s with %zu inputs is not supported (all %zu, zero points included, must be given)", op, node->n_inputs, inputs);
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    for (size_t i = 0; i < inputs; i++)
+        if (!node->inputs[i][0]) REJECT("%s: input %zu is omitted (omitted zero points are not supported)", op, i);
+    /* data inputs, scales and zero points by position */
+    size_t data[2] = {0, add ? 3 : 0}, scales[3] = {1, add ? 4 : 1, add ? 6 : 3}, zps[3] = {2, add ? 5 : 2, add ? 7 : 4};
+    int t = input_dtype(g, node->inputs[0], known_names, known_types, known_count);
+    if (t != DSP_U8 && t != DSP_I8) REJECT("%s: input 0 must be uint8 or int8 (it is type %d)", op, t);
+    if (add && input_dtype(g, node->inputs[data[1]], known_names, known_types, known_count) != t)
+        REJECT("QLinearAdd: A and B must have the same element type (uint8 or int8)");
+    float s[3];
+    double z[3];
+    for (int k = 0; k < 3; k++) {
+        if (scale_initializer(g, node->inputs[scales[k]], 1, &s[k]) != 1)
+            REJECT("%s: scale input %zu must be a positive float32 initializer with one element (per-axis scales are not supported)", op, scales[k]);
+        if (!scalar_initializer(g, node->inputs[zps[k]], t, &z[k]))
+            REJECT("%s: zero point input %zu must be an initializer with one element of the data's type (uint8 or int8)", op, zps[k]);
+    }
+    if (add) {
+        /* dsp_qadd: qa = s_a/(2m), qb = s_b/(2m) with m = max(s_a, s_b), qout = 2m/(2^20·s_y), each a Q31 requantization */
+        double sa = s[0], sb = s[1], sy = s[2], m = sa > sb ? sa : sb;
+        double small = (sa < sb ? sa : sb) / (2 * m), out = 2 * m / (1048576.0 * sy);
+        if (small < 1e-9) REJECT("QLinearAdd: A's and B's scales differ by a factor above 5e8 (not supported by the Q31 requantization)");
+        if (!(out < 0.999999)) REJECT("QLinearAdd: the output scale %g is below 2^-19 of the larger input scale %g (not supported by dsp_qadd's 2^20 fixed point)", sy, m);
+        if (out < 1e-18) REJECT("QLinearAdd: the output scale %g is too large against the input scales", sy);
+        return 0;
+    }
+    /* dsp_avgpool averages the bytes themselves: the result is in x's quantization, so y must share it */
+    if (memcmp(&s[0], &s[2], 4) != 0 || z[0] != z[2])
+        REJECT("%s: y_scale and y_zero_point must equal x_scale and x_zero_point (the average pooling kernel averages the bytes and does not requantize)", op);
+    int64_t dims[DSP_MAX_RANK];
+    int rank = inferred_dims(g, node->inputs[0], dims, 16), d, r;
+    value_type(g, node->inputs[0], &d, &r);
+    if (r < 0) r = rank;
+    if (r != 4) REJECT("%s: only 2-D pooling of a rank-4 (NCHW) input of known rank is supported", op);
+    const Kiln__Ir__Attribute *a = ak_attribute(node, "channels_last");
+    if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("%s: channels_last 1 (NHWC) is not supported", op);
+    if (global) {
+        if (rank != 4 || dims[2] < 1 || dims[3] < 1 || dims[2] * dims[3] > 128)
+            REJECT("QLinearGlobalAveragePool: the image must have a known size of at most 128 elements (the kernel's int16 window sums)");
+        return 0;
+    }
+    a = ak_attribute(node, "kernel_shape");
+    if (!a || a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != 2) REJECT("QLinearAveragePool: kernel_shape must list 2 integers");
+    int64_t k[2] = {a->ints->values[0], a->ints->values[1]};
+    if (k[0] < 1 || k[1] < 1 || k[0] * k[1] > 128) REJECT("QLinearAveragePool: windows of more than 128 elements are not supported (the kernel's int16 window sums)");
+    int64_t pads = 0;
+    const char *lists[3] = {"strides", "pads", "dilations"};
+    size_t lengths[3] = {2, 4, 2};
+    for (int j = 0; j < 3; j++) {
+        a = ak_attribute(node, lists[j]);
+        if (!a) continue;
+        if (a->value_case != KILN__IR__ATTRIBUTE__VALUE_INTS || !a->ints || a->ints->n_values != lengths[j]) REJECT("QLinearAveragePool: attribute %s must list %zu integers", lists[j], lengths[j]);
+        for (size_t i = 0; i < a->ints->n_values; i++) {
+            int64_t v = a->ints->values[i];
+            if (j == 0 && (v < 1 || v > 4096)) REJECT("QLinearAveragePool: strides out of range");
+            if (j == 1 && (v < 0 || v >= k[i & 1])) REJECT("QLinearAveragePool: pads must be smaller than the kernel");
+            if (j == 2 && v != 1) REJECT("QLinearAveragePool: dilations are not supported");
+            if (j == 1) pads += v;
+        }
+    }
+    a = ak_attribute(node, "ceil_mode");
+    if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || a->i != 0)) REJECT("QLinearAveragePool: ceil_mode 1 is not supported");
+    a = ak_attribute(node, "auto_pad");
+    if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "NOTSET") != 0 && strcmp(a->s, "VALID") != 0)
+        REJECT("QLinearAveragePool: auto_pad %s is not supported", a->s);
+    if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "VALID") == 0) pads = 0;
+    a = ak_attribute(node, "count_include_pad");
+    if (a && (a->value_case != KILN__IR__ATTRIBUTE__VALUE_I || (a->i != 0 && a->i != 1))) REJECT("QLinearAveragePool: count_include_pad must be 0 or 1");
+    if (a && a->i == 1 && pads > 0 && z[0] != 0)
+        REJECT("QLinearAveragePool: count_include_pad 1 with pads needs x_zero_point 0 (the kernel's padding is the byte 0, the real value 0 only then)");
+    return 0;
+}
+
 /* Why this backend cannot run `node` (into why), or 0 when it can. `known` lists types of values claimed
  * nodes produce (name -> dtype), which the graph may not record. */
 static int rejects(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, const char *const *known_names, const int *known_types,
                    size_t known_count, char *why, size_t size) {
     const char *op = node->op;
-#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
-    if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
+    if (strcmp(node->domain, "com.microsoft") == 0) return rejects_contrib(g, node, known_names, known_types, known_count, why, size);
+    if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX and com.microsoft domains are supported", node->domain, op);
     int quantize = strcmp(op, "QuantizeLinear") == 0, dequantize = strcmp(op, "DequantizeLinear") == 0;
     int matmul = strcmp(op, "QLinearMatMul") == 0, conv = strcmp(op, "QLinearConv") == 0, relu = strcmp(op, "Relu") == 0;
     int maxpool = strcmp(op, "MaxPool") == 0;
@@ -944,7 +1111,8 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
         const char *name = node->op;
         op->opcode = strcmp(name, "QuantizeLinear") == 0 ? DSP_OP_QUANTIZE : strcmp(name, "DequantizeLinear") == 0 ? DSP_OP_DEQUANTIZE
                    : strcmp(name, "QLinearMatMul") == 0 ? DSP_OP_QMATMUL : strcmp(name, "QLinearConv") == 0 ? DSP_OP_QCONV
-                   : strcmp(name, "MaxPool") == 0 ? DSP_OP_MAXPOOL : DSP_OP_RELU;
+                   : strcmp(name, "MaxPool") == 0 ? DSP_OP_MAXPOOL : strcmp(name, "QLinearAdd") == 0 ? DSP_OP_QADD
+                   : strcmp(name, "QLinearAveragePool") == 0 || strcmp(name, "QLinearGlobalAveragePool") == 0 ? DSP_OP_QAVGPOOL : DSP_OP_RELU;
         op->input_count = (uint32_t)node->n_inputs;
         for (size_t k = 0; k < node->n_inputs; k++) {
             if (!node->inputs[k][0]) { op->inputs[k] = DSP_NO_VALUE; continue; }
@@ -965,7 +1133,9 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, dsp_program *p) {
             if (a) { op->params[7] = a->ints->values[0]; op->params[8] = a->ints->values[1]; }
         }
         if (op->opcode == DSP_OP_QMATMUL) op->params[0] = ak_int_attr(node, "transB", 0) != 0;
-        if (op->opcode == DSP_OP_MAXPOOL) {
+        if (op->opcode == DSP_OP_QAVGPOOL && strcmp(name, "QLinearGlobalAveragePool") == 0) op->params[9] = 1;
+        else if (op->opcode == DSP_OP_QAVGPOOL) op->params[8] = ak_int_attr(node, "count_include_pad", 0);
+        if (op->opcode == DSP_OP_MAXPOOL || (op->opcode == DSP_OP_QAVGPOOL && !op->params[9])) { /* the same window params */
             const Kiln__Ir__Attribute *a = ak_attribute(node, "kernel_shape");
             op->params[0] = a->ints->values[0];
             op->params[1] = a->ints->values[1];
@@ -1044,7 +1214,8 @@ static kiln_plugin_error *check(void *context, const char *compat) {
 }
 
 /* Step names of a version 1 payload's ops (it has no layer table), by opcode. */
-static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable", "Softmax"};
+static const char *const op_names[DSP_OP_LAST + 1] = {"?", "Quantize", "Dequantize", "QLinearMatMul", "QLinearConv", "Relu", "MaxPool", "LookupTable", "Softmax",
+                                                       "QLinearAdd", "QLinearAveragePool"};
 
 /* A loaded program and its last run's profile (plugin ABI 1.4). */
 typedef struct dsp_executable {
@@ -1137,6 +1308,109 @@ static int make_result(run_value *r, uint32_t dtype, uint32_t rank, const int64_
     return r->owned ? 0 : -1;
 }
 
+/* Copies byte tensor `src` broadcast (ONNX multidirectional broadcasting, already checked) to the shape `dims` of
+ * rank `rank` >= src's into `dst`. */
+static void broadcast_bytes(const run_value *src, uint32_t rank, const int64_t *dims, int64_t count, uint8_t *dst) {
+    int64_t stride[DSP_MAX_RANK], at[DSP_MAX_RANK] = {0}, step = 1;
+    for (uint32_t d = rank; d-- > 0;) {
+        int64_t sd = d + src->rank >= rank ? src->dims[d + src->rank - rank] : 1;
+        stride[d] = sd == 1 ? 0 : step;
+        step *= sd;
+    }
+    const uint8_t *s = src->data;
+    int64_t offset = 0;
+    for (int64_t i = 0; i < count; i++) {
+        dst[i] = s[offset];
+        for (uint32_t d = rank; d-- > 0;) { /* the next index, odometer style */
+            offset += stride[d];
+            if (++at[d] < dims[d]) break;
+            offset -= stride[d] * at[d];
+            at[d] = 0;
+        }
+    }
+}
+
+/* QLinearAdd: a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp (per tensor, all of the data's type), broadcast
+ * operands materialized to the result's shape, then dsp_qadd. */
+static kiln_plugin_error *run_qadd(run_value **in, run_value *out, uint32_t index, dsp_cost *cost) {
+    float s[3];
+    int32_t z[3];
+    uint32_t zt[3];
+    size_t si[3] = {1, 4, 6}, zi[3] = {2, 5, 7};
+    for (int k = 0; k < 3; k++)
+        if (scalar_f32(in[si[k]], &s[k]) || !(s[k] > 0) || !isfinite(s[k]) || scalar_zp(in[zi[k]], &z[k], &zt[k]))
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: QLinearAdd's scales must be one positive float32 and its zero points one byte", index);
+    const run_value *a = in[0], *b = in[3];
+    uint32_t t = a->dtype;
+    if ((t != DSP_U8 && t != DSP_I8) || b->dtype != t || zt[0] != t || zt[1] != t || zt[2] != t)
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: QLinearAdd's operands, result and zero points must all be uint8 or all int8", index);
+    double sa = s[0], sb = s[1], sy = s[2], m = sa > sb ? sa : sb;
+    dsp_requant qa, qb, qo;
+    if (make_requant(sa / (2 * m), 0, &qa) || make_requant(sb / (2 * m), 0, &qb) || make_requant(2 * m / (1048576.0 * sy), z[2], &qo))
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: QLinearAdd's scales %g, %g -> %g do not fit the Q31 requantization", index, sa, sb, sy);
+    uint32_t rank = a->rank > b->rank ? a->rank : b->rank;
+    int64_t dims[DSP_MAX_RANK];
+    for (uint32_t d = 0; d < rank; d++) {
+        int64_t da = d + a->rank >= rank ? a->dims[d + a->rank - rank] : 1, db = d + b->rank >= rank ? b->dims[d + b->rank - rank] : 1;
+        if (da != db && da != 1 && db != 1)
+            return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: QLinearAdd's operands do not broadcast (dim %u: %lld and %lld)", index, d, (long long)da, (long long)db);
+        dims[d] = da == 1 ? db : da;
+    }
+    int64_t n = dsp_element_count(rank, dims);
+    if (n < 0 || (uint64_t)n > DSP_MAX_OP_WORK) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: QLinearAdd is beyond this backend's work limit", index);
+    if (make_result(out, t, rank, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    uint8_t *ea = a->count != n ? malloc((size_t)n + 1) : NULL, *eb = b->count != n ? malloc((size_t)n + 1) : NULL;
+    if ((a->count != n && !ea) || (b->count != n && !eb)) { free(ea); free(eb); return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); }
+    if (ea) broadcast_bytes(a, rank, dims, n, ea);
+    if (eb) broadcast_bytes(b, rank, dims, n, eb);
+    if (n) dsp_qadd(ea ? ea : a->data, z[0], eb ? eb : b->data, z[1], (size_t)n, t == DSP_U8, &qa, &qb, &qo, out->owned);
+    free(ea);
+    free(eb);
+    cost_add(cost, (uint64_t)a->count + (uint64_t)b->count, (uint64_t)n, ((uint64_t)n + 127) / 128 * 90 + (ea || eb ? ((uint64_t)n + 127) / 128 : 0));
+    return NULL;
+}
+
+/* QLinearAveragePool / QLinearGlobalAveragePool (x and y in the same quantization): dsp_avgpool on the bytes. */
+static kiln_plugin_error *run_qavgpool(const dsp_op *op, run_value **in, run_value *out, uint32_t index, dsp_cost *cost) {
+    const run_value *x = in[0];
+    float sx, sy;
+    int32_t zx, zy;
+    uint32_t tx, ty;
+    if ((x->dtype != DSP_U8 && x->dtype != DSP_I8) || x->rank != 4)
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: average pooling takes a rank-4 uint8/int8 tensor", index);
+    if (scalar_f32(in[1], &sx) || scalar_f32(in[3], &sy) || scalar_zp(in[2], &zx, &tx) || scalar_zp(in[4], &zy, &ty) ||
+        tx != x->dtype || ty != x->dtype || memcmp(&sx, &sy, 4) != 0 || zx != zy)
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: average pooling needs y's scale and zero point (of x's type) equal to x's: the kernel does not requantize", index);
+    int64_t B = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t kh = op->params[0], kw = op->params[1], sh = op->params[2], sw = op->params[3];
+    int64_t pt = op->params[4], pl = op->params[5], pb = op->params[6], pr = op->params[7], include = op->params[8], global = op->params[9];
+    if (global == 1) {
+        if (kh || kw || sh || sw || pt || pl || pb || pr || include) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: a global average pooling has window params in the payload", index);
+        kh = H; kw = W; sh = sw = 1;
+    } else if (global != 0 || kh < 1 || kw < 1 || kh > 128 || kw > 128 || sh < 1 || sw < 1 || sh > 4096 || sw > 4096 || pt < 0 || pl < 0 || pb < 0 ||
+               pr < 0 || pt >= kh || pb >= kh || pl >= kw || pr >= kw || (include != 0 && include != 1)) {
+        return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u: average pooling attributes out of range in the payload", index);
+    }
+    if (kh < 1 || kw < 1 || kh * kw > 128)
+        return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: an average pooling window of %lld×%lld (at most 128 elements)", index, (long long)kh, (long long)kw);
+    if (include && (pt || pl || pb || pr) && zx != 0)
+        return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: count_include_pad with pads needs x_zero_point 0", index);
+    if (H + pt + pb < kh || W + pl + pr < kw) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: op %u: the window is larger than the padded input", index);
+    int64_t OH = (H + pt + pb - kh) / sh + 1, OW = (W + pl + pr - kw) / sw + 1;
+    if ((uint64_t)B * (uint64_t)C * (uint64_t)OH * (uint64_t)OW * (uint64_t)(kh * kw) > DSP_MAX_OP_WORK)
+        return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: average pooling beyond this backend's work limit", index);
+    int64_t dims[4] = {B, C, OH, OW};
+    if (make_result(out, x->dtype, 4, dims)) return ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
+    dsp_pool pool = {
+        .C = (size_t)(B * C), .H = (size_t)H, .W = (size_t)W, .KH = (size_t)kh, .KW = (size_t)kw, .stride_h = (size_t)sh,
+        .stride_w = (size_t)sw, .pad_top = (size_t)pt, .pad_left = (size_t)pl, .OH = (size_t)OH, .OW = (size_t)OW,
+        .is_unsigned = x->dtype == DSP_U8, .count_include_pad = (int)include, .X = x->data, .Y = out->owned,
+    };
+    if (out->count && dsp_avgpool(&pool)) return ak_error(KILN_ERROR_UNSUPPORTED, "execute: op %u: the average pooling kernel refused the window", index);
+    cost_add(cost, (uint64_t)x->count, (uint64_t)out->count, (uint64_t)(B * C * OH) * (((uint64_t)OW + 127) / 128) * ((uint64_t)(kh * kw) * 3 + 6));
+    return NULL;
+}
+
 /* Runs one op. */
 static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t index, dsp_cost *cost) {
     run_value *in[DSP_MAX_OP_INPUTS] = {0};
@@ -1146,7 +1420,8 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         if (!in[k]->set) return ak_error(KILN_ERROR_RUNTIME, "execute: op %u reads a value that was never set", index);
     }
     run_value *out = &values[op->output];
-    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode >= DSP_OP_LUT ? 2 : 8;
+    size_t need = op->opcode == DSP_OP_RELU || op->opcode == DSP_OP_MAXPOOL ? 1 : op->opcode == DSP_OP_QAVGPOOL ? 5
+                : op->opcode <= DSP_OP_DEQUANTIZE || op->opcode == DSP_OP_LUT || op->opcode == DSP_OP_SOFTMAX ? 2 : 8;
     if (op->input_count < need) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u has %u inputs, needs %zu", index, op->input_count, need);
     for (size_t k = 0; k < need; k++)
         if (!in[k]) return ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: op %u lacks required input %zu", index, k);
@@ -1184,6 +1459,8 @@ static kiln_plugin_error *run_op(const dsp_op *op, run_value *values, uint32_t i
         cost_add(cost, (uint64_t)x->count, (uint64_t)out->count, (uint64_t)(B * C * OH) * (((uint64_t)OW + 127) / 128) * (uint64_t)(kh * kw) * 2);
         return NULL;
     }
+    case DSP_OP_QADD: return run_qadd(in, out, index, cost);
+    case DSP_OP_QAVGPOOL: return run_qavgpool(op, in, out, index, cost);
     case DSP_OP_LUT: {
         const run_value *x = in[0], *t = in[1];
         int64_t C = op->params[0], from_end = op->params[1], min_rank = op->params[2], xt = op->params[3], yt = op->params[4];

@@ -26,7 +26,7 @@ int64_t dsp_element_count(uint32_t rank, const int64_t *dims) {
 void dsp_encode(const dsp_program *p, dsp_buffer *out) {
     memset(out, 0, sizeof *out);
     ak_put(out, "KDSP", 4);
-    ak_put_u32(out, 3); /* 3: LookupTable, Softmax, QLinearMatMul's transB and bias; the layout is version 2's */
+    ak_put_u32(out, 4); /* 3: LookupTable, Softmax, QLinearMatMul's transB and bias; 4: QLinearAdd, QLinearAveragePool; the layout is version 2's */
     ak_put_u32(out, p->value_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
     ak_put_u32(out, p->constant_count); ak_put_u32(out, p->op_count);
     for (uint32_t i = 0; i < p->input_count; i++) { ak_put_u32(out, p->inputs[i]); ak_put_u32(out, p->input_dtypes[i]); }
@@ -56,7 +56,7 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
     if (!data || size < 28 || memcmp(data, "KDSP", 4) != 0) FAIL("not a kiln.dsp payload (%zu bytes, no KDSP header)", size);
     ak_reader r = {data, size, 4, 0};
     uint32_t version = ak_get_u32(&r);
-    if (version < 1 || version > 3) FAIL("payload version %u is not supported (this backend reads versions 1 to 3)", version);
+    if (version < 1 || version > 4) FAIL("payload version %u is not supported (this backend reads versions 1 to 4)", version);
     p->value_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
     p->constant_count = ak_get_u32(&r); p->op_count = ak_get_u32(&r);
     /* every item takes at least 4 bytes, so no count can exceed the payload size */
@@ -107,7 +107,7 @@ int dsp_decode(const void *data, size_t size, dsp_program *p, char *why, size_t 
         dsp_op *op = &p->ops[i];
         op->opcode = ak_get_u32(&r); op->input_count = ak_get_u32(&r);
         if (r.bad) FAIL_D("payload truncated in op %u", i);
-        if (op->opcode < 1 || op->opcode > (version >= 3 ? DSP_OP_LAST : DSP_OP_MAXPOOL)) FAIL_D("op %u has unknown opcode %u", i, op->opcode);
+        if (op->opcode < 1 || op->opcode > DSP_OP_LAST_OF_VERSION(version)) FAIL_D("op %u has unknown opcode %u", i, op->opcode);
         if (op->input_count > DSP_MAX_OP_INPUTS) FAIL_D("op %u has %u inputs (at most %d)", i, op->input_count, DSP_MAX_OP_INPUTS);
         for (uint32_t k = 0; k < op->input_count; k++) {
             op->inputs[k] = ak_get_u32(&r);

@@ -2,9 +2,9 @@
  * program.h — kiln.dsp's payload: the compiled program Kiln stores in artifacts (compat "sampledsp.hvx/kdsp1").
  *
  * Layout (little-endian):
- *   "KDSP" u32 version (3; 1 and 2 are still read. 3 adds the LookupTable and Softmax ops and QLinearMatMul's
- *   transB and bias, which a version 1 or 2 payload may not use, so that an older plugin refuses a payload it would
- *   misread)
+ *   "KDSP" u32 version (4; 1 to 3 are still read. 3 adds the LookupTable and Softmax ops and QLinearMatMul's
+ *   transB and bias, 4 the QLinearAdd and QLinearAveragePool ops; an older payload may not use what a later version
+ *   added, so that an older plugin refuses a payload it would misread)
  *   u32 value_count, input_count, output_count, constant_count, op_count
  *   inputs:    input_count × (u32 value, u32 dtype)        dtype: the IR DataType number the input must have
  *   outputs:   output_count × u32 value
@@ -39,9 +39,14 @@ enum { DSP_F32 = 1, DSP_U8 = 2, DSP_I8 = 3, DSP_I32 = 6 };
  * axis of the channels counted from the last, the least rank x must have, x's dtype, the result's dtype. Softmax
  * (inputs x and a uint8 [2, 256] constant: the high and low bytes of its exp table, dsp_lut_layout order) params:
  * the output multiplier and exponent (kernels.h, dsp_softmax), the output zero point, x's dtype, the result's dtype,
- * the axis (-1 or x's last). Other ops have none. */
+ * the axis (-1 or x's last). QLinearAdd (version 4; inputs a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp, with
+ * multidirectional broadcasting) has none. QLinearAveragePool (version 4; inputs x, x_scale, x_zp, y_scale, y_zp)
+ * params: kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, pad_bottom, pad_right, count_include_pad, global
+ * (1: the window is the whole image, QLinearGlobalAveragePool; the others are then 0). Other ops have none. */
 enum { DSP_OP_QUANTIZE = 1, DSP_OP_DEQUANTIZE = 2, DSP_OP_QMATMUL = 3, DSP_OP_QCONV = 4, DSP_OP_RELU = 5, DSP_OP_MAXPOOL = 6,
-       DSP_OP_LUT = 7, DSP_OP_SOFTMAX = 8, DSP_OP_LAST = 8 };
+       DSP_OP_LUT = 7, DSP_OP_SOFTMAX = 8, DSP_OP_QADD = 9, DSP_OP_QAVGPOOL = 10, DSP_OP_LAST = 10 };
+/* The last opcode a payload of each version may use (index: the version). */
+#define DSP_OP_LAST_OF_VERSION(v) ((v) >= 4 ? DSP_OP_LAST : (v) == 3 ? DSP_OP_SOFTMAX : DSP_OP_MAXPOOL)
 
 /* A constant tensor (an initializer the compile copied). */
 typedef struct dsp_constant {

@@ -6,7 +6,8 @@
  * DequantizeLinear, with constants), checks that it loads and runs, and then feeds load every truncation,
  * 4000 random corruptions (each one that still loads is executed) and hand-made payloads that are well
  * formed but ask for the impossible (zero strides, huge pads, mismatched shapes, undefined values, shape
- * products that overflow). Each must end in an error or a clean run; the sanitizers turn any out-of-bounds
+ * products that overflow; QLinearAdd and QLinearAveragePool with impossible windows, operands or quantization, and in a
+ * version 3 payload). Each must end in an error or a clean run; the sanitizers turn any out-of-bounds
  * access or undefined behaviour into a failure. It also checks that the valid run's cost estimate is reported
  * through the device properties and follows the documented model. Exits 1 on any failed expectation.
  */
@@ -369,6 +370,89 @@ int main(void) {
         cs[2] = saved_c;
         ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
         p.op_count = 4;
+    }
+    {   /* QLinearAdd then QLinearAveragePool (3x3, stride 2, pads 1) on the quantized [1, 2, 6, 6] input: runs; as a version 3
+         * payload it is refused (an older plugin would not know the ops); impossible parameters and operands are refused */
+        static uint8_t bias2[2] = {3, 250}, five[5] = {1, 2, 3, 4, 5};
+        static int64_t b2d[3] = {2, 1, 1}, b5d[1] = {5};
+        dsp_constant saved_c = cs[2];
+        dsp_op saved_ops[3] = {ops[1], ops[2], ops[3]};
+        ops[1] = (dsp_op){DSP_OP_QADD, 8, {V_Q, V_XS, V_XZ, V_Q, V_XS, V_XZ, V_YS, V_YZ}, V_C, {0}};
+        ops[2] = (dsp_op){DSP_OP_QAVGPOOL, 5, {V_C, V_YS, V_YZ, V_YS, V_YZ}, V_P, {3, 3, 2, 2, 1, 1, 1, 1, 0, 0}};
+        ops[3] = (dsp_op){DSP_OP_DEQUANTIZE, 3, {V_P, V_DS, V_YZ}, V_Y, {0}};
+        dsp_buffer b;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "the QLinearAdd + QLinearAveragePool program did not run: %s", why);
+        b.data[4] = 3;
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 1 && strstr(why, "unknown opcode"), "a version 3 payload with QLinearAdd: %d %s", r, why);
+        printf("QLinearAdd in a version 3 payload: %s\n", why);
+        free(b.data);
+        struct { const char *what; int param; int64_t value; } pool_bad[] = {
+            {"average pool: kernel 0", 0, 0}, {"average pool: kernel 2^40", 1, (int64_t)1 << 40}, {"average pool: 3x129 window", 1, 129},
+            {"average pool: stride 0", 2, 0}, {"average pool: pad 3 for a kernel of 3", 4, 3}, {"average pool: negative pad", 7, -1},
+            {"average pool: count_include_pad 2", 8, 2}, {"average pool: count_include_pad 1 with pads and zero point 10", 8, 1},
+            {"average pool: global 2", 9, 2}, {"average pool: global 1 with a window", 9, 1},
+        };
+        for (size_t i = 0; i < sizeof pool_bad / sizeof pool_bad[0]; i++) {
+            int64_t keep = ops[2].params[pool_bad[i].param];
+            ops[2].params[pool_bad[i].param] = pool_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", pool_bad[i].what, r);
+            printf("%s: %s\n", pool_bad[i].what, why);
+            free(b.data);
+            ops[2].params[pool_bad[i].param] = keep;
+        }
+        dsp_op keep_pool = ops[2];
+        ops[2] = (dsp_op){DSP_OP_QAVGPOOL, 5, {V_C, V_YS, V_YZ, V_YS, V_YZ}, V_P, {0, 0, 0, 0, 0, 0, 0, 0, 0, 1}};
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "a global average pool of 6x6 did not run: %s", why);
+        free(b.data);
+        ops[2].inputs[3] = V_DS; /* y's scale 0.2, x's 0.1: the kernel does not requantize */
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2, "an average pool with y's scale not x's ran (%d)", r);
+        printf("average pool, y scale differs: %s\n", why);
+        free(b.data);
+        ops[2] = keep_pool;
+        cs[2] = constant(V_W, DSP_U8, 3, b2d, bias2, 2); /* b of [2, 1, 1]: broadcast along the channels, runs */
+        ops[1].inputs[3] = V_W;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 0, "a QLinearAdd broadcasting [2, 1, 1] did not run: %s", why);
+        free(b.data);
+        cs[2] = constant(V_W, DSP_U8, 1, b5d, five, 5); /* b of [5] against [1, 2, 6, 6]: does not broadcast */
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r == 2 && strstr(why, "broadcast"), "a QLinearAdd of [1, 2, 6, 6] and [5] ran (%d) %s", r, why);
+        printf("QLinearAdd of [1, 2, 6, 6] and [5]: %s\n", why);
+        free(b.data);
+        struct { const char *what; int input; uint32_t value; } add_bad[] = {
+            {"QLinearAdd: int8 b", 3, V_M}, {"QLinearAdd: a byte as the output scale", 6, V_XZ}, {"QLinearAdd: int8 a zero point", 2, V_WZ},
+            {"QLinearAdd: a 4-element scale", 4, V_B},
+        };
+        ops[1].inputs[3] = V_Q;
+        for (size_t i = 0; i < sizeof add_bad / sizeof add_bad[0]; i++) {
+            uint32_t keep = ops[1].inputs[add_bad[i].input];
+            ops[1].inputs[add_bad[i].input] = add_bad[i].value;
+            dsp_encode(&p, &b);
+            r = load_and_run(b.data, b.size, why, sizeof why);
+            EXPECT(r == 2, "%s ran or failed to load (%d)", add_bad[i].what, r);
+            printf("%s: %s\n", add_bad[i].what, why);
+            free(b.data);
+            ops[1].inputs[add_bad[i].input] = keep;
+        }
+        ops[1].input_count = 7;
+        dsp_encode(&p, &b);
+        r = load_and_run(b.data, b.size, why, sizeof why);
+        EXPECT(r != 0, "a QLinearAdd with 7 inputs ran");
+        printf("QLinearAdd with 7 inputs: %s\n", why);
+        free(b.data);
+        cs[2] = saved_c;
+        ops[1] = saved_ops[0]; ops[2] = saved_ops[1]; ops[3] = saved_ops[2];
     }
     {   /* the valid program as a version 2 payload (what the previous plugin wrote) still runs; with transB it is refused */
         dsp_buffer b;
