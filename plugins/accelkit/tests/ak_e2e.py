@@ -48,17 +48,19 @@ def run(cmd, env=None):
 
 
 def placements(inspect):
-    """{op type: [backend of each node of that type, in node order]} from `kiln inspect --partitions` output."""
+    """{op type: [backend of each node of that type, in node order]} from `kiln inspect --partitions` output; an op of
+    another domain (printed "com.microsoft.QLinearAdd") is keyed by its bare name."""
     placed = {}
-    for m in re.finditer(r"node \d+ (?:'[^']*' )?\((\w+)\) → ([\w.]+):", inspect):
+    for m in re.finditer(r"node \d+ (?:'[^']*' )?\((?:[\w.]+\.)?(\w+)\) → ([\w.]+):", inspect):
         placed.setdefault(m.group(1), []).append(m.group(2))
     return placed
 
 
-def save_model(path, nodes, inputs, outputs, initializers, opset=17):
-    """Checks and saves a model of the default domain at `opset` (IR version 8)."""
+def save_model(path, nodes, inputs, outputs, initializers, opset=17, domains=()):
+    """Checks and saves a model of the default domain at `opset` (IR version 8), importing also each
+    (domain, version) of `domains` (e.g. ("com.microsoft", 1))."""
     graph = helper.make_graph(nodes, os.path.splitext(os.path.basename(path))[0], inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in domains])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, path)

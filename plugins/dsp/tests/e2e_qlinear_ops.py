@@ -33,34 +33,15 @@ import re
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, expect, finish, run  # noqa: E402
+from ak_e2e import arguments, expect, finish, placements, run, save_model  # noqa: E402
 
 DSP = "sampledsp.hvx"
 MAX_LSB = 1
 MIN_EQUAL = 0.75
 MS = "com.microsoft"
-
-
-def placements(inspect):
-    """{op type: [backend of each node, in node order]} from `kiln inspect --partitions`, with a com.microsoft node's
-    type as its bare name (the report writes it "com.microsoft.QLinearAdd", which ak_e2e.placements does not read)."""
-    placed = {}
-    for m in re.finditer(r"node \d+ (?:'[^']*' )?\((?:[\w.]+\.)?(\w+)\) → ([\w.]+):", inspect):
-        placed.setdefault(m.group(1), []).append(m.group(2))
-    return placed
-
-
-def save(path, nodes, inputs, outputs, inits):
-    """Saves a model of the default domain (opset 17) and com.microsoft (version 1)."""
-    graph = helper.make_graph(nodes, os.path.splitext(os.path.basename(path))[0], inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
 
 
 def const(inits, name, value, dtype):
@@ -96,10 +77,10 @@ def residual(path, rng, contrib):
              n("DequantizeLinear", ["gq", sr, zr], ["y"], name="dq_y"),
              n("DequantizeLinear", ["rq", sr, zr], ["r"], name="dq_r"),
              n("DequantizeLinear", ["c", sc, zc], ["cd"], name="dq_c")]
-    save(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 10, 10])],
-         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, C, 1, 1]),
-          helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, C, 10, 10]),
-          helper.make_tensor_value_info("cd", TensorProto.FLOAT, [2, C, 10, 10])], inits)
+    save_model(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 10, 10])],
+               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, C, 1, 1]),
+                helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, C, 10, 10]),
+                helper.make_tensor_value_info("cd", TensorProto.FLOAT, [2, C, 10, 10])], inits, domains=[(MS, 1)])
     return [2, C, 10, 10], {"cd": 0.05, "r": 0.06, "y": 0.06}
 
 
@@ -117,10 +98,10 @@ def pooling(path, rng, contrib):
     avgpool(nodes, inits, "aq", sa, za, "p2q", contrib, kernel_shape=[2, 2], strides=[2, 2], count_include_pad=1)
     nodes += [n("DequantizeLinear", ["p1q", sa, za], ["p1"], name="dq_p1"), n("DequantizeLinear", ["p2q", sa, za], ["p2"], name="dq_p2"),
               n("DequantizeLinear", ["aq", sa, za], ["a"], name="dq_a")]
-    save(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 13, 12])],
-         [helper.make_tensor_value_info("p1", TensorProto.FLOAT, [2, C, 7, 6]),
-          helper.make_tensor_value_info("p2", TensorProto.FLOAT, [2, C, 6, 6]),
-          helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, C, 13, 12])], inits)
+    save_model(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, C, 13, 12])],
+               [helper.make_tensor_value_info("p1", TensorProto.FLOAT, [2, C, 7, 6]),
+                helper.make_tensor_value_info("p2", TensorProto.FLOAT, [2, C, 6, 6]),
+                helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, C, 13, 12])], inits, domains=[(MS, 1)])
     return [2, C, 13, 12], {"a": 0.04, "p1": 0.04, "p2": 0.04}
 
 
