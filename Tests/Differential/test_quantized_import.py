@@ -199,3 +199,47 @@ def test_dynamically_quantized_lstm_with_uint8_weights_and_zero_points(tmp_path)
     for name in ("y", "y_h", "y_c"):
         err = float(np.abs(np.load(out / "out" / f"{name}.npy") - expected[name]).max())
         assert err <= 1e-5, f"{name}: max |kiln - ort| {err:.3g}"
+
+
+def test_ort_quantized_average_pooling_runs(tmp_path):
+    """quantize_static in QOperator form writes com.microsoft QLinearAveragePool for an AveragePool (padded, with and
+    without count_include_pad): kiln runs it (kiln.reference, as the fallback of a no-flags compile) and gives ORT's
+    answer within one quantum of the output."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    logging.getLogger().setLevel(logging.ERROR)
+    rng = np.random.default_rng(31)
+    inits = [numpy_helper.from_array((rng.standard_normal((6, 3, 3, 3)) * 0.3).astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((6, 6, 1, 1)) * 0.3).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["c1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["p1"], ["p2"], kernel_shape=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1),
+             helper.make_node("Conv", ["p2", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 15, 15])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    src, dst = str(tmp_path / "float.onnx"), str(tmp_path / "q.onnx")
+    onnx.save(model, src)
+    samples = [{"x": rng.uniform(-1, 1, (1, 3, 15, 15)).astype(np.float32)} for _ in range(6)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples[:4])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(src, dst, Reader(), quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    q = onnx.load(dst)
+    assert sum(n.op_type == "QLinearAveragePool" for n in q.graph.node) == 2, [n.op_type for n in q.graph.node]
+    y_scale = [numpy_helper.to_array(i) for i in q.graph.initializer if i.name.startswith("y_scale")]
+    artifact, _ = compile_with_no_flags(dst, tmp_path)
+    for i, sample in enumerate(samples[4:]):
+        expected = onnxruntime_outputs(dst, sample)
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        run_kiln(artifact, sample, out)
+        err = float(np.abs(np.load(out / "out" / "y.npy") - expected["y"]).max())
+        bound = float(y_scale[0]) * 1.01 if y_scale else 1e-2
+        assert err <= bound, f"max |kiln - ort| {err:.4g} > {bound:.4g}"

@@ -6,7 +6,7 @@ import Darwin
 import KilnIR
 
 /// ONNX Runtime's quantized contrib ops (domain `com.microsoft`) that `quantize_static` writes in QOperator
-/// form: QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat, QLinearSigmoid and
+/// form: QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearSigmoid and
 /// QLinearLeakyRelu. Each dequantizes its operands (`(q − zero_point) · scale`), computes in float and
 /// requantizes (`saturate(round_half_even(y / y_scale) + y_zero_point)`) to the output zero point's type.
 enum ContribQuantizationOps {
@@ -16,6 +16,7 @@ enum ContribQuantizationOps {
         table.add("QLinearAdd", domain: domain) { ctx in [.tensor(try binary(ctx, +))] }
         table.add("QLinearMul", domain: domain) { ctx in [.tensor(try binary(ctx, *))] }
         table.add("QLinearGlobalAveragePool", domain: domain) { ctx in [.tensor(try globalAverage(ctx))] }
+        table.add("QLinearAveragePool", domain: domain) { ctx in [.tensor(try averagePool(ctx))] }
         table.add("QLinearConcat", domain: domain) { ctx in [.tensor(try concat(ctx))] }
         table.add("QGemm", domain: domain) { ctx in [.tensor(try qgemm(ctx))] }
         table.add("QLinearSoftmax", domain: domain) { ctx in [.tensor(try softmax(ctx))] }
@@ -70,6 +71,19 @@ enum ContribQuantizationOps {
         let x = try ctx.tensor(0)
         let values = try dequantized(ctx, x, try ctx.tensor(1), try ctx.optionalTensor(2), "X").map(f)
         return try requantized(ctx, values, shape: x.shape, try ctx.tensor(3), try ctx.optionalTensor(4))
+    }
+
+    /// QLinearAveragePool: X, x_scale, x_zero_point, y_scale, y_zero_point, with AveragePool's attributes
+    /// (kernel_shape, strides, pads, auto_pad, ceil_mode, dilations, count_include_pad) over NCHW data: the
+    /// dequantized values pooled as AveragePool pools them (in Double), then requantized.
+    static func averagePool(_ ctx: KernelContext) throws -> Tensor {
+        let x = try ctx.tensor(0)
+        guard try ctx.int("channels_last", 0) == 0 else { throw ctx.unsupported("channels_last 1") }
+        let values = try dequantized(ctx, x, try ctx.tensor(1), try ctx.optionalTensor(2), "X")
+        let real = KernelContext(node: ctx.node, inputs: [.tensor(Tensor(dtype: .float64, shape: x.shape, doubles: values))],
+                                 runSubgraph: ctx.runSubgraph)
+        let pooled = try PoolingOps.pool(real, try ctx.int("count_include_pad", 0) != 0 ? .averageIncludingPad : .average).values
+        return try requantized(ctx, pooled.asDoubles(), shape: pooled.shape, try ctx.tensor(3), try ctx.optionalTensor(4))
     }
 
     /// QLinearGlobalAveragePool: X, x_scale, x_zero_point, y_scale, y_zero_point; the mean over the spatial
