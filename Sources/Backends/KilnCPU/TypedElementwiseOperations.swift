@@ -360,24 +360,26 @@ enum IntegerArithmetic {
     }
 
     func apply<T: FixedWidthInteger>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>, out: [Int], shapes: [[Int]]) {
-        switch self {
-        case .add: Self.rows(a, b, y, out, shapes) { $0 &+ $1 }
-        case .sub: Self.rows(a, b, y, out, shapes) { $0 &- $1 }
-        case .mul: Self.rows(a, b, y, out, shapes) { $0 &* $1 }
+        forEachBroadcastRow(out: out, operands: shapes) { o, offs, st, n in
+            let x = a + offs[0], z = b + offs[1], r = y + o
+            // The op is chosen per row and its loop written with the operation inline, so each is a plain
+            // (vectorizable) loop rather than a closure call per element.
+            switch self {
+            case .add: Self.row(x, st[0], z, st[1], r, n) { $0 &+ $1 }
+            case .sub: Self.row(x, st[0], z, st[1], r, n) { $0 &- $1 }
+            case .mul: Self.row(x, st[0], z, st[1], r, n) { $0 &* $1 }
+            }
         }
     }
 
     @inline(__always)
-    private static func rows<T: FixedWidthInteger>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ y: UnsafeMutablePointer<T>,
-                                                   _ out: [Int], _ shapes: [[Int]], _ f: (T, T) -> T) {
-        forEachBroadcastRow(out: out, operands: shapes) { o, offs, st, n in
-            let x = a + offs[0], z = b + offs[1], r = y + o
-            switch (st[0], st[1]) {
-            case (1, 1): for i in 0..<n { r[i] = f(x[i], z[i]) }
-            case (1, 0): let c = z[0]; for i in 0..<n { r[i] = f(x[i], c) }
-            case (0, 1): let c = x[0]; for i in 0..<n { r[i] = f(c, z[i]) }
-            default: for i in 0..<n { r[i] = f(x[i * st[0]], z[i * st[1]]) }
-            }
+    private static func row<T: FixedWidthInteger>(_ x: UnsafePointer<T>, _ sx: Int, _ z: UnsafePointer<T>, _ sz: Int,
+                                                  _ r: UnsafeMutablePointer<T>, _ n: Int, _ f: (T, T) -> T) {
+        switch (sx, sz) {
+        case (1, 1): for i in 0..<n { r[i] = f(x[i], z[i]) }
+        case (1, 0): let c = z[0]; for i in 0..<n { r[i] = f(x[i], c) }
+        case (0, 1): let c = x[0]; for i in 0..<n { r[i] = f(c, z[i]) }
+        default: for i in 0..<n { r[i] = f(x[i * sx], z[i * sz]) }
         }
     }
 }
