@@ -113,5 +113,22 @@ import Testing
         try expectGPUMatchesReference(clip, ["x0": seeded(255, [3, 7], -2, 2)], "Clip to [-0.25, inf]")
         let below = try model("Clip", [3, 7], constants: [Tensor(shape: [], [-Float.infinity]), Tensor(shape: [], [Float(0.5)])])
         try expectGPUMatchesReference(below, ["x0": seeded(256, [3, 7], -2, 2)], "Clip to [-inf, 0.5]")
+        // Bounds computed at run time (the log-mel front end clips at its maximum less 80): scalar inputs.
+        var b = GraphBuilder()
+        let x = b.input("x0", [4, 6])
+        let top = b.node("Sub", [b.node("ReduceMax", [x], ["keepdims": .int(0)]), b.constant(Tensor(shape: [], [Float(1)]))])
+        b.output(b.node("Clip", [x, top]), b.node("Clip", [x, b.input("lo", []), b.input("hi", [])]), b.node("Clip", [x, "", top]))
+        var m = b.model
+        _ = try GraphInference.infer(&m.graph)
+        #expect(GPUBackend().rejections(in: m.graph).isEmpty)
+        try expectGPUMatchesReference(m, ["x0": seeded(257, [4, 6], -2, 2), "lo": Tensor(shape: [], [Float(-0.5)]), "hi": Tensor(shape: [], [Float(0.75)])],
+                                      "Clip with run-time bounds")
+        // A bound with more than one element is refused.
+        var v = GraphBuilder()
+        let vx = v.input("x0", [4, 6])
+        v.output(v.node("Clip", [vx, v.input("lo", [2])]))
+        var vm = v.model
+        _ = try GraphInference.infer(&vm.graph)
+        #expect(GPUBackend().rejections(in: vm.graph).first?.reason.contains("scalar") == true)
     }
 }

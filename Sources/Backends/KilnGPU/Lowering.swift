@@ -179,6 +179,9 @@ struct Lowering {
             return .view(input: x, output: output)
         }
         let inputs = node.inputs.filter { !$0.isEmpty }
+        if op == "Clip", [1, 2].contains(where: { node.inputs.count > $0 && !node.inputs[$0].isEmpty && graph.initializers[node.inputs[$0]] == nil }) {
+            return try runtimeClip(node, y)
+        }
         if Self.unaryOps[op] != nil || Self.attributeUnaryOps.contains(op) {
             let expression = try Self.unaryOps[op] ?? attributeExpression(node)
             guard inputs.count == 1 || (op == "Clip" && node.inputs.first.map { !$0.isEmpty } == true) else { throw unsupported("\(op) takes one input") }
@@ -904,5 +907,37 @@ struct Lowering {
         return .launch(kernel: "conv_transpose", source: Kernels.convTranspose, options: options,
                        arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]), .value(node.outputs[0])],
                        global: [n], local: nil)
+    }
+
+    /// Clip with a bound computed at run time (a one-element float32 value, e.g. the maximum less a range):
+    /// the bounds are read from their device buffers; a constant bound is read the same way.
+    private func runtimeClip(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        guard let x = node.inputs.first, !x.isEmpty, try shape(x) == y else { throw unsupported("Clip: shapes differ") }
+        var bounds: [String?] = [nil, nil]
+        for k in 1...2 where node.inputs.count > k && !node.inputs[k].isEmpty {
+            guard try Self.count(shape(node.inputs[k])) == 1 else { throw unsupported("Clip: bound '\(node.inputs[k])' is not a scalar") }
+            bounds[k - 1] = node.inputs[k]
+        }
+        let n = Self.count(y)
+        let source = """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void clip(__global const T* x, __global const T* lo, __global const T* hi, __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            float v = LD(x, i);
+        #if HAS_LO
+            { const float b = LD(lo, 0); v = v < b ? b : v; }
+        #endif
+        #if HAS_HI
+            { const float b = LD(hi, 0); v = v > b ? b : v; }
+        #endif
+            ST(y, i, ACT(v));
+        }
+
+        """
+        return .launch(kernel: "clip", source: source, options: "-DCOUNT=\(n) -DHAS_LO=\(bounds[0] == nil ? 0 : 1) -DHAS_HI=\(bounds[1] == nil ? 0 : 1)",
+                       arguments: [.value(x), .value(bounds[0] ?? x), .value(bounds[1] ?? x), .value(node.outputs[0])], global: [n], local: nil)
     }
 }
