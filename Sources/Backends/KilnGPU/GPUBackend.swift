@@ -324,7 +324,13 @@ public final class GPUExecutable: Executable, @unchecked Sendable {
         }
     }
 
+    /// Whether `release` has run: an init that fails releases at once, and deinit (which Swift still runs
+    /// for a fully initialized object whose init throws) must not release the queue a second time.
+    private var released = false
+
     private func release() {
+        guard !released else { return }
+        released = true
         for launch in launches { _ = library.releaseKernel(launch.kernel) }
         for buffer in buffers { _ = library.releaseMemObject(buffer) }
         launches = []

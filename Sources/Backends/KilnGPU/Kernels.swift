@@ -314,4 +314,37 @@ enum Kernels {
         ST(Y, i, ACT(FIN(a)));
     }
     """
+
+    /// ConvTranspose: output (n, m, oh, ow) sums X(n, c, ih, iw) · W(c, m mod MG, kh, kw) over the input
+    /// channels c of m's group and the taps with ih·SH = oh + PT − kh·DH (and likewise for w), plus bias.
+    static let convTranspose = """
+    #ifndef ACT
+    #define ACT(v) (v)
+    #endif
+    __kernel void conv_transpose(__global const T* X, __global const T* Wt, __global const T* Bias, __global T* Y) {
+        const int i = get_global_id(0);
+        if (i >= COUNT) return;
+        const int ow = i % OW, t = i / OW, oh = t % OH, t2 = t / OH, m = t2 % M, n = t2 / M;
+        const int g = m / MG, mg = m % MG;
+        float acc = 0.0f;
+        for (int kh = 0; kh < KH; ++kh) {
+            const int th = oh + PT - kh * DH;
+            if (th < 0 || th % SH != 0 || th / SH >= H) continue;
+            const int ih = th / SH;
+            for (int kw = 0; kw < KW; ++kw) {
+                const int tw = ow + PL - kw * DW;
+                if (tw < 0 || tw % SW != 0 || tw / SW >= W) continue;
+                const int iw = tw / SW;
+                for (int c = 0; c < CG; ++c) {
+                    const int ci = g * CG + c;
+                    acc += LD(X, ((n * C + ci) * H + ih) * W + iw) * LD(Wt, ((ci * MG + mg) * KH + kh) * KW + kw);
+                }
+            }
+        }
+    #if HAS_BIAS
+        acc += LD(Bias, m);
+    #endif
+        ST(Y, i, ACT(acc));
+    }
+    """
 }

@@ -39,7 +39,8 @@ struct Lowering {
     /// Ops that are views in some forms: Max/Min/Sum/Mean of one input, Dropout without training_mode.
     static let sometimesViewOps: Set<String> = ["Dropout"]
     static let otherOps: Set<String> = ["MatMul", "Gemm", "Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Softmax", "LogSoftmax", "Transpose",
-                                        "BatchNormalization", "LayerNormalization", "Concat", "Slice", "Expand"]
+                                        "BatchNormalization", "LayerNormalization", "Concat", "Slice", "Expand",
+                                        "Pad", "Resize", "Split", "ConvTranspose"]
     /// Reductions: (initial value, accumulate(a, v), finish(a)) as OpenCL C expressions.
     static let reductions: [String: (String, String, String)] = [
         "ReduceSum": ("0.0f", "(a + v)", "(a)"), "ReduceMean": ("0.0f", "(a + v)", "(a / (float)RCOUNT)"),
@@ -75,7 +76,8 @@ struct Lowering {
                 producer[node.outputs[0]] = source
                 continue
             }
-            if case .launch = plan { producer[node.outputs[0]] = index }
+            // Split writes several outputs from one launch: an activation of one of them cannot fuse into it.
+            if case .launch = plan, node.op.name != "Split" { producer[node.outputs[0]] = index }
         }
         for (index, chain) in activations {
             guard case .launch(let kernel, let text, let options, let arguments, let global, let local)? = result[index] else { continue }
@@ -159,7 +161,7 @@ struct Lowering {
         let op = node.op.name
         guard node.subgraphs.isEmpty else { throw unsupported("\(op) has subgraphs") }
         guard let output = node.outputs.first, !output.isEmpty else { throw unsupported("\(op) has no output") }
-        guard op == "LayerNormalization" || node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
+        guard op == "LayerNormalization" || op == "Split" || node.outputs.dropFirst().allSatisfy(\.isEmpty) else { throw unsupported("\(op): only its first output is supported") }
         let y = try shape(output)
         if ["Max", "Min", "Sum", "Mean"].contains(op), node.inputs.count == 1, !node.inputs[0].isEmpty {
             guard try shape(node.inputs[0]) == y else { throw unsupported("\(op): shapes differ") }
@@ -177,6 +179,9 @@ struct Lowering {
             return .view(input: x, output: output)
         }
         let inputs = node.inputs.filter { !$0.isEmpty }
+        if op == "Clip", [1, 2].contains(where: { node.inputs.count > $0 && !node.inputs[$0].isEmpty && graph.initializers[node.inputs[$0]] == nil }) {
+            return try runtimeClip(node, y)
+        }
         if Self.unaryOps[op] != nil || Self.attributeUnaryOps.contains(op) {
             let expression = try Self.unaryOps[op] ?? attributeExpression(node)
             guard inputs.count == 1 || (op == "Clip" && node.inputs.first.map { !$0.isEmpty } == true) else { throw unsupported("\(op) takes one input") }
@@ -236,6 +241,10 @@ struct Lowering {
         }
         switch op {
         case "Concat": return try concat(node, y)
+        case "Split": return try split(node)
+        case "Pad": return try pad(node, y)
+        case "Resize": return try resize(node, y)
+        case "ConvTranspose": return try convTranspose(node, y)
         case "Slice": return try slice(node, y)
         case "Expand":
             let x = try shape(node.inputs[0])
@@ -286,7 +295,8 @@ struct Lowering {
     }
 
     /// A float as an OpenCL C literal (the shortest decimal that reads back as the same float).
-    private static func literal(_ v: Float) -> String { "((float)\(v))" }
+    /// Infinities (a Clip bound of ±inf, as exporters write an open side) are INFINITY, never `inf`.
+    private static func literal(_ v: Float) -> String { v.isInfinite ? (v < 0 ? "(-INFINITY)" : "INFINITY") : "((float)\(v))" }
 
     /// The float in a constant scalar input `name` (a bound of Clip), or nil when the input is absent.
     private func constantScalar(_ node: Node, _ index: Int) throws -> Float? {
@@ -584,8 +594,21 @@ struct Lowering {
     }
 
     private func conv(_ node: Node, _ y: [Int]) throws -> NodeLowering {
-        let x = try shape(node.inputs[0]), w = try shape(node.inputs[1])
-        guard x.count == 4, w.count == 4, y.count == 4 else { throw unsupported("Conv: kiln.gpu runs 2-D convolutions (rank-4 tensors) only") }
+        var x = try shape(node.inputs[0]), w = try shape(node.inputs[1]), y = y
+        var node = node
+        if x.count == 3, w.count == 3, y.count == 3 {
+            // A 1-D convolution is the 2-D one over rows of height 1 (the same memory layout): the
+            // attributes gain a leading 1 (strides, dilations, kernel) or 0 (pads) for that height.
+            x.insert(1, at: 2); w.insert(1, at: 2); y.insert(1, at: 2)
+            for (name, value) in [("strides", 1), ("dilations", 1), ("kernel_shape", 1)] {
+                if let v = try ints(node, name) { node.attributes[name] = .ints([value] + v) }
+            }
+            if let p = try ints(node, "pads") {
+                guard p.count == 2 else { throw unsupported("Conv: pads are malformed") }
+                node.attributes["pads"] = .ints([0, p[0], 0, p[1]])
+            }
+        }
+        guard x.count == 4, w.count == 4, y.count == 4 else { throw unsupported("Conv: kiln.gpu runs 1-D and 2-D convolutions (rank-3 and rank-4 tensors) only") }
         let group = try int(node, "group", 1)
         guard group >= 1, x[1] % group == 0, w[0] % group == 0, w[1] * group == x[1], y[1] == w[0] else {
             throw unsupported("Conv: channels and group do not agree")
@@ -628,5 +651,293 @@ struct Lowering {
         let options = "-DCOUNT=\(n) -DH=\(x[2]) -DW=\(x[3]) -DOH=\(y[2]) -DOW=\(y[3]) -DKH=\(kernel[0]) -DKW=\(kernel[1]) -DSH=\(strides[0]) -DSW=\(strides[1]) -DDH=\(dilations[0]) -DDW=\(dilations[1]) -DPT=\(p[0].0) -DPB=\(p[0].1) -DPL=\(p[1].0) -DPR=\(p[1].1) -DIS_MAX=\(isMax ? 1 : 0) -DCOUNT_PAD=\(countPad != 0 ? 1 : 0)"
         return .launch(kernel: "pool", source: Kernels.pool, options: options,
                        arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// Split along an axis into its outputs' sizes (their static shapes, checked against a constant `split`
+    /// input when there is one): one work-item per input element, writing it to the output it falls in.
+    private func split(_ node: Node) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        var axis = try int(node, "axis", 0)
+        if axis < 0 { axis += x.count }
+        guard axis >= 0, axis < x.count else { throw unsupported("Split: axis out of range") }
+        let outputs = node.outputs
+        guard !outputs.isEmpty, outputs.count <= 64, outputs.allSatisfy({ !$0.isEmpty }), Set(outputs).count == outputs.count else {
+            throw unsupported("Split: kiln.gpu needs 1 to 64 distinct outputs, all of them used")
+        }
+        var sizes: [Int] = []
+        for output in outputs {
+            let s = try shape(output)
+            guard s.count == x.count, s.indices.allSatisfy({ $0 == axis || s[$0] == x[$0] }) else { throw unsupported("Split: output shapes do not agree with the input") }
+            sizes.append(s[axis])
+        }
+        guard sizes.reduce(0, +) == x[axis] else { throw unsupported("Split: sizes along the axis do not add up") }
+        if let given = try constantInts(node, 1), given != sizes { throw unsupported("Split: the split input disagrees with the output shapes") }
+        var body = "", start = 0
+        for (k, size) in sizes.enumerated() {
+            body += "    \(k == 0 ? "" : "else ")if (a < \(start + size)) ST(y\(k), (o * \(size) + (a - \(start))) * INNER + r, v);\n"
+            start += size
+        }
+        let params = outputs.indices.map { "__global T* y\($0)" }.joined(separator: ", ")
+        let source = """
+        __kernel void split(__global const T* x, \(params)) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            const int r = i % INNER, a = (i / INNER) % AT, o = i / (INNER * AT);
+            const float v = LD(x, i);
+        \(body)}
+
+        """
+        let n = Self.count(x)
+        return .launch(kernel: "split", source: source, options: "-DCOUNT=\(n) -DINNER=\(Self.count(Array(x[(axis + 1)...]))) -DAT=\(x[axis])",
+                       arguments: [.value(node.inputs[0])] + outputs.map { .value($0) }, global: [n], local: nil)
+    }
+
+    /// A string attribute, or `fallback` when absent.
+    private func text(_ node: Node, _ name: String, _ fallback: String) throws -> String {
+        switch node.attributes[name] {
+        case nil: return fallback
+        case .string(let s)?: return s
+        default: throw unsupported("\(node.op.name): attribute \(name) is not a string")
+        }
+    }
+
+    /// Pad with constant pads (and axes): constant, edge, reflect or wrap; one work-item per output element
+    /// maps each coordinate back into the input.
+    private func pad(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard x.count == y.count, !x.isEmpty else { throw unsupported("Pad: input and output ranks differ") }
+        let mode = try text(node, "mode", "constant")
+        guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw unsupported("Pad: mode '\(mode)' is not supported") }
+        guard let pads = try constantInts(node, 1) else { throw unsupported("Pad: kiln.gpu needs constant pads") }
+        let axes = try (constantInts(node, 3) ?? Array(x.indices)).map { $0 < 0 ? $0 + x.count : $0 }
+        guard axes.allSatisfy({ $0 >= 0 && $0 < x.count }), Set(axes).count == axes.count, pads.count == 2 * axes.count,
+              pads.allSatisfy({ abs($0) < 1 << 30 }) else {
+            throw unsupported("Pad: pads or axes are malformed")
+        }
+        var begin = [Int](repeating: 0, count: x.count), end = begin
+        for (j, a) in axes.enumerated() { begin[a] = pads[j]; end[a] = pads[j + axes.count] }
+        for d in x.indices {
+            guard x[d] + begin[d] + end[d] == y[d] else { throw unsupported("Pad: the output shape does not match the pads") }
+            guard mode == "constant" || (begin[d] >= 0 && end[d] >= 0) else { throw unsupported("Pad: negative pads in mode \(mode)") }
+            guard mode != "reflect" || (begin[d] < x[d] && end[d] < x[d]) else { throw unsupported("Pad: reflect pads as wide as the input") }
+        }
+        let value = mode == "constant" ? try constantScalar(node, 2) ?? 0 : 0
+        let istr = Self.strides(x)
+        var body = ""
+        for d in x.indices.reversed() {
+            let n = x[d]
+            body += "    { const int c = r % \(y[d]); r /= \(y[d]); int q = c - (\(begin[d]));\n"
+            if begin[d] != 0 || end[d] != 0 {
+                switch mode {
+                case "constant": body += "      if (q < 0 || q >= \(n)) inside = 0;\n"
+                case "edge": body += "      q = clamp(q, 0, \(n - 1));\n"
+                case "reflect": body += "      if (q < 0) q = -q; else if (q >= \(n)) q = \(2 * (n - 1)) - q;\n"
+                default: body += "      q = ((q % \(n)) + \(n)) % \(n);\n"
+                }
+            }
+            body += "      src += q * \(istr[d]); }\n"
+        }
+        let source = """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void pad(__global const T* x, __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            int r = i, src = 0, inside = 1;
+        \(body)    ST(y, i, ACT(inside ? LD(x, src) : \(Self.literal(value))));
+        }
+
+        """
+        let n = Self.count(y)
+        return .launch(kernel: "pad", source: source, options: "-DCOUNT=\(n)",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// Resize, nearest or linear (without antialias), with constant scales or sizes: the source indices
+    /// (and linear weights) of every output coordinate along each resized axis are computed here in double,
+    /// as ONNX defines them, and baked into the kernel as tables; linear interpolates over up to 3 axes.
+    private func resize(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0])
+        guard x.count == y.count, !x.isEmpty else { throw unsupported("Resize: input and output ranks differ") }
+        let mode = try text(node, "mode", "nearest"), transform = try text(node, "coordinate_transformation_mode", "half_pixel")
+        let nearest = try text(node, "nearest_mode", "round_prefer_floor")
+        guard mode == "nearest" || mode == "linear" else { throw unsupported("Resize: mode '\(mode)' is not supported") }
+        guard ["half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "half_pixel_symmetric"].contains(transform) else {
+            throw unsupported("Resize: coordinate_transformation_mode '\(transform)' is not supported")
+        }
+        guard ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(nearest) else { throw unsupported("Resize: nearest_mode '\(nearest)' is not supported") }
+        guard try int(node, "antialias", 0) == 0 else { throw unsupported("Resize: antialias is not supported") }
+        guard try text(node, "keep_aspect_ratio_policy", "stretch") == "stretch" else { throw unsupported("Resize: keep_aspect_ratio_policy other than stretch") }
+        let axes = try (ints(node, "axes") ?? Array(x.indices)).map { $0 < 0 ? $0 + x.count : $0 }
+        guard axes.allSatisfy({ $0 >= 0 && $0 < x.count }), Set(axes).count == axes.count else { throw unsupported("Resize: axes out of range or repeated") }
+        var scales = [Double](repeating: 1, count: x.count)
+        if node.inputs.count > 3, !node.inputs[3].isEmpty {
+            guard let sizes = try constantInts(node, 3), sizes.count == axes.count else { throw unsupported("Resize: kiln.gpu needs constant sizes, one per axis") }
+            for (i, a) in axes.enumerated() {
+                guard sizes[i] == y[a] else { throw unsupported("Resize: the output shape does not match sizes") }
+                scales[a] = Double(y[a]) / Double(x[a])
+            }
+        } else if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            guard let t = graph.initializers[node.inputs[2]], t.dtype == .float32, t.shape.count <= 1, t.shape.reduce(1, *) == axes.count else {
+                throw unsupported("Resize: kiln.gpu needs constant scales, one per axis")
+            }
+            for (i, given) in t.elements(as: Float.self).enumerated() {
+                let s = Double(given), a = axes[i]
+                guard s > 0, s * Double(x[a]) < 1e12, Int((s * Double(x[a])).rounded(.down)) == y[a] else {
+                    throw unsupported("Resize: the output shape does not match the scales")
+                }
+                scales[a] = s
+            }
+        } else {
+            throw unsupported("Resize: neither scales nor sizes is given")
+        }
+        for d in x.indices where !axes.contains(d) { guard x[d] == y[d] else { throw unsupported("Resize: an axis not resized changes size") } }
+        let resized = x.indices.filter { abs(scales[$0] - 1) >= 1e-9 || x[$0] != y[$0] }
+        guard mode == "nearest" || resized.count <= 3 else { throw unsupported("Resize: linear over more than 3 axes") }
+        guard resized.reduce(0, { $0 + y[$1] * (mode == "linear" ? 3 : 1) }) <= 8192 else { throw unsupported("Resize: the output is too large for kiln.gpu's index tables") }
+        var tables = "", body = ""
+        let istr = Self.strides(x)
+        for d in x.indices.reversed() {
+            body += "    const int c\(d) = r % \(y[d]); r /= \(y[d]);\n"
+            guard resized.contains(d) else { continue }
+            let taps = Self.resizeTaps(input: x[d], output: y[d], scale: scales[d], transform: transform)
+            if mode == "nearest" {
+                let index = taps.map { tap -> Int in
+                    let up: Bool
+                    switch nearest {
+                    case "round_prefer_floor": up = tap.ratio > 0.5
+                    case "round_prefer_ceil": up = tap.ratio >= 0.5
+                    case "floor": up = tap.ratio == 1
+                    default: up = true
+                    }
+                    return min(max(tap.start + (up ? 1 : 0), 0), x[d] - 1)
+                }
+                tables += "__constant int N\(d)[\(y[d])] = \(Self.list(index));\n"
+                body += "    const int q\(d) = N\(d)[c\(d)];\n"
+            } else {
+                tables += "__constant int A\(d)[\(y[d])] = \(Self.list(taps.map { min(max($0.start, 0), x[d] - 1) }));\n"
+                tables += "__constant int B\(d)[\(y[d])] = \(Self.list(taps.map { min(max($0.start + 1, 0), x[d] - 1) }));\n"
+                tables += "__constant float F\(d)[\(y[d])] = {" + taps.map { "\(Float($0.ratio))f" }.joined(separator: ",") + "};\n"
+                body += "    const int a\(d) = A\(d)[c\(d)], b\(d) = B\(d)[c\(d)];\n    const float f\(d) = F\(d)[c\(d)];\n"
+            }
+        }
+        let fixed = x.indices.filter { !resized.contains($0) }.map { "c\($0) * \(istr[$0])" }
+        if mode == "nearest" {
+            let index = (fixed + resized.map { "q\($0) * \(istr[$0])" }).joined(separator: " + ")
+            body += "    const float v = LD(x, \(index.isEmpty ? "0" : index));\n"
+        } else {
+            body += "    float v = 0.0f;\n"
+            for corner in 0..<(1 << resized.count) {
+                let pick = resized.enumerated().map { (corner >> $0.offset) & 1 == 1 }
+                let weight = zip(resized, pick).map { $1 ? "f\($0)" : "(1.0f - f\($0))" }.joined(separator: " * ")
+                let index = (fixed + zip(resized, pick).map { "\($1 ? "b" : "a")\($0) * \(istr[$0])" }).joined(separator: " + ")
+                body += "    v += \(weight.isEmpty ? "1.0f" : weight) * LD(x, \(index.isEmpty ? "0" : index));\n"
+            }
+        }
+        let source = tables + """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void resize(__global const T* x, __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            int r = i;
+        \(body)    ST(y, i, ACT(v));
+        }
+
+        """
+        let n = Self.count(y)
+        return .launch(kernel: "resize", source: source, options: "-DCOUNT=\(n)",
+                       arguments: [.value(node.inputs[0]), .value(node.outputs[0])], global: [n], local: nil)
+    }
+
+    /// For each output coordinate along an axis: the input coordinate ONNX maps it to, as the lower of two
+    /// neighbours `start` and `start + 1` (unclamped) and the weight `ratio` ∈ (0, 1] of the upper one.
+    static func resizeTaps(input: Int, output: Int, scale: Double, transform: String) -> [(start: Int, ratio: Double)] {
+        let inW = Double(input), outF = scale * inW
+        return (0..<output).map { o in
+            let od = Double(o)
+            var c: Double
+            switch transform {
+            case "pytorch_half_pixel": c = outF == 1 ? -0.5 : (od + 0.5) / scale - 0.5
+            case "align_corners": c = outF == 1 ? 0 : od * (inW - 1) / (outF - 1)
+            case "asymmetric": c = od / scale
+            case "half_pixel_symmetric": c = inW / 2 * (1 - Double(output) / outF) + (od + 0.5) / scale - 0.5
+            default: c = (od + 0.5) / scale - 0.5
+            }
+            if !c.isFinite { c = 0 }
+            c = min(max(c, -0x1p40), 0x1p40)
+            let c0 = c.rounded(.down), frac = c - c0
+            return (Int(c0) + (frac == 0 ? -1 : 0), frac == 0 ? 1 : frac)
+        }
+    }
+
+    /// 2-D ConvTranspose with explicit pads (and output_padding): one work-item per output element gathers
+    /// the input pixels whose strided footprint covers it.
+    private func convTranspose(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        let x = try shape(node.inputs[0]), w = try shape(node.inputs[1])
+        guard x.count == 4, w.count == 4, y.count == 4 else { throw unsupported("ConvTranspose: kiln.gpu runs 2-D (rank-4 tensors) only") }
+        let group = try int(node, "group", 1)
+        guard group >= 1, x[1] == w[0], w[0] % group == 0, y[1] == w[1] * group, y[0] == x[0] else {
+            throw unsupported("ConvTranspose: channels and group do not agree")
+        }
+        if let ks = try ints(node, "kernel_shape"), ks != [w[2], w[3]] { throw unsupported("ConvTranspose: kernel_shape differs from the weight's") }
+        guard node.attributes["output_shape"] == nil else { throw unsupported("ConvTranspose: output_shape is not supported") }
+        let autoPad = try text(node, "auto_pad", "NOTSET")
+        guard ["NOTSET", "", "VALID"].contains(autoPad) else { throw unsupported("ConvTranspose: auto_pad \(autoPad) is not supported") }
+        let strides = try ints(node, "strides") ?? [1, 1], dilations = try ints(node, "dilations") ?? [1, 1]
+        let outputPadding = try ints(node, "output_padding") ?? [0, 0]
+        let p = autoPad == "VALID" ? [0, 0, 0, 0] : try ints(node, "pads") ?? [0, 0, 0, 0]
+        guard strides.count == 2, dilations.count == 2, outputPadding.count == 2, p.count == 4, strides.allSatisfy({ $0 >= 1 && $0 < 1 << 20 }),
+              dilations.allSatisfy({ $0 >= 1 && $0 < 1 << 20 }), p.allSatisfy({ $0 >= 0 && $0 < 1 << 20 }), outputPadding.allSatisfy({ $0 >= 0 && $0 < 1 << 20 }) else {
+            throw unsupported("ConvTranspose: strides, dilations, pads or output_padding are malformed")
+        }
+        for d in 0..<2 {
+            let size = strides[d] * (x[2 + d] - 1) + outputPadding[d] + (w[2 + d] - 1) * dilations[d] + 1 - p[d] - p[d + 2]
+            guard size == y[2 + d] else { throw unsupported("ConvTranspose: the output shape does not match the attributes") }
+        }
+        var bias: String? = nil
+        if node.inputs.count > 2, !node.inputs[2].isEmpty {
+            guard try shape(node.inputs[2]) == [y[1]] else { throw unsupported("ConvTranspose: bias is not one value per output channel") }
+            bias = node.inputs[2]
+        }
+        let n = Self.count(y)
+        let options = "-DCOUNT=\(n) -DC=\(x[1]) -DCG=\(x[1] / group) -DH=\(x[2]) -DW=\(x[3]) -DM=\(y[1]) -DMG=\(w[1]) -DOH=\(y[2]) -DOW=\(y[3]) -DKH=\(w[2]) -DKW=\(w[3]) -DSH=\(strides[0]) -DSW=\(strides[1]) -DDH=\(dilations[0]) -DDW=\(dilations[1]) -DPT=\(p[0]) -DPL=\(p[1]) -DHAS_BIAS=\(bias == nil ? 0 : 1)"
+        return .launch(kernel: "conv_transpose", source: Kernels.convTranspose, options: options,
+                       arguments: [.value(node.inputs[0]), .value(node.inputs[1]), .value(bias ?? node.inputs[1]), .value(node.outputs[0])],
+                       global: [n], local: nil)
+    }
+
+    /// Clip with a bound computed at run time (a one-element float32 value, e.g. the maximum less a range):
+    /// the bounds are read from their device buffers; a constant bound is read the same way.
+    private func runtimeClip(_ node: Node, _ y: [Int]) throws -> NodeLowering {
+        guard let x = node.inputs.first, !x.isEmpty, try shape(x) == y else { throw unsupported("Clip: shapes differ") }
+        var bounds: [String?] = [nil, nil]
+        for k in 1...2 where node.inputs.count > k && !node.inputs[k].isEmpty {
+            guard try Self.count(shape(node.inputs[k])) == 1 else { throw unsupported("Clip: bound '\(node.inputs[k])' is not a scalar") }
+            bounds[k - 1] = node.inputs[k]
+        }
+        let n = Self.count(y)
+        let source = """
+        #ifndef ACT
+        #define ACT(v) (v)
+        #endif
+        __kernel void clip(__global const T* x, __global const T* lo, __global const T* hi, __global T* y) {
+            const int i = get_global_id(0);
+            if (i >= COUNT) return;
+            float v = LD(x, i);
+        #if HAS_LO
+            { const float b = LD(lo, 0); v = v < b ? b : v; }
+        #endif
+        #if HAS_HI
+            { const float b = LD(hi, 0); v = v > b ? b : v; }
+        #endif
+            ST(y, i, ACT(v));
+        }
+
+        """
+        return .launch(kernel: "clip", source: source, options: "-DCOUNT=\(n) -DHAS_LO=\(bounds[0] == nil ? 0 : 1) -DHAS_HI=\(bounds[1] == nil ? 0 : 1)",
+                       arguments: [.value(x), .value(bounds[0] ?? x), .value(bounds[1] ?? x), .value(node.outputs[0])], global: [n], local: nil)
     }
 }
