@@ -17,7 +17,7 @@ final class BlobHandle {
 enum CompileRequest {
     /// The option keys `kiln_compile_options` accepts, with what each sets.
     static let knownKeys = ["opt_level", "backend", "backends", "fallback", "min_group_size", "deny", "max_folded_bytes"]
-        + QuantizationRequest.keys + ["metadata.<key>"]
+        + QuantizationRequest.keys + ["metadata.<key>", "input_shape.<input>"]
 
     /// The compiler options the caller's struct asks for (defaults for NULL), over `context`'s backends.
     static func compiler(_ options: UnsafePointer<kiln_compile_options>?, context: ContextHandle) throws -> Compiler {
@@ -76,6 +76,9 @@ enum CompileRequest {
             options.maxFoldedBytes = v
         case _ where key.hasPrefix("metadata.") && key.count > "metadata.".count:
             options.metadata[String(key.dropFirst("metadata.".count))] = value
+        case _ where key.hasPrefix("input_shape.") && key.count > "input_shape.".count:
+            let name = String(key.dropFirst("input_shape.".count))
+            options.inputShapes[name] = try InputShapes.dims(value, of: name)
         default:
             throw KilnError(.invalidArgument, "unknown compile option '\(key)' (known: \(knownKeys.joined(separator: ", ")))")
         }

@@ -22,6 +22,8 @@ struct Compile: ParsableCommand {
             claim nodes in priority order, and --backend compiles the whole model for one backend with no \
             fallback. The partition report says where each node went and why, and \
             `kiln inspect --partitions` shows it again from the artifact. \
+            --input-shape NAME=D,D,… fixes an input's symbolic dims (the artifact then takes only that shape), \
+            which lets shape-specializing targets such as --target opencl run the whole model. \
             --quantize int8 --calibration DIR quantizes Conv, Gemm and MatMul to int8 (QDQ form) after \
             optimization, with activation ranges measured on the samples in DIR (Documentation/Quantization.md). \
             The artifact is written atomically: to a temporary file beside OUT, then renamed over it, so a \
@@ -53,6 +55,9 @@ struct Compile: ParsableCommand {
     @Option(help: ArgumentHelp("Store KEY=VALUE in the artifact's metadata (repeatable).", valueName: "key=value"))
     var metadata: [String] = []
 
+    @Option(help: ArgumentHelp("Fix an input's shape (repeatable): its symbolic and unknown dims become these sizes, the same symbols elsewhere follow, and the artifact accepts exactly this shape. For targets that specialize kernels for shapes (opencl, accelerators).", valueName: "name=d,d,…"))
+    var inputShape: [String] = []
+
     @Option(help: ArgumentHelp("Section compression: auto (zstd only when it saves at least 10%), zstd, or none.", valueName: "auto|zstd|none"))
     var compression = "auto"
 
@@ -75,6 +80,11 @@ struct Compile: ParsableCommand {
             var options = Compiler.Options(optLevel: optLevel, printIRAfter: Set(printIRAfter), metadata: values, compression: codec)
             try selection.apply(to: &options)
             options.quantization = try quantization.options()
+            for entry in inputShape {
+                let (name, dims) = try InputShapes.parse(entry)
+                guard options.inputShapes[name] == nil else { throw KilnError(.invalidArgument, "--input-shape '\(name)' is given twice") }
+                options.inputShapes[name] = dims
+            }
             let reporter = CompileProgress(bar: CompileProgress.standardErrorIsTerminal)
             defer { reporter.clear() }
             let compiler = Kiln.compiler(

@@ -45,6 +45,8 @@ public struct Compiler: Sendable {
         public var compression: Compression
         /// Post-training int8 quantization after the pass pipeline (nil: none); see `QuantizationOptions`.
         public var quantization: QuantizationOptions?
+        /// Input shapes fixed before optimizing (input name → dims); see `InputShapes`. Empty: as the model says.
+        public var inputShapes: [String: [Int]] = [:]
 
         /// How the partitioner applies these options.
         public var partitionOptions: PartitionOptions {
@@ -229,6 +231,7 @@ public struct Compiler: Sendable {
         // Always verified, in release builds too: passes assume a valid graph (a cycle, a dangling input,
         // two producers of one value or an undefined output would otherwise reach the artifact).
         try Verifier.verify(model.graph)
+        try InputShapes.apply(options.inputShapes, to: &model.graph)
 
         func begin(_ phase: Phase, _ detail: String) -> ContinuousClock.Instant {
             let now = clock.now

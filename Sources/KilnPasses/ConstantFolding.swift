@@ -1,7 +1,8 @@
 import KilnIR
 
 /// Replaces a node whose inputs are all constants (initializers that are not graph inputs, here or in
-/// an enclosing graph) by initializers holding its outputs, computed by `PassContext.evaluator`.
+/// an enclosing graph) by initializers holding its outputs, computed by `PassContext.evaluator`; and a
+/// Shape or Size of a value whose shape is static by its constant result.
 ///
 /// Left alone: random ops, ops with subgraphs, Dropout, DequantizeLinear (a quantized weight and its
 /// scale are what int8 backends run: folding them into float constants would turn every int8 layer of a
@@ -32,8 +33,8 @@ public struct ConstantFolding: Pass {
             if node.updateSubgraphs({ fold(&$0, outerConstants: constants, evaluator: evaluator, maxBytes: maxBytes) }) {
                 changed = true
             }
-            if let results = evaluate(node, graph: graph, constants: constants, graphOutputs: graphOutputs,
-                                      evaluator: evaluator, maxBytes: maxBytes) {
+            if let results = staticShape(node, graph: graph, graphOutputs: graphOutputs)
+                ?? evaluate(node, graph: graph, constants: constants, graphOutputs: graphOutputs, evaluator: evaluator, maxBytes: maxBytes) {
                 for (name, tensor) in zip(node.outputs.filter { !$0.isEmpty }, results) {
                     graph.initializers[name] = tensor
                     graph.valueTypes[name] = nil
@@ -46,6 +47,27 @@ public struct ConstantFolding: Pass {
         }
         graph.nodes = kept
         return changed
+    }
+
+    /// Shape and Size of a value whose shape is static (every dim known, as after `--input-shape`): their
+    /// output is a constant even though the value is not, and folding it lets the shape arithmetic after
+    /// them (Gather, Concat, Range, Reshape targets) fold too. Nil for any other node.
+    static func staticShape(_ node: Node, graph: Graph, graphOutputs: Set<String>) -> [Tensor]? {
+        guard node.op.domain.isEmpty, node.op.name == "Shape" || node.op.name == "Size", node.inputs.count == 1,
+              node.outputs.count == 1, !graphOutputs.contains(node.outputs[0]) else { return nil }
+        let name = node.inputs[0]
+        guard let type = graph.valueTypes[name]?.tensorType ?? graph.inputs.first(where: { $0.name == name })?.type?.tensorType,
+              let dims = type.fixedShape else { return nil }
+        if node.op.name == "Size" {
+            guard let count = try? ElementCount.of(dims, what: name) else { return nil }
+            return [Tensor(dtype: .int64, shape: [], int64s: [Int64(count)])]
+        }
+        let rank = dims.count
+        func clamped(_ v: Int) -> Int { min(max(v < 0 ? v + rank : v, 0), rank) }
+        guard let start = try? node.int("start", 0), let end = try? node.int("end", rank) else { return nil }
+        let (lo, hi) = (clamped(start), clamped(end))
+        let kept = lo < hi ? dims[lo..<hi].map { Int64($0) } : []
+        return [Tensor(dtype: .int64, shape: [kept.count], int64s: kept)]
     }
 
     /// The folded outputs of `node`, or nil if it is not to be folded.

@@ -351,6 +351,7 @@ typedef struct kiln_blob kiln_blob;
  *                     keep_float and quantize_ops (comma-separated op types), quantize_outputs (true |
  *                     false), calibration_backend — the same values as `kiln compile`'s flags
  *   metadata.KEY      stores KEY = value in the artifact's metadata
+ *   input_shape.NAME  fixes input NAME's shape to value "D,D,..." (its symbolic dims; "" for a scalar)
  * Backends are looked up in the context's registry, so a plugin registered there can be selected. */
 typedef struct kiln_compile_options {
     size_t struct_size;                /* sizeof(kiln_compile_options) */

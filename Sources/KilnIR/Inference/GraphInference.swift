@@ -91,9 +91,17 @@ public enum GraphInference {
             case .graph(var sub):
                 var inner = environment
                 schema?.subgraphRule?(rule, key, sub, &inner)
-                if try infer(&sub, environment: &inner) { changed = true }
-                rule.subgraphOutputs[key] = sub.outputs.map { inner.facts[$0.name] ?? .unknown }
-                node.attributes[key] = .graph(sub)
+                do {
+                    if try infer(&sub, environment: &inner) { changed = true }
+                    rule.subgraphOutputs[key] = sub.outputs.map { inner.facts[$0.name] ?? .unknown }
+                    node.attributes[key] = .graph(sub)
+                } catch let error as KilnError where error.code == .invalidModel && node.op == OpID("", "If") {
+                    // A branch of an If may be impossible at the shapes the graph has (a model with its input
+                    // shapes fixed for one sample rate holds the other rate's branch too): which branch runs is
+                    // decided at run time, so this one's outputs are left unknown rather than failing the
+                    // model; running it would fail there, with the same message.
+                    rule.subgraphOutputs[key] = sub.outputs.map { _ in .unknown }
+                }
             case .graphs(var subs):
                 for j in subs.indices {
                     var inner = environment

@@ -789,15 +789,22 @@ def load(path_or_bytes: Union[PathLike, bytes, bytearray, memoryview], threads: 
     return Model(_Handle(out.value, "kiln_model_free"), context)
 
 
-def compile(model_path: PathLike, output_path: PathLike, target: str = "host", **options: Any) -> None:
+def compile(model_path: PathLike, output_path: PathLike, target: str = "host",
+            input_shapes: Optional[Mapping[str, Sequence[int]]] = None, **options: Any) -> None:
     """Compiles the ONNX model at `model_path` into a .kiln artifact at `output_path`, by default for this
     machine (`target="host"`: kiln.cpu, with kiln.reference only for what it cannot run). `options` become the
     C API's key/value pairs (values converted with str(); True/False become "true"/"false"; a list or tuple,
     e.g. backends=["sample.bytecode", "kiln.cpu"], becomes a comma-separated value). Post-training int8
     quantization: quantize="int8", calibration=DIR and the other settings of `kiln compile`'s flags, spelled
-    with "_" for "-" (calibration_method="entropy", keep_float="MatMul"; Documentation/Quantization.md)."""
+    with "_" for "-" (calibration_method="entropy", keep_float="MatMul"; Documentation/Quantization.md).
+    `input_shapes` ({"images": (1, 3, 224, 224)}) fixes those inputs' symbolic dims, as `kiln compile
+    --input-shape` does: the artifact then takes exactly those shapes, and shape-specializing targets
+    (target="opencl", accelerators) can run the whole model."""
     context = _context()
     lib = context._lib
+    options = dict(options)
+    for name, dims in (input_shapes or {}).items():
+        options[f"input_shape.{name}"] = ",".join(str(int(d)) for d in dims)
 
     def text(v: Any) -> str:
         if isinstance(v, (list, tuple)):

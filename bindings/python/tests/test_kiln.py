@@ -47,6 +47,22 @@ def test_compile_with_no_options_is_for_the_host_target(model_path, tmp_path):
     np.testing.assert_allclose(compiled.run({"x": X})["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
 
 
+def test_compile_with_input_shapes_fixes_the_dims(model_path, tmp_path):
+    artifact = tmp_path / "fixed.kiln"
+    kiln.compile(model_path, artifact, input_shapes={"x": (2, 4)})
+    compiled = kiln.load(str(artifact))
+    assert [(i.name, i.shape) for i in compiled.inputs] == [("x", (2, 4))]
+    out = compiled.run({"x": X})
+    np.testing.assert_allclose(out["y"], expected(X)["y"], rtol=1e-5, atol=1e-6)
+    assert out["s"].tolist() == [2, 4]
+    with pytest.raises(kiln.KilnError):  # the artifact takes that shape only
+        compiled.run({"x": np.zeros((3, 4), np.float32)})
+    with pytest.raises(kiln.InvalidArgumentError) as e:
+        kiln.compile(model_path, tmp_path / "bad.kiln", input_shapes={"x": (2, 5)})
+    assert "dim 1 is 4 in the model, not 5" in e.value.message
+    assert not (tmp_path / "bad.kiln").exists()
+
+
 def test_run_matches_numpy(model_path):
     out = kiln.load(model_path).run({"x": X})
     want = expected(X)
