@@ -452,6 +452,19 @@ void kiln_depthwise_conv2d_blocked_prelu(const kiln_conv2d_params *p, const floa
     blocked_current(kt)->dw(kt, p, input, packed_weight, output, cb0, cb1, epilogue, slope);
 }
 
+void kiln_blocked_channel_scale(size_t channels, size_t hw, const float *scale, const float *x, float *y, size_t cb0,
+                                size_t cb1) {
+    const size_t nb = block_count(channels);
+    if (cb1 > nb) cb1 = nb;
+    for (size_t cb = cb0; cb < cb1; cb++) {
+        kiln_v16 s = v16_splat(0.0f);
+        for (size_t l = 0; l < KILN_BLOCK && cb * KILN_BLOCK + l < channels; l++) s[l] = scale[cb * KILN_BLOCK + l];
+        const float *xb = x + cb * hw * KILN_BLOCK;
+        float *yb = y + cb * hw * KILN_BLOCK;
+        for (size_t i = 0; i < hw; i++) KILN_VST(yb + i * KILN_BLOCK, KILN_VLD(xb + i * KILN_BLOCK) * s);
+    }
+}
+
 void kiln_channel_prelu(size_t channels, size_t hw, const float *slope, const float *x, float *y) {
     for (size_t c = 0; c < channels; c++) {
         const float s = slope[c];

@@ -206,6 +206,31 @@ struct ConvPReluTests {
         #expect(kinds == ["MatMul+SiLU"], "\(kinds)")
     }
 
+    @Test("Squeeze-and-excitation Mul by [N, C, 1, 1] runs blocked between convolutions; other shapes broadcast on NCHW")
+    func channelScale() throws {
+        var r = SplitMix64(seed: 20)
+        for (n, (c, batch, scaleChannels, scaleFirst)) in [(40, 1, 40, false), (24, 2, 24, true), (16, 2, 1, false)].enumerated() {
+            var g = TestGraph()
+            let x = g.input("x", [.fixed(batch), .fixed(c), .symbol("h"), .symbol("w")])
+            let y = g.node("Conv", [x, g.constant(r.tensor([c, 1, 3, 3], -0.5, 0.5))],
+                           ["kernel_shape": .ints([3, 3]), "pads": .ints([1, 1, 1, 1]), "group": .int(c)])
+            var se = g.node("GlobalAveragePool", [y])
+            se = g.node("Conv", [se, g.constant(r.tensor([scaleChannels, c, 1, 1], -0.5, 0.5))], ["kernel_shape": .ints([1, 1])])
+            se = g.node("Sigmoid", [se])
+            let m = g.node("Mul", scaleFirst ? [se, y] : [y, se])
+            g.output(g.node("Conv", [m, g.constant(r.tensor([8, c, 1, 1], -0.5, 0.5))], ["kernel_shape": .ints([1, 1])]))
+            for (h, w) in [(7, 9), (1, 1)] {
+                for threads in [1, 2] {
+                    try expectMatchesReference(g.model, inputs: ["x": r.tensor([batch, c, h, w], -1, 1)], threads: threads,
+                                               "SE case \(n) \(h)×\(w) threads \(threads)")
+                }
+            }
+            var lowering = Lowering(graph: g.graph)
+            let ops = try lowering.lower().operations
+            #expect(ops.contains { $0 is ChannelScaleOperation }, "SE case \(n): \(ops.map(\.kind))")
+        }
+    }
+
     @Test("A PRelu whose slope does not broadcast per channel is not fused, and still matches")
     func unfusedSlope() throws {
         var r = SplitMix64(seed: 17)

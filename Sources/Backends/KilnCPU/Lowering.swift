@@ -272,7 +272,9 @@ struct Lowering {
         case .unary(let op):
             try chain(x: node.input(0), links: [.unary(op, name: name)], shapes: [], nodes: [i], output: node.outputs[0])
         case .binary(let op):
-            if let link = scalarLink(node) {
+            if let (a, b) = channelScale(node) {
+                place(ChannelScaleOperation(label: node.displayName, a: id(a), b: id(b), output: id(node.outputs[0])), nodes: [i])
+            } else if let link = scalarLink(node) {
                 try chain(x: link.x, links: [link.link], shapes: [link.shape], nodes: [i], output: node.outputs[0])
             } else {
                 let operands = node.inputs.filter { !$0.isEmpty }.map(id)
@@ -364,6 +366,18 @@ struct Lowering {
     private func unaryLink(_ node: Node) -> ChainLink? {
         guard case .unary(let op)? = CPUKernelTable[node.op]?.lowering else { return nil }
         return .unary(op, name: node.op.name)
+    }
+
+    /// A float Mul of two variable operands that are not scalars by their declared types: it may be an image
+    /// [N, C, H, W] times a per-channel [N, C, 1, 1] value (squeeze-and-excitation), which the plan decides.
+    private func channelScale(_ node: Node) -> (a: String, b: String)? {
+        guard node.op == OpID("", "Mul"), node.inputs.count == 2, node.outputs.count == 1,
+              types[node.input(0)] == .float32, types[node.input(1)] == .float32,
+              constants[node.input(0)] == nil, constants[node.input(1)] == nil else { return nil }
+        for v in node.inputs {
+            if case .tensor(let t)? = graph.type(of: v), let shape = t.shape, shape.count != 4 { return nil }
+        }
+        return (node.input(0), node.input(1))
     }
 
     /// A binary node with one variable operand and one scalar float constant, as a chain link.

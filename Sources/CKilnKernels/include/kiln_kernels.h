@@ -674,6 +674,12 @@ void kiln_depthwise_conv2d_blocked_prelu(const kiln_conv2d_params *p, const floa
 /** PReLU over NCHW planes: y[c][i] = x < 0 ? x · slope[c] : x for `channels` planes of hw floats (y may be x). */
 void kiln_channel_prelu(size_t channels, size_t hw, const float *slope, const float *x, float *y);
 
+/** y = x · scale[c] per channel of one blocked image of `channels` × hw pixels (Mul by an [N, C, 1, 1] tensor,
+ *  e.g. squeeze-and-excitation); channel blocks [cb0, cb1) only (ranges may run concurrently; y may be x).
+ *  Padding lanes of y are written as zero. */
+void kiln_blocked_channel_scale(size_t channels, size_t hw, const float *scale, const float *x, float *y, size_t cb0,
+                                size_t cb1);
+
 #ifdef __cplusplus
 }
 #endif
