@@ -231,6 +231,23 @@ struct ConvPReluTests {
         }
     }
 
+    @Test("Pow(x, 2) runs as x · x (scalar or [1] exponent); other exponents and shapes stay Pow, all match")
+    func square() throws {
+        var r = SplitMix64(seed: 21)
+        for (n, (exponent, shape, fast)) in [(Float(2), [Int](), true), (2, [1], true), (3, [], false), (2, [3], false)].enumerated() {
+            var g = TestGraph()
+            let x = g.input("x", [2, 7, 3])
+            let e = shape == [3] ? Tensor(shape: [3], [Float(2), 2, 2]) : Tensor(shape: shape, [exponent])
+            g.output(g.node("Pow", [x, g.constant(e)]))
+            var data = r.tensor([2, 7, 3], -3, 3)
+            if n == 0 { data = Tensor(shape: [2, 7, 3], data.elements(as: Float.self).enumerated().map { $0.offset < 4 ? [-3, 3, 0, -0.0][$0.offset] : $0.element }) }
+            try expectMatchesReference(g.model, inputs: ["x": data], "pow case \(n)")
+            var lowering = Lowering(graph: g.graph)
+            let ops = try lowering.lower().operations
+            #expect((ops.first is BinaryOperation) == fast, "pow case \(n): \(ops.map(\.kind))")
+        }
+    }
+
     @Test("A PRelu whose slope does not broadcast per channel is not fused, and still matches")
     func unfusedSlope() throws {
         var r = SplitMix64(seed: 17)

@@ -298,6 +298,14 @@ struct Lowering {
         let operands = node.inputs.filter { !$0.isEmpty }
         guard !operands.isEmpty else { throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op.name)) has no inputs") }
         let operandTypes = operands.map { types[$0] ?? .float32 }
+        // Pow(x, 2) of float32 x (a power spectrum, say) is x · x, vectorized, rather than powf per element.
+        if node.op == OpID("", "Pow"), operands.count == 2, operandTypes[0] == .float32, constants[operands[0]] == nil,
+           let e = constants[operands[1]], e.count == 1, e.rank == 0 || e.shape == [1], e.dtype == .float32,
+           e.elements(as: Float.self)[0] == 2 {
+            place(BinaryOperation(node: node, operands: [id(operands[0]), id(operands[0])], output: id(node.outputs[0]), op: KILN_BINARY_MUL),
+                  nodes: [i])
+            return
+        }
         guard let function = try MapOperation.function(node, types: operandTypes) else {
             throw KilnError(.unsupported, "kiln.cpu: \(node.op.name) on \(operandTypes) is not supported (node '\(node.displayName)')")
         }
