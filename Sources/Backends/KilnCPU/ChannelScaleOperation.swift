@@ -2,8 +2,9 @@ import CKilnKernels
 import KilnIR
 
 /// A two-operand float Mul whose operands are not constants. When, at plan time, one is an image [N, C, H, W]
-/// and the other a per-channel [N, C, 1, 1] tensor (squeeze-and-excitation), it runs in the blocked layout,
-/// so the convolutions around it need no reorders; any other shapes run as the broadcasting Mul on NCHW.
+/// held in the blocked layout (a convolution's output) and the other a per-channel [N, C, 1, 1] tensor
+/// (squeeze-and-excitation), it runs in the blocked layout, so the convolutions around it need no reorders;
+/// anything else runs as the broadcasting Mul on NCHW.
 final class ChannelScaleOperation: LayoutAware {
     let kind = "Mul"
     let label: String
@@ -26,11 +27,14 @@ final class ChannelScaleOperation: LayoutAware {
         try builder.requireFloat(a)
         try builder.requireFloat(b)
         let aShape = try builder.shape(a), bShape = try builder.shape(b)
-        func isScale(_ s: [Int], of x: [Int]) -> Bool { x.count == 4 && s == [x[0], x[1], 1, 1] && x[2] * x[3] > 1 }
+        // Blocked only when the image already is (a plain image stays plain: no reorders either way).
+        func isScale(_ s: [Int], of x: [Int], image: Int) -> Bool {
+            x.count == 4 && s == [x[0], x[1], 1, 1] && x[2] * x[3] > 1 && builder.blockedForm(image) != nil
+        }
         let (x, scale, xs): (Int, Int, [Int])
-        if isScale(bShape, of: aShape) {
+        if isScale(bShape, of: aShape, image: a) {
             (x, scale, xs) = (a, b, aShape)
-        } else if isScale(aShape, of: bShape) {
+        } else if isScale(aShape, of: bShape, image: b) {
             (x, scale, xs) = (b, a, bShape)
         } else {
             try builder.requirePlain(a)
