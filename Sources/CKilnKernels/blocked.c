@@ -139,11 +139,12 @@ static dw_epilogue dw_epilogue_of(const kiln_epilogue *ep) {
     return e;
 }
 
-/* Bias, residual and the inline activation of one output pixel, then the store. */
-KILN_INLINE void dw_store(float *o, kiln_v16 v, kiln_v16 bias, const float *res, int inline_act, kiln_v16 va,
-                          kiln_v16 vb) {
+/* Bias, residual, the PReLU slope (when prelu) and the inline activation of one output pixel, then the store. */
+KILN_INLINE void dw_store(float *o, kiln_v16 v, kiln_v16 bias, const float *res, int prelu, kiln_v16 slope,
+                          int inline_act, kiln_v16 va, kiln_v16 vb) {
     v += bias;
     if (res) v += KILN_VLD(res);
+    if (prelu) v = v16_select(v < 0.0f, v * slope, v);
     if (inline_act == 1) {
         v = v16_select(v > 0.0f, v, v16_splat(0.0f));
     } else if (inline_act == 2) {
@@ -163,7 +164,7 @@ KILN_INLINE void dw_store(float *o, kiln_v16 v, kiln_v16 bias, const float *res,
         for (int j = 0; j < (UU); j++)                                                                               \
             dw_store(orow + (ow + (size_t)j) * KILN_BLOCK, acc[j], bias, rrow ? rrow + (ow + (size_t)j) * KILN_BLOCK \
                                                                               : NULL,                                \
-                     e.inline_act, va, vb);                                                                          \
+                     prelu, slope, e.inline_act, va, vb);                                                            \
     } while (0)
 
 /*
@@ -172,7 +173,7 @@ KILN_INLINE void dw_store(float *o, kiln_v16 v, kiln_v16 bias, const float *res,
  */
 KILN_INLINE void dw_body(const kiln_kernel_table *kt, const kiln_conv2d_params *p, const float *input,
                          const float *packed, float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue,
-                         const int U, const int spec) {
+                         const float *slopes, const int U, const int spec) {
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width;
     const size_t KH = spec ? 3 : p->kernel_h, KW = spec ? 3 : p->kernel_w;
     const size_t sh = p->stride_h, sw = spec ? (size_t)spec : p->stride_w;
@@ -192,6 +193,10 @@ KILN_INLINE void dw_body(const kiln_kernel_table *kt, const kiln_conv2d_params *
         kiln_v16 bias = zero;
         if (epilogue && epilogue->bias)
             for (size_t l = 0; l < KILN_BLOCK && cb * KILN_BLOCK + l < C; l++) bias[l] = epilogue->bias[cb * KILN_BLOCK + l];
+        const int prelu = slopes != NULL;
+        kiln_v16 slope = zero;
+        if (prelu)
+            for (size_t l = 0; l < KILN_BLOCK && cb * KILN_BLOCK + l < C; l++) slope[l] = slopes[cb * KILN_BLOCK + l];
         for (size_t oh = 0; oh < OH; oh++) {
             const ptrdiff_t ih0 = (ptrdiff_t)(oh * sh) - (ptrdiff_t)pt;
             size_t kh0, kh1;
@@ -208,8 +213,8 @@ KILN_INLINE void dw_body(const kiln_kernel_table *kt, const kiln_conv2d_params *
                     tap_range(iw0, W, KW, dw, &kw0, &kw1);
                     kiln_v16 acc[1] = {zero};
                     window_taps(MODE_DW, 1, in_b, W, ih0, kh0, kh1, dh, iw0, kw0, kw1, dw, sw, w_b, KW, acc);
-                    dw_store(orow + ow * KILN_BLOCK, acc[0], bias, rrow ? rrow + ow * KILN_BLOCK : NULL, e.inline_act,
-                             va, vb);
+                    dw_store(orow + ow * KILN_BLOCK, acc[0], bias, rrow ? rrow + ow * KILN_BLOCK : NULL, prelu, slope,
+                             e.inline_act, va, vb);
                 }
                 if (side == 1) break;
                 for (; ow + (size_t)U <= hi; ow += (size_t)U) KILN_DW_GROUP(U);
@@ -359,7 +364,7 @@ KILN_INLINE void global_body(size_t C, size_t hw, int is_max, const float *input
 
 typedef struct blocked_impl {
     void (*dw)(const kiln_kernel_table *kt, const kiln_conv2d_params *p, const float *input, const float *packed,
-               float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue);
+               float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue, const float *slope);
     void (*maxpool)(const kiln_conv2d_params *p, const float *input, float *output, size_t cb0, size_t cb1);
     void (*avgpool)(const kiln_conv2d_params *p, int count_include_pad, size_t pb, size_t pr, const float *input,
                     float *output, size_t cb0, size_t cb1);
@@ -383,7 +388,7 @@ static int spec_of(const kiln_conv2d_params *p) {
     }
 
 /* Kernel calls for KILN_SPECIALIZE inside the instantiations (u: pixels per interior group). */
-#define KILN_DW_CALL(spec) dw_body(kt, p, input, packed, output, cb0, cb1, epilogue, u, spec)
+#define KILN_DW_CALL(spec) dw_body(kt, p, input, packed, output, cb0, cb1, epilogue, slope, u, spec)
 #define KILN_MAXPOOL_CALL(spec) pool_body(MODE_MAX, p, 0, 0, 0, input, output, cb0, cb1, u, spec)
 #define KILN_AVGPOOL_CALL(spec) pool_body(MODE_SUM, p, cip, pb, pr, input, output, cb0, cb1, u, spec)
 
@@ -391,7 +396,7 @@ static int spec_of(const kiln_conv2d_params *p) {
 #define KILN_BLOCKED_INSTANCE(NAME, ATTR, U)                                                                         \
     ATTR static void NAME##_dw(const kiln_kernel_table *kt, const kiln_conv2d_params *p, const float *input,        \
                                const float *packed, float *output, size_t cb0, size_t cb1,                          \
-                               const kiln_epilogue *epilogue) {                                                     \
+                               const kiln_epilogue *epilogue, const float *slope) {                                 \
         const int u = U;                                                                                             \
         KILN_SPECIALIZE(p, KILN_DW_CALL)                                                                             \
     }                                                                                                                \
@@ -436,9 +441,37 @@ static const blocked_impl *blocked_current(const kiln_kernel_table *kt) {
 
 void kiln_depthwise_conv2d_blocked(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
                                    float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue) {
+    kiln_depthwise_conv2d_blocked_prelu(p, input, packed_weight, output, cb0, cb1, epilogue, NULL);
+}
+
+void kiln_depthwise_conv2d_blocked_prelu(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                                         float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue,
+                                         const float *slope) {
     if (!params_usable(p)) return;
     const kiln_kernel_table *kt = kiln_kernels_current();
-    blocked_current(kt)->dw(kt, p, input, packed_weight, output, cb0, cb1, epilogue);
+    blocked_current(kt)->dw(kt, p, input, packed_weight, output, cb0, cb1, epilogue, slope);
+}
+
+void kiln_blocked_channel_scale(size_t channels, size_t hw, const float *scale, const float *x, float *y, size_t cb0,
+                                size_t cb1) {
+    const size_t nb = block_count(channels);
+    if (cb1 > nb) cb1 = nb;
+    for (size_t cb = cb0; cb < cb1; cb++) {
+        kiln_v16 s = v16_splat(0.0f);
+        for (size_t l = 0; l < KILN_BLOCK && cb * KILN_BLOCK + l < channels; l++) s[l] = scale[cb * KILN_BLOCK + l];
+        const float *xb = x + cb * hw * KILN_BLOCK;
+        float *yb = y + cb * hw * KILN_BLOCK;
+        for (size_t i = 0; i < hw; i++) KILN_VST(yb + i * KILN_BLOCK, KILN_VLD(xb + i * KILN_BLOCK) * s);
+    }
+}
+
+void kiln_channel_prelu(size_t channels, size_t hw, const float *slope, const float *x, float *y) {
+    for (size_t c = 0; c < channels; c++) {
+        const float s = slope[c];
+        const float *xc = x + c * hw;
+        float *yc = y + c * hw;
+        for (size_t i = 0; i < hw; i++) yc[i] = xc[i] < 0.0f ? xc[i] * s : xc[i];
+    }
 }
 
 void kiln_maxpool2d_blocked(const kiln_conv2d_params *p, const float *input, float *output, size_t cb0, size_t cb1) {

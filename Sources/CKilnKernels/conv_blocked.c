@@ -152,6 +152,7 @@ typedef struct blocked_tile {
     int finish;                       /* last pass: bias, residual, relu/clip */
     const float *bias;                /* nb × 16 floats (finish only; NULL for none) */
     const float *residual;            /* same layout as out (finish only; NULL for none) */
+    const float *slope;               /* nb × 16 negative-side multipliers, PReLU (finish only; NULL for none) */
     int clamp;                        /* finish: clamp to [lo, hi] */
     float lo, hi;
     const char *prefetch;             /* lines to fetch into L2 while computing (NULL for none) */
@@ -171,6 +172,13 @@ typedef int kiln_cv16i __attribute__((vector_size(64), aligned(4)));
         v_ = (kiln_cv16)((below_ & (kiln_cv16i)l_) | (~below_ & (kiln_cv16i)v_));                               \
         kiln_cv16i above_ = v_ > h_;                                                                            \
         (kiln_cv16)((above_ & (kiln_cv16i)h_) | (~above_ & (kiln_cv16i)v_));                                    \
+    })
+/* v < 0 ? v · s : v lane by lane (PReLU; a NaN lane stays NaN). */
+#define KILN_CV_PRELU(v, s)                                                                                     \
+    ({                                                                                                          \
+        kiln_cv16 v_ = (v);                                                                                     \
+        kiln_cv16i neg_ = v_ < (kiln_cv16){0};                                                                  \
+        (kiln_cv16)((neg_ & (kiln_cv16i)(v_ * (s))) | (~neg_ & (kiln_cv16i)v_));                                \
     })
 #if defined(__clang__)
 #define KILN_UNROLL _Pragma("clang loop unroll(full)")
@@ -213,6 +221,7 @@ typedef int kiln_cv16i __attribute__((vector_size(64), aligned(4)));
                 KILN_UNROLL for (int j = 0; j < (N); j++) {                                                                 \
                     acc[j][b] += bias;                                                                          \
                     if (t->residual) acc[j][b] += KILN_CV_LOAD(t->residual + b * t->out_block + j * 16); \
+                    if (t->slope) acc[j][b] = KILN_CV_PRELU(acc[j][b], KILN_CV_LOAD(t->slope + b * 16));   \
                     if (t->clamp) {                                                                             \
                         acc[j][b] = KILN_CV_CLAMP(acc[j][b], t->lo, t->hi);                                     \
                     }                                                                                           \
@@ -305,6 +314,7 @@ static void run_tile(kiln_family family, blocked_tile *t, int ib16) {
         one.out = t->out + b * t->out_block;
         one.bias = t->bias ? t->bias + b * 16 : NULL;
         one.residual = t->residual ? t->residual + b * t->out_block : NULL;
+        one.slope = t->slope ? t->slope + b * 16 : NULL;
 #if defined(__x86_64__)
         if (family == KILN_FAMILY_AVX2) {
             avx2_tiles[ib16][n - 1](&one);
@@ -316,9 +326,25 @@ static void run_tile(kiln_family family, blocked_tile *t, int ib16) {
 }
 
 
+/* Per-channel values of output blocks [b0, b0 + nb) as lanes (zero past out_channels); NULL when src is. */
+static const float *channel_lanes(const float *src, size_t out_channels, size_t b0, size_t nb, float *dst) {
+    if (!src) return NULL;
+    for (size_t i = 0; i < nb * KILN_BLOCK; i++) {
+        size_t co = b0 * KILN_BLOCK + i;
+        dst[i] = co < out_channels ? src[co] : 0.0f;
+    }
+    return dst;
+}
+
 void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const float *source,
                          const float *packed_weight, float *output, size_t w0, size_t w1,
                          const kiln_epilogue *epilogue) {
+    kiln_conv2d_blocked_prelu(p, blocked_input, source, packed_weight, output, w0, w1, epilogue, NULL);
+}
+
+void kiln_conv2d_blocked_prelu(const kiln_conv2d_params *p, int blocked_input, const float *source,
+                               const float *packed_weight, float *output, size_t w0, size_t w1,
+                               const kiln_epilogue *epilogue, const float *slope) {
     if (!usable(p)) return;
     const blocked_geometry g = geometry(p, blocked_input);
     const size_t items = g.groups * g.chunks;
@@ -364,6 +390,7 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
             }
             bias_ptr = bias;
         }
+        float slopes[KILN_CB_GROUP * KILN_BLOCK];
 
         blocked_tile t;
         t.nb = nb;
@@ -373,6 +400,7 @@ void kiln_conv2d_blocked(const kiln_conv2d_params *p, int blocked_input, const f
         t.w_ci = nb * KILN_BLOCK;
         t.out_block = P * KILN_BLOCK;
         t.bias = bias_ptr;
+        t.slope = channel_lanes(slope, p->out_channels, b0, nb, slopes);
         t.clamp = 0;
         t.lo = 0.0f;
         t.hi = 0.0f;
@@ -574,6 +602,7 @@ size_t kiln_conv2d_winograd_work(const kiln_conv2d_params *p) {
                 size_t at = ((oy + (size_t)r) * ow + ox + (size_t)c) * KILN_BLOCK;                              \
                 kiln_cv16 v = y[c] + b;                                                                         \
                 if (residual) v += KILN_CV_LOAD(residual + at);                                                 \
+                if (slope) v = KILN_CV_PRELU(v, KILN_CV_LOAD(slope));                                           \
                 if (clamp) v = KILN_CV_CLAMP(v, lo, hi);                                                        \
                 KILN_CV_STORE(out + at, v);                                                                     \
             }                                                                                                   \
@@ -582,7 +611,8 @@ size_t kiln_conv2d_winograd_work(const kiln_conv2d_params *p) {
 
 typedef void (*wino_input_fn)(const float *in, size_t h, size_t w, ptrdiff_t y0, ptrdiff_t x0, float *v,
                               size_t vstride);
-typedef void (*wino_output_fn)(const float *m, size_t mstride, const float *bias, const float *residual, int clamp,
+typedef void (*wino_output_fn)(const float *m, size_t mstride, const float *bias, const float *residual,
+                               const float *slope, int clamp,
                                float lo, float hi, float *out, size_t oh, size_t ow, size_t oy, size_t ox);
 
 #define KILN_WINO_FNS(PREFIX, ATTR)                                                                             \
@@ -591,7 +621,8 @@ typedef void (*wino_output_fn)(const float *m, size_t mstride, const float *bias
         KILN_WINO_INPUT_BODY;                                                                                   \
     }                                                                                                           \
     ATTR static void PREFIX##_wino_output(const float *m, size_t mstride, const float *bias,                    \
-                                          const float *residual, int clamp, float lo, float hi, float *out,     \
+                                          const float *residual, const float *slope, int clamp, float lo,       \
+                                          float hi, float *out,                                                 \
                                           size_t oh, size_t ow, size_t oy, size_t ox) {                         \
         KILN_WINO_OUTPUT_BODY;                                                                                  \
     }
@@ -604,6 +635,12 @@ KILN_WINO_FNS(avx512, KILN_ATTR_AVX512)
 
 void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
                           float *output, size_t w0, size_t w1, const kiln_epilogue *epilogue) {
+    kiln_conv2d_winograd_prelu(p, input, packed_weight, output, w0, w1, epilogue, NULL);
+}
+
+void kiln_conv2d_winograd_prelu(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                                float *output, size_t w0, size_t w1, const kiln_epilogue *epilogue,
+                                const float *slope) {
     if (!kiln_conv2d_winograd_supported(p)) return;
     const size_t T = KILN_WINO_TILES, ntiles = wino_tile_count(p), items = div_up(ntiles, T);
     if (w1 > items) w1 = items;
@@ -669,16 +706,17 @@ void kiln_conv2d_winograd(const kiln_conv2d_params *p, const float *input, const
             }
         /* M → outputs, with the epilogue. */
         for (size_t c = 0; c < cob; c++) {
-            float bias[KILN_BLOCK];
+            float bias[KILN_BLOCK], slopes[KILN_BLOCK];
             for (size_t l = 0; l < KILN_BLOCK; l++) {
                 size_t co = c * KILN_BLOCK + l;
                 bias[l] = epilogue && epilogue->bias && co < p->out_channels ? epilogue->bias[co] : 0.0f;
             }
+            const float *slope_c = channel_lanes(slope, p->out_channels, c, 1, slopes);
             float *out = output + c * P * KILN_BLOCK;
             const float *res = epilogue && epilogue->residual ? epilogue->residual + c * P * KILN_BLOCK : NULL;
             for (size_t t = 0; t < tn; t++) {
                 size_t oy = (t0 + t) / tiles_x * 4, ox = (t0 + t) % tiles_x * 4;
-                transform_out(M + (c * T + t) * KILN_BLOCK, cob * T * KILN_BLOCK, bias, res, clamp, lo, hi, out, OH,
+                transform_out(M + (c * T + t) * KILN_BLOCK, cob * T * KILN_BLOCK, bias, res, slope_c, clamp, lo, hi, out, OH,
                               OW, oy, ox);
                 if (epilogue && !inline_act)
                     for (size_t r = oy; r < oy + 4 && r < OH; r++) {

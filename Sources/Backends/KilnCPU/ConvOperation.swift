@@ -144,6 +144,8 @@ final class ConvOperation: LayoutAware {
     /// The weight packed for `method`, when constant.
     let packedWeight: FloatBuffer?
     let bias: FloatBuffer?
+    /// The per-output-channel PReLU slope applied after the bias and residual, before `activation`.
+    let slope: FloatBuffer?
     let activation: Activation
     /// The Winograd form of the constant weight, made when a plan first uses it (plans are built one
     /// at a time, under the executable's lock).
@@ -154,7 +156,8 @@ final class ConvOperation: LayoutAware {
     var imageValues: [Int] { method == .nchw ? [] : [x, residual, output] }
 
     init(kind: String, label: String, x: Int, weightShape: [Int], weight: [Float]?, weightValue: Int, bias: [Float]?,
-         biasValue: Int, residual: Int, output: Int, window: Window, group: Int, activation: Activation) {
+         biasValue: Int, residual: Int, output: Int, window: Window, group: Int, activation: Activation,
+         slope: [Float]? = nil) {
         self.kind = kind
         self.label = label
         self.x = x
@@ -177,6 +180,7 @@ final class ConvOperation: LayoutAware {
         }
         self.method = method
         self.bias = bias.map(FloatBuffer.init)
+        self.slope = slope.map(FloatBuffer.init)
         packedWeight = weight.map { weight in
             var (p, _) = window.params(channels: weightShape[1] * group, outChannels: weightShape[0],
                                        input: window.kernel.map { _ in 1 }, groups: group)
@@ -252,26 +256,51 @@ final class ConvOperation: LayoutAware {
         }
         let weights = WeightSource(packed: packedWeight, scratch: weightScratch, bias: bias, biasValue: biasValue)
         let postActivation = residualFused < 0 && residual >= 0
-        let act = postActivation ? Activation.none : activation
+        // The NCHW kernel has no PReLU epilogue: it runs without the slope and activation, then a step applies both.
+        let postSlope = slope != nil && (postActivation || method == .nchw)
+        let act = postActivation || postSlope ? Activation.none : activation
+        let fusedSlope = postSlope ? nil : slope
         switch method {
         case .blocked(let blockedInput):
-            try planBlocked(b, p: p, batch: batch, blockedInput: blockedInput, residual: residualFused, weights: weights, activation: act)
+            try planBlocked(b, p: p, batch: batch, blockedInput: blockedInput, residual: residualFused, weights: weights,
+                            activation: act, slope: fusedSlope)
         case .depthwise:
-            try planDepthwise(b, p: p, batch: batch, residual: residualFused, weights: weights, activation: act)
+            try planDepthwise(b, p: p, batch: batch, residual: residualFused, weights: weights, activation: act, slope: fusedSlope)
         case .nchw:
             try planNCHW(b, p: p, batch: batch, residual: residualFused, weights: weights, activation: act)
+        }
+        if postSlope && !postActivation {
+            // Only the NCHW method gets here: its output is plain.
+            try planSlope(b, outShape: outShape)
         }
         // A residual that does not match the output's shape is added with broadcasting afterwards.
         if postActivation {
             try b.requirePlain(output)
             try b.requirePlain(residual)
             try Broadcasting.planBinary(b, op: KILN_BINARY_ADD, a: output, b: self.residual, output: output, kind: "\(kind)/add")
-            if activation.kind != .none {
+            if slope != nil {
+                try planSlope(b, outShape: outShape)
+            } else if activation.kind != .none {
                 let count = outShape.reduce(1, *), output = self.output, activation = self.activation
                 b.step("\(kind)/activation") { frame in activation.apply(frame.f(output), frame.f(output), count: count) }
             }
             // The blocked form holds the convolution alone: bring the sum into it for blocked readers.
             if method != .nchw { try b.addReorder(output, toBlocked: true) }
+        }
+    }
+
+    /// A step applying the slope, then the activation, to the plain output of `outShape` in place.
+    private func planSlope(_ b: PlanBuilder, outShape: [Int]) throws {
+        guard let slope else { return }
+        try b.requirePlain(output)
+        let channels = outShape[1], plane = outShape[2...].reduce(1, *), images = outShape[0]
+        let count = outShape.reduce(1, *), output = self.output, activation = self.activation
+        b.step("\(kind)/prelu") { frame in
+            let y = frame.f(output)
+            for n in 0..<images {
+                kiln_channel_prelu(channels, plane, slope.pointer, y + n * channels * plane, y + n * channels * plane)
+            }
+            if activation.kind != .none { activation.apply(y, y, count: count) }
         }
     }
 
@@ -306,7 +335,7 @@ final class ConvOperation: LayoutAware {
     }
 
     private func planWinograd(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, residual: Int, weights: WeightSource,
-                              activation: Activation) throws {
+                              activation: Activation, slope: FloatBuffer?) throws {
         var p = p
         if winogradWeight == nil, let packedWeight {
             let buffer = FloatBuffer(count: kiln_conv2d_winograd_pack_weight_size(&p))
@@ -328,17 +357,18 @@ final class ConvOperation: LayoutAware {
                 let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
                 frame.pool.parallelFor(parts.count) { i in
                     var q = params, ep = e
-                    kiln_conv2d_winograd(&q, xp + n * inImage, w.pointer, yp + n * outImage, parts[i].lowerBound, parts[i].upperBound, &ep)
+                    kiln_conv2d_winograd_prelu(&q, xp + n * inImage, w.pointer, yp + n * outImage, parts[i].lowerBound,
+                                               parts[i].upperBound, &ep, slope?.pointer)
                 }
             }
         }
     }
 
     private func planBlocked(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, blockedInput: Bool, residual: Int,
-                             weights: WeightSource, activation: Activation) throws {
+                             weights: WeightSource, activation: Activation, slope: FloatBuffer?) throws {
         var p = p
         if usesWinograd(&p, blockedInput: blockedInput) {
-            try planWinograd(b, p: p, batch: batch, residual: residual, weights: weights, activation: activation)
+            try planWinograd(b, p: p, batch: batch, residual: residual, weights: weights, activation: activation, slope: slope)
             return
         }
         let ib: Int32 = blockedInput ? 1 : 0
@@ -373,14 +403,15 @@ final class ConvOperation: LayoutAware {
                 let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
                 frame.pool.parallelFor(workParts.count) { i in
                     var q = params, ep = e
-                    kiln_conv2d_blocked(&q, ib, src, w, out, workParts[i].lowerBound, workParts[i].upperBound, &ep)
+                    kiln_conv2d_blocked_prelu(&q, ib, src, w, out, workParts[i].lowerBound, workParts[i].upperBound, &ep,
+                                              slope?.pointer)
                 }
             }
         }
     }
 
     private func planDepthwise(_ b: PlanBuilder, p: kiln_conv2d_params, batch: Int, residual: Int,
-                               weights: WeightSource, activation: Activation) throws {
+                               weights: WeightSource, activation: Activation, slope: FloatBuffer?) throws {
         let source = try b.requireBlocked(x)
         let residualTwin = residual >= 0 ? try b.requireBlocked(residual) : -1
         let outTwin = b.blockedForm(output)!
@@ -396,7 +427,8 @@ final class ConvOperation: LayoutAware {
                 let e = makeEpilogue(bias: bias, residual: rp.map { $0 + n * outImage }, ldr: 0, activation: activation)
                 frame.pool.parallelFor(parts.count) { i in
                     var q = params, ep = e
-                    kiln_depthwise_conv2d_blocked(&q, xp + n * inImage, w, yp + n * outImage, parts[i].lowerBound, parts[i].upperBound, &ep)
+                    kiln_depthwise_conv2d_blocked_prelu(&q, xp + n * inImage, w, yp + n * outImage, parts[i].lowerBound,
+                                                        parts[i].upperBound, &ep, slope?.pointer)
                 }
             }
         }

@@ -15,6 +15,9 @@ struct Lowering {
     /// Constant values by name (initializers that are not inputs, Constant nodes).
     private(set) var constants: [String: Tensor] = [:]
     private var gelu: [String: (nodes: [Int], output: String)] = [:]
+    /// Zero Pads folded into the Conv that reads them: by Conv node, the Pad node, its input and its
+    /// spatial pads (begins then ends).
+    private var padFolds: [Int: (pad: Int, source: String, pads: [Int])] = [:]
     private var placed: [(position: Int, sequence: Int, op: any Operation)] = []
     /// Element types of the graph's values, where known.
     let types: [String: DType]
@@ -43,6 +46,7 @@ struct Lowering {
         }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "Erf" { matchGELU(erf: i) }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "QuantizeLinear" { matchQDQ(quantize: i) }
+        for (i, node) in graph.nodes.enumerated() where node.op.name == "Pad" { matchPadConv(pad: i) }
         for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
             do {
                 try lower(node, at: i)
@@ -268,7 +272,9 @@ struct Lowering {
         case .unary(let op):
             try chain(x: node.input(0), links: [.unary(op, name: name)], shapes: [], nodes: [i], output: node.outputs[0])
         case .binary(let op):
-            if let link = scalarLink(node) {
+            if let (a, b) = channelScale(node) {
+                place(ChannelScaleOperation(label: node.displayName, a: id(a), b: id(b), output: id(node.outputs[0])), nodes: [i])
+            } else if let link = scalarLink(node) {
                 try chain(x: link.x, links: [link.link], shapes: [link.shape], nodes: [i], output: node.outputs[0])
             } else {
                 let operands = node.inputs.filter { !$0.isEmpty }.map(id)
@@ -292,6 +298,14 @@ struct Lowering {
         let operands = node.inputs.filter { !$0.isEmpty }
         guard !operands.isEmpty else { throw KilnError(.invalidModel, "node '\(node.displayName)' (\(node.op.name)) has no inputs") }
         let operandTypes = operands.map { types[$0] ?? .float32 }
+        // Pow(x, 2) of float32 x (a power spectrum, say) is x · x, vectorized, rather than powf per element.
+        if node.op == OpID("", "Pow"), operands.count == 2, operandTypes[0] == .float32, constants[operands[0]] == nil,
+           let e = constants[operands[1]], e.count == 1, e.rank == 0 || e.shape == [1], e.dtype == .float32,
+           e.elements(as: Float.self)[0] == 2 {
+            place(BinaryOperation(node: node, operands: [id(operands[0]), id(operands[0])], output: id(node.outputs[0]), op: KILN_BINARY_MUL),
+                  nodes: [i])
+            return
+        }
         guard let function = try MapOperation.function(node, types: operandTypes) else {
             throw KilnError(.unsupported, "kiln.cpu: \(node.op.name) on \(operandTypes) is not supported (node '\(node.displayName)')")
         }
@@ -362,6 +376,18 @@ struct Lowering {
         return .unary(op, name: node.op.name)
     }
 
+    /// A float Mul of two variable operands that are not scalars by their declared types: it may be an image
+    /// [N, C, H, W] times a per-channel [N, C, 1, 1] value (squeeze-and-excitation), which the plan decides.
+    private func channelScale(_ node: Node) -> (a: String, b: String)? {
+        guard node.op == OpID("", "Mul"), node.inputs.count == 2, node.outputs.count == 1,
+              types[node.input(0)] == .float32, types[node.input(1)] == .float32,
+              constants[node.input(0)] == nil, constants[node.input(1)] == nil else { return nil }
+        for v in node.inputs {
+            if case .tensor(let t)? = graph.type(of: v), let shape = t.shape, shape.count != 4 { return nil }
+        }
+        return (node.input(0), node.input(1))
+    }
+
     /// A binary node with one variable operand and one scalar float constant, as a chain link.
     private func scalarLink(_ node: Node) -> (x: String, link: ChainLink, shape: [Int])? {
         guard node.inputs.count == 2, case .binary(let op)? = CPUKernelTable[node.op]?.lowering else { return nil }
@@ -421,11 +447,110 @@ struct Lowering {
             kinds.append(graph.nodes[j].op.name)
             return a
         }
+        if let (s, m) = swishPattern(value) {
+            nodes += [s, m]
+            absorbed.formUnion([s, m])
+            value = graph.nodes[m].outputs[0]
+            kinds.append("SiLU")
+            return Activation(kind: .silu)
+        }
         return .none
+    }
+
+    /// Swish written out, x · Sigmoid(x) (as TensorFlow exports it): the Sigmoid and Mul nodes when `value`
+    /// is read by exactly those two and the Sigmoid only by the Mul.
+    private func swishPattern(_ value: String) -> (sigmoid: Int, mul: Int)? {
+        guard !graphOutputs.contains(value), let c = consumers[value], c.count == 2, c[0] != c[1],
+              !c.contains(where: absorbed.contains) else { return nil }
+        let (s, m) = graph.nodes[c[0]].op.name == "Sigmoid" ? (c[0], c[1]) : (c[1], c[0])
+        let sig = graph.nodes[s], mul = graph.nodes[m]
+        guard sig.op == OpID("", "Sigmoid"), sig.inputs.count == 1,
+              sig.input(0) == value, sig.outputs.count == 1, mul.op == OpID("", "Mul"),
+              mul.inputs.count == 2, mul.outputs.count == 1, Set([mul.input(0), mul.input(1)]) == Set([value, sig.outputs[0]]),
+              !graphOutputs.contains(sig.outputs[0]), consumers[sig.outputs[0]] == [m] else { return nil }
+        return (s, m)
+    }
+
+    /// The per-channel PReLU slope of a convolution's epilogue, absorbing its nodes: a LeakyRelu already
+    /// fused as `activation` (which becomes a slope repeating alpha), or a PRelu whose constant slope is a
+    /// scalar or one value per output channel (shape [C, 1, 1], [1, C, 1, 1], …). Then Max/Min with a
+    /// scalar constant after it (or after ReLU/Clip) folds into `activation` as a Clip. Nil for no slope.
+    private mutating func fusedSlope(after value: inout String, activation: inout Activation, channels: Int,
+                                     outputRank: Int, nodes: inout [Int], kinds: inout [String]) -> [Float]? {
+        var slope: [Float]? = nil
+        if activation.kind == .leakyRelu {
+            slope = Array(repeating: activation.alpha, count: channels)
+            activation = .none
+        } else if activation.kind == .none, let j = soleConsumer(value), graph.nodes[j].op.name == "PRelu",
+                  graph.nodes[j].inputs.count == 2, graph.nodes[j].input(0) == value,
+                  let t = constants[graph.nodes[j].input(1)], t.dtype == .float32, t.rank <= outputRank {
+            // Right-aligned against the output [N, C, spatial…]: only the channel axis may exceed 1.
+            let aligned = Array(repeating: 1, count: outputRank - t.rank) + t.shape
+            let perChannel = aligned.enumerated().allSatisfy { $0.offset == 1 ? ($0.element == channels || $0.element == 1) : $0.element == 1 }
+            if perChannel {
+                let v = t.elements(as: Float.self)
+                slope = v.count == 1 ? Array(repeating: v[0], count: channels) : v
+                nodes.append(j)
+                absorbed.insert(j)
+                value = graph.nodes[j].outputs[0]
+                kinds.append("PRelu")
+            }
+        }
+        // Max(·, c) and Min(·, c) with a scalar c narrow the clamp [lo, hi] of None/ReLU/Clip.
+        var lo: Float, hi: Float
+        switch activation.kind {
+        case .none: (lo, hi) = (-.infinity, .infinity)
+        case .relu: (lo, hi) = (0, .infinity)
+        case .clip: (lo, hi) = (activation.alpha, activation.beta)
+        default: return slope
+        }
+        var folded = false
+        while let j = soleConsumer(value), ["Max", "Min"].contains(graph.nodes[j].op.name), graph.nodes[j].inputs.count == 2 {
+            let m = graph.nodes[j]
+            let other = m.input(0) == value ? m.input(1) : m.input(0)
+            guard other != value, let c = scalar(other), constants[other]!.rank <= outputRank, !c.isNaN else { break }
+            if m.op.name == "Max" { (lo, hi) = (max(lo, c), max(hi, c)) } else { (lo, hi) = (min(lo, c), min(hi, c)) }
+            nodes.append(j)
+            absorbed.insert(j)
+            value = m.outputs[0]
+            kinds.append(m.op.name)
+            folded = true
+        }
+        if folded { activation = Activation(kind: .clip, alpha: lo, beta: hi) }
+        return slope
+    }
+
+    /// A constant Pad of zeros over the spatial axes only, read by one Conv (explicit pads) alone, becomes that
+    /// Conv's pads (as TensorFlow exports ZeroPadding2D before a strided convolution): one copy less.
+    private mutating func matchPadConv(pad i: Int) {
+        let pad = graph.nodes[i]
+        guard (try? pad.string("mode", "constant")) == "constant", pad.outputs.count == 1,
+              let j = soleConsumer(pad.outputs[0]), graph.nodes[j].op.name == "Conv", graph.nodes[j].input(0) == pad.outputs[0],
+              graph.nodes[j].input(1) != pad.outputs[0], graph.nodes[j].input(2) != pad.outputs[0],
+              ["NOTSET", ""].contains((try? graph.nodes[j].string("auto_pad", "NOTSET")) ?? "?") else { return }
+        var pads: [Int]
+        if pad.inputs.count > 1 {
+            guard let t = constants[pad.input(1)], t.dtype == .int64 else { return }
+            pads = t.elements(as: Int64.self).map { Int($0) }
+            if pad.inputs.count > 2, !pad.input(2).isEmpty {
+                guard let v = scalar(pad.input(2)), v == 0 else { return }
+            }
+            if pad.inputs.count > 3, !pad.input(3).isEmpty { return }
+        } else {
+            guard let a = (try? pad.ints("pads")) ?? nil, ((try? pad.float("value", 0)) ?? 1) == 0 else { return }
+            pads = a
+        }
+        let rank = pads.count / 2
+        guard rank >= 3, rank <= 4, pads.count == 2 * rank, pads.allSatisfy({ $0 >= 0 }),
+              pads[0] == 0, pads[1] == 0, pads[rank] == 0, pads[rank + 1] == 0 else { return }
+        if let w = constants[graph.nodes[j].input(1)], w.rank != rank { return }
+        padFolds[j] = (i, pad.input(0), Array(pads[2..<rank]) + Array(pads[(rank + 2)...]))
+        absorbed.insert(i)
     }
 
     mutating func lowerConv(_ node: Node, at i: Int) throws {
         var nodes = [i], kinds = ["Conv"]
+        var input = node.input(0)
         let group = try node.int("group", 1)
         let weightName = node.input(1)
         guard group >= 1 else { throw KilnError(.invalidModel, "node '\(node.displayName)' (Conv): group must be ≥ 1") }
@@ -442,7 +567,18 @@ struct Lowering {
         guard kernel == Array(weightShape[2...]), kernel.count <= 2 else {
             throw KilnError(.unsupported, "node '\(node.displayName)' (Conv): kernel \(kernel) with weight \(weightShape) (kiln.cpu runs 1-D and 2-D convolutions)")
         }
-        let window = try Window(node: node, kernel: kernel)
+        var window = try Window(node: node, kernel: kernel)
+        if let fold = padFolds[i] {
+            let r = kernel.count
+            guard fold.pads.count == 2 * r else { throw KilnError(.invalidModel, "node '\(node.displayName)' (Conv): a Pad of rank \(r + 2) feeds a \(r)-D kernel") }
+            let own = window.pads ?? Array(repeating: 0, count: 2 * r)
+            window.pads = zip(own, fold.pads).map { $0 + $1 }
+            input = fold.source
+            nodes.append(fold.pad)
+            if let reason = Window.rejection(kernel: window.kernel, strides: window.strides, dilations: window.dilations, pads: window.pads) {
+                throw KilnError(.unsupported, "node '\(node.displayName)' (Conv): \(reason)")
+            }
+        }
         let cout = weightShape[0]
         var weight = constWeight?.elements(as: Float.self)
         var bias: [Float]? = nil
@@ -489,11 +625,13 @@ struct Lowering {
                 kinds.append("Add")
             }
         }
-        let act = fusedActivation(after: &value, nodes: &nodes, kinds: &kinds)
-        let op = ConvOperation(kind: kinds.joined(separator: "+"), label: label(nodes), x: id(node.input(0)),
+        var act = fusedActivation(after: &value, nodes: &nodes, kinds: &kinds)
+        let slope = fusedSlope(after: &value, activation: &act, channels: cout, outputRank: 2 + kernel.count,
+                               nodes: &nodes, kinds: &kinds)
+        let op = ConvOperation(kind: kinds.joined(separator: "+"), label: label(nodes), x: id(input),
                                weightShape: weightShape, weight: weight, weightValue: id(weightName),
                                bias: bias, biasValue: biasIsConstant ? -1 : id(biasName), residual: id(residual),
-                               output: id(value), window: window, group: group, activation: act)
+                               output: id(value), window: window, group: group, activation: act, slope: slope)
         place(op, nodes: nodes)
     }
 

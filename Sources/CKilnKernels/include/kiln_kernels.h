@@ -652,6 +652,34 @@ const char *kiln_trees_variant(void);
 /** 1 unless the variant "none" was chosen. */
 int kiln_trees_enabled(void);
 
+/* ---- Convolutions with a PReLU epilogue ---------------------------------------------------- */
+
+/*
+ * The blocked, Winograd and depthwise convolutions with a per-channel PReLU in the epilogue: after the
+ * bias and the residual, every negative output v of channel c becomes v · slope[c] (slope holds
+ * out_channels floats; LeakyRelu is a slope that repeats alpha), then the epilogue's activation runs
+ * (e.g. CLIP with lo = c for PReLU followed by Max(·, c)). slope NULL is the plain kernel. Otherwise as
+ * kiln_conv2d_blocked, kiln_conv2d_winograd and kiln_depthwise_conv2d_blocked.
+ */
+void kiln_conv2d_blocked_prelu(const kiln_conv2d_params *p, int blocked_input, const float *source,
+                               const float *packed_weight, float *output, size_t w0, size_t w1,
+                               const kiln_epilogue *epilogue, const float *slope);
+void kiln_conv2d_winograd_prelu(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                                float *output, size_t w0, size_t w1, const kiln_epilogue *epilogue,
+                                const float *slope);
+void kiln_depthwise_conv2d_blocked_prelu(const kiln_conv2d_params *p, const float *input, const float *packed_weight,
+                                         float *output, size_t cb0, size_t cb1, const kiln_epilogue *epilogue,
+                                         const float *slope);
+
+/** PReLU over NCHW planes: y[c][i] = x < 0 ? x · slope[c] : x for `channels` planes of hw floats (y may be x). */
+void kiln_channel_prelu(size_t channels, size_t hw, const float *slope, const float *x, float *y);
+
+/** y = x · scale[c] per channel of one blocked image of `channels` × hw pixels (Mul by an [N, C, 1, 1] tensor,
+ *  e.g. squeeze-and-excitation); channel blocks [cb0, cb1) only (ranges may run concurrently; y may be x).
+ *  Padding lanes of y are written as zero. */
+void kiln_blocked_channel_scale(size_t channels, size_t hw, const float *scale, const float *x, float *y, size_t cb0,
+                                size_t cb1);
+
 #ifdef __cplusplus
 }
 #endif
