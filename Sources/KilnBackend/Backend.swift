@@ -113,11 +113,18 @@ public protocol Backend: Sendable {
     /// What this backend can run on here (may be empty: compiling ahead of time needs no device).
     /// By default, the host CPU.
     func devices() -> [Device]
+    /// The fewest connected nodes worth giving this backend when the user sets no minimum group size
+    /// (`--min-group-size`): a smaller group runs on the fallback. 1 (the default) for a backend on the host's
+    /// memory; more for one whose values must be copied to and from a device, measured against that cost.
+    var minimumGroupSize: Int { get }
 }
 
 extension Backend {
     /// By default a backend runs on the host CPU.
     public func devices() -> [Device] { [Device.hostCPU] }
+
+    /// By default every group is worth running: values stay in host memory.
+    public var minimumGroupSize: Int { 1 }
 
     /// The compatibility string of a backend that compiles nothing and runs the stored graph: `name/1`
     /// (payload format 1: empty). It changes only if what such a backend needs from an artifact changes.

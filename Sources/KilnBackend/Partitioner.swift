@@ -15,8 +15,9 @@ public enum FallbackPolicy: String, Sendable, CaseIterable, CustomStringConverti
 
 /// How the host splits a graph among backends.
 public struct PartitionOptions: Sendable, Hashable {
-    /// Groups of a selected backend with fewer nodes than this run on the fallback instead (1: keep every group).
-    public var minGroupSize: Int
+    /// Groups of a selected backend with fewer nodes than this run on the fallback instead (1: keep every
+    /// group); nil: each backend's own `Backend.minimumGroupSize`.
+    public var minGroupSize: Int?
     /// Ops never given to a selected backend: `Softmax` (any domain) or `domain.Op` (`com.microsoft.Gelu`,
     /// `ai.onnx.Softmax`).
     public var deny: [String]
@@ -27,8 +28,8 @@ public struct PartitionOptions: Sendable, Hashable {
     /// compile refused them. `Partitioner.plan(_:building:)` fills it in.
     public var extraRejections: [String: [Int: String]]
 
-    /// Options; by default every group is kept, nothing is denied and fallbacks are warned about.
-    public init(minGroupSize: Int = 1, deny: [String] = [], fallback: FallbackPolicy = .warn,
+    /// Options; by default each backend's own minimum group size, nothing is denied and fallbacks are warned about.
+    public init(minGroupSize: Int? = nil, deny: [String] = [], fallback: FallbackPolicy = .warn,
                 extraRejections: [String: [Int: String]] = [:]) {
         self.minGroupSize = minGroupSize
         self.deny = deny
@@ -81,8 +82,8 @@ public struct Partitioner: Sendable {
     /// twice, or a bad option is `.invalidArgument`.
     public init(target: String = BackendRegistry.hostTarget, backends: [String] = [], registry: BackendRegistry,
                 options: PartitionOptions = PartitionOptions()) throws {
-        guard options.minGroupSize >= 1 else {
-            throw KilnError(.invalidArgument, "minimum group size \(options.minGroupSize) is not at least 1")
+        if let size = options.minGroupSize, size < 1 {
+            throw KilnError(.invalidArgument, "minimum group size \(size) is not at least 1")
         }
         if let empty = options.deny.first(where: { $0.isEmpty || $0.contains(",") }) {
             throw KilnError(.invalidArgument, "deny list entry '\(empty)' is not an op name")
@@ -202,16 +203,22 @@ public struct Partitioner: Sendable {
         while true {
             groups = Grouping(graph: graph, backends: assigned.map(\.info.name))
             var moved = false
-            if options.minGroupSize > 1 {
-                for members in groups.members where members.count < options.minGroupSize {
-                    let backend = assigned[members[0]].info.name
-                    guard selectedSet.contains(backend) else { continue }
+            do {
+                for members in groups.members {
+                    let owner = assigned[members[0]], backend = owner.info.name
+                    // A backend's own minimum applies only where fallback is allowed: under `deny` (and
+                    // `--backend NAME`) nothing moves unless the user asks for a minimum.
+                    let minimum = options.minGroupSize ?? (options.fallback == .deny ? 1 : owner.minimumGroupSize)
+                    guard members.count < minimum, selectedSet.contains(backend) else { continue }
+                    let rule = options.minGroupSize == nil
+                        ? "\(backend)'s minimum group size \(minimum) (what moving values to its device costs; --min-group-size sets another)"
+                        : "--min-group-size \(minimum)"
                     for index in members where !movedBefore[index] {
                         guard let f = fallback(for: index, excluding: [backend]) else { continue }
                         movedBefore[index] = true
                         let target = fallbacks[f]
                         assigned[index] = target
-                        reasons[index] = "\(reasons[index]), but its group of \(members.count) node\(members.count == 1 ? "" : "s") is below --min-group-size \(options.minGroupSize); fallback \(target.info.name)"
+                        reasons[index] = "\(reasons[index]), but its group of \(members.count) node\(members.count == 1 ? "" : "s") is below \(rule); fallback \(target.info.name)"
                         moved = true
                     }
                 }

@@ -98,8 +98,8 @@ struct BackendFlags: ParsableArguments {
     @Option(help: ArgumentHelp("What happens to nodes no selected backend takes: allow (run on the fallback), warn (run there and say so), deny (fail, listing them).", valueName: "allow|warn|deny"))
     var fallback = "warn"
 
-    @Option(help: ArgumentHelp("Groups of a selected backend with fewer nodes than this run on the fallback instead.", valueName: "n"))
-    var minGroupSize = 1
+    @Option(help: ArgumentHelp("Groups of a selected backend with fewer nodes than this run on the fallback instead (default: each backend's own, 1 for the CPU backends; kiln.gpu's is measured against its copies).", valueName: "n"))
+    var minGroupSize: Int?
 
     @Option(help: ArgumentHelp("Ops never given to the selected backends (Softmax, com.microsoft.Gelu).", valueName: "op[,op…]"))
     var deny: [String] = []
@@ -134,13 +134,13 @@ struct BackendFlags: ParsableArguments {
 
     /// The partition options these flags give.
     func partitionOptions() throws -> PartitionOptions {
-        guard minGroupSize >= 1 else { throw KilnError(.invalidArgument, "--min-group-size \(minGroupSize): expected at least 1") }
+        if let minGroupSize, minGroupSize < 1 { throw KilnError(.invalidArgument, "--min-group-size \(minGroupSize): expected at least 1") }
         return PartitionOptions(minGroupSize: minGroupSize, deny: deniedOps, fallback: try policy())
     }
 
     /// Whether any flag asks for partitioning choices (which an artifact fixed when it was compiled).
     var partitioningRequested: Bool {
-        target != BackendRegistry.hostTarget || backends != nil || fallback != "warn" || minGroupSize != 1 || !deny.isEmpty
+        target != BackendRegistry.hostTarget || backends != nil || fallback != "warn" || minGroupSize != nil || !deny.isEmpty
     }
 
     /// The backend configuration of `--threads`, `--backend-option` and `--precision`, with `profiler`.

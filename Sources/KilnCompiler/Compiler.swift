@@ -31,8 +31,9 @@ public struct Compiler: Sendable {
         public var backends: [String]
         /// What happens to nodes no selected backend takes.
         public var fallback: FallbackPolicy
-        /// Groups of a selected backend with fewer nodes than this run on the fallback instead.
-        public var minGroupSize: Int
+        /// Groups of a selected backend with fewer nodes than this run on the fallback instead (nil: each
+        /// backend's own `Backend.minimumGroupSize`).
+        public var minGroupSize: Int?
         /// Ops never given to the selected backends (`Softmax`, `com.microsoft.Gelu`).
         public var deny: [String]
         /// Names of passes after which the IR is printed (through `Compiler.irPrinter`).
@@ -57,7 +58,7 @@ public struct Compiler: Sendable {
         public init(target: String = BackendRegistry.hostTarget, optLevel: Int = 2,
                     printIRAfter: Set<String> = [], metadata: [String: String] = [:], maxFoldedBytes: Int = 1 << 20,
                     compression: Compression = .auto, backends: [String] = [], fallback: FallbackPolicy = .warn,
-                    minGroupSize: Int = 1, deny: [String] = [], quantization: QuantizationOptions? = nil) {
+                    minGroupSize: Int? = nil, deny: [String] = [], quantization: QuantizationOptions? = nil) {
             self.target = target
             self.optLevel = optLevel
             self.backends = backends

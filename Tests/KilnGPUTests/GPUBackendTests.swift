@@ -276,7 +276,8 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         var model = b.model
         _ = try GraphInference.infer(&model.graph)
         #expect(GPUBackend().rejections(in: model.graph).map(\.node) == [1])
-        let session = try Kiln.prepare(model, options: Kiln.LoadOptions(target: "opencl"))
+        // Groups of one node: below kiln.gpu's own minimum group size, so a minimum of 1 is asked for here.
+        let session = try Kiln.prepare(model, options: Kiln.LoadOptions(target: "opencl", partition: PartitionOptions(minGroupSize: 1)))
         #expect(session.partitionReport.entries.map(\.backend) == ["kiln.gpu", "kiln.cpu", "kiln.gpu"])
         #expect(session.partitionReport.entries[1].reason.contains("Hardmax"))
         let input = seeded(17, [2, 8])
@@ -305,11 +306,27 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         }
     }
 
+    @Test func groupsBelowTheMinimumGroupSizeRunOnTheCPUWithTheReason() throws {
+        // Relu → Hardmax (not claimed) → Tanh: two kiln.gpu groups of one node, below kiln.gpu's minimum.
+        var b = GraphBuilder()
+        let x = b.input("x0", [2, 8])
+        b.output(b.node("Tanh", [b.node("Hardmax", [b.node("Relu", [x])])]))
+        var model = b.model
+        _ = try GraphInference.infer(&model.graph)
+        #expect(GPUBackend().minimumGroupSize > 1)
+        let output = try Kiln.compiler(options: Compiler.Options(target: "opencl")).compile(model: model)
+        #expect(output.summary.partitions.map(\.backend) == ["kiln.cpu"])
+        #expect(output.summary.report.entries[0].reason.contains("kiln.gpu's minimum group size"), "\(output.summary.report.entries[0].reason)")
+        // An explicit minimum wins, and fallback deny keeps every group where it is claimed.
+        let kept = try Kiln.compiler(options: Compiler.Options(target: "opencl", minGroupSize: 1)).compile(model: model)
+        #expect(kept.summary.partitions.map(\.backend) == ["kiln.gpu", "kiln.cpu", "kiln.gpu"])
+    }
+
     @Test func theGPUOnlyTargetRefusesANonGPUDevice() throws {
         guard !GPUBackend().devices().contains(where: { $0.kind == .gpu }) else { return }
         let model = try oneNode("Relu", [[4]])
         #expect(throws: KilnError.self) { _ = try GPUBackend().compile(model.graph, options: CompileOptions(target: "opencl-gpu")) }
-        let output = try Kiln.compiler(options: Compiler.Options(target: "opencl-gpu")).compile(model: model)
+        let output = try Kiln.compiler(options: Compiler.Options(target: "opencl-gpu", minGroupSize: 1)).compile(model: model)
         #expect(output.summary.partitions.map(\.backend) == ["kiln.cpu"])
         #expect(output.summary.report.entries.first?.reason.contains("opencl-gpu") == true)
     }

@@ -55,6 +55,11 @@ public struct GPUBackend: Backend, DeviceSelectingBackend {
     /// Every OpenCL device of every platform, or none when the library or a platform is missing.
     public func devices() -> [Device] { platforms.devices.map(\.device) }
 
+    /// Groups of fewer nodes than this run on kiln.cpu (unless `--min-group-size` says otherwise): every
+    /// partition boundary costs an upload, a download and a wait for the queue, which a few small kernels do
+    /// not repay. Measured as in Documentation/targets/GPU.md, "Minimum group size".
+    public var minimumGroupSize: Int { 6 }
+
     /// Why this backend has no device, or nil when it has some.
     public var unavailableReason: String? { platforms.problem }
 
