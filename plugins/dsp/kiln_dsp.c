@@ -522,6 +522,32 @@ static int is_op(const Kiln__Ir__Graph *g, long index, const char *op, size_t in
     return strcmp(n->op, op) == 0 && (!n->domain[0] || strcmp(n->domain, "ai.onnx") == 0) && n->n_inputs >= inputs && n->n_outputs == 1;
 }
 
+/* Fills m's lowered node: `op` (QLinearConv or QLinearMatMul) named and attributed as `src`, on x_q, sx, zx, w_q, sw,
+ * zw, sy, zy (and the int32 bias when m->db names one) read from the DequantizeLinear and QuantizeLinear nodes; notes
+ * whether dx feeds nothing else. Returns 1 (a match). */
+static int qdq_lowered(const Kiln__Ir__Graph *g, qdq_conv *m, const Kiln__Ir__Node *dx, const Kiln__Ir__Node *dw,
+                       const Kiln__Ir__Node *q, const Kiln__Ir__Node *src, const char *op) {
+    long only;
+    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
+    char *none = (char *)"";
+    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
+                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
+                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
+    memcpy(m->inputs, inputs, sizeof inputs);
+    m->outputs[0] = q->outputs[0];
+    kiln__ir__node__init(&m->node);
+    m->node.name = src->name;
+    m->node.domain = none;
+    m->node.op = (char *)op;
+    m->node.n_inputs = m->db >= 0 ? 9 : 8;
+    m->node.inputs = m->inputs;
+    m->node.n_outputs = 1;
+    m->node.outputs = m->outputs;
+    m->node.n_attributes = src->n_attributes;
+    m->node.attributes = src->attributes;
+    return 1;
+}
+
 /* Whether node i is a Conv in QDQ form; fills *m (which must not move afterwards: m->node points into it). */
 static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
     const Kiln__Ir__Node *conv = g->nodes[i];
@@ -556,24 +582,7 @@ static int find_qdq_conv(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
             if (zb->raw.data[k] != 0) return 0;
         if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
     }
-    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
-    char *none = (char *)"";
-    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
-                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
-                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
-    memcpy(m->inputs, inputs, sizeof inputs);
-    m->outputs[0] = q->outputs[0];
-    kiln__ir__node__init(&m->node);
-    m->node.name = conv->name;
-    m->node.domain = none;
-    m->node.op = (char *)"QLinearConv";
-    m->node.n_inputs = m->db >= 0 ? 9 : 8;
-    m->node.inputs = m->inputs;
-    m->node.n_outputs = 1;
-    m->node.outputs = m->outputs;
-    m->node.n_attributes = conv->n_attributes;
-    m->node.attributes = conv->attributes;
-    return 1;
+    return qdq_lowered(g, m, dx, dw, q, conv, "QLinearConv");
 }
 
 /* Whether node i is a MatMul (or a Gemm with transA 0, alpha and beta 1) in QDQ form — DequantizeLinear x,
@@ -624,24 +633,7 @@ static int find_qdq_fc(const Kiln__Ir__Graph *g, size_t i, qdq_conv *m) {
         if (zb && zb->data_case != KILN__IR__TENSOR__DATA_RAW) return 0;
         for (size_t k = 0; zb && k < zb->raw.len; k++) if (zb->raw.data[k] != 0) return 0;
     }
-    m->absorb_dx = readers_of(g, dx->outputs[0], &only) == 1;
-    char *none = (char *)"";
-    char *inputs[9] = {dx->inputs[0], dx->inputs[1], dx->n_inputs > 2 ? dx->inputs[2] : none, dw->inputs[0], dw->inputs[1],
-                       dw->n_inputs > 2 ? dw->inputs[2] : none, q->inputs[1], q->n_inputs > 2 ? q->inputs[2] : none,
-                       m->db >= 0 ? g->nodes[m->db]->inputs[0] : none};
-    memcpy(m->inputs, inputs, sizeof inputs);
-    m->outputs[0] = q->outputs[0];
-    kiln__ir__node__init(&m->node);
-    m->node.name = mm->name;
-    m->node.domain = none;
-    m->node.op = (char *)"QLinearMatMul";
-    m->node.n_inputs = m->db >= 0 ? 9 : 8;
-    m->node.inputs = m->inputs;
-    m->node.n_outputs = 1;
-    m->node.outputs = m->outputs;
-    m->node.n_attributes = mm->n_attributes; /* transB (and transA 0, alpha/beta 1) */
-    m->node.attributes = mm->attributes;
-    return 1;
+    return qdq_lowered(g, m, dx, dw, q, mm, "QLinearMatMul"); /* with mm's transB (and transA 0, alpha/beta 1) */
 }
 
 /* The QDQ Convs (and MatMul/Gemm fully connected layers) of g: role[i] 2 for a Conv lowered as m[i].node, 1 for the DequantizeLinear/QuantizeLinear nodes it
