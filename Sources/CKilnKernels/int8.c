@@ -442,6 +442,30 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
 
 /* ---- QuantizeLinear to uint8/int8, per tensor ---- */
 
+void kiln_float_range(const float *x, size_t n, float *lo, float *hi) {
+    /* 16 independent lanes, so the compiler keeps them in vector registers (min/max without reassociation); a NaN
+     * fails both comparisons and leaves its lane as it was. */
+    float l[16] = {0}, h[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++) {
+            const float v = x[i + k];
+            l[k] = v < l[k] ? v : l[k];
+            h[k] = v > h[k] ? v : h[k];
+        }
+    for (; i < n; i++) {
+        if (x[i] < l[0]) l[0] = x[i];
+        if (x[i] > h[0]) h[0] = x[i];
+    }
+    float a = 0, b = 0;
+    for (int k = 0; k < 16; k++) {
+        a = l[k] < a ? l[k] : a;
+        b = h[k] > b ? h[k] : b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
 void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
     const kiln_qkernel *kk = kiln_qkernel_current();
     if (kk->quantize) {

@@ -212,24 +212,9 @@ extension SwiftOps {
 }
 
 /// The least and greatest of `count` floats at `x`, and 0 (the range DynamicQuantizeLinear and dynamically
-/// quantized LSTMs quantize over); NaNs are skipped. Eight lanes at a time.
+/// quantized LSTMs quantize over); NaNs are skipped (`kiln_float_range`).
 func floatRange(_ x: UnsafePointer<Float>, _ count: Int) -> (lo: Float, hi: Float) {
-    var lo8 = SIMD8<Float>(repeating: 0), hi8 = SIMD8<Float>(repeating: 0)
-    var i = 0
-    UnsafeRawPointer(x).withMemoryRebound(to: UInt8.self, capacity: count * 4) { raw in
-        let bytes = UnsafeRawPointer(raw)
-        while i + 8 <= count {
-            let v = bytes.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            lo8 = pointwiseMin(lo8, v)
-            hi8 = pointwiseMax(hi8, v)
-            i += 8
-        }
-    }
-    var lo = lo8.min(), hi = hi8.max()
-    while i < count {
-        if x[i] < lo { lo = x[i] }
-        if x[i] > hi { hi = x[i] }
-        i += 1
-    }
+    var lo: Float = 0, hi: Float = 0
+    kiln_float_range(x, count, &lo, &hi)
     return (lo, hi)
 }

@@ -585,6 +585,10 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
  *  zero), the division in double then rounded to float as kiln.reference does; NaN gives 0, saturated. */
 void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
 
+/** The least and greatest of n floats and 0 (the range DynamicQuantizeLinear quantizes over) into *lo and *hi;
+ *  NaNs are skipped. */
+void kiln_float_range(const float *x, size_t n, float *lo, float *hi);
+
 /** The int8 kernel family in use: "avx512vnni", "avx2", "neon" or "generic". */
 const char *kiln_qkernels_isa(void);
 
