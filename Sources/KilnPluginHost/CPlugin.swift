@@ -119,7 +119,7 @@ public final class CPlugin: @unchecked Sendable {
             }
             // A plugin that negotiated an earlier version is read as the later fields never were: a 1.0/1.1
             // plugin's 1.0 fields only, a 1.2 plugin's fields up to 1.2's.
-            let size = minor >= 4 ? declared : minor == 3 ? min(declared, PluginABI.backendSize13)
+            let size = minor >= 5 ? declared : minor == 4 ? min(declared, PluginABI.backendSize14) : minor == 3 ? min(declared, PluginABI.backendSize13)
                 : minor == 2 ? min(declared, PluginABI.backendSize12) : min(declared, PluginABI.backendSize10)
             let table: kiln_plugin_backend = CPlugin.copy(tablePointer, size: size)
             guard let backendName = CPlugin.string(table.name), !backendName.isEmpty else {

@@ -63,6 +63,9 @@ public struct CPluginBackend: Backend, DeviceSelectingBackend {
     /// Whether the backend reports what its device did in each run (a `profile` callback, ABI 1.4).
     public var supportsProfile: Bool { table.profile != nil }
 
+    /// The plugin's minimum group size (ABI 1.5 `min_group_size`; 0, or a plugin of an older minor: 1).
+    public var minimumGroupSize: Int { max(1, Int(table.min_group_size)) }
+
     /// Whether the backend keeps tensors in device buffers (`KILN_PLUGIN_BACKEND_DEVICE_BUFFERS`, ABI 1.2):
     /// its executables then pass values between partitions on one device without a host copy.
     public var supportsDeviceBuffers: Bool { flags & UInt64(KILN_PLUGIN_BACKEND_DEVICE_BUFFERS) != 0 }

@@ -34,6 +34,8 @@ package enum PluginABI {
     static let backendSize12 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.option_count)!
     /// `sizeof(kiln_plugin_backend)` in ABI 1.3: up to and including `options`.
     static let backendSize13 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.profile)!
+    /// `sizeof(kiln_plugin_backend)` in ABI 1.4: up to and including `profile`.
+    static let backendSize14 = MemoryLayout<kiln_plugin_backend>.offset(of: \kiln_plugin_backend.min_group_size)!
 }
 
 /// An error a plugin made through `host->error_create`: the host owns it until it is turned into a

@@ -35,9 +35,27 @@ import Testing
     static let reluGraph = Graph(inputs: [f32("x", [2, 3])], outputs: [f32("y", [2, 3])], nodes: [node("Relu", ["x"], ["y"])])
     static let reluInput = Tensor(shape: [2, 3], [Float](arrayLiteral: -1, 2, -3, 4, -5, 6))
 
+    @Test func aPluginsMinimumGroupSizeMovesSmallerGroupsToTheFallback() throws {
+        // ABI 1.5 `min_group_size` 3: Relu → Sigmoid (not claimed) → Relu → Relu gives the sample groups of 1 and 2.
+        let path = try PluginBuild.sample("libsample_mingroup", defines: ["SAMPLE_MIN_GROUP_SIZE=3", "SAMPLE_BACKEND_NAME=\"sample.mingroup\""])
+        let backend = try #require(PluginLoader.plugin(path: path).backends.first)
+        #expect(backend.minimumGroupSize == 3)
+        let value = { (name: String) in Value(name: name, type: .tensor(TensorType(.float32, fixed: [4]))) }
+        var graph = Graph(inputs: [value("v0")], outputs: [value("v4")],
+                          nodes: ["Relu", "Sigmoid", "Relu", "Relu"].enumerated().map { i, op in node(op, ["v\(i)"], ["v\(i + 1)"]) })
+        _ = try GraphInference.infer(&graph)
+        let plan = try Partitioner(selected: [backend], fallbacks: [ReferenceBackend()], options: PartitionOptions(fallback: .allow)).partition(graph)
+        #expect(plan.report.entries.map(\.backend) == Array(repeating: "kiln.reference", count: 4))
+        #expect(plan.report.entries[3].reason.contains("group of 2 nodes is below sample.mingroup's minimum group size 3"), "\(plan.report.entries[3].reason)")
+        // --min-group-size 1 keeps both groups on the plugin; an older plugin (no field) keeps every group.
+        let kept = try Partitioner(selected: [backend], fallbacks: [ReferenceBackend()], options: PartitionOptions(minGroupSize: 1, fallback: .allow)).partition(graph)
+        #expect(kept.report.entries.map(\.backend) == ["sample.mingroup", "kiln.reference", "sample.mingroup", "sample.mingroup"])
+        #expect(try Self.sample().minimumGroupSize == 1)
+    }
+
     @Test func theSampleReportsItsDevicesTargetsAndBufferSupport() throws {
         let backend = try Self.sample()
-        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 4)
+        #expect(backend.plugin.abiVersion.major == 1 && backend.plugin.abiVersion.minor == 5)
         let devices = try backend.deviceList()
         #expect(devices.count == 2)
         #expect(devices.map(\.kind) == [.simulator, .simulator])
@@ -192,17 +210,17 @@ import Testing
     }
 
     @Test func aPluginNewerThanTheHostIsRefusedNamingBothVersions() throws {
-        // The header claims 1.5 although the host offered at most 1.4: the host refuses it.
-        let claims15 = try PluginBuild.sample("libsample_header15", defines: ["SAMPLE_HEADER_ABI_MINOR=5"])
-        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: claims15) }
+        // The header claims 1.6 although the host offered at most 1.5: the host refuses it.
+        let claims16 = try PluginBuild.sample("libsample_header16", defines: ["SAMPLE_HEADER_ABI_MINOR=6"])
+        let error = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: claims16) }
         #expect(error?.code == .versionMismatch)
-        #expect(error?.message.contains("1.5") == true && error?.message.contains("1.0 to 1.4") == true && error?.message.contains(claims15) == true,
+        #expect(error?.message.contains("1.6") == true && error?.message.contains("1.0 to 1.5") == true && error?.message.contains(claims16) == true,
                 "\(error?.message ?? "")")
-        // A plugin that needs a 1.5 host refuses itself, and says so naming both ranges.
-        let needs15 = try PluginBuild.sample("libsample_needs15", defines: ["SAMPLE_ABI_MINOR=5", "SAMPLE_MIN_HOST_MINOR=5"])
-        let error2 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: needs15) }
+        // A plugin that needs a 1.6 host refuses itself, and says so naming both ranges.
+        let needs16 = try PluginBuild.sample("libsample_needs16", defines: ["SAMPLE_ABI_MINOR=6", "SAMPLE_MIN_HOST_MINOR=6"])
+        let error2 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: needs16) }
         #expect(error2?.code == .versionMismatch)
-        #expect(error2?.message.contains("1.5") == true && error2?.message.contains("1.0 to 1.4") == true, "\(error2?.message ?? "")")
+        #expect(error2?.message.contains("1.6") == true && error2?.message.contains("1.0 to 1.5") == true, "\(error2?.message ?? "")")
     }
 
     @Test func malformedDeviceAnswersAreCleanErrors() throws {

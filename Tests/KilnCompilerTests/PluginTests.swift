@@ -137,14 +137,14 @@ import Testing
         #expect(error?.code == .versionMismatch)
         #expect(error?.message.contains(entryV2) == true)
         #expect(error?.message.contains("plugin ABI 2") == true)
-        #expect(error?.message.contains("1.0 to 1.4") == true)
+        #expect(error?.message.contains("1.0 to 1.5") == true)
 
         let headerV2 = try PluginBuild.sample("libsample_header2", defines: ["SAMPLE_HEADER_ABI_MAJOR=2"])
         let error2 = #expect(throws: KilnError.self) { _ = try PluginLoader.plugin(path: headerV2) }
         #expect(error2?.code == .versionMismatch)
         #expect(error2?.message.contains(headerV2) == true)
         #expect(error2?.message.contains("plugin ABI 2.") == true)
-        #expect(error2?.message.contains("1.0 to 1.4") == true)
+        #expect(error2?.message.contains("1.0 to 1.5") == true)
     }
 
     @Test func aLibraryThatIsNotAPluginIsRefused() throws {

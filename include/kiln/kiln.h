@@ -44,7 +44,7 @@ extern "C" {
 /* The ABI version this header describes. A program built against major M runs with any libkiln whose
  * ABI major is M and whose minor is at least the minor it was built with: call KILN_ABI_CHECK() first. */
 #define KILN_ABI_VERSION_MAJOR 1
-#define KILN_ABI_VERSION_MINOR 4
+#define KILN_ABI_VERSION_MINOR 5
 
 /* This header's ABI version as (major << 16) | minor, the form kiln_abi_version() and kiln_abi_check() use. */
 #define KILN_ABI_VERSION (((uint32_t)KILN_ABI_VERSION_MAJOR << 16) | (uint32_t)KILN_ABI_VERSION_MINOR)
@@ -351,7 +351,7 @@ typedef struct kiln_blob kiln_blob;
  *                     keep_float and quantize_ops (comma-separated op types), quantize_outputs (true |
  *                     false), calibration_backend — the same values as `kiln compile`'s flags
  *   metadata.KEY      stores KEY = value in the artifact's metadata
- *   input_shape.NAME  fixes input NAME's shape to value "D,D,..." (its symbolic dims; "" for a scalar)
+ *   input_shape.NAME  ABI 1.5: fixes input NAME's shape to value "D,D,..." (its symbolic dims; "" for a scalar)
  * Backends are looked up in the context's registry, so a plugin registered there can be selected. */
 typedef struct kiln_compile_options {
     size_t struct_size;                /* sizeof(kiln_compile_options) */

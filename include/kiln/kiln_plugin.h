@@ -51,7 +51,7 @@ extern "C" {
 
 /* The plugin ABI this header describes. */
 #define KILN_PLUGIN_ABI_MAJOR 1
-#define KILN_PLUGIN_ABI_MINOR 4
+#define KILN_PLUGIN_ABI_MINOR 5
 
 /* The entry symbol of ABI major 1, as a string for dlsym. */
 #define KILN_PLUGIN_QUERY_SYMBOL_V1 "kiln_plugin_query_v1"
@@ -395,6 +395,13 @@ typedef struct kiln_plugin_backend {
      * profile (`kiln run --profile`), and never while another execute of the same executable runs.
      * NULL = the backend reports no profile. */
     kiln_plugin_error *(*profile)(void *context, void *executable, kiln_plugin_profile *out);
+
+    /* ---- appended in 1.5 ---- */
+
+    /* The fewest connected nodes worth giving this backend when the user sets no minimum group size
+     * (`kiln compile --min-group-size`): a smaller group runs on the host's fallback backend instead, since each
+     * partition boundary costs copies to and from the device. 0 = the host's default (1: keep every group). */
+    uint32_t min_group_size;
 } kiln_plugin_backend;
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -1391,6 +1391,8 @@ static const kiln_plugin_backend backend = {
     .target_count = 1, .targets = targets,
     .option_count = 1, .options = options,
     .profile = profile,
+    /* (1.5) As torch-neuron partitions: a segment of fewer than 2 nodes stays on the CPU. */
+    .min_group_size = 2,
 };
 static const kiln_plugin_backend *const backends[] = {&backend};
 
@@ -1410,5 +1412,5 @@ static kiln_plugin_header header = {
 /* The entry: negotiates ABI 1.2 (the devices and targets fields need a 1.2 host), or 1.3 with a host that
  * speaks it (which then also reads the declared auto-cast option). */
 KILN_PLUGIN_EXPORT kiln_plugin_error *kiln_plugin_query_v1(const kiln_plugin_host *h, const kiln_plugin_header **out_header) {
-    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 4);
+    return ak_query(h, out_header, &header, NPU_PLUGIN_NAME, 5);
 }

@@ -170,6 +170,8 @@ int main(void) {
     FIELD(kiln_plugin_backend, options);
     /* appended in plugin ABI 1.4 */
     FIELD(kiln_plugin_backend, profile);
+    /* appended in plugin ABI 1.5 */
+    FIELD(kiln_plugin_backend, min_group_size);
 
     STRUCT(kiln_plugin_header);
     FIELD(kiln_plugin_header, struct_size);

@@ -236,22 +236,22 @@ int main(void) {
             backend->unload(backend->context, x);
         }
     }
-    /* ABI negotiation (ak_query): the plugin answers the highest minor both speak, 1.2 up to 1.4 */
+    /* ABI negotiation (ak_query): the plugin answers the highest minor both speak, 1.2 up to 1.5 */
     /* (the plugin keeps the host it was queried by: static hosts, and the test host queried again afterwards) */
-    static kiln_plugin_host hosts[5]; /* [0..3] offer 1.2 .. 1.5, [4] only 1.0 to 1.1 */
-    for (uint32_t offered = 2; offered <= 5; offered++) {
+    static kiln_plugin_host hosts[6]; /* [0..4] offer 1.2 .. 1.6, [5] only 1.0 to 1.1 */
+    for (uint32_t offered = 2; offered <= 6; offered++) {
         kiln_plugin_host *hp = &hosts[offered - 2];
         *hp = ak_test_host();
         hp->abi_max_minor = offered;
         const kiln_plugin_header *header = NULL;
         kiln_plugin_error *qe = kiln_plugin_query_v1(hp, &header);
-        uint32_t want = offered < 4 ? offered : 4;
+        uint32_t want = offered < 5 ? offered : 5;
         EXPECT(!qe && header && header->abi_major == 1 && header->abi_minor == want, "a host offering 1.%u: answered 1.%u, want 1.%u", offered,
                header ? header->abi_minor : 0, want);
         free(qe);
     }
     {
-        kiln_plugin_host *hp = &hosts[4];
+        kiln_plugin_host *hp = &hosts[5];
         *hp = ak_test_host();
         hp->abi_max_minor = 1;
         const kiln_plugin_header *header = NULL;

@@ -16,6 +16,7 @@
  *
  * Knobs (compile-time, for Kiln's own tests; a real plugin would not have them):
  *   SAMPLE_BACKEND_NAME  the backend's name             (default "sample.bytecode")
+ *   SAMPLE_MIN_GROUP_SIZE  (1.5) the backend's min_group_size (default 0: the host's default)
  *   SAMPLE_PLUGIN_NAME   the plugin's name              (default "kiln-sample-plugin")
  *   SAMPLE_ABI_MAJOR     the ABI major of the entry symbol and the header (default KILN_PLUGIN_ABI_MAJOR)
  *   SAMPLE_HEADER_ABI_MAJOR  the major the header claims (default SAMPLE_ABI_MAJOR)
@@ -37,6 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef SAMPLE_MIN_GROUP_SIZE
+#define SAMPLE_MIN_GROUP_SIZE 0
+#endif
 #ifndef SAMPLE_BACKEND_NAME
 #define SAMPLE_BACKEND_NAME "sample.bytecode"
 #endif
@@ -842,6 +846,9 @@ static const kiln_plugin_backend backend = {
     .buffer_read = buffer_read,
 #if SAMPLE_ABI_MINOR >= 4
     .profile = profile,
+#endif
+#if SAMPLE_ABI_MINOR >= 5
+    .min_group_size = SAMPLE_MIN_GROUP_SIZE,
 #endif
 };
 #else
