@@ -39,6 +39,19 @@ def finish():
     sys.exit(1 if failures else 0)
 
 
+def quantize_accuracy():
+    """scripts/quantize-accuracy as a module: its fetch of a corpus model from its wheel (no corpus venv) and its
+    NumPy text-line drawing, for the end-to-end tests on pretrained models."""
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    loader = SourceFileLoader("quantize_accuracy", os.path.join(root, "scripts", "quantize-accuracy"))
+    spec = importlib.util.spec_from_loader("quantize_accuracy", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 def run(cmd, env=None):
     """Runs a command, exiting (named after the calling script) with its output when it fails; returns stdout + stderr."""
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)

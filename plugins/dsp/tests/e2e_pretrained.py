@@ -20,32 +20,21 @@ Asserts:
     network: about 0.02 of probability on these lines, which the bound states with room.
 Usage: e2e_pretrained.py KILN PLUGIN WORKDIR
 """
-import importlib.util
 import json
 import os
 import re
 import subprocess
 import sys
-from importlib.machinery import SourceFileLoader
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import placements, run  # noqa: E402
+from ak_e2e import placements, quantize_accuracy, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 DSP = "sampledsp.hvx"
 PROB_BOUND = 0.08
 CALIBRATION, HELD_OUT = 8, 8
-
-
-def quantize_accuracy():
-    """scripts/quantize-accuracy as a module, for its NumPy text-line drawing."""
-    loader = SourceFileLoader("quantize_accuracy", os.path.join(ROOT, "scripts", "quantize-accuracy"))
-    spec = importlib.util.spec_from_loader("quantize_accuracy", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def main():

@@ -18,32 +18,21 @@ It prints the accuracy (class agreement, largest probability difference) and the
 the NPU (the sum over its programs' KILN_NPU_REPORT totals), the rows of NPU.md's tables.
 Usage: e2e_pretrained.py KILN PLUGIN WORKDIR
 """
-import importlib.util
 import json
 import os
 import re
 import sys
-from importlib.machinery import SourceFileLoader
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, expect, finish, placements, run  # noqa: E402
+from ak_e2e import arguments, expect, finish, placements, quantize_accuracy, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 NPU = "sampleneuron.nc2"
 NONE_BOUND = 1e-4
 MATMUL_BOUND = 0.05
 HELD_OUT = 8
-
-
-def quantize_accuracy():
-    """scripts/quantize-accuracy as a module, for its model fetch and NumPy text-line drawing."""
-    loader = SourceFileLoader("quantize_accuracy", os.path.join(ROOT, "scripts", "quantize-accuracy"))
-    spec = importlib.util.spec_from_loader("quantize_accuracy", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 def main():
