@@ -198,6 +198,23 @@ public struct Partitioner: Sendable {
 
         // 3–4. Group; move groups below the minimum size to the fallback; repeat until stable.
         let selectedSet = Set(selectedNames)
+        // Which node produces each value, for the neighbours of a group (a backend's own minimum applies only to
+        // groups between nodes of other backends: there the boundary copies are what moving the group saves).
+        var producerOf: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() { for name in node.outputs where !name.isEmpty { producerOf[name] = index } }
+        func touchesAnotherBackend(_ members: [Int]) -> Bool {
+            let mine = Set(members), backend = assigned[members[0]].info.name
+            for index in members {
+                for name in graph.nodes[index].valuesRead {
+                    if let p = producerOf[name], !mine.contains(p), assigned[p].info.name != backend { return true }
+                }
+            }
+            let produced = Set(members.flatMap { graph.nodes[$0].outputs })
+            for (index, node) in graph.nodes.enumerated() where !mine.contains(index) && assigned[index].info.name != backend {
+                if node.valuesRead.contains(where: produced.contains) { return true }
+            }
+            return false
+        }
         var groups: Grouping
         var movedBefore = [Bool](repeating: false, count: count)  // each node moves at most once
         while true {
@@ -210,6 +227,8 @@ public struct Partitioner: Sendable {
                     // `--backend NAME`) nothing moves unless the user asks for a minimum.
                     let minimum = options.minGroupSize ?? (options.fallback == .deny ? 1 : owner.minimumGroupSize)
                     guard members.count < minimum, selectedSet.contains(backend) else { continue }
+                    // A whole graph (or a group with no neighbour on another backend) saves no copies by moving.
+                    if options.minGroupSize == nil && !touchesAnotherBackend(members) { continue }
                     let rule = options.minGroupSize == nil
                         ? "\(backend)'s minimum group size \(minimum) (what moving values to its device costs; --min-group-size sets another)"
                         : "--min-group-size \(minimum)"

@@ -202,8 +202,7 @@ import Testing
         #expect(twice.status != 0 && twice.stderr.contains("--precision and --backend-option precision"), "\(twice.stderr)")
         // On an OpenCL device (PoCL here), the fp16 payload records its precision and the artifact runs.
         guard !GPUBackend().devices().isEmpty else { return }
-        // (A minimum group size of 1: this small model is below kiln.gpu's own.)
-        let half = try KilnTool.run(["compile", model, "-o", folder + "/half.kiln", "--target", "opencl", "--precision", "fp16", "--min-group-size", "1"])
+        let half = try KilnTool.run(["compile", model, "-o", folder + "/half.kiln", "--target", "opencl", "--precision", "fp16"])
         #expect(half.status == 0, "\(half.stderr)")
         let bytes = try FileSystem.read(folder + "/half.kiln")
         #expect(String(decoding: bytes, as: UTF8.self).contains("precision=fp16"))

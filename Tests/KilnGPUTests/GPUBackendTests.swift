@@ -320,6 +320,13 @@ func seeded(_ seed: UInt64, _ shape: [Int], _ lo: Float = -1, _ hi: Float = 1) -
         // An explicit minimum wins, and fallback deny keeps every group where it is claimed.
         let kept = try Kiln.compiler(options: Compiler.Options(target: "opencl", minGroupSize: 1)).compile(model: model)
         #expect(kept.summary.partitions.map(\.backend) == ["kiln.gpu", "kiln.cpu", "kiln.gpu"])
+        // A group with no neighbour on another backend (here the whole graph) saves no copies by moving: it stays.
+        var w = GraphBuilder()
+        w.output(w.node("Tanh", [w.node("Relu", [w.input("x0", [2, 8])])]))
+        var whole = w.model
+        _ = try GraphInference.infer(&whole.graph)
+        let small = try Kiln.compiler(options: Compiler.Options(target: "opencl")).compile(model: whole)
+        #expect(small.summary.partitions.map(\.backend) == ["kiln.gpu"])
     }
 
     @Test func theGPUOnlyTargetRefusesANonGPUDevice() throws {
