@@ -220,26 +220,24 @@ public struct Partitioner: Sendable {
         while true {
             groups = Grouping(graph: graph, backends: assigned.map(\.info.name))
             var moved = false
-            do {
-                for members in groups.members {
-                    let owner = assigned[members[0]], backend = owner.info.name
-                    // A backend's own minimum applies only where fallback is allowed: under `deny` (and
-                    // `--backend NAME`) nothing moves unless the user asks for a minimum.
-                    let minimum = options.minGroupSize ?? (options.fallback == .deny ? 1 : owner.minimumGroupSize)
-                    guard members.count < minimum, selectedSet.contains(backend) else { continue }
-                    // A whole graph (or a group with no neighbour on another backend) saves no copies by moving.
-                    if options.minGroupSize == nil && !touchesAnotherBackend(members) { continue }
-                    let rule = options.minGroupSize == nil
-                        ? "\(backend)'s minimum group size \(minimum) (what moving values to its device costs; --min-group-size sets another)"
-                        : "--min-group-size \(minimum)"
-                    for index in members where !movedBefore[index] {
-                        guard let f = fallback(for: index, excluding: [backend]) else { continue }
-                        movedBefore[index] = true
-                        let target = fallbacks[f]
-                        assigned[index] = target
-                        reasons[index] = "\(reasons[index]), but its group of \(members.count) node\(members.count == 1 ? "" : "s") is below \(rule); fallback \(target.info.name)"
-                        moved = true
-                    }
+            for members in groups.members {
+                let owner = assigned[members[0]], backend = owner.info.name
+                // A backend's own minimum applies only where fallback is allowed: under `deny` (and
+                // `--backend NAME`) nothing moves unless the user asks for a minimum.
+                let minimum = options.minGroupSize ?? (options.fallback == .deny ? 1 : owner.minimumGroupSize)
+                guard members.count < minimum, selectedSet.contains(backend) else { continue }
+                // A whole graph (or a group with no neighbour on another backend) saves no copies by moving.
+                if options.minGroupSize == nil && !touchesAnotherBackend(members) { continue }
+                let rule = options.minGroupSize == nil
+                    ? "\(backend)'s minimum group size \(minimum) (what moving values to its device costs; --min-group-size sets another)"
+                    : "--min-group-size \(minimum)"
+                for index in members where !movedBefore[index] {
+                    guard let f = fallback(for: index, excluding: [backend]) else { continue }
+                    movedBefore[index] = true
+                    let target = fallbacks[f]
+                    assigned[index] = target
+                    reasons[index] = "\(reasons[index]), but its group of \(members.count) node\(members.count == 1 ? "" : "s") is below \(rule); fallback \(target.info.name)"
+                    moved = true
                 }
             }
             if !moved { break }
