@@ -1,18 +1,26 @@
-/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C, plus an AVX-512 variant
- * chosen at run time).
+/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C).
  *
- * A walk keeps a work list of independent (row, node) or (tree, node) pairs. Each pass advances every pair one
- * level and keeps, branch-free, only the pairs that reached a split; a pair that reached a leaf writes the leaf
- * number and leaves the list. So each walk stops at its own leaf (unbalanced trees cost what their paths cost)
- * and the loads of the pairs in a pass are independent, which lets the CPU overlap their cache misses. */
+ * Two walks:
+ *
+ * The lockstep walk (kiln_forest_*), for forests whose splits are all comparisons with NaN either missing or
+ * read as 0 (XGBoost, LightGBM's missing_type NaN/None, ONNX-ML BRANCH_LT/LEQ/GT/GTE). The forest is laid out
+ * so that one step is four instructions: a node is {feature, key}, its two children sit side by side, and
+ * the child is `first + (x_key >= key)`, an unsigned integer comparison on order-preserving keys of the
+ * floats. Every comparison kind and missing rule folds into that one form at build time (below), so the walk
+ * has no per-node rule, no NaN test and no branch. Eight rows (or, for one row, eight trees) walk in lockstep,
+ * their cursors in registers, so eight independent load chains overlap. A leaf leads to a "sink" node that
+ * leads to itself, so a walk may run past its leaf; a balanced tree is walked to its depth with no test,
+ * an unbalanced one (LightGBM's leaf-wise trees) stops when all eight cursors are at sinks.
+ *
+ * The work-list walk (kiln_trees_*), for the rest (LightGBM's missing_type Zero, NaN thresholds): a list of
+ * independent (row, node) or (tree, node) pairs; each pass advances every pair one level and keeps,
+ * branch-free, only the pairs that reached a split. */
 #include "internal.h"
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#endif
 
 /* Work-list length of one walk call (stack arrays). */
 #define KILN_TREE_CHUNK 256
@@ -127,131 +135,26 @@ static void walk_rows_generic(const kiln_tree_node *nodes, int32_t root, const f
     }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define KILN_TREES_AVX512 __attribute__((target("avx512f")))
-
-/* 16 pairs per step: the four node fields and the feature values gathered, the comparison as masks, the pairs
- * still at splits compressed to the front of the list. Steps the tail (under 16 pairs) with the scalar rule. */
-KILN_TREES_AVX512 static size_t step16_rows(const kiln_tree_node *nodes, const float *x, size_t stride, int32_t *cur,
-                                            int32_t *row, size_t m, int32_t *leaves) {
-    const __m512i feature_mask = _mm512_set1_epi32((int32_t)KILN_TREE_FEATURE_MASK);
-    const __m512i three = _mm512_set1_epi32(3);
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512 tiny = _mm512_set1_ps(1e-35f);
-    const __m512i vstride = _mm512_set1_epi32((int32_t)stride);
-    const int32_t *base = (const int32_t *)nodes;
-    size_t k = 0, i = 0;
-    for (; i + 16 <= m; i += 16) {
-        __m512i c = _mm512_loadu_si512(cur + i);
-        __m512i r = _mm512_loadu_si512(row + i);
-        __m512i idx = _mm512_slli_epi32(c, 2);
-        __m512i w = _mm512_i32gather_epi32(idx, base, 4);
-        __m512 t = _mm512_castsi512_ps(_mm512_i32gather_epi32(_mm512_add_epi32(idx, one), base, 4));
-        __m512i yes = _mm512_i32gather_epi32(_mm512_add_epi32(idx, _mm512_set1_epi32(2)), base, 4);
-        __m512i no = _mm512_i32gather_epi32(_mm512_add_epi32(idx, three), base, 4);
-        __m512i at = _mm512_add_epi32(_mm512_mullo_epi32(r, vstride), _mm512_and_si512(w, feature_mask));
-        __m512 v = _mm512_i32gather_ps(at, x, 4);
-        __m512i kind = _mm512_and_si512(_mm512_srli_epi32(w, KILN_TREE_MISSING_SHIFT), three);
-        __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        __mmask16 as_zero = nan & _mm512_cmpeq_epi32_mask(kind, _mm512_set1_epi32(KILN_TREE_MISSING_NAN_AS_ZERO));
-        __m512 u = _mm512_mask_mov_ps(v, as_zero, _mm512_setzero_ps());
-        __mmask16 le = _mm512_test_epi32_mask(w, _mm512_set1_epi32(1 << 24));
-        __mmask16 cmp = _mm512_cmp_ps_mask(u, t, _CMP_LT_OQ) | (le & _mm512_cmp_ps_mask(u, t, _CMP_EQ_OQ));
-        __m512 absv = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)));
-        __mmask16 zero_missing = _mm512_cmpeq_epi32_mask(kind, _mm512_set1_epi32(KILN_TREE_MISSING_NAN_OR_ZERO)) &
-                                 _mm512_cmp_ps_mask(absv, tiny, _CMP_LE_OQ);
-        __mmask16 missing = (nan & (__mmask16)~as_zero) | zero_missing;
-        __mmask16 missing_yes = _mm512_test_epi32_mask(w, _mm512_set1_epi32(1 << 25));
-        __mmask16 take = (cmp & (__mmask16)~missing) | (missing & missing_yes);
-        __m512i next = _mm512_mask_mov_epi32(no, take, yes);
-        _mm512_i32scatter_epi32(leaves, r, next, 4);
-        __mmask16 keep = _mm512_cmpge_epi32_mask(next, _mm512_setzero_si512());
-        _mm512_mask_compressstoreu_epi32(cur + k, keep, next);
-        _mm512_mask_compressstoreu_epi32(row + k, keep, r);
-        k += (size_t)__builtin_popcount((unsigned)keep);
-    }
-    for (; i < m; i++) {
-        int32_t rr = row[i];
-        int32_t c = tree_step(nodes + cur[i], x + (size_t)rr * stride, KILN_TREES_RULE_GENERAL);
-        leaves[rr] = c;
-        cur[k] = c;
-        row[k] = rr;
-        k += c >= 0;
-    }
-    return k;
-}
-
-KILN_TREES_AVX512 static void walk_rows_avx512(const kiln_tree_node *nodes, int32_t root, const float *x,
-                                               size_t stride, size_t rows, int32_t *leaves) {
-    /* Gathers address with 32-bit element offsets. */
-    if (root < 0 || rows * stride >= (size_t)1 << 31) {
-        walk_rows_generic(nodes, root, x, stride, rows, leaves, KILN_TREES_RULE_GENERAL);
-        return;
-    }
-    int32_t cur[KILN_TREE_CHUNK + 16], row[KILN_TREE_CHUNK + 16];
-    for (size_t base = 0; base < rows; base += KILN_TREE_CHUNK) {
-        size_t m = rows - base < KILN_TREE_CHUNK ? rows - base : KILN_TREE_CHUNK;
-        for (size_t i = 0; i < m; i++) {
-            cur[i] = root;
-            row[i] = (int32_t)(base + i);
-        }
-        while (m > 0) m = step16_rows(nodes, x, stride, cur, row, m, leaves);
-    }
-}
-#endif
-
-/* Variant choice: 0 generic, 1 AVX-512, 2 none (kiln.cpu keeps its own walk; for tests and measurements). */
-static atomic_int trees_variant = -1;
-
-static int trees_best_variant(void) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    /* Measured on the benchmark models (scripts/bench-trees): see Documentation/Benchmarks.md. */
-    return 0;
-#else
-    return 0;
-#endif
-}
-
-static int trees_current_variant(void) {
-    int v = atomic_load_explicit(&trees_variant, memory_order_relaxed);
-    if (v < 0) {
-        v = trees_best_variant();
-        atomic_store_explicit(&trees_variant, v, memory_order_relaxed);
-    }
-    return v;
-}
+/* Variant choice: 0 lockstep (the default), 1 work list only (kiln_forest_build declines every forest), 2 none
+ * (kiln.cpu keeps its Swift walk). For tests and measurements. */
+static atomic_int trees_variant = 0;
 
 int kiln_trees_select_variant(const char *name) {
-    if (name == NULL || strcmp(name, "host") == 0) {
-        atomic_store_explicit(&trees_variant, trees_best_variant(), memory_order_relaxed);
-        return 0;
-    }
-    if (strcmp(name, "generic") == 0) {
-        atomic_store_explicit(&trees_variant, 0, memory_order_relaxed);
-        return 0;
-    }
-    if (strcmp(name, "none") == 0) {
-        atomic_store_explicit(&trees_variant, 2, memory_order_relaxed);
-        return 0;
-    }
-    if (strcmp(name, "avx512") == 0) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (kiln_cpu_detect().avx512f) {
-            atomic_store_explicit(&trees_variant, 1, memory_order_relaxed);
-            return 0;
-        }
-#endif
-        return -1;
-    }
-    return -1;
+    int v = name == NULL || strcmp(name, "host") == 0 || strcmp(name, "lockstep") == 0 ? 0
+        : strcmp(name, "worklist") == 0                                                ? 1
+        : strcmp(name, "none") == 0                                                    ? 2
+                                                                                       : -1;
+    if (v < 0) return -1;
+    atomic_store_explicit(&trees_variant, v, memory_order_relaxed);
+    return 0;
 }
 
 const char *kiln_trees_variant(void) {
-    int v = trees_current_variant();
-    return v == 1 ? "avx512" : v == 2 ? "none" : "generic";
+    int v = atomic_load_explicit(&trees_variant, memory_order_relaxed);
+    return v == 0 ? "lockstep" : v == 1 ? "worklist" : "none";
 }
 
-int kiln_trees_enabled(void) { return trees_current_variant() != 2; }
+int kiln_trees_enabled(void) { return atomic_load_explicit(&trees_variant, memory_order_relaxed) != 2; }
 
 void kiln_trees_walk_row(const kiln_tree_node *nodes, const int32_t *roots, size_t count, const float *x,
                          int32_t *leaves, int rule) {
@@ -260,12 +163,6 @@ void kiln_trees_walk_row(const kiln_tree_node *nodes, const int32_t *roots, size
 
 void kiln_trees_walk_rows(const kiln_tree_node *nodes, int32_t root, const float *x, size_t stride, size_t rows,
                           int32_t *leaves, int rule) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (trees_current_variant() == 1) {
-        walk_rows_avx512(nodes, root, x, stride, rows, leaves);
-        return;
-    }
-#endif
     walk_rows_generic(nodes, root, x, stride, rows, leaves, rule);
 }
 
@@ -275,4 +172,281 @@ void kiln_trees_sum_rows(const kiln_tree_node *nodes, const int32_t *roots, size
         kiln_trees_walk_rows(nodes, roots[t], x, stride, rows, leaves, rule);
         for (size_t r = 0; r < rows; r++) sums[r] += (double)leaf_values[~leaves[r]];
     }
+}
+
+/* ---- The lockstep walk ---------------------------------------------------------------------------------------
+ *
+ * Keys. key(v) maps a float to a uint32 whose unsigned order is the float order: a non-negative float's bits with
+ * the top bit set, a negative float's bits inverted; -0 is first made +0 (the two compare equal). NaN maps to 0,
+ * which is below every split's key (every key is at least key(-inf) = 0x007FFFFF), so NaN always takes the first
+ * child. A leaf's key is 0xFFFFFFFF, above every value's key (key(+inf) = 0xFF800000): it always takes the first
+ * child, its sink.
+ *
+ * Folding a split into `first + (x_key >= key)`: the first child must be the one NaN takes. With `yes` the child
+ * when `v < t` (or `v <= t`) holds:
+ *   NaN takes yes:  first = yes, second = no:   second when v >= t (<: key(t)) or v > t (<=: key(t) + 1), on v;
+ *   NaN takes no:   first = no,  second = yes:  second when -v > -t (<: key(-t) + 1) or -v >= -t (<=: key(-t)),
+ *                   on the row's negated copy of the feature (index feature + F).
+ * A split whose NaN reads as 0 takes the branch 0 takes. On integers, "> t" is ">= key(t) + 1" exactly: no
+ * rounding, no dependence on the FPU's denormal mode. Rows are expanded once per block into F keys and F keys of
+ * the negated values (kiln_forest_expand). */
+
+struct kiln_forest {
+    kiln_forest_node *nodes;  /* slots, then sinks */
+    int32_t *next;            /* per node: its first child (a sink: itself) */
+    float *values;            /* per node: a leaf's or sink's value (single-value leaves), else 0 */
+    int32_t *leaf;            /* per node: a leaf's or sink's leaf number, else -1 */
+    kiln_forest_tree *trees;
+    size_t tree_count, features, node_count;
+    int32_t sink;             /* the first sink: a cursor at or past it has finished */
+};
+
+static inline uint32_t tree_key(float v) {
+    uint32_t b;
+    memcpy(&b, &v, sizeof b);
+    if (v != v) return 0;
+    if (b == 0x80000000u) b = 0;
+    return (b >> 31) ? ~b : b | 0x80000000u;
+}
+
+void kiln_forest_free(kiln_forest *f) {
+    if (f == NULL) return;
+    free(f->nodes);
+    free(f->next);
+    free(f->values);
+    free(f->leaf);
+    free(f->trees);
+    free(f);
+}
+
+kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const int32_t *roots, size_t trees,
+                               const float *leaf_values, size_t leaves) {
+    if (atomic_load_explicit(&trees_variant, memory_order_relaxed) != 0) return NULL;
+    /* Every tree has one root slot and every split two child slots; every leaf slot has a sink. */
+    if (trees == 0 || splits > (size_t)INT32_MAX / 4 || trees > (size_t)INT32_MAX / 4) return NULL;
+    size_t slots = trees + 2 * splits, total = slots + trees + splits;
+    uint32_t features = 1;
+    for (size_t i = 0; i < splits; i++) {
+        const kiln_tree_node *n = nodes + i;
+        uint32_t kind = (n->word >> KILN_TREE_MISSING_SHIFT) & 3u;
+        if (kind == KILN_TREE_MISSING_NAN_OR_ZERO || n->threshold != n->threshold) return NULL;
+        uint32_t feature = n->word & KILN_TREE_FEATURE_MASK;
+        if (feature + 1 > features) features = feature + 1;
+    }
+    kiln_forest *f = calloc(1, sizeof *f);
+    int32_t *stack = NULL;
+    if (f == NULL) return NULL;
+    f->nodes = malloc(total * sizeof *f->nodes);
+    f->next = malloc(total * sizeof *f->next);
+    f->values = calloc(total, sizeof *f->values);
+    f->leaf = malloc(total * sizeof *f->leaf);
+    f->trees = malloc(trees * sizeof *f->trees);
+    /* (reference, slot, depth) triples of the slots still to fill. */
+    stack = malloc(3 * (splits + 2) * sizeof *stack);
+    if (!f->nodes || !f->next || !f->values || !f->leaf || !f->trees || !stack) goto fail;
+    f->tree_count = trees;
+    f->features = features;
+    f->node_count = total;
+    f->sink = (int32_t)slots;
+    int32_t used = 0, sinks = (int32_t)slots;
+    for (size_t t = 0; t < trees; t++) {
+        int32_t depth = 0, shallow = INT32_MAX, leaf_slots = 0;
+        size_t top = 0;
+        f->trees[t].root = used;
+        stack[0] = roots[t], stack[1] = used++, stack[2] = 0, top = 1;
+        while (top > 0) {
+            top--;
+            int32_t ref = stack[3 * top], slot = stack[3 * top + 1], d = stack[3 * top + 2];
+            if (ref < 0) {
+                int32_t number = ~ref;
+                if ((size_t)number >= leaves || sinks >= (int32_t)total) goto fail;
+                float value = leaf_values ? leaf_values[number] : 0.0f;
+                f->nodes[slot] = (kiln_forest_node){0, 0xFFFFFFFFu};
+                f->next[slot] = sinks;
+                f->values[slot] = value;
+                f->leaf[slot] = number;
+                f->nodes[sinks] = (kiln_forest_node){0, 0xFFFFFFFFu};
+                f->next[sinks] = sinks;
+                f->values[sinks] = value;
+                f->leaf[sinks] = number;
+                sinks++;
+                leaf_slots++;
+                if (d > depth) depth = d;
+                if (d < shallow) shallow = d;
+                continue;
+            }
+            if ((size_t)ref >= splits || used + 2 > (int32_t)slots || top + 2 > splits + 2) goto fail;
+            const kiln_tree_node *n = nodes + ref;
+            uint32_t w = n->word, kind = (w >> KILN_TREE_MISSING_SHIFT) & 3u;
+            int le = (w & KILN_TREE_LE) != 0;
+            float t0 = n->threshold;
+            int nan_yes = kind == KILN_TREE_MISSING_NAN_AS_ZERO ? (le ? 0.0f <= t0 : 0.0f < t0)
+                                                                : (w & KILN_TREE_MISSING_YES) != 0;
+            uint32_t feature = w & KILN_TREE_FEATURE_MASK, key;
+            int32_t first, second;
+            if (nan_yes) {
+                key = tree_key(t0) + (uint32_t)le;
+                first = n->yes, second = n->no;
+            } else {
+                key = tree_key(-t0) + (uint32_t)!le;
+                feature += features;
+                first = n->no, second = n->yes;
+            }
+            f->nodes[slot] = (kiln_forest_node){feature, key};
+            f->next[slot] = used;
+            f->values[slot] = 0;
+            f->leaf[slot] = -1;
+            stack[3 * top] = second, stack[3 * top + 1] = used + 1, stack[3 * top + 2] = d + 1, top++;
+            stack[3 * top] = first, stack[3 * top + 1] = used, stack[3 * top + 2] = d + 1, top++;
+            used += 2;
+        }
+        if (depth >= 65535) goto fail;
+        f->trees[t].depth = (uint16_t)depth;
+        f->trees[t].shallow = (uint16_t)(shallow < depth ? shallow : depth);
+        /* Stop early only in unbalanced trees: in a tree with a quarter or more of its 2^depth leaves, most walks
+         * run (nearly) to the depth, and the test costs more than the steps it saves. */
+        f->trees[t].check = depth >= 30 || (int64_t)leaf_slots * 4 < ((int64_t)1 << depth);
+    }
+    if (used != (int32_t)slots || sinks != (int32_t)total) goto fail;
+    free(stack);
+    return f;
+fail:
+    free(stack);
+    kiln_forest_free(f);
+    return NULL;
+}
+
+size_t kiln_forest_features(const kiln_forest *f) { return f->features; }
+
+void kiln_forest_expand(const kiln_forest *f, const float *x, size_t stride, size_t rows, uint32_t *keys) {
+    size_t n = f->features;
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = x + r * stride;
+        uint32_t *k = keys + r * 2 * n;
+        for (size_t j = 0; j < n; j++) {
+            k[j] = tree_key(row[j]);
+            k[n + j] = tree_key(-row[j]);
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) int32_t forest_step(const kiln_forest_node *nodes, const int32_t *next,
+                                                                 int32_t c, const uint32_t *keys) {
+    return next[c] + (int32_t)(keys[nodes[c].feature] >= nodes[c].key);
+}
+
+/* The "all eight at sinks" test of an unbalanced tree's walk. */
+static inline __attribute__((always_inline)) int forest_done8(int32_t c0, int32_t c1, int32_t c2, int32_t c3,
+                                                              int32_t c4, int32_t c5, int32_t c6, int32_t c7,
+                                                              int32_t sink) {
+    int32_t a = c0 < c1 ? c0 : c1, b = c2 < c3 ? c2 : c3, c = c4 < c5 ? c4 : c5, d = c6 < c7 ? c6 : c7;
+    a = a < b ? a : b;
+    c = c < d ? c : d;
+    return (a < c ? a : c) >= sink;
+}
+
+/* Eight rows (keys `stride` apart) through tree `t`: end[j] = the node row j ends at (a leaf or its sink). */
+static inline __attribute__((always_inline)) void forest_rows8(const kiln_forest *f, const kiln_forest_tree *t,
+                                                               const uint32_t *keys, size_t stride, int32_t *end) {
+    const kiln_forest_node *n = f->nodes;
+    const int32_t *next = f->next, sink = f->sink;
+    const uint32_t *k0 = keys, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride, *k4 = k3 + stride,
+                   *k5 = k4 + stride, *k6 = k5 + stride, *k7 = k6 + stride;
+    int32_t c0 = t->root, c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+    int steps = t->depth + t->check, from = t->shallow + 1;
+    for (int l = 0; l < steps; l++) {
+        if (t->check && l >= from && forest_done8(c0, c1, c2, c3, c4, c5, c6, c7, sink)) break;
+        c0 = forest_step(n, next, c0, k0);
+        c1 = forest_step(n, next, c1, k1);
+        c2 = forest_step(n, next, c2, k2);
+        c3 = forest_step(n, next, c3, k3);
+        c4 = forest_step(n, next, c4, k4);
+        c5 = forest_step(n, next, c5, k5);
+        c6 = forest_step(n, next, c6, k6);
+        c7 = forest_step(n, next, c7, k7);
+    }
+    end[0] = c0, end[1] = c1, end[2] = c2, end[3] = c3, end[4] = c4, end[5] = c5, end[6] = c6, end[7] = c7;
+}
+
+/* One row through trees t[0..8): end[j] = the node tree j ends at. */
+static inline __attribute__((always_inline)) void forest_trees8(const kiln_forest *f, const kiln_forest_tree *t,
+                                                                const uint32_t *k, int32_t *end) {
+    const kiln_forest_node *n = f->nodes;
+    const int32_t *next = f->next, sink = f->sink;
+    int32_t c0 = t[0].root, c1 = t[1].root, c2 = t[2].root, c3 = t[3].root, c4 = t[4].root, c5 = t[5].root,
+            c6 = t[6].root, c7 = t[7].root;
+    int depth = 0, from = 65536, check = 0;
+    for (int j = 0; j < 8; j++) {
+        if (t[j].depth > depth) depth = t[j].depth;
+        if (t[j].shallow + 1 < from) from = t[j].shallow + 1;
+        check |= t[j].check;
+    }
+    int steps = depth + check;
+    for (int l = 0; l < steps; l++) {
+        if (check && l >= from && forest_done8(c0, c1, c2, c3, c4, c5, c6, c7, sink)) break;
+        c0 = forest_step(n, next, c0, k);
+        c1 = forest_step(n, next, c1, k);
+        c2 = forest_step(n, next, c2, k);
+        c3 = forest_step(n, next, c3, k);
+        c4 = forest_step(n, next, c4, k);
+        c5 = forest_step(n, next, c5, k);
+        c6 = forest_step(n, next, c6, k);
+        c7 = forest_step(n, next, c7, k);
+    }
+    end[0] = c0, end[1] = c1, end[2] = c2, end[3] = c3, end[4] = c4, end[5] = c5, end[6] = c6, end[7] = c7;
+}
+
+/* One row through one tree, `depth` steps (it ends at its leaf or its leaf's sink). */
+static inline int32_t forest_one(const kiln_forest *f, const kiln_forest_tree *t, const uint32_t *k) {
+    int32_t c = t->root;
+    for (int l = 0; l < t->depth; l++) c = forest_step(f->nodes, f->next, c, k);
+    return c;
+}
+
+void kiln_forest_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows, double *sums) {
+    size_t stride = 2 * f->features;
+    int32_t end[8];
+    for (size_t t = 0; t < f->tree_count; t++) {
+        const kiln_forest_tree *tree = f->trees + t;
+        size_t r = 0;
+        for (; r + 8 <= rows; r += 8) {
+            forest_rows8(f, tree, keys + r * stride, stride, end);
+            for (int j = 0; j < 8; j++) sums[r + j] += (double)f->values[end[j]];
+        }
+        for (; r < rows; r++) sums[r] += (double)f->values[forest_one(f, tree, keys + r * stride)];
+    }
+}
+
+void kiln_forest_leaves_rows(const kiln_forest *f, size_t tree, const uint32_t *keys, size_t rows, int32_t *leaves) {
+    size_t stride = 2 * f->features;
+    const kiln_forest_tree *t = f->trees + tree;
+    size_t r = 0;
+    int32_t end[8];
+    for (; r + 8 <= rows; r += 8) {
+        forest_rows8(f, t, keys + r * stride, stride, end);
+        for (int j = 0; j < 8; j++) leaves[r + j] = f->leaf[end[j]];
+    }
+    for (; r < rows; r++) leaves[r] = f->leaf[forest_one(f, t, keys + r * stride)];
+}
+
+void kiln_forest_sum_row(const kiln_forest *f, const uint32_t *keys, double *sum) {
+    double s = *sum;
+    int32_t end[8];
+    size_t t = 0;
+    for (; t + 8 <= f->tree_count; t += 8) {
+        forest_trees8(f, f->trees + t, keys, end);
+        for (int j = 0; j < 8; j++) s += (double)f->values[end[j]];
+    }
+    for (; t < f->tree_count; t++) s += (double)f->values[forest_one(f, f->trees + t, keys)];
+    *sum = s;
+}
+
+void kiln_forest_leaves_row(const kiln_forest *f, const uint32_t *keys, int32_t *leaves) {
+    int32_t end[8];
+    size_t t = 0;
+    for (; t + 8 <= f->tree_count; t += 8) {
+        forest_trees8(f, f->trees + t, keys, end);
+        for (int j = 0; j < 8; j++) leaves[t + j] = f->leaf[end[j]];
+    }
+    for (; t < f->tree_count; t++) leaves[t] = f->leaf[forest_one(f, f->trees + t, keys)];
 }

@@ -3,20 +3,21 @@ import KilnIR
 
 /// kiln.cpu's tree-ensemble predictor (`kiln.TreeEnsemble`).
 ///
-/// Built once per node when the program is lowered. When every split is `<`, `<=`, `>` or `>=` (any
-/// missing-value rule) the forest is laid out for CKilnKernels' walk (`kiln_trees_*`, trees.c): 16-byte split
-/// records in depth-first order (true child first), leaves as negative child indices, the comparison rule
-/// the whole forest shares fixed at compile time. That walk keeps a list of independent walks and drops each at
-/// its own leaf, so unbalanced (LightGBM leaf-wise) trees cost only their paths. A batch of at most
-/// `smallBatch` rows runs on the calling thread, each row walking all trees interleaved (no block setup, no
-/// pool); larger batches walk tree by tree over blocks of up to 256 rows (a tree stays in L1 while the block
-/// walks it), the blocks on the thread pool.
+/// Built once per node when the program is lowered. Three walks, the first that can take the forest:
 ///
-/// Other forests (`==`, `!=`, category sets) use the Swift walk: every tree's nodes in one array of 16-byte
-/// records (a leaf is its own child), rows walked a block (64 rows) at a time, tree by tree; when every split is
-/// `<` (or every split `<=`) with NaN as missing, 8 rows walk each tree interleaved with no leaf test, otherwise
-/// row by row with the general rule. Blocks of rows run on the thread pool; a small batch splits the trees among
-/// threads instead and adds the partial sums.
+/// - The lockstep walk (`kiln_forest_*`, CKilnKernels trees.c): every split a `<`, `<=`, `>` or `>=` with
+///   NaN missing or read as 0 (XGBoost, LightGBM's missing_type NaN/None, ONNX-ML). Each split folds into one
+///   unsigned comparison of order-preserving integer keys, children side by side; eight rows walk one tree
+///   (or, for a batch of at most `smallBatch` rows, one row walks eight trees) with their cursors in
+///   registers. Rows are turned into keys once per block.
+/// - The work-list walk (`kiln_trees_*`): the other comparison forests (LightGBM's missing_type Zero): 16-byte
+///   split records, a list of independent walks, each dropped at its own leaf.
+/// - The Swift walk: forests with `==`, `!=` or category sets: every tree's nodes in one array of 16-byte
+///   records (a leaf is its own child), rows walked a block (64 rows) at a time, tree by tree.
+///
+/// The C walks take blocks of up to 256 rows tree by tree (a tree stays in L1 while the block walks it), the
+/// blocks on the thread pool; a small batch runs on the calling thread. The Swift walk splits a small batch's
+/// trees among threads instead and adds the partial sums.
 final class CompiledForest: @unchecked Sendable {
     /// One node: `word` = feature (bits 0–23) | mode (24–26) | missing-takes-true (27) | missing kind (28–29);
     /// a leaf is its own child (`yes` = `no` = itself); its weights are in `leafFirst`/`leafCount`/`leafValue`.
@@ -63,6 +64,8 @@ final class CompiledForest: @unchecked Sendable {
     let cRule: Int32
     /// At most this many rows are walked tree-interleaved on the calling thread (no block setup, no pool).
     static let smallBatch = 4
+    /// The lockstep layout of `cNodes` (`kiln_forest_build`), or nil when some split does not fold into it.
+    let lockstep: OpaquePointer?
 
     static let leafMode: UInt32 = 0
 
@@ -191,7 +194,12 @@ final class CompiledForest: @unchecked Sendable {
             cRoots = newRoots.map { ref($0) }
             cLeafRecord = leafRecord
             cLeafValue = leafValueByNumber
+            let roots = cRoots
+            lockstep = leafValueByNumber.withUnsafeBufferPointer { values in
+                kiln_forest_build(nodes.baseAddress!, splits, roots, roots.count, singleTarget ? values.baseAddress : nil, leaves)
+            }
         } else {
+            lockstep = nil
             cNodes = nil
             cRule = KILN_TREES_RULE_GENERAL
             cRoots = []
@@ -203,6 +211,7 @@ final class CompiledForest: @unchecked Sendable {
     deinit {
         records.deallocate()
         cNodes?.deallocate()
+        kiln_forest_free(lockstep)
     }
 
     /// Whether record `r` sends value `x` to its true child (the general rule).
@@ -351,6 +360,39 @@ final class CompiledForest: @unchecked Sendable {
         }
     }
 
+    /// The lockstep walk over rows `rows` of `x` and every tree, sums into `sums` (indexed from the first row).
+    func accumulateLockstep(_ forest: OpaquePointer, x: UnsafePointer<Float>, stride: Int, rows: Range<Int>,
+                            sums: UnsafeMutablePointer<Double>) {
+        let targets = spec.targets, n = rows.count, width = 2 * kiln_forest_features(forest), trees = cRoots.count
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: n * width) { keys in
+            let k = keys.baseAddress!
+            kiln_forest_expand(forest, x + rows.lowerBound * stride, stride, n, k)
+            if singleTarget {
+                if n <= Self.smallBatch {
+                    for r in 0..<n { kiln_forest_sum_row(forest, k + r * width, sums + r) }
+                } else {
+                    kiln_forest_sum_rows(forest, k, n, sums)
+                }
+                return
+            }
+            if n <= Self.smallBatch {
+                withUnsafeTemporaryAllocation(of: Int32.self, capacity: trees) { leaves in
+                    for r in 0..<n {
+                        kiln_forest_leaves_row(forest, k + r * width, leaves.baseAddress!)
+                        for t in 0..<trees { addLeaf(Int(cLeafRecord[Int(leaves[t])]), sums + r * targets) }
+                    }
+                }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Int32.self, capacity: n) { leaves in
+                for t in 0..<trees {
+                    kiln_forest_leaves_rows(forest, t, k, n, leaves.baseAddress!)
+                    for r in 0..<n { addLeaf(Int(cLeafRecord[Int(leaves[r])]), sums + r * targets) }
+                }
+            }
+        }
+    }
+
     /// The C walk over rows `rows` of `x` and trees `trees`, sums into `sums` (indexed from the first row).
     func accumulateC(_ nodes: UnsafePointer<kiln_tree_node>, x: UnsafePointer<Float>, stride: Int, rows: Range<Int>,
                      trees: Range<Int>, sums: UnsafeMutablePointer<Double>) {
@@ -399,7 +441,11 @@ final class CompiledForest: @unchecked Sendable {
         func run(_ lo: Int, _ hi: Int) {
             withUnsafeTemporaryAllocation(of: Double.self, capacity: (hi - lo) * targets) { sums in
                 sums.initialize(repeating: 0)
-                accumulateC(nodes, x: x, stride: features, rows: lo..<hi, trees: 0..<cRoots.count, sums: sums.baseAddress!)
+                if let forest = lockstep {
+                    accumulateLockstep(forest, x: x, stride: features, rows: lo..<hi, sums: sums.baseAddress!)
+                } else {
+                    accumulateC(nodes, x: x, stride: features, rows: lo..<hi, trees: 0..<cRoots.count, sums: sums.baseAddress!)
+                }
                 if plain {
                     finishPlain(sums: sums.baseAddress!, rows: hi - lo, y: y + lo)
                 } else {
@@ -414,7 +460,9 @@ final class CompiledForest: @unchecked Sendable {
         }
         // Blocks of up to 256 rows (a longer work list overlaps more loads: 256 walked ~10% faster than 128 and ~25%
         // faster than 64 on the XGBoost benchmark model), at least two per thread when they fit.
-        let block = max(8, min(256, (rows + 2 * pool.threadCount - 1) / (2 * pool.threadCount)))
+        // A wide forest's keys take 8 bytes per feature per row: its blocks are shorter, to keep them in L2.
+        let widest = lockstep.map { max(8, 32768 / max(kiln_forest_features($0), 1)) } ?? 256
+        let block = max(8, min(256, widest, (rows + 2 * pool.threadCount - 1) / (2 * pool.threadCount)))
         let blocks = (rows + block - 1) / block
         pool.parallelFor(blocks) { b in run(b * block, min(rows, b * block + block)) }
     }

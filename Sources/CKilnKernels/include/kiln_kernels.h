@@ -646,15 +646,66 @@ void kiln_trees_walk_rows(const kiln_tree_node *nodes, int32_t root, const float
 void kiln_trees_sum_rows(const kiln_tree_node *nodes, const int32_t *roots, size_t trees, const float *leaf_values,
                          const float *x, size_t stride, size_t rows, int32_t *leaves, double *sums, int rule);
 
-/** Chooses the walk variant: "generic", "avx512", "host" (the measured best here) or "none" (kiln.cpu uses its
- *  Swift walk instead of these functions); -1 when this CPU lacks it. Process-wide; for tests and measurements. */
+/** Chooses the walk: "lockstep" (or "host": the default; kiln_forest_build lays out every forest it can),
+ *  "worklist" (kiln_forest_build declines, so kiln.cpu uses kiln_trees_* for every forest) or "none" (kiln.cpu
+ *  uses its Swift walk); -1 for another name. Process-wide, read when a forest is compiled; for tests and
+ *  measurements. */
 int kiln_trees_select_variant(const char *name);
 
-/** The walk variant in use: "generic", "avx512" or "none". */
+/** The walk chosen: "lockstep", "worklist" or "none". */
 const char *kiln_trees_variant(void);
 
 /** 1 unless the variant "none" was chosen. */
 int kiln_trees_enabled(void);
+
+/** A node of the lockstep layout: the feature key to read (a feature, or feature + F for its negated copy) and
+ *  the key at or above which the walk takes the second child. */
+typedef struct kiln_forest_node {
+    uint32_t feature;
+    uint32_t key;
+} kiln_forest_node;
+
+/** A tree of the lockstep layout: its root node, its longest and shortest root-to-leaf paths in splits, and
+ *  whether walks test for the end (unbalanced trees) rather than always taking `depth` steps. */
+typedef struct kiln_forest_tree {
+    int32_t root;
+    uint16_t depth;
+    uint16_t shallow;
+    int32_t check;
+} kiln_forest_tree;
+
+/** A forest in the lockstep layout (trees.c explains it). */
+typedef struct kiln_forest kiln_forest;
+
+/** Lays out a forest given as kiln_tree_node splits (`roots[t]`: a split index or ~leaf) for the lockstep walk.
+ *  `leaf_values[leaf]` is each leaf's one value (NULL when leaves carry several; then use the _leaves_ walks).
+ *  NULL when a split has missing kind KILN_TREE_MISSING_NAN_OR_ZERO or a NaN threshold, when the trees share
+ *  nodes or are malformed, when memory runs out, or when the variant is not "lockstep". */
+kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const int32_t *roots, size_t trees,
+                               const float *leaf_values, size_t leaves);
+
+/** Frees a forest (NULL is allowed). */
+void kiln_forest_free(kiln_forest *forest);
+
+/** F: the features a row's keys cover (the highest feature read, plus 1); a row takes 2F keys. */
+size_t kiln_forest_features(const kiln_forest *forest);
+
+/** Writes the 2F keys of each of `rows` rows of x (`stride` floats apart, at least F features each) to keys. */
+void kiln_forest_expand(const kiln_forest *forest, const float *x, size_t stride, size_t rows, uint32_t *keys);
+
+/** sums[r] += the value of the leaf row r reaches, for every tree in order (single-value leaves only). */
+void kiln_forest_sum_rows(const kiln_forest *forest, const uint32_t *keys, size_t rows, double *sums);
+
+/** leaves[r] = the leaf number row r reaches in tree `tree`. */
+void kiln_forest_leaves_rows(const kiln_forest *forest, size_t tree, const uint32_t *keys, size_t rows,
+                             int32_t *leaves);
+
+/** For one row: *sum += the value of the leaf it reaches in every tree, in tree order (the same additions in the
+ *  same order as kiln_forest_sum_rows, so the same bits). */
+void kiln_forest_sum_row(const kiln_forest *forest, const uint32_t *keys, double *sum);
+
+/** For one row: leaves[t] = the leaf number it reaches in tree t, for every tree. */
+void kiln_forest_leaves_row(const kiln_forest *forest, const uint32_t *keys, int32_t *leaves);
 
 /* ---- Convolutions with a PReLU epilogue ---------------------------------------------------- */
 
