@@ -1,4 +1,5 @@
-"""The typed Python API: typed errors, context managers and close(), timeout_ms, memory_budget_mb, the GIL."""
+"""The typed Python API: typed errors, context managers and close(), timeout_ms, memory_budget_mb, the GIL, and
+the planned per-call path."""
 import os
 import sys
 import threading
@@ -9,6 +10,9 @@ import pytest
 
 import kiln
 from conftest import CHAIN_SIZE, chain_expected, expected
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4) / 10
 
@@ -153,3 +157,84 @@ def test_run_releases_the_gil(chain_model_path):
     progressed = sum(1 for ms in window if ms in buckets)
     assert len(window) >= 150
     assert progressed >= 0.1 * len(window), f"the Python thread ran in {progressed} of {len(window)} ms of kiln runs"
+
+
+def _compiled(path, tmp_path, name="m.kiln"):
+    artifact = str(tmp_path / name)
+    kiln.compile(path, artifact)
+    return kiln.load(artifact, threads=1)
+
+
+def test_repeated_runs_take_the_planned_path_and_return_new_arrays(model_path, tmp_path):
+    """The second call with the same input signature runs through the prepared plan (kiln_run into new
+    arrays): same values as the first, fresh arrays every call, and another signature gets its own plan."""
+    m = _compiled(model_path, tmp_path)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 3
+    first = m.run({"x": x})
+    assert len(m._plans.plans) == 1  # the first call made the plan for f32[2,4]
+    second = m.run({"x": x})
+    third = m.run({"x": x * 2})
+    for name, want in expected(x).items():
+        np.testing.assert_allclose(first[name], want, rtol=1e-6)
+        np.testing.assert_array_equal(second[name], first[name])
+    for name, want in expected(x * 2).items():
+        np.testing.assert_allclose(third[name], want, rtol=1e-6)
+    assert second["y"] is not first["y"] and not np.shares_memory(second["y"], third["y"])
+    assert not np.shares_memory(second["xi"], x)  # an output equal to an input is still a copy
+    x5 = np.ones((5, 4), np.float32)
+    for _ in range(2):
+        got = m.run({"x": x5})
+        np.testing.assert_allclose(got["y"], expected(x5)["y"], rtol=1e-6)
+        assert got["s"].tolist() == [5, 4]
+    assert len(m._plans.plans) == 2
+    # Inputs the plan cannot take as they are (a strided view, a list) go the general way, with the same result.
+    view = np.ones((5, 8), np.float32)[:, ::2]
+    np.testing.assert_allclose(m.run({"x": view})["y"], expected(x5)["y"], rtol=1e-6)
+    np.testing.assert_allclose(m.run({"x": x5.tolist()})["y"], expected(x5)["y"], rtol=1e-6)
+    # A wrong dtype is still the general path's typed error, every time.
+    for _ in range(2):
+        with pytest.raises(kiln.InvalidArgumentError):
+            m.run({"x": x.astype(np.float64)})
+    m.close()
+    with pytest.raises(kiln.InvalidArgumentError):
+        m.run({"x": x})
+
+
+def test_outputs_whose_shape_depends_on_values_leave_the_planned_path(tmp_path):
+    """NonZero's output length depends on the values, not the input shape: the plan learned from the first
+    call fails kiln_run's output check on the next, and the signature then takes the general path."""
+    graph = helper.make_graph(
+        [helper.make_node("Greater", ["x", "zero"], ["g"]), helper.make_node("NonZero", ["g"], ["i"])],
+        "nonzero", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6])],
+        [helper.make_tensor_value_info("i", TensorProto.INT64, [1, None])],
+        [numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "nonzero.onnx"
+    onnx.save(model, str(path))
+    m = _compiled(str(path), tmp_path)
+    for x in [[1, -1, 2, 0, 3, 0], [1, 1, 1, 1, 1, 1], [-1, -1, -1, -1, 5, -1], [1, 1, 1, 1, 1, 1]]:
+        a = np.array(x, np.float32)
+        assert m.run({"x": a})["i"].tolist() == [list(np.nonzero(a > 0)[0])]
+
+
+def test_planned_runs_from_many_threads_keep_their_own_buffers(model_path, tmp_path):
+    """Each thread has its own plans, so concurrent calls never share a kiln_tensor's data pointer."""
+    m = _compiled(model_path, tmp_path)
+    errors = []
+
+    def work(k):
+        x = np.full((3, 4), float(k), np.float32)
+        want = expected(x)["y"]
+        for _ in range(300):
+            got = m.run({"x": x})["y"]
+            if not np.allclose(got, want, rtol=1e-6):
+                errors.append((k, got))
+                return
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
