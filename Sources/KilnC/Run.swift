@@ -89,15 +89,15 @@ public func kiln_run(_ model: OpaquePointer?, _ inputs: UnsafePointer<kiln_tenso
         let results = try ModelRun.run(model, inputs, inputCount, function, options: runOptions)
         for (i, result) in results.enumerated() {
             let given = outputs![i]
-            let what = "output '\(model.outputs[i].name)' (outputs[\(i)])"
-            let shape = try TensorBridge.shape(of: given, what)
+            func what() -> String { "output '\(model.outputs[i].name)' (outputs[\(i)])" }
+            let shape = try TensorBridge.shape(of: given, what())
             let expected = TensorBridge.cType(result.dtype)
             guard given.dtype.code == expected.code, given.dtype.bits == expected.bits, given.dtype.lanes == expected.lanes,
                   shape == result.shape else {
-                throw KilnError(.invalidArgument, "\(what): expected \(result.dtype)[\(result.shape.map(String.init).joined(separator: ","))] (the result of this run), "
+                throw KilnError(.invalidArgument, "\(what()): expected \(result.dtype)[\(result.shape.map(String.init).joined(separator: ","))] (the result of this run), "
                     + "given \(TensorBridge.describe(given, shape: shape))")
             }
-            try TensorBridge.checkMemory(of: given, byteCount: result.rawBytes?.count ?? 0, what)
+            try TensorBridge.checkMemory(of: given, byteCount: result.rawBytes?.count ?? 0, what())
         }
         for (i, result) in results.enumerated() { TensorBridge.copy(result, into: outputs![i]) }
     }

@@ -41,17 +41,17 @@ enum TensorBridge {
 
     /// The shape of the caller's tensor, checked (rank, non-NULL shape, non-negative dims, no overflow).
     /// `what` names the tensor in messages (`input 'x' (inputs[0])`).
-    static func shape(of t: kiln_tensor, _ what: String) throws -> [Int] {
+    static func shape(of t: kiln_tensor, _ what: @autoclosure () -> String) throws -> [Int] {
         guard t.ndim >= 0, t.ndim <= maximumRank else {
-            throw KilnError(.invalidArgument, "\(what): ndim is \(t.ndim); expected 0…\(maximumRank)")
+            throw KilnError(.invalidArgument, "\(what()): ndim is \(t.ndim); expected 0…\(maximumRank)")
         }
         if t.ndim == 0 { return [] }
-        guard let shape = t.shape else { throw KilnError(.invalidArgument, "\(what): shape is NULL but ndim is \(t.ndim)") }
+        guard let shape = t.shape else { throw KilnError(.invalidArgument, "\(what()): shape is NULL but ndim is \(t.ndim)") }
         let dims = (0..<Int(t.ndim)).map { Int(shape[$0]) }
         if let bad = dims.firstIndex(where: { $0 < 0 }) {
-            throw KilnError(.invalidArgument, "\(what): shape[\(bad)] is \(dims[bad]); dims must be >= 0")
+            throw KilnError(.invalidArgument, "\(what()): shape[\(bad)] is \(dims[bad]); dims must be >= 0")
         }
-        _ = try ElementCount.of(dims, what: what, code: .invalidArgument)
+        _ = try ElementCount.of(dims, what: what(), code: .invalidArgument)
         return dims
     }
 
@@ -61,13 +61,13 @@ enum TensorBridge {
     }
 
     /// Checks the device and the data pointer of a caller's tensor of `byteCount` bytes.
-    static func checkMemory(of t: kiln_tensor, byteCount: Int, _ what: String) throws {
+    static func checkMemory(of t: kiln_tensor, byteCount: Int, _ what: @autoclosure () -> String) throws {
         guard t.device.device_type == Int32(KILN_DEVICE_CPU), t.device.device_id == 0 else {
-            throw KilnError(.invalidArgument, "\(what): device is (type \(t.device.device_type), id \(t.device.device_id)); "
+            throw KilnError(.invalidArgument, "\(what()): device is (type \(t.device.device_type), id \(t.device.device_id)); "
                 + "this libkiln reads and writes host memory only (KILN_DEVICE_CPU, id 0)")
         }
-        guard t.byte_offset <= UInt64(Int.max / 2) else { throw KilnError(.invalidArgument, "\(what): byte_offset \(t.byte_offset) is too large") }
-        if byteCount > 0 && t.data == nil { throw KilnError(.invalidArgument, "\(what): data is NULL") }
+        guard t.byte_offset <= UInt64(Int.max / 2) else { throw KilnError(.invalidArgument, "\(what()): byte_offset \(t.byte_offset) is too large") }
+        if byteCount > 0 && t.data == nil { throw KilnError(.invalidArgument, "\(what()): data is NULL") }
     }
 
     /// Calls `body(i, offset)` for every element of a strided tensor in row-major order: `i` is the element's
@@ -105,21 +105,21 @@ enum TensorBridge {
 
     /// A Kiln tensor over the caller's input tensor `t`. Compact row-major data is borrowed without a copy
     /// (`owner` marks it, so results that share it can be copied out); strided data is gathered into new storage.
-    static func input(_ t: kiln_tensor, _ what: String, owner: AnyObject) throws -> Tensor {
-        let shape = try shape(of: t, what)
+    static func input(_ t: kiln_tensor, _ what: @autoclosure () -> String, owner: AnyObject) throws -> Tensor {
+        let shape = try shape(of: t, what())
         guard let dtype = dtype(t.dtype) else {
-            throw KilnError(.invalidArgument, "\(what): element type \(describe(t.dtype)) is not one Kiln supports")
+            throw KilnError(.invalidArgument, "\(what()): element type \(describe(t.dtype)) is not one Kiln supports")
         }
         let width = dtype.byteWidth!
         let count = shape.reduce(1, *)
-        try checkMemory(of: t, byteCount: count * width, what)
+        try checkMemory(of: t, byteCount: count * width, what())
         if count == 0 { return Tensor(zeros: dtype, shape: shape) }
         let base = UnsafeRawPointer(t.data!) + Int(t.byte_offset)
         if isCompact(shape: shape, strides: t.strides) {
             let storage = TensorStorage(borrowing: base, byteCount: count * width, owner: owner)
             return Tensor(dtype: dtype, shape: shape, storage: storage)
         }
-        let storage = try TensorStorage(byteCount: count * width, what: "a copy of \(what)") { destination in
+        let storage = try TensorStorage(byteCount: count * width, what: "a copy of \(what())") { destination in
             forEachElement(shape: shape, strides: t.strides!, width: width) { i, offset in
                 (destination.baseAddress! + i * width).copyMemory(from: base + offset, byteCount: width)
             }

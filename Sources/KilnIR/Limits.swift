@@ -13,23 +13,23 @@ public enum ElementCount {
 
     /// The number of elements of `shape` — a typed `.invalidModel` error (naming `what`) when a dim is
     /// negative, the product overflows, or the tensor would exceed `maxBytes` (with `dtype`'s width, 1 byte
-    /// per element when it has none, e.g. strings).
-    public static func of(_ shape: [Int], dtype: DType? = nil, what: String, code: KilnError.Code = .invalidModel) throws -> Int {
+    /// per element when it has none, e.g. strings). `what` is built only for an error.
+    public static func of(_ shape: [Int], dtype: DType? = nil, what: @autoclosure () -> String, code: KilnError.Code = .invalidModel) throws -> Int {
         // The product of the nonzero dims is checked even when another dim is 0: kernels multiply parts of a
         // shape (the dims before an axis, say), and [0, 2^40, 2^40] must not overflow there either.
         var count = 1
         var empty = false
         for d in shape {
-            guard d >= 0 else { throw KilnError(code, "\(what) has a negative dim \(d) (shape \(shape))") }
+            guard d >= 0 else { throw KilnError(code, "\(what()) has a negative dim \(d) (shape \(shape))") }
             if d == 0 { empty = true; continue }
             let (p, overflow) = count.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw KilnError(code, "\(what) has dims \(shape) whose product is too large (it overflows)") }
+            guard !overflow else { throw KilnError(code, "\(what()) has dims \(shape) whose product is too large (it overflows)") }
             count = p
         }
         let width = dtype?.byteWidth ?? 1
         let (bytes, overflow) = count.multipliedReportingOverflow(by: max(width, 1))
         guard !overflow, bytes <= maxBytes else {
-            throw KilnError(code, "\(what) has dims \(shape) whose product is too large (more than the \(maxBytes >> 30) GiB cap for one tensor)")
+            throw KilnError(code, "\(what()) has dims \(shape) whose product is too large (more than the \(maxBytes >> 30) GiB cap for one tensor)")
         }
         return empty ? 0 : count
     }
