@@ -569,6 +569,10 @@ def _address(array: npt.NDArray[Any]) -> int:
     return int(array.ctypes.data)
 
 
+_RUN_BY_ADDRESS = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                                   ctypes.c_size_t, ctypes.c_void_p)
+
+
 class _RunPlan:
     """Prepared kiln_tensor arrays for one input signature (shapes and dtypes) of a model: the inputs' and
     outputs' dtypes and shapes filled in, data pointers set per call (Model._run_planned)."""
@@ -577,6 +581,8 @@ class _RunPlan:
                  keep: List[Any]):
         self.inputs: Any = inputs
         self.outputs = outputs
+        self.input_address = ctypes.addressof(inputs)
+        self.output_address = ctypes.addressof(outputs)
         self.output_specs = output_specs
         self._keep = keep  # the shape arrays the tensors point to
 
@@ -611,13 +617,16 @@ class Model:
         self._context = context  # kept alive for as long as the model (not required by libkiln, but cheap)
         self._active = 0
         self._closed = False
-        self._state = threading.Condition()
+        self._lock = threading.Lock()  # guards _active and _closed; plain acquire/release on the per-call path
+        self._state = threading.Condition(self._lock)  # close() waits on it for runs in progress
         lib = handle._lib
         self.inputs = self._describe(lib.kiln_model_input_count, lib.kiln_model_input)
         self.outputs = self._describe(lib.kiln_model_output_count, lib.kiln_model_output)
         self._input_names = tuple(i.name for i in self.inputs)
         self._output_names = tuple(o.name for o in self.outputs)
         self._plans = threading.local()  # per thread: input signature -> _RunPlan (see _run_planned)
+        # kiln_run taking plain addresses: converting integers is cheaper than checking struct pointer types.
+        self._run_address = _RUN_BY_ADDRESS(ctypes.cast(lib.kiln_run, ctypes.c_void_p).value)
 
     def _describe(self, count_function: Any, info_function: Any) -> List["ValueInfo"]:
         count = ctypes.c_size_t()
@@ -659,16 +668,20 @@ class Model:
         self.close()
 
     def _enter_call(self) -> None:
-        with self._state:
+        self._lock.acquire()
+        try:
             if self._closed:
                 raise InvalidArgumentError("the model is closed")
             self._active += 1
+        finally:
+            self._lock.release()
 
     def _leave_call(self) -> None:
-        with self._state:
-            self._active -= 1
-            if not self._active:
-                self._state.notify_all()
+        self._lock.acquire()
+        self._active -= 1
+        if not self._active and self._closed:
+            self._state.notify_all()
+        self._lock.release()
 
     # --- queries and runs ---------------------------------------------------------------------------------
 
@@ -742,7 +755,7 @@ class Model:
         for a in arrays:
             if type(a) is not np.ndarray or not a.flags.c_contiguous or not a.dtype.isnative or not a.size:
                 return None
-            signature.append((a.shape, a.dtype))
+            signature.append((a.shape, a.dtype.num))
         key = tuple(signature)
         plans = getattr(self._plans, "plans", None)
         if plans is None:
@@ -755,9 +768,10 @@ class Model:
             result = self.run(dict(zip(self._input_names, arrays)), timeout_ms=0)
             plans[key] = _RunPlan.make(arrays, [result[name] for name in self._output_names])
             return result
-        if plan.inputs is None:
+        inputs = plan.inputs
+        if inputs is None:
             return None  # output shapes vary with the input values
-        inputs, outputs = plan.inputs, plan.outputs
+        outputs = plan.outputs
         for k, a in enumerate(arrays):
             inputs[k].data = _address(a)
         results = [np.empty(shape, dtype) for shape, dtype in plan.output_specs]
@@ -765,7 +779,8 @@ class Model:
             outputs[k].data = _address(o)
         self._enter_call()
         try:
-            error = self._handle._lib.kiln_run(self._handle.pointer, inputs, len(arrays), outputs, len(results), None)
+            error = self._run_address(self._handle.pointer.value, plan.input_address, len(arrays), plan.output_address,
+                                      len(results), None)
         finally:
             self._leave_call()
         if error:
