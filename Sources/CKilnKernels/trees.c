@@ -335,27 +335,25 @@ static inline __attribute__((always_inline)) int32_t forest_step(const kiln_fore
     return next[c] + (int32_t)(keys[nodes[c].feature] >= nodes[c].key);
 }
 
-/* The "all eight at sinks" test of an unbalanced tree's walk. */
-static inline __attribute__((always_inline)) int forest_done8(int32_t c0, int32_t c1, int32_t c2, int32_t c3,
-                                                              int32_t c4, int32_t c5, int32_t c6, int32_t c7,
-                                                              int32_t sink) {
-    int32_t a = c0 < c1 ? c0 : c1, b = c2 < c3 ? c2 : c3, c = c4 < c5 ? c4 : c5, d = c6 < c7 ? c6 : c7;
-    a = a < b ? a : b;
-    c = c < d ? c : d;
-    return (a < c ? a : c) >= sink;
-}
-
-/* Eight rows (keys `stride` apart) through tree `t`: end[j] = the node row j ends at (a leaf or its sink). */
-static inline __attribute__((always_inline)) void forest_rows8(const kiln_forest *f, const kiln_forest_tree *t,
-                                                               const uint32_t *keys, size_t stride, int32_t *end) {
+/* Eight walks in lockstep, cursors in registers: walk j starts at root[j] and reads keys k[j]. `steps` steps at
+ * most; from step `from` on, when `check`, stop once all eight are at sinks. end[j] = the node walk j ends at (a
+ * leaf or its sink). Eight rows through one tree pass one root and eight key rows; one row through eight trees
+ * passes eight roots and one key row eight times. */
+static inline __attribute__((always_inline)) void forest_walk8(const kiln_forest *f, const int32_t *root,
+                                                               const uint32_t *const *k, int steps, int from,
+                                                               int check, int32_t *end) {
     const kiln_forest_node *n = f->nodes;
     const int32_t *next = f->next, sink = f->sink;
-    const uint32_t *k0 = keys, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride, *k4 = k3 + stride,
-                   *k5 = k4 + stride, *k6 = k5 + stride, *k7 = k6 + stride;
-    int32_t c0 = t->root, c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-    int steps = t->depth + t->check, from = t->shallow + 1;
+    const uint32_t *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3], *k4 = k[4], *k5 = k[5], *k6 = k[6], *k7 = k[7];
+    int32_t c0 = root[0], c1 = root[1], c2 = root[2], c3 = root[3], c4 = root[4], c5 = root[5], c6 = root[6],
+            c7 = root[7];
     for (int l = 0; l < steps; l++) {
-        if (t->check && l >= from && forest_done8(c0, c1, c2, c3, c4, c5, c6, c7, sink)) break;
+        if (check && l >= from) {
+            int32_t a = c0 < c1 ? c0 : c1, b = c2 < c3 ? c2 : c3, c = c4 < c5 ? c4 : c5, d = c6 < c7 ? c6 : c7;
+            a = a < b ? a : b;
+            c = c < d ? c : d;
+            if ((a < c ? a : c) >= sink) break;
+        }
         c0 = forest_step(n, next, c0, k0);
         c1 = forest_step(n, next, c1, k1);
         c2 = forest_step(n, next, c2, k2);
@@ -368,32 +366,29 @@ static inline __attribute__((always_inline)) void forest_rows8(const kiln_forest
     end[0] = c0, end[1] = c1, end[2] = c2, end[3] = c3, end[4] = c4, end[5] = c5, end[6] = c6, end[7] = c7;
 }
 
-/* One row through trees t[0..8): end[j] = the node tree j ends at. */
+/* Eight rows (keys `stride` apart) through tree `t`. */
+static inline __attribute__((always_inline)) void forest_rows8(const kiln_forest *f, const kiln_forest_tree *t,
+                                                               const uint32_t *keys, size_t stride, int32_t *end) {
+    const int32_t root[8] = {t->root, t->root, t->root, t->root, t->root, t->root, t->root, t->root};
+    const uint32_t *k[8];
+    for (int j = 0; j < 8; j++) k[j] = keys + (size_t)j * stride;
+    forest_walk8(f, root, k, t->depth + t->check, t->shallow + 1, t->check, end);
+}
+
+/* One row through trees t[0..8). */
 static inline __attribute__((always_inline)) void forest_trees8(const kiln_forest *f, const kiln_forest_tree *t,
-                                                                const uint32_t *k, int32_t *end) {
-    const kiln_forest_node *n = f->nodes;
-    const int32_t *next = f->next, sink = f->sink;
-    int32_t c0 = t[0].root, c1 = t[1].root, c2 = t[2].root, c3 = t[3].root, c4 = t[4].root, c5 = t[5].root,
-            c6 = t[6].root, c7 = t[7].root;
+                                                                const uint32_t *keys, int32_t *end) {
+    int32_t root[8];
+    const uint32_t *k[8];
     int depth = 0, from = 65536, check = 0;
     for (int j = 0; j < 8; j++) {
+        root[j] = t[j].root;
+        k[j] = keys;
         if (t[j].depth > depth) depth = t[j].depth;
         if (t[j].shallow + 1 < from) from = t[j].shallow + 1;
         check |= t[j].check;
     }
-    int steps = depth + check;
-    for (int l = 0; l < steps; l++) {
-        if (check && l >= from && forest_done8(c0, c1, c2, c3, c4, c5, c6, c7, sink)) break;
-        c0 = forest_step(n, next, c0, k);
-        c1 = forest_step(n, next, c1, k);
-        c2 = forest_step(n, next, c2, k);
-        c3 = forest_step(n, next, c3, k);
-        c4 = forest_step(n, next, c4, k);
-        c5 = forest_step(n, next, c5, k);
-        c6 = forest_step(n, next, c6, k);
-        c7 = forest_step(n, next, c7, k);
-    }
-    end[0] = c0, end[1] = c1, end[2] = c2, end[3] = c3, end[4] = c4, end[5] = c5, end[6] = c6, end[7] = c7;
+    forest_walk8(f, root, k, depth + check, from, check, end);
 }
 
 /* One row through one tree, `depth` steps (it ends at its leaf or its leaf's sink). */
