@@ -61,7 +61,10 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
     if (n->cols < 1 || n->cols > NPU_MAX_COLS) BAD("%u columns (1..%u)", n->cols, NPU_MAX_COLS);
     switch (n->opcode) {
     case NPU_DMA_LOAD: case NPU_DMA_STORE: {
-        if (n->func >= NPU_DMA_QUEUES) BAD("DMA queue %u (0..%u)", n->func, NPU_DMA_QUEUES - 1);
+        if (n->func >> 16) BAD("DMA func word %#x has bits above 15 set", n->func);
+        if (NPU_DMA_QUEUE(n->func) >= NPU_DMA_QUEUES) BAD("DMA queue %u (0..%u)", NPU_DMA_QUEUE(n->func), NPU_DMA_QUEUES - 1);
+        if (NPU_DMA_PARTITION(n->func) + n->parts > NPU_PARTITIONS)
+            BAD("DMA tile of %u partitions from partition %u passes partition %u", n->parts, NPU_DMA_PARTITION(n->func), NPU_PARTITIONS);
         if (n->a >= p->tensor_count) BAD("tensor %u of %u", n->a, p->tensor_count);
         const npu_tensor *t = &p->tensors[n->a];
         if (n->opcode == NPU_DMA_STORE && t->kind != NPU_T_OUTPUT && t->kind != NPU_T_SCRATCH) BAD("stores into a read-only tensor %u", n->a);
@@ -89,10 +92,11 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         break;
     case NPU_VECTOR:
         if (n->func > NPU_ALU_LAST) BAD("vector op %u", n->func);
-        if (n->d > 1) BAD("vector operand mode %u", n->d);
+        if (n->d > NPU_VECTOR_MAC) BAD("vector operand mode %u", n->d);
         if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4) ||
             (n->d == 0 ? !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) : !sbuf_fits(n->b, 1, 4)))
             BAD("vector tile does not fit SBUF (or bad element type %u)", n->e);
+        if (n->d == NPU_VECTOR_MAC && !sbuf_fits(n->f, n->cols, 4)) BAD("multiply-accumulate addend tile at %u does not fit SBUF", n->f);
         break;
     case NPU_REDUCE:
         if (n->func != NPU_ALU_ADD && n->func != NPU_ALU_MAX) BAD("reduction %u", n->func);

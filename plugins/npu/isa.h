@@ -10,8 +10,10 @@
  *   8 parts   9 cols  10 a  11 b  12 c  13 d  14 e  15 f
  * with operands by opcode:
  *   DMA_LOAD   DRAM tensor a, element offset b, partition stride c, element stride d -> SBUF byte address e,
- *              SBUF element type f (1 fp32, 2 bf16: rounded to nearest even on the way); func = DMA queue 0..15
- *   DMA_STORE  SBUF byte address e (element type f) -> DRAM tensor a at offset b, strides c, d; func = queue
+ *              SBUF element type f (1 fp32, 2 bf16: rounded to nearest even on the way); func = DMA queue 0..15 in
+ *              bits 0-7 and the first SBUF partition the tile occupies in bits 8-15 (0 in payloads before the
+ *              depthwise Conv lowering; first + parts <= 128), bits 16-31 zero
+ *   DMA_STORE  SBUF byte address e (element type f) -> DRAM tensor a at offset b, strides c, d; func as DMA_LOAD
  *   LOAD_STATIONARY   the stationary tile [parts = contraction rows × cols <= 128 columns] from SBUF address a,
  *              element type f, into TensorE
  *   MULTIPLY_MOVING   the moving tile [parts = contraction rows × cols <= 512] from SBUF address a (type f)
@@ -22,7 +24,9 @@
  *              partition) or NPU_NONE for 0, scale = the float with bits f; func NPU_FUNC_*; an SBUF source
  *              has element type e (1 fp32, 2 bf16)
  *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*) src b; sources of element type e, dst fp32; with d = 1,
- *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile)
+ *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile);
+ *              with d = 2 (multiply-accumulate, NKI's scalar_tensor_tensor form): dst c = (a op b[p]) + f[p][j],
+ *              b one fp32 value per partition and f the SBUF address of an fp32 addend tile (may equal c)
  *   REDUCE     VectorE: dst c[p][0] (fp32) = reduction (func: NPU_ALU_ADD sum, NPU_ALU_MAX max) over j < cols of
  *              src a[p][j] (element type e), folded into the value already at c when d = 1
  * Synchronization: an instruction starts once semaphore wait_sem_i has count >= wait_value_i (NPU_NONE = no
@@ -54,6 +58,10 @@
 #define NPU_PSUM_BANKS 8u
 #define NPU_PSUM_BANK_FP32 512u
 #define NPU_DMA_QUEUES 16u
+/* A DMA's func word: the queue in bits 0-7, the first SBUF partition of its tile in bits 8-15. */
+#define NPU_DMA_QUEUE(func) ((func) & 0xffu)
+#define NPU_DMA_PARTITION(func) (((func) >> 8) & 0xffu)
+#define NPU_VECTOR_MAC 2u
 #define NPU_MAX_COLS 512u
 #define NPU_STATIONARY_COLS 128u
 #define NPU_MAX_RANK 8

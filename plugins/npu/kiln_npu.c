@@ -3,7 +3,7 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM), Add/Mul (equal shapes, or a 1-D operand
+ * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM; depthwise, on VectorE), Add/Mul (equal shapes, or a 1-D operand
  * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
  * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
@@ -113,6 +113,46 @@ static int window_of(const Kiln__Ir__Node *node, const shape *x, int64_t kh, int
     return 0;
 }
 
+/* SBUF bytes per partition the depthwise lowering gives its input planes (the rest: the tap table and two
+ * accumulator and two output slots of 512 fp32). */
+#define DW_PLANE_BUDGET (160u * 1024u)
+
+/* How a depthwise Conv (group = C = O) is laid out on the partitions: each partition holds one (image, channel)
+ * pair's band of `band_rows` output rows; `kpack` bands of the same (up to 128) channels share a tile. The band's
+ * padded input rows sit in SBUF as sh·sw phase planes (plane (a, b) holds padded position (y·sh + a, x·sw + b) at
+ * y·Wq + x), so every tap of the kernel reads one contiguous run of a plane for a run of whole output rows. */
+typedef struct dw_plan {
+    uint64_t NC;           /* N·C: the (image, channel) pairs */
+    uint32_t taps;         /* KH·KW */
+    uint32_t Wq, Hq;       /* a phase plane's pitch and rows (per band) */
+    uint32_t band_rows, bands, kpack, ncr;
+    uint32_t plane_len;    /* elements per phase plane: Hq·Wq + the furthest column shift */
+} dw_plan;
+
+/* The depthwise layout for window g, elements of es bytes in the planes. 0, or 1 with the reason in why. */
+static int depthwise_plan(const window *g, uint32_t es, dw_plan *d, char *why, size_t size) {
+    uint64_t Wq = (g->W + g->pl + g->pr + g->sw - 1) / g->sw;
+    if (Wq > NPU_MAX_COLS) { snprintf(why, size, "Conv (depthwise): a padded input row of %llu columns per phase exceeds %u", (unsigned long long)Wq, NPU_MAX_COLS); return 1; }
+    if ((uint64_t)g->kh * g->kw + 1 > NPU_MAX_COLS) { snprintf(why, size, "Conv (depthwise): %u taps exceed the %u a tap table holds", g->kh * g->kw, NPU_MAX_COLS - 1); return 1; }
+    uint32_t qj = ((g->kw - 1) * g->dw) / g->sw, phases = g->sh * g->sw;
+    uint64_t NC = g->N * g->C, ncr = NC < NPU_PARTITIONS ? NC : NPU_PARTITIONS, kfit = NPU_PARTITIONS / ncr;
+    /* the most output rows a band may hold within the plane budget */
+    uint64_t most = 0;
+    for (uint64_t rows = g->OH; rows >= 1 && !most; rows = rows > 64 ? rows / 2 : rows - 1) {
+        uint64_t hb = (rows - 1) * g->sh + (uint64_t)(g->kh - 1) * g->dh + 1, hq = (hb + g->sh - 1) / g->sh;
+        if ((uint64_t)phases * (hq * Wq + qj) * es <= DW_PLANE_BUDGET) most = rows;
+    }
+    if (!most) { snprintf(why, size, "Conv (depthwise): one output row's input planes exceed the SBUF share this lowering gives them"); return 1; }
+    uint64_t bands = (g->OH + most - 1) / most;
+    if (bands < kfit) bands = kfit < g->OH ? kfit : g->OH; /* more bands: more partitions busy */
+    uint64_t band_rows = (g->OH + bands - 1) / bands;
+    bands = (g->OH + band_rows - 1) / band_rows;
+    uint64_t hb = (band_rows - 1) * g->sh + (uint64_t)(g->kh - 1) * g->dh + 1, hq = (hb + g->sh - 1) / g->sh;
+    *d = (dw_plan){NC, g->kh * g->kw, (uint32_t)Wq, (uint32_t)hq, (uint32_t)band_rows, (uint32_t)bands, (uint32_t)(bands < kfit ? bands : kfit), (uint32_t)ncr,
+                   (uint32_t)(hq * Wq + qj)};
+    return 0;
+}
+
 /* rejects for Conv, the pools, Softmax and LayerNormalization. */
 static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
@@ -154,14 +194,26 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
     window w;
     if (conv) {
         shape ws = ak_graph_shape(g, node->inputs[1], 0);
-        if (ak_int_attr(node, "group", 1) != 1) REJECT("Conv: grouped and depthwise convolution are not supported yet");
-        if (ws.rank != 4 || !ws.known || ws.dims[1] != x.dims[1]) REJECT("Conv: the weights must be [O, C, KH, KW] with C = %lld", (long long)x.dims[1]);
+        int64_t group = ak_int_attr(node, "group", 1);
+        int depthwise = group != 1 && group == x.dims[1];
+        if (group != 1 && !depthwise)
+            REJECT("Conv: grouped convolution with more than one channel per group (group %lld of %lld channels) is not supported yet", (long long)group, (long long)x.dims[1]);
+        if (ws.rank != 4 || !ws.known || ws.dims[1] != (depthwise ? 1 : x.dims[1])) REJECT("Conv: the weights must be [O, %s, KH, KW] with C = %lld", depthwise ? "1" : "C", (long long)x.dims[1]);
+        if (depthwise && ws.dims[0] != x.dims[1]) REJECT("Conv (depthwise): a channel multiplier of more than 1 (%lld outputs from %lld channels) is not supported yet", (long long)ws.dims[0], (long long)x.dims[1]);
         if (window_of(node, &x, ws.dims[2], ws.dims[3], 1, &w, why, size)) return 1;
         uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
         if ((int64_t)ak_initializer(g, node->inputs[1])->raw.len != count_of(&ws) * 4) REJECT("Conv: the weights do not match their shape");
         if (node->n_inputs == 3 && node->inputs[2][0]) {
             shape bs = ak_graph_shape(g, node->inputs[2], 0);
             if (bs.rank != 1 || bs.dims[0] != (int64_t)O || (int64_t)ak_initializer(g, node->inputs[2])->raw.len != (int64_t)O * 4) REJECT("Conv: B must hold O = %llu values", (unsigned long long)O);
+        }
+        if (depthwise) {
+            dw_plan plan;
+            if (depthwise_plan(&w, 4, &plan, why, size)) return 1;
+            if (w.N * w.C * (plan.taps + 1) >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv (depthwise): the tap table would exceed the tensor limit");
+            *out = x;
+            out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+            return 0;
         }
         if (K > MAX_K) REJECT("Conv: the contraction C·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
         if (ceil_div(K, 128) * ceil_div(O, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
@@ -762,6 +814,101 @@ static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint3
         lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O * P, (uint32_t)P, 1);
 }
 
+/* Depthwise Conv (group = C = O) on VectorE, laid out by depthwise_plan: per tile, the tap table rows (KH·KW
+ * weights and the bias of each partition's channel, from the compile-time table [N·C, KH·KW + 1]) and the band's
+ * padded input rows, as sh·sw phase planes, are loaded by DMA (the DMA's first partition places each band's
+ * channels; planes are first zeroed from a constant when the Conv pads); then, for each run of whole output rows
+ * (≤ 512 columns, Wq per row), the first tap is a VECTOR multiply by the per-partition weight and every further
+ * tap a multiply-accumulate (VECTOR mode 2) of a shifted run of a plane; ScalarE adds the bias and applies a
+ * fused activation; DMA stores the valid OW columns of each row into Y [N, C, OH, OW]. Accumulator and output
+ * slots alternate, so the drain and the stores of one run overlap the taps of the next; a tile's loads wait for
+ * the previous tile's stores (its planes, table and slots are reused). */
+static void lower_depthwise(lowering *l, uint32_t x, uint32_t table, uint32_t func, uint32_t y, const window *g) {
+    uint32_t dt = l->p->auto_cast == NPU_CAST_ALL ? NPU_BF16 : NPU_F32, es = npu_dtype_size(dt);
+    dw_plan d;
+    char why[200];
+    if (depthwise_plan(g, es, &d, why, sizeof why)) { l->failed = 3; return; }
+    uint32_t phases = g->sh * g->sw, padded = g->pt || g->pl || g->pb || g->pr;
+    ak_buffer_pool pool;
+    ak_pool_init(&pool, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    int64_t wt = ak_pool_alloc(&pool, (uint64_t)(d.taps + 1) * 4, 64), acc = ak_pool_alloc(&pool, 2 * 512 * 4, 64), outs = ak_pool_alloc(&pool, 2 * 512 * 4, 64);
+    int64_t planes = ak_pool_alloc(&pool, (uint64_t)phases * d.plane_len * es, 64);
+    if (wt < 0 || acc < 0 || outs < 0 || planes < 0) { l->failed = 3; return; }
+    uint32_t zero = padded ? scalar_constant(l, 0.0f) : NPU_NONE;
+    if (l->failed) return;
+    uint32_t loaded = sem(l), filled = sem(l), acc_full[2] = {sem(l), sem(l)}, acc_free[2] = {sem(l), sem(l)}, out_full[2] = {sem(l), sem(l)}, out_free[2] = {sem(l), sem(l)};
+    uint32_t loads = 0, fills = 0, runs = 0, out_stores[2] = {0, 0}, pitch = (uint32_t)(g->H * g->W), opitch = (uint32_t)(g->OH * g->OW);
+    uint32_t rows_per_run = NPU_MAX_COLS / d.Wq;
+#define PLANE(a, b) ((uint32_t)planes + ((a) * g->sw + (b)) * d.plane_len * es)
+    for (uint64_t nc0 = 0; nc0 < d.NC; nc0 += NPU_PARTITIONS) {
+        uint32_t ncr = ak_tile_extent(d.NC, NPU_PARTITIONS, nc0 / NPU_PARTITIONS);
+        for (uint32_t k0 = 0; k0 < d.bands; k0 += d.kpack) {
+            uint32_t kb = d.bands - k0 < d.kpack ? d.bands - k0 : d.kpack, parts = kb * ncr, after = l->stores;
+            uint32_t group_rows = (uint32_t)(g->OH - (uint64_t)k0 * d.band_rows < d.band_rows ? g->OH - (uint64_t)k0 * d.band_rows : d.band_rows);
+            for (uint32_t ph = 0; padded && ph < phases; ph++)
+                for (uint32_t at = 0; at < d.plane_len; at += NPU_MAX_COLS) {
+                    uint32_t cols = d.plane_len - at < NPU_MAX_COLS ? d.plane_len - at : NPU_MAX_COLS;
+                    npu_insn *n = dma(l, 0, zero, 0, 0, 0, parts, cols, (uint32_t)planes + (ph * d.plane_len + at) * es, dt);
+                    n->wait_sem[0] = l->done_sem; n->wait_value[0] = after; n->signal_sem[0] = filled;
+                    fills++;
+                }
+            for (uint32_t kk = 0; kk < kb; kk++) {
+                npu_insn *n = dma(l, 0, table, nc0 * (d.taps + 1), d.taps + 1, 1, ncr, d.taps + 1, (uint32_t)wt, NPU_F32);
+                n->func |= (kk * ncr) << 8;
+                n->wait_sem[0] = l->done_sem; n->wait_value[0] = after; n->signal_sem[0] = loaded;
+                loads++;
+                uint64_t r0 = (uint64_t)(k0 + kk) * d.band_rows * g->sh; /* the band's first padded row */
+                for (uint32_t a = 0; a < g->sh; a++)
+                    for (uint32_t b = 0; b < g->sw; b++)
+                        for (uint32_t yq = 0; yq < d.Hq; yq++) {
+                            int64_t ih = (int64_t)(r0 + (uint64_t)yq * g->sh + a) - g->pt;
+                            if (ih < 0 || ih >= (int64_t)g->H) continue;
+                            int64_t lo = (int64_t)g->pl - b, hi = (int64_t)g->W - 1 + (int64_t)g->pl - b; /* x·sw in [lo, hi] */
+                            int64_t x0 = lo <= 0 ? 0 : (lo + g->sw - 1) / g->sw, x1 = hi < 0 ? 0 : hi / g->sw + 1;
+                            if (x1 > (int64_t)d.Wq) x1 = d.Wq;
+                            if (x1 <= x0) continue;
+                            uint64_t iw0 = (uint64_t)(x0 * g->sw + b - g->pl);
+                            npu_insn *ld = dma(l, 0, x, nc0 * pitch + (uint64_t)ih * g->W + iw0, pitch, g->sw, ncr, (uint32_t)(x1 - x0),
+                                               PLANE(a, b) + ((uint32_t)yq * d.Wq + (uint32_t)x0) * es, dt);
+                            ld->func |= (kk * ncr) << 8;
+                            ld->wait_sem[0] = l->done_sem; ld->wait_value[0] = after;
+                            if (padded) { ld->wait_sem[1] = filled; ld->wait_value[1] = fills; }
+                            ld->signal_sem[0] = loaded;
+                            loads++;
+                        }
+            }
+            for (uint32_t r = 0; r < group_rows; r += rows_per_run, runs++) {
+                uint32_t rows = group_rows - r < rows_per_run ? group_rows - r : rows_per_run, cols = rows * d.Wq, s = runs % 2, use = runs / 2;
+                uint32_t slot = (uint32_t)acc + s * 512 * 4, out = (uint32_t)outs + s * 512 * 4;
+                for (uint32_t t = 0; t < d.taps; t++) {
+                    uint32_t di = (t / g->kw) * g->dh, dj = (t % g->kw) * g->dw;
+                    npu_insn *v = emit(l, NPU_VECTOR);
+                    v->func = NPU_ALU_MUL; v->parts = parts; v->cols = cols; v->e = dt; v->c = slot; v->b = (uint32_t)wt + t * 4;
+                    v->a = PLANE(di % g->sh, dj % g->sw) + ((r + di / g->sh) * d.Wq + dj / g->sw) * es;
+                    v->d = t ? NPU_VECTOR_MAC : 1; v->f = t ? slot : 0;
+                    if (t == 0) { v->wait_sem[0] = loaded; v->wait_value[0] = loads; v->wait_sem[1] = acc_free[s]; v->wait_value[1] = use; }
+                    if (t + 1 == d.taps) v->signal_sem[0] = acc_full[s];
+                }
+                npu_insn *act = emit(l, NPU_ACTIVATE);
+                act->func = func; act->parts = parts; act->cols = cols; act->a = slot; act->b = 0; act->c = out; act->d = (uint32_t)wt + d.taps * 4;
+                act->e = NPU_F32; act->f = one_bits();
+                act->wait_sem[0] = acc_full[s]; act->wait_value[0] = use + 1; act->wait_sem[1] = out_free[s]; act->wait_value[1] = out_stores[s];
+                act->signal_sem[0] = acc_free[s]; act->signal_sem[1] = out_full[s];
+                for (uint32_t kk = 0; kk < kb; kk++)
+                    for (uint32_t i = 0; i < rows; i++) {
+                        uint64_t oh = (uint64_t)(k0 + kk) * d.band_rows + r + i;
+                        if (oh >= (uint64_t)(k0 + kk + 1) * d.band_rows || oh >= g->OH) continue;
+                        npu_insn *st = dma(l, 1, y, nc0 * opitch + oh * g->OW, opitch, 1, ncr, (uint32_t)g->OW, out + i * d.Wq * 4, NPU_F32);
+                        st->func |= (kk * ncr) << 8;
+                        st->wait_sem[0] = out_full[s]; st->wait_value[0] = use + 1; st->signal_sem[0] = out_free[s];
+                        out_stores[s]++;
+                    }
+            }
+        }
+    }
+#undef PLANE
+}
+
 /* How many nodes read `name`, and whether it is a graph output. */
 static size_t uses_of(const Kiln__Ir__Graph *g, const char *name, int *is_output) {
     size_t n = 0;
@@ -916,6 +1063,28 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             if (op[0] == 'C') {
                 shape ws = ak_graph_shape(g, node->inputs[1], 0);
                 if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+                if (ak_int_attr(node, "group", 1) != 1) {
+                    /* depthwise (rejects() admitted only group = C = O): the tap table [N·C, KH·KW + 1], weights then bias */
+                    uint64_t T = (uint64_t)w.kh * w.kw, rows = w.N * w.C;
+                    const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+                    const Kiln__Ir__Tensor *bi = node->n_inputs > 2 && node->inputs[2][0] ? ak_initializer(g, node->inputs[2]) : NULL;
+                    float *table = calloc(rows * (T + 1) + 1, 4);
+                    if (!table) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                    for (uint64_t r = 0; r < rows; r++) {
+                        uint64_t c = r % w.C;
+                        memcpy(table + r * (T + 1), wi->raw.data + 4 * c * T, 4 * T);
+                        if (bi) memcpy(table + r * (T + 1) + T, bi->raw.data + 4 * c, 4);
+                    }
+                    shape ts = {F32, 1, 2, {(int64_t)rows, (int64_t)(T + 1)}};
+                    uint32_t tt = add_tensor(&l, NULL, NPU_T_CONST, &ts, NPU_F32, (uint8_t *)table, rows * (T + 1) * 4);
+                    uint32_t func = NPU_FUNC_IDENTITY;
+                    long j = sole_reader(g, i, result);
+                    if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                    shape rs = lookup(g, &known, result);
+                    uint32_t y = result_tensor(&l, result, &rs);
+                    if (!l.failed) lower_depthwise(&l, x, tt, func, y, &w);
+                    continue;
+                }
                 uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
                 const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                 int cast = auto_cast >= NPU_CAST_MATMUL;
@@ -1068,7 +1237,7 @@ static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", 
 static ak_op model_op(const npu_insn *n) {
     ak_op op = {0, {n->wait_sem[0], n->wait_sem[1]}, {n->wait_value[0], n->wait_value[1]}, {n->signal_sem[0], n->signal_sem[1]}, 0, 0, labels[n->opcode]};
     switch (n->opcode) {
-    case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + n->func; op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
+    case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + NPU_DMA_QUEUE(n->func); op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
     case NPU_LOAD_STATIONARY: op.engine = ENGINE_TENSOR; op.cycles = ak_load_stationary_cycles(n->cols); break;
     case NPU_MULTIPLY_MOVING: op.engine = ENGINE_TENSOR; op.cycles = ak_multiply_moving_cycles(n->cols, n->f == NPU_F32); break;
     case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
@@ -1140,6 +1309,7 @@ static size_t sbuf_extent(const npu_program *p) {
             uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + (n->d ? 4 : src), c = n->c + (uint64_t)n->cols * 4;
             e = a > b ? a : b;
             e = c > e ? c : e;
+            if (n->d == NPU_VECTOR_MAC && (uint64_t)n->f + (uint64_t)n->cols * 4 > e) e = (uint64_t)n->f + (uint64_t)n->cols * 4;
             break;
         }
         }
@@ -1153,11 +1323,12 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
     switch (n->opcode) {
     case NPU_DMA_LOAD: case NPU_DMA_STORE: {
         float *t = m->dram[n->a];
+        uint32_t first = NPU_DMA_PARTITION(n->func);
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
                 uint64_t at = (uint64_t)n->b + (uint64_t)p * n->c + (uint64_t)j * n->d;
-                if (n->opcode == NPU_DMA_LOAD) sbuf_set(m, p, n->e, j, n->f, t[at]);
-                else t[at] = sbuf_get(m, p, n->e, j, n->f);
+                if (n->opcode == NPU_DMA_LOAD) sbuf_set(m, first + p, n->e, j, n->f, t[at]);
+                else t[at] = sbuf_get(m, first + p, n->e, j, n->f);
             }
         return NULL;
     }
@@ -1195,7 +1366,9 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
                 float a = sbuf_get(m, p, n->a, j, n->e), b = n->d ? sbuf_get(m, p, n->b, 0, NPU_F32) : sbuf_get(m, p, n->b, j, n->e);
-                sbuf_set(m, p, n->c, j, NPU_F32, n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b));
+                float r = n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b);
+                if (n->d == NPU_VECTOR_MAC) r += sbuf_get(m, p, n->f, j, NPU_F32);
+                sbuf_set(m, p, n->c, j, NPU_F32, r);
             }
         return NULL;
     case NPU_REDUCE:
