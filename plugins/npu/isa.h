@@ -39,9 +39,14 @@
  *            constants only: u32 element type (1 fp32, 2 bf16), u64 byte count, bytes)
  *   inputs: input_count × u32 tensor; outputs: output_count × u32 tensor
  *   instructions: instruction_count × 16 u32
- *   version 2 only, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
+ *   version 2 and 3, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
  *            name bytes: the graph node(s) a layer lowers, e.g. "conv1+relu1"), then instruction_count × u32
  *            layer index (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
+ *   version 3 only (a program for two cores; one-core programs are still written as version 2): tensors may be
+ *            views (kind 4: after the dims, u32 base tensor (an earlier input, output or intermediate), u64 element
+ *            offset; offset + elements <= the base's); after the layer table, u32 cores (1 or 2), then
+ *            instruction_count × u32 core. Each core has its own engines, SBUF and PSUM; DRAM and the semaphores
+ *            are the device's, shared.
  * npu_decode validates all of it with checked arithmetic: a payload it did not write is an error.
  */
 #ifndef KILN_NPU_ISA_H
@@ -72,7 +77,8 @@ enum { NPU_FUNC_IDENTITY = 0, NPU_FUNC_RELU = 1, NPU_FUNC_SIGMOID = 2, NPU_FUNC_
        NPU_FUNC_RSQRT = 7, NPU_FUNC_LAST = 7 };
 enum { NPU_ALU_ADD = 0, NPU_ALU_MUL = 1, NPU_ALU_MAX = 2, NPU_ALU_LAST = 2 };
 enum { NPU_F32 = 1, NPU_BF16 = 2 };
-enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3 };
+enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3, NPU_T_VIEW = 4 };
+#define NPU_MAX_CORES 2u
 enum { NPU_CAST_NONE = 0, NPU_CAST_MATMUL = 1, NPU_CAST_ALL = 2 };
 
 /* One instruction (the 16 words). */
@@ -80,9 +86,12 @@ typedef struct npu_insn {
     uint32_t opcode, func, wait_sem[2], wait_value[2], signal_sem[2], parts, cols, a, b, c, d, e, f;
 } npu_insn;
 
-/* One DRAM tensor. Constants carry their data (dtype NPU_F32 or NPU_BF16). */
+/* One DRAM tensor. Constants carry their data (dtype NPU_F32 or NPU_BF16). A view (version 3) names `elements`
+ * consecutive elements of an earlier input, output or intermediate `base` from element `offset` on: one batch
+ * slice of it, for one core. */
 typedef struct npu_tensor {
-    uint32_t kind, rank, dtype;
+    uint32_t kind, rank, dtype, base;
+    uint64_t offset;
     int64_t dims[NPU_MAX_RANK];
     uint64_t elements;
     uint8_t *data;
@@ -96,6 +105,8 @@ typedef struct npu_program {
     uint32_t *inputs, *outputs;
     npu_insn *insns;
     ak_layers layers;      /* version 2: the graph node(s) each instruction came from (count 0 in a version 1 payload) */
+    uint32_t cores;        /* version 3: the cores the program runs on (1 or 2; 1 before version 3) */
+    uint32_t *core_of;     /* version 3: per instruction, its core (< cores); NULL or all 0 for one core */
 } npu_program;
 
 /* A growable byte buffer (failed set when an allocation failed): accelkit's. */

@@ -49,6 +49,13 @@
 #define ENGINE_DMA0 3
 #define ENGINE_COUNT (3 + NPU_DMA_QUEUES)
 #define F32 1                      /* kiln.ir DataType FLOAT */
+/* Two cores share their device's memory: 820 GB/s per Inferentia2 device (NPU.md). */
+#define DEVICE_HBM_BYTES_PER_SECOND 820e9
+
+/* The engines of one core and of two (defined with the simulator, below), and the cycle model's view of an instruction. */
+static const ak_engine engines[ENGINE_COUNT];
+static const ak_engine engines2[2 * ENGINE_COUNT];
+static ak_op model_op(const npu_insn *n, uint32_t core);
 
 /* ---- graph helpers ------------------------------------------------------------------------------- */
 
@@ -338,6 +345,10 @@ typedef struct lowering {
     uint32_t stores;                      /* stores emitted so far */
     uint32_t load_queue, store_queue;     /* round-robin: loads on queues 0-7, stores on 8-15 */
     uint8_t *named;                       /* per node: already part of a layer's name */
+    uint32_t core;                        /* the core the instructions emitted now run on */
+    uint32_t scope;                       /* value names resolve to tensors from this index on (and to constants) */
+    uint32_t *node_const;                 /* per node: its compile-made weight constant, shared by every batch slice */
+    uint64_t *node_const_key;             /* what that constant depends on besides the node (the depthwise table: its rows) */
     int failed;
 } lowering;
 
@@ -369,10 +380,11 @@ static uint32_t add_tensor(lowering *l, const char *name, uint32_t kind, const s
     return p->tensor_count++;
 }
 
-/* The tensor holding value `name`, or NPU_NONE. */
+/* The tensor holding value `name` in the current scope (a batch slice's views and intermediates; constants are
+ * shared by every scope), or NPU_NONE. */
 static uint32_t tensor_of(const lowering *l, const char *name) {
     for (uint32_t i = 0; i < l->p->tensor_count; i++)
-        if (l->tensor_names[i] && strcmp(l->tensor_names[i], name) == 0) return i;
+        if (l->tensor_names[i] && (i >= l->scope || l->p->tensors[i].kind == NPU_T_CONST) && strcmp(l->tensor_names[i], name) == 0) return i;
     return NPU_NONE;
 }
 
@@ -397,10 +409,13 @@ static npu_insn *emit(lowering *l, uint32_t opcode) {
     if (p->insn_count == l->insn_capacity) {
         uint32_t capacity = l->insn_capacity ? 2 * l->insn_capacity : 256;
         npu_insn *grown = realloc(p->insns, capacity * sizeof *grown);
-        if (!grown) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
-        p->insns = grown;
+        if (grown) p->insns = grown;
+        uint32_t *cores = realloc(p->core_of, capacity * sizeof *cores);
+        if (cores) p->core_of = cores;
+        if (!grown || !cores) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
         l->insn_capacity = capacity;
     }
+    p->core_of[p->insn_count] = l->core;
     npu_insn *n = &p->insns[p->insn_count++];
     memset(n, 0, sizeof *n);
     n->opcode = opcode;
@@ -941,45 +956,23 @@ static uint32_t result_tensor(lowering *l, const char *name, const shape *s) {
     return add_tensor(l, name, NPU_T_SCRATCH, s, NPU_F32, NULL, 0);
 }
 
-/* Builds the program of `g` (every node claimed). Returns NULL or an error. */
-static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, npu_program *p) {
-    memset(p, 0, sizeof *p);
-    p->auto_cast = auto_cast;
-    lowering l = {.g = g, .p = p};
-    l.done_sem = sem(&l);
+/* Lowers nodes [from, to) of g (shapes in `known`) into l's program on l's core: the fusion decisions go to `fused`
+ * (shared by the segments of one batch slice, so that a node fused into an earlier segment is not lowered again);
+ * node_first, when given, receives the index of each lowered node's first instruction. Returns NULL or an error
+ * (l->failed reports the lowering's own failures). */
+static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, const shape_table *known_table, size_t from, size_t to, uint8_t *fused, uint32_t *node_first) {
+    npu_program *p = l->p;
+    uint32_t auto_cast = p->auto_cast;
+    const shape_table known = *known_table;
     kiln_plugin_error *e = NULL;
-    uint8_t *fused = calloc(g->n_nodes + 1, 1);
-    l.named = calloc(g->n_nodes + 1, 1);
-    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
-    p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
-    p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    if (!fused || !l.named || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
-    for (size_t i = 0; i < g->n_inputs; i++) {
-        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
-        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
-        p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
-    }
-    /* graph outputs: shapes follow from the claimed nodes */
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        shape out;
-        char why[320];
-        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
-        known.names[known.count] = g->nodes[i]->outputs[0];
-        known.shapes[known.count++] = out;
-    }
-    for (size_t i = 0; i < g->n_outputs; i++) {
-        const char *name = g->outputs[i]->name;
-        int produced = 0;
-        for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
-        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
-        shape s = lookup(g, &known, name);
-        p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
-    }
+    l->g = g;
+    memset(l->named, 0, g->n_nodes + 1);
     size_t pending = SIZE_MAX; /* the node whose instructions start at `begin` and still need their layer */
     uint32_t begin = 0;
-    for (size_t i = 0; !l.failed && i <= g->n_nodes; i++) {
-        if (pending != SIZE_MAX) { name_layer(&l, pending, fused, begin); pending = SIZE_MAX; }
-        if (i == g->n_nodes || fused[i]) continue;
+    for (size_t i = from; !l->failed && i <= to; i++) {
+        if (pending != SIZE_MAX) { name_layer(l, pending, fused, begin); pending = SIZE_MAX; }
+        if (i == to || fused[i]) continue;
+        if (node_first) node_first[i] = p->insn_count;
         pending = i;
         begin = p->insn_count;
         const Kiln__Ir__Node *node = g->nodes[i];
@@ -991,11 +984,11 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
             shape ws = ak_graph_shape(g, node->inputs[1], 0);
             uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)out.dims[out.rank - 1], M = K ? (uint64_t)count_of(&xs) / K : 0;
-            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
+            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); return e; }
             /* the weight layout: [K, N] row-major, transposed here when transB, rounded to bf16 when auto-cast */
             int cast = auto_cast >= NPU_CAST_MATMUL;
             uint8_t *data = malloc(K * N * (cast ? 2 : 4) + 1);
-            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
             for (uint64_t k = 0; k < K; k++)
                 for (uint64_t n = 0; n < N; n++) {
                     float v;
@@ -1004,18 +997,20 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                     else memcpy(data + 4 * (k * N + n), &v, 4);
                 }
             shape kn = {F32, 1, 2, {(int64_t)K, (int64_t)N}};
-            uint32_t w = add_tensor(&l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
+            uint32_t w = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
+            if (l->node_const[i] == w) free(data);
+            l->node_const[i] = w;
             uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
             float alpha = gemm ? ak_float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? ak_float_attr(node, "beta", 1.0f) : 1.0f;
             if (gemm && node->n_inputs == 3) {
                 /* beta·C folded into the bias at compile time (rounded to fp32 as the reference does) */
                 const Kiln__Ir__Tensor *ci = ak_initializer(g, node->inputs[2]);
-                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
+                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); return e; }
                 float *c = malloc(N * 4 + 4);
-                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
                 for (uint64_t n = 0; n < N; n++) { float v; memcpy(&v, ci->raw.data + 4 * n, 4); c[n] = beta * v; }
                 shape cs = {F32, 1, 1, {(int64_t)N}};
-                bias = add_tensor(&l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
+                bias = add_tensor(l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
             }
             const char *result = node->outputs[0];
             long j = sole_reader(g, i, result);
@@ -1025,7 +1020,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 const char *other = strcmp(add->inputs[0], result) == 0 ? add->inputs[1] : add->inputs[0];
                 shape os = ak_graph_shape(g, other, 0);
                 if (ak_initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
-                    bias = constant_tensor(&l, other);
+                    bias = constant_tensor(l, other);
                     fused[j] = 1;
                     result = add->outputs[0];
                     j = sole_reader(g, (size_t)j, result);
@@ -1036,60 +1031,63 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 fused[j] = 1;
                 result = g->nodes[j]->outputs[0];
             }
-            uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             shape rs = lookup(g, &known, result);
-            uint32_t y = result_tensor(&l, result, &rs);
-            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
+            uint32_t y = result_tensor(l, result, &rs);
+            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
             continue;
         }
         if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||
             strcmp(op, "Softmax") == 0 || strcmp(op, "LayerNormalization") == 0) {
             shape xs = lookup(g, &known, node->inputs[0]);
-            uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             const char *result = node->outputs[0];
             uint64_t C = (uint64_t)xs.dims[xs.rank - 1], total = (uint64_t)count_of(&xs);
-            if (op[0] == 'S') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_softmax(&l, x, y, total / C, (uint32_t)C); continue; }
+            if (op[0] == 'S') { uint32_t y = result_tensor(l, result, &out); if (!l->failed) lower_softmax(l, x, y, total / C, (uint32_t)C); continue; }
             if (op[0] == 'L') {
-                uint32_t sc = constant_tensor(&l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE;
-                uint32_t y = result_tensor(&l, result, &out);
-                if (!l.failed) lower_layernorm(&l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
+                uint32_t sc = constant_tensor(l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(l, node->inputs[2]) : NPU_NONE;
+                uint32_t y = result_tensor(l, result, &out);
+                if (!l->failed) lower_layernorm(l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
                 continue;
             }
-            if (op[0] == 'G') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_global_average(&l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
+            if (op[0] == 'G') { uint32_t y = result_tensor(l, result, &out); if (!l->failed) lower_global_average(l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
             window w;
             char why[320];
             if (op[0] == 'C') {
                 shape ws = ak_graph_shape(g, node->inputs[1], 0);
-                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
+                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
                 if (ak_int_attr(node, "group", 1) != 1) {
                     /* depthwise (rejects() admitted only group = C = O): the tap table [N·C, KH·KW + 1], weights then bias */
                     uint64_t T = (uint64_t)w.kh * w.kw, rows = w.N * w.C;
                     const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                     const Kiln__Ir__Tensor *bi = node->n_inputs > 2 && node->inputs[2][0] ? ak_initializer(g, node->inputs[2]) : NULL;
                     float *table = calloc(rows * (T + 1) + 1, 4);
-                    if (!table) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                    if (!table) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
                     for (uint64_t r = 0; r < rows; r++) {
                         uint64_t c = r % w.C;
                         memcpy(table + r * (T + 1), wi->raw.data + 4 * c * T, 4 * T);
                         if (bi) memcpy(table + r * (T + 1) + T, bi->raw.data + 4 * c, 4);
                     }
                     shape ts = {F32, 1, 2, {(int64_t)rows, (int64_t)(T + 1)}};
-                    uint32_t tt = add_tensor(&l, NULL, NPU_T_CONST, &ts, NPU_F32, (uint8_t *)table, rows * (T + 1) * 4);
+                    int cached = l->node_const[i] != NPU_NONE && l->node_const_key[i] == rows;
+                    uint32_t tt = cached ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &ts, NPU_F32, (uint8_t *)table, rows * (T + 1) * 4);
+                    if (cached) free(table);
+                    l->node_const[i] = tt; l->node_const_key[i] = rows;
                     uint32_t func = NPU_FUNC_IDENTITY;
                     long j = sole_reader(g, i, result);
                     if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                     shape rs = lookup(g, &known, result);
-                    uint32_t y = result_tensor(&l, result, &rs);
-                    if (!l.failed) lower_depthwise(&l, x, tt, func, y, &w);
+                    uint32_t y = result_tensor(l, result, &rs);
+                    if (!l->failed) lower_depthwise(l, x, tt, func, y, &w);
                     continue;
                 }
                 uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
                 const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                 int cast = auto_cast >= NPU_CAST_MATMUL;
                 uint8_t *data = malloc(K * O * (cast ? 2 : 4) + 1);
-                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
                 for (uint64_t k = 0; k < K; k++) /* [O, C·KH·KW] -> [K, O] */
                     for (uint64_t o = 0; o < O; o++) {
                         float v;
@@ -1098,36 +1096,219 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                         else memcpy(data + 4 * (k * O + o), &v, 4);
                     }
                 shape ko = {F32, 1, 2, {(int64_t)K, (int64_t)O}};
-                uint32_t wt = add_tensor(&l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
-                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
+                uint32_t wt = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
+                if (l->node_const[i] == wt) free(data);
+                l->node_const[i] = wt;
+                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
                 long j = sole_reader(g, i, result);
                 if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                 shape rs = lookup(g, &known, result);
-                uint32_t y = result_tensor(&l, result, &rs);
-                if (!l.failed) lower_conv(&l, x, wt, bias, func, y, &w, O);
+                uint32_t y = result_tensor(l, result, &rs);
+                if (!l->failed) lower_conv(l, x, wt, bias, func, y, &w, O);
                 continue;
             }
-            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
-            uint32_t y = result_tensor(&l, result, &out);
-            if (!l.failed) lower_pool(&l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
+            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
+            uint32_t y = result_tensor(l, result, &out);
+            if (!l->failed) lower_pool(l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
             continue;
         }
         int f = func_of(op);
-        uint32_t a = tensor_of(&l, node->inputs[0]);
-        if (a == NPU_NONE) a = constant_tensor(&l, node->inputs[0]);
+        uint32_t a = tensor_of(l, node->inputs[0]);
+        if (a == NPU_NONE) a = constant_tensor(l, node->inputs[0]);
         uint32_t b = NPU_NONE;
-        if (f < 0) { b = tensor_of(&l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(&l, node->inputs[1]); }
-        if (l.failed) break;
+        if (f < 0) { b = tensor_of(l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(l, node->inputs[1]); }
+        if (l->failed) return NULL;
         int b_row = 0;
         if (b != NPU_NONE) {
-            const shape *as = &l.tensor_shapes[a], *bs = &l.tensor_shapes[b];
+            const shape *as = &l->tensor_shapes[a], *bs = &l->tensor_shapes[b];
             int same = as->rank == bs->rank && memcmp(as->dims, bs->dims, as->rank * sizeof(int64_t)) == 0;
             if (!same && as->rank == 1) { uint32_t t = a; a = b; b = t; } /* Add and Mul commute: the row goes second */
             b_row = !same;
         }
-        uint32_t y = result_tensor(&l, node->outputs[0], &out);
-        if (!l.failed) lower_elementwise(&l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
+        uint32_t y = result_tensor(l, node->outputs[0], &out);
+        if (!l->failed) lower_elementwise(l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
     }
+    return NULL;
+}
+
+/* The shapes of every node's result in g (every node claimed), into known (allocated by the caller for
+ * g->n_nodes entries). Returns NULL or an error. */
+static kiln_plugin_error *infer_shapes(const Kiln__Ir__Graph *g, shape_table *known) {
+    known->count = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        shape out;
+        char why[320];
+        if (rejects(g, known, g->nodes[i], &out, why, sizeof why)) return ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why);
+        known->names[known->count] = g->nodes[i]->outputs[0];
+        known->shapes[known->count++] = out;
+    }
+    return NULL;
+}
+
+/* Sets dim 0 of every graph input to n, keeping the old values in saved (or, with n < 0, puts saved back). */
+static void set_batch(Kiln__Ir__Graph *g, int64_t n, int64_t *saved) {
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        Kiln__Ir__Type *t = g->inputs[i]->type;
+        if (!t || t->value_case != KILN__IR__TYPE__VALUE_TENSOR || !t->tensor || !t->tensor->n_dims || !t->tensor->dims[0]) continue;
+        if (n >= 0) { saved[i] = t->tensor->dims[0]->fixed; t->tensor->dims[0]->fixed = n; }
+        else t->tensor->dims[0]->fixed = saved[i];
+    }
+}
+
+/* Per core: the lowering counters that belong to its instruction streams. */
+typedef struct core_state { uint32_t done_sem, stores, load_queue, store_queue; } core_state;
+
+/* Makes `core` the core of the instructions emitted from now on (its counters in l, the other's kept in cs). */
+static void switch_core(lowering *l, core_state *cs, uint32_t core) {
+    cs[l->core] = (core_state){l->done_sem, l->stores, l->load_queue, l->store_queue};
+    l->core = core;
+    l->done_sem = cs[core].done_sem; l->stores = cs[core].stores; l->load_queue = cs[core].load_queue; l->store_queue = cs[core].store_queue;
+}
+
+/* Opens a new scope holding views of rows [b0, b0 + nb) of dim 0 of every graph input and output, under their names. */
+static void slice_scope(lowering *l, const Kiln__Ir__Graph *g, uint64_t b0, uint64_t nb) {
+    npu_program *p = l->p;
+    l->scope = p->tensor_count;
+    for (uint32_t k = 0; k < p->input_count + p->output_count; k++) {
+        uint32_t full = k < p->input_count ? p->inputs[k] : p->outputs[k - p->input_count];
+        const char *name = k < p->input_count ? g->inputs[k]->name : g->outputs[k - p->input_count]->name;
+        shape s = l->tensor_shapes[full];
+        uint64_t per = p->tensors[full].elements / (uint64_t)s.dims[0];
+        s.dims[0] = (int64_t)nb;
+        uint32_t v = add_tensor(l, name, NPU_T_VIEW, &s, NPU_F32, NULL, 0);
+        if (l->failed) return;
+        p->tensors[v].base = full;
+        p->tensors[v].offset = b0 * per;
+    }
+}
+
+static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t cores, int pipeline, npu_program *p, uint32_t *node_first, size_t *split_at);
+
+/* The pipeline's stage boundary: lowers one image on one core, runs the cycle model over it, and returns the
+ * node at which the second stage starts — the lowered node k (not fused into an earlier one) that best balances
+ * the simulated time up to k against the time from k on (ops run one after another on a core) — or
+ * g->n_nodes when fewer than two nodes are lowered. */
+static kiln_plugin_error *pipeline_split(Kiln__Ir__Graph *g, uint32_t auto_cast, size_t *split) {
+    *split = g->n_nodes;
+    int64_t *saved = calloc(g->n_inputs + 1, sizeof(int64_t));
+    uint32_t *first = malloc((g->n_nodes + 1) * sizeof(uint32_t));
+    if (!saved || !first) { free(saved); free(first); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    for (size_t i = 0; i <= g->n_nodes; i++) first[i] = NPU_NONE;
+    set_batch(g, 1, saved);
+    npu_program one;
+    kiln_plugin_error *e = lower(g, auto_cast, 1, 0, &one, first, NULL);
+    set_batch(g, -1, saved);
+    free(saved);
+    if (e) { free(first); return e; }
+    ak_op *ops = calloc((size_t)one.insn_count + 1, sizeof(ak_op));
+    ak_report r = {0};
+    char why[256];
+    if (!ops) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    for (uint32_t i = 0; !e && i < one.insn_count; i++) ops[i] = model_op(&one.insns[i], 0);
+    if (!e && ak_simulate(engines, ENGINE_COUNT, ops, one.insn_count, one.semaphore_count, &r, why, sizeof why))
+        e = ak_error(KILN_ERROR_INTERNAL, "compile: the one-core program of the pipeline cannot run: %s", why);
+    if (!e) {
+        uint64_t done = 0, best = UINT64_MAX;
+        for (size_t i = 0; i < g->n_nodes; i++) {
+            if (first[i] == NPU_NONE) continue;
+            if (i > 0 && done > 0) { /* the stage boundary before node i: stage 1 took `done` */
+                uint64_t worse = done > r.total_ps - done ? done : r.total_ps - done;
+                if (worse < best) { best = worse; *split = i; }
+            }
+            size_t next = one.insn_count;
+            for (size_t j = i + 1; j < g->n_nodes; j++) if (first[j] != NPU_NONE) { next = first[j]; break; }
+            for (size_t k = first[i]; k < next; k++) done = r.end_ps[k] > done ? r.end_ps[k] : done;
+        }
+    }
+    ak_report_free(&r);
+    free(ops);
+    free(first);
+    npu_program_free(&one);
+    return e;
+}
+
+/* Builds the program of `g` (every node claimed) for `cores` cores. With one core every node is lowered once,
+ * over the whole batch. With two, dim 0 of every graph input and output is the batch: placement batch gives each
+ * core half of it (⌈N/2⌉ and ⌊N/2⌋ rows, each core's instructions reading and writing views of those rows);
+ * placement pipeline splits the nodes into two stages at pipeline_split's node and streams the N images through
+ * them one by one: core 0 runs stage 1 of image i + 1 while core 1 runs stage 2 of image i, after a bridge (one
+ * DMA on core 1 that waits for core 0's stores of image i). node_first (one core only): each lowered node's
+ * first instruction. split_at, when given, receives the pipeline's stage boundary. Returns NULL or an error. */
+static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t cores, int pipeline, npu_program *p, uint32_t *node_first, size_t *split_at) {
+    memset(p, 0, sizeof *p);
+    p->auto_cast = auto_cast;
+    p->cores = cores;
+    lowering l = {.g = g, .p = p};
+    l.done_sem = sem(&l);
+    kiln_plugin_error *e = NULL;
+    uint8_t *fused = calloc(g->n_nodes + 1, 1);
+    l.named = calloc(g->n_nodes + 1, 1);
+    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    shape_table slice = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    int64_t *saved = calloc(g->n_inputs + 1, sizeof(int64_t));
+    l.node_const = malloc((g->n_nodes + 1) * sizeof(uint32_t));
+    l.node_const_key = calloc(g->n_nodes + 1, sizeof(uint64_t));
+    for (size_t i = 0; l.node_const && i <= g->n_nodes; i++) l.node_const[i] = NPU_NONE;
+    p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
+    p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
+    if (!fused || !l.named || !known.names || !known.shapes || !slice.names || !slice.shapes || !saved || !l.node_const || !l.node_const_key || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
+        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
+        p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
+    }
+    /* graph outputs: shapes follow from the claimed nodes */
+    if ((e = infer_shapes(g, &known))) goto done;
+    for (size_t i = 0; i < g->n_outputs; i++) {
+        const char *name = g->outputs[i]->name;
+        int produced = 0;
+        for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
+        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
+        shape s = lookup(g, &known, name);
+        p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
+    }
+    if (cores == 1) {
+        e = lower_nodes(&l, g, &known, 0, g->n_nodes, fused, node_first);
+    } else {
+        /* dim 0 of every input and output is the batch the cores share */
+        int64_t N = p->input_count ? l.tensor_shapes[p->inputs[0]].dims[0] : 0;
+        for (uint32_t k = 0; k < p->input_count + p->output_count; k++) {
+            const shape *s = &l.tensor_shapes[k < p->input_count ? p->inputs[k] : p->outputs[k - p->input_count]];
+            if (s->rank < 1 || s->dims[0] != N || N < 1) {
+                e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: cores=2 splits dim 0 (the batch) of every graph input and output, but they do not share one dim 0 of at least 1");
+                goto done;
+            }
+        }
+        core_state cs[2] = {{l.done_sem, 0, 0, 0}, {sem(&l), 0, 0, 0}};
+        size_t split = g->n_nodes;
+        if (pipeline && (e = pipeline_split(g, auto_cast, &split))) goto done;
+        if (split_at) *split_at = split;
+        shape bs = {F32, 1, 1, {1}};
+        uint32_t barrier = pipeline ? add_tensor(&l, NULL, NPU_T_SCRATCH, &bs, NPU_F32, NULL, 0) : 0;
+        uint64_t slices = pipeline ? (uint64_t)N : 2;
+        for (uint64_t k = 0; k < slices && !e && !l.failed; k++) {
+            uint64_t b0 = pipeline ? k : k == 0 ? 0 : (uint64_t)(N + 1) / 2, nb = pipeline ? 1 : k == 0 ? (uint64_t)(N + 1) / 2 : (uint64_t)N / 2;
+            if (nb == 0) continue;
+            /* the graph's inputs say nb rows while this slice is lowered (their shapes are read from the graph) */
+            set_batch(g, (int64_t)nb, saved);
+            e = infer_shapes(g, &slice);
+            if (!e) {
+                slice_scope(&l, g, b0, nb);
+                memset(fused, 0, g->n_nodes + 1);
+                switch_core(&l, cs, pipeline ? 0 : (uint32_t)k);
+                if (!l.failed) e = lower_nodes(&l, g, &slice, 0, split, fused, NULL);
+            }
+            if (!e && !l.failed && pipeline && split < g->n_nodes) {
+                uint32_t stage1_stores = l.stores;
+                switch_core(&l, cs, 1);
+                npu_insn *bridge = dma(&l, 1, barrier, 0, 0, 0, 1, 1, 0, NPU_F32);
+                bridge->wait_sem[0] = cs[0].done_sem; bridge->wait_value[0] = stage1_stores;
+                e = lower_nodes(&l, g, &slice, split, g->n_nodes, fused, NULL);
+            }
+            set_batch(g, -1, saved);
+        }
+    }
+    if (e) goto done;
     if (l.failed == 1) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
     else if (l.failed == 2) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
     else if (l.failed == 3) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
@@ -1136,6 +1317,11 @@ done:
     free(l.named);
     free(known.names);
     free(known.shapes);
+    free(slice.names);
+    free(slice.shapes);
+    free(saved);
+    free(l.node_const);
+    free(l.node_const_key);
     free(l.tensor_names);
     free(l.tensor_shapes);
     if (e) npu_program_free(p);
@@ -1156,6 +1342,16 @@ static int auto_cast_mode(const kiln_plugin_compile_options *options, const char
     return -1;
 }
 
+/* A compile option's value: the option `key` when the host passes one (ABI 1.3), else the environment variable
+ * `env`, else NULL. */
+static const char *option_value(const kiln_plugin_compile_options *options, const char *key, const char *env) {
+    const char *value = getenv(env);
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, option_values, options->struct_size) && options->option_keys && options->option_values)
+        for (size_t i = 0; i < options->option_count; i++)
+            if (options->option_keys[i] && strcmp(options->option_keys[i], key) == 0) value = options->option_values[i];
+    return value && *value ? value : NULL;
+}
+
 /* Callback: compiles a graph of claimed nodes into a KNPU payload for host or npu-nc2. */
 static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options, kiln_plugin_payload *out) {
     (void)context;
@@ -1166,6 +1362,12 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     const char *bad = NULL;
     int cast = auto_cast_mode(options, &bad);
     if (cast < 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
+    const char *cores_value = option_value(options, "cores", "KILN_NPU_CORES"), *placement = option_value(options, "placement", "KILN_NPU_PLACEMENT");
+    if (cores_value && strcmp(cores_value, "1") != 0 && strcmp(cores_value, "2") != 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: cores '%s' is not 1 or 2", cores_value);
+    if (placement && strcmp(placement, "batch") != 0 && strcmp(placement, "pipeline") != 0)
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: placement '%s' is not batch or pipeline", placement);
+    uint32_t cores = cores_value && cores_value[0] == '2' ? 2 : 1;
+    int pipeline = placement && strcmp(placement, "pipeline") == 0;
     Kiln__Ir__Graph *g;
     kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
@@ -1174,7 +1376,7 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
         return ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
     }
     npu_program program;
-    e = lower(g, (uint32_t)cast, &program);
+    e = lower(g, (uint32_t)cast, cores, pipeline, &program, NULL, NULL);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
     ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
@@ -1221,6 +1423,18 @@ static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, 
 
 /* ---- execute: the cycle model schedules, the functional simulator runs ----------------------------- */
 
+#define DMA_ENGINE(name) {name, 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}
+static const ak_engine engines2[2 * ENGINE_COUNT] = {
+    {"TensorE", TENSOR_HZ, 0, 0}, {"VectorE", VECTOR_HZ, 0, 0}, {"ScalarE", SCALAR_HZ, 0, 0},
+    DMA_ENGINE("DMA0"), DMA_ENGINE("DMA1"), DMA_ENGINE("DMA2"), DMA_ENGINE("DMA3"), DMA_ENGINE("DMA4"), DMA_ENGINE("DMA5"), DMA_ENGINE("DMA6"), DMA_ENGINE("DMA7"),
+    DMA_ENGINE("DMA8"), DMA_ENGINE("DMA9"), DMA_ENGINE("DMA10"), DMA_ENGINE("DMA11"), DMA_ENGINE("DMA12"), DMA_ENGINE("DMA13"), DMA_ENGINE("DMA14"), DMA_ENGINE("DMA15"),
+    {"core1.TensorE", TENSOR_HZ, 0, 0}, {"core1.VectorE", VECTOR_HZ, 0, 0}, {"core1.ScalarE", SCALAR_HZ, 0, 0},
+    DMA_ENGINE("core1.DMA0"), DMA_ENGINE("core1.DMA1"), DMA_ENGINE("core1.DMA2"), DMA_ENGINE("core1.DMA3"), DMA_ENGINE("core1.DMA4"), DMA_ENGINE("core1.DMA5"),
+    DMA_ENGINE("core1.DMA6"), DMA_ENGINE("core1.DMA7"), DMA_ENGINE("core1.DMA8"), DMA_ENGINE("core1.DMA9"), DMA_ENGINE("core1.DMA10"), DMA_ENGINE("core1.DMA11"),
+    DMA_ENGINE("core1.DMA12"), DMA_ENGINE("core1.DMA13"), DMA_ENGINE("core1.DMA14"), DMA_ENGINE("core1.DMA15"),
+};
+#undef DMA_ENGINE
+
 static const ak_engine engines[ENGINE_COUNT] = {
     {"TensorE", TENSOR_HZ, 0, 0}, {"VectorE", VECTOR_HZ, 0, 0}, {"ScalarE", SCALAR_HZ, 0, 0},
     {"DMA0", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA1", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA2", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
@@ -1234,7 +1448,7 @@ static const ak_engine engines[ENGINE_COUNT] = {
 static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector", "Reduce"};
 
 /* The cycle model's view of instruction n: its engine and cost. */
-static ak_op model_op(const npu_insn *n) {
+static ak_op model_op(const npu_insn *n, uint32_t core) {
     ak_op op = {0, {n->wait_sem[0], n->wait_sem[1]}, {n->wait_value[0], n->wait_value[1]}, {n->signal_sem[0], n->signal_sem[1]}, 0, 0, labels[n->opcode]};
     switch (n->opcode) {
     case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + NPU_DMA_QUEUE(n->func); op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
@@ -1243,6 +1457,7 @@ static ak_op model_op(const npu_insn *n) {
     case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
     case NPU_VECTOR: case NPU_REDUCE: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
     }
+    op.engine += core * ENGINE_COUNT;
     return op;
 }
 
@@ -1388,12 +1603,41 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
 static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
 static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
 
+/* The end of the last store into each row of dim 0 (the batch) of the graph outputs, in ps, into done[0 .. rows)
+ * (rows: dim 0 of the first output; 0 when an output has rank 0 or another dim 0). The latency of each image of
+ * the batch in the simulated schedule, when all of them arrive at the start of the run. Returns rows. */
+static uint64_t batch_done(const npu_program *p, const ak_report *r, uint64_t *done, uint64_t capacity) {
+    if (!p->output_count) return 0;
+    const npu_tensor *first = &p->tensors[p->outputs[0]];
+    uint64_t rows = first->rank ? (uint64_t)first->dims[0] : 0;
+    for (uint32_t k = 0; k < p->output_count; k++) {
+        const npu_tensor *t = &p->tensors[p->outputs[k]];
+        if (!t->rank || (uint64_t)t->dims[0] != rows) return 0;
+    }
+    if (!rows || rows > capacity) return 0;
+    memset(done, 0, rows * sizeof *done);
+    for (uint32_t i = 0; i < p->insn_count; i++) {
+        const npu_insn *n = &p->insns[i];
+        if (n->opcode != NPU_DMA_STORE) continue;
+        const npu_tensor *t = &p->tensors[n->a];
+        uint32_t base = t->kind == NPU_T_VIEW ? t->base : n->a;
+        uint64_t offset = t->kind == NPU_T_VIEW ? t->offset : 0;
+        const npu_tensor *full = &p->tensors[base];
+        if (full->kind != NPU_T_OUTPUT || !full->elements) continue;
+        uint64_t per = full->elements / rows, lo = offset + n->b, hi = lo + (uint64_t)(n->parts - 1) * n->c + (uint64_t)(n->cols - 1) * n->d;
+        for (uint64_t b = lo / per; b <= hi / per && b < rows; b++) done[b] = r->end_ps[i] > done[b] ? r->end_ps[i] : done[b];
+    }
+    return rows;
+}
+
 /* Records a run's report for the device properties, the debug log and (when asked) files. */
 static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
+    const ak_engine *eng = p->cores > 1 ? engines2 : engines;
+    uint32_t engine_count = p->cores > 1 ? 2 * ENGINE_COUNT : ENGINE_COUNT;
     atomic_store(&last_total_ps, r->total_ps);
-    atomic_store(&last_tensor_cycles, r->cycles[ENGINE_TENSOR]);
-    atomic_store(&last_vector_cycles, r->cycles[ENGINE_VECTOR]);
-    atomic_store(&last_scalar_cycles, r->cycles[ENGINE_SCALAR]);
+    atomic_store(&last_tensor_cycles, r->cycles[ENGINE_TENSOR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_TENSOR] : 0));
+    atomic_store(&last_vector_cycles, r->cycles[ENGINE_VECTOR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_VECTOR] : 0));
+    atomic_store(&last_scalar_cycles, r->cycles[ENGINE_SCALAR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_SCALAR] : 0));
     atomic_store(&last_dma_bytes, r->dma_bytes);
     atomic_store(&last_instructions, p->insn_count);
     atomic_store(&last_tensor_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_TENSOR)));
@@ -1404,14 +1648,21 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     char trace_path[1024];
     if (trace && *trace && ak_expand_run(trace, run, trace_path, sizeof trace_path)) {
         FILE *f = fopen(trace_path, "w");
-        if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
+        if (f) { ak_write_chrome_trace(f, eng, engine_count, ops, r); fclose(f); }
     }
     char report_path[1024];
     if (report && *report && ak_expand_run(report, run, report_path, sizeof report_path)) {
         FILE *f = fopen(report_path, "w");
         if (f) {
-            fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
-            ak_write_summary(f, engines, ENGINE_COUNT, r);
+            fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions, %u core%s\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul",
+                    p->insn_count, p->cores, p->cores > 1 ? "s (sharing 820 GB/s of device memory)" : "");
+            ak_write_summary(f, eng, engine_count, r);
+            uint64_t done[256], rows = batch_done(p, r, done, 256);
+            if (rows) {
+                fprintf(f, "done by batch row (us):");
+                for (uint64_t b = 0; b < rows; b++) fprintf(f, " %.3f", (double)done[b] / 1e6);
+                fprintf(f, "\n");
+            }
             fclose(f);
         }
     }
@@ -1424,30 +1675,39 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     }
 }
 
-/* Callback: runs a program: schedules its streams with the cycle model, executes them in that order on the
- * functional simulator, and returns the output tensors. */
+/* Callback: runs a program: schedules its streams with the cycle model (two cores: their 2 × 19 engines, the
+ * DMA queues sharing the device's memory bandwidth), executes them in that order on the functional simulator
+ * (one SBUF, PSUM and TensorE per core; DRAM shared, views pointing into their base), and returns the outputs. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
     npu_executable *x = executable;
     const npu_program *p = x ? &x->program : NULL;
     kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
     if (e) return e;
-    machine m = {0};
-    m.stride = sbuf_extent(p);
-    m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
-    m.psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
-    m.stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
-    m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
+    uint32_t core_count = p->cores > 1 ? p->cores : 1;
+    machine m[NPU_MAX_CORES];
+    memset(m, 0, sizeof m);
+    float **dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
     ak_op *ops = calloc((size_t)p->insn_count + 1, sizeof(ak_op));
     ak_report report = {0};
-    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
+    int ok = dram && ops;
+    for (uint32_t c = 0; c < core_count; c++) {
+        m[c].stride = sbuf_extent(p);
+        m[c].sbuf = calloc((size_t)NPU_PARTITIONS * m[c].stride + 1, 1);
+        m[c].psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
+        m[c].stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
+        m[c].dram = dram;
+        ok = ok && m[c].sbuf && m[c].psum && m[c].stationary;
+    }
+    if (!ok) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
     for (uint32_t t = 0; !e && t < p->tensor_count; t++) {
         const npu_tensor *nt = &p->tensors[t];
-        m.dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
-        if (!m.dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        if (nt->kind == NPU_T_VIEW) { dram[t] = dram[nt->base] + nt->offset; continue; } /* bases come first (npu_decode) */
+        dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
+        if (!dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
         for (uint64_t i = 0; nt->kind == NPU_T_CONST && i < nt->elements; i++) {
-            if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); m.dram[t][i] = ak_f32_from_bf16(h); }
-            else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
+            if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); dram[t][i] = ak_f32_from_bf16(h); }
+            else memcpy(&dram[t][i], nt->data + 4 * i, 4);
         }
     }
     for (uint32_t i = 0; !e && i < p->input_count; i++) {
@@ -1462,34 +1722,37 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         for (uint32_t d = 0; !e && d < nt->rank; d++)
             if (in->shape[d] != nt->dims[d]) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
         if (!e && nt->elements && !in->data) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
-        if (!e && nt->elements) memcpy(m.dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
+        if (!e && nt->elements) memcpy(dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
     }
     if (e) goto done;
-    for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i]);
+    for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i], p->core_of ? p->core_of[i] : 0);
     char why[256];
-    if (ak_simulate(engines, ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, &report, why, sizeof why)) {
+    const ak_engine *eng = core_count > 1 ? engines2 : engines;
+    if (ak_simulate_shared(eng, core_count * ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, core_count > 1 ? DEVICE_HBM_BYTES_PER_SECOND : 0,
+                           &report, why, sizeof why)) {
         e = ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
         goto done;
     }
-    for (size_t k = 0; !e && k < p->insn_count; k++) e = step(&m, &p->insns[report.order[k]], report.order[k]);
+    for (size_t k = 0; !e && k < p->insn_count; k++) {
+        size_t i = report.order[k];
+        e = step(&m[p->core_of ? p->core_of[i] : 0], &p->insns[i], i);
+    }
     for (size_t i = 0; !e && i < output_count; i++) {
         const npu_tensor *nt = &p->tensors[p->outputs[i]];
-        e = ak_output(&outputs[i], i, m.dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
+        e = ak_output(&outputs[i], i, dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
     }
     if (!e) {
         record(p, ops, &report);
         uint64_t total = 0;
-        ak_step *steps = ak_steps_from_report(&report, engines, ops, p->layers.count ? p->layers.of : NULL, p->layers.names, PROFILE_CLOCK_HZ, &total);
+        ak_step *steps = ak_steps_from_report(&report, eng, ops, p->layers.count ? p->layers.of : NULL, p->layers.names, PROFILE_CLOCK_HZ, &total);
         if (steps) ak_profile_store(&x->profile, steps, p->insn_count, total, PROFILE_CLOCK_HZ);
         else e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     }
 done:
     ak_report_free(&report);
-    for (uint32_t t = 0; m.dram && t < p->tensor_count; t++) free(m.dram[t]);
-    free(m.dram);
-    free(m.sbuf);
-    free(m.psum);
-    free(m.stationary);
+    for (uint32_t t = 0; dram && t < p->tensor_count; t++) if (p->tensors[t].kind != NPU_T_VIEW) free(dram[t]);
+    free(dram);
+    for (uint32_t c = 0; c < core_count; c++) { free(m[c].sbuf); free(m[c].psum); free(m[c].stationary); }
     free(ops);
     return e;
 }
@@ -1550,7 +1813,25 @@ static const kiln_plugin_option auto_cast_option = {
     .choice_count = 3,
     .choices = auto_cast_choices,
 };
-static const kiln_plugin_option *const options[] = {&auto_cast_option};
+static const char *const cores_choices[] = {"1", "2"};
+static const kiln_plugin_option cores_option = {
+    .struct_size = sizeof(kiln_plugin_option),
+    .name = "cores",
+    .default_value = "1 (or KILN_NPU_CORES)",
+    .help = "NeuronCores of the device the program runs on: 1, or 2 (placed by the option placement)",
+    .choice_count = 2,
+    .choices = cores_choices,
+};
+static const char *const placement_choices[] = {"batch", "pipeline"};
+static const kiln_plugin_option placement_option = {
+    .struct_size = sizeof(kiln_plugin_option),
+    .name = "placement",
+    .default_value = "batch (or KILN_NPU_PLACEMENT)",
+    .help = "with cores=2: batch (each core runs half the batch) or pipeline (two stages of the ops, the batch's images streamed through them)",
+    .choice_count = 2,
+    .choices = placement_choices,
+};
+static const kiln_plugin_option *const options[] = {&auto_cast_option, &cores_option, &placement_option};
 
 static const kiln_plugin_backend backend = {
     .struct_size = sizeof(kiln_plugin_backend),
@@ -1562,7 +1843,7 @@ static const kiln_plugin_backend backend = {
     .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
-    .option_count = 1, .options = options,
+    .option_count = 3, .options = options,
     .profile = profile,
     /* (1.5) As torch-neuron partitions: a segment of fewer than 2 nodes stays on the CPU. */
     .min_group_size = 2,

@@ -12,7 +12,9 @@
  * element count overflows, a layer index past the layer table, an empty or NUL-holding layer name, a DMA tile past
  * partition 127 from its first-partition field, a multiply-accumulate addend past the partition). Each must end
  * in an error or a clean run. A depthwise Conv's payload (first-partition DMAs, multiply-accumulates) must match plain C
- * and survive corruptions. It also checks the layer table's names and the profile callback (ABI 1.4). Exits 1 on any failed expectation.
+ * and survive corruptions; the graph compiled for two cores (placement batch and pipeline: views, a core table) must
+ * match too, and views past their base, of themselves or of a constant, 3 cores, an instruction on core 2 and a store
+ * into a view of an input are refused. It also checks the layer table's names and the profile callback (ABI 1.4). Exits 1 on any failed expectation.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include <kiln/kiln_plugin.h>
@@ -199,6 +201,57 @@ static void depthwise_case(uint32_t *seed) {
     free(valid);
 }
 
+/* The MLP graph compiled for two cores (placement batch, then pipeline: a version 3 payload with views and a core
+ * table) must compute what one core computes (Y, checked first); then impossible views and core tables are refused. */
+static void two_core_case(const uint8_t *gbytes, size_t gsize) {
+    kiln_plugin_bytes graph = {sizeof graph, gbytes, gsize, KILN_PLUGIN_FORMAT_IR_GRAPH, 0};
+    static const char *const keys[2] = {"cores", "placement"};
+    const char *placements[2] = {"batch", "pipeline"};
+    for (int k = 0; k < 2; k++) {
+        const char *values[2] = {"2", placements[k]};
+        kiln_plugin_compile_options options = {sizeof options, "npu-nc2", 2, 0, 2, keys, values};
+        kiln_plugin_payload payload = {sizeof payload, NULL, 0, NULL, NULL};
+        kiln_plugin_error *e = backend->compile(backend->context, &graph, &options, &payload);
+        EXPECT(!e, "two cores (%s): compile: %s", placements[k], e ? e->message : "");
+        if (e) { free(e); continue; }
+        size_t size = payload.size;
+        uint8_t *valid = malloc(size);
+        memcpy(valid, payload.data, size);
+        backend->release(backend->context, payload.owner);
+        float got[M * N];
+        char why[512];
+        EXPECT(load_and_run(valid, size, got, why, sizeof why) == 0, "two cores (%s): does not run: %s", placements[k], why);
+        double worst = 0;
+        for (size_t i = 0; i < M * N; i++) { double d = fabs((double)got[i] - Y[i]); worst = d > worst ? d : worst; }
+        EXPECT(worst <= 1e-5, "two cores (%s): differs from the C reference by %g", placements[k], worst);
+        npu_program p;
+        decoded(valid, size, &p);
+        uint32_t on1 = 0, views = 0, view = 0;
+        for (uint32_t i = 0; i < p.insn_count; i++) on1 += p.core_of[i] == 1;
+        for (uint32_t t = 0; t < p.tensor_count; t++) if (p.tensors[t].kind == NPU_T_VIEW) { views++; view = t; }
+        EXPECT(p.cores == 2 && on1 > 0 && on1 < p.insn_count && views > 0, "two cores (%s): %u cores, %u of %u instructions on core 1, %u views",
+               placements[k], p.cores, on1, p.insn_count, views);
+        printf("payload_robustness: two cores (%s) match the C reference (largest difference %.3g; %u of %u instructions on core 1, %u views)\n",
+               placements[k], worst, on1, p.insn_count, views);
+        if (k == 0 && views) {
+            npu_tensor saved = p.tensors[view];
+            p.tensors[view].offset = p.tensors[saved.base].elements; expect_refused(&p, "a view past its base", "passes the end"); p.tensors[view] = saved;
+            p.tensors[view].base = view; expect_refused(&p, "a view of itself", "not an earlier"); p.tensors[view] = saved;
+            uint32_t c = 0;
+            while (c < p.tensor_count && p.tensors[c].kind != NPU_T_CONST) c++;
+            if (c < view) { p.tensors[view].base = c; expect_refused(&p, "a view of a constant", "not an earlier"); p.tensors[view] = saved; }
+            p.cores = 3; expect_refused(&p, "3 cores", "cores"); p.cores = 2;
+            p.core_of[0] = 2; expect_refused(&p, "an instruction on core 2 of 2", "core 2"); p.core_of[0] = 0;
+            npu_insn *st = first(&p, NPU_DMA_STORE), saved_st = *st;
+            for (uint32_t t = 0; t < p.tensor_count; t++)
+                if (p.tensors[t].kind == NPU_T_VIEW && p.tensors[p.tensors[t].base].kind == NPU_T_INPUT) { st->a = t; st->b = 0; break; }
+            expect_refused(&p, "a store into a view of an input", "read-only"); *st = saved_st;
+        }
+        npu_program_free(&p);
+        free(valid);
+    }
+}
+
 /* Builds the valid payload, checks it, then the malformed ones. */
 int main(void) {
     backend = ak_test_backend();
@@ -236,6 +289,7 @@ int main(void) {
             worst = d > worst ? d : worst;
         }
     EXPECT(worst <= 1e-5, "the simulated result differs from the C reference by %g", worst);
+    two_core_case(gbytes, gsize);
 
     /* every truncation */
     size_t refused = 0;
