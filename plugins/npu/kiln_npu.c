@@ -3,7 +3,8 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM; depthwise, on VectorE), Add/Mul (equal shapes, or a 1-D operand
+ * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
+ * (DMA copies), Add/Mul (equal shapes, or a 1-D operand
  * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
  * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
@@ -239,6 +240,90 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
 #undef REJECT
 }
 
+/* The output shape of a Reshape of x by the int64 initializer `shape_name` (0 copies x's dim, -1 is inferred). 0, or 1
+ * with the reason. */
+static int reshape_shape(const Kiln__Ir__Graph *g, const shape *x, const char *shape_name, int64_t allowzero, shape *out, char *why, size_t size) {
+    const Kiln__Ir__Tensor *t = ak_initializer(g, shape_name);
+    if (!t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != KILN__IR__DATA_TYPE__INT64 || t->n_shape != 1 || t->raw.len % 8 || t->raw.len / 8 > NPU_MAX_RANK) {
+        snprintf(why, size, "Reshape: the shape must be a 1-D int64 initializer of at most %d values", NPU_MAX_RANK);
+        return 1;
+    }
+    if (allowzero) { snprintf(why, size, "Reshape: allowzero 1 is not supported"); return 1; }
+    *out = *x;
+    out->rank = (uint32_t)(t->raw.len / 8);
+    int64_t known = 1, infer = -1, total = count_of(x);
+    for (uint32_t d = 0; d < out->rank; d++) {
+        int64_t v;
+        memcpy(&v, t->raw.data + 8 * d, 8);
+        if (v == 0) { if (d >= x->rank) { snprintf(why, size, "Reshape: a 0 past the input's rank"); return 1; } v = x->dims[d]; }
+        if (v == -1) { if (infer >= 0) { snprintf(why, size, "Reshape: more than one -1"); return 1; } infer = d; v = 1; }
+        else if (v < 1) { snprintf(why, size, "Reshape: dim %lld", (long long)v); return 1; }
+        out->dims[d] = v;
+        known *= v;
+        if (known > total) { snprintf(why, size, "Reshape: the shape holds more elements than the input"); return 1; }
+    }
+    if (infer >= 0) out->dims[infer] = total / known;
+    if (count_of(out) != total) { snprintf(why, size, "Reshape: the shape does not hold the input's %lld elements", (long long)total); return 1; }
+    return 0;
+}
+
+/* rejects for the data-movement ops (DMA copies): Transpose, Reshape, Flatten, Concat. */
+static int rejects_copy(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    int concat = strcmp(op, "Concat") == 0, reshape = strcmp(op, "Reshape") == 0;
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    size_t want = reshape ? 2 : 1;
+    if (concat ? node->n_inputs < 1 : node->n_inputs != want) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    for (size_t i = 0; i < (reshape ? 1 : node->n_inputs); i++) {
+        if (!node->inputs[i][0]) REJECT("%s: omitted inputs are not supported", op);
+        shape s = lookup(g, known, node->inputs[i]);
+        if (s.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[i]);
+        if (!s.known || s.rank < 1) REJECT("%s: the shape of input '%s' is not known at compile time (or it is a scalar)", op, node->inputs[i]);
+        if (count_of(&s) <= 0) REJECT("%s: empty or too large inputs are not supported", op);
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[i]);
+        if (t && (t->data_case != KILN__IR__TENSOR__DATA_RAW || (int64_t)t->raw.len != count_of(&s) * 4)) REJECT("%s: initializer '%s' has no inline data of its shape", op, node->inputs[i]);
+    }
+    shape x = lookup(g, known, node->inputs[0]);
+    if (reshape) return reshape_shape(g, &x, node->inputs[1], ak_int_attr(node, "allowzero", 0), out, why, size);
+    if (strcmp(op, "Flatten") == 0) {
+        int64_t axis = ak_int_attr(node, "axis", 1);
+        if (axis < 0) axis += x.rank;
+        if (axis < 0 || axis > (int64_t)x.rank) REJECT("Flatten: axis out of range");
+        int64_t a = 1, b = 1;
+        for (int64_t d = 0; d < (int64_t)x.rank; d++) { if (d < axis) a *= x.dims[d]; else b *= x.dims[d]; }
+        *out = x; out->rank = 2; out->dims[0] = a; out->dims[1] = b;
+        return 0;
+    }
+    if (strcmp(op, "Transpose") == 0) {
+        int64_t perm[NPU_MAX_RANK];
+        for (uint32_t d = 0; d < x.rank; d++) perm[d] = x.rank - 1 - d;
+        const Kiln__Ir__Attribute *a = ak_attribute(node, "perm");
+        if (a && ints_attr(node, "perm", x.rank, 0, x.rank - 1, 0, perm)) REJECT("Transpose: perm must list each of the %u axes once", x.rank);
+        uint32_t seen = 0;
+        for (uint32_t d = 0; d < x.rank; d++) seen |= 1u << perm[d];
+        if (seen != (1u << x.rank) - 1) REJECT("Transpose: perm must list each of the %u axes once", x.rank);
+        *out = x;
+        for (uint32_t d = 0; d < x.rank; d++) out->dims[d] = x.dims[perm[d]];
+        return 0;
+    }
+    /* Concat */
+    int64_t axis = ak_int_attr(node, "axis", 0);
+    if (axis < 0) axis += x.rank;
+    if (axis < 0 || axis >= (int64_t)x.rank) REJECT("Concat: axis out of range");
+    *out = x;
+    for (size_t i = 1; i < node->n_inputs; i++) {
+        shape s = lookup(g, known, node->inputs[i]);
+        if (s.rank != x.rank) REJECT("Concat: inputs of different ranks");
+        for (uint32_t d = 0; d < x.rank; d++)
+            if ((int64_t)d != axis && s.dims[d] != x.dims[d]) REJECT("Concat: inputs differ off the axis");
+        out->dims[axis] += s.dims[axis];
+    }
+    if (count_of(out) < 0) REJECT("Concat: the result is too large");
+    return 0;
+#undef REJECT
+}
+
 /* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
 static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
@@ -248,10 +333,12 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
     int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
     int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
-    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm)
+    int copy = strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0;
+    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy)
         REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, "
-               "GlobalAveragePool, Softmax, LayerNormalization)", op);
+               "GlobalAveragePool, Softmax, LayerNormalization, Transpose, Reshape, Flatten, Concat)", op);
     if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
+    if (copy) return rejects_copy(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     size_t want_in = act ? 1 : 2;
     if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
@@ -924,6 +1011,49 @@ static void lower_depthwise(lowering *l, uint32_t x, uint32_t table, uint32_t fu
 #undef PLANE
 }
 
+/* A strided copy DRAM -> SBUF -> DRAM of the index space dims[0 .. rank) (rank 1 .. NPU_MAX_RANK): element i of it
+ * is read at src[so + Σ i_d·ss[d]] and written at dst[dso + Σ i_d·ds[d]]. The last dim goes along a tile's columns
+ * (≤ 512), the one before along its partitions (≤ 128), the others are looped over; each tile is one load (queues
+ * 0-7) and one store (8-15), tiles alternating between two SBUF slots so that loads overlap stores. What Transpose
+ * (the source strides permuted), Reshape/Flatten (contiguous both ways) and Concat (each input into its part of the
+ * result) lower to: DMA only, no engine. */
+static void lower_copy(lowering *l, uint32_t src, uint64_t so, const int64_t *ss, uint32_t dst, uint64_t dso, const int64_t *ds, const int64_t *dims, uint32_t rank) {
+    int64_t d2[NPU_MAX_RANK + 1], s2[NPU_MAX_RANK + 1], t2[NPU_MAX_RANK + 1];
+    uint32_t r = rank < 2 ? 2 : rank;
+    for (uint32_t d = 0; d < r; d++) { /* a rank-1 copy gets a leading dim of 1 */
+        uint32_t k = rank < 2 ? (d == 0 ? NPU_MAX_RANK : 0) : d;
+        d2[d] = k == NPU_MAX_RANK ? 1 : dims[k]; s2[d] = k == NPU_MAX_RANK ? 0 : ss[k]; t2[d] = k == NPU_MAX_RANK ? 0 : ds[k];
+    }
+    uint64_t outer = 1;
+    for (uint32_t d = 0; d + 2 < r; d++) outer *= (uint64_t)d2[d];
+    uint64_t P = (uint64_t)d2[r - 2], C = (uint64_t)d2[r - 1];
+    if (!outer || !P || !C) return;
+    uint32_t slot[2];
+    if (!sbuf_tiles(l, 2, NPU_MAX_COLS, slot)) return;
+    uint32_t prior = l->stores, full[2] = {sem(l), sem(l)}, freed[2] = {sem(l), sem(l)}, tile = 0;
+    for (uint64_t o = 0; o < outer; o++) {
+        uint64_t rest = o, sbase = so, dbase = dso;
+        for (int d = (int)r - 3; d >= 0; d--) { uint64_t i = rest % (uint64_t)d2[d]; rest /= (uint64_t)d2[d]; sbase += i * (uint64_t)s2[d]; dbase += i * (uint64_t)t2[d]; }
+        for (uint64_t pt = 0; pt < ceil_div(P, 128); pt++)
+            for (uint64_t ct = 0; ct < ceil_div(C, NPU_MAX_COLS); ct++, tile++) {
+                uint32_t sl = tile % 2, use = tile / 2, parts = ak_tile_extent(P, 128, pt), cols = ak_tile_extent(C, NPU_MAX_COLS, ct);
+                npu_insn *ld = dma(l, 0, src, sbase + pt * 128 * (uint64_t)s2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)s2[r - 1], (uint32_t)s2[r - 2], (uint32_t)s2[r - 1], parts, cols, slot[sl], NPU_F32);
+                ld->wait_sem[0] = freed[sl]; ld->wait_value[0] = use;
+                ld->wait_sem[1] = l->done_sem; ld->wait_value[1] = prior;
+                ld->signal_sem[0] = full[sl];
+                npu_insn *st = dma(l, 1, dst, dbase + pt * 128 * (uint64_t)t2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)t2[r - 1], (uint32_t)t2[r - 2], (uint32_t)t2[r - 1], parts, cols, slot[sl], NPU_F32);
+                st->wait_sem[0] = full[sl]; st->wait_value[0] = use + 1;
+                st->signal_sem[0] = freed[sl];
+            }
+    }
+}
+
+/* Row-major strides of a shape. */
+static void contiguous_strides(const shape *s, int64_t *strides) {
+    int64_t at = 1;
+    for (int d = (int)s->rank - 1; d >= 0; d--) { strides[d] = at; at *= s->dims[d]; }
+}
+
 /* How many nodes read `name`, and whether it is a graph output. */
 static size_t uses_of(const Kiln__Ir__Graph *g, const char *name, int *is_output) {
     size_t n = 0;
@@ -1112,6 +1242,35 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             if (!l->failed) lower_pool(l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
             continue;
         }
+        if (strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0) {
+            uint32_t y = result_tensor(l, node->outputs[0], &out);
+            int64_t ys[NPU_MAX_RANK];
+            contiguous_strides(&out, ys);
+            uint64_t at = 0; /* Concat: where along the axis the next input goes */
+            int64_t axis = op[0] == 'C' ? ak_int_attr(node, "axis", 0) : 0;
+            if (axis < 0) axis += out.rank;
+            for (size_t k = 0; k < (op[0] == 'C' ? node->n_inputs : 1) && !l->failed; k++) {
+                uint32_t x = tensor_of(l, node->inputs[k]);
+                if (x == NPU_NONE) x = constant_tensor(l, node->inputs[k]);
+                if (l->failed) break;
+                shape xs = l->tensor_shapes[x];
+                int64_t xstr[NPU_MAX_RANK];
+                contiguous_strides(&xs, xstr);
+                if (op[0] == 'T') { /* out[i] = x[perm applied]: the source strides permuted */
+                    int64_t perm[NPU_MAX_RANK], ps[NPU_MAX_RANK];
+                    for (uint32_t d = 0; d < xs.rank; d++) perm[d] = xs.rank - 1 - d;
+                    if (ak_attribute(node, "perm")) ints_attr(node, "perm", xs.rank, 0, xs.rank - 1, 0, perm);
+                    for (uint32_t d = 0; d < xs.rank; d++) ps[d] = xstr[perm[d]];
+                    lower_copy(l, x, 0, ps, y, 0, ys, out.dims, out.rank);
+                } else if (op[0] == 'C') { /* x into its slice of the axis */
+                    lower_copy(l, x, 0, xstr, y, at * (uint64_t)ys[axis], ys, xs.dims, xs.rank);
+                    at += (uint64_t)xs.dims[axis];
+                } else { /* Reshape, Flatten: the same elements in the same order, read with the result's shape */
+                    lower_copy(l, x, 0, ys, y, 0, ys, out.dims, out.rank);
+                }
+            }
+            continue;
+        }
         int f = func_of(op);
         uint32_t a = tensor_of(l, node->inputs[0]);
         if (a == NPU_NONE) a = constant_tensor(l, node->inputs[0]);
@@ -1183,6 +1342,26 @@ static void slice_scope(lowering *l, const Kiln__Ir__Graph *g, uint64_t b0, uint
 }
 
 static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t cores, int pipeline, npu_program *p, uint32_t *node_first, size_t *split_at);
+
+/* Whether every node keeps dim 0 as the batch, rows of it independent of each other (so that slices of it can be
+ * computed apart): the compute ops do; a Transpose moving axis 0, a Concat or Flatten along axis 0, and a Reshape
+ * that changes dim 0 do not. `known`: the full batch's shapes. */
+static int batch_splittable(const Kiln__Ir__Graph *g, const shape_table *known) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const Kiln__Ir__Node *n = g->nodes[i];
+        shape x = lookup(g, known, n->inputs[0]), y = lookup(g, known, n->outputs[0]);
+        if (strcmp(n->op, "Transpose") == 0) {
+            int64_t perm0 = x.rank - 1;
+            const Kiln__Ir__Attribute *a = ak_attribute(n, "perm");
+            if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_INTS && a->ints && a->ints->n_values) perm0 = a->ints->values[0];
+            if (perm0 != 0) return 0;
+        }
+        if (strcmp(n->op, "Concat") == 0 && (ak_int_attr(n, "axis", 0) == 0 || ak_int_attr(n, "axis", 0) == -(int64_t)x.rank)) return 0;
+        if (strcmp(n->op, "Flatten") == 0 && (ak_int_attr(n, "axis", 1) == 0 || ak_int_attr(n, "axis", 1) == -(int64_t)x.rank)) return 0;
+        if (strcmp(n->op, "Reshape") == 0 && (!y.rank || !x.rank || y.dims[0] != x.dims[0])) return 0;
+    }
+    return 1;
+}
 
 /* The pipeline's stage boundary: lowers one image on one core, runs the cycle model over it, and returns the
  * node at which the second stage starts — the lowered node k (not fused into an earlier one) that best balances
@@ -1274,10 +1453,28 @@ static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t
         int64_t N = p->input_count ? l.tensor_shapes[p->inputs[0]].dims[0] : 0;
         for (uint32_t k = 0; k < p->input_count + p->output_count; k++) {
             const shape *s = &l.tensor_shapes[k < p->input_count ? p->inputs[k] : p->outputs[k - p->input_count]];
-            if (s->rank < 1 || s->dims[0] != N || N < 1) {
-                e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: cores=2 splits dim 0 (the batch) of every graph input and output, but they do not share one dim 0 of at least 1");
-                goto done;
+            if (s->rank < 1 || s->dims[0] != N) N = 0;
+        }
+        if (N >= 1 && !batch_splittable(g, &known)) N = 0;
+        for (int half = 0; N >= 1 && half < 2; half++) { /* every slice's shapes must follow (a Reshape's fixed shape may not) */
+            int64_t nb = pipeline ? 1 : half == 0 ? (N + 1) / 2 : N / 2;
+            if (nb < 1) continue;
+            set_batch(g, nb, saved);
+            slice.count = 0;
+            for (size_t i = 0; i < g->n_nodes && N >= 1; i++) { /* infer_shapes without an error (the host owns errors) */
+                shape o;
+                char why[320];
+                if (rejects(g, &slice, g->nodes[i], &o, why, sizeof why)) N = 0;
+                else { slice.names[slice.count] = g->nodes[i]->outputs[0]; slice.shapes[slice.count++] = o; }
             }
+            set_batch(g, -1, saved);
+        }
+        if (N < 1) {
+            /* nothing to split: the program runs on core 0 alone (a model cut into several NPU programs may have one) */
+            ak_log_debug("npu-nc2: cores=2, but the graph's inputs and outputs do not share a dim 0 (the batch) its nodes keep: this program runs on one core");
+            p->cores = 1;
+            e = lower_nodes(&l, g, &known, 0, g->n_nodes, fused, node_first);
+            goto lowered;
         }
         core_state cs[2] = {{l.done_sem, 0, 0, 0}, {sem(&l), 0, 0, 0}};
         size_t split = g->n_nodes;
@@ -1308,6 +1505,7 @@ static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t
             set_batch(g, -1, saved);
         }
     }
+lowered:
     if (e) goto done;
     if (l.failed == 1) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
     else if (l.failed == 2) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");

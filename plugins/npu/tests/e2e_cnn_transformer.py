@@ -10,11 +10,14 @@ CNN (NCHW, built here with the onnx package):
     s  = Conv(c2, Ws[16,1,3,3], group 16, strides [2,1], dilations 2, pads [2,1,1,2])  -> depthwise, two phase planes
     a2 = AveragePool(s, 2x2, stride 1, pads [1,1,0,0])               -> count_include_pad 0: per-position 1/count
     g  = GlobalAveragePool(a2)                                       -> VectorE reduce + ScalarE scale
-    y  = Softmax(Gemm(Flatten(g), Wf[16,10], bf))                    -> Flatten on the CPU; Gemm and Softmax on the NPU
+    y  = Softmax(Gemm(Flatten(g), Wf[16,10], bf))                    -> Flatten a DMA copy; Gemm and Softmax on the NPU
   outputs y, p1, d and a2.
 Transformer block (x[1,16,64]): LayerNorm -> Q/K/V MatMuls -> scores Q·K^T (kiln.cpu: two activations) · 1/8
   (Mul by a row) -> Softmax -> ·V (kiln.cpu) -> Wo -> residual Add -> LayerNorm -> MLP (MatMul + bias + ReLU fused,
-  MatMul) -> residual Add. Output y.
+  MatMul) -> residual Add. Output y. (The Transpose of K runs on the NPU, a DMA copy.)
+Copies (x[4,6,200], DMA only): Transpose [0,2,1] -> Relu -> Transpose back -> Concat with a constant [4,3,200] on axis 1
+  -> Sigmoid -> Reshape to [4,10,180] -> Flatten -> MatMul [1800,16] -> m; and Transpose [2,0,1] (axis 0 moves) -> Tanh
+  -> y2. Every node on the NPU.
 
 Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE):
   * placement: Conv (group 1 and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and LayerNormalization
@@ -100,6 +103,28 @@ def transformer(path, rng):
     return {"x": rng.standard_normal((1, T, D)).astype(np.float32)}
 
 
+def copies(path, rng, batch=4):
+    """Writes the data-movement model (DMA copies); returns its input."""
+    inits = [numpy_helper.from_array(rng.standard_normal((batch, 3, 200)).astype(np.float32), "k"),
+             numpy_helper.from_array(np.array([batch, 10, 180], np.int64), "shape"),
+             numpy_helper.from_array((rng.standard_normal((1800, 16)) * 1800 ** -0.5).astype(np.float32), "Wm")]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 1]),        # [B, 200, 6]
+        helper.make_node("Relu", ["t1"], ["r1"]),
+        helper.make_node("Transpose", ["r1"], ["t2"], perm=[0, 2, 1]),       # [B, 6, 200]
+        helper.make_node("Concat", ["t2", "k"], ["c1"], axis=1),             # [B, 9, 200], the second input a constant
+        helper.make_node("Sigmoid", ["c1"], ["s1"]),
+        helper.make_node("Reshape", ["s1", "shape"], ["rs"]),                # [B, 10, 180]
+        helper.make_node("Flatten", ["rs"], ["f"], axis=1),                  # [B, 1800]
+        helper.make_node("MatMul", ["f", "Wm"], ["m"]),                      # [B, 16]
+        helper.make_node("Transpose", ["x"], ["t3"], perm=[2, 0, 1]),        # [200, B, 6]
+        helper.make_node("Tanh", ["t3"], ["y2"]),
+    ]
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+    save_model(path, nodes, [vi("x", [batch, 6, 200])], [vi("m", [batch, 16]), vi("y2", [200, batch, 6])], inits)
+    return {"x": rng.standard_normal((batch, 6, 200)).astype(np.float32)}
+
+
 def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
     """Compiles `path` for npu-nc2 in each auto-cast mode, checks the placement and the error against kiln.reference."""
     args = []
@@ -152,7 +177,11 @@ def main():
     path = os.path.join(work, "transformer.onnx")
     feeds = transformer(path, rng)
     results["transformer"] = check(kiln, plugin, work, "transformer", path, feeds,
-                                   {"LayerNormalization": 2, "Softmax": 1, "Mul": 1}, {})
+                                   {"LayerNormalization": 2, "Softmax": 1, "Mul": 1, "Transpose": 1}, {})
+    path = os.path.join(work, "copies.onnx")
+    feeds = copies(path, rng)
+    results["copies"] = check(kiln, plugin, work, "copies", path, feeds,
+                              {"Transpose": 3, "Concat": 1, "Reshape": 1, "Flatten": 1, "MatMul": 1}, {})
     print(json.dumps({"max_error_over_max_ref": results, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND}}))
     print(f"e2e_cnn_transformer: PASS — auto-cast none <= {NONE_BOUND}, matmul in (0, {MATMUL_BOUND:.4g}] on every output")
 

@@ -22,6 +22,9 @@ The simulated times come from running the programs in the simulator (KILN_NPU_RE
     one-image time (both stages one after the other: within [0.9, 1.3]·T1(batch 1)), and the run is about
     (N + 1)/2 one-image times;
   * batch 1 with placement batch leaves core 1 idle: the time is within 5% of one core's;
+  * data movement keeps the batch split when dim 0 stays the batch: x[4,6,200] -> Transpose [0,2,1] -> Relu -> Reshape
+    [0, -1] (= [4, 1200]; a fixed 4 there would not fit a core's half of the batch) runs on 2 cores; adding a Transpose [2,0,1] (axis 0 moves) makes the program one core's (the report says
+    so); both match kiln.reference;
   * bad option values (cores=3, placement=diagonal) are refused at compile time.
 Usage: e2e_two_cores.py KILN PLUGIN WORKDIR
 """
@@ -106,6 +109,29 @@ def main():
     expect(0.95 <= one_ratio <= 1.05, f"batch placement of batch 1 on 2 cores: {one_ratio:.3f} of one core's time (want 1)")
     print(f"two cores: batch placement {ratio:.3f} x one core's time; pipeline images {np.mean(gaps):.3f} us apart "
           f"(half a one-image run: {stage:.3f} us), first image {done[0]:.3f} us (one-image run {t1_one:.3f} us)")
+
+    for moves in (False, True):
+        inits = [numpy_helper.from_array(np.array([0, -1], np.int64), "shape")]  # 0: dim 0 as the input's, so any batch slice reshapes
+        nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]), helper.make_node("Relu", ["t"], ["r"]),
+                 helper.make_node("Reshape", ["r", "shape"], ["y"])]
+        outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1200])]
+        if moves:
+            nodes.append(helper.make_node("Transpose", ["x"], ["y2"], perm=[2, 0, 1]))
+            outs.append(helper.make_tensor_value_info("y2", TensorProto.FLOAT, [200, 4, 6]))
+        path = os.path.join(work, f"moves{int(moves)}.onnx")
+        save_model(path, nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6, 200])], outs, inits)
+        xm = os.path.join(work, "xm.npy")
+        np.save(xm, rng.standard_normal((4, 6, 200)).astype(np.float32))
+        ref_m = os.path.join(work, f"ref-moves{int(moves)}")
+        run([kiln, "run", path, "--backend", "kiln.reference", "--input", f"x={xm}", "--output-dir", ref_m])
+        art, out, report = (os.path.join(work, f"moves{int(moves)}{ext}") for ext in (".kiln", "-out", "-report.txt"))
+        run([kiln, "compile", path, "-o", art, "--plugin", plugin, "--target", "npu-nc2", "--backend-option", "cores=2"])
+        run([kiln, "run", art, "--plugin", plugin, "--input", f"x={xm}", "--output-dir", out], dict(os.environ, KILN_NPU_REPORT=report))
+        first_line = open(report).readline()
+        expect(("1 core" in first_line) == moves and ("2 cores" in first_line) != moves, f"copies (axis 0 moves: {moves}): {first_line}")
+        for f in os.listdir(ref_m):
+            expect(np.array_equal(np.load(os.path.join(out, f)), np.load(os.path.join(ref_m, f))), f"copies (axis 0 moves: {moves}): {f} differs from kiln.reference")
+        print(f"copies with cores=2 (axis 0 moves: {moves}): {first_line.strip()}")
 
     for option, value in (("cores", "3"), ("placement", "diagonal")):
         done_ = subprocess.run([kiln, "compile", paths[N], "-o", os.path.join(work, "bad.kiln"), "--plugin", plugin, "--target", "npu-nc2",
