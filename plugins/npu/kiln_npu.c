@@ -1013,8 +1013,8 @@ static void lower_depthwise(lowering *l, uint32_t x, uint32_t table, uint32_t fu
 
 /* A strided copy DRAM -> SBUF -> DRAM of the index space dims[0 .. rank) (rank 1 .. NPU_MAX_RANK): element i of it
  * is read at src[so + Σ i_d·ss[d]] and written at dst[dso + Σ i_d·ds[d]]. The last dim goes along a tile's columns
- * (≤ 512), the one before along its partitions (≤ 128), the others are looped over; each tile is one load (queues
- * 0-7) and one store (8-15), tiles alternating between two SBUF slots so that loads overlap stores. What Transpose
+ * (≤ 512), the one before along its partitions (as many as make about 4096 elements, ≤ 128), the others are looped over; each tile is one load (queues
+ * 0-7) and one store (8-15), tiles rotating over eight SBUF slots so that eight loads and stores are in flight. What Transpose
  * (the source strides permuted), Reshape/Flatten (contiguous both ways) and Concat (each input into its part of the
  * result) lower to: DMA only, no engine. */
 static void lower_copy(lowering *l, uint32_t src, uint64_t so, const int64_t *ss, uint32_t dst, uint64_t dso, const int64_t *ds, const int64_t *dims, uint32_t rank) {
@@ -1028,20 +1028,25 @@ static void lower_copy(lowering *l, uint32_t src, uint64_t so, const int64_t *ss
     for (uint32_t d = 0; d + 2 < r; d++) outer *= (uint64_t)d2[d];
     uint64_t P = (uint64_t)d2[r - 2], C = (uint64_t)d2[r - 1];
     if (!outer || !P || !C) return;
-    uint32_t slot[2];
-    if (!sbuf_tiles(l, 2, NPU_MAX_COLS, slot)) return;
-    uint32_t prior = l->stores, full[2] = {sem(l), sem(l)}, freed[2] = {sem(l), sem(l)}, tile = 0;
+    /* tiles of about 4096 elements (16 KiB): each DMA's 64 ns descriptor stays small beside its bytes, and a large copy
+     * is cut into enough tiles to keep the eight load and eight store queues busy */
+    uint32_t cmax = C < NPU_MAX_COLS ? (uint32_t)C : NPU_MAX_COLS, pmax = 4096 / cmax;
+    pmax = pmax < 1 ? 1 : pmax > 128 ? 128 : pmax;
+    enum { SLOTS = 8 }; /* one per load queue: eight tiles in flight */
+    uint32_t slot[SLOTS], full[SLOTS], freed[SLOTS], prior = l->stores, tile = 0;
+    if (!sbuf_tiles(l, SLOTS, NPU_MAX_COLS, slot)) return;
+    for (uint32_t k = 0; k < SLOTS; k++) { full[k] = sem(l); freed[k] = sem(l); }
     for (uint64_t o = 0; o < outer; o++) {
         uint64_t rest = o, sbase = so, dbase = dso;
         for (int d = (int)r - 3; d >= 0; d--) { uint64_t i = rest % (uint64_t)d2[d]; rest /= (uint64_t)d2[d]; sbase += i * (uint64_t)s2[d]; dbase += i * (uint64_t)t2[d]; }
-        for (uint64_t pt = 0; pt < ceil_div(P, 128); pt++)
+        for (uint64_t pt = 0; pt < ceil_div(P, pmax); pt++)
             for (uint64_t ct = 0; ct < ceil_div(C, NPU_MAX_COLS); ct++, tile++) {
-                uint32_t sl = tile % 2, use = tile / 2, parts = ak_tile_extent(P, 128, pt), cols = ak_tile_extent(C, NPU_MAX_COLS, ct);
-                npu_insn *ld = dma(l, 0, src, sbase + pt * 128 * (uint64_t)s2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)s2[r - 1], (uint32_t)s2[r - 2], (uint32_t)s2[r - 1], parts, cols, slot[sl], NPU_F32);
+                uint32_t sl = tile % SLOTS, use = tile / SLOTS, parts = ak_tile_extent(P, pmax, pt), cols = ak_tile_extent(C, NPU_MAX_COLS, ct);
+                npu_insn *ld = dma(l, 0, src, sbase + pt * pmax * (uint64_t)s2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)s2[r - 1], (uint32_t)s2[r - 2], (uint32_t)s2[r - 1], parts, cols, slot[sl], NPU_F32);
                 ld->wait_sem[0] = freed[sl]; ld->wait_value[0] = use;
                 ld->wait_sem[1] = l->done_sem; ld->wait_value[1] = prior;
                 ld->signal_sem[0] = full[sl];
-                npu_insn *st = dma(l, 1, dst, dbase + pt * 128 * (uint64_t)t2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)t2[r - 1], (uint32_t)t2[r - 2], (uint32_t)t2[r - 1], parts, cols, slot[sl], NPU_F32);
+                npu_insn *st = dma(l, 1, dst, dbase + pt * pmax * (uint64_t)t2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)t2[r - 1], (uint32_t)t2[r - 2], (uint32_t)t2[r - 1], parts, cols, slot[sl], NPU_F32);
                 st->wait_sem[0] = full[sl]; st->wait_value[0] = use + 1;
                 st->signal_sem[0] = freed[sl];
             }
@@ -1265,8 +1270,12 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                 } else if (op[0] == 'C') { /* x into its slice of the axis */
                     lower_copy(l, x, 0, xstr, y, at * (uint64_t)ys[axis], ys, xs.dims, xs.rank);
                     at += (uint64_t)xs.dims[axis];
-                } else { /* Reshape, Flatten: the same elements in the same order, read with the result's shape */
-                    lower_copy(l, x, 0, ys, y, 0, ys, out.dims, out.rank);
+                } else { /* Reshape, Flatten: the same elements in the same order, as [count / cols, cols] with cols the
+                          * largest divisor of the count up to 512 (few, wide tiles whatever the shapes say) */
+                    int64_t count = count_of(&out), cols = NPU_MAX_COLS;
+                    while (count % cols) cols--;
+                    int64_t flat[2] = {count / cols, cols}, fs[2] = {cols, 1};
+                    lower_copy(l, x, 0, fs, y, 0, fs, flat, 2);
                 }
             }
             continue;
