@@ -13,7 +13,10 @@
  * model schedules them, and records the cycle model's report (device properties "estimate.*"; with
  * KILN_NPU_TRACE=FILE a Chrome trace of each run, "{run}" in FILE replaced by the run's number; with
  * KILN_NPU_REPORT=FILE a text summary the same way), and keeps each executable's last run for the profile
- * callback (`kiln run --profile`): one step per instruction, named by the graph node(s) it came from.
+ * callback (`kiln run --profile`): one step per instruction, named by the graph node(s) it came from. With the
+ * compile option cores=2 a program runs on both cores of the device: placement batch splits dim 0 between them,
+ * placement pipeline cuts the nodes into two stages (balanced by the cycle model) and streams the batch's images
+ * through them; both cores' DMA queues share the device's memory bandwidth.
  * Documentation/targets/NPU.md documents the ISA, the parameters and their sources.
  */
 #include <kiln/kiln_plugin.h>
@@ -1983,21 +1986,23 @@ static void unload(void *context, void *executable) {
 
 /* ---- the device ---------------------------------------------------------------------------------------- */
 
-enum { FIXED_PROPERTIES = 9, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
+enum { FIXED_PROPERTIES = 11, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
 
 /* Callback: the one simulated NeuronCore, with its parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "tensor_engine", "vector_engine", "scalar_engine", "sbuf_bytes", "psum_bytes", "dma", "assumed.dma_overhead_ns", "auto_cast",
-        "executes_on", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
+        "executes_on", "cores", "device_memory_bandwidth", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
         "estimate.last_run.scalar_cycles", "estimate.last_run.dma_bytes", "estimate.last_run.instructions",
         "estimate.last_run.tensor_utilization_permille", "estimate.last_run.vector_utilization_permille", "estimate.last_run.scalar_utilization_permille"};
     static const char *const fixed[DEVICE_PROPERTY_COUNT] = {
         "128x128 systolic, 2.8 GHz, bf16/fp16 in, fp32 accumulate", "128 lanes, 1.12 GHz", "128 lanes, 1.4 GHz, func(in*scale+bias)",
         "25165824 (128 partitions x 192 KiB)", "2097152 (128 partitions x 8 banks x 512 fp32)", "16 queues x 27 GiB/s", "64",
         "compile option auto-cast or KILN_NPU_AUTO_CAST: none|matmul|all (default matmul)",
-        "the host, through a functional simulator of the instruction streams"};
+        "the host, through a functional simulator of the instruction streams",
+        "2 per device (each with the engines, SBUF and PSUM above): compile options cores=1|2 and placement=batch|pipeline, or KILN_NPU_CORES, KILN_NPU_PLACEMENT",
+        "820 GB/s, shared by both cores' 32 DMA queues (cores=2)"};
     uint64_t live[DEVICE_PROPERTY_COUNT] = {
         [FIXED_PROPERTIES] = atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
         atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
