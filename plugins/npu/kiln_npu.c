@@ -3,7 +3,7 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
+ * MatMul/Gemm with constant weights, Conv (group 1 or grouped, as implicit GEMMs; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
  * (DMA copies), Add/Mul (equal shapes, or a 1-D operand
  * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
  * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
@@ -207,12 +207,12 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
         shape ws = ak_graph_shape(g, node->inputs[1], 0);
         int64_t group = ak_int_attr(node, "group", 1);
         int depthwise = group != 1 && group == x.dims[1];
-        if (group != 1 && !depthwise)
-            REJECT("Conv: grouped convolution with more than one channel per group (group %lld of %lld channels) is not supported yet", (long long)group, (long long)x.dims[1]);
-        if (ws.rank != 4 || !ws.known || ws.dims[1] != (depthwise ? 1 : x.dims[1])) REJECT("Conv: the weights must be [O, %s, KH, KW] with C = %lld", depthwise ? "1" : "C", (long long)x.dims[1]);
+        if (group < 1 || x.dims[1] % group || !ws.known || ws.rank != 4 || ws.dims[0] % group)
+            REJECT("Conv: group %lld must divide the %lld input channels and the output channels", (long long)group, (long long)x.dims[1]);
+        if (ws.dims[1] != x.dims[1] / group) REJECT("Conv: the weights must be [O, C/group, KH, KW] with C/group = %lld", (long long)(x.dims[1] / group));
         if (depthwise && ws.dims[0] != x.dims[1]) REJECT("Conv (depthwise): a channel multiplier of more than 1 (%lld outputs from %lld channels) is not supported yet", (long long)ws.dims[0], (long long)x.dims[1]);
         if (window_of(node, &x, ws.dims[2], ws.dims[3], 1, &w, why, size)) return 1;
-        uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+        uint64_t O = (uint64_t)ws.dims[0], K = w.C / (uint64_t)group * w.kh * w.kw, Og = O / (uint64_t)group;
         if ((int64_t)ak_initializer(g, node->inputs[1])->raw.len != count_of(&ws) * 4) REJECT("Conv: the weights do not match their shape");
         if (node->n_inputs == 3 && node->inputs[2][0]) {
             shape bs = ak_graph_shape(g, node->inputs[2], 0);
@@ -226,8 +226,8 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
             out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
             return 0;
         }
-        if (K > MAX_K) REJECT("Conv: the contraction C·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
-        if (ceil_div(K, 128) * ceil_div(O, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
+        if (K > MAX_K) REJECT("Conv: the contraction (C/group)·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
+        if (ceil_div(K, 128) * ceil_div(Og, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
         if (w.N * w.OH * w.OW * K >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv: the im2col matrix would exceed the tensor limit");
         *out = x;
         out->dims[1] = (int64_t)O; out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
@@ -556,7 +556,7 @@ static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); 
  * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
  * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
 static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N,
-                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride) {
+                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride, uint64_t w_start, uint64_t b_start) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, 4);
     ak_gemm_tiling t;
@@ -575,13 +575,13 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
     uint32_t weight_loads = 0;
     for (uint64_t kt = 0; kt < t.k_tiles; kt++)
         for (uint64_t nt = 0; nt < t.n_tiles; nt++) {
-            npu_insn *n = dma(l, 0, w, kt * 128 * N + nt * 128, (uint32_t)N, 1, ak_tile_extent(K, 128, kt), ak_tile_extent(N, 128, nt),
+            npu_insn *n = dma(l, 0, w, w_start + kt * 128 * N + nt * 128, (uint32_t)N, 1, ak_tile_extent(K, 128, kt), ak_tile_extent(N, 128, nt),
                               (uint32_t)(w_base + (int64_t)((kt * t.n_tiles + nt) * 128 * es)), dt);
             n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
             weight_loads++;
         }
     for (uint64_t nt = 0; bias != NPU_NONE && nt < t.n_tiles; nt++) {
-        npu_insn *n = dma(l, 0, bias, nt * 128, 1, 1, ak_tile_extent(N, 128, nt), 1, (uint32_t)(b_base + (int64_t)(nt * 4)), NPU_F32);
+        npu_insn *n = dma(l, 0, bias, b_start + nt * 128, 1, 1, ak_tile_extent(N, 128, nt), 1, (uint32_t)(b_base + (int64_t)(nt * 4)), NPU_F32);
         n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
         weight_loads++;
     }
@@ -885,11 +885,14 @@ static void lower_pool(lowering *l, uint32_t x, uint32_t y, const window *g, int
     }
 }
 
-/* Conv (group 1) as an implicit GEMM: DMA gathers the im2col matrix T[N·OH·OW, K = C·KH·KW] into an intermediate
- * tensor (positions in the padding stay 0: intermediates start zeroed), one DMA pair (load to SBUF, store to T)
- * per output row, kernel offset and tile of 128 channels; then each image's rows of T go through lower_matmul
- * against the weights in [K, O] layout, its result stored channel-major into Y [N, O, OH, OW]. */
-static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O) {
+/* Conv as an implicit GEMM over the g->C input channels from c0 of x's C_total and the O output channels from o0 of y's
+ * O_total (group 1: all of them; a group of a grouped Conv: its share): DMA gathers the im2col matrix
+ * T[N·OH·OW, K = C·KH·KW] into an intermediate tensor (positions in the padding stay 0: intermediates start zeroed),
+ * one DMA pair (load to SBUF, store to T) per output row, kernel offset and tile of 128 channels; then each image's
+ * rows of T go through lower_matmul against the weights in [K, O] layout (from element w_start of w; the bias from
+ * b_start), its result stored channel-major into Y [N, O_total, OH, OW]. */
+static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O,
+                       uint64_t c0, uint64_t C_total, uint64_t o0, uint64_t O_total, uint64_t w_start, uint64_t b_start) {
     uint64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw, hw = g->H * g->W, khw = (uint64_t)g->kh * g->kw;
     shape ts = {F32, 1, 2, {(int64_t)(g->N * P), (int64_t)K}};
     uint32_t t = add_tensor(l, NULL, NPU_T_SCRATCH, &ts, NPU_F32, NULL, 0);
@@ -909,14 +912,14 @@ static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint3
                     uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
                     for (uint64_t ct = 0; ct < ceil_div(g->C, 128); ct++) {
                         uint32_t parts = ak_tile_extent(g->C, 128, ct), cols = (uint32_t)(ow1 - ow0);
-                        chained_dma(l, &c, prior, 0, x, n * g->C * hw + ct * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
+                        chained_dma(l, &c, prior, 0, x, n * C_total * hw + (c0 + ct * 128) * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
                         chained_dma(l, &c, prior, 1, t, (n * P + oh * g->OW + ow0) * K + ct * 128 * khw + (uint64_t)i * g->kw + j, (uint32_t)khw, (uint32_t)K,
                                     parts, cols, at[0]);
                     }
                 }
             }
     for (uint64_t n = 0; n < g->N && !l->failed; n++)
-        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O * P, (uint32_t)P, 1);
+        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O_total * P + o0 * P, (uint32_t)P, 1, w_start, b_start);
 }
 
 /* Depthwise Conv (group = C = O) on VectorE, laid out by depthwise_plan: per tile, the tap table rows (KH·KW
@@ -1173,7 +1176,7 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(l, result, &rs);
-            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
+            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N, 0, 0);
             continue;
         }
         if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||
@@ -1196,8 +1199,9 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             if (op[0] == 'C') {
                 shape ws = ak_graph_shape(g, node->inputs[1], 0);
                 if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
-                if (ak_int_attr(node, "group", 1) != 1) {
-                    /* depthwise (rejects() admitted only group = C = O): the tap table [N·C, KH·KW + 1], weights then bias */
+                uint64_t G = (uint64_t)ak_int_attr(node, "group", 1);
+                if (G != 1 && G == w.C) {
+                    /* depthwise: the tap table [N·C, KH·KW + 1], weights then bias */
                     uint64_t T = (uint64_t)w.kh * w.kw, rows = w.N * w.C;
                     const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                     const Kiln__Ir__Tensor *bi = node->n_inputs > 2 && node->inputs[2][0] ? ak_initializer(g, node->inputs[2]) : NULL;
@@ -1221,19 +1225,21 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                     if (!l->failed) lower_depthwise(l, x, tt, func, y, &w);
                     continue;
                 }
-                uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+                uint64_t O = (uint64_t)ws.dims[0], C = w.C, Og = O / G, K = C / G * w.kh * w.kw;
                 const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                 int cast = auto_cast >= NPU_CAST_MATMUL;
                 uint8_t *data = malloc(K * O * (cast ? 2 : 4) + 1);
                 if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
-                for (uint64_t k = 0; k < K; k++) /* [O, C·KH·KW] -> [K, O] */
-                    for (uint64_t o = 0; o < O; o++) {
-                        float v;
-                        memcpy(&v, wi->raw.data + 4 * (o * K + k), 4);
-                        if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * (k * O + o), &h, 2); }
-                        else memcpy(data + 4 * (k * O + o), &v, 4);
-                    }
-                shape ko = {F32, 1, 2, {(int64_t)K, (int64_t)O}};
+                for (uint64_t gi = 0; gi < G; gi++) /* [O, C/G·KH·KW] -> per group [K, O/G], the groups one after another */
+                    for (uint64_t k = 0; k < K; k++)
+                        for (uint64_t o = 0; o < Og; o++) {
+                            float v;
+                            uint64_t at = gi * K * Og + k * Og + o;
+                            memcpy(&v, wi->raw.data + 4 * ((gi * Og + o) * K + k), 4);
+                            if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * at, &h, 2); }
+                            else memcpy(data + 4 * at, &v, 4);
+                        }
+                shape ko = {F32, 1, 2, {(int64_t)(G * K), (int64_t)Og}};
                 uint32_t wt = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
                 if (l->node_const[i] == wt) free(data);
                 l->node_const[i] = wt;
@@ -1242,7 +1248,9 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                 if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                 shape rs = lookup(g, &known, result);
                 uint32_t y = result_tensor(l, result, &rs);
-                if (!l->failed) lower_conv(l, x, wt, bias, func, y, &w, O);
+                window wg = w;
+                wg.C = C / G;
+                for (uint64_t gi = 0; gi < G && !l->failed; gi++) lower_conv(l, x, wt, bias, func, y, &wg, Og, gi * (C / G), C, gi * Og, O, gi * K * Og, gi * Og);
                 continue;
             }
             if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }

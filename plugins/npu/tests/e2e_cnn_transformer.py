@@ -5,8 +5,9 @@ CNN (NCHW, built here with the onnx package):
     c1 = Relu(Conv(x[2,3,14,14], W1[8,3,3,3], B1, pads 1))       -> im2col by DMA + TensorE, ReLU fused in the drain
     p1 = MaxPool(c1, 3x3, stride 2, pads 1)                          -> DMA window gathers, -inf padding, VectorE max
     d  = Relu(Conv(p1, Wd[8,1,3,3], Bd, group 8, pads 1))           -> depthwise: VectorE taps, bias and ReLU fused in the drain
-    e  = Conv(d, We[8,4,1,1], group 2)                               -> grouped (4 channels per group): not supported, kiln.cpu
-    c2 = Conv(e, W2[16,8,3,3], strides 2, pads [1,0,0,1], dilations 1, no bias)
+    e  = Conv(d, We[8,4,3,3], Be, group 2, pads 1)                   -> grouped (4 channels per group): one implicit GEMM per group
+    eh = HardSigmoid(e)                                              -> not supported: kiln.cpu (with reason), the fallback path
+    c2 = Conv(eh, W2[16,8,3,3], strides 2, pads [1,0,0,1], dilations 1, no bias)
     s  = Conv(c2, Ws[16,1,3,3], group 16, strides [2,1], dilations 2, pads [2,1,1,2])  -> depthwise, two phase planes
     a2 = AveragePool(s, 2x2, stride 1, pads [1,1,0,0])               -> count_include_pad 0: per-position 1/count
     g  = GlobalAveragePool(a2)                                       -> VectorE reduce + ScalarE scale
@@ -20,8 +21,8 @@ Copies (x[4,6,200], DMA only): Transpose [0,2,1] -> Relu -> Transpose back -> Co
   -> y2. Every node on the NPU.
 
 Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE):
-  * placement: Conv (group 1 and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and LayerNormalization
-    run on sampleneuron.nc2; the grouped Conv falls back to kiln.cpu with its reason;
+  * placement: Conv (group 1, grouped and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and
+    LayerNormalization run on sampleneuron.nc2; the HardSigmoid falls back to kiln.cpu with its reason;
   * none: max|npu - ref| / max|ref| <= 1e-5 on every output (fp32 all the way; exp, 1/x and 1/sqrt are libm's);
   * matmul: the same error is > 0 (the cast happened) and <= 2^-5 (bf16 operands of the Conv/MatMul engines, about
     2^-8 relative each, through two to six chained contractions, softmax and normalization; the pools, Softmax and
@@ -48,7 +49,7 @@ def cnn(path, rng):
     def init(name, shape, scale):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
     inits = [init("W1", (8, 3, 3, 3), 27 ** -0.5), init("B1", (8,), 0.1), init("Wd", (8, 1, 3, 3), 1 / 3), init("Bd", (8,), 0.1),
-             init("We", (8, 4, 1, 1), 0.5), init("W2", (16, 8, 3, 3), 72 ** -0.5), init("Ws", (16, 1, 3, 3), 1 / 3),
+             init("We", (8, 4, 3, 3), 36 ** -0.5), init("Be", (8,), 0.1), init("W2", (16, 8, 3, 3), 72 ** -0.5), init("Ws", (16, 1, 3, 3), 1 / 3),
              init("Wf", (16, 10), 0.5), init("bf", (10,), 0.1)]
     nodes = [
         helper.make_node("Conv", ["x", "W1", "B1"], ["c1pre"], pads=[1, 1, 1, 1]),
@@ -56,8 +57,9 @@ def cnn(path, rng):
         helper.make_node("MaxPool", ["c1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["p1", "Wd", "Bd"], ["dpre"], group=8, pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["dpre"], ["d"]),
-        helper.make_node("Conv", ["d", "We"], ["e"], group=2),
-        helper.make_node("Conv", ["e", "W2"], ["c2"], strides=[2, 2], pads=[1, 0, 0, 1]),
+        helper.make_node("Conv", ["d", "We", "Be"], ["e"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["e"], ["eh"]),
+        helper.make_node("Conv", ["eh", "W2"], ["c2"], strides=[2, 2], pads=[1, 0, 0, 1]),
         helper.make_node("Conv", ["c2", "Ws"], ["s"], group=16, strides=[2, 1], dilations=[2, 2], pads=[2, 1, 1, 2]),
         helper.make_node("AveragePool", ["s"], ["a2"], kernel_shape=[2, 2], pads=[1, 1, 0, 0]),
         helper.make_node("GlobalAveragePool", ["a2"], ["g"]),
@@ -172,8 +174,8 @@ def main():
     path = os.path.join(work, "cnn.onnx")
     feeds = cnn(path, rng)
     results["cnn"] = check(kiln, plugin, work, "cnn", path, feeds,
-                           {"Conv": 4, "MaxPool": 1, "AveragePool": 1, "GlobalAveragePool": 1, "Gemm": 1, "Softmax": 1},
-                           {"Conv": "grouped convolution with more than one channel per group (group 2 of 8 channels) is not supported yet"})
+                           {"Conv": 5, "MaxPool": 1, "AveragePool": 1, "GlobalAveragePool": 1, "Gemm": 1, "Softmax": 1, "Flatten": 1},
+                           {"HardSigmoid": "op HardSigmoid is not supported on npu-nc2 yet"})
     path = os.path.join(work, "transformer.onnx")
     feeds = transformer(path, rng)
     results["transformer"] = check(kiln, plugin, work, "transformer", path, feeds,
