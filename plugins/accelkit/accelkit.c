@@ -161,7 +161,14 @@ static int add_signal(sem_state *s, uint64_t t) {
 /* The event-driven scheduler: repeatedly starts the ready stream head with the earliest start time (accelkit.h). */
 int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *ops, size_t count, uint32_t semaphores,
                 ak_report *r, char *why, size_t why_size) {
+    return ak_simulate_shared(engines, engine_count, ops, count, semaphores, 0, r, why, why_size);
+}
+
+/* ak_simulate with the DMA queues' bytes crossing one shared link (accelkit.h). */
+int ak_simulate_shared(const ak_engine *engines, uint32_t engine_count, const ak_op *ops, size_t count, uint32_t semaphores,
+                       double shared_bytes_per_second, ak_report *r, char *why, size_t why_size) {
     memset(r, 0, sizeof *r);
+    uint64_t link_free = 0;
     if (engine_count > AK_MAX_ENGINES) { snprintf(why, why_size, "%u engines (at most %d)", engine_count, AK_MAX_ENGINES); return -1; }
     for (size_t i = 0; i < count; i++) {
         if (ops[i].engine >= engine_count) { snprintf(why, why_size, "instruction %zu names engine %u (there are %u)", i, ops[i].engine, engine_count); return -1; }
@@ -210,6 +217,12 @@ int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *op
         size_t i = streams[next[best]++];
         const ak_op *op = &ops[i];
         uint64_t duration = ak_duration_ps(&engines[best], op);
+        if (shared_bytes_per_second > 0 && engines[best].bytes_per_second > 0) {
+            double ps = (double)op->bytes / shared_bytes_per_second * 1e12;
+            uint64_t from = link_free > best_start ? link_free : best_start, to = from + (ps >= 1.8e19 ? UINT64_MAX / 4 : (uint64_t)llround(ps));
+            link_free = to;
+            if (to - best_start > duration) duration = to - best_start;
+        }
         uint64_t end = best_start + duration < best_start ? UINT64_MAX / 2 : best_start + duration;
         r->start_ps[i] = best_start;
         r->end_ps[i] = end;

@@ -20,7 +20,7 @@
 #include <stdio.h>
 
 #define AK_NO_SEM 0xffffffffu
-#define AK_MAX_ENGINES 32
+#define AK_MAX_ENGINES 64
 
 /* ---- bf16 ---------------------------------------------------------------------------------------- */
 
@@ -137,6 +137,14 @@ uint64_t ak_duration_ps(const ak_engine *e, const ak_op *op);
  * that wait for a count no remaining instruction will reach). */
 int ak_simulate(const ak_engine *engines, uint32_t engine_count, const ak_op *ops, size_t count, uint32_t semaphores,
                 ak_report *report, char *why, size_t why_size);
+/* ak_simulate with every DMA queue's bytes also crossing one shared link of `shared_bytes_per_second` (a device's
+ * memory, shared by several cores' queues; <= 0: no shared link, as ak_simulate). The link carries one transfer
+ * at a time, in the order the transfers start: a DMA's bytes occupy it for bytes / shared_bytes_per_second from
+ * the later of the DMA's start and the end of the link's previous transfer, and the DMA ends at the later of its
+ * own end and that. While the queues' summed bandwidth stays below the link's, transfers of equal size are not
+ * delayed; above it, the link bounds their summed throughput. */
+int ak_simulate_shared(const ak_engine *engines, uint32_t engine_count, const ak_op *ops, size_t count, uint32_t semaphores,
+                       double shared_bytes_per_second, ak_report *report, char *why, size_t why_size);
 /* Frees the arrays of a report. */
 void ak_report_free(ak_report *r);
 /* Engine e's utilization: busy time over the whole run (0 when the run took no time). */

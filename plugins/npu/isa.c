@@ -22,8 +22,10 @@ int64_t npu_element_count(uint32_t rank, const int64_t *dims) {
 /* Writes the payload in the layout of isa.h. */
 void npu_encode(const npu_program *p, npu_buffer *out) {
     memset(out, 0, sizeof *out);
+    int v3 = p->cores > 1;
+    for (uint32_t i = 0; i < p->tensor_count; i++) v3 |= p->tensors[i].kind == NPU_T_VIEW;
     ak_put(out, "KNPU", 4);
-    ak_put_u32(out, 2);
+    ak_put_u32(out, v3 ? 3 : 2);
     ak_put_u32(out, p->auto_cast);
     ak_put_u32(out, p->tensor_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
     ak_put_u32(out, p->semaphore_count); ak_put_u32(out, p->insn_count);
@@ -32,6 +34,7 @@ void npu_encode(const npu_program *p, npu_buffer *out) {
         ak_put_u32(out, t->kind); ak_put_u32(out, t->rank);
         for (uint32_t d = 0; d < t->rank; d++) ak_put_u64(out, (uint64_t)t->dims[d]);
         if (t->kind == NPU_T_CONST) { ak_put_u32(out, t->dtype); ak_put_u64(out, t->bytes); ak_put(out, t->data, (size_t)t->bytes); }
+        if (t->kind == NPU_T_VIEW) { ak_put_u32(out, t->base); ak_put_u64(out, t->offset); }
     }
     for (uint32_t i = 0; i < p->input_count; i++) ak_put_u32(out, p->inputs[i]);
     for (uint32_t i = 0; i < p->output_count; i++) ak_put_u32(out, p->outputs[i]);
@@ -42,7 +45,14 @@ void npu_encode(const npu_program *p, npu_buffer *out) {
         for (int k = 0; k < 16; k++) ak_put_u32(out, w[k]);
     }
     ak_put_layers(out, &p->layers, p->insn_count);
+    if (v3) {
+        ak_put_u32(out, p->cores ? p->cores : 1);
+        for (uint32_t i = 0; i < p->insn_count; i++) ak_put_u32(out, p->core_of ? p->core_of[i] : 0);
+    }
 }
+
+/* The kind a tensor is written and read as: a view's base's. */
+static uint32_t effective_kind(const npu_program *p, const npu_tensor *t) { return t->kind == NPU_T_VIEW ? p->tensors[t->base].kind : t->kind; }
 
 /* Whether an SBUF tile at byte address `addr` of `cols` elements of `esize` bytes fits a partition. */
 static int sbuf_fits(uint32_t addr, uint32_t cols, uint32_t esize) {
@@ -61,10 +71,14 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
     if (n->cols < 1 || n->cols > NPU_MAX_COLS) BAD("%u columns (1..%u)", n->cols, NPU_MAX_COLS);
     switch (n->opcode) {
     case NPU_DMA_LOAD: case NPU_DMA_STORE: {
-        if (n->func >= NPU_DMA_QUEUES) BAD("DMA queue %u (0..%u)", n->func, NPU_DMA_QUEUES - 1);
+        if (n->func >> 16) BAD("DMA func word %#x has bits above 15 set", n->func);
+        if (NPU_DMA_QUEUE(n->func) >= NPU_DMA_QUEUES) BAD("DMA queue %u (0..%u)", NPU_DMA_QUEUE(n->func), NPU_DMA_QUEUES - 1);
+        if (NPU_DMA_PARTITION(n->func) + n->parts > NPU_PARTITIONS)
+            BAD("DMA tile of %u partitions from partition %u passes partition %u", n->parts, NPU_DMA_PARTITION(n->func), NPU_PARTITIONS);
         if (n->a >= p->tensor_count) BAD("tensor %u of %u", n->a, p->tensor_count);
         const npu_tensor *t = &p->tensors[n->a];
-        if (n->opcode == NPU_DMA_STORE && t->kind != NPU_T_OUTPUT && t->kind != NPU_T_SCRATCH) BAD("stores into a read-only tensor %u", n->a);
+        uint32_t kind = effective_kind(p, t);
+        if (n->opcode == NPU_DMA_STORE && kind != NPU_T_OUTPUT && kind != NPU_T_SCRATCH) BAD("stores into a read-only tensor %u", n->a);
         uint64_t last = (uint64_t)n->b + (uint64_t)(n->parts - 1) * n->c + (uint64_t)(n->cols - 1) * n->d; /* < 2^42: no overflow */
         if (last >= t->elements) BAD("DMA reaches element %llu of tensor %u (%llu elements)", (unsigned long long)last, n->a, (unsigned long long)t->elements);
         if (!sbuf_fits(n->e, n->cols, npu_dtype_size(n->f))) BAD("SBUF tile at %u of %u elements of type %u does not fit", n->e, n->cols, n->f);
@@ -89,10 +103,11 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         break;
     case NPU_VECTOR:
         if (n->func > NPU_ALU_LAST) BAD("vector op %u", n->func);
-        if (n->d > 1) BAD("vector operand mode %u", n->d);
+        if (n->d > NPU_VECTOR_MAC) BAD("vector operand mode %u", n->d);
         if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4) ||
             (n->d == 0 ? !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) : !sbuf_fits(n->b, 1, 4)))
             BAD("vector tile does not fit SBUF (or bad element type %u)", n->e);
+        if (n->d == NPU_VECTOR_MAC && !sbuf_fits(n->f, n->cols, 4)) BAD("multiply-accumulate addend tile at %u does not fit SBUF", n->f);
         break;
     case NPU_REDUCE:
         if (n->func != NPU_ALU_ADD && n->func != NPU_ALU_MAX) BAD("reduction %u", n->func);
@@ -112,7 +127,8 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     if (!data || size < 32 || memcmp(data, "KNPU", 4) != 0) FAIL("not an npu-nc2 payload (%zu bytes, no KNPU header)", size);
     ak_reader r = {data, size, 4, 0};
     uint32_t version = ak_get_u32(&r);
-    if (version != 1 && version != 2) FAIL("payload version %u is not supported (this backend reads versions 1 and 2)", version);
+    if (version < 1 || version > 3) FAIL("payload version %u is not supported (this backend reads versions 1 to 3)", version);
+    p->cores = 1;
     p->auto_cast = ak_get_u32(&r);
     if (p->auto_cast > NPU_CAST_ALL) FAIL("auto-cast mode %u is unknown", p->auto_cast);
     p->tensor_count = ak_get_u32(&r); p->input_count = ak_get_u32(&r); p->output_count = ak_get_u32(&r);
@@ -128,7 +144,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
         npu_tensor *t = &p->tensors[i];
         t->kind = ak_get_u32(&r); t->rank = ak_get_u32(&r);
         if (r.bad) FAIL("payload truncated in tensor %u", i);
-        if (t->kind > NPU_T_SCRATCH) FAIL("tensor %u has unknown kind %u", i, t->kind);
+        if (t->kind > NPU_T_VIEW || (t->kind == NPU_T_VIEW && version < 3)) FAIL("tensor %u has unknown kind %u", i, t->kind);
         if (t->rank > NPU_MAX_RANK) FAIL("tensor %u has rank %u (at most %d)", i, t->rank, NPU_MAX_RANK);
         for (uint32_t d = 0; d < t->rank; d++) t->dims[d] = (int64_t)ak_get_u64(&r);
         if (r.bad) FAIL("payload truncated in tensor %u", i);
@@ -148,6 +164,15 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
             if (!t->data) FAIL("out of memory");
             memcpy(t->data, r.data + r.at, (size_t)t->bytes);
             r.at += (size_t)t->bytes;
+        }
+        if (t->kind == NPU_T_VIEW) {
+            t->base = ak_get_u32(&r);
+            t->offset = ak_get_u64(&r);
+            if (r.bad) FAIL("payload truncated in tensor %u", i);
+            if (t->base >= i || p->tensors[t->base].kind == NPU_T_VIEW || p->tensors[t->base].kind == NPU_T_CONST)
+                FAIL("view %u names tensor %u, which is not an earlier input, output or intermediate", i, t->base);
+            if (t->offset > p->tensors[t->base].elements || t->elements > p->tensors[t->base].elements - t->offset)
+                FAIL("view %u (%llu elements from %llu) passes the end of tensor %u", i, (unsigned long long)t->elements, (unsigned long long)t->offset, t->base);
         }
     }
     uint8_t *seen = calloc((size_t)p->tensor_count + 1, 1);
@@ -175,9 +200,21 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
         char reason[200];
         if (check_insn(p, i, n, reason, sizeof reason)) FAIL("%s", reason);
     }
-    if (version == 2) {
+    if (version >= 2) {
         char reason[200];
         if (ak_get_layers(&r, p->insn_count, &p->layers, reason, sizeof reason)) FAIL("%s", reason);
+    }
+    if (version == 3) {
+        p->cores = ak_get_u32(&r);
+        if (r.bad) FAIL("payload truncated in its core count");
+        if (p->cores < 1 || p->cores > NPU_MAX_CORES) FAIL("%u cores (this device has 1 to %u)", p->cores, NPU_MAX_CORES);
+        p->core_of = calloc((size_t)p->insn_count + 1, sizeof(uint32_t));
+        if (!p->core_of) FAIL("out of memory");
+        for (uint32_t i = 0; i < p->insn_count; i++) {
+            p->core_of[i] = ak_get_u32(&r);
+            if (r.bad) FAIL("payload truncated in its core table");
+            if (p->core_of[i] >= p->cores) FAIL("instruction %u runs on core %u of %u", i, p->core_of[i], p->cores);
+        }
     }
     if (r.at != r.size) FAIL("%zu trailing bytes after the program", r.size - r.at);
     return 0;
@@ -186,7 +223,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
 /* Frees a program's tensors, lists and instructions. */
 void npu_program_free(npu_program *p) {
     for (uint32_t i = 0; p->tensors && i < p->tensor_count; i++) free(p->tensors[i].data);
-    free(p->tensors); free(p->inputs); free(p->outputs); free(p->insns);
+    free(p->tensors); free(p->inputs); free(p->outputs); free(p->insns); free(p->core_of);
     ak_layers_free(&p->layers);
     memset(p, 0, sizeof *p);
 }

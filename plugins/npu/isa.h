@@ -10,8 +10,10 @@
  *   8 parts   9 cols  10 a  11 b  12 c  13 d  14 e  15 f
  * with operands by opcode:
  *   DMA_LOAD   DRAM tensor a, element offset b, partition stride c, element stride d -> SBUF byte address e,
- *              SBUF element type f (1 fp32, 2 bf16: rounded to nearest even on the way); func = DMA queue 0..15
- *   DMA_STORE  SBUF byte address e (element type f) -> DRAM tensor a at offset b, strides c, d; func = queue
+ *              SBUF element type f (1 fp32, 2 bf16: rounded to nearest even on the way); func = DMA queue 0..15 in
+ *              bits 0-7 and the first SBUF partition the tile occupies in bits 8-15 (0 in payloads before the
+ *              depthwise Conv lowering; first + parts <= 128), bits 16-31 zero
+ *   DMA_STORE  SBUF byte address e (element type f) -> DRAM tensor a at offset b, strides c, d; func as DMA_LOAD
  *   LOAD_STATIONARY   the stationary tile [parts = contraction rows × cols <= 128 columns] from SBUF address a,
  *              element type f, into TensorE
  *   MULTIPLY_MOVING   the moving tile [parts = contraction rows × cols <= 512] from SBUF address a (type f)
@@ -22,7 +24,9 @@
  *              partition) or NPU_NONE for 0, scale = the float with bits f; func NPU_FUNC_*; an SBUF source
  *              has element type e (1 fp32, 2 bf16)
  *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*) src b; sources of element type e, dst fp32; with d = 1,
- *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile)
+ *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile);
+ *              with d = 2 (multiply-accumulate, NKI's scalar_tensor_tensor form): dst c = (a op b[p]) + f[p][j],
+ *              b one fp32 value per partition and f the SBUF address of an fp32 addend tile (may equal c)
  *   REDUCE     VectorE: dst c[p][0] (fp32) = reduction (func: NPU_ALU_ADD sum, NPU_ALU_MAX max) over j < cols of
  *              src a[p][j] (element type e), folded into the value already at c when d = 1
  * Synchronization: an instruction starts once semaphore wait_sem_i has count >= wait_value_i (NPU_NONE = no
@@ -35,9 +39,14 @@
  *            constants only: u32 element type (1 fp32, 2 bf16), u64 byte count, bytes)
  *   inputs: input_count × u32 tensor; outputs: output_count × u32 tensor
  *   instructions: instruction_count × 16 u32
- *   version 2 only, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
+ *   version 2 and 3, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
  *            name bytes: the graph node(s) a layer lowers, e.g. "conv1+relu1"), then instruction_count × u32
  *            layer index (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
+ *   version 3 only (a program for two cores; one-core programs are still written as version 2): tensors may be
+ *            views (kind 4: after the dims, u32 base tensor (an earlier input, output or intermediate), u64 element
+ *            offset; offset + elements <= the base's); after the layer table, u32 cores (1 or 2), then
+ *            instruction_count × u32 core. Each core has its own engines, SBUF and PSUM; DRAM and the semaphores
+ *            are the device's, shared.
  * npu_decode validates all of it with checked arithmetic: a payload it did not write is an error.
  */
 #ifndef KILN_NPU_ISA_H
@@ -54,6 +63,10 @@
 #define NPU_PSUM_BANKS 8u
 #define NPU_PSUM_BANK_FP32 512u
 #define NPU_DMA_QUEUES 16u
+/* A DMA's func word: the queue in bits 0-7, the first SBUF partition of its tile in bits 8-15. */
+#define NPU_DMA_QUEUE(func) ((func) & 0xffu)
+#define NPU_DMA_PARTITION(func) (((func) >> 8) & 0xffu)
+#define NPU_VECTOR_MAC 2u
 #define NPU_MAX_COLS 512u
 #define NPU_STATIONARY_COLS 128u
 #define NPU_MAX_RANK 8
@@ -64,7 +77,8 @@ enum { NPU_FUNC_IDENTITY = 0, NPU_FUNC_RELU = 1, NPU_FUNC_SIGMOID = 2, NPU_FUNC_
        NPU_FUNC_RSQRT = 7, NPU_FUNC_LAST = 7 };
 enum { NPU_ALU_ADD = 0, NPU_ALU_MUL = 1, NPU_ALU_MAX = 2, NPU_ALU_LAST = 2 };
 enum { NPU_F32 = 1, NPU_BF16 = 2 };
-enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3 };
+enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3, NPU_T_VIEW = 4 };
+#define NPU_MAX_CORES 2u
 enum { NPU_CAST_NONE = 0, NPU_CAST_MATMUL = 1, NPU_CAST_ALL = 2 };
 
 /* One instruction (the 16 words). */
@@ -72,9 +86,12 @@ typedef struct npu_insn {
     uint32_t opcode, func, wait_sem[2], wait_value[2], signal_sem[2], parts, cols, a, b, c, d, e, f;
 } npu_insn;
 
-/* One DRAM tensor. Constants carry their data (dtype NPU_F32 or NPU_BF16). */
+/* One DRAM tensor. Constants carry their data (dtype NPU_F32 or NPU_BF16). A view (version 3) names `elements`
+ * consecutive elements of an earlier input, output or intermediate `base` from element `offset` on: one batch
+ * slice of it, for one core. */
 typedef struct npu_tensor {
-    uint32_t kind, rank, dtype;
+    uint32_t kind, rank, dtype, base;
+    uint64_t offset;
     int64_t dims[NPU_MAX_RANK];
     uint64_t elements;
     uint8_t *data;
@@ -88,6 +105,8 @@ typedef struct npu_program {
     uint32_t *inputs, *outputs;
     npu_insn *insns;
     ak_layers layers;      /* version 2: the graph node(s) each instruction came from (count 0 in a version 1 payload) */
+    uint32_t cores;        /* version 3: the cores the program runs on (1 or 2; 1 before version 3) */
+    uint32_t *core_of;     /* version 3: per instruction, its core (< cores); NULL or all 0 for one core */
 } npu_program;
 
 /* A growable byte buffer (failed set when an allocation failed): accelkit's. */

@@ -3,7 +3,8 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Conv (group 1, as an implicit GEMM), Add/Mul (equal shapes, or a 1-D operand
+ * MatMul/Gemm with constant weights, Conv (group 1 or grouped, as implicit GEMMs; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
+ * (DMA copies), Add/Mul (equal shapes, or a 1-D operand
  * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
  * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
@@ -12,7 +13,10 @@
  * model schedules them, and records the cycle model's report (device properties "estimate.*"; with
  * KILN_NPU_TRACE=FILE a Chrome trace of each run, "{run}" in FILE replaced by the run's number; with
  * KILN_NPU_REPORT=FILE a text summary the same way), and keeps each executable's last run for the profile
- * callback (`kiln run --profile`): one step per instruction, named by the graph node(s) it came from.
+ * callback (`kiln run --profile`): one step per instruction, named by the graph node(s) it came from. With the
+ * compile option cores=2 a program runs on both cores of the device: placement batch splits dim 0 between them,
+ * placement pipeline cuts the nodes into two stages (balanced by the cycle model) and streams the batch's images
+ * through them; both cores' DMA queues share the device's memory bandwidth.
  * Documentation/targets/NPU.md documents the ISA, the parameters and their sources.
  */
 #include <kiln/kiln_plugin.h>
@@ -49,6 +53,13 @@
 #define ENGINE_DMA0 3
 #define ENGINE_COUNT (3 + NPU_DMA_QUEUES)
 #define F32 1                      /* kiln.ir DataType FLOAT */
+/* Two cores share their device's memory: 820 GB/s per Inferentia2 device (NPU.md). */
+#define DEVICE_HBM_BYTES_PER_SECOND 820e9
+
+/* The engines of one core and of two (defined with the simulator, below), and the cycle model's view of an instruction. */
+static const ak_engine engines[ENGINE_COUNT];
+static const ak_engine engines2[2 * ENGINE_COUNT];
+static ak_op model_op(const npu_insn *n, uint32_t core);
 
 /* ---- graph helpers ------------------------------------------------------------------------------- */
 
@@ -113,6 +124,46 @@ static int window_of(const Kiln__Ir__Node *node, const shape *x, int64_t kh, int
     return 0;
 }
 
+/* SBUF bytes per partition the depthwise lowering gives its input planes (the rest: the tap table and two
+ * accumulator and two output slots of 512 fp32). */
+#define DW_PLANE_BUDGET (160u * 1024u)
+
+/* How a depthwise Conv (group = C = O) is laid out on the partitions: each partition holds one (image, channel)
+ * pair's band of `band_rows` output rows; `kpack` bands of the same (up to 128) channels share a tile. The band's
+ * padded input rows sit in SBUF as sh·sw phase planes (plane (a, b) holds padded position (y·sh + a, x·sw + b) at
+ * y·Wq + x), so every tap of the kernel reads one contiguous run of a plane for a run of whole output rows. */
+typedef struct dw_plan {
+    uint64_t NC;           /* N·C: the (image, channel) pairs */
+    uint32_t taps;         /* KH·KW */
+    uint32_t Wq, Hq;       /* a phase plane's pitch and rows (per band) */
+    uint32_t band_rows, bands, kpack, ncr;
+    uint32_t plane_len;    /* elements per phase plane: Hq·Wq + the furthest column shift */
+} dw_plan;
+
+/* The depthwise layout for window g, elements of es bytes in the planes. 0, or 1 with the reason in why. */
+static int depthwise_plan(const window *g, uint32_t es, dw_plan *d, char *why, size_t size) {
+    uint64_t Wq = (g->W + g->pl + g->pr + g->sw - 1) / g->sw;
+    if (Wq > NPU_MAX_COLS) { snprintf(why, size, "Conv (depthwise): a padded input row of %llu columns per phase exceeds %u", (unsigned long long)Wq, NPU_MAX_COLS); return 1; }
+    if ((uint64_t)g->kh * g->kw + 1 > NPU_MAX_COLS) { snprintf(why, size, "Conv (depthwise): %u taps exceed the %u a tap table holds", g->kh * g->kw, NPU_MAX_COLS - 1); return 1; }
+    uint32_t qj = ((g->kw - 1) * g->dw) / g->sw, phases = g->sh * g->sw;
+    uint64_t NC = g->N * g->C, ncr = NC < NPU_PARTITIONS ? NC : NPU_PARTITIONS, kfit = NPU_PARTITIONS / ncr;
+    /* the most output rows a band may hold within the plane budget */
+    uint64_t most = 0;
+    for (uint64_t rows = g->OH; rows >= 1 && !most; rows = rows > 64 ? rows / 2 : rows - 1) {
+        uint64_t hb = (rows - 1) * g->sh + (uint64_t)(g->kh - 1) * g->dh + 1, hq = (hb + g->sh - 1) / g->sh;
+        if ((uint64_t)phases * (hq * Wq + qj) * es <= DW_PLANE_BUDGET) most = rows;
+    }
+    if (!most) { snprintf(why, size, "Conv (depthwise): one output row's input planes exceed the SBUF share this lowering gives them"); return 1; }
+    uint64_t bands = (g->OH + most - 1) / most;
+    if (bands < kfit) bands = kfit < g->OH ? kfit : g->OH; /* more bands: more partitions busy */
+    uint64_t band_rows = (g->OH + bands - 1) / bands;
+    bands = (g->OH + band_rows - 1) / band_rows;
+    uint64_t hb = (band_rows - 1) * g->sh + (uint64_t)(g->kh - 1) * g->dh + 1, hq = (hb + g->sh - 1) / g->sh;
+    *d = (dw_plan){NC, g->kh * g->kw, (uint32_t)Wq, (uint32_t)hq, (uint32_t)band_rows, (uint32_t)bands, (uint32_t)(bands < kfit ? bands : kfit), (uint32_t)ncr,
+                   (uint32_t)(hq * Wq + qj)};
+    return 0;
+}
+
 /* rejects for Conv, the pools, Softmax and LayerNormalization. */
 static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
@@ -154,17 +205,29 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
     window w;
     if (conv) {
         shape ws = ak_graph_shape(g, node->inputs[1], 0);
-        if (ak_int_attr(node, "group", 1) != 1) REJECT("Conv: grouped and depthwise convolution are not supported yet");
-        if (ws.rank != 4 || !ws.known || ws.dims[1] != x.dims[1]) REJECT("Conv: the weights must be [O, C, KH, KW] with C = %lld", (long long)x.dims[1]);
+        int64_t group = ak_int_attr(node, "group", 1);
+        int depthwise = group != 1 && group == x.dims[1];
+        if (group < 1 || x.dims[1] % group || !ws.known || ws.rank != 4 || ws.dims[0] % group)
+            REJECT("Conv: group %lld must divide the %lld input channels and the output channels", (long long)group, (long long)x.dims[1]);
+        if (ws.dims[1] != x.dims[1] / group) REJECT("Conv: the weights must be [O, C/group, KH, KW] with C/group = %lld", (long long)(x.dims[1] / group));
+        if (depthwise && ws.dims[0] != x.dims[1]) REJECT("Conv (depthwise): a channel multiplier of more than 1 (%lld outputs from %lld channels) is not supported yet", (long long)ws.dims[0], (long long)x.dims[1]);
         if (window_of(node, &x, ws.dims[2], ws.dims[3], 1, &w, why, size)) return 1;
-        uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+        uint64_t O = (uint64_t)ws.dims[0], K = w.C / (uint64_t)group * w.kh * w.kw, Og = O / (uint64_t)group;
         if ((int64_t)ak_initializer(g, node->inputs[1])->raw.len != count_of(&ws) * 4) REJECT("Conv: the weights do not match their shape");
         if (node->n_inputs == 3 && node->inputs[2][0]) {
             shape bs = ak_graph_shape(g, node->inputs[2], 0);
             if (bs.rank != 1 || bs.dims[0] != (int64_t)O || (int64_t)ak_initializer(g, node->inputs[2])->raw.len != (int64_t)O * 4) REJECT("Conv: B must hold O = %llu values", (unsigned long long)O);
         }
-        if (K > MAX_K) REJECT("Conv: the contraction C·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
-        if (ceil_div(K, 128) * ceil_div(O, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
+        if (depthwise) {
+            dw_plan plan;
+            if (depthwise_plan(&w, 4, &plan, why, size)) return 1;
+            if (w.N * w.C * (plan.taps + 1) >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv (depthwise): the tap table would exceed the tensor limit");
+            *out = x;
+            out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
+            return 0;
+        }
+        if (K > MAX_K) REJECT("Conv: the contraction (C/group)·KH·KW (%llu) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)K, MAX_K);
+        if (ceil_div(K, 128) * ceil_div(Og, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("Conv: the weights do not fit the SBUF share this lowering gives them");
         if (w.N * w.OH * w.OW * K >= NPU_MAX_TENSOR_ELEMENTS) REJECT("Conv: the im2col matrix would exceed the tensor limit");
         *out = x;
         out->dims[1] = (int64_t)O; out->dims[2] = (int64_t)w.OH; out->dims[3] = (int64_t)w.OW;
@@ -180,6 +243,90 @@ static int rejects_more(const Kiln__Ir__Graph *g, const shape_table *known, cons
 #undef REJECT
 }
 
+/* The output shape of a Reshape of x by the int64 initializer `shape_name` (0 copies x's dim, -1 is inferred). 0, or 1
+ * with the reason. */
+static int reshape_shape(const Kiln__Ir__Graph *g, const shape *x, const char *shape_name, int64_t allowzero, shape *out, char *why, size_t size) {
+    const Kiln__Ir__Tensor *t = ak_initializer(g, shape_name);
+    if (!t || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != KILN__IR__DATA_TYPE__INT64 || t->n_shape != 1 || t->raw.len % 8 || t->raw.len / 8 > NPU_MAX_RANK) {
+        snprintf(why, size, "Reshape: the shape must be a 1-D int64 initializer of at most %d values", NPU_MAX_RANK);
+        return 1;
+    }
+    if (allowzero) { snprintf(why, size, "Reshape: allowzero 1 is not supported"); return 1; }
+    *out = *x;
+    out->rank = (uint32_t)(t->raw.len / 8);
+    int64_t known = 1, infer = -1, total = count_of(x);
+    for (uint32_t d = 0; d < out->rank; d++) {
+        int64_t v;
+        memcpy(&v, t->raw.data + 8 * d, 8);
+        if (v == 0) { if (d >= x->rank) { snprintf(why, size, "Reshape: a 0 past the input's rank"); return 1; } v = x->dims[d]; }
+        if (v == -1) { if (infer >= 0) { snprintf(why, size, "Reshape: more than one -1"); return 1; } infer = d; v = 1; }
+        else if (v < 1) { snprintf(why, size, "Reshape: dim %lld", (long long)v); return 1; }
+        out->dims[d] = v;
+        known *= v;
+        if (known > total) { snprintf(why, size, "Reshape: the shape holds more elements than the input"); return 1; }
+    }
+    if (infer >= 0) out->dims[infer] = total / known;
+    if (count_of(out) != total) { snprintf(why, size, "Reshape: the shape does not hold the input's %lld elements", (long long)total); return 1; }
+    return 0;
+}
+
+/* rejects for the data-movement ops (DMA copies): Transpose, Reshape, Flatten, Concat. */
+static int rejects_copy(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    int concat = strcmp(op, "Concat") == 0, reshape = strcmp(op, "Reshape") == 0;
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    size_t want = reshape ? 2 : 1;
+    if (concat ? node->n_inputs < 1 : node->n_inputs != want) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    for (size_t i = 0; i < (reshape ? 1 : node->n_inputs); i++) {
+        if (!node->inputs[i][0]) REJECT("%s: omitted inputs are not supported", op);
+        shape s = lookup(g, known, node->inputs[i]);
+        if (s.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[i]);
+        if (!s.known || s.rank < 1) REJECT("%s: the shape of input '%s' is not known at compile time (or it is a scalar)", op, node->inputs[i]);
+        if (count_of(&s) <= 0) REJECT("%s: empty or too large inputs are not supported", op);
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[i]);
+        if (t && (t->data_case != KILN__IR__TENSOR__DATA_RAW || (int64_t)t->raw.len != count_of(&s) * 4)) REJECT("%s: initializer '%s' has no inline data of its shape", op, node->inputs[i]);
+    }
+    shape x = lookup(g, known, node->inputs[0]);
+    if (reshape) return reshape_shape(g, &x, node->inputs[1], ak_int_attr(node, "allowzero", 0), out, why, size);
+    if (strcmp(op, "Flatten") == 0) {
+        int64_t axis = ak_int_attr(node, "axis", 1);
+        if (axis < 0) axis += x.rank;
+        if (axis < 0 || axis > (int64_t)x.rank) REJECT("Flatten: axis out of range");
+        int64_t a = 1, b = 1;
+        for (int64_t d = 0; d < (int64_t)x.rank; d++) { if (d < axis) a *= x.dims[d]; else b *= x.dims[d]; }
+        *out = x; out->rank = 2; out->dims[0] = a; out->dims[1] = b;
+        return 0;
+    }
+    if (strcmp(op, "Transpose") == 0) {
+        int64_t perm[NPU_MAX_RANK];
+        for (uint32_t d = 0; d < x.rank; d++) perm[d] = x.rank - 1 - d;
+        const Kiln__Ir__Attribute *a = ak_attribute(node, "perm");
+        if (a && ints_attr(node, "perm", x.rank, 0, x.rank - 1, 0, perm)) REJECT("Transpose: perm must list each of the %u axes once", x.rank);
+        uint32_t seen = 0;
+        for (uint32_t d = 0; d < x.rank; d++) seen |= 1u << perm[d];
+        if (seen != (1u << x.rank) - 1) REJECT("Transpose: perm must list each of the %u axes once", x.rank);
+        *out = x;
+        for (uint32_t d = 0; d < x.rank; d++) out->dims[d] = x.dims[perm[d]];
+        return 0;
+    }
+    /* Concat */
+    int64_t axis = ak_int_attr(node, "axis", 0);
+    if (axis < 0) axis += x.rank;
+    if (axis < 0 || axis >= (int64_t)x.rank) REJECT("Concat: axis out of range");
+    *out = x;
+    for (size_t i = 1; i < node->n_inputs; i++) {
+        shape s = lookup(g, known, node->inputs[i]);
+        if (s.rank != x.rank) REJECT("Concat: inputs of different ranks");
+        for (uint32_t d = 0; d < x.rank; d++)
+            if ((int64_t)d != axis && s.dims[d] != x.dims[d]) REJECT("Concat: inputs differ off the axis");
+        out->dims[axis] += s.dims[axis];
+    }
+    if (count_of(out) < 0) REJECT("Concat: the result is too large");
+    return 0;
+#undef REJECT
+}
+
 /* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
 static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
@@ -189,10 +336,12 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
     int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
     int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
-    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm)
+    int copy = strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0;
+    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy)
         REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, "
-               "GlobalAveragePool, Softmax, LayerNormalization)", op);
+               "GlobalAveragePool, Softmax, LayerNormalization, Transpose, Reshape, Flatten, Concat)", op);
     if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
+    if (copy) return rejects_copy(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     size_t want_in = act ? 1 : 2;
     if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
@@ -286,6 +435,10 @@ typedef struct lowering {
     uint32_t stores;                      /* stores emitted so far */
     uint32_t load_queue, store_queue;     /* round-robin: loads on queues 0-7, stores on 8-15 */
     uint8_t *named;                       /* per node: already part of a layer's name */
+    uint32_t core;                        /* the core the instructions emitted now run on */
+    uint32_t scope;                       /* value names resolve to tensors from this index on (and to constants) */
+    uint32_t *node_const;                 /* per node: its compile-made weight constant, shared by every batch slice */
+    uint64_t *node_const_key;             /* what that constant depends on besides the node (the depthwise table: its rows) */
     int failed;
 } lowering;
 
@@ -317,10 +470,11 @@ static uint32_t add_tensor(lowering *l, const char *name, uint32_t kind, const s
     return p->tensor_count++;
 }
 
-/* The tensor holding value `name`, or NPU_NONE. */
+/* The tensor holding value `name` in the current scope (a batch slice's views and intermediates; constants are
+ * shared by every scope), or NPU_NONE. */
 static uint32_t tensor_of(const lowering *l, const char *name) {
     for (uint32_t i = 0; i < l->p->tensor_count; i++)
-        if (l->tensor_names[i] && strcmp(l->tensor_names[i], name) == 0) return i;
+        if (l->tensor_names[i] && (i >= l->scope || l->p->tensors[i].kind == NPU_T_CONST) && strcmp(l->tensor_names[i], name) == 0) return i;
     return NPU_NONE;
 }
 
@@ -345,10 +499,13 @@ static npu_insn *emit(lowering *l, uint32_t opcode) {
     if (p->insn_count == l->insn_capacity) {
         uint32_t capacity = l->insn_capacity ? 2 * l->insn_capacity : 256;
         npu_insn *grown = realloc(p->insns, capacity * sizeof *grown);
-        if (!grown) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
-        p->insns = grown;
+        if (grown) p->insns = grown;
+        uint32_t *cores = realloc(p->core_of, capacity * sizeof *cores);
+        if (cores) p->core_of = cores;
+        if (!grown || !cores) { l->failed = 1; static _Thread_local npu_insn sink; return &sink; } /* written, never read */
         l->insn_capacity = capacity;
     }
+    p->core_of[p->insn_count] = l->core;
     npu_insn *n = &p->insns[p->insn_count++];
     memset(n, 0, sizeof *n);
     n->opcode = opcode;
@@ -399,7 +556,7 @@ static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); 
  * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
  * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
 static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N,
-                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride) {
+                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride, uint64_t w_start, uint64_t b_start) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, 4);
     ak_gemm_tiling t;
@@ -418,13 +575,13 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
     uint32_t weight_loads = 0;
     for (uint64_t kt = 0; kt < t.k_tiles; kt++)
         for (uint64_t nt = 0; nt < t.n_tiles; nt++) {
-            npu_insn *n = dma(l, 0, w, kt * 128 * N + nt * 128, (uint32_t)N, 1, ak_tile_extent(K, 128, kt), ak_tile_extent(N, 128, nt),
+            npu_insn *n = dma(l, 0, w, w_start + kt * 128 * N + nt * 128, (uint32_t)N, 1, ak_tile_extent(K, 128, kt), ak_tile_extent(N, 128, nt),
                               (uint32_t)(w_base + (int64_t)((kt * t.n_tiles + nt) * 128 * es)), dt);
             n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
             weight_loads++;
         }
     for (uint64_t nt = 0; bias != NPU_NONE && nt < t.n_tiles; nt++) {
-        npu_insn *n = dma(l, 0, bias, nt * 128, 1, 1, ak_tile_extent(N, 128, nt), 1, (uint32_t)(b_base + (int64_t)(nt * 4)), NPU_F32);
+        npu_insn *n = dma(l, 0, bias, b_start + nt * 128, 1, 1, ak_tile_extent(N, 128, nt), 1, (uint32_t)(b_base + (int64_t)(nt * 4)), NPU_F32);
         n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior; n->signal_sem[0] = w_full;
         weight_loads++;
     }
@@ -728,11 +885,14 @@ static void lower_pool(lowering *l, uint32_t x, uint32_t y, const window *g, int
     }
 }
 
-/* Conv (group 1) as an implicit GEMM: DMA gathers the im2col matrix T[N·OH·OW, K = C·KH·KW] into an intermediate
- * tensor (positions in the padding stay 0: intermediates start zeroed), one DMA pair (load to SBUF, store to T)
- * per output row, kernel offset and tile of 128 channels; then each image's rows of T go through lower_matmul
- * against the weights in [K, O] layout, its result stored channel-major into Y [N, O, OH, OW]. */
-static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O) {
+/* Conv as an implicit GEMM over the g->C input channels from c0 of x's C_total and the O output channels from o0 of y's
+ * O_total (group 1: all of them; a group of a grouped Conv: its share): DMA gathers the im2col matrix
+ * T[N·OH·OW, K = C·KH·KW] into an intermediate tensor (positions in the padding stay 0: intermediates start zeroed),
+ * one DMA pair (load to SBUF, store to T) per output row, kernel offset and tile of 128 channels; then each image's
+ * rows of T go through lower_matmul against the weights in [K, O] layout (from element w_start of w; the bias from
+ * b_start), its result stored channel-major into Y [N, O_total, OH, OW]. */
+static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O,
+                       uint64_t c0, uint64_t C_total, uint64_t o0, uint64_t O_total, uint64_t w_start, uint64_t b_start) {
     uint64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw, hw = g->H * g->W, khw = (uint64_t)g->kh * g->kw;
     shape ts = {F32, 1, 2, {(int64_t)(g->N * P), (int64_t)K}};
     uint32_t t = add_tensor(l, NULL, NPU_T_SCRATCH, &ts, NPU_F32, NULL, 0);
@@ -752,14 +912,157 @@ static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint3
                     uint64_t iw0 = ow0 * g->sw + (uint64_t)j * g->dw - g->pl;
                     for (uint64_t ct = 0; ct < ceil_div(g->C, 128); ct++) {
                         uint32_t parts = ak_tile_extent(g->C, 128, ct), cols = (uint32_t)(ow1 - ow0);
-                        chained_dma(l, &c, prior, 0, x, n * g->C * hw + ct * 128 * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
+                        chained_dma(l, &c, prior, 0, x, n * C_total * hw + (c0 + ct * 128) * hw + (uint64_t)ih * g->W + iw0, (uint32_t)hw, g->sw, parts, cols, at[0]);
                         chained_dma(l, &c, prior, 1, t, (n * P + oh * g->OW + ow0) * K + ct * 128 * khw + (uint64_t)i * g->kw + j, (uint32_t)khw, (uint32_t)K,
                                     parts, cols, at[0]);
                     }
                 }
             }
     for (uint64_t n = 0; n < g->N && !l->failed; n++)
-        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O * P, (uint32_t)P, 1);
+        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O_total * P + o0 * P, (uint32_t)P, 1, w_start, b_start);
+}
+
+/* Depthwise Conv (group = C = O) on VectorE, laid out by depthwise_plan: per tile, the tap table rows (KH·KW
+ * weights and the bias of each partition's channel, from the compile-time table [N·C, KH·KW + 1]) and the band's
+ * padded input rows, as sh·sw phase planes, are loaded by DMA (the DMA's first partition places each band's
+ * channels; planes are first zeroed from a constant when the Conv pads); then, for each run of whole output rows
+ * (≤ 512 columns, Wq per row), the first tap is a VECTOR multiply by the per-partition weight and every further
+ * tap a multiply-accumulate (VECTOR mode 2) of a shifted run of a plane; ScalarE adds the bias and applies a
+ * fused activation; DMA stores the valid OW columns of each row into Y [N, C, OH, OW]. Accumulator and output
+ * slots alternate, so the drain and the stores of one run overlap the taps of the next; a tile's loads wait for
+ * the previous tile's stores (its planes, table and slots are reused). */
+static void lower_depthwise(lowering *l, uint32_t x, uint32_t table, uint32_t func, uint32_t y, const window *g) {
+    uint32_t dt = l->p->auto_cast == NPU_CAST_ALL ? NPU_BF16 : NPU_F32, es = npu_dtype_size(dt);
+    dw_plan d;
+    char why[200];
+    if (depthwise_plan(g, es, &d, why, sizeof why)) { l->failed = 3; return; }
+    uint32_t phases = g->sh * g->sw, padded = g->pt || g->pl || g->pb || g->pr;
+    ak_buffer_pool pool;
+    ak_pool_init(&pool, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
+    int64_t wt = ak_pool_alloc(&pool, (uint64_t)(d.taps + 1) * 4, 64), acc = ak_pool_alloc(&pool, 2 * 512 * 4, 64), outs = ak_pool_alloc(&pool, 2 * 512 * 4, 64);
+    int64_t planes = ak_pool_alloc(&pool, (uint64_t)phases * d.plane_len * es, 64);
+    if (wt < 0 || acc < 0 || outs < 0 || planes < 0) { l->failed = 3; return; }
+    uint32_t zero = padded ? scalar_constant(l, 0.0f) : NPU_NONE;
+    if (l->failed) return;
+    uint32_t loaded = sem(l), filled = sem(l), acc_full[2] = {sem(l), sem(l)}, acc_free[2] = {sem(l), sem(l)}, out_full[2] = {sem(l), sem(l)}, out_free[2] = {sem(l), sem(l)};
+    uint32_t loads = 0, fills = 0, runs = 0, out_stores[2] = {0, 0}, pitch = (uint32_t)(g->H * g->W), opitch = (uint32_t)(g->OH * g->OW);
+    uint32_t rows_per_run = NPU_MAX_COLS / d.Wq;
+#define PLANE(a, b) ((uint32_t)planes + ((a) * g->sw + (b)) * d.plane_len * es)
+    for (uint64_t nc0 = 0; nc0 < d.NC; nc0 += NPU_PARTITIONS) {
+        uint32_t ncr = ak_tile_extent(d.NC, NPU_PARTITIONS, nc0 / NPU_PARTITIONS);
+        for (uint32_t k0 = 0; k0 < d.bands; k0 += d.kpack) {
+            uint32_t kb = d.bands - k0 < d.kpack ? d.bands - k0 : d.kpack, parts = kb * ncr, after = l->stores;
+            uint32_t group_rows = (uint32_t)(g->OH - (uint64_t)k0 * d.band_rows < d.band_rows ? g->OH - (uint64_t)k0 * d.band_rows : d.band_rows);
+            for (uint32_t ph = 0; padded && ph < phases; ph++)
+                for (uint32_t at = 0; at < d.plane_len; at += NPU_MAX_COLS) {
+                    uint32_t cols = d.plane_len - at < NPU_MAX_COLS ? d.plane_len - at : NPU_MAX_COLS;
+                    npu_insn *n = dma(l, 0, zero, 0, 0, 0, parts, cols, (uint32_t)planes + (ph * d.plane_len + at) * es, dt);
+                    n->wait_sem[0] = l->done_sem; n->wait_value[0] = after; n->signal_sem[0] = filled;
+                    fills++;
+                }
+            for (uint32_t kk = 0; kk < kb; kk++) {
+                npu_insn *n = dma(l, 0, table, nc0 * (d.taps + 1), d.taps + 1, 1, ncr, d.taps + 1, (uint32_t)wt, NPU_F32);
+                n->func |= (kk * ncr) << 8;
+                n->wait_sem[0] = l->done_sem; n->wait_value[0] = after; n->signal_sem[0] = loaded;
+                loads++;
+                uint64_t r0 = (uint64_t)(k0 + kk) * d.band_rows * g->sh; /* the band's first padded row */
+                for (uint32_t a = 0; a < g->sh; a++)
+                    for (uint32_t b = 0; b < g->sw; b++)
+                        for (uint32_t yq = 0; yq < d.Hq; yq++) {
+                            int64_t ih = (int64_t)(r0 + (uint64_t)yq * g->sh + a) - g->pt;
+                            if (ih < 0 || ih >= (int64_t)g->H) continue;
+                            int64_t lo = (int64_t)g->pl - b, hi = (int64_t)g->W - 1 + (int64_t)g->pl - b; /* x·sw in [lo, hi] */
+                            int64_t x0 = lo <= 0 ? 0 : (lo + g->sw - 1) / g->sw, x1 = hi < 0 ? 0 : hi / g->sw + 1;
+                            if (x1 > (int64_t)d.Wq) x1 = d.Wq;
+                            if (x1 <= x0) continue;
+                            uint64_t iw0 = (uint64_t)(x0 * g->sw + b - g->pl);
+                            npu_insn *ld = dma(l, 0, x, nc0 * pitch + (uint64_t)ih * g->W + iw0, pitch, g->sw, ncr, (uint32_t)(x1 - x0),
+                                               PLANE(a, b) + ((uint32_t)yq * d.Wq + (uint32_t)x0) * es, dt);
+                            ld->func |= (kk * ncr) << 8;
+                            ld->wait_sem[0] = l->done_sem; ld->wait_value[0] = after;
+                            if (padded) { ld->wait_sem[1] = filled; ld->wait_value[1] = fills; }
+                            ld->signal_sem[0] = loaded;
+                            loads++;
+                        }
+            }
+            for (uint32_t r = 0; r < group_rows; r += rows_per_run, runs++) {
+                uint32_t rows = group_rows - r < rows_per_run ? group_rows - r : rows_per_run, cols = rows * d.Wq, s = runs % 2, use = runs / 2;
+                uint32_t slot = (uint32_t)acc + s * 512 * 4, out = (uint32_t)outs + s * 512 * 4;
+                for (uint32_t t = 0; t < d.taps; t++) {
+                    uint32_t di = (t / g->kw) * g->dh, dj = (t % g->kw) * g->dw;
+                    npu_insn *v = emit(l, NPU_VECTOR);
+                    v->func = NPU_ALU_MUL; v->parts = parts; v->cols = cols; v->e = dt; v->c = slot; v->b = (uint32_t)wt + t * 4;
+                    v->a = PLANE(di % g->sh, dj % g->sw) + ((r + di / g->sh) * d.Wq + dj / g->sw) * es;
+                    v->d = t ? NPU_VECTOR_MAC : 1; v->f = t ? slot : 0;
+                    if (t == 0) { v->wait_sem[0] = loaded; v->wait_value[0] = loads; v->wait_sem[1] = acc_free[s]; v->wait_value[1] = use; }
+                    if (t + 1 == d.taps) v->signal_sem[0] = acc_full[s];
+                }
+                npu_insn *act = emit(l, NPU_ACTIVATE);
+                act->func = func; act->parts = parts; act->cols = cols; act->a = slot; act->b = 0; act->c = out; act->d = (uint32_t)wt + d.taps * 4;
+                act->e = NPU_F32; act->f = one_bits();
+                act->wait_sem[0] = acc_full[s]; act->wait_value[0] = use + 1; act->wait_sem[1] = out_free[s]; act->wait_value[1] = out_stores[s];
+                act->signal_sem[0] = acc_free[s]; act->signal_sem[1] = out_full[s];
+                for (uint32_t kk = 0; kk < kb; kk++)
+                    for (uint32_t i = 0; i < rows; i++) {
+                        uint64_t oh = (uint64_t)(k0 + kk) * d.band_rows + r + i;
+                        if (oh >= (uint64_t)(k0 + kk + 1) * d.band_rows || oh >= g->OH) continue;
+                        npu_insn *st = dma(l, 1, y, nc0 * opitch + oh * g->OW, opitch, 1, ncr, (uint32_t)g->OW, out + i * d.Wq * 4, NPU_F32);
+                        st->func |= (kk * ncr) << 8;
+                        st->wait_sem[0] = out_full[s]; st->wait_value[0] = use + 1; st->signal_sem[0] = out_free[s];
+                        out_stores[s]++;
+                    }
+            }
+        }
+    }
+#undef PLANE
+}
+
+/* A strided copy DRAM -> SBUF -> DRAM of the index space dims[0 .. rank) (rank 1 .. NPU_MAX_RANK): element i of it
+ * is read at src[so + Σ i_d·ss[d]] and written at dst[dso + Σ i_d·ds[d]]. The last dim goes along a tile's columns
+ * (≤ 512), the one before along its partitions (as many as make about 4096 elements, ≤ 128), the others are looped over; each tile is one load (queues
+ * 0-7) and one store (8-15), tiles rotating over eight SBUF slots so that eight loads and stores are in flight. What Transpose
+ * (the source strides permuted), Reshape/Flatten (contiguous both ways) and Concat (each input into its part of the
+ * result) lower to: DMA only, no engine. */
+static void lower_copy(lowering *l, uint32_t src, uint64_t so, const int64_t *ss, uint32_t dst, uint64_t dso, const int64_t *ds, const int64_t *dims, uint32_t rank) {
+    int64_t d2[NPU_MAX_RANK + 1], s2[NPU_MAX_RANK + 1], t2[NPU_MAX_RANK + 1];
+    uint32_t r = rank < 2 ? 2 : rank;
+    for (uint32_t d = 0; d < r; d++) { /* a rank-1 copy gets a leading dim of 1 */
+        uint32_t k = rank < 2 ? (d == 0 ? NPU_MAX_RANK : 0) : d;
+        d2[d] = k == NPU_MAX_RANK ? 1 : dims[k]; s2[d] = k == NPU_MAX_RANK ? 0 : ss[k]; t2[d] = k == NPU_MAX_RANK ? 0 : ds[k];
+    }
+    uint64_t outer = 1;
+    for (uint32_t d = 0; d + 2 < r; d++) outer *= (uint64_t)d2[d];
+    uint64_t P = (uint64_t)d2[r - 2], C = (uint64_t)d2[r - 1];
+    if (!outer || !P || !C) return;
+    /* tiles of about 4096 elements (16 KiB): each DMA's 64 ns descriptor stays small beside its bytes, and a large copy
+     * is cut into enough tiles to keep the eight load and eight store queues busy */
+    uint32_t cmax = C < NPU_MAX_COLS ? (uint32_t)C : NPU_MAX_COLS, pmax = 4096 / cmax;
+    pmax = pmax < 1 ? 1 : pmax > 128 ? 128 : pmax;
+    enum { SLOTS = 8 }; /* one per load queue: eight tiles in flight */
+    uint32_t slot[SLOTS], full[SLOTS], freed[SLOTS], prior = l->stores, tile = 0;
+    if (!sbuf_tiles(l, SLOTS, NPU_MAX_COLS, slot)) return;
+    for (uint32_t k = 0; k < SLOTS; k++) { full[k] = sem(l); freed[k] = sem(l); }
+    for (uint64_t o = 0; o < outer; o++) {
+        uint64_t rest = o, sbase = so, dbase = dso;
+        for (int d = (int)r - 3; d >= 0; d--) { uint64_t i = rest % (uint64_t)d2[d]; rest /= (uint64_t)d2[d]; sbase += i * (uint64_t)s2[d]; dbase += i * (uint64_t)t2[d]; }
+        for (uint64_t pt = 0; pt < ceil_div(P, pmax); pt++)
+            for (uint64_t ct = 0; ct < ceil_div(C, NPU_MAX_COLS); ct++, tile++) {
+                uint32_t sl = tile % SLOTS, use = tile / SLOTS, parts = ak_tile_extent(P, pmax, pt), cols = ak_tile_extent(C, NPU_MAX_COLS, ct);
+                npu_insn *ld = dma(l, 0, src, sbase + pt * pmax * (uint64_t)s2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)s2[r - 1], (uint32_t)s2[r - 2], (uint32_t)s2[r - 1], parts, cols, slot[sl], NPU_F32);
+                ld->wait_sem[0] = freed[sl]; ld->wait_value[0] = use;
+                ld->wait_sem[1] = l->done_sem; ld->wait_value[1] = prior;
+                ld->signal_sem[0] = full[sl];
+                npu_insn *st = dma(l, 1, dst, dbase + pt * pmax * (uint64_t)t2[r - 2] + ct * NPU_MAX_COLS * (uint64_t)t2[r - 1], (uint32_t)t2[r - 2], (uint32_t)t2[r - 1], parts, cols, slot[sl], NPU_F32);
+                st->wait_sem[0] = full[sl]; st->wait_value[0] = use + 1;
+                st->signal_sem[0] = freed[sl];
+            }
+    }
+}
+
+/* Row-major strides of a shape. */
+static void contiguous_strides(const shape *s, int64_t *strides) {
+    int64_t at = 1;
+    for (int d = (int)s->rank - 1; d >= 0; d--) { strides[d] = at; at *= s->dims[d]; }
 }
 
 /* How many nodes read `name`, and whether it is a graph output. */
@@ -794,45 +1097,23 @@ static uint32_t result_tensor(lowering *l, const char *name, const shape *s) {
     return add_tensor(l, name, NPU_T_SCRATCH, s, NPU_F32, NULL, 0);
 }
 
-/* Builds the program of `g` (every node claimed). Returns NULL or an error. */
-static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, npu_program *p) {
-    memset(p, 0, sizeof *p);
-    p->auto_cast = auto_cast;
-    lowering l = {.g = g, .p = p};
-    l.done_sem = sem(&l);
+/* Lowers nodes [from, to) of g (shapes in `known`) into l's program on l's core: the fusion decisions go to `fused`
+ * (shared by the segments of one batch slice, so that a node fused into an earlier segment is not lowered again);
+ * node_first, when given, receives the index of each lowered node's first instruction. Returns NULL or an error
+ * (l->failed reports the lowering's own failures). */
+static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, const shape_table *known_table, size_t from, size_t to, uint8_t *fused, uint32_t *node_first) {
+    npu_program *p = l->p;
+    uint32_t auto_cast = p->auto_cast;
+    const shape_table known = *known_table;
     kiln_plugin_error *e = NULL;
-    uint8_t *fused = calloc(g->n_nodes + 1, 1);
-    l.named = calloc(g->n_nodes + 1, 1);
-    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
-    p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
-    p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
-    if (!fused || !l.named || !known.names || !known.shapes || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
-    for (size_t i = 0; i < g->n_inputs; i++) {
-        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
-        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
-        p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
-    }
-    /* graph outputs: shapes follow from the claimed nodes */
-    for (size_t i = 0; i < g->n_nodes; i++) {
-        shape out;
-        char why[320];
-        if (rejects(g, &known, g->nodes[i], &out, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why); goto done; }
-        known.names[known.count] = g->nodes[i]->outputs[0];
-        known.shapes[known.count++] = out;
-    }
-    for (size_t i = 0; i < g->n_outputs; i++) {
-        const char *name = g->outputs[i]->name;
-        int produced = 0;
-        for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
-        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
-        shape s = lookup(g, &known, name);
-        p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
-    }
+    l->g = g;
+    memset(l->named, 0, g->n_nodes + 1);
     size_t pending = SIZE_MAX; /* the node whose instructions start at `begin` and still need their layer */
     uint32_t begin = 0;
-    for (size_t i = 0; !l.failed && i <= g->n_nodes; i++) {
-        if (pending != SIZE_MAX) { name_layer(&l, pending, fused, begin); pending = SIZE_MAX; }
-        if (i == g->n_nodes || fused[i]) continue;
+    for (size_t i = from; !l->failed && i <= to; i++) {
+        if (pending != SIZE_MAX) { name_layer(l, pending, fused, begin); pending = SIZE_MAX; }
+        if (i == to || fused[i]) continue;
+        if (node_first) node_first[i] = p->insn_count;
         pending = i;
         begin = p->insn_count;
         const Kiln__Ir__Node *node = g->nodes[i];
@@ -844,11 +1125,11 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
             const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
             shape ws = ak_graph_shape(g, node->inputs[1], 0);
             uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)out.dims[out.rank - 1], M = K ? (uint64_t)count_of(&xs) / K : 0;
-            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); goto done; }
+            if (wi->raw.len != K * N * 4 || ws.rank != 2) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: %s weights do not match their shape", op); return e; }
             /* the weight layout: [K, N] row-major, transposed here when transB, rounded to bf16 when auto-cast */
             int cast = auto_cast >= NPU_CAST_MATMUL;
             uint8_t *data = malloc(K * N * (cast ? 2 : 4) + 1);
-            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
             for (uint64_t k = 0; k < K; k++)
                 for (uint64_t n = 0; n < N; n++) {
                     float v;
@@ -857,18 +1138,20 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                     else memcpy(data + 4 * (k * N + n), &v, 4);
                 }
             shape kn = {F32, 1, 2, {(int64_t)K, (int64_t)N}};
-            uint32_t w = add_tensor(&l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
+            uint32_t w = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, K * N * (cast ? 2 : 4));
+            if (l->node_const[i] == w) free(data);
+            l->node_const[i] = w;
             uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
             float alpha = gemm ? ak_float_attr(node, "alpha", 1.0f) : 1.0f, beta = gemm ? ak_float_attr(node, "beta", 1.0f) : 1.0f;
             if (gemm && node->n_inputs == 3) {
                 /* beta·C folded into the bias at compile time (rounded to fp32 as the reference does) */
                 const Kiln__Ir__Tensor *ci = ak_initializer(g, node->inputs[2]);
-                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); goto done; }
+                if (!ci || ci->data_case != KILN__IR__TENSOR__DATA_RAW || ci->raw.len != N * 4) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: Gemm C does not match N"); return e; }
                 float *c = malloc(N * 4 + 4);
-                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+                if (!c) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
                 for (uint64_t n = 0; n < N; n++) { float v; memcpy(&v, ci->raw.data + 4 * n, 4); c[n] = beta * v; }
                 shape cs = {F32, 1, 1, {(int64_t)N}};
-                bias = add_tensor(&l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
+                bias = add_tensor(l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)c, N * 4);
             }
             const char *result = node->outputs[0];
             long j = sole_reader(g, i, result);
@@ -878,7 +1161,7 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 const char *other = strcmp(add->inputs[0], result) == 0 ? add->inputs[1] : add->inputs[0];
                 shape os = ak_graph_shape(g, other, 0);
                 if (ak_initializer(g, other) && os.known && os.rank == 1 && (uint64_t)os.dims[0] == N && strcmp(add->inputs[0], add->inputs[1]) != 0) {
-                    bias = constant_tensor(&l, other);
+                    bias = constant_tensor(l, other);
                     fused[j] = 1;
                     result = add->outputs[0];
                     j = sole_reader(g, (size_t)j, result);
@@ -889,76 +1172,361 @@ static kiln_plugin_error *lower(const Kiln__Ir__Graph *g, uint32_t auto_cast, np
                 fused[j] = 1;
                 result = g->nodes[j]->outputs[0];
             }
-            uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             shape rs = lookup(g, &known, result);
-            uint32_t y = result_tensor(&l, result, &rs);
-            if (!l.failed) lower_matmul(&l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N);
+            uint32_t y = result_tensor(l, result, &rs);
+            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N, 0, 0);
             continue;
         }
         if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||
             strcmp(op, "Softmax") == 0 || strcmp(op, "LayerNormalization") == 0) {
             shape xs = lookup(g, &known, node->inputs[0]);
-            uint32_t x = tensor_of(&l, node->inputs[0]);
-            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); goto done; }
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             const char *result = node->outputs[0];
             uint64_t C = (uint64_t)xs.dims[xs.rank - 1], total = (uint64_t)count_of(&xs);
-            if (op[0] == 'S') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_softmax(&l, x, y, total / C, (uint32_t)C); continue; }
+            if (op[0] == 'S') { uint32_t y = result_tensor(l, result, &out); if (!l->failed) lower_softmax(l, x, y, total / C, (uint32_t)C); continue; }
             if (op[0] == 'L') {
-                uint32_t sc = constant_tensor(&l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE;
-                uint32_t y = result_tensor(&l, result, &out);
-                if (!l.failed) lower_layernorm(&l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
+                uint32_t sc = constant_tensor(l, node->inputs[1]), b = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(l, node->inputs[2]) : NPU_NONE;
+                uint32_t y = result_tensor(l, result, &out);
+                if (!l->failed) lower_layernorm(l, x, sc, b, ak_float_attr(node, "epsilon", 1e-5f), y, total / C, (uint32_t)C);
                 continue;
             }
-            if (op[0] == 'G') { uint32_t y = result_tensor(&l, result, &out); if (!l.failed) lower_global_average(&l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
+            if (op[0] == 'G') { uint32_t y = result_tensor(l, result, &out); if (!l->failed) lower_global_average(l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
             window w;
             char why[320];
             if (op[0] == 'C') {
                 shape ws = ak_graph_shape(g, node->inputs[1], 0);
-                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
-                uint64_t O = (uint64_t)ws.dims[0], K = w.C * w.kh * w.kw;
+                if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
+                uint64_t G = (uint64_t)ak_int_attr(node, "group", 1);
+                if (G != 1 && G == w.C) {
+                    /* depthwise: the tap table [N·C, KH·KW + 1], weights then bias */
+                    uint64_t T = (uint64_t)w.kh * w.kw, rows = w.N * w.C;
+                    const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+                    const Kiln__Ir__Tensor *bi = node->n_inputs > 2 && node->inputs[2][0] ? ak_initializer(g, node->inputs[2]) : NULL;
+                    float *table = calloc(rows * (T + 1) + 1, 4);
+                    if (!table) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
+                    for (uint64_t r = 0; r < rows; r++) {
+                        uint64_t c = r % w.C;
+                        memcpy(table + r * (T + 1), wi->raw.data + 4 * c * T, 4 * T);
+                        if (bi) memcpy(table + r * (T + 1) + T, bi->raw.data + 4 * c, 4);
+                    }
+                    shape ts = {F32, 1, 2, {(int64_t)rows, (int64_t)(T + 1)}};
+                    int cached = l->node_const[i] != NPU_NONE && l->node_const_key[i] == rows;
+                    uint32_t tt = cached ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &ts, NPU_F32, (uint8_t *)table, rows * (T + 1) * 4);
+                    if (cached) free(table);
+                    l->node_const[i] = tt; l->node_const_key[i] = rows;
+                    uint32_t func = NPU_FUNC_IDENTITY;
+                    long j = sole_reader(g, i, result);
+                    if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                    shape rs = lookup(g, &known, result);
+                    uint32_t y = result_tensor(l, result, &rs);
+                    if (!l->failed) lower_depthwise(l, x, tt, func, y, &w);
+                    continue;
+                }
+                uint64_t O = (uint64_t)ws.dims[0], C = w.C, Og = O / G, K = C / G * w.kh * w.kw;
                 const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
                 int cast = auto_cast >= NPU_CAST_MATMUL;
                 uint8_t *data = malloc(K * O * (cast ? 2 : 4) + 1);
-                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
-                for (uint64_t k = 0; k < K; k++) /* [O, C·KH·KW] -> [K, O] */
-                    for (uint64_t o = 0; o < O; o++) {
-                        float v;
-                        memcpy(&v, wi->raw.data + 4 * (o * K + k), 4);
-                        if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * (k * O + o), &h, 2); }
-                        else memcpy(data + 4 * (k * O + o), &v, 4);
-                    }
-                shape ko = {F32, 1, 2, {(int64_t)K, (int64_t)O}};
-                uint32_t wt = add_tensor(&l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
-                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(&l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
+                if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
+                for (uint64_t gi = 0; gi < G; gi++) /* [O, C/G·KH·KW] -> per group [K, O/G], the groups one after another */
+                    for (uint64_t k = 0; k < K; k++)
+                        for (uint64_t o = 0; o < Og; o++) {
+                            float v;
+                            uint64_t at = gi * K * Og + k * Og + o;
+                            memcpy(&v, wi->raw.data + 4 * ((gi * Og + o) * K + k), 4);
+                            if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * at, &h, 2); }
+                            else memcpy(data + 4 * at, &v, 4);
+                        }
+                shape ko = {F32, 1, 2, {(int64_t)(G * K), (int64_t)Og}};
+                uint32_t wt = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &ko, cast ? NPU_BF16 : NPU_F32, data, K * O * (cast ? 2 : 4));
+                if (l->node_const[i] == wt) free(data);
+                l->node_const[i] = wt;
+                uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
                 long j = sole_reader(g, i, result);
                 if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                 shape rs = lookup(g, &known, result);
-                uint32_t y = result_tensor(&l, result, &rs);
-                if (!l.failed) lower_conv(&l, x, wt, bias, func, y, &w, O);
+                uint32_t y = result_tensor(l, result, &rs);
+                window wg = w;
+                wg.C = C / G;
+                for (uint64_t gi = 0; gi < G && !l->failed; gi++) lower_conv(l, x, wt, bias, func, y, &wg, Og, gi * (C / G), C, gi * Og, O, gi * K * Og, gi * Og);
                 continue;
             }
-            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); goto done; }
-            uint32_t y = result_tensor(&l, result, &out);
-            if (!l.failed) lower_pool(&l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
+            if (window_of(node, &xs, 0, 0, op[0] == 'M', &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
+            uint32_t y = result_tensor(l, result, &out);
+            if (!l->failed) lower_pool(l, x, y, &w, op[0] == 'A', ak_int_attr(node, "count_include_pad", 0) != 0);
+            continue;
+        }
+        if (strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0) {
+            uint32_t y = result_tensor(l, node->outputs[0], &out);
+            int64_t ys[NPU_MAX_RANK];
+            contiguous_strides(&out, ys);
+            uint64_t at = 0; /* Concat: where along the axis the next input goes */
+            int64_t axis = op[0] == 'C' ? ak_int_attr(node, "axis", 0) : 0;
+            if (axis < 0) axis += out.rank;
+            for (size_t k = 0; k < (op[0] == 'C' ? node->n_inputs : 1) && !l->failed; k++) {
+                uint32_t x = tensor_of(l, node->inputs[k]);
+                if (x == NPU_NONE) x = constant_tensor(l, node->inputs[k]);
+                if (l->failed) break;
+                shape xs = l->tensor_shapes[x];
+                int64_t xstr[NPU_MAX_RANK];
+                contiguous_strides(&xs, xstr);
+                if (op[0] == 'T') { /* out[i] = x[perm applied]: the source strides permuted */
+                    int64_t perm[NPU_MAX_RANK], ps[NPU_MAX_RANK];
+                    for (uint32_t d = 0; d < xs.rank; d++) perm[d] = xs.rank - 1 - d;
+                    if (ak_attribute(node, "perm")) ints_attr(node, "perm", xs.rank, 0, xs.rank - 1, 0, perm);
+                    for (uint32_t d = 0; d < xs.rank; d++) ps[d] = xstr[perm[d]];
+                    lower_copy(l, x, 0, ps, y, 0, ys, out.dims, out.rank);
+                } else if (op[0] == 'C') { /* x into its slice of the axis */
+                    lower_copy(l, x, 0, xstr, y, at * (uint64_t)ys[axis], ys, xs.dims, xs.rank);
+                    at += (uint64_t)xs.dims[axis];
+                } else { /* Reshape, Flatten: the same elements in the same order, as [count / cols, cols] with cols the
+                          * largest divisor of the count up to 512 (few, wide tiles whatever the shapes say) */
+                    int64_t count = count_of(&out), cols = NPU_MAX_COLS;
+                    while (count % cols) cols--;
+                    int64_t flat[2] = {count / cols, cols}, fs[2] = {cols, 1};
+                    lower_copy(l, x, 0, fs, y, 0, fs, flat, 2);
+                }
+            }
             continue;
         }
         int f = func_of(op);
-        uint32_t a = tensor_of(&l, node->inputs[0]);
-        if (a == NPU_NONE) a = constant_tensor(&l, node->inputs[0]);
+        uint32_t a = tensor_of(l, node->inputs[0]);
+        if (a == NPU_NONE) a = constant_tensor(l, node->inputs[0]);
         uint32_t b = NPU_NONE;
-        if (f < 0) { b = tensor_of(&l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(&l, node->inputs[1]); }
-        if (l.failed) break;
+        if (f < 0) { b = tensor_of(l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(l, node->inputs[1]); }
+        if (l->failed) return NULL;
         int b_row = 0;
         if (b != NPU_NONE) {
-            const shape *as = &l.tensor_shapes[a], *bs = &l.tensor_shapes[b];
+            const shape *as = &l->tensor_shapes[a], *bs = &l->tensor_shapes[b];
             int same = as->rank == bs->rank && memcmp(as->dims, bs->dims, as->rank * sizeof(int64_t)) == 0;
             if (!same && as->rank == 1) { uint32_t t = a; a = b; b = t; } /* Add and Mul commute: the row goes second */
             b_row = !same;
         }
-        uint32_t y = result_tensor(&l, node->outputs[0], &out);
-        if (!l.failed) lower_elementwise(&l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
+        uint32_t y = result_tensor(l, node->outputs[0], &out);
+        if (!l->failed) lower_elementwise(l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
     }
+    return NULL;
+}
+
+/* The shapes of every node's result in g (every node claimed), into known (allocated by the caller for
+ * g->n_nodes entries). Returns NULL or an error. */
+static kiln_plugin_error *infer_shapes(const Kiln__Ir__Graph *g, shape_table *known) {
+    known->count = 0;
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        shape out;
+        char why[320];
+        if (rejects(g, known, g->nodes[i], &out, why, sizeof why)) return ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why);
+        known->names[known->count] = g->nodes[i]->outputs[0];
+        known->shapes[known->count++] = out;
+    }
+    return NULL;
+}
+
+/* Sets dim 0 of every graph input to n, keeping the old values in saved (or, with n < 0, puts saved back). */
+static void set_batch(Kiln__Ir__Graph *g, int64_t n, int64_t *saved) {
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        Kiln__Ir__Type *t = g->inputs[i]->type;
+        if (!t || t->value_case != KILN__IR__TYPE__VALUE_TENSOR || !t->tensor || !t->tensor->n_dims || !t->tensor->dims[0]) continue;
+        if (n >= 0) { saved[i] = t->tensor->dims[0]->fixed; t->tensor->dims[0]->fixed = n; }
+        else t->tensor->dims[0]->fixed = saved[i];
+    }
+}
+
+/* Per core: the lowering counters that belong to its instruction streams. */
+typedef struct core_state { uint32_t done_sem, stores, load_queue, store_queue; } core_state;
+
+/* Makes `core` the core of the instructions emitted from now on (its counters in l, the other's kept in cs). */
+static void switch_core(lowering *l, core_state *cs, uint32_t core) {
+    cs[l->core] = (core_state){l->done_sem, l->stores, l->load_queue, l->store_queue};
+    l->core = core;
+    l->done_sem = cs[core].done_sem; l->stores = cs[core].stores; l->load_queue = cs[core].load_queue; l->store_queue = cs[core].store_queue;
+}
+
+/* Opens a new scope holding views of rows [b0, b0 + nb) of dim 0 of every graph input and output, under their names. */
+static void slice_scope(lowering *l, const Kiln__Ir__Graph *g, uint64_t b0, uint64_t nb) {
+    npu_program *p = l->p;
+    l->scope = p->tensor_count;
+    for (uint32_t k = 0; k < p->input_count + p->output_count; k++) {
+        uint32_t full = k < p->input_count ? p->inputs[k] : p->outputs[k - p->input_count];
+        const char *name = k < p->input_count ? g->inputs[k]->name : g->outputs[k - p->input_count]->name;
+        shape s = l->tensor_shapes[full];
+        uint64_t per = p->tensors[full].elements / (uint64_t)s.dims[0];
+        s.dims[0] = (int64_t)nb;
+        uint32_t v = add_tensor(l, name, NPU_T_VIEW, &s, NPU_F32, NULL, 0);
+        if (l->failed) return;
+        p->tensors[v].base = full;
+        p->tensors[v].offset = b0 * per;
+    }
+}
+
+static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t cores, int pipeline, npu_program *p, uint32_t *node_first, size_t *split_at);
+
+/* Whether every node keeps dim 0 as the batch, rows of it independent of each other (so that slices of it can be
+ * computed apart): the compute ops do; a Transpose moving axis 0, a Concat or Flatten along axis 0, and a Reshape
+ * that changes dim 0 do not. `known`: the full batch's shapes. */
+static int batch_splittable(const Kiln__Ir__Graph *g, const shape_table *known) {
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        const Kiln__Ir__Node *n = g->nodes[i];
+        shape x = lookup(g, known, n->inputs[0]), y = lookup(g, known, n->outputs[0]);
+        if (strcmp(n->op, "Transpose") == 0) {
+            int64_t perm0 = x.rank - 1;
+            const Kiln__Ir__Attribute *a = ak_attribute(n, "perm");
+            if (a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_INTS && a->ints && a->ints->n_values) perm0 = a->ints->values[0];
+            if (perm0 != 0) return 0;
+        }
+        if (strcmp(n->op, "Concat") == 0 && (ak_int_attr(n, "axis", 0) == 0 || ak_int_attr(n, "axis", 0) == -(int64_t)x.rank)) return 0;
+        if (strcmp(n->op, "Flatten") == 0 && (ak_int_attr(n, "axis", 1) == 0 || ak_int_attr(n, "axis", 1) == -(int64_t)x.rank)) return 0;
+        if (strcmp(n->op, "Reshape") == 0 && (!y.rank || !x.rank || y.dims[0] != x.dims[0])) return 0;
+    }
+    return 1;
+}
+
+/* The pipeline's stage boundary: lowers one image on one core, runs the cycle model over it, and returns the
+ * node at which the second stage starts — the lowered node k (not fused into an earlier one) that best balances
+ * the simulated time up to k against the time from k on (ops run one after another on a core) — or
+ * g->n_nodes when fewer than two nodes are lowered. */
+static kiln_plugin_error *pipeline_split(Kiln__Ir__Graph *g, uint32_t auto_cast, size_t *split) {
+    *split = g->n_nodes;
+    int64_t *saved = calloc(g->n_inputs + 1, sizeof(int64_t));
+    uint32_t *first = malloc((g->n_nodes + 1) * sizeof(uint32_t));
+    if (!saved || !first) { free(saved); free(first); return ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); }
+    for (size_t i = 0; i <= g->n_nodes; i++) first[i] = NPU_NONE;
+    set_batch(g, 1, saved);
+    npu_program one;
+    kiln_plugin_error *e = lower(g, auto_cast, 1, 0, &one, first, NULL);
+    set_batch(g, -1, saved);
+    free(saved);
+    if (e) { free(first); return e; }
+    ak_op *ops = calloc((size_t)one.insn_count + 1, sizeof(ak_op));
+    ak_report r = {0};
+    char why[256];
+    if (!ops) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
+    for (uint32_t i = 0; !e && i < one.insn_count; i++) ops[i] = model_op(&one.insns[i], 0);
+    if (!e && ak_simulate(engines, ENGINE_COUNT, ops, one.insn_count, one.semaphore_count, &r, why, sizeof why))
+        e = ak_error(KILN_ERROR_INTERNAL, "compile: the one-core program of the pipeline cannot run: %s", why);
+    if (!e) {
+        uint64_t done = 0, best = UINT64_MAX;
+        for (size_t i = 0; i < g->n_nodes; i++) {
+            if (first[i] == NPU_NONE) continue;
+            if (i > 0 && done > 0) { /* the stage boundary before node i: stage 1 took `done` */
+                uint64_t worse = done > r.total_ps - done ? done : r.total_ps - done;
+                if (worse < best) { best = worse; *split = i; }
+            }
+            size_t next = one.insn_count;
+            for (size_t j = i + 1; j < g->n_nodes; j++) if (first[j] != NPU_NONE) { next = first[j]; break; }
+            for (size_t k = first[i]; k < next; k++) done = r.end_ps[k] > done ? r.end_ps[k] : done;
+        }
+    }
+    ak_report_free(&r);
+    free(ops);
+    free(first);
+    npu_program_free(&one);
+    return e;
+}
+
+/* Builds the program of `g` (every node claimed) for `cores` cores. With one core every node is lowered once,
+ * over the whole batch. With two, dim 0 of every graph input and output is the batch: placement batch gives each
+ * core half of it (⌈N/2⌉ and ⌊N/2⌋ rows, each core's instructions reading and writing views of those rows);
+ * placement pipeline splits the nodes into two stages at pipeline_split's node and streams the N images through
+ * them one by one: core 0 runs stage 1 of image i + 1 while core 1 runs stage 2 of image i, after a bridge (one
+ * DMA on core 1 that waits for core 0's stores of image i). node_first (one core only): each lowered node's
+ * first instruction. split_at, when given, receives the pipeline's stage boundary. Returns NULL or an error. */
+static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t cores, int pipeline, npu_program *p, uint32_t *node_first, size_t *split_at) {
+    memset(p, 0, sizeof *p);
+    p->auto_cast = auto_cast;
+    p->cores = cores;
+    lowering l = {.g = g, .p = p};
+    l.done_sem = sem(&l);
+    kiln_plugin_error *e = NULL;
+    uint8_t *fused = calloc(g->n_nodes + 1, 1);
+    l.named = calloc(g->n_nodes + 1, 1);
+    shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    shape_table slice = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
+    int64_t *saved = calloc(g->n_inputs + 1, sizeof(int64_t));
+    l.node_const = malloc((g->n_nodes + 1) * sizeof(uint32_t));
+    l.node_const_key = calloc(g->n_nodes + 1, sizeof(uint64_t));
+    for (size_t i = 0; l.node_const && i <= g->n_nodes; i++) l.node_const[i] = NPU_NONE;
+    p->inputs = calloc(g->n_inputs + 1, sizeof(uint32_t));
+    p->outputs = calloc(g->n_outputs + 1, sizeof(uint32_t));
+    if (!fused || !l.named || !known.names || !known.shapes || !slice.names || !slice.shapes || !saved || !l.node_const || !l.node_const_key || !p->inputs || !p->outputs) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); goto done; }
+    for (size_t i = 0; i < g->n_inputs; i++) {
+        shape s = ak_graph_shape(g, g->inputs[i]->name, 0);
+        if (s.dtype != F32 || !s.known || count_of(&s) < 0) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph input '%s' is not a float32 tensor of known shape", g->inputs[i]->name); goto done; }
+        p->inputs[p->input_count++] = add_tensor(&l, g->inputs[i]->name, NPU_T_INPUT, &s, NPU_F32, NULL, 0);
+    }
+    /* graph outputs: shapes follow from the claimed nodes */
+    if ((e = infer_shapes(g, &known))) goto done;
+    for (size_t i = 0; i < g->n_outputs; i++) {
+        const char *name = g->outputs[i]->name;
+        int produced = 0;
+        for (size_t j = 0; j < g->n_nodes; j++) produced |= strcmp(g->nodes[j]->outputs[0], name) == 0;
+        if (!produced || tensor_of(&l, name) != NPU_NONE) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph output '%s' is not computed by a node (or is listed twice)", name); goto done; }
+        shape s = lookup(g, &known, name);
+        p->outputs[p->output_count++] = add_tensor(&l, name, NPU_T_OUTPUT, &s, NPU_F32, NULL, 0);
+    }
+    if (cores == 1) {
+        e = lower_nodes(&l, g, &known, 0, g->n_nodes, fused, node_first);
+    } else {
+        /* dim 0 of every input and output is the batch the cores share */
+        int64_t N = p->input_count ? l.tensor_shapes[p->inputs[0]].dims[0] : 0;
+        for (uint32_t k = 0; k < p->input_count + p->output_count; k++) {
+            const shape *s = &l.tensor_shapes[k < p->input_count ? p->inputs[k] : p->outputs[k - p->input_count]];
+            if (s->rank < 1 || s->dims[0] != N) N = 0;
+        }
+        if (N >= 1 && !batch_splittable(g, &known)) N = 0;
+        for (int half = 0; N >= 1 && half < 2; half++) { /* every slice's shapes must follow (a Reshape's fixed shape may not) */
+            int64_t nb = pipeline ? 1 : half == 0 ? (N + 1) / 2 : N / 2;
+            if (nb < 1) continue;
+            set_batch(g, nb, saved);
+            slice.count = 0;
+            for (size_t i = 0; i < g->n_nodes && N >= 1; i++) { /* infer_shapes without an error (the host owns errors) */
+                shape o;
+                char why[320];
+                if (rejects(g, &slice, g->nodes[i], &o, why, sizeof why)) N = 0;
+                else { slice.names[slice.count] = g->nodes[i]->outputs[0]; slice.shapes[slice.count++] = o; }
+            }
+            set_batch(g, -1, saved);
+        }
+        if (N < 1) {
+            /* nothing to split: the program runs on core 0 alone (a model cut into several NPU programs may have one) */
+            ak_log_debug("npu-nc2: cores=2, but the graph's inputs and outputs do not share a dim 0 (the batch) its nodes keep: this program runs on one core");
+            p->cores = 1;
+            e = lower_nodes(&l, g, &known, 0, g->n_nodes, fused, node_first);
+            goto lowered;
+        }
+        core_state cs[2] = {{l.done_sem, 0, 0, 0}, {sem(&l), 0, 0, 0}};
+        size_t split = g->n_nodes;
+        if (pipeline && (e = pipeline_split(g, auto_cast, &split))) goto done;
+        if (split_at) *split_at = split;
+        shape bs = {F32, 1, 1, {1}};
+        uint32_t barrier = pipeline ? add_tensor(&l, NULL, NPU_T_SCRATCH, &bs, NPU_F32, NULL, 0) : 0;
+        uint64_t slices = pipeline ? (uint64_t)N : 2;
+        for (uint64_t k = 0; k < slices && !e && !l.failed; k++) {
+            uint64_t b0 = pipeline ? k : k == 0 ? 0 : (uint64_t)(N + 1) / 2, nb = pipeline ? 1 : k == 0 ? (uint64_t)(N + 1) / 2 : (uint64_t)N / 2;
+            if (nb == 0) continue;
+            /* the graph's inputs say nb rows while this slice is lowered (their shapes are read from the graph) */
+            set_batch(g, (int64_t)nb, saved);
+            e = infer_shapes(g, &slice);
+            if (!e) {
+                slice_scope(&l, g, b0, nb);
+                memset(fused, 0, g->n_nodes + 1);
+                switch_core(&l, cs, pipeline ? 0 : (uint32_t)k);
+                if (!l.failed) e = lower_nodes(&l, g, &slice, 0, split, fused, NULL);
+            }
+            if (!e && !l.failed && pipeline && split < g->n_nodes) {
+                uint32_t stage1_stores = l.stores;
+                switch_core(&l, cs, 1);
+                npu_insn *bridge = dma(&l, 1, barrier, 0, 0, 0, 1, 1, 0, NPU_F32);
+                bridge->wait_sem[0] = cs[0].done_sem; bridge->wait_value[0] = stage1_stores;
+                e = lower_nodes(&l, g, &slice, split, g->n_nodes, fused, NULL);
+            }
+            set_batch(g, -1, saved);
+        }
+    }
+lowered:
+    if (e) goto done;
     if (l.failed == 1) e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory");
     else if (l.failed == 2) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: an operand is not a float32 initializer with inline data of its shape");
     else if (l.failed == 3) e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: the tiles of an op do not fit SBUF");
@@ -967,6 +1535,11 @@ done:
     free(l.named);
     free(known.names);
     free(known.shapes);
+    free(slice.names);
+    free(slice.shapes);
+    free(saved);
+    free(l.node_const);
+    free(l.node_const_key);
     free(l.tensor_names);
     free(l.tensor_shapes);
     if (e) npu_program_free(p);
@@ -987,6 +1560,16 @@ static int auto_cast_mode(const kiln_plugin_compile_options *options, const char
     return -1;
 }
 
+/* A compile option's value: the option `key` when the host passes one (ABI 1.3), else the environment variable
+ * `env`, else NULL. */
+static const char *option_value(const kiln_plugin_compile_options *options, const char *key, const char *env) {
+    const char *value = getenv(env);
+    if (options && KILN_PLUGIN_HAS_FIELD(kiln_plugin_compile_options, option_values, options->struct_size) && options->option_keys && options->option_values)
+        for (size_t i = 0; i < options->option_count; i++)
+            if (options->option_keys[i] && strcmp(options->option_keys[i], key) == 0) value = options->option_values[i];
+    return value && *value ? value : NULL;
+}
+
 /* Callback: compiles a graph of claimed nodes into a KNPU payload for host or npu-nc2. */
 static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph, const kiln_plugin_compile_options *options, kiln_plugin_payload *out) {
     (void)context;
@@ -997,6 +1580,12 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
     const char *bad = NULL;
     int cast = auto_cast_mode(options, &bad);
     if (cast < 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: auto-cast '%s' is not none, matmul or all", bad);
+    const char *cores_value = option_value(options, "cores", "KILN_NPU_CORES"), *placement = option_value(options, "placement", "KILN_NPU_PLACEMENT");
+    if (cores_value && strcmp(cores_value, "1") != 0 && strcmp(cores_value, "2") != 0) return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: cores '%s' is not 1 or 2", cores_value);
+    if (placement && strcmp(placement, "batch") != 0 && strcmp(placement, "pipeline") != 0)
+        return ak_error(KILN_ERROR_INVALID_ARGUMENT, "compile: placement '%s' is not batch or pipeline", placement);
+    uint32_t cores = cores_value && cores_value[0] == '2' ? 2 : 1;
+    int pipeline = placement && strcmp(placement, "pipeline") == 0;
     Kiln__Ir__Graph *g;
     kiln_plugin_error *e = ak_decode_graph(graph, &g);
     if (e) return e;
@@ -1005,7 +1594,7 @@ static kiln_plugin_error *compile(void *context, const kiln_plugin_bytes *graph,
         return ak_error(KILN_ERROR_UNSUPPORTED, "compile: graph too large");
     }
     npu_program program;
-    e = lower(g, (uint32_t)cast, &program);
+    e = lower(g, (uint32_t)cast, cores, pipeline, &program, NULL, NULL);
     kiln__ir__graph__free_unpacked(g, NULL);
     if (e) return e;
     ak_owner *o = ak_owner_new(AK_OWNER_PAYLOAD);
@@ -1052,6 +1641,18 @@ static kiln_plugin_error *load(void *context, const kiln_plugin_bytes *payload, 
 
 /* ---- execute: the cycle model schedules, the functional simulator runs ----------------------------- */
 
+#define DMA_ENGINE(name) {name, 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}
+static const ak_engine engines2[2 * ENGINE_COUNT] = {
+    {"TensorE", TENSOR_HZ, 0, 0}, {"VectorE", VECTOR_HZ, 0, 0}, {"ScalarE", SCALAR_HZ, 0, 0},
+    DMA_ENGINE("DMA0"), DMA_ENGINE("DMA1"), DMA_ENGINE("DMA2"), DMA_ENGINE("DMA3"), DMA_ENGINE("DMA4"), DMA_ENGINE("DMA5"), DMA_ENGINE("DMA6"), DMA_ENGINE("DMA7"),
+    DMA_ENGINE("DMA8"), DMA_ENGINE("DMA9"), DMA_ENGINE("DMA10"), DMA_ENGINE("DMA11"), DMA_ENGINE("DMA12"), DMA_ENGINE("DMA13"), DMA_ENGINE("DMA14"), DMA_ENGINE("DMA15"),
+    {"core1.TensorE", TENSOR_HZ, 0, 0}, {"core1.VectorE", VECTOR_HZ, 0, 0}, {"core1.ScalarE", SCALAR_HZ, 0, 0},
+    DMA_ENGINE("core1.DMA0"), DMA_ENGINE("core1.DMA1"), DMA_ENGINE("core1.DMA2"), DMA_ENGINE("core1.DMA3"), DMA_ENGINE("core1.DMA4"), DMA_ENGINE("core1.DMA5"),
+    DMA_ENGINE("core1.DMA6"), DMA_ENGINE("core1.DMA7"), DMA_ENGINE("core1.DMA8"), DMA_ENGINE("core1.DMA9"), DMA_ENGINE("core1.DMA10"), DMA_ENGINE("core1.DMA11"),
+    DMA_ENGINE("core1.DMA12"), DMA_ENGINE("core1.DMA13"), DMA_ENGINE("core1.DMA14"), DMA_ENGINE("core1.DMA15"),
+};
+#undef DMA_ENGINE
+
 static const ak_engine engines[ENGINE_COUNT] = {
     {"TensorE", TENSOR_HZ, 0, 0}, {"VectorE", VECTOR_HZ, 0, 0}, {"ScalarE", SCALAR_HZ, 0, 0},
     {"DMA0", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA1", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S}, {"DMA2", 0, DMA_BYTES_PER_SECOND, DMA_OVERHEAD_S},
@@ -1065,15 +1666,16 @@ static const ak_engine engines[ENGINE_COUNT] = {
 static const char *const labels[NPU_OP_LAST + 1] = {"?", "DmaLoad", "DmaStore", "LoadStationary", "MultiplyMoving", "Activate", "Vector", "Reduce"};
 
 /* The cycle model's view of instruction n: its engine and cost. */
-static ak_op model_op(const npu_insn *n) {
+static ak_op model_op(const npu_insn *n, uint32_t core) {
     ak_op op = {0, {n->wait_sem[0], n->wait_sem[1]}, {n->wait_value[0], n->wait_value[1]}, {n->signal_sem[0], n->signal_sem[1]}, 0, 0, labels[n->opcode]};
     switch (n->opcode) {
-    case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + n->func; op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
+    case NPU_DMA_LOAD: case NPU_DMA_STORE: op.engine = ENGINE_DMA0 + NPU_DMA_QUEUE(n->func); op.bytes = (uint64_t)n->parts * n->cols * npu_dtype_size(n->f); break;
     case NPU_LOAD_STATIONARY: op.engine = ENGINE_TENSOR; op.cycles = ak_load_stationary_cycles(n->cols); break;
     case NPU_MULTIPLY_MOVING: op.engine = ENGINE_TENSOR; op.cycles = ak_multiply_moving_cycles(n->cols, n->f == NPU_F32); break;
     case NPU_ACTIVATE: op.engine = ENGINE_SCALAR; op.cycles = ak_lane_cycles(n->cols, 0, LANE_OVERHEAD_CYCLES); break;
     case NPU_VECTOR: case NPU_REDUCE: op.engine = ENGINE_VECTOR; op.cycles = ak_lane_cycles(n->cols, n->e == NPU_F32, LANE_OVERHEAD_CYCLES); break;
     }
+    op.engine += core * ENGINE_COUNT;
     return op;
 }
 
@@ -1140,6 +1742,7 @@ static size_t sbuf_extent(const npu_program *p) {
             uint64_t src = (uint64_t)n->cols * npu_dtype_size(n->e), a = n->a + src, b = n->b + (n->d ? 4 : src), c = n->c + (uint64_t)n->cols * 4;
             e = a > b ? a : b;
             e = c > e ? c : e;
+            if (n->d == NPU_VECTOR_MAC && (uint64_t)n->f + (uint64_t)n->cols * 4 > e) e = (uint64_t)n->f + (uint64_t)n->cols * 4;
             break;
         }
         }
@@ -1153,11 +1756,12 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
     switch (n->opcode) {
     case NPU_DMA_LOAD: case NPU_DMA_STORE: {
         float *t = m->dram[n->a];
+        uint32_t first = NPU_DMA_PARTITION(n->func);
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
                 uint64_t at = (uint64_t)n->b + (uint64_t)p * n->c + (uint64_t)j * n->d;
-                if (n->opcode == NPU_DMA_LOAD) sbuf_set(m, p, n->e, j, n->f, t[at]);
-                else t[at] = sbuf_get(m, p, n->e, j, n->f);
+                if (n->opcode == NPU_DMA_LOAD) sbuf_set(m, first + p, n->e, j, n->f, t[at]);
+                else t[at] = sbuf_get(m, first + p, n->e, j, n->f);
             }
         return NULL;
     }
@@ -1195,7 +1799,9 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
                 float a = sbuf_get(m, p, n->a, j, n->e), b = n->d ? sbuf_get(m, p, n->b, 0, NPU_F32) : sbuf_get(m, p, n->b, j, n->e);
-                sbuf_set(m, p, n->c, j, NPU_F32, n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b));
+                float r = n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b);
+                if (n->d == NPU_VECTOR_MAC) r += sbuf_get(m, p, n->f, j, NPU_F32);
+                sbuf_set(m, p, n->c, j, NPU_F32, r);
             }
         return NULL;
     case NPU_REDUCE:
@@ -1215,12 +1821,41 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
 static _Atomic uint64_t last_total_ps, last_tensor_cycles, last_vector_cycles, last_scalar_cycles, last_dma_bytes, last_instructions, runs;
 static _Atomic uint64_t last_tensor_util, last_vector_util, last_scalar_util; /* per mille */
 
+/* The end of the last store into each row of dim 0 (the batch) of the graph outputs, in ps, into done[0 .. rows)
+ * (rows: dim 0 of the first output; 0 when an output has rank 0 or another dim 0). The latency of each image of
+ * the batch in the simulated schedule, when all of them arrive at the start of the run. Returns rows. */
+static uint64_t batch_done(const npu_program *p, const ak_report *r, uint64_t *done, uint64_t capacity) {
+    if (!p->output_count) return 0;
+    const npu_tensor *first = &p->tensors[p->outputs[0]];
+    uint64_t rows = first->rank ? (uint64_t)first->dims[0] : 0;
+    for (uint32_t k = 0; k < p->output_count; k++) {
+        const npu_tensor *t = &p->tensors[p->outputs[k]];
+        if (!t->rank || (uint64_t)t->dims[0] != rows) return 0;
+    }
+    if (!rows || rows > capacity) return 0;
+    memset(done, 0, rows * sizeof *done);
+    for (uint32_t i = 0; i < p->insn_count; i++) {
+        const npu_insn *n = &p->insns[i];
+        if (n->opcode != NPU_DMA_STORE) continue;
+        const npu_tensor *t = &p->tensors[n->a];
+        uint32_t base = t->kind == NPU_T_VIEW ? t->base : n->a;
+        uint64_t offset = t->kind == NPU_T_VIEW ? t->offset : 0;
+        const npu_tensor *full = &p->tensors[base];
+        if (full->kind != NPU_T_OUTPUT || !full->elements) continue;
+        uint64_t per = full->elements / rows, lo = offset + n->b, hi = lo + (uint64_t)(n->parts - 1) * n->c + (uint64_t)(n->cols - 1) * n->d;
+        for (uint64_t b = lo / per; b <= hi / per && b < rows; b++) done[b] = r->end_ps[i] > done[b] ? r->end_ps[i] : done[b];
+    }
+    return rows;
+}
+
 /* Records a run's report for the device properties, the debug log and (when asked) files. */
 static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
+    const ak_engine *eng = p->cores > 1 ? engines2 : engines;
+    uint32_t engine_count = p->cores > 1 ? 2 * ENGINE_COUNT : ENGINE_COUNT;
     atomic_store(&last_total_ps, r->total_ps);
-    atomic_store(&last_tensor_cycles, r->cycles[ENGINE_TENSOR]);
-    atomic_store(&last_vector_cycles, r->cycles[ENGINE_VECTOR]);
-    atomic_store(&last_scalar_cycles, r->cycles[ENGINE_SCALAR]);
+    atomic_store(&last_tensor_cycles, r->cycles[ENGINE_TENSOR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_TENSOR] : 0));
+    atomic_store(&last_vector_cycles, r->cycles[ENGINE_VECTOR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_VECTOR] : 0));
+    atomic_store(&last_scalar_cycles, r->cycles[ENGINE_SCALAR] + (p->cores > 1 ? r->cycles[ENGINE_COUNT + ENGINE_SCALAR] : 0));
     atomic_store(&last_dma_bytes, r->dma_bytes);
     atomic_store(&last_instructions, p->insn_count);
     atomic_store(&last_tensor_util, (uint64_t)llround(1000 * ak_utilization(r, ENGINE_TENSOR)));
@@ -1231,14 +1866,21 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     char trace_path[1024];
     if (trace && *trace && ak_expand_run(trace, run, trace_path, sizeof trace_path)) {
         FILE *f = fopen(trace_path, "w");
-        if (f) { ak_write_chrome_trace(f, engines, ENGINE_COUNT, ops, r); fclose(f); }
+        if (f) { ak_write_chrome_trace(f, eng, engine_count, ops, r); fclose(f); }
     }
     char report_path[1024];
     if (report && *report && ak_expand_run(report, run, report_path, sizeof report_path)) {
         FILE *f = fopen(report_path, "w");
         if (f) {
-            fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul", p->insn_count);
-            ak_write_summary(f, engines, ENGINE_COUNT, r);
+            fprintf(f, "npu-nc2 cycle model, auto-cast %s, %u instructions, %u core%s\n", p->auto_cast == NPU_CAST_NONE ? "none" : p->auto_cast == NPU_CAST_ALL ? "all" : "matmul",
+                    p->insn_count, p->cores, p->cores > 1 ? "s (sharing 820 GB/s of device memory)" : "");
+            ak_write_summary(f, eng, engine_count, r);
+            uint64_t done[256], rows = batch_done(p, r, done, 256);
+            if (rows) {
+                fprintf(f, "done by batch row (us):");
+                for (uint64_t b = 0; b < rows; b++) fprintf(f, " %.3f", (double)done[b] / 1e6);
+                fprintf(f, "\n");
+            }
             fclose(f);
         }
     }
@@ -1251,30 +1893,39 @@ static void record(const npu_program *p, const ak_op *ops, const ak_report *r) {
     }
 }
 
-/* Callback: runs a program: schedules its streams with the cycle model, executes them in that order on the
- * functional simulator, and returns the output tensors. */
+/* Callback: runs a program: schedules its streams with the cycle model (two cores: their 2 × 19 engines, the
+ * DMA queues sharing the device's memory bandwidth), executes them in that order on the functional simulator
+ * (one SBUF, PSUM and TensorE per core; DRAM shared, views pointing into their base), and returns the outputs. */
 static kiln_plugin_error *execute(void *context, void *executable, const kiln_tensor *inputs, size_t input_count, kiln_tensor *outputs, size_t output_count) {
     (void)context;
     npu_executable *x = executable;
     const npu_program *p = x ? &x->program : NULL;
     kiln_plugin_error *e = ak_execute_arguments(executable, input_count, output_count, p ? p->input_count : 0, p ? p->output_count : 0, inputs, outputs);
     if (e) return e;
-    machine m = {0};
-    m.stride = sbuf_extent(p);
-    m.sbuf = calloc((size_t)NPU_PARTITIONS * m.stride + 1, 1);
-    m.psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
-    m.stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
-    m.dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
+    uint32_t core_count = p->cores > 1 ? p->cores : 1;
+    machine m[NPU_MAX_CORES];
+    memset(m, 0, sizeof m);
+    float **dram = calloc((size_t)p->tensor_count + 1, sizeof(float *));
     ak_op *ops = calloc((size_t)p->insn_count + 1, sizeof(ak_op));
     ak_report report = {0};
-    if (!m.sbuf || !m.psum || !m.stationary || !m.dram || !ops) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
+    int ok = dram && ops;
+    for (uint32_t c = 0; c < core_count; c++) {
+        m[c].stride = sbuf_extent(p);
+        m[c].sbuf = calloc((size_t)NPU_PARTITIONS * m[c].stride + 1, 1);
+        m[c].psum = calloc((size_t)NPU_PARTITIONS * NPU_PSUM_BANKS * NPU_PSUM_BANK_FP32, sizeof(float));
+        m[c].stationary = calloc((size_t)NPU_PARTITIONS * NPU_STATIONARY_COLS, sizeof(float));
+        m[c].dram = dram;
+        ok = ok && m[c].sbuf && m[c].psum && m[c].stationary;
+    }
+    if (!ok) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); goto done; }
     for (uint32_t t = 0; !e && t < p->tensor_count; t++) {
         const npu_tensor *nt = &p->tensors[t];
-        m.dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
-        if (!m.dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
+        if (nt->kind == NPU_T_VIEW) { dram[t] = dram[nt->base] + nt->offset; continue; } /* bases come first (npu_decode) */
+        dram[t] = calloc((size_t)nt->elements + 1, sizeof(float));
+        if (!dram[t]) { e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory"); break; }
         for (uint64_t i = 0; nt->kind == NPU_T_CONST && i < nt->elements; i++) {
-            if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); m.dram[t][i] = ak_f32_from_bf16(h); }
-            else memcpy(&m.dram[t][i], nt->data + 4 * i, 4);
+            if (nt->dtype == NPU_BF16) { uint16_t h; memcpy(&h, nt->data + 2 * i, 2); dram[t][i] = ak_f32_from_bf16(h); }
+            else memcpy(&dram[t][i], nt->data + 4 * i, 4);
         }
     }
     for (uint32_t i = 0; !e && i < p->input_count; i++) {
@@ -1289,34 +1940,37 @@ static kiln_plugin_error *execute(void *context, void *executable, const kiln_te
         for (uint32_t d = 0; !e && d < nt->rank; d++)
             if (in->shape[d] != nt->dims[d]) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u dim %u is %lld; the program was compiled for %lld", i, d, (long long)in->shape[d], (long long)nt->dims[d]);
         if (!e && nt->elements && !in->data) e = ak_error(KILN_ERROR_INVALID_ARGUMENT, "execute: input %u has NULL data", i);
-        if (!e && nt->elements) memcpy(m.dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
+        if (!e && nt->elements) memcpy(dram[p->inputs[i]], in->data, (size_t)nt->elements * 4);
     }
     if (e) goto done;
-    for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i]);
+    for (uint32_t i = 0; i < p->insn_count; i++) ops[i] = model_op(&p->insns[i], p->core_of ? p->core_of[i] : 0);
     char why[256];
-    if (ak_simulate(engines, ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, &report, why, sizeof why)) {
+    const ak_engine *eng = core_count > 1 ? engines2 : engines;
+    if (ak_simulate_shared(eng, core_count * ENGINE_COUNT, ops, p->insn_count, p->semaphore_count, core_count > 1 ? DEVICE_HBM_BYTES_PER_SECOND : 0,
+                           &report, why, sizeof why)) {
         e = ak_error(KILN_ERROR_INVALID_ARTIFACT, "execute: the instruction streams cannot run: %s", why);
         goto done;
     }
-    for (size_t k = 0; !e && k < p->insn_count; k++) e = step(&m, &p->insns[report.order[k]], report.order[k]);
+    for (size_t k = 0; !e && k < p->insn_count; k++) {
+        size_t i = report.order[k];
+        e = step(&m[p->core_of ? p->core_of[i] : 0], &p->insns[i], i);
+    }
     for (size_t i = 0; !e && i < output_count; i++) {
         const npu_tensor *nt = &p->tensors[p->outputs[i]];
-        e = ak_output(&outputs[i], i, m.dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
+        e = ak_output(&outputs[i], i, dram[p->outputs[i]], (size_t)nt->elements * 4, KILN_DTYPE_FLOAT, 32, nt->rank, nt->dims);
     }
     if (!e) {
         record(p, ops, &report);
         uint64_t total = 0;
-        ak_step *steps = ak_steps_from_report(&report, engines, ops, p->layers.count ? p->layers.of : NULL, p->layers.names, PROFILE_CLOCK_HZ, &total);
+        ak_step *steps = ak_steps_from_report(&report, eng, ops, p->layers.count ? p->layers.of : NULL, p->layers.names, PROFILE_CLOCK_HZ, &total);
         if (steps) ak_profile_store(&x->profile, steps, p->insn_count, total, PROFILE_CLOCK_HZ);
         else e = ak_error(KILN_ERROR_INTERNAL, "execute: out of memory");
     }
 done:
     ak_report_free(&report);
-    for (uint32_t t = 0; m.dram && t < p->tensor_count; t++) free(m.dram[t]);
-    free(m.dram);
-    free(m.sbuf);
-    free(m.psum);
-    free(m.stationary);
+    for (uint32_t t = 0; dram && t < p->tensor_count; t++) if (p->tensors[t].kind != NPU_T_VIEW) free(dram[t]);
+    free(dram);
+    for (uint32_t c = 0; c < core_count; c++) { free(m[c].sbuf); free(m[c].psum); free(m[c].stationary); }
     free(ops);
     return e;
 }
@@ -1340,21 +1994,23 @@ static void unload(void *context, void *executable) {
 
 /* ---- the device ---------------------------------------------------------------------------------------- */
 
-enum { FIXED_PROPERTIES = 9, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
+enum { FIXED_PROPERTIES = 11, LIVE_PROPERTIES = 10, DEVICE_PROPERTY_COUNT = FIXED_PROPERTIES + LIVE_PROPERTIES };
 
 /* Callback: the one simulated NeuronCore, with its parameters and the last run's estimate as properties. */
 static kiln_plugin_error *devices(void *context, kiln_plugin_device_list *out) {
     (void)context;
     static const char *const keys[DEVICE_PROPERTY_COUNT] = {
         "tensor_engine", "vector_engine", "scalar_engine", "sbuf_bytes", "psum_bytes", "dma", "assumed.dma_overhead_ns", "auto_cast",
-        "executes_on", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
+        "executes_on", "cores", "device_memory_bandwidth", "estimate.runs", "estimate.last_run.ns", "estimate.last_run.tensor_cycles", "estimate.last_run.vector_cycles",
         "estimate.last_run.scalar_cycles", "estimate.last_run.dma_bytes", "estimate.last_run.instructions",
         "estimate.last_run.tensor_utilization_permille", "estimate.last_run.vector_utilization_permille", "estimate.last_run.scalar_utilization_permille"};
     static const char *const fixed[DEVICE_PROPERTY_COUNT] = {
         "128x128 systolic, 2.8 GHz, bf16/fp16 in, fp32 accumulate", "128 lanes, 1.12 GHz", "128 lanes, 1.4 GHz, func(in*scale+bias)",
         "25165824 (128 partitions x 192 KiB)", "2097152 (128 partitions x 8 banks x 512 fp32)", "16 queues x 27 GiB/s", "64",
         "compile option auto-cast or KILN_NPU_AUTO_CAST: none|matmul|all (default matmul)",
-        "the host, through a functional simulator of the instruction streams"};
+        "the host, through a functional simulator of the instruction streams",
+        "2 per device (each with the engines, SBUF and PSUM above): compile options cores=1|2 and placement=batch|pipeline, or KILN_NPU_CORES, KILN_NPU_PLACEMENT",
+        "820 GB/s, shared by both cores' 32 DMA queues (cores=2)"};
     uint64_t live[DEVICE_PROPERTY_COUNT] = {
         [FIXED_PROPERTIES] = atomic_load(&runs), atomic_load(&last_total_ps) / 1000, atomic_load(&last_tensor_cycles), atomic_load(&last_vector_cycles),
         atomic_load(&last_scalar_cycles), atomic_load(&last_dma_bytes), atomic_load(&last_instructions),
@@ -1377,7 +2033,25 @@ static const kiln_plugin_option auto_cast_option = {
     .choice_count = 3,
     .choices = auto_cast_choices,
 };
-static const kiln_plugin_option *const options[] = {&auto_cast_option};
+static const char *const cores_choices[] = {"1", "2"};
+static const kiln_plugin_option cores_option = {
+    .struct_size = sizeof(kiln_plugin_option),
+    .name = "cores",
+    .default_value = "1 (or KILN_NPU_CORES)",
+    .help = "NeuronCores of the device the program runs on: 1, or 2 (placed by the option placement)",
+    .choice_count = 2,
+    .choices = cores_choices,
+};
+static const char *const placement_choices[] = {"batch", "pipeline"};
+static const kiln_plugin_option placement_option = {
+    .struct_size = sizeof(kiln_plugin_option),
+    .name = "placement",
+    .default_value = "batch (or KILN_NPU_PLACEMENT)",
+    .help = "with cores=2: batch (each core runs half the batch) or pipeline (two stages of the ops, the batch's images streamed through them)",
+    .choice_count = 2,
+    .choices = placement_choices,
+};
+static const kiln_plugin_option *const options[] = {&auto_cast_option, &cores_option, &placement_option};
 
 static const kiln_plugin_backend backend = {
     .struct_size = sizeof(kiln_plugin_backend),
@@ -1389,7 +2063,7 @@ static const kiln_plugin_backend backend = {
     .claim = claim, .compile = compile, .check = check, .load = load, .execute = execute, .unload = unload, .release = ak_release,
     .devices = devices, .load_with_options = load_with_options,
     .target_count = 1, .targets = targets,
-    .option_count = 1, .options = options,
+    .option_count = 3, .options = options,
     .profile = profile,
     /* (1.5) As torch-neuron partitions: a segment of fewer than 2 nodes stays on the CPU. */
     .min_group_size = 2,

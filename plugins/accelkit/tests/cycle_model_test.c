@@ -113,6 +113,31 @@ static void test_dma(void) {
     printf("cycle model: DMA at 27 GiB/s per queue (1 MiB = %.3f us) %s\n", one * 1e6, failures > before ? "FAIL" : "ok");
 }
 
+/* A shared link (a device's memory behind two cores' queues): four queues of 1 GB/s, a link of 2 GB/s, four
+ * 1000-byte DMAs starting at 0. Alone each takes 1 us. On the link they take 0.5 us each, one after another: the
+ * first two end at 1 us (their own time is longer than their turn on the link: 0.5 and 1.0 us), the third's
+ * turn ends at 1.5 us and the fourth's at 2 us, so the run takes 2 us: 4000 bytes at the link's 2 GB/s. With two
+ * queues only, the link is never the bound (2 GB/s = the queues' sum) and the run takes 2 us as two per queue. */
+static void test_shared_link(void) {
+    int before = failures;
+    ak_engine q[4] = {{"DMA0", 0, 1e9, 0}, {"DMA1", 0, 1e9, 0}, {"DMA2", 0, 1e9, 0}, {"DMA3", 0, 1e9, 0}};
+    ak_op ops[4] = {plain(0, 0, 1000), plain(1, 0, 1000), plain(2, 0, 1000), plain(3, 0, 1000)};
+    ak_report r;
+    char why[200];
+    EXPECT(ak_simulate(q, 4, ops, 4, 0, &r, why, sizeof why) == 0 && close_ps(r.total_ps, 1e-6, 1), "four queues, no link: %llu ps", (unsigned long long)r.total_ps);
+    ak_report_free(&r);
+    EXPECT(ak_simulate_shared(q, 4, ops, 4, 0, 2e9, &r, why, sizeof why) == 0, "simulate with a shared link");
+    EXPECT(close_ps(r.end_ps[0], 1e-6, 1) && close_ps(r.end_ps[1], 1e-6, 1) && close_ps(r.end_ps[2], 1.5e-6, 1) && close_ps(r.end_ps[3], 2e-6, 1),
+           "link turns: ends %llu %llu %llu %llu ps, want 1, 1, 1.5, 2 us", (unsigned long long)r.end_ps[0], (unsigned long long)r.end_ps[1],
+           (unsigned long long)r.end_ps[2], (unsigned long long)r.end_ps[3]);
+    EXPECT(close_ps(r.busy_ps[3], 2e-6, 1), "a queue waiting for the link is busy: %llu ps", (unsigned long long)r.busy_ps[3]);
+    ak_report_free(&r);
+    ops[2].engine = 0; ops[3].engine = 1;
+    EXPECT(ak_simulate_shared(q, 4, ops, 4, 0, 2e9, &r, why, sizeof why) == 0 && close_ps(r.total_ps, 2e-6, 1), "two queues at the link's rate: %llu ps", (unsigned long long)r.total_ps);
+    ak_report_free(&r);
+    printf("cycle model: a shared link bounds the queues' summed bandwidth (4 x 1 GB/s over 2 GB/s: 2 us) %s\n", failures > before ? "FAIL" : "ok");
+}
+
 /* Tiling and pools. */
 static void test_tiling_and_pools(void) {
     int before = failures;
@@ -145,6 +170,7 @@ int main(void) {
     test_matmul();
     test_semaphores();
     test_dma();
+    test_shared_link();
     test_tiling_and_pools();
     test_bus_cycles();
     printf("cycle_model_test: %s (%d failures)\n", failures ? "FAIL" : "PASS", failures);

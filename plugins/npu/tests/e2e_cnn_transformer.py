@@ -4,19 +4,25 @@ functional simulator, and compared with kiln.reference.
 CNN (NCHW, built here with the onnx package):
     c1 = Relu(Conv(x[2,3,14,14], W1[8,3,3,3], B1, pads 1))       -> im2col by DMA + TensorE, ReLU fused in the drain
     p1 = MaxPool(c1, 3x3, stride 2, pads 1)                          -> DMA window gathers, -inf padding, VectorE max
-    d  = Conv(p1, Wd[8,1,3,3], group 8, pads 1)                      -> depthwise: not supported, kiln.cpu (with reason)
-    c2 = Conv(d, W2[16,8,3,3], strides 2, pads [1,0,0,1], dilations 1, no bias)
-    a2 = AveragePool(c2, 2x2, stride 1, pads [1,1,0,0])              -> count_include_pad 0: per-position 1/count
+    d  = Relu(Conv(p1, Wd[8,1,3,3], Bd, group 8, pads 1))           -> depthwise: VectorE taps, bias and ReLU fused in the drain
+    e  = Conv(d, We[8,4,3,3], Be, group 2, pads 1)                   -> grouped (4 channels per group): one implicit GEMM per group
+    eh = HardSigmoid(e)                                              -> not supported: kiln.cpu (with reason), the fallback path
+    c2 = Conv(eh, W2[16,8,3,3], strides 2, pads [1,0,0,1], dilations 1, no bias)
+    s  = Conv(c2, Ws[16,1,3,3], group 16, strides [2,1], dilations 2, pads [2,1,1,2])  -> depthwise, two phase planes
+    a2 = AveragePool(s, 2x2, stride 1, pads [1,1,0,0])               -> count_include_pad 0: per-position 1/count
     g  = GlobalAveragePool(a2)                                       -> VectorE reduce + ScalarE scale
-    y  = Softmax(Gemm(Flatten(g), Wf[16,10], bf))                    -> Flatten on the CPU; Gemm and Softmax on the NPU
-  outputs y, p1 and a2.
+    y  = Softmax(Gemm(Flatten(g), Wf[16,10], bf))                    -> Flatten a DMA copy; Gemm and Softmax on the NPU
+  outputs y, p1, d and a2.
 Transformer block (x[1,16,64]): LayerNorm -> Q/K/V MatMuls -> scores Q·K^T (kiln.cpu: two activations) · 1/8
   (Mul by a row) -> Softmax -> ·V (kiln.cpu) -> Wo -> residual Add -> LayerNorm -> MLP (MatMul + bias + ReLU fused,
-  MatMul) -> residual Add. Output y.
+  MatMul) -> residual Add. Output y. (The Transpose of K runs on the NPU, a DMA copy.)
+Copies (x[4,6,200], DMA only): Transpose [0,2,1] -> Relu -> Transpose back -> Concat with a constant [4,3,200] on axis 1
+  -> Sigmoid -> Reshape to [4,10,180] -> Flatten -> MatMul [1800,16] -> m; and Transpose [2,0,1] (axis 0 moves) -> Tanh
+  -> y2. Every node on the NPU.
 
 Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE):
-  * placement: Conv (group 1), MaxPool, AveragePool, GlobalAveragePool, Softmax and LayerNormalization run on
-    sampleneuron.nc2; the depthwise Conv falls back to kiln.cpu with the reason "grouped and depthwise";
+  * placement: Conv (group 1, grouped and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and
+    LayerNormalization run on sampleneuron.nc2; the HardSigmoid falls back to kiln.cpu with its reason;
   * none: max|npu - ref| / max|ref| <= 1e-5 on every output (fp32 all the way; exp, 1/x and 1/sqrt are libm's);
   * matmul: the same error is > 0 (the cast happened) and <= 2^-5 (bf16 operands of the Conv/MatMul engines, about
     2^-8 relative each, through two to six chained contractions, softmax and normalization; the pools, Softmax and
@@ -42,22 +48,27 @@ def cnn(path, rng):
     """Writes the CNN; returns its input."""
     def init(name, shape, scale):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
-    inits = [init("W1", (8, 3, 3, 3), 27 ** -0.5), init("B1", (8,), 0.1), init("Wd", (8, 1, 3, 3), 1 / 3),
-             init("W2", (16, 8, 3, 3), 72 ** -0.5), init("Wf", (16, 10), 0.5), init("bf", (10,), 0.1)]
+    inits = [init("W1", (8, 3, 3, 3), 27 ** -0.5), init("B1", (8,), 0.1), init("Wd", (8, 1, 3, 3), 1 / 3), init("Bd", (8,), 0.1),
+             init("We", (8, 4, 3, 3), 36 ** -0.5), init("Be", (8,), 0.1), init("W2", (16, 8, 3, 3), 72 ** -0.5), init("Ws", (16, 1, 3, 3), 1 / 3),
+             init("Wf", (16, 10), 0.5), init("bf", (10,), 0.1)]
     nodes = [
         helper.make_node("Conv", ["x", "W1", "B1"], ["c1pre"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1pre"], ["c1"]),
         helper.make_node("MaxPool", ["c1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["p1", "Wd"], ["d"], group=8, pads=[1, 1, 1, 1]),
-        helper.make_node("Conv", ["d", "W2"], ["c2"], strides=[2, 2], pads=[1, 0, 0, 1]),
-        helper.make_node("AveragePool", ["c2"], ["a2"], kernel_shape=[2, 2], pads=[1, 1, 0, 0]),
+        helper.make_node("Conv", ["p1", "Wd", "Bd"], ["dpre"], group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["dpre"], ["d"]),
+        helper.make_node("Conv", ["d", "We", "Be"], ["e"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["e"], ["eh"]),
+        helper.make_node("Conv", ["eh", "W2"], ["c2"], strides=[2, 2], pads=[1, 0, 0, 1]),
+        helper.make_node("Conv", ["c2", "Ws"], ["s"], group=16, strides=[2, 1], dilations=[2, 2], pads=[2, 1, 1, 2]),
+        helper.make_node("AveragePool", ["s"], ["a2"], kernel_shape=[2, 2], pads=[1, 1, 0, 0]),
         helper.make_node("GlobalAveragePool", ["a2"], ["g"]),
         helper.make_node("Flatten", ["g"], ["f"]),
         helper.make_node("Gemm", ["f", "Wf", "bf"], ["z"]),
         helper.make_node("Softmax", ["z"], ["y"], axis=-1),
     ]
     out = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-    save_model(path, nodes, [out("x", [2, 3, 14, 14])], [out("y", [2, 10]), out("p1", [2, 8, 7, 7]), out("a2", [2, 16, 4, 4])], inits)
+    save_model(path, nodes, [out("x", [2, 3, 14, 14])], [out("y", [2, 10]), out("p1", [2, 8, 7, 7]), out("d", [2, 8, 7, 7]), out("a2", [2, 16, 2, 3])], inits)
     return {"x": rng.standard_normal((2, 3, 14, 14)).astype(np.float32)}
 
 
@@ -92,6 +103,28 @@ def transformer(path, rng):
     out = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
     save_model(path, nodes, [out("x", [1, T, D])], [out("y", [1, T, D])], inits)
     return {"x": rng.standard_normal((1, T, D)).astype(np.float32)}
+
+
+def copies(path, rng, batch=4):
+    """Writes the data-movement model (DMA copies); returns its input."""
+    inits = [numpy_helper.from_array(rng.standard_normal((batch, 3, 200)).astype(np.float32), "k"),
+             numpy_helper.from_array(np.array([batch, 10, 180], np.int64), "shape"),
+             numpy_helper.from_array((rng.standard_normal((1800, 16)) * 1800 ** -0.5).astype(np.float32), "Wm")]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 1]),        # [B, 200, 6]
+        helper.make_node("Relu", ["t1"], ["r1"]),
+        helper.make_node("Transpose", ["r1"], ["t2"], perm=[0, 2, 1]),       # [B, 6, 200]
+        helper.make_node("Concat", ["t2", "k"], ["c1"], axis=1),             # [B, 9, 200], the second input a constant
+        helper.make_node("Sigmoid", ["c1"], ["s1"]),
+        helper.make_node("Reshape", ["s1", "shape"], ["rs"]),                # [B, 10, 180]
+        helper.make_node("Flatten", ["rs"], ["f"], axis=1),                  # [B, 1800]
+        helper.make_node("MatMul", ["f", "Wm"], ["m"]),                      # [B, 16]
+        helper.make_node("Transpose", ["x"], ["t3"], perm=[2, 0, 1]),        # [200, B, 6]
+        helper.make_node("Tanh", ["t3"], ["y2"]),
+    ]
+    vi = lambda n, s: helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+    save_model(path, nodes, [vi("x", [batch, 6, 200])], [vi("m", [batch, 16]), vi("y2", [200, batch, 6])], inits)
+    return {"x": rng.standard_normal((batch, 6, 200)).astype(np.float32)}
 
 
 def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
@@ -141,12 +174,16 @@ def main():
     path = os.path.join(work, "cnn.onnx")
     feeds = cnn(path, rng)
     results["cnn"] = check(kiln, plugin, work, "cnn", path, feeds,
-                           {"Conv": 2, "MaxPool": 1, "AveragePool": 1, "GlobalAveragePool": 1, "Gemm": 1, "Softmax": 1},
-                           {"Conv": "grouped and depthwise convolution are not supported yet"})
+                           {"Conv": 5, "MaxPool": 1, "AveragePool": 1, "GlobalAveragePool": 1, "Gemm": 1, "Softmax": 1, "Flatten": 1},
+                           {"HardSigmoid": "op HardSigmoid is not supported on npu-nc2 yet"})
     path = os.path.join(work, "transformer.onnx")
     feeds = transformer(path, rng)
     results["transformer"] = check(kiln, plugin, work, "transformer", path, feeds,
-                                   {"LayerNormalization": 2, "Softmax": 1, "Mul": 1}, {})
+                                   {"LayerNormalization": 2, "Softmax": 1, "Mul": 1, "Transpose": 1}, {})
+    path = os.path.join(work, "copies.onnx")
+    feeds = copies(path, rng)
+    results["copies"] = check(kiln, plugin, work, "copies", path, feeds,
+                              {"Transpose": 3, "Concat": 1, "Reshape": 1, "Flatten": 1, "MatMul": 1}, {})
     print(json.dumps({"max_error_over_max_ref": results, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND}}))
     print(f"e2e_cnn_transformer: PASS — auto-cast none <= {NONE_BOUND}, matmul in (0, {MATMUL_BOUND:.4g}] on every output")
 

@@ -8,7 +8,8 @@ The inputs are text lines drawn with NumPy (scripts/quantize-accuracy's `drawn_l
 the classifier's task), normalized as PP-OCR does.
 
 Asserts, for auto-cast none and matmul (`--backend-option auto-cast=MODE`):
-  * the ungrouped Convs run on sampleneuron.nc2 (the depthwise ones fall back to kiln.cpu, by name, as NPU.md says);
+  * every Conv, depthwise ones included, is claimed by sampleneuron.nc2, and at least 44 of the 53 run there (the
+    others are single nodes between unsupported ops, left on the CPU by the minimum group size);
   * on every held-out line the class (argmax) equals ONNX Runtime's;
   * none: the two class probabilities are within NONE_BOUND of ONNX Runtime's (fp32 all the way; only the order of
     summation differs);
@@ -62,8 +63,10 @@ def main():
         where = placements(inspect)
         convs = where.get("Conv", [])
         on_npu = sum(v.count(NPU) for v in where.values())
-        expect(convs.count(NPU) >= 10, f"{mode}: {convs.count(NPU)} of {len(convs)} Convs on {NPU}")
-        expect("depthwise" in inspect, f"{mode}: the depthwise Convs fall back with their reason")
+        # Every Conv, depthwise ones included, is claimed; those left alone between unsupported ops (hard-swish's
+        # Add/Clip/Div) stay on the CPU by the minimum group size, with that reason.
+        refused = re.findall(r"\(Conv\) → kiln.cpu: rejected by", inspect)
+        expect(not refused and convs.count(NPU) >= 44, f"{mode}: {convs.count(NPU)} of {len(convs)} Convs on {NPU}, {len(refused)} rejected")
         worst, agree, cycles = 0.0, 0, {}
         for i, path in enumerate(paths):
             out = os.path.join(work, f"out-{mode}-{i}")

@@ -9,8 +9,12 @@
  * payloads that are well formed but impossible (a DMA past its tensor, a store into a constant, PSUM bank 8, a
  * vector operand mode or reduction that does not exist,
  * DMA queue 16, a wait no instruction satisfies, MultiplyMoving without a matching stationary, a shape whose
- * element count overflows, a layer index past the layer table, an empty or NUL-holding layer name). Each must end
- * in an error or a clean run. It also checks the layer table's names and the profile callback (ABI 1.4). Exits 1 on any failed expectation.
+ * element count overflows, a layer index past the layer table, an empty or NUL-holding layer name, a DMA tile past
+ * partition 127 from its first-partition field, a multiply-accumulate addend past the partition). Each must end
+ * in an error or a clean run. A depthwise Conv's payload (first-partition DMAs, multiply-accumulates) must match plain C
+ * and survive corruptions; the graph compiled for two cores (placement batch and pipeline: views, a core table) must
+ * match too, and views past their base, of themselves or of a constant, 3 cores, an instruction on core 2 and a store
+ * into a view of an input are refused. It also checks the layer table's names and the profile callback (ABI 1.4). Exits 1 on any failed expectation.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include <kiln/kiln_plugin.h>
@@ -88,6 +92,166 @@ static npu_insn *first(npu_program *p, uint32_t opcode) {
     exit(1);
 }
 
+/* An integer attribute (borrowed). */
+static Kiln__Ir__Attribute *int_attr(const char *name, int64_t v) {
+    Kiln__Ir__Attribute *a = keep(1, sizeof *a);
+    kiln__ir__attribute__init(a);
+    a->name = (char *)name;
+    a->value_case = KILN__IR__ATTRIBUTE__VALUE_I;
+    a->i = v;
+    return a;
+}
+
+/* Loads and executes a payload on one input tensor; 0 (result copied to out when its size matches), 1 load
+ * refused, 2 execute refused. */
+static int run_one(const void *bytes, size_t size, float *x, int rank, const int64_t *shape, float *out, size_t out_count) {
+    kiln_plugin_bytes payload = {sizeof payload, bytes, size, KILN_PLUGIN_FORMAT_OPAQUE, 0};
+    void *executable = NULL;
+    kiln_plugin_error *e = backend->load(backend->context, &payload, NULL, &executable);
+    if (e) { free(e); return 1; }
+    int64_t out_shape[KILN_PLUGIN_MAX_RANK];
+    kiln_tensor in = {x, {KILN_DEVICE_CPU, 0}, rank, {KILN_DTYPE_FLOAT, 32, 1}, (int64_t *)shape, NULL, 0};
+    kiln_tensor result = {NULL, {KILN_DEVICE_CPU, 0}, 0, {0, 0, 0}, out_shape, NULL, 0};
+    e = backend->execute(backend->context, executable, &in, 1, &result, 1);
+    if (!e && out && result.data) {
+        size_t n = 1;
+        for (int d = 0; d < result.ndim; d++) n *= (size_t)out_shape[d];
+        if (n == out_count) memcpy(out, result.data, n * 4);
+    }
+    free(result.data);
+    backend->unload(backend->context, executable);
+    if (e) { free(e); return 2; }
+    return 0;
+}
+
+/* A depthwise Conv (x[2,3,5,6], W[3,1,3,3], bias, group 3, strides [2,1], pads 1, fused Relu) compiled through the
+ * plugin: its payload uses the DMA's first-partition field and VECTOR's multiply-accumulate mode; the simulated
+ * result must match plain C, and corruptions of that payload must be errors or clean runs. */
+static void depthwise_case(uint32_t *seed) {
+    enum { DN = 2, DC = 3, DH = 5, DW = 6, OH = 3, OW = 6 };
+    static float x[DN * DC * DH * DW], w[DC * 9], b[DC], want[DN * DC * OH * OW], got[DN * DC * OH * OW];
+    float *arrays[3] = {x, w, b};
+    size_t counts[3] = {DN * DC * DH * DW, DC * 9, DC};
+    for (int a = 0; a < 3; a++)
+        for (size_t i = 0; i < counts[a]; i++) { *seed = *seed * 1664525u + 1013904223u; arrays[a][i] = (float)(*seed >> 8) / 8388608.0f - 1.0f; }
+    for (int n = 0; n < DN; n++)
+        for (int c = 0; c < DC; c++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++) {
+                    float acc = 0;
+                    for (int i = 0; i < 3; i++)
+                        for (int j = 0; j < 3; j++) {
+                            int ih = oh * 2 - 1 + i, iw = ow - 1 + j;
+                            if (ih >= 0 && ih < DH && iw >= 0 && iw < DW) acc += x[((n * DC + c) * DH + ih) * DW + iw] * w[c * 9 + i * 3 + j];
+                        }
+                    acc += b[c];
+                    want[((n * DC + c) * OH + oh) * OW + ow] = acc > 0 ? acc : 0;
+                }
+    static const int64_t xd[4] = {DN, DC, DH, DW}, wd[4] = {DC, 1, 3, 3}, bd[1] = {DC}, yd[4] = {DN, DC, OH, OW};
+    static int64_t strides[2] = {2, 1}, pads[4] = {1, 1, 1, 1};
+    static char *cin[3] = {"x", "w", "b"}, *rin[1] = {"c"};
+    const int f32 = KILN__IR__DATA_TYPE__FLOAT32;
+    Kiln__Ir__Attribute *attrs[3] = {int_attr("group", DC), ints("strides", 2, strides), ints("pads", 4, pads)};
+    Kiln__Ir__Value *inputs[1] = {value("x", f32, 4, xd)}, *outputs[1] = {value("y", f32, 4, yd)};
+    Kiln__Ir__Tensor *inits[2] = {init("w", f32, 4, wd, w, sizeof w), init("b", f32, 1, bd, b, sizeof b)};
+    Kiln__Ir__Node *nodes[2] = {node("dw", "Conv", cin, 3, "c", attrs, 3), node("relu", "Relu", rin, 1, "y", NULL, 0)};
+    Kiln__Ir__Graph g;
+    kiln__ir__graph__init(&g);
+    g.name = "depthwise";
+    g.n_inputs = 1; g.inputs = inputs; g.n_outputs = 1; g.outputs = outputs;
+    g.n_initializers = 2; g.initializers = inits; g.n_nodes = 2; g.nodes = nodes;
+    size_t gsize;
+    uint8_t *gbytes = ak_test_pack(&g, &gsize);
+    kiln_plugin_bytes graph = {sizeof graph, gbytes, gsize, KILN_PLUGIN_FORMAT_IR_GRAPH, 0};
+    kiln_plugin_compile_options options = {sizeof options, "npu-nc2", 2, 0, 0, NULL, NULL};
+    kiln_plugin_payload payload = {sizeof payload, NULL, 0, NULL, NULL};
+    kiln_plugin_error *e = backend->compile(backend->context, &graph, &options, &payload);
+    EXPECT(!e, "depthwise: compile: %s", e ? e->message : "");
+    free(gbytes);
+    if (e) { free(e); return; }
+    size_t size = payload.size;
+    uint8_t *valid = malloc(size);
+    memcpy(valid, payload.data, size);
+    backend->release(backend->context, payload.owner);
+    npu_program p;
+    decoded(valid, size, &p);
+    uint32_t offset_dmas = 0, macs = 0;
+    for (uint32_t i = 0; i < p.insn_count; i++) {
+        const npu_insn *n = &p.insns[i];
+        offset_dmas += (n->opcode == NPU_DMA_LOAD || n->opcode == NPU_DMA_STORE) && NPU_DMA_PARTITION(n->func) > 0;
+        macs += n->opcode == NPU_VECTOR && n->d == NPU_VECTOR_MAC;
+    }
+    EXPECT(offset_dmas > 0 && macs > 0, "depthwise: %u DMAs with a first partition, %u multiply-accumulates (want both > 0)", offset_dmas, macs);
+    npu_program_free(&p);
+    EXPECT(run_one(valid, size, x, 4, xd, got, DN * DC * OH * OW) == 0, "depthwise: the valid payload does not run");
+    double worst = 0;
+    for (size_t i = 0; i < DN * DC * OH * OW; i++) { double d = fabs((double)got[i] - want[i]); worst = d > worst ? d : worst; }
+    EXPECT(worst <= 1e-5, "depthwise: the simulated result differs from the C reference by %g", worst);
+    uint8_t *bad = malloc(size);
+    size_t loaded = 0;
+    for (int trial = 0; trial < 300; trial++) {
+        memcpy(bad, valid, size);
+        *seed = *seed * 1664525u + 1013904223u;
+        bad[(*seed >> 4) % size] ^= (uint8_t)(1u << ((*seed >> 24) % 8));
+        loaded += run_one(bad, size, x, 4, xd, NULL, 0) != 1;
+    }
+    printf("payload_robustness: depthwise Conv matches the C reference (largest difference %.3g; %u first-partition DMAs, %u multiply-accumulates); "
+           "300 corruptions: %zu loaded, none crashed\n", worst, offset_dmas, macs, loaded);
+    free(bad);
+    free(valid);
+}
+
+/* The MLP graph compiled for two cores (placement batch, then pipeline: a version 3 payload with views and a core
+ * table) must compute what one core computes (Y, checked first); then impossible views and core tables are refused. */
+static void two_core_case(const uint8_t *gbytes, size_t gsize) {
+    kiln_plugin_bytes graph = {sizeof graph, gbytes, gsize, KILN_PLUGIN_FORMAT_IR_GRAPH, 0};
+    static const char *const keys[2] = {"cores", "placement"};
+    const char *placements[2] = {"batch", "pipeline"};
+    for (int k = 0; k < 2; k++) {
+        const char *values[2] = {"2", placements[k]};
+        kiln_plugin_compile_options options = {sizeof options, "npu-nc2", 2, 0, 2, keys, values};
+        kiln_plugin_payload payload = {sizeof payload, NULL, 0, NULL, NULL};
+        kiln_plugin_error *e = backend->compile(backend->context, &graph, &options, &payload);
+        EXPECT(!e, "two cores (%s): compile: %s", placements[k], e ? e->message : "");
+        if (e) { free(e); continue; }
+        size_t size = payload.size;
+        uint8_t *valid = malloc(size);
+        memcpy(valid, payload.data, size);
+        backend->release(backend->context, payload.owner);
+        float got[M * N];
+        char why[512];
+        EXPECT(load_and_run(valid, size, got, why, sizeof why) == 0, "two cores (%s): does not run: %s", placements[k], why);
+        double worst = 0;
+        for (size_t i = 0; i < M * N; i++) { double d = fabs((double)got[i] - Y[i]); worst = d > worst ? d : worst; }
+        EXPECT(worst <= 1e-5, "two cores (%s): differs from the C reference by %g", placements[k], worst);
+        npu_program p;
+        decoded(valid, size, &p);
+        uint32_t on1 = 0, views = 0, view = 0;
+        for (uint32_t i = 0; i < p.insn_count; i++) on1 += p.core_of[i] == 1;
+        for (uint32_t t = 0; t < p.tensor_count; t++) if (p.tensors[t].kind == NPU_T_VIEW) { views++; view = t; }
+        EXPECT(p.cores == 2 && on1 > 0 && on1 < p.insn_count && views > 0, "two cores (%s): %u cores, %u of %u instructions on core 1, %u views",
+               placements[k], p.cores, on1, p.insn_count, views);
+        printf("payload_robustness: two cores (%s) match the C reference (largest difference %.3g; %u of %u instructions on core 1, %u views)\n",
+               placements[k], worst, on1, p.insn_count, views);
+        if (k == 0 && views) {
+            npu_tensor saved = p.tensors[view];
+            p.tensors[view].offset = p.tensors[saved.base].elements; expect_refused(&p, "a view past its base", "passes the end"); p.tensors[view] = saved;
+            p.tensors[view].base = view; expect_refused(&p, "a view of itself", "not an earlier"); p.tensors[view] = saved;
+            uint32_t c = 0;
+            while (c < p.tensor_count && p.tensors[c].kind != NPU_T_CONST) c++;
+            if (c < view) { p.tensors[view].base = c; expect_refused(&p, "a view of a constant", "not an earlier"); p.tensors[view] = saved; }
+            p.cores = 3; expect_refused(&p, "3 cores", "cores"); p.cores = 2;
+            p.core_of[0] = 2; expect_refused(&p, "an instruction on core 2 of 2", "core 2"); p.core_of[0] = 0;
+            npu_insn *st = first(&p, NPU_DMA_STORE), saved_st = *st;
+            for (uint32_t t = 0; t < p.tensor_count; t++)
+                if (p.tensors[t].kind == NPU_T_VIEW && p.tensors[p.tensors[t].base].kind == NPU_T_INPUT) { st->a = t; st->b = 0; break; }
+            expect_refused(&p, "a store into a view of an input", "read-only"); *st = saved_st;
+        }
+        npu_program_free(&p);
+        free(valid);
+    }
+}
+
 /* Builds the valid payload, checks it, then the malformed ones. */
 int main(void) {
     backend = ak_test_backend();
@@ -125,6 +289,7 @@ int main(void) {
             worst = d > worst ? d : worst;
         }
     EXPECT(worst <= 1e-5, "the simulated result differs from the C reference by %g", worst);
+    two_core_case(gbytes, gsize);
 
     /* every truncation */
     size_t refused = 0;
@@ -155,6 +320,8 @@ int main(void) {
     npu_insn *dma = first(&p, NPU_DMA_LOAD), saved = *dma;
     dma->b = 0xfffffff0u; expect_refused(&p, "a DMA past its tensor", "DMA reaches element"); *dma = saved;
     dma->func = 16; expect_refused(&p, "DMA queue 16", "DMA queue"); *dma = saved;
+    dma->func = (127u << 8) | 1u; dma->parts = 2; expect_refused(&p, "a DMA tile from partition 127 of 2 partitions", "passes partition"); *dma = saved;
+    dma->func = 1u << 16; expect_refused(&p, "a DMA func word with bit 16 set", "bits above 15"); *dma = saved;
     dma->e = NPU_SBUF_PARTITION_BYTES - 4; expect_refused(&p, "an SBUF tile past the partition", "does not fit"); *dma = saved;
     npu_insn *st = first(&p, NPU_DMA_STORE), saved_st = *st;
     st->a = p.inputs[0]; expect_refused(&p, "a store into an input", "read-only"); *st = saved_st;
@@ -166,7 +333,9 @@ int main(void) {
     npu_insn *act = first(&p, NPU_ACTIVATE), saved_act = *act;
     act->func = 9; expect_refused(&p, "activation function 9", "activation function"); *act = saved_act;
     npu_insn *vec = first(&p, NPU_VECTOR), saved_vec = *vec;
-    vec->d = 2; expect_refused(&p, "vector operand mode 2", "vector operand mode"); *vec = saved_vec;
+    vec->d = 3; expect_refused(&p, "vector operand mode 3", "vector operand mode"); *vec = saved_vec;
+    vec->d = NPU_VECTOR_MAC; vec->b = 0; vec->f = NPU_SBUF_PARTITION_BYTES - 4;
+    expect_refused(&p, "a multiply-accumulate addend past the partition", "addend tile"); *vec = saved_vec;
     vec->d = 1; vec->b = NPU_SBUF_PARTITION_BYTES - 2; expect_refused(&p, "a per-partition operand past the partition", "does not fit"); *vec = saved_vec;
     vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_MUL; expect_refused(&p, "a product reduction", "reduction"); *vec = saved_vec;
     vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_ADD; vec->d = 3; expect_refused(&p, "reduction accumulate flag 3", "accumulate flag"); *vec = saved_vec;
@@ -260,6 +429,7 @@ int main(void) {
         free(qe);
     }
     backend = ak_test_backend();
+    depthwise_case(&s);
     EXPECT(load_and_run("KNPU", 4, NULL, why, sizeof why) == 1, "4 bytes of header refused");
     EXPECT(load_and_run(NULL, 0, NULL, why, sizeof why) == 1, "an empty payload refused");
 
