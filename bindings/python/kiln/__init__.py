@@ -565,7 +565,7 @@ def _address(array: npt.NDArray[Any]) -> int:
     """The address of a C-contiguous array's first element (a writable array's buffer export is ~3× cheaper
     than `array.ctypes.data`)."""
     if array.flags.writeable:
-        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))  # type: ignore[arg-type]  # (ndarray is a buffer)
     return int(array.ctypes.data)
 
 
@@ -626,7 +626,10 @@ class Model:
         self._output_names = tuple(o.name for o in self.outputs)
         self._plans = threading.local()  # per thread: input signature -> _RunPlan (see _run_planned)
         # kiln_run taking plain addresses: converting integers is cheaper than checking struct pointer types.
-        self._run_address = _RUN_BY_ADDRESS(ctypes.cast(lib.kiln_run, ctypes.c_void_p).value)
+        run_address = ctypes.cast(lib.kiln_run, ctypes.c_void_p).value
+        if not run_address:
+            raise VersionMismatchError("this libkiln has no kiln_run")
+        self._run_address = _RUN_BY_ADDRESS(run_address)
 
     def _describe(self, count_function: Any, info_function: Any) -> List["ValueInfo"]:
         count = ctypes.c_size_t()
