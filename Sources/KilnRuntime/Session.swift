@@ -21,9 +21,12 @@ public final class Session: @unchecked Sendable {
     /// Where every node runs and why.
     public let partitionReport: PartitionReport
     private let executable: any Executable
+    /// The graph's input names, for `validate` (built once, not per run).
+    private let inputNames: Set<String>
 
     private init(model: Model, partitions: [Partition], report: PartitionReport, executable: any Executable, artifact: Artifact?) {
         self.model = model
+        self.inputNames = Set(model.graph.inputs.map(\.name))
         self.partitions = partitions
         self.partitionReport = report
         var best = partitions[0]
@@ -261,9 +264,11 @@ public final class Session: @unchecked Sendable {
     /// A named dim bound to different sizes by different inputs runs, as ONNX Runtime runs it, with a warning
     /// (`warnings`); `?` and unnamed dims are anonymous.
     public func validate(_ inputs: [String: RuntimeValue]) throws {
-        let known = Set(model.graph.inputs.map(\.name))
-        for name in inputs.keys.sorted() where !known.contains(name) {
-            throw KilnError(.invalidArgument, "the model has no input named '\(name)' (inputs: \(model.graph.inputs.map(\.name).joined(separator: ", ")))")
+        let known = inputNames
+        if inputs.keys.contains(where: { !known.contains($0) }) {
+            for name in inputs.keys.sorted() where !known.contains(name) {
+                throw KilnError(.invalidArgument, "the model has no input named '\(name)' (inputs: \(model.graph.inputs.map(\.name).joined(separator: ", ")))")
+            }
         }
         var symbols: [String: (Int, String)] = [:]
         for input in model.graph.inputs {
