@@ -206,6 +206,47 @@ struct ConvPReluTests {
         #expect(kinds == ["MatMul+SiLU"], "\(kinds)")
     }
 
+    @Test("Hard-swish written out (PaddlePaddle's x · Clip(x + 3, 0, 6) / 6, or · 1/6, or x · HardSigmoid(x)) fuses into Conv and MatMul; not when a gate value is read elsewhere or the constants differ")
+    func hardSwish() throws {
+        var r = SplitMix64(seed: 23)
+        // (form, group, mulFirst, extraReader, gate constant): form 0 Add/Clip/Div, 1 Add/Clip/Mul(1/6), 2 HardSigmoid.
+        let cases: [(Int, Int, Bool, Bool, Float)] = [(0, 1, false, false, 3), (1, 24, true, false, 3), (2, 1, false, false, 3),
+                                                     (0, 1, false, true, 3), (0, 1, false, false, 2.5)]
+        for (n, (form, group, mulFirst, extraReader, three)) in cases.enumerated() {
+            var g = TestGraph()
+            let cin = 24
+            let x = g.input("x", [1, cin, 10, 9])
+            let y = g.node("Conv", [x, g.constant(r.tensor([group == 1 ? 16 : group, cin / group, 3, 3], -0.5, 0.5)),
+                                    g.constant(r.tensor([group == 1 ? 16 : group], -0.5, 0.5))],
+                           ["kernel_shape": .ints([3, 3]), "pads": .ints([1, 1, 1, 1]), "group": .int(group)])
+            let gate: String
+            if form == 2 {
+                gate = g.node("HardSigmoid", [y], ["alpha": .float(1 / 6), "beta": .float(0.5)])
+            } else {
+                let shifted = g.node("Add", [y, g.constant(Tensor(shape: [1], [three]))])
+                gate = g.node("Clip", [shifted, g.constant(Tensor(shape: [], [Float(0)])), g.constant(Tensor(shape: [], [Float(6)]))])
+            }
+            let product = g.node("Mul", mulFirst ? [gate, y] : [y, gate])
+            let out = form == 0 ? g.node("Div", [product, g.constant(Tensor(shape: [1], [Float(6)]))])
+                : form == 1 ? g.node("Mul", [product, g.constant(Tensor(shape: [1], [Float(1) / 6]))]) : product
+            if extraReader { g.output(out, gate) } else { g.output(out) }
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, cin, 10, 9], -4, 4)], "hard-swish case \(n)")
+            var lowering = Lowering(graph: g.graph)
+            let kinds = try lowering.lower().operations.map(\.kind)
+            #expect(kinds.contains("Conv+HardSwish") == (!extraReader && three == 3), "hard-swish case \(n): \(kinds)")
+        }
+        var g = TestGraph()
+        let x = g.input("x", [5, 32])
+        let y = g.node("MatMul", [x, g.constant(r.tensor([32, 24], -0.4, 0.4))])
+        let gate = g.node("Clip", [g.node("Add", [g.constant(Tensor(shape: [], [Float(3)])), y]),
+                                   g.constant(Tensor(shape: [], [Float(0)])), g.constant(Tensor(shape: [], [Float(6)]))])
+        g.output(g.node("Div", [g.node("Mul", [y, gate]), g.constant(Tensor(shape: [], [Float(6)]))]))
+        try expectMatchesReference(g.model, inputs: ["x": r.tensor([5, 32], -4, 4)], "hard-swish matmul")
+        var lowering = Lowering(graph: g.graph)
+        let kinds = try lowering.lower().operations.map(\.kind)
+        #expect(kinds == ["MatMul+HardSwish"], "\(kinds)")
+    }
+
     @Test("Squeeze-and-excitation Mul by [N, C, 1, 1] runs blocked between convolutions; other shapes broadcast on NCHW")
     func channelScale() throws {
         var r = SplitMix64(seed: 20)

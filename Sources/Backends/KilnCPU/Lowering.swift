@@ -454,7 +454,50 @@ struct Lowering {
             kinds.append("SiLU")
             return Activation(kind: .silu)
         }
+        if let h = hardSwishPattern(value) {
+            nodes += h.nodes
+            absorbed.formUnion(h.nodes)
+            value = h.output
+            kinds.append("HardSwish")
+            return Activation(kind: .hardSwish)
+        }
         return .none
+    }
+
+    /// Hard-swish written out, as PaddlePaddle exports it: x · Clip(x + 3, 0, 6) / 6 (or · 1/6), or
+    /// x · HardSigmoid(x) with alpha 1/6 and beta 0.5. Its nodes and output when `value` is read by exactly
+    /// the gate (the Add, or the HardSigmoid) and the Mul, and every inner value by the next node alone.
+    /// The fused form computes x · clamp(x/6 + 1/2, 0, 1), equal to within float rounding.
+    private func hardSwishPattern(_ value: String) -> (nodes: [Int], output: String)? {
+        guard !graphOutputs.contains(value), let c = consumers[value], c.count == 2, c[0] != c[1],
+              !c.contains(where: absorbed.contains) else { return nil }
+        func near(_ v: Float?, _ target: Float) -> Bool { v.map { abs($0 - target) <= 1e-6 * abs(target) } ?? false }
+        for (g, m) in [(c[0], c[1]), (c[1], c[0])] {
+            let gate = graph.nodes[g], mul = graph.nodes[m]
+            var gateNodes: [Int], gateOutput: String, divided: Bool
+            if gate.op == OpID("", "Add"), let s = scalarLink(gate), s.x == value,
+               near(scalar(gate.input(0) == value ? gate.input(1) : gate.input(0)), 3),
+               let k = soleConsumer(gate.outputs[0]), let (a, x) = activation(k), x == gate.outputs[0],
+               a.kind == .clip, a.alpha == 0, a.beta == 6 {
+                (gateNodes, gateOutput, divided) = ([g, k], graph.nodes[k].outputs[0], false)
+            } else if gate.op == OpID("", "HardSigmoid"), let (a, x) = activation(g), x == value,
+                      near(a.alpha, 1 / 6), near(a.beta, 0.5) {
+                (gateNodes, gateOutput, divided) = ([g], gate.outputs[0], true)
+            } else {
+                continue
+            }
+            guard mul.op == OpID("", "Mul"), mul.inputs.count == 2, mul.outputs.count == 1,
+                  Set(mul.inputs) == Set([value, gateOutput]), !graphOutputs.contains(gateOutput),
+                  consumers[gateOutput] == [m] else { return nil }
+            if divided { return (gateNodes + [m], mul.outputs[0]) }
+            guard let d = soleConsumer(mul.outputs[0]) else { return nil }
+            let div = graph.nodes[d]
+            guard div.inputs.count == 2, div.outputs.count == 1, div.input(0) == mul.outputs[0],
+                  (div.op == OpID("", "Div") && near(scalar(div.input(1)), 6))
+                    || (div.op == OpID("", "Mul") && near(scalar(div.input(1)), 1 / 6)) else { return nil }
+            return (gateNodes + [m, d], div.outputs[0])
+        }
+        return nil
     }
 
     /// Swish written out, x · Sigmoid(x) (as TensorFlow exports it): the Sigmoid and Mul nodes when `value`
