@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "KilnFormat",
             dependencies: [
-                "KilnIR", "CZstd", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "KilnIR", "CZstd", "CKilnChecksum", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
@@ -53,6 +53,7 @@ let package = Package(
             exclude: ["README.md"]
         ),
         .target(name: "CKilnKernels", path: "Sources/CKilnKernels"),
+        .target(name: "CKilnChecksum", path: "Sources/CKilnChecksum"),
         .target(
             name: "KilnCPU",
             dependencies: ["KilnIR", "KilnBackend", "CKilnKernels"],
@@ -120,7 +121,7 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "Kiln", "KilnFrontends", "KilnTestSupport"]),
+        .testTarget(name: "KilnFormatTests", dependencies: ["KilnFormat", "CKilnChecksum", "Kiln", "KilnFrontends", "KilnTestSupport"]),
         .testTarget(name: "KilnPassesTests", dependencies: ["KilnTooling", "KilnPasses", "Kiln", "KilnFrontends", "KilnReference", "KilnTestSupport"]),
         // Shared by the test targets: ONNX model builders, seeded random data, a process runner, the paths of
         // the package and of the built products, temporary folders. A plain target, not a product.

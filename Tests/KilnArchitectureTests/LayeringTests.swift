@@ -11,7 +11,7 @@ import Testing
         "KilnIR": [],
         "KilnFrontends": ["KilnIR"],
         "KilnPasses": ["KilnIR"],
-        "KilnFormat": ["KilnIR", "CZstd", "Crypto"],
+        "KilnFormat": ["KilnIR", "CZstd", "CKilnChecksum", "Crypto"],
         "KilnBackend": ["KilnIR", "KilnFormat", "CKilnABI"],
         "KilnPluginHost": ["KilnIR", "KilnFormat", "KilnBackend", "CKilnABI"],
         "KilnReference": ["KilnIR", "KilnBackend"],
@@ -24,7 +24,7 @@ import Testing
         "KilnTooling": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnRuntime"],
         "KilnC": ["Kiln", "KilnIR", "KilnFormat", "KilnFrontends", "KilnBackend", "KilnPluginHost", "KilnCompiler", "KilnRuntime", "KilnTooling", "CKilnABI"],
         "KilnCLI": ["Kiln", "KilnTooling", "ArgumentParser"],
-        "CKilnKernels": [], "CKilnABI": [], "CZstd": [],
+        "CKilnKernels": [], "CKilnABI": [], "CZstd": [], "CKilnChecksum": [],
         "KilnDSP": [],  // plugins/dsp: C kernels of the DSP sample plugin; nothing in the SDK imports it
     ]
 

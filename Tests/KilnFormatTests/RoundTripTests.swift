@@ -1,3 +1,4 @@
+import CKilnChecksum
 import KilnIR
 import KilnTestSupport
 import Testing
@@ -13,6 +14,23 @@ import Testing
             CRC32C.update(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: b[0..<333])), UnsafeRawBufferPointer(rebasing: b[333...]))
         }
         #expect(split == CRC32C.checksum(data))
+    }
+
+    @Test func crc32cInstructionAndTableWalkAgree() {
+        // Every length 0...70 at every start offset 0...7, then a large buffer: the CPU's crc32 instruction
+        // (where there is one) and the portable table walk give the same value, and the known check value.
+        var r = SplitMix64(seed: 5)
+        let data = (0..<70_000).map { _ in UInt8(truncatingIfNeeded: r.below(256)) }
+        data.withUnsafeBytes { b in
+            #expect(kiln_crc32c_portable(0, Array("123456789".utf8), 9) == 0xE306_9283)
+            for start in 0..<8 {
+                for length in 0...70 {
+                    let p = b.baseAddress! + start
+                    #expect(kiln_crc32c(7, p, length) == kiln_crc32c_portable(7, p, length), "start \(start) length \(length)")
+                }
+            }
+            #expect(kiln_crc32c(0, b.baseAddress!, b.count) == kiln_crc32c_portable(0, b.baseAddress!, b.count))
+        }
     }
 
     @Test(arguments: [SectionCodec.zstd, .none])
