@@ -235,6 +235,19 @@ struct ConvPReluTests {
             let kinds = try lowering.lower().operations.map(\.kind)
             #expect(kinds.contains("Conv+HardSwish") == (!extraReader && three == 3), "hard-swish case \(n): \(kinds)")
         }
+        do {
+            // A constant 3 of rank 5 broadcasts the result to rank 5: not fused, and still right.
+            var g = TestGraph()
+            let x = g.input("x", [1, 8, 6, 6])
+            let y = g.node("Conv", [x, g.constant(r.tensor([8, 8, 1, 1], -0.5, 0.5))], ["kernel_shape": .ints([1, 1])])
+            let gate = g.node("Clip", [g.node("Add", [y, g.constant(Tensor(shape: [1, 1, 1, 1, 1], [Float(3)]))]),
+                                       g.constant(Tensor(shape: [], [Float(0)])), g.constant(Tensor(shape: [], [Float(6)]))])
+            g.output(g.node("Div", [g.node("Mul", [y, gate]), g.constant(Tensor(shape: [1], [Float(6)]))]))
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([1, 8, 6, 6], -4, 4)], "hard-swish rank-5 constant")
+            var lowering = Lowering(graph: g.graph)
+            let kinds = try lowering.lower().operations.map(\.kind)
+            #expect(!kinds.contains("Conv+HardSwish"), "\(kinds)")
+        }
         var g = TestGraph()
         let x = g.input("x", [5, 32])
         let y = g.node("MatMul", [x, g.constant(r.tensor([32, 24], -0.4, 0.4))])

@@ -471,12 +471,14 @@ struct Lowering {
     private func hardSwishPattern(_ value: String) -> (nodes: [Int], output: String)? {
         guard !graphOutputs.contains(value), let c = consumers[value], c.count == 2, c[0] != c[1],
               !c.contains(where: absorbed.contains) else { return nil }
+        // A constant of rank ≤ 1 broadcasts without changing the result's shape; a higher-rank one could.
         func near(_ v: Float?, _ target: Float) -> Bool { v.map { abs($0 - target) <= 1e-6 * abs(target) } ?? false }
+        func constant(_ name: String, _ target: Float) -> Bool { (constants[name]?.rank ?? 2) <= 1 && near(scalar(name), target) }
         for (g, m) in [(c[0], c[1]), (c[1], c[0])] {
             let gate = graph.nodes[g], mul = graph.nodes[m]
             var gateNodes: [Int], gateOutput: String, divided: Bool
             if gate.op == OpID("", "Add"), let s = scalarLink(gate), s.x == value,
-               near(scalar(gate.input(0) == value ? gate.input(1) : gate.input(0)), 3),
+               constant(gate.input(0) == value ? gate.input(1) : gate.input(0), 3),
                let k = soleConsumer(gate.outputs[0]), let (a, x) = activation(k), x == gate.outputs[0],
                a.kind == .clip, a.alpha == 0, a.beta == 6 {
                 (gateNodes, gateOutput, divided) = ([g, k], graph.nodes[k].outputs[0], false)
@@ -493,8 +495,8 @@ struct Lowering {
             guard let d = soleConsumer(mul.outputs[0]) else { return nil }
             let div = graph.nodes[d]
             guard div.inputs.count == 2, div.outputs.count == 1, div.input(0) == mul.outputs[0],
-                  (div.op == OpID("", "Div") && near(scalar(div.input(1)), 6))
-                    || (div.op == OpID("", "Mul") && near(scalar(div.input(1)), 1 / 6)) else { return nil }
+                  (div.op == OpID("", "Div") && constant(div.input(1), 6))
+                    || (div.op == OpID("", "Mul") && constant(div.input(1), 1 / 6)) else { return nil }
             return (gateNodes + [m, d], div.outputs[0])
         }
         return nil
