@@ -153,6 +153,18 @@ struct SwiftOpsTests {
         }
     }
 
+    @Test("ConvTranspose split over threads: grouped, two images, GEMM rows in several slices, at 1, 2 and 3 threads")
+    func convTransposeThreads() throws {
+        var r = SplitMix64(seed: 107)
+        var g = TestGraph()
+        let x = g.input("x", [2, 8, 9, 7])
+        g.output(g.node("ConvTranspose", [x, g.constant(r.tensor([8, 8, 3, 3])), g.constant(r.tensor([16]))],
+                        ["group": .int(2), "strides": .ints([2, 2]), "pads": .ints([1, 0, 0, 1]), "output_padding": .ints([1, 0])]))
+        for threads in [1, 2, 3] {
+            try expectMatchesReference(g.model, inputs: ["x": r.tensor([2, 8, 9, 7])], threads: threads, "threads \(threads)")
+        }
+    }
+
     @Test("Einsum (matrix products, transposes, traces, batch contractions), Dropout at inference, Trilu, DepthToSpace")
     func einsumAndMore() throws {
         var r = SplitMix64(seed: 106)

@@ -260,18 +260,26 @@ extension SwiftOps {
         try b.define(outs[0], shape: outShape)
         let cols = try b.scratch(bytes: max(colCount, 1) * 4)
         let x = ins[0], weights = ins[1], bias = ins.count > 2 ? ins[2] : -1, out = outs[0], table = target
+        // The GEMM splits its rows among the pool's threads, and the col2im its output channels (each writes
+        // only its own planes): at 2 threads a U-Net decoder's ConvTransposes ran on one.
+        let rowSlices = splitRange(rows, parts: b.pool.threadCount, granule: Int(KILN_SGEMM_MR))
         b.step("ConvTranspose") { frame in
             let xp = frame.f(x), wp = frame.f(weights), y = frame.f(out)
             let col = frame.scratch(cols).assumingMemoryBound(to: Float.self)
             y.initialize(repeating: 0, count: n * m * O)
             table.withUnsafeBufferPointer { t in
+                let taps = t.baseAddress!
                 for bi in 0..<n {
                     for g in 0..<group where rows > 0 && I > 0 && cg > 0 {
-                        kiln_sgemm(1, 0, rows, I, cg, 1, wp + g * cg * rows, rows, xp + (bi * c + g * cg) * I, I, 0, col, I, nil)
-                        for oc in 0..<mg {
+                        let a = wp + g * cg * rows, xg = xp + (bi * c + g * cg) * I
+                        frame.pool.parallelFor(rowSlices.count) { p in
+                            let slice = rowSlices[p]
+                            kiln_sgemm(1, 0, slice.count, I, cg, 1, a + slice.lowerBound, rows, xg, I, 0, col + slice.lowerBound * I, I, nil)
+                        }
+                        frame.pool.parallelFor(mg) { oc in
                             let dst = y + (bi * m + g * mg + oc) * O
                             for k in 0..<K {
-                                let row = col + (oc * K + k) * I, tap = t.baseAddress! + k * I
+                                let row = col + (oc * K + k) * I, tap = taps + k * I
                                 for pix in 0..<I where tap[pix] >= 0 { dst[tap[pix]] += row[pix] }
                             }
                         }
