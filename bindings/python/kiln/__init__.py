@@ -578,8 +578,8 @@ class _RunPlan:
     outputs' dtypes and shapes filled in, data pointers set per call (Model._run_planned)."""
 
     def __init__(self, inputs: Any, outputs: Any, output_specs: List[Tuple[Tuple[int, ...], np.dtype[Any]]],
-                 keep: List[Any]):
-        self.inputs: Any = inputs
+                 keep: List[Any], usable: bool):
+        self.inputs: Any = inputs if usable else None  # None: this signature takes the general path
         self.outputs = outputs
         self.input_address = ctypes.addressof(inputs)
         self.output_address = ctypes.addressof(outputs)
@@ -599,7 +599,7 @@ class _RunPlan:
                 outputs[k] = _tensor(r, keep)
         # Keep the shape buffers the tensors point to, not the arrays of the call that made the plan.
         buffers = [o for o in keep if not isinstance(o, np.ndarray)]
-        return _RunPlan(inputs if usable else None, outputs, [(r.shape, r.dtype) for r in results], buffers)
+        return _RunPlan(inputs, outputs, [(r.shape, r.dtype) for r in results], buffers, usable)
 
 
 class Model:
@@ -748,9 +748,11 @@ class Model:
         batch 1 those were most of a small model's latency). kiln_run checks every output's shape before it
         writes; a model whose output shapes depend on the input values makes the plan fail, and that signature
         then takes the general path."""
+        if type(feeds) is not dict:
+            return None  # other mappings, and anything else, take the general path (and its typed errors)
         try:
             arrays = [feeds[name] for name in self._input_names]
-        except (KeyError, TypeError):
+        except KeyError:
             return None
         if len(feeds) != len(arrays):
             return None

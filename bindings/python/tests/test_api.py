@@ -200,6 +200,27 @@ def test_repeated_runs_take_the_planned_path_and_return_new_arrays(model_path, t
         m.run({"x": x})
 
 
+def test_planned_path_leaves_empty_outputs_and_odd_feeds_to_the_general_path(tmp_path, model_path):
+    """An output with no elements makes a plan that is never used (no crash on the call that learns it), and
+    feeds that are not a dict (an array, a list) still get the general path's typed error."""
+    graph = helper.make_graph(
+        [helper.make_node("Slice", ["x", "start", "end"], ["y"])], "empty",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [numpy_helper.from_array(np.array([2], np.int64), "start"), numpy_helper.from_array(np.array([2], np.int64), "end")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "empty.onnx"
+    onnx.save(model, str(path))
+    m = _compiled(str(path), tmp_path)
+    for _ in range(3):
+        assert m.run({"x": np.arange(4, dtype=np.float32)})["y"].shape == (0,)
+    tiny = _compiled(model_path, tmp_path, "tiny.kiln")
+    for feeds in [np.ones((2, 4), np.float32), [np.ones((2, 4), np.float32)]]:
+        with pytest.raises(kiln.InvalidArgumentError):
+            tiny.run(feeds)  # type: ignore[arg-type]
+
+
 def test_outputs_whose_shape_depends_on_values_leave_the_planned_path(tmp_path):
     """NonZero's output length depends on the values, not the input shape: the plan learned from the first
     call fails kiln_run's output check on the next, and the signature then takes the general path."""
