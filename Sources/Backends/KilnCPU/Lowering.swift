@@ -433,34 +433,20 @@ struct Lowering {
 
     /// The activation (or GELU) that follows `value`, absorbing its nodes.
     private mutating func fusedActivation(after value: inout String, nodes: inout [Int], kinds: inout [String]) -> Activation {
-        if let g = geluPattern(value) {
-            nodes += g.nodes
-            absorbed.formUnion(g.nodes)
-            value = g.output
-            kinds.append("Gelu")
-            return Activation(kind: .geluErf)
+        /// Absorbs a matched pattern's nodes, moves `value` to its output and names it.
+        func take(_ matched: [Int], _ output: String, _ kind: String, _ activation: Activation) -> Activation {
+            nodes += matched
+            absorbed.formUnion(matched)
+            value = output
+            kinds.append(kind)
+            return activation
         }
+        if let g = geluPattern(value) { return take(g.nodes, g.output, "Gelu", Activation(kind: .geluErf)) }
         if let j = soleConsumer(value), let (a, x) = activation(j), x == value {
-            nodes.append(j)
-            absorbed.insert(j)
-            value = graph.nodes[j].outputs[0]
-            kinds.append(graph.nodes[j].op.name)
-            return a
+            return take([j], graph.nodes[j].outputs[0], graph.nodes[j].op.name, a)
         }
-        if let (s, m) = swishPattern(value) {
-            nodes += [s, m]
-            absorbed.formUnion([s, m])
-            value = graph.nodes[m].outputs[0]
-            kinds.append("SiLU")
-            return Activation(kind: .silu)
-        }
-        if let h = hardSwishPattern(value) {
-            nodes += h.nodes
-            absorbed.formUnion(h.nodes)
-            value = h.output
-            kinds.append("HardSwish")
-            return Activation(kind: .hardSwish)
-        }
+        if let (s, m) = swishPattern(value) { return take([s, m], graph.nodes[m].outputs[0], "SiLU", Activation(kind: .silu)) }
+        if let h = hardSwishPattern(value) { return take(h.nodes, h.output, "HardSwish", Activation(kind: .hardSwish)) }
         return .none
     }
 
