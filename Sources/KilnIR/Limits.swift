@@ -121,15 +121,30 @@ public enum RegularFile {
 public enum AlignedMemory {
     /// `byteCount` bytes (at least `alignment`) aligned to `alignment`, uninitialized; a `code` error naming
     /// `what` and the size when the system cannot provide them (an address-space limit, overcommit refused).
+    ///
+    /// Buffers of `hugePageThreshold` bytes and more are aligned to 2 MiB and, on Linux, offered to the kernel
+    /// for transparent huge pages (`madvise(MADV_HUGEPAGE)`): filling one then takes a page fault per 2 MiB
+    /// instead of per 4 KiB. Reading a 90 MB artifact into fresh memory spent most of its time in those faults.
     public static func allocate(byteCount: Int, alignment: Int = 64, what: @autoclosure () -> String,
                                 code: KilnError.Code = .runtime) throws -> UnsafeMutableRawPointer {
         var memory: UnsafeMutableRawPointer?
-        guard byteCount >= 0, posix_memalign(&memory, alignment, max(byteCount, alignment)) == 0, let memory else {
+        let huge = byteCount >= hugePageThreshold
+        let aligned = huge ? max(alignment, hugePageSize) : alignment
+        guard byteCount >= 0, posix_memalign(&memory, aligned, max(byteCount, aligned)) == 0, let memory else {
             let mib = (Double(byteCount) / 1_048_576 * 10).rounded() / 10
             throw KilnError(code, "cannot allocate \(byteCount) bytes (\(mib) MiB) for \(what())")
         }
+        #if os(Linux)
+        // Advice only: where huge pages are off or unavailable the kernel ignores it.
+        if huge { _ = madvise(memory, byteCount / hugePageSize * hugePageSize, MADV_HUGEPAGE) }
+        #endif
         return memory
     }
+
+    /// The size from which `allocate` asks for huge pages (4 MiB).
+    public static let hugePageThreshold = 4 << 20
+    /// x86-64's and AArch64's (4 KiB granule) transparent huge page size.
+    static let hugePageSize = 2 << 20
 
     /// Releases memory from `allocate`.
     public static func free(_ memory: UnsafeMutableRawPointer) {

@@ -481,6 +481,18 @@ final class PlanBuilder {
     }
 }
 
+extension Tensor {
+    /// Calls `body` with this float32 tensor's elements: in place when its storage allows (an artifact's
+    /// weights section, 64-byte aligned), else from a copy. Packing a weight this way reads it once.
+    func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        if let raw = rawBytes, let base = raw.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
+            return try body(base.assumingMemoryBound(to: Float.self))
+        }
+        let values = elements(as: Float.self)
+        return try values.withUnsafeBufferPointer { try body($0.baseAddress ?? UnsafePointer(bitPattern: 64)!) }
+    }
+}
+
 /// Floats in 64-byte-aligned memory that this object owns (packed weights, folded biases).
 final class FloatBuffer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Float>
@@ -489,7 +501,11 @@ final class FloatBuffer: @unchecked Sendable {
     /// `count` zeroed floats.
     init(count: Int) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 16) * 4, alignment: 64)
+        // AlignedMemory gives large buffers huge pages (packed weights of 10-100 MB fill them at load); like
+        // Swift's allocate, running out of memory here ends the process.
+        guard let raw = try? AlignedMemory.allocate(byteCount: max(count, 16) * 4, what: "packed weights") else {
+            fatalError("kiln.cpu: cannot allocate \(count) floats for packed weights")
+        }
         raw.initializeMemory(as: UInt8.self, repeating: 0, count: max(count, 16) * 4)
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
     }
@@ -500,5 +516,5 @@ final class FloatBuffer: @unchecked Sendable {
         values.withUnsafeBufferPointer { if let b = $0.baseAddress { pointer.update(from: b, count: values.count) } }
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit { AlignedMemory.free(UnsafeMutableRawPointer(pointer)) }
 }
