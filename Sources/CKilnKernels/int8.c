@@ -7,6 +7,9 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* ---- Portable tile ---- */
 
@@ -81,21 +84,66 @@ size_t kiln_qgemm_pack_b_size(size_t k, size_t n) {
     return panels * ((k + 3) / 4) * 64;
 }
 
+/* A full 4 × 16 tile of B into one 64-byte group: column j's four k values at bytes 4j..4j+3. */
+static inline void pack_tile(const uint8_t *at, ptrdiff_t ks, ptrdiff_t ns, uint8_t flip, int8_t *dst) {
+#if defined(__SSE2__)
+    if (ns == 1) { /* B stored K × N: four rows of 16 bytes, interleaved byte by byte, then pair by pair */
+        const __m128i f = _mm_set1_epi8((char)flip);
+        __m128i r0 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)at), f);
+        __m128i r1 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(at + ks)), f);
+        __m128i r2 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(at + 2 * ks)), f);
+        __m128i r3 = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(at + 3 * ks)), f);
+        __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+        __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+        _mm_storeu_si128((__m128i *)dst, _mm_unpacklo_epi16(lo01, lo23));
+        _mm_storeu_si128((__m128i *)(dst + 16), _mm_unpackhi_epi16(lo01, lo23));
+        _mm_storeu_si128((__m128i *)(dst + 32), _mm_unpacklo_epi16(hi01, hi23));
+        _mm_storeu_si128((__m128i *)(dst + 48), _mm_unpackhi_epi16(hi01, hi23));
+        return;
+    }
+#endif
+    if (ks == 1) { /* B stored N × K (a transposed B, a convolution's filters): each column's four values adjacent */
+        const uint32_t f = flip * 0x01010101u;
+        for (int jj = 0; jj < KILN_QGEMM_NR; jj++) {
+            uint32_t w;
+            memcpy(&w, at + (ptrdiff_t)jj * ns, 4);
+            w ^= f;
+            memcpy(dst + 4 * jj, &w, 4);
+        }
+        return;
+    }
+    for (int jj = 0; jj < KILN_QGEMM_NR; jj++)
+        for (int r = 0; r < 4; r++) dst[jj * 4 + r] = (int8_t)(at[(ptrdiff_t)r * ks + (ptrdiff_t)jj * ns] ^ flip);
+}
+
 void kiln_qgemm_pack_b(size_t k, size_t n, const void *b, ptrdiff_t ks, ptrdiff_t ns, int b_unsigned,
                        int8_t *packed, int32_t *col_sums) {
     const uint8_t *src = (const uint8_t *)b;
+    const uint8_t flip = b_unsigned ? 0x80 : 0; /* uint8 b is stored as b − 128 */
     size_t kq = (k + 3) / 4, panels = (n + KILN_QGEMM_NR - 1) / KILN_QGEMM_NR;
-    memset(packed, 0, panels * kq * 64);
-    for (size_t j = 0; j < n; j++) {
-        int32_t sum = 0;
-        int8_t *panel = packed + (j / KILN_QGEMM_NR) * kq * 64 + (j % KILN_QGEMM_NR) * 4;
-        for (size_t kk = 0; kk < k; kk++) {
-            uint8_t raw = src[(ptrdiff_t)kk * ks + (ptrdiff_t)j * ns];
-            int8_t v = b_unsigned ? (int8_t)(raw ^ 0x80) : (int8_t)raw; /* uint8 b is stored as b − 128 */
-            panel[(kk / 4) * 64 + kk % 4] = v;
-            sum += v;
+    /* Each 64-byte group of the output is written whole, in order, from a 4 × 16 tile of the source. Writing
+     * the panels column by column or row by row instead strides by a panel (often a multiple of 4 KiB, so
+     * every write lands in one L1 set), which made packing most of the time it took to load an int8 model. */
+    for (size_t p = 0; p < panels; p++) {
+        size_t j0 = p * KILN_QGEMM_NR, cols = n - j0 < KILN_QGEMM_NR ? n - j0 : KILN_QGEMM_NR;
+        int8_t *panel = packed + p * kq * 64, *dst = panel;
+        for (size_t q = 0; q < kq; q++, dst += 64) {
+            size_t rows = k - 4 * q < 4 ? k - 4 * q : 4;
+            const uint8_t *at = src + (ptrdiff_t)(4 * q) * ks + (ptrdiff_t)j0 * ns;
+            if (cols == KILN_QGEMM_NR && rows == 4) {
+                pack_tile(at, ks, ns, flip, dst);
+                continue;
+            }
+            memset(dst, 0, 64); /* an edge tile: what lies beyond B is zero */
+            for (size_t jj = 0; jj < cols; jj++)
+                for (size_t r = 0; r < rows; r++) dst[jj * 4 + r] = (int8_t)(at[(ptrdiff_t)r * ks + (ptrdiff_t)jj * ns] ^ flip);
         }
-        col_sums[j] = sum;
+        /* Column sums from the packed panel, whose padding is zero. */
+        int32_t sums[KILN_QGEMM_NR] = {0};
+        for (size_t t = 0; t < kq * 64; t += 64)
+            for (int jj = 0; jj < KILN_QGEMM_NR; jj++)
+                sums[jj] += panel[t + 4 * jj] + panel[t + 4 * jj + 1] + panel[t + 4 * jj + 2] + panel[t + 4 * jj + 3];
+        for (size_t jj = 0; jj < cols; jj++) col_sums[j0 + jj] = sums[jj];
     }
 }
 

@@ -3,6 +3,9 @@
 #include "internal.h"
 
 #include <string.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 
 /* Cache blocking: a KC×32 pair of B panels (32 KB) stays in L1 while MC×KC of packed A (144 KB) streams
  * from L2; a KC×NC block of B (256 KB) stays in L2 across the MC blocks of A. kiln_sgemm_packed packs up
@@ -74,6 +77,26 @@ void kiln_pack_b(int trans, size_t kc, size_t nc, const float *b, size_t ldb, fl
                     for (; j < KILN_NR; j++) d[j] = 0.0f;
                 }
             }
+        } else if (cols == KILN_NR) {
+            /* B stored N × K: sixteen rows of B become the panel's columns, transposed 4 × 4 at a time so that
+             * reads and writes both run along memory (a column at a time wrote one float per 64 bytes). */
+            size_t k = 0;
+#if defined(__SSE2__)
+            for (; k + 4 <= kc; k += 4)
+                for (size_t j = 0; j < KILN_NR; j += 4) {
+                    const float *s = b + (p + j) * ldb + k;
+                    __m128 r0 = _mm_loadu_ps(s), r1 = _mm_loadu_ps(s + ldb), r2 = _mm_loadu_ps(s + 2 * ldb),
+                           r3 = _mm_loadu_ps(s + 3 * ldb);
+                    _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+                    float *d = dst + k * KILN_NR + j;
+                    _mm_storeu_ps(d, r0);
+                    _mm_storeu_ps(d + KILN_NR, r1);
+                    _mm_storeu_ps(d + 2 * KILN_NR, r2);
+                    _mm_storeu_ps(d + 3 * KILN_NR, r3);
+                }
+#endif
+            for (; k < kc; k++)
+                for (size_t j = 0; j < KILN_NR; j++) dst[k * KILN_NR + j] = b[(p + j) * ldb + k];
         } else {
             for (size_t j = 0; j < KILN_NR; j++) {
                 if (j < cols) {

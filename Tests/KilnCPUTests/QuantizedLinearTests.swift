@@ -34,6 +34,43 @@ struct QuantizedKernelTests {
         ["avx512vnni", "avx2", "neon", "generic"].filter { kiln_qkernels_select_isa($0) == 0 }
     }
 
+    @Test("kiln_qgemm_pack_b: B stored K × N, N × K or at other strides packs to the same panels and column sums, whole tiles and edges")
+    func qgemmPackLayouts() {
+        var r = SplitMix64(seed: 31)
+        for (k, n) in [(1, 1), (3, 15), (4, 16), (5, 17), (64, 48), (130, 33), (257, 100)] {
+            for unsigned in [false, true] {
+                let b = (0..<(k * n)).map { _ in UInt8(truncatingIfNeeded: r.below(256)) } // b[kk][j] at kk·n + j
+                let bt = (0..<(k * n)).map { i in b[(i % k) * n + i / k] }                  // the same B stored N × K
+                let stride = n + 3                                                           // rows n + 3 apart
+                let padded = (0..<(k * stride)).map { i in i % stride < n ? b[(i / stride) * n + i % stride] : 0xEE }
+                var panels: [[Int8]] = [], sums: [[Int32]] = []
+                for (source, ks, ns) in [(b, n, 1), (bt, 1, k), (padded, stride, 1)] {
+                    var packed = [Int8](repeating: 0x55, count: kiln_qgemm_pack_b_size(k, n)), s = [Int32](repeating: -1, count: n)
+                    kiln_qgemm_pack_b(k, n, source, ks, ns, unsigned ? 1 : 0, &packed, &s)
+                    panels.append(packed)
+                    sums.append(s)
+                }
+                // Column j's value at kk is in byte 4j + kk % 4 of group kk / 4 of panel j / 16.
+                let kq = (k + 3) / 4
+                for j in 0..<n {
+                    var sum: Int32 = 0
+                    for kk in 0..<k {
+                        let want = Int8(bitPattern: unsigned ? b[kk * n + j] ^ 0x80 : b[kk * n + j])
+                        sum += Int32(want)
+                        let at = (j / 16) * kq * 64 + (kk / 4) * 64 + (j % 16) * 4 + kk % 4
+                        #expect(panels[0][at] == want, "k \(k) n \(n) [\(kk)][\(j)]")
+                    }
+                    #expect(sums[0][j] == sum, "k \(k) n \(n) column \(j)")
+                }
+                #expect(panels[1] == panels[0] && panels[2] == panels[0], "k \(k) n \(n) unsigned \(unsigned)")
+                #expect(sums[1] == sums[0] && sums[2] == sums[0], "k \(k) n \(n) unsigned \(unsigned)")
+                // Padding (columns past n, k values past k) is zero.
+                let used = Set((0..<n).flatMap { j in (0..<k).map { kk in (j / 16) * kq * 64 + (kk / 4) * 64 + (j % 16) * 4 + kk % 4 } })
+                #expect(panels[0].indices.allSatisfy { used.contains($0) || panels[0][$0] == 0 }, "k \(k) n \(n)")
+            }
+        }
+    }
+
     @Test("kiln_qgemm: each int8 ISA is bit-exact with the portable tile and with a plain sum, across signedness, zero points, per-column scales, saturation and odd sizes")
     func qgemmFamilies() throws {
         defer { _ = kiln_qkernels_select_isa("host") }

@@ -44,10 +44,13 @@ final class MatMulOperation: Operation {
         if let constantB, constantB.rank == 2, constantB.dtype == .float32, !transA {
             let k = transB ? constantB.shape[1] : constantB.shape[0]
             let n = transB ? constantB.shape[0] : constantB.shape[1]
-            var values = constantB.elements(as: Float.self)
-            if alpha != 1 { values = values.map { $0 * alpha } }
             let buffer = FloatBuffer(count: kiln_sgemm_pack_b_size(k, n))
-            values.withUnsafeBufferPointer { kiln_sgemm_pack_b(transB ? 1 : 0, k, n, $0.baseAddress!, transB ? k : n, buffer.pointer) }
+            func pack(_ values: UnsafePointer<Float>) { kiln_sgemm_pack_b(transB ? 1 : 0, k, n, values, transB ? k : n, buffer.pointer) }
+            if alpha == 1 {
+                constantB.withFloats(pack)
+            } else {
+                Tensor(shape: constantB.shape, constantB.elements(as: Float.self).map { $0 * alpha }).withFloats(pack)
+            }
             packedB = buffer
         } else {
             packedB = nil

@@ -129,7 +129,7 @@ final class RecurrentOperation: Operation {
         if let w, w.dtype == .float32, w.rank == 3, w.shape[0] == directions {
             let (k, n) = (w.shape[2], w.shape[0] * w.shape[1])
             let buffer = FloatBuffer(count: kiln_sgemm_pack_b_size(k, n))
-            w.elements(as: Float.self).withUnsafeBufferPointer { kiln_sgemm_pack_b(1, k, n, $0.baseAddress!, k, buffer.pointer) }
+            w.withFloats { kiln_sgemm_pack_b(1, k, n, $0, k, buffer.pointer) }
             packedW = k > 0 && n > 0 ? buffer : nil
         } else {
             packedW = nil
@@ -139,8 +139,8 @@ final class RecurrentOperation: Operation {
             let size = kiln_sgemm_pack_b_size(k, n)
             let dirs = directions
             let buffer = FloatBuffer(count: size * dirs)
-            r.elements(as: Float.self).withUnsafeBufferPointer { values in
-                for d in 0..<dirs { kiln_sgemm_pack_b(1, k, n, values.baseAddress! + d * n * k, k, buffer.pointer + d * size) }
+            r.withFloats { values in
+                for d in 0..<dirs { kiln_sgemm_pack_b(1, k, n, values + d * n * k, k, buffer.pointer + d * size) }
             }
             packedR = buffer
         } else {
