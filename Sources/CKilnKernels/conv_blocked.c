@@ -77,18 +77,29 @@ void kiln_conv2d_blocked_pack_weight(const kiln_conv2d_params *p, int blocked_in
     if (!usable(p)) return;
     blocked_geometry g = geometry(p, blocked_input);
     const size_t cin = p->in_channels, cout = p->out_channels;
-    float *dst = packed;
+    /* Group grp holds [cb][tap][ci][b][lane]: element (((cb·taps + t)·ib + ci)·nb + b)·BLOCK + lane. The source
+     * is OIHW, taps contiguous, so sixteen taps are moved at a time: each lane reads one run of taps and the
+     * sixteen destination rows it writes stay in L1. Walking the destination in order instead read a new cache
+     * line for every float (a 512-tap 1-D convolution's weight took ~0.5 ms). */
     for (size_t grp = 0; grp < g.groups; grp++) {
         size_t b0 = grp * KILN_CB_GROUP;
         size_t nb = g.cob - b0 < KILN_CB_GROUP ? g.cob - b0 : KILN_CB_GROUP;
+        float *group = packed + b0 * g.cb * g.taps * g.ib * KILN_BLOCK;
+        const size_t tap_stride = g.ib * nb * KILN_BLOCK;
         for (size_t cb = 0; cb < g.cb; cb++)
-            for (size_t t = 0; t < g.taps; t++)
+            for (size_t t0 = 0; t0 < g.taps; t0 += 16) {
+                size_t tn = g.taps - t0 < 16 ? g.taps - t0 : 16;
                 for (size_t ci = 0; ci < g.ib; ci++)
-                    for (size_t b = 0; b < nb; b++)
+                    for (size_t b = 0; b < nb; b++) {
+                        float *base = group + (((cb * g.taps + t0) * g.ib + ci) * nb + b) * KILN_BLOCK;
+                        size_t c = cb * g.ib + ci;
                         for (size_t lane = 0; lane < KILN_BLOCK; lane++) {
-                            size_t co = (b0 + b) * KILN_BLOCK + lane, c = cb * g.ib + ci;
-                            *dst++ = co < cout && c < cin ? weight[(co * cin + c) * g.taps + t] : 0.0f;
+                            size_t co = (b0 + b) * KILN_BLOCK + lane;
+                            const float *w = co < cout && c < cin ? weight + (co * cin + c) * g.taps + t0 : NULL;
+                            for (size_t tt = 0; tt < tn; tt++) base[tt * tap_stride + lane] = w ? w[tt] : 0.0f;
                         }
+                    }
+            }
     }
 }
 

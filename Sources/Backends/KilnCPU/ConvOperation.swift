@@ -155,7 +155,7 @@ final class ConvOperation: LayoutAware {
     var outputs: [Int] { [output] }
     var imageValues: [Int] { method == .nchw ? [] : [x, residual, output] }
 
-    init(kind: String, label: String, x: Int, weightShape: [Int], weight: [Float]?, weightValue: Int, bias: [Float]?,
+    init(kind: String, label: String, x: Int, weightShape: [Int], weight: Tensor?, weightValue: Int, bias: [Float]?,
          biasValue: Int, residual: Int, output: Int, window: Window, group: Int, activation: Activation,
          slope: [Float]? = nil) {
         self.kind = kind
@@ -206,9 +206,9 @@ final class ConvOperation: LayoutAware {
         }
     }
 
-    private static func pack(_ weight: [Float], params p: inout kiln_conv2d_params, method: Method) -> FloatBuffer {
+    private static func pack(_ weight: Tensor, params p: inout kiln_conv2d_params, method: Method) -> FloatBuffer {
         let buffer = FloatBuffer(count: packedSize(&p, method: method))
-        weight.withUnsafeBufferPointer { pack($0.baseAddress!, params: &p, method: method, into: buffer.pointer) }
+        weight.withFloats { pack($0, params: &p, method: method, into: buffer.pointer) }
         return buffer
     }
 

@@ -611,7 +611,7 @@ struct Lowering {
             }
         }
         let cout = weightShape[0]
-        var weight = constWeight?.elements(as: Float.self)
+        var weight = constWeight // packed from the artifact's bytes unless BatchNormalization folds into it
         var bias: [Float]? = nil
         let biasName = node.input(2)
         if !biasName.isEmpty, let b = constants[biasName], b.dtype == .float32, b.count == cout {
@@ -628,8 +628,10 @@ struct Lowering {
             if params.allSatisfy({ $0?.dtype == .float32 && $0?.count == cout }) {
                 let (scale, shift) = try BatchNormOperation.fold(params.map { $0!.elements(as: Float.self) },
                                                                  epsilon: try bn.float("epsilon", 1e-5), node: bn)
-                let per = weight!.count / cout
-                for c in 0..<cout { for k in 0..<per { weight![c * per + k] *= scale[c] } }
+                var folded = weight!.elements(as: Float.self)
+                let per = folded.count / cout
+                for c in 0..<cout { for k in 0..<per { folded[c * per + k] *= scale[c] } }
+                weight = Tensor(shape: weightShape, folded)
                 bias = (0..<cout).map { c in (bias?[c] ?? 0) * scale[c] + shift[c] }
                 nodes.append(j)
                 absorbed.insert(j)
