@@ -56,6 +56,52 @@ KILN_AVX512 static void avx512_tile32(size_t kc, const float *a, const float *b0
 #undef KILN_STORE
 }
 
+/* The last 1 or 2 rows of an M that is not a multiple of 6 (M = 38 ends in 2), which the full tile computed at
+ * the cost of 6: rows R of the 6-row panel, two accumulator sets over even and odd k to cover the FMA latency.
+ * (Measured: 30% faster for 1-2 rows; a 3-row version was slower than the full tile.) */
+#define KILN_TILE32_ROWS(R)                                                                                           \
+    KILN_AVX512 static void avx512_tile32_rows##R(size_t kc, const float *a, const float *b0, const float *b1,        \
+                                                  float *c, size_t ldc, int accumulate) {                             \
+        __m512 e[2 * R], o[2 * R];                                                                                   \
+        for (int i = 0; i < 2 * R; i++) e[i] = o[i] = _mm512_setzero_ps();                                           \
+        size_t k = 0;                                                                                                 \
+        for (; k + 2 <= kc; k += 2) {                                                                                 \
+            __m512 x0 = _mm512_loadu_ps(b0), x1 = _mm512_loadu_ps(b1);                                               \
+            __m512 y0 = _mm512_loadu_ps(b0 + KILN_NR), y1 = _mm512_loadu_ps(b1 + KILN_NR);                           \
+            for (int r = 0; r < R; r++) {                                                                             \
+                __m512 av = _mm512_set1_ps(a[r]), aw = _mm512_set1_ps(a[KILN_MR + r]);                               \
+                e[2 * r] = _mm512_fmadd_ps(av, x0, e[2 * r]);                                                        \
+                e[2 * r + 1] = _mm512_fmadd_ps(av, x1, e[2 * r + 1]);                                                \
+                o[2 * r] = _mm512_fmadd_ps(aw, y0, o[2 * r]);                                                        \
+                o[2 * r + 1] = _mm512_fmadd_ps(aw, y1, o[2 * r + 1]);                                                \
+            }                                                                                                         \
+            a += 2 * KILN_MR;                                                                                         \
+            b0 += 2 * KILN_NR;                                                                                        \
+            b1 += 2 * KILN_NR;                                                                                        \
+        }                                                                                                             \
+        if (k < kc) {                                                                                                 \
+            __m512 x0 = _mm512_loadu_ps(b0), x1 = _mm512_loadu_ps(b1);                                               \
+            for (int r = 0; r < R; r++) {                                                                             \
+                __m512 av = _mm512_set1_ps(a[r]);                                                                    \
+                e[2 * r] = _mm512_fmadd_ps(av, x0, e[2 * r]);                                                        \
+                e[2 * r + 1] = _mm512_fmadd_ps(av, x1, e[2 * r + 1]);                                                \
+            }                                                                                                         \
+        }                                                                                                             \
+        for (int r = 0; r < R; r++) {                                                                                 \
+            float *cr = c + (size_t)r * ldc;                                                                          \
+            __m512 lo = _mm512_add_ps(e[2 * r], o[2 * r]), hi = _mm512_add_ps(e[2 * r + 1], o[2 * r + 1]);           \
+            if (accumulate) {                                                                                         \
+                lo = _mm512_add_ps(lo, _mm512_loadu_ps(cr));                                                          \
+                hi = _mm512_add_ps(hi, _mm512_loadu_ps(cr + 16));                                                     \
+            }                                                                                                         \
+            _mm512_storeu_ps(cr, lo);                                                                                 \
+            _mm512_storeu_ps(cr + 16, hi);                                                                            \
+        }                                                                                                             \
+    }
+KILN_TILE32_ROWS(1)
+KILN_TILE32_ROWS(2)
+#undef KILN_TILE32_ROWS
+
 KILN_AVX512 static void avx512_tile16(size_t kc, const float *a, const float *b, float *c, size_t ldc,
                                       int accumulate) {
     /* Two accumulator sets over even/odd k hide the FMA latency with only 6 rows. */
@@ -199,6 +245,7 @@ const kiln_kernel_table kiln_avx512_table = {
     .isa = "avx512",
     .tile16 = avx512_tile16,
     .tile32 = avx512_tile32,
+    .tile32_rows = {avx512_tile32_rows1, avx512_tile32_rows2, NULL},
     .activation = avx512_activation,
     .unary = kiln_avx2_unary,
     .binary_vv = kiln_avx2_binary_vv,
