@@ -129,8 +129,19 @@ static void macro_tile(const kiln_kernel_table *kt, size_t kc, size_t mc, const 
         int full_cols = jlo == 0 && jhi == width;
         const float *b0 = b + p * b_stride;
         const float *b1 = b0 + b_stride;
+        /* With few rows of A the weights stream from memory (each is used by mc rows only, once per run), and
+         * the register tile's short prefetch leaves it waiting on them. While every row tile reuses this
+         * column block, bring the next one (same k slice) toward L2, a share per row tile. */
+        size_t next = p + (wide ? 2 : 1), lines = kc * KILN_NR * sizeof(float) / 64;
+        size_t next_panels = next * KILN_NR < hi ? (next * KILN_NR + KILN_NR < hi ? 2 : 1) : 0;
+        size_t tiles = (mc + KILN_MR - 1) / KILN_MR, share = (lines + tiles - 1) / tiles;
         for (size_t ir = 0; ir < mc; ir += KILN_MR) {
             size_t rows = mc - ir < KILN_MR ? mc - ir : KILN_MR;
+            for (size_t q = 0; q < next_panels; q++) {
+                const char *nb = (const char *)(b + (next + q) * b_stride);
+                size_t l0 = ir / KILN_MR * share, l1 = l0 + share < lines ? l0 + share : lines;
+                for (size_t l = l0; l < l1; l++) __builtin_prefetch(nb + l * 64, 0, 2);
+            }
             const float *ap = a + (ir / KILN_MR) * a_stride;
             float *cp = c + ir * ldc + base;
             if (rows == KILN_MR && full_cols) {
