@@ -486,7 +486,8 @@ extension Tensor {
     /// weights section, 64-byte aligned), else from a copy. Packing a weight this way reads it once.
     func withFloats<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
         if let raw = rawBytes, let base = raw.baseAddress, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            return try body(base.assumingMemoryBound(to: Float.self))
+            // The bytes belong to this tensor's storage: keep it alive until `body` is done with them.
+            return try withExtendedLifetime(self) { try body(base.assumingMemoryBound(to: Float.self)) }
         }
         let values = elements(as: Float.self)
         return try values.withUnsafeBufferPointer { try body($0.baseAddress ?? UnsafePointer(bitPattern: 64)!) }
