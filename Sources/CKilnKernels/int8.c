@@ -84,6 +84,13 @@ size_t kiln_qgemm_pack_b_size(size_t k, size_t n) {
     return panels * ((k + 3) / 4) * 64;
 }
 
+/* `rows` × `cols` of B (at most 4 × 16) into one 64-byte group, element by element (what lies beyond is left). */
+static inline void pack_elements(const uint8_t *at, ptrdiff_t ks, ptrdiff_t ns, uint8_t flip, size_t rows, size_t cols,
+                                 int8_t *dst) {
+    for (size_t jj = 0; jj < cols; jj++)
+        for (size_t r = 0; r < rows; r++) dst[jj * 4 + r] = (int8_t)(at[(ptrdiff_t)r * ks + (ptrdiff_t)jj * ns] ^ flip);
+}
+
 /* A full 4 × 16 tile of B into one 64-byte group: column j's four k values at bytes 4j..4j+3. */
 static inline void pack_tile(const uint8_t *at, ptrdiff_t ks, ptrdiff_t ns, uint8_t flip, int8_t *dst) {
 #if defined(__SSE2__)
@@ -112,8 +119,7 @@ static inline void pack_tile(const uint8_t *at, ptrdiff_t ks, ptrdiff_t ns, uint
         }
         return;
     }
-    for (int jj = 0; jj < KILN_QGEMM_NR; jj++)
-        for (int r = 0; r < 4; r++) dst[jj * 4 + r] = (int8_t)(at[(ptrdiff_t)r * ks + (ptrdiff_t)jj * ns] ^ flip);
+    pack_elements(at, ks, ns, flip, 4, KILN_QGEMM_NR, dst);
 }
 
 void kiln_qgemm_pack_b(size_t k, size_t n, const void *b, ptrdiff_t ks, ptrdiff_t ns, int b_unsigned,
@@ -135,8 +141,7 @@ void kiln_qgemm_pack_b(size_t k, size_t n, const void *b, ptrdiff_t ks, ptrdiff_
                 continue;
             }
             memset(dst, 0, 64); /* an edge tile: what lies beyond B is zero */
-            for (size_t jj = 0; jj < cols; jj++)
-                for (size_t r = 0; r < rows; r++) dst[jj * 4 + r] = (int8_t)(at[(ptrdiff_t)r * ks + (ptrdiff_t)jj * ns] ^ flip);
+            pack_elements(at, ks, ns, flip, rows, cols, dst);
         }
         /* Column sums from the packed panel, whose padding is zero. */
         int32_t sums[KILN_QGEMM_NR] = {0};

@@ -47,7 +47,7 @@ typedef struct kiln_kernel_table {
     const char *isa;
     kiln_tile16_fn tile16;
     kiln_tile32_fn tile32; /* NULL when the ISA has no wider tile */
-    kiln_tile32_fn tile32_rows[3]; /* tile32 for the first 1, 2 or 3 rows only (NULL: none), for M's last rows */
+    kiln_tile32_fn tile32_rows[2]; /* tile32 for the first 1 or 2 rows only (NULL: none), for M's last rows */
     kiln_activation_fn activation;
     kiln_unary_fn unary;
     kiln_binary_vv_fn binary_vv;

@@ -151,7 +151,7 @@ static void macro_tile(const kiln_kernel_table *kt, size_t kc, size_t mc, const 
                 if (accumulate)
                     for (size_t r = 0; r < rows; r++)
                         for (size_t j = jlo; j < jhi; j++) tmp[r * width + j] = cp[r * ldc + j];
-                if (wide) (rows <= 3 && kt->tile32_rows[rows - 1] ? kt->tile32_rows[rows - 1] : kt->tile32)(kc, ap, b0, b1, tmp, width, accumulate);
+                if (wide) (rows <= 2 && kt->tile32_rows[rows - 1] ? kt->tile32_rows[rows - 1] : kt->tile32)(kc, ap, b0, b1, tmp, width, accumulate);
                 else kt->tile16(kc, ap, b0, tmp, width, accumulate);
                 for (size_t r = 0; r < rows; r++)
                     for (size_t j = jlo; j < jhi; j++) cp[r * ldc + j] = tmp[r * width + j];
