@@ -22,10 +22,13 @@ int64_t npu_element_count(uint32_t rank, const int64_t *dims) {
 /* Writes the payload in the layout of isa.h. */
 void npu_encode(const npu_program *p, npu_buffer *out) {
     memset(out, 0, sizeof *out);
-    int v3 = p->cores > 1;
+    int v3 = p->cores > 1, v4 = 0;
     for (uint32_t i = 0; i < p->tensor_count; i++) v3 |= p->tensors[i].kind == NPU_T_VIEW;
+    for (uint32_t i = 0; i < p->insn_count; i++)
+        v4 |= (p->insns[i].opcode == NPU_VECTOR && p->insns[i].func > NPU_ALU_LAST_V3) || (p->insns[i].opcode == NPU_ACTIVATE && p->insns[i].func > NPU_FUNC_LAST_V3);
+    v3 |= v4;
     ak_put(out, "KNPU", 4);
-    ak_put_u32(out, v3 ? 3 : 2);
+    ak_put_u32(out, v4 ? 4 : v3 ? 3 : 2);
     ak_put_u32(out, p->auto_cast);
     ak_put_u32(out, p->tensor_count); ak_put_u32(out, p->input_count); ak_put_u32(out, p->output_count);
     ak_put_u32(out, p->semaphore_count); ak_put_u32(out, p->insn_count);
@@ -60,7 +63,7 @@ static int sbuf_fits(uint32_t addr, uint32_t cols, uint32_t esize) {
 }
 
 /* Validates one instruction against the program's tensors and semaphores: 0, or -1 with a reason. */
-static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char *why, size_t why_size) {
+static int check_insn(const npu_program *p, uint32_t version, uint32_t i, const npu_insn *n, char *why, size_t why_size) {
 #define BAD(...) do { int at_ = snprintf(why, why_size, "instruction %u: ", i); if (at_ > 0 && (size_t)at_ < why_size) snprintf(why + at_, why_size - (size_t)at_, __VA_ARGS__); return -1; } while (0)
     if (n->opcode < 1 || n->opcode > NPU_OP_LAST) BAD("unknown opcode %u", n->opcode);
     for (int k = 0; k < 2; k++) {
@@ -94,7 +97,7 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         if (n->c > 1) BAD("accumulate flag %u", n->c);
         break;
     case NPU_ACTIVATE:
-        if (n->func > NPU_FUNC_LAST) BAD("activation function %u", n->func);
+        if (n->func > (version >= 4 ? NPU_FUNC_LAST : NPU_FUNC_LAST_V3)) BAD("activation function %u (payload version %u)", n->func, version);
         if (n->b > 1) BAD("source space %u", n->b);
         if (n->b == 1 && n->a >= NPU_PSUM_BANKS) BAD("PSUM bank %u", n->a);
         if (n->b == 0 && !sbuf_fits(n->a, n->cols, npu_dtype_size(n->e))) BAD("source tile does not fit SBUF (or bad element type %u)", n->e);
@@ -102,7 +105,7 @@ static int check_insn(const npu_program *p, uint32_t i, const npu_insn *n, char 
         if (n->d != NPU_NONE && !sbuf_fits(n->d, 1, 4)) BAD("bias does not fit SBUF");
         break;
     case NPU_VECTOR:
-        if (n->func > NPU_ALU_LAST) BAD("vector op %u", n->func);
+        if (n->func > (version >= 4 ? NPU_ALU_LAST : NPU_ALU_LAST_V3)) BAD("vector op %u (payload version %u)", n->func, version);
         if (n->d > NPU_VECTOR_MAC) BAD("vector operand mode %u", n->d);
         if (!sbuf_fits(n->a, n->cols, npu_dtype_size(n->e)) || !sbuf_fits(n->c, n->cols, 4) ||
             (n->d == 0 ? !sbuf_fits(n->b, n->cols, npu_dtype_size(n->e)) : !sbuf_fits(n->b, 1, 4)))
@@ -127,7 +130,7 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
     if (!data || size < 32 || memcmp(data, "KNPU", 4) != 0) FAIL("not an npu-nc2 payload (%zu bytes, no KNPU header)", size);
     ak_reader r = {data, size, 4, 0};
     uint32_t version = ak_get_u32(&r);
-    if (version < 1 || version > 3) FAIL("payload version %u is not supported (this backend reads versions 1 to 3)", version);
+    if (version < 1 || version > 4) FAIL("payload version %u is not supported (this backend reads versions 1 to 4)", version);
     p->cores = 1;
     p->auto_cast = ak_get_u32(&r);
     if (p->auto_cast > NPU_CAST_ALL) FAIL("auto-cast mode %u is unknown", p->auto_cast);
@@ -198,13 +201,13 @@ int npu_decode(const void *data, size_t size, npu_program *p, char *why, size_t 
         if (r.bad) FAIL("payload truncated in instruction %u", i);
         *n = (npu_insn){w[0], w[1], {w[2], w[4]}, {w[3], w[5]}, {w[6], w[7]}, w[8], w[9], w[10], w[11], w[12], w[13], w[14], w[15]};
         char reason[200];
-        if (check_insn(p, i, n, reason, sizeof reason)) FAIL("%s", reason);
+        if (check_insn(p, version, i, n, reason, sizeof reason)) FAIL("%s", reason);
     }
     if (version >= 2) {
         char reason[200];
         if (ak_get_layers(&r, p->insn_count, &p->layers, reason, sizeof reason)) FAIL("%s", reason);
     }
-    if (version == 3) {
+    if (version >= 3) {
         p->cores = ak_get_u32(&r);
         if (r.bad) FAIL("payload truncated in its core count");
         if (p->cores < 1 || p->cores > NPU_MAX_CORES) FAIL("%u cores (this device has 1 to %u)", p->cores, NPU_MAX_CORES);

@@ -21,9 +21,9 @@
  *              in fp32, for n < the stationary's columns (its partitions in PSUM)
  *   ACTIVATE   ScalarE: dst[p][j] = func(src[p][j]·scale + bias[p]) with src PSUM bank a (b = 1) or the fp32
  *              SBUF address a (b = 0), dst the fp32 SBUF address c, bias the fp32 SBUF address d (one value per
- *              partition) or NPU_NONE for 0, scale = the float with bits f; func NPU_FUNC_*; an SBUF source
+ *              partition) or NPU_NONE for 0, scale = the float with bits f; func NPU_FUNC_* (erf from version 4); an SBUF source
  *              has element type e (1 fp32, 2 bf16)
- *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*) src b; sources of element type e, dst fp32; with d = 1,
+ *   VECTOR     VectorE: dst c = src a (op func: NPU_ALU_*: add, mul, max; from version 4 also min, sub, div) src b; sources of element type e, dst fp32; with d = 1,
  *              b is one fp32 value per partition (at SBUF address b) applied along the whole row (d = 0: a tile);
  *              with d = 2 (multiply-accumulate, NKI's scalar_tensor_tensor form): dst c = (a op b[p]) + f[p][j],
  *              b one fp32 value per partition and f the SBUF address of an fp32 addend tile (may equal c)
@@ -33,7 +33,7 @@
  * wait) and adds 1 to signal_sem0/1 when it completes. Each engine (TensorE, VectorE, ScalarE, 16 DMA
  * queues) runs its instructions in payload order.
  *
- * Payload (little-endian): "KNPU" u32 version (2; 1 is still read) u32 auto_cast (0 none, 1 matmul, 2 all)
+ * Payload (little-endian): "KNPU" u32 version (2, 3 or 4; 1 is still read) u32 auto_cast (0 none, 1 matmul, 2 all)
  *   u32 tensor_count, input_count, output_count, semaphore_count, instruction_count
  *   tensors: tensor_count × (u32 kind (NPU_T_*), u32 rank (<= 8), rank × i64 dims,
  *            constants only: u32 element type (1 fp32, 2 bf16), u64 byte count, bytes)
@@ -42,11 +42,14 @@
  *   version 2 and 3, the layer table (accelkit's ak_put_layers): u32 layer_count, layer_count × (u32 length,
  *            name bytes: the graph node(s) a layer lowers, e.g. "conv1+relu1"), then instruction_count × u32
  *            layer index (< layer_count) — what the profile (plugin ABI 1.4) reports per layer
- *   version 3 only (a program for two cores; one-core programs are still written as version 2): tensors may be
+ *   version 3 and 4 (a program for two cores, or one that uses version 4's ops; other programs are still written as
+ *            version 2): tensors may be
  *            views (kind 4: after the dims, u32 base tensor (an earlier input, output or intermediate), u64 element
  *            offset; offset + elements <= the base's); after the layer table, u32 cores (1 or 2), then
  *            instruction_count × u32 core. Each core has its own engines, SBUF and PSUM; DRAM and the semaphores
  *            are the device's, shared.
+ *   version 4: version 3's layout; the only difference is that its instructions may use the VectorE ops min, sub
+ *            and div and the ScalarE function erf, which a reader of versions 1 to 3 refuses.
  * npu_decode validates all of it with checked arithmetic: a payload it did not write is an error.
  */
 #ifndef KILN_NPU_ISA_H
@@ -74,8 +77,12 @@
 
 enum { NPU_DMA_LOAD = 1, NPU_DMA_STORE = 2, NPU_LOAD_STATIONARY = 3, NPU_MULTIPLY_MOVING = 4, NPU_ACTIVATE = 5, NPU_VECTOR = 6, NPU_REDUCE = 7, NPU_OP_LAST = 7 };
 enum { NPU_FUNC_IDENTITY = 0, NPU_FUNC_RELU = 1, NPU_FUNC_SIGMOID = 2, NPU_FUNC_TANH = 3, NPU_FUNC_GELU = 4, NPU_FUNC_EXP = 5, NPU_FUNC_RECIPROCAL = 6,
-       NPU_FUNC_RSQRT = 7, NPU_FUNC_LAST = 7 };
-enum { NPU_ALU_ADD = 0, NPU_ALU_MUL = 1, NPU_ALU_MAX = 2, NPU_ALU_LAST = 2 };
+       NPU_FUNC_RSQRT = 7, NPU_FUNC_ERF = 8, NPU_FUNC_LAST = 8 };
+/* VectorE ops; MIN, SUB (a - b) and DIV (a / b, IEEE division) are version 4's. */
+enum { NPU_ALU_ADD = 0, NPU_ALU_MUL = 1, NPU_ALU_MAX = 2, NPU_ALU_MIN = 3, NPU_ALU_SUB = 4, NPU_ALU_DIV = 5, NPU_ALU_LAST = 5 };
+/* The last function and VectorE op a payload before version 4 may use. */
+#define NPU_FUNC_LAST_V3 NPU_FUNC_RSQRT
+#define NPU_ALU_LAST_V3 NPU_ALU_MAX
 enum { NPU_F32 = 1, NPU_BF16 = 2 };
 enum { NPU_T_INPUT = 0, NPU_T_CONST = 1, NPU_T_OUTPUT = 2, NPU_T_SCRATCH = 3, NPU_T_VIEW = 4 };
 #define NPU_MAX_CORES 2u

@@ -3,9 +3,11 @@
  * against the public headers only (include/kiln/kiln_plugin.h and the generated kiln.ir C code).
  *
  * Backend "sampleneuron.nc2" (the kiln. prefix is reserved for built-ins), target "npu-nc2". It claims float32
- * MatMul/Gemm with constant weights, Conv (group 1 or grouped, as implicit GEMMs; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
- * (DMA copies), Add/Mul (equal shapes, or a 1-D operand
- * broadcast along the last axis), Relu/Sigmoid/Tanh, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
+ * MatMul/Gemm with constant weights, MatMul of two computed operands (attention's, B loaded as TensorE's stationary
+ * operand at run time), Conv (group 1 or grouped, as implicit GEMMs; depthwise, on VectorE), Transpose/Reshape/Flatten/Concat
+ * (DMA copies), Add/Sub/Mul/Div/Max/Min with NumPy broadcasting (an operand broadcast along the last axis is VectorE's
+ * per-partition operand), Relu/Sigmoid/Tanh/Exp/Erf/Gelu, Clip/HardSigmoid/HardSwish/LeakyRelu with constant
+ * parameters, MaxPool/AveragePool/GlobalAveragePool, and Softmax and
  * LayerNormalization over the last axis, and lowers them into instruction streams for a NeuronCore-v2-like core (isa.h):
  * DMA queues, TensorE (128×128 systolic), VectorE and ScalarE synchronized by semaphores, with bias and
  * activation fused into the ScalarE drain of PSUM after a MatMul/Gemm. execute runs the streams on a
@@ -327,45 +329,177 @@ static int rejects_copy(const Kiln__Ir__Graph *g, const shape_table *known, cons
 #undef REJECT
 }
 
+/* ---- elementwise ops ---------------------------------------------------------------------------- */
+
+/* The ScalarE function that is the whole of a one-input op (an activation a MatMul or Conv drain can fuse), or -1. */
+static int func_of(const Kiln__Ir__Node *node) {
+    const char *op = node->op;
+    if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) return -1;
+    if (strcmp(op, "Gelu") == 0) {
+        const Kiln__Ir__Attribute *a = ak_attribute(node, "approximate");
+        return !a || (a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && strcmp(a->s, "none") == 0) ? NPU_FUNC_GELU : -1;
+    }
+    return strcmp(op, "Relu") == 0 ? NPU_FUNC_RELU : strcmp(op, "Sigmoid") == 0 ? NPU_FUNC_SIGMOID : strcmp(op, "Tanh") == 0 ? NPU_FUNC_TANH
+         : strcmp(op, "Exp") == 0 ? NPU_FUNC_EXP : strcmp(op, "Erf") == 0 ? NPU_FUNC_ERF : -1;
+}
+
+/* The VectorE op of a two-input elementwise op, or -1. */
+static int alu_of(const char *op) {
+    return strcmp(op, "Add") == 0 ? NPU_ALU_ADD : strcmp(op, "Sub") == 0 ? NPU_ALU_SUB : strcmp(op, "Mul") == 0 ? NPU_ALU_MUL
+         : strcmp(op, "Div") == 0 ? NPU_ALU_DIV : strcmp(op, "Max") == 0 ? NPU_ALU_MAX : strcmp(op, "Min") == 0 ? NPU_ALU_MIN : -1;
+}
+
+/* A binary elementwise op's result seen as rows × columns, and where each operand's values lie. The result's dims of
+ * size 1 are dropped and neighbours along which the operands broadcast alike are merged; when neither operand
+ * broadcasts along the last merged dim it is split into rows and at most 512 columns (wide tiles whatever the shapes
+ * say). dims[rank - 1] is the columns, the dims before it number the rows; stride[k][d] is operand k's element
+ * stride along merged dim d, 0 where it broadcasts. An operand with stride 0 along the columns holds one value per
+ * row: VectorE reads it as its per-partition operand. */
+typedef struct ew_view {
+    uint32_t rank;
+    int64_t dims[NPU_MAX_RANK + 1];
+    int64_t stride[2][NPU_MAX_RANK + 1];
+} ew_view;
+
+/* What one more elementwise tile costs beyond its columns, in VectorE cycles (for the choice of the view's columns):
+ * the instruction's fixed overhead and its DMAs' share. */
+#define EW_TILE_OVERHEAD 200u
+
+/* The shape of a and b broadcast together (NumPy's rules) into *out and its view, or 1 when they do not broadcast. */
+static int broadcast_view(const shape *a, const shape *b, shape *out, ew_view *v) {
+    uint32_t r = a->rank > b->rank ? a->rank : b->rank, n = 0;
+    int64_t dims[NPU_MAX_RANK + 1];
+    int flags[NPU_MAX_RANK + 1]; /* bit k: operand k broadcasts along the dim */
+    *out = *a;
+    out->rank = r;
+    for (uint32_t d = 0; d < r; d++) {
+        int64_t ad = d + a->rank >= r ? a->dims[d + a->rank - r] : 1, bd = d + b->rank >= r ? b->dims[d + b->rank - r] : 1;
+        if (ad != bd && ad != 1 && bd != 1) return 1;
+        int64_t od = ad > bd ? ad : bd;
+        out->dims[d] = od;
+        if (od == 1) continue;
+        int f = (ad == 1) | (bd == 1) << 1;
+        if (n && flags[n - 1] == f) dims[n - 1] *= od;
+        else { dims[n] = od; flags[n++] = f; }
+    }
+    if (!n) { dims[0] = 1; flags[0] = 0; n = 1; }
+    /* The columns: the last merged dim, or a divisor of it with the rest moved into the rows, whichever costs VectorE
+     * the least (tiles × (columns + per-instruction overhead)). Only where the split leaves each operand one DMA per
+     * tile: along the last dim every operand is contiguous, or the one that broadcasts is a single value. */
+    if (flags[n - 1] == 0 || n == 1) { /* one merged dim with a broadcast: that operand is a single value */
+        uint64_t D = (uint64_t)dims[n - 1], before = 1, best_c = D;
+        for (uint32_t d = 0; d + 1 < n; d++) before *= (uint64_t)dims[d];
+        uint64_t best = ceil_div(before, NPU_PARTITIONS) * ceil_div(D, NPU_MAX_COLS) * ((D < NPU_MAX_COLS ? D : NPU_MAX_COLS) + EW_TILE_OVERHEAD);
+        for (uint64_t c = 1; c <= NPU_MAX_COLS && c < D; c++) {
+            uint64_t cost = ceil_div(before * (D / c), NPU_PARTITIONS) * (c + EW_TILE_OVERHEAD);
+            if (D % c == 0 && cost < best) { best = cost; best_c = c; }
+        }
+        if (best_c != D) { dims[n] = (int64_t)best_c; dims[n - 1] /= (int64_t)best_c; flags[n] = flags[n - 1]; n++; }
+    }
+    v->rank = n;
+    for (int k = 0; k < 2; k++) {
+        int64_t at = 1;
+        for (int d = (int)n - 1; d >= 0; d--) {
+            v->dims[d] = dims[d];
+            v->stride[k][d] = flags[d] >> k & 1 ? 0 : at;
+            if (!(flags[d] >> k & 1)) at *= dims[d];
+        }
+    }
+    return 0;
+}
+
+/* Whether operand k of the view holds one value per row (it broadcasts along the columns). Such an operand is loaded in
+ * fp32 in every auto-cast mode (VectorE reads its per-partition operand in fp32). */
+static int ew_per_row(const ew_view *v, int k) { return v->stride[k][v->rank - 1] == 0; }
+
+/* Why a one-input elementwise op with constant parameters cannot run (Clip's bounds must be scalar float32
+ * initializers), or 0. */
+static int rejects_unary(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, char *why, size_t size) {
+    const char *op = node->op;
+    if (strcmp(op, "Clip") != 0) {
+        if (node->n_inputs != 1) { snprintf(why, size, "%s with %zu inputs is not supported", op, node->n_inputs); return 1; }
+        return 0;
+    }
+    if (node->n_inputs < 1 || node->n_inputs > 3) { snprintf(why, size, "Clip with %zu inputs is not supported", node->n_inputs); return 1; }
+    for (size_t k = 1; k < node->n_inputs; k++) {
+        if (!node->inputs[k][0]) continue;
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[k]);
+        int graph_input = 0;
+        for (size_t i = 0; i < g->n_inputs; i++) graph_input |= strcmp(g->inputs[i]->name, node->inputs[k]) == 0;
+        if (!t || graph_input || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != F32 || t->raw.len != 4) {
+            snprintf(why, size, "Clip: the %s bound must be a float32 scalar initializer (bounds computed at run time are not supported)", k == 1 ? "lower" : "upper");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A one-input op's scalar parameter: Clip's bound k (1 lower, 2 upper; from its input, else its attribute of opset
+ * 6, else ±infinity). */
+static float clip_bound(const Kiln__Ir__Graph *g, const Kiln__Ir__Node *node, size_t k) {
+    if (k < node->n_inputs && node->inputs[k][0]) {
+        const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[k]);
+        float v;
+        memcpy(&v, t->raw.data, 4);
+        return v;
+    }
+    return ak_float_attr(node, k == 1 ? "min" : "max", k == 1 ? -INFINITY : INFINITY);
+}
+
 /* Why this backend cannot run `node` (into why), or 0 when it can; *out receives the result's shape. */
 static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
     const char *op = node->op;
 #define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
     if (node->domain[0] && strcmp(node->domain, "ai.onnx") != 0) REJECT("op %s.%s: only the ONNX domain is supported", node->domain, op);
-    int matmul = strcmp(op, "MatMul") == 0, gemm = strcmp(op, "Gemm") == 0, add = strcmp(op, "Add") == 0, mul = strcmp(op, "Mul") == 0;
-    int act = strcmp(op, "Relu") == 0 || strcmp(op, "Sigmoid") == 0 || strcmp(op, "Tanh") == 0;
+    int matmul = strcmp(op, "MatMul") == 0, gemm = strcmp(op, "Gemm") == 0, binary = alu_of(op) >= 0;
+    int act = func_of(node) >= 0 || strcmp(op, "Clip") == 0 || strcmp(op, "HardSigmoid") == 0 || strcmp(op, "HardSwish") == 0 || strcmp(op, "LeakyRelu") == 0;
     int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
     int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
     int copy = strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0;
-    if (!matmul && !gemm && !add && !mul && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy)
-        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Mul, Relu, Sigmoid, Tanh, MaxPool, AveragePool, "
-               "GlobalAveragePool, Softmax, LayerNormalization, Transpose, Reshape, Flatten, Concat)", op);
+    if (!matmul && !gemm && !binary && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy)
+        REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Sub, Mul, Div, Max, Min, Relu, Sigmoid, Tanh, Exp, Erf, "
+               "Gelu, Clip, HardSigmoid, HardSwish, LeakyRelu, MaxPool, AveragePool, GlobalAveragePool, Softmax, LayerNormalization, Transpose, "
+               "Reshape, Flatten, Concat)", op);
     if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
     if (copy) return rejects_copy(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    if (act && rejects_unary(g, node, why, size)) return 1;
     size_t want_in = act ? 1 : 2;
-    if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
+    if (node->n_inputs < want_in || node->n_inputs > (gemm ? 3u : act ? node->n_inputs : want_in)) REJECT("%s with %zu inputs is not supported", op, node->n_inputs);
     shape in[3];
-    for (size_t i = 0; i < node->n_inputs; i++) {
+    for (size_t i = 0; i < (act ? 1 : node->n_inputs); i++) {
         if (!node->inputs[i][0]) REJECT("%s: omitted inputs are not supported", op);
         in[i] = lookup(g, known, node->inputs[i]);
         if (in[i].dtype != F32) REJECT("%s: input '%s' is not float32 (type %d); npu-nc2 takes float32 tensors", op, node->inputs[i], in[i].dtype);
         if (!in[i].known) REJECT("%s: the shape of input '%s' is not known at compile time", op, node->inputs[i]);
         if (count_of(&in[i]) < 0) REJECT("%s: input '%s' is too large", op, node->inputs[i]);
     }
-    if (count_of(&in[0]) == 0 || (node->n_inputs > 1 && count_of(&in[1]) == 0)) REJECT("%s: zero-size tensors are not supported", op);
+    if (count_of(&in[0]) == 0 || (!act && node->n_inputs > 1 && count_of(&in[1]) == 0)) REJECT("%s: zero-size tensors are not supported", op);
     if (act) { *out = in[0]; return 0; }
-    if (add || mul) {
-        const shape *a = &in[0], *b = &in[1];
-        int same = a->rank == b->rank && memcmp(a->dims, b->dims, a->rank * sizeof(int64_t)) == 0;
-        int b_row = b->rank == 1 && a->rank >= 1 && b->dims[0] == a->dims[a->rank - 1];
-        int a_row = a->rank == 1 && b->rank >= 1 && a->dims[0] == b->dims[b->rank - 1];
-        if (!same && !b_row && !a_row) REJECT("%s: only equal shapes or a 1-D operand along the last axis are supported (no general broadcasting)", op);
-        *out = a_row && !same ? *b : *a;
+    if (binary) {
+        ew_view v;
+        if (broadcast_view(&in[0], &in[1], out, &v)) REJECT("%s: the inputs' shapes do not broadcast together", op);
+        if (count_of(out) < 0) REJECT("%s: the result is too large", op);
+        /* VectorE takes a per-row value as its second operand only: the lowering swaps the operands of the others */
+        if (ew_per_row(&v, 0) && alu_of(op) == NPU_ALU_DIV) REJECT("Div: a dividend broadcast along the last axis is not supported");
         return 0;
     }
     /* MatMul / Gemm */
     const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[1]);
+    if (matmul && !w) { /* both operands computed (attention's Q·Kᵀ and ·V): B is loaded as the stationary operand at run time */
+        const shape *A = &in[0], *B = &in[1];
+        if (A->rank < 2 || B->rank < 2) REJECT("MatMul: with a computed B, both operands must have rank 2 or more");
+        int shared = B->rank == 2, batched = A->rank == B->rank && memcmp(A->dims, B->dims, (A->rank - 2) * sizeof(int64_t)) == 0;
+        if (!shared && !batched) REJECT("MatMul: with a computed B, B must be one matrix or have A's batch dims (no broadcasting of batch dims)");
+        int64_t K = A->dims[A->rank - 1], N = B->dims[B->rank - 1];
+        if (B->dims[B->rank - 2] != K) REJECT("MatMul: A has %lld columns, B %lld rows", (long long)K, (long long)B->dims[B->rank - 2]);
+        if (K > MAX_K) REJECT("MatMul: the contraction (%lld) exceeds %d, the most this lowering keeps in SBUF", (long long)K, MAX_K);
+        if (ceil_div((uint64_t)K, 128) * ceil_div((uint64_t)N, 128) * 128 * 4 > MAX_WEIGHT_BYTES)
+            REJECT("MatMul: B (%lld×%lld) does not fit the SBUF share this lowering gives the stationary operand", (long long)K, (long long)N);
+        *out = *A;
+        out->dims[out->rank - 1] = N;
+        return 0;
+    }
     if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW) REJECT("%s: the weights (input B) must be an initializer", op);
     for (size_t i = 0; i < g->n_inputs; i++)
         for (size_t k = 1; k < node->n_inputs; k++)
@@ -628,43 +762,145 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
     }
 }
 
-/* Lowers an elementwise op over A viewed as [R rows × C = last dim]: VectorE `alu` of A and B (B the same shape,
- * or a row of C broadcast to every row by a DMA partition stride of 0), or ScalarE `func` of A alone (b NPU_NONE).
- * Tiles of 128 rows × 512 columns alternate between two sets of SBUF slots. */
-static void lower_elementwise(lowering *l, uint32_t a, uint32_t b, int b_row, int vector, uint32_t op, uint32_t y) {
-    const shape *s = &l->tensor_shapes[a];
-    uint64_t C = s->rank ? (uint64_t)s->dims[s->rank - 1] : 1, total = l->p->tensors[a].elements;
-    if (C == 0 || total == 0) return; /* nothing to compute */
-    uint64_t R = total / C;
+/* The float bits of f. */
+static uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+/* A one-element fp32 constant (for broadcasts by DMA strides of 0). */
+static uint32_t scalar_constant(lowering *l, float v) {
+    float *d = malloc(4);
+    if (!d) { l->failed = 1; return 0; }
+    *d = v;
+    shape s = {F32, 1, 1, {1}};
+    return add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)d, 4);
+}
+
+/* One pass of an elementwise op over a tile in SBUF: ScalarE's func(v·scale + bias) or VectorE's v (op) operand, v
+ * being the op's first input on the first pass and the previous pass's result after it. */
+enum { EW_B, EW_X, EW_CONST };
+typedef struct ew_step {
+    int vector;       /* 1: VectorE op `op`; 0: ScalarE function `op` */
+    int operand;      /* VectorE: EW_B (the op's second input), EW_X (its first input, again) or EW_CONST (`value`) */
+    uint32_t op;
+    float scale;      /* ScalarE */
+    int has_value;    /* ScalarE: `value` is the bias (else 0) */
+    float value;
+} ew_step;
+
+/* The element offset of row `row` of operand k of the view. */
+static uint64_t ew_row_offset(const ew_view *v, int k, uint64_t row) {
+    uint64_t at = 0;
+    for (int d = (int)v->rank - 2; d >= 0; d--) {
+        at += (row % (uint64_t)v->dims[d]) * (uint64_t)v->stride[k][d];
+        row /= (uint64_t)v->dims[d];
+    }
+    return at;
+}
+
+/* The most partitions one elementwise DMA moves: a 128-row tile goes as four DMAs on four queues, which run side by side. */
+#define EW_DMA_PARTITIONS 32u
+
+/* Loads rows [row0, row0 + rows) of operand k (tensor t) of the view, columns from col0 (cols of them, or its one value
+ * per row when `per_row`) into SBUF partitions 0.. at addr: one DMA per run of rows whose offsets step evenly
+ * (broadcast rows repeat by a partition stride of 0). Each load waits until the slot is free (free_sem ≥ free_value)
+ * and every earlier op's stores are done, and signals full_sem. Returns the number of DMAs. */
+static uint32_t ew_load(lowering *l, uint32_t t, const ew_view *v, int k, int per_row, uint64_t row0, uint32_t rows, uint64_t col0, uint32_t cols, uint32_t addr,
+                        uint32_t dtype, uint32_t free_sem, uint32_t free_value, uint32_t full_sem, uint32_t prior) {
+    uint64_t off[NPU_PARTITIONS];
+    for (uint32_t r = 0; r < rows; r++) off[r] = ew_row_offset(v, k, row0 + r) + (per_row ? 0 : col0);
+    uint32_t count = 0;
+    for (uint32_t r = 0; r < rows;) {
+        uint64_t step = r + 1 < rows && off[r + 1] >= off[r] ? off[r + 1] - off[r] : 0;
+        uint32_t run = 1;
+        while (r + run < rows && run < EW_DMA_PARTITIONS && off[r + run] == off[r] + run * step) run++;
+        npu_insn *n = dma(l, 0, t, off[r], (uint32_t)step, 1, run, per_row ? 1 : cols, addr, dtype);
+        n->func |= r << 8; /* the tile's first partition */
+        n->wait_sem[0] = free_sem; n->wait_value[0] = free_value;
+        n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
+        n->signal_sem[0] = full_sem;
+        count++;
+        r += run;
+    }
+    return count;
+}
+
+/* Lowers an elementwise op into y: the passes `steps` over the view v of its first input a (operand 0) and its second b
+ * (operand 1, or NPU_NONE), tiles of 128 rows × 512 columns alternating between two sets of SBUF slots so that one
+ * tile's DMA overlaps the other's passes. a must not hold one value per row (the caller swaps such operands). The
+ * constants of EW_CONST passes and ScalarE biases are loaded once, one value per partition. With auto-cast all the
+ * inputs are rounded to bf16 on load; a pass after the first reads the previous result in fp32, so when a later pass
+ * reads the first input again (EW_X), a ScalarE copy to fp32 comes first. */
+static void lower_elementwise(lowering *l, uint32_t a, uint32_t b, const ew_view *v, const ew_step *steps, uint32_t nsteps, uint32_t y) {
+    uint64_t C = (uint64_t)v->dims[v->rank - 1], R = l->p->tensors[y].elements / C;
+    if (!C || !R) return; /* nothing to compute */
     uint32_t dt = l->p->auto_cast == NPU_CAST_ALL ? NPU_BF16 : NPU_F32, es = npu_dtype_size(dt);
+    int b_per_row = b != NPU_NONE && ew_per_row(v, 1), copy_x = 0;
+    uint32_t consts = 0, const_index[8];
+    for (uint32_t k = 0; k < nsteps; k++) {
+        copy_x |= steps[k].operand == EW_X && steps[k].vector && dt != NPU_F32;
+        if ((steps[k].vector && steps[k].operand == EW_CONST) || (!steps[k].vector && steps[k].has_value)) const_index[k] = consts++;
+    }
     ak_buffer_pool sbuf;
     ak_pool_init(&sbuf, "SBUF", NPU_PARTITIONS, NPU_SBUF_PARTITION_BYTES);
     int64_t in_base = ak_pool_alloc(&sbuf, 2 * 2 * 512 * es, 64), o_base = ak_pool_alloc(&sbuf, 2 * 512 * 4, 64);
-    if (in_base < 0 || o_base < 0) { l->failed = 3; return; }
+    int64_t x_base = copy_x ? ak_pool_alloc(&sbuf, 2 * 512 * 4, 64) : 0, c_base = consts ? ak_pool_alloc(&sbuf, consts * 4, 64) : 0;
+    if (in_base < 0 || o_base < 0 || x_base < 0 || c_base < 0) { l->failed = 3; return; }
     uint32_t prior = l->stores, in_full[2] = {sem(l), sem(l)}, in_free[2] = {sem(l), sem(l)}, out_full[2] = {sem(l), sem(l)}, out_free[2] = {sem(l), sem(l)};
-    uint32_t loads = b != NPU_NONE ? 2 : 1, tile = 0;
+    uint32_t progress[2] = {sem(l), sem(l)}, loaded[2] = {consts, consts}, passes[2] = {0, 0}, stored[2] = {0, 0};
+    for (uint32_t k = 0; k < nsteps; k++) {
+        if ((steps[k].vector && steps[k].operand == EW_CONST) || (!steps[k].vector && steps[k].has_value)) {
+            npu_insn *n = dma(l, 0, scalar_constant(l, steps[k].value), 0, 0, 1, NPU_PARTITIONS, 1, (uint32_t)c_base + 4 * const_index[k], NPU_F32);
+            n->wait_sem[0] = l->done_sem; n->wait_value[0] = prior;
+            n->signal_sem[0] = in_full[0]; n->signal_sem[1] = in_full[1];
+        }
+    }
+    /* the passes of one tile: an fp32 copy of the input first when needed; the last one to read an input slot frees it */
+    uint32_t m = nsteps + (uint32_t)copy_x, last_input = 0;
+    for (uint32_t k = 0; k < nsteps; k++)
+        if ((k == 0 && !copy_x) || (steps[k].vector && (steps[k].operand == EW_B || (steps[k].operand == EW_X && !copy_x)))) last_input = k + (uint32_t)copy_x;
+    uint32_t tile = 0;
     for (uint64_t rt = 0; rt < ceil_div(R, 128); rt++)
         for (uint64_t ct = 0; ct < ceil_div(C, 512); ct++, tile++) {
             uint32_t sl = tile % 2, use = tile / 2, rows = ak_tile_extent(R, 128, rt), cols = ak_tile_extent(C, 512, ct);
             uint32_t a_addr = (uint32_t)(in_base + (int64_t)(sl * 2 * 512 * es)), b_addr = a_addr + 512 * es, o_addr = (uint32_t)(o_base + (int64_t)(sl * 512 * 4));
-            uint64_t offset = rt * 128 * C + ct * 512;
-            for (uint32_t k = 0; k < loads; k++) {
-                npu_insn *n = k == 0 ? dma(l, 0, a, offset, (uint32_t)C, 1, rows, cols, a_addr, dt)
-                                     : dma(l, 0, b, b_row ? ct * 512 : offset, b_row ? 0 : (uint32_t)C, 1, rows, cols, b_addr, dt);
-                n->wait_sem[0] = in_free[sl]; n->wait_value[0] = use;
-                n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
-                n->signal_sem[0] = in_full[sl];
+            uint32_t x_addr = copy_x ? (uint32_t)(x_base + (int64_t)(sl * 512 * 4)) : a_addr;
+            loaded[sl] += ew_load(l, a, v, 0, 0, rt * 128, rows, ct * 512, cols, a_addr, dt, in_free[sl], use, in_full[sl], prior);
+            if (b != NPU_NONE)
+                loaded[sl] += ew_load(l, b, v, 1, b_per_row, rt * 128, rows, ct * 512, cols, b_addr, b_per_row ? NPU_F32 : dt, in_free[sl], use, in_full[sl], prior);
+            uint32_t src = a_addr, src_type = dt;
+            for (uint32_t j = 0; j < m; j++) {
+                npu_insn *c;
+                if (copy_x && j == 0) {
+                    c = emit(l, NPU_ACTIVATE);
+                    c->func = NPU_FUNC_IDENTITY; c->b = 0; c->c = x_addr; c->d = NPU_NONE; c->f = one_bits();
+                    c->a = src; c->e = src_type;
+                    src = x_addr; src_type = NPU_F32;
+                } else {
+                    const ew_step *st = &steps[j - (uint32_t)copy_x];
+                    c = emit(l, st->vector ? NPU_VECTOR : NPU_ACTIVATE);
+                    c->func = st->op; c->a = src; c->e = src_type; c->c = o_addr;
+                    if (!st->vector) { c->b = 0; c->d = st->has_value ? (uint32_t)c_base + 4 * const_index[j - (uint32_t)copy_x] : NPU_NONE; c->f = float_bits(st->scale); }
+                    else if (st->operand == EW_B) { c->b = b_addr; c->d = b_per_row ? 1 : 0; }
+                    else if (st->operand == EW_X) { c->b = x_addr; c->d = 0; }
+                    else { c->b = (uint32_t)c_base + 4 * const_index[j - (uint32_t)copy_x]; c->d = 1; }
+                    src = o_addr; src_type = NPU_F32;
+                }
+                c->parts = rows; c->cols = cols;
+                if (j == 0) {
+                    c->wait_sem[0] = in_full[sl]; c->wait_value[0] = loaded[sl];
+                    c->wait_sem[1] = out_free[sl]; c->wait_value[1] = stored[sl];
+                } else { c->wait_sem[0] = progress[sl]; c->wait_value[0] = passes[sl] + j; }
+                c->signal_sem[0] = j + 1 < m ? progress[sl] : out_full[sl];
+                if (j == last_input) c->signal_sem[1] = in_free[sl];
             }
-            npu_insn *c = emit(l, vector ? NPU_VECTOR : NPU_ACTIVATE);
-            c->func = op; c->parts = rows; c->cols = cols; c->a = a_addr; c->e = dt;
-            if (vector) { c->b = b_addr; c->c = o_addr; }
-            else { c->b = 0; c->c = o_addr; c->d = NPU_NONE; c->f = one_bits(); }
-            c->wait_sem[0] = in_full[sl]; c->wait_value[0] = loads * (use + 1);
-            c->wait_sem[1] = out_free[sl]; c->wait_value[1] = use;
-            c->signal_sem[0] = in_free[sl]; c->signal_sem[1] = out_full[sl];
-            npu_insn *st = dma(l, 1, y, offset, (uint32_t)C, 1, rows, cols, o_addr, NPU_F32);
-            st->wait_sem[0] = out_full[sl]; st->wait_value[0] = use + 1;
-            st->signal_sem[0] = out_free[sl];
+            passes[sl] += m - 1;
+            for (uint32_t r = 0; r < rows; r += EW_DMA_PARTITIONS) {
+                uint32_t part = rows - r < EW_DMA_PARTITIONS ? rows - r : EW_DMA_PARTITIONS;
+                npu_insn *st = dma(l, 1, y, (rt * 128 + r) * C + ct * 512, (uint32_t)C, 1, part, cols, o_addr, NPU_F32);
+                st->func |= r << 8;
+                st->wait_sem[0] = out_full[sl]; st->wait_value[0] = use + 1;
+                st->signal_sem[0] = out_free[sl];
+            }
+            stored[sl] += (uint32_t)ceil_div(rows, EW_DMA_PARTITIONS);
         }
 }
 
@@ -687,8 +923,6 @@ static npu_insn *link_insn(lowering *l, chain *c, npu_insn *n, uint32_t prior) {
 /* A new chain. */
 static chain new_chain(lowering *l) { chain c = {sem(l), 0}; return c; }
 
-/* The float bits of f. */
-static uint32_t float_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
 /* ScalarE: dst = func(src·scale + bias) over parts × cols in SBUF (fp32); bias an SBUF address or NPU_NONE. */
 static npu_insn *scalar_op(lowering *l, chain *c, uint32_t prior, uint32_t func, uint32_t parts, uint32_t cols, uint32_t src, uint32_t dst, float scale, uint32_t bias) {
@@ -714,15 +948,6 @@ static npu_insn *reduce_op(lowering *l, chain *c, uint32_t prior, uint32_t alu, 
 /* A chained DMA in fp32. */
 static npu_insn *chained_dma(lowering *l, chain *c, uint32_t prior, int store, uint32_t t, uint64_t offset, uint32_t pstride, uint32_t estride, uint32_t parts, uint32_t cols, uint32_t addr) {
     return link_insn(l, c, dma(l, store, t, offset, pstride, estride, parts, cols, addr, NPU_F32), prior);
-}
-
-/* A one-element fp32 constant (for broadcasts by DMA strides of 0). */
-static uint32_t scalar_constant(lowering *l, float v) {
-    float *d = malloc(4);
-    if (!d) { l->failed = 1; return 0; }
-    *d = v;
-    shape s = {F32, 1, 1, {1}};
-    return add_tensor(l, NULL, NPU_T_CONST, &s, NPU_F32, (uint8_t *)d, 4);
 }
 
 /* SBUF byte addresses of `count` fp32 tiles of `cols` columns, one after another (64-byte aligned). */
@@ -1085,11 +1310,6 @@ static long sole_reader(const Kiln__Ir__Graph *g, size_t i, const char *name) {
     return -1;
 }
 
-/* The ScalarE function of an activation op, or -1. */
-static int func_of(const char *op) {
-    return strcmp(op, "Relu") == 0 ? NPU_FUNC_RELU : strcmp(op, "Sigmoid") == 0 ? NPU_FUNC_SIGMOID : strcmp(op, "Tanh") == 0 ? NPU_FUNC_TANH : -1;
-}
-
 /* The tensor for node output `name`: the graph output of that name, or a new scratch tensor. */
 static uint32_t result_tensor(lowering *l, const char *name, const shape *s) {
     uint32_t t = tensor_of(l, name);
@@ -1119,6 +1339,24 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
         const Kiln__Ir__Node *node = g->nodes[i];
         const char *op = node->op;
         shape out = lookup(g, &known, node->outputs[0]);
+        if (strcmp(op, "MatMul") == 0 && !ak_initializer(g, node->inputs[1])) {
+            /* a computed B: one lower_matmul per matrix of the batch, B read from device memory as it is ([K, N] rows) */
+            shape xs = lookup(g, &known, node->inputs[0]), bs = lookup(g, &known, node->inputs[1]);
+            uint32_t x = tensor_of(l, node->inputs[0]), w = tensor_of(l, node->inputs[1]);
+            if (x == NPU_NONE || w == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: an input of MatMul '%s' is not an input or earlier result", node->outputs[0]); return e; }
+            uint64_t K = (uint64_t)xs.dims[xs.rank - 1], N = (uint64_t)bs.dims[bs.rank - 1], batch = 1, M;
+            if (bs.rank > 2) for (uint32_t d = 0; d + 2 < xs.rank; d++) batch *= (uint64_t)xs.dims[d];
+            M = (uint64_t)count_of(&xs) / K / batch;
+            const char *result = node->outputs[0];
+            uint32_t func = NPU_FUNC_IDENTITY;
+            long j = sole_reader(g, i, result);
+            if (j >= 0 && func_of(g->nodes[j]) >= 0) { func = (uint32_t)func_of(g->nodes[j]); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+            shape rs = lookup(g, &known, result);
+            uint32_t y = result_tensor(l, result, &rs);
+            for (uint64_t bi = 0; bi < batch && !l->failed; bi++)
+                lower_matmul(l, x, w, NPU_NONE, func, 1.0f, y, M, K, N, bi * M * K, bi * M * N, 1, (uint32_t)N, bs.rank > 2 ? bi * K * N : 0, 0);
+            continue;
+        }
         if (strcmp(op, "MatMul") == 0 || strcmp(op, "Gemm") == 0) {
             int gemm = op[0] == 'G', trans_b = gemm && ak_int_attr(node, "transB", 0) != 0;
             shape xs = lookup(g, &known, node->inputs[0]);
@@ -1167,8 +1405,8 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                     j = sole_reader(g, (size_t)j, result);
                 }
             }
-            if (j >= 0 && func_of(g->nodes[j]->op) >= 0) {
-                func = (uint32_t)func_of(g->nodes[j]->op);
+            if (j >= 0 && func_of(g->nodes[j]) >= 0) {
+                func = (uint32_t)func_of(g->nodes[j]);
                 fused[j] = 1;
                 result = g->nodes[j]->outputs[0];
             }
@@ -1219,7 +1457,7 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                     l->node_const[i] = tt; l->node_const_key[i] = rows;
                     uint32_t func = NPU_FUNC_IDENTITY;
                     long j = sole_reader(g, i, result);
-                    if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                    if (j >= 0 && func_of(g->nodes[j]) >= 0) { func = (uint32_t)func_of(g->nodes[j]); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                     shape rs = lookup(g, &known, result);
                     uint32_t y = result_tensor(l, result, &rs);
                     if (!l->failed) lower_depthwise(l, x, tt, func, y, &w);
@@ -1245,7 +1483,7 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
                 l->node_const[i] = wt;
                 uint32_t bias = node->n_inputs > 2 && node->inputs[2][0] ? constant_tensor(l, node->inputs[2]) : NPU_NONE, func = NPU_FUNC_IDENTITY;
                 long j = sole_reader(g, i, result);
-                if (j >= 0 && func_of(g->nodes[j]->op) >= 0) { func = (uint32_t)func_of(g->nodes[j]->op); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+                if (j >= 0 && func_of(g->nodes[j]) >= 0) { func = (uint32_t)func_of(g->nodes[j]); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
                 shape rs = lookup(g, &known, result);
                 uint32_t y = result_tensor(l, result, &rs);
                 window wg = w;
@@ -1291,21 +1529,45 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             }
             continue;
         }
-        int f = func_of(op);
+        /* elementwise: one op's passes (ew_step) over the tiles of its broadcast view */
         uint32_t a = tensor_of(l, node->inputs[0]);
         if (a == NPU_NONE) a = constant_tensor(l, node->inputs[0]);
+        int alu = alu_of(op), f = func_of(node);
         uint32_t b = NPU_NONE;
-        if (f < 0) { b = tensor_of(l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(l, node->inputs[1]); }
+        if (alu >= 0) { b = tensor_of(l, node->inputs[1]); if (b == NPU_NONE) b = constant_tensor(l, node->inputs[1]); }
         if (l->failed) return NULL;
-        int b_row = 0;
-        if (b != NPU_NONE) {
-            const shape *as = &l->tensor_shapes[a], *bs = &l->tensor_shapes[b];
-            int same = as->rank == bs->rank && memcmp(as->dims, bs->dims, as->rank * sizeof(int64_t)) == 0;
-            if (!same && as->rank == 1) { uint32_t t = a; a = b; b = t; } /* Add and Mul commute: the row goes second */
-            b_row = !same;
+        ew_step steps[4];
+        uint32_t nsteps = 0;
+        ew_view v;
+        shape vs;
+        if (broadcast_view(&l->tensor_shapes[a], &l->tensor_shapes[b != NPU_NONE ? b : a], &vs, &v)) { l->failed = 2; return NULL; }
+        if (alu >= 0) {
+            steps[nsteps++] = (ew_step){1, EW_B, (uint32_t)alu, 1.0f, 0, 0.0f};
+            if (ew_per_row(&v, 0)) { /* VectorE's per-row operand is its second: swap (a - b = -(b - a), exactly) */
+                uint32_t t = a; a = b; b = t;
+                for (uint32_t d = 0; d < v.rank; d++) { int64_t s0 = v.stride[0][d]; v.stride[0][d] = v.stride[1][d]; v.stride[1][d] = s0; }
+                if (alu == NPU_ALU_SUB) steps[nsteps++] = (ew_step){0, 0, NPU_FUNC_IDENTITY, -1.0f, 0, 0.0f};
+            }
+        } else if (f >= 0) steps[nsteps++] = (ew_step){0, 0, (uint32_t)f, 1.0f, 0, 0.0f};
+        else if (strcmp(op, "Clip") == 0) { /* max(x, lo), then min(·, hi); an absent bound is no pass */
+            float lo = clip_bound(g, node, 1), hi = clip_bound(g, node, 2);
+            if (lo != -INFINITY) steps[nsteps++] = (ew_step){1, EW_CONST, NPU_ALU_MAX, 1.0f, 0, lo};
+            if (hi != INFINITY) steps[nsteps++] = (ew_step){1, EW_CONST, NPU_ALU_MIN, 1.0f, 0, hi};
+            if (!nsteps) steps[nsteps++] = (ew_step){0, 0, NPU_FUNC_IDENTITY, 1.0f, 0, 0.0f};
+        } else if (strcmp(op, "LeakyRelu") == 0) { /* α·x on ScalarE, then max(α·x, x) (min when α > 1) */
+            float alpha = ak_float_attr(node, "alpha", 0.01f);
+            steps[nsteps++] = (ew_step){0, 0, NPU_FUNC_IDENTITY, alpha, 0, 0.0f};
+            steps[nsteps++] = (ew_step){1, EW_X, alpha > 1.0f ? NPU_ALU_MIN : NPU_ALU_MAX, 1.0f, 0, 0.0f};
+        } else { /* HardSigmoid: min(max(α·x + β, 0), 1); HardSwish: x times that with α = 1/6, β = 1/2 */
+            int swish = strcmp(op, "HardSwish") == 0;
+            float alpha = swish ? 1.0f / 6.0f : ak_float_attr(node, "alpha", 0.2f), beta = swish ? 0.5f : ak_float_attr(node, "beta", 0.5f);
+            steps[nsteps++] = (ew_step){0, 0, NPU_FUNC_IDENTITY, alpha, 1, beta};
+            steps[nsteps++] = (ew_step){1, EW_CONST, NPU_ALU_MAX, 1.0f, 0, 0.0f};
+            steps[nsteps++] = (ew_step){1, EW_CONST, NPU_ALU_MIN, 1.0f, 0, 1.0f};
+            if (swish) steps[nsteps++] = (ew_step){1, EW_X, NPU_ALU_MUL, 1.0f, 0, 0.0f};
         }
         uint32_t y = result_tensor(l, node->outputs[0], &out);
-        if (!l->failed) lower_elementwise(l, a, b, b_row, f < 0, f < 0 ? (strcmp(op, "Add") == 0 ? NPU_ALU_ADD : NPU_ALU_MUL) : (uint32_t)f, y);
+        if (!l->failed) lower_elementwise(l, a, b, &v, steps, nsteps, y);
     }
     return NULL;
 }
@@ -1715,7 +1977,21 @@ static float activation(uint32_t func, float x) {
     case NPU_FUNC_EXP: return expf(x);
     case NPU_FUNC_RECIPROCAL: return 1.0f / x;
     case NPU_FUNC_RSQRT: return 1.0f / sqrtf(x);
+    case NPU_FUNC_ERF: return erff(x);
     default: return x;
+    }
+}
+
+/* VectorE's ALU. */
+static float vector_alu(uint32_t op, float a, float b) {
+    switch (op) {
+    case NPU_ALU_ADD: return a + b;
+    case NPU_ALU_MUL: return a * b;
+    case NPU_ALU_MAX: return a > b ? a : b;
+    case NPU_ALU_MIN: return a < b ? a : b;
+    case NPU_ALU_SUB: return a - b;
+    case NPU_ALU_DIV: return a / b;
+    default: return a;
     }
 }
 
@@ -1799,7 +2075,7 @@ static kiln_plugin_error *step(machine *m, const npu_insn *n, size_t index) {
         for (uint32_t p = 0; p < n->parts; p++)
             for (uint32_t j = 0; j < n->cols; j++) {
                 float a = sbuf_get(m, p, n->a, j, n->e), b = n->d ? sbuf_get(m, p, n->b, 0, NPU_F32) : sbuf_get(m, p, n->b, j, n->e);
-                float r = n->func == NPU_ALU_ADD ? a + b : n->func == NPU_ALU_MUL ? a * b : (a > b ? a : b);
+                float r = vector_alu(n->func, a, b);
                 if (n->d == NPU_VECTOR_MAC) r += sbuf_get(m, p, n->f, j, NPU_F32);
                 sbuf_set(m, p, n->c, j, NPU_F32, r);
             }

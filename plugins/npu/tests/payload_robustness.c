@@ -338,6 +338,23 @@ int main(void) {
     expect_refused(&p, "a multiply-accumulate addend past the partition", "addend tile"); *vec = saved_vec;
     vec->d = 1; vec->b = NPU_SBUF_PARTITION_BYTES - 2; expect_refused(&p, "a per-partition operand past the partition", "does not fit"); *vec = saved_vec;
     vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_MUL; expect_refused(&p, "a product reduction", "reduction"); *vec = saved_vec;
+    /* version 4's ops (VectorE min, sub, div; ScalarE erf): a program using one is written as version 4 and runs; the same
+     * bytes labelled version 3, as a plugin that predates them would read them, are refused by name */
+    for (int k = 0; k < 2; k++) {
+        if (k == 0) vec->func = NPU_ALU_MIN; else act->func = NPU_FUNC_ERF;
+        npu_buffer b4;
+        npu_encode(&p, &b4);
+        uint32_t v = 0;
+        if (!b4.failed && b4.size > 8) memcpy(&v, b4.data + 4, 4);
+        EXPECT(v == 4, "a program using %s is written as version %u, want 4", k ? "erf" : "min", v);
+        EXPECT(v == 4 && load_and_run(b4.data, b4.size, NULL, why, sizeof why) == 0, "the version 4 payload using %s runs: %s", k ? "erf" : "min", why);
+        v = 3;
+        if (b4.size > 8) memcpy(b4.data + 4, &v, 4);
+        EXPECT(load_and_run(b4.data, b4.size, NULL, why, sizeof why) == 1 && strstr(why, k ? "activation function 8" : "vector op 3"),
+               "%s in a version 3 payload: '%s'", k ? "erf" : "min", why);
+        free(b4.data);
+        *vec = saved_vec; *act = saved_act;
+    }
     vec->opcode = NPU_REDUCE; vec->func = NPU_ALU_ADD; vec->d = 3; expect_refused(&p, "reduction accumulate flag 3", "accumulate flag"); *vec = saved_vec;
     uint32_t in = p.inputs[0];
     int64_t dims[2] = {p.tensors[in].dims[0], p.tensors[in].dims[1]};
