@@ -329,6 +329,102 @@ static int rejects_copy(const Kiln__Ir__Graph *g, const shape_table *known, cons
 #undef REJECT
 }
 
+/* ---- upsampling: nearest Resize by whole factors, ConvTranspose with stride = kernel ------------------ */
+
+/* A string attribute, or `fallback`. */
+static const char *str_attr(const Kiln__Ir__Node *node, const char *name, const char *fallback) {
+    const Kiln__Ir__Attribute *a = ak_attribute(node, name);
+    return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && a->s ? a->s : fallback;
+}
+
+/* The whole factor s by which a nearest Resize repeats each of `in` elements into `out` = s·in (scale the factor the
+ * model gives), when every output index o reads input index o / s under the node's coordinate transformation and
+ * rounding, as ONNX defines them; else 0. */
+static int64_t nearest_factor(const char *transform, const char *rounding, int64_t in, int64_t out, double scale) {
+    if (in < 1 || out < in || out % in) return 0;
+    int64_t s = out / in;
+    for (int64_t o = 0; o < out; o++) {
+        double x;
+        if (strcmp(transform, "half_pixel") == 0) x = (o + 0.5) / scale - 0.5;
+        else if (strcmp(transform, "pytorch_half_pixel") == 0) x = out > 1 ? (o + 0.5) / scale - 0.5 : 0.0;
+        else if (strcmp(transform, "align_corners") == 0) x = out > 1 ? (double)o * (double)(in - 1) / (double)(out - 1) : 0.0;
+        else if (strcmp(transform, "asymmetric") == 0) x = o / scale;
+        else if (strcmp(transform, "tf_half_pixel_for_nn") == 0) x = (o + 0.5) / scale;
+        else return 0;
+        double r;
+        if (strcmp(rounding, "floor") == 0) r = floor(x);
+        else if (strcmp(rounding, "ceil") == 0) r = ceil(x);
+        else if (strcmp(rounding, "round_prefer_ceil") == 0) r = floor(x + 0.5);
+        else if (strcmp(rounding, "round_prefer_floor") == 0) r = ceil(x - 0.5);
+        else return 0;
+        r = r < 0 ? 0 : r > (double)(in - 1) ? (double)(in - 1) : r;
+        if ((int64_t)r != o / s) return 0;
+    }
+    return s;
+}
+
+/* rejects for Resize (nearest, whole factors along H and W: DMA copies) and ConvTranspose (stride = kernel, no padding:
+ * one matmul and a scatter by DMA). */
+static int rejects_upsample(const Kiln__Ir__Graph *g, const shape_table *known, const Kiln__Ir__Node *node, shape *out, char *why, size_t size) {
+    const char *op = node->op;
+#define REJECT(...) do { snprintf(why, size, __VA_ARGS__); return 1; } while (0)
+    if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
+    if (node->n_inputs < 1 || !node->inputs[0][0]) REJECT("%s: the input is missing", op);
+    shape x = lookup(g, known, node->inputs[0]);
+    if (x.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[0]);
+    if (!x.known || x.rank != 4 || count_of(&x) <= 0) REJECT("%s: only NCHW inputs (rank 4) of known, non-empty shape are supported", op);
+    *out = x;
+    if (strcmp(op, "Resize") == 0) {
+        const char *mode = str_attr(node, "mode", "nearest"), *transform = str_attr(node, "coordinate_transformation_mode", "half_pixel");
+        const char *rounding = str_attr(node, "nearest_mode", "round_prefer_floor");
+        if (strcmp(mode, "nearest") != 0) REJECT("Resize: mode %s is not supported (nearest only)", mode);
+        if (ak_int_attr(node, "antialias", 0) != 0 || ak_attribute(node, "axes")) REJECT("Resize: antialias and axes are not supported");
+        size_t si = node->n_inputs == 2 ? 1 : 2, zi = 3; /* opset 10: (X, scales); 11 and later: (X, roi, scales, sizes) */
+        const Kiln__Ir__Tensor *sc = si < node->n_inputs && node->inputs[si][0] ? ak_initializer(g, node->inputs[si]) : NULL;
+        const Kiln__Ir__Tensor *sz = zi < node->n_inputs && node->inputs[zi][0] ? ak_initializer(g, node->inputs[zi]) : NULL;
+        double scale[4] = {1, 1, 1, 1};
+        if (sc && sc->raw.len == 16 && sc->dtype == F32 && sc->data_case == KILN__IR__TENSOR__DATA_RAW) {
+            for (int d = 0; d < 4; d++) { float f; memcpy(&f, sc->raw.data + 4 * d, 4); scale[d] = f; out->dims[d] = (int64_t)floor((double)x.dims[d] * f); }
+        } else if (sz && sz->raw.len == 32 && sz->dtype == KILN__IR__DATA_TYPE__INT64 && sz->data_case == KILN__IR__TENSOR__DATA_RAW) {
+            for (int d = 0; d < 4; d++) { memcpy(&out->dims[d], sz->raw.data + 8 * d, 8); scale[d] = (double)out->dims[d] / (double)x.dims[d]; }
+        } else REJECT("Resize: the scales (4 floats) or sizes (4 int64) must be an initializer");
+        if (out->dims[0] != x.dims[0] || out->dims[1] != x.dims[1]) REJECT("Resize: only H and W may change");
+        if (!nearest_factor(transform, rounding, x.dims[2], out->dims[2], scale[2]) || !nearest_factor(transform, rounding, x.dims[3], out->dims[3], scale[3]))
+            REJECT("Resize: only whole upsampling factors that repeat each pixel are supported (%s, %s, %lldx%lld -> %lldx%lld)", transform, rounding,
+                   (long long)x.dims[2], (long long)x.dims[3], (long long)out->dims[2], (long long)out->dims[3]);
+        if (count_of(out) < 0) REJECT("Resize: the result is too large");
+        return 0;
+    }
+    /* ConvTranspose */
+    if (node->n_inputs < 2 || node->n_inputs > 3) REJECT("ConvTranspose with %zu inputs is not supported", node->n_inputs);
+    const Kiln__Ir__Tensor *w = ak_initializer(g, node->inputs[1]);
+    shape ws = ak_graph_shape(g, node->inputs[1], 0);
+    if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW || ws.dtype != F32 || !ws.known || ws.rank != 4 || ws.dims[0] != x.dims[1] || (int64_t)w->raw.len != count_of(&ws) * 4)
+        REJECT("ConvTranspose: the weights must be a float32 initializer [C, O, KH, KW]");
+    for (size_t k = 1; k < node->n_inputs; k++)
+        for (size_t i = 0; i < g->n_inputs; i++)
+            if (node->inputs[k][0] && strcmp(g->inputs[i]->name, node->inputs[k]) == 0) REJECT("ConvTranspose: input %zu is a graph input that a caller may override; its data is compiled in", k);
+    int64_t O = ws.dims[1], kh = ws.dims[2], kw = ws.dims[3], st[2], pads[4], dil[2], opad[2];
+    if (ak_int_attr(node, "group", 1) != 1) REJECT("ConvTranspose: group must be 1");
+    if (ints_attr(node, "strides", 2, 1, 64, 1, st) || st[0] != kh || st[1] != kw) REJECT("ConvTranspose: the strides must equal the kernel (%lldx%lld)", (long long)kh, (long long)kw);
+    if (ints_attr(node, "pads", 4, 0, 0, 0, pads) || ints_attr(node, "dilations", 2, 1, 1, 1, dil) || ints_attr(node, "output_padding", 2, 0, 0, 0, opad))
+        REJECT("ConvTranspose: pads, output_padding and dilations other than 0, 0 and 1 are not supported");
+    if (ak_attribute(node, "output_shape")) REJECT("ConvTranspose: output_shape is not supported");
+    const char *ap = str_attr(node, "auto_pad", "NOTSET");
+    if (strcmp(ap, "NOTSET") != 0 && strcmp(ap, "VALID") != 0) REJECT("ConvTranspose: auto_pad %s is not supported", ap);
+    if (node->n_inputs == 3 && node->inputs[2][0]) {
+        const Kiln__Ir__Tensor *b = ak_initializer(g, node->inputs[2]);
+        if (!b || b->data_case != KILN__IR__TENSOR__DATA_RAW || b->dtype != F32 || (int64_t)b->raw.len != O * 4) REJECT("ConvTranspose: B must be a float32 initializer of O = %lld values", (long long)O);
+    }
+    uint64_t C = (uint64_t)x.dims[1], J = (uint64_t)(O * kh * kw);
+    if (C > MAX_K) REJECT("ConvTranspose: the contraction (%llu channels) exceeds %d, the most this lowering keeps in SBUF", (unsigned long long)C, MAX_K);
+    if (ceil_div(C, 128) * ceil_div(J, 128) * 128 * 4 > MAX_WEIGHT_BYTES) REJECT("ConvTranspose: the weights do not fit the SBUF share this lowering gives them");
+    out->dims[1] = O; out->dims[2] = x.dims[2] * kh; out->dims[3] = x.dims[3] * kw;
+    if (count_of(out) < 0) REJECT("ConvTranspose: the result is too large");
+    return 0;
+#undef REJECT
+}
+
 /* ---- elementwise ops ---------------------------------------------------------------------------- */
 
 /* The ScalarE function that is the whole of a one-input op (an activation a MatMul or Conv drain can fuse), or -1. */
@@ -456,12 +552,14 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
     int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
     int copy = strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0;
-    if (!matmul && !gemm && !binary && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy)
+    int upsample = strcmp(op, "Resize") == 0 || strcmp(op, "ConvTranspose") == 0;
+    if (!matmul && !gemm && !binary && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy && !upsample)
         REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Sub, Mul, Div, Max, Min, Relu, Sigmoid, Tanh, Exp, Erf, "
                "Gelu, Clip, HardSigmoid, HardSwish, LeakyRelu, MaxPool, AveragePool, GlobalAveragePool, Softmax, LayerNormalization, Transpose, "
-               "Reshape, Flatten, Concat)", op);
+               "Reshape, Flatten, Concat, Resize, ConvTranspose)", op);
     if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
     if (copy) return rejects_copy(g, known, node, out, why, size);
+    if (upsample) return rejects_upsample(g, known, node, out, why, size);
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     if (act && rejects_unary(g, node, why, size)) return 1;
     size_t want_in = act ? 1 : 2;
@@ -683,14 +781,15 @@ static npu_insn *dma(lowering *l, int store, uint32_t t, uint64_t offset, uint32
 /* The float bits of 1.0 (the ScalarE scale of every lowered activation). */
 static uint32_t one_bits(void) { float f = 1.0f; uint32_t u; memcpy(&u, &f, 4); return u; }
 
-/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a constant tensor already in [K,N] layout; X starts at element
- * x_start of its tensor, and Y[m][n] goes to element y_start + n·y_pstride + m·y_estride of its (y_estride = N,
+/* Lowers Y[M,N] = func(scale·X[M,K]·W[K,N] + bias) with W a tensor in [K,N] layout; X[m][k] is element x_start + k·x_kstride +
+ * m·x_mstride of its tensor (row-major [M, K]: 1 and K; a channel-major [K, M] image: M and 1), and Y[m][n] goes to element y_start + n·y_pstride + m·y_estride of its (y_estride = N,
  * y_pstride = 1: row-major [M, N]; y_estride = 1, y_pstride = M: channel-major, as a convolution's NCHW result). Tiles: K by
  * 128 (partitions), N by 128 (stationary columns = PSUM partitions), M by 512 (moving columns = one PSUM bank).
  * Weights and bias load once; the moving tiles of consecutive M tiles alternate between two SBUF slots, the
  * results between two output slots, and N tiles rotate over the 8 PSUM banks, so DMA overlaps compute. */
 static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, float scale, uint32_t y, uint64_t M, uint64_t K, uint64_t N,
-                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride, uint64_t w_start, uint64_t b_start) {
+                         uint64_t x_start, uint64_t y_start, uint32_t y_pstride, uint32_t y_estride, uint64_t w_start, uint64_t b_start,
+                         uint32_t x_kstride, uint32_t x_mstride) {
     uint32_t scale_bits;
     memcpy(&scale_bits, &scale, 4);
     ak_gemm_tiling t;
@@ -724,7 +823,8 @@ static void lower_matmul(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uin
         uint32_t s = (uint32_t)(mt % 2), use = (uint32_t)(mt / 2), mext = ak_tile_extent(M, 512, mt);
         uint32_t slot = (uint32_t)(x_base + (int64_t)(s * t.k_tiles * 512 * es));
         for (uint64_t kt = 0; kt < t.k_tiles; kt++) {
-            npu_insn *n = dma(l, 0, x, x_start + mt * 512 * K + kt * 128, 1, (uint32_t)K, ak_tile_extent(K, 128, kt), mext, slot + (uint32_t)(kt * 512 * es), dt);
+            npu_insn *n = dma(l, 0, x, x_start + mt * 512 * x_mstride + kt * 128 * x_kstride, x_kstride, x_mstride, ak_tile_extent(K, 128, kt), mext,
+                              slot + (uint32_t)(kt * 512 * es), dt);
             n->wait_sem[0] = x_free[s]; n->wait_value[0] = use;
             n->wait_sem[1] = l->done_sem; n->wait_value[1] = prior;
             n->signal_sem[0] = x_full[s];
@@ -1119,6 +1219,13 @@ static void lower_pool(lowering *l, uint32_t x, uint32_t y, const window *g, int
 static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint32_t func, uint32_t y, const window *g, uint64_t O,
                        uint64_t c0, uint64_t C_total, uint64_t o0, uint64_t O_total, uint64_t w_start, uint64_t b_start) {
     uint64_t P = g->OH * g->OW, K = g->C * g->kh * g->kw, hw = g->H * g->W, khw = (uint64_t)g->kh * g->kw;
+    if (khw == 1 && g->sh == 1 && g->sw == 1 && !g->pt && !g->pl && !g->pb && !g->pr) {
+        /* pointwise: TensorE reads the image where it is (X[p][c] = x[c·H·W + p]), no im2col copy */
+        for (uint64_t n = 0; n < g->N && !l->failed; n++)
+            lower_matmul(l, x, w, bias, func, 1.0f, y, P, K, O, n * C_total * hw + c0 * hw, n * O_total * P + o0 * P, (uint32_t)P, 1, w_start, b_start,
+                         (uint32_t)hw, 1);
+        return;
+    }
     shape ts = {F32, 1, 2, {(int64_t)(g->N * P), (int64_t)K}};
     uint32_t t = add_tensor(l, NULL, NPU_T_SCRATCH, &ts, NPU_F32, NULL, 0);
     uint32_t at[1];
@@ -1144,7 +1251,7 @@ static void lower_conv(lowering *l, uint32_t x, uint32_t w, uint32_t bias, uint3
                 }
             }
     for (uint64_t n = 0; n < g->N && !l->failed; n++)
-        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O_total * P + o0 * P, (uint32_t)P, 1, w_start, b_start);
+        lower_matmul(l, t, w, bias, func, 1.0f, y, P, K, O, n * P * K, n * O_total * P + o0 * P, (uint32_t)P, 1, w_start, b_start, 1, (uint32_t)K);
 }
 
 /* Depthwise Conv (group = C = O) on VectorE, laid out by depthwise_plan: per tile, the tap table rows (KH·KW
@@ -1354,7 +1461,7 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(l, result, &rs);
             for (uint64_t bi = 0; bi < batch && !l->failed; bi++)
-                lower_matmul(l, x, w, NPU_NONE, func, 1.0f, y, M, K, N, bi * M * K, bi * M * N, 1, (uint32_t)N, bs.rank > 2 ? bi * K * N : 0, 0);
+                lower_matmul(l, x, w, NPU_NONE, func, 1.0f, y, M, K, N, bi * M * K, bi * M * N, 1, (uint32_t)N, bs.rank > 2 ? bi * K * N : 0, 0, 1, (uint32_t)K);
             continue;
         }
         if (strcmp(op, "MatMul") == 0 || strcmp(op, "Gemm") == 0) {
@@ -1414,7 +1521,61 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
             shape rs = lookup(g, &known, result);
             uint32_t y = result_tensor(l, result, &rs);
-            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N, 0, 0);
+            if (!l->failed) lower_matmul(l, x, w, bias, func, alpha, y, M, K, N, 0, 0, 1, (uint32_t)N, 0, 0, 1, (uint32_t)K);
+            continue;
+        }
+        if (strcmp(op, "Resize") == 0 || strcmp(op, "ConvTranspose") == 0) {
+            shape xs = lookup(g, &known, node->inputs[0]);
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
+            uint64_t N = (uint64_t)xs.dims[0], C = (uint64_t)xs.dims[1], H = (uint64_t)xs.dims[2], W = (uint64_t)xs.dims[3], hw = H * W;
+            if (op[0] == 'R') {
+                /* out[nc, y·sh + ky, x·sw + kx] = in[nc, y, x]: one strided copy, the sh·sw phases outermost, rows of W */
+                uint32_t y = result_tensor(l, node->outputs[0], &out);
+                int64_t sh = out.dims[2] / xs.dims[2], sw = out.dims[3] / xs.dims[3], OW = out.dims[3];
+                int64_t dims[4] = {sh, sw, (int64_t)(N * C * H), (int64_t)W}, ss[4] = {0, 0, (int64_t)W, 1}, ds[4] = {OW, 1, sh * OW, sw};
+                if (!l->failed) lower_copy(l, x, 0, ss, y, 0, ds, dims, 4);
+                continue;
+            }
+            /* ConvTranspose, stride = kernel: U[(o, ky, kx)][n·H·W + p] = Σc W[c][o, ky, kx]·x[n, c, p] (+ bias, activation) by
+             * TensorE from the image in place, then each (o, ky, kx) plane scattered to out[n, o, y·kh + ky, x·kw + kx] */
+            shape ws = ak_graph_shape(g, node->inputs[1], 0);
+            const Kiln__Ir__Tensor *wi = ak_initializer(g, node->inputs[1]);
+            uint64_t O = (uint64_t)ws.dims[1], kh = (uint64_t)ws.dims[2], kw = (uint64_t)ws.dims[3], J = O * kh * kw;
+            int cast = auto_cast >= NPU_CAST_MATMUL;
+            uint8_t *data = malloc(C * J * (cast ? 2 : 4) + 1);
+            if (!data) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
+            for (uint64_t k = 0; k < C * J; k++) { /* [C, O, KH, KW] is already [K = C, N = O·KH·KW] */
+                float v;
+                memcpy(&v, wi->raw.data + 4 * k, 4);
+                if (cast) { uint16_t h = ak_bf16_from_f32(v); memcpy(data + 2 * k, &h, 2); }
+                else memcpy(data + 4 * k, &v, 4);
+            }
+            shape kn = {F32, 1, 2, {(int64_t)C, (int64_t)J}};
+            uint32_t wt = l->node_const[i] != NPU_NONE ? l->node_const[i] : add_tensor(l, NULL, NPU_T_CONST, &kn, cast ? NPU_BF16 : NPU_F32, data, C * J * (cast ? 2 : 4));
+            if (l->node_const[i] == wt) free(data);
+            l->node_const[i] = wt;
+            uint32_t bias = NPU_NONE, func = NPU_FUNC_IDENTITY;
+            if (node->n_inputs == 3 && node->inputs[2][0]) { /* one value per output channel, repeated for its KH·KW columns */
+                const Kiln__Ir__Tensor *bi = ak_initializer(g, node->inputs[2]);
+                float *b = malloc(J * 4 + 4);
+                if (!b) { e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
+                for (uint64_t j = 0; j < J; j++) memcpy(b + j, bi->raw.data + 4 * (j / (kh * kw)), 4);
+                shape bs = {F32, 1, 1, {(int64_t)J}};
+                bias = add_tensor(l, NULL, NPU_T_CONST, &bs, NPU_F32, (uint8_t *)b, J * 4);
+            }
+            const char *result = node->outputs[0];
+            long j = sole_reader(g, i, result);
+            if (j >= 0 && func_of(g->nodes[j]) >= 0) { func = (uint32_t)func_of(g->nodes[j]); fused[j] = 1; result = g->nodes[j]->outputs[0]; }
+            shape rs = lookup(g, &known, result), us = {F32, 1, 2, {(int64_t)J, (int64_t)(N * hw)}};
+            uint32_t y = result_tensor(l, result, &rs), u = add_tensor(l, NULL, NPU_T_SCRATCH, &us, NPU_F32, NULL, 0);
+            for (uint64_t n = 0; n < N && !l->failed; n++)
+                lower_matmul(l, x, wt, bias, func, 1.0f, u, hw, C, J, n * C * hw, n * hw, (uint32_t)(N * hw), 1, 0, 0, (uint32_t)hw, 1);
+            int64_t OH = (int64_t)(H * kh), OW = (int64_t)(W * kw), NHW = (int64_t)(N * hw);
+            int64_t dims[6] = {(int64_t)N, (int64_t)O, (int64_t)kh, (int64_t)kw, (int64_t)H, (int64_t)W};
+            int64_t ss[6] = {(int64_t)hw, (int64_t)(kh * kw) * NHW, (int64_t)kw * NHW, NHW, (int64_t)W, 1};
+            int64_t ds[6] = {(int64_t)O * OH * OW, OH * OW, OW, 1, (int64_t)kh * OW, (int64_t)kw};
+            if (!l->failed) lower_copy(l, u, 0, ss, y, 0, ds, dims, 6);
             continue;
         }
         if (strcmp(op, "Conv") == 0 || strcmp(op, "MaxPool") == 0 || strcmp(op, "AveragePool") == 0 || strcmp(op, "GlobalAveragePool") == 0 ||

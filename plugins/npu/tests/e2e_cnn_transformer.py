@@ -19,6 +19,10 @@ Transformer block (x[1,16,64]): LayerNorm -> Q/K/V MatMuls -> scores Q·K^T (two
 Copies (x[4,6,200], DMA only): Transpose [0,2,1] -> Relu -> Transpose back -> Concat with a constant [4,3,200] on axis 1
   -> Sigmoid -> Reshape to [4,10,180] -> Flatten -> MatMul [1800,16] -> m; and Transpose [2,0,1] (axis 0 moves) -> Tanh
   -> y2. Every node on the NPU.
+Upsampling (x[2,16,5,6], a DB text detector's head in small): pointwise Conv + Relu (TensorE reads the image in place)
+  -> nearest Resize x2 (asymmetric, floor: PP-OCR's), x4/x3 by sizes (half_pixel, round_prefer_floor) and x2 again
+  (defaults): DMA copies; ConvTranspose 2x2 stride 2 with bias and Relu fused, and 3x3 stride 3 without: one matmul
+  each and a scatter by DMA. Every node on the NPU.
 
 Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE):
   * placement: Conv (group 1, grouped and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and
@@ -128,6 +132,28 @@ def copies(path, rng, batch=4):
     return {"x": rng.standard_normal((batch, 6, 200)).astype(np.float32)}
 
 
+def upsample(path, rng):
+    """Writes the upsampling model; returns its input."""
+    def init(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+    inits = [init("Wp", (24, 16, 1, 1), 0.25), init("Bp", (24,), 0.1), init("Wt", (24, 8, 2, 2), 0.2), init("Bt", (8,), 0.1),
+             init("Wt3", (24, 4, 3, 3), 0.2), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "x2"),
+             numpy_helper.from_array(np.array([2, 24, 20, 18], np.int64), "sizes")]
+    nodes = [
+        helper.make_node("Conv", ["x", "Wp", "Bp"], ["cp"]),
+        helper.make_node("Relu", ["cp"], ["c"]),                                                        # [2, 24, 5, 6]
+        helper.make_node("Resize", ["c", "", "x2"], ["r1"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Resize", ["c", "", "", "sizes"], ["r2"], mode="nearest"),                     # [2, 24, 20, 18]
+        helper.make_node("ConvTranspose", ["r1", "Wt", "Bt"], ["tp"], strides=[2, 2]),                  # [2, 8, 20, 24]
+        helper.make_node("Relu", ["tp"], ["t"]),
+        helper.make_node("Resize", ["t", "", "x2"], ["r3"], mode="nearest"),                           # [2, 8, 40, 48]
+        helper.make_node("ConvTranspose", ["c", "Wt3"], ["t3"], strides=[3, 3]),                        # [2, 4, 15, 18]
+    ]
+    vi = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    save_model(path, nodes, [vi("x", [2, 16, 5, 6])], [vi("r2", [2, 24, 20, 18]), vi("r3", [2, 8, 40, 48]), vi("t3", [2, 4, 15, 18])], inits)
+    return {"x": rng.standard_normal((2, 16, 5, 6)).astype(np.float32)}
+
+
 def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
     """Compiles `path` for npu-nc2 in each auto-cast mode, checks the placement and the error against kiln.reference."""
     args = []
@@ -185,6 +211,9 @@ def main():
     feeds = copies(path, rng)
     results["copies"] = check(kiln, plugin, work, "copies", path, feeds,
                               {"Transpose": 3, "Concat": 1, "Reshape": 1, "Flatten": 1, "MatMul": 1}, {})
+    path = os.path.join(work, "upsample.onnx")
+    feeds = upsample(path, rng)
+    results["upsample"] = check(kiln, plugin, work, "upsample", path, feeds, {"Conv": 1, "Relu": 2, "Resize": 3, "ConvTranspose": 2}, {})
     print(json.dumps({"max_error_over_max_ref": results, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND}}))
     print(f"e2e_cnn_transformer: PASS — auto-cast none <= {NONE_BOUND}, matmul in (0, {MATMUL_BOUND:.4g}] on every output")
 
