@@ -552,14 +552,29 @@ static int rejects(const Kiln__Ir__Graph *g, const shape_table *known, const Kil
     int conv = strcmp(op, "Conv") == 0, maxpool = strcmp(op, "MaxPool") == 0, avgpool = strcmp(op, "AveragePool") == 0;
     int gap = strcmp(op, "GlobalAveragePool") == 0, softmax = strcmp(op, "Softmax") == 0, layernorm = strcmp(op, "LayerNormalization") == 0;
     int copy = strcmp(op, "Transpose") == 0 || strcmp(op, "Reshape") == 0 || strcmp(op, "Flatten") == 0 || strcmp(op, "Concat") == 0;
-    int upsample = strcmp(op, "Resize") == 0 || strcmp(op, "ConvTranspose") == 0;
-    if (!matmul && !gemm && !binary && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy && !upsample)
+    int upsample = strcmp(op, "Resize") == 0 || strcmp(op, "ConvTranspose") == 0, batchnorm = strcmp(op, "BatchNormalization") == 0;
+    if (!matmul && !gemm && !binary && !act && !conv && !maxpool && !avgpool && !gap && !softmax && !layernorm && !copy && !upsample && !batchnorm)
         REJECT("op %s is not supported on npu-nc2 yet (supported: MatMul, Gemm, Conv, Add, Sub, Mul, Div, Max, Min, Relu, Sigmoid, Tanh, Exp, Erf, "
                "Gelu, Clip, HardSigmoid, HardSwish, LeakyRelu, MaxPool, AveragePool, GlobalAveragePool, Softmax, LayerNormalization, Transpose, "
-               "Reshape, Flatten, Concat, Resize, ConvTranspose)", op);
+               "Reshape, Flatten, Concat, Resize, ConvTranspose, BatchNormalization)", op);
     if (conv || maxpool || avgpool || gap || softmax || layernorm) return rejects_more(g, known, node, out, why, size);
     if (copy) return rejects_copy(g, known, node, out, why, size);
     if (upsample) return rejects_upsample(g, known, node, out, why, size);
+    if (batchnorm) { /* inference form, what Kiln's passes did not fold into a Conv: x·s[c] + t[c], two VectorE passes */
+        if (node->n_inputs != 5 || node->n_outputs != 1 || !node->outputs[0][0]) REJECT("BatchNormalization: only the inference form (5 inputs, 1 output) is supported");
+        if (ak_int_attr(node, "training_mode", 0) != 0) REJECT("BatchNormalization: training_mode is not supported");
+        shape x = lookup(g, known, node->inputs[0]);
+        if (x.dtype != F32 || !x.known || x.rank < 2 || count_of(&x) <= 0) REJECT("BatchNormalization: the input must be float32 [N, C, ...] of known shape");
+        for (size_t k = 1; k < 5; k++) {
+            const Kiln__Ir__Tensor *t = ak_initializer(g, node->inputs[k]);
+            int graph_input = 0;
+            for (size_t i = 0; i < g->n_inputs; i++) graph_input |= strcmp(g->inputs[i]->name, node->inputs[k]) == 0;
+            if (!t || graph_input || t->data_case != KILN__IR__TENSOR__DATA_RAW || t->dtype != F32 || (int64_t)t->raw.len != x.dims[1] * 4)
+                REJECT("BatchNormalization: scale, B, mean and var must be float32 initializers of C = %lld values", (long long)x.dims[1]);
+        }
+        *out = x;
+        return 0;
+    }
     if (node->n_outputs != 1 || !node->outputs[0][0]) REJECT("%s must have exactly one output", op);
     if (act && rejects_unary(g, node, why, size)) return 1;
     size_t want_in = act ? 1 : 2;
@@ -636,7 +651,7 @@ static int analyze(const Kiln__Ir__Graph *g, uint8_t *supported, char **reasons)
     shape_table known = {calloc(g->n_nodes + 1, sizeof(char *)), calloc(g->n_nodes + 1, sizeof(shape)), 0};
     if (!known.names || !known.shapes) { free(known.names); free(known.shapes); return 0; }
     for (size_t i = 0; i < g->n_nodes; i++) {
-        char why[320];
+        char why[640];
         shape out;
         int rejected = rejects(g, &known, g->nodes[i], &out, why, sizeof why);
         supported[i] = !rejected;
@@ -1594,7 +1609,7 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             }
             if (op[0] == 'G') { uint32_t y = result_tensor(l, result, &out); if (!l->failed) lower_global_average(l, x, y, (uint64_t)(xs.dims[0] * xs.dims[1]), (uint64_t)(xs.dims[2] * xs.dims[3])); continue; }
             window w;
-            char why[320];
+            char why[640];
             if (op[0] == 'C') {
                 shape ws = ak_graph_shape(g, node->inputs[1], 0);
                 if (window_of(node, &xs, ws.dims[2], ws.dims[3], 1, &w, why, sizeof why)) { e = ak_error(KILN_ERROR_UNSUPPORTED, "compile: %s", why); return e; }
@@ -1690,6 +1705,36 @@ static kiln_plugin_error *lower_nodes(lowering *l, const Kiln__Ir__Graph *g, con
             }
             continue;
         }
+        if (strcmp(op, "BatchNormalization") == 0) {
+            /* y = x·s[c] + t[c] with s = scale / sqrt(var + epsilon), t = B - mean·s (in double, rounded once), as two
+             * VectorE passes with a per-row operand each */
+            shape xs = lookup(g, &known, node->inputs[0]);
+            uint32_t x = tensor_of(l, node->inputs[0]);
+            if (x == NPU_NONE) { e = ak_error(KILN_ERROR_INVALID_MODEL, "compile: '%s' is not an input or earlier result", node->inputs[0]); return e; }
+            uint64_t C = (uint64_t)xs.dims[1];
+            float *sv = malloc(C * 4 + 4), *tv = malloc(C * 4 + 4);
+            if (!sv || !tv) { free(sv); free(tv); e = ak_error(KILN_ERROR_INTERNAL, "compile: out of memory"); return e; }
+            double eps = ak_float_attr(node, "epsilon", 1e-5f);
+            for (uint64_t c = 0; c < C; c++) {
+                float p[4];
+                for (int k = 0; k < 4; k++) memcpy(&p[k], ak_initializer(g, node->inputs[k + 1])->raw.data + 4 * c, 4);
+                double sc = (double)p[0] / sqrt((double)p[3] + eps);
+                sv[c] = (float)sc;
+                tv[c] = (float)((double)p[1] - (double)p[2] * sc);
+            }
+            shape cs = xs;
+            for (uint32_t d = 0; d < cs.rank; d++) cs.dims[d] = d == 1 ? (int64_t)C : 1;
+            uint32_t st = add_tensor(l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)sv, C * 4), tt = add_tensor(l, NULL, NPU_T_CONST, &cs, NPU_F32, (uint8_t *)tv, C * 4);
+            uint32_t scaled = add_tensor(l, NULL, NPU_T_SCRATCH, &xs, NPU_F32, NULL, 0), y = result_tensor(l, node->outputs[0], &out);
+            ew_view v;
+            shape vs;
+            ew_step mul = {1, EW_B, NPU_ALU_MUL, 1.0f, 0, 0.0f}, add = {1, EW_B, NPU_ALU_ADD, 1.0f, 0, 0.0f};
+            if (!l->failed && !broadcast_view(&xs, &cs, &vs, &v)) {
+                lower_elementwise(l, x, st, &v, &mul, 1, scaled);
+                lower_elementwise(l, scaled, tt, &v, &add, 1, y);
+            }
+            continue;
+        }
         /* elementwise: one op's passes (ew_step) over the tiles of its broadcast view */
         uint32_t a = tensor_of(l, node->inputs[0]);
         if (a == NPU_NONE) a = constant_tensor(l, node->inputs[0]);
@@ -1739,7 +1784,7 @@ static kiln_plugin_error *infer_shapes(const Kiln__Ir__Graph *g, shape_table *kn
     known->count = 0;
     for (size_t i = 0; i < g->n_nodes; i++) {
         shape out;
-        char why[320];
+        char why[640];
         if (rejects(g, known, g->nodes[i], &out, why, sizeof why)) return ak_error(KILN_ERROR_UNSUPPORTED, "compile: node %zu (%s): %s", i, g->nodes[i]->op, why);
         known->names[known->count] = g->nodes[i]->outputs[0];
         known->shapes[known->count++] = out;
@@ -1906,7 +1951,7 @@ static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t
             slice.count = 0;
             for (size_t i = 0; i < g->n_nodes && N >= 1; i++) { /* infer_shapes without an error (the host owns errors) */
                 shape o;
-                char why[320];
+                char why[640];
                 if (rejects(g, &slice, g->nodes[i], &o, why, sizeof why)) N = 0;
                 else { slice.names[slice.count] = g->nodes[i]->outputs[0]; slice.shapes[slice.count++] = o; }
             }

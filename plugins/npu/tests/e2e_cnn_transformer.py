@@ -21,8 +21,8 @@ Copies (x[4,6,200], DMA only): Transpose [0,2,1] -> Relu -> Transpose back -> Co
   -> y2. Every node on the NPU.
 Upsampling (x[2,16,5,6], a DB text detector's head in small): pointwise Conv + Relu (TensorE reads the image in place)
   -> nearest Resize x2 (asymmetric, floor: PP-OCR's), x4/x3 by sizes (half_pixel, round_prefer_floor) and x2 again
-  (defaults): DMA copies; ConvTranspose 2x2 stride 2 with bias and Relu fused, and 3x3 stride 3 without: one matmul
-  each and a scatter by DMA. Every node on the NPU.
+  (defaults): DMA copies; ConvTranspose 2x2 stride 2 with bias, then BatchNormalization (not folded into it: two
+  VectorE passes) and Relu, and 3x3 stride 3 without bias: one matmul each and a scatter by DMA. Every node on the NPU.
 
 Checks, for auto-cast none and matmul (passed as --backend-option auto-cast=MODE):
   * placement: Conv (group 1, grouped and depthwise), MaxPool, AveragePool, GlobalAveragePool, Softmax and
@@ -138,14 +138,16 @@ def upsample(path, rng):
         return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
     inits = [init("Wp", (24, 16, 1, 1), 0.25), init("Bp", (24,), 0.1), init("Wt", (24, 8, 2, 2), 0.2), init("Bt", (8,), 0.1),
              init("Wt3", (24, 4, 3, 3), 0.2), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "x2"),
-             numpy_helper.from_array(np.array([2, 24, 20, 18], np.int64), "sizes")]
+             numpy_helper.from_array(np.array([2, 24, 20, 18], np.int64), "sizes"), init("g8", (8,), 0.2), init("b8", (8,), 0.1),
+             init("m8", (8,), 0.1), numpy_helper.from_array(rng.uniform(0.5, 2.0, 8).astype(np.float32), "v8")]
     nodes = [
         helper.make_node("Conv", ["x", "Wp", "Bp"], ["cp"]),
         helper.make_node("Relu", ["cp"], ["c"]),                                                        # [2, 24, 5, 6]
         helper.make_node("Resize", ["c", "", "x2"], ["r1"], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
         helper.make_node("Resize", ["c", "", "", "sizes"], ["r2"], mode="nearest"),                     # [2, 24, 20, 18]
         helper.make_node("ConvTranspose", ["r1", "Wt", "Bt"], ["tp"], strides=[2, 2]),                  # [2, 8, 20, 24]
-        helper.make_node("Relu", ["tp"], ["t"]),
+        helper.make_node("BatchNormalization", ["tp", "g8", "b8", "m8", "v8"], ["tb"]),
+        helper.make_node("Relu", ["tb"], ["t"]),
         helper.make_node("Resize", ["t", "", "x2"], ["r3"], mode="nearest"),                           # [2, 8, 40, 48]
         helper.make_node("ConvTranspose", ["c", "Wt3"], ["t3"], strides=[3, 3]),                        # [2, 4, 15, 18]
     ]
@@ -213,7 +215,7 @@ def main():
                               {"Transpose": 3, "Concat": 1, "Reshape": 1, "Flatten": 1, "MatMul": 1}, {})
     path = os.path.join(work, "upsample.onnx")
     feeds = upsample(path, rng)
-    results["upsample"] = check(kiln, plugin, work, "upsample", path, feeds, {"Conv": 1, "Relu": 2, "Resize": 3, "ConvTranspose": 2}, {})
+    results["upsample"] = check(kiln, plugin, work, "upsample", path, feeds, {"Conv": 1, "Relu": 2, "Resize": 3, "ConvTranspose": 2, "BatchNormalization": 1}, {})
     print(json.dumps({"max_error_over_max_ref": results, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND}}))
     print(f"e2e_cnn_transformer: PASS — auto-cast none <= {NONE_BOUND}, matmul in (0, {MATMUL_BOUND:.4g}] on every output")
 
