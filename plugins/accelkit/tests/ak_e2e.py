@@ -1,5 +1,6 @@
 """ak_e2e.py — what the accelerator plugins' end-to-end scripts share: their arguments, running the kiln CLI,
-reading the placement from `kiln inspect --partitions`, collecting failed checks (expect/finish), saving a model built with the onnx package, and reading
+reading the placement from `kiln inspect --partitions`, collecting failed checks (expect/finish), saving a model built with the onnx package,
+running it on kiln.reference and measuring another backend's outputs against that, and reading
 what `kiln run --profile --trace` reports of a plugin device (plugin ABI 1.4).
 
 Import it from a plugin's tests folder with
@@ -67,6 +68,33 @@ def placements(inspect):
     for m in re.finditer(r"node \d+ (?:'[^']*' )?\((?:[\w.]+\.)?(\w+)\) → ([\w.]+):", inspect):
         placed.setdefault(m.group(1), []).append(m.group(2))
     return placed
+
+
+def reference(kiln, work, name, path, feeds):
+    """Saves `feeds` ({input name: array}) as .npy files in WORK and runs the model at `path` on kiln.reference into
+    WORK/NAME-ref; returns (the `--input` arguments for another run, the reference's output folder)."""
+    import numpy as np
+    args = []
+    for key, value in feeds.items():
+        np.save(os.path.join(work, f"{name}-{key}.npy"), value)
+        args += ["--input", f"{key}={os.path.join(work, f'{name}-{key}.npy')}"]
+    ref = os.path.join(work, f"{name}-ref")
+    run([kiln, "run", path, "--backend", "kiln.reference", *args, "--output-dir", ref])
+    return args, ref
+
+
+def relative_errors(ref, out, what):
+    """{output: max|got - want| / max|want|} of the .npy files in `out` against those in `ref`; an output missing
+    or of another shape is a failed check (expect) named after `what`, and left out."""
+    import numpy as np
+    errors = {}
+    for f in sorted(os.listdir(ref)):
+        want = np.load(os.path.join(ref, f))
+        got = np.load(os.path.join(out, f)) if os.path.exists(os.path.join(out, f)) else None
+        expect(got is not None and got.shape == want.shape, f"{what}: {f} is {None if got is None else got.shape}, the reference's {want.shape}")
+        if got is not None and got.shape == want.shape:
+            errors[f[:-4]] = float(np.abs(got.astype(np.float64) - want).max() / max(float(np.abs(want).max()), 1e-30))
+    return errors
 
 
 def save_model(path, nodes, inputs, outputs, initializers, opset=17, domains=()):

@@ -42,7 +42,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, placements, run, save_model  # noqa: E402
+from ak_e2e import arguments, failures, placements, reference, relative_errors, run, save_model  # noqa: E402
 
 NONE_BOUND = 1e-5
 MATMUL_BOUND = 2.0 ** -5
@@ -158,12 +158,7 @@ def upsample(path, rng):
 
 def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
     """Compiles `path` for npu-nc2 in each auto-cast mode, checks the placement and the error against kiln.reference."""
-    args = []
-    for key, value in feeds.items():
-        np.save(os.path.join(work, f"{name}-{key}.npy"), value)
-        args += ["--input", f"{key}={os.path.join(work, f'{name}-{key}.npy')}"]
-    ref = os.path.join(work, f"{name}-ref")
-    run([kiln, "run", path, "--backend", "kiln.reference", *args, "--output-dir", ref])
+    args, ref = reference(kiln, work, name, path, feeds)
     env = {k: v for k, v in os.environ.items() if k != "KILN_NPU_AUTO_CAST"}
     errors = {}
     for mode in ("none", "matmul"):
@@ -180,13 +175,9 @@ def check(kiln, plugin, work, name, path, feeds, on_npu, on_cpu):
                 sys.exit(f"e2e_cnn_transformer: {name}: {op} did not fall back with '{reason}':\n{inspect}")
         out = os.path.join(work, f"{name}-{mode}")
         run([kiln, "run", art, "--plugin", plugin, *args, "--output-dir", out], env)
-        worst = {}
-        for f in sorted(os.listdir(ref)):
-            want, got = np.load(os.path.join(ref, f)), np.load(os.path.join(out, f))
-            if got.shape != want.shape:
-                sys.exit(f"e2e_cnn_transformer: {name}: {f} has shape {got.shape}, the reference {want.shape}")
-            worst[f[:-4]] = float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
-        errors[mode] = worst
+        worst = errors[mode] = relative_errors(ref, out, f"{name} ({mode})")
+        if failures:
+            sys.exit(f"e2e_cnn_transformer: {name}: {failures}")
         print(f"{name} ({mode}): on {NPU}: " + ", ".join(f"{op} ×{placed[op].count(NPU)}" for op in sorted(placed) if NPU in placed[op])
               + "; max|npu-ref|/max|ref|: " + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()))
     if max(errors["none"].values()) > NONE_BOUND:

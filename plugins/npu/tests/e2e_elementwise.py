@@ -33,7 +33,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, expect, finish, placements, run, save_model  # noqa: E402
+from ak_e2e import arguments, expect, finish, placements, reference, relative_errors, run, save_model  # noqa: E402
 
 NONE_BOUND = 1e-5
 MATMUL_BOUND = 2.0 ** -5
@@ -112,12 +112,7 @@ def attention(path, rng):
 
 def check(kiln, plugin, work, name, path, feeds, has_matmul):
     """Compiles `path` for npu-nc2 in each auto-cast mode, checks the placement and the error against kiln.reference."""
-    args = []
-    for key, value in feeds.items():
-        np.save(os.path.join(work, f"{name}-{key}.npy"), value)
-        args += ["--input", f"{key}={os.path.join(work, f'{name}-{key}.npy')}"]
-    ref = os.path.join(work, f"{name}-ref")
-    run([kiln, "run", path, "--backend", "kiln.reference", *args, "--output-dir", ref])
+    args, ref = reference(kiln, work, name, path, feeds)
     env = {k: v for k, v in os.environ.items() if k != "KILN_NPU_AUTO_CAST"}
     errors = {}
     for mode in ("none", "matmul", "all"):
@@ -129,13 +124,7 @@ def check(kiln, plugin, work, name, path, feeds, has_matmul):
         expect(placed and not elsewhere, f"{name} ({mode}): nodes off {NPU}: {elsewhere}\n{inspect}")
         out = os.path.join(work, f"{name}-{mode}")
         run([kiln, "run", art, "--plugin", plugin, *args, "--output-dir", out], env)
-        worst = {}
-        for f in sorted(os.listdir(ref)):
-            want, got = np.load(os.path.join(ref, f)), np.load(os.path.join(out, f))
-            expect(got.shape == want.shape, f"{name} ({mode}): {f} has shape {got.shape}, the reference {want.shape}")
-            if got.shape == want.shape:
-                worst[f[:-4]] = float(np.abs(got.astype(np.float64) - want).max() / np.abs(want).max())
-        errors[mode] = worst
+        worst = errors[mode] = relative_errors(ref, out, f"{name} ({mode})")
         print(f"{name} ({mode}): {sum(len(v) for v in placed.values())} nodes on {NPU}; max|npu-ref|/max|ref|: "
               + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()))
     top = {mode: max(w.values()) for mode, w in errors.items()}

@@ -4,22 +4,21 @@ cores (placement batch and pipeline) at batch 1, 4 and 8, beside kiln.cpu measur
 Documentation/targets/NPU.md ("Two cores"). Not part of run-tests (it takes minutes: the functional simulator
 executes every instruction).
 
-Models:
-  * detector: a small single-shot detector built here with onnx (random weights; what matters is its shape):
-    x[B,3,128,128] -> Conv 3->16 3x3 s2 + Relu -> [depthwise 3x3 + Relu -> pointwise Conv + Relu -> MaxPool 2x2] x2
-    -> depthwise 3x3 + Relu -> pointwise 64->64 + Relu -> heads: Conv 1x1 -> 12 class scores (3 anchors x 4 classes)
-    + Sigmoid, Conv 1x1 -> 12 box offsets (3 anchors x 4), on a 16x16 grid. It runs whole on the NPU (one program).
-  * encoder: out/real-models/models/minilm-l6 (all-MiniLM-L6-v2, 6 BERT layers), sequence 128, compiled with
-    --input-shape; its MatMuls, LayerNormalizations and Adds run on the NPU (13 programs), the rest (Gather,
-    attention's Q·Kᵀ and ·V, Reshape/Transpose, Erf, Div, Softmax between them) on kiln.cpu.
+Models (both pretrained, from the real-model corpus: fetched from their wheels and exported once into
+.cache/quantize-accuracy by scripts/quantize-accuracy's prepare_model):
+  * detector: ppocr-det-v4 (PP-OCRv4's DB text detector) on 160x320 crops of the corpus' rendered page (one crop
+    per image of the batch), compiled with --input-shape x=B,3,160,320. It runs whole on the NPU (one program).
+  * encoder: minilm-l6 (all-MiniLM-L6-v2, 6 BERT layers), sequence 128, compiled with --input-shape; everything but
+    the token/position/type lookups (Gather) at its start and the pooling head (ReduceSum, Sqrt, Max) at its end runs
+    on the NPU, in one program.
 For each model, batch and placement: `kiln compile MODEL --plugin libkiln_npu.so --target npu-nc2 --input-shape
 NAME=B,... --backend-option cores=1|2 --backend-option placement=batch|pipeline`, then one `kiln run` with
 KILN_NPU_REPORT. The NPU time of a run is the sum of its programs' simulated totals (kiln.cpu's share and the
 host<->device copies at partition boundaries are not in it; the programs run one after another). Image i of the
 batch is done when the last program has stored its rows: latency_i = the earlier programs' totals + that program's
 "done by batch row" time for row i (all images arrive together when the batch starts). Throughput = B / NPU time.
-Every run's outputs are compared with kiln.reference (detector: <= 1e-5 relative; encoder: <= 1e-4, kiln.reference
-and the NPU summing 384- and 1536-long rows in different orders) — auto-cast none, fp32 everywhere, so the placements
+Every run's outputs are compared with kiln.reference (<= 1e-4 relative: kiln.reference and the NPU sum long rows,
+384 and 1536 for the encoder, in different orders) — auto-cast none, fp32 everywhere, so the placements
 must agree to rounding.
 kiln.cpu: `kiln bench MODEL --input ... --runs 20 --warmup 3` on this machine (its median and p90 latency of a whole
 batch; throughput B / median), with the kiln of --cpu-kiln (default KILN): time kiln.cpu with a release build, a
@@ -36,49 +35,28 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import run, save_model  # noqa: E402
+from ak_e2e import quantize_accuracy, run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
-MINILM = os.path.join(ROOT, "out", "real-models", "models", "minilm-l6", "model.onnx")
 SEQ = 128
 PLACEMENTS = (("1 core", 1, "batch"), ("2 cores, batch", 2, "batch"), ("2 cores, pipeline", 2, "pipeline"))
 
 
-def detector(path):
-    """Writes the small single-shot detector (symbolic batch)."""
-    rng = np.random.default_rng(7)
-    inits, nodes = [], []
-
-    def conv(x, y, cin, cout, k, stride=1, group=1, act="Relu"):
-        w = f"{y}_w"
-        inits.append(numpy_helper.from_array((rng.standard_normal((cout, cin // group, k, k)) * (cin // group * k * k) ** -0.5).astype(np.float32), w))
-        inits.append(numpy_helper.from_array((rng.standard_normal(cout) * 0.1).astype(np.float32), f"{y}_b"))
-        out = f"{y}_pre" if act else y
-        nodes.append(helper.make_node("Conv", [x, w, f"{y}_b"], [out], name=y, group=group, strides=[stride, stride], pads=[k // 2] * 4))
-        if act:
-            nodes.append(helper.make_node(act, [out], [y], name=f"{y}_{act.lower()}"))
-        return y
-
-    h = conv("x", "stem", 3, 16, 3, stride=2)
-    cin = 16
-    for i, cout in enumerate((32, 64)):
-        h = conv(h, f"dw{i}", cin, cin, 3, group=cin)
-        h = conv(h, f"pw{i}", cin, cout, 1)
-        nodes.append(helper.make_node("MaxPool", [h], [f"pool{i}"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]))
-        h, cin = f"pool{i}", cout
-    h = conv(h, "dw2", 64, 64, 3, group=64)
-    h = conv(h, "pw2", 64, 64, 1)
-    conv(h, "scores", 64, 12, 1, act="Sigmoid")
-    conv(h, "boxes", 64, 12, 1, act=None)
-    vi = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
-    save_model(path, nodes, [vi("x", ["B", 3, 128, 128])], [vi("scores", ["B", 12, 16, 16]), vi("boxes", ["B", 12, 16, 16])], inits)
+def corpus(name):
+    """(model.onnx, the corpus' inputs) of real-model corpus entry `name`."""
+    qa = quantize_accuracy()
+    rm = qa.real_models_module = qa.real_models()
+    entry = next(e for e in rm.CORPUS if e["name"] == name)
+    folder, model = qa.prepare_model(entry, os.path.join(ROOT, ".cache"))
+    return model, rm.make_inputs(entry, folder)[0]
 
 
-def inputs(work, model, batch):
+def inputs(work, model, batch, page):
     """Writes the inputs of `model` at `batch`; returns ([--input args], [--input-shape args])."""
     rng = np.random.default_rng(batch)
-    if model == "detector":
-        files = {"x": rng.standard_normal((batch, 3, 128, 128)).astype(np.float32)}
+    if model == "detector":  # 160x320 crops of the 640x640 page, stepping down and across it
+        files = {"x": np.ascontiguousarray(np.concatenate([page[:, :, (80 * i) % 480:(80 * i) % 480 + 160, (160 * i) % 320:(160 * i) % 320 + 320]
+                                                            for i in range(batch)]))}
     else:
         files = {"input_ids": rng.integers(1000, 20000, (batch, SEQ)).astype(np.int64), "attention_mask": np.ones((batch, SEQ), np.int64),
                  "token_type_ids": np.zeros((batch, SEQ), np.int64)}
@@ -148,17 +126,17 @@ def main():
             cpu_kiln = value
         rest = rest[2:]
     os.makedirs(work, exist_ok=True)
-    paths = {"detector": os.path.join(work, "detector.onnx"), "encoder": MINILM}
-    detector(paths["detector"])
+    (det, det_inputs), (encoder, _) = corpus("ppocr-det-v4"), corpus("minilm-l6")
+    paths = {"detector": det, "encoder": encoder}
     rows = []
     for model in models:
         for batch in batches:
-            args, shapes = inputs(work, model, batch)
+            args, shapes = inputs(work, model, batch, det_inputs["x"])
             ref = os.path.join(work, f"{model}-b{batch}-ref")
             run([kiln, "run", paths[model], "--backend", "kiln.reference", *args, "--output-dir", ref])
             cpu_row = cpu(cpu_kiln, paths[model], args, batch)
             for label, cores, placement in PLACEMENTS:
-                r = simulate(kiln, plugin, work, model, paths[model], batch, cores, placement, args, shapes, ref, 1e-5 if model == "detector" else 1e-4)
+                r = simulate(kiln, plugin, work, model, paths[model], batch, cores, placement, args, shapes, ref, 1e-4)
                 row = {"model": model, "batch": batch, "placement": label, **r, "kiln_cpu": cpu_row}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
