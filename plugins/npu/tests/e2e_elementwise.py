@@ -17,10 +17,12 @@ Attention (x[2,16,32], 4 heads of 8): Q/K/V MatMuls, Reshape and Transpose into 
     activations, batched over 2×4 matrices), ÷√8, + mask[2,1,1,16] (an input, broadcast over heads and rows),
     Softmax, ·V (two activations again), heads merged back, Wo, residual Add.
 
+Gelu (opset 20, x[6,24]): alone (a ScalarE pass) and after a MatMul (fused into its PSUM drain).
+
 Checks, for each auto-cast mode (--backend-option auto-cast=MODE):
   * placement: every node on sampleneuron.nc2;
   * none: max|npu - ref| / max|ref| <= 1e-5 on every output (fp32 throughout; exp and erf are libm's);
-  * matmul: attention's error is > 0 and <= 2^-5 (bf16 operands of TensorE, the computed B included); the
+  * matmul: attention's and the Gelu model's error is > 0 and <= 2^-5 (bf16 operands of TensorE, the computed B included); the
     elementwise model has no matmul, so it stays within the none bound;
   * all: every elementwise model output within 2^-6 (operands rounded to bf16 on load, about 2^-9 relative each).
     python e2e_elementwise.py KILN PLUGIN WORKDIR
@@ -110,6 +112,15 @@ def attention(path, rng):
     return {"x": rng.standard_normal((B, T, D)).astype(np.float32), "mask": mask}
 
 
+def gelu(path, rng):
+    """Writes the Gelu model (opset 20): Gelu alone (a ScalarE pass) and after a MatMul (fused into its drain)."""
+    inits = [f32("W", rng.standard_normal((24, 40)) * 24 ** -0.5)]
+    nodes = [helper.make_node("Gelu", ["x"], ["g"]), helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Gelu", ["h"], ["hg"])]
+    vi = lambda name, shape: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+    save_model(path, nodes, [vi("x", [6, 24])], [vi("g", [6, 24]), vi("hg", [6, 40])], inits, opset=20)
+    return {"x": (rng.standard_normal((6, 24)) * 2).astype(np.float32)}
+
+
 def check(kiln, plugin, work, name, path, feeds, has_matmul):
     """Compiles `path` for npu-nc2 in each auto-cast mode, checks the placement and the error against kiln.reference."""
     args, ref = reference(kiln, work, name, path, feeds)
@@ -145,6 +156,8 @@ def main():
     results["elementwise"] = check(kiln, plugin, work, "elementwise", path, elementwise(path, rng), False)
     path = os.path.join(work, "attention.onnx")
     results["attention"] = check(kiln, plugin, work, "attention", path, attention(path, rng), True)
+    path = os.path.join(work, "gelu.onnx")
+    results["gelu"] = check(kiln, plugin, work, "gelu", path, gelu(path, rng), True)
     print(json.dumps({"max_error_over_max_ref": results, "bounds": {"none": NONE_BOUND, "matmul": MATMUL_BOUND, "all": ALL_BOUND}}))
     finish()
 
