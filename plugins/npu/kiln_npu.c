@@ -1986,8 +1986,13 @@ static kiln_plugin_error *lower(Kiln__Ir__Graph *g, uint32_t auto_cast, uint32_t
             if (!e && !l.failed && pipeline && split < g->n_nodes) {
                 uint32_t stage1_stores = l.stores;
                 switch_core(&l, cs, 1);
+                /* The bridge counts as one of core 1's stores, and an op's loads trust that count to mean "every store
+                 * before me is done": so it also waits for core 1's earlier stores (image i - 1's stage 2), or it
+                 * could complete first and let an op of that stage read a result not yet stored. */
+                uint32_t stage2_stores = l.stores;
                 npu_insn *bridge = dma(&l, 1, barrier, 0, 0, 0, 1, 1, 0, NPU_F32);
                 bridge->wait_sem[0] = cs[0].done_sem; bridge->wait_value[0] = stage1_stores;
+                bridge->wait_sem[1] = l.done_sem; bridge->wait_value[1] = stage2_stores;
                 e = lower_nodes(&l, g, &slice, split, g->n_nodes, fused, NULL);
             }
             set_batch(g, -1, saved);

@@ -233,6 +233,25 @@ static void two_core_case(const uint8_t *gbytes, size_t gsize) {
                placements[k], p.cores, on1, p.insn_count, views);
         printf("payload_robustness: two cores (%s) match the C reference (largest difference %.3g; %u of %u instructions on core 1, %u views)\n",
                placements[k], worst, on1, p.insn_count, views);
+        if (k == 1) {
+            /* Each image's bridge (core 1's one-element store into the barrier scratch tensor) waits for core 0's stores of
+             * the image's stage 1 and for every earlier store of core 1: the stores of a core count on one semaphore, and
+             * an op's loads trust that count to mean every store before them is done, so a bridge that completed ahead of
+             * the previous image's stage 2 would let that stage read a result not yet stored. */
+            uint32_t bridges = 0, ordered = 0, stores1 = 0, done1 = NPU_NONE;
+            for (uint32_t i = 0; i < p.insn_count; i++) {
+                const npu_insn *n = &p.insns[i];
+                if (n->opcode != NPU_DMA_STORE || p.core_of[i] != 1) continue;
+                if (done1 == NPU_NONE) done1 = n->signal_sem[1];
+                const npu_tensor *t = &p.tensors[n->a];
+                if (t->kind == NPU_T_SCRATCH && t->elements == 1 && n->parts == 1 && n->cols == 1) {
+                    bridges++;
+                    ordered += n->wait_sem[1] == done1 && n->wait_value[1] == stores1;
+                }
+                stores1++;
+            }
+            EXPECT(bridges > 1 && ordered == bridges, "pipeline: %u of %u bridges wait for all of core 1's earlier stores", ordered, bridges);
+        }
         if (k == 0 && views) {
             npu_tensor saved = p.tensors[view];
             p.tensors[view].offset = p.tensors[saved.base].elements; expect_refused(&p, "a view past its base", "passes the end"); p.tensors[view] = saved;
