@@ -337,9 +337,9 @@ static const char *str_attr(const Kiln__Ir__Node *node, const char *name, const 
     return a && a->value_case == KILN__IR__ATTRIBUTE__VALUE_S && a->s ? a->s : fallback;
 }
 
-/* The whole factor s by which a nearest Resize repeats each of `in` elements into `out` = s·in (scale the factor the
- * model gives), when every output index o reads input index o / s under the node's coordinate transformation and
- * rounding, as ONNX defines them; else 0. */
+/* The whole factor s by which a nearest Resize repeats each of `in` elements into `out` = s·in, when every output
+ * index o reads input index o / s under the node's coordinate transformation and rounding as ONNX defines them
+ * (`scale` is the factor the model gives, or out / in for sizes); else 0. */
 static int64_t nearest_factor(const char *transform, const char *rounding, int64_t in, int64_t out, double scale) {
     if (in < 1 || out < in || out % in) return 0;
     int64_t s = out / in;
@@ -374,6 +374,9 @@ static int rejects_upsample(const Kiln__Ir__Graph *g, const shape_table *known, 
     if (x.dtype != F32) REJECT("%s: input '%s' is not float32; npu-nc2 takes float32 tensors", op, node->inputs[0]);
     if (!x.known || x.rank != 4 || count_of(&x) <= 0) REJECT("%s: only NCHW inputs (rank 4) of known, non-empty shape are supported", op);
     *out = x;
+    for (size_t k = 1; k < node->n_inputs; k++) /* scales, sizes, weights and bias are compiled in */
+        for (size_t i = 0; i < g->n_inputs; i++)
+            if (node->inputs[k][0] && strcmp(g->inputs[i]->name, node->inputs[k]) == 0) REJECT("%s: input %zu is a graph input that a caller may override; its data is compiled in", op, k);
     if (strcmp(op, "Resize") == 0) {
         const char *mode = str_attr(node, "mode", "nearest"), *transform = str_attr(node, "coordinate_transformation_mode", "half_pixel");
         const char *rounding = str_attr(node, "nearest_mode", "round_prefer_floor");
@@ -401,9 +404,6 @@ static int rejects_upsample(const Kiln__Ir__Graph *g, const shape_table *known, 
     shape ws = ak_graph_shape(g, node->inputs[1], 0);
     if (!w || w->data_case != KILN__IR__TENSOR__DATA_RAW || ws.dtype != F32 || !ws.known || ws.rank != 4 || ws.dims[0] != x.dims[1] || (int64_t)w->raw.len != count_of(&ws) * 4)
         REJECT("ConvTranspose: the weights must be a float32 initializer [C, O, KH, KW]");
-    for (size_t k = 1; k < node->n_inputs; k++)
-        for (size_t i = 0; i < g->n_inputs; i++)
-            if (node->inputs[k][0] && strcmp(g->inputs[i]->name, node->inputs[k]) == 0) REJECT("ConvTranspose: input %zu is a graph input that a caller may override; its data is compiled in", k);
     int64_t O = ws.dims[1], kh = ws.dims[2], kw = ws.dims[3], st[2], pads[4], dil[2], opad[2];
     if (ak_int_attr(node, "group", 1) != 1) REJECT("ConvTranspose: group must be 1");
     if (ints_attr(node, "strides", 2, 1, 64, 1, st) || st[0] != kh || st[1] != kw) REJECT("ConvTranspose: the strides must equal the kernel (%lldx%lld)", (long long)kh, (long long)kw);
@@ -446,9 +446,8 @@ static int alu_of(const char *op) {
 }
 
 /* A binary elementwise op's result seen as rows × columns, and where each operand's values lie. The result's dims of
- * size 1 are dropped and neighbours along which the operands broadcast alike are merged; when neither operand
- * broadcasts along the last merged dim it is split into rows and at most 512 columns (wide tiles whatever the shapes
- * say). dims[rank - 1] is the columns, the dims before it number the rows; stride[k][d] is operand k's element
+ * size 1 are dropped and neighbours along which the operands broadcast alike are merged; the last merged dim may be
+ * cut into rows and at most 512 columns (broadcast_view says when). dims[rank - 1] is the columns, the dims before it number the rows; stride[k][d] is operand k's element
  * stride along merged dim d, 0 where it broadcasts. An operand with stride 0 along the columns holds one value per
  * row: VectorE reads it as its per-partition operand. */
 typedef struct ew_view {
