@@ -1,6 +1,6 @@
-/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C).
+/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C; the leaf-mask walk is AVX-512, chosen at run time).
  *
- * Two walks:
+ * Three walks:
  *
  * The lockstep walk (kiln_forest_*), for forests whose splits are all comparisons with NaN either missing or
  * read as 0 (XGBoost, LightGBM's missing_type NaN/None, ONNX-ML BRANCH_LT/LEQ/GT/GTE). The forest is laid out
@@ -11,6 +11,11 @@
  * their cursors in registers, so eight independent load chains overlap. A leaf leads to a "sink" node that
  * leads to itself, so a walk may run past its leaf; a balanced tree is walked to its depth with no test,
  * an unbalanced one (LightGBM's leaf-wise trees) stops when all eight cursors are at sinks.
+ *
+ * The leaf-mask walk (kiln_forest_sum_rows on a forest with the leaf-mask layout), for lockstep forests of small
+ * trees (at most 64 leaves) with one value per leaf, on CPUs with AVX-512: sixteen rows at a time are tested
+ * against every split of a tree, and the splits' outcomes clear leaves from a per-row mask; the lowest leaf left is
+ * the row's (below).
  *
  * The work-list walk (kiln_trees_*), for the rest (LightGBM's missing_type Zero, NaN thresholds): a list of
  * independent (row, node) or (tree, node) pairs; each pass advances every pair one level and keeps,
@@ -135,12 +140,14 @@ static void walk_rows_generic(const kiln_tree_node *nodes, int32_t root, const f
     }
 }
 
-/* Variant choice: 0 lockstep (the default), 1 work list only (kiln_forest_build declines every forest), 2 none
- * (kiln.cpu keeps its Swift walk). For tests and measurements. */
+/* Variant choice: 0 the best the forest and the CPU take (the leaf-mask walk, else lockstep; the default),
+ * 3 lockstep only, 1 work list only (kiln_forest_build declines every forest), 2 none (kiln.cpu keeps its Swift
+ * walk). For tests and measurements. */
 static atomic_int trees_variant = 0;
 
 int kiln_trees_select_variant(const char *name) {
-    int v = name == NULL || strcmp(name, "host") == 0 || strcmp(name, "lockstep") == 0 ? 0
+    int v = name == NULL || strcmp(name, "host") == 0 || strcmp(name, "leafmask") == 0 ? 0
+        : strcmp(name, "lockstep") == 0                                                ? 3
         : strcmp(name, "worklist") == 0                                                ? 1
         : strcmp(name, "none") == 0                                                    ? 2
                                                                                        : -1;
@@ -151,7 +158,7 @@ int kiln_trees_select_variant(const char *name) {
 
 const char *kiln_trees_variant(void) {
     int v = atomic_load_explicit(&trees_variant, memory_order_relaxed);
-    return v == 0 ? "lockstep" : v == 1 ? "worklist" : "none";
+    return v == 0 ? "leafmask" : v == 3 ? "lockstep" : v == 1 ? "worklist" : "none";
 }
 
 int kiln_trees_enabled(void) { return atomic_load_explicit(&trees_variant, memory_order_relaxed) != 2; }
@@ -191,6 +198,13 @@ void kiln_trees_sum_rows(const kiln_tree_node *nodes, const int32_t *roots, size
  * rounding, no dependence on the FPU's denormal mode. Rows are expanded once per block into F keys and F keys of
  * the negated values (kiln_forest_expand). */
 
+/* One split in the leaf-mask layout: a row whose key `feature` is at or above `key` goes to the second child, and
+ * the leaves of the first child's subtree (a run of the tree's leaves, numbered left to right) are cleared from
+ * its mask: mask &= lo | (uint64_t)hi << 32. */
+typedef struct kiln_forest_mask {
+    uint32_t feature, key, lo, hi;
+} kiln_forest_mask;
+
 struct kiln_forest {
     kiln_forest_node *nodes;  /* slots, then sinks */
     int32_t *next;            /* per node: its first child (a sink: itself) */
@@ -199,6 +213,11 @@ struct kiln_forest {
     kiln_forest_tree *trees;
     size_t tree_count, features, node_count;
     int32_t sink;             /* the first sink: a cursor at or past it has finished */
+    /* The leaf-mask layout (below), or mask_words = 0. */
+    int mask_words;           /* 32-bit words of a tree's leaf mask: 1 (every tree has at most 32 leaves) or 2 */
+    kiln_forest_mask *masks;  /* every tree's splits, tree by tree */
+    uint32_t *mask_start;     /* tree t's splits: masks[mask_start[t] .. mask_start[t + 1]) */
+    float *mask_values;       /* tree t's leaf i (left to right): mask_values[32 * mask_words * t + i] */
 };
 
 static inline uint32_t tree_key(float v) {
@@ -216,12 +235,195 @@ void kiln_forest_free(kiln_forest *f) {
     free(f->values);
     free(f->leaf);
     free(f->trees);
+    free(f->masks);
+    free(f->mask_start);
+    free(f->mask_values);
     free(f);
 }
 
+/* ---- The leaf-mask walk ----------------------------------------------------------------------------------------
+ *
+ * For forests of small trees (at most 64 leaves each) with one value per leaf, on CPUs with AVX-512: instead of
+ * following a path, a row is tested against every split of a tree at once. A tree's leaves are numbered left to
+ * right (first child before second); a row starts with a mask of all leaves, and every split at which it goes to
+ * the second child clears the leaves of the first child's subtree. The row's leaf is then the lowest leaf left in
+ * the mask: every leaf left of it lies in the first subtree of a split on its path where the row went second, and
+ * its own bit is cleared by no split (it is in no first subtree it did not enter). The work per tree is its number
+ * of splits whatever the paths' lengths, and it is the same for every row, so sixteen rows are one vector: one
+ * unsigned comparison of sixteen keys against a split's key gives the rows that go second, and two masked ANDs
+ * clear the leaves from their 2 × 32-bit masks. LightGBM's leaf-wise trees (63 leaves, paths of 1 to 16 splits,
+ * 3.7 on average) are where it pays: the lockstep walk waits for the deepest of its eight paths, this walk has no
+ * paths. The sums are the lockstep walk's: each row adds its leaf's value in tree order, in double. */
+
+/* Whether this CPU runs the leaf-mask walk. */
+static int forest_masks_supported(void) {
+#if defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd");
+#else
+    return 0;
+#endif
+}
+
+/* Lays out the splits under `slot` (a tree of the lockstep layout) with their leaf masks; *leaves counts the leaves
+ * numbered so far. -1 when the tree has more than 64 leaves (a path of more than 64 splits has more, so the
+ * recursion is at most 65 deep). */
+static int forest_mask_tree(const kiln_forest *f, int32_t slot, kiln_forest_mask *out, size_t *count, float *values,
+                            int *leaves) {
+    if (f->nodes[slot].key == 0xFFFFFFFFu) {
+        if (*leaves >= 64) return -1;
+        values[(*leaves)++] = f->values[slot];
+        return 0;
+    }
+    int before = *leaves;
+    if (forest_mask_tree(f, f->next[slot], out, count, values, leaves) != 0) return -1;
+    int after = *leaves;
+    if (forest_mask_tree(f, f->next[slot] + 1, out, count, values, leaves) != 0) return -1;
+    /* The second subtree has a leaf, so after - before < 64. */
+    uint64_t mask = ~((((uint64_t)1 << (after - before)) - 1) << before);
+    out[(*count)++] = (kiln_forest_mask){f->nodes[slot].feature, f->nodes[slot].key, (uint32_t)mask,
+                                         (uint32_t)(mask >> 32)};
+    return 0;
+}
+
+/* Adds the leaf-mask layout to `f` (`splits` splits in all) when every tree has at most 64 leaves. */
+static void forest_build_masks(kiln_forest *f, size_t splits) {
+    size_t trees = f->tree_count, count = 0;
+    kiln_forest_mask *masks = malloc((splits > 0 ? splits : 1) * sizeof *masks);
+    uint32_t *start = malloc((trees + 1) * sizeof *start);
+    float *values = calloc(64 * trees, sizeof *values);
+    if (masks == NULL || start == NULL || values == NULL || splits > UINT32_MAX) goto fail;
+    int widest = 0;
+    for (size_t t = 0; t < trees; t++) {
+        int leaves = 0;
+        start[t] = (uint32_t)count;
+        if (forest_mask_tree(f, f->trees[t].root, masks, &count, values + 64 * t, &leaves) != 0) goto fail;
+        if (leaves > widest) widest = leaves;
+    }
+    start[trees] = (uint32_t)count;
+    f->mask_words = widest <= 32 ? 1 : 2;
+    if (f->mask_words == 1) /* 32 values per tree */
+        for (size_t t = 1; t < trees; t++) memmove(values + 32 * t, values + 64 * t, 32 * sizeof *values);
+    f->masks = masks;
+    f->mask_start = start;
+    f->mask_values = values;
+    return;
+fail:
+    free(masks);
+    free(start);
+    free(values);
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define KILN_TREES_AVX512 __attribute__((target("avx512f,avx512cd")))
+
+/* The index of each lane's lowest set bit (-1 for 0). */
+KILN_TREES_AVX512 static inline __attribute__((always_inline)) __m512i mask_lowest(__m512i m) {
+    __m512i bit = _mm512_and_si512(m, _mm512_sub_epi32(_mm512_setzero_si512(), m));
+    return _mm512_sub_epi32(_mm512_set1_epi32(31), _mm512_lzcnt_epi32(bit));
+}
+
+/* lo & m in the lanes of k, lo elsewhere: one masked AND. (Written as an intrinsic, the compiler turns the select
+ * around and emits an AND and a masked move.) */
+KILN_TREES_AVX512 static inline __attribute__((always_inline)) __m512i mask_and(__m512i lo, __mmask16 k, __m512i m) {
+    __asm__("vpandd %[m], %[lo], %[lo]%{%[k]%}" : [lo] "+v"(lo) : [m] "v"(m), [k] "Yk"(k));
+    return lo;
+}
+
+/* S sets of 16 rows (keys transposed: key j of row 16s + i at kt[64j + 16s + i]) through every tree; acc[16s + i]
+ * += row 16s + i's leaf values in tree order. W: mask words (1 or 2). */
+KILN_TREES_AVX512 static inline __attribute__((always_inline)) void mask_pass(const kiln_forest *f,
+                                                                              const uint32_t *kt, double *acc, int S,
+                                                                              int W) {
+    __m512d a[8];
+    for (int s = 0; s < S; s++) {
+        a[2 * s] = _mm512_loadu_pd(acc + 16 * s);
+        a[2 * s + 1] = _mm512_loadu_pd(acc + 16 * s + 8);
+    }
+    const kiln_forest_mask *m = f->masks;
+    const uint32_t *start = f->mask_start;
+    const float *values = f->mask_values;
+    const __m512i ones = _mm512_set1_epi32(-1);
+    for (size_t t = 0; t < f->tree_count; t++, values += 32 * W) {
+        __m512i lo[4], hi[4];
+        for (int s = 0; s < S; s++) lo[s] = hi[s] = ones;
+        for (uint32_t i = start[t], end = start[t + 1]; i < end; i++) {
+            const uint32_t *k = kt + 64 * (size_t)m[i].feature;
+            __m512i key = _mm512_set1_epi32((int)m[i].key), mlo = _mm512_set1_epi32((int)m[i].lo);
+            __m512i mhi = _mm512_set1_epi32((int)m[i].hi);
+            for (int s = 0; s < S; s++) {
+                __mmask16 second = _mm512_cmpge_epu32_mask(_mm512_load_si512(k + 16 * s), key);
+                lo[s] = mask_and(lo[s], second, mlo);
+                if (W == 2) hi[s] = mask_and(hi[s], second, mhi);
+            }
+        }
+        for (int s = 0; s < S; s++) {
+            __m512i leaf = mask_lowest(lo[s]);
+            if (W == 2) {
+                __mmask16 none = _mm512_testn_epi32_mask(lo[s], lo[s]);
+                leaf = _mm512_mask_add_epi32(leaf, none, mask_lowest(hi[s]), _mm512_set1_epi32(32));
+            }
+            __m512 v = _mm512_i32gather_ps(leaf, values, 4);
+            a[2 * s] = _mm512_add_pd(a[2 * s], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+            a[2 * s + 1] = _mm512_add_pd(a[2 * s + 1],
+                                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+        }
+    }
+    for (int s = 0; s < S; s++) {
+        _mm512_storeu_pd(acc + 16 * s, a[2 * s]);
+        _mm512_storeu_pd(acc + 16 * s + 8, a[2 * s + 1]);
+    }
+}
+
+KILN_TREES_AVX512 static void mask_pass_any(const kiln_forest *f, const uint32_t *kt, double *acc, int S) {
+    if (f->mask_words == 1) {
+        switch (S) {
+        case 1: mask_pass(f, kt, acc, 1, 1); break;
+        case 2: mask_pass(f, kt, acc, 2, 1); break;
+        case 3: mask_pass(f, kt, acc, 3, 1); break;
+        default: mask_pass(f, kt, acc, 4, 1); break;
+        }
+    } else {
+        switch (S) {
+        case 1: mask_pass(f, kt, acc, 1, 2); break;
+        case 2: mask_pass(f, kt, acc, 2, 2); break;
+        case 3: mask_pass(f, kt, acc, 3, 2); break;
+        default: mask_pass(f, kt, acc, 4, 2); break;
+        }
+    }
+}
+
+/* kiln_forest_sum_rows by leaf masks: passes of up to 64 rows (4 × 16), each through every tree. */
+KILN_TREES_AVX512 static int forest_mask_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows,
+                                                  double *sums) {
+    size_t width = 2 * f->features;
+    /* The transposed keys of 64 rows: 512 bytes per feature (at most 2 MB). */
+    if (f->features > 4096) return -1;
+    uint32_t *kt = aligned_alloc(64, width * 64 * sizeof *kt);
+    if (kt == NULL) return -1;
+    double acc[64];
+    for (size_t base = 0; base < rows; base += 64) {
+        size_t n = rows - base < 64 ? rows - base : 64;
+        int S = (int)((n + 15) / 16);
+        /* Rows past the last repeat row `base` (their sums are dropped). */
+        for (size_t i = 0; i < (size_t)S * 16; i++) {
+            const uint32_t *row = keys + (base + (i < n ? i : 0)) * width;
+            for (size_t j = 0; j < width; j++) kt[64 * j + i] = row[j];
+        }
+        for (size_t i = 0; i < (size_t)S * 16; i++) acc[i] = i < n ? sums[base + i] : 0.0;
+        mask_pass_any(f, kt, acc, S);
+        for (size_t i = 0; i < n; i++) sums[base + i] = acc[i];
+    }
+    free(kt);
+    return 0;
+}
+#endif
+
 kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const int32_t *roots, size_t trees,
                                const float *leaf_values, size_t leaves) {
-    if (atomic_load_explicit(&trees_variant, memory_order_relaxed) != 0) return NULL;
+    int variant = atomic_load_explicit(&trees_variant, memory_order_relaxed);
+    if (variant != 0 && variant != 3) return NULL;
     /* Every tree has one root slot and every split two child slots; every leaf slot has a sink. */
     if (trees == 0 || splits > (size_t)INT32_MAX / 4 || trees > (size_t)INT32_MAX / 4) return NULL;
     size_t slots = trees + 2 * splits, total = slots + trees + splits;
@@ -309,6 +511,7 @@ kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const
     }
     if (used != (int32_t)slots || sinks != (int32_t)total) goto fail;
     free(stack);
+    if (variant == 0 && leaf_values != NULL && forest_masks_supported()) forest_build_masks(f, splits);
     return f;
 fail:
     free(stack);
@@ -317,6 +520,8 @@ fail:
 }
 
 size_t kiln_forest_features(const kiln_forest *f) { return f->features; }
+
+int kiln_forest_mask_words(const kiln_forest *f) { return f->mask_words; }
 
 void kiln_forest_expand(const kiln_forest *f, const float *x, size_t stride, size_t rows, uint32_t *keys) {
     size_t n = f->features;
@@ -399,6 +604,9 @@ static inline int32_t forest_one(const kiln_forest *f, const kiln_forest_tree *t
 }
 
 void kiln_forest_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows, double *sums) {
+#if defined(__x86_64__)
+    if (f->mask_words != 0 && forest_mask_sum_rows(f, keys, rows, sums) == 0) return;
+#endif
     size_t stride = 2 * f->features;
     int32_t end[8];
     for (size_t t = 0; t < f->tree_count; t++) {
