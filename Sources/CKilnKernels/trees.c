@@ -216,7 +216,7 @@ struct kiln_forest {
     /* The leaf-mask layout (below), or mask_words = 0. */
     int mask_words;           /* 32-bit words of a tree's leaf mask: 1 (every tree has at most 32 leaves) or 2 */
     kiln_forest_mask *masks;  /* every tree's splits, tree by tree */
-    uint32_t *mask_start;     /* tree t's splits: masks[mask_start[t] .. mask_start[t + 1]) */
+    uint32_t *mask_start;     /* tree t's splits: masks[mask_start[3t] .. mask_start[3t + 3]), in three runs */
     float *mask_values;       /* tree t's leaf i (left to right): mask_values[32 * mask_words * t + i] */
 };
 
@@ -288,18 +288,30 @@ static int forest_mask_tree(const kiln_forest *f, int32_t slot, kiln_forest_mask
 /* Adds the leaf-mask layout to `f` (`splits` splits in all) when every tree has at most 64 leaves. */
 static void forest_build_masks(kiln_forest *f, size_t splits) {
     size_t trees = f->tree_count, count = 0;
-    kiln_forest_mask *masks = malloc((splits > 0 ? splits : 1) * sizeof *masks);
-    uint32_t *start = malloc((trees + 1) * sizeof *start);
+    kiln_forest_mask *masks = malloc((splits > 0 ? splits : 1) * sizeof *masks), part[64];
+    uint32_t *start = malloc((3 * trees + 1) * sizeof *start);
     float *values = calloc(64 * trees, sizeof *values);
     if (masks == NULL || start == NULL || values == NULL || splits > UINT32_MAX) goto fail;
     int widest = 0;
     for (size_t t = 0; t < trees; t++) {
         int leaves = 0;
-        start[t] = (uint32_t)count;
+        size_t first = count;
         if (forest_mask_tree(f, f->trees[t].root, masks, &count, values + 64 * t, &leaves) != 0) goto fail;
         if (leaves > widest) widest = leaves;
+        /* Order: the splits that clear only low leaves (0-31), those that clear both, those that clear only high
+         * ones, so that each loop of the walk ANDs only the words that change. */
+        size_t n = count - first, k = 0;
+        for (int kind = 0; kind < 3; kind++) {
+            start[3 * t + (size_t)kind] = (uint32_t)(first + k);
+            for (size_t i = 0; i < n; i++) {
+                const kiln_forest_mask *m = masks + first + i;
+                int which = m->hi == 0xFFFFFFFFu ? 0 : m->lo == 0xFFFFFFFFu ? 2 : 1;
+                if (which == kind) part[k++] = *m;
+            }
+        }
+        memcpy(masks + first, part, n * sizeof *part);
     }
-    start[trees] = (uint32_t)count;
+    start[3 * trees] = (uint32_t)count;
     f->mask_words = widest <= 32 ? 1 : 2;
     if (f->mask_words == 1) /* 32 values per tree */
         for (size_t t = 1; t < trees; t++) memmove(values + 32 * t, values + 64 * t, 32 * sizeof *values);
@@ -348,14 +360,34 @@ KILN_TREES_AVX512 static inline __attribute__((always_inline)) void mask_pass(co
     for (size_t t = 0; t < f->tree_count; t++, values += 32 * W) {
         __m512i lo[4], hi[4];
         for (int s = 0; s < S; s++) lo[s] = hi[s] = ones;
-        for (uint32_t i = start[t], end = start[t + 1]; i < end; i++) {
+        /* The splits that clear low leaves only, both words, high leaves only (with one word: all low). */
+        uint32_t i = start[3 * t], both = start[3 * t + 1], high = start[3 * t + 2], end = start[3 * t + 3];
+        for (; i < both; i++) {
             const uint32_t *k = kt + 64 * (size_t)m[i].feature;
             __m512i key = _mm512_set1_epi32((int)m[i].key), mlo = _mm512_set1_epi32((int)m[i].lo);
-            __m512i mhi = _mm512_set1_epi32((int)m[i].hi);
             for (int s = 0; s < S; s++) {
                 __mmask16 second = _mm512_cmpge_epu32_mask(_mm512_load_si512(k + 16 * s), key);
                 lo[s] = mask_and(lo[s], second, mlo);
-                if (W == 2) hi[s] = mask_and(hi[s], second, mhi);
+            }
+        }
+        if (W == 2) {
+            for (; i < high; i++) {
+                const uint32_t *k = kt + 64 * (size_t)m[i].feature;
+                __m512i key = _mm512_set1_epi32((int)m[i].key), mlo = _mm512_set1_epi32((int)m[i].lo);
+                __m512i mhi = _mm512_set1_epi32((int)m[i].hi);
+                for (int s = 0; s < S; s++) {
+                    __mmask16 second = _mm512_cmpge_epu32_mask(_mm512_load_si512(k + 16 * s), key);
+                    lo[s] = mask_and(lo[s], second, mlo);
+                    hi[s] = mask_and(hi[s], second, mhi);
+                }
+            }
+            for (; i < end; i++) {
+                const uint32_t *k = kt + 64 * (size_t)m[i].feature;
+                __m512i key = _mm512_set1_epi32((int)m[i].key), mhi = _mm512_set1_epi32((int)m[i].hi);
+                for (int s = 0; s < S; s++) {
+                    __mmask16 second = _mm512_cmpge_epu32_mask(_mm512_load_si512(k + 16 * s), key);
+                    hi[s] = mask_and(hi[s], second, mhi);
+                }
             }
         }
         for (int s = 0; s < S; s++) {
