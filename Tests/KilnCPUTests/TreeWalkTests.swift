@@ -244,6 +244,51 @@ import Testing
         }
     }
 
+    @Test("The chained one-row walk gives the lockstep walk's sums and leaves, bit for bit, across chunks of trees")
+    func chainedRowMatchesLockstep() {
+        defer { _ = kiln_trees_select_variant("host") }
+        var r = SplitMix64(seed: 11)
+        let features = 6
+        // Fewer trees than lanes, a few, and more than one chunk (1,024 trees).
+        for trees in [3, 8, 37, 1100] {
+            let (nodes, roots, values) = Self.cForest(trees: trees, leaves: 40, features: features, &r)
+            let rows = 40
+            let x = (0..<(rows * features)).map { _ in r.below(4) == 0 ? r.pick(Self.specials) : r.pick(Self.values + [r.float(-3, 3)]) }
+            // With one value per leaf (kiln_forest_sum_row) and without (kiln_forest_leaves_row).
+            for withValues in [true, false] {
+                func build(_ variant: String) -> OpaquePointer? {
+                    #expect(kiln_trees_select_variant(variant) == 0)
+                    return withValues ? kiln_forest_build(nodes, nodes.count, roots, roots.count, values, values.count)
+                        : kiln_forest_build(nodes, nodes.count, roots, roots.count, nil, values.count)
+                }
+                let lockstep = build("lockstep"), chained = build("leafmask")
+                defer { kiln_forest_free(lockstep); kiln_forest_free(chained) }
+                guard let lockstep, let chained else { Issue.record("kiln_forest_build declined \(trees) trees"); continue }
+                #expect(kiln_forest_chained(lockstep) == 0)
+                #expect(kiln_forest_chained(chained) == 1, "\(trees) leaf-wise trees are walked chained")
+                let width = 2 * kiln_forest_features(chained)
+                var keys = [UInt32](repeating: 0, count: rows * width)
+                kiln_forest_expand(chained, x, features, rows, &keys)
+                keys.withUnsafeBufferPointer { k in
+                    for row in 0..<rows {
+                        let key = k.baseAddress! + row * width
+                        if withValues {
+                            var a = 0.5, b = 0.5
+                            kiln_forest_sum_row(lockstep, key, &a)
+                            kiln_forest_sum_row(chained, key, &b)
+                            #expect(a.bitPattern == b.bitPattern, "\(trees) trees, row \(row): \(b), lockstep \(a)")
+                        } else {
+                            var a = [Int32](repeating: -1, count: trees), b = [Int32](repeating: -2, count: trees)
+                            kiln_forest_leaves_row(lockstep, key, &a)
+                            kiln_forest_leaves_row(chained, key, &b)
+                            #expect(a == b, "\(trees) trees, row \(row): leaves differ")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("Unknown walk variants are refused; the host variant is one the CPU has")
     func variantSelection() {
         defer { _ = kiln_trees_select_variant("host") }

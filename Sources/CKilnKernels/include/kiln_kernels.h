@@ -696,6 +696,11 @@ size_t kiln_forest_features(const kiln_forest *forest);
  *  32 leaves; 2: at most 64), or 0 when it walks the forest in lockstep. The leaf masks give the same sums. */
 int kiln_forest_mask_words(const kiln_forest *forest);
 
+/** 1 when kiln_forest_sum_row and kiln_forest_leaves_row walk the forest chained (eight lanes, each going on to
+ *  its next tree at once: forests of mostly unbalanced trees, under the variant "leafmask"), 0 when in lockstep
+ *  (eight trees at a time). Both give the same results. */
+int kiln_forest_chained(const kiln_forest *forest);
+
 /** Writes the 2F keys of each of `rows` rows of x (`stride` floats apart, at least F features each) to keys. */
 void kiln_forest_expand(const kiln_forest *forest, const float *x, size_t stride, size_t rows, uint32_t *keys);
 
