@@ -591,9 +591,10 @@ void kiln_forest_expand(const kiln_forest *f, const float *x, size_t stride, siz
     }
 }
 
-static inline __attribute__((always_inline)) int32_t forest_step(const kiln_forest_node *nodes, const int32_t *next,
-                                                                 int32_t c, const uint32_t *keys) {
-    return next[c] + (int32_t)(keys[nodes[c].feature] >= nodes[c].key);
+/* Cursors are unsigned: a 32-bit index indexes with no sign extension. */
+static inline __attribute__((always_inline)) uint32_t forest_step(const kiln_forest_node *nodes, const int32_t *next,
+                                                                  uint32_t c, const uint32_t *keys) {
+    return (uint32_t)next[c] + (uint32_t)(keys[nodes[c].feature] >= nodes[c].key);
 }
 
 /* Eight walks in lockstep, cursors in registers: walk j starts at root[j] and reads keys k[j]. `steps` steps at
@@ -601,16 +602,20 @@ static inline __attribute__((always_inline)) int32_t forest_step(const kiln_fore
  * leaf or its sink). Eight rows through one tree pass one root and eight key rows; one row through eight trees
  * passes eight roots and one key row eight times. */
 static inline __attribute__((always_inline)) void forest_walk8(const kiln_forest *f, const int32_t *root,
-                                                               const uint32_t *const *k, int steps, int from,
-                                                               int check, int32_t *end) {
+                                                               const uint32_t *const *k, int one_row, int steps,
+                                                               int from, int check, int32_t *end) {
     const kiln_forest_node *n = f->nodes;
-    const int32_t *next = f->next, sink = f->sink;
-    const uint32_t *k0 = k[0], *k1 = k[1], *k2 = k[2], *k3 = k[3], *k4 = k[4], *k5 = k[5], *k6 = k[6], *k7 = k[7];
-    int32_t c0 = root[0], c1 = root[1], c2 = root[2], c3 = root[3], c4 = root[4], c5 = root[5], c6 = root[6],
-            c7 = root[7];
+    const int32_t *next = f->next;
+    const uint32_t sink = (uint32_t)f->sink;
+    /* One row through eight trees reads one key row: one pointer, not eight (the walk keeps its cursors in
+     * registers only if the pointers leave room). */
+    const uint32_t *k0 = k[0], *k1 = k[one_row ? 0 : 1], *k2 = k[one_row ? 0 : 2], *k3 = k[one_row ? 0 : 3];
+    const uint32_t *k4 = k[one_row ? 0 : 4], *k5 = k[one_row ? 0 : 5], *k6 = k[one_row ? 0 : 6], *k7 = k[one_row ? 0 : 7];
+    uint32_t c0 = (uint32_t)root[0], c1 = (uint32_t)root[1], c2 = (uint32_t)root[2], c3 = (uint32_t)root[3],
+             c4 = (uint32_t)root[4], c5 = (uint32_t)root[5], c6 = (uint32_t)root[6], c7 = (uint32_t)root[7];
     for (int l = 0; l < steps; l++) {
         if (check && l >= from) {
-            int32_t a = c0 < c1 ? c0 : c1, b = c2 < c3 ? c2 : c3, c = c4 < c5 ? c4 : c5, d = c6 < c7 ? c6 : c7;
+            uint32_t a = c0 < c1 ? c0 : c1, b = c2 < c3 ? c2 : c3, c = c4 < c5 ? c4 : c5, d = c6 < c7 ? c6 : c7;
             a = a < b ? a : b;
             c = c < d ? c : d;
             if ((a < c ? a : c) >= sink) break;
@@ -624,7 +629,8 @@ static inline __attribute__((always_inline)) void forest_walk8(const kiln_forest
         c6 = forest_step(n, next, c6, k6);
         c7 = forest_step(n, next, c7, k7);
     }
-    end[0] = c0, end[1] = c1, end[2] = c2, end[3] = c3, end[4] = c4, end[5] = c5, end[6] = c6, end[7] = c7;
+    end[0] = (int32_t)c0, end[1] = (int32_t)c1, end[2] = (int32_t)c2, end[3] = (int32_t)c3;
+    end[4] = (int32_t)c4, end[5] = (int32_t)c5, end[6] = (int32_t)c6, end[7] = (int32_t)c7;
 }
 
 /* Eight rows (keys `stride` apart) through tree `t`. */
@@ -633,7 +639,7 @@ static inline __attribute__((always_inline)) void forest_rows8(const kiln_forest
     const int32_t root[8] = {t->root, t->root, t->root, t->root, t->root, t->root, t->root, t->root};
     const uint32_t *k[8];
     for (int j = 0; j < 8; j++) k[j] = keys + (size_t)j * stride;
-    forest_walk8(f, root, k, t->depth + t->check, t->shallow + 1, t->check, end);
+    forest_walk8(f, root, k, 0, t->depth + t->check, t->shallow + 1, t->check, end);
 }
 
 /* One row through trees t[0..8). */
@@ -649,12 +655,12 @@ static inline __attribute__((always_inline)) void forest_trees8(const kiln_fores
         if (t[j].shallow + 1 < from) from = t[j].shallow + 1;
         check |= t[j].check;
     }
-    forest_walk8(f, root, k, depth + check, from, check, end);
+    forest_walk8(f, root, k, 1, depth + check, from, check, end);
 }
 
 /* One row through one tree, `depth` steps (it ends at its leaf or its leaf's sink). */
-static inline int32_t forest_one(const kiln_forest *f, const kiln_forest_tree *t, const uint32_t *k) {
-    int32_t c = t->root;
+static inline uint32_t forest_one(const kiln_forest *f, const kiln_forest_tree *t, const uint32_t *k) {
+    uint32_t c = (uint32_t)t->root;
     for (int l = 0; l < t->depth; l++) c = forest_step(f->nodes, f->next, c, k);
     return c;
 }
