@@ -276,10 +276,11 @@ void kiln_forest_free(kiln_forest *f) {
  * 3.7 on average) are where it pays: the lockstep walk waits for the deepest of its eight paths, this walk has no
  * paths. The sums are the lockstep walk's: each row adds its leaf's value in tree order, in double. */
 
-/* Whether this CPU runs the leaf-mask walk. */
+/* Whether the leaf-mask walk runs here: the kernel family in use is AVX-512 (so the `generic` target and
+ * kiln_kernels_force_generic keep to portable C) and the CPU has AVX-512CD (vplzcntd). */
 static int forest_masks_supported(void) {
 #if defined(__x86_64__)
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd");
+    return strcmp(kiln_kernels_isa(), "avx512") == 0 && __builtin_cpu_supports("avx512cd");
 #else
     return 0;
 #endif
