@@ -412,13 +412,17 @@ KILN_TREES_AVX512 static inline __attribute__((always_inline)) void mask_pass(co
                 }
             }
         }
+        /* The tree's leaf values, 32 per register pair: a two-table permute picks each row's (a gather of 16 took
+         * a fifth of the walk). */
+        __m512 v0 = _mm512_loadu_ps(values), v1 = _mm512_loadu_ps(values + 16), v2 = v0, v3 = v1;
+        if (W == 2) v2 = _mm512_loadu_ps(values + 32), v3 = _mm512_loadu_ps(values + 48);
         for (int s = 0; s < S; s++) {
-            __m512i leaf = mask_lowest(lo[s]);
+            __m512 v = _mm512_permutex2var_ps(v0, mask_lowest(lo[s]), v1);
             if (W == 2) {
+                /* No low leaf left: the leaf is a high one. */
                 __mmask16 none = _mm512_testn_epi32_mask(lo[s], lo[s]);
-                leaf = _mm512_mask_add_epi32(leaf, none, mask_lowest(hi[s]), _mm512_set1_epi32(32));
+                v = _mm512_mask_blend_ps(none, v, _mm512_permutex2var_ps(v2, mask_lowest(hi[s]), v3));
             }
-            __m512 v = _mm512_i32gather_ps(leaf, values, 4);
             a[2 * s] = _mm512_add_pd(a[2 * s], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
             a[2 * s + 1] = _mm512_add_pd(a[2 * s + 1],
                                          _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
