@@ -1,4 +1,5 @@
-/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C; the leaf-mask walk is AVX-512, chosen at run time).
+/* trees.c — tree-ensemble walks for kiln.cpu's TreeEnsemble predictor (portable C; the leaf-mask walk is
+ * AVX-512, chosen at run time).
  *
  * Three walks:
  *
@@ -423,9 +424,9 @@ KILN_TREES_AVX512 static inline __attribute__((always_inline)) void mask_pass(co
                 __mmask16 none = _mm512_testn_epi32_mask(lo[s], lo[s]);
                 v = _mm512_mask_blend_ps(none, v, _mm512_permutex2var_ps(v2, mask_lowest(hi[s]), v3));
             }
+            __m256 high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
             a[2 * s] = _mm512_add_pd(a[2 * s], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
-            a[2 * s + 1] = _mm512_add_pd(a[2 * s + 1],
-                                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+            a[2 * s + 1] = _mm512_add_pd(a[2 * s + 1], _mm512_cvtps_pd(high));
         }
     }
     for (int s = 0; s < S; s++) {
@@ -615,7 +616,8 @@ static inline __attribute__((always_inline)) void forest_walk8(const kiln_forest
     /* One row through eight trees reads one key row: one pointer, not eight (the walk keeps its cursors in
      * registers only if the pointers leave room). */
     const uint32_t *k0 = k[0], *k1 = k[one_row ? 0 : 1], *k2 = k[one_row ? 0 : 2], *k3 = k[one_row ? 0 : 3];
-    const uint32_t *k4 = k[one_row ? 0 : 4], *k5 = k[one_row ? 0 : 5], *k6 = k[one_row ? 0 : 6], *k7 = k[one_row ? 0 : 7];
+    const uint32_t *k4 = k[one_row ? 0 : 4], *k5 = k[one_row ? 0 : 5], *k6 = k[one_row ? 0 : 6];
+    const uint32_t *k7 = k[one_row ? 0 : 7];
     uint32_t c0 = (uint32_t)root[0], c1 = (uint32_t)root[1], c2 = (uint32_t)root[2], c3 = (uint32_t)root[3],
              c4 = (uint32_t)root[4], c5 = (uint32_t)root[5], c6 = (uint32_t)root[6], c7 = (uint32_t)root[7];
     for (int l = 0; l < steps; l++) {
