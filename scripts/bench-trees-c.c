@@ -7,9 +7,13 @@
  * X.f32 holds at least ROWS × FEATURES raw float32 values (row-major). The program loads the artifact with
  * THREADS threads, runs it on the first ROWS rows with caller-provided outputs (kiln_run) for about SECONDS,
  * and prints the median latency of one call in nanoseconds. Errors print their message and exit with status 1.
+ *
+ * KILN_TREES_VARIANT=NAME (leafmask, lockstep, worklist, none) chooses kiln.cpu's tree walk before the artifact
+ * loads (kiln_trees_select_variant in CKilnKernels), to compare the walks in one library.
  */
 #include <kiln/kiln.h>
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -50,6 +54,14 @@ int main(int argc, char **argv) {
         return 1;
     }
     fclose(f);
+    const char *variant = getenv("KILN_TREES_VARIANT");
+    if (variant != NULL && *variant != 0) {
+        int (*select)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "kiln_trees_select_variant");
+        if (select == NULL || select(variant) != 0) {
+            fprintf(stderr, "bench-trees-c: cannot choose the tree walk %s\n", variant);
+            return 1;
+        }
+    }
     kiln_context *context = NULL;
     check(kiln_context_create(NULL, &context), "creating a context");
     kiln_load_options options = {0};

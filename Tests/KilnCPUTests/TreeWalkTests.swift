@@ -29,12 +29,13 @@ import Testing
     static let specials: [Float] = [.nan, 0, -0.0, 1e-36, -1e-36]
     static let features = 5
 
-    /// A random forest of `trees` trees of depth at most 7 (unbalanced: a node stops early at random).
-    static func forest(_ kind: Kind, targets: Int, trees: Int, multiWeightLeaves: Bool, _ r: inout SplitMix64) -> TreeEnsemble.Spec {
+    /// A random forest of `trees` trees of depth at most `maxDepth` (unbalanced: a node stops early at random).
+    static func forest(_ kind: Kind, targets: Int, trees: Int, multiWeightLeaves: Bool, maxDepth: Int = 7,
+                       _ r: inout SplitMix64) -> TreeEnsemble.Spec {
         var spec = TreeEnsemble.Spec(targets: targets)
         spec.baseValues = (0..<targets).map { _ in r.pick(values) }
         func node(_ depth: Int, _ tree: Int) -> Int {
-            if depth >= 7 || (depth > 0 && r.below(4) == 0) {
+            if depth >= maxDepth || (depth > 0 && r.below(4) == 0) {
                 if multiWeightLeaves && r.bool() {
                     return spec.addLeaf((0..<targets).map { (target: $0, value: r.float()) })
                 }
@@ -77,9 +78,9 @@ import Testing
         (0..<(rows * features)).map { _ in r.below(4) == 0 ? r.pick(specials) : r.pick(values) }
     }
 
-    /// The C walks (the lockstep walk where the forest folds into it, else the work list; the work list only),
-    /// and "none" (the Swift walk).
-    static let variants = ["lockstep", "worklist", "none"]
+    /// The C walks (the leaf-mask walk where the forest and the CPU take it, else lockstep; the lockstep walk where
+    /// the forest folds into it, else the work list; the work list only), and "none" (the Swift walk).
+    static let variants = ["leafmask", "lockstep", "worklist", "none"]
 
     @Test("Every walk variant gives kiln.reference's predictions, bit for bit the same as each other, one row at a time or in blocks",
           arguments: Kind.allCases)
@@ -131,11 +132,170 @@ import Testing
         }
     }
 
+    @Test("Forests of small trees through a Session: the leaf-mask walk gives kiln.reference's predictions and the work list's bits",
+          arguments: [Kind.lessThanNaN, .lessOrEqualNaN, .lessOrEqualAsZero])
+    func leafMasksMatchTheReference(_ kind: Kind) throws {
+        defer { _ = kiln_trees_select_variant("host") }
+        var r = SplitMix64(seed: UInt64(Kind.allCases.firstIndex(of: kind)! + 101))
+        // Depth 5: at most 32 leaves (one mask word); depth 6: at most 64 (two).
+        for maxDepth in [5, 6] {
+            let model = Self.model(Self.forest(kind, targets: 1, trees: 50, multiWeightLeaves: false, maxDepth: maxDepth, &r))
+            let x = Self.rows(300, &r)
+            let input = Tensor(shape: [300, Self.features], x)
+            let want = try Session(model: model, backend: ReferenceBackend()).runOrdered(["x": .tensor(input)])[0].tensor!.elements(as: Float.self)
+            var results: [String: [Float]] = [:]
+            for variant in ["leafmask", "worklist"] {
+                #expect(kiln_trees_select_variant(variant) == 0)
+                for threads in [1, 2] {
+                    let cpu = try Session(model: model, backend: CPUBackend(threads: threads))
+                    let all = try cpu.runOrdered(["x": .tensor(input)])[0].tensor!.elements(as: Float.self)
+                    let context = "\(kind) depth \(maxDepth) \(variant) threads \(threads)"
+                    #expect(all.count == want.count, "\(context)")
+                    for i in 0..<min(all.count, want.count) where !(abs(all[i] - want[i]) <= 1e-5 * max(1, abs(want[i]))) {
+                        Issue.record("\(context): value \(i) is \(all[i]), kiln.reference \(want[i])")
+                        break
+                    }
+                    // Batches that end in partial sets of 16 rows and partial passes of 64.
+                    for (lo, n) in [(3, 5), (20, 17), (50, 64), (100, 93)] {
+                        let part = try cpu.runOrdered(["x": .tensor(Tensor(shape: [n, Self.features], Array(x[(lo * Self.features)..<((lo + n) * Self.features)])))])[0]
+                            .tensor!.elements(as: Float.self)
+                        #expect(part == Array(all[lo..<(lo + n)]), "\(context): rows \(lo)..<\(lo + n) alone")
+                    }
+                    results[variant] = all
+                }
+            }
+            #expect(results["leafmask"] == results["worklist"], "\(kind) depth \(maxDepth): the leaf-mask walk differs from the work list")
+        }
+    }
+
+    /// A random forest in the C layout: `trees` trees grown leaf-wise to at most `leaves` leaves each, the first to
+    /// exactly `leaves` (a random leaf
+    /// splits; half the time the last split's child, so some paths are long), splits `<` or `<=` on `features`
+    /// features with NaN missing (either way) or read as 0. Returns the splits, the roots and one value per leaf.
+    static func cForest(trees: Int, leaves: Int, features: Int, _ r: inout SplitMix64) -> ([kiln_tree_node], [Int32], [Float]) {
+        var nodes: [kiln_tree_node] = [], roots: [Int32] = [], values: [Float] = []
+        enum Slot { case root, yes(Int), no(Int) }
+        for t in 0..<trees {
+            var open: [Slot] = [.root]
+            var root: Int32 = 0
+            let count = t == 0 ? leaves : r.below(8) == 0 ? 1 : r.int(2...leaves)
+            var last = 0
+            func set(_ slot: Slot, _ ref: Int32) {
+                switch slot {
+                case .root: root = ref
+                case .yes(let n): nodes[n].yes = ref
+                case .no(let n): nodes[n].no = ref
+                }
+            }
+            while open.count < count {
+                let pick = r.bool() ? last : r.below(open.count)
+                let n = nodes.count
+                let missing = r.bool() ? KILN_TREE_MISSING_NAN : KILN_TREE_MISSING_NAN_AS_ZERO
+                let word = UInt32(r.below(features)) | (r.bool() ? KILN_TREE_LE : 0) | (r.bool() ? KILN_TREE_MISSING_YES : 0)
+                    | UInt32(missing) << KILN_TREE_MISSING_SHIFT
+                nodes.append(kiln_tree_node(word: word, threshold: r.pick(Self.values), yes: 0, no: 0))
+                set(open[pick], Int32(n))
+                open[pick] = .yes(n)
+                open.append(.no(n))
+                last = r.bool() ? pick : open.count - 1
+            }
+            for slot in open {
+                set(slot, ~Int32(values.count))
+                values.append(r.float(-4, 4))
+            }
+            roots.append(root)
+        }
+        return (nodes, roots, values)
+    }
+
+    @Test("The leaf-mask walk sums what the lockstep walk sums, bit for bit, for every batch length; bigger trees are left to lockstep")
+    func leafMasksMatchLockstep() {
+        defer { _ = kiln_trees_select_variant("host") }
+        let avx512 = String(cString: kiln_kernels_isa()) == "avx512"
+        var r = SplitMix64(seed: 7)
+        let features = 6
+        // (most leaves per tree, mask words the walk should use)
+        for (leaves, words) in [(32, 1), (33, 2), (64, 2), (65, 0)] {
+            let (nodes, roots, values) = Self.cForest(trees: 37, leaves: leaves, features: features, &r)
+            #expect(kiln_trees_select_variant("lockstep") == 0)
+            let lockstep = kiln_forest_build(nodes, nodes.count, roots, roots.count, values, values.count)
+            #expect(kiln_trees_select_variant("leafmask") == 0)
+            let masked = kiln_forest_build(nodes, nodes.count, roots, roots.count, values, values.count)
+            defer { kiln_forest_free(lockstep); kiln_forest_free(masked) }
+            guard let lockstep, let masked else { Issue.record("kiln_forest_build declined a forest of \(leaves) leaves"); continue }
+            #expect(kiln_forest_mask_words(lockstep) == 0)
+            let got = kiln_forest_mask_words(masked)
+            #expect(got == (avx512 ? Int32(words) : 0), "forest of \(leaves) leaves: mask words \(got)")
+            // Rows with NaN, ±0 and thresholds' own values.
+            let rows = 300
+            let x = (0..<(rows * features)).map { _ in r.below(4) == 0 ? r.pick(Self.specials) : r.pick(Self.values + [r.float(-3, 3)]) }
+            let width = 2 * kiln_forest_features(masked)
+            var keys = [UInt32](repeating: 0, count: rows * width)
+            kiln_forest_expand(masked, x, features, rows, &keys)
+            for n in [5, 15, 16, 17, 33, 48, 63, 64, 65, 130, 300] {
+                let start = (0..<n).map { Double($0) * 0.25 }
+                var a = start, b = start
+                keys.withUnsafeBufferPointer { k in
+                    kiln_forest_sum_rows(lockstep, k.baseAddress!, n, &a)
+                    kiln_forest_sum_rows(masked, k.baseAddress!, n, &b)
+                }
+                #expect(a == b, "forest of \(leaves) leaves, \(n) rows")
+            }
+        }
+    }
+
+    @Test("The chained one-row walk gives the lockstep walk's sums and leaves, bit for bit, across chunks of trees")
+    func chainedRowMatchesLockstep() {
+        defer { _ = kiln_trees_select_variant("host") }
+        var r = SplitMix64(seed: 11)
+        let features = 6
+        // Fewer trees than lanes, a few, and more than one chunk (1,024 trees).
+        for trees in [3, 8, 37, 1100] {
+            let (nodes, roots, values) = Self.cForest(trees: trees, leaves: 40, features: features, &r)
+            let rows = 40
+            let x = (0..<(rows * features)).map { _ in r.below(4) == 0 ? r.pick(Self.specials) : r.pick(Self.values + [r.float(-3, 3)]) }
+            // With one value per leaf (kiln_forest_sum_row) and without (kiln_forest_leaves_row).
+            for withValues in [true, false] {
+                func build(_ variant: String) -> OpaquePointer? {
+                    #expect(kiln_trees_select_variant(variant) == 0)
+                    return withValues ? kiln_forest_build(nodes, nodes.count, roots, roots.count, values, values.count)
+                        : kiln_forest_build(nodes, nodes.count, roots, roots.count, nil, values.count)
+                }
+                let lockstep = build("lockstep"), chained = build("leafmask")
+                defer { kiln_forest_free(lockstep); kiln_forest_free(chained) }
+                guard let lockstep, let chained else { Issue.record("kiln_forest_build declined \(trees) trees"); continue }
+                #expect(kiln_forest_chained(lockstep) == 0)
+                #expect(kiln_forest_chained(chained) == 1, "\(trees) leaf-wise trees are walked chained")
+                let width = 2 * kiln_forest_features(chained)
+                var keys = [UInt32](repeating: 0, count: rows * width)
+                kiln_forest_expand(chained, x, features, rows, &keys)
+                keys.withUnsafeBufferPointer { k in
+                    for row in 0..<rows {
+                        let key = k.baseAddress! + row * width
+                        if withValues {
+                            var a = 0.5, b = 0.5
+                            kiln_forest_sum_row(lockstep, key, &a)
+                            kiln_forest_sum_row(chained, key, &b)
+                            #expect(a.bitPattern == b.bitPattern, "\(trees) trees, row \(row): \(b), lockstep \(a)")
+                        } else {
+                            var a = [Int32](repeating: -1, count: trees), b = [Int32](repeating: -2, count: trees)
+                            kiln_forest_leaves_row(lockstep, key, &a)
+                            kiln_forest_leaves_row(chained, key, &b)
+                            #expect(a == b, "\(trees) trees, row \(row): leaves differ")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     @Test("Unknown walk variants are refused; the host variant is one the CPU has")
     func variantSelection() {
         defer { _ = kiln_trees_select_variant("host") }
         #expect(kiln_trees_select_variant("sse9") == -1)
         #expect(kiln_trees_select_variant("host") == 0)
+        #expect(String(cString: kiln_trees_variant()) == "leafmask")
+        #expect(kiln_trees_select_variant("lockstep") == 0)
         #expect(String(cString: kiln_trees_variant()) == "lockstep")
         #expect(kiln_trees_enabled() == 1)
         #expect(kiln_trees_select_variant("none") == 0)

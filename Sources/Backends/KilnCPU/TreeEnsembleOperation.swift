@@ -9,7 +9,10 @@ import KilnIR
 ///   NaN missing or read as 0 (XGBoost, LightGBM's missing_type NaN/None, ONNX-ML). Each split folds into one
 ///   unsigned comparison of order-preserving integer keys, children side by side; eight rows walk one tree
 ///   (or, for a batch of at most `smallBatch` rows, one row walks eight trees) with their cursors in
-///   registers. Rows are turned into keys once per block.
+///   registers. Rows are turned into keys once per block. The C side picks two refinements when it builds the
+///   forest: blocks of a forest of small trees (at most 64 leaves, one value each) are walked by leaf masks
+///   on AVX-512 CPUs (16 rows tested against every split at once), and one row goes through a forest of
+///   mostly unbalanced trees chained (eight lanes, each going on to its next tree at once).
 /// - The work-list walk (`kiln_trees_*`): the other comparison forests (LightGBM's missing_type Zero): 16-byte
 ///   split records, a list of independent walks, each dropped at its own leaf.
 /// - The Swift walk: forests with `==`, `!=` or category sets: every tree's nodes in one array of 16-byte

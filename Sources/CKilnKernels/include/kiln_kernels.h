@@ -646,13 +646,14 @@ void kiln_trees_walk_rows(const kiln_tree_node *nodes, int32_t root, const float
 void kiln_trees_sum_rows(const kiln_tree_node *nodes, const int32_t *roots, size_t trees, const float *leaf_values,
                          const float *x, size_t stride, size_t rows, int32_t *leaves, double *sums, int rule);
 
-/** Chooses the walk: "lockstep" (or "host": the default; kiln_forest_build lays out every forest it can),
- *  "worklist" (kiln_forest_build declines, so kiln.cpu uses kiln_trees_* for every forest) or "none" (kiln.cpu
- *  uses its Swift walk); -1 for another name. Process-wide, read when a forest is compiled; for tests and
- *  measurements. */
+/** Chooses the walk: "leafmask" (or "host": the default; kiln_forest_build lays out every forest it can, and adds
+ *  the leaf-mask layout to those with at most 64 leaves per tree and one value per leaf when the CPU has AVX-512),
+ *  "lockstep" (the same without the leaf masks), "worklist" (kiln_forest_build declines, so kiln.cpu uses
+ *  kiln_trees_* for every forest) or "none" (kiln.cpu uses its Swift walk); -1 for another name. Process-wide, read
+ *  when a forest is compiled; for tests and measurements. */
 int kiln_trees_select_variant(const char *name);
 
-/** The walk chosen: "lockstep", "worklist" or "none". */
+/** The walk chosen: "leafmask", "lockstep", "worklist" or "none". */
 const char *kiln_trees_variant(void);
 
 /** 1 unless the variant "none" was chosen. */
@@ -677,10 +678,11 @@ typedef struct kiln_forest_tree {
 /** A forest in the lockstep layout (trees.c explains it). */
 typedef struct kiln_forest kiln_forest;
 
-/** Lays out a forest given as kiln_tree_node splits (`roots[t]`: a split index or ~leaf) for the lockstep walk.
+/** Lays out a forest given as kiln_tree_node splits (`roots[t]`: a split index or ~leaf) for the lockstep walk
+ *  (and, under the variant "leafmask", the leaf-mask walk where it applies: kiln_forest_mask_words).
  *  `leaf_values[leaf]` is each leaf's one value (NULL when leaves carry several; then use the _leaves_ walks).
  *  NULL when a split has missing kind KILN_TREE_MISSING_NAN_OR_ZERO or a NaN threshold, when the trees share
- *  nodes or are malformed, when memory runs out, or when the variant is not "lockstep". */
+ *  nodes or are malformed, when memory runs out, or when the variant is "worklist" or "none". */
 kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const int32_t *roots, size_t trees,
                                const float *leaf_values, size_t leaves);
 
@@ -689,6 +691,15 @@ void kiln_forest_free(kiln_forest *forest);
 
 /** F: the features a row's keys cover (the highest feature read, plus 1); a row takes 2F keys. */
 size_t kiln_forest_features(const kiln_forest *forest);
+
+/** The 32-bit words per row of the leaf masks kiln_forest_sum_rows walks the forest with (1: every tree has at most
+ *  32 leaves; 2: at most 64), or 0 when it walks the forest in lockstep. The leaf masks give the same sums. */
+int kiln_forest_mask_words(const kiln_forest *forest);
+
+/** 1 when kiln_forest_sum_row and kiln_forest_leaves_row walk the forest chained (eight lanes, each going on to
+ *  its next tree at once: forests of mostly unbalanced trees, under the variant "leafmask"), 0 when in lockstep
+ *  (eight trees at a time). Both give the same results. */
+int kiln_forest_chained(const kiln_forest *forest);
 
 /** Writes the 2F keys of each of `rows` rows of x (`stride` floats apart, at least F features each) to keys. */
 void kiln_forest_expand(const kiln_forest *forest, const float *x, size_t stride, size_t rows, uint32_t *keys);
