@@ -570,7 +570,8 @@ def _address(array: npt.NDArray[Any]) -> int:
 
 
 _addressof = ctypes.addressof
-_c_char_from_buffer = ctypes.c_char.from_buffer
+# Takes any object with a writable buffer (numpy arrays included, which typeshed's `Buffer` does not name).
+_c_char_from_buffer: Callable[[Any], Any] = ctypes.c_char.from_buffer
 _empty = np.empty
 
 _RUN_BY_ADDRESS = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
