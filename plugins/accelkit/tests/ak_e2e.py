@@ -53,6 +53,19 @@ def quantize_accuracy():
     return module
 
 
+def corpus_model(name):
+    """(folder, model.onnx, the corpus' inputs) of real-model corpus entry `name`: fetched from its wheel and exported
+    once into .cache/quantize-accuracy (scripts/quantize-accuracy's prepare_model; no corpus venv), its inputs made
+    by scripts/real-models' make_inputs."""
+    qa = quantize_accuracy()
+    rm = qa.real_models_module = qa.real_models()
+    entry = next(e for e in rm.CORPUS if e["name"] == name)
+    root = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+    folder, model = qa.prepare_model(entry, os.path.join(root, ".cache"))
+    inputs, _ = rm.make_inputs(entry, folder)
+    return folder, model, inputs
+
+
 def run(cmd, env=None):
     """Runs a command, exiting (named after the calling script) with its output when it fails; returns stdout + stderr."""
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -32,9 +32,8 @@ import unicodedata
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import arguments, expect, finish, placements, quantize_accuracy, run  # noqa: E402
+from ak_e2e import arguments, corpus_model, expect, finish, placements, run  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 NPU = "sampleneuron.nc2"
 MODES = ("none", "matmul", "all")
 
@@ -152,18 +151,6 @@ def kiln_run(kiln, plugin, artifact, inputs, work, tag):
     run(cmd)
     out = os.path.join(work, f"out-{tag}")
     return {os.path.splitext(f)[0]: np.load(os.path.join(out, f)) for f in os.listdir(out)}
-
-
-def corpus_model(name):
-    """(folder, model.onnx, the corpus' inputs) of real-model corpus entry `name`: fetched from its wheel and exported
-    once into .cache/quantize-accuracy (scripts/quantize-accuracy's prepare_model), inputs from scripts/real-models'
-    make_inputs."""
-    qa = quantize_accuracy()
-    rm = qa.real_models_module = qa.real_models()
-    entry = next(e for e in rm.CORPUS if e["name"] == name)
-    folder, model = qa.prepare_model(entry, os.path.join(ROOT, ".cache"))
-    inputs, _ = rm.make_inputs(entry, folder)
-    return folder, model, inputs
 
 
 def share(where, op):

@@ -35,20 +35,10 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "accelkit", "tests"))
-from ak_e2e import quantize_accuracy, run  # noqa: E402
+from ak_e2e import corpus_model, run  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 SEQ = 128
 PLACEMENTS = (("1 core", 1, "batch"), ("2 cores, batch", 2, "batch"), ("2 cores, pipeline", 2, "pipeline"))
-
-
-def corpus(name):
-    """(model.onnx, the corpus' inputs) of real-model corpus entry `name`."""
-    qa = quantize_accuracy()
-    rm = qa.real_models_module = qa.real_models()
-    entry = next(e for e in rm.CORPUS if e["name"] == name)
-    folder, model = qa.prepare_model(entry, os.path.join(ROOT, ".cache"))
-    return model, rm.make_inputs(entry, folder)[0]
 
 
 def inputs(work, model, batch, page):
@@ -126,7 +116,7 @@ def main():
             cpu_kiln = value
         rest = rest[2:]
     os.makedirs(work, exist_ok=True)
-    (det, det_inputs), (encoder, _) = corpus("ppocr-det-v4"), corpus("minilm-l6")
+    (_, det, det_inputs), (_, encoder, _) = corpus_model("ppocr-det-v4"), corpus_model("minilm-l6")
     paths = {"detector": det, "encoder": encoder}
     rows = []
     for model in models:
