@@ -16,6 +16,7 @@ scripts/build-wheel carries libkiln and the plugins inside the package; see Docu
 from __future__ import annotations
 
 import ctypes
+import functools
 import glob
 import os
 import threading
@@ -25,6 +26,17 @@ from typing import (Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequ
 
 import numpy as np
 import numpy.typing as npt
+
+# The per-call path of Model.run in C (kiln/_fastrun.c), built with the package when a C compiler and CPython's
+# headers are at hand; without it (or with KILN_PYTHON_FASTRUN=0) the same path runs through ctypes.
+# (`_fast`, not `_fastrun`: a package attribute named like the submodule would shadow its import.)
+_fast: Optional[Any] = None
+if os.environ.get("KILN_PYTHON_FASTRUN", "1") != "0":
+    try:
+        from . import _fastrun
+        _fast = _fastrun
+    except ImportError:
+        pass
 
 __all__ = ["KilnError", "KilnIOError", "InvalidModelError", "UnsupportedError", "InvalidArgumentError", "KilnRuntimeError",
            "InvalidArtifactError", "VersionMismatchError", "InternalError", "RunTimeoutError", "MemoryBudgetError",
@@ -569,6 +581,12 @@ def _address(array: npt.NDArray[Any]) -> int:
     return int(array.ctypes.data)
 
 
+def _notify_all(condition: threading.Condition) -> None:
+    """Wakes Model.close() waiting on `condition` (kiln._fastrun's gate calls it when its last run ends)."""
+    with condition:
+        condition.notify_all()
+
+
 _addressof = ctypes.addressof
 # Takes any object with a writable buffer (numpy arrays included, which typeshed's `Buffer` does not name).
 _c_char_from_buffer: Callable[[Any], Any] = ctypes.c_char.from_buffer
@@ -580,11 +598,13 @@ _RUN_BY_ADDRESS = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_vo
 
 class _RunPlan:
     """Prepared kiln_tensor arrays for one input signature (shapes and dtypes) of a model: the inputs' and
-    outputs' dtypes and shapes filled in, data pointers set per call (Model._run_planned)."""
+    outputs' dtypes and shapes filled in, data pointers set per call (Model._run_planned). `fast` is the same
+    plan in C (a kiln._fastrun.Plan) when that module is built, else None."""
 
     def __init__(self, inputs: Any, outputs: Any, output_specs: List[Tuple[Tuple[int, ...], np.dtype[Any]]],
                  keep: List[Any], usable: bool):
         self.usable = usable  # False: this signature takes the general path
+        self.fast: Optional[Any] = None
         self.inputs = inputs
         self.outputs = outputs
         self.input_address = ctypes.addressof(inputs)
@@ -642,6 +662,8 @@ class Model:
         if not run_address:
             raise VersionMismatchError("this libkiln has no kiln_run")
         self._run_address = _RUN_BY_ADDRESS(run_address)
+        # Runs through kiln._fastrun are counted by this gate (with the GIL held) rather than by _active.
+        self._gate = _fast.Gate(functools.partial(_notify_all, self._state)) if _fast is not None else None
 
     def _describe(self, count_function: Any, info_function: Any) -> List["ValueInfo"]:
         count = ctypes.c_size_t()
@@ -672,7 +694,10 @@ class Model:
         """Frees the model's native memory now (after runs in progress on other threads finish). Idempotent."""
         with self._state:
             self._closed = True
-            while self._active:
+            gate = self._gate
+            if gate is not None:
+                gate.close()
+            while self._active or (gate is not None and gate.active):
                 self._state.wait()
             self._handle.free()
 
@@ -725,6 +750,11 @@ class Model:
         steps and a run past it raises RunTimeoutError. None or 0: no limit.
         The GIL is released while libkiln runs, so other Python threads (including other runs) proceed."""
         if timeout_ms is None:
+            fast = getattr(self._plans, "fast", None)  # this thread's last plan in C, when kiln._fastrun is built
+            if fast is not None:
+                result = fast.run(feeds)
+                if result is not None:
+                    return result  # type: ignore[no-any-return]
             planned = self._run_planned(feeds)
             if planned is not None:
                 return planned
@@ -790,10 +820,20 @@ class Model:
                 plans.clear()
             # Learn the output shapes from one general run; the plan serves the next calls.
             result = self.run(dict(zip(names, arrays)), timeout_ms=0)
-            plans[key] = _RunPlan.make(arrays, [result[name] for name in self._output_names])
+            plan = plans[key] = _RunPlan.make(arrays, [result[name] for name in self._output_names])
+            if plan.usable and self._gate is not None:
+                plan.fast = self._fast_plan(arrays, [result[name] for name in self._output_names])
+            if plan.fast is not None:
+                self._plans.fast = plan.fast
             return result
         if not plan.usable:
             return None  # output shapes vary with the input values
+        if plan.fast is not None:
+            self._plans.fast = plan.fast
+            if not plan.fast.usable:
+                return None
+            fast_result: Optional[Dict[str, npt.NDArray[Any]]] = plan.fast.run(feeds)
+            return fast_result  # None: the run failed, and the general path reports why
         # The data addresses, written straight into the prepared tensors.
         for slot, address in zip(plan.input_data, addresses):
             slot.value = address
@@ -820,6 +860,22 @@ class Model:
         if len(results) == 1:
             return {output_names[0]: results[0]}
         return dict(zip(output_names, results))
+
+    def _fast_plan(self, arrays: List[npt.NDArray[Any]], results: List[npt.NDArray[Any]]) -> Optional[Any]:
+        """The kiln._fastrun.Plan for these feeds (C-contiguous, native, non-empty arrays) and the outputs a run
+        on them gave, or None when the C path does not take them (more than 16 values, or rank above 8)."""
+        assert _fast is not None and self._gate is not None
+        if len(arrays) > 16 or not 1 <= len(results) <= 16 or any(a.ndim > 8 for a in arrays + results):
+            return None
+        inputs = []
+        for name, a in zip(self._input_names, arrays):
+            code, bits = _FROM_NUMPY[a.dtype]
+            inputs.append((name, a.shape, a.data.format, a.itemsize, code, bits))
+        outputs = [(name, r.shape, r.dtype) + _FROM_NUMPY[r.dtype] for name, r in zip(self._output_names, results)]
+        lib = self._handle._lib
+        return _fast.Plan(ctypes.cast(lib.kiln_run, ctypes.c_void_p).value,
+                             ctypes.cast(lib.kiln_error_free, ctypes.c_void_p).value, self._handle.pointer.value,
+                             self._handle, self._gate, np.ndarray, np.empty, inputs, outputs)
 
     def _run(self, tensors: Any, options: Any) -> Dict[str, npt.NDArray[Any]]:
         lib = self._handle._lib

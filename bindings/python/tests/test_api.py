@@ -1,5 +1,5 @@
 """The typed Python API: typed errors, context managers and close(), timeout_ms, memory_budget_mb, the GIL, and
-the planned per-call path."""
+the planned per-call path (in C through kiln._fastrun, and through ctypes)."""
 import os
 import sys
 import threading
@@ -159,13 +159,78 @@ def test_run_releases_the_gil(chain_model_path):
     assert progressed >= 0.1 * len(window), f"the Python thread ran in {progressed} of {len(window)} ms of kiln runs"
 
 
+@pytest.fixture(params=["fastrun", "ctypes"])
+def run_path(request, monkeypatch):
+    """Runs a test twice: with the planned path in C (kiln._fastrun, which the package builds) and through
+    ctypes (as on a Python without the extension). Models loaded inside the test take that path."""
+    if request.param == "ctypes":
+        monkeypatch.setattr(kiln, "_fast", None)
+    return request.param
+
+
+def test_the_c_run_path_is_built_and_gives_what_ctypes_gives(model_path, tmp_path, monkeypatch):
+    """kiln._fastrun is built with the package (scripts/test installs it with pip), serves the second call of a
+    signature, and its outputs equal the ctypes path's for several signatures, read-only and fresh arrays."""
+    assert kiln._fast is not None, "kiln._fastrun was not built (needs a C compiler and CPython 3.11+ headers)"
+    fast = _compiled(model_path, tmp_path, "fast.kiln")
+    monkeypatch.setattr(kiln, "_fast", None)
+    slow = _compiled(model_path, tmp_path, "slow.kiln")
+    monkeypatch.undo()
+    for rows in [2, 5, 2, 1]:
+        x = np.arange(rows * 4, dtype=np.float32).reshape(rows, 4) / 7
+        for readonly in (False, True):
+            x.setflags(write=not readonly)
+            for _ in range(3):
+                a, b = fast.run({"x": x}), slow.run({"x": x})
+                assert list(a) == list(b) == ["y", "s", "xi"]
+                for name in a:
+                    assert a[name].dtype == b[name].dtype and a[name].shape == b[name].shape
+                    np.testing.assert_array_equal(a[name], b[name])
+                    assert a[name].flags.c_contiguous and a[name].flags.writeable
+    assert type(fast._plans.fast).__name__ == "Plan" and getattr(slow._plans, "fast", None) is None
+    # The C plan declines what it was not made for (another dtype, a view, extra keys); the general path
+    # answers, with its typed errors.
+    with pytest.raises(kiln.InvalidArgumentError):
+        fast.run({"x": np.ones((1, 4), np.float64)})
+    with pytest.raises(kiln.InvalidArgumentError, match="no input named"):
+        fast.run({"x": np.ones((1, 4), np.float32), "z": np.ones(1)})
+    view = np.ones((1, 8), np.float32)[:, ::2]
+    np.testing.assert_allclose(fast.run({"x": view})["y"], expected(np.ones((1, 4), np.float32))["y"], rtol=1e-6)
+    fast.close()
+    with pytest.raises(kiln.InvalidArgumentError, match="closed"):
+        fast.run({"x": np.ones((1, 4), np.float32)})
+
+
+def test_close_waits_for_a_run_in_progress_on_the_c_path(chain_model_path):
+    """A run through kiln._fastrun (the second call of a signature) holds close() until it ends."""
+    assert kiln._fast is not None
+    model = kiln.load(chain_model_path, threads=1)
+    x = np.ones((CHAIN_SIZE, CHAIN_SIZE), np.float32) / CHAIN_SIZE
+    model.run({"x": x})  # the first call takes the general path and makes the plan
+    result = {}
+
+    def work():
+        result["y"] = model.run({"x": x})["y"]
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not model._gate.active and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.0002)
+    model.close()  # must not free the model under the running thread
+    assert model._handle.pointer.value is None
+    worker.join()
+    np.testing.assert_allclose(result["y"], chain_expected(x), rtol=1e-3, atol=1e-4)
+    assert model._gate.active == 0
+
+
 def _compiled(path, tmp_path, name="m.kiln"):
     artifact = str(tmp_path / name)
     kiln.compile(path, artifact)
     return kiln.load(artifact, threads=1)
 
 
-def test_repeated_runs_take_the_planned_path_and_return_new_arrays(model_path, tmp_path):
+def test_repeated_runs_take_the_planned_path_and_return_new_arrays(model_path, tmp_path, run_path):
     """The second call with the same input signature runs through the prepared plan (kiln_run into new
     arrays): same values as the first, fresh arrays every call, and another signature gets its own plan."""
     m = _compiled(model_path, tmp_path)
@@ -200,7 +265,7 @@ def test_repeated_runs_take_the_planned_path_and_return_new_arrays(model_path, t
         m.run({"x": x})
 
 
-def test_planned_path_leaves_empty_outputs_and_odd_feeds_to_the_general_path(tmp_path, model_path):
+def test_planned_path_leaves_empty_outputs_and_odd_feeds_to_the_general_path(tmp_path, model_path, run_path):
     """An output with no elements makes a plan that is never used (no crash on the call that learns it), and
     feeds that are not a dict (an array, a list) still get the general path's typed error."""
     graph = helper.make_graph(
@@ -221,7 +286,7 @@ def test_planned_path_leaves_empty_outputs_and_odd_feeds_to_the_general_path(tmp
             tiny.run(feeds)  # type: ignore[arg-type]
 
 
-def test_outputs_whose_shape_depends_on_values_leave_the_planned_path(tmp_path):
+def test_outputs_whose_shape_depends_on_values_leave_the_planned_path(tmp_path, run_path):
     """NonZero's output length depends on the values, not the input shape: the plan learned from the first
     call fails kiln_run's output check on the next, and the signature then takes the general path."""
     graph = helper.make_graph(
@@ -239,7 +304,7 @@ def test_outputs_whose_shape_depends_on_values_leave_the_planned_path(tmp_path):
         assert m.run({"x": a})["i"].tolist() == [list(np.nonzero(a > 0)[0])]
 
 
-def test_planned_runs_from_many_threads_keep_their_own_buffers(model_path, tmp_path):
+def test_planned_runs_from_many_threads_keep_their_own_buffers(model_path, tmp_path, run_path):
     """Each thread has its own plans, so concurrent calls never share a kiln_tensor's data pointer."""
     m = _compiled(model_path, tmp_path)
     errors = []

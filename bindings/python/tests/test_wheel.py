@@ -39,7 +39,7 @@ def test_wheel_is_tagged_for_this_glibc_and_carries_the_library_and_plugins(whee
         wheel_file = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
     assert {"kiln/__init__.py", "kiln/dlr.py", "kiln/spark.py", "kiln/ray.py", "kiln/_scale.py", "kiln/py.typed",
             "kiln/lib/libkiln.so.0",
-            "kiln/plugins/libkiln_sample_plugin.so"} <= names
+            "kiln/plugins/libkiln_sample_plugin.so", "kiln/_fastrun.abi3.so", "kiln/_fastrun.pyi"} <= names
     assert "Root-Is-Purelib: false" in wheel_file
     assert not any("libswift" in n for n in names), "the Swift runtime is linked statically, not bundled"
 
@@ -58,8 +58,11 @@ assert "sample.bytecode" in kiln.backends(), kiln.backends()
 bundled = kiln.bundled_plugins()
 assert [(os.path.basename(p), b) for p, b in bundled.items()] == [("libkiln_sample_plugin.so", ["sample.bytecode"])], bundled
 x = np.load({str(tmp_path / "x.npy")!r})
+assert kiln._fast is not None, "the wheel's kiln._fastrun did not load"
 with kiln.load({model_path!r}) as model:
     y = model.run({{"x": x}})["y"]
+    y_again = model.run({{"x": x}})["y"]  # the second call with these shapes runs through kiln._fastrun
+    assert model._plans.fast is not None and np.array_equal(y, y_again)
 np.save({str(tmp_path / "y.npy")!r}, y)
 kiln.compile({model_path!r}, {str(tmp_path / "plugin.kiln")!r}, backends="sample.bytecode", fallback="allow")
 plugin_model = kiln.load({str(tmp_path / "plugin.kiln")!r})
