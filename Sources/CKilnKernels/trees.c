@@ -230,6 +230,7 @@ struct kiln_forest {
     int32_t sink;             /* the first sink: a cursor at or past it has finished */
     /* The leaf-mask layout (below), or mask_words = 0. */
     int mask_words;           /* 32-bit words of a tree's leaf mask: 1 (every tree has at most 32 leaves) or 2 */
+    int mask_isa;             /* the walk's vector width, chosen when the layout was built: 2 AVX-512, 1 AVX2 */
     kiln_forest_mask *masks;  /* every tree's splits, tree by tree */
     uint32_t *mask_start;     /* tree t's splits: masks[mask_start[3t] .. mask_start[3t + 3]), in three runs */
     float *mask_values;       /* tree t's leaf i (left to right): mask_values[32 * mask_words * t + i] */
@@ -265,7 +266,8 @@ void kiln_forest_free(kiln_forest *f) {
 
 /* ---- The leaf-mask walk ----------------------------------------------------------------------------------------
  *
- * For forests of small trees (at most 64 leaves each) with one value per leaf, on CPUs with AVX-512: instead of
+ * For forests of small trees (at most 64 leaves each) with one value per leaf, on CPUs with AVX-512 (or AVX2,
+ * eight rows a vector, after the AVX-512 walk below): instead of
  * following a path, a row is tested against every split of a tree at once. A tree's leaves are numbered left to
  * right (first child before second); a row starts with a mask of all leaves, and every split at which it goes to
  * the second child clears the leaves of the first child's subtree. The row's leaf is then the lowest leaf left in
@@ -277,11 +279,14 @@ void kiln_forest_free(kiln_forest *f) {
  * 3.7 on average) are where it pays: the lockstep walk waits for the deepest of its eight paths, this walk has no
  * paths. The sums are the lockstep walk's: each row adds its leaf's value in tree order, in double. */
 
-/* Whether the leaf-mask walk runs here: the kernel family in use is AVX-512 (so the `generic` target and
- * kiln_kernels_force_generic keep to portable C) and the CPU has AVX-512CD (vplzcntd). */
+/* Which leaf-mask walk runs here, if any: 2, sixteen rows a vector, when the kernel family in use is AVX-512 and
+ * the CPU has AVX-512CD (vplzcntd); 1, eight rows a vector, when the family is AVX2 (or AVX-512 without CD); 0 on
+ * the `generic` target and kiln_kernels_force_generic, which keep to portable C. */
 static int forest_masks_supported(void) {
 #if defined(__x86_64__)
-    return strcmp(kiln_kernels_isa(), "avx512") == 0 && __builtin_cpu_supports("avx512cd");
+    const char *isa = kiln_kernels_isa();
+    if (strcmp(isa, "avx512") == 0) return __builtin_cpu_supports("avx512cd") ? 2 : 1;
+    return strcmp(isa, "avx2") == 0 ? 1 : 0;
 #else
     return 0;
 #endif
@@ -308,8 +313,9 @@ static int forest_mask_tree(const kiln_forest *f, int32_t slot, kiln_forest_mask
     return 0;
 }
 
-/* Adds the leaf-mask layout to `f` (`splits` splits in all) when every tree has at most 64 leaves. */
-static void forest_build_masks(kiln_forest *f, size_t splits) {
+/* Adds the leaf-mask layout to `f` (`splits` splits in all) when every tree has at most 64 leaves; `isa` is the
+ * walk that will read it (forest_masks_supported). */
+static void forest_build_masks(kiln_forest *f, size_t splits, int isa) {
     size_t trees = f->tree_count, count = 0;
     kiln_forest_mask *masks = malloc((splits > 0 ? splits : 1) * sizeof *masks), part[64];
     uint32_t *start = malloc((3 * trees + 1) * sizeof *start);
@@ -336,6 +342,7 @@ static void forest_build_masks(kiln_forest *f, size_t splits) {
     }
     start[3 * trees] = (uint32_t)count;
     f->mask_words = widest <= 32 ? 1 : 2;
+    f->mask_isa = isa;
     if (f->mask_words == 1) /* 32 values per tree */
         for (size_t t = 1; t < trees; t++) memmove(values + 32 * t, values + 64 * t, 32 * sizeof *values);
     f->masks = masks;
@@ -454,8 +461,8 @@ KILN_TREES_AVX512 static void mask_pass_any(const kiln_forest *f, const uint32_t
 }
 
 /* kiln_forest_sum_rows by leaf masks: passes of up to 64 rows (4 × 16), each through every tree. */
-KILN_TREES_AVX512 static int forest_mask_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows,
-                                                  double *sums) {
+KILN_TREES_AVX512 static int forest_mask_sum_rows16(const kiln_forest *f, const uint32_t *keys, size_t rows,
+                                                    double *sums) {
     size_t width = 2 * f->features;
     /* The transposed keys of 64 rows: 512 bytes per feature (at most 2 MB). */
     if (f->features > 4096) return -1;
@@ -476,6 +483,122 @@ KILN_TREES_AVX512 static int forest_mask_sum_rows(const kiln_forest *f, const ui
     }
     free(kt);
     return 0;
+}
+
+/* The same walk eight rows a vector, for AVX2. AVX2 compares signed words only, so keys and split keys have their
+ * top bit flipped (unsigned order becomes signed order); a split's "first child" lanes (key > row) keep their bits
+ * by ORing the split's mask with them before the AND; the lowest set bit's index comes from the exponent of its
+ * value converted to float (exact: a power of two); and the leaf values are gathered. */
+
+#define KILN_TREES_AVX2 __attribute__((target("avx2")))
+
+/* The index of each lane's lowest set bit (lanes must not be 0). */
+KILN_TREES_AVX2 static inline __attribute__((always_inline)) __m256i mask_lowest8(__m256i m) {
+    __m256i bit = _mm256_and_si256(m, _mm256_sub_epi32(_mm256_setzero_si256(), m));
+    __m256i exponent = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(bit)), 23);
+    return _mm256_sub_epi32(_mm256_and_si256(exponent, _mm256_set1_epi32(0xFF)), _mm256_set1_epi32(127));
+}
+
+/* lanes' masks &= split mask, where the row goes to the second child (its key is not below the split's). */
+#define MASK_CLEAR8(word, split_key, split_mask, row_keys) \
+    word = _mm256_and_si256(word, _mm256_or_si256(_mm256_cmpgt_epi32(split_key, row_keys), split_mask))
+
+/* S sets of 8 rows (keys transposed, top bits flipped: key j of row 8s + i at kt[32j + 8s + i]) through every tree;
+ * acc[8s + i] += row 8s + i's leaf values in tree order. W: mask words (1 or 2). */
+KILN_TREES_AVX2 static inline __attribute__((always_inline)) void mask_pass8(const kiln_forest *f, const uint32_t *kt,
+                                                                            double *acc, int S, int W) {
+    const kiln_forest_mask *m = f->masks;
+    const uint32_t *start = f->mask_start;
+    const float *values = f->mask_values;
+    const __m256i ones = _mm256_set1_epi32(-1), zero = _mm256_setzero_si256(), high_leaves = _mm256_set1_epi32(32);
+    for (size_t t = 0; t < f->tree_count; t++, values += 32 * W) {
+        __m256i lo[4], hi[4];
+        for (int s = 0; s < S; s++) lo[s] = hi[s] = ones;
+        uint32_t i = start[3 * t], both = start[3 * t + 1], high = start[3 * t + 2], end = start[3 * t + 3];
+        for (; i < both; i++) {
+            const __m256i *k = (const __m256i *)(kt + 32 * (size_t)m[i].feature);
+            __m256i key = _mm256_set1_epi32((int)(m[i].key ^ 0x80000000u)), mlo = _mm256_set1_epi32((int)m[i].lo);
+            for (int s = 0; s < S; s++) MASK_CLEAR8(lo[s], key, mlo, _mm256_load_si256(k + s));
+        }
+        if (W == 2) {
+            for (; i < high; i++) {
+                const __m256i *k = (const __m256i *)(kt + 32 * (size_t)m[i].feature);
+                __m256i key = _mm256_set1_epi32((int)(m[i].key ^ 0x80000000u));
+                __m256i mlo = _mm256_set1_epi32((int)m[i].lo), mhi = _mm256_set1_epi32((int)m[i].hi);
+                for (int s = 0; s < S; s++) {
+                    __m256i first = _mm256_cmpgt_epi32(key, _mm256_load_si256(k + s));
+                    lo[s] = _mm256_and_si256(lo[s], _mm256_or_si256(first, mlo));
+                    hi[s] = _mm256_and_si256(hi[s], _mm256_or_si256(first, mhi));
+                }
+            }
+            for (; i < end; i++) {
+                const __m256i *k = (const __m256i *)(kt + 32 * (size_t)m[i].feature);
+                __m256i key = _mm256_set1_epi32((int)(m[i].key ^ 0x80000000u)), mhi = _mm256_set1_epi32((int)m[i].hi);
+                for (int s = 0; s < S; s++) MASK_CLEAR8(hi[s], key, mhi, _mm256_load_si256(k + s));
+            }
+        }
+        for (int s = 0; s < S; s++) {
+            __m256i leaf;
+            if (W == 2) {
+                /* No low leaf left: the leaf is a high one. (ORing `none` in keeps mask_lowest8 away from 0.) */
+                __m256i none = _mm256_cmpeq_epi32(lo[s], zero);
+                __m256i low = mask_lowest8(_mm256_or_si256(lo[s], none));
+                leaf = _mm256_blendv_epi8(low, _mm256_add_epi32(mask_lowest8(hi[s]), high_leaves), none);
+            } else {
+                leaf = mask_lowest8(lo[s]);
+            }
+            __m256 v = _mm256_i32gather_ps(values, leaf, 4);
+            __m256d a0 = _mm256_loadu_pd(acc + 8 * s), a1 = _mm256_loadu_pd(acc + 8 * s + 4);
+            _mm256_storeu_pd(acc + 8 * s, _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+            _mm256_storeu_pd(acc + 8 * s + 4, _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+        }
+    }
+}
+#undef MASK_CLEAR8
+
+KILN_TREES_AVX2 static void mask_pass8_any(const kiln_forest *f, const uint32_t *kt, double *acc, int S) {
+    if (f->mask_words == 1) {
+        switch (S) {
+        case 1: mask_pass8(f, kt, acc, 1, 1); break;
+        case 2: mask_pass8(f, kt, acc, 2, 1); break;
+        case 3: mask_pass8(f, kt, acc, 3, 1); break;
+        default: mask_pass8(f, kt, acc, 4, 1); break;
+        }
+    } else {
+        switch (S) {
+        case 1: mask_pass8(f, kt, acc, 1, 2); break;
+        case 2: mask_pass8(f, kt, acc, 2, 2); break;
+        case 3: mask_pass8(f, kt, acc, 3, 2); break;
+        default: mask_pass8(f, kt, acc, 4, 2); break;
+        }
+    }
+}
+
+/* kiln_forest_sum_rows by leaf masks, eight rows a vector: passes of up to 32 rows (4 × 8). */
+KILN_TREES_AVX2 static int forest_mask_sum_rows8(const kiln_forest *f, const uint32_t *keys, size_t rows,
+                                                 double *sums) {
+    size_t width = 2 * f->features;
+    if (f->features > 4096) return -1;
+    uint32_t *kt = aligned_alloc(64, width * 32 * sizeof *kt);
+    if (kt == NULL) return -1;
+    double acc[32];
+    for (size_t base = 0; base < rows; base += 32) {
+        size_t n = rows - base < 32 ? rows - base : 32;
+        int S = (int)((n + 7) / 8);
+        for (size_t i = 0; i < (size_t)S * 8; i++) {
+            const uint32_t *row = keys + (base + (i < n ? i : 0)) * width;
+            for (size_t j = 0; j < width; j++) kt[32 * j + i] = row[j] ^ 0x80000000u;
+        }
+        for (size_t i = 0; i < (size_t)S * 8; i++) acc[i] = i < n ? sums[base + i] : 0.0;
+        mask_pass8_any(f, kt, acc, S);
+        for (size_t i = 0; i < n; i++) sums[base + i] = acc[i];
+    }
+    free(kt);
+    return 0;
+}
+
+static int forest_mask_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows, double *sums) {
+    return f->mask_isa == 2 ? forest_mask_sum_rows16(f, keys, rows, sums) : forest_mask_sum_rows8(f, keys, rows, sums);
 }
 #endif
 
@@ -570,7 +693,8 @@ kiln_forest *kiln_forest_build(const kiln_tree_node *nodes, size_t splits, const
     }
     if (used != (int32_t)slots || sinks != (int32_t)total) goto fail;
     free(stack);
-    if (variant == 0 && leaf_values != NULL && forest_masks_supported()) forest_build_masks(f, splits);
+    int mask_isa = variant == 0 && leaf_values != NULL ? forest_masks_supported() : 0;
+    if (mask_isa != 0) forest_build_masks(f, splits, mask_isa);
     if (variant == 0) forest_build_links(f, slots, leaf_values == NULL);
     return f;
 fail:
