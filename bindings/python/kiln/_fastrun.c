@@ -302,7 +302,7 @@ static void release_all(Py_buffer *views, int count) {
  * failed: the plan then stays unusable). */
 static PyObject *plan_run(Plan *self, PyObject *feeds) {
     if (!self->usable || !PyDict_CheckExact(feeds) || PyDict_Size(feeds) != self->n_in || self->gate->closed)
-        Py_RETURN_NONE;
+        Py_RETURN_NONE;  /* the caller's general path answers (and says "the model is closed") */
     Py_buffer in_views[FR_MAX_VALUES], out_views[FR_MAX_VALUES];
     PyObject *arrays[FR_MAX_VALUES];
     fr_tensor in[FR_MAX_VALUES], out[FR_MAX_VALUES];
@@ -339,7 +339,15 @@ static PyObject *plan_run(Plan *self, PyObject *feeds) {
         out[n_out] = (fr_tensor){out_views[n_out].buf, 1, 0, s->ndim, s->dtype, s->shape, NULL, 0};
     }
 
+    /* Checked again here, with no Python code between the check and the count: numpy.empty above may have run
+     * a finalizer that let another thread close the model. */
     Gate *gate = self->gate;
+    if (gate->closed) {
+        release_all(in_views, n_in);
+        release_all(out_views, n_out);
+        for (int j = 0; j < n_out; j++) Py_DECREF(arrays[j]);
+        Py_RETURN_NONE;
+    }
     gate->active++;
     void *error;
     Py_BEGIN_ALLOW_THREADS
@@ -348,15 +356,16 @@ static PyObject *plan_run(Plan *self, PyObject *feeds) {
     gate->active--;
     release_all(in_views, n_in);
     release_all(out_views, n_out);
-    n_in = 0;
+    if (error != NULL) {
+        self->error_free(error);
+        self->usable = 0;
+    }
     if (gate->active == 0 && gate->closed && gate->on_idle != NULL) {
         PyObject *r = PyObject_CallNoArgs(gate->on_idle);
         if (r == NULL) goto fail_outputs;
         Py_DECREF(r);
     }
     if (error != NULL) {
-        self->error_free(error);
-        self->usable = 0;
         for (int j = 0; j < n_out; j++) Py_DECREF(arrays[j]);
         Py_RETURN_NONE;
     }
