@@ -64,6 +64,29 @@ public protocol Executable: Sendable {
     func run(_ inputs: [String: RuntimeValue]) throws -> [RuntimeValue]
 }
 
+/// An executable that can bind a run to one input signature ahead of time, for callers that run the same
+/// shapes many times from raw memory (the C ABI's `kiln_run`): the bound run skips the per-run work of
+/// `run(_:)` (dictionaries, tensors, shape lookups) and writes straight into the caller's buffers.
+public protocol BindingExecutable: Executable {
+    /// A run bound to `inputs` (name, shape and element type of each input the caller will supply, in the
+    /// order the bound run's input pointers come in), or nil when this executable cannot run that signature
+    /// that way (the caller then uses `run(_:)`). Inputs left out take their defaults, as in `run(_:)`.
+    /// Throws what `run(_:)` would throw while preparing those shapes (a plan over the memory budget).
+    func bind(_ inputs: [(name: String, shape: [Int], dtype: DType)]) throws -> (any BoundRun)?
+}
+
+/// A run bound to one input signature (see `BindingExecutable.bind(_:)`). Its results equal those of
+/// `Executable.run(_:)` on tensors of that signature. It has no deadline: `RunDeadline` is not consulted.
+public protocol BoundRun: AnyObject, Sendable {
+    /// The shape and element type of each output, in graph-output order (fixed by the input signature).
+    var outputs: [(shape: [Int], dtype: DType)] { get }
+    /// Runs on the input bytes at `inputs` (one pointer per bound input, in bound order: compact row-major,
+    /// aligned to the element width) and writes each output, compact row-major, to the buffer at
+    /// `outputs[i]` (sized for `self.outputs[i]`). An output buffer may be an input's memory.
+    /// Safe to call from many threads at once.
+    func run(inputs: UnsafePointer<UnsafeRawPointer>, outputs: UnsafePointer<UnsafeMutableRawPointer>) throws
+}
+
 /// What a backend compiled ahead of time: opaque bytes stored in an artifact's payload section, and
 /// the compatibility string the backend checks before loading them on another machine or version.
 public struct Payload: Sendable, Hashable {

@@ -23,11 +23,14 @@ final class ModelHandle {
     let outputs: [ValueDescription]
     /// The partition report.
     let partition: [kiln_partition_entry]
+    /// `kiln_run`'s bound runs, by input signature.
+    let boundRuns: BoundRuns
     private let strings = CStringPool()
     private var arrays: [AnyObject] = []
 
     init(session: Session) {
         self.session = session
+        boundRuns = BoundRuns(session: session)
         let strings = self.strings
         var arrays: [AnyObject] = []
         func describe(_ value: Value) -> ValueDescription {

@@ -86,6 +86,7 @@ public func kiln_run(_ model: OpaquePointer?, _ inputs: UnsafePointer<kiln_tenso
                 + "(\(model.outputs.map(\.name).joined(separator: ", ")))")
         }
         if outputCount > 0 && outputs == nil { throw nullArgument("outputs", of: function) }
+        if runOptions.timeout == nil, try model.boundRuns.run(inputs, inputCount, outputs, outputCount) { return }
         let results = try ModelRun.run(model, inputs, inputCount, function, options: runOptions)
         for (i, result) in results.enumerated() {
             let given = outputs![i]

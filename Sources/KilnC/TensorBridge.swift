@@ -94,11 +94,19 @@ enum TensorBridge {
 
     /// Whether `strides` (NULL or not) describes the compact row-major layout of `shape`.
     static func isCompact(shape: [Int], strides: UnsafeMutablePointer<Int64>?) -> Bool {
+        isCompact(rank: shape.count, dim: { shape[$0] }, strides: strides)
+    }
+
+    /// Whether `strides` (NULL or not) describes the compact row-major layout of a shape of `rank` dims,
+    /// dim `axis` being `dim(axis)`.
+    @inline(__always)
+    static func isCompact(rank: Int, dim: (Int) -> Int, strides: UnsafeMutablePointer<Int64>?) -> Bool {
         guard let strides else { return true }
         var expected = 1
-        for axis in stride(from: shape.count - 1, through: 0, by: -1) {
-            if shape[axis] != 1 && Int(strides[axis]) != expected { return false }
-            expected *= shape[axis]
+        for axis in stride(from: rank - 1, through: 0, by: -1) {
+            let size = dim(axis)
+            if size != 1 && Int(strides[axis]) != expected { return false }
+            expected *= size
         }
         return true
     }

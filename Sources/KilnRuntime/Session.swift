@@ -280,31 +280,66 @@ public final class Session: @unchecked Sendable {
             guard let tensor = value.tensor else {
                 throw KilnError(.invalidArgument, "input '\(input.name)': expected a tensor \(expected), given \(value.summary)")
             }
-            guard tensor.dtype == expected.dtype else {
-                throw KilnError(.invalidArgument, "input '\(input.name)': expected element type \(expected.dtype), given \(tensor.dtype)")
-            }
-            // The one checked size computation: a bound input's shape product never overflows later arithmetic.
-            _ = try ElementCount.of(tensor.shape, dtype: tensor.dtype, what: "input '\(input.name)'", code: .invalidArgument)
-            guard let dims = expected.shape else { continue }
-            guard dims.count == tensor.rank else {
-                throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (rank \(tensor.rank), expected \(dims.count))")
-            }
-            for (axis, (dim, size)) in zip(dims, tensor.shape).enumerated() {
-                switch dim {
-                case .fixed(let v) where v != size:
-                    throw KilnError(.invalidArgument, "input '\(input.name)': expected shape \(expected), given \(TensorType(tensor.dtype, fixed: tensor.shape)) (dim \(axis) is \(size), expected \(v))")
-                case .symbol(let s) where !s.isEmpty && s != "?":  // `?` (artifacts from before import made it anonymous)
-                    if let (bound, by) = symbols[s] {
-                        if bound != size {
-                            warn("input '\(input.name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound); running anyway, as ONNX Runtime does")
-                        }
-                    } else {
-                        symbols[s] = (size, input.name)
+            try check(input.name, expected: expected, dtype: tensor.dtype, shape: tensor.shape, symbols: &symbols)
+        }
+    }
+
+    /// The checks `validate` makes on one tensor of element type `dtype` and shape `shape` given for input
+    /// `name`, declared as `expected`: element type, size, rank and fixed dims. Named dims are bound in
+    /// `symbols` (name → size and the input that set it); a second input that binds one to another size
+    /// raises a warning.
+    private func check(_ name: String, expected: TensorType, dtype: DType, shape: [Int], symbols: inout [String: (Int, String)]) throws {
+        guard dtype == expected.dtype else {
+            throw KilnError(.invalidArgument, "input '\(name)': expected element type \(expected.dtype), given \(dtype)")
+        }
+        // The one checked size computation: a bound input's shape product never overflows later arithmetic.
+        _ = try ElementCount.of(shape, dtype: dtype, what: "input '\(name)'", code: .invalidArgument)
+        guard let dims = expected.shape else { return }
+        guard dims.count == shape.count else {
+            throw KilnError(.invalidArgument, "input '\(name)': expected shape \(expected), given \(TensorType(dtype, fixed: shape)) (rank \(shape.count), expected \(dims.count))")
+        }
+        for (axis, (dim, size)) in zip(dims, shape).enumerated() {
+            switch dim {
+            case .fixed(let v) where v != size:
+                throw KilnError(.invalidArgument, "input '\(name)': expected shape \(expected), given \(TensorType(dtype, fixed: shape)) (dim \(axis) is \(size), expected \(v))")
+            case .symbol(let s) where !s.isEmpty && s != "?":  // `?` (artifacts from before import made it anonymous)
+                if let (bound, by) = symbols[s] {
+                    if bound != size {
+                        warn("input '\(name)': dim \(axis) ('\(s)') is \(size), but input '\(by)' set '\(s)' to \(bound); running anyway, as ONNX Runtime does")
                     }
-                default: break
+                } else {
+                    symbols[s] = (size, name)
                 }
+            default: break
             }
         }
+    }
+
+    /// Whether `bind` may return runs: the whole graph is one partition whose backend binds runs
+    /// (`BindingExecutable`). When false, `bind` always returns nil.
+    public var bindsRuns: Bool { executable is any BindingExecutable }
+
+    /// A run bound to the input signature `inputs` (the shape and element type of each of `requiredInputs`,
+    /// in that order), for a caller that runs those shapes many times from raw memory (the C ABI's
+    /// `kiln_run`). The signature is checked once, as `validate` checks a run's inputs (same errors, same
+    /// warnings). nil when the model cannot be run that way: it is split among partitions, its backend
+    /// cannot bind runs (`BindingExecutable`), or it declines this signature; use `runOrdered` then.
+    /// A bound run has no deadline (`RunOptions.timeout` does not apply to it).
+    public func bind(_ inputs: [(shape: [Int], dtype: DType)]) throws -> (any BoundRun)? {
+        let required = requiredInputs
+        guard inputs.count == required.count else {
+            throw KilnError(.invalidArgument, "\(inputs.count) input(s) given; the model takes \(required.count) (\(required.map(\.name).joined(separator: ", ")))")
+        }
+        var symbols: [String: (Int, String)] = [:]
+        for (input, given) in zip(required, inputs) {
+            switch input.type {
+            case .tensor(let expected)?: try check(input.name, expected: expected, dtype: given.dtype, shape: given.shape, symbols: &symbols)
+            case nil: continue
+            default: return nil  // not declared as a tensor: `runOrdered` says what it expects
+            }
+        }
+        guard let binding = executable as? any BindingExecutable else { return nil }
+        return try binding.bind(zip(required, inputs).map { (name: $0.name, shape: $1.shape, dtype: $1.dtype) })
     }
 }
 

@@ -120,6 +120,30 @@ struct CABITests {
         }
     }
 
+    /// kiln_run's fast path (a run bound to the input signature, Sources/KilnC/BoundRuns.swift) against the
+    /// general path (kiln_run_alloc, kiln_run with a timeout): two inputs and two outputs beside an input with
+    /// a default, signature changes (batch 1, 3, 1), an Identity written over its input, the same errors for
+    /// wrong outputs after fast-path calls, inputs the fast path does not take, 8 threads × 200 runs. For the
+    /// ONNX models and their artifacts.
+    @Test
+    func kilnRunFastPathGivesWhatTheGeneralPathGives() throws {
+        let folder = try Self.fixtures().folder
+        let two = folder + "/two_inputs.onnx", identity = folder + "/identity.onnx"
+        try TestModel.writeTwoInputs(to: two)
+        try TestModel.writeIdentity(to: identity)
+        for path in [two, identity] {
+            try FileSystem.writeAtomically(Kiln.compile(onnxPath: path).bytes, to: path.replacingOccurrences(of: ".onnx", with: ".kiln"))
+        }
+        let program = try Self.program("bound_run_test", ["bindings/c/tests/bound_run_test.c"])
+        for paths in [[two, identity], [two, identity].map { $0.replacingOccurrences(of: ".onnx", with: ".kiln") }] {
+            let result = try ProcessRunner.run(program, paths, timeout: 600)
+            let lines = result.stdout.split(separator: "\n")
+            let failures = lines.filter { $0.hasPrefix("FAIL") }
+            #expect(result.status == 0 && failures.isEmpty, "\(paths): \(failures) \(result.stderr)")
+            #expect(lines.filter { $0.hasPrefix("ok ") }.count == 17, "\(paths): \(result.stdout)")
+        }
+    }
+
     /// An artifact file truncated between load and run: a typed error or a correct result, never a signal
     /// (the program is a child process, so a SIGBUS fails this test instead of killing the runner).
     @Test

@@ -71,6 +71,27 @@ enum TestModel {
         try B.write(model, toFile: path)
     }
 
+    /// Writes a, b: f32[batch, 3] and scale: f32[3] (an input with the default {0.5, 2, -1}) →
+    /// y = (a + b) · scale, z = a − b.
+    static func writeTwoInputs(to path: String) throws {
+        typealias B = ONNXBuilder
+        let nodes = [B.node("Add", ["a", "b"], ["s"], name: "add"), B.node("Mul", ["s", "scale"], ["y"], name: "mul"),
+                     B.node("Sub", ["a", "b"], ["z"], name: "sub")]
+        let inputs = [B.value("a", .float32, ["batch", 3]), B.value("b", .float32, ["batch", 3]), B.value("scale", .float32, [3])]
+        let outputs = [B.value("y", .float32, ["batch", 3]), B.value("z", .float32, ["batch", 3])]
+        let model = B.model(nodes: nodes, inputs: inputs, outputs: outputs, initializers: [B.floatTensor("scale", [3], [0.5, 2, -1])],
+                            graphName: "two-inputs", producer: "kiln-c-tests")
+        try B.write(model, toFile: path)
+    }
+
+    /// Writes x: f32[batch, 4] → y = Identity(x).
+    static func writeIdentity(to path: String) throws {
+        typealias B = ONNXBuilder
+        let model = B.model(nodes: [B.node("Identity", ["x"], ["y"], name: "identity")], inputs: [B.value("x", .float32, ["batch", 4])],
+                            outputs: [B.value("y", .float32, ["batch", 4])], graphName: "identity", producer: "kiln-c-tests")
+        try B.write(model, toFile: path)
+    }
+
     /// kiln.reference's outputs for `input` (shape [2, 4]), in the programs' printed form:
     /// name → (dims, values as Doubles).
     static func reference(modelPath: String) throws -> [String: (dims: [Int], values: [Double])] {

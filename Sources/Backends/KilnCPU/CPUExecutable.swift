@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import KilnBackend
 import KilnIR
 
@@ -191,16 +196,106 @@ final class CPUExecutable: Executable, @unchecked Sendable {
             guard let value = inputs[input.name] ?? input.defaultValue.map(RuntimeValue.tensor) else {
                 throw KilnError(.invalidArgument, "input '\(input.name)' is missing")
             }
-            guard var t = value.tensor else { throw KilnError(.invalidArgument, "input '\(input.name)': kiln.cpu takes tensors, given \(value.summary)") }
+            guard let t = value.tensor else { throw KilnError(.invalidArgument, "input '\(input.name)': kiln.cpu takes tensors, given \(value.summary)") }
             guard Support.castTypes.contains(t.dtype) else {
                 throw KilnError(.unsupported, "input '\(input.name)': element type \(t.dtype) not supported by kiln.cpu")
             }
-            // Kernels read whole elements: copy an input that is not aligned to its element width.
-            if let base = t.rawBytes?.baseAddress, Int(bitPattern: base) % t.dtype.byteWidth! != 0 {
-                t = Tensor(dtype: t.dtype, shape: t.shape, storage: TensorStorage(copying: t.rawBytes!))
-            }
-            tensors.append(t)
+            tensors.append(Self.aligned(t))
         }
         return try lock.withLock { try runStages(tensors).map { RuntimeValue.tensor($0) } }
+    }
+
+    /// `t`, or a copy of it when its bytes are not aligned to its element width (kernels read whole elements).
+    private static func aligned(_ t: Tensor) -> Tensor {
+        guard let base = t.rawBytes?.baseAddress, Int(bitPattern: base) % t.dtype.byteWidth! != 0 else { return t }
+        return Tensor(dtype: t.dtype, shape: t.shape, storage: TensorStorage(copying: t.rawBytes!))
+    }
+}
+
+extension CPUExecutable: BindingExecutable {
+    /// A run bound to `inputs` when, for their shapes, one plan runs the whole program (`Stage.final`) and no
+    /// profile is attached. nil otherwise: a prefix stage (a shape known only at run time), control flow, an
+    /// element type kiln.cpu does not take or without a byte width, an input name the program lacks, or more
+    /// than one output located at an input (whose copies could overwrite each other's source in the caller's
+    /// memory). Inputs not in `inputs` take their defaults.
+    func bind(_ inputs: [(name: String, shape: [Int], dtype: DType)]) throws -> (any BoundRun)? {
+        guard profile == nil else { return nil }
+        var signature: [(shape: [Int], dtype: DType)] = []
+        var sources: [Int] = []
+        var defaults: [Tensor?] = []
+        for input in program.inputs {
+            if let k = inputs.firstIndex(where: { $0.name == input.name }) {
+                let dtype = inputs[k].dtype
+                guard Support.castTypes.contains(dtype), dtype.byteWidth != nil else { return nil }
+                signature.append((inputs[k].shape, dtype))
+                sources.append(k)
+                defaults.append(nil)
+            } else if let value = input.defaultValue, Support.castTypes.contains(value.dtype) {
+                let t = Self.aligned(value)
+                signature.append((t.shape, t.dtype))
+                sources.append(-1)
+                defaults.append(t)
+            } else {
+                return nil
+            }
+        }
+        guard Set(sources.filter { $0 >= 0 }).count == inputs.count else { return nil }
+        let stage = try lock.withLock { try self.stage(key(signature), signature: signature, carried: [], start: 0) }
+        guard case .final(let plan) = stage,
+              plan.outputs.allSatisfy({ $0.dtype != .string && $0.dtype.byteWidth != nil }) else { return nil }
+        let atInput = plan.outputs.indices.filter {
+            if case .input = plan.frame.locations[plan.outputs[$0].id] { return true }
+            return false
+        }
+        guard atInput.count <= 1 else { return nil }
+        return CPUBoundRun(plan: plan, lock: lock, sources: sources, defaults: defaults, firstOutput: atInput.first)
+    }
+}
+
+/// A kiln.cpu run bound to one input signature whose plan runs the whole program: it sets the caller's
+/// pointers into the plan's frame in place, runs the steps, and moves each output from the arena (or an
+/// input) into the caller's buffer. It shares the plan, and so the executable's lock, with `run(_:)`.
+/// It has no deadline and no profile.
+final class CPUBoundRun: BoundRun, @unchecked Sendable {
+    let outputs: [(shape: [Int], dtype: DType)]
+    private let plan: Plan
+    private let lock: Lock
+    /// For each program input, the index of the caller's pointer, or -1 for a default.
+    private let sources: [Int]
+    /// The frame's input pointers with the defaults in place (the caller's slots are filled per run).
+    private let fixedInputs: [UnsafeRawPointer]
+    /// The default tensors `fixedInputs` points into.
+    private let defaults: [Tensor?]
+    /// (output index, value id, byte count), in copy order: an output located at an input first, so that
+    /// it is read before any output buffer that overlaps that input is written.
+    private let copies: [(index: Int, id: Int, bytes: Int)]
+
+    init(plan: Plan, lock: Lock, sources: [Int], defaults: [Tensor?], firstOutput: Int?) {
+        self.plan = plan
+        self.lock = lock
+        self.sources = sources
+        self.defaults = defaults
+        let placeholder = UnsafeRawPointer(plan.frame.arena)
+        fixedInputs = defaults.map { $0?.rawBytes?.baseAddress ?? placeholder }
+        outputs = plan.outputs.map { ($0.shape, $0.dtype) }
+        var order = Array(plan.outputs.indices)
+        if let first = firstOutput { order.removeAll { $0 == first }; order.insert(first, at: 0) }
+        copies = order.map { (index: $0, id: plan.outputs[$0].id, bytes: plan.outputs[$0].shape.reduce(1, *) * plan.outputs[$0].dtype.byteWidth!) }
+    }
+
+    func run(inputs: UnsafePointer<UnsafeRawPointer>, outputs: UnsafePointer<UnsafeMutableRawPointer>) throws {
+        try lock.withLock {
+            let frame = plan.frame
+            // The general path leaves the frame without inputs after its runs; a bound run sets every slot in
+            // place (defaults too: another bound run of this plan may have left its own default pointers).
+            if frame.inputs.count != sources.count { frame.inputs = fixedInputs }
+            frame.inputs.withUnsafeMutableBufferPointer { slots in
+                for (k, source) in sources.enumerated() { slots[k] = source >= 0 ? inputs[source] : fixedInputs[k] }
+            }
+            try plan.runSteps()
+            for copy in copies where copy.bytes > 0 {
+                memmove(outputs[copy.index], frame.raw(copy.id), copy.bytes)
+            }
+        }
     }
 }

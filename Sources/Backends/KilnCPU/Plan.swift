@@ -111,7 +111,7 @@ final class Plan: @unchecked Sendable {
                 profile(i, start, monotonicNanoseconds() - start)
             }
         } else {
-            for step in steps { try step.body(frame) }
+            try runSteps()
         }
         return try outputs.map { output in
             let bytes = output.shape.reduce(1, *) * output.dtype.byteWidth!
@@ -121,6 +121,14 @@ final class Plan: @unchecked Sendable {
             }
             return Tensor(dtype: output.dtype, shape: output.shape, storage: storage)
         }
+    }
+}
+
+extension Plan {
+    /// Runs every step on the inputs already in `frame.inputs`, with no deadline and no profile.
+    @inline(__always)
+    func runSteps() throws {
+        for step in steps { try step.body(frame) }
     }
 }
 
