@@ -442,22 +442,20 @@ KILN_TREES_AVX512 static inline __attribute__((always_inline)) void mask_pass(co
     }
 }
 
+/* Calls `pass` with constant set counts (1-4) and mask words, so that each combination is compiled on its own. */
+#define MASK_PASS_DISPATCH(pass, f, kt, acc, S)                                                  \
+    do {                                                                                         \
+        int words_ = (f)->mask_words;                                                            \
+        switch ((S) < 4 ? (S) : 4) {                                                             \
+        case 1: words_ == 1 ? pass(f, kt, acc, 1, 1) : pass(f, kt, acc, 1, 2); break;            \
+        case 2: words_ == 1 ? pass(f, kt, acc, 2, 1) : pass(f, kt, acc, 2, 2); break;            \
+        case 3: words_ == 1 ? pass(f, kt, acc, 3, 1) : pass(f, kt, acc, 3, 2); break;            \
+        default: words_ == 1 ? pass(f, kt, acc, 4, 1) : pass(f, kt, acc, 4, 2); break;           \
+        }                                                                                        \
+    } while (0)
+
 KILN_TREES_AVX512 static void mask_pass_any(const kiln_forest *f, const uint32_t *kt, double *acc, int S) {
-    if (f->mask_words == 1) {
-        switch (S) {
-        case 1: mask_pass(f, kt, acc, 1, 1); break;
-        case 2: mask_pass(f, kt, acc, 2, 1); break;
-        case 3: mask_pass(f, kt, acc, 3, 1); break;
-        default: mask_pass(f, kt, acc, 4, 1); break;
-        }
-    } else {
-        switch (S) {
-        case 1: mask_pass(f, kt, acc, 1, 2); break;
-        case 2: mask_pass(f, kt, acc, 2, 2); break;
-        case 3: mask_pass(f, kt, acc, 3, 2); break;
-        default: mask_pass(f, kt, acc, 4, 2); break;
-        }
-    }
+    MASK_PASS_DISPATCH(mask_pass, f, kt, acc, S);
 }
 
 /* kiln_forest_sum_rows by leaf masks: passes of up to 64 rows (4 × 16), each through every tree. */
@@ -557,22 +555,9 @@ KILN_TREES_AVX2 static inline __attribute__((always_inline)) void mask_pass8(con
 #undef MASK_CLEAR8
 
 KILN_TREES_AVX2 static void mask_pass8_any(const kiln_forest *f, const uint32_t *kt, double *acc, int S) {
-    if (f->mask_words == 1) {
-        switch (S) {
-        case 1: mask_pass8(f, kt, acc, 1, 1); break;
-        case 2: mask_pass8(f, kt, acc, 2, 1); break;
-        case 3: mask_pass8(f, kt, acc, 3, 1); break;
-        default: mask_pass8(f, kt, acc, 4, 1); break;
-        }
-    } else {
-        switch (S) {
-        case 1: mask_pass8(f, kt, acc, 1, 2); break;
-        case 2: mask_pass8(f, kt, acc, 2, 2); break;
-        case 3: mask_pass8(f, kt, acc, 3, 2); break;
-        default: mask_pass8(f, kt, acc, 4, 2); break;
-        }
-    }
+    MASK_PASS_DISPATCH(mask_pass8, f, kt, acc, S);
 }
+#undef MASK_PASS_DISPATCH
 
 /* kiln_forest_sum_rows by leaf masks, eight rows a vector: passes of up to 32 rows (4 × 8). */
 KILN_TREES_AVX2 static int forest_mask_sum_rows8(const kiln_forest *f, const uint32_t *keys, size_t rows,
