@@ -81,8 +81,8 @@ const char *kiln_kernels_isa(void) {
 
 /* ---- Per-thread scratch ---- */
 
-static _Thread_local float *scratch_ptr[2];
-static _Thread_local size_t scratch_cap[2];
+static _Thread_local float *scratch_ptr[3];
+static _Thread_local size_t scratch_cap[3];
 
 float *kiln_scratch(int slot, size_t floats) {
     if (floats == 0) floats = 16;

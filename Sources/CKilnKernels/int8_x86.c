@@ -1,7 +1,8 @@
-/* int8_x86.c — the int8 register tiles for x86-64 (contract: kiln_qtile_fn in internal.h). Both are exact:
- * AVX-512 VNNI's vpdpbusd multiplies uint8 by int8 into int32 without intermediate saturation; the AVX2 tile
- * widens both operands to 16 bits and uses vpmaddwd (two products of at most 255·128 per int32 lane), never
- * vpmaddubsw, whose int16 pair sums saturate. */
+/* int8_x86.c — the int8 kernels for x86-64 (contracts: kiln_qtile_fn and kiln_qkernel in internal.h). Every one
+ * is exact: AVX-512 VNNI's vpdpbusd multiplies uint8 by int8 into int32 without intermediate saturation; the AVX2
+ * kernels widen both operands to 16 bits and use vpmaddwd (two products of at most 255·128 per int32 lane), never
+ * vpmaddubsw, whose int16 pair sums saturate. Each family has the fused-QDQ product (the product and the
+ * requantizing output stage in registers), QuantizeLinear and the depthwise convolution. */
 #include "internal.h"
 
 #if defined(__x86_64__)
@@ -49,6 +50,7 @@ KILN_VNNI static void vnni_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR
 }
 
 KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride);
+KILN_AVX2_INT static inline __m128i avx2_low_bytes(__m256i y);
 
 /* ---- AVX-512 VNNI: the whole product with the fused-QDQ output stage in registers ---- */
 
@@ -336,6 +338,300 @@ KILN_AVX2_INT static void avx2_qtile(size_t kq, const uint8_t *const a[KILN_QGEM
     }
 }
 
+/* ---- AVX2: the fused-QDQ product in registers, exact ----
+ * Without VNNI the one exact integer multiply-add is vpmaddwd (int16 pairs into int32). Rows of A are widened to
+ * int16 once per tile of rows (the xor of a signed A and the segments of a convolution's window applied on the
+ * way), so the inner loop only broadcasts 4 k of a row (one 8-byte load) and sign-extends the packed weights. */
+
+/* Rows of a tile: 6 rows × 8 columns is 12 accumulators, 2 weight registers, a broadcast and a product. */
+#define AVX2_MR 6
+
+/* out[i] = the 8 int32 sums of rows aw[i] (int16, kg·4 values, aw_stride apart) by the 8 columns at b (the first or
+ * second half of each 64-byte group of a packed panel), in column order. The groups hold each column's 4 k adjacent,
+ * so a register of 16 weights is 4 columns × 4 k and each product lane holds half of a column's sum; the halves are
+ * added pairwise at the end. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile8(const int mr, size_t kg, const int16_t *aw, size_t aw_stride,
+                                                                          const int8_t *b, __m256i out[AVX2_MR]) {
+    __m256i acc[AVX2_MR][2];
+    for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    for (size_t g = 0; g < kg; g++) {
+        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 64)));
+        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 64 + 16)));
+        for (int i = 0; i < mr; i++) {
+            long long x;
+            memcpy(&x, aw + (size_t)i * aw_stride + g * 4, 8);
+            const __m256i xv = _mm256_set1_epi64x(x);
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(xv, w0));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(xv, w1));
+        }
+    }
+    /* hadd gives [c0 c1 c4 c5 | c2 c3 c6 c7]; the 64-bit permute puts the columns in order. */
+    for (int i = 0; i < mr; i++) out[i] = _mm256_permute4x64_epi64(_mm256_hadd_epi32(acc[i][0], acc[i][1]), 0xD8);
+}
+
+/* Per-call constants of avx2_qgemm_float. */
+typedef struct {
+    size_t kg, aw_stride, panel;
+    int need_rowsum, direct;
+    __m256 lo, hi, magic;
+    __m256i yz;
+} avx2_consts;
+
+/* The output stage of one tile (as q_store_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to [lo, hi], a
+ * NaN to lo; rounded half to even; + y_zero), rows × cols (≤ 8) bytes at row r, column n. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(const int mr, const avx2_consts *k, const kiln_qgemm_params *p,
+                                                                           const __m256i sums[AVX2_MR], const int32_t *colc, const int32_t *zbv,
+                                                                           const float *mv, const float *fbv, const uint32_t *t, size_t r,
+                                                                           size_t n, size_t cols) {
+    const __m256i cc = _mm256_loadu_si256((const __m256i *)colc), zb = _mm256_loadu_si256((const __m256i *)zbv);
+    const __m256 m = _mm256_loadu_ps(mv), fb = _mm256_loadu_ps(fbv);
+    uint8_t *c = (uint8_t *)p->c;
+    uint8_t tmp[AVX2_MR][8];
+    for (int i = 0; i < mr; i++) {
+        __m256i v = _mm256_add_epi32(sums[i], cc);
+        if (k->need_rowsum) v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zb, _mm256_set1_epi32((int)t[i])));
+        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), m);
+        f = _mm256_add_ps(f, fb);
+        f = _mm256_max_ps(f, k->lo); /* MAXPS returns the second operand for a NaN */
+        f = _mm256_min_ps(f, k->hi);
+        f = _mm256_sub_ps(_mm256_add_ps(f, k->magic), k->magic);
+        const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), k->yz));
+        if (k->direct && cols == 8) _mm_storel_epi64((__m128i *)(c + (ptrdiff_t)(r + (size_t)i) * p->rs + (ptrdiff_t)n), bytes);
+        else _mm_storel_epi64((__m128i *)tmp[i], bytes);
+    }
+    if (k->direct && cols == 8) return;
+    if (mr == AVX2_MR && p->rs == 1) {
+        /* [channel][pixel] output, a whole tile: 6 rows × 8 columns of bytes transposed (rows 6 and 7 zero), then 6
+         * adjacent bytes a column. */
+        const __m128i zero = _mm_setzero_si128();
+        const __m128i r01 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[0]), _mm_loadl_epi64((const __m128i *)tmp[1]));
+        const __m128i r23 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[2]), _mm_loadl_epi64((const __m128i *)tmp[3]));
+        const __m128i r45 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[4]), _mm_loadl_epi64((const __m128i *)tmp[5]));
+        const __m128i q0 = _mm_unpacklo_epi16(r01, r23), q1 = _mm_unpackhi_epi16(r01, r23);
+        const __m128i q2 = _mm_unpacklo_epi16(r45, zero), q3 = _mm_unpackhi_epi16(r45, zero);
+        uint8_t colbytes[8][8];
+        _mm_storeu_si128((__m128i *)colbytes[0], _mm_unpacklo_epi32(q0, q2));
+        _mm_storeu_si128((__m128i *)colbytes[2], _mm_unpackhi_epi32(q0, q2));
+        _mm_storeu_si128((__m128i *)colbytes[4], _mm_unpacklo_epi32(q1, q3));
+        _mm_storeu_si128((__m128i *)colbytes[6], _mm_unpackhi_epi32(q1, q3));
+        for (size_t j = 0; j < cols; j++) memcpy(c + (ptrdiff_t)(n + j) * p->cs + (ptrdiff_t)r, colbytes[j], AVX2_MR);
+        return;
+    }
+    for (size_t j = 0; j < cols; j++) {
+        uint8_t *col = c + (ptrdiff_t)(n + j) * p->cs + (ptrdiff_t)r * p->rs;
+        for (int i = 0; i < mr; i++) col[(ptrdiff_t)i * p->rs] = tmp[i][j];
+    }
+}
+
+KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile_float(const int mr, const avx2_consts *k, const kiln_qgemm_params *p,
+                                                                               const int16_t *aw, const int8_t *b, const int32_t *colc,
+                                                                               const int32_t *zbv, const float *mv, const float *fbv,
+                                                                               const uint32_t *t, size_t r, size_t n, size_t cols) {
+    __m256i sums[AVX2_MR];
+    avx2_tile8(mr, k->kg, aw, k->aw_stride, b, sums);
+    avx2_store8(mr, k, p, sums, colc, zbv, mv, fbv, t, r, n, cols);
+}
+
+/* Row `row` of A (its segments joined, the signed xor applied) widened to int16 at dst, zero-padded to a whole
+ * group; returns the sum of the row's values. */
+KILN_AVX2_INT static uint32_t avx2_widen_row(const kiln_qgemm_params *p, size_t row, size_t segments, size_t piece, size_t padded,
+                                            int16_t *dst) {
+    const uint8_t xb = p->a_signed ? 0x80 : 0;
+    const __m128i x = _mm_set1_epi8((char)xb);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i total = _mm256_setzero_si256();
+    uint32_t s = 0;
+    for (size_t g = 0; g < segments; g++) {
+        const uint8_t *src = p->a + row * p->lda + (ptrdiff_t)g * p->a_segment_stride;
+        int16_t *out = dst + g * piece;
+        size_t j = 0;
+        for (; j + 16 <= piece; j += 16) {
+            const __m256i v = _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + j)), x));
+            _mm256_storeu_si256((__m256i *)(out + j), v);
+            total = _mm256_add_epi32(total, _mm256_madd_epi16(v, ones));
+        }
+        for (; j < piece; j++) {
+            out[j] = (int16_t)(uint8_t)(src[j] ^ xb);
+            s += (uint32_t)out[j];
+        }
+    }
+    for (size_t j = segments * piece; j < padded; j++) dst[j] = 0;
+    int32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, total);
+    for (int i = 0; i < 8; i++) s += (uint32_t)lanes[i];
+    return s;
+}
+
+#define AVX2_QBLOCK 256
+
+KILN_AVX2_INT static void avx2_qgemm_float(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, size_t n1) {
+    avx2_consts k;
+    const size_t K = p->k;
+    k.kg = (K + 3) / 4;
+    k.aw_stride = k.kg * 4;
+    k.panel = k.kg * 64;
+    k.direct = p->cs == 1;
+    k.lo = _mm256_set1_ps((float)(p->qmin - p->y_zero));
+    k.hi = _mm256_set1_ps((float)(p->qmax - p->y_zero));
+    k.magic = _mm256_set1_ps(12582912.0f);
+    k.yz = _mm256_set1_epi32(p->y_zero);
+    /* Pieces of rows (the caller checked that each holds a multiple of 4 k). */
+    const size_t segments = p->a_segments > 1 ? p->a_segments : 1, piece = K / segments;
+    const uint32_t za = (uint32_t)p->a_zero + (p->a_signed ? 128u : 0u);
+    int16_t *aw = (int16_t *)kiln_scratch(2, (AVX2_MR * k.aw_stride + 1) / 2);
+    if (aw == NULL) return;
+    int32_t colc[AVX2_QBLOCK] __attribute__((aligned(32))), zbv[AVX2_QBLOCK] __attribute__((aligned(32)));
+    float mv[AVX2_QBLOCK] __attribute__((aligned(32))), fbv[AVX2_QBLOCK] __attribute__((aligned(32)));
+    uint32_t t[AVX2_MR];
+    for (size_t nb = n0; nb < n1; nb += AVX2_QBLOCK) {
+        const size_t ne = n1 - nb < AVX2_QBLOCK ? n1 : nb + AVX2_QBLOCK, width = ne - nb;
+        k.need_rowsum = 0;
+        for (size_t j = 0; j < AVX2_QBLOCK; j++) {
+            if (j >= width) {
+                colc[j] = zbv[j] = 0;
+                mv[j] = fbv[j] = 0.0f;
+                continue;
+            }
+            const size_t col = nb + j;
+            const uint32_t csum = (uint32_t)p->col_sums[col];
+            int32_t zb = p->b_zero ? p->b_zero[col * p->b_zero_stride] : 0;
+            if (p->b_unsigned) zb -= 128;
+            zbv[j] = zb;
+            k.need_rowsum |= zb != 0;
+            colc[j] = (int32_t)((p->bias ? (uint32_t)p->bias[col] : 0u) - za * csum);
+            mv[j] = (float)p->multiplier[col * p->multiplier_stride];
+            fbv[j] = p->fbias ? p->fbias[col] : 0.0f;
+        }
+        for (size_t r = r0; r < r1; r += AVX2_MR) {
+            const size_t rows = r1 - r < AVX2_MR ? r1 - r : AVX2_MR;
+            for (size_t i = 0; i < rows; i++)
+                t[i] = avx2_widen_row(p, r + i, segments, piece, k.aw_stride, aw + i * k.aw_stride) - (uint32_t)K * za;
+            for (size_t n = nb; n < ne; n += 8) {
+                const size_t cols = ne - n < 8 ? ne - n : 8, j0 = n - nb;
+                /* Columns n.. are the first or second half of each group of panel n / 16. */
+                const int8_t *b = p->packed_b + (n / KILN_QGEMM_NR) * k.panel + (n % KILN_QGEMM_NR) / 8 * 32;
+                switch (rows) {
+#define AVX2_TILE_CASE(R) case R: avx2_tile_float(R, &k, p, aw, b, colc + j0, zbv + j0, mv + j0, fbv + j0, t, r, n, cols); break;
+                AVX2_TILE_CASE(6) AVX2_TILE_CASE(5) AVX2_TILE_CASE(4) AVX2_TILE_CASE(3) AVX2_TILE_CASE(2) AVX2_TILE_CASE(1)
+#undef AVX2_TILE_CASE
+                default: break;
+                }
+            }
+        }
+    }
+}
+
+/* The low bytes of 8 int32 lanes, in order, in the low 8 bytes. */
+KILN_AVX2_INT static inline __m128i avx2_low_bytes(__m256i y) {
+    const __m256i low = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                         0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m256i b = _mm256_shuffle_epi8(y, low);
+    return _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+}
+
+/* kiln_quantize_u8 8 values at a time, as vnni_quantize (the same operations in the same order); the last
+ * n % 8 through a zero-padded copy. */
+KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
+    const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
+    const __m256 s = _mm256_set1_ps(scale);
+    const __m256 clo = _mm256_set1_ps(lo - z - 1.0f), chi = _mm256_set1_ps(hi - z + 1.0f), vz = _mm256_set1_ps(z);
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), magic = _mm256_set1_ps(12582912.0f);
+    for (size_t i = 0; i < n; i += 8) {
+        const size_t left = n - i;
+        float part[8] = {0};
+        if (left < 8) memcpy(part, x + i, left * sizeof(float));
+        const __m256 v = left < 8 ? _mm256_loadu_ps(part) : _mm256_loadu_ps(x + i);
+        const __m256 q = _mm256_div_ps(v, s);
+        const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+        const __m256 c = _mm256_min_ps(_mm256_max_ps(q, clo), chi);
+        __m256 r = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(c, magic), magic), vz);
+        r = _mm256_andnot_ps(nan, r); /* a NaN gives 0 */
+        r = _mm256_min_ps(_mm256_max_ps(r, vlo), vhi);
+        const __m128i bytes = avx2_low_bytes(_mm256_cvttps_epi32(r));
+        if (left >= 8) {
+            _mm_storel_epi64((__m128i *)(y + i), bytes);
+        } else {
+            uint8_t out[8];
+            _mm_storel_epi64((__m128i *)out, bytes);
+            memcpy(y + i, out, left);
+        }
+    }
+}
+
+/* kiln_qdepthwise for the fused-QDQ stage, unit horizontal stride and dilation, [channel][pixel] rows: 8 output
+ * pixels a vector. Each channel's plane is first copied as float32 (x − x_zero) into rows padded with zeros on
+ * both sides, so the window loop has no edges: the zeros are the padding (whose value is x_zero) and the lanes
+ * past the row's end. The sums are exact in float32 as in vnni_depthwise (integers below 2^24), so the order of
+ * the products does not matter; the bias is added in int32 and the output stage is q_store_row's. */
+KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero,
+                                        const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
+                                        const kiln_qgemm_params *q, size_t c0, size_t c1) {
+    const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width, KH = p->kernel_h, KW = p->kernel_w;
+    if (p->stride_w != 1 || p->dilation_w != 1 || KH * KW > 256 || q->round != KILN_QROUND_FLOAT || q->out == KILN_QOUT_INT32 ||
+        q->cs != 1 || OW == 0)
+        return 0;
+    /* Row ix of the plane at column pad_left + ix of a padded row; output ox reads columns ox .. ox + KW − 1. */
+    const size_t ow8 = (OW + 7) / 8 * 8, wp = ow8 + KW - 1, pl = p->pad_left;
+    if (pl + W > wp) return 0;
+    float *rows = kiln_scratch(2, H * wp + 8);
+    if (rows == NULL) return 0;
+    const __m256 lo = _mm256_set1_ps((float)(q->qmin - q->y_zero)), hi = _mm256_set1_ps((float)(q->qmax - q->y_zero));
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256i yz = _mm256_set1_epi32(q->y_zero);
+    for (size_t c = c0; c < c1; c++) {
+        const int32_t wz = w_zero ? w_zero[c * w_zero_stride] : 0;
+        float wc[256];
+        for (size_t t = 0; t < KH * KW; t++) {
+            const uint8_t raw = weight[c * KH * KW + t];
+            wc[t] = (float)((w_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - wz);
+        }
+        const uint8_t *plane = input + c * H * W;
+        const __m256i xz = _mm256_set1_epi32(x_zero);
+        for (size_t y = 0; y < H; y++) {
+            float *row = rows + y * wp;
+            const uint8_t *line = plane + y * W;
+            for (size_t j = 0; j < pl; j++) row[j] = 0.0f;
+            size_t ix = 0;
+            for (; ix + 8 <= W; ix += 8) {
+                const __m128i b = _mm_loadl_epi64((const __m128i *)(line + ix));
+                const __m256i v = x_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+                _mm256_storeu_ps(row + pl + ix, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, xz)));
+            }
+            for (; ix < W; ix++) row[pl + ix] = (float)((x_signed ? (int32_t)(int8_t)line[ix] : (int32_t)line[ix]) - x_zero);
+            for (size_t j = pl + W; j < wp; j++) row[j] = 0.0f;
+        }
+        const __m256i bias = _mm256_set1_epi32(q->bias ? q->bias[c] : 0);
+        const __m256 m = _mm256_set1_ps((float)q->multiplier[c * q->multiplier_stride]);
+        const __m256 fb = _mm256_set1_ps(q->fbias ? q->fbias[c] : 0.0f);
+        uint8_t *out = (uint8_t *)q->c + (ptrdiff_t)c * q->rs;
+        for (size_t oy = 0; oy < OH; oy++) {
+            for (size_t ox0 = 0; ox0 < OW; ox0 += 8) {
+                __m256 acc = _mm256_setzero_ps();
+                for (size_t ky = 0; ky < KH; ky++) {
+                    const long iy = (long)(oy * p->stride_h) - (long)p->pad_top + (long)(ky * p->dilation_h);
+                    if (iy < 0 || iy >= (long)H) continue;
+                    const float *src = rows + (size_t)iy * wp + ox0;
+                    for (size_t kx = 0; kx < KW; kx++)
+                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(src + kx), _mm256_set1_ps(wc[ky * KW + kx]), acc);
+                }
+                const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(acc), bias);
+                __m256 f = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), m), fb);
+                f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+                f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
+                const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), yz));
+                if (OW - ox0 >= 8) {
+                    _mm_storel_epi64((__m128i *)(out + oy * OW + ox0), bytes);
+                } else {
+                    uint8_t part[8];
+                    _mm_storel_epi64((__m128i *)part, bytes);
+                    memcpy(out + oy * OW + ox0, part, OW - ox0);
+                }
+            }
+        }
+    }
+    return 1;
+}
+
 /* 16 rows of 16 bytes (src, src_stride apart) written as 16 columns: dst[j·dst_stride + i] = src[i·src_stride + j]. Four
  * rounds of interleaving (bytes, pairs, quads, halves). */
 KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride) {
@@ -367,6 +663,6 @@ KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride,
         }
 }
 
-const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, NULL, NULL, NULL, x86_transpose16};
+const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16};
 
 #endif

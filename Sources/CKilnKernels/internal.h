@@ -111,7 +111,8 @@ void kiln_avx2_epilogue(const kiln_kernel_table *kt, const kiln_epilogue *ep, fl
 float kiln_scalar_activation(kiln_activation act, float alpha, float beta, float x);
 float kiln_scalar_binary(kiln_binary_op op, float a, float b);
 
-/* Per-thread scratch of at least `floats` floats, 64-byte aligned; slot 0 or 1 (two independent buffers).
+/* Per-thread scratch of at least `floats` floats, 64-byte aligned; slot 0, 1 or 2 (independent buffers; slot 2 is
+ * the AVX2 int8 product's widened rows, which may run inside a user of slot 1).
  * Returns NULL when allocation fails. */
 float *kiln_scratch(int slot, size_t floats);
 
