@@ -172,7 +172,7 @@ static inline void q_store_at(const kiln_qgemm_params *p, uint32_t v, ptrdiff_t 
     switch (p->round) {
     case KILN_QROUND_DOUBLE_ZERO_IN: q = nearbyint((double)acc * m + (double)p->y_zero); break;
     case KILN_QROUND_FLOAT: {
-        /* As q_store_row: clamped to the bounds less the zero point (a NaN to the lower one), then rounded. */
+        /* As kiln_qstore_row: clamped to the bounds less the zero point (a NaN to the lower one), then rounded. */
         const float lo = (float)(p->qmin - p->y_zero), hi = (float)(p->qmax - p->y_zero);
         float f = (float)acc * (float)m;
         if (p->fbias) f += p->fbias[n];
@@ -197,7 +197,7 @@ static inline void q_store(const kiln_qgemm_params *p, uint32_t v, size_t r, siz
 /* q_store of v[0..cols) at row r, columns n0.. ; the float32 rounding (fused QDQ layers, the hot case) in loops
  * that vectorize. Clamping before rounding gives the same result (the bounds are integers) and keeps |f| < 2^22,
  * where adding and subtracting 1.5·2^23 rounds half to even. */
-static void q_store_row(const kiln_qgemm_params *p, const uint32_t *v, size_t cols, size_t r, size_t n0) {
+void kiln_qstore_row(const kiln_qgemm_params *p, const uint32_t *v, size_t cols, size_t r, size_t n0) {
     if (p->out == KILN_QOUT_INT32 || p->round != KILN_QROUND_FLOAT) {
         for (size_t j = 0; j < cols; j++) q_store(p, v[j], r, n0 + j);
         return;
@@ -307,7 +307,7 @@ void kiln_qgemm(const kiln_qgemm_params *p, size_t r0, size_t r1, size_t n0, siz
                 uint32_t v[32];
                 const uint32_t t = rowsum[i] - (uint32_t)K * za[i], zai = za[i];
                 for (size_t j = 0; j < cols; j++) v[j] = (uint32_t)acc[i * 32 + j] + base[j] - zai * csum[j] - zbv[j] * t;
-                q_store_row(p, v, cols, r + i, n);
+                kiln_qstore_row(p, v, cols, r + i, n);
             }
         }
     }
@@ -473,7 +473,7 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
                 }
             }
             if (q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32 && q->cs == 1) {
-                /* The fused-QDQ output stage over the row, one channel's multiplier: vectorizes (as q_store_row). */
+                /* The fused-QDQ output stage over the row, one channel's multiplier: vectorizes (as kiln_qstore_row). */
                 const float lo = (float)(q->qmin - q->y_zero), hi = (float)(q->qmax - q->y_zero);
                 const float m = (float)q->multiplier[c * q->multiplier_stride], fb = q->fbias ? q->fbias[c] : 0.0f;
                 uint8_t *out = (uint8_t *)q->c + (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW);
@@ -488,6 +488,113 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
             } else {
                 for (size_t ox = 0; ox < OW; ox++)
                     q_store_at(q, (uint32_t)acc[ox], (ptrdiff_t)c * q->rs + (ptrdiff_t)(oy * OW + ox) * q->cs, c);
+            }
+        }
+    }
+}
+
+/* ---- Winograd F(2×2, 3×3) (kiln_qwinograd_*) ----
+ * Packed filters: for each of the 16 tile positions, panels of 8 filters; within a panel, channels in groups of 4
+ * (zero-padded), each group 8 filters × 4 channels of int16 (filter j's 4 at 4j..4j+3): the int16 form of
+ * kiln_qgemm's panels, which the ISA tiles read as they read widened rows. */
+
+int kiln_qwinograd_preferred(void) { return kiln_qkernel_current()->winograd != NULL; }
+
+size_t kiln_qwinograd_pack_size(size_t c, size_t n) { return 16 * ((c + 3) / 4 * 4) * ((n + 7) / 8 * 8); }
+
+void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, int16_t *packed, int32_t *col_sums) {
+    const size_t groups = (c + 3) / 4, panels = (n + 7) / 8;
+    const uint8_t flip = w_unsigned ? 0x80 : 0;
+    memset(packed, 0, kiln_qwinograd_pack_size(c, n) * sizeof(int16_t));
+    for (size_t j = 0; j < n; j++) {
+        int32_t sum = 0;
+        for (size_t ch = 0; ch < c; ch++) {
+            int32_t g[3][3], t[4][3];
+            for (int y = 0; y < 3; y++)
+                for (int x = 0; x < 3; x++) {
+                    g[y][x] = (int8_t)(w[(j * c + ch) * 9 + (size_t)(y * 3 + x)] ^ flip);
+                    sum += g[y][x];
+                }
+            /* V = G' g G'ᵀ with G' = 2G = [[2,0,0],[1,1,1],[1,−1,1],[0,0,2]]: rows, then columns. */
+            for (int x = 0; x < 3; x++) {
+                t[0][x] = 2 * g[0][x];
+                t[1][x] = g[0][x] + g[1][x] + g[2][x];
+                t[2][x] = g[0][x] - g[1][x] + g[2][x];
+                t[3][x] = 2 * g[2][x];
+            }
+            for (int y = 0; y < 4; y++) {
+                const int32_t v[4] = {2 * t[y][0], t[y][0] + t[y][1] + t[y][2], t[y][0] - t[y][1] + t[y][2], 2 * t[y][2]};
+                for (int x = 0; x < 4; x++) {
+                    const size_t pos = (size_t)(y * 4 + x);
+                    packed[((pos * panels + j / 8) * groups + ch / 4) * 32 + (j % 8) * 4 + ch % 4] = (int16_t)v[x];
+                }
+            }
+        }
+        col_sums[j] = sum;
+    }
+}
+
+void kiln_qwinograd_input(const uint8_t *padded, size_t wp, size_t c, size_t py, size_t px, size_t ch, uint8_t xb, int32_t u[16]) {
+    int32_t d[4][4], e[4][4];
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++) d[y][x] = (uint8_t)(padded[((py + (size_t)y) * wp + px + (size_t)x) * c + ch] ^ xb);
+    for (int x = 0; x < 4; x++) {
+        e[0][x] = d[0][x] - d[2][x];
+        e[1][x] = d[1][x] + d[2][x];
+        e[2][x] = d[2][x] - d[1][x];
+        e[3][x] = d[1][x] - d[3][x];
+    }
+    for (int y = 0; y < 4; y++) {
+        u[y * 4 + 0] = e[y][0] - e[y][2];
+        u[y * 4 + 1] = e[y][1] + e[y][2];
+        u[y * 4 + 2] = e[y][2] - e[y][1];
+        u[y * 4 + 3] = e[y][1] - e[y][3];
+    }
+}
+
+/* The output transform Aᵀ M A of one filter's 16 sums, divided by 4: y[dy·2 + dx]. */
+static void wg_output(const uint32_t m[16], uint32_t y[4]) {
+    uint32_t t[2][4];
+    for (int x = 0; x < 4; x++) {
+        t[0][x] = m[x] + m[4 + x] + m[8 + x];
+        t[1][x] = m[4 + x] - m[8 + x] - m[12 + x];
+    }
+    for (int r = 0; r < 2; r++) {
+        y[r * 2 + 0] = (uint32_t)((int32_t)(t[r][0] + t[r][1] + t[r][2]) >> 2);
+        y[r * 2 + 1] = (uint32_t)((int32_t)(t[r][1] - t[r][2] - t[r][3]) >> 2);
+    }
+}
+
+void kiln_qwinograd_conv(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
+                         const kiln_qgemm_params *q, size_t ty0, size_t ty1) {
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->winograd) {
+        kk->winograd(p, padded, wp, packed, q, ty0, ty1);
+        return;
+    }
+    const size_t C = p->in_channels, N = q->n, OH = p->out_height, OW = p->out_width, TX = (OW + 1) / 2;
+    const size_t groups = (C + 3) / 4, panels = (N + 7) / 8;
+    const uint8_t xb = q->a_signed ? 0x80 : 0;
+    const uint32_t za = (uint32_t)q->a_zero + (q->a_signed ? 128u : 0u);
+    int32_t *u = (int32_t *)kiln_scratch(0, 16 * C + 16);
+    if (u == NULL) return;
+    for (size_t ty = ty0; ty < ty1; ty++) {
+        for (size_t tx = 0; tx < TX; tx++) {
+            for (size_t ch = 0; ch < C; ch++) kiln_qwinograd_input(padded, wp, C, 2 * ty, 2 * tx, ch, xb, u + ch * 16);
+            for (size_t j = 0; j < N; j++) {
+                uint32_t m[16] = {0}, y[4];
+                for (size_t pos = 0; pos < 16; pos++) {
+                    const int16_t *v = packed + (pos * panels + j / 8) * groups * 32 + (j % 8) * 4;
+                    for (size_t ch = 0; ch < C; ch++) m[pos] += (uint32_t)(u[ch * 16 + pos] * v[(ch / 4) * 32 + ch % 4]);
+                }
+                wg_output(m, y);
+                const uint32_t colc = (q->bias ? (uint32_t)q->bias[j] : 0u) - za * (uint32_t)q->col_sums[j];
+                for (size_t d = 0; d < 4; d++) {
+                    const size_t oy = 2 * ty + d / 2, ox = 2 * tx + d % 2;
+                    if (oy >= OH || ox >= OW) continue;
+                    const uint32_t v = y[d] + colc;
+                    kiln_qstore_row(q, &v, 1, oy * OW + ox, j);
+                }
             }
         }
     }

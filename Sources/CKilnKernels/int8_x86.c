@@ -83,7 +83,7 @@ typedef struct {
 } vnni_consts;
 
 /* One VNNI_MR-row × (np·16)-column tile at rows r (rows valid), columns n (cols valid), block column offset j0 of the
- * column constants: product, output stage (as q_store_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to
+ * column constants: product, output stage (as kiln_qstore_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to
  * [lo, hi], a NaN to lo; rounded half to even; + y_zero), stored as bytes. */
 KILN_VNNI static inline __attribute__((always_inline)) void vnni_tile_float(
     const int np, const vnni_consts *k, const kiln_qgemm_params *p, const uint8_t *const ap[VNNI_MR], const uint8_t *const tp[VNNI_MR],
@@ -229,7 +229,7 @@ KILN_VNNI static void vnni_quantize(const float *x, size_t n, float scale, int32
 /* kiln_qdepthwise for the fused-QDQ stage, unit horizontal stride and dilation, [channel][pixel] rows: 16 output
  * pixels a vector. Σ (x − x_zero)(w − w_zero) is accumulated in float32, which is exact here: every product is an
  * integer of magnitude ≤ 255², so every partial sum of at most 256 of them is an integer below 2^24. The bias is
- * then added in int32 and the output stage is q_store_row's. */
+ * then added in int32 and the output stage is kiln_qstore_row's. */
 KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero,
                                     const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                     const kiln_qgemm_params *q, size_t c0, size_t c1) {
@@ -346,17 +346,21 @@ KILN_AVX2_INT static void avx2_qtile(size_t kq, const uint8_t *const a[KILN_QGEM
 /* Rows of a tile: 6 rows × 8 columns is 12 accumulators, 2 weight registers, a broadcast and a product. */
 #define AVX2_MR 6
 
-/* out[i] = the 8 int32 sums of rows aw[i] (int16, kg·4 values, aw_stride apart) by the 8 columns at b (the first or
- * second half of each 64-byte group of a packed panel), in column order. The groups hold each column's 4 k adjacent,
- * so a register of 16 weights is 4 columns × 4 k and each product lane holds half of a column's sum; the halves are
- * added pairwise at the end. */
-KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile8(const int mr, size_t kg, const int16_t *aw, size_t aw_stride,
-                                                                          const int8_t *b, __m256i out[AVX2_MR]) {
+/* out[i] = the 8 int32 sums of rows aw[i] (int16, kg·4 values, aw_stride apart) by the 8 columns at b: the first or
+ * second half of each 64-byte group of a packed panel (int8, sign-extended here), or with `wide` each 32-value group of
+ * a kiln_qwinograd_pack panel (int16). The groups hold each column's 4 k adjacent, so a register of 16 weights is 4
+ * columns × 4 k and each product lane holds half of a column's sum; the halves are added pairwise at the end. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile8(const int mr, const int wide, size_t kg, const int16_t *aw,
+                                                                          size_t aw_stride, const void *b, __m256i out[AVX2_MR]) {
     __m256i acc[AVX2_MR][2];
     for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
+    const int8_t *b8 = (const int8_t *)b;
+    const int16_t *b16 = (const int16_t *)b;
     for (size_t g = 0; g < kg; g++) {
-        const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 64)));
-        const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b + g * 64 + 16)));
+        const __m256i w0 = wide ? _mm256_loadu_si256((const __m256i *)(b16 + g * 32))
+                                : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b8 + g * 64)));
+        const __m256i w1 = wide ? _mm256_loadu_si256((const __m256i *)(b16 + g * 32 + 16))
+                                : _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b8 + g * 64 + 16)));
         for (int i = 0; i < mr; i++) {
             long long x;
             memcpy(&x, aw + (size_t)i * aw_stride + g * 4, 8);
@@ -377,7 +381,7 @@ typedef struct {
     __m256i yz;
 } avx2_consts;
 
-/* The output stage of one tile (as q_store_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to [lo, hi], a
+/* The output stage of one tile (as kiln_qstore_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to [lo, hi], a
  * NaN to lo; rounded half to even; + y_zero), rows × cols (≤ 8) bytes at row r, column n. */
 KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(const int mr, const avx2_consts *k, const kiln_qgemm_params *p,
                                                                            const __m256i sums[AVX2_MR], const int32_t *colc, const int32_t *zbv,
@@ -428,7 +432,7 @@ KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile_float(
                                                                                const int32_t *zbv, const float *mv, const float *fbv,
                                                                                const uint32_t *t, size_t r, size_t n, size_t cols) {
     __m256i sums[AVX2_MR];
-    avx2_tile8(mr, k->kg, aw, k->aw_stride, b, sums);
+    avx2_tile8(mr, 0, k->kg, aw, k->aw_stride, b, sums);
     avx2_store8(mr, k, p, sums, colc, zbv, mv, fbv, t, r, n, cols);
 }
 
@@ -521,6 +525,109 @@ KILN_AVX2_INT static void avx2_qgemm_float(const kiln_qgemm_params *p, size_t r0
     }
 }
 
+/* kiln_qwinograd_conv: blocks of AVX2_MR tiles. Each block's 16 input transforms (int16, channels padded to groups of
+ * 4) are the rows of 16 products by the filters' transforms, with avx2_tile8; the output transform and the output
+ * stage (avx2_store8, one pixel at a time; kiln_qstore_row for stages other than the fused-QDQ one) follow, 8 filters
+ * at a time. */
+KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
+                                        const kiln_qgemm_params *q, size_t ty0, size_t ty1) {
+    const size_t C = p->in_channels, N = q->n, OH = p->out_height, OW = p->out_width, TX = (OW + 1) / 2;
+    const size_t groups = (C + 3) / 4, cp = groups * 4, panels = (N + 7) / 8;
+    int16_t *u = (int16_t *)kiln_scratch(2, 16 * AVX2_MR * cp / 2 + 16);
+    if (u == NULL) return;
+    avx2_consts k;
+    k.kg = groups;
+    k.aw_stride = cp;
+    k.need_rowsum = 0;
+    k.direct = 0;
+    k.lo = _mm256_set1_ps((float)(q->qmin - q->y_zero));
+    k.hi = _mm256_set1_ps((float)(q->qmax - q->y_zero));
+    k.magic = _mm256_set1_ps(12582912.0f);
+    k.yz = _mm256_set1_epi32(q->y_zero);
+    const uint32_t za = (uint32_t)q->a_zero + (q->a_signed ? 128u : 0u);
+    const int fused = q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32;
+    const __m128i xb = _mm_set1_epi8(q->a_signed ? (char)0x80 : 0);
+    const uint32_t t0[1] = {0};
+    int32_t colc[8] __attribute__((aligned(32))), zbv[8] __attribute__((aligned(32))) = {0};
+    float mv[8] __attribute__((aligned(32))), fbv[8] __attribute__((aligned(32)));
+    const size_t first = ty0 * TX, last = ty1 * TX;
+    for (size_t tb = first; tb < last; tb += AVX2_MR) {
+        const size_t count = last - tb < AVX2_MR ? last - tb : AVX2_MR;
+        /* u[(pos·AVX2_MR + i)·cp + ch]: U = Bᵀ d B of tile tb + i, 16 channels a vector (the rest one at a time). */
+        for (size_t i = 0; i < count; i++) {
+            const size_t ty = (tb + i) / TX, tx = (tb + i) % TX;
+            const uint8_t *base = padded + (2 * ty * wp + 2 * tx) * C;
+            size_t ch = 0;
+            for (; ch + 16 <= C; ch += 16) {
+                __m256i d[4][4];
+                for (int y = 0; y < 4; y++)
+                    for (int x = 0; x < 4; x++)
+                        d[y][x] = _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(base + ((size_t)y * wp + (size_t)x) * C + ch)), xb));
+                for (int x = 0; x < 4; x++) {
+                    const __m256i e0 = _mm256_sub_epi16(d[0][x], d[2][x]), e1 = _mm256_add_epi16(d[1][x], d[2][x]);
+                    const __m256i e2 = _mm256_sub_epi16(d[2][x], d[1][x]), e3 = _mm256_sub_epi16(d[1][x], d[3][x]);
+                    d[0][x] = e0; d[1][x] = e1; d[2][x] = e2; d[3][x] = e3;
+                }
+                for (int y = 0; y < 4; y++) {
+                    const __m256i r[4] = {_mm256_sub_epi16(d[y][0], d[y][2]), _mm256_add_epi16(d[y][1], d[y][2]),
+                                          _mm256_sub_epi16(d[y][2], d[y][1]), _mm256_sub_epi16(d[y][1], d[y][3])};
+                    for (int x = 0; x < 4; x++)
+                        _mm256_storeu_si256((__m256i *)(u + ((size_t)(y * 4 + x) * AVX2_MR + i) * cp + ch), r[x]);
+                }
+            }
+            for (; ch < cp; ch++) {
+                int32_t one[16] = {0};
+                if (ch < C) kiln_qwinograd_input(padded, wp, C, 2 * ty, 2 * tx, ch, q->a_signed ? 0x80 : 0, one);
+                for (int pos = 0; pos < 16; pos++) u[((size_t)pos * AVX2_MR + i) * cp + ch] = (int16_t)one[pos];
+            }
+        }
+        for (size_t nb = 0; nb < panels; nb++) {
+            const size_t n = nb * 8, cols = N - n < 8 ? N - n : 8;
+            for (size_t j = 0; j < 8; j++) {
+                const size_t col = n + (j < cols ? j : 0);
+                colc[j] = (int32_t)((q->bias ? (uint32_t)q->bias[col] : 0u) - za * (uint32_t)q->col_sums[col]);
+                mv[j] = fused ? (float)q->multiplier[col * q->multiplier_stride] : 0.0f;
+                fbv[j] = fused && q->fbias ? q->fbias[col] : 0.0f;
+            }
+            __m256i m[16][AVX2_MR];
+            for (size_t pos = 0; pos < 16; pos++) {
+                const int16_t *b = packed + (pos * panels + nb) * groups * 32;
+                const int16_t *a = u + pos * AVX2_MR * cp;
+                switch (count) {
+#define AVX2_WG_CASE(R) case R: avx2_tile8(R, 1, groups, a, cp, b, m[pos]); break;
+                AVX2_WG_CASE(6) AVX2_WG_CASE(5) AVX2_WG_CASE(4) AVX2_WG_CASE(3) AVX2_WG_CASE(2) AVX2_WG_CASE(1)
+#undef AVX2_WG_CASE
+                default: break;
+                }
+            }
+            for (size_t i = 0; i < count; i++) {
+                const size_t ty = (tb + i) / TX, tx = (tb + i) % TX;
+                /* Aᵀ M A over the 8 filters: columns first (t), then rows; 4× the sums, divided exactly. */
+                __m256i t[2][4];
+                for (int x = 0; x < 4; x++) {
+                    t[0][x] = _mm256_add_epi32(_mm256_add_epi32(m[x][i], m[4 + x][i]), m[8 + x][i]);
+                    t[1][x] = _mm256_sub_epi32(_mm256_sub_epi32(m[4 + x][i], m[8 + x][i]), m[12 + x][i]);
+                }
+                for (int r = 0; r < 2; r++) {
+                    const __m256i y[2] = {_mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t[r][0], t[r][1]), t[r][2]), 2),
+                                          _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2)};
+                    for (int dx = 0; dx < 2; dx++) {
+                        const size_t oy = 2 * ty + (size_t)r, ox = 2 * tx + (size_t)dx;
+                        if (oy >= OH || ox >= OW) continue;
+                        if (fused) {
+                            avx2_store8(1, &k, q, &y[dx], colc, zbv, mv, fbv, t0, oy * OW + ox, n, cols);
+                        } else { /* other output stages: the portable one */
+                            uint32_t v[8];
+                            _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(y[dx], _mm256_load_si256((const __m256i *)colc)));
+                            kiln_qstore_row(q, v, cols, oy * OW + ox, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* The low bytes of 8 int32 lanes, in order, in the low 8 bytes. */
 KILN_AVX2_INT static inline __m128i avx2_low_bytes(__m256i y) {
     const __m256i low = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -562,7 +669,7 @@ KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, i
  * pixels a vector. Each channel's plane is first copied as float32 (x − x_zero) into rows padded with zeros on
  * both sides, so the window loop has no edges: the zeros are the padding (whose value is x_zero) and the lanes
  * past the row's end. The sums are exact in float32 as in vnni_depthwise (integers below 2^24), so the order of
- * the products does not matter; the bias is added in int32 and the output stage is q_store_row's. */
+ * the products does not matter; the bias is added in int32 and the output stage is kiln_qstore_row's. */
 KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_signed, int32_t x_zero,
                                         const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                         const kiln_qgemm_params *q, size_t c0, size_t c1) {
@@ -663,6 +770,6 @@ KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride,
         }
 }
 
-const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16};
+const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16, avx2_winograd};
 
 #endif

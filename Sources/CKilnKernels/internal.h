@@ -152,7 +152,16 @@ typedef struct kiln_qkernel {
     /* dst[j·dst_stride + i] = src[i·src_stride + j] for a 16 × 16 block of bytes (kiln_qpad_hwc's channels-last
      * copy), or NULL for the portable loop. */
     void (*transpose16)(const uint8_t *src, size_t src_stride, uint8_t *dst, size_t dst_stride);
+    /* kiln_qwinograd_conv, bit-identical, where it beats the family's product (NULL: the portable loops, and
+     * kiln_qwinograd_preferred says 0). */
+    void (*winograd)(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
+                     const kiln_qgemm_params *q, size_t ty0, size_t ty1);
 } kiln_qkernel;
+/* Winograd F(2×2, 3×3)'s input transform U = Bᵀ d B of the 4×4 tile at padded pixel (py, px) of kiln_qpad_hwc's
+ * copy (c channels, wp pixels a row), channel ch, its bytes xored with xb: u[pos], pos = 4·row + column. */
+void kiln_qwinograd_input(const uint8_t *padded, size_t wp, size_t c, size_t py, size_t px, size_t ch, uint8_t xb, int32_t u[16]);
+/* kiln_qgemm's output stage of v[0..cols) (the centred sums plus bias) at row r, columns n0.. */
+void kiln_qstore_row(const kiln_qgemm_params *p, const uint32_t *v, size_t cols, size_t r, size_t n0);
 const kiln_qkernel *kiln_qkernel_current(void);
 extern const kiln_qkernel kiln_qkernel_generic;
 #if defined(__x86_64__)

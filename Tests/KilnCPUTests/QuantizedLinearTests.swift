@@ -260,6 +260,94 @@ struct QuantizedKernelTests {
         }
     }
 
+    @Test("kiln_qwinograd_conv (3×3, F(2×2, 3×3)): every ISA bit-exact with a plain int64 sum and each output stage, across channel counts, odd sizes, pads, signedness and uint8 weights")
+    func winogradFamilies() throws {
+        defer { _ = kiln_qkernels_select_isa("host") }
+        var r = SplitMix64(seed: 15)
+        // (channels, filters, height, width, pad)
+        let cases = [(32, 32, 9, 11, 1), (5, 9, 7, 6, 1), (19, 17, 8, 13, 0), (48, 24, 5, 5, 2), (16, 8, 3, 3, 1), (130, 40, 4, 7, 1)]
+        for (ci, (c, m, h, w, pad)) in cases.enumerated() {
+            let aSigned = ci % 2 == 1, wUnsigned = ci % 3 == 1, outSigned = ci % 3 == 2
+            let oh = h + 2 * pad - 2, ow = w + 2 * pad - 2, pixels = oh * ow, k = c * 9
+            let rowsPadded = 2 * ((oh + 1) / 2) + 2, wp = 2 * ((ow + 1) / 2) + 2
+            let x = (0..<(c * h * w)).map { _ in UInt8.random(in: 0...255, using: &r) }
+            let wt = (0..<(m * k)).map { _ in UInt8.random(in: 0...255, using: &r) } // [filter][c][3][3]
+            let za = Int32(aSigned ? Int.random(in: -128...127, using: &r) : Int.random(in: 0...255, using: &r))
+            let bias = (0..<m).map { _ in Int32.random(in: -3000...3000, using: &r) }
+            let fbias: [Float] = (0..<m).map { _ in Float.random(in: -20...20, using: &r) }
+            let mult = (0..<m).map { j in Double(Float((j % 7 == 6 ? 0.3 : 1.0 / Float(40 * k)) * Float.random(in: 0.5...2, using: &r))) }
+            let (yz, qmin, qmax): (Int32, Int32, Int32) = outSigned ? (-7, -7, 127) : (90, 0, 255)
+            // The fused-QDQ stage; case 0 also QLinearConv's (int8 out), case 1 ConvInteger's int32.
+            let (mode, out): (kiln_qround, kiln_qout) = ci == 0 ? (KILN_QROUND_DOUBLE_ZERO_IN, KILN_QOUT_INT8)
+                : ci == 1 ? (KILN_QROUND_DOUBLE, KILN_QOUT_INT32) : (KILN_QROUND_FLOAT, outSigned ? KILN_QOUT_INT8 : KILN_QOUT_UINT8)
+            let (lo, hi): (Int64, Int64) = out == KILN_QOUT_INT8 ? (mode == KILN_QROUND_FLOAT ? Int64(qmin) : -128, 127) : (Int64(qmin), Int64(qmax))
+            var packed = [Int16](repeating: 0, count: kiln_qwinograd_pack_size(c, m)), sums = [Int32](repeating: 0, count: m)
+            kiln_qwinograd_pack(c, m, wt, wUnsigned ? 1 : 0, &packed, &sums)
+            var geometry = kiln_conv2d_params()
+            geometry.in_channels = c; geometry.in_height = h; geometry.in_width = w
+            geometry.out_channels = m; geometry.out_height = oh; geometry.out_width = ow
+            geometry.kernel_h = 3; geometry.kernel_w = 3; geometry.stride_h = 1; geometry.stride_w = 1
+            geometry.pad_top = pad; geometry.pad_left = pad; geometry.dilation_h = 1; geometry.dilation_w = 1; geometry.groups = 1
+            var padded = [UInt8](repeating: 0, count: rowsPadded * wp * c)
+            kiln_qpad_hwc(x, c, h, w, pad, pad, wp, UInt8(truncatingIfNeeded: za), &padded, 0, rowsPadded)
+            // The plain sum and the rounding rule.
+            var want = [Int32](repeating: 0, count: m * pixels)
+            for j in 0..<m {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var e: Int64 = 0
+                        for ch in 0..<c {
+                            for ky in 0..<3 {
+                                for kx in 0..<3 {
+                                    let iy = oy + ky - pad, ix = ox + kx - pad
+                                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                    let xb = x[ch * h * w + iy * w + ix], wb = wt[(j * c + ch) * 9 + ky * 3 + kx]
+                                    let a = aSigned ? Int64(Int8(bitPattern: xb)) : Int64(xb)
+                                    e += (a - Int64(za)) * (wUnsigned ? Int64(wb) - 128 : Int64(Int8(bitPattern: wb)))
+                                }
+                            }
+                        }
+                        let v = e + Int64(bias[j])
+                        var y: Int64
+                        if mode == KILN_QROUND_FLOAT {
+                            var f = Float(v) * Float(mult[j])
+                            f += fbias[j]
+                            y = Int64(f.rounded(.toNearestOrEven)) + Int64(yz)
+                        } else {
+                            y = Int64((Double(v) * mult[j] + Double(mode == KILN_QROUND_DOUBLE_ZERO_IN ? -3 : 0)).rounded(.toNearestOrEven))
+                        }
+                        want[j * pixels + oy * ow + ox] = out == KILN_QOUT_INT32 ? Int32(truncatingIfNeeded: v) : Int32(min(max(y, lo), hi))
+                    }
+                }
+            }
+            for family in Self.families {
+                #expect(kiln_qkernels_select_isa(family) == 0)
+                #expect((kiln_qwinograd_preferred() != 0) == (family == "avx2"), "\(family)")
+                var bytes = [UInt8](repeating: 0xAA, count: m * pixels), words = [Int32](repeating: -1, count: m * pixels)
+                packed.withUnsafeBufferPointer { kp in sums.withUnsafeBufferPointer { sp in bias.withUnsafeBufferPointer { bp in
+                mult.withUnsafeBufferPointer { mp in fbias.withUnsafeBufferPointer { fp in bytes.withUnsafeMutableBytes { op in
+                words.withUnsafeMutableBytes { wp32 in
+                    var q = kiln_qgemm_params()
+                    q.n = m; q.k = c; q.a_signed = aSigned ? 1 : 0; q.a_zero = za; q.col_sums = sp.baseAddress
+                    q.b_unsigned = wUnsigned ? 1 : 0
+                    q.bias = bp.baseAddress; q.out = out; q.rs = 1; q.cs = pixels
+                    q.multiplier = mp.baseAddress; q.multiplier_stride = 1; q.fbias = mode == KILN_QROUND_FLOAT ? fp.baseAddress : nil
+                    q.y_zero = mode == KILN_QROUND_FLOAT ? yz : -3; (q.qmin, q.qmax) = (Int32(lo), Int32(hi)); q.round = mode
+                    q.c = out == KILN_QOUT_INT32 ? wp32.baseAddress : op.baseAddress
+                    // Two ranges of tile rows, as threads split the work.
+                    let tiles = (oh + 1) / 2
+                    withUnsafePointer(to: geometry) { g in
+                        kiln_qwinograd_conv(g, padded, wp, kp.baseAddress, &q, 0, tiles / 2)
+                        kiln_qwinograd_conv(g, padded, wp, kp.baseAddress, &q, tiles / 2, tiles)
+                    }
+                } } } } } } }
+                let got = out == KILN_QOUT_INT32 ? words : bytes.map { out == KILN_QOUT_INT8 ? Int32(Int8(bitPattern: $0)) : Int32($0) }
+                let wrong = zip(got, want).filter { $0 != $1 }.count
+                #expect(wrong == 0, "\(family), case \(ci): \(wrong) of \(m * pixels) wrong")
+            }
+        }
+    }
+
     @Test("kiln_qdepthwise (fused-QDQ stage) and kiln_quantize_u8: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
     func depthwiseAndQuantizeFamilies() throws {
         defer { _ = kiln_qkernels_select_isa("host") }

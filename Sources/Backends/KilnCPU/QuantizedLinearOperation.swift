@@ -41,6 +41,9 @@ final class QuantizedLinearOperation: Operation {
     let floatBias: [Float]?
     /// The weight packed once (constant 2-D matmul weights; convolution weights per group), with column sums.
     private var prepacked: [(packed: [Int8], sums: [Int32])]?
+    /// A constant 3×3 convolution weight (stride 1, dilation 1, one group) transformed for kiln_qwinograd_conv,
+    /// with its column sums, where the int8 kernels prefer it (kiln_qwinograd_preferred); nil otherwise.
+    private var winograd: (packed: [Int16], sums: [Int32])?
     private let constantWeight: Tensor?
 
     var inputs: [Int] { [x, xScale, xZero, w, wScale, wZero, yScale, yZero, bias] }
@@ -63,11 +66,18 @@ final class QuantizedLinearOperation: Operation {
             case .matmul(let transB) where t.rank == 2:
                 let k = transB ? t.shape[1] : t.shape[0], n = transB ? t.shape[0] : t.shape[1]
                 prepacked = [Self.pack(bytes.baseAddress!, k: k, n: n, ks: transB ? 1 : n, ns: transB ? k : 1, unsigned: t.dtype == .uint8)]
-            case .conv(_, let group) where t.rank >= 3 && group > 0 && t.shape[0] % group == 0:
+            case .conv(let node, let group) where t.rank >= 3 && group > 0 && t.shape[0] % group == 0:
                 let m = t.shape[0], k = t.shape.dropFirst().reduce(1, *), mg = m / group
                 let hwc = Self.windowMajor(bytes.baseAddress!, filters: m, channels: t.shape[1], window: t.shape.dropFirst(2).reduce(1, *))
                 prepacked = hwc.withUnsafeBytes { w in
                     (0..<group).map { g in Self.pack(w.baseAddress! + g * mg * k, k: k, n: mg, ks: 1, ns: k, unsigned: t.dtype == .uint8) }
+                }
+                let kernel = Array(t.shape.dropFirst(2)), c = t.shape[1]
+                if group == 1, kernel == [3, 3], c <= 1024, kiln_qwinograd_preferred() != 0,
+                   let win = try? Window(node: node, kernel: kernel), win.strides == [1, 1], win.dilations == [1, 1] {
+                    var packed = [Int16](repeating: 0, count: kiln_qwinograd_pack_size(c, m)), sums = [Int32](repeating: 0, count: m)
+                    kiln_qwinograd_pack(c, m, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), t.dtype == .uint8 ? 1 : 0, &packed, &sums)
+                    winograd = (packed, sums)
                 }
             default: prepacked = nil
             }
@@ -370,7 +380,12 @@ final class QuantizedLinearOperation: Operation {
         let packBytes = kiln_qgemm_pack_b_size(kDim, mg)
         let packScratch = !depthwise && prepacked == nil ? try b.scratch(bytes: group * (packBytes + 4 * mg) + 64) : -1
         let rowScratch = depthwise || implicit ? -1 : try b.scratch(bytes: pixels * ld + 64)
-        let hwcScratch = depthwise ? -1 : try b.scratch(bytes: (implicit ? hp * paddedWidth * c : planeIn) + 64)
+        // Winograd F(2×2, 3×3) (a prepared 3×3 weight, 2-D): 2×2 output tiles read 4×4 windows of a padded copy
+        // wgWidth pixels wide, with rows and columns up to whole tiles.
+        let winograd = r == 2 ? self.winograd : nil
+        let tileRows = (oh + 1) / 2, wgWidth = 2 * ((ow + 1) / 2) + 2, wgBytes = winograd == nil ? 0 : (2 * tileRows + 2) * wgWidth * c
+        let hwcScratch = depthwise ? -1 : try b.scratch(bytes: max(implicit ? hp * paddedWidth * c : planeIn, wgBytes) + 64)
+        let wgPadChunks = splitRange(2 * tileRows + 2, parts: threads), tileChunks = splitRange(tileRows, parts: threads * 2)
         let padChunks = splitRange(hp, parts: threads)
         let outputRows = splitRange(oh, parts: threads * 2)
         let inputChunks = splitRange(h * wd, parts: threads, granule: 64)
@@ -443,6 +458,26 @@ final class QuantizedLinearOperation: Operation {
                         continue
                     }
                     let hwc = frame.scratch(hwcScratch).assumingMemoryBound(to: UInt8.self)
+                    // Winograd needs B's zero points zero in the stored (int8) domain.
+                    let storedZero: Int32 = wUnsigned ? 128 : 0
+                    if let winograd, wZero >= 0 ? st.wZero.allSatisfy({ $0 == storedZero }) : !wUnsigned {
+                        frame.pool.parallelFor(wgPadChunks.count) { u in
+                            kiln_qpad_hwc(xi, c, h, wd, geometry.pad_top, geometry.pad_left, wgWidth, padByte, hwc,
+                                          wgPadChunks[u].lowerBound, wgPadChunks[u].upperBound)
+                        }
+                        var q = params(group: 0, image: image)
+                        q.b_zero = nil
+                        winograd.packed.withUnsafeBufferPointer { pk in winograd.sums.withUnsafeBufferPointer { ps in
+                            q.col_sums = ps.baseAddress
+                            let qq = q
+                            frame.pool.parallelFor(tileChunks.count) { u in
+                                withUnsafePointer(to: geometry) { gp in withUnsafePointer(to: qq) { qp in
+                                    kiln_qwinograd_conv(gp, hwc, wgWidth, pk.baseAddress, qp, tileChunks[u].lowerBound, tileChunks[u].upperBound)
+                                } }
+                            }
+                        } }
+                        continue
+                    }
                     if implicit {
                         frame.pool.parallelFor(padChunks.count) { u in
                             kiln_qpad_hwc(xi, c, h, wd, geometry.pad_top, geometry.pad_left, paddedWidth, padByte, hwc,

@@ -572,6 +572,31 @@ void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pa
                    uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
 
 /**
+ * Exact int8 3×3 convolution (stride 1, dilation 1, one group) by Winograd F(2×2, 3×3): 2.25× fewer multiplies than kiln_qgemm's product, with the same result bit for bit. The transforms are
+ * integer: the input tile's (values at most 255) stays within ±1020 and the filter's, taken at twice G's scale,
+ * within ±1152, so every product and the channel sums fit int32 exactly (in_channels ≤ 1024); the output transform
+ * gives 4× the window's sum, divided exactly.
+ */
+/** Whether kiln_qwinograd_conv is faster here than kiln_qgemm's product (the int8 kernels selected now). */
+int kiln_qwinograd_preferred(void);
+/** int16 values of the transformed filters of c channels × n filters. */
+size_t kiln_qwinograd_pack_size(size_t c, size_t n);
+/**
+ * Transforms filters w[n][c][3][3] (int8 bytes, or uint8 when w_unsigned, stored as kiln_qgemm_pack_b stores them)
+ * into `packed` (kiln_qwinograd_pack_size values) and writes col_sums[j] = Σ of filter j's stored values.
+ */
+void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, int16_t *packed, int32_t *col_sums);
+/**
+ * Rows of 2×2 output tiles [ty0, ty1) of one image: the window sums of `padded` (kiln_qpad_hwc's channels-last copy,
+ * wp pixels a row, at least 2·⌈out_height/2⌉ + 2 rows and wp ≥ 2·⌈out_width/2⌉ + 2) by the filters `packed`, then the
+ * output stage of `q` as kiln_qgemm's (q->k = in_channels, q->n = out_channels, q->col_sums from
+ * kiln_qwinograd_pack; one a_zero; B's zero points zero in the stored domain, which b_zero is not read for; c, rs,
+ * cs address [channel][pixel]).
+ */
+void kiln_qwinograd_conv(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
+                         const kiln_qgemm_params *q, size_t ty0, size_t ty1);
+
+/**
  * Depthwise integer convolution of one image (groups == in_channels == out_channels), channels [c0, c1):
  * acc = Σ (x − x_zero)(w − w_zero[c]) over the window (padding contributes nothing), then the output stage
  * of `q` (its out, bias, multiplier, zero, bounds and rounding; c, rs, cs address [channel][pixel]).
