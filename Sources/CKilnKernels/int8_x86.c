@@ -677,8 +677,9 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
     if (p->stride_w != 1 || p->dilation_w != 1 || KH * KW > 256 || q->round != KILN_QROUND_FLOAT || q->out == KILN_QOUT_INT32 ||
         q->cs != 1 || OW == 0)
         return 0;
-    /* Row ix of the plane at column pad_left + ix of a padded row; output ox reads columns ox .. ox + KW − 1. */
-    const size_t ow8 = (OW + 7) / 8 * 8, wp = ow8 + KW - 1, pl = p->pad_left;
+    /* Row ix of the plane at column pad_left + ix of a padded row; output ox reads columns ox .. ox + KW − 1, for ox
+     * up to a whole block of 32. */
+    const size_t ow32 = (OW + 31) / 32 * 32, wp = ow32 + KW - 1, pl = p->pad_left;
     if (pl + W > wp) return 0;
     float *rows = kiln_scratch(2, H * wp + 8);
     if (rows == NULL) return 0;
@@ -712,26 +713,31 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
         const __m256 fb = _mm256_set1_ps(q->fbias ? q->fbias[c] : 0.0f);
         uint8_t *out = (uint8_t *)q->c + (ptrdiff_t)c * q->rs;
         for (size_t oy = 0; oy < OH; oy++) {
-            for (size_t ox0 = 0; ox0 < OW; ox0 += 8) {
-                __m256 acc = _mm256_setzero_ps();
+            for (size_t ob = 0; ob < OW; ob += 32) {
+                /* 32 outputs in four independent sums (one chain would wait on each FMA's latency). */
+                __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
                 for (size_t ky = 0; ky < KH; ky++) {
                     const long iy = (long)(oy * p->stride_h) - (long)p->pad_top + (long)(ky * p->dilation_h);
                     if (iy < 0 || iy >= (long)H) continue;
-                    const float *src = rows + (size_t)iy * wp + ox0;
-                    for (size_t kx = 0; kx < KW; kx++)
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(src + kx), _mm256_set1_ps(wc[ky * KW + kx]), acc);
+                    const float *src = rows + (size_t)iy * wp + ob;
+                    for (size_t kx = 0; kx < KW; kx++) {
+                        const __m256 wv = _mm256_set1_ps(wc[ky * KW + kx]);
+                        for (int b = 0; b < 4; b++) acc[b] = _mm256_fmadd_ps(_mm256_loadu_ps(src + kx + 8 * b), wv, acc[b]);
+                    }
                 }
-                const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(acc), bias);
-                __m256 f = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), m), fb);
-                f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
-                f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
-                const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), yz));
-                if (OW - ox0 >= 8) {
-                    _mm_storel_epi64((__m128i *)(out + oy * OW + ox0), bytes);
-                } else {
-                    uint8_t part[8];
-                    _mm_storel_epi64((__m128i *)part, bytes);
-                    memcpy(out + oy * OW + ox0, part, OW - ox0);
+                for (size_t ox0 = ob; ox0 < OW && ox0 < ob + 32; ox0 += 8) {
+                    const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(acc[(ox0 - ob) / 8]), bias);
+                    __m256 f = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), m), fb);
+                    f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
+                    f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
+                    const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), yz));
+                    if (OW - ox0 >= 8) {
+                        _mm_storel_epi64((__m128i *)(out + oy * OW + ox0), bytes);
+                    } else {
+                        uint8_t part[8];
+                        _mm_storel_epi64((__m128i *)part, bytes);
+                        memcpy(out + oy * OW + ox0, part, OW - ox0);
+                    }
                 }
             }
         }
