@@ -636,32 +636,33 @@ KILN_AVX2_INT static inline __m128i avx2_low_bytes(__m256i y) {
     return _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
 }
 
-/* kiln_quantize_u8 8 values at a time, as vnni_quantize (the same operations in the same order); the last
- * n % 8 through a zero-padded copy. */
+/* kiln_quantize_u8 of 8 values, as vnni_quantize (the same operations in the same order). */
+KILN_AVX2_INT static inline __m128i avx2_quantize8(__m256 v, __m256 s, __m256 clo, __m256 chi, __m256 vz, __m256 vlo, __m256 vhi) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256 q = _mm256_div_ps(v, s);
+    const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
+    const __m256 c = _mm256_min_ps(_mm256_max_ps(q, clo), chi);
+    __m256 r = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(c, magic), magic), vz);
+    r = _mm256_andnot_ps(nan, r); /* a NaN gives 0 */
+    r = _mm256_min_ps(_mm256_max_ps(r, vlo), vhi);
+    return avx2_low_bytes(_mm256_cvttps_epi32(r));
+}
+
+/* kiln_quantize_u8 8 values at a time; the last n % 8 through a zero-padded copy. */
 KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
     const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
     const __m256 s = _mm256_set1_ps(scale);
     const __m256 clo = _mm256_set1_ps(lo - z - 1.0f), chi = _mm256_set1_ps(hi - z + 1.0f), vz = _mm256_set1_ps(z);
-    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi), magic = _mm256_set1_ps(12582912.0f);
-    for (size_t i = 0; i < n; i += 8) {
-        const size_t left = n - i;
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storel_epi64((__m128i *)(y + i), avx2_quantize8(_mm256_loadu_ps(x + i), s, clo, chi, vz, vlo, vhi));
+    if (i < n) {
         float part[8] = {0};
-        if (left < 8) memcpy(part, x + i, left * sizeof(float));
-        const __m256 v = left < 8 ? _mm256_loadu_ps(part) : _mm256_loadu_ps(x + i);
-        const __m256 q = _mm256_div_ps(v, s);
-        const __m256 nan = _mm256_cmp_ps(q, q, _CMP_UNORD_Q);
-        const __m256 c = _mm256_min_ps(_mm256_max_ps(q, clo), chi);
-        __m256 r = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(c, magic), magic), vz);
-        r = _mm256_andnot_ps(nan, r); /* a NaN gives 0 */
-        r = _mm256_min_ps(_mm256_max_ps(r, vlo), vhi);
-        const __m128i bytes = avx2_low_bytes(_mm256_cvttps_epi32(r));
-        if (left >= 8) {
-            _mm_storel_epi64((__m128i *)(y + i), bytes);
-        } else {
-            uint8_t out[8];
-            _mm_storel_epi64((__m128i *)out, bytes);
-            memcpy(y + i, out, left);
-        }
+        uint8_t out[8];
+        memcpy(part, x + i, (n - i) * sizeof(float));
+        _mm_storel_epi64((__m128i *)out, avx2_quantize8(_mm256_loadu_ps(part), s, clo, chi, vz, vlo, vhi));
+        memcpy(y + i, out, n - i);
     }
 }
 

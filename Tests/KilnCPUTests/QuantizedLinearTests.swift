@@ -614,6 +614,57 @@ struct QDQFusionTests {
         }
     }
 
+    @Test("QDQ Add (a residual sum) → one pass, bit-identical with kiln.reference's float path; a dequantized input that only fused nodes read is not computed; different shapes stay unfused")
+    func fusedQDQAdd() throws {
+        var r = SplitMix64(seed: 33)
+        func scalar(_ g: inout TestGraph, _ v: Float) -> String { g.constant(floats([], [v])) }
+        // uint8 + int8 → uint8, and a + a → int8.
+        var g = TestGraph()
+        let shape: [Dim] = [.fixed(2), .fixed(5), .fixed(7)]
+        let a = g.input("a", shape, .uint8), s = g.input("s", shape, .int8)
+        let da = g.node("DequantizeLinear", [a, scalar(&g, 0.031), g.constant(Tensor(shape: [], [UInt8(117)]))])
+        let ds = g.node("DequantizeLinear", [s, scalar(&g, 0.0173), g.constant(Tensor(dtype: .int8, shape: [], int64s: [-5]))])
+        g.output(g.node("QuantizeLinear", [g.node("Add", [da, ds]), scalar(&g, 0.05), g.constant(Tensor(shape: [], [UInt8(128)]))]),
+                 g.node("QuantizeLinear", [g.node("Add", [da, da]), scalar(&g, 0.041), g.constant(Tensor(dtype: .int8, shape: [], int64s: [3]))]))
+        var graph = g.graph
+        _ = try GraphInference.infer(&graph)
+        var lowering = Lowering(graph: graph)
+        #expect(try lowering.lower().operations.map(\.kind) == ["QDQ(Add)", "QDQ(Add)"])
+        for _ in 0..<3 {
+            let feeds = ["a": randomTensor(.uint8, [2, 5, 7], &r), "s": randomTensor(.int8, [2, 5, 7], &r)]
+            let (got, want) = try runBoth(Model(graph: graph), feeds)
+            #expect(got[0].dtype == .uint8 && got[1].dtype == .int8)
+            #expect(got[0].asInt64s() == want[0].asInt64s() && got[1].asInt64s() == want[1].asInt64s())
+        }
+
+        // x feeds a fused Conv and the residual Add: its DequantizeLinear is not computed.
+        var h = TestGraph()
+        let x = h.input("x", [.fixed(1), .fixed(8), .fixed(6), .fixed(6)], .uint8)
+        let dx = h.node("DequantizeLinear", [x, scalar(&h, 0.03), h.constant(Tensor(shape: [], [UInt8(120)]))])
+        let dw = h.node("DequantizeLinear", [h.constant(randomTensor(.int8, [8, 8, 3, 3], &r, -127...127)), scalar(&h, 0.01)])
+        let conv = h.node("Conv", [dx, dw], ["pads": .ints([1, 1, 1, 1])])
+        let yq = h.node("QuantizeLinear", [conv, scalar(&h, 0.05), h.constant(Tensor(shape: [], [UInt8(128)]))])
+        let dy = h.node("DequantizeLinear", [yq, scalar(&h, 0.05), h.constant(Tensor(shape: [], [UInt8(128)]))])
+        h.output(h.node("QuantizeLinear", [h.node("Add", [dx, dy]), scalar(&h, 0.1), h.constant(Tensor(shape: [], [UInt8(128)]))]))
+        var hg = h.graph
+        _ = try GraphInference.infer(&hg)
+        var l2 = Lowering(graph: hg)
+        #expect(try l2.lower().operations.map(\.kind) == ["QDQ(Conv)", "QDQ(Add)"])
+        let (got, want) = try runBoth(Model(graph: hg), ["x": randomTensor(.uint8, [1, 8, 6, 6], &r)])
+        // The Conv is exact where the reference rounds in float32 (one quantum of 0.05 at most): half a quantum here.
+        #expect(zip(got[0].asInt64s(), want[0].asInt64s()).allSatisfy { abs($0 - $1) <= 1 })
+
+        // Shapes that broadcast: left to the unfused nodes.
+        var k = TestGraph()
+        let p = k.input("p", [.fixed(2), .fixed(3)], .uint8), q = k.input("q", [.fixed(3)], .uint8)
+        let dp = k.node("DequantizeLinear", [p, scalar(&k, 0.1)]), dq = k.node("DequantizeLinear", [q, scalar(&k, 0.2)])
+        k.output(k.node("QuantizeLinear", [k.node("Add", [dp, dq]), scalar(&k, 0.3)]))
+        var kg = k.graph
+        _ = try GraphInference.infer(&kg)
+        var l3 = Lowering(graph: kg)
+        #expect(try !l3.lower().operations.map(\.kind).contains("QDQ(Add)"))
+    }
+
     @Test("A dequantized activation read by another node stays computed; a non-constant weight is not fused")
     func partialPatterns() throws {
         var r = SplitMix64(seed: 32)

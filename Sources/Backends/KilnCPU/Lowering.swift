@@ -19,6 +19,9 @@ struct Lowering {
     /// spatial pads (begins then ends).
     private var padFolds: [Int: (pad: Int, source: String, pads: [Int])] = [:]
     private var placed: [(position: Int, sequence: Int, op: any Operation)] = []
+    /// DequantizeLinear nodes left computed by a QDQ fusion, with the fused nodes that read their quantized input
+    /// instead (dropDequantizedUnread).
+    private var quantizedReaders: [Int: Set<Int>] = [:]
     /// Element types of the graph's values, where known.
     let types: [String: DType]
 
@@ -46,6 +49,8 @@ struct Lowering {
         }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "Erf" { matchGELU(erf: i) }
         for (i, node) in graph.nodes.enumerated() where node.op.name == "QuantizeLinear" { matchQDQ(quantize: i) }
+        for (i, node) in graph.nodes.enumerated() where node.op.name == "QuantizeLinear" { matchQDQAdd(quantize: i) }
+        dropDequantizedUnread()
         for (i, node) in graph.nodes.enumerated() where node.op.name == "Pad" { matchPadConv(pad: i) }
         for (i, node) in graph.nodes.enumerated() where !absorbed.contains(i) {
             do {
@@ -136,13 +141,7 @@ struct Lowering {
     /// The dequantized activation stays computed when another node reads it. Anything else is left unfused.
     private mutating func matchQDQ(quantize q: Int) {
         let qn = graph.nodes[q]
-        func constant(_ name: String) -> Tensor? { name.isEmpty ? nil : constants[name] }
-        func scalarScale(_ name: String) -> Bool { constant(name).map { $0.dtype == .float32 && $0.count == 1 } ?? false }
-        func byteType(_ name: String) -> DType? { types[name].flatMap { $0 == .uint8 || $0 == .int8 ? $0 : nil } }
-        guard !absorbed.contains(q), let yq = qn.outputs.first, !yq.isEmpty, scalarScale(qn.input(1)),
-              (try? qn.int("block_size", 0)) == 0, ((try? qn.int("output_dtype", 0)) ?? 1) == 0 || !qn.input(2).isEmpty,
-              qn.input(2).isEmpty || (constant(qn.input(2)).map { $0.count == 1 && ($0.dtype == .uint8 || $0.dtype == .int8) } ?? false)
-        else { return }
+        guard let yq = plainQuantize(q) else { return }
         // The float value quantized: a linear node, optionally through Relu.
         var nodes = [q]
         var value = qn.input(0), relu = false
@@ -171,8 +170,7 @@ struct Lowering {
             guard (try? dn.int("block_size", 0)) == 0 else { return nil }
             return (d, dn)
         }
-        guard let (dx, dxn) = dequantize(ln.input(0)), let xType = byteType(dxn.input(0)), scalarScale(dxn.input(1)),
-              dxn.input(2).isEmpty || (constant(dxn.input(2)).map { $0.count == 1 && $0.dtype == xType } ?? false) else { return }
+        guard let (dx, dxn) = plainDequantize(ln.input(0)) else { return }
         guard let (dw, dwn) = dequantize(ln.input(1)), let wq = constant(dwn.input(0)), wq.dtype == .uint8 || wq.dtype == .int8,
               let ws = constant(dwn.input(1)), ws.dtype == .float32 else { return }
         let channels: Int, channelAxis: Int
@@ -225,10 +223,66 @@ struct Lowering {
             yScale: id(qn.input(1)), yZero: qn.input(2).isEmpty ? -1 : id(qn.input(2)), bias: intBias, floatBias: floatBias,
             y: id(yq), constantWeight: wq)
         // The dequantized operands are absorbed when nothing else reads them.
-        if soleConsumer(ln.input(0)) == p { nodes.append(dx) }
+        if soleConsumer(ln.input(0)) == p { nodes.append(dx) } else { quantizedReaders[dx, default: []].insert(p) }
         if soleConsumer(ln.input(1)) == p { nodes.append(dw) }
         if let biasNode { nodes.append(biasNode) }
         place(operation, nodes: nodes)
+    }
+
+    /// A constant, or nil for an absent input.
+    private func constant(_ name: String) -> Tensor? { name.isEmpty ? nil : constants[name] }
+    private func scalarScale(_ name: String) -> Bool { constant(name).map { $0.dtype == .float32 && $0.count == 1 } ?? false }
+    private func byteType(_ name: String) -> DType? { types[name].flatMap { $0 == .uint8 || $0 == .int8 ? $0 : nil } }
+
+    /// The output of QuantizeLinear node `q` when it quantizes per tensor to uint8 or int8 with a constant scale and
+    /// zero point (what the QDQ fusions take), and it is not taken yet.
+    private func plainQuantize(_ q: Int) -> String? {
+        let qn = graph.nodes[q]
+        guard !absorbed.contains(q), let yq = qn.outputs.first, !yq.isEmpty, scalarScale(qn.input(1)),
+              (try? qn.int("block_size", 0)) == 0, ((try? qn.int("output_dtype", 0)) ?? 1) == 0 || !qn.input(2).isEmpty,
+              qn.input(2).isEmpty || (constant(qn.input(2)).map { $0.count == 1 && ($0.dtype == .uint8 || $0.dtype == .int8) } ?? false)
+        else { return nil }
+        return yq
+    }
+
+    /// The DequantizeLinear node that computes `name` per tensor from uint8 or int8 with a constant scale and zero
+    /// point, when not taken yet.
+    private func plainDequantize(_ name: String) -> (node: Int, Node)? {
+        guard let d = producer[name], graph.nodes[d].op.name == "DequantizeLinear", !absorbed.contains(d) else { return nil }
+        let dn = graph.nodes[d]
+        guard (try? dn.int("block_size", 0)) == 0, let xType = byteType(dn.input(0)), scalarScale(dn.input(1)),
+              dn.input(2).isEmpty || (constant(dn.input(2)).map { $0.count == 1 && $0.dtype == xType } ?? false) else { return nil }
+        return (d, dn)
+    }
+
+    /// Fuses DequantizeLinear(a) + DequantizeLinear(b) → QuantizeLinear node `q` (per tensor, a and b of one static
+    /// shape: a residual sum as quantize_static writes it) into one `QuantizedAddOperation`.
+    private mutating func matchQDQAdd(quantize q: Int) {
+        let qn = graph.nodes[q]
+        guard let yq = plainQuantize(q), let p = producer[qn.input(0)], soleConsumer(qn.input(0)) == q else { return }
+        let an = graph.nodes[p]
+        guard an.op.name == "Add", an.op.domain.isEmpty, an.inputs.count == 2, an.outputs.count == 1,
+              let (da, dan) = plainDequantize(an.input(0)), let (db, dbn) = plainDequantize(an.input(1)),
+              let sa = graph.valueTypes[an.input(0)]?.tensorType?.fixedShape,
+              let sb = graph.valueTypes[an.input(1)]?.tensorType?.fixedShape, sa == sb else { return }
+        let operation = QuantizedAddOperation(
+            label: label([q, p]), a: id(dan.input(0)), aScale: id(dan.input(1)), aZero: dan.input(2).isEmpty ? -1 : id(dan.input(2)),
+            b: id(dbn.input(0)), bScale: id(dbn.input(1)), bZero: dbn.input(2).isEmpty ? -1 : id(dbn.input(2)),
+            yScale: id(qn.input(1)), yZero: qn.input(2).isEmpty ? -1 : id(qn.input(2)), y: id(yq))
+        var nodes = [q, p]
+        for (d, name) in da == db ? [(da, an.input(0))] : [(da, an.input(0)), (db, an.input(1))] {
+            if soleConsumer(name) == p { nodes.append(d) } else { quantizedReaders[d, default: []].insert(p) }
+        }
+        place(operation, nodes: nodes)
+    }
+
+    /// Drops the DequantizeLinear nodes that QDQ fusions left computed once every node reading their output is a
+    /// fused one that reads the quantized input instead.
+    private mutating func dropDequantizedUnread() {
+        for (d, readers) in quantizedReaders where !absorbed.contains(d) {
+            let out = graph.nodes[d].outputs[0]
+            if !graphOutputs.contains(out), Set(consumers[out] ?? []).isSubset(of: readers) { absorbed.insert(d) }
+        }
     }
 
     /// The GELU pattern that reads `value`, when none of its nodes is taken yet.
