@@ -381,6 +381,17 @@ typedef struct {
     __m256i yz;
 } avx2_consts;
 
+/* The fused-QDQ output stage of 8 centred sums plus bias v (column multipliers m, float biases fb): f = (float)v·m
+ * + fb, clamped to [lo, hi] (a NaN to lo), rounded half to even, + y_zero; the 8 bytes in the low half. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) __m128i avx2_requantize8(const avx2_consts *k, __m256i v, __m256 m, __m256 fb) {
+    __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), m);
+    f = _mm256_add_ps(f, fb);
+    f = _mm256_max_ps(f, k->lo); /* MAXPS returns the second operand for a NaN */
+    f = _mm256_min_ps(f, k->hi);
+    f = _mm256_sub_ps(_mm256_add_ps(f, k->magic), k->magic);
+    return avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), k->yz));
+}
+
 /* The output stage of one tile (as kiln_qstore_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to [lo, hi], a
  * NaN to lo; rounded half to even; + y_zero), rows × cols (≤ 8) bytes at row r, column n. */
 KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(const int mr, const avx2_consts *k, const kiln_qgemm_params *p,
@@ -394,12 +405,7 @@ KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(cons
     for (int i = 0; i < mr; i++) {
         __m256i v = _mm256_add_epi32(sums[i], cc);
         if (k->need_rowsum) v = _mm256_sub_epi32(v, _mm256_mullo_epi32(zb, _mm256_set1_epi32((int)t[i])));
-        __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), m);
-        f = _mm256_add_ps(f, fb);
-        f = _mm256_max_ps(f, k->lo); /* MAXPS returns the second operand for a NaN */
-        f = _mm256_min_ps(f, k->hi);
-        f = _mm256_sub_ps(_mm256_add_ps(f, k->magic), k->magic);
-        const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), k->yz));
+        const __m128i bytes = avx2_requantize8(k, v, m, fb);
         if (k->direct && cols == 8) _mm_storel_epi64((__m128i *)(c + (ptrdiff_t)(r + (size_t)i) * p->rs + (ptrdiff_t)n), bytes);
         else _mm_storel_epi64((__m128i *)tmp[i], bytes);
     }
@@ -545,7 +551,7 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
     k.magic = _mm256_set1_ps(12582912.0f);
     k.yz = _mm256_set1_epi32(q->y_zero);
     const uint32_t za = (uint32_t)q->a_zero + (q->a_signed ? 128u : 0u);
-    const int fused = q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32;
+    const int fused = q->round == KILN_QROUND_FLOAT && q->out != KILN_QOUT_INT32, p_rs1 = q->rs == 1;
     const __m128i xb = _mm_set1_epi8(q->a_signed ? (char)0x80 : 0);
     const uint32_t t0[1] = {0};
     int32_t colc[8] __attribute__((aligned(32))), zbv[8] __attribute__((aligned(32))) = {0};
@@ -608,17 +614,35 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
                     t[0][x] = _mm256_add_epi32(_mm256_add_epi32(m[x][i], m[4 + x][i]), m[8 + x][i]);
                     t[1][x] = _mm256_sub_epi32(_mm256_sub_epi32(m[4 + x][i], m[8 + x][i]), m[12 + x][i]);
                 }
+                __m256i y[2][2];
                 for (int r = 0; r < 2; r++) {
-                    const __m256i y[2] = {_mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t[r][0], t[r][1]), t[r][2]), 2),
-                                          _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2)};
+                    y[r][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t[r][0], t[r][1]), t[r][2]), 2);
+                    y[r][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2);
+                }
+                if (fused && p_rs1 && 2 * ty + 1 < OH && 2 * tx + 1 < OW) {
+                    /* A whole tile: each filter's two pixels of a row are adjacent, one 2-byte store. */
+                    const __m256i cc = _mm256_load_si256((const __m256i *)colc);
+                    const __m256 mm = _mm256_load_ps(mv), fb = _mm256_load_ps(fbv);
+                    uint8_t *c = (uint8_t *)q->c;
+                    for (int r = 0; r < 2; r++) {
+                        const __m128i pairs = _mm_unpacklo_epi8(avx2_requantize8(&k, _mm256_add_epi32(y[r][0], cc), mm, fb),
+                                                                avx2_requantize8(&k, _mm256_add_epi32(y[r][1], cc), mm, fb));
+                        uint16_t two[8];
+                        _mm_storeu_si128((__m128i *)two, pairs);
+                        uint8_t *at = c + (ptrdiff_t)((2 * ty + (size_t)r) * OW + 2 * tx);
+                        for (size_t j = 0; j < cols; j++) memcpy(at + (ptrdiff_t)(n + j) * q->cs, &two[j], 2);
+                    }
+                    continue;
+                }
+                for (int r = 0; r < 2; r++) {
                     for (int dx = 0; dx < 2; dx++) {
                         const size_t oy = 2 * ty + (size_t)r, ox = 2 * tx + (size_t)dx;
                         if (oy >= OH || ox >= OW) continue;
                         if (fused) {
-                            avx2_store8(1, &k, q, &y[dx], colc, zbv, mv, fbv, t0, oy * OW + ox, n, cols);
+                            avx2_store8(1, &k, q, &y[r][dx], colc, zbv, mv, fbv, t0, oy * OW + ox, n, cols);
                         } else { /* other output stages: the portable one */
                             uint32_t v[8];
-                            _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(y[dx], _mm256_load_si256((const __m256i *)colc)));
+                            _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(y[r][dx], _mm256_load_si256((const __m256i *)colc)));
                             kiln_qstore_row(q, v, cols, oy * OW + ox, n);
                         }
                     }
