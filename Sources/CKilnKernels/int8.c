@@ -505,32 +505,36 @@ size_t kiln_qwinograd_pack_size(size_t c, size_t n) { return 16 * ((c + 3) / 4 *
 void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, int16_t *packed, int32_t *col_sums) {
     const size_t groups = (c + 3) / 4, panels = (n + 7) / 8;
     const uint8_t flip = w_unsigned ? 0x80 : 0;
-    memset(packed, 0, kiln_qwinograd_pack_size(c, n) * sizeof(int16_t));
-    for (size_t j = 0; j < n; j++) {
-        int32_t sum = 0;
-        for (size_t ch = 0; ch < c; ch++) {
-            int32_t g[3][3], t[4][3];
-            for (int y = 0; y < 3; y++)
-                for (int x = 0; x < 3; x++) {
-                    g[y][x] = (int8_t)(w[(j * c + ch) * 9 + (size_t)(y * 3 + x)] ^ flip);
-                    sum += g[y][x];
+    for (size_t j = 0; j < n; j++) col_sums[j] = 0;
+    /* One 8-filter × 4-channel group at a time: its 16 positions' 32 values each are written whole. */
+    for (size_t jb = 0; jb < panels; jb++) {
+        for (size_t cg = 0; cg < groups; cg++) {
+            int16_t group[16][32] = {{0}};
+            for (size_t jj = 0; jj < 8 && jb * 8 + jj < n; jj++) {
+                const size_t j = jb * 8 + jj;
+                for (size_t cc = 0; cc < 4 && cg * 4 + cc < c; cc++) {
+                    const uint8_t *src = w + (j * c + cg * 4 + cc) * 9;
+                    int32_t g[3][3], t[4][3];
+                    for (int y = 0; y < 3; y++)
+                        for (int x = 0; x < 3; x++) {
+                            g[y][x] = (int8_t)(src[y * 3 + x] ^ flip);
+                            col_sums[j] += g[y][x];
+                        }
+                    /* V = G' g G'ᵀ with G' = 2G = [[2,0,0],[1,1,1],[1,−1,1],[0,0,2]]: rows, then columns. */
+                    for (int x = 0; x < 3; x++) {
+                        t[0][x] = 2 * g[0][x];
+                        t[1][x] = g[0][x] + g[1][x] + g[2][x];
+                        t[2][x] = g[0][x] - g[1][x] + g[2][x];
+                        t[3][x] = 2 * g[2][x];
+                    }
+                    for (int y = 0; y < 4; y++) {
+                        const int32_t v[4] = {2 * t[y][0], t[y][0] + t[y][1] + t[y][2], t[y][0] - t[y][1] + t[y][2], 2 * t[y][2]};
+                        for (int x = 0; x < 4; x++) group[y * 4 + x][jj * 4 + cc] = (int16_t)v[x];
+                    }
                 }
-            /* V = G' g G'ᵀ with G' = 2G = [[2,0,0],[1,1,1],[1,−1,1],[0,0,2]]: rows, then columns. */
-            for (int x = 0; x < 3; x++) {
-                t[0][x] = 2 * g[0][x];
-                t[1][x] = g[0][x] + g[1][x] + g[2][x];
-                t[2][x] = g[0][x] - g[1][x] + g[2][x];
-                t[3][x] = 2 * g[2][x];
             }
-            for (int y = 0; y < 4; y++) {
-                const int32_t v[4] = {2 * t[y][0], t[y][0] + t[y][1] + t[y][2], t[y][0] - t[y][1] + t[y][2], 2 * t[y][2]};
-                for (int x = 0; x < 4; x++) {
-                    const size_t pos = (size_t)(y * 4 + x);
-                    packed[((pos * panels + j / 8) * groups + ch / 4) * 32 + (j % 8) * 4 + ch % 4] = (int16_t)v[x];
-                }
-            }
+            for (size_t pos = 0; pos < 16; pos++) memcpy(packed + ((pos * panels + jb) * groups + cg) * 32, group[pos], sizeof group[pos]);
         }
-        col_sums[j] = sum;
     }
 }
 
