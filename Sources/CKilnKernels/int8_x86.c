@@ -19,6 +19,48 @@ static inline uint32_t load4(const uint8_t *p) {
     return v;
 }
 
+/* The per-column constants of the fused-QDQ output stage for columns nb .. nb + width of p, zero from width to block:
+ * colc = bias − za·(column sum), zbv = B's zero point in the stored domain, mv = multiplier, fbv = float bias.
+ * Returns whether a zbv is nonzero (the row sums of A are needed). */
+static int q_column_constants(const kiln_qgemm_params *p, uint32_t za, size_t nb, size_t width, size_t block, int32_t *colc,
+                              int32_t *zbv, float *mv, float *fbv) {
+    int need_rowsum = 0;
+    for (size_t j = 0; j < block; j++) {
+        if (j >= width) {
+            colc[j] = zbv[j] = 0;
+            mv[j] = fbv[j] = 0.0f;
+            continue;
+        }
+        const size_t col = nb + j;
+        const uint32_t csum = (uint32_t)p->col_sums[col];
+        int32_t zb = p->b_zero ? p->b_zero[col * p->b_zero_stride] : 0;
+        if (p->b_unsigned) zb -= 128;
+        zbv[j] = zb;
+        need_rowsum |= zb != 0;
+        colc[j] = (int32_t)((p->bias ? (uint32_t)p->bias[col] : 0u) - za * csum);
+        mv[j] = (float)p->multiplier[col * p->multiplier_stride];
+        fbv[j] = p->fbias ? p->fbias[col] : 0.0f;
+    }
+    return need_rowsum;
+}
+
+/* Whether the vector depthwise loops take this case: the fused-QDQ stage into [channel][pixel] rows, unit horizontal
+ * stride and dilation, at most 256 taps. */
+static int dw_vector_case(const kiln_conv2d_params *p, const kiln_qgemm_params *q) {
+    return p->stride_w == 1 && p->dilation_w == 1 && p->kernel_h * p->kernel_w <= 256 && q->round == KILN_QROUND_FLOAT &&
+           q->out != KILN_QOUT_INT32 && q->cs == 1 && p->out_width > 0;
+}
+
+/* Channel c's `taps` weights less its zero point, as floats. */
+static void dw_taps(const uint8_t *weight, size_t c, size_t taps, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
+                    float *wc) {
+    const int32_t wz = w_zero ? w_zero[c * w_zero_stride] : 0;
+    for (size_t t = 0; t < taps; t++) {
+        const uint8_t raw = weight[c * taps + t];
+        wc[t] = (float)((w_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - wz);
+    }
+}
+
 /* 6 rows × 32 columns: one zmm of 16 int32 sums per row and panel; each vpdpbusd adds 4 k. */
 KILN_VNNI static void vnni_qtile(size_t kq, const uint8_t *const a[KILN_QGEMM_MR], uint32_t a_xor, const int8_t *b0,
                                  const int8_t *b1, int32_t *acc) {
@@ -155,23 +197,7 @@ KILN_VNNI static void vnni_qgemm_float(const kiln_qgemm_params *p, size_t r0, si
     uint32_t t[VNNI_MR];
     for (size_t nb = n0; nb < n1; nb += VNNI_QBLOCK) {
         const size_t ne = n1 - nb < VNNI_QBLOCK ? n1 : nb + VNNI_QBLOCK, width = ne - nb;
-        k.need_rowsum = 0;
-        for (size_t j = 0; j < VNNI_QBLOCK; j++) {
-            if (j >= width) {
-                colc[j] = zbv[j] = 0;
-                mv[j] = fbv[j] = 0.0f;
-                continue;
-            }
-            const size_t col = nb + j;
-            const uint32_t csum = (uint32_t)p->col_sums[col];
-            int32_t zb = p->b_zero ? p->b_zero[col * p->b_zero_stride] : 0;
-            if (p->b_unsigned) zb -= 128;
-            zbv[j] = zb;
-            k.need_rowsum |= zb != 0;
-            colc[j] = (int32_t)((p->bias ? (uint32_t)p->bias[col] : 0u) - za * csum);
-            mv[j] = (float)p->multiplier[col * p->multiplier_stride];
-            fbv[j] = p->fbias ? p->fbias[col] : 0.0f;
-        }
+        k.need_rowsum = q_column_constants(p, za, nb, width, VNNI_QBLOCK, colc, zbv, mv, fbv);
         for (size_t r = r0; r < r1; r += VNNI_MR) {
             const size_t rows = r1 - r < VNNI_MR ? r1 - r : VNNI_MR;
             for (size_t i = 0; i < VNNI_MR; i++) {
@@ -234,20 +260,14 @@ KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *
                                     const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                     const kiln_qgemm_params *q, size_t c0, size_t c1) {
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width, KH = p->kernel_h, KW = p->kernel_w;
-    if (p->stride_w != 1 || p->dilation_w != 1 || KH * KW > 256 || q->round != KILN_QROUND_FLOAT || q->out == KILN_QOUT_INT32 ||
-        q->cs != 1 || OW == 0)
-        return 0;
+    if (!dw_vector_case(p, q)) return 0;
     const __m512 lo = _mm512_set1_ps((float)(q->qmin - q->y_zero)), hi = _mm512_set1_ps((float)(q->qmax - q->y_zero));
     const __m512 magic = _mm512_set1_ps(12582912.0f);
     const __m512i yz = _mm512_set1_epi32(q->y_zero), xz = _mm512_set1_epi32(x_zero);
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (size_t c = c0; c < c1; c++) {
-        const int32_t wz = w_zero ? w_zero[c * w_zero_stride] : 0;
         float wc[256];
-        for (size_t t = 0; t < KH * KW; t++) {
-            const uint8_t raw = weight[c * KH * KW + t];
-            wc[t] = (float)((w_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - wz);
-        }
+        dw_taps(weight, c, KH * KW, w_signed, w_zero, w_zero_stride, wc);
         const uint8_t *plane = input + c * H * W;
         const __m512i bias = _mm512_set1_epi32(q->bias ? q->bias[c] : 0);
         const __m512 m = _mm512_set1_ps((float)q->multiplier[c * q->multiplier_stride]);
@@ -495,23 +515,7 @@ KILN_AVX2_INT static void avx2_qgemm_float(const kiln_qgemm_params *p, size_t r0
     uint32_t t[AVX2_MR];
     for (size_t nb = n0; nb < n1; nb += AVX2_QBLOCK) {
         const size_t ne = n1 - nb < AVX2_QBLOCK ? n1 : nb + AVX2_QBLOCK, width = ne - nb;
-        k.need_rowsum = 0;
-        for (size_t j = 0; j < AVX2_QBLOCK; j++) {
-            if (j >= width) {
-                colc[j] = zbv[j] = 0;
-                mv[j] = fbv[j] = 0.0f;
-                continue;
-            }
-            const size_t col = nb + j;
-            const uint32_t csum = (uint32_t)p->col_sums[col];
-            int32_t zb = p->b_zero ? p->b_zero[col * p->b_zero_stride] : 0;
-            if (p->b_unsigned) zb -= 128;
-            zbv[j] = zb;
-            k.need_rowsum |= zb != 0;
-            colc[j] = (int32_t)((p->bias ? (uint32_t)p->bias[col] : 0u) - za * csum);
-            mv[j] = (float)p->multiplier[col * p->multiplier_stride];
-            fbv[j] = p->fbias ? p->fbias[col] : 0.0f;
-        }
+        k.need_rowsum = q_column_constants(p, za, nb, width, AVX2_QBLOCK, colc, zbv, mv, fbv);
         for (size_t r = r0; r < r1; r += AVX2_MR) {
             const size_t rows = r1 - r < AVX2_MR ? r1 - r : AVX2_MR;
             for (size_t i = 0; i < rows; i++)
@@ -699,9 +703,7 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                                         const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                         const kiln_qgemm_params *q, size_t c0, size_t c1) {
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width, KH = p->kernel_h, KW = p->kernel_w;
-    if (p->stride_w != 1 || p->dilation_w != 1 || KH * KW > 256 || q->round != KILN_QROUND_FLOAT || q->out == KILN_QOUT_INT32 ||
-        q->cs != 1 || OW == 0)
-        return 0;
+    if (!dw_vector_case(p, q)) return 0;
     /* Row ix of the plane at column pad_left + ix of a padded row; output ox reads columns ox .. ox + KW − 1, for ox
      * up to a whole block of 32. */
     const size_t ow32 = (OW + 31) / 32 * 32, wp = ow32 + KW - 1, pl = p->pad_left;
@@ -712,12 +714,8 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
     const __m256 magic = _mm256_set1_ps(12582912.0f);
     const __m256i yz = _mm256_set1_epi32(q->y_zero);
     for (size_t c = c0; c < c1; c++) {
-        const int32_t wz = w_zero ? w_zero[c * w_zero_stride] : 0;
         float wc[256];
-        for (size_t t = 0; t < KH * KW; t++) {
-            const uint8_t raw = weight[c * KH * KW + t];
-            wc[t] = (float)((w_signed ? (int32_t)(int8_t)raw : (int32_t)raw) - wz);
-        }
+        dw_taps(weight, c, KH * KW, w_signed, w_zero, w_zero_stride, wc);
         const uint8_t *plane = input + c * H * W;
         const __m256i xz = _mm256_set1_epi32(x_zero);
         for (size_t y = 0; y < H; y++) {
