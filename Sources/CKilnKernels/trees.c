@@ -458,31 +458,6 @@ KILN_TREES_AVX512 static void mask_pass_any(const kiln_forest *f, const uint32_t
     MASK_PASS_DISPATCH(mask_pass, f, kt, acc, S);
 }
 
-/* kiln_forest_sum_rows by leaf masks: passes of up to 64 rows (4 × 16), each through every tree. */
-KILN_TREES_AVX512 static int forest_mask_sum_rows16(const kiln_forest *f, const uint32_t *keys, size_t rows,
-                                                    double *sums) {
-    size_t width = 2 * f->features;
-    /* The transposed keys of 64 rows: 512 bytes per feature (at most 2 MB). */
-    if (f->features > 4096) return -1;
-    uint32_t *kt = aligned_alloc(64, width * 64 * sizeof *kt);
-    if (kt == NULL) return -1;
-    double acc[64];
-    for (size_t base = 0; base < rows; base += 64) {
-        size_t n = rows - base < 64 ? rows - base : 64;
-        int S = (int)((n + 15) / 16);
-        /* Rows past the last repeat row `base` (their sums are dropped). */
-        for (size_t i = 0; i < (size_t)S * 16; i++) {
-            const uint32_t *row = keys + (base + (i < n ? i : 0)) * width;
-            for (size_t j = 0; j < width; j++) kt[64 * j + i] = row[j];
-        }
-        for (size_t i = 0; i < (size_t)S * 16; i++) acc[i] = i < n ? sums[base + i] : 0.0;
-        mask_pass_any(f, kt, acc, S);
-        for (size_t i = 0; i < n; i++) sums[base + i] = acc[i];
-    }
-    free(kt);
-    return 0;
-}
-
 /* The same walk eight rows a vector, for AVX2. AVX2 compares signed words only, so keys and split keys have their
  * top bit flipped (unsigned order becomes signed order); a split's "first child" lanes (key > row) keep their bits
  * by ORing the split's mask with them before the AND; the lowest set bit's index comes from the exponent of its
@@ -559,31 +534,33 @@ KILN_TREES_AVX2 static void mask_pass8_any(const kiln_forest *f, const uint32_t 
 }
 #undef MASK_PASS_DISPATCH
 
-/* kiln_forest_sum_rows by leaf masks, eight rows a vector: passes of up to 32 rows (4 × 8). */
-KILN_TREES_AVX2 static int forest_mask_sum_rows8(const kiln_forest *f, const uint32_t *keys, size_t rows,
-                                                 double *sums) {
-    size_t width = 2 * f->features;
+/* kiln_forest_sum_rows by leaf masks: passes of up to 4 vectors of rows (16 rows a vector on AVX-512, 8 on AVX2, as
+ * the forest's layout says), each through every tree. The keys of a pass are transposed (key j of pass row i at
+ * kt[4·lanes·j + i]); AVX2 compares signed words, so its keys have their top bits flipped. */
+static int forest_mask_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows, double *sums) {
+    const int wide = f->mask_isa == 2;
+    const size_t lanes = wide ? 16 : 8, block = 4 * lanes, width = 2 * f->features;
+    const uint32_t flip = wide ? 0 : 0x80000000u;
+    /* At most 2 MB of transposed keys. */
     if (f->features > 4096) return -1;
-    uint32_t *kt = aligned_alloc(64, width * 32 * sizeof *kt);
+    uint32_t *kt = aligned_alloc(64, width * block * sizeof *kt);
     if (kt == NULL) return -1;
-    double acc[32];
-    for (size_t base = 0; base < rows; base += 32) {
-        size_t n = rows - base < 32 ? rows - base : 32;
-        int S = (int)((n + 7) / 8);
-        for (size_t i = 0; i < (size_t)S * 8; i++) {
+    double acc[64];
+    for (size_t base = 0; base < rows; base += block) {
+        size_t n = rows - base < block ? rows - base : block;
+        int S = (int)((n + lanes - 1) / lanes);
+        /* Rows past the last repeat row `base` (their sums are dropped). */
+        for (size_t i = 0; i < (size_t)S * lanes; i++) {
             const uint32_t *row = keys + (base + (i < n ? i : 0)) * width;
-            for (size_t j = 0; j < width; j++) kt[32 * j + i] = row[j] ^ 0x80000000u;
+            for (size_t j = 0; j < width; j++) kt[block * j + i] = row[j] ^ flip;
         }
-        for (size_t i = 0; i < (size_t)S * 8; i++) acc[i] = i < n ? sums[base + i] : 0.0;
-        mask_pass8_any(f, kt, acc, S);
+        for (size_t i = 0; i < (size_t)S * lanes; i++) acc[i] = i < n ? sums[base + i] : 0.0;
+        if (wide) mask_pass_any(f, kt, acc, S);
+        else mask_pass8_any(f, kt, acc, S);
         for (size_t i = 0; i < n; i++) sums[base + i] = acc[i];
     }
     free(kt);
     return 0;
-}
-
-static int forest_mask_sum_rows(const kiln_forest *f, const uint32_t *keys, size_t rows, double *sums) {
-    return f->mask_isa == 2 ? forest_mask_sum_rows16(f, keys, rows, sums) : forest_mask_sum_rows8(f, keys, rows, sums);
 }
 #endif
 

@@ -164,12 +164,6 @@ struct Lowering {
             transB = (try? ln.int("transB", 0)) == 1
         }
         // Both operands dequantized, the weight from a constant.
-        func dequantize(_ name: String) -> (node: Int, Node)? {
-            guard let d = producer[name], graph.nodes[d].op.name == "DequantizeLinear", !absorbed.contains(d) else { return nil }
-            let dn = graph.nodes[d]
-            guard (try? dn.int("block_size", 0)) == 0 else { return nil }
-            return (d, dn)
-        }
         guard let (dx, dxn) = plainDequantize(ln.input(0)) else { return }
         guard let (dw, dwn) = dequantize(ln.input(1)), let wq = constant(dwn.input(0)), wq.dtype == .uint8 || wq.dtype == .int8,
               let ws = constant(dwn.input(1)), ws.dtype == .float32 else { return }
@@ -245,12 +239,17 @@ struct Lowering {
         return yq
     }
 
-    /// The DequantizeLinear node that computes `name` per tensor from uint8 or int8 with a constant scale and zero
-    /// point, when not taken yet.
-    private func plainDequantize(_ name: String) -> (node: Int, Node)? {
+    /// The DequantizeLinear node (not blocked) that computes `name`, when not taken yet.
+    private func dequantize(_ name: String) -> (node: Int, Node)? {
         guard let d = producer[name], graph.nodes[d].op.name == "DequantizeLinear", !absorbed.contains(d) else { return nil }
         let dn = graph.nodes[d]
-        guard (try? dn.int("block_size", 0)) == 0, let xType = byteType(dn.input(0)), scalarScale(dn.input(1)),
+        guard (try? dn.int("block_size", 0)) == 0 else { return nil }
+        return (d, dn)
+    }
+
+    /// `dequantize(name)` when it dequantizes per tensor from uint8 or int8 with a constant scale and zero point.
+    private func plainDequantize(_ name: String) -> (node: Int, Node)? {
+        guard let (d, dn) = dequantize(name), let xType = byteType(dn.input(0)), scalarScale(dn.input(1)),
               dn.input(2).isEmpty || (constant(dn.input(2)).map { $0.count == 1 && $0.dtype == xType } ?? false) else { return nil }
         return (d, dn)
     }

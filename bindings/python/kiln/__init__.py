@@ -874,8 +874,8 @@ class Model:
         outputs = [(name, r.shape, r.dtype) + _FROM_NUMPY[r.dtype] for name, r in zip(self._output_names, results)]
         lib = self._handle._lib
         return _fast.Plan(ctypes.cast(lib.kiln_run, ctypes.c_void_p).value,
-                             ctypes.cast(lib.kiln_error_free, ctypes.c_void_p).value, self._handle.pointer.value,
-                             self._handle, self._gate, np.ndarray, np.empty, inputs, outputs)
+                          ctypes.cast(lib.kiln_error_free, ctypes.c_void_p).value, self._handle.pointer.value,
+                          self._handle, self._gate, np.ndarray, np.empty, inputs, outputs)
 
     def _run(self, tensors: Any, options: Any) -> Dict[str, npt.NDArray[Any]]:
         lib = self._handle._lib
