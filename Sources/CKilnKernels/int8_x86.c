@@ -535,15 +535,20 @@ KILN_AVX2_INT static void avx2_qgemm_float(const kiln_qgemm_params *p, size_t r0
     }
 }
 
-/* kiln_qwinograd_conv: blocks of AVX2_MR tiles. Each block's 16 input transforms (int16, channels padded to groups of
- * 4) are the rows of 16 products by the filters' transforms, with avx2_tile8; the output transform and the output
- * stage (avx2_store8, one pixel at a time; kiln_qstore_row for stages other than the fused-QDQ one) follow, 8 filters
- * at a time. */
+/* kiln_qwinograd_conv: passes of up to 16 blocks of AVX2_MR tiles. A pass first computes its tiles' input transforms
+ * (int16, channels padded to groups of 4); then, 8 filters at a time, each block's 16 transforms are the rows of 16
+ * products by the filters' transforms (avx2_tile8), and the output transform and the output stage (avx2_store8, one
+ * pixel at a time; kiln_qstore_row for stages other than the fused-QDQ one) follow. */
 KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
                                         const kiln_qgemm_params *q, size_t ty0, size_t ty1) {
     const size_t C = p->in_channels, N = q->n, OH = p->out_height, OW = p->out_width, TX = (OW + 1) / 2;
-    const size_t groups = (C + 3) / 4, cp = groups * 4, panels = (N + 7) / 8;
-    int16_t *u = (int16_t *)kiln_scratch(2, 16 * AVX2_MR * cp / 2 + 16);
+    const size_t groups = (C + 3) / 4, cp = groups * 4, panels = (N + 7) / 8, block = 16 * AVX2_MR * cp;
+    /* Tiles per pass over the filters: as many whole blocks as keep their transforms within ~128 KiB (L2), so each
+     * filter panel is read from memory once per pass rather than once per block (a 128 × 128 layer's transforms
+     * take 512 KiB, the whole L2 of some cores). */
+    size_t per_pass = 65536 / block;
+    per_pass = (per_pass < 1 ? 1 : per_pass > 16 ? 16 : per_pass) * AVX2_MR;
+    int16_t *u = (int16_t *)kiln_scratch(2, per_pass * 16 * cp / 2 + 16);
     if (u == NULL) return;
     avx2_consts k;
     k.kg = groups;
@@ -561,11 +566,13 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
     int32_t colc[8] __attribute__((aligned(32))), zbv[8] __attribute__((aligned(32))) = {0};
     float mv[8] __attribute__((aligned(32))), fbv[8] __attribute__((aligned(32)));
     const size_t first = ty0 * TX, last = ty1 * TX;
-    for (size_t tb = first; tb < last; tb += AVX2_MR) {
-        const size_t count = last - tb < AVX2_MR ? last - tb : AVX2_MR;
-        /* u[(pos·AVX2_MR + i)·cp + ch]: U = Bᵀ d B of tile tb + i, 16 channels a vector (the rest one at a time). */
-        for (size_t i = 0; i < count; i++) {
-            const size_t ty = (tb + i) / TX, tx = (tb + i) % TX;
+    for (size_t pass = first; pass < last; pass += per_pass) {
+        const size_t pass_end = last - pass < per_pass ? last : pass + per_pass;
+        /* Block b of the pass at u + b·block: u[(pos·AVX2_MR + i)·cp + ch] is U = Bᵀ d B of its tile i, 16 channels a
+         * vector (the rest one at a time). */
+        for (size_t tile = pass; tile < pass_end; tile++) {
+            const size_t i = (tile - pass) % AVX2_MR, ty = tile / TX, tx = tile % TX;
+            int16_t *ub = u + (tile - pass) / AVX2_MR * block;
             const uint8_t *base = padded + (2 * ty * wp + 2 * tx) * C;
             size_t ch = 0;
             for (; ch + 16 <= C; ch += 16) {
@@ -582,13 +589,13 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
                     const __m256i r[4] = {_mm256_sub_epi16(d[y][0], d[y][2]), _mm256_add_epi16(d[y][1], d[y][2]),
                                           _mm256_sub_epi16(d[y][2], d[y][1]), _mm256_sub_epi16(d[y][1], d[y][3])};
                     for (int x = 0; x < 4; x++)
-                        _mm256_storeu_si256((__m256i *)(u + ((size_t)(y * 4 + x) * AVX2_MR + i) * cp + ch), r[x]);
+                        _mm256_storeu_si256((__m256i *)(ub + ((size_t)(y * 4 + x) * AVX2_MR + i) * cp + ch), r[x]);
                 }
             }
             for (; ch < cp; ch++) {
                 int32_t one[16] = {0};
                 if (ch < C) kiln_qwinograd_input(padded, wp, C, 2 * ty, 2 * tx, ch, q->a_signed ? 0x80 : 0, one);
-                for (int pos = 0; pos < 16; pos++) u[((size_t)pos * AVX2_MR + i) * cp + ch] = (int16_t)one[pos];
+                for (int pos = 0; pos < 16; pos++) ub[((size_t)pos * AVX2_MR + i) * cp + ch] = (int16_t)one[pos];
             }
         }
         for (size_t nb = 0; nb < panels; nb++) {
@@ -599,55 +606,59 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
                 mv[j] = fused ? (float)q->multiplier[col * q->multiplier_stride] : 0.0f;
                 fbv[j] = fused && q->fbias ? q->fbias[col] : 0.0f;
             }
-            __m256i m[16][AVX2_MR];
-            for (size_t pos = 0; pos < 16; pos++) {
-                const int16_t *b = packed + (pos * panels + nb) * groups * 32;
-                const int16_t *a = u + pos * AVX2_MR * cp;
-                switch (count) {
+            for (size_t tb = pass; tb < pass_end; tb += AVX2_MR) {
+                const size_t count = pass_end - tb < AVX2_MR ? pass_end - tb : AVX2_MR;
+                const int16_t *ub = u + (tb - pass) / AVX2_MR * block;
+                __m256i m[16][AVX2_MR];
+                for (size_t pos = 0; pos < 16; pos++) {
+                    const int16_t *b = packed + (pos * panels + nb) * groups * 32;
+                    const int16_t *a = ub + pos * AVX2_MR * cp;
+                    switch (count) {
 #define AVX2_WG_CASE(R) case R: avx2_tile8(R, 1, groups, a, cp, b, m[pos]); break;
-                AVX2_WG_CASE(6) AVX2_WG_CASE(5) AVX2_WG_CASE(4) AVX2_WG_CASE(3) AVX2_WG_CASE(2) AVX2_WG_CASE(1)
+                    AVX2_WG_CASE(6) AVX2_WG_CASE(5) AVX2_WG_CASE(4) AVX2_WG_CASE(3) AVX2_WG_CASE(2) AVX2_WG_CASE(1)
 #undef AVX2_WG_CASE
-                default: break;
-                }
-            }
-            for (size_t i = 0; i < count; i++) {
-                const size_t ty = (tb + i) / TX, tx = (tb + i) % TX;
-                /* Aᵀ M A over the 8 filters: columns first (t), then rows; 4× the sums, divided exactly. */
-                __m256i t[2][4];
-                for (int x = 0; x < 4; x++) {
-                    t[0][x] = _mm256_add_epi32(_mm256_add_epi32(m[x][i], m[4 + x][i]), m[8 + x][i]);
-                    t[1][x] = _mm256_sub_epi32(_mm256_sub_epi32(m[4 + x][i], m[8 + x][i]), m[12 + x][i]);
-                }
-                __m256i y[2][2];
-                for (int r = 0; r < 2; r++) {
-                    y[r][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t[r][0], t[r][1]), t[r][2]), 2);
-                    y[r][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2);
-                }
-                if (fused && p_rs1 && 2 * ty + 1 < OH && 2 * tx + 1 < OW) {
-                    /* A whole tile: each filter's two pixels of a row are adjacent, one 2-byte store. */
-                    const __m256i cc = _mm256_load_si256((const __m256i *)colc);
-                    const __m256 mm = _mm256_load_ps(mv), fb = _mm256_load_ps(fbv);
-                    uint8_t *c = (uint8_t *)q->c;
-                    for (int r = 0; r < 2; r++) {
-                        const __m128i pairs = _mm_unpacklo_epi8(avx2_requantize8(&k, _mm256_add_epi32(y[r][0], cc), mm, fb),
-                                                                avx2_requantize8(&k, _mm256_add_epi32(y[r][1], cc), mm, fb));
-                        uint16_t two[8];
-                        _mm_storeu_si128((__m128i *)two, pairs);
-                        uint8_t *at = c + (ptrdiff_t)((2 * ty + (size_t)r) * OW + 2 * tx);
-                        for (size_t j = 0; j < cols; j++) memcpy(at + (ptrdiff_t)(n + j) * q->cs, &two[j], 2);
+                    default: break;
                     }
-                    continue;
                 }
-                for (int r = 0; r < 2; r++) {
-                    for (int dx = 0; dx < 2; dx++) {
-                        const size_t oy = 2 * ty + (size_t)r, ox = 2 * tx + (size_t)dx;
-                        if (oy >= OH || ox >= OW) continue;
-                        if (fused) {
-                            avx2_store8(1, &k, q, &y[r][dx], colc, zbv, mv, fbv, t0, oy * OW + ox, n, cols);
-                        } else { /* other output stages: the portable one */
-                            uint32_t v[8];
-                            _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(y[r][dx], _mm256_load_si256((const __m256i *)colc)));
-                            kiln_qstore_row(q, v, cols, oy * OW + ox, n);
+                for (size_t i = 0; i < count; i++) {
+                    const size_t ty = (tb + i) / TX, tx = (tb + i) % TX;
+                    /* Aᵀ M A over the 8 filters: columns first (t), then rows; 4× the sums, divided exactly. */
+                    __m256i t[2][4];
+                    for (int x = 0; x < 4; x++) {
+                        t[0][x] = _mm256_add_epi32(_mm256_add_epi32(m[x][i], m[4 + x][i]), m[8 + x][i]);
+                        t[1][x] = _mm256_sub_epi32(_mm256_sub_epi32(m[4 + x][i], m[8 + x][i]), m[12 + x][i]);
+                    }
+                    __m256i y[2][2];
+                    for (int r = 0; r < 2; r++) {
+                        y[r][0] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_add_epi32(t[r][0], t[r][1]), t[r][2]), 2);
+                        y[r][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2);
+                    }
+                    if (fused && p_rs1 && 2 * ty + 1 < OH && 2 * tx + 1 < OW) {
+                        /* A whole tile: each filter's two pixels of a row are adjacent, one 2-byte store. */
+                        const __m256i cc = _mm256_load_si256((const __m256i *)colc);
+                        const __m256 mm = _mm256_load_ps(mv), fb = _mm256_load_ps(fbv);
+                        uint8_t *c = (uint8_t *)q->c;
+                        for (int r = 0; r < 2; r++) {
+                            const __m128i pairs = _mm_unpacklo_epi8(avx2_requantize8(&k, _mm256_add_epi32(y[r][0], cc), mm, fb),
+                                                                    avx2_requantize8(&k, _mm256_add_epi32(y[r][1], cc), mm, fb));
+                            uint16_t two[8];
+                            _mm_storeu_si128((__m128i *)two, pairs);
+                            uint8_t *at = c + (ptrdiff_t)((2 * ty + (size_t)r) * OW + 2 * tx);
+                            for (size_t j = 0; j < cols; j++) memcpy(at + (ptrdiff_t)(n + j) * q->cs, &two[j], 2);
+                        }
+                        continue;
+                    }
+                    for (int r = 0; r < 2; r++) {
+                        for (int dx = 0; dx < 2; dx++) {
+                            const size_t oy = 2 * ty + (size_t)r, ox = 2 * tx + (size_t)dx;
+                            if (oy >= OH || ox >= OW) continue;
+                            if (fused) {
+                                avx2_store8(1, &k, q, &y[r][dx], colc, zbv, mv, fbv, t0, oy * OW + ox, n, cols);
+                            } else { /* other output stages: the portable one */
+                                uint32_t v[8];
+                                _mm256_storeu_si256((__m256i *)v, _mm256_add_epi32(y[r][dx], _mm256_load_si256((const __m256i *)colc)));
+                                kiln_qstore_row(q, v, cols, oy * OW + ox, n);
+                            }
                         }
                     }
                 }

@@ -265,7 +265,7 @@ struct QuantizedKernelTests {
         defer { _ = kiln_qkernels_select_isa("host") }
         var r = SplitMix64(seed: 15)
         // (channels, filters, height, width, pad)
-        let cases = [(32, 32, 9, 11, 1), (5, 9, 7, 6, 1), (19, 17, 8, 13, 0), (48, 24, 5, 5, 2), (16, 8, 3, 3, 1), (130, 40, 4, 7, 1)]
+        let cases = [(32, 32, 9, 11, 1), (5, 9, 7, 6, 1), (19, 17, 8, 13, 0), (48, 24, 5, 5, 2), (16, 8, 3, 3, 1), (130, 40, 4, 7, 1), (130, 24, 17, 21, 1)]
         for (ci, (c, m, h, w, pad)) in cases.enumerated() {
             let aSigned = ci % 2 == 1, wUnsigned = ci % 3 == 1, outSigned = ci % 3 == 2
             let oh = h + 2 * pad - 2, ow = w + 2 * pad - 2, pixels = oh * ow, k = c * 9
