@@ -653,3 +653,26 @@ void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int i
         y[i] = is_signed ? (uint8_t)(int8_t)r : (uint8_t)r;
     }
 }
+
+/* ---- The QDQ residual sum ---- */
+
+void kiln_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b, uint8_t b_xor,
+               int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero, int y_signed, uint8_t *y) {
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->add) {
+        kk->add(a, a_xor, a_offset, a_scale, b, b_xor, b_offset, b_scale, n, y_scale, y_zero, y_signed, y);
+        return;
+    }
+    /* Blocks of floats that stay in L1 between the sum and kiln_quantize_u8. Each operation is its own statement,
+     * so no compiler contracts the product and the sum into one fused multiply-add. */
+    float f[256];
+    for (size_t i0 = 0; i0 < n; i0 += 256) {
+        const size_t m = n - i0 < 256 ? n - i0 : 256;
+        for (size_t i = 0; i < m; i++) {
+            const float da = (float)((int32_t)(uint8_t)(a[i0 + i] ^ a_xor) - a_offset) * a_scale;
+            const float db = (float)((int32_t)(uint8_t)(b[i0 + i] ^ b_xor) - b_offset) * b_scale;
+            f[i] = da + db;
+        }
+        kiln_quantize_u8(f, m, y_scale, y_zero, y_signed, y + i0);
+    }
+}

@@ -313,7 +313,11 @@ KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *
     return 1;
 }
 
-const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_transpose16};
+/* The AVX2 residual sum serves the AVX-512 family as well (the same bytes: the families quantize alike). */
+KILN_AVX2_INT static void avx2_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b,
+                                    uint8_t b_xor, int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero,
+                                    int y_signed, uint8_t *y);
+const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_transpose16, NULL, avx2_qadd};
 
 /* The 4 k of a row, zero-extended to 16 bits and repeated across the register: [a0 a1 a2 a3] × 4. */
 KILN_AVX2_INT static inline __m256i avx2_a4(const uint8_t *p, uint32_t a_xor) {
@@ -687,13 +691,37 @@ KILN_AVX2_INT static inline __m128i avx2_quantize8(__m256 v, __m256 s, __m256 cl
     return avx2_low_bytes(_mm256_cvttps_epi32(r));
 }
 
-/* kiln_quantize_u8 8 values at a time; the last n % 8 through a zero-padded copy. */
+/* avx2_quantize8 of 4 vectors, the 32 bytes in order at y. Each step is applied to all 4 before the next, so the
+ * division's latency overlaps across them (one vector at a time, the chain after the division left the core idle). */
+KILN_AVX2_INT static inline void avx2_quantize32(const __m256 v[4], __m256 s, __m256 clo, __m256 chi, __m256 vz, __m256 vlo, __m256 vhi,
+                                                int is_signed, uint8_t *y) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    __m256 q[4], nan[4];
+    __m256i w[4];
+    for (int j = 0; j < 4; j++) q[j] = _mm256_div_ps(v[j], s);
+    for (int j = 0; j < 4; j++) nan[j] = _mm256_cmp_ps(q[j], q[j], _CMP_UNORD_Q);
+    for (int j = 0; j < 4; j++) q[j] = _mm256_min_ps(_mm256_max_ps(q[j], clo), chi);
+    for (int j = 0; j < 4; j++) q[j] = _mm256_add_ps(_mm256_sub_ps(_mm256_add_ps(q[j], magic), magic), vz);
+    for (int j = 0; j < 4; j++) q[j] = _mm256_andnot_ps(nan[j], q[j]); /* a NaN gives 0 */
+    for (int j = 0; j < 4; j++) w[j] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(q[j], vlo), vhi));
+    /* The values are within the output type's range, so the saturating packs keep them; the packs interleave
+     * 128-bit lanes, which the permute puts back in order. */
+    const __m256i h0 = _mm256_packs_epi32(w[0], w[1]), h1 = _mm256_packs_epi32(w[2], w[3]);
+    const __m256i b = is_signed ? _mm256_packs_epi16(h0, h1) : _mm256_packus_epi16(h0, h1);
+    _mm256_storeu_si256((__m256i *)y, _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+
+/* kiln_quantize_u8 32 values at a time, then 8; the last n % 8 through a zero-padded copy. */
 KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y) {
     const float lo = is_signed ? -128.0f : 0.0f, hi = is_signed ? 127.0f : 255.0f, z = (float)zero;
     const __m256 s = _mm256_set1_ps(scale);
     const __m256 clo = _mm256_set1_ps(lo - z - 1.0f), chi = _mm256_set1_ps(hi - z + 1.0f), vz = _mm256_set1_ps(z);
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256 v[4] = {_mm256_loadu_ps(x + i), _mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(x + i + 24)};
+        avx2_quantize32(v, s, clo, chi, vz, vlo, vhi, is_signed, y + i);
+    }
     for (; i + 8 <= n; i += 8)
         _mm_storel_epi64((__m128i *)(y + i), avx2_quantize8(_mm256_loadu_ps(x + i), s, clo, chi, vz, vlo, vhi));
     if (i < n) {
@@ -701,6 +729,45 @@ KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, i
         uint8_t out[8];
         memcpy(part, x + i, (n - i) * sizeof(float));
         _mm_storel_epi64((__m128i *)out, avx2_quantize8(_mm256_loadu_ps(part), s, clo, chi, vz, vlo, vhi));
+        memcpy(y + i, out, n - i);
+    }
+}
+
+/* (float)((x ^ xor) − offset)·scale of 8 bytes. */
+KILN_AVX2_INT static inline __m256 avx2_dequantize8(const uint8_t *x, __m128i xor, __m256i offset, __m256 scale) {
+    const __m128i bytes = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)x), xor);
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), offset)), scale);
+}
+
+/* kiln_qadd 32 values at a time, then 8, each step as the portable loop's (dequantize both, add, quantize); the last
+ * n % 8 through zero-padded copies. */
+KILN_AVX2_INT static void avx2_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b,
+                                    uint8_t b_xor, int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero,
+                                    int y_signed, uint8_t *y) {
+    const float lo = y_signed ? -128.0f : 0.0f, hi = y_signed ? 127.0f : 255.0f, z = (float)y_zero;
+    const __m256 s = _mm256_set1_ps(y_scale);
+    const __m256 clo = _mm256_set1_ps(lo - z - 1.0f), chi = _mm256_set1_ps(hi - z + 1.0f), vz = _mm256_set1_ps(z);
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m128i xa = _mm_set1_epi8((char)a_xor), xb = _mm_set1_epi8((char)b_xor);
+    const __m256i oa = _mm256_set1_epi32(a_offset), ob = _mm256_set1_epi32(b_offset);
+    const __m256 sa = _mm256_set1_ps(a_scale), sb = _mm256_set1_ps(b_scale);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256 sums[4];
+        for (int j = 0; j < 4; j++)
+            sums[j] = _mm256_add_ps(avx2_dequantize8(a + i + 8 * j, xa, oa, sa), avx2_dequantize8(b + i + 8 * j, xb, ob, sb));
+        avx2_quantize32(sums, s, clo, chi, vz, vlo, vhi, y_signed, y + i);
+    }
+    for (; i + 8 <= n; i += 8) {
+        const __m256 sum = _mm256_add_ps(avx2_dequantize8(a + i, xa, oa, sa), avx2_dequantize8(b + i, xb, ob, sb));
+        _mm_storel_epi64((__m128i *)(y + i), avx2_quantize8(sum, s, clo, chi, vz, vlo, vhi));
+    }
+    if (i < n) {
+        uint8_t pa[8] = {0}, pb[8] = {0}, out[8];
+        memcpy(pa, a + i, n - i);
+        memcpy(pb, b + i, n - i);
+        const __m256 sum = _mm256_add_ps(avx2_dequantize8(pa, xa, oa, sa), avx2_dequantize8(pb, xb, ob, sb));
+        _mm_storel_epi64((__m128i *)out, avx2_quantize8(sum, s, clo, chi, vz, vlo, vhi));
         memcpy(y + i, out, n - i);
     }
 }
@@ -810,6 +877,6 @@ KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride,
         }
 }
 
-const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16, avx2_winograd};
+const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16, avx2_winograd, avx2_qadd};
 
 #endif

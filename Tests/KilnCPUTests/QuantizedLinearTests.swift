@@ -348,7 +348,7 @@ struct QuantizedKernelTests {
         }
     }
 
-    @Test("kiln_qdepthwise (fused-QDQ stage) and kiln_quantize_u8: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
+    @Test("kiln_qdepthwise (fused-QDQ stage), kiln_quantize_u8 and kiln_qadd: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
     func depthwiseAndQuantizeFamilies() throws {
         defer { _ = kiln_qkernels_select_isa("host") }
         var r = SplitMix64(seed: 14)
@@ -401,6 +401,28 @@ struct QuantizedKernelTests {
                     var got = [UInt8](repeating: 0x5A, count: n)
                     kiln_quantize_u8(values, n, scale, zero, signed ? 1 : 0, &got)
                     #expect(got == want, "kiln_quantize_u8 on \(family): scale \(scale) zero \(zero) n \(n)")
+                }
+            }
+        }
+        // kiln_qadd against the unfused nodes' float32 operations, written out here, then quantized.
+        let qa = (0..<1003).map { _ in UInt8.random(in: 0...255, using: &r) }, qb = (0..<1003).map { _ in UInt8.random(in: 0...255, using: &r) }
+        for (sa, sb, sy, xa, xb, oa, ob, zy, signed) in [(Float(0.02), Float(0.03), Float(0.05), UInt8(0), UInt8(0), Int32(3), Int32(130), Int32(7), false),
+                                                          (0.1, 0.007, 0.1, 0x80, 0, 128 - 4, 0, -20, true), (0.5, 0.5, 0.4, 0x80, 0x80, 128, 125, 0, false)] {
+            for n in [1003, 16, 7] {
+                let sums = (0..<n).map { i -> Float in
+                    let da = Float(Int32(qa[i] ^ xa) - oa) * sa
+                    let db = Float(Int32(qb[i] ^ xb) - ob) * sb
+                    return da + db
+                }
+                var want = [UInt8](repeating: 0, count: n)
+                #expect(kiln_qkernels_select_isa("generic") == 0)
+                kiln_quantize_u8(sums, n, sy, zy, signed ? 1 : 0, &want)
+                if n == 1003 { #expect(Set(want).count > 100, "the sums should not all saturate") }
+                for family in Self.families {
+                    #expect(kiln_qkernels_select_isa(family) == 0)
+                    var got = [UInt8](repeating: 0x5A, count: n)
+                    kiln_qadd(qa, xa, oa, sa, qb, xb, ob, sb, n, sy, zy, signed ? 1 : 0, &got)
+                    #expect(got == want, "kiln_qadd on \(family): n \(n) y_scale \(sy)")
                 }
             }
         }

@@ -3,7 +3,7 @@ import KilnIR
 
 /// The QDQ form of an int8 residual sum, DequantizeLinear(a) + DequantizeLinear(b) → QuantizeLinear, as one pass
 /// over the bytes: per element `(a − a_zero)·a_scale + (b − b_zero)·b_scale` in float32, then quantized as
-/// QuantizeLinear quantizes (kiln_quantize_u8). The same float32 operations in the same order as the unfused
+/// QuantizeLinear quantizes (kiln_qadd, in blocks that stay in L1). The same float32 operations in the same order as the unfused
 /// nodes, so the same bytes; the dequantized tensors are never written. Per-tensor scales and zero points; `a`
 /// and `b` of one shape (the lowering fuses only statically equal shapes).
 final class QuantizedAddOperation: Operation {
@@ -35,7 +35,6 @@ final class QuantizedAddOperation: Operation {
         }
         let count = shape.reduce(1, *)
         let chunks = splitRange(count, parts: builder.threads, granule: 64)
-        let floats = try builder.scratch(bytes: count * 4 + 64)
         let (a, aScale, aZero, b, bScale, bZero, yScale, yZero, y) = (a, aScale, aZero, b, bScale, bZero, yScale, yZero, y)
         try builder.define(y, shape: shape, dtype: outType)
         builder.step { frame in
@@ -51,16 +50,10 @@ final class QuantizedAddOperation: Operation {
             let sy = frame.raw(yScale).load(as: Float.self), zy = zero(yZero, outType)
             let ap = UnsafePointer(frame.raw(a).assumingMemoryBound(to: UInt8.self))
             let bp = UnsafePointer(frame.raw(b).assumingMemoryBound(to: UInt8.self))
-            let f = frame.scratch(floats).assumingMemoryBound(to: Float.self)
             let out = frame.raw(y).assumingMemoryBound(to: UInt8.self)
             frame.pool.parallelFor(chunks.count) { u in
-                let range = chunks[u]
-                for i in range {
-                    // DequantizeLinear's and Add's float32 operations, in their order.
-                    let da = Float(Int32(ap[i] ^ xa) &- oa) * sa, db = Float(Int32(bp[i] ^ xb) &- ob) * sb
-                    f[i] = da + db
-                }
-                kiln_quantize_u8(f + range.lowerBound, range.count, sy, zy, outType == .int8 ? 1 : 0, out + range.lowerBound)
+                let range = chunks[u], at = range.lowerBound
+                kiln_qadd(ap + at, xa, oa, sa, bp + at, xb, ob, sb, range.count, sy, zy, outType == .int8 ? 1 : 0, out + at)
             }
         }
     }

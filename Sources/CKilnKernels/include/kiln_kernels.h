@@ -610,6 +610,13 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
  *  zero), the division in double then rounded to float as kiln.reference does; NaN gives 0, saturated. */
 void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
 
+/** The QDQ residual sum of n bytes, DequantizeLinear(a) + DequantizeLinear(b) → QuantizeLinear, as the unfused
+ *  nodes compute it: da = (float)((a ^ a_xor) − a_offset)·a_scale and db likewise, in float32, then da + db quantized
+ *  by kiln_quantize_u8 with y_scale, y_zero, y_signed. An int8 input is read with xor 0x80 and its zero point + 128
+ *  as offset. */
+void kiln_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b, uint8_t b_xor,
+               int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero, int y_signed, uint8_t *y);
+
 /** The least and greatest of n floats and 0 (the range DynamicQuantizeLinear quantizes over) into *lo and *hi;
  *  NaNs are skipped. */
 void kiln_float_range(const float *x, size_t n, float *lo, float *hi);
