@@ -388,6 +388,45 @@ void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pa
     }
 }
 
+/* memcpy and memset of the few bytes of one window row (a stem's 3 pixels × 3 channels): up to 16 bytes as two
+ * overlapping fixed-size moves, which compile to plain loads and stores where the library calls would dominate. */
+static inline void q_copy_small(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n >= 8 && n <= 16) {
+        uint64_t lo, hi;
+        memcpy(&lo, src, 8);
+        memcpy(&hi, src + n - 8, 8);
+        memcpy(dst, &lo, 8);
+        memcpy(dst + n - 8, &hi, 8);
+    } else if (n >= 4 && n < 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, src, 4);
+        memcpy(&hi, src + n - 4, 4);
+        memcpy(dst, &lo, 4);
+        memcpy(dst + n - 4, &hi, 4);
+    } else if (n >= 2 && n < 4) {
+        uint16_t lo, hi;
+        memcpy(&lo, src, 2);
+        memcpy(&hi, src + n - 2, 2);
+        memcpy(dst, &lo, 2);
+        memcpy(dst + n - 2, &hi, 2);
+    } else if (n == 1) {
+        dst[0] = src[0];
+    } else if (n > 16) {
+        memcpy(dst, src, n);
+    }
+}
+
+/* memset through q_copy_small's moves, for up to 16 bytes. */
+static inline void q_fill_small(uint8_t *dst, uint8_t value, size_t n) {
+    if (n > 16) {
+        memset(dst, value, n);
+        return;
+    }
+    uint8_t v[16];
+    for (int i = 0; i < 16; i++) v[i] = value;
+    q_copy_small(dst, v, n);
+}
+
 void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t group, uint8_t pad_value, uint8_t *rows,
                       size_t ld, size_t p0, size_t p1) {
     if (p->groups == 0 || p->stride_h == 0 || p->stride_w == 0 || p->out_width == 0) return;
@@ -402,23 +441,23 @@ void kiln_qim2row_hwc(const kiln_conv2d_params *p, const uint8_t *hwc, size_t gr
         for (size_t ky = 0; ky < KH; ky++) {
             long iy = y0 + (long)(ky * p->dilation_h);
             if (iy < 0 || iy >= (long)H) {
-                memset(at, pad_value, KW * cg);
+                q_fill_small(at, pad_value, KW * cg);
                 at += KW * cg;
                 continue;
             }
             const uint8_t *line = base + (size_t)iy * W * C;
             if (p->dilation_w == 1 && cg == C && x0 >= 0 && x0 + (long)KW <= (long)W) {
-                memcpy(at, line + (size_t)x0 * C, KW * C); /* the window's pixels are adjacent */
+                q_copy_small(at, line + (size_t)x0 * C, KW * C); /* the window's pixels are adjacent */
                 at += KW * C;
                 continue;
             }
             for (size_t kx = 0; kx < KW; kx++, at += cg) {
                 long ix = x0 + (long)(kx * p->dilation_w);
-                if (ix < 0 || ix >= (long)W) memset(at, pad_value, cg);
-                else memcpy(at, line + (size_t)ix * C, cg);
+                if (ix < 0 || ix >= (long)W) q_fill_small(at, pad_value, cg);
+                else q_copy_small(at, line + (size_t)ix * C, cg);
             }
         }
-        if (ld > K) memset(row + K, 0, ld - K);
+        if (ld > K) q_fill_small(row + K, 0, ld - K);
     }
 }
 

@@ -791,6 +791,8 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
     const __m256 lo = _mm256_set1_ps((float)(q->qmin - q->y_zero)), hi = _mm256_set1_ps((float)(q->qmax - q->y_zero));
     const __m256 magic = _mm256_set1_ps(12582912.0f);
     const __m256i yz = _mm256_set1_epi32(q->y_zero);
+    /* The padding columns of every row stay zero: each channel writes only columns [pl, pl + W). */
+    memset(rows, 0, H * wp * sizeof(float));
     for (size_t c = c0; c < c1; c++) {
         float wc[256];
         dw_taps(weight, c, KH * KW, w_signed, w_zero, w_zero_stride, wc);
@@ -799,7 +801,6 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
         for (size_t y = 0; y < H; y++) {
             float *row = rows + y * wp;
             const uint8_t *line = plane + y * W;
-            for (size_t j = 0; j < pl; j++) row[j] = 0.0f;
             size_t ix = 0;
             for (; ix + 8 <= W; ix += 8) {
                 const __m128i b = _mm_loadl_epi64((const __m128i *)(line + ix));
@@ -807,7 +808,6 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                 _mm256_storeu_ps(row + pl + ix, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, xz)));
             }
             for (; ix < W; ix++) row[pl + ix] = (float)((x_signed ? (int32_t)(int8_t)line[ix] : (int32_t)line[ix]) - x_zero);
-            for (size_t j = pl + W; j < wp; j++) row[j] = 0.0f;
         }
         const __m256i bias = _mm256_set1_epi32(q->bias ? q->bias[c] : 0);
         const __m256 m = _mm256_set1_ps((float)q->multiplier[c * q->multiplier_stride]);
@@ -832,7 +832,9 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                     f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
                     f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
                     const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), yz));
-                    if (OW - ox0 >= 8) {
+                    /* A row's last bytes: 8 written whole unless this is the channel's last row (the overflow lands
+                     * at the start of the next row, written after it). */
+                    if (OW - ox0 >= 8 || oy + 1 < OH) {
                         _mm_storel_epi64((__m128i *)(out + oy * OW + ox0), bytes);
                     } else {
                         uint8_t part[8];
