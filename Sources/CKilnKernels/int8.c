@@ -693,6 +693,18 @@ void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int i
     }
 }
 
+void kiln_dequantize_u8(const uint8_t *x, size_t n, int is_signed, int32_t zero, float scale, float *y) {
+    const kiln_qkernel *kk = kiln_qkernel_current();
+    if (kk->dequantize) {
+        kk->dequantize(x, n, is_signed, zero, scale, y);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const int32_t v = is_signed ? (int32_t)(int8_t)x[i] : (int32_t)x[i];
+        y[i] = (float)(v - zero) * scale;
+    }
+}
+
 /* ---- The QDQ residual sum ---- */
 
 void kiln_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b, uint8_t b_xor,

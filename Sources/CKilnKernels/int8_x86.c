@@ -313,11 +313,13 @@ KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *
     return 1;
 }
 
-/* The AVX2 residual sum serves the AVX-512 family as well (the same bytes: the families quantize alike). */
+/* The AVX2 dequantizing and residual sum serve the AVX-512 family as well (the same bytes: the families quantize
+ * alike). */
+KILN_AVX2_INT static void avx2_dequantize(const uint8_t *x, size_t n, int is_signed, int32_t zero, float scale, float *y);
 KILN_AVX2_INT static void avx2_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b,
                                     uint8_t b_xor, int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero,
                                     int y_signed, uint8_t *y);
-const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_transpose16, NULL, avx2_qadd};
+const kiln_qkernel kiln_qkernel_avx512vnni = {"avx512vnni", vnni_qtile, 0, vnni_qgemm_float, vnni_quantize, vnni_depthwise, x86_transpose16, NULL, avx2_dequantize, avx2_qadd};
 
 /* The 4 k of a row, zero-extended to 16 bits and repeated across the register: [a0 a1 a2 a3] × 4. */
 KILN_AVX2_INT static inline __m256i avx2_a4(const uint8_t *p, uint32_t a_xor) {
@@ -739,6 +741,25 @@ KILN_AVX2_INT static inline __m256 avx2_dequantize8(const uint8_t *x, __m128i xo
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), offset)), scale);
 }
 
+/* kiln_dequantize_u8 32 values at a time (an int8 value read as its byte xor 0x80, less zero + 128), then 8; the
+ * last n % 8 through zero-padded copies. */
+KILN_AVX2_INT static void avx2_dequantize(const uint8_t *x, size_t n, int is_signed, int32_t zero, float scale, float *y) {
+    const __m128i xr = _mm_set1_epi8(is_signed ? (char)0x80 : 0);
+    const __m256i offset = _mm256_set1_epi32(zero + (is_signed ? 128 : 0));
+    const __m256 s = _mm256_set1_ps(scale);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int j = 0; j < 4; j++) _mm256_storeu_ps(y + i + 8 * j, avx2_dequantize8(x + i + 8 * j, xr, offset, s));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, avx2_dequantize8(x + i, xr, offset, s));
+    if (i < n) {
+        uint8_t part[8] = {0};
+        float out[8];
+        memcpy(part, x + i, n - i);
+        _mm256_storeu_ps(out, avx2_dequantize8(part, xr, offset, s));
+        memcpy(y + i, out, (n - i) * sizeof(float));
+    }
+}
+
 /* kiln_qadd 32 values at a time, then 8, each step as the portable loop's (dequantize both, add, quantize); the last
  * n % 8 through zero-padded copies. */
 KILN_AVX2_INT static void avx2_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b,
@@ -879,6 +900,6 @@ KILN_AVX2_INT static void x86_transpose16(const uint8_t *src, size_t src_stride,
         }
 }
 
-const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16, avx2_winograd, avx2_qadd};
+const kiln_qkernel kiln_qkernel_avx2 = {"avx2", avx2_qtile, 0, avx2_qgemm_float, avx2_quantize, avx2_depthwise, x86_transpose16, avx2_winograd, avx2_dequantize, avx2_qadd};
 
 #endif

@@ -156,6 +156,8 @@ typedef struct kiln_qkernel {
      * kiln_qwinograd_preferred says 0). */
     void (*winograd)(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
                      const kiln_qgemm_params *q, size_t ty0, size_t ty1);
+    /* kiln_dequantize_u8, bit-identical, or NULL for the portable loop. */
+    void (*dequantize)(const uint8_t *x, size_t n, int is_signed, int32_t zero, float scale, float *y);
     /* kiln_qadd, bit-identical, or NULL for the portable loop. */
     void (*add)(const uint8_t *a, uint8_t a_xor, int32_t a_offset, float a_scale, const uint8_t *b, uint8_t b_xor,
                 int32_t b_offset, float b_scale, size_t n, float y_scale, int32_t y_zero, int y_signed, uint8_t *y);

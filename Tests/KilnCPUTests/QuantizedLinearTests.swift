@@ -348,7 +348,7 @@ struct QuantizedKernelTests {
         }
     }
 
-    @Test("kiln_qdepthwise (fused-QDQ stage), kiln_quantize_u8 and kiln_qadd: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
+    @Test("kiln_qdepthwise (fused-QDQ stage), kiln_quantize_u8, kiln_qadd and kiln_dequantize_u8: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
     func depthwiseAndQuantizeFamilies() throws {
         defer { _ = kiln_qkernels_select_isa("host") }
         var r = SplitMix64(seed: 14)
@@ -423,6 +423,18 @@ struct QuantizedKernelTests {
                     var got = [UInt8](repeating: 0x5A, count: n)
                     kiln_qadd(qa, xa, oa, sa, qb, xb, ob, sb, n, sy, zy, signed ? 1 : 0, &got)
                     #expect(got == want, "kiln_qadd on \(family): n \(n) y_scale \(sy)")
+                }
+            }
+        }
+        // kiln_dequantize_u8 against DequantizeLinear's float32 arithmetic, written out.
+        for (signed, zero, scale) in [(false, Int32(131), Float(0.0173)), (true, Int32(-7), 3.5e-5), (true, 0, 1e30)] {
+            for n in [1003, 33, 5] {
+                let want = (0..<n).map { i in (Float(signed ? Int32(Int8(bitPattern: qa[i])) : Int32(qa[i])) - Float(zero)) * scale }
+                for family in Self.families {
+                    #expect(kiln_qkernels_select_isa(family) == 0)
+                    var got = [Float](repeating: .nan, count: n)
+                    kiln_dequantize_u8(qa, n, signed ? 1 : 0, zero, scale, &got)
+                    #expect(got.map(\.bitPattern) == want.map(\.bitPattern), "kiln_dequantize_u8 on \(family): n \(n) scale \(scale)")
                 }
             }
         }

@@ -12,6 +12,14 @@ extension PlanBuilder {
     func compute(_ outputs: [(id: Int, shape: [Int], dtype: DType)], from inputs: [Int],
                  fold: Bool = true,
                  _ body: @escaping ([UnsafeRawPointer], [UnsafeMutableRawPointer]) throws -> Void) throws {
+        try computeSplit(outputs, from: inputs, fold: fold) { sources, targets, _ in try body(sources, targets) }
+    }
+
+    /// `compute` for a body that divides its work: it calls `split(n, work)`, which runs `work(0)` … `work(n − 1)`
+    /// on the plan's threads when the step runs (one after another when the value is folded while planning).
+    func computeSplit(_ outputs: [(id: Int, shape: [Int], dtype: DType)], from inputs: [Int],
+                      fold: Bool = true,
+                      _ body: @escaping ([UnsafeRawPointer], [UnsafeMutableRawPointer], (Int, (Int) -> Void) -> Void) throws -> Void) throws {
         // Element counts overflow-checked first: the shapes may come from declared dims (checkedBytes throws
         // past one value's limit, which every output must fit anyway).
         var total = 0
@@ -30,7 +38,7 @@ extension PlanBuilder {
                 bytes.append(n)
             }
             let sources = knowns.map { $0?.rawBytes?.baseAddress ?? UnsafeRawPointer(dummy) }
-            try withExtendedLifetime(knowns) { try body(sources, memory) }
+            try withExtendedLifetime(knowns) { try body(sources, memory) { n, work in for u in 0..<n { work(u) } } }
             for (k, o) in outputs.enumerated() where o.id >= 0 {
                 let storage = TensorStorage(byteCount: bytes[k]) { dst in
                     if bytes[k] > 0 { dst.baseAddress!.copyMemory(from: memory[k], byteCount: bytes[k]) }
@@ -52,7 +60,7 @@ extension PlanBuilder {
         step { frame in
             let sources = inputs.map { $0 < 0 ? UnsafeRawPointer(dummy) : UnsafeRawPointer(frame.raw($0)) }
             let targets = ids.enumerated().map { k, id in id >= 0 ? frame.raw(id) : frame.scratch(scratchOf[k]!) }
-            try body(sources, targets)
+            try body(sources, targets) { n, work in frame.pool.parallelFor(n, work) }
         }
     }
 

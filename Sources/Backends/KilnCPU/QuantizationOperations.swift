@@ -114,11 +114,16 @@ extension SwiftOps {
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
         if xt == .float32, st == .float32, precision == .float32, target == .uint8 || target == .int8, sIndex == nil, zIndex == nil {
-            // The common int8 case in C (kiln_quantize_u8): the same arithmetic as below, without the Double arrays.
-            try b.compute([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o in
+            // The common int8 case in C (kiln_quantize_u8): the same arithmetic as below, without the Double arrays,
+            // in chunks across the threads.
+            let chunks = splitRange(count, parts: b.threads, granule: 256)
+            try b.computeSplit([(outs[0], xs, target)], from: [ins[0], ins[1], zp]) { p, o, split in
                 let z: Int32 = zCount == 0 ? 0 : (target == .uint8 ? Int32(p[2].load(as: UInt8.self)) : Int32(p[2].load(as: Int8.self)))
-                kiln_quantize_u8(p[0].assumingMemoryBound(to: Float.self), count, p[1].load(as: Float.self), z, target == .int8 ? 1 : 0,
-                                 o[0].assumingMemoryBound(to: UInt8.self))
+                let x = p[0].assumingMemoryBound(to: Float.self), s = p[1].load(as: Float.self), y = o[0].assumingMemoryBound(to: UInt8.self)
+                split(chunks.count) { u in
+                    let r = chunks[u]
+                    kiln_quantize_u8(x + r.lowerBound, r.count, s, z, target == .int8 ? 1 : 0, y + r.lowerBound)
+                }
             }
             return
         }
@@ -160,17 +165,16 @@ extension SwiftOps {
         let zCount = zp >= 0 ? try b.shape(zp).reduce(1, *) : 0, sCount = try b.shape(ins[1]).reduce(1, *)
         let count = xs.reduce(1, *)
         if xt == .uint8 || xt == .int8, st == .float32, zt == xt, sIndex == nil, zIndex == nil {
-            // The common int8 case in one loop, with the same float32 arithmetic as below.
-            try b.compute([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o in
+            // The common int8 case in C (kiln_dequantize_u8), with the same float32 arithmetic as below, in chunks
+            // across the threads.
+            let chunks = splitRange(count, parts: b.threads, granule: 256)
+            try b.computeSplit([(outs[0], xs, st)], from: [ins[0], ins[1], zp]) { p, o, split in
                 let s = p[1].load(as: Float.self)
-                let z: Float = zCount == 0 ? 0 : (xt == .uint8 ? Float(p[2].load(as: UInt8.self)) : Float(p[2].load(as: Int8.self)))
-                let y = o[0].assumingMemoryBound(to: Float.self)
-                if xt == .uint8 {
-                    let x = p[0].assumingMemoryBound(to: UInt8.self)
-                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
-                } else {
-                    let x = p[0].assumingMemoryBound(to: Int8.self)
-                    for i in 0..<count { y[i] = (Float(x[i]) - z) * s }
+                let z: Int32 = zCount == 0 ? 0 : (xt == .uint8 ? Int32(p[2].load(as: UInt8.self)) : Int32(p[2].load(as: Int8.self)))
+                let x = p[0].assumingMemoryBound(to: UInt8.self), y = o[0].assumingMemoryBound(to: Float.self)
+                split(chunks.count) { u in
+                    let r = chunks[u]
+                    kiln_dequantize_u8(x + r.lowerBound, r.count, xt == .int8 ? 1 : 0, z, s, y + r.lowerBound)
                 }
             }
             return

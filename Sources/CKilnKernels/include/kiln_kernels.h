@@ -610,6 +610,10 @@ void kiln_qdepthwise(const kiln_conv2d_params *p, const uint8_t *input, int x_si
  *  zero), the division in double then rounded to float as kiln.reference does; NaN gives 0, saturated. */
 void kiln_quantize_u8(const float *x, size_t n, float scale, int32_t zero, int is_signed, uint8_t *y);
 
+/** DequantizeLinear of n uint8 (is_signed 0) or int8 values, per tensor: y = (float)(x − zero)·scale in float32 (the
+ *  difference is exact, so this is kiln.reference's (float(x) − float(zero))·scale). */
+void kiln_dequantize_u8(const uint8_t *x, size_t n, int is_signed, int32_t zero, float scale, float *y);
+
 /** The QDQ residual sum of n bytes, DequantizeLinear(a) + DequantizeLinear(b) → QuantizeLinear, as the unfused
  *  nodes compute it: da = (float)((a ^ a_xor) − a_offset)·a_scale and db likewise, in float32, then da + db quantized
  *  by kiln_quantize_u8 with y_scale, y_zero, y_signed. An int8 input is read with xor 0x80 and its zero point + 128
