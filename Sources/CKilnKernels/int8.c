@@ -541,9 +541,20 @@ int kiln_qwinograd_preferred(void) { return kiln_qkernel_current()->winograd != 
 
 size_t kiln_qwinograd_pack_size(size_t c, size_t n) { return 16 * ((c + 3) / 4 * 4) * ((n + 7) / 8 * 8); }
 
-void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, int16_t *packed, int32_t *col_sums) {
+int kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, const int32_t *w_zero, int16_t *packed,
+                        int32_t *col_sums) {
     const size_t groups = (c + 3) / 4, panels = (n + 7) / 8;
-    const uint8_t flip = w_unsigned ? 0x80 : 0;
+    /* The centred values and their transforms (at most 9 × 255) fit int16; the sums of the transformed products
+     * wrap modulo 2^32 and come out exact when 4 × Σ a·g (a ≤ 255, 9c terms) fits int32 with its two low bits free:
+     * 9 · 255 · max|g| · c < 2^29. */
+    int64_t largest = 0;
+    for (size_t j = 0; j < n; j++)
+        for (size_t i = 0; i < c * 9; i++) {
+            const uint8_t raw = w[j * c * 9 + i];
+            const int64_t g = (w_unsigned ? (int64_t)raw : (int64_t)(int8_t)raw) - (w_zero ? w_zero[j] : 0);
+            largest = g < 0 && -g > largest ? -g : (g > largest ? g : largest);
+        }
+    if (largest > 255 || 9 * 255 * largest * (int64_t)c >= ((int64_t)1 << 29)) return 0;
     for (size_t j = 0; j < n; j++) col_sums[j] = 0;
     /* One 8-filter × 4-channel group at a time: its 16 positions' 32 values each are written whole. */
     for (size_t jb = 0; jb < panels; jb++) {
@@ -553,10 +564,11 @@ void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, i
                 const size_t j = jb * 8 + jj;
                 for (size_t cc = 0; cc < 4 && cg * 4 + cc < c; cc++) {
                     const uint8_t *src = w + (j * c + cg * 4 + cc) * 9;
+                    const int32_t zero = w_zero ? w_zero[j] : 0;
                     int32_t g[3][3], t[4][3];
                     for (int y = 0; y < 3; y++)
                         for (int x = 0; x < 3; x++) {
-                            g[y][x] = (int8_t)(src[y * 3 + x] ^ flip);
+                            g[y][x] = (w_unsigned ? (int32_t)src[y * 3 + x] : (int32_t)(int8_t)src[y * 3 + x]) - zero;
                             col_sums[j] += g[y][x];
                         }
                     /* V = G' g G'ᵀ with G' = 2G = [[2,0,0],[1,1,1],[1,−1,1],[0,0,2]]: rows, then columns. */
@@ -575,6 +587,7 @@ void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, i
             for (size_t pos = 0; pos < 16; pos++) memcpy(packed + ((pos * panels + jb) * groups + cg) * 32, group[pos], sizeof group[pos]);
         }
     }
+    return 1;
 }
 
 void kiln_qwinograd_input(const uint8_t *padded, size_t wp, size_t c, size_t py, size_t px, size_t ch, uint8_t xb, int32_t u[16]) {

@@ -281,8 +281,11 @@ struct QuantizedKernelTests {
             let (mode, out): (kiln_qround, kiln_qout) = ci == 0 ? (KILN_QROUND_DOUBLE_ZERO_IN, KILN_QOUT_INT8)
                 : ci == 1 ? (KILN_QROUND_DOUBLE, KILN_QOUT_INT32) : (KILN_QROUND_FLOAT, outSigned ? KILN_QOUT_INT8 : KILN_QOUT_UINT8)
             let (lo, hi): (Int64, Int64) = out == KILN_QOUT_INT8 ? (mode == KILN_QROUND_FLOAT ? Int64(qmin) : -128, 127) : (Int64(qmin), Int64(qmax))
+            // Each filter's zero point: none (case 2), the middle of uint8 (as the int8 product stores it), or a
+            // filter's own, as per-tensor uint8 weights quantized like activations have (ORT's, for computed weights).
+            let wz: [Int32]? = ci == 2 ? nil : (0..<m).map { j in wUnsigned ? (ci % 2 == 0 ? 128 : Int32(110 + j % 37)) : Int32(j % 5) - 2 }
             var packed = [Int16](repeating: 0, count: kiln_qwinograd_pack_size(c, m)), sums = [Int32](repeating: 0, count: m)
-            kiln_qwinograd_pack(c, m, wt, wUnsigned ? 1 : 0, &packed, &sums)
+            #expect(kiln_qwinograd_pack(c, m, wt, wUnsigned ? 1 : 0, wz, &packed, &sums) == 1)
             var geometry = kiln_conv2d_params()
             geometry.in_channels = c; geometry.in_height = h; geometry.in_width = w
             geometry.out_channels = m; geometry.out_height = oh; geometry.out_width = ow
@@ -303,7 +306,7 @@ struct QuantizedKernelTests {
                                     guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
                                     let xb = x[ch * h * w + iy * w + ix], wb = wt[(j * c + ch) * 9 + ky * 3 + kx]
                                     let a = aSigned ? Int64(Int8(bitPattern: xb)) : Int64(xb)
-                                    e += (a - Int64(za)) * (wUnsigned ? Int64(wb) - 128 : Int64(Int8(bitPattern: wb)))
+                                    e += (a - Int64(za)) * ((wUnsigned ? Int64(wb) : Int64(Int8(bitPattern: wb))) - Int64(wz?[j] ?? 0))
                                 }
                             }
                         }
@@ -346,6 +349,12 @@ struct QuantizedKernelTests {
                 #expect(wrong == 0, "\(family), case \(ci): \(wrong) of \(m * pixels) wrong")
             }
         }
+        // Refused where the sums could leave int32: 1000 channels of uint8 weights 255 with no zero point, but not
+        // with the zero point 128.
+        let big = [UInt8](repeating: 255, count: 1000 * 9)
+        var packed = [Int16](repeating: 0, count: kiln_qwinograd_pack_size(1000, 1)), sums: [Int32] = [0]
+        #expect(kiln_qwinograd_pack(1000, 1, big, 1, nil, &packed, &sums) == 0)
+        #expect(kiln_qwinograd_pack(1000, 1, big, 1, [128], &packed, &sums) == 1)
     }
 
     @Test("kiln_qdepthwise (fused-QDQ stage), kiln_quantize_u8, kiln_qadd and kiln_dequantize_u8: every ISA bit-exact with the portable loops, across pads, strides, kernel sizes, signedness, NaN and infinities")
@@ -622,6 +631,37 @@ struct QDQFusionTests {
         let ys = g.constant(floats([], [isConv ? 0.05 : 0.04])), yz = g.constant(Tensor(shape: [], [UInt8(relu ? 0 : 128)]))
         g.output(g.node("QuantizeLinear", [y, ys, yz]))
         return (g.model, xShape)
+    }
+
+    @Test("QDQ 3×3 Conv whose weight is per-tensor uint8 with its zero point off 128 (onnxruntime's form for a computed weight): prepared for Winograd where the CPU prefers it, bytes equal to the direct product's")
+    func winogradWithWeightZeroPoint() throws {
+        defer { _ = kiln_qkernels_select_isa("host") }
+        var r = SplitMix64(seed: 37)
+        for wzValue in [UInt8(126), 137] {
+            var g = TestGraph()
+            let x = g.input("x", [1, 16, 13, 14].map { .fixed($0) }, .uint8)
+            let dx = g.node("DequantizeLinear", [x, g.constant(floats([], [0.03])), g.constant(Tensor(shape: [], [UInt8(120)]))])
+            let wq = g.constant(randomTensor(.uint8, [20, 16, 3, 3], &r))
+            let dw = g.node("DequantizeLinear", [wq, g.constant(floats([], [0.004])), g.constant(Tensor(shape: [], [wzValue]))])
+            let bias = g.constant(floats([20], (0..<20).map { _ in Float.random(in: -1...1, using: &r) }))
+            let y = g.node("Conv", [dx, dw, bias], ["pads": .ints([1, 1, 1, 1])])
+            g.output(g.node("QuantizeLinear", [y, g.constant(floats([], [0.1])), g.constant(Tensor(shape: [], [UInt8(128)]))]))
+            let model = g.model
+            let input = ["x": randomTensor(.uint8, [1, 16, 13, 14], &r)]
+            _ = kiln_qkernels_select_isa("host")
+            var lowering = Lowering(graph: model.graph)
+            let operations = try lowering.lower().operations
+            #expect(operations.map(\.kind) == ["QDQ(Conv)"])
+            #expect((operations.first as? QuantizedLinearOperation)?.preparedForWinograd == (kiln_qwinograd_preferred() != 0))
+            let (host, want) = try runBoth(model, input)
+            let h = host[0].asInt64s(), w = want[0].asInt64s()
+            #expect(Set(h).count > 20, "the outputs should not all saturate")
+            #expect(zip(h, w).allSatisfy { abs($0 - $1) <= 1 }, "within one quantum of kiln.reference")
+            // The portable family has no Winograd: the direct product, exact, as the reference for the bytes.
+            #expect(kiln_qkernels_select_isa("generic") == 0)
+            let (direct, _) = try runBoth(model, input)
+            #expect(h == direct[0].asInt64s(), "zero point \(wzValue): Winograd and the direct product differ")
+        }
     }
 
     @Test("QDQ Conv/depthwise Conv/MatMul/Gemm (+bias, +Relu) → one int8 operation, within one quantum of kiln.reference's float path")

@@ -215,7 +215,7 @@ struct Lowering {
             x: id(dxn.input(0)), xScale: id(dxn.input(1)), xZero: dxn.input(2).isEmpty ? -1 : id(dxn.input(2)),
             w: id(dwn.input(0)), wScale: id(dwn.input(1)), wZero: dwn.input(2).isEmpty ? -1 : id(dwn.input(2)),
             yScale: id(qn.input(1)), yZero: qn.input(2).isEmpty ? -1 : id(qn.input(2)), bias: intBias, floatBias: floatBias,
-            y: id(yq), constantWeight: wq)
+            y: id(yq), constantWeight: wq, constantWeightZero: dwn.input(2).isEmpty ? nil : constants[dwn.input(2)])
         // The dequantized operands are absorbed when nothing else reads them.
         if soleConsumer(ln.input(0)) == p { nodes.append(dx) } else { quantizedReaders[dx, default: []].insert(p) }
         if soleConsumer(ln.input(1)) == p { nodes.append(dw) }

@@ -41,18 +41,22 @@ final class QuantizedLinearOperation: Operation {
     let floatBias: [Float]?
     /// The weight packed once (constant 2-D matmul weights; convolution weights per group), with column sums.
     private var prepacked: [(packed: [Int8], sums: [Int32])]?
-    /// A constant 3×3 convolution weight (stride 1, dilation 1, one group) transformed for kiln_qwinograd_conv,
-    /// with its column sums, where the int8 kernels prefer it (kiln_qwinograd_preferred); nil otherwise.
-    private var winograd: (packed: [Int16], sums: [Int32])?
+    /// A constant 3×3 convolution weight (stride 1, dilation 1, one group) less its constant zero points (one per
+    /// filter), transformed for kiln_qwinograd_conv, with its column sums, where the int8 kernels prefer it
+    /// (kiln_qwinograd_preferred) and the result is exact; nil otherwise.
+    private var winograd: (packed: [Int16], sums: [Int32], zeros: [Int32])?
+    /// Whether the weight was prepared for kiln_qwinograd_conv.
+    var preparedForWinograd: Bool { winograd != nil }
     private let constantWeight: Tensor?
 
     var inputs: [Int] { [x, xScale, xZero, w, wScale, wZero, yScale, yZero, bias] }
     var outputs: [Int] { [y] }
 
     /// An operation over the value ids given (-1 for absent ones); `constantWeight` is `w`'s value when it is
-    /// a constant, which is then packed here, once.
+    /// a constant, which is then packed here, once, and `constantWeightZero` its zero point's when that is one.
     init(kind: String, label: String, form: Form, output: QuantizedOutput, x: Int, xScale: Int, xZero: Int, w: Int,
-         wScale: Int, wZero: Int, yScale: Int, yZero: Int, bias: Int, floatBias: [Float]?, y: Int, constantWeight: Tensor?) {
+         wScale: Int, wZero: Int, yScale: Int, yZero: Int, bias: Int, floatBias: [Float]?, y: Int, constantWeight: Tensor?,
+         constantWeightZero: Tensor?) {
         self.kind = kind
         self.label = label
         self.form = form
@@ -73,17 +77,28 @@ final class QuantizedLinearOperation: Operation {
                     (0..<group).map { g in Self.pack(w.baseAddress! + g * mg * k, k: k, n: mg, ks: 1, ns: k, unsigned: t.dtype == .uint8) }
                 }
                 let kernel = Array(t.shape.dropFirst(2)), c = t.shape[1]
-                if group == 1, kernel == [3, 3], c <= 1024, kiln_qwinograd_preferred() != 0,
+                if group == 1, kernel == [3, 3], kiln_qwinograd_preferred() != 0, let zeros = Self.filterZeros(wZero, constantWeightZero, t.dtype, m),
                    let win = try? Window(node: node, kernel: kernel), win.strides == [1, 1], win.dilations == [1, 1] {
                     var packed = [Int16](repeating: 0, count: kiln_qwinograd_pack_size(c, m)), sums = [Int32](repeating: 0, count: m)
-                    kiln_qwinograd_pack(c, m, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), t.dtype == .uint8 ? 1 : 0, &packed, &sums)
-                    winograd = (packed, sums)
+                    if kiln_qwinograd_pack(c, m, bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), t.dtype == .uint8 ? 1 : 0, zeros,
+                                           &packed, &sums) != 0 {
+                        winograd = (packed, sums, zeros)
+                    }
                 }
             default: prepacked = nil
             }
         } else {
             prepacked = nil
         }
+    }
+
+    /// Each of `filters` filters' zero point, in the weight's type: 0 when it has none (`wZero` −1), from the constant
+    /// `zero` (one value or one per filter); nil when the zero point is not a constant of that type.
+    private static func filterZeros(_ wZero: Int, _ zero: Tensor?, _ type: DType, _ filters: Int) -> [Int32]? {
+        if wZero < 0 { return [Int32](repeating: 0, count: filters) }
+        guard let zero, zero.dtype == type, zero.count == 1 || zero.count == filters else { return nil }
+        let values = type == .uint8 ? zero.elements(as: UInt8.self).map { Int32($0) } : zero.elements(as: Int8.self).map { Int32($0) }
+        return values.count == 1 ? [Int32](repeating: values[0], count: filters) : values
     }
 
     /// A convolution weight [filters][channels][window] reordered to [filters][window][channels], the K order of
@@ -458,9 +473,8 @@ final class QuantizedLinearOperation: Operation {
                         continue
                     }
                     let hwc = frame.scratch(hwcScratch).assumingMemoryBound(to: UInt8.self)
-                    // Winograd needs B's zero points zero in the stored (int8) domain.
-                    let storedZero: Int32 = wUnsigned ? 128 : 0
-                    if let winograd, wZero >= 0 ? st.wZero.allSatisfy({ $0 == storedZero }) : !wUnsigned {
+                    // The Winograd filters hold the zero points they were prepared with: these, as the run reads them.
+                    if let winograd, st.wZero.count == 1 ? winograd.zeros.allSatisfy({ $0 == st.wZero[0] }) : st.wZero == winograd.zeros {
                         frame.pool.parallelFor(wgPadChunks.count) { u in
                             kiln_qpad_hwc(xi, c, h, wd, geometry.pad_top, geometry.pad_left, wgWidth, padByte, hwc,
                                           wgPadChunks[u].lowerBound, wgPadChunks[u].upperBound)
@@ -598,11 +612,12 @@ extension Lowering {
             op = QuantizedLinearOperation(kind: name, label: node.displayName, form: form, output: .reference, x: v(0), xScale: v(1),
                                           xZero: v(2), w: v(3), wScale: v(4), wZero: v(5), yScale: v(6), yZero: v(7),
                                           bias: isConv ? v(8) : -1, floatBias: nil, y: program.id(out),
-                                          constantWeight: constants[node.input(3)])
+                                          constantWeight: constants[node.input(3)], constantWeightZero: constants[node.input(5)])
         } else {
             op = QuantizedLinearOperation(kind: name, label: node.displayName, form: form, output: .int32, x: v(0), xScale: -1,
                                           xZero: v(2), w: v(1), wScale: -1, wZero: v(3), yScale: -1, yZero: -1, bias: -1,
-                                          floatBias: nil, y: program.id(out), constantWeight: constants[node.input(1)])
+                                          floatBias: nil, y: program.id(out), constantWeight: constants[node.input(1)],
+                                          constantWeightZero: constants[node.input(3)])
         }
         placeOperation(op, nodes: [i])
     }

@@ -572,25 +572,29 @@ void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pa
                    uint8_t pad_value, uint8_t *output, size_t y0, size_t y1);
 
 /**
- * Exact int8 3×3 convolution (stride 1, dilation 1, one group) by Winograd F(2×2, 3×3): 2.25× fewer multiplies than kiln_qgemm's product, with the same result bit for bit. The transforms are
- * integer: the input tile's (values at most 255) stays within ±1020 and the filter's, taken at twice G's scale,
- * within ±1152, so every product and the channel sums fit int32 exactly (in_channels ≤ 1024); the output transform
- * gives 4× the window's sum, divided exactly.
+ * Exact int8 3×3 convolution (stride 1, dilation 1, one group) by Winograd F(2×2, 3×3): 2.25× fewer multiplies than
+ * kiln_qgemm's product, with the same result bit for bit. The transforms are integer: the input tile's (values at
+ * most 255) stays within ±1020 and the filter's, less its zero point and taken at twice G's scale, within ±9 · 255;
+ * the products' sums are taken modulo 2^32, and the output transform gives 4× the window's sum, divided exactly
+ * where that sum fits (kiln_qwinograd_pack checks it).
  */
 /** Whether kiln_qwinograd_conv is faster here than kiln_qgemm's product (the int8 kernels selected now). */
 int kiln_qwinograd_preferred(void);
 /** int16 values of the transformed filters of c channels × n filters. */
 size_t kiln_qwinograd_pack_size(size_t c, size_t n);
 /**
- * Transforms filters w[n][c][3][3] (int8 bytes, or uint8 when w_unsigned, stored as kiln_qgemm_pack_b stores them)
- * into `packed` (kiln_qwinograd_pack_size values) and writes col_sums[j] = Σ of filter j's stored values.
+ * Transforms filters w[n][c][3][3] (int8 bytes, or uint8 when w_unsigned) less their zero points (w_zero[j], in w's
+ * type; NULL for none) into `packed` (kiln_qwinograd_pack_size values) and writes col_sums[j] = Σ of filter j's
+ * centred values. Returns 1; 0 when the convolution would not be exact (9 · 255 · max|w − zero| · c ≥ 2^29), and then
+ * `packed` must not be used.
  */
-void kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, int16_t *packed, int32_t *col_sums);
+int kiln_qwinograd_pack(size_t c, size_t n, const uint8_t *w, int w_unsigned, const int32_t *w_zero, int16_t *packed,
+                        int32_t *col_sums);
 /**
  * Rows of 2×2 output tiles [ty0, ty1) of one image: the window sums of `padded` (kiln_qpad_hwc's channels-last copy,
  * wp pixels a row, at least 2·⌈out_height/2⌉ + 2 rows and wp ≥ 2·⌈out_width/2⌉ + 2) by the filters `packed`, then the
  * output stage of `q` as kiln_qgemm's (q->k = in_channels, q->n = out_channels, q->col_sums from
- * kiln_qwinograd_pack; one a_zero; B's zero points zero in the stored domain, which b_zero is not read for; c, rs,
+ * kiln_qwinograd_pack; one a_zero; the filters' zero points are those given to kiln_qwinograd_pack, b_zero is not read; c, rs,
  * cs address [channel][pixel]).
  */
 void kiln_qwinograd_conv(const kiln_conv2d_params *p, const uint8_t *padded, size_t wp, const int16_t *packed,
