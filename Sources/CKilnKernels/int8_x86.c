@@ -46,8 +46,8 @@ static int q_column_constants(const kiln_qgemm_params *p, uint32_t za, size_t nb
 
 /* Whether the vector depthwise loops take this case: the fused-QDQ stage into [channel][pixel] rows, unit horizontal
  * stride and dilation, at most 256 taps. */
-static int dw_vector_case(const kiln_conv2d_params *p, const kiln_qgemm_params *q) {
-    return p->stride_w == 1 && p->dilation_w == 1 && p->kernel_h * p->kernel_w <= 256 && q->round == KILN_QROUND_FLOAT &&
+static int dw_vector_case(const kiln_conv2d_params *p, const kiln_qgemm_params *q, size_t max_stride) {
+    return p->stride_w >= 1 && p->stride_w <= max_stride && p->dilation_w == 1 && p->kernel_h * p->kernel_w <= 256 && q->round == KILN_QROUND_FLOAT &&
            q->out != KILN_QOUT_INT32 && q->cs == 1 && p->out_width > 0;
 }
 
@@ -260,7 +260,7 @@ KILN_VNNI static int vnni_depthwise(const kiln_conv2d_params *p, const uint8_t *
                                     const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                     const kiln_qgemm_params *q, size_t c0, size_t c1) {
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width, KH = p->kernel_h, KW = p->kernel_w;
-    if (!dw_vector_case(p, q)) return 0;
+    if (!dw_vector_case(p, q, 1)) return 0;
     const __m512 lo = _mm512_set1_ps((float)(q->qmin - q->y_zero)), hi = _mm512_set1_ps((float)(q->qmax - q->y_zero));
     const __m512 magic = _mm512_set1_ps(12582912.0f);
     const __m512i yz = _mm512_set1_epi32(q->y_zero), xz = _mm512_set1_epi32(x_zero);
@@ -793,7 +793,7 @@ KILN_AVX2_INT static void avx2_qadd(const uint8_t *a, uint8_t a_xor, int32_t a_o
     }
 }
 
-/* kiln_qdepthwise for the fused-QDQ stage, unit horizontal stride and dilation, [channel][pixel] rows: 8 output
+/* kiln_qdepthwise for the fused-QDQ stage, horizontal stride 1 or 2, unit dilation, [channel][pixel] rows: 8 output
  * pixels a vector. Each channel's plane is first copied as float32 (x − x_zero) into rows padded with zeros on
  * both sides, so the window loop has no edges: the zeros are the padding (whose value is x_zero) and the lanes
  * past the row's end. The sums are exact in float32 as in vnni_depthwise (integers below 2^24), so the order of
@@ -802,17 +802,18 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                                         const uint8_t *weight, int w_signed, const int32_t *w_zero, size_t w_zero_stride,
                                         const kiln_qgemm_params *q, size_t c0, size_t c1) {
     const size_t H = p->in_height, W = p->in_width, OH = p->out_height, OW = p->out_width, KH = p->kernel_h, KW = p->kernel_w;
-    if (!dw_vector_case(p, q)) return 0;
-    /* Row ix of the plane at column pad_left + ix of a padded row; output ox reads columns ox .. ox + KW − 1, for ox
-     * up to a whole block of 32. */
-    const size_t ow32 = (OW + 31) / 32 * 32, wp = ow32 + KW - 1, pl = p->pad_left;
-    if (pl + W > wp) return 0;
+    if (!dw_vector_case(p, q, 2)) return 0;
+    /* Each padded row split into S phases (columns S·i + ph at phase ph, index i), so that output ox's tap kx,
+     * padded column S·ox + kx, is phase kx % S at ox + kx / S: every tap reads 8 adjacent outputs' values, for ox up
+     * to a whole block of 32. Column pad_left + ix holds the plane's ix. */
+    const size_t S = p->stride_w, ow32 = (OW + 31) / 32 * 32, pl = p->pad_left;
+    const size_t span = ow32 + (KW - 1) / S, filled = (pl + W + S - 1) / S, wph = span > filled ? span : filled, wp = S * wph;
     float *rows = kiln_scratch(2, H * wp + 8);
     if (rows == NULL) return 0;
     const __m256 lo = _mm256_set1_ps((float)(q->qmin - q->y_zero)), hi = _mm256_set1_ps((float)(q->qmax - q->y_zero));
     const __m256 magic = _mm256_set1_ps(12582912.0f);
     const __m256i yz = _mm256_set1_epi32(q->y_zero);
-    /* The padding columns of every row stay zero: each channel writes only columns [pl, pl + W). */
+    /* The padding columns of every row stay zero: each channel writes only the plane's columns. */
     memset(rows, 0, H * wp * sizeof(float));
     for (size_t c = c0; c < c1; c++) {
         float wc[256];
@@ -823,12 +824,30 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
             float *row = rows + y * wp;
             const uint8_t *line = plane + y * W;
             size_t ix = 0;
-            for (; ix + 8 <= W; ix += 8) {
-                const __m128i b = _mm_loadl_epi64((const __m128i *)(line + ix));
-                const __m256i v = x_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
-                _mm256_storeu_ps(row + pl + ix, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, xz)));
+            if (S == 1) {
+                for (; ix + 8 <= W; ix += 8) {
+                    const __m128i b = _mm_loadl_epi64((const __m128i *)(line + ix));
+                    const __m256i v = x_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+                    _mm256_storeu_ps(row + pl + ix, _mm256_cvtepi32_ps(_mm256_sub_epi32(v, xz)));
+                }
+            } else {
+                /* 16 values: the even ix to one phase, the odd to the other (which depends on pad_left's parity). */
+                float *even = row + (pl % 2) * wph + pl / 2, *odd = row + ((pl + 1) % 2) * wph + (pl + 1) / 2;
+                for (; ix + 16 <= W; ix += 16) {
+                    const __m128i b = _mm_loadu_si128((const __m128i *)(line + ix));
+                    const __m256i v0 = x_signed ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+                    const __m128i b8 = _mm_srli_si128(b, 8);
+                    const __m256i v1 = x_signed ? _mm256_cvtepi8_epi32(b8) : _mm256_cvtepu8_epi32(b8);
+                    const __m256 f0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(v0, xz)), f1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(v1, xz));
+                    /* shuffle_ps takes lanes 0 and 2 (or 1 and 3) of each half: [e0 e1 e4 e5 | e2 e3 e6 e7] before the
+                     * 64-bit permute puts them in order. */
+                    const __m256 e = _mm256_shuffle_ps(f0, f1, _MM_SHUFFLE(2, 0, 2, 0)), o = _mm256_shuffle_ps(f0, f1, _MM_SHUFFLE(3, 1, 3, 1));
+                    _mm256_storeu_ps(even + ix / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+                    _mm256_storeu_ps(odd + ix / 2, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+                }
             }
-            for (; ix < W; ix++) row[pl + ix] = (float)((x_signed ? (int32_t)(int8_t)line[ix] : (int32_t)line[ix]) - x_zero);
+            for (; ix < W; ix++)
+                row[((pl + ix) % S) * wph + (pl + ix) / S] = (float)((x_signed ? (int32_t)(int8_t)line[ix] : (int32_t)line[ix]) - x_zero);
         }
         const __m256i bias = _mm256_set1_epi32(q->bias ? q->bias[c] : 0);
         const __m256 m = _mm256_set1_ps((float)q->multiplier[c * q->multiplier_stride]);
@@ -844,7 +863,8 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                     const float *src = rows + (size_t)iy * wp + ob;
                     for (size_t kx = 0; kx < KW; kx++) {
                         const __m256 wv = _mm256_set1_ps(wc[ky * KW + kx]);
-                        for (int b = 0; b < 4; b++) acc[b] = _mm256_fmadd_ps(_mm256_loadu_ps(src + kx + 8 * b), wv, acc[b]);
+                        const float *tap = src + (kx % S) * wph + kx / S;
+                        for (int b = 0; b < 4; b++) acc[b] = _mm256_fmadd_ps(_mm256_loadu_ps(tap + 8 * b), wv, acc[b]);
                     }
                 }
                 for (size_t ox0 = ob; ox0 < OW && ox0 < ob + 32; ox0 += 8) {

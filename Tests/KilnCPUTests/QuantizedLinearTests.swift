@@ -362,7 +362,8 @@ struct QuantizedKernelTests {
         defer { _ = kiln_qkernels_select_isa("host") }
         var r = SplitMix64(seed: 14)
         // (channels, height, width, kernel, stride, pad)
-        let cases = [(5, 7, 9, 3, 1, 1), (3, 20, 33, 5, 1, 2), (4, 17, 18, 3, 2, 1), (6, 9, 40, 7, 1, 3), (2, 4, 3, 3, 1, 2), (16, 19, 19, 3, 1, 0)]
+        let cases = [(5, 7, 9, 3, 1, 1), (3, 20, 33, 5, 1, 2), (4, 17, 18, 3, 2, 1), (6, 9, 40, 7, 1, 3), (2, 4, 3, 3, 1, 2), (16, 19, 19, 3, 1, 0),
+                     (7, 12, 37, 5, 2, 2), (3, 9, 70, 3, 2, 0), (2, 6, 5, 3, 2, 1)]
         for (ci, (c, h, w, kk, s, pad)) in cases.enumerated() {
             let oh = (h + 2 * pad - kk) / s + 1, ow = (w + 2 * pad - kk) / s + 1
             let xSigned = ci % 2 == 1
