@@ -346,6 +346,18 @@ void kiln_qim2row(const kiln_conv2d_params *p, const uint8_t *input, size_t grou
 }
 
 void kiln_qtranspose_hwc(const uint8_t *input, size_t c, size_t hw, uint8_t *output, size_t i0, size_t i1) {
+    if (c == 3) {
+        /* An image's 3 planes (a stem's input): each pixel's 3 bytes together, which the compiler turns into
+         * interleaving shuffles. */
+        const uint8_t *restrict r = input, *restrict g = input + hw, *restrict b = input + 2 * hw;
+        uint8_t *restrict out = output;
+        for (size_t i = i0; i < i1; i++) {
+            out[3 * i] = r[i];
+            out[3 * i + 1] = g[i];
+            out[3 * i + 2] = b[i];
+        }
+        return;
+    }
     /* Blocks of 16 pixels × all channels keep both sides in cache lines. */
     for (size_t b = i0; b < i1; b += 16) {
         size_t e = b + 16 < i1 ? b + 16 : i1;

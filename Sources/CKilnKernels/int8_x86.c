@@ -469,9 +469,10 @@ KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_tile_float(
 }
 
 /* Row `row` of A (its segments joined, the signed xor applied) widened to int16 at dst, zero-padded to a whole
- * group; returns the sum of the row's values. */
-KILN_AVX2_INT static uint32_t avx2_widen_row(const kiln_qgemm_params *p, size_t row, size_t segments, size_t piece, size_t padded,
-                                            int16_t *dst) {
+ * group; returns the sum of the row's values when `sum` (B has zero points to correct for), else 0. Inlined with a
+ * constant `sum`, so that a product with no zero points does not pay for the sums. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) uint32_t avx2_widen_row(const kiln_qgemm_params *p, size_t row, size_t segments,
+                                                                                  size_t piece, size_t padded, int16_t *dst, const int sum) {
     const uint8_t xb = p->a_signed ? 0x80 : 0;
     const __m128i x = _mm_set1_epi8((char)xb);
     const __m256i ones = _mm256_set1_epi16(1);
@@ -484,7 +485,20 @@ KILN_AVX2_INT static uint32_t avx2_widen_row(const kiln_qgemm_params *p, size_t 
         for (; j + 16 <= piece; j += 16) {
             const __m256i v = _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + j)), x));
             _mm256_storeu_si256((__m256i *)(out + j), v);
-            total = _mm256_add_epi32(total, _mm256_madd_epi16(v, ones));
+            if (sum) total = _mm256_add_epi32(total, _mm256_madd_epi16(v, ones));
+        }
+        if (j < piece && piece >= 16) {
+            /* The last 16 values, overlapping the ones written (rewritten with the same values); only the lanes
+             * from j on join the sum. A stem's row of 27 would otherwise take 11 scalar steps. */
+            const size_t back = piece - 16;
+            const __m256i v = _mm256_cvtepu8_epi16(_mm_xor_si128(_mm_loadu_si128((const __m128i *)(src + back)), x));
+            _mm256_storeu_si256((__m256i *)(out + back), v);
+            if (sum) {
+                const __m256i lane = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                const __m256i fresh = _mm256_cmpgt_epi16(lane, _mm256_set1_epi16((short)(j - back - 1)));
+                total = _mm256_add_epi32(total, _mm256_madd_epi16(_mm256_and_si256(v, fresh), ones));
+            }
+            j = piece;
         }
         for (; j < piece; j++) {
             out[j] = (int16_t)(uint8_t)(src[j] ^ xb);
@@ -492,6 +506,7 @@ KILN_AVX2_INT static uint32_t avx2_widen_row(const kiln_qgemm_params *p, size_t 
         }
     }
     for (size_t j = segments * piece; j < padded; j++) dst[j] = 0;
+    if (!sum) return 0;
     int32_t lanes[8];
     _mm256_storeu_si256((__m256i *)lanes, total);
     for (int i = 0; i < 8; i++) s += (uint32_t)lanes[i];
@@ -525,7 +540,8 @@ KILN_AVX2_INT static void avx2_qgemm_float(const kiln_qgemm_params *p, size_t r0
         for (size_t r = r0; r < r1; r += AVX2_MR) {
             const size_t rows = r1 - r < AVX2_MR ? r1 - r : AVX2_MR;
             for (size_t i = 0; i < rows; i++)
-                t[i] = avx2_widen_row(p, r + i, segments, piece, k.aw_stride, aw + i * k.aw_stride) - (uint32_t)K * za;
+                t[i] = k.need_rowsum ? avx2_widen_row(p, r + i, segments, piece, k.aw_stride, aw + i * k.aw_stride, 1) - (uint32_t)K * za
+                                     : avx2_widen_row(p, r + i, segments, piece, k.aw_stride, aw + i * k.aw_stride, 0);
             for (size_t n = nb; n < ne; n += 8) {
                 const size_t cols = ne - n < 8 ? ne - n : 8, j0 = n - nb;
                 /* Columns n.. are the first or second half of each group of panel n / 16. */
