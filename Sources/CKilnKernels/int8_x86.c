@@ -409,13 +409,18 @@ typedef struct {
 
 /* The fused-QDQ output stage of 8 centred sums plus bias v (column multipliers m, float biases fb): f = (float)v·m
  * + fb, clamped to [lo, hi] (a NaN to lo), rounded half to even, + y_zero; the 8 bytes in the low half. */
-KILN_AVX2_INT static inline __attribute__((always_inline)) __m128i avx2_requantize8(const avx2_consts *k, __m256i v, __m256 m, __m256 fb) {
+KILN_AVX2_INT static inline __attribute__((always_inline)) __m256i avx2_requantize8_i32(const avx2_consts *k, __m256i v, __m256 m, __m256 fb) {
     __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), m);
     f = _mm256_add_ps(f, fb);
     f = _mm256_max_ps(f, k->lo); /* MAXPS returns the second operand for a NaN */
     f = _mm256_min_ps(f, k->hi);
     f = _mm256_sub_ps(_mm256_add_ps(f, k->magic), k->magic);
-    return avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), k->yz));
+    return _mm256_add_epi32(_mm256_cvttps_epi32(f), k->yz);
+}
+
+/* avx2_requantize8_i32's 8 values as bytes, in the low half. */
+KILN_AVX2_INT static inline __attribute__((always_inline)) __m128i avx2_requantize8(const avx2_consts *k, __m256i v, __m256 m, __m256 fb) {
+    return avx2_low_bytes(avx2_requantize8_i32(k, v, m, fb));
 }
 
 /* The output stage of one tile (as kiln_qstore_row: v = acc + colc − zb·t; f = (float)v·m + fb; clamped to [lo, hi], a
@@ -427,6 +432,37 @@ KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(cons
     const __m256i cc = _mm256_loadu_si256((const __m256i *)colc), zb = _mm256_loadu_si256((const __m256i *)zbv);
     const __m256 m = _mm256_loadu_ps(mv), fb = _mm256_loadu_ps(fbv);
     uint8_t *c = (uint8_t *)p->c;
+    if (mr == AVX2_MR && p->rs == 1 && !k->direct) {
+        /* [channel][pixel] output, a whole tile: the 6 rows packed to bytes (the values are within the output type,
+         * so the saturating packs keep them), each 128-bit lane then holds 4 channels' bytes, which one shuffle
+         * each groups by channel: 4 rows a channel from the first pack, 2 from the second. */
+        __m256i v[AVX2_MR];
+        for (int i = 0; i < AVX2_MR; i++) {
+            __m256i s = _mm256_add_epi32(sums[i], cc);
+            if (k->need_rowsum) s = _mm256_sub_epi32(s, _mm256_mullo_epi32(zb, _mm256_set1_epi32((int)t[i])));
+            v[i] = avx2_requantize8_i32(k, s, m, fb);
+        }
+        const __m256i p01 = _mm256_packs_epi32(v[0], v[1]), p23 = _mm256_packs_epi32(v[2], v[3]), p45 = _mm256_packs_epi32(v[4], v[5]);
+        const int is_signed = p->out == KILN_QOUT_INT8;
+        /* Lane L: rows 0–3 (or 4, 5, 4, 5) of channels 4L..4L+3, 4 bytes a row. */
+        const __m256i a = is_signed ? _mm256_packs_epi16(p01, p23) : _mm256_packus_epi16(p01, p23);
+        const __m256i b = is_signed ? _mm256_packs_epi16(p45, p45) : _mm256_packus_epi16(p45, p45);
+        const __m256i by4 = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                             0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        const __m256i by2 = _mm256_setr_epi8(0, 4, 1, 5, 2, 6, 3, 7, -1, -1, -1, -1, -1, -1, -1, -1,
+                                             0, 4, 1, 5, 2, 6, 3, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+        uint32_t quads[8];
+        uint16_t pairs[16];
+        const __m256i q = _mm256_shuffle_epi8(a, by4), w = _mm256_shuffle_epi8(b, by2);
+        _mm256_storeu_si256((__m256i *)quads, q);
+        _mm256_storeu_si256((__m256i *)pairs, w); /* channels 0–3 at 0–3, 4–7 at 8–11 */
+        for (size_t j = 0; j < cols; j++) {
+            uint8_t *col = c + (ptrdiff_t)(n + j) * p->cs + (ptrdiff_t)r;
+            memcpy(col, &quads[j], 4);
+            memcpy(col + 4, &pairs[j < 4 ? j : j + 4], 2);
+        }
+        return;
+    }
     uint8_t tmp[AVX2_MR][8];
     for (int i = 0; i < mr; i++) {
         __m256i v = _mm256_add_epi32(sums[i], cc);
@@ -436,23 +472,6 @@ KILN_AVX2_INT static inline __attribute__((always_inline)) void avx2_store8(cons
         else _mm_storel_epi64((__m128i *)tmp[i], bytes);
     }
     if (k->direct && cols == 8) return;
-    if (mr == AVX2_MR && p->rs == 1) {
-        /* [channel][pixel] output, a whole tile: 6 rows × 8 columns of bytes transposed (rows 6 and 7 zero), then 6
-         * adjacent bytes a column. */
-        const __m128i zero = _mm_setzero_si128();
-        const __m128i r01 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[0]), _mm_loadl_epi64((const __m128i *)tmp[1]));
-        const __m128i r23 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[2]), _mm_loadl_epi64((const __m128i *)tmp[3]));
-        const __m128i r45 = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)tmp[4]), _mm_loadl_epi64((const __m128i *)tmp[5]));
-        const __m128i q0 = _mm_unpacklo_epi16(r01, r23), q1 = _mm_unpackhi_epi16(r01, r23);
-        const __m128i q2 = _mm_unpacklo_epi16(r45, zero), q3 = _mm_unpackhi_epi16(r45, zero);
-        uint8_t colbytes[8][8];
-        _mm_storeu_si128((__m128i *)colbytes[0], _mm_unpacklo_epi32(q0, q2));
-        _mm_storeu_si128((__m128i *)colbytes[2], _mm_unpackhi_epi32(q0, q2));
-        _mm_storeu_si128((__m128i *)colbytes[4], _mm_unpacklo_epi32(q1, q3));
-        _mm_storeu_si128((__m128i *)colbytes[6], _mm_unpackhi_epi32(q1, q3));
-        for (size_t j = 0; j < cols; j++) memcpy(c + (ptrdiff_t)(n + j) * p->cs + (ptrdiff_t)r, colbytes[j], AVX2_MR);
-        return;
-    }
     for (size_t j = 0; j < cols; j++) {
         uint8_t *col = c + (ptrdiff_t)(n + j) * p->cs + (ptrdiff_t)r * p->rs;
         for (int i = 0; i < mr; i++) col[(ptrdiff_t)i * p->rs] = tmp[i][j];
