@@ -675,17 +675,24 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
                         y[r][1] = _mm256_srai_epi32(_mm256_sub_epi32(_mm256_sub_epi32(t[r][1], t[r][2]), t[r][3]), 2);
                     }
                     if (fused && p_rs1 && 2 * ty + 1 < OH && 2 * tx + 1 < OW) {
-                        /* A whole tile: each filter's two pixels of a row are adjacent, one 2-byte store. */
+                        /* A whole tile: each filter's two pixels of a row are adjacent. The 4 vectors packed to bytes
+                         * (within the output type, so the saturating packs keep them) and one shuffle per half put each
+                         * filter's 4 bytes together: row 0's pair, then row 1's. */
                         const __m256i cc = _mm256_load_si256((const __m256i *)colc);
                         const __m256 mm = _mm256_load_ps(mv), fb = _mm256_load_ps(fbv);
-                        uint8_t *c = (uint8_t *)q->c;
-                        for (int r = 0; r < 2; r++) {
-                            const __m128i pairs = _mm_unpacklo_epi8(avx2_requantize8(&k, _mm256_add_epi32(y[r][0], cc), mm, fb),
-                                                                    avx2_requantize8(&k, _mm256_add_epi32(y[r][1], cc), mm, fb));
-                            uint16_t two[8];
-                            _mm_storeu_si128((__m128i *)two, pairs);
-                            uint8_t *at = c + (ptrdiff_t)((2 * ty + (size_t)r) * OW + 2 * tx);
-                            for (size_t j = 0; j < cols; j++) memcpy(at + (ptrdiff_t)(n + j) * q->cs, &two[j], 2);
+                        const __m256i h0 = _mm256_packs_epi32(avx2_requantize8_i32(&k, _mm256_add_epi32(y[0][0], cc), mm, fb),
+                                                              avx2_requantize8_i32(&k, _mm256_add_epi32(y[0][1], cc), mm, fb));
+                        const __m256i h1 = _mm256_packs_epi32(avx2_requantize8_i32(&k, _mm256_add_epi32(y[1][0], cc), mm, fb),
+                                                              avx2_requantize8_i32(&k, _mm256_add_epi32(y[1][1], cc), mm, fb));
+                        const __m256i bytes = q->out == KILN_QOUT_INT8 ? _mm256_packs_epi16(h0, h1) : _mm256_packus_epi16(h0, h1);
+                        const __m256i by4 = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15,
+                                                             0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+                        uint16_t pairs[16];
+                        _mm256_storeu_si256((__m256i *)pairs, _mm256_shuffle_epi8(bytes, by4)); /* filter j: pairs[2j], [2j + 1] */
+                        uint8_t *at = (uint8_t *)q->c + (ptrdiff_t)(2 * ty * OW + 2 * tx);
+                        for (size_t j = 0; j < cols; j++) {
+                            memcpy(at + (ptrdiff_t)(n + j) * q->cs, &pairs[2 * j], 2);
+                            memcpy(at + (ptrdiff_t)(n + j) * q->cs + (ptrdiff_t)OW, &pairs[2 * j + 1], 2);
                         }
                         continue;
                     }
