@@ -403,29 +403,21 @@ void kiln_qpad_hwc(const uint8_t *input, size_t c, size_t h, size_t w, size_t pa
 /* memcpy and memset of the few bytes of one window row (a stem's 3 pixels × 3 channels): up to 16 bytes as two
  * overlapping fixed-size moves, which compile to plain loads and stores where the library calls would dominate. */
 static inline void q_copy_small(uint8_t *dst, const uint8_t *src, size_t n) {
-    if (n >= 8 && n <= 16) {
-        uint64_t lo, hi;
-        memcpy(&lo, src, 8);
-        memcpy(&hi, src + n - 8, 8);
-        memcpy(dst, &lo, 8);
-        memcpy(dst + n - 8, &hi, 8);
-    } else if (n >= 4 && n < 8) {
-        uint32_t lo, hi;
-        memcpy(&lo, src, 4);
-        memcpy(&hi, src + n - 4, 4);
-        memcpy(dst, &lo, 4);
-        memcpy(dst + n - 4, &hi, 4);
-    } else if (n >= 2 && n < 4) {
-        uint16_t lo, hi;
-        memcpy(&lo, src, 2);
-        memcpy(&hi, src + n - 2, 2);
-        memcpy(dst, &lo, 2);
-        memcpy(dst + n - 2, &hi, 2);
-    } else if (n == 1) {
-        dst[0] = src[0];
-    } else if (n > 16) {
-        memcpy(dst, src, n);
-    }
+    /* The first and the last sizeof(T) bytes, which overlap or meet for sizeof(T) ≤ n ≤ 2·sizeof(T). */
+#define Q_COPY_ENDS(T)                                 \
+    do {                                               \
+        T first, last;                                 \
+        memcpy(&first, src, sizeof first);             \
+        memcpy(&last, src + n - sizeof last, sizeof last); \
+        memcpy(dst, &first, sizeof first);             \
+        memcpy(dst + n - sizeof last, &last, sizeof last); \
+    } while (0)
+    if (n > 16) memcpy(dst, src, n);
+    else if (n >= 8) Q_COPY_ENDS(uint64_t);
+    else if (n >= 4) Q_COPY_ENDS(uint32_t);
+    else if (n >= 2) Q_COPY_ENDS(uint16_t);
+    else if (n == 1) dst[0] = src[0];
+#undef Q_COPY_ENDS
 }
 
 /* memset through q_copy_small's moves, for up to 16 bytes. */
