@@ -915,9 +915,9 @@ KILN_AVX2_INT static int avx2_depthwise(const kiln_conv2d_params *p, const uint8
                     f = _mm256_min_ps(_mm256_max_ps(f, lo), hi);
                     f = _mm256_sub_ps(_mm256_add_ps(f, magic), magic);
                     const __m128i bytes = avx2_low_bytes(_mm256_add_epi32(_mm256_cvttps_epi32(f), yz));
-                    /* A row's last bytes: 8 written whole unless this is the channel's last row (the overflow lands
-                     * at the start of the next row, written after it). */
-                    if (OW - ox0 >= 8 || oy + 1 < OH) {
+                    /* A row's last bytes: 8 written whole while they stay within the channel's plane (the overflow
+                     * lands on the rows after this one, written after it). */
+                    if (oy * OW + ox0 + 8 <= OH * OW) {
                         _mm_storel_epi64((__m128i *)(out + oy * OW + ox0), bytes);
                     } else {
                         uint8_t part[8];
