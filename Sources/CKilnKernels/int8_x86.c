@@ -44,8 +44,8 @@ static int q_column_constants(const kiln_qgemm_params *p, uint32_t za, size_t nb
     return need_rowsum;
 }
 
-/* Whether the vector depthwise loops take this case: the fused-QDQ stage into [channel][pixel] rows, unit horizontal
- * stride and dilation, at most 256 taps. */
+/* Whether the vector depthwise loops take this case: the fused-QDQ stage into [channel][pixel] rows, a horizontal
+ * stride of at most max_stride, unit horizontal dilation, at most 256 taps. */
 static int dw_vector_case(const kiln_conv2d_params *p, const kiln_qgemm_params *q, size_t max_stride) {
     return p->stride_w >= 1 && p->stride_w <= max_stride && p->dilation_w == 1 && p->kernel_h * p->kernel_w <= 256 && q->round == KILN_QROUND_FLOAT &&
            q->out != KILN_QOUT_INT32 && q->cs == 1 && p->out_width > 0;
@@ -584,9 +584,9 @@ KILN_AVX2_INT static void avx2_winograd(const kiln_conv2d_params *p, const uint8
                                         const kiln_qgemm_params *q, size_t ty0, size_t ty1) {
     const size_t C = p->in_channels, N = q->n, OH = p->out_height, OW = p->out_width, TX = (OW + 1) / 2;
     const size_t groups = (C + 3) / 4, cp = groups * 4, panels = (N + 7) / 8, block = 16 * AVX2_MR * cp;
-    /* Tiles per pass over the filters: as many whole blocks as keep their transforms within ~128 KiB (L2), so each
-     * filter panel is read from memory once per pass rather than once per block (a 128 × 128 layer's transforms
-     * take 512 KiB, the whole L2 of some cores). */
+    /* Tiles per pass over the filters: as many whole blocks as keep their input transforms within ~128 KiB (L2), so
+     * each filter panel is read from memory once per pass rather than once per block (a 128 × 128 layer's
+     * transformed filters take 512 KiB, the whole L2 of some cores). */
     size_t per_pass = 65536 / block;
     per_pass = (per_pass < 1 ? 1 : per_pass > 16 ? 16 : per_pass) * AVX2_MR;
     int16_t *u = (int16_t *)kiln_scratch(2, per_pass * 16 * cp / 2 + 16);
@@ -777,9 +777,9 @@ KILN_AVX2_INT static void avx2_quantize(const float *x, size_t n, float scale, i
     }
 }
 
-/* (float)((x ^ xor) − offset)·scale of 8 bytes. */
-KILN_AVX2_INT static inline __m256 avx2_dequantize8(const uint8_t *x, __m128i xor, __m256i offset, __m256 scale) {
-    const __m128i bytes = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)x), xor);
+/* (float)((x ^ flip) − offset)·scale of 8 bytes. */
+KILN_AVX2_INT static inline __m256 avx2_dequantize8(const uint8_t *x, __m128i flip, __m256i offset, __m256 scale) {
+    const __m128i bytes = _mm_xor_si128(_mm_loadl_epi64((const __m128i *)x), flip);
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(bytes), offset)), scale);
 }
 
